@@ -1,0 +1,239 @@
+"""Reading kits: the index and single members by seeking, or the whole stream in one pass.
+
+``read_index`` and ``read_member`` serve ``inspect`` and the first verify step
+(small metadata members, bounded). ``scan`` decompresses every frame from byte
+0 to the index, parses the tar stream it yields and checks it against what the
+caller expects, so what ``zstd -dc | tar -x`` would produce is what is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from kitbuilder.archive import tarfmt, zstdframes
+from kitbuilder.archive.index import IndexEntry, KitIndex
+from kitbuilder.core import paths
+from kitbuilder.errors import ArchiveError, IntegrityError
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Hard limits that keep a hostile kit from costing memory, disk or time."""
+
+    max_window: int = 1 << 24
+    max_members: int = 200_000
+    max_metadata: int = 64 << 20
+
+
+@dataclass(frozen=True)
+class IndexLocation:
+    index: KitIndex
+    index_offset: int
+    file_size: int
+
+
+def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
+    """Locate and parse the index through the footer; ArchiveError if the file is not a sealed kit."""
+    file_size = stream.seek(0, os.SEEK_END)
+    if file_size < zstdframes.FOOTER_SIZE:
+        raise ArchiveError(f"kit is only {file_size} bytes: not a kit, or truncated")
+    stream.seek(file_size - zstdframes.FOOTER_SIZE)
+    index_offset = zstdframes.parse_footer(stream.read(zstdframes.FOOTER_SIZE))
+    if index_offset >= file_size - zstdframes.FOOTER_SIZE:
+        raise ArchiveError("kit footer: index offset points past the end of the file")
+    stream.seek(index_offset)
+    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=index_offset)
+    magic, data = reader.read_skippable(max_size=caps.max_metadata)
+    if magic != zstdframes.INDEX_MAGIC:
+        raise ArchiveError(f"kit index: frame at offset {index_offset} is not an index frame")
+    if reader.offset != file_size - zstdframes.FOOTER_SIZE:
+        raise ArchiveError(
+            f"kit index: {file_size - zstdframes.FOOTER_SIZE - reader.offset} unexpected bytes between index and footer"
+        )
+    index = KitIndex.from_bytes(data)
+    if len(index.members) > caps.max_members:
+        raise ArchiveError(f"kit index lists {len(index.members)} members, more than the cap of {caps.max_members}")
+    return IndexLocation(index=index, index_offset=index_offset, file_size=file_size)
+
+
+def read_member(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> bytes:
+    """The content of one member, found through the index; bounded by ``caps.max_metadata``."""
+    if entry.size > caps.max_metadata:
+        raise ArchiveError(f"{entry.path}: {entry.size} bytes exceeds the metadata cap of {caps.max_metadata}")
+    stream.seek(entry.offset)
+    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
+    data = b"".join(reader.iter_zstd_frame(max_output=tarfmt.member_size(entry.size), what=entry.path))
+    if reader.offset - entry.offset != entry.length:
+        raise ArchiveError(f"{entry.path}: frame is {reader.offset - entry.offset} bytes, index says {entry.length}")
+    header = tarfmt.parse_header(data[: tarfmt.BLOCK], offset=-1)
+    if header.path != entry.path:
+        raise ArchiveError(f"index says {entry.path} at offset {entry.offset}, but the member there is {header.path}")
+    if header.size != entry.size or len(data) != tarfmt.member_size(entry.size):
+        raise IntegrityError(f"{entry.path}: size {header.size}, index says {entry.size}")
+    content = data[tarfmt.BLOCK : tarfmt.BLOCK + entry.size]
+    if hashlib.sha256(content).hexdigest() != entry.sha256:
+        raise IntegrityError(f"{entry.path}: sha256 differs from the index")
+    return content
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the signed metadata says a member is."""
+
+    path: str
+    size: int
+    sha256: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    members: int
+    payload_bytes: int
+    compressed_bytes: int
+
+
+def scan(
+    stream: BinaryIO,
+    *,
+    expected: Mapping[str, Expected],
+    location: IndexLocation,
+    caps: Caps,
+    on_bytes: Callable[[int], None] | None = None,
+) -> ScanResult:
+    """Decompress the whole kit once and check every member against ``expected``.
+
+    Raises ArchiveError for unsafe or malformed members and index
+    inconsistencies, IntegrityError for unlisted, missing or altered files.
+    """
+    by_offset = {e.offset: e for e in expected.values()}
+    index = location.index
+    stream.seek(0)
+    reader = zstdframes.FrameReader(stream, max_window=caps.max_window)
+    seen_keys: dict[str, str] = {}
+    stream_offset = 0  # position in the decompressed tar stream
+    members = 0
+    payload = 0
+    while True:
+        frame_offset = reader.offset
+        if frame_offset >= location.index_offset:
+            raise ArchiveError("archive has no end-of-archive frame where the index says it is")
+        if reader.peek_magic() != zstdframes.ZSTD_MAGIC:
+            raise ArchiveError(f"offset {frame_offset}: unexpected non-zstd frame inside the tar stream")
+        entry = by_offset.get(frame_offset)
+        if entry is None:
+            _reject_unexpected_frame(
+                reader, frame_offset, expected, stream_offset, seen_keys, is_end=frame_offset == index.end_offset
+            )
+            break  # the end-of-archive frame was where and what it should be
+        members += 1
+        if members > caps.max_members:
+            raise ArchiveError(f"archive has more than {caps.max_members} members")
+        _scan_member(reader, entry, stream_offset, seen_keys, on_bytes)
+        stream_offset += tarfmt.member_size(entry.size)
+        payload += entry.size
+    if reader.offset - index.end_offset != index.end_length:
+        raise ArchiveError("end-of-archive frame length differs from the index")
+    if reader.offset != location.index_offset:
+        raise ArchiveError(f"{location.index_offset - reader.offset} bytes of data after the end of the tar archive")
+    seen_paths = set(seen_keys.values())
+    missing = sorted(set(expected) - seen_paths)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise IntegrityError(f"{missing[0]}: listed in the signed manifest but missing from the archive{more}")
+    return ScanResult(members=members, payload_bytes=payload, compressed_bytes=location.file_size)
+
+
+def _reject_unexpected_frame(
+    reader: zstdframes.FrameReader,
+    frame_offset: int,
+    expected: Mapping[str, Expected],
+    stream_offset: int,
+    seen_keys: dict[str, str],
+    *,
+    is_end: bool,
+) -> None:
+    """Accept the end-of-archive frame, or explain what the unexpected frame holds."""
+    what = f"frame at offset {frame_offset}"
+    chunks = reader.iter_zstd_frame(max_output=1 << 30, what=what)
+    first = b""
+    for chunk in chunks:
+        first += chunk
+        if len(first) > len(tarfmt.END_OF_ARCHIVE):
+            break
+    if is_end and first == tarfmt.END_OF_ARCHIVE:
+        return
+    if len(first) >= tarfmt.BLOCK and any(first[: tarfmt.BLOCK]):
+        header = tarfmt.parse_header(first[: tarfmt.BLOCK], offset=stream_offset)
+        key = paths.collision_key(header.path)
+        if key in seen_keys:
+            raise ArchiveError(f"member {header.path}: duplicate of {seen_keys[key]} (same name up to case, Unicode form or ./)")
+        if header.path not in expected:
+            raise IntegrityError(f"{header.path}: member not listed in the signed manifest")
+        raise ArchiveError(
+            f"{header.path}: member at offset {frame_offset}, but the signed index puts it at {expected[header.path].offset}"
+        )
+    raise ArchiveError(f"{what}: not a member and not the end of the archive the index names")
+
+
+def _scan_member(
+    reader: zstdframes.FrameReader,
+    entry: Expected,
+    stream_offset: int,
+    seen_keys: dict[str, str],
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    frame_offset = reader.offset
+    chunks = reader.iter_zstd_frame(max_output=tarfmt.member_size(entry.size), what=f"member {entry.path}")
+    pending = bytearray()
+    header_seen = False
+    digest = hashlib.sha256()
+    received = 0
+    produced = 0
+    for chunk in chunks:
+        produced += len(chunk)
+        if not header_seen:
+            pending += chunk
+            if len(pending) < tarfmt.BLOCK:
+                continue
+            header = tarfmt.parse_header(bytes(pending[: tarfmt.BLOCK]), offset=stream_offset)
+            _check_header(header.path, header.size, entry, seen_keys)
+            header_seen = True
+            chunk = bytes(pending[tarfmt.BLOCK :])
+            pending = bytearray()
+        take = min(len(chunk), entry.size - received)
+        if take:
+            digest.update(chunk if take == len(chunk) else chunk[:take])
+            received += take
+        if take < len(chunk) and any(chunk[take:]):
+            raise ArchiveError(f"member {entry.path}: non-zero bytes in tar padding")
+        if on_bytes is not None:
+            on_bytes(len(chunk))
+    if not header_seen:
+        raise ArchiveError(f"offset {frame_offset}: frame too short to hold a tar header")
+    if received != entry.size:
+        raise IntegrityError(f"{entry.path}: stream holds {received} bytes, signed size is {entry.size}")
+    if produced != tarfmt.member_size(entry.size):
+        raise ArchiveError(f"member {entry.path}: tar padding is {produced - tarfmt.BLOCK - received} bytes, expected "
+                           f"{tarfmt.padded_size(entry.size) - entry.size}")
+    if reader.offset - frame_offset != entry.length:
+        raise ArchiveError(f"{entry.path}: frame is {reader.offset - frame_offset} bytes, signed index says {entry.length}")
+    observed = digest.hexdigest()
+    if observed != entry.sha256:
+        raise IntegrityError(f"{entry.path}: expected sha256 {entry.sha256}, got {observed}")
+
+
+def _check_header(path: str, size: int, entry: Expected, seen: dict[str, str]) -> None:
+    key = paths.collision_key(path)
+    if key in seen:
+        raise ArchiveError(f"member {path}: duplicate of {seen[key]} (same name up to case, Unicode form or ./)")
+    seen[key] = path
+    if path != entry.path:
+        raise IntegrityError(f"{path}: not where the signed index expects it (expected {entry.path} at that offset)")
+    if size != entry.size:
+        raise IntegrityError(f"{path}: tar header says {size} bytes, signed size is {entry.size}")

@@ -1,0 +1,143 @@
+"""POSIX ustar headers: the only tar form a kit contains, written and checked here.
+
+A kit member is one regular file: a 512-byte ustar header, the data, zero
+padding to a 512-byte boundary. Everything else tar can express (links,
+devices, FIFOs, directories, sparse files, PAX or GNU extension headers,
+setuid/setgid/sticky or world-writable modes, base-256 numbers) is refused by
+``parse_header`` with a message naming what was found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kitbuilder.core import paths
+from kitbuilder.errors import ArchiveError
+
+BLOCK = 512
+FILE_MODE = 0o644
+END_OF_ARCHIVE = bytes(2 * BLOCK)
+
+_TYPE_NAMES = {
+    b"1": "a hard link",
+    b"2": "a symbolic link",
+    b"3": "a character device",
+    b"4": "a block device",
+    b"5": "a directory",
+    b"6": "a FIFO",
+    b"7": "a contiguous file",
+    b"x": "a PAX extended header",
+    b"g": "a PAX global header",
+    b"L": "a GNU long-name header",
+    b"K": "a GNU long-link header",
+    b"S": "a GNU sparse file",
+    b"\0": "an old-style (pre-POSIX) file entry",
+}
+
+
+def padded_size(size: int) -> int:
+    return (size + BLOCK - 1) // BLOCK * BLOCK
+
+
+def member_size(size: int) -> int:
+    """Bytes one member occupies in the tar stream: header, data, padding."""
+    return BLOCK + padded_size(size)
+
+
+def _octal(value: int, width: int) -> bytes:
+    text = f"{value:0{width - 1}o}".encode("ascii")
+    if len(text) > width - 1:
+        raise ValueError(f"{value} does not fit a {width}-byte octal field")
+    return text + b"\0"
+
+
+def build_header(path: str, size: int, mtime: int) -> bytes:
+    """The ustar header of a regular file with fixed owner and mode (reproducible)."""
+    split = paths.ustar_split(path)
+    if split is None:
+        raise ValueError(f"{path} does not fit a ustar header")
+    prefix, name = split
+    header = bytearray(BLOCK)
+
+    def put(offset: int, value: bytes) -> None:
+        header[offset : offset + len(value)] = value
+
+    put(0, name.encode("ascii"))
+    put(100, _octal(FILE_MODE, 8))
+    put(108, _octal(0, 8))
+    put(116, _octal(0, 8))
+    put(124, _octal(size, 12))
+    put(136, _octal(mtime, 12))
+    put(148, b" " * 8)
+    put(156, b"0")
+    put(257, b"ustar\x0000")
+    put(329, _octal(0, 8))
+    put(337, _octal(0, 8))
+    put(345, prefix.encode("ascii"))
+    checksum = sum(header)
+    put(148, f"{checksum:06o}".encode("ascii") + b"\0 ")
+    return bytes(header)
+
+
+@dataclass(frozen=True)
+class MemberHeader:
+    path: str
+    size: int
+    mode: int
+    mtime: int
+
+
+def _field(block: bytes, offset: int, width: int) -> bytes:
+    return block[offset : offset + width].split(b"\0", 1)[0]
+
+
+def _number(block: bytes, offset: int, width: int, what: str, where: str) -> int:
+    raw = block[offset : offset + width]
+    if raw[0] & 0x80:
+        raise ArchiveError(f"{where}: {what} uses base-256 encoding, which kits never use")
+    text = raw.split(b"\0", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError as exc:
+        raise ArchiveError(f"{where}: {what} field is not octal ({text!r})") from exc
+
+
+def parse_header(block: bytes, *, offset: int) -> MemberHeader:
+    """Check one 512-byte header against every member rule; ArchiveError names the offence."""
+    where = f"tar header at stream offset {offset}"
+    if len(block) != BLOCK:
+        raise ArchiveError(f"{where}: truncated header")
+    stored = _number(block, 148, 8, "checksum", where)
+    if stored != sum(block[:148]) + 8 * 32 + sum(block[156:]):
+        raise ArchiveError(f"{where}: header checksum mismatch (corrupt or crafted header)")
+    name = _field(block, 0, 100)
+    prefix = _field(block, 345, 155)
+    try:
+        path = ((prefix + b"/" + name) if prefix else name).decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ArchiveError(f"{where}: member name is not ASCII ({name!r})") from exc
+    where = f"member {path}"
+    typeflag = block[156:157]
+    if typeflag in _TYPE_NAMES:
+        raise ArchiveError(f"{where}: is {_TYPE_NAMES[typeflag]}; kits contain regular files only")
+    if typeflag != b"0":
+        raise ArchiveError(f"{where}: unknown tar type {typeflag!r}; kits contain regular files only")
+    if block[257:265] != b"ustar\x0000":
+        raise ArchiveError(f"{where}: not a POSIX ustar header (magic {block[257:265]!r})")
+    if _field(block, 157, 100):
+        raise ArchiveError(f"{where}: regular file with a link target")
+    problem = paths.problem_with(path)
+    if problem:
+        raise ArchiveError(f"{where}: unsafe path: {problem}")
+    mode = _number(block, 100, 8, "mode", where)
+    if mode & 0o7000:
+        raise ArchiveError(f"{where}: mode {mode:o} sets setuid/setgid/sticky bits")
+    if mode & 0o002:
+        raise ArchiveError(f"{where}: mode {mode:o} is world-writable")
+    if mode & ~0o777:
+        raise ArchiveError(f"{where}: mode {mode:o} has bits outside 0777")
+    size = _number(block, 124, 12, "size", where)
+    mtime = _number(block, 136, 12, "mtime", where)
+    return MemberHeader(path=path, size=size, mode=mode, mtime=mtime)

@@ -1,0 +1,83 @@
+"""Streaming kit writer: one zstd frame per tar member, then the index and footer.
+
+Each input byte is read once: it is hashed and fed to the compressor in the
+same pass, so the SHA-256 in the manifest is of exactly the bytes written.
+Memory stays at the compressor's window plus one read chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from typing import BinaryIO
+
+import zstandard
+
+from kitbuilder.archive import tarfmt, zstdframes
+from kitbuilder.archive.index import IndexEntry, KitIndex
+from kitbuilder.errors import UsageError
+
+CHUNK = 1 << 20
+
+
+class KitWriter:
+    """Appends members to ``out``; ``finish`` seals the archive. Not thread-safe."""
+
+    def __init__(self, out: BinaryIO, *, level: int, threads: int, mtime: int) -> None:
+        self._out = out
+        self._mtime = mtime
+        self._compressor = zstandard.ZstdCompressor(
+            level=level, threads=threads, write_checksum=True, write_content_size=True
+        )
+        self._offset = 0
+        self._members: list[IndexEntry] = []
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self._out.write(data)
+            self._offset += len(data)
+
+    def add_stream(
+        self, path: str, source: BinaryIO, size: int, *, on_bytes: Callable[[int], None] | None = None
+    ) -> IndexEntry:
+        """Compress ``size`` bytes from ``source`` as member ``path``; UsageError if the source changes size."""
+        start = self._offset
+        digest = hashlib.sha256()
+        compressor = self._compressor.compressobj(size=tarfmt.member_size(size))
+        self._write(compressor.compress(tarfmt.build_header(path, size, self._mtime)))
+        remaining = size
+        while remaining:
+            chunk = source.read(min(CHUNK, remaining))
+            if not chunk:
+                raise UsageError(f"{path}: input shrank while being read (expected {size} bytes); rerun the build")
+            digest.update(chunk)
+            remaining -= len(chunk)
+            self._write(compressor.compress(chunk))
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+        if source.read(1):
+            raise UsageError(f"{path}: input grew while being read (expected {size} bytes); rerun the build")
+        self._write(compressor.compress(bytes(tarfmt.padded_size(size) - size)))
+        self._write(compressor.flush())
+        entry = IndexEntry(path=path, offset=start, length=self._offset - start, size=size, sha256=digest.hexdigest())
+        self._members.append(entry)
+        return entry
+
+    def add_bytes(self, path: str, data: bytes) -> IndexEntry:
+        return self.add_stream(path, io.BytesIO(data), len(data))
+
+    def finish(self) -> KitIndex:
+        """Write the end-of-archive frame, the index frame and the footer."""
+        end_offset = self._offset
+        compressor = self._compressor.compressobj(size=len(tarfmt.END_OF_ARCHIVE))
+        self._write(compressor.compress(tarfmt.END_OF_ARCHIVE) + compressor.flush())
+        index = KitIndex(members=tuple(self._members), end_offset=end_offset, end_length=self._offset - end_offset)
+        index_offset = self._offset
+        self._write(zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, index.to_bytes()))
+        self._write(zstdframes.footer_frame(index_offset))
+        return index

@@ -1,0 +1,178 @@
+"""Zstandard frames, read one pass with exact boundaries and bounded output.
+
+We parse frame and block headers ourselves (RFC 8878 §3.1) rather than let the
+decompressor find frame ends, because the verifier needs three things the
+python-zstandard stream APIs do not give together: the exact offset where each
+frame ends (to check the index), a hard bound on output before it is produced
+(a zstd bomb must cost neither memory nor disk), and every input byte read once.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import zstandard
+
+from kitbuilder.errors import ArchiveError
+
+ZSTD_MAGIC = 0xFD2FB528
+SKIPPABLE_FIRST = 0x184D2A50
+SKIPPABLE_LAST = 0x184D2A5F
+INDEX_MAGIC = 0x184D2A5B
+FOOTER_MAGIC = 0x184D2A5F
+FOOTER_TAG = b"KITINDEX"
+FOOTER_SIZE = 8 + len(FOOTER_TAG) + 8
+MAX_BLOCK = 128 * 1024
+_READ_CHUNK = 1 << 20
+# Feed the decompressor in batches bounded in input and in worst-case output.
+_BATCH_INPUT = 1 << 20
+_BATCH_OUTPUT = 8 << 20
+
+
+def skippable_frame(magic: int, data: bytes) -> bytes:
+    return struct.pack("<II", magic, len(data)) + data
+
+
+def footer_frame(index_offset: int) -> bytes:
+    return skippable_frame(FOOTER_MAGIC, FOOTER_TAG + struct.pack("<Q", index_offset))
+
+
+def parse_footer(data: bytes) -> int:
+    """The index frame offset named by the footer, or ArchiveError."""
+    if len(data) != FOOTER_SIZE:
+        raise ArchiveError("kit footer: file too short to be a kit")
+    magic, size = struct.unpack_from("<II", data)
+    if magic != FOOTER_MAGIC or size != FOOTER_SIZE - 8 or data[8:16] != FOOTER_TAG:
+        raise ArchiveError("kit footer: the file does not end with a kitbuilder index footer (not a kit, or truncated)")
+    (offset,) = struct.unpack_from("<Q", data, 16)
+    return int(offset)
+
+
+class FrameReader:
+    """Sequential reader of a concatenation of zstd and skippable frames."""
+
+    def __init__(self, stream: BinaryIO, *, max_window: int, start: int = 0) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._position = 0  # offset in _buffer of the next unread byte
+        self._consumed = start  # file offset of _buffer[0]
+        self._eof = False
+        self._decompressor = zstandard.ZstdDecompressor(max_window_size=max_window)
+        self.max_window = max_window
+
+    @property
+    def offset(self) -> int:
+        """File offset of the next unread byte."""
+        return self._consumed + self._position
+
+    def _fill(self, wanted: int) -> bool:
+        while len(self._buffer) - self._position < wanted and not self._eof:
+            if self._position > _READ_CHUNK:
+                del self._buffer[: self._position]
+                self._consumed += self._position
+                self._position = 0
+            chunk = self._stream.read(max(_READ_CHUNK, wanted))
+            if not chunk:
+                self._eof = True
+            else:
+                self._buffer += chunk
+        return len(self._buffer) - self._position >= wanted
+
+    def _take(self, size: int, what: str) -> bytes:
+        if not self._fill(size):
+            raise ArchiveError(f"archive truncated at offset {self.offset}: {what} needs {size} bytes")
+        data = bytes(self._buffer[self._position : self._position + size])
+        self._position += size
+        return data
+
+    def at_end(self) -> bool:
+        return not self._fill(1)
+
+    def peek_magic(self) -> int:
+        """Magic number of the next frame; ArchiveError at a short read."""
+        if not self._fill(4):
+            raise ArchiveError(f"archive truncated at offset {self.offset}: expected a frame")
+        return int(struct.unpack_from("<I", self._buffer, self._position)[0])
+
+    def read_skippable(self, *, max_size: int) -> tuple[int, bytes]:
+        magic, size = struct.unpack("<II", self._take(8, "skippable frame header"))
+        if not SKIPPABLE_FIRST <= magic <= SKIPPABLE_LAST:
+            raise ArchiveError(f"offset {self.offset - 8}: expected a skippable frame")
+        if size > max_size:
+            raise ArchiveError(f"offset {self.offset - 8}: skippable frame of {size} bytes exceeds the cap of {max_size}")
+        return magic, self._take(size, "skippable frame")
+
+    def iter_zstd_frame(self, *, max_output: int, what: str) -> Iterator[bytes]:
+        """Yield the decompressed content of the next zstd frame, never more than ``max_output`` bytes."""
+        frame_start = self.offset
+        header = self._take(5, f"{what}: frame header")
+        magic, descriptor = struct.unpack_from("<IB", header)
+        if magic != ZSTD_MAGIC:
+            raise ArchiveError(f"{what}: offset {frame_start}: not a zstd frame (magic {magic:#010x})")
+        fcs_flag = descriptor >> 6
+        single_segment = (descriptor >> 5) & 1
+        if descriptor & 0x08:
+            raise ArchiveError(f"{what}: offset {frame_start}: reserved bit set in zstd frame header")
+        has_checksum = (descriptor >> 2) & 1
+        dict_size = (0, 1, 2, 4)[descriptor & 3]
+        fcs_size = (single_segment, 2, 4, 8)[fcs_flag]
+        rest = self._take((0 if single_segment else 1) + dict_size + fcs_size, f"{what}: frame header")
+        window = 0
+        if not single_segment:
+            exponent, mantissa = rest[0] >> 3, rest[0] & 7
+            base = 1 << (10 + exponent)
+            window = base + (base // 8) * mantissa
+        if dict_size and any(rest[1 - single_segment : 1 - single_segment + dict_size]):
+            raise ArchiveError(f"{what}: zstd frame needs a dictionary; kits never use one")
+        if fcs_size:
+            raw = rest[len(rest) - fcs_size :]
+            content_size = int.from_bytes(raw, "little") + (256 if fcs_size == 2 else 0)
+            if content_size > max_output:
+                raise ArchiveError(
+                    f"{what}: zstd frame declares {content_size} bytes, more than the {max_output} allowed"
+                )
+            if single_segment:
+                window = content_size
+        if window > self.max_window:
+            raise ArchiveError(f"{what}: zstd window of {window} bytes exceeds the cap of {self.max_window}")
+
+        decompressor = self._decompressor.decompressobj()
+        produced = 0
+        batch: list[bytes] = [header, rest]
+        batch_input = 0
+        batch_output = 0
+        while True:
+            block_header = self._take(3, f"{what}: block header")
+            value = int.from_bytes(block_header, "little")
+            last = value & 1
+            block_type = (value >> 1) & 3
+            block_size = value >> 3
+            if block_type == 3:
+                raise ArchiveError(f"{what}: offset {self.offset - 3}: reserved zstd block type")
+            if block_size > MAX_BLOCK:
+                raise ArchiveError(f"{what}: offset {self.offset - 3}: zstd block larger than 128 KiB")
+            payload = self._take(1 if block_type == 1 else block_size, f"{what}: block")
+            batch.append(block_header)
+            batch.append(payload)
+            batch_input += len(payload) + 3
+            batch_output += block_size if block_type != 2 else MAX_BLOCK
+            if last:
+                if has_checksum:
+                    batch.append(self._take(4, f"{what}: frame checksum"))
+            if last or batch_input >= _BATCH_INPUT or batch_output >= _BATCH_OUTPUT:
+                try:
+                    out = decompressor.decompress(b"".join(batch))
+                except zstandard.ZstdError as exc:
+                    raise ArchiveError(f"{what}: corrupt zstd data at offset {frame_start} ({exc})") from exc
+                batch, batch_input, batch_output = [], 0, 0
+                produced += len(out)
+                if produced > max_output:
+                    raise ArchiveError(f"{what}: decompresses to more than the {max_output} bytes allowed")
+                if out:
+                    yield out
+            if last:
+                break
+        if not decompressor.eof:
+            raise ArchiveError(f"{what}: zstd frame at offset {frame_start} did not end cleanly")

@@ -1,0 +1,158 @@
+"""The kit manifest: what a kit is and every payload file it carries.
+
+``manifest.json`` is the pretty JSON form of ``Manifest.to_json()``; the same
+object is the predicate of the signed in-toto statement in
+``manifest.dsse.json``. Each file entry also records where the file's zstd
+frame lies in the kit, which makes that part of the archive index signed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kitbuilder.core import jsonio, schemas, timefmt
+
+MANIFEST_API = "kitbuilder/v1"
+MANIFEST_JSON = "manifest.json"
+MANIFEST_DSSE = "manifest.dsse.json"
+SHA256SUMS = "SHA256SUMS"
+SHA256SUMS_SIG = "SHA256SUMS.sig"
+# Written after the payload, in this order, so every input byte is read once.
+METADATA_FILES = (SHA256SUMS, SHA256SUMS_SIG, MANIFEST_JSON, MANIFEST_DSSE)
+
+
+@dataclass(frozen=True)
+class KitInfo:
+    name: str
+    version: str
+    sequence: int
+    expires: str
+    product: str
+    channel: str
+    description: str = ""
+    created: str | None = None
+
+    @property
+    def expires_at(self) -> datetime:
+        return timefmt.parse_utc(self.expires)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "sequence": self.sequence,
+            "expires": self.expires,
+            "product": self.product,
+            "channel": self.channel,
+            "description": self.description,
+        }
+        if self.created is not None:
+            data["created"] = self.created
+        return data
+
+
+@dataclass(frozen=True)
+class Component:
+    id: str
+    role: str
+    phase: str | None = None
+    subject: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "role": self.role}
+        if self.phase is not None:
+            data["phase"] = self.phase
+        if self.subject is not None:
+            data["subject"] = self.subject
+        if self.options:
+            data["options"] = self.options
+        return data
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    sha256: str
+    role: str
+    component: str
+    offset: int
+    length: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "role": self.role,
+            "component": self.component,
+            "frame": {"offset": self.offset, "length": self.length},
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    kit: KitInfo
+    build: dict[str, Any]
+    components: tuple[Component, ...]
+    files: tuple[FileEntry, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "apiVersion": MANIFEST_API,
+            "kind": "KitManifest",
+            "kit": self.kit.to_json(),
+            "build": self.build,
+            "components": [c.to_json() for c in self.components],
+            "files": [f.to_json() for f in self.files],
+        }
+
+    def to_bytes(self) -> bytes:
+        return jsonio.dump_pretty(self.to_json())
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def by_path(self) -> dict[str, FileEntry]:
+        return {f.path: f for f in self.files}
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any], *, what: str = MANIFEST_JSON) -> Manifest:
+        """Build from a parsed document; FormatError with the JSON path if it breaks the schema."""
+        schemas.validate("manifest", document, what=what)
+        kit = document["kit"]
+        return cls(
+            kit=KitInfo(
+                name=kit["name"],
+                version=kit["version"],
+                sequence=kit["sequence"],
+                expires=kit["expires"],
+                product=kit["product"],
+                channel=kit["channel"],
+                description=kit.get("description", ""),
+                created=kit.get("created"),
+            ),
+            build=document["build"],
+            components=tuple(
+                Component(
+                    id=c["id"], role=c["role"], phase=c.get("phase"), subject=c.get("subject"),
+                    options=c.get("options", {}),
+                )
+                for c in document["components"]
+            ),
+            files=tuple(
+                FileEntry(
+                    path=f["path"], size=f["size"], sha256=f["sha256"], role=f["role"],
+                    component=f["component"], offset=f["frame"]["offset"], length=f["frame"]["length"],
+                )
+                for f in document["files"]
+            ),
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, what: str = MANIFEST_JSON) -> Manifest:
+        return cls.from_json(jsonio.load_object(data, what=what), what=what)

@@ -1,0 +1,48 @@
+"""The one rule for paths inside a kit, shared by spec checking, building and verifying.
+
+Kit paths are relative, '/'-separated, drawn from a portable ASCII set and fit a
+plain ustar header (name <= 100 bytes, prefix <= 155), so a kit never needs PAX
+or GNU extension headers: any such header in a kit is hostile by definition.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+PORTABLE_COMPONENT = re.compile(r"^[A-Za-z0-9._+@=,-]+$")
+MAX_PATH_BYTES = 255
+
+
+def problem_with(path: str) -> str | None:
+    """Why ``path`` is not a valid kit path, or None when it is."""
+    if not path:
+        return "empty path"
+    if path.startswith("/"):
+        return "absolute path"
+    parts = path.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            return f"path component {part!r} is not allowed"
+        if not PORTABLE_COMPONENT.match(part):
+            return f"component {part!r} has characters outside [A-Za-z0-9._+@=,-]"
+    if len(path.encode()) > MAX_PATH_BYTES or ustar_split(path) is None:
+        return "path too long for a ustar header (name 100 bytes, prefix 155 bytes)"
+    return None
+
+
+def ustar_split(path: str) -> tuple[str, str] | None:
+    """(prefix, name) fields for ``path``, or None when it does not fit ustar."""
+    if len(path) <= 100:
+        return "", path
+    for index in range(len(path) - 1, -1, -1):
+        if path[index] == "/" and index <= 155 and len(path) - index - 1 <= 100:
+            return path[:index], path[index + 1 :]
+    return None
+
+
+def collision_key(path: str) -> str:
+    """Two paths with the same key land on the same file on some filesystem (case, Unicode, ./)."""
+    normal = unicodedata.normalize("NFC", path)
+    parts = [p for p in normal.split("/") if p not in ("", ".")]
+    return "/".join(parts).casefold()

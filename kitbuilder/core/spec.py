@@ -1,0 +1,191 @@
+"""Kit specs: the declarative YAML a release pipeline hands to ``kit build``.
+
+Loading keeps the YAML line of every field so an error can say
+``manifests/x.yaml:14: migrations[1].phase: ...``. The schema in
+``schemas/kit-spec.schema.json`` is the contract; this module adds what a
+schema cannot say (paths exist, no two files land on one kit path).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kitbuilder.core import paths, schemas, timefmt
+from kitbuilder.errors import SpecError
+
+# Spec section → (role recorded in the manifest, directory inside the kit).
+SECTIONS: dict[str, tuple[str, str]] = {
+    "migrations": ("migration", "migrations"),
+    "backfills": ("backfill", "backfills"),
+    "seeds": ("seed", "seeds"),
+    "sboms": ("sbom", "sbom"),
+    "docs": ("doc", "docs"),
+}
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One entry of a spec section: a file or directory that goes into the kit under ``dest``."""
+
+    role: str
+    id: str
+    source: Path
+    dest: str
+    phase: str | None = None
+    subject: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KitSpec:
+    path: Path
+    name: str
+    version: str
+    sequence: int
+    expires: datetime
+    product: str
+    channel: str
+    description: str
+    components: tuple[ComponentSpec, ...]
+    raw: dict[str, Any]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, keeps timestamps as strings and records lines."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.lines: dict[tuple[Any, ...], int] = {}
+
+
+# Timestamps stay strings: the schema and timefmt decide what a valid time is.
+_LineLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _load_with_lines(text: str, where: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    loader = _LineLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{where}{line}: not valid YAML: {problem}") from exc
+    finally:
+        loader.dispose()
+    if node is None:
+        raise SpecError(f"{where}: the spec is empty; expected a mapping with name, version, sequence, ...")
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(current: yaml.Node, location: tuple[Any, ...]) -> Any:
+        lines[location] = current.start_mark.line + 1
+        if isinstance(current, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            for key_node, value_node in current.value:
+                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key, str):
+                    raise SpecError(f"{where}:{key_node.start_mark.line + 1}: keys must be strings, got {key!r}")
+                if key in result:
+                    raise SpecError(f"{where}:{key_node.start_mark.line + 1}: {key!r} is given twice")
+                result[key] = walk(value_node, (*location, key))
+            return result
+        if isinstance(current, yaml.SequenceNode):
+            return [walk(item, (*location, number)) for number, item in enumerate(current.value)]
+        return loader.construct_object(current, deep=True)
+
+    return walk(node, ()), lines
+
+
+def _field_name(location: tuple[Any, ...]) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def load_spec(spec_path: Path) -> KitSpec:
+    """Read and check a kit spec; raise SpecError naming file, line and field."""
+    where = str(spec_path)
+    try:
+        text = spec_path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{where}: cannot read spec ({exc})") from exc
+    document, lines = _load_with_lines(text, where)
+
+    def fail(location: tuple[Any, ...], message: str) -> SpecError:
+        probe = location
+        while probe not in lines and probe:
+            probe = probe[:-1]
+        return SpecError(f"{where}:{lines.get(probe, 1)}: {_field_name(location)}: {message}")
+
+    error = schemas.first_error("kit-spec", document)
+    if error is not None:
+        location = tuple(error.absolute_path)
+        message = error.message
+        if error.validator == "additionalProperties":
+            message += " (see schemas/kit-spec.schema.json for the allowed fields)"
+        raise fail(location, message)
+    assert isinstance(document, dict)
+
+    try:
+        expires = timefmt.parse_utc(document["expires"])
+    except ValueError as exc:
+        raise fail(("expires",), f"expected an RFC 3339 UTC time such as 2027-06-30T00:00:00Z ({exc})") from exc
+
+    base = spec_path.parent
+    components: list[ComponentSpec] = []
+    seen_ids: dict[str, tuple[Any, ...]] = {}
+    for section, (role, kit_dir) in SECTIONS.items():
+        for number, entry in enumerate(document.get(section, [])):
+            location = (section, number)
+            component_id = entry["id"]
+            if component_id in seen_ids:
+                raise fail((*location, "id"), f"id {component_id!r} is already used at {_field_name(seen_ids[component_id])}")
+            seen_ids[component_id] = location
+            source = (base / entry["source"]).resolve()
+            if not source.exists():
+                raise fail((*location, "source"), f"{entry['source']} does not exist (paths are relative to the spec file)")
+            if not (source.is_file() or source.is_dir()):
+                raise fail((*location, "source"), f"{entry['source']} is neither a regular file nor a directory")
+            dest = entry.get("dest", f"{kit_dir}/{component_id}")
+            problem = paths.problem_with(dest)
+            if problem:
+                raise fail((*location, "dest"), f"{dest!r}: {problem}")
+            known = {"id", "source", "dest", "phase", "subject"}
+            components.append(
+                ComponentSpec(
+                    role=role,
+                    id=component_id,
+                    source=source,
+                    dest=dest,
+                    phase=entry.get("phase"),
+                    subject=entry.get("subject"),
+                    options={k: v for k, v in entry.items() if k not in known},
+                )
+            )
+    if not components:
+        raise fail((), "the spec lists no components; add at least one of " + ", ".join(SECTIONS))
+    return KitSpec(
+        path=spec_path,
+        name=document["name"],
+        version=document["version"],
+        sequence=document["sequence"],
+        expires=expires,
+        product=document["product"],
+        channel=document.get("channel", "stable"),
+        description=document.get("description", ""),
+        components=tuple(components),
+        raw=document,
+    )
+
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")

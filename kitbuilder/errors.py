@@ -1,0 +1,81 @@
+"""The error tree every layer raises and the CLI maps to exit codes.
+
+Each class carries its exit code, so the mapping lives in one place and a
+second implementation (or a script) can rely on it. Library code never prints
+or exits; the CLI renders ``str(error)`` as one line.
+"""
+
+from __future__ import annotations
+
+
+class KitError(Exception):
+    """Base of every error a user can cause; ``exit_code`` is documented in docs/exit-codes.md."""
+
+    exit_code = 1
+    kind = "error"
+
+    def __init__(self, message: str, *, member: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.member = member
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(KitError):
+    """Bad arguments, unreadable or invalid input files (spec, key, trust root)."""
+
+    exit_code = 2
+    kind = "usage"
+
+
+class SpecError(UsageError):
+    """A kit spec that does not match the contract; message names file, line and field."""
+
+    kind = "spec"
+
+
+class TrustError(KitError):
+    """Signatures missing, invalid, untrusted, or below the threshold."""
+
+    exit_code = 3
+    kind = "trust"
+
+
+class IntegrityError(KitError):
+    """A payload file's digest or size differs from the signed manifest, or files are missing/unlisted."""
+
+    exit_code = 4
+    kind = "integrity"
+
+
+class ArchiveError(KitError):
+    """Unsafe or malformed archive: hostile members, truncation, bad index, caps exceeded."""
+
+    exit_code = 5
+    kind = "archive"
+
+
+class PolicyError(KitError):
+    """The kit is genuine but not acceptable here: expired, wrong product/channel, downgrade."""
+
+    exit_code = 6
+    kind = "policy"
+
+
+class FormatError(ArchiveError):
+    """A metadata document inside a kit (manifest, envelope, index) is not what the schema requires."""
+
+    kind = "format"
+
+
+EXIT_CODES: dict[str, int] = {
+    "ok": 0,
+    "usage": UsageError.exit_code,
+    "trust": TrustError.exit_code,
+    "integrity": IntegrityError.exit_code,
+    "archive": ArchiveError.exit_code,
+    "policy": PolicyError.exit_code,
+    "internal": 70,
+}

@@ -1,0 +1,222 @@
+"""kit verify: check a kit end to end against locally held keys, without extracting anything.
+
+Two steps over one open file. First the small signed metadata is read through
+the index and checked (signatures, manifest = signed predicate, SHA256SUMS,
+policy). Then the whole stream is decompressed once from byte 0 and every
+member is checked against those signed facts, which also bound how much any
+member may decompress to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from kitbuilder.archive import reader
+from kitbuilder.archive.reader import Caps, Expected, IndexLocation
+from kitbuilder.core import checksums, timefmt
+from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
+from kitbuilder.core.manifest import (
+    MANIFEST_DSSE,
+    MANIFEST_JSON,
+    METADATA_FILES,
+    SHA256SUMS,
+    SHA256SUMS_SIG,
+    Manifest,
+)
+from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement
+from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyError, UsageError
+from kitbuilder.trust.signatures import TrustPolicy, verify_detached, verify_envelope
+
+
+@dataclass(frozen=True)
+class KitMetadata:
+    """The metadata members of a kit as read through its index; nothing here is verified yet."""
+
+    location: IndexLocation
+    members: dict[str, bytes]
+    envelope: Envelope
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    policy: TrustPolicy
+    now: datetime
+    product: str | None = None
+    channel: str | None = None
+    caps: Caps = field(default_factory=Caps)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    path: Path
+    kit_sha256: str
+    manifest: Manifest
+    signers: tuple[str, ...]
+    checksum_signer: str
+    checks: tuple[str, ...]
+    members: int
+    payload_bytes: int
+    kit_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        kit = self.manifest.kit
+        return {
+            "reportVersion": 1,
+            "ok": True,
+            "kit": {"path": str(self.path), "sha256": self.kit_sha256, "bytes": self.kit_bytes, **kit.to_json()},
+            "signers": list(self.signers),
+            "checksumSigner": self.checksum_signer,
+            "checks": list(self.checks),
+            "files": len(self.manifest.files),
+            "members": self.members,
+            "payloadBytes": self.payload_bytes,
+        }
+
+
+def open_kit(path: Path) -> BinaryIO:
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot open kit ({exc.strerror})") from exc
+
+
+def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
+    """Read index, envelope and manifest through the index (small, bounded reads)."""
+    location = reader.read_index(stream, caps)
+    by_path = location.index.by_path()
+    members: dict[str, bytes] = {}
+    for name in METADATA_FILES:
+        entry = by_path.get(name)
+        if entry is None:
+            raise ArchiveError(f"kit index has no {name}: not a complete kit")
+        members[name] = reader.read_member(stream, entry, caps)
+    envelope = Envelope.from_bytes(members[MANIFEST_DSSE], what=MANIFEST_DSSE)
+    manifest = Manifest.from_bytes(members[MANIFEST_JSON])
+    return KitMetadata(location=location, members=members, envelope=envelope, manifest=manifest)
+
+
+def check_signed_metadata(metadata: KitMetadata, policy: TrustPolicy) -> tuple[tuple[str, ...], str, Manifest]:
+    """Signatures, statement, manifest and SHA256SUMS against each other; returns signers and the signed manifest."""
+    envelope = metadata.envelope
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise FormatError(f"{MANIFEST_DSSE}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
+    signers = verify_envelope(envelope, policy, what=MANIFEST_DSSE)
+    statement = Statement.from_bytes(envelope.payload, what=f"{MANIFEST_DSSE} payload")
+    if statement.predicate_type != MANIFEST_PREDICATE_TYPE:
+        raise FormatError(f"{MANIFEST_DSSE}: predicateType {statement.predicate_type!r}, expected {MANIFEST_PREDICATE_TYPE}")
+    signed = Manifest.from_json(statement.predicate, what=f"{MANIFEST_DSSE} predicate")
+    if metadata.members[MANIFEST_JSON] != signed.to_bytes():
+        raise IntegrityError(f"{MANIFEST_JSON}: differs from the signed predicate in {MANIFEST_DSSE}")
+    sums_bytes = metadata.members[SHA256SUMS]
+    sums = checksums.parse(sums_bytes)
+    listed = {f.path: f.sha256 for f in signed.files}
+    if len(listed) != len(signed.files):
+        raise FormatError(f"{MANIFEST_JSON}: a file is listed twice")
+    if sums != listed:
+        differing = sorted(set(sums.items()) ^ set(listed.items()))
+        raise IntegrityError(f"{SHA256SUMS}: differs from the signed manifest at {differing[0][0]}")
+    subjects = {s.name: s.sha256 for s in statement.subjects}
+    wanted = dict(listed)
+    wanted[SHA256SUMS] = hashlib.sha256(sums_bytes).hexdigest()
+    if subjects != wanted or len(subjects) != len(statement.subjects):
+        differing = sorted(set(subjects.items()) ^ set(wanted.items()))
+        name = differing[0][0] if differing else "(duplicate subject)"
+        raise IntegrityError(f"{MANIFEST_DSSE}: statement subject {name} does not match the manifest/SHA256SUMS")
+    checksum_signer = verify_detached(metadata.members[SHA256SUMS_SIG], sums_bytes, policy, what=SHA256SUMS_SIG)
+    return signers, checksum_signer, signed
+
+
+def check_policy(manifest: Manifest, options: VerifyOptions) -> None:
+    kit = manifest.kit
+    if options.now >= kit.expires_at:
+        raise PolicyError(f"kit {kit.name} {kit.version} expired at {kit.expires}; obtain a newer kit")
+    if options.product is not None and kit.product != options.product:
+        raise PolicyError(f"kit is for product {kit.product!r}, this host expects {options.product!r}")
+    if options.channel is not None and kit.channel != options.channel:
+        raise PolicyError(f"kit is for channel {kit.channel!r}, this host expects {options.channel!r}")
+    if options.policy.products and kit.product not in options.policy.products:
+        raise PolicyError(f"trust root does not vouch for product {kit.product!r} (only {', '.join(options.policy.products)})")
+
+
+def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expected]:
+    index = metadata.location.index
+    by_path = index.by_path()
+    if len(by_path) != len(index.members):
+        raise ArchiveError("kit index lists a member twice")
+    expected: dict[str, Expected] = {}
+    for item in manifest.files:
+        entry = by_path.get(item.path)
+        if entry is None:
+            raise ArchiveError(f"{item.path}: in the signed manifest but not in the archive index")
+        if (entry.offset, entry.length, entry.size, entry.sha256) != (item.offset, item.length, item.size, item.sha256):
+            raise ArchiveError(f"{item.path}: archive index entry differs from the signed manifest")
+        expected[item.path] = Expected(item.path, item.size, item.sha256, item.offset, item.length)
+    for name in METADATA_FILES:
+        entry = by_path[name]
+        expected[name] = Expected(name, entry.size, hashlib.sha256(metadata.members[name]).hexdigest(), entry.offset, entry.length)
+    extra = sorted(set(by_path) - set(expected))
+    if extra:
+        raise IntegrityError(f"{extra[0]}: in the archive index but not in the signed manifest")
+    return expected
+
+
+class _HashingReader:
+    """Wraps the kit stream so its SHA-256 is computed from the same single read."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.digest.update(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._stream.seek(offset, whence)
+
+
+def verify_kit(path: Path, options: VerifyOptions, *, on_bytes: Callable[[int], None] | None = None) -> VerifyReport:
+    """Raise a KitError subclass at the first failed check; return the report when all pass."""
+    with open_kit(path) as stream:
+        metadata = read_metadata(stream, options.caps)
+        signers, checksum_signer, manifest = check_signed_metadata(metadata, options.policy)
+        check_policy(manifest, options)
+        expected = _expectations(metadata, manifest)
+        hashing = _HashingReader(stream)
+        result = reader.scan(
+            hashing,  # type: ignore[arg-type]
+            expected=expected,
+            location=metadata.location,
+            caps=options.caps,
+            on_bytes=on_bytes,
+        )
+        # The scan stopped at the index; hash the tail so the report names the whole file's digest.
+        while hashing.read(1 << 20):
+            pass
+    checks = (
+        "archive index and footer well-formed",
+        f"{MANIFEST_DSSE} signed by {len(signers)} trusted key(s) (threshold {options.policy.threshold})",
+        f"{MANIFEST_JSON} equals the signed predicate",
+        f"{SHA256SUMS} matches the manifest; {SHA256SUMS_SIG} valid",
+        f"not expired (expires {manifest.kit.expires}, checked at {timefmt.format_utc(options.now)})",
+        f"{result.members} members safe, sizes and SHA-256 match; nothing missing or unlisted",
+        "tar stream ends exactly at the index; no trailing data",
+    )
+    return VerifyReport(
+        path=path,
+        kit_sha256=hashing.digest.hexdigest(),
+        manifest=manifest,
+        signers=signers,
+        checksum_signer=checksum_signer,
+        checks=checks,
+        members=result.members,
+        payload_bytes=result.payload_bytes,
+        kit_bytes=metadata.location.file_size,
+    )

@@ -1,0 +1,134 @@
+"""Signing keys: Ed25519 and ECDSA P-256, PEM on disk, identified by SPKI digest.
+
+Key id = lowercase hex SHA-256 of the public key's DER SubjectPublicKeyInfo,
+so anyone can recompute it with ``openssl pkey -pubin -outform DER | sha256sum``.
+ECDSA signatures are DER-encoded over SHA-256 (what ``openssl dgst -sha256``
+and securesystemslib's ``ecdsa-sha2-nistp256`` expect); Ed25519 signs the
+message itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from kitbuilder.errors import UsageError
+
+KEY_TYPES = ("ed25519", "ecdsa-p256")
+PASSPHRASE_ENV = "KIT_PASSPHRASE"
+
+PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+PrivateKeyObject = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+
+def _spki_der(public: PublicKeyObject) -> bytes:
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    keyid: str
+    key_type: str
+    key: PublicKeyObject
+
+    @classmethod
+    def from_object(cls, key: object, *, what: str) -> PublicKey:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key_type = "ed25519"
+        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+            key_type = "ecdsa-p256"
+        else:
+            raise UsageError(f"{what}: unsupported key type; use ed25519 or ecdsa-p256")
+        return cls(keyid=hashlib.sha256(_spki_der(key)).hexdigest(), key_type=key_type, key=key)
+
+    @classmethod
+    def from_pem(cls, data: bytes, *, what: str) -> PublicKey:
+        try:
+            key = serialization.load_pem_public_key(data)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise UsageError(f"{what}: not a PEM SubjectPublicKeyInfo public key ({exc})") from exc
+        return cls.from_object(key, what=what)
+
+    def to_pem(self) -> bytes:
+        return self.key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        """True when ``signature`` is this key's over ``message``; never raises for bad signatures."""
+        try:
+            if isinstance(self.key, ed25519.Ed25519PublicKey):
+                self.key.verify(signature, message)
+            else:
+                self.key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    public: PublicKey
+    key: PrivateKeyObject
+
+    @property
+    def keyid(self) -> str:
+        return self.public.keyid
+
+    def sign(self, message: bytes) -> bytes:
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            return self.key.sign(message)
+        return self.key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+
+def generate(key_type: str) -> PrivateKey:
+    if key_type == "ed25519":
+        private: PrivateKeyObject = ed25519.Ed25519PrivateKey.generate()
+    elif key_type == "ecdsa-p256":
+        private = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise UsageError(f"--type {key_type}: expected one of {', '.join(KEY_TYPES)}")
+    return PrivateKey(public=PublicKey.from_object(private.public_key(), what=key_type), key=private)
+
+
+def private_pem(key: PrivateKey, passphrase: bytes | None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    return key.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def passphrase_from_env() -> bytes | None:
+    value = os.environ.get(PASSPHRASE_ENV)
+    return value.encode("utf-8") if value else None
+
+
+def load_private(path: Path) -> PrivateKey:
+    """Read a PKCS#8 PEM private key, decrypting with $KIT_PASSPHRASE when it is encrypted."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read private key ({exc.strerror})") from exc
+    passphrase = passphrase_from_env()
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except TypeError as exc:
+        hint = f"set ${PASSPHRASE_ENV}" if passphrase is None else f"${PASSPHRASE_ENV} is set but the key is not encrypted"
+        raise UsageError(f"{path}: {hint}") from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise UsageError(f"{path}: not a usable PKCS#8 PEM private key, or wrong ${PASSPHRASE_ENV} ({exc})") from exc
+    public = PublicKey.from_object(key.public_key(), what=str(path))
+    assert isinstance(key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey))
+    return PrivateKey(public=public, key=key)
+
+
+def load_public(path: Path) -> PublicKey:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read public key ({exc.strerror})") from exc
+    return PublicKey.from_pem(data, what=str(path))

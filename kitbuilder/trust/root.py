@@ -1,0 +1,95 @@
+"""Trust roots: the keys an air-gapped host trusts, how many must sign, until when.
+
+The file is ``{"signed": {...}, "signatures": [...]}`` in the TUF habit, so a
+later root version can be signed by the previous one's keys. A first root is
+trusted because the admin placed it on the host; its signatures may be empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kitbuilder.core import jsonio, schemas, timefmt
+from kitbuilder.errors import PolicyError, UsageError
+from kitbuilder.trust.keys import PublicKey
+
+
+@dataclass(frozen=True)
+class TrustRoot:
+    version: int
+    expires: datetime
+    threshold: int
+    keys: tuple[PublicKey, ...]
+    products: tuple[str, ...] = ()
+
+    def signed_json(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "kitbuilder/v1",
+            "kind": "TrustRoot",
+            "version": self.version,
+            "expires": timefmt.format_utc(self.expires),
+            "threshold": self.threshold,
+            "keys": [
+                {"keyid": k.keyid, "type": k.key_type, "publicKeyPem": k.to_pem().decode("ascii")}
+                for k in sorted(self.keys, key=lambda k: k.keyid)
+            ],
+            "products": list(self.products),
+        }
+
+    def to_bytes(self) -> bytes:
+        return jsonio.dump_pretty({"signed": self.signed_json(), "signatures": []})
+
+    @classmethod
+    def create(
+        cls, keys: list[PublicKey], *, threshold: int, expires: datetime, products: tuple[str, ...] = ()
+    ) -> TrustRoot:
+        distinct = {k.keyid: k for k in keys}
+        if len(distinct) != len(keys):
+            raise UsageError("--key: the same public key is given twice")
+        if not 1 <= threshold <= len(distinct):
+            raise UsageError(f"--threshold {threshold}: must be between 1 and the number of keys ({len(distinct)})")
+        return cls(version=1, expires=expires, threshold=threshold, keys=tuple(distinct.values()), products=products)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, what: str) -> TrustRoot:
+        document = jsonio.load_object(data, what=what)
+        schemas.validate("trust-root", document, what=what, error_type=UsageError)
+        signed = document["signed"]
+        keys: list[PublicKey] = []
+        for number, entry in enumerate(signed["keys"]):
+            key = PublicKey.from_pem(entry["publicKeyPem"].encode("ascii"), what=f"{what}: keys[{number}]")
+            if key.keyid != entry["keyid"]:
+                raise UsageError(f"{what}: keys[{number}].keyid {entry['keyid']} does not match its key ({key.keyid})")
+            keys.append(key)
+        if len({k.keyid for k in keys}) != len(keys):
+            raise UsageError(f"{what}: a key is listed twice")
+        if signed["threshold"] > len(keys):
+            raise UsageError(f"{what}: threshold {signed['threshold']} is more than the {len(keys)} keys listed")
+        try:
+            expires = timefmt.parse_utc(signed["expires"])
+        except ValueError as exc:
+            raise UsageError(f"{what}: expires: {exc}") from exc
+        return cls(
+            version=signed["version"],
+            expires=expires,
+            threshold=signed["threshold"],
+            keys=tuple(keys),
+            products=tuple(signed.get("products", [])),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> TrustRoot:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read trust root ({exc.strerror})") from exc
+        return cls.from_bytes(data, what=str(path))
+
+    def check_current(self, now: datetime, *, what: str) -> None:
+        if now >= self.expires:
+            raise PolicyError(
+                f"{what}: trust root expired at {timefmt.format_utc(self.expires)}; obtain a newer trust root"
+            )
