@@ -6,7 +6,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -50,7 +50,7 @@ def _errors(as_json: bool) -> Iterator[None]:
 
 def _now(value: str | None) -> datetime:
     if value is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     try:
         return timefmt.parse_utc(value)
     except ValueError as exc:
@@ -62,7 +62,9 @@ def _policy(keys: tuple[Path, ...], trust_root: Path | None, threshold: int | No
 
 
 trust_options = [
-    click.option("--key", "keys", multiple=True, type=click.Path(path_type=Path), help="Trusted public key (PEM); repeatable."),
+    click.option(
+        "--key", "keys", multiple=True, type=click.Path(path_type=Path), help="Trusted public key (PEM); repeatable."
+    ),
     click.option("--trust-root", type=click.Path(path_type=Path), help="Trust root JSON from `kit trust init`."),
     click.option("--threshold", type=int, help="With --key: distinct signers required (default: all keys given)."),
 ]
@@ -82,7 +84,9 @@ def main() -> None:
 
 @main.command()
 @click.option("--type", "key_type", type=click.Choice(KEY_TYPES), default="ed25519", show_default=True)
-@click.option("--out", "prefix", required=True, type=click.Path(path_type=Path), help="Writes PREFIX.key and PREFIX.pub.")
+@click.option(
+    "--out", "prefix", required=True, type=click.Path(path_type=Path), help="Writes PREFIX.key and PREFIX.pub."
+)
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @click.option("--json", "as_json", is_flag=True)
 def keygen(key_type: str, prefix: Path, force: bool, as_json: bool) -> None:
@@ -90,10 +94,21 @@ def keygen(key_type: str, prefix: Path, force: bool, as_json: bool) -> None:
     with _errors(as_json):
         result = keys_op.keygen(key_type, prefix, force=force)
     if as_json:
-        _emit_json({"ok": True, "keyid": result.keyid, "type": key_type, "private": str(result.private_path),
-                    "public": str(result.public_path), "encrypted": result.encrypted})
+        _emit_json(
+            {
+                "ok": True,
+                "keyid": result.keyid,
+                "type": key_type,
+                "private": str(result.private_path),
+                "public": str(result.public_path),
+                "encrypted": result.encrypted,
+            }
+        )
     else:
-        click.echo(f"wrote {result.private_path} ({'encrypted' if result.encrypted else 'UNENCRYPTED'}) and {result.public_path}")
+        click.echo(
+            f"wrote {result.private_path} ({'encrypted' if result.encrypted else 'UNENCRYPTED'})"
+            f" and {result.public_path}"
+        )
         click.echo(f"key id {result.keyid}")
 
 
@@ -109,45 +124,80 @@ def trust() -> None:
 @click.option("--product", "products", multiple=True, help="Restrict to these products (repeatable).")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
-def trust_init(keys: tuple[Path, ...], threshold: int, expires: str, products: tuple[str, ...], out: Path, as_json: bool) -> None:
+def trust_init(
+    keys: tuple[Path, ...], threshold: int, expires: str, products: tuple[str, ...], out: Path, as_json: bool
+) -> None:
     """Write a trust root listing KEYs, of which THRESHOLD must sign each kit."""
     with _errors(as_json):
         root = keys_op.trust_init(list(keys), threshold=threshold, expires=expires, products=products, out=out)
     if as_json:
-        _emit_json({"ok": True, "out": str(out), "threshold": root.threshold, "keyids": [k.keyid for k in root.keys],
-                    "expires": timefmt.format_utc(root.expires)})
+        _emit_json(
+            {
+                "ok": True,
+                "out": str(out),
+                "threshold": root.threshold,
+                "keyids": [k.keyid for k in root.keys],
+                "expires": timefmt.format_utc(root.expires),
+            }
+        )
     else:
-        click.echo(f"wrote {out}: {len(root.keys)} key(s), threshold {root.threshold}, expires {timefmt.format_utc(root.expires)}")
+        click.echo(
+            f"wrote {out}: {len(root.keys)} key(s), threshold {root.threshold},"
+            f" expires {timefmt.format_utc(root.expires)}"
+        )
 
 
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
-@click.option("--key", "keys", multiple=True, required=True, type=click.Path(path_type=Path), help="Private key; repeatable.")
+@click.option(
+    "--key", "keys", multiple=True, required=True, type=click.Path(path_type=Path), help="Private key; repeatable."
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--level", type=int, default=3, show_default=True, help="zstd level 1..19.")
-@click.option("--threads", type=int, default=-1, show_default=True,
-              help="zstd workers; -1 = one per CPU. Any value >= 1 gives identical bytes; 0 differs.")
+@click.option(
+    "--threads",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="zstd workers; -1 = one per CPU. Any value >= 1 gives identical bytes; 0 differs.",
+)
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def build(spec: Path, keys: tuple[Path, ...], out: Path, level: int, threads: int, quiet: bool, as_json: bool) -> None:
     """Build and sign a kit from SPEC."""
     with _errors(as_json):
         private_keys = [keys_op.load_private(k) for k in keys]
-        options = build_op.BuildOptions(level=level, threads=threads, source_date_epoch=build_op.source_date_epoch_from_env())
-        totals: dict[str, int] = {}
-        with byte_progress("build", None, enabled=progress_enabled(quiet or as_json)) as advance:
+        options = build_op.BuildOptions(
+            level=level, threads=threads, source_date_epoch=build_op.source_date_epoch_from_env()
+        )
+        with byte_progress("build", None, enabled=progress_enabled(quiet or as_json)) as bar:
             result = build_op.build_kit(
-                spec, keys=private_keys, output=out, options=options, on_bytes=advance,
-                on_start=lambda total: totals.setdefault("total", total),
+                spec,
+                keys=private_keys,
+                output=out,
+                options=options,
+                on_bytes=bar.advance if bar else None,
+                on_start=bar.set_total if bar else None,
             )
     manifest = result.manifest
     if as_json:
-        _emit_json({"ok": True, "out": str(out), "bytes": result.kit_size, "files": len(manifest.files),
-                    "payloadBytes": manifest.payload_bytes, "signers": list(result.signers), "kit": manifest.kit.to_json()})
+        _emit_json(
+            {
+                "ok": True,
+                "out": str(out),
+                "bytes": result.kit_size,
+                "files": len(manifest.files),
+                "payloadBytes": manifest.payload_bytes,
+                "signers": list(result.signers),
+                "kit": manifest.kit.to_json(),
+            }
+        )
     else:
         kit = manifest.kit
-        click.echo(f"built {out}: {kit.name} {kit.version} (sequence {kit.sequence}), {len(manifest.files)} files, "
-                   f"{manifest.payload_bytes} bytes → {result.kit_size} bytes")
+        click.echo(
+            f"built {out}: {kit.name} {kit.version} (sequence {kit.sequence}), {len(manifest.files)} files, "
+            f"{manifest.payload_bytes} bytes → {result.kit_size} bytes"
+        )
         for keyid in result.signers:
             click.echo(f"signed by {keyid}")
 
@@ -161,18 +211,31 @@ def build(spec: Path, keys: tuple[Path, ...], out: Path, level: int, threads: in
 @click.option("--max-members", type=int, default=Caps.max_members, show_default=True)
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def verify(kit: Path, keys: tuple[Path, ...], trust_root: Path | None, threshold: int | None, product: str | None,
-           channel: str | None, now_text: str | None, max_members: int, quiet: bool, as_json: bool) -> None:
+def verify(
+    kit: Path,
+    keys: tuple[Path, ...],
+    trust_root: Path | None,
+    threshold: int | None,
+    product: str | None,
+    channel: str | None,
+    now_text: str | None,
+    max_members: int,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Verify KIT offline against locally held keys; exit 0 only if every check passes."""
     with _errors(as_json):
         now = _now(now_text)
         options = verify_op.VerifyOptions(
-            policy=_policy(keys, trust_root, threshold, now), now=now, product=product, channel=channel,
+            policy=_policy(keys, trust_root, threshold, now),
+            now=now,
+            product=product,
+            channel=channel,
             caps=Caps(max_members=max_members),
         )
         size = kit.stat().st_size if kit.exists() else None
-        with byte_progress("verify", size, enabled=progress_enabled(quiet or as_json)) as advance:
-            report = verify_op.verify_kit(kit, options, on_bytes=advance)
+        with byte_progress("verify", size, enabled=progress_enabled(quiet or as_json)) as bar:
+            report = verify_op.verify_kit(kit, options, on_bytes=bar.advance if bar else None)
     if as_json:
         _emit_json(report.to_json())
         return
@@ -190,8 +253,14 @@ def verify(kit: Path, keys: tuple[Path, ...], trust_root: Path | None, threshold
 @with_trust
 @click.option("--now", "now_text", help="Judge trust-root expiry at this time (RFC 3339).")
 @click.option("--json", "as_json", is_flag=True)
-def inspect(kit: Path, keys: tuple[Path, ...], trust_root: Path | None, threshold: int | None, now_text: str | None,
-            as_json: bool) -> None:
+def inspect(
+    kit: Path,
+    keys: tuple[Path, ...],
+    trust_root: Path | None,
+    threshold: int | None,
+    now_text: str | None,
+    as_json: bool,
+) -> None:
     """Show what KIT contains, reading only its index and metadata."""
     with _errors(as_json):
         policy = _policy(keys, trust_root, threshold, _now(now_text)) if keys or trust_root else None

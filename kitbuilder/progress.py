@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -12,6 +12,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -22,9 +23,23 @@ def progress_enabled(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty() and not os.environ.get("CI")
 
 
+class ByteBar:
+    """A byte counter bound to one rich task; ``advance`` is the hot-path callback."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, count: int) -> None:
+        self._progress.advance(self._task, count)
+
+    def set_total(self, total: int) -> None:
+        self._progress.update(self._task, total=total)
+
+
 @contextmanager
-def byte_progress(label: str, total: int | None, *, enabled: bool) -> Iterator[Callable[[int], None] | None]:
-    """Yield a callback advancing a byte bar, or None when progress is off."""
+def byte_progress(label: str, total: int | None, *, enabled: bool) -> Iterator[ByteBar | None]:
+    """Yield a ByteBar, or None when progress is off."""
     if not enabled:
         yield None
         return
@@ -35,6 +50,5 @@ def byte_progress(label: str, total: int | None, *, enabled: bool) -> Iterator[C
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        yield ByteBar(progress, progress.add_task(label, total=total))

@@ -25,7 +25,13 @@ class IndexEntry:
     sha256: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "offset": self.offset, "length": self.length, "size": self.size, "sha256": self.sha256}
+        return {
+            "path": self.path,
+            "offset": self.offset,
+            "length": self.length,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True)

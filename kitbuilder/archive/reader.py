@@ -172,11 +172,14 @@ def _reject_unexpected_frame(
         header = tarfmt.parse_header(first[: tarfmt.BLOCK], offset=stream_offset)
         key = paths.collision_key(header.path)
         if key in seen_keys:
-            raise ArchiveError(f"member {header.path}: duplicate of {seen_keys[key]} (same name up to case, Unicode form or ./)")
+            raise ArchiveError(
+                f"member {header.path}: duplicate of {seen_keys[key]} (same name up to case, Unicode form or ./)"
+            )
         if header.path not in expected:
             raise IntegrityError(f"{header.path}: member not listed in the signed manifest")
         raise ArchiveError(
-            f"{header.path}: member at offset {frame_offset}, but the signed index puts it at {expected[header.path].offset}"
+            f"{header.path}: member at offset {frame_offset}, "
+            f"but the signed index puts it at {expected[header.path].offset}"
         )
     raise ArchiveError(f"{what}: not a member and not the end of the archive the index names")
 
@@ -219,10 +222,14 @@ def _scan_member(
     if received != entry.size:
         raise IntegrityError(f"{entry.path}: stream holds {received} bytes, signed size is {entry.size}")
     if produced != tarfmt.member_size(entry.size):
-        raise ArchiveError(f"member {entry.path}: tar padding is {produced - tarfmt.BLOCK - received} bytes, expected "
-                           f"{tarfmt.padded_size(entry.size) - entry.size}")
+        raise ArchiveError(
+            f"member {entry.path}: tar padding is {produced - tarfmt.BLOCK - received} bytes, expected "
+            f"{tarfmt.padded_size(entry.size) - entry.size}"
+        )
     if reader.offset - frame_offset != entry.length:
-        raise ArchiveError(f"{entry.path}: frame is {reader.offset - frame_offset} bytes, signed index says {entry.length}")
+        raise ArchiveError(
+            f"{entry.path}: frame is {reader.offset - frame_offset} bytes, signed index says {entry.length}"
+        )
     observed = digest.hexdigest()
     if observed != entry.sha256:
         raise IntegrityError(f"{entry.path}: expected sha256 {entry.sha256}, got {observed}")

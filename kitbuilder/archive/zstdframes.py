@@ -101,7 +101,9 @@ class FrameReader:
         if not SKIPPABLE_FIRST <= magic <= SKIPPABLE_LAST:
             raise ArchiveError(f"offset {self.offset - 8}: expected a skippable frame")
         if size > max_size:
-            raise ArchiveError(f"offset {self.offset - 8}: skippable frame of {size} bytes exceeds the cap of {max_size}")
+            raise ArchiveError(
+                f"offset {self.offset - 8}: skippable frame of {size} bytes exceeds the cap of {max_size}"
+            )
         return magic, self._take(size, "skippable frame")
 
     def iter_zstd_frame(self, *, max_output: int, what: str) -> Iterator[bytes]:
@@ -158,9 +160,8 @@ class FrameReader:
             batch.append(payload)
             batch_input += len(payload) + 3
             batch_output += block_size if block_type != 2 else MAX_BLOCK
-            if last:
-                if has_checksum:
-                    batch.append(self._take(4, f"{what}: frame checksum"))
+            if last and has_checksum:
+                batch.append(self._take(4, f"{what}: frame checksum"))
             if last or batch_input >= _BATCH_INPUT or batch_output >= _BATCH_OUTPUT:
                 try:
                     out = decompressor.decompress(b"".join(batch))

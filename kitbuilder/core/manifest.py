@@ -139,15 +139,23 @@ class Manifest:
             build=document["build"],
             components=tuple(
                 Component(
-                    id=c["id"], role=c["role"], phase=c.get("phase"), subject=c.get("subject"),
+                    id=c["id"],
+                    role=c["role"],
+                    phase=c.get("phase"),
+                    subject=c.get("subject"),
                     options=c.get("options", {}),
                 )
                 for c in document["components"]
             ),
             files=tuple(
                 FileEntry(
-                    path=f["path"], size=f["size"], sha256=f["sha256"], role=f["role"],
-                    component=f["component"], offset=f["frame"]["offset"], length=f["frame"]["length"],
+                    path=f["path"],
+                    size=f["size"],
+                    sha256=f["sha256"],
+                    role=f["role"],
+                    component=f["component"],
+                    offset=f["frame"]["offset"],
+                    length=f["frame"]["length"],
                 )
                 for f in document["files"]
             ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from kitbuilder.errors import FormatError, KitError
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(name: str) -> Draft202012Validator:
     text = resources.files("kitbuilder.schemas").joinpath(f"{name}.schema.json").read_text("utf-8")
     schema = json.loads(text)
@@ -34,9 +34,7 @@ def first_error(name: str, document: Any) -> jsonschema.ValidationError | None:
     return errors[0] if errors else None
 
 
-def validate(
-    name: str, document: Any, *, what: str, error_type: type[KitError] = FormatError
-) -> None:
+def validate(name: str, document: Any, *, what: str, error_type: type[KitError] = FormatError) -> None:
     """Raise ``error_type`` naming ``what`` and the JSON path of the first violation of schema ``name``."""
     error = first_error(name, document)
     if error is not None:

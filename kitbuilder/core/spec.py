@@ -149,11 +149,15 @@ def load_spec(spec_path: Path) -> KitSpec:
             location = (section, number)
             component_id = entry["id"]
             if component_id in seen_ids:
-                raise fail((*location, "id"), f"id {component_id!r} is already used at {_field_name(seen_ids[component_id])}")
+                raise fail(
+                    (*location, "id"), f"id {component_id!r} is already used at {_field_name(seen_ids[component_id])}"
+                )
             seen_ids[component_id] = location
             source = (base / entry["source"]).resolve()
             if not source.exists():
-                raise fail((*location, "source"), f"{entry['source']} does not exist (paths are relative to the spec file)")
+                raise fail(
+                    (*location, "source"), f"{entry['source']} does not exist (paths are relative to the spec file)"
+                )
             if not (source.is_file() or source.is_dir()):
                 raise fail((*location, "source"), f"{entry['source']} is neither a regular file nor a directory")
             dest = entry.get("dest", f"{kit_dir}/{component_id}")

@@ -149,8 +149,13 @@ def build_kit(
                 raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
             files.append(
                 FileEntry(
-                    path=entry.path, size=entry.size, sha256=entry.sha256, role=item.component.role,
-                    component=item.component.id, offset=entry.offset, length=entry.length,
+                    path=entry.path,
+                    size=entry.size,
+                    sha256=entry.sha256,
+                    role=item.component.role,
+                    component=item.component.id,
+                    offset=entry.offset,
+                    length=entry.length,
                 )
             )
         manifest = Manifest(kit=kit_info, build=build_info, components=components, files=tuple(files))

@@ -35,20 +35,28 @@ def keygen(key_type: str, prefix: Path, *, force: bool) -> KeygenResult:
     passphrase = keys.passphrase_from_env()
     write_atomic(private_path, keys.private_pem(key, passphrase), mode=0o600)
     write_atomic(public_path, key.public.to_pem())
-    return KeygenResult(keyid=key.keyid, private_path=private_path, public_path=public_path, encrypted=passphrase is not None)
+    return KeygenResult(
+        keyid=key.keyid, private_path=private_path, public_path=public_path, encrypted=passphrase is not None
+    )
 
 
-def trust_init(key_paths: list[Path], *, threshold: int, expires: str, products: tuple[str, ...], out: Path) -> TrustRoot:
+def trust_init(
+    key_paths: list[Path], *, threshold: int, expires: str, products: tuple[str, ...], out: Path
+) -> TrustRoot:
     try:
         expires_at = timefmt.parse_utc(expires)
     except ValueError as exc:
         raise UsageError(f"--expires {expires}: {exc}") from exc
-    root = TrustRoot.create([load_public(p) for p in key_paths], threshold=threshold, expires=expires_at, products=products)
+    root = TrustRoot.create(
+        [load_public(p) for p in key_paths], threshold=threshold, expires=expires_at, products=products
+    )
     write_atomic(out, root.to_bytes())
     return root
 
 
-def trust_policy(key_paths: list[Path], trust_root: Path | None, threshold: int | None, *, now: datetime) -> TrustPolicy:
+def trust_policy(
+    key_paths: list[Path], trust_root: Path | None, threshold: int | None, *, now: datetime
+) -> TrustPolicy:
     """Build the policy from --key/--trust-root; exactly one of them must be given."""
     if trust_root is not None and key_paths:
         raise UsageError("give either --key or --trust-root, not both")

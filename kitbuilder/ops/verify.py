@@ -109,7 +109,9 @@ def check_signed_metadata(metadata: KitMetadata, policy: TrustPolicy) -> tuple[t
     signers = verify_envelope(envelope, policy, what=MANIFEST_DSSE)
     statement = Statement.from_bytes(envelope.payload, what=f"{MANIFEST_DSSE} payload")
     if statement.predicate_type != MANIFEST_PREDICATE_TYPE:
-        raise FormatError(f"{MANIFEST_DSSE}: predicateType {statement.predicate_type!r}, expected {MANIFEST_PREDICATE_TYPE}")
+        raise FormatError(
+            f"{MANIFEST_DSSE}: predicateType {statement.predicate_type!r}, expected {MANIFEST_PREDICATE_TYPE}"
+        )
     signed = Manifest.from_json(statement.predicate, what=f"{MANIFEST_DSSE} predicate")
     if metadata.members[MANIFEST_JSON] != signed.to_bytes():
         raise IntegrityError(f"{MANIFEST_JSON}: differs from the signed predicate in {MANIFEST_DSSE}")
@@ -141,7 +143,9 @@ def check_policy(manifest: Manifest, options: VerifyOptions) -> None:
     if options.channel is not None and kit.channel != options.channel:
         raise PolicyError(f"kit is for channel {kit.channel!r}, this host expects {options.channel!r}")
     if options.policy.products and kit.product not in options.policy.products:
-        raise PolicyError(f"trust root does not vouch for product {kit.product!r} (only {', '.join(options.policy.products)})")
+        raise PolicyError(
+            f"trust root does not vouch for product {kit.product!r} (only {', '.join(options.policy.products)})"
+        )
 
 
 def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expected]:
@@ -159,7 +163,9 @@ def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expect
         expected[item.path] = Expected(item.path, item.size, item.sha256, item.offset, item.length)
     for name in METADATA_FILES:
         entry = by_path[name]
-        expected[name] = Expected(name, entry.size, hashlib.sha256(metadata.members[name]).hexdigest(), entry.offset, entry.length)
+        expected[name] = Expected(
+            name, entry.size, hashlib.sha256(metadata.members[name]).hexdigest(), entry.offset, entry.length
+        )
     extra = sorted(set(by_path) - set(expected))
     if extra:
         raise IntegrityError(f"{extra[0]}: in the archive index but not in the signed manifest")

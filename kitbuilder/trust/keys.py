@@ -117,7 +117,9 @@ def load_private(path: Path) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError as exc:
-        hint = f"set ${PASSPHRASE_ENV}" if passphrase is None else f"${PASSPHRASE_ENV} is set but the key is not encrypted"
+        hint = (
+            f"set ${PASSPHRASE_ENV}" if passphrase is None else f"${PASSPHRASE_ENV} is set but the key is not encrypted"
+        )
         raise UsageError(f"{path}: {hint}") from exc
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise UsageError(f"{path}: not a usable PKCS#8 PEM private key, or wrong ${PASSPHRASE_ENV} ({exc})") from exc

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from kitbuilder.cli import main
+from tests.factories.keys import ecdsa_key, ed25519_key, write_pair
+from tests.factories.kits import write_spec
+
+
+@dataclass
+class KitEnv:
+    root: Path
+    spec: Path
+    ed_key: Path
+    ed_pub: Path
+    ec_key: Path
+    ec_pub: Path
+    other_pub: Path
+
+    def kit(self, name: str = "demo.kit.tar.zst") -> Path:
+        return self.root / name
+
+
+def run_kit(*args: Any, env: dict[str, str] | None = None) -> Result:
+    """Invoke the CLI in-process; exit code and output as a user would see them."""
+    runner = CliRunner()
+    return runner.invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def run_json(*args: Any) -> tuple[int, dict[str, Any]]:
+    result = run_kit(*args, "--json")
+    return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.fixture
+def kit_env(tmp_path: Path) -> KitEnv:
+    spec = write_spec(tmp_path)
+    ed_key, ed_pub = write_pair(ed25519_key("release"), tmp_path / "release")
+    ec_key, ec_pub = write_pair(ecdsa_key("ops"), tmp_path / "ops")
+    _, other_pub = write_pair(ed25519_key("stranger"), tmp_path / "stranger")
+    return KitEnv(tmp_path, spec, ed_key, ed_pub, ec_key, ec_pub, other_pub)
+
+
+@pytest.fixture
+def built_kit(kit_env: KitEnv) -> Path:
+    """A kit signed by the ed25519 and ECDSA test keys."""
+    out = kit_env.kit()
+    result = run_kit(
+        "build",
+        kit_env.spec,
+        "--key",
+        kit_env.ed_key,
+        "--key",
+        kit_env.ec_key,
+        "--out",
+        out,
+        env={"SOURCE_DATE_EPOCH": "1700000000"},
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+BuildFn = Callable[..., Path]

@@ -1,0 +1,160 @@
+"""Every artefact checks out with tools nobody here wrote: zstd, tar, sha256sum, openssl, securesystemslib."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from securesystemslib.dsse import Envelope as SslibEnvelope
+from securesystemslib.signer import SSlibKey
+
+from tests.conftest import KitEnv
+
+pytestmark = pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("zstd", "tar", "sha256sum", "openssl")),
+    reason="needs zstd, tar, sha256sum and openssl on PATH",
+)
+
+
+@pytest.fixture
+def extracted(built_kit: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "extracted"
+    target.mkdir()
+    subprocess.run(f"zstd -dc '{built_kit}' | tar -x -C '{target}'", shell=True, check=True)
+    return target
+
+
+def test_stock_zstd_and_tar_extract_every_member(extracted: Path) -> None:
+    names = sorted(p.relative_to(extracted).as_posix() for p in extracted.rglob("*") if p.is_file())
+    assert "manifest.json" in names and "SHA256SUMS" in names and "docs/operator/blob.bin" in names
+    manifest = json.loads((extracted / "manifest.json").read_text())
+    assert {f["path"] for f in manifest["files"]} | {
+        "SHA256SUMS",
+        "SHA256SUMS.sig",
+        "manifest.json",
+        "manifest.dsse.json",
+    } == set(names)
+
+
+def test_zstd_test_mode_accepts_the_whole_file(built_kit: Path) -> None:
+    subprocess.run(["zstd", "-tq", str(built_kit)], check=True)
+
+
+def test_tar_lists_only_regular_files(built_kit: Path) -> None:
+    listing = subprocess.run(
+        f"zstd -dc '{built_kit}' | tar -tv", shell=True, check=True, capture_output=True, text=True
+    ).stdout
+    assert listing and all(line.startswith("-rw-r--r--") for line in listing.splitlines())
+
+
+def test_sha256sum_strict_check_passes(extracted: Path) -> None:
+    subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "SHA256SUMS"], cwd=extracted, check=True)
+
+
+def test_openssl_verifies_ed25519_checksum_signature(extracted: Path, kit_env: KitEnv) -> None:
+    # The first --key (ed25519) made SHA256SUMS.sig.
+    subprocess.run(
+        [
+            "openssl",
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            str(kit_env.ed_pub),
+            "-rawin",
+            "-in",
+            "SHA256SUMS",
+            "-sigfile",
+            "SHA256SUMS.sig",
+        ],
+        cwd=extracted,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_openssl_verifies_ecdsa_checksum_signature(kit_env: KitEnv, tmp_path: Path) -> None:
+    from tests.conftest import run_kit
+
+    kit = tmp_path / "ec.kit.tar.zst"
+    assert run_kit("build", kit_env.spec, "--key", kit_env.ec_key, "--out", kit).exit_code == 0
+    target = tmp_path / "ec"
+    target.mkdir()
+    subprocess.run(f"zstd -dc '{kit}' | tar -x -C '{target}'", shell=True, check=True)
+    out = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-verify", str(kit_env.ec_pub), "-signature", "SHA256SUMS.sig", "SHA256SUMS"],
+        cwd=target,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "Verified OK" in out.stdout
+    (target / "SHA256SUMS").write_text((target / "SHA256SUMS").read_text() + "0" * 64 + "  extra\n")
+    tampered = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-verify", str(kit_env.ec_pub), "-signature", "SHA256SUMS.sig", "SHA256SUMS"],
+        cwd=target,
+        capture_output=True,
+        text=True,
+    )
+    assert tampered.returncode != 0
+
+
+def _sslib_key(pub: Path) -> SSlibKey:
+    from kitbuilder.trust.keys import load_public
+
+    ours = load_public(pub)
+    public = serialization.load_pem_public_key(pub.read_bytes())
+    return SSlibKey.from_crypto(public, keyid=ours.keyid)  # type: ignore[arg-type]
+
+
+def test_securesystemslib_verifies_manifest_envelope(extracted: Path, kit_env: KitEnv) -> None:
+    document = json.loads((extracted / "manifest.dsse.json").read_text())
+    envelope = SslibEnvelope.from_dict(document)
+    keys = [_sslib_key(kit_env.ed_pub), _sslib_key(kit_env.ec_pub)]
+    accepted = envelope.verify(keys, 2)
+    assert len(accepted) == 2
+    statement = json.loads(base64.b64decode(document["payload"]))
+    assert statement["predicate"] == json.loads((extracted / "manifest.json").read_text())
+
+
+def test_securesystemslib_rejects_a_tampered_payload(extracted: Path, kit_env: KitEnv) -> None:
+    from securesystemslib.exceptions import VerificationError
+
+    document = json.loads((extracted / "manifest.dsse.json").read_text())
+    statement = json.loads(base64.b64decode(document["payload"]))
+    statement["predicate"]["kit"]["sequence"] = 99
+    document["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    with pytest.raises(VerificationError):
+        SslibEnvelope.from_dict(document).verify([_sslib_key(kit_env.ed_pub)], 1)
+
+
+def test_in_toto_attestation_parses_the_statement(extracted: Path) -> None:
+    from google.protobuf import json_format
+    from in_toto_attestation.v1 import statement_pb2
+
+    document = json.loads((extracted / "manifest.dsse.json").read_text())
+    payload = base64.b64decode(document["payload"])
+    parsed = json_format.Parse(payload, statement_pb2.Statement())
+    assert parsed.predicate_type == "https://kitbuilder.dev/manifest/v1"
+    subjects = {s.name: s.digest["sha256"] for s in parsed.subject}
+    sums = dict(reversed(line.split("  ", 1)) for line in (extracted / "SHA256SUMS").read_text().splitlines())
+    assert {k: v for k, v in subjects.items() if k != "SHA256SUMS"} == sums
+
+
+def test_python_tarfile_reads_the_same_members(built_kit: Path) -> None:
+    import io
+    import tarfile
+
+    import zstandard
+
+    with built_kit.open("rb") as handle:
+        data = zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True).read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        members = archive.getmembers()
+    assert all(m.isfile() and m.mode == 0o644 and m.uid == 0 for m in members)
+    assert len(members) == 10
