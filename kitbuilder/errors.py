@@ -79,3 +79,27 @@ EXIT_CODES: dict[str, int] = {
     "policy": PolicyError.exit_code,
     "internal": 70,
 }
+
+
+class DatabaseError(KitError):
+    """The database is unreachable, a script failed, or its state forbids going on (e.g. checksum drift)."""
+
+    exit_code = 8
+    kind = "database"
+
+
+class LockBusyError(KitError):
+    """Another `kit apply` holds the database lock and did not release it within --lock-timeout."""
+
+    exit_code = 9
+    kind = "lock"
+
+
+class CheckFailedError(KitError):
+    """A halting check failed, or a backfill paused/stopped on errors; the database is consistent and resumable."""
+
+    exit_code = 10
+    kind = "check"
+
+
+EXIT_CODES.update({"database": 8, "lock": 9, "check": 10})

@@ -99,9 +99,10 @@ class Manifest:
     build: dict[str, Any]
     components: tuple[Component, ...]
     files: tuple[FileEntry, ...]
+    checks: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "apiVersion": MANIFEST_API,
             "kind": "KitManifest",
             "kit": self.kit.to_json(),
@@ -109,6 +110,9 @@ class Manifest:
             "components": [c.to_json() for c in self.components],
             "files": [f.to_json() for f in self.files],
         }
+        if self.checks:
+            data["checks"] = list(self.checks)
+        return data
 
     def to_bytes(self) -> bytes:
         return jsonio.dump_pretty(self.to_json())
@@ -159,6 +163,7 @@ class Manifest:
                 )
                 for f in document["files"]
             ),
+            checks=tuple(document.get("checks", [])),
         )
 
     @classmethod

@@ -53,6 +53,7 @@ class KitSpec:
     channel: str
     description: str
     components: tuple[ComponentSpec, ...]
+    checks: tuple[dict[str, Any], ...]
     raw: dict[str, Any]
 
 
@@ -178,6 +179,15 @@ def load_spec(spec_path: Path) -> KitSpec:
             )
     if not components:
         raise fail((), "the spec lists no components; add at least one of " + ", ".join(SECTIONS))
+    check_ids: set[str] = set()
+    for number, check in enumerate(document.get("checks", [])):
+        if check["id"] in check_ids:
+            raise fail(("checks", number, "id"), f"check id {check['id']!r} is used twice")
+        check_ids.add(check["id"])
+    for component in components:
+        if component.role == "backfill":
+            _check_backfill_job(component, lambda field, message, c=component: fail(
+                ("backfills", [x.id for x in components if x.role == "backfill"].index(c.id), field), message))
     return KitSpec(
         path=spec_path,
         name=document["name"],
@@ -188,8 +198,37 @@ def load_spec(spec_path: Path) -> KitSpec:
         channel=document.get("channel", "stable"),
         description=document.get("description", ""),
         components=tuple(components),
+        checks=tuple(document.get("checks", [])),
         raw=document,
     )
 
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def backfill_job_path(component: ComponentSpec) -> Path:
+    """The job YAML of a backfill component: its source file, or job.yaml in its source directory."""
+    return component.source if component.source.is_file() else component.source / "job.yaml"
+
+
+def load_backfill_job(text: str, where: str) -> dict[str, Any]:
+    """Parse and schema-check a backfill job; SpecError names the file, line and field."""
+    document, lines = _load_with_lines(text, where)
+    error = schemas.first_error("backfill", document)
+    if error is not None:
+        location = tuple(error.absolute_path)
+        probe = location
+        while probe not in lines and probe:
+            probe = probe[:-1]
+        raise SpecError(f"{where}:{lines.get(probe, 1)}: {_field_name(location)}: {error.message}")
+    assert isinstance(document, dict)
+    if "update" in document and not all(p in document["update"] for p in (":lo", ":hi")):
+        raise SpecError(f"{where}: update: must use :lo (exclusive) and :hi (inclusive) to bound each batch")
+    return document
+
+
+def _check_backfill_job(component: ComponentSpec, fail: Any) -> None:
+    job = backfill_job_path(component)
+    if not job.is_file():
+        raise fail("source", f"backfill {component.id}: {job} not found (a job YAML file, or a directory with job.yaml)")
+    load_backfill_job(job.read_text("utf-8"), str(job))

@@ -158,7 +158,9 @@ def build_kit(
                     length=entry.length,
                 )
             )
-        manifest = Manifest(kit=kit_info, build=build_info, components=components, files=tuple(files))
+        manifest = Manifest(
+            kit=kit_info, build=build_info, components=components, files=tuple(files), checks=spec.checks
+        )
         sums = checksums.render((f.path, f.sha256) for f in files)
         sums_entry = writer.add_bytes(SHA256SUMS, sums)
         writer.add_bytes(SHA256SUMS_SIG, keys[0].sign(sums))

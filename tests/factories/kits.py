@@ -20,6 +20,8 @@ migrations:
 seeds:
   - id: object-store
     source: src/seeds
+    table: seed_rows
+    key: [id]
 docs:
   - id: operator
     source: src/docs
