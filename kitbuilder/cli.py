@@ -20,7 +20,7 @@ from kitbuilder.ops import build as build_op
 from kitbuilder.ops import inspect as inspect_op
 from kitbuilder.ops import keys as keys_op
 from kitbuilder.ops import verify as verify_op
-from kitbuilder.progress import byte_progress, progress_enabled
+from kitbuilder.progress import byte_progress, progress_enabled, row_progress
 from kitbuilder.trust.keys import KEY_TYPES
 from kitbuilder.trust.signatures import TrustPolicy
 
@@ -291,6 +291,268 @@ def _render_inspect(document: dict[str, Any]) -> None:
         click.echo(f"{role}: {totals['files']} files, {totals['bytes']} bytes")
     for entry in document["files"]:
         click.echo(f"  {entry['size']:>12}  {entry['role']:<10} {entry['path']}")
+
+
+def _verify_options(
+    keys: tuple[Path, ...],
+    trust_root: Path | None,
+    threshold: int | None,
+    product: str | None,
+    channel: str | None,
+    now_text: str | None,
+) -> verify_op.VerifyOptions:
+    now = _now(now_text)
+    return verify_op.VerifyOptions(
+        policy=_policy(keys, trust_root, threshold, now), now=now, product=product, channel=channel
+    )
+
+
+db_option = click.option(
+    "--db",
+    "db_url",
+    default="kit.db",
+    show_default=True,
+    help="sqlite:///PATH or a file path (SQLite), or postgresql://…",
+)
+lock_option = click.option(
+    "--lock-timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for another apply to finish."
+)
+policy_options = [
+    click.option("--product", help="Refuse kits for another product."),
+    click.option("--channel", help="Refuse kits for another channel."),
+    click.option("--now", "now_text", help="Judge expiry at this time (RFC 3339)."),
+]
+
+
+def with_policy(func: Any) -> Any:
+    for option in reversed(policy_options):
+        func = option(func)
+    return with_trust(func)
+
+
+@main.command()
+@click.argument("kit", type=click.Path(path_type=Path))
+@with_policy
+@db_option
+@click.option("--dry-run", is_flag=True, help="Show the plan, SQL and backfill counts; change nothing.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), help="Rows per backfill batch (default: the job's, else 500)."
+)
+@click.option("--tenant", help="Limit backfills to this tenant.")
+@click.option("--stop-on-error", is_flag=True, help="Stop a backfill at its first failing row.")
+@click.option("--error-rate", type=click.FloatRange(0, 1), help="Pause a backfill above this failed-row rate (0.01).")
+@click.option("--min-sample", type=click.IntRange(min=1), help="Rows seen before the error rate counts (100).")
+@lock_option
+@click.option(
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    default=Path("artifacts"),
+    show_default=True,
+    help="Where the run's evidence directory is written.",
+)
+@click.option("--quiet", "-q", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def apply(
+    kit: Path,
+    keys: tuple[Path, ...],
+    trust_root: Path | None,
+    threshold: int | None,
+    product: str | None,
+    channel: str | None,
+    now_text: str | None,
+    db_url: str,
+    dry_run: bool,
+    batch_size: int | None,
+    tenant: str | None,
+    stop_on_error: bool,
+    error_rate: float | None,
+    min_sample: int | None,
+    lock_timeout: float,
+    artifacts: Path,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Verify KIT, then apply its migrations, seeds and backfills to --db, writing evidence."""
+    from kitbuilder.apply.context import ApplyOptions
+    from kitbuilder.ops import apply as apply_op
+
+    with _errors(as_json):
+        verify_options = _verify_options(keys, trust_root, threshold, product, channel, now_text)
+        options = ApplyOptions(
+            dry_run=dry_run,
+            batch_size=batch_size,
+            tenant=tenant,
+            stop_on_error=stop_on_error,
+            error_rate_threshold=error_rate,
+            min_sample=min_sample,
+            lock_timeout=lock_timeout,
+        )
+        show = progress_enabled(quiet or as_json)
+        with row_progress(enabled=show) as bars:
+            report = apply_op.apply_kit(
+                kit,
+                db_url,
+                verify_options,
+                options,
+                argv=sys.argv,
+                artifacts=artifacts,
+                on_rows=bars.update if bars else None,
+                on_step=(lambda step: click.echo(f"→ {step.kind} {step.id} (phase {step.phase})", err=True))
+                if show
+                else None,
+            )
+    if as_json:
+        _emit_json(report)
+        return
+    _render_apply(report)
+
+
+def _render_apply(report: dict[str, Any]) -> None:
+    kit = report["kit"]
+    click.echo(
+        f"{kit['name']} {kit['version']} (sequence {kit['sequence']}) → {report['database']['dialect']} "
+        f"({report['database']['version']})"
+    )
+    if report["status"] == "dry-run":
+        click.echo("dry run: nothing was changed")
+        for entry in report["plan"]:
+            if entry["kind"] == "backfill":
+                tenants = ", ".join(f"{t}: {n}" for t, n in entry["byTenant"].items())
+                click.echo(f"  backfill  {entry['id']:<28} would update {entry['wouldUpdate']} rows ({tenants})")
+            else:
+                click.echo(f"  {entry['kind']:<9} {entry['id']:<28} {entry['status']}")
+        return
+    for step in report["steps"]:
+        detail = step.get("reason", "")
+        if step["kind"] == "backfill" and step["status"] == "finished":
+            detail = (
+                f"{step['rowsThisRun']} rows this run ({step['rowsProcessed']} total, {step['rowsFailed']} "
+                f"quarantined), {step.get('rowsPerSecond') or 0:,.0f} rows/s"
+            )
+        elif step["kind"] == "seed" and step["status"] == "succeeded":
+            detail = f"{step['rows']} rows into {step['table']}"
+        elif step["kind"] == "migration" and step["status"] == "succeeded":
+            detail = f"{step['durationMs']} ms, verify {step['verify']}"
+        click.echo(f"  {step['kind']:<9} {step['id']:<28} {step['status']:<9} {detail}")
+    for check in report["checks"]["after"]:
+        mark = "✓" if check["passed"] else ("!" if check["onFail"] == "warn" else "✗")
+        click.echo(f"  {mark} check {check['id']}: observed {check['observed']}, expected {check['expected']}")
+    evidence = report["evidence"]
+    click.echo(f"evidence {evidence['directory']}/report.json (sha256 {evidence['reportSha256']})")
+
+
+@main.command()
+@click.argument("kit", type=click.Path(path_type=Path))
+@with_policy
+@db_option
+@click.option("--to-phase", required=True, help="Keep this phase and earlier; revert later ones ('none' = all).")
+@click.option("--dry-run", is_flag=True)
+@lock_option
+@click.option("--json", "as_json", is_flag=True)
+def rollback(
+    kit: Path,
+    keys: tuple[Path, ...],
+    trust_root: Path | None,
+    threshold: int | None,
+    product: str | None,
+    channel: str | None,
+    now_text: str | None,
+    db_url: str,
+    to_phase: str,
+    dry_run: bool,
+    lock_timeout: float,
+    as_json: bool,
+) -> None:
+    """Run revert scripts, newest first, for every phase after --to-phase."""
+    from kitbuilder.ops import apply as apply_op
+
+    with _errors(as_json):
+        result = apply_op.rollback_kit(
+            kit,
+            db_url,
+            _verify_options(keys, trust_root, threshold, product, channel, now_text),
+            to_phase=to_phase,
+            lock_timeout=lock_timeout,
+            dry_run=dry_run,
+        )
+    if as_json:
+        _emit_json(result)
+        return
+    entries = result.get("wouldRevert", result.get("reverted", []))
+    click.echo(("would revert" if dry_run else "reverted") + f" {len(entries)} step(s)")
+    for entry in entries:
+        click.echo(f"  {entry['kind']:<9} {entry['id']:<28} {entry.get('status', '')}")
+
+
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True)
+def status(db_url: str, as_json: bool) -> None:
+    """What is applied, running or paused in --db, with backfill progress."""
+    from kitbuilder.ops import apply as apply_op
+
+    with _errors(as_json):
+        result = apply_op.status(db_url)
+    if as_json:
+        _emit_json(result)
+        return
+    for row in result["migrations"]:
+        click.echo(
+            f"  {row['kind']:<9} {row['id']:<28} {row['status']:<10} phase {row['phase']}  {row['finished_at'] or ''}"
+        )
+    for row in result["backfills"]:
+        reason = f"  ({row['pauseReason']})" if row["pauseReason"] else ""
+        click.echo(
+            f"  backfill  {row['job']:<28} {row['status']:<10} {row['rowsProcessed']} rows, "
+            f"{row['rowsFailed']} quarantined, cursor {row['cursor']}{reason}"
+        )
+    if result["lock"]:
+        click.echo(f"  lock held by run {result['lock']['runId']} (pid {result['lock']['pid']})")
+    if not result["migrations"] and not result["backfills"]:
+        click.echo("nothing applied")
+
+
+@main.command()
+@click.argument("kit", type=click.Path(path_type=Path))
+@with_policy
+@db_option
+@click.option("--accept-checksum", help="Accept this step's changed checksum (recorded).")
+@click.option("--resolve", help="Resolve an interrupted non-transactional migration.")
+@click.option("--as", "resolve_as", type=click.Choice(["succeeded", "failed"]))
+@click.option("--reason", required=True, help="Why; recorded in kit_events.")
+@click.option("--json", "as_json", is_flag=True)
+def repair(
+    kit: Path,
+    keys: tuple[Path, ...],
+    trust_root: Path | None,
+    threshold: int | None,
+    product: str | None,
+    channel: str | None,
+    now_text: str | None,
+    db_url: str,
+    accept_checksum: str | None,
+    resolve: str | None,
+    resolve_as: str | None,
+    reason: str,
+    as_json: bool,
+) -> None:
+    """Record an operator decision the state tables cannot make alone."""
+    from kitbuilder.ops import apply as apply_op
+
+    with _errors(as_json):
+        result = apply_op.repair(
+            kit,
+            db_url,
+            _verify_options(keys, trust_root, threshold, product, channel, now_text),
+            accept_checksum=accept_checksum,
+            resolve=resolve,
+            resolve_as=resolve_as,
+            reason=reason,
+        )
+    if as_json:
+        _emit_json(result)
+    else:
+        click.echo(f"{result['id']}: {result['detail']}")
 
 
 if __name__ == "__main__":

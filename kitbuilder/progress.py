@@ -11,12 +11,16 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 
 def progress_enabled(quiet: bool) -> bool:
@@ -52,3 +56,38 @@ def byte_progress(label: str, total: int | None, *, enabled: bool) -> Iterator[B
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         yield ByteBar(progress, progress.add_task(label, total=total))
+
+
+class RowsPerSecondColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        return Text(f"{speed:>9,.0f} rows/s" if speed else "        – rows/s")
+
+
+class RowBars:
+    """One bar per backfill job: rows done, rows/s, ETA."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, TaskID] = {}
+
+    def update(self, job: str, done: int, total: int | None) -> None:
+        if job not in self._tasks:
+            self._tasks[job] = self._progress.add_task(f"backfill {job}", total=total)
+        self._progress.update(self._tasks[job], completed=done, total=total)
+
+
+@contextmanager
+def row_progress(*, enabled: bool) -> Iterator[RowBars | None]:
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RowsPerSecondColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        yield RowBars(progress)

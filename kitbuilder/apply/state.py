@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from kitbuilder.apply.db import Database
@@ -18,7 +18,7 @@ CHECKSUM_ALGORITHM = "kit-sha256-v1"
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def installed_by() -> str:
@@ -128,8 +128,21 @@ def record_event(db: Database, run_id: str, event: str, subject: str, detail: st
 
 
 def migration_rows(db: Database) -> dict[str, dict[str, Any]]:
-    columns = ["id", "phase", "kind", "checksum", "checksum_algorithm", "status", "installed_rank", "run_id",
-               "started_at", "finished_at", "duration_ms", "kit_sequence", "last_error"]
+    columns = [
+        "id",
+        "phase",
+        "kind",
+        "checksum",
+        "checksum_algorithm",
+        "status",
+        "installed_rank",
+        "run_id",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "kit_sequence",
+        "last_error",
+    ]
     rows = db.query(f"SELECT {', '.join(columns)} FROM kit_migrations ORDER BY installed_rank")
     return {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from kitbuilder.archive import tarfmt, zstdframes
@@ -105,11 +106,14 @@ def scan(
     location: IndexLocation,
     caps: Caps,
     on_bytes: Callable[[int], None] | None = None,
+    extract_to: Path | None = None,
 ) -> ScanResult:
     """Decompress the whole kit once and check every member against ``expected``.
 
     Raises ArchiveError for unsafe or malformed members and index
     inconsistencies, IntegrityError for unlisted, missing or altered files.
+    With ``extract_to`` (a fresh, empty directory) each member is also written
+    there as it streams; the caller must discard that directory on any error.
     """
     by_offset = {e.offset: e for e in expected.values()}
     index = location.index
@@ -134,7 +138,7 @@ def scan(
         members += 1
         if members > caps.max_members:
             raise ArchiveError(f"archive has more than {caps.max_members} members")
-        _scan_member(reader, entry, stream_offset, seen_keys, on_bytes)
+        _scan_member(reader, entry, stream_offset, seen_keys, on_bytes, extract_to)
         stream_offset += tarfmt.member_size(entry.size)
         payload += entry.size
     if reader.offset - index.end_offset != index.end_length:
@@ -190,8 +194,10 @@ def _scan_member(
     stream_offset: int,
     seen_keys: dict[str, str],
     on_bytes: Callable[[int], None] | None,
+    extract_to: Path | None,
 ) -> None:
     frame_offset = reader.offset
+    sink: BinaryIO | None = None
     chunks = reader.iter_zstd_frame(max_output=tarfmt.member_size(entry.size), what=f"member {entry.path}")
     pending = bytearray()
     header_seen = False
@@ -207,16 +213,23 @@ def _scan_member(
             header = tarfmt.parse_header(bytes(pending[: tarfmt.BLOCK]), offset=stream_offset)
             _check_header(header.path, header.size, entry, seen_keys)
             header_seen = True
+            if extract_to is not None:
+                sink = _create_member_file(extract_to, entry.path)
             chunk = bytes(pending[tarfmt.BLOCK :])
             pending = bytearray()
         take = min(len(chunk), entry.size - received)
         if take:
-            digest.update(chunk if take == len(chunk) else chunk[:take])
+            data = chunk if take == len(chunk) else chunk[:take]
+            digest.update(data)
+            if sink is not None:
+                sink.write(data)
             received += take
         if take < len(chunk) and any(chunk[take:]):
             raise ArchiveError(f"member {entry.path}: non-zero bytes in tar padding")
         if on_bytes is not None:
             on_bytes(len(chunk))
+    if sink is not None:
+        sink.close()
     if not header_seen:
         raise ArchiveError(f"offset {frame_offset}: frame too short to hold a tar header")
     if received != entry.size:
@@ -233,6 +246,15 @@ def _scan_member(
     observed = digest.hexdigest()
     if observed != entry.sha256:
         raise IntegrityError(f"{entry.path}: expected sha256 {entry.sha256}, got {observed}")
+
+
+def _create_member_file(root: Path, member: str) -> BinaryIO:
+    # The path already passed the member rules (relative, no '..', portable); the
+    # root is a directory we created, so O_EXCL|O_NOFOLLOW only guards against races.
+    target = root.joinpath(*member.split("/"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    return os.fdopen(fd, "wb")
 
 
 def _check_header(path: str, size: int, entry: Expected, seen: dict[str, str]) -> None:

@@ -186,8 +186,12 @@ def load_spec(spec_path: Path) -> KitSpec:
         check_ids.add(check["id"])
     for component in components:
         if component.role == "backfill":
-            _check_backfill_job(component, lambda field, message, c=component: fail(
-                ("backfills", [x.id for x in components if x.role == "backfill"].index(c.id), field), message))
+            _check_backfill_job(
+                component,
+                lambda field, message, c=component: fail(
+                    ("backfills", [x.id for x in components if x.role == "backfill"].index(c.id), field), message
+                ),
+            )
     return KitSpec(
         path=spec_path,
         name=document["name"],
@@ -230,5 +234,7 @@ def load_backfill_job(text: str, where: str) -> dict[str, Any]:
 def _check_backfill_job(component: ComponentSpec, fail: Any) -> None:
     job = backfill_job_path(component)
     if not job.is_file():
-        raise fail("source", f"backfill {component.id}: {job} not found (a job YAML file, or a directory with job.yaml)")
+        raise fail(
+            "source", f"backfill {component.id}: {job} not found (a job YAML file, or a directory with job.yaml)"
+        )
     load_backfill_job(job.read_text("utf-8"), str(job))

@@ -188,8 +188,19 @@ class _HashingReader:
         return self._stream.seek(offset, whence)
 
 
-def verify_kit(path: Path, options: VerifyOptions, *, on_bytes: Callable[[int], None] | None = None) -> VerifyReport:
-    """Raise a KitError subclass at the first failed check; return the report when all pass."""
+def verify_kit(
+    path: Path,
+    options: VerifyOptions,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    extract_to: Path | None = None,
+) -> VerifyReport:
+    """Raise a KitError subclass at the first failed check; return the report when all pass.
+
+    With ``extract_to`` (an empty directory) the members are written there from
+    the same single read that verifies them, so what is applied afterwards is
+    exactly what was verified; on failure the caller discards the directory.
+    """
     with open_kit(path) as stream:
         metadata = read_metadata(stream, options.caps)
         signers, checksum_signer, manifest = check_signed_metadata(metadata, options.policy)
@@ -202,6 +213,7 @@ def verify_kit(path: Path, options: VerifyOptions, *, on_bytes: Callable[[int], 
             location=metadata.location,
             caps=options.caps,
             on_bytes=on_bytes,
+            extract_to=extract_to,
         )
         # The scan stopped at the index; hash the tail so the report names the whole file's digest.
         while hashing.read(1 << 20):

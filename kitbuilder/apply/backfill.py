@@ -1,0 +1,337 @@
+"""Batched, resumable backfills over key ranges (keyset pagination).
+
+Each batch selects the next ``batch_size`` keys after the cursor whose rows
+still match the job's predicate, updates exactly the range [first, last] of
+those keys (still filtered by the predicate), and advances the cursor in the
+same transaction. A killed run therefore resumes at the last committed
+cursor: no row is processed twice, none skipped. A failing batch is bisected
+down to single rows; a failing row is quarantined with its error and the job
+moves on, unless --stop-on-error, or the error rate passes its threshold,
+which pauses the job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kitbuilder.apply import db as dbmod
+from kitbuilder.apply import state
+from kitbuilder.apply.context import RunContext
+from kitbuilder.apply.plan import Step
+from kitbuilder.errors import CheckFailedError, DatabaseError, UsageError
+
+DEFAULT_BATCH = 500
+DEFAULT_ERROR_RATE = 0.01
+DEFAULT_MIN_SAMPLE = 100
+
+
+@dataclass
+class Totals:
+    processed: int = 0
+    failed: int = 0
+    batches: int = 0
+
+
+class _RowFailure(Exception):
+    def __init__(self, key: Any, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+class BackfillJob:
+    def __init__(self, ctx: RunContext, step: Step) -> None:
+        self.ctx = ctx
+        self.step = step
+        job = step.options
+        self.table: str = job["table"]
+        self.key: str = job["key"]
+        self.predicate: str = job["predicate"]
+        self.tenant_column: str | None = job.get("tenant_column")
+        options = ctx.options
+        self.batch_size = options.batch_size or int(job.get("batch_size", DEFAULT_BATCH))
+        threshold = options.error_rate_threshold
+        self.error_rate = (
+            threshold if threshold is not None else float(job.get("error_rate_threshold", DEFAULT_ERROR_RATE))
+        )
+        self.min_sample = options.min_sample or int(job.get("min_sample", DEFAULT_MIN_SAMPLE))
+        if options.tenant is not None and not self.tenant_column:
+            raise UsageError(f"--tenant given, but backfill {step.id} declares no tenant_column")
+        if options.tenant is not None and "update" in job and ":tenant" not in job["update"]:
+            raise UsageError(f"--tenant given, but backfill {step.id}'s update statement does not use :tenant")
+
+    # SQL -------------------------------------------------------------------------------------------------------
+
+    def _tenant_filter(self) -> str:
+        return f" AND {self.tenant_column} = :tenant" if self.ctx.options.tenant is not None else ""
+
+    def _params(self, **extra: Any) -> dict[str, Any]:
+        params = dict(extra)
+        if self.ctx.options.tenant is not None:
+            params["tenant"] = self.ctx.options.tenant
+        return params
+
+    def remaining(self) -> int:
+        sql = f"SELECT COUNT(*) FROM {self.table} WHERE ({self.predicate}){self._tenant_filter()}"
+        return int(self.ctx.db.query_value(sql, self._params()) or 0)
+
+    def remaining_by_tenant(self) -> dict[str, int]:
+        if not self.tenant_column:
+            return {"*": self.remaining()}
+        sql = (
+            f"SELECT {self.tenant_column}, COUNT(*) FROM {self.table} WHERE ({self.predicate}){self._tenant_filter()} "
+            f"GROUP BY {self.tenant_column} ORDER BY {self.tenant_column}"
+        )
+        return {str(tenant): int(count) for tenant, count in self.ctx.db.query(sql, self._params())}
+
+    def _next_keys(self, cursor: Any, limit: int) -> list[Any]:
+        after = f" AND {self.key} > :cursor" if cursor is not None else ""
+        sql = (
+            f"SELECT {self.key} FROM {self.table} WHERE ({self.predicate}){after}{self._tenant_filter()} "
+            f"ORDER BY {self.key} LIMIT {int(limit)}"
+        )
+        params = self._params(cursor=cursor) if cursor is not None else self._params()
+        return [row[0] for row in self.ctx.db.query(sql, params)]
+
+    def _update_range(self, lo: Any, hi: Any) -> int:
+        job = self.step.options
+        if "update" in job:
+            return self.ctx.db.execute(job["update"], self._params(lo=lo, hi=hi))
+        assignments = ", ".join(f"{column} = {expression}" for column, expression in job["set"].items())
+        sql = (
+            f"UPDATE {self.table} SET {assignments} WHERE {self.key} >= :lo AND {self.key} <= :hi "
+            f"AND ({self.predicate}){self._tenant_filter()}"
+        )
+        return self.ctx.db.execute(sql, self._params(lo=lo, hi=hi))
+
+    # State -----------------------------------------------------------------------------------------------------
+
+    def load_state(self) -> tuple[str | None, Any, Totals]:
+        rows = self.ctx.db.query(
+            "SELECT status, cursor_value, rows_processed, rows_failed, batches, checksum FROM kit_backfill_runs "
+            "WHERE job = :job",
+            {"job": self.step.id},
+        )
+        if not rows:
+            return None, None, Totals()
+        status, cursor, processed, failed, batches, checksum = rows[0]
+        if checksum != self.step.checksum and status != "reverted":
+            raise DatabaseError(
+                f"backfill {self.step.id}: job definition changed since it started (checksum {checksum[:16]}…, "
+                f"kit has {self.step.checksum[:16]}…); run `kit repair KIT --db URL --accept-checksum {self.step.id}`"
+            )
+        if status == "reverted":
+            return None, None, Totals()
+        return status, (json.loads(cursor) if cursor is not None else None), Totals(processed, failed, batches)
+
+    def _save(self, status: str, cursor: Any, totals: Totals, reason: str | None = None) -> None:
+        now = state.utc_now()
+        self.ctx.db.execute("DELETE FROM kit_backfill_runs WHERE job = :job", {"job": self.step.id})
+        self.ctx.db.execute(
+            """INSERT INTO kit_backfill_runs (job, kit_sha256, checksum, status, pause_reason, cursor_value, batch_size,
+                   rows_processed, rows_failed, batches, started_at, updated_at, finished_at)
+               VALUES (:job, :kit, :checksum, :status, :reason, :cursor, :batch, :processed, :failed, :batches,
+                       :started, :now, :finished)""",
+            {
+                "job": self.step.id,
+                "kit": self.ctx.kit_sha256,
+                "checksum": self.step.checksum,
+                "status": status,
+                "reason": reason,
+                "cursor": json.dumps(cursor) if cursor is not None else None,
+                "batch": self.batch_size,
+                "processed": totals.processed,
+                "failed": totals.failed,
+                "batches": totals.batches,
+                "started": self._started,
+                "now": now,
+                "finished": now if status == "finished" else None,
+            },
+        )
+
+    # Running ---------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        db = self.ctx.db
+        report: dict[str, Any] = {
+            "id": self.step.id,
+            "phase": self.step.phase,
+            "kind": "backfill",
+            "checksum": self.step.checksum,
+            "table": self.table,
+            "batchSize": self.batch_size,
+        }
+        status, cursor, totals = self.load_state()
+        started_row = db.query_value("SELECT started_at FROM kit_backfill_runs WHERE job = :job", {"job": self.step.id})
+        self._started = started_row or state.utc_now()
+        remaining_before = self.remaining()
+        report["remainingBefore"] = remaining_before
+        if status == "finished" and remaining_before == 0:
+            return {
+                **report,
+                "status": "skipped",
+                "reason": "already finished",
+                "rowsProcessed": totals.processed,
+                "rowsFailed": totals.failed,
+                "remainingAfter": 0,
+            }
+        resumed_from = cursor
+        with db.transaction():
+            self._save("active", cursor, totals)
+            state.record_event(
+                db,
+                self.ctx.run_id,
+                "backfill",
+                self.step.id,
+                f"start at cursor {json.dumps(cursor)}" if cursor is not None else "start",
+            )
+        clock = time.monotonic()
+        run_totals = Totals()
+        expected = remaining_before
+        while True:
+            keys = self._next_keys(cursor, self.batch_size)
+            if not keys:
+                break
+            try:
+                cursor = self._process(keys, cursor, totals, run_totals)
+            except _RowFailure as failure:
+                with db.transaction():
+                    self._save(
+                        "failed", cursor, totals, reason=f"stop-on-error at key {failure.key}: {failure.message}"
+                    )
+                    state.record_event(db, self.ctx.run_id, "fail", self.step.id, failure.message)
+                raise CheckFailedError(
+                    f"backfill {self.step.id} stopped (--stop-on-error) at {self.key}={failure.key}: "
+                    f"{failure.message}; fix the cause and rerun to resume"
+                ) from None
+            seen = totals.processed + totals.failed
+            if totals.failed and seen >= self.min_sample and totals.failed / seen > self.error_rate:
+                reason = (
+                    f"error rate {totals.failed / seen:.2%} over {self.error_rate:.2%} after {seen} rows "
+                    f"({totals.failed} quarantined)"
+                )
+                with db.transaction():
+                    self._save("paused", cursor, totals, reason=reason)
+                    state.record_event(db, self.ctx.run_id, "fail", self.step.id, f"paused: {reason}")
+                raise CheckFailedError(
+                    f"backfill {self.step.id} paused: {reason}; see kit_backfill_quarantine, then rerun to resume"
+                )
+            if self.ctx.on_rows is not None:
+                self.ctx.on_rows(self.step.id, run_totals.processed + run_totals.failed, expected)
+            self.ctx.lock.renew()
+        with db.transaction():
+            self._save("finished", cursor, totals)
+            state.record_event(
+                db,
+                self.ctx.run_id,
+                "backfill",
+                self.step.id,
+                f"finished: {totals.processed} rows, {totals.failed} quarantined",
+            )
+        elapsed = time.monotonic() - clock
+        return {
+            **report,
+            "status": "finished",
+            "resumedFrom": resumed_from,
+            "cursor": cursor,
+            "rowsProcessed": totals.processed,
+            "rowsFailed": totals.failed,
+            "batches": totals.batches,
+            "rowsThisRun": run_totals.processed,
+            "failedThisRun": run_totals.failed,
+            "errorRate": (totals.failed / (totals.processed + totals.failed))
+            if totals.processed + totals.failed
+            else 0.0,
+            "durationSeconds": round(elapsed, 3),
+            "rowsPerSecond": round(run_totals.processed / elapsed, 1) if elapsed > 0 else None,
+            "remainingAfter": self.remaining(),
+        }
+
+    def _process(self, keys: list[Any], cursor: Any, totals: Totals, run_totals: Totals) -> Any:
+        """Apply one batch (bisecting on failure); returns the new cursor."""
+        db = self.ctx.db
+        clock = time.monotonic()
+        try:
+            with db.transaction():
+                count = self._update_range(keys[0], keys[-1])
+                updated = Totals(totals.processed + count, totals.failed, totals.batches + 1)
+                self._save("active", keys[-1], updated)
+                self._record_batch(cursor, keys[-1], len(keys), count, 0, clock)
+        except Exception as exc:
+            if not dbmod.is_database_error(exc):
+                raise
+            if dbmod.is_connection_lost(exc):
+                raise DatabaseError(
+                    f"database connection lost during backfill {self.step.id} at {self.key}={json.dumps(cursor)}: "
+                    f"{dbmod.describe(exc)}; rerun kit apply to resume"
+                ) from exc
+            if len(keys) == 1:
+                return self._quarantine(keys[0], dbmod.describe(exc), cursor, totals, run_totals)
+            middle = len(keys) // 2
+            cursor = self._process(keys[:middle], cursor, totals, run_totals)
+            return self._process(keys[middle:], cursor, totals, run_totals)
+        totals.processed, totals.batches = updated.processed, updated.batches
+        run_totals.processed += count
+        run_totals.batches += 1
+        return keys[-1]
+
+    def _quarantine(self, key: Any, message: str, cursor: Any, totals: Totals, run_totals: Totals) -> Any:
+        if self.ctx.options.stop_on_error:
+            raise _RowFailure(key, message)
+        db = self.ctx.db
+        with db.transaction():
+            updated = Totals(totals.processed, totals.failed + 1, totals.batches)
+            db.execute(
+                "INSERT INTO kit_backfill_quarantine (job, row_key, error, run_id, at) "
+                "VALUES (:job, :key, :error, :run, :at)",
+                {
+                    "job": self.step.id,
+                    "key": json.dumps(key),
+                    "error": message,
+                    "run": self.ctx.run_id,
+                    "at": state.utc_now(),
+                },
+            )
+            self._save("active", key, updated)
+            self._record_batch(cursor, key, 1, 0, 1, time.monotonic())
+        totals.failed = updated.failed
+        run_totals.failed += 1
+        return key
+
+    def _record_batch(
+        self, cursor_from: Any, cursor_to: Any, size: int, processed: int, failed: int, clock: float
+    ) -> None:
+        self.ctx.db.execute(
+            """INSERT INTO kit_backfill_batches (job, run_id, cursor_from, cursor_to, batch_size, rows_processed,
+                   rows_failed, duration_ms, at)
+               VALUES (:job, :run, :cursor_from, :cursor_to, :size, :processed, :failed, :duration, :at)""",
+            {
+                "job": self.step.id,
+                "run": self.ctx.run_id,
+                "cursor_from": json.dumps(cursor_from) if cursor_from is not None else None,
+                "cursor_to": json.dumps(cursor_to),
+                "size": size,
+                "processed": processed,
+                "failed": failed,
+                "duration": int((time.monotonic() - clock) * 1000),
+                "at": state.utc_now(),
+            },
+        )
+
+
+def dry_run(ctx: RunContext, step: Step) -> dict[str, Any]:
+    job = BackfillJob(ctx, step)
+    by_tenant = job.remaining_by_tenant() if ctx.db.table_exists(job.table) else {}
+    return {
+        "id": step.id,
+        "phase": step.phase,
+        "kind": "backfill",
+        "table": job.table,
+        "predicate": job.predicate,
+        "wouldUpdate": sum(by_tenant.values()),
+        "byTenant": by_tenant,
+        "batchSize": job.batch_size,
+    }

@@ -1,0 +1,272 @@
+"""Migrations and seeds: each applied once, in its own transaction with its state row.
+
+A transactional migration's script, its verify queries and its
+``kit_migrations`` row commit together, so a crash leaves either nothing or
+the finished migration. A non-transactional one (``CREATE INDEX
+CONCURRENTLY``) is marked ``running`` first; a later run resolves that state
+with its verify script or, when declared idempotent, by running it again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kitbuilder.apply import db as dbmod
+from kitbuilder.apply import state
+from kitbuilder.apply.context import RunContext
+from kitbuilder.apply.plan import Step
+from kitbuilder.errors import DatabaseError, UsageError
+
+SEED_CHUNK = 5000
+
+
+def _drift_message(step: Step, recorded: str) -> str:
+    return (
+        f"{step.kind} {step.id}: already applied with checksum {recorded[:16]}…, this kit has {step.checksum[:16]}…; "
+        f"the shipped scripts changed after deployment. If that is intended, run "
+        f'`kit repair KIT --db URL --accept-checksum {step.id} --reason "…"`'
+    )
+
+
+def status_of(ctx: RunContext, step: Step) -> str:
+    """'applied', 'pending', 'interrupted' or raises DatabaseError on checksum drift."""
+    rows = state.migration_rows(ctx.db) if ctx.db.table_exists("kit_migrations") else {}
+    row = rows.get(step.id)
+    if row is None or row["status"] in ("failed", "reverted", "pending"):
+        return "pending"
+    if row["checksum"] != step.checksum:
+        raise DatabaseError(_drift_message(step, row["checksum"]))
+    return "applied" if row["status"] == "succeeded" else "interrupted"
+
+
+def _verify(ctx: RunContext, step: Step) -> str | None:
+    """None when every verify query returns a true first value; else the failing query."""
+    script = step.text("verify")
+    if not script:
+        return None
+    for statement in ctx.db.split(script):
+        value = ctx.db.query_value(statement)
+        if not value or value in ("0", "f", "false"):
+            return statement.splitlines()[0][:120]
+    return None
+
+
+def _write_row(
+    ctx: RunContext, step: Step, status: str, *, started: str, duration_ms: int | None, error: str | None
+) -> None:
+    existing = ctx.db.query_value("SELECT installed_rank FROM kit_migrations WHERE id = :id", {"id": step.id})
+    rank = existing if existing is not None else state.next_rank(ctx.db)
+    ctx.db.execute("DELETE FROM kit_migrations WHERE id = :id", {"id": step.id})
+    ctx.db.execute(
+        """INSERT INTO kit_migrations (id, phase, kind, checksum, checksum_algorithm, status, installed_rank, run_id,
+               started_at, finished_at, duration_ms, installed_by, kit_name, kit_version, kit_sequence, kit_sha256,
+               last_error)
+           VALUES (:id, :phase, :kind, :checksum, :algorithm, :status, :rank, :run, :started, :finished, :duration,
+                   :by, :kit_name, :kit_version, :kit_sequence, :kit_sha256, :error)""",
+        {
+            "id": step.id,
+            "phase": step.phase,
+            "kind": step.kind,
+            "checksum": step.checksum,
+            "algorithm": state.CHECKSUM_ALGORITHM,
+            "status": status,
+            "rank": rank,
+            "run": ctx.run_id,
+            "started": started,
+            "finished": state.utc_now() if status != "running" else None,
+            "duration": duration_ms,
+            "by": state.installed_by(),
+            "kit_name": ctx.kit.name,
+            "kit_version": ctx.kit.version,
+            "kit_sequence": ctx.kit.sequence,
+            "kit_sha256": ctx.kit_sha256,
+            "error": error,
+        },
+    )
+
+
+def _fail(ctx: RunContext, step: Step, started: str, message: str) -> DatabaseError:
+    try:
+        with ctx.db.transaction():
+            _write_row(ctx, step, "failed", started=started, duration_ms=None, error=message)
+            state.record_event(ctx.db, ctx.run_id, "fail", step.id, message)
+    except Exception:  # noqa: BLE001 - the original failure is what the user needs to see
+        pass
+    return DatabaseError(f"{step.kind} {step.id} failed: {message}")
+
+
+def _run_statements(ctx: RunContext, step: Step, script: str) -> None:
+    for number, statement in enumerate(ctx.db.split(script), start=1):
+        try:
+            ctx.db.execute(statement)
+        except Exception as exc:
+            if not dbmod.is_database_error(exc):
+                raise
+            first = statement.strip().splitlines()[0][:80]
+            raise _StatementError(f"statement {number} ({first}): {dbmod.describe(exc)}") from exc
+
+
+class _StatementError(Exception):
+    pass
+
+
+def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
+    status = status_of(ctx, step)
+    report: dict[str, Any] = {"id": step.id, "phase": step.phase, "kind": "migration", "checksum": step.checksum}
+    if status == "applied":
+        return {**report, "status": "skipped", "reason": "already applied"}
+    transactional = step.options.get("transactional", True) is not False
+    started = state.utc_now()
+    clock = time.monotonic()
+    up = step.text("up") or ""
+    if status == "interrupted":
+        if _verify(ctx, step) is None and step.text("verify"):
+            with ctx.db.transaction():
+                _write_row(ctx, step, "succeeded", started=started, duration_ms=0, error=None)
+                state.record_event(ctx.db, ctx.run_id, "repair", step.id, "interrupted run resolved by verify")
+            return {**report, "status": "succeeded", "resolvedBy": "verify"}
+        if not step.options.get("idempotent"):
+            raise DatabaseError(
+                f"migration {step.id} was interrupted mid-run and is not idempotent; inspect the database, then "
+                f'`kit repair KIT --db URL --resolve {step.id} --as succeeded|failed --reason "…"`'
+            )
+    try:
+        if transactional:
+            with ctx.db.transaction():
+                _run_statements(ctx, step, up)
+                failing = _verify(ctx, step)
+                if failing is not None:
+                    raise _StatementError(f"verify query returned false: {failing}")
+                duration = int((time.monotonic() - clock) * 1000)
+                _write_row(ctx, step, "succeeded", started=started, duration_ms=duration, error=None)
+                state.record_event(ctx.db, ctx.run_id, "deploy", step.id, f"{duration} ms")
+                state.record_event(ctx.db, ctx.run_id, "verify", step.id, "passed")
+        else:
+            with ctx.db.transaction():
+                _write_row(ctx, step, "running", started=started, duration_ms=None, error=None)
+            _run_statements(ctx, step, up)
+            failing = _verify(ctx, step)
+            if failing is not None:
+                raise _StatementError(f"verify query returned false: {failing}")
+            duration = int((time.monotonic() - clock) * 1000)
+            with ctx.db.transaction():
+                _write_row(ctx, step, "succeeded", started=started, duration_ms=duration, error=None)
+                state.record_event(ctx.db, ctx.run_id, "deploy", step.id, f"{duration} ms (non-transactional)")
+    except _StatementError as exc:
+        raise _fail(ctx, step, started, str(exc)) from exc
+    except Exception as exc:
+        if dbmod.is_database_error(exc):
+            raise _fail(ctx, step, started, dbmod.describe(exc)) from exc
+        raise
+    ctx.lock.renew()
+    return {
+        **report,
+        "status": "succeeded",
+        "durationMs": duration,
+        "verify": "passed" if step.text("verify") else "none",
+    }
+
+
+def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
+    script = step.text("revert") if step.kind == "migration" else step.options.get("revert")
+    if not script:
+        raise DatabaseError(f"{step.kind} {step.id}: no revert script in the kit; restore from backup instead")
+    try:
+        with ctx.db.transaction():
+            for statement in ctx.db.split(script):
+                ctx.db.execute(statement)
+            if step.kind == "backfill":
+                ctx.db.execute(
+                    "UPDATE kit_backfill_runs SET status = 'reverted', cursor_value = NULL, "
+                    "rows_processed = 0, rows_failed = 0, batches = 0, updated_at = :now WHERE job = :job",
+                    {"now": state.utc_now(), "job": step.id},
+                )
+            else:
+                ctx.db.execute(
+                    "UPDATE kit_migrations SET status = 'reverted', finished_at = :now WHERE id = :id",
+                    {"now": state.utc_now(), "id": step.id},
+                )
+            state.record_event(ctx.db, ctx.run_id, "revert", step.id, None)
+    except Exception as exc:
+        if dbmod.is_database_error(exc):
+            raise DatabaseError(f"revert of {step.kind} {step.id} failed: {dbmod.describe(exc)}") from exc
+        raise
+    return {"id": step.id, "kind": step.kind, "phase": step.phase, "status": "reverted"}
+
+
+def _seed_rows(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("r", encoding="utf-8", newline="") as handle:
+        if path.suffix == ".csv":
+            yield from csv.DictReader(handle)
+            return
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise UsageError(f"{path.name}:{number}: not a JSON object ({exc})") from exc
+            if not isinstance(row, dict):
+                raise UsageError(f"{path.name}:{number}: expected a JSON object per line")
+            yield {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+
+
+def apply_seed(ctx: RunContext, step: Step) -> dict[str, Any]:
+    report: dict[str, Any] = {"id": step.id, "phase": step.phase, "kind": "seed", "checksum": step.checksum}
+    if status_of(ctx, step) == "applied":
+        return {**report, "status": "skipped", "reason": "already applied"}
+    table: str = step.options["table"]
+    keys: list[str] = list(step.options["key"])
+    started = state.utc_now()
+    clock = time.monotonic()
+    total = 0
+    try:
+        with ctx.db.transaction():
+            for name in sorted(step.files):
+                total += _upsert_file(ctx, table, keys, step.files[name])
+            duration = int((time.monotonic() - clock) * 1000)
+            _write_row(ctx, step, "succeeded", started=started, duration_ms=duration, error=None)
+            state.record_event(ctx.db, ctx.run_id, "seed", step.id, f"{total} rows into {table}")
+    except Exception as exc:
+        if dbmod.is_database_error(exc):
+            raise _fail(ctx, step, started, f"loading into {table}: {dbmod.describe(exc)}") from exc
+        raise
+    ctx.lock.renew()
+    return {**report, "status": "succeeded", "rows": total, "table": table, "durationMs": duration}
+
+
+def _upsert_file(ctx: RunContext, table: str, keys: list[str], path: Path) -> int:
+    rows = list(_seed_rows(path))
+    if not rows:
+        return 0
+    columns = sorted({column for row in rows for column in row})
+    missing = [k for k in keys if k not in columns]
+    if missing:
+        raise UsageError(f"{path.name}: seed rows lack key column(s) {', '.join(missing)}")
+    updates = [c for c in columns if c not in keys]
+    conflict = (
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in updates)
+        if updates
+        else f"ON CONFLICT ({', '.join(keys)}) DO NOTHING"
+    )
+    values = [[row.get(c) for c in columns] for row in rows]
+    if ctx.db.dialect == "postgresql":
+        staging = "kit_seed_staging"
+        ctx.db.execute(f"CREATE TEMP TABLE {staging} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
+        ctx.db.copy_into(staging, columns, values)
+        ctx.db.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {staging} {conflict}"
+        )
+        ctx.db.execute(f"DROP TABLE {staging}")
+    else:
+        placeholders = ", ".join(f":{c}" for c in columns)
+        statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) {conflict}"
+        for start in range(0, len(rows), SEED_CHUNK):
+            for row in rows[start : start + SEED_CHUNK]:
+                ctx.db.execute(statement, {c: row.get(c) for c in columns})
+    return len(rows)

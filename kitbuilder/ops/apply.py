@@ -1,0 +1,317 @@
+"""kit apply / rollback / status / repair: a verified kit's steps against a database.
+
+The kit is verified and extracted in one pass into a private staging
+directory; only those verified bytes are read afterwards, so a kit swapped on
+disk after verification is never applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kitbuilder.apply import backfill, checks, migrations, state
+from kitbuilder.apply import db as dbmod
+from kitbuilder.apply.context import ApplyOptions, RowProgress, RunContext
+from kitbuilder.apply.evidence import write_evidence
+from kitbuilder.apply.lock import ApplyLock
+from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key
+from kitbuilder.core import jsonio
+from kitbuilder.errors import DatabaseError, KitError, UsageError
+from kitbuilder.ops.verify import VerifyOptions, VerifyReport, verify_kit
+
+
+@dataclass(frozen=True)
+class VerifiedKit:
+    report: VerifyReport
+    staging: Path
+    plan: Plan
+
+
+@contextlib.contextmanager
+def verified_kit(path: Path, options: VerifyOptions) -> Iterator[VerifiedKit]:
+    """Verify ``path`` while extracting it to a private staging dir; removed afterwards whatever happens."""
+    staging = Path(tempfile.mkdtemp(prefix="kit-apply-"))
+    try:
+        report = verify_kit(path, options, extract_to=staging / "kit")
+        yield VerifiedKit(report=report, staging=staging / "kit", plan=build_plan(report.manifest, staging / "kit"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _connected(url: str) -> Iterator[dbmod.Database]:
+    database = dbmod.connect(url)
+    try:
+        yield database
+    finally:
+        with contextlib.suppress(Exception):
+            database.close()
+
+
+def _context(
+    database: dbmod.Database, kit: VerifiedKit, options: ApplyOptions, run_id: str, on_rows: RowProgress | None
+) -> RunContext:
+    lock = ApplyLock(database, run_id, timeout=options.lock_timeout)
+    return RunContext(
+        db=database,
+        run_id=run_id,
+        kit=kit.report.manifest.kit,
+        kit_sha256=kit.report.kit_sha256,
+        lock=lock,
+        options=options,
+        on_rows=on_rows,
+    )
+
+
+def _plan_entry(ctx: RunContext, step: Step) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": step.id, "kind": step.kind, "phase": step.phase, "checksum": step.checksum}
+    if step.kind == "backfill":
+        return {**entry, **backfill.dry_run(ctx, step)}
+    if ctx.db.table_exists("kit_migrations"):
+        entry["status"] = migrations.status_of(ctx, step)
+    else:
+        entry["status"] = "pending"
+    if step.kind == "migration":
+        entry["transactional"] = step.options.get("transactional", True) is not False
+        entry["sql"] = step.text("up")
+    else:
+        entry["table"] = step.options.get("table")
+        entry["files"] = sorted(step.files)
+    return entry
+
+
+def _checks_for_phase(plan: Plan, phase: str | None) -> list[dict[str, Any]]:
+    if phase is None:
+        return [c for c in plan.checks if c.get("phase") is None or c.get("phase") not in plan.phases]
+    return [c for c in plan.checks if c.get("phase") == phase]
+
+
+def apply_kit(
+    path: Path,
+    db_url: str,
+    verify_options: VerifyOptions,
+    options: ApplyOptions,
+    *,
+    argv: list[str],
+    artifacts: Path,
+    on_rows: RowProgress | None = None,
+    on_step: Any = None,
+) -> dict[str, Any]:
+    """Apply a kit; returns the report (also written under ``artifacts``). Raises KitError on failure."""
+    run_id = uuid.uuid4().hex
+    with verified_kit(path, verify_options) as kit, _connected(db_url) as database:
+        ctx = _context(database, kit, options, run_id, on_rows)
+        manifest = kit.report.manifest
+        report: dict[str, Any] = {
+            "reportVersion": 1,
+            "runId": run_id,
+            "argv": argv,
+            "dryRun": options.dry_run,
+            "kit": {"path": str(path), "sha256": kit.report.kit_sha256, **manifest.kit.to_json()},
+            "verify": {"signers": list(kit.report.signers), "checks": list(kit.report.checks)},
+            "database": {"dialect": database.dialect, "version": database.version(), "url": dbmod._redact(db_url)},
+            "plan": [],
+            "steps": [],
+            "checks": {"before": {}, "after": []},
+            "status": "running",
+        }
+        if options.dry_run:
+            report["plan"] = [_plan_entry(ctx, step) for step in kit.plan.steps]
+            report["status"] = "dry-run"
+            return report
+        state.ensure_tables(database)
+        ctx.lock.acquire()
+        report["lockWaitSeconds"] = round(ctx.lock.waited, 3)
+        book = checks.CheckBook()
+        failure: KitError | None = None
+        try:
+            report["plan"] = [
+                {"id": s.id, "kind": s.kind, "phase": s.phase, "checksum": s.checksum} for s in kit.plan.steps
+            ]
+            with database.transaction():
+                database.execute(
+                    "INSERT INTO kit_runs (run_id, started_at, argv, kit_name, kit_sequence, kit_sha256, status) "
+                    "VALUES (:run, :at, :argv, :name, :seq, :sha, 'running')",
+                    {
+                        "run": run_id,
+                        "at": state.utc_now(),
+                        "argv": jsonio.dump_compact(argv).decode(),
+                        "name": manifest.kit.name,
+                        "seq": manifest.kit.sequence,
+                        "sha": kit.report.kit_sha256,
+                    },
+                )
+            checks.measure_before(database, kit.plan.checks, book)
+            report["checks"]["before"] = dict(book.before)
+            current_phase: str | None = None
+            for step in kit.plan.steps:
+                if current_phase is not None and step.phase != current_phase:
+                    checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
+                current_phase = step.phase
+                if on_step is not None:
+                    on_step(step)
+                if step.kind == "migration":
+                    result = migrations.apply_migration(ctx, step)
+                elif step.kind == "seed":
+                    result = migrations.apply_seed(ctx, step)
+                else:
+                    result = backfill.BackfillJob(ctx, step).run()
+                report["steps"].append(result)
+            if current_phase is not None and current_phase != LAST_PHASE:
+                checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
+            checks.run_checks(database, _checks_for_phase(kit.plan, None), book)
+            report["status"] = "succeeded"
+        except KitError as exc:
+            failure = exc
+            report["status"] = "failed"
+            report["error"] = {"kind": exc.kind, "exitCode": exc.exit_code, "message": str(exc)}
+        finally:
+            report["checks"]["after"] = [r.to_json() for r in book.results]
+            directory, digest = write_evidence(artifacts, report)
+            report["evidence"] = {"directory": str(directory), "reportSha256": digest}
+            with contextlib.suppress(Exception), database.transaction():
+                database.execute(
+                    "UPDATE kit_runs SET finished_at = :at, report_sha256 = :sha, status = :status WHERE run_id = :run",
+                    {"at": state.utc_now(), "sha": digest, "status": report["status"], "run": run_id},
+                )
+            with contextlib.suppress(Exception):
+                ctx.lock.release()
+        if failure is not None:
+            raise failure
+        return report
+
+
+def rollback_kit(
+    path: Path, db_url: str, verify_options: VerifyOptions, *, to_phase: str, lock_timeout: float, dry_run: bool = False
+) -> dict[str, Any]:
+    """Revert every applied step whose phase comes after ``to_phase``, newest first."""
+    run_id = uuid.uuid4().hex
+    with verified_kit(path, verify_options) as kit, _connected(db_url) as database:
+        phases = kit.plan.phases
+        if to_phase != "none" and to_phase not in phases:
+            raise UsageError(f"--to-phase {to_phase}: not a phase of this kit (phases: {', '.join(phases)}, or none)")
+        ctx = _context(database, kit, ApplyOptions(lock_timeout=lock_timeout), run_id, None)
+        if not database.table_exists("kit_migrations"):
+            return {"runId": run_id, "reverted": [], "note": "nothing applied"}
+        limit = phase_key(to_phase) if to_phase != "none" else None
+        applied = state.migration_rows(database)
+        backfills = {row[0]: row[1] for row in database.query("SELECT job, status FROM kit_backfill_runs")}
+        candidates: list[tuple[int, Step]] = []
+        for step in kit.plan.steps:
+            if limit is not None and phase_key(step.phase) <= limit:
+                continue
+            if step.kind == "backfill" and backfills.get(step.id) not in (None, "reverted"):
+                rank = int(applied.get(step.id, {}).get("installed_rank") or 10**9)
+                candidates.append((rank, step))
+            elif step.kind != "backfill" and applied.get(step.id, {}).get("status") in ("succeeded", "failed"):
+                candidates.append((int(applied[step.id]["installed_rank"]), step))
+        # Backfills run after their phase's migrations, so they are undone first within a phase.
+        candidates.sort(key=lambda item: (phase_key(item[1].phase), item[1].kind != "backfill", item[0]), reverse=True)
+        plan = [{"id": s.id, "kind": s.kind, "phase": s.phase} for _, s in candidates]
+        if dry_run:
+            return {"runId": run_id, "dryRun": True, "wouldRevert": plan}
+        ctx.lock.acquire()
+        try:
+            reverted = []
+            for _, step in candidates:
+                if step.kind == "seed" and not step.options.get("revert"):
+                    reverted.append({"id": step.id, "kind": "seed", "status": "kept", "note": "seeds have no revert"})
+                    continue
+                reverted.append(migrations.revert_step(ctx, step))
+        finally:
+            ctx.lock.release()
+        return {"runId": run_id, "toPhase": to_phase, "reverted": reverted}
+
+
+def status(db_url: str) -> dict[str, Any]:
+    with _connected(db_url) as database:
+        if not database.table_exists("kit_migrations"):
+            return {"database": database.dialect, "migrations": [], "backfills": [], "runs": [], "lock": None}
+        rows = state.migration_rows(database)
+        backfills = [
+            dict(
+                zip(
+                    ["job", "status", "pauseReason", "cursor", "rowsProcessed", "rowsFailed", "batches", "updatedAt"],
+                    row,
+                    strict=True,
+                )
+            )
+            for row in database.query(
+                "SELECT job, status, pause_reason, cursor_value, rows_processed, rows_failed, batches, updated_at "
+                "FROM kit_backfill_runs ORDER BY job"
+            )
+        ]
+        runs = [
+            dict(
+                zip(["runId", "startedAt", "finishedAt", "kit", "sequence", "status", "reportSha256"], row, strict=True)
+            )
+            for row in database.query(
+                "SELECT run_id, started_at, finished_at, kit_name, kit_sequence, status, report_sha256 "
+                "FROM kit_runs ORDER BY started_at DESC LIMIT 10"
+            )
+        ]
+        lock = None
+        if database.dialect == "sqlite":
+            held = database.query("SELECT holder, host, pid, expires_at FROM kit_lock")
+            lock = dict(zip(["runId", "host", "pid", "expiresAt"], held[0], strict=True)) if held else None
+        return {
+            "database": database.dialect,
+            "migrations": list(rows.values()),
+            "backfills": backfills,
+            "runs": runs,
+            "lock": lock,
+        }
+
+
+def repair(
+    path: Path,
+    db_url: str,
+    verify_options: VerifyOptions,
+    *,
+    accept_checksum: str | None,
+    resolve: str | None,
+    resolve_as: str | None,
+    reason: str,
+) -> dict[str, Any]:
+    if not reason.strip():
+        raise UsageError("--reason is required: it is recorded in kit_events")
+    run_id = uuid.uuid4().hex
+    with verified_kit(path, verify_options) as kit, _connected(db_url) as database:
+        steps = {s.id: s for s in kit.plan.steps}
+        target = accept_checksum or resolve
+        if target is None:
+            raise UsageError("give --accept-checksum ID or --resolve ID --as succeeded|failed")
+        if target not in steps:
+            raise UsageError(f"{target}: no such migration, seed or backfill in this kit")
+        step = steps[target]
+        state.ensure_tables(database)
+        with database.transaction():
+            if accept_checksum:
+                changed = database.execute(
+                    "UPDATE kit_migrations SET checksum = :c WHERE id = :id", {"c": step.checksum, "id": step.id}
+                )
+                changed += database.execute(
+                    "UPDATE kit_backfill_runs SET checksum = :c WHERE job = :id", {"c": step.checksum, "id": step.id}
+                )
+                if not changed:
+                    raise DatabaseError(f"{step.id}: nothing recorded for it in this database; nothing to accept")
+                detail = f"accepted checksum {step.checksum}: {reason}"
+            else:
+                if resolve_as not in ("succeeded", "failed"):
+                    raise UsageError("--as must be succeeded or failed")
+                changed = database.execute(
+                    "UPDATE kit_migrations SET status = :s WHERE id = :id AND status = 'running'",
+                    {"s": resolve_as, "id": step.id},
+                )
+                if not changed:
+                    raise DatabaseError(f"{step.id}: not in running state; nothing to resolve")
+                detail = f"resolved interrupted run as {resolve_as}: {reason}"
+            state.record_event(database, run_id, "repair", step.id, detail)
+        return {"runId": run_id, "id": step.id, "detail": detail}
