@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import click
 from kitbuilder import __version__
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core import timefmt
-from kitbuilder.errors import EXIT_CODES, KitError, UsageError
+from kitbuilder.errors import EXIT_CODES, DatabaseError, KitError, UsageError
 from kitbuilder.ops import build as build_op
 from kitbuilder.ops import inspect as inspect_op
 from kitbuilder.ops import keys as keys_op
@@ -31,7 +32,11 @@ def _emit_json(document: dict[str, Any]) -> None:
 
 def _fail(error: KitError, *, as_json: bool) -> NoReturn:
     if as_json:
-        _emit_json({"ok": False, "error": {"kind": error.kind, "exitCode": error.exit_code, "message": str(error)}})
+        document: dict[str, Any] = dict(error.details or {})
+        document.update(
+            {"ok": False, "error": {"kind": error.kind, "exitCode": error.exit_code, "message": str(error)}}
+        )
+        _emit_json(document)
     click.echo(f"kit: {error.kind} error: {error}", err=True)
     sys.exit(error.exit_code)
 
@@ -46,6 +51,16 @@ def _errors(as_json: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         click.echo("kit: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        from kitbuilder.apply import db as dbmod
+
+        if os.environ.get("KIT_DEBUG"):
+            raise
+        if dbmod.is_database_error(exc):
+            _fail(DatabaseError(f"database error: {dbmod.describe(exc)}"), as_json=as_json)
+        # A bug, not a user error: say so in one line; KIT_DEBUG=1 shows the traceback.
+        click.echo(f"kit: internal error: {type(exc).__name__}: {exc} (rerun with KIT_DEBUG=1 and report it)", err=True)
+        sys.exit(EXIT_CODES["internal"])
 
 
 def _now(value: str | None) -> datetime:

@@ -18,6 +18,8 @@ class KitError(Exception):
         super().__init__(message)
         self.message = message
         self.member = member
+        # A partial report (e.g. an apply run's evidence) the CLI includes in --json output.
+        self.details: dict[str, object] | None = None
 
     def __str__(self) -> str:
         return self.message

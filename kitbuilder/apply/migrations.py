@@ -174,7 +174,11 @@ def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
 
 def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
     script = step.text("revert") if step.kind == "migration" else step.options.get("revert")
-    if not script:
+    if step.kind == "seed":
+        # Seeds are upserts: their rows stay (or go with the table a migration revert drops); marking the
+        # seed reverted makes the next apply load it again, which is idempotent.
+        script = script or ""
+    elif not script:
         raise DatabaseError(f"{step.kind} {step.id}: no revert script in the kit; restore from backup instead")
     try:
         with ctx.db.transaction():

@@ -184,6 +184,7 @@ def apply_kit(
             with contextlib.suppress(Exception):
                 ctx.lock.release()
         if failure is not None:
+            failure.details = report
             raise failure
         return report
 
@@ -213,7 +214,7 @@ def rollback_kit(
             elif step.kind != "backfill" and applied.get(step.id, {}).get("status") in ("succeeded", "failed"):
                 candidates.append((int(applied[step.id]["installed_rank"]), step))
         # Backfills run after their phase's migrations, so they are undone first within a phase.
-        candidates.sort(key=lambda item: (phase_key(item[1].phase), item[1].kind != "backfill", item[0]), reverse=True)
+        candidates.sort(key=lambda item: (phase_key(item[1].phase), item[1].kind == "backfill", item[0]), reverse=True)
         plan = [{"id": s.id, "kind": s.kind, "phase": s.phase} for _, s in candidates]
         if dry_run:
             return {"runId": run_id, "dryRun": True, "wouldRevert": plan}
@@ -221,9 +222,6 @@ def rollback_kit(
         try:
             reverted = []
             for _, step in candidates:
-                if step.kind == "seed" and not step.options.get("revert"):
-                    reverted.append({"id": step.id, "kind": "seed", "status": "kept", "note": "seeds have no revert"})
-                    continue
                 reverted.append(migrations.revert_step(ctx, step))
         finally:
             ctx.lock.release()
