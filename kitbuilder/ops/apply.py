@@ -136,6 +136,8 @@ def apply_kit(
                 {"id": s.id, "kind": s.kind, "phase": s.phase, "checksum": s.checksum} for s in kit.plan.steps
             ]
             with database.transaction():
+                # Whoever held the lock before us and left a run 'running' was killed.
+                database.execute("UPDATE kit_runs SET status = 'interrupted' WHERE status = 'running'")
                 database.execute(
                     "INSERT INTO kit_runs (run_id, started_at, argv, kit_name, kit_sequence, kit_sha256, status) "
                     "VALUES (:run, :at, :argv, :name, :seq, :sha, 'running')",

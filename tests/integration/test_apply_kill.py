@@ -1,0 +1,199 @@
+"""SIGKILL `kit apply` at many points; a rerun must converge on what an uninterrupted run gives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kitbuilder.apply.db import Database, connect
+from tests.conftest import KitEnv, run_kit
+
+ROWS = 6000
+
+SPEC = """\
+apiVersion: kitbuilder/v1
+name: kill-test
+version: "1"
+sequence: 1
+expires: "2099-01-01"
+product: test
+migrations:
+  - id: m1-schema
+    phase: "1"
+    source: src/m1
+  - id: m2-bulk
+    phase: "1"
+    source: src/m2
+backfills:
+  - id: touch
+    phase: "2"
+    source: src/touch.yaml
+seeds:
+  - id: lookup
+    phase: "3"
+    source: src/seeds
+    table: lookup
+    key: [k]
+"""
+
+M1 = """\
+CREATE TABLE items (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, payload TEXT NOT NULL, done TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE lookup (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+"""
+M2 = f"""\
+INSERT INTO items (id, tenant, payload)
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
+  SELECT i, 't' || (i % 4), 'payload-' || i FROM n;
+"""
+JOB = """\
+table: items
+key: id
+tenant_column: tenant
+predicate: done IS NULL
+set:
+  done: "'v2:' || payload"
+  attempts: "attempts + 1"
+batch_size: 50
+"""
+
+
+def _write_source(root: Path) -> Path:
+    (root / "src/m1").mkdir(parents=True)
+    (root / "src/m2").mkdir(parents=True)
+    (root / "src/seeds").mkdir(parents=True)
+    (root / "src/m1/up.sql").write_text(M1)
+    (root / "src/m1/verify.sql").write_text("SELECT COUNT(*) = 0 FROM lookup;\n")
+    (root / "src/m2/up.sql").write_text(M2)
+    (root / "src/m2/verify.sql").write_text(f"SELECT COUNT(*) = {ROWS} FROM items;\n")
+    (root / "src/touch.yaml").write_text(JOB)
+    (root / "src/seeds/lookup.ndjson").write_text("".join(f'{{"k": "k{i}", "v": "v{i}"}}\n' for i in range(20000)))
+    spec = root / "kill.yaml"
+    spec.write_text(SPEC)
+    return spec
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def kill_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'kill.db'}"
+    return str(request.getfixturevalue("pg_dsn"))
+
+
+def _snapshot(database: Database) -> tuple[object, ...]:
+    return (
+        database.query("SELECT id, done, attempts FROM items ORDER BY id"),
+        database.query("SELECT k, v FROM lookup ORDER BY k"),
+        database.query("SELECT id, status, checksum FROM kit_migrations ORDER BY id"),
+        database.query("SELECT job, status, rows_processed, rows_failed FROM kit_backfill_runs"),
+    )
+
+
+def _apply_command(kit: Path, pub: Path, db_url: str, artifacts: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "kitbuilder.cli",
+        "apply",
+        str(kit),
+        "--key",
+        str(pub),
+        "--db",
+        db_url,
+        "--artifacts",
+        str(artifacts),
+        "--quiet",
+        "--lock-timeout",
+        "20",
+    ]
+
+
+@pytest.mark.slow
+def test_sigkill_at_many_points_then_rerun_converges(kit_env: KitEnv, kill_db: str, tmp_path: Path) -> None:
+    spec = _write_source(tmp_path / "kit")
+    kit = tmp_path / "kill.kit.tar.zst"
+    assert run_kit("build", spec, "--key", kit_env.ed_key, "--out", kit).exit_code == 0
+
+    # Reference: an uninterrupted run on its own database.
+    reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
+    done = subprocess.run(
+        _apply_command(kit, kit_env.ed_pub, reference_url, tmp_path / "ref-artifacts"), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    reference = connect(reference_url)
+    expected_items, expected_lookup, _, _ = _snapshot(reference)
+    reference.close()
+
+    kills = 0
+    delays = [0.45, 0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.4, 1.6, 1.8, 2.0, 2.3, 2.6, 3.0]
+    finished = False
+    for delay in delays:
+        with subprocess.Popen(
+            _apply_command(kit, kit_env.ed_pub, kill_db, tmp_path / "artifacts"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as process:
+            time.sleep(delay)
+            if process.poll() is not None:
+                assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+                finished = True
+                break
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            kills += 1
+    if not finished:
+        final = subprocess.run(
+            _apply_command(kit, kit_env.ed_pub, kill_db, tmp_path / "artifacts"), capture_output=True, text=True
+        )
+        assert final.returncode == 0, final.stderr
+    assert kills >= 3, "the kit applied too fast to be interrupted; raise ROWS"
+    database = connect(kill_db)
+    items, lookup, migrations, backfills = _snapshot(database)
+    assert items == expected_items  # every row processed exactly once (attempts == 1), none skipped
+    assert {row[2] for row in items} == {1}
+    assert lookup == expected_lookup
+    assert {row[1] for row in migrations} == {"succeeded"}
+    assert backfills == [("touch", "finished", ROWS, 0)]
+    # Killed runs are marked interrupted by the run that takes the lock after them.
+    statuses = {row[0] for row in database.query("SELECT DISTINCT status FROM kit_runs")}
+    assert statuses <= {"succeeded", "interrupted"} and "succeeded" in statuses
+    database.close()
+
+
+def test_second_concurrent_apply_is_blocked_cleanly(kit_env: KitEnv, kill_db: str, tmp_path: Path) -> None:
+    spec = _write_source(tmp_path / "kit")
+    kit = tmp_path / "kill.kit.tar.zst"
+    assert run_kit("build", spec, "--key", kit_env.ed_key, "--out", kit).exit_code == 0
+    first = subprocess.Popen(
+        _apply_command(kit, kit_env.ed_pub, kill_db, tmp_path / "a1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        database = connect(kill_db)
+        deadline = time.monotonic() + 20
+        # Wait until the first run holds the lock and is working.
+        while time.monotonic() < deadline:
+            if database.table_exists("kit_migrations") and database.query_value("SELECT COUNT(*) FROM kit_migrations"):
+                break
+            time.sleep(0.05)
+        database.close()
+        second = subprocess.run(
+            [*_apply_command(kit, kit_env.ed_pub, kill_db, tmp_path / "a2")[:-2], "--lock-timeout", "0.3"],
+            capture_output=True,
+            text=True,
+        )
+        if first.poll() is None:
+            assert second.returncode == 9, second.stderr
+            assert "another kit apply holds the lock" in second.stderr
+            assert second.stderr.count("\n") == 1
+    finally:
+        first.wait(timeout=60)
+    assert first.returncode == 0
