@@ -43,7 +43,10 @@ seeds:
 """
 
 M1 = """\
-CREATE TABLE items (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, payload TEXT NOT NULL, done TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE items (
+    id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, payload TEXT NOT NULL,
+    done TEXT, attempts INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE lookup (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 """
 M2 = f"""\
