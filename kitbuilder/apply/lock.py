@@ -22,7 +22,7 @@ ADVISORY_KEY = 0x4B4954  # "KIT"
 LOCK_NAME = "kit-apply"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -83,7 +83,7 @@ class ApplyLock:
             )
             if rows:
                 holder, host, pid, expires_at = rows[0]
-                stale = expires_at < now.isoformat() or (host == socket.gethostname() and not _pid_alive(int(pid)))
+                stale = expires_at < now.isoformat() or (host == socket.gethostname() and not pid_alive(int(pid)))
                 if holder != self._run_id and not stale:
                     return False
                 self._db.execute("DELETE FROM kit_lock WHERE name = :n", {"n": LOCK_NAME})

@@ -8,6 +8,7 @@ disk after verification is never applied.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import uuid
@@ -20,7 +21,7 @@ from kitbuilder.apply import backfill, checks, migrations, state
 from kitbuilder.apply import db as dbmod
 from kitbuilder.apply.context import ApplyOptions, RowProgress, RunContext
 from kitbuilder.apply.evidence import write_evidence
-from kitbuilder.apply.lock import ApplyLock
+from kitbuilder.apply.lock import ApplyLock, pid_alive
 from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key
 from kitbuilder.core import jsonio
 from kitbuilder.errors import DatabaseError, KitError, UsageError
@@ -34,10 +35,23 @@ class VerifiedKit:
     plan: Plan
 
 
+STAGING_PREFIX = "kit-apply-"
+
+
+def _remove_stale_staging(root: Path) -> None:
+    """Staging dirs of runs that were killed (their pid is gone) are removed by the next run."""
+    for candidate in root.glob(f"{STAGING_PREFIX}*-*"):
+        pid_text = candidate.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and not pid_alive(int(pid_text)):
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def verified_kit(path: Path, options: VerifyOptions) -> Iterator[VerifiedKit]:
     """Verify ``path`` while extracting it to a private staging dir; removed afterwards whatever happens."""
-    staging = Path(tempfile.mkdtemp(prefix="kit-apply-"))
+    root = Path(tempfile.gettempdir())
+    _remove_stale_staging(root)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=root))
     try:
         report = verify_kit(path, options, extract_to=staging / "kit")
         yield VerifiedKit(report=report, staging=staging / "kit", plan=build_plan(report.manifest, staging / "kit"))

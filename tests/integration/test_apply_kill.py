@@ -156,6 +156,14 @@ def test_sigkill_at_many_points_then_rerun_converges(kit_env: KitEnv, kill_db: s
         )
         assert final.returncode == 0, final.stderr
     assert kills >= 3, "the kit applied too fast to be interrupted; raise ROWS"
+    import tempfile
+
+    from kitbuilder.apply.lock import pid_alive
+
+    leftovers = [
+        p for p in Path(tempfile.gettempdir()).glob("kit-apply-*-*") if not pid_alive(int(p.name.split("-")[2]))
+    ]
+    assert leftovers == [], "staging dirs of killed runs must be cleaned by the next run"
     database = connect(kill_db)
     items, lookup, migrations, backfills = _snapshot(database)
     assert items == expected_items  # every row processed exactly once (attempts == 1), none skipped
