@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,3 +68,31 @@ def built_kit(kit_env: KitEnv) -> Path:
 
 
 BuildFn = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One real PostgreSQL server per test session (Debian's postgresql; .ci/run installs it)."""
+    import os
+
+    from tests.pgserver import PgServer, find_pg_bin
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        if os.environ.get("KIT_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL binaries not found and KIT_REQUIRE_POSTGRES=1")
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found; install Debian's postgresql")
+    server = PgServer(bin_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: Any, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session server for each test."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:8]
+    return str(pg_server.create_database(name))

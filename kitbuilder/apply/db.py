@@ -25,15 +25,17 @@ _NAMED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|%|:([A-Za-z_][A-Za-z
 
 
 def to_pyformat(sql: str) -> str:
-    """``:name`` → ``%(name)s`` outside quotes, ``::`` casts kept, ``%`` escaped."""
+    """``:name`` → ``%(name)s`` outside quotes, ``::`` casts kept, every ``%`` escaped.
+
+    psycopg scans the whole string for placeholders, quoted literals included,
+    so a ``LIKE '%x%'`` must become ``LIKE '%%x%%'`` too.
+    """
 
     def replace(match: re.Match[str]) -> str:
         token = match.group(0)
         if match.group(1):
             return f"%({match.group(1)})s"
-        if token == "%":
-            return "%%"
-        return token
+        return token.replace("%", "%%")
 
     return _NAMED.sub(replace, sql)
 

@@ -9,7 +9,7 @@ from kitbuilder.apply.sqlsplit import split_postgres, split_sqlite
 
 def test_named_parameters_become_pyformat_outside_quotes() -> None:
     sql = "SELECT x::text, ':not' FROM t WHERE a = :lo AND b LIKE '%x' AND c = :hi"
-    assert to_pyformat(sql) == "SELECT x::text, ':not' FROM t WHERE a = %(lo)s AND b LIKE '%x' AND c = %(hi)s"
+    assert to_pyformat(sql) == "SELECT x::text, ':not' FROM t WHERE a = %(lo)s AND b LIKE '%%x' AND c = %(hi)s"
 
 
 def test_percent_outside_quotes_is_escaped() -> None:
