@@ -208,3 +208,41 @@ def test_second_concurrent_apply_is_blocked_cleanly(kit_env: KitEnv, kill_db: st
     finally:
         first.wait(timeout=60)
     assert first.returncode == 0
+
+
+def test_database_going_away_mid_run_is_a_clear_error_and_rerun_resumes(
+    kit_env: KitEnv, pg_dsn: str, tmp_path: Path
+) -> None:
+    spec = _write_source(tmp_path / "kit")
+    kit = tmp_path / "kill.kit.tar.zst"
+    assert run_kit("build", spec, "--key", kit_env.ed_key, "--out", kit).exit_code == 0
+    admin = connect(pg_dsn)
+    dbname = pg_dsn.rsplit("/", 1)[1]
+    with subprocess.Popen(
+        _apply_command(kit, kit_env.ed_pub, pg_dsn, tmp_path / "a"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            if admin.table_exists("kit_backfill_batches") and admin.query_value(
+                "SELECT COUNT(*) FROM kit_backfill_batches"
+            ):
+                break
+            time.sleep(0.02)
+        # The server drops the apply's connection, as a restart or failover would.
+        admin.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()",
+            {"d": dbname},
+        )
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 8, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert "rerun" in stderr or "connection" in stderr
+    done = admin.query_value("SELECT rows_processed FROM kit_backfill_runs WHERE job = 'touch'")
+    assert 0 < done < ROWS
+    rerun = subprocess.run(_apply_command(kit, kit_env.ed_pub, pg_dsn, tmp_path / "a"), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert admin.query_value("SELECT COUNT(*) FROM items WHERE attempts = 1") == ROWS
+    admin.close()
