@@ -58,6 +58,8 @@ class BackfillJob:
             threshold if threshold is not None else float(job.get("error_rate_threshold", DEFAULT_ERROR_RATE))
         )
         self.min_sample = options.min_sample or int(job.get("min_sample", DEFAULT_MIN_SAMPLE))
+        # On PostgreSQL a `set:` job finds and updates each batch in one statement (one round trip).
+        self._fused = ctx.db.dialect == "postgresql" and "set" in job
         if options.tenant is not None and not self.tenant_column:
             raise UsageError(f"--tenant given, but backfill {step.id} declares no tenant_column")
         if options.tenant is not None and "update" in job and ":tenant" not in job["update"]:
@@ -87,14 +89,28 @@ class BackfillJob:
         )
         return {str(tenant): int(count) for tenant, count in self.ctx.db.query(sql, self._params())}
 
-    def _next_keys(self, cursor: Any, limit: int) -> list[Any]:
+    def _next_range(self, cursor: Any) -> tuple[Any, Any, int]:
+        """(first key, last key, rows) of the next batch after ``cursor``; rows is 0 when done.
+
+        Only the bounds travel back, not every key: a batch costs one small
+        round trip to find and one UPDATE to apply.
+        """
         after = f" AND {self.key} > :cursor" if cursor is not None else ""
         sql = (
-            f"SELECT {self.key} FROM {self.table} WHERE ({self.predicate}){after}{self._tenant_filter()} "
-            f"ORDER BY {self.key} LIMIT {int(limit)}"
+            f"SELECT MIN(kit_k), MAX(kit_k), COUNT(*) FROM (SELECT {self.key} AS kit_k FROM {self.table} "
+            f"WHERE ({self.predicate}){after}{self._tenant_filter()} ORDER BY {self.key} "
+            f"LIMIT {int(self.batch_size)}) AS kit_batch"
         )
         params = self._params(cursor=cursor) if cursor is not None else self._params()
-        return [row[0] for row in self.ctx.db.query(sql, params)]
+        first, last, count = self.ctx.db.query(sql, params)[0]
+        return first, last, int(count)
+
+    def _keys_between(self, first: Any, last: Any) -> list[Any]:
+        sql = (
+            f"SELECT {self.key} FROM {self.table} WHERE {self.key} >= :lo AND {self.key} <= :hi "
+            f"AND ({self.predicate}){self._tenant_filter()} ORDER BY {self.key}"
+        )
+        return [row[0] for row in self.ctx.db.query(sql, self._params(lo=first, hi=last))]
 
     def _update_range(self, lo: Any, hi: Any) -> int:
         job = self.step.options
@@ -152,6 +168,83 @@ class BackfillJob:
             },
         )
 
+    def _progress_statements(
+        self, cursor_from: Any, cursor: Any, totals: Totals, size: int, processed: int, failed: int, clock: float
+    ) -> list[tuple[str, dict[str, Any] | None]]:
+        """The two state writes that commit with each batch: the job's cursor/totals and the batch record."""
+        now = state.utc_now()
+        return [
+            (
+                "UPDATE kit_backfill_runs SET cursor_value = :cursor, rows_processed = :processed, "
+                "rows_failed = :failed, batches = :batches, updated_at = :now WHERE job = :job",
+                {
+                    "cursor": json.dumps(cursor),
+                    "processed": totals.processed,
+                    "failed": totals.failed,
+                    "batches": totals.batches,
+                    "now": now,
+                    "job": self.step.id,
+                },
+            ),
+            (
+                "INSERT INTO kit_backfill_batches (job, run_id, cursor_from, cursor_to, batch_size, rows_processed, "
+                "rows_failed, duration_ms, at) VALUES (:job, :run, :cursor_from, :cursor_to, :size, :processed, "
+                ":failed, :duration, :at)",
+                {
+                    "job": self.step.id,
+                    "run": self.ctx.run_id,
+                    "cursor_from": json.dumps(cursor_from) if cursor_from is not None else None,
+                    "cursor_to": json.dumps(cursor),
+                    "size": size,
+                    "processed": processed,
+                    "failed": failed,
+                    "duration": int((time.monotonic() - clock) * 1000),
+                    "at": now,
+                },
+            ),
+        ]
+
+    def _connection_lost(self, exc: BaseException, cursor: Any) -> DatabaseError:
+        return DatabaseError(
+            f"database connection lost during backfill {self.step.id} at {self.key}={json.dumps(cursor)}: "
+            f"{dbmod.describe(exc)}; rerun kit apply to resume"
+        )
+
+    def _fused_batch(self, cursor: Any, totals: Totals, run_totals: Totals) -> tuple[Any, bool]:
+        """Find and apply the next batch in one statement; returns (new cursor, finished)."""
+        db = self.ctx.db
+        clock = time.monotonic()
+        after = f" AND {self.key} > :cursor" if cursor is not None else ""
+        assignments = ", ".join(f"{column} = {expression}" for column, expression in self.step.options["set"].items())
+        sql = (
+            f"WITH kit_batch AS (SELECT {self.key} AS kit_k FROM {self.table} WHERE ({self.predicate}){after}"
+            f"{self._tenant_filter()} ORDER BY {self.key} LIMIT {int(self.batch_size)}), "
+            "kit_bounds AS (SELECT MIN(kit_k) AS lo, MAX(kit_k) AS hi, COUNT(*) AS n FROM kit_batch), "
+            f"kit_updated AS (UPDATE {self.table} SET {assignments} WHERE {self.key} >= (SELECT lo FROM kit_bounds) "
+            f"AND {self.key} <= (SELECT hi FROM kit_bounds) AND ({self.predicate}){self._tenant_filter()} RETURNING 1) "
+            "SELECT lo, hi, n, (SELECT COUNT(*) FROM kit_updated) FROM kit_bounds"
+        )
+        params = self._params(cursor=cursor) if cursor is not None else self._params()
+        try:
+            with db.transaction():
+                first, last, count, changed = db.query(sql, params)[0]
+                if not count:
+                    return cursor, True
+                updated = Totals(totals.processed + changed, totals.failed, totals.batches + 1)
+                db.execute_batch(self._progress_statements(cursor, last, updated, count, changed, 0, clock))
+        except Exception as exc:
+            if not dbmod.is_database_error(exc):
+                raise
+            if dbmod.is_connection_lost(exc):
+                raise self._connection_lost(exc, cursor) from exc
+            # Some row in the batch fails: find the batch again and bisect it the portable way.
+            first, last, count = self._next_range(cursor)
+            return self._process(first, last, count, cursor, totals, run_totals), False
+        totals.processed, totals.batches = updated.processed, updated.batches
+        run_totals.processed += changed
+        run_totals.batches += 1
+        return last, False
+
     # Running ---------------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -192,11 +285,16 @@ class BackfillJob:
         run_totals = Totals()
         expected = remaining_before
         while True:
-            keys = self._next_keys(cursor, self.batch_size)
-            if not keys:
-                break
             try:
-                cursor = self._process(keys, cursor, totals, run_totals)
+                if self._fused:
+                    cursor, finished = self._fused_batch(cursor, totals, run_totals)
+                    if finished:
+                        break
+                else:
+                    first, last, count = self._next_range(cursor)
+                    if not count:
+                        break
+                    cursor = self._process(first, last, count, cursor, totals, run_totals)
             except _RowFailure as failure:
                 with db.transaction():
                     self._save(
@@ -250,33 +348,30 @@ class BackfillJob:
             "remainingAfter": self.remaining(),
         }
 
-    def _process(self, keys: list[Any], cursor: Any, totals: Totals, run_totals: Totals) -> Any:
-        """Apply one batch (bisecting on failure); returns the new cursor."""
+    def _process(self, first: Any, last: Any, count: int, cursor: Any, totals: Totals, run_totals: Totals) -> Any:
+        """Apply the batch [first, last] of ``count`` rows (bisecting on failure); returns the new cursor."""
         db = self.ctx.db
         clock = time.monotonic()
         try:
             with db.transaction():
-                count = self._update_range(keys[0], keys[-1])
-                updated = Totals(totals.processed + count, totals.failed, totals.batches + 1)
-                self._save("active", keys[-1], updated)
-                self._record_batch(cursor, keys[-1], len(keys), count, 0, clock)
+                changed = self._update_range(first, last)
+                updated = Totals(totals.processed + changed, totals.failed, totals.batches + 1)
+                db.execute_batch(self._progress_statements(cursor, last, updated, count, changed, 0, clock))
         except Exception as exc:
             if not dbmod.is_database_error(exc):
                 raise
             if dbmod.is_connection_lost(exc):
-                raise DatabaseError(
-                    f"database connection lost during backfill {self.step.id} at {self.key}={json.dumps(cursor)}: "
-                    f"{dbmod.describe(exc)}; rerun kit apply to resume"
-                ) from exc
-            if len(keys) == 1:
-                return self._quarantine(keys[0], dbmod.describe(exc), cursor, totals, run_totals)
+                raise self._connection_lost(exc, cursor) from exc
+            if count == 1:
+                return self._quarantine(first, dbmod.describe(exc), cursor, totals, run_totals)
+            keys = self._keys_between(first, last)
             middle = len(keys) // 2
-            cursor = self._process(keys[:middle], cursor, totals, run_totals)
-            return self._process(keys[middle:], cursor, totals, run_totals)
+            cursor = self._process(keys[0], keys[middle - 1], middle, cursor, totals, run_totals)
+            return self._process(keys[middle], keys[-1], len(keys) - middle, cursor, totals, run_totals)
         totals.processed, totals.batches = updated.processed, updated.batches
-        run_totals.processed += count
+        run_totals.processed += changed
         run_totals.batches += 1
-        return keys[-1]
+        return last
 
     def _quarantine(self, key: Any, message: str, cursor: Any, totals: Totals, run_totals: Totals) -> Any:
         if self.ctx.options.stop_on_error:
@@ -295,31 +390,10 @@ class BackfillJob:
                     "at": state.utc_now(),
                 },
             )
-            self._save("active", key, updated)
-            self._record_batch(cursor, key, 1, 0, 1, time.monotonic())
+            db.execute_batch(self._progress_statements(cursor, key, updated, 1, 0, 1, time.monotonic()))
         totals.failed = updated.failed
         run_totals.failed += 1
         return key
-
-    def _record_batch(
-        self, cursor_from: Any, cursor_to: Any, size: int, processed: int, failed: int, clock: float
-    ) -> None:
-        self.ctx.db.execute(
-            """INSERT INTO kit_backfill_batches (job, run_id, cursor_from, cursor_to, batch_size, rows_processed,
-                   rows_failed, duration_ms, at)
-               VALUES (:job, :run, :cursor_from, :cursor_to, :size, :processed, :failed, :duration, :at)""",
-            {
-                "job": self.step.id,
-                "run": self.ctx.run_id,
-                "cursor_from": json.dumps(cursor_from) if cursor_from is not None else None,
-                "cursor_to": json.dumps(cursor_to),
-                "size": size,
-                "processed": processed,
-                "failed": failed,
-                "duration": int((time.monotonic() - clock) * 1000),
-                "at": state.utc_now(),
-            },
-        )
 
 
 def dry_run(ctx: RunContext, step: Step) -> dict[str, Any]:

@@ -68,6 +68,11 @@ class Database(ABC):
         rows = self.query(sql, params)
         return rows[0][0] if rows and rows[0] else None
 
+    def execute_batch(self, statements: Sequence[tuple[str, Params]]) -> None:
+        """Run several statements whose results are not needed (PostgreSQL pipelines them: one round trip)."""
+        for sql, params in statements:
+            self.execute(sql, params)
+
     def run_script(self, script: str) -> None:
         for statement in self.split(script):
             self.execute(statement)
@@ -191,6 +196,11 @@ class PostgresDatabase(Database):
             else:
                 cursor.execute(to_pyformat(sql), params)
             return int(cursor.rowcount)
+
+    def execute_batch(self, statements: Sequence[tuple[str, Params]]) -> None:
+        with self._conn.pipeline(), self._conn.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(to_pyformat(sql), params)
 
     def query(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
         with self._conn.cursor() as cursor:
