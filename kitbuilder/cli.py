@@ -223,7 +223,7 @@ def build(spec: Path, keys: tuple[Path, ...], out: Path, level: int, threads: in
 @click.option("--product", help="Refuse kits for another product.")
 @click.option("--channel", help="Refuse kits for another channel.")
 @click.option("--now", "now_text", help="Judge expiry at this time instead of the clock (RFC 3339).")
-@click.option("--max-members", type=int, default=Caps.max_members, show_default=True)
+@click.option("--max-members", type=click.IntRange(min=1), default=Caps.max_members, show_default=True)
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def verify(
@@ -286,8 +286,8 @@ def inspect(
     else:
         _render_inspect(document)
     if report.verification_error is not None:
-        click.echo(f"kit: trust error: {report.verification_error}", err=True)
-        sys.exit(EXIT_CODES["trust"])
+        click.echo(f"kit: signatures not verified: {report.verification_error}", err=True)
+        sys.exit(report.verification_exit_code)
 
 
 def _render_inspect(document: dict[str, Any]) -> None:

@@ -9,12 +9,14 @@ setuid/setgid/sticky or world-writable modes, base-256 numbers) is refused by
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from kitbuilder.core import paths
 from kitbuilder.errors import ArchiveError
 
 BLOCK = 512
+_OCTAL = re.compile(rb"^[0-7]+$")
 FILE_MODE = 0o644
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
@@ -98,10 +100,9 @@ def _number(block: bytes, offset: int, width: int, what: str, where: str) -> int
     text = raw.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
-    try:
-        return int(text, 8)
-    except ValueError as exc:
-        raise ArchiveError(f"{where}: {what} field is not octal ({text!r})") from exc
+    if not _OCTAL.match(text):
+        raise ArchiveError(f"{where}: {what} field is not octal ({text!r})")
+    return int(text, 8)
 
 
 def parse_header(block: bytes, *, offset: int) -> MemberHeader:

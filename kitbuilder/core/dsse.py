@@ -16,6 +16,8 @@ from kitbuilder.core import jsonio
 from kitbuilder.errors import FormatError
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+# Each signature may be tried against every trusted key; the cap bounds that work on hostile input.
+MAX_SIGNATURES = 64
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -60,6 +62,8 @@ class Envelope:
             raise FormatError(f"{what}: payload and payloadType must be strings")
         if not isinstance(signatures, list) or not signatures:
             raise FormatError(f"{what}: signatures must be a non-empty list")
+        if len(signatures) > MAX_SIGNATURES:
+            raise FormatError(f"{what}: {len(signatures)} signatures, more than the {MAX_SIGNATURES} a kit may carry")
         parsed: list[Signature] = []
         for number, entry in enumerate(signatures):
             if not isinstance(entry, dict) or not isinstance(entry.get("sig"), str):

@@ -29,6 +29,9 @@ from kitbuilder.ops.files import atomic_output
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import sign_envelope
 
+# ustar's 12-byte octal fields hold values below 8**11: files up to 8 GiB, times before year 4147.
+USTAR_NUMBER_LIMIT = 8**11
+
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -58,7 +61,7 @@ def source_date_epoch_from_env() -> int | None:
     value = os.environ.get("SOURCE_DATE_EPOCH")
     if value is None or value == "":
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()) or int(value) >= USTAR_NUMBER_LIMIT:
         raise UsageError(f"SOURCE_DATE_EPOCH={value!r}: expected a non-negative integer (seconds since 1970)")
     return int(value)
 
@@ -82,11 +85,15 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
                 raise UsageError(
                     f"{spec.path}: {component.id}: {source} is not a regular file (symlinks and devices are not packed)"
                 )
+            if info.st_size >= USTAR_NUMBER_LIMIT:
+                raise UsageError(f"{source}: {info.st_size} bytes; kit members are limited to 8 GiB (ustar)")
             kit_path = f"{component.dest}/{relative}"
             problem = paths.problem_with(kit_path)
             if problem:
                 raise UsageError(f"{spec.path}: {component.id}: {source}: kit path {kit_path!r}: {problem}")
             found.append(InputFile(kit_path=kit_path, source=source, size=info.st_size, component=component))
+    if not found:
+        raise UsageError(f"{spec.path}: the components hold no files; a kit needs at least one payload file")
     found.sort(key=lambda f: f.kit_path)
     seen: dict[str, InputFile] = {}
     for item in found:

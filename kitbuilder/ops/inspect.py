@@ -22,6 +22,7 @@ class InspectReport:
     claimed_signers: tuple[str, ...]
     verified_signers: tuple[str, ...] | None
     verification_error: str | None
+    verification_exit_code: int = 0
 
     def to_json(self) -> dict[str, Any]:
         roles: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
@@ -55,12 +56,14 @@ def inspect_kit(path: Path, *, policy: TrustPolicy | None, caps: Caps | None = N
     claimed = tuple(sorted({s.keyid for s in metadata.envelope.signatures}))
     verified: tuple[str, ...] | None = None
     error: str | None = None
+    exit_code = 0
     manifest = metadata.manifest
     if policy is not None:
         try:
             verified, _, manifest = check_signed_metadata(metadata, policy)
         except KitError as exc:
             error = str(exc)
+            exit_code = exc.exit_code
     return InspectReport(
         path=path,
         manifest=manifest,
@@ -68,4 +71,5 @@ def inspect_kit(path: Path, *, policy: TrustPolicy | None, caps: Caps | None = N
         claimed_signers=claimed,
         verified_signers=verified,
         verification_error=error,
+        verification_exit_code=exit_code,
     )

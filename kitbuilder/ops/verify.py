@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps, Expected, IndexLocation
-from kitbuilder.core import checksums, timefmt
+from kitbuilder.core import checksums, jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
 from kitbuilder.core.manifest import (
     MANIFEST_DSSE,
@@ -58,7 +58,7 @@ class VerifyReport:
     kit_sha256: str
     manifest: Manifest
     signers: tuple[str, ...]
-    checksum_signer: str
+    checksum_signer: str | None
     checks: tuple[str, ...]
     members: int
     payload_bytes: int
@@ -101,7 +101,7 @@ def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
     return KitMetadata(location=location, members=members, envelope=envelope, manifest=manifest)
 
 
-def check_signed_metadata(metadata: KitMetadata, policy: TrustPolicy) -> tuple[tuple[str, ...], str, Manifest]:
+def check_signed_metadata(metadata: KitMetadata, policy: TrustPolicy) -> tuple[tuple[str, ...], str | None, Manifest]:
     """Signatures, statement, manifest and SHA256SUMS against each other; returns signers and the signed manifest."""
     envelope = metadata.envelope
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
@@ -113,7 +113,7 @@ def check_signed_metadata(metadata: KitMetadata, policy: TrustPolicy) -> tuple[t
             f"{MANIFEST_DSSE}: predicateType {statement.predicate_type!r}, expected {MANIFEST_PREDICATE_TYPE}"
         )
     signed = Manifest.from_json(statement.predicate, what=f"{MANIFEST_DSSE} predicate")
-    if metadata.members[MANIFEST_JSON] != signed.to_bytes():
+    if metadata.members[MANIFEST_JSON] != jsonio.dump_pretty(statement.predicate):
         raise IntegrityError(f"{MANIFEST_JSON}: differs from the signed predicate in {MANIFEST_DSSE}")
     sums_bytes = metadata.members[SHA256SUMS]
     sums = checksums.parse(sums_bytes)
@@ -130,7 +130,12 @@ def check_signed_metadata(metadata: KitMetadata, policy: TrustPolicy) -> tuple[t
         differing = sorted(set(subjects.items()) ^ set(wanted.items()))
         name = differing[0][0] if differing else "(duplicate subject)"
         raise IntegrityError(f"{MANIFEST_DSSE}: statement subject {name} does not match the manifest/SHA256SUMS")
-    checksum_signer = verify_detached(metadata.members[SHA256SUMS_SIG], sums_bytes, policy, what=SHA256SUMS_SIG)
+    # SHA256SUMS.sig is for stock tools and is made by the first build key only; the DSSE subjects already
+    # bind SHA256SUMS. It must verify when that key is trusted here; otherwise it is reported unchecked.
+    first_keyid = envelope.signatures[0].keyid
+    checksum_signer: str | None = None
+    if any(key.keyid == first_keyid for key in policy.keys):
+        checksum_signer = verify_detached(metadata.members[SHA256SUMS_SIG], sums_bytes, policy, what=SHA256SUMS_SIG)
     return signers, checksum_signer, signed
 
 
@@ -222,7 +227,8 @@ def verify_kit(
         "archive index and footer well-formed",
         f"{MANIFEST_DSSE} signed by {len(signers)} trusted key(s) (threshold {options.policy.threshold})",
         f"{MANIFEST_JSON} equals the signed predicate",
-        f"{SHA256SUMS} matches the manifest; {SHA256SUMS_SIG} valid",
+        f"{SHA256SUMS} matches the manifest; {SHA256SUMS_SIG} "
+        + ("valid" if checksum_signer else "made by a key not trusted here (not checked; DSSE covers SHA256SUMS)"),
         f"not expired (expires {manifest.kit.expires}, checked at {timefmt.format_utc(options.now)})",
         f"{result.members} members safe, sizes and SHA-256 match; nothing missing or unlisted",
         "tar stream ends exactly at the index; no trailing data",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder.core import jsonio, schemas, timefmt
-from kitbuilder.errors import PolicyError, UsageError
+from kitbuilder.errors import FormatError, PolicyError, TrustError, UsageError
 from kitbuilder.trust.keys import PublicKey
 
 
@@ -55,7 +55,10 @@ class TrustRoot:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, what: str) -> TrustRoot:
-        document = jsonio.load_object(data, what=what)
+        try:
+            document = jsonio.load_object(data, what=what)
+        except FormatError as exc:
+            raise UsageError(str(exc)) from exc
         schemas.validate("trust-root", document, what=what, error_type=UsageError)
         signed = document["signed"]
         keys: list[PublicKey] = []
@@ -63,11 +66,15 @@ class TrustRoot:
             key = PublicKey.from_pem(entry["publicKeyPem"].encode("ascii"), what=f"{what}: keys[{number}]")
             if key.keyid != entry["keyid"]:
                 raise UsageError(f"{what}: keys[{number}].keyid {entry['keyid']} does not match its key ({key.keyid})")
+            if key.key_type != entry["type"]:
+                raise UsageError(f"{what}: keys[{number}].type is {entry['type']} but the key is {key.key_type}")
             keys.append(key)
         if len({k.keyid for k in keys}) != len(keys):
             raise UsageError(f"{what}: a key is listed twice")
         if signed["threshold"] > len(keys):
             raise UsageError(f"{what}: threshold {signed['threshold']} is more than the {len(keys)} keys listed")
+        if signed["version"] > 1:
+            _check_self_signed(document, keys, signed["threshold"], what=what)
         try:
             expires = timefmt.parse_utc(signed["expires"])
         except ValueError as exc:
@@ -93,3 +100,28 @@ class TrustRoot:
             raise PolicyError(
                 f"{what}: trust root expired at {timefmt.format_utc(self.expires)}; obtain a newer trust root"
             )
+
+
+def _check_self_signed(document: dict[str, Any], keys: list[PublicKey], threshold: int, *, what: str) -> None:
+    """A root after version 1 must carry a threshold of signatures by its own keys over ``signed``.
+
+    (Checking it against the previous version's keys is rotation's job; see docs/trust-model.md.)
+    """
+    import base64
+    import binascii
+
+    message = jsonio.dump_compact(document["signed"])
+    signers: set[str] = set()
+    for entry in document["signatures"]:
+        try:
+            signature = base64.b64decode(entry["sig"], validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        for key in keys:
+            if key.verify(signature, message):
+                signers.add(key.keyid)
+    if len(signers) < threshold:
+        raise TrustError(
+            f"{what}: version {document['signed']['version']} root carries {len(signers)} valid self-signature(s), "
+            f"{threshold} required"
+        )
