@@ -212,3 +212,36 @@ def test_keygen_key_id_is_sha256_of_spki(tmp_path: Path) -> None:
     public = serialization.load_pem_public_key((tmp_path / "k.pub").read_bytes())
     der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert document["keyid"] == hashlib.sha256(der).hexdigest()
+
+
+def test_any_trusted_signer_is_enough_with_threshold_one(kit_env: KitEnv, built_kit: Path) -> None:
+    """Signed by A (first) and B; an admin who trusts only B verifies; SHA256SUMS.sig (A's) is reported unchecked."""
+    code, report = run_json("verify", built_kit, "--key", kit_env.ec_pub)
+    assert code == 0
+    assert report["checksumSigner"] is None
+    assert any("not checked" in check for check in report["checks"])
+    code, report = run_json("verify", built_kit, "--key", kit_env.ed_pub)
+    assert code == 0 and report["checksumSigner"] == report["signers"][0]
+
+
+def test_trust_root_that_is_not_json_is_a_usage_error(built_kit: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "trust.json"
+    bad.write_text("{not json")
+    result = run_kit("verify", built_kit, "--trust-root", bad)
+    assert result.exit_code == 2
+    assert "trust.json: not valid JSON" in result.stderr
+
+
+def test_source_date_epoch_out_of_range_is_a_usage_error(kit_env: KitEnv, tmp_path: Path) -> None:
+    for value in ("99999999999", "²", "-1"):
+        result = run_kit(
+            "build",
+            kit_env.spec,
+            "--key",
+            kit_env.ed_key,
+            "--out",
+            tmp_path / "x.kit.tar.zst",
+            env={"SOURCE_DATE_EPOCH": value},
+        )
+        assert result.exit_code == 2, value
+        assert "SOURCE_DATE_EPOCH" in result.stderr
