@@ -49,9 +49,13 @@ def load(dsn: str, table: str, rows: int) -> None:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, tenant TEXT NOT NULL, document TEXT NOT NULL, "
-                     "raw_linkset TEXT)")
-        conn.execute(f"INSERT INTO {table} SELECT i, 't' || (i % 8), 'document-' || i FROM generate_series(1, {rows}) i")
+        conn.execute(
+            f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, tenant TEXT NOT NULL, document TEXT NOT NULL, "
+            "raw_linkset TEXT)"
+        )
+        conn.execute(
+            f"INSERT INTO {table} SELECT i, 't' || (i % 8), 'document-' || i FROM generate_series(1, {rows}) i"
+        )
         conn.execute(f"VACUUM ANALYZE {table}")
 
 
@@ -75,13 +79,39 @@ def main() -> None:
             (work / "spec.yaml").write_text(SPEC)
             kit = [sys.executable, "-m", "kitbuilder.cli"]
             subprocess.run([*kit, "keygen", "--out", str(work / "k")], check=True, capture_output=True)
-            subprocess.run([*kit, "build", str(work / "spec.yaml"), "--key", str(work / "k.key"), "--out",
-                            str(work / "b.kit.tar.zst")], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    *kit,
+                    "build",
+                    str(work / "spec.yaml"),
+                    "--key",
+                    str(work / "k.key"),
+                    "--out",
+                    str(work / "b.kit.tar.zst"),
+                ],
+                check=True,
+                capture_output=True,
+            )
             started = time.perf_counter()
             result = subprocess.run(
-                [*kit, "apply", str(work / "b.kit.tar.zst"), "--key", str(work / "k.pub"), "--db", dsn,
-                 "--batch-size", str(args.batch_size), "--artifacts", str(work / "artifacts"), "--json", "-q"],
-                capture_output=True, text=True)
+                [
+                    *kit,
+                    "apply",
+                    str(work / "b.kit.tar.zst"),
+                    "--key",
+                    str(work / "k.pub"),
+                    "--db",
+                    dsn,
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--artifacts",
+                    str(work / "artifacts"),
+                    "--json",
+                    "-q",
+                ],
+                capture_output=True,
+                text=True,
+            )
             kit_seconds = time.perf_counter() - started
             if result.returncode != 0:
                 sys.exit(result.stderr)
@@ -110,9 +140,11 @@ def main() -> None:
             "extrapolated5MMinutes": round(5_000_000 / kit_rate / 60, 2),
         }
         print(json.dumps(figures, indent=2))
-        print(f"\nkit apply: {kit_rate:,.0f} rows/s ({kit_seconds:.1f} s incl. verify/start-up)  "
-              f"set-based UPDATE: {set_rate:,.0f} rows/s ({set_seconds:.1f} s)  ratio {kit_rate / set_rate:.2f} "
-              f"(target >= 0.8)\n5M rows at this rate: {figures['extrapolated5MMinutes']} min (runbook target < 30)")
+        print(
+            f"\nkit apply: {kit_rate:,.0f} rows/s ({kit_seconds:.1f} s incl. verify/start-up)  "
+            f"set-based UPDATE: {set_rate:,.0f} rows/s ({set_seconds:.1f} s)  ratio {kit_rate / set_rate:.2f} "
+            f"(target >= 0.8)\n5M rows at this rate: {figures['extrapolated5MMinutes']} min (runbook target < 30)"
+        )
     finally:
         server.stop()
 

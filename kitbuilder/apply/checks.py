@@ -39,6 +39,9 @@ class CheckBook:
 
     before: dict[str, int] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)
+    # A delta describes what applying the kit changes; on a rerun where every step was already
+    # applied nothing changes, so delta checks report "not applicable" instead of failing.
+    changed: bool = False
 
 
 def _count(db: Database, check: dict[str, Any]) -> int:
@@ -72,6 +75,10 @@ def evaluate(db: Database, check: dict[str, Any], book: CheckBook) -> CheckResul
             expected: Any
             if expect == "stable":
                 passed, expected = after == before, before
+            elif "delta" in expect and not book.changed:
+                return CheckResult(
+                    check["id"], kind, True, on_fail, after, None, "nothing applied in this run; delta not applicable"
+                )
             elif "delta" in expect:
                 expected = before + expect["delta"]
                 passed = after == expected

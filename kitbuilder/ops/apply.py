@@ -180,6 +180,8 @@ def apply_kit(
                 else:
                     result = backfill.BackfillJob(ctx, step).run()
                 report["steps"].append(result)
+                if result.get("status") != "skipped":
+                    book.changed = True
             if current_phase is not None and current_phase != LAST_PHASE:
                 checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
             checks.run_checks(database, _checks_for_phase(kit.plan, None), book)

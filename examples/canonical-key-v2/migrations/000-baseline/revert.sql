@@ -1,0 +1,2 @@
+-- The baseline belongs to the running system; reverting the rollout never drops it.
+SELECT 1;

@@ -1,0 +1,1 @@
+DROP VIEW IF EXISTS field_values_dual;
