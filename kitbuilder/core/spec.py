@@ -227,7 +227,7 @@ def load_backfill_job(text: str, where: str) -> dict[str, Any]:
         raise SpecError(f"{where}:{lines.get(probe, 1)}: {_field_name(location)}: {error.message}")
     assert isinstance(document, dict)
     if "update" in document and not all(p in document["update"] for p in (":lo", ":hi")):
-        raise SpecError(f"{where}: update: must use :lo (exclusive) and :hi (inclusive) to bound each batch")
+        raise SpecError(f"{where}: update: must use :lo and :hi (inclusive key bounds) to restrict each batch")
     return document
 
 
