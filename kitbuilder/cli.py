@@ -433,7 +433,8 @@ def _render_apply(report: dict[str, Any]) -> None:
         for entry in report["plan"]:
             if entry["kind"] == "backfill":
                 tenants = ", ".join(f"{t}: {n}" for t, n in entry["byTenant"].items())
-                click.echo(f"  backfill  {entry['id']:<28} would update {entry['wouldUpdate']} rows ({tenants})")
+                where = f"({tenants})" if entry["tablePresent"] else f"({entry['table']} is created by this kit)"
+                click.echo(f"  backfill  {entry['id']:<28} would update {entry['wouldUpdate']} rows {where}")
             else:
                 click.echo(f"  {entry['kind']:<9} {entry['id']:<28} {entry['status']}")
         return

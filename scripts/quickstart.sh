@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default: install, keygen, build the
-# example LNM release kit, verify it offline, inspect it.
+# example LNM release kit, verify it offline, inspect it, dry-run and apply it to
+# an embedded SQLite database, show the evidence and status.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -14,4 +15,11 @@ step kit trust init --key "$work/keys/release.pub" --threshold 1 --expires 2027-
 step kit build manifests/lnm-release.yaml --key "$work/keys/release.key" --out "$work/lnm-release.kit.tar.zst"
 step kit verify "$work/lnm-release.kit.tar.zst" --trust-root "$work/trust.json"
 step kit inspect "$work/lnm-release.kit.tar.zst" --trust-root "$work/trust.json"
-printf '\nquickstart OK: kit, keys and trust root are in %s\n' "$work"
+step kit apply "$work/lnm-release.kit.tar.zst" --trust-root "$work/trust.json" --db "$work/site.db" --dry-run
+step kit apply "$work/lnm-release.kit.tar.zst" --trust-root "$work/trust.json" --db "$work/site.db" \
+  --batch-size 500 --stop-on-error --artifacts "$work/artifacts"
+step kit status --db "$work/site.db"
+report=$(ls -d "$work"/artifacts/*/ | tail -n 1)
+step sh -c "cd '$report' && sha256sum -c --strict report.json.sha256"
+step head -n 12 "$report/metrics.prom"
+printf '\nquickstart OK: kit, keys, trust root, database and evidence are in %s\n' "$work"

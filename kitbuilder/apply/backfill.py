@@ -397,13 +397,24 @@ class BackfillJob:
 
 
 def dry_run(ctx: RunContext, step: Step) -> dict[str, Any]:
+    """Read-only: rows the job would change, per tenant."""
     job = BackfillJob(ctx, step)
-    by_tenant = job.remaining_by_tenant() if ctx.db.table_exists(job.table) else {}
+    present = ctx.db.table_exists(job.table)
+    by_tenant: dict[str, int] = {}
+    if present:
+        try:
+            by_tenant = job.remaining_by_tenant()
+        except Exception as exc:
+            if not dbmod.is_database_error(exc):
+                raise
+            # The predicate names a column an earlier step of this kit adds: every row will need work.
+            by_tenant = {"*": int(ctx.db.query_value(f"SELECT COUNT(*) FROM {job.table}") or 0)}
     return {
         "id": step.id,
         "phase": step.phase,
         "kind": "backfill",
         "table": job.table,
+        "tablePresent": present,
         "predicate": job.predicate,
         "wouldUpdate": sum(by_tenant.values()),
         "byTenant": by_tenant,

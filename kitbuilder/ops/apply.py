@@ -164,12 +164,19 @@ def apply_kit(
                         "sha": kit.report.kit_sha256,
                     },
                 )
-            checks.measure_before(database, kit.plan.checks, book)
+            checks.measure_before(database, tuple(_checks_for_phase(kit.plan, None)), book)
             report["checks"]["before"] = dict(book.before)
             current_phase: str | None = None
             for step in kit.plan.steps:
-                if current_phase is not None and step.phase != current_phase:
-                    checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
+                if step.phase != current_phase:
+                    if current_phase is not None:
+                        checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
+                    # A check bound to a phase counts "before" at the start of that phase.
+                    phase_checks = tuple(_checks_for_phase(kit.plan, step.phase))
+                    checks.measure_before(database, phase_checks, book)
+                    report["checks"]["before"].update(
+                        {c["id"]: book.before.get(c["id"]) for c in phase_checks if c["kind"] == "count"}
+                    )
                 current_phase = step.phase
                 if on_step is not None:
                     on_step(step)

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS cas_uri_map;
