@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -72,23 +74,63 @@ def _now(value: str | None) -> datetime:
         raise UsageError(f"--now {value}: {exc}") from exc
 
 
-def _policy(keys: tuple[Path, ...], trust_root: Path | None, threshold: int | None, now: datetime) -> TrustPolicy:
-    return keys_op.trust_policy(list(keys), trust_root, threshold, now=now)
+@dataclass(frozen=True)
+class TrustArgs:
+    """The trust and policy options shared by every command that reads a kit."""
+
+    keys: tuple[Path, ...]
+    trust_root: Path | None
+    threshold: int | None
+    product: str | None
+    channel: str | None
+    now_text: str | None
+
+    @property
+    def given(self) -> bool:
+        return bool(self.keys) or self.trust_root is not None
+
+    def policy(self, now: datetime) -> TrustPolicy:
+        return keys_op.trust_policy(list(self.keys), self.trust_root, self.threshold, now=now)
+
+    def verify_options(self, caps: Caps | None = None) -> verify_op.VerifyOptions:
+        now = _now(self.now_text)
+        return verify_op.VerifyOptions(
+            policy=self.policy(now), now=now, product=self.product, channel=self.channel, caps=caps or Caps()
+        )
 
 
-trust_options = [
+_TRUST_OPTIONS = (
     click.option(
         "--key", "keys", multiple=True, type=click.Path(path_type=Path), help="Trusted public key (PEM); repeatable."
     ),
     click.option("--trust-root", type=click.Path(path_type=Path), help="Trust root JSON from `kit trust init`."),
     click.option("--threshold", type=int, help="With --key: distinct signers required (default: all keys given)."),
-]
+    click.option("--product", help="Refuse kits for another product."),
+    click.option("--channel", help="Refuse kits for another channel."),
+    click.option("--now", "now_text", help="Judge expiry at this time instead of the clock (RFC 3339)."),
+)
 
 
-def with_trust(func: Any) -> Any:
-    for option in reversed(trust_options):
-        func = option(func)
-    return func
+def trust_options(func: Any) -> Any:
+    """Add the trust/policy options to a command and hand them to it as one ``trust: TrustArgs``."""
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any,
+        keys: tuple[Path, ...],
+        trust_root: Path | None,
+        threshold: int | None,
+        product: str | None,
+        channel: str | None,
+        now_text: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        trust = TrustArgs(keys, trust_root, threshold, product, channel, now_text)
+        return func(*args, trust=trust, **kwargs)
+
+    for option in reversed(_TRUST_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -219,35 +261,20 @@ def build(spec: Path, keys: tuple[Path, ...], out: Path, level: int, threads: in
 
 @main.command()
 @click.argument("kit", type=click.Path(path_type=Path))
-@with_trust
-@click.option("--product", help="Refuse kits for another product.")
-@click.option("--channel", help="Refuse kits for another channel.")
-@click.option("--now", "now_text", help="Judge expiry at this time instead of the clock (RFC 3339).")
+@trust_options
 @click.option("--max-members", type=click.IntRange(min=1), default=Caps.max_members, show_default=True)
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def verify(
     kit: Path,
-    keys: tuple[Path, ...],
-    trust_root: Path | None,
-    threshold: int | None,
-    product: str | None,
-    channel: str | None,
-    now_text: str | None,
+    trust: TrustArgs,
     max_members: int,
     quiet: bool,
     as_json: bool,
 ) -> None:
     """Verify KIT offline against locally held keys; exit 0 only if every check passes."""
     with _errors(as_json):
-        now = _now(now_text)
-        options = verify_op.VerifyOptions(
-            policy=_policy(keys, trust_root, threshold, now),
-            now=now,
-            product=product,
-            channel=channel,
-            caps=Caps(max_members=max_members),
-        )
+        options = trust.verify_options(Caps(max_members=max_members))
         size = kit.stat().st_size if kit.exists() else None
         with byte_progress("verify", size, enabled=progress_enabled(quiet or as_json)) as bar:
             report = verify_op.verify_kit(kit, options, on_bytes=bar.advance if bar else None)
@@ -265,20 +292,16 @@ def verify(
 
 @main.command()
 @click.argument("kit", type=click.Path(path_type=Path))
-@with_trust
-@click.option("--now", "now_text", help="Judge trust-root expiry at this time (RFC 3339).")
+@trust_options
 @click.option("--json", "as_json", is_flag=True)
 def inspect(
     kit: Path,
-    keys: tuple[Path, ...],
-    trust_root: Path | None,
-    threshold: int | None,
-    now_text: str | None,
+    trust: TrustArgs,
     as_json: bool,
 ) -> None:
     """Show what KIT contains, reading only its index and metadata."""
     with _errors(as_json):
-        policy = _policy(keys, trust_root, threshold, _now(now_text)) if keys or trust_root else None
+        policy = trust.policy(_now(trust.now_text)) if trust.given else None
         report = inspect_op.inspect_kit(kit, policy=policy)
     document = report.to_json()
     if as_json:
@@ -308,20 +331,6 @@ def _render_inspect(document: dict[str, Any]) -> None:
         click.echo(f"  {entry['size']:>12}  {entry['role']:<10} {entry['path']}")
 
 
-def _verify_options(
-    keys: tuple[Path, ...],
-    trust_root: Path | None,
-    threshold: int | None,
-    product: str | None,
-    channel: str | None,
-    now_text: str | None,
-) -> verify_op.VerifyOptions:
-    now = _now(now_text)
-    return verify_op.VerifyOptions(
-        policy=_policy(keys, trust_root, threshold, now), now=now, product=product, channel=channel
-    )
-
-
 db_option = click.option(
     "--db",
     "db_url",
@@ -332,22 +341,11 @@ db_option = click.option(
 lock_option = click.option(
     "--lock-timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for another apply to finish."
 )
-policy_options = [
-    click.option("--product", help="Refuse kits for another product."),
-    click.option("--channel", help="Refuse kits for another channel."),
-    click.option("--now", "now_text", help="Judge expiry at this time (RFC 3339)."),
-]
-
-
-def with_policy(func: Any) -> Any:
-    for option in reversed(policy_options):
-        func = option(func)
-    return with_trust(func)
 
 
 @main.command()
 @click.argument("kit", type=click.Path(path_type=Path))
-@with_policy
+@trust_options
 @db_option
 @click.option("--dry-run", is_flag=True, help="Show the plan, SQL and backfill counts; change nothing.")
 @click.option(
@@ -369,12 +367,7 @@ def with_policy(func: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True)
 def apply(
     kit: Path,
-    keys: tuple[Path, ...],
-    trust_root: Path | None,
-    threshold: int | None,
-    product: str | None,
-    channel: str | None,
-    now_text: str | None,
+    trust: TrustArgs,
     db_url: str,
     dry_run: bool,
     batch_size: int | None,
@@ -392,7 +385,7 @@ def apply(
     from kitbuilder.ops import apply as apply_op
 
     with _errors(as_json):
-        verify_options = _verify_options(keys, trust_root, threshold, product, channel, now_text)
+        verify_options = trust.verify_options()
         options = ApplyOptions(
             dry_run=dry_run,
             batch_size=batch_size,
@@ -459,7 +452,7 @@ def _render_apply(report: dict[str, Any]) -> None:
 
 @main.command()
 @click.argument("kit", type=click.Path(path_type=Path))
-@with_policy
+@trust_options
 @db_option
 @click.option("--to-phase", required=True, help="Keep this phase and earlier; revert later ones ('none' = all).")
 @click.option("--dry-run", is_flag=True)
@@ -467,12 +460,7 @@ def _render_apply(report: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def rollback(
     kit: Path,
-    keys: tuple[Path, ...],
-    trust_root: Path | None,
-    threshold: int | None,
-    product: str | None,
-    channel: str | None,
-    now_text: str | None,
+    trust: TrustArgs,
     db_url: str,
     to_phase: str,
     dry_run: bool,
@@ -486,7 +474,7 @@ def rollback(
         result = apply_op.rollback_kit(
             kit,
             db_url,
-            _verify_options(keys, trust_root, threshold, product, channel, now_text),
+            trust.verify_options(),
             to_phase=to_phase,
             lock_timeout=lock_timeout,
             dry_run=dry_run,
@@ -530,7 +518,7 @@ def status(db_url: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("kit", type=click.Path(path_type=Path))
-@with_policy
+@trust_options
 @db_option
 @click.option("--accept-checksum", help="Accept this step's changed checksum (recorded).")
 @click.option("--resolve", help="Resolve an interrupted non-transactional migration.")
@@ -539,12 +527,7 @@ def status(db_url: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def repair(
     kit: Path,
-    keys: tuple[Path, ...],
-    trust_root: Path | None,
-    threshold: int | None,
-    product: str | None,
-    channel: str | None,
-    now_text: str | None,
+    trust: TrustArgs,
     db_url: str,
     accept_checksum: str | None,
     resolve: str | None,
@@ -559,7 +542,7 @@ def repair(
         result = apply_op.repair(
             kit,
             db_url,
-            _verify_options(keys, trust_root, threshold, product, channel, now_text),
+            trust.verify_options(),
             accept_checksum=accept_checksum,
             resolve=resolve,
             resolve_as=resolve_as,
