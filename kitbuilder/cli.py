@@ -313,6 +313,46 @@ def inspect(
         sys.exit(report.verification_exit_code)
 
 
+@main.command()
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@trust_options
+@click.option("--json", "as_json", is_flag=True)
+def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
+    """What changed from OLD to NEW: files, kit fields, components, checks, signers (metadata only)."""
+    from kitbuilder.ops import diff as diff_op
+
+    with _errors(as_json):
+        policy = trust.policy(_now(trust.now_text)) if trust.given else None
+        document = diff_op.diff_kits(old, new, policy=policy).to_json()
+    if as_json:
+        _emit_json(document)
+        return
+    click.echo(
+        f"{document['old']['name']} {document['old']['version']} (sequence {document['old']['sequence']}) → "
+        f"{document['new']['name']} {document['new']['version']} (sequence {document['new']['sequence']})"
+    )
+    for field, change in document["kit"].items():
+        click.echo(f"  kit.{field}: {change['old']} → {change['new']}")
+    files = document["files"]
+    for entry in files["added"]:
+        click.echo(f"  + {entry['path']} ({entry['size']} bytes)")
+    for entry in files["removed"]:
+        click.echo(f"  - {entry['path']} ({entry['size']} bytes)")
+    for entry in files["changed"]:
+        click.echo(f"  ~ {entry['path']} ({entry['oldSize']} → {entry['newSize']} bytes)")
+    click.echo(f"  {files['unchanged']} files unchanged")
+    for kind in ("components", "checks"):
+        for verb, ids in document[kind].items():
+            for item in ids:
+                click.echo(f"  {kind[:-1]} {verb}: {item}")
+    signers = document["signers"]
+    state = "verified" if signers["verified"] else "claimed, unverified"
+    for verb in ("added", "removed"):
+        for keyid in signers[verb]:
+            click.echo(f"  signer {verb}: {keyid} ({state})")
+
+
 def _render_inspect(document: dict[str, Any]) -> None:
     kit = document["kit"]
     click.echo(f"{kit['name']} {kit['version']}  sequence {kit['sequence']}  {kit['product']}/{kit['channel']}")

@@ -1,0 +1,95 @@
+"""kit diff: what changed between two kits, from their indexes and metadata only (no payload is read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kitbuilder.archive.reader import Caps
+from kitbuilder.core.manifest import Manifest
+from kitbuilder.ops.verify import KitMetadata, check_signed_metadata, open_kit, read_metadata
+from kitbuilder.trust.signatures import TrustPolicy
+
+
+@dataclass(frozen=True)
+class KitDiff:
+    old: Manifest
+    new: Manifest
+    old_signers: tuple[str, ...]
+    new_signers: tuple[str, ...]
+    signers_verified: bool
+
+    def to_json(self) -> dict[str, Any]:
+        old_files = self.old.by_path()
+        new_files = self.new.by_path()
+        added = sorted(set(new_files) - set(old_files))
+        removed = sorted(set(old_files) - set(new_files))
+        changed = sorted(p for p in set(old_files) & set(new_files) if old_files[p].sha256 != new_files[p].sha256)
+        kit_changes = {
+            field: {"old": old_value, "new": new_value}
+            for field, old_value in self.old.kit.to_json().items()
+            if (new_value := self.new.kit.to_json().get(field)) != old_value
+        }
+        old_components = {c.id: c.to_json() for c in self.old.components}
+        new_components = {c.id: c.to_json() for c in self.new.components}
+        old_checks = {c["id"]: c for c in self.old.checks}
+        new_checks = {c["id"]: c for c in self.new.checks}
+        return {
+            "reportVersion": 1,
+            "old": {"name": self.old.kit.name, "version": self.old.kit.version, "sequence": self.old.kit.sequence},
+            "new": {"name": self.new.kit.name, "version": self.new.kit.version, "sequence": self.new.kit.sequence},
+            "kit": kit_changes,
+            "files": {
+                "added": [_file(new_files[p]) for p in added],
+                "removed": [_file(old_files[p]) for p in removed],
+                "changed": [
+                    {
+                        "path": p,
+                        "oldSize": old_files[p].size,
+                        "newSize": new_files[p].size,
+                        "oldSha256": old_files[p].sha256,
+                        "newSha256": new_files[p].sha256,
+                    }
+                    for p in changed
+                ],
+                "unchanged": len(set(old_files) & set(new_files)) - len(changed),
+            },
+            "components": _keyed_changes(old_components, new_components),
+            "checks": _keyed_changes(old_checks, new_checks),
+            "signers": {
+                "verified": self.signers_verified,
+                "added": sorted(set(self.new_signers) - set(self.old_signers)),
+                "removed": sorted(set(self.old_signers) - set(self.new_signers)),
+                "kept": sorted(set(self.old_signers) & set(self.new_signers)),
+            },
+            "payloadBytes": {"old": self.old.payload_bytes, "new": self.new.payload_bytes},
+        }
+
+
+def _file(entry: Any) -> dict[str, Any]:
+    return {"path": entry.path, "size": entry.size, "sha256": entry.sha256, "role": entry.role}
+
+
+def _keyed_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
+    return {
+        "added": sorted(set(new) - set(old)),
+        "removed": sorted(set(old) - set(new)),
+        "changed": sorted(k for k in set(old) & set(new) if old[k] != new[k]),
+    }
+
+
+def _load(path: Path, policy: TrustPolicy | None) -> tuple[Manifest, tuple[str, ...]]:
+    with open_kit(path) as stream:
+        metadata: KitMetadata = read_metadata(stream, Caps())
+    if policy is None:
+        return metadata.manifest, tuple(sorted({s.keyid for s in metadata.envelope.signatures}))
+    signers, _, manifest = check_signed_metadata(metadata, policy)
+    return manifest, signers
+
+
+def diff_kits(old: Path, new: Path, *, policy: TrustPolicy | None) -> KitDiff:
+    """Compare two kits' signed metadata; with a policy both must verify (signers are then verified ids)."""
+    old_manifest, old_signers = _load(old, policy)
+    new_manifest, new_signers = _load(new, policy)
+    return KitDiff(old_manifest, new_manifest, old_signers, new_signers, signers_verified=policy is not None)
