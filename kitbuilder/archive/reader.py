@@ -67,15 +67,22 @@ def read_member(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> bytes:
         raise ArchiveError(f"{entry.path}: {entry.size} bytes exceeds the metadata cap of {caps.max_metadata}")
     stream.seek(entry.offset)
     reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
-    data = b"".join(reader.iter_zstd_frame(max_output=tarfmt.member_size(entry.size), what=entry.path))
-    if reader.offset - entry.offset != entry.length:
-        raise ArchiveError(f"{entry.path}: frame is {reader.offset - entry.offset} bytes, index says {entry.length}")
-    header = tarfmt.parse_header(data[: tarfmt.BLOCK], offset=-1)
+    header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{entry.path} header"))
+    if len(header_block) != tarfmt.BLOCK:
+        raise ArchiveError(f"{entry.path}: header frame holds {len(header_block)} bytes, not one 512-byte header")
+    header = tarfmt.parse_header(header_block, offset=-1)
     if header.path != entry.path:
         raise ArchiveError(f"index says {entry.path} at offset {entry.offset}, but the member there is {header.path}")
-    if header.size != entry.size or len(data) != tarfmt.member_size(entry.size):
-        raise IntegrityError(f"{entry.path}: size {header.size}, index says {entry.size}")
-    content = data[tarfmt.BLOCK : tarfmt.BLOCK + entry.size]
+    if header.size != entry.size:
+        raise IntegrityError(f"{entry.path}: tar header says {header.size} bytes, index says {entry.size}")
+    data = b"".join(reader.iter_zstd_frame(max_output=tarfmt.padded_size(entry.size), what=entry.path))
+    if reader.offset - entry.offset != entry.length:
+        raise ArchiveError(f"{entry.path}: frames span {reader.offset - entry.offset} bytes, index says {entry.length}")
+    if len(data) != tarfmt.padded_size(entry.size):
+        raise ArchiveError(
+            f"{entry.path}: data frame holds {len(data)} bytes, expected {tarfmt.padded_size(entry.size)}"
+        )
+    content = data[: entry.size]
     if hashlib.sha256(content).hexdigest() != entry.sha256:
         raise IntegrityError(f"{entry.path}: sha256 differs from the index")
     return content
@@ -196,52 +203,44 @@ def _scan_member(
     on_bytes: Callable[[int], None] | None,
     extract_to: Path | None,
 ) -> None:
+    """One member: its header frame (exactly 512 bytes), then its data frame (data plus zero padding)."""
     frame_offset = reader.offset
-    sink: BinaryIO | None = None
-    chunks = reader.iter_zstd_frame(max_output=tarfmt.member_size(entry.size), what=f"member {entry.path}")
-    pending = bytearray()
-    header_seen = False
+    header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"member {entry.path} header"))
+    if len(header_block) != tarfmt.BLOCK:
+        raise ArchiveError(f"offset {frame_offset}: header frame holds {len(header_block)} bytes, not 512")
+    header = tarfmt.parse_header(header_block, offset=stream_offset)
+    _check_header(header.path, header.size, entry, seen_keys)
+    sink = _create_member_file(extract_to, entry.path) if extract_to is not None else None
     digest = hashlib.sha256()
     received = 0
     produced = 0
-    for chunk in chunks:
-        produced += len(chunk)
-        if not header_seen:
-            pending += chunk
-            if len(pending) < tarfmt.BLOCK:
-                continue
-            header = tarfmt.parse_header(bytes(pending[: tarfmt.BLOCK]), offset=stream_offset)
-            _check_header(header.path, header.size, entry, seen_keys)
-            header_seen = True
-            if extract_to is not None:
-                sink = _create_member_file(extract_to, entry.path)
-            chunk = bytes(pending[tarfmt.BLOCK :])
-            pending = bytearray()
-        take = min(len(chunk), entry.size - received)
-        if take:
-            data = chunk if take == len(chunk) else chunk[:take]
-            digest.update(data)
-            if sink is not None:
-                sink.write(data)
-            received += take
-        if take < len(chunk) and any(chunk[take:]):
-            raise ArchiveError(f"member {entry.path}: non-zero bytes in tar padding")
-        if on_bytes is not None:
-            on_bytes(len(chunk))
-    if sink is not None:
-        sink.close()
-    if not header_seen:
-        raise ArchiveError(f"offset {frame_offset}: frame too short to hold a tar header")
+    padded = tarfmt.padded_size(entry.size)
+    try:
+        for chunk in reader.iter_zstd_frame(max_output=padded, what=f"member {entry.path}"):
+            produced += len(chunk)
+            take = min(len(chunk), entry.size - received)
+            if take:
+                data = chunk if take == len(chunk) else chunk[:take]
+                digest.update(data)
+                if sink is not None:
+                    sink.write(data)
+                received += take
+            if take < len(chunk) and any(chunk[take:]):
+                raise ArchiveError(f"member {entry.path}: non-zero bytes in tar padding")
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+    finally:
+        if sink is not None:
+            sink.close()
     if received != entry.size:
         raise IntegrityError(f"{entry.path}: stream holds {received} bytes, signed size is {entry.size}")
-    if produced != tarfmt.member_size(entry.size):
+    if produced != padded:
         raise ArchiveError(
-            f"member {entry.path}: tar padding is {produced - tarfmt.BLOCK - received} bytes, expected "
-            f"{tarfmt.padded_size(entry.size) - entry.size}"
+            f"member {entry.path}: tar padding is {produced - received} bytes, expected {padded - entry.size}"
         )
     if reader.offset - frame_offset != entry.length:
         raise ArchiveError(
-            f"{entry.path}: frame is {reader.offset - frame_offset} bytes, signed index says {entry.length}"
+            f"{entry.path}: frames span {reader.offset - frame_offset} bytes, signed index says {entry.length}"
         )
     observed = digest.hexdigest()
     if observed != entry.sha256:

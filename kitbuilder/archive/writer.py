@@ -45,11 +45,16 @@ class KitWriter:
     def add_stream(
         self, path: str, source: BinaryIO, size: int, *, on_bytes: Callable[[int], None] | None = None
     ) -> IndexEntry:
-        """Compress ``size`` bytes from ``source`` as member ``path``; UsageError if the source changes size."""
+        """Compress ``size`` bytes from ``source`` as member ``path``; UsageError if the source changes size.
+
+        A member is two frames: its 512-byte header, then its data and padding. Keeping the
+        data frame apart from the header (which holds the mtime) lets a later kit reuse the
+        data frame byte for byte when only the build time changed.
+        """
         start = self._offset
+        self._write_header_frame(path, size)
         digest = hashlib.sha256()
-        compressor = self._compressor.compressobj(size=tarfmt.member_size(size))
-        self._write(compressor.compress(tarfmt.build_header(path, size, self._mtime)))
+        compressor = self._compressor.compressobj(size=tarfmt.padded_size(size))
         remaining = size
         while remaining:
             chunk = source.read(min(CHUNK, remaining))
@@ -65,6 +70,29 @@ class KitWriter:
         self._write(compressor.compress(bytes(tarfmt.padded_size(size) - size)))
         self._write(compressor.flush())
         entry = IndexEntry(path=path, offset=start, length=self._offset - start, size=size, sha256=digest.hexdigest())
+        self._members.append(entry)
+        return entry
+
+    def _write_header_frame(self, path: str, size: int) -> None:
+        compressor = self._compressor.compressobj(size=tarfmt.BLOCK)
+        self._write(compressor.compress(tarfmt.build_header(path, size, self._mtime)) + compressor.flush())
+
+    def add_data_frame(self, path: str, size: int, sha256: str, data_frame: BinaryIO, frame_length: int) -> IndexEntry:
+        """Add member ``path`` reusing an already compressed data frame, copied verbatim (no recompression).
+
+        The caller vouches that the frame decompresses to the ``size`` bytes with ``sha256``
+        plus padding (it comes from a verified kit); the result is verified again like any kit.
+        """
+        start = self._offset
+        self._write_header_frame(path, size)
+        remaining = frame_length
+        while remaining:
+            chunk = data_frame.read(min(CHUNK, remaining))
+            if not chunk:
+                raise UsageError(f"{path}: source kit ended inside the frame being copied")
+            remaining -= len(chunk)
+            self._write(chunk)
+        entry = IndexEntry(path=path, offset=start, length=self._offset - start, size=size, sha256=sha256)
         self._members.append(entry)
         return entry
 
