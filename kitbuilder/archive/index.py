@@ -23,6 +23,7 @@ class IndexEntry:
     length: int
     size: int
     sha256: str
+    frame_sha256: str  # SHA-256 of the member's compressed bytes (header frame + data frame)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class IndexEntry:
             "length": self.length,
             "size": self.size,
             "sha256": self.sha256,
+            "frameSha256": self.frame_sha256,
         }
 
 
@@ -54,7 +56,10 @@ class KitIndex:
         document = jsonio.load_object(data, what="archive index")
         schemas.validate("index", document, what="archive index")
         return cls(
-            members=tuple(IndexEntry(**m) for m in document["members"]),
+            members=tuple(
+                IndexEntry(m["path"], m["offset"], m["length"], m["size"], m["sha256"], m["frameSha256"])
+                for m in document["members"]
+            ),
             end_offset=document["end"]["offset"],
             end_length=document["end"]["length"],
         )

@@ -67,6 +67,7 @@ def read_member(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> bytes:
         raise ArchiveError(f"{entry.path}: {entry.size} bytes exceeds the metadata cap of {caps.max_metadata}")
     stream.seek(entry.offset)
     reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
+    reader.tap = hashlib.sha256()
     header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{entry.path} header"))
     if len(header_block) != tarfmt.BLOCK:
         raise ArchiveError(f"{entry.path}: header frame holds {len(header_block)} bytes, not one 512-byte header")
@@ -85,6 +86,8 @@ def read_member(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> bytes:
     content = data[: entry.size]
     if hashlib.sha256(content).hexdigest() != entry.sha256:
         raise IntegrityError(f"{entry.path}: sha256 differs from the index")
+    if reader.tap.hexdigest() != entry.frame_sha256:
+        raise IntegrityError(f"{entry.path}: compressed frames differ from the index's frame digest")
     return content
 
 
@@ -97,6 +100,7 @@ class Expected:
     sha256: str
     offset: int
     length: int
+    frame_sha256: str
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ def _scan_member(
 ) -> None:
     """One member: its header frame (exactly 512 bytes), then its data frame (data plus zero padding)."""
     frame_offset = reader.offset
+    reader.tap = hashlib.sha256()
     header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"member {entry.path} header"))
     if len(header_block) != tarfmt.BLOCK:
         raise ArchiveError(f"offset {frame_offset}: header frame holds {len(header_block)} bytes, not 512")
@@ -245,6 +250,10 @@ def _scan_member(
     observed = digest.hexdigest()
     if observed != entry.sha256:
         raise IntegrityError(f"{entry.path}: expected sha256 {entry.sha256}, got {observed}")
+    frames_digest = reader.tap.hexdigest()
+    reader.tap = None
+    if frames_digest != entry.frame_sha256:
+        raise IntegrityError(f"{entry.path}: compressed frames differ from the signed frame digest")
 
 
 def _create_member_file(root: Path, member: str) -> BinaryIO:

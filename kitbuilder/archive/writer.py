@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -32,6 +32,7 @@ class KitWriter:
         )
         self._offset = 0
         self._members: list[IndexEntry] = []
+        self._frames_digest: Any = None
 
     @property
     def offset(self) -> int:
@@ -41,6 +42,8 @@ class KitWriter:
         if data:
             self._out.write(data)
             self._offset += len(data)
+            if self._frames_digest is not None:
+                self._frames_digest.update(data)
 
     def add_stream(
         self, path: str, source: BinaryIO, size: int, *, on_bytes: Callable[[int], None] | None = None
@@ -52,6 +55,7 @@ class KitWriter:
         data frame byte for byte when only the build time changed.
         """
         start = self._offset
+        self._frames_digest = hashlib.sha256()
         self._write_header_frame(path, size)
         digest = hashlib.sha256()
         compressor = self._compressor.compressobj(size=tarfmt.padded_size(size))
@@ -69,7 +73,11 @@ class KitWriter:
             raise UsageError(f"{path}: input grew while being read (expected {size} bytes); rerun the build")
         self._write(compressor.compress(bytes(tarfmt.padded_size(size) - size)))
         self._write(compressor.flush())
-        entry = IndexEntry(path=path, offset=start, length=self._offset - start, size=size, sha256=digest.hexdigest())
+        return self._close_member(path, start, size, digest.hexdigest())
+
+    def _close_member(self, path: str, start: int, size: int, sha256: str) -> IndexEntry:
+        entry = IndexEntry(path, start, self._offset - start, size, sha256, self._frames_digest.hexdigest())
+        self._frames_digest = None
         self._members.append(entry)
         return entry
 
@@ -84,6 +92,7 @@ class KitWriter:
         plus padding (it comes from a verified kit); the result is verified again like any kit.
         """
         start = self._offset
+        self._frames_digest = hashlib.sha256()
         self._write_header_frame(path, size)
         remaining = frame_length
         while remaining:
@@ -92,9 +101,7 @@ class KitWriter:
                 raise UsageError(f"{path}: source kit ended inside the frame being copied")
             remaining -= len(chunk)
             self._write(chunk)
-        entry = IndexEntry(path=path, offset=start, length=self._offset - start, size=size, sha256=sha256)
-        self._members.append(entry)
-        return entry
+        return self._close_member(path, start, size, sha256)
 
     def add_bytes(self, path: str, data: bytes) -> IndexEntry:
         return self.add_stream(path, io.BytesIO(data), len(data))

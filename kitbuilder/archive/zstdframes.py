@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -61,6 +61,8 @@ class FrameReader:
         self._eof = False
         self._decompressor = zstandard.ZstdDecompressor(max_window_size=max_window)
         self.max_window = max_window
+        # When set (a hashlib object), every byte consumed from the file is fed to it.
+        self.tap: Any = None
 
     @property
     def offset(self) -> int:
@@ -85,6 +87,8 @@ class FrameReader:
             raise ArchiveError(f"archive truncated at offset {self.offset}: {what} needs {size} bytes")
         data = bytes(self._buffer[self._position : self._position + size])
         self._position += size
+        if self.tap is not None:
+            self.tap.update(data)
         return data
 
     def at_end(self) -> bool:

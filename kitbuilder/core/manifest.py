@@ -81,6 +81,7 @@ class FileEntry:
     component: str
     offset: int
     length: int
+    frame_sha256: str
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,7 +90,7 @@ class FileEntry:
             "sha256": self.sha256,
             "role": self.role,
             "component": self.component,
-            "frame": {"offset": self.offset, "length": self.length},
+            "frame": {"offset": self.offset, "length": self.length, "sha256": self.frame_sha256},
         }
 
 
@@ -160,6 +161,7 @@ class Manifest:
                     component=f["component"],
                     offset=f["frame"]["offset"],
                     length=f["frame"]["length"],
+                    frame_sha256=f["frame"]["sha256"],
                 )
                 for f in document["files"]
             ),

@@ -141,6 +141,7 @@ def build_kit(
     build_info = {
         "tool": f"kitbuilder {__version__}",
         "compression": {"algorithm": "zstd", "level": options.level, "multithreaded": options.threads != 0},
+        "mtime": epoch or 0,
     }
     components = tuple(
         Component(id=c.id, role=c.role, phase=c.phase, subject=c.subject, options=c.options) for c in spec.components
@@ -163,6 +164,7 @@ def build_kit(
                     component=item.component.id,
                     offset=entry.offset,
                     length=entry.length,
+                    frame_sha256=entry.frame_sha256,
                 )
             )
         manifest = Manifest(

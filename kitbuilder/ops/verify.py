@@ -163,13 +163,19 @@ def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expect
         entry = by_path.get(item.path)
         if entry is None:
             raise ArchiveError(f"{item.path}: in the signed manifest but not in the archive index")
-        if (entry.offset, entry.length, entry.size, entry.sha256) != (item.offset, item.length, item.size, item.sha256):
+        signed = (item.offset, item.length, item.size, item.sha256, item.frame_sha256)
+        if (entry.offset, entry.length, entry.size, entry.sha256, entry.frame_sha256) != signed:
             raise ArchiveError(f"{item.path}: archive index entry differs from the signed manifest")
-        expected[item.path] = Expected(item.path, item.size, item.sha256, item.offset, item.length)
+        expected[item.path] = Expected(item.path, item.size, item.sha256, item.offset, item.length, item.frame_sha256)
     for name in METADATA_FILES:
         entry = by_path[name]
         expected[name] = Expected(
-            name, entry.size, hashlib.sha256(metadata.members[name]).hexdigest(), entry.offset, entry.length
+            name,
+            entry.size,
+            hashlib.sha256(metadata.members[name]).hexdigest(),
+            entry.offset,
+            entry.length,
+            entry.frame_sha256,
         )
     extra = sorted(set(by_path) - set(expected))
     if extra:
