@@ -218,15 +218,53 @@ def trust_init(
     show_default=True,
     help="zstd workers; -1 = one per CPU. Any value >= 1 gives identical bytes; 0 differs.",
 )
+@click.option("--delta-from", type=click.Path(path_type=Path), help="Write a delta kit against this base kit.")
+@click.option("--full-out", type=click.Path(path_type=Path), help="With --delta-from: also keep the full new kit here.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def build(spec: Path, keys: tuple[Path, ...], out: Path, level: int, threads: int, quiet: bool, as_json: bool) -> None:
-    """Build and sign a kit from SPEC."""
+def build(
+    spec: Path,
+    keys: tuple[Path, ...],
+    out: Path,
+    level: int,
+    threads: int,
+    delta_from: Path | None,
+    full_out: Path | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Build and sign a kit from SPEC (or, with --delta-from, a delta kit against a base)."""
     with _errors(as_json):
         private_keys = [keys_op.load_private(k) for k in keys]
         options = build_op.BuildOptions(
             level=level, threads=threads, source_date_epoch=build_op.source_date_epoch_from_env()
         )
+        if delta_from is not None:
+            from kitbuilder.ops import delta as delta_op
+
+            delta = delta_op.build_delta(
+                spec, keys=private_keys, base_path=delta_from, output=out, full_output=full_out, options=options
+            )
+            document = {
+                "ok": True,
+                "out": str(out),
+                "delta": True,
+                "bytes": delta.delta_bytes,
+                "added": list(delta.added),
+                "changed": list(delta.changed),
+                "removed": list(delta.removed),
+                "reusedFromBase": delta.reused,
+                "fullOut": str(full_out) if full_out else None,
+            }
+            if as_json:
+                _emit_json(document)
+            else:
+                click.echo(
+                    f"built delta {out}: {len(delta.added)} added, {len(delta.changed)} changed, "
+                    f"{len(delta.removed)} removed, {delta.reused} reused from {delta_from}; "
+                    f"{delta.delta_bytes} bytes"
+                )
+            return
         with byte_progress("build", None, enabled=progress_enabled(quiet or as_json)) as bar:
             result = build_op.build_kit(
                 spec,
@@ -351,6 +389,47 @@ def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
     for verb in ("added", "removed"):
         for keyid in signers[verb]:
             click.echo(f"  signer {verb}: {keyid} ({state})")
+
+
+@main.command()
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("delta", type=click.Path(path_type=Path))
+@trust_options
+@click.option("--out", type=click.Path(path_type=Path), help="Write the new kit here.")
+@click.option("--in-place", is_flag=True, help="Replace BASE atomically with the new kit.")
+@click.option("--allow-downgrade", is_flag=True, help="Accept a target sequence that does not grow (reported).")
+@click.option("--json", "as_json", is_flag=True)
+def patch(
+    base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place: bool, allow_downgrade: bool, as_json: bool
+) -> None:
+    """Apply DELTA to BASE: copy unchanged frames verbatim, check every member, replace atomically."""
+    from kitbuilder.ops import delta as delta_op
+
+    with _errors(as_json):
+        if (out is None) == (not in_place):
+            raise UsageError("give exactly one of --out NEW or --in-place")
+        target = base if in_place else out
+        assert target is not None
+        result = delta_op.patch_kit(
+            base, delta, output=target, options=trust.verify_options(), allow_downgrade=allow_downgrade
+        )
+    kit = result.manifest.kit
+    document = {
+        "ok": True,
+        "out": str(result.output),
+        "kit": kit.to_json(),
+        "copiedFromBase": result.copied_from_base,
+        "copiedFromDelta": result.copied_from_delta,
+        "bytes": result.bytes_written,
+    }
+    if as_json:
+        _emit_json(document)
+    else:
+        click.echo(
+            f"patched {result.output}: {kit.name} {kit.version} (sequence {kit.sequence}); "
+            f"{result.copied_from_base} members from base, {result.copied_from_delta} from delta, "
+            f"{result.bytes_written} bytes"
+        )
 
 
 def _render_inspect(document: dict[str, Any]) -> None:

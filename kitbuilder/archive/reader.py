@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from kitbuilder.archive import tarfmt, zstdframes
 from kitbuilder.archive.index import IndexEntry, KitIndex
@@ -274,3 +274,36 @@ def _check_header(path: str, size: int, entry: Expected, seen: dict[str, str]) -
         raise IntegrityError(f"{path}: not where the signed index expects it (expected {entry.path} at that offset)")
     if size != entry.size:
         raise IntegrityError(f"{path}: tar header says {size} bytes, signed size is {entry.size}")
+
+
+class _TappedReader:
+    def __init__(self, stream: BinaryIO, digest: Any) -> None:
+        self._stream = stream
+        self._digest = digest
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._digest.update(data)
+        return data
+
+
+def data_frame_source(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> tuple[BinaryIO, int, Any]:
+    """Position ``stream`` at ``entry``'s data frame for a verbatim copy.
+
+    Returns a reader over the data frame, its length, and a digest that, once the
+    frame has been read through, covers the member's whole compressed span: the
+    caller compares it with the signed ``frame_sha256`` before trusting the copy.
+    """
+    stream.seek(entry.offset)
+    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
+    reader.tap = hashlib.sha256()
+    header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{entry.path} header"))
+    header = tarfmt.parse_header(header_block, offset=-1)
+    if header.path != entry.path or header.size != entry.size:
+        raise ArchiveError(f"{entry.path}: the member at offset {entry.offset} is not what the index says")
+    data_offset = reader.offset
+    length = entry.offset + entry.length - data_offset
+    if length <= 0:
+        raise ArchiveError(f"{entry.path}: index length leaves no room for a data frame")
+    stream.seek(data_offset)
+    return _TappedReader(stream, reader.tap), length, reader.tap  # type: ignore[return-value]

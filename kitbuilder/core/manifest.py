@@ -101,6 +101,7 @@ class Manifest:
     components: tuple[Component, ...]
     files: tuple[FileEntry, ...]
     checks: tuple[dict[str, Any], ...] = ()
+    delta: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -113,6 +114,8 @@ class Manifest:
         }
         if self.checks:
             data["checks"] = list(self.checks)
+        if self.delta is not None:
+            data["delta"] = self.delta
         return data
 
     def to_bytes(self) -> bytes:
@@ -166,6 +169,7 @@ class Manifest:
                 for f in document["files"]
             ),
             checks=tuple(document.get("checks", [])),
+            delta=document.get("delta"),
         )
 
     @classmethod

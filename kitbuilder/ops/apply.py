@@ -54,6 +54,8 @@ def verified_kit(path: Path, options: VerifyOptions) -> Iterator[VerifiedKit]:
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=root))
     try:
         report = verify_kit(path, options, extract_to=staging / "kit")
+        if report.manifest.delta is not None:
+            raise UsageError(f"{path}: is a delta kit; `kit patch BASE {path.name} --out NEW` first, then apply NEW")
         yield VerifiedKit(report=report, staging=staging / "kit", plan=build_plan(report.manifest, staging / "kit"))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

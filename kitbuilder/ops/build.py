@@ -7,6 +7,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kitbuilder import __version__
 from kitbuilder.archive.writer import KitWriter
@@ -28,6 +29,9 @@ from kitbuilder.errors import UsageError
 from kitbuilder.ops.files import atomic_output
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import sign_envelope
+
+if TYPE_CHECKING:
+    from kitbuilder.ops.delta import FrameReuse
 
 # ustar's 12-byte octal fields hold values below 8**11: files up to 8 GiB, times before year 4147.
 USTAR_NUMBER_LIMIT = 8**11
@@ -115,8 +119,13 @@ def build_kit(
     options: BuildOptions,
     on_bytes: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    reuse: FrameReuse | None = None,
 ) -> BuildResult:
-    """Build and sign a kit; the output appears only when complete."""
+    """Build and sign a kit; the output appears only when complete.
+
+    With ``reuse`` (a verified base kit), files whose content the base already holds
+    are hashed, then their compressed data frames are copied from the base verbatim.
+    """
     if not keys:
         raise UsageError("kit build needs at least one --key")
     if len({k.keyid for k in keys}) != len(keys):
@@ -146,13 +155,21 @@ def build_kit(
     components = tuple(
         Component(id=c.id, role=c.role, phase=c.phase, subject=c.subject, options=c.options) for c in spec.components
     )
+    if reuse is not None:
+        reuse.check_compatible(build_info)
     with atomic_output(output) as out:
         writer = KitWriter(out, level=options.level, threads=options.threads, mtime=epoch or 0)
         files: list[FileEntry] = []
         for item in inputs:
             try:
-                with item.source.open("rb") as source:
-                    entry = writer.add_stream(item.kit_path, source, item.size, on_bytes=on_bytes)
+                entry = None
+                if reuse is not None:
+                    entry = reuse.copy_if_known(writer, item.kit_path, item.source, item.size)
+                    if entry is not None and on_bytes is not None:
+                        on_bytes(item.size)
+                if entry is None:
+                    with item.source.open("rb") as source:
+                        entry = writer.add_stream(item.kit_path, source, item.size, on_bytes=on_bytes)
             except OSError as exc:
                 raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
             files.append(
@@ -170,18 +187,24 @@ def build_kit(
         manifest = Manifest(
             kit=kit_info, build=build_info, components=components, files=tuple(files), checks=spec.checks
         )
-        sums = checksums.render((f.path, f.sha256) for f in files)
-        sums_entry = writer.add_bytes(SHA256SUMS, sums)
-        writer.add_bytes(SHA256SUMS_SIG, keys[0].sign(sums))
-        writer.add_bytes(MANIFEST_JSON, manifest.to_bytes())
-        statement = Statement(
-            subjects=tuple(Subject(name=f.path, sha256=f.sha256) for f in files)
-            + (Subject(name=SHA256SUMS, sha256=sums_entry.sha256),),
-            predicate_type=MANIFEST_PREDICATE_TYPE,
-            predicate=manifest.to_json(),
-        )
-        envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
-        writer.add_bytes(MANIFEST_DSSE, envelope.to_bytes())
-        writer.finish()
+        seal(writer, manifest, keys)
         kit_size = writer.offset
     return BuildResult(output=output, manifest=manifest, signers=tuple(k.keyid for k in keys), kit_size=kit_size)
+
+
+def seal(writer: KitWriter, manifest: Manifest, keys: list[PrivateKey]) -> None:
+    """Write the metadata members (SHA256SUMS, its signature, manifest, DSSE envelope) and the index."""
+    files = manifest.files
+    sums = checksums.render((f.path, f.sha256) for f in files)
+    sums_entry = writer.add_bytes(SHA256SUMS, sums)
+    writer.add_bytes(SHA256SUMS_SIG, keys[0].sign(sums))
+    writer.add_bytes(MANIFEST_JSON, manifest.to_bytes())
+    statement = Statement(
+        subjects=tuple(Subject(name=f.path, sha256=f.sha256) for f in files)
+        + (Subject(name=SHA256SUMS, sha256=sums_entry.sha256),),
+        predicate_type=MANIFEST_PREDICATE_TYPE,
+        predicate=manifest.to_json(),
+    )
+    envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
+    writer.add_bytes(MANIFEST_DSSE, envelope.to_bytes())
+    writer.finish()

@@ -22,6 +22,10 @@ def atomic_output(final: Path) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise UsageError(f"{final}: cannot create output ({exc.strerror})") from exc
     temp = Path(temp_name)
+    # mkstemp creates 0600; outputs get the usual mode the umask allows, like any new file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(handle, 0o666 & ~umask)
     try:
         with os.fdopen(handle, "wb") as out:
             yield out

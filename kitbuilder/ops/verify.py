@@ -76,6 +76,7 @@ class VerifyReport:
             "files": len(self.manifest.files),
             "members": self.members,
             "payloadBytes": self.payload_bytes,
+            "delta": self.manifest.delta,
         }
 
 
@@ -239,6 +240,11 @@ def verify_kit(
         f"{result.members} members safe, sizes and SHA-256 match; nothing missing or unlisted",
         "tar stream ends exactly at the index; no trailing data",
     )
+    if manifest.delta is not None:
+        checks += (
+            f"this is a DELTA kit for base {manifest.kit.name} sequence {manifest.delta['baseSequence']} "
+            f"(manifest sha256 {manifest.delta['baseManifestSha256']}); use `kit patch` to apply it",
+        )
     return VerifyReport(
         path=path,
         kit_sha256=hashing.digest.hexdigest(),
