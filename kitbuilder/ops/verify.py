@@ -230,7 +230,7 @@ def verify_kit(
         # The scan stopped at the index; hash the tail so the report names the whole file's digest.
         while hashing.read(1 << 20):
             pass
-    checks = (
+    checks: tuple[str, ...] = (
         "archive index and footer well-formed",
         f"{MANIFEST_DSSE} signed by {len(signers)} trusted key(s) (threshold {options.policy.threshold})",
         f"{MANIFEST_JSON} equals the signed predicate",
