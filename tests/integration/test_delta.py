@@ -1,0 +1,177 @@
+"""Delta kits and kit patch: equal to a full build, refused when mixed up, crash-safe in place."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import KitEnv, run_json, run_kit
+
+
+def _build(kit_env: KitEnv, out: Path, epoch: str, *extra: object) -> None:
+    result = run_kit(
+        "build", kit_env.spec, "--key", kit_env.ed_key, "--out", out, *extra, env={"SOURCE_DATE_EPOCH": epoch}
+    )
+    assert result.exit_code == 0, result.output
+
+
+def _next_release(kit_env: KitEnv, sequence: int = 2) -> None:
+    src = kit_env.root / "src"
+    (src / "docs/RUNBOOK.md").write_text("# Runbook\n\nVerify, apply, check the report.\n")
+    (src / "docs/NEW.md").write_text("new file\n")
+    (src / "migrations/21-101/revert.sql").unlink()
+    text = kit_env.spec.read_text()
+    kit_env.spec.write_text(text.replace("sequence: 1", f"sequence: {sequence}"))
+
+
+@pytest.fixture
+def release_pair(kit_env: KitEnv) -> tuple[Path, Path, Path]:
+    """(base kit, delta kit, full build of the new release)."""
+    base = kit_env.root / "base.kit.tar.zst"
+    _build(kit_env, base, "1700000000")
+    _next_release(kit_env)
+    full = kit_env.root / "full.kit.tar.zst"
+    _build(kit_env, full, "1700086400")
+    delta = kit_env.root / "delta.kit.tar.zst"
+    _build(kit_env, delta, "1700086400", "--delta-from", base)
+    return base, delta, full
+
+
+def test_delta_is_small_and_verifies_on_its_own(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
+    base, delta, full = release_pair
+    assert delta.stat().st_size < full.stat().st_size / 5
+    code, report = run_json("verify", delta, "--key", kit_env.ed_pub)
+    assert code == 0
+    assert report["delta"]["baseSequence"] == 1
+    assert report["delta"]["removed"] == ["migrations/21-101-shard-index/revert.sql"]
+    assert any("DELTA kit" in check for check in report["checks"])
+
+
+def test_patch_result_is_byte_identical_to_full_build(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
+    base, delta, full = release_pair
+    new = kit_env.root / "new.kit.tar.zst"
+    code, document = run_json("patch", base, delta, "--key", kit_env.ed_pub, "--out", new)
+    assert code == 0
+    assert (document["copiedFromBase"], document["copiedFromDelta"]) == (4, 2)
+    assert new.read_bytes() == full.read_bytes()
+    assert run_kit("verify", new, "--key", kit_env.ed_pub).exit_code == 0
+
+
+def test_patch_in_place_replaces_base(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
+    base, delta, full = release_pair
+    assert run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--in-place").exit_code == 0
+    assert base.read_bytes() == full.read_bytes()
+    assert not list(base.parent.glob(f".{base.name}.*"))
+
+
+def test_mix_and_match_is_refused(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
+    base, delta, full = release_pair
+    result = run_kit("patch", full, delta, "--key", kit_env.ed_pub, "--out", kit_env.root / "x.kit.tar.zst")
+    assert result.exit_code == 6
+    assert "this delta applies to the kit whose manifest has SHA-256" in result.stderr
+    assert not (kit_env.root / "x.kit.tar.zst").exists()
+
+
+def test_delta_that_does_not_grow_the_sequence_is_refused(kit_env: KitEnv) -> None:
+    base = kit_env.root / "base.kit.tar.zst"
+    _build(kit_env, base, "1700000000")
+    _next_release(kit_env, sequence=1)
+    delta = kit_env.root / "delta.kit.tar.zst"
+    _build(kit_env, delta, "1700000000", "--delta-from", base)
+    result = run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--out", kit_env.root / "n.kit.tar.zst")
+    assert result.exit_code == 6 and "refusing a downgrade" in result.stderr
+    allowed = run_kit(
+        "patch", base, delta, "--key", kit_env.ed_pub, "--out", kit_env.root / "n.kit.tar.zst", "--allow-downgrade"
+    )
+    assert allowed.exit_code == 0
+
+
+def test_expired_delta_is_refused(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
+    base, delta, _ = release_pair
+    result = run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--in-place", "--now", "2100-01-01")
+    assert result.exit_code == 6
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_corrupt_delta_leaves_base_untouched(
+    kit_env: KitEnv, release_pair: tuple[Path, Path, Path], damage: str
+) -> None:
+    base, delta, _ = release_pair
+    before = hashlib.sha256(base.read_bytes()).hexdigest()
+    data = bytearray(delta.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[300] ^= 0xFF
+    delta.write_bytes(bytes(data))
+    result = run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--in-place")
+    assert result.exit_code in (4, 5)
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == before
+    assert not list(base.parent.glob(f".{base.name}.*.part"))
+
+
+def test_corrupt_base_frame_is_caught_while_copying(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
+    base, delta, _ = release_pair
+    from kitbuilder.archive.reader import Caps, read_index
+
+    with base.open("rb") as stream:
+        entry = read_index(stream, Caps()).index.by_path()["docs/operator/blob.bin"]
+    data = bytearray(base.read_bytes())
+    data[entry.offset + entry.length - 20] ^= 0x01  # inside the data frame, which the patch copies verbatim
+    base.write_bytes(bytes(data))
+    out = kit_env.root / "n.kit.tar.zst"
+    result = run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--out", out)
+    assert result.exit_code == 4
+    assert "compressed frames differ from their signed digest" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_sigkill_during_in_place_patch_always_leaves_old_or_new(kit_env: KitEnv, tmp_path: Path) -> None:
+    """A bigger kit so the patch takes long enough to be interrupted at many points."""
+    big = kit_env.root / "src/docs/big.bin"
+    big.write_bytes(os.urandom(48 << 20))
+    base = kit_env.root / "base.kit.tar.zst"
+    _build(kit_env, base, "1700000000")
+    _next_release(kit_env)
+    full = kit_env.root / "full.kit.tar.zst"
+    _build(kit_env, full, "1700086400")
+    delta = kit_env.root / "delta.kit.tar.zst"
+    _build(kit_env, delta, "1700086400", "--delta-from", base)
+    old_digest = hashlib.sha256(base.read_bytes()).hexdigest()
+    new_digest = hashlib.sha256(full.read_bytes()).hexdigest()
+    command = [
+        sys.executable,
+        "-m",
+        "kitbuilder.cli",
+        "patch",
+        str(base),
+        str(delta),
+        "--key",
+        str(kit_env.ed_pub),
+        "--in-place",
+    ]
+    kills = 0
+    for delay in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2):
+        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+            time.sleep(delay)
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                kills += 1
+            process.wait()
+        digest = hashlib.sha256(base.read_bytes()).hexdigest()
+        assert digest in (old_digest, new_digest), "the kit under its final name is never partial"
+        if digest == new_digest:
+            break
+    assert kills >= 2
+    if hashlib.sha256(base.read_bytes()).hexdigest() == old_digest:
+        assert subprocess.run(command, capture_output=True).returncode == 0
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == new_digest
+    assert not list(base.parent.glob(f".{base.name}.*.part")), "leftovers are cleaned by the next run"
