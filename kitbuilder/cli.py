@@ -24,6 +24,7 @@ from kitbuilder.ops import inspect as inspect_op
 from kitbuilder.ops import keys as keys_op
 from kitbuilder.ops import verify as verify_op
 from kitbuilder.progress import byte_progress, progress_enabled, row_progress
+from kitbuilder.trust.freshness import Freshness, default_state_dir
 from kitbuilder.trust.keys import KEY_TYPES
 from kitbuilder.trust.signatures import TrustPolicy
 
@@ -84,6 +85,9 @@ class TrustArgs:
     product: str | None
     channel: str | None
     now_text: str | None
+    state_dir: Path | None = None
+    no_state: bool = False
+    allow_downgrade: bool = False
 
     @property
     def given(self) -> bool:
@@ -94,8 +98,16 @@ class TrustArgs:
 
     def verify_options(self, caps: Caps | None = None) -> verify_op.VerifyOptions:
         now = _now(self.now_text)
+        freshness = None
+        if not self.no_state:
+            freshness = Freshness(self.state_dir or default_state_dir(), allow_downgrade=self.allow_downgrade)
         return verify_op.VerifyOptions(
-            policy=self.policy(now), now=now, product=self.product, channel=self.channel, caps=caps or Caps()
+            policy=self.policy(now),
+            now=now,
+            product=self.product,
+            channel=self.channel,
+            caps=caps or Caps(),
+            freshness=freshness,
         )
 
 
@@ -108,6 +120,14 @@ _TRUST_OPTIONS = (
     click.option("--product", help="Refuse kits for another product."),
     click.option("--channel", help="Refuse kits for another channel."),
     click.option("--now", "now_text", help="Judge expiry at this time instead of the clock (RFC 3339)."),
+    click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path),
+        help="Anti-rollback state (highest sequence, latest time seen). Default: $KIT_STATE_DIR, else "
+        "$XDG_STATE_HOME/kitbuilder.",
+    ),
+    click.option("--no-state", is_flag=True, help="Neither check nor record anti-rollback state."),
+    click.option("--allow-downgrade", is_flag=True, help="Accept an older sequence than already seen (reported)."),
 )
 
 
@@ -123,9 +143,12 @@ def trust_options(func: Any) -> Any:
         product: str | None,
         channel: str | None,
         now_text: str | None,
+        state_dir: Path | None,
+        no_state: bool,
+        allow_downgrade: bool,
         **kwargs: Any,
     ) -> Any:
-        trust = TrustArgs(keys, trust_root, threshold, product, channel, now_text)
+        trust = TrustArgs(keys, trust_root, threshold, product, channel, now_text, state_dir, no_state, allow_downgrade)
         return func(*args, trust=trust, **kwargs)
 
     for option in reversed(_TRUST_OPTIONS):
@@ -397,11 +420,8 @@ def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
 @trust_options
 @click.option("--out", type=click.Path(path_type=Path), help="Write the new kit here.")
 @click.option("--in-place", is_flag=True, help="Replace BASE atomically with the new kit.")
-@click.option("--allow-downgrade", is_flag=True, help="Accept a target sequence that does not grow (reported).")
 @click.option("--json", "as_json", is_flag=True)
-def patch(
-    base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place: bool, allow_downgrade: bool, as_json: bool
-) -> None:
+def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place: bool, as_json: bool) -> None:
     """Apply DELTA to BASE: copy unchanged frames verbatim, check every member, replace atomically."""
     from kitbuilder.ops import delta as delta_op
 
@@ -411,7 +431,7 @@ def patch(
         target = base if in_place else out
         assert target is not None
         result = delta_op.patch_kit(
-            base, delta, output=target, options=trust.verify_options(), allow_downgrade=allow_downgrade
+            base, delta, output=target, options=trust.verify_options(), allow_downgrade=trust.allow_downgrade
         )
     kit = result.manifest.kit
     document = {

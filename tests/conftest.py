@@ -39,6 +39,12 @@ def run_json(*args: Any) -> tuple[int, dict[str, Any]]:
     return result.exit_code, json.loads(result.stdout)
 
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own anti-rollback state, never the user's."""
+    monkeypatch.setenv("KIT_STATE_DIR", str(tmp_path_factory.mktemp("kit-state")))
+
+
 @pytest.fixture
 def kit_env(tmp_path: Path) -> KitEnv:
     spec = write_spec(tmp_path)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kitbuilder.atomic import write_atomic
 from kitbuilder.core import jsonio
-from kitbuilder.ops.files import write_atomic
 
 
 def _label(value: str) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from kitbuilder import __version__
 from kitbuilder.archive.writer import KitWriter
+from kitbuilder.atomic import atomic_output
 from kitbuilder.core import checksums, paths, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import (
@@ -26,7 +27,6 @@ from kitbuilder.core.manifest import (
 from kitbuilder.core.spec import ComponentSpec, KitSpec, load_spec
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
 from kitbuilder.errors import UsageError
-from kitbuilder.ops.files import atomic_output
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import sign_envelope
 

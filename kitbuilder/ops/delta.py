@@ -24,6 +24,7 @@ from kitbuilder.archive import reader
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer import KitWriter
+from kitbuilder.atomic import atomic_output
 from kitbuilder.core.dsse import Envelope
 from kitbuilder.core.manifest import (
     MANIFEST_DSSE,
@@ -34,7 +35,6 @@ from kitbuilder.core.manifest import (
     Manifest,
 )
 from kitbuilder.errors import IntegrityError, PolicyError, UsageError
-from kitbuilder.ops.files import atomic_output
 from kitbuilder.ops.verify import (
     KitMetadata,
     VerifyOptions,

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from kitbuilder.atomic import write_atomic
 from kitbuilder.core import timefmt
 from kitbuilder.errors import UsageError
-from kitbuilder.ops.files import write_atomic
 from kitbuilder.trust import keys
 from kitbuilder.trust.keys import PrivateKey, load_private, load_public
 from kitbuilder.trust.root import TrustRoot

@@ -9,6 +9,7 @@ member may decompress to.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from kitbuilder.core.manifest import (
 )
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement
 from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyError, UsageError
+from kitbuilder.trust.freshness import Freshness
 from kitbuilder.trust.signatures import TrustPolicy, verify_detached, verify_envelope
 
 
@@ -50,6 +52,7 @@ class VerifyOptions:
     product: str | None = None
     channel: str | None = None
     caps: Caps = field(default_factory=Caps)
+    freshness: Freshness | None = None
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,15 @@ def verify_kit(
     with open_kit(path) as stream:
         metadata = read_metadata(stream, options.caps)
         signers, checksum_signer, manifest = check_signed_metadata(metadata, options.policy)
-        check_policy(manifest, options)
+        kit = manifest.kit
+        downgrade_note = None
+        policy_options = options
+        if options.freshness is not None:
+            # Judge expiry against the latest time this host has seen, so a clock set back does not help.
+            effective = options.freshness.effective_now(kit.name, kit.channel, options.now)
+            policy_options = dataclasses.replace(options, now=effective)
+            downgrade_note = options.freshness.check(kit.name, kit.channel, kit.sequence)
+        check_policy(manifest, policy_options)
         expected = _expectations(metadata, manifest)
         hashing = _HashingReader(stream)
         result = reader.scan(
@@ -230,6 +241,8 @@ def verify_kit(
         # The scan stopped at the index; hash the tail so the report names the whole file's digest.
         while hashing.read(1 << 20):
             pass
+    if options.freshness is not None:
+        options.freshness.record(kit.name, kit.channel, kit.sequence, options.now)
     checks: tuple[str, ...] = (
         "archive index and footer well-formed",
         f"{MANIFEST_DSSE} signed by {len(signers)} trusted key(s) (threshold {options.policy.threshold})",
@@ -240,6 +253,12 @@ def verify_kit(
         f"{result.members} members safe, sizes and SHA-256 match; nothing missing or unlisted",
         "tar stream ends exactly at the index; no trailing data",
     )
+    if options.freshness is not None:
+        checks += (
+            downgrade_note
+            or f"not a rollback: sequence {kit.sequence} >= the highest accepted here "
+            f"(state in {options.freshness.directory})",
+        )
     if manifest.delta is not None:
         checks += (
             f"this is a DELTA kit for base {manifest.kit.name} sequence {manifest.delta['baseSequence']} "

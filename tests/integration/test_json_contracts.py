@@ -54,8 +54,14 @@ def test_every_schema_is_itself_valid() -> None:
 
     directory = Path(schemas.__file__).parent.parent / "schemas"
     names = sorted(p.name for p in directory.glob("*.schema.json"))
-    assert {"kit-spec.schema.json", "manifest.schema.json", "trust-root.schema.json", "verify-report.schema.json",
-            "index.schema.json", "inspect-report.schema.json"} <= set(names)
+    assert {
+        "kit-spec.schema.json",
+        "manifest.schema.json",
+        "trust-root.schema.json",
+        "verify-report.schema.json",
+        "index.schema.json",
+        "inspect-report.schema.json",
+    } <= set(names)
     for name in names:
         Draft202012Validator.check_schema(json.loads((directory / name).read_text()))
 
