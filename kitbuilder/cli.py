@@ -227,6 +227,68 @@ def trust_init(
         )
 
 
+@trust.command("rotate")
+@click.option("--trust-root", "current", required=True, type=click.Path(path_type=Path), help="The current root.")
+@click.option(
+    "--key", "keys", multiple=True, required=True, type=click.Path(path_type=Path), help="Keys of the new root."
+)
+@click.option("--threshold", type=int, default=1, show_default=True)
+@click.option("--expires", required=True)
+@click.option("--product", "products", multiple=True)
+@click.option(
+    "--sign-key",
+    "sign_keys",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Private keys signing the new root: a threshold of the current root's and of the new root's.",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def trust_rotate(
+    current: Path,
+    keys: tuple[Path, ...],
+    threshold: int,
+    expires: str,
+    products: tuple[str, ...],
+    sign_keys: tuple[Path, ...],
+    out: Path,
+    as_json: bool,
+) -> None:
+    """Write the next trust root version, signed by the old and the new keys (TUF-style rotation)."""
+    with _errors(as_json):
+        root = keys_op.trust_rotate(
+            current,
+            list(keys),
+            threshold=threshold,
+            expires=expires,
+            products=products,
+            signing_key_paths=list(sign_keys),
+            out=out,
+        )
+    if as_json:
+        _emit_json({"ok": True, "out": str(out), "version": root.version, "keyids": [k.keyid for k in root.keys]})
+    else:
+        click.echo(f"wrote {out}: version {root.version}, {len(root.keys)} key(s), threshold {root.threshold}")
+
+
+@trust.command("update")
+@click.option(
+    "--trust-root", "current", required=True, type=click.Path(path_type=Path), help="The host's current root."
+)
+@click.argument("successor", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Write here instead of replacing --trust-root.")
+@click.option("--json", "as_json", is_flag=True)
+def trust_update(current: Path, successor: Path, out: Path | None, as_json: bool) -> None:
+    """Accept SUCCESSOR as the next root: it must be signed by a threshold of the current keys and its own."""
+    with _errors(as_json):
+        root = keys_op.trust_update(current, successor, out=out)
+    if as_json:
+        _emit_json({"ok": True, "version": root.version, "keyids": [k.keyid for k in root.keys]})
+    else:
+        click.echo(f"trust root is now version {root.version} ({len(root.keys)} key(s), threshold {root.threshold})")
+
+
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option(

@@ -7,14 +7,14 @@ from datetime import datetime
 from pathlib import Path
 
 from kitbuilder.atomic import write_atomic
-from kitbuilder.core import timefmt
+from kitbuilder.core import jsonio, timefmt
 from kitbuilder.errors import UsageError
 from kitbuilder.trust import keys
 from kitbuilder.trust.keys import PrivateKey, load_private, load_public
-from kitbuilder.trust.root import TrustRoot
+from kitbuilder.trust.root import TrustRoot, check_successor, rotate
 from kitbuilder.trust.signatures import TrustPolicy
 
-__all__ = ["keygen", "trust_init", "trust_policy", "load_private"]
+__all__ = ["keygen", "trust_init", "trust_policy", "trust_rotate", "trust_update", "load_private"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +74,40 @@ def trust_policy(
     if not 1 <= wanted <= len(distinct):
         raise UsageError(f"--threshold {wanted}: must be between 1 and the number of distinct keys ({len(distinct)})")
     return TrustPolicy(keys=tuple(distinct.values()), threshold=wanted)
+
+
+def trust_rotate(
+    current_path: Path,
+    key_paths: list[Path],
+    *,
+    threshold: int,
+    expires: str,
+    products: tuple[str, ...],
+    signing_key_paths: list[Path],
+    out: Path,
+) -> TrustRoot:
+    """Write the successor of ``current_path`` signed by old and new signers; TrustError if too few signed."""
+    current = TrustRoot.load(current_path)
+    try:
+        expires_at = timefmt.parse_utc(expires)
+    except ValueError as exc:
+        raise UsageError(f"--expires {expires}: {exc}") from exc
+    successor = TrustRoot.create(
+        [load_public(p) for p in key_paths], threshold=threshold, expires=expires_at, products=products
+    )
+    data = rotate(current, successor, [load_private(p) for p in signing_key_paths])
+    write_atomic(out, data)
+    return TrustRoot.from_bytes(data, what=str(out))
+
+
+def trust_update(current_path: Path, successor_path: Path, *, out: Path | None) -> TrustRoot:
+    """Move a host from its current root to the signed successor (replacing the current file atomically)."""
+    current = TrustRoot.load(current_path)
+    try:
+        data = successor_path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{successor_path}: cannot read ({exc.strerror})") from exc
+    document = jsonio.load_object(data, what=str(successor_path))
+    successor = check_successor(current, document, what=str(successor_path))
+    write_atomic(out or current_path, data)
+    return successor

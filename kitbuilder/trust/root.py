@@ -7,6 +7,7 @@ trusted because the admin placed it on the host; its signatures may be empty.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -105,23 +106,59 @@ class TrustRoot:
 def _check_self_signed(document: dict[str, Any], keys: list[PublicKey], threshold: int, *, what: str) -> None:
     """A root after version 1 must carry a threshold of signatures by its own keys over ``signed``.
 
-    (Checking it against the previous version's keys is rotation's job; see docs/trust-model.md.)
+    (That the previous version's keys also signed it is checked by ``check_successor`` when a host
+    moves to it with `kit trust update`.)
     """
-    import base64
-    import binascii
-
-    message = jsonio.dump_compact(document["signed"])
-    signers: set[str] = set()
-    for entry in document["signatures"]:
-        try:
-            signature = base64.b64decode(entry["sig"], validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        for key in keys:
-            if key.verify(signature, message):
-                signers.add(key.keyid)
+    signers = _signers(document, keys)
     if len(signers) < threshold:
         raise TrustError(
             f"{what}: version {document['signed']['version']} root carries {len(signers)} valid self-signature(s), "
             f"{threshold} required"
         )
+
+
+def _signers(document: dict[str, Any], keys: tuple[PublicKey, ...] | list[PublicKey]) -> set[str]:
+    import base64
+    import binascii
+
+    message = jsonio.dump_compact(document["signed"])
+    found: set[str] = set()
+    for entry in document.get("signatures", []):
+        try:
+            signature = base64.b64decode(entry["sig"], validate=True)
+        except (binascii.Error, ValueError, KeyError, TypeError):
+            continue
+        for key in keys:
+            if key.verify(signature, message):
+                found.add(key.keyid)
+    return found
+
+
+def rotate(current: TrustRoot, successor: TrustRoot, signing_keys: list[Any]) -> bytes:
+    """The successor root, version current+1, signed by ``signing_keys`` (old and new signers)."""
+    import base64
+
+    signed = dataclasses.replace(successor, version=current.version + 1).signed_json()
+    message = jsonio.dump_compact(signed)
+    signatures = [
+        {"keyid": key.keyid, "sig": base64.b64encode(key.sign(message)).decode("ascii")} for key in signing_keys
+    ]
+    document = {"signed": signed, "signatures": signatures}
+    check_successor(current, document, what="new trust root")
+    return jsonio.dump_pretty(document)
+
+
+def check_successor(current: TrustRoot, document: dict[str, Any], *, what: str) -> TrustRoot:
+    """Accept ``document`` as the next root only if a threshold of the current keys and of its own signed it."""
+    successor = TrustRoot.from_bytes(jsonio.dump_compact(document), what=what)
+    if successor.version != current.version + 1:
+        raise TrustError(f"{what}: version {successor.version} does not follow the current version {current.version}")
+    old_signers = _signers(document, current.keys)
+    if len(old_signers) < current.threshold:
+        raise TrustError(
+            f"{what}: signed by {len(old_signers)} of the current root's keys, {current.threshold} required"
+        )
+    new_signers = _signers(document, successor.keys)
+    if len(new_signers) < successor.threshold:
+        raise TrustError(f"{what}: signed by {len(new_signers)} of its own keys, {successor.threshold} required")
+    return successor
