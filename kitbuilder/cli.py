@@ -490,27 +490,53 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
     with _errors(as_json):
         if (out is None) == (not in_place):
             raise UsageError("give exactly one of --out NEW or --in-place")
-        target = base if in_place else out
-        assert target is not None
-        result = delta_op.patch_kit(
-            base, delta, output=target, options=trust.verify_options(), allow_downgrade=trust.allow_downgrade
-        )
-    kit = result.manifest.kit
-    document = {
-        "ok": True,
-        "out": str(result.output),
-        "kit": kit.to_json(),
-        "copiedFromBase": result.copied_from_base,
-        "copiedFromDelta": result.copied_from_delta,
-        "bytes": result.bytes_written,
-    }
+        if base.is_dir():
+            from kitbuilder.ops import patch_dir
+
+            if not in_place:
+                raise UsageError(f"{base} is an installed kit directory: patch it with --in-place")
+            directory = patch_dir.patch_directory(
+                base, delta, options=trust.verify_options(), allow_downgrade=trust.allow_downgrade
+            )
+            kit = directory.manifest.kit
+            document: dict[str, Any] = {
+                "ok": True,
+                "out": str(base),
+                "directory": True,
+                "kit": kit.to_json(),
+                "reused": directory.reused,
+                "written": directory.written,
+                "removed": directory.removed,
+                "rolledForward": directory.rolled_forward,
+            }
+        else:
+            target = base if in_place else out
+            assert target is not None
+            result = delta_op.patch_kit(
+                base, delta, output=target, options=trust.verify_options(), allow_downgrade=trust.allow_downgrade
+            )
+            kit = result.manifest.kit
+            document = {
+                "ok": True,
+                "out": str(result.output),
+                "directory": False,
+                "kit": kit.to_json(),
+                "copiedFromBase": result.copied_from_base,
+                "copiedFromDelta": result.copied_from_delta,
+                "bytes": result.bytes_written,
+            }
     if as_json:
         _emit_json(document)
+    elif document["directory"]:
+        click.echo(
+            f"patched {base}/: {kit.name} {kit.version} (sequence {kit.sequence}); {document['reused']} files "
+            f"kept (re-hashed), {document['written']} written, {document['removed']} removed"
+        )
     else:
         click.echo(
-            f"patched {result.output}: {kit.name} {kit.version} (sequence {kit.sequence}); "
-            f"{result.copied_from_base} members from base, {result.copied_from_delta} from delta, "
-            f"{result.bytes_written} bytes"
+            f"patched {document['out']}: {kit.name} {kit.version} (sequence {kit.sequence}); "
+            f"{document['copiedFromBase']} members from base, {document['copiedFromDelta']} from delta, "
+            f"{document['bytes']} bytes"
         )
 
 

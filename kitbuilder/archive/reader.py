@@ -307,3 +307,33 @@ def data_frame_source(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> tuple[
         raise ArchiveError(f"{entry.path}: index length leaves no room for a data frame")
     stream.seek(data_offset)
     return _TappedReader(stream, reader.tap), length, reader.tap  # type: ignore[return-value]
+
+
+def read_member_to(stream: BinaryIO, entry: IndexEntry, caps: Caps, destination: Path) -> str:
+    """Stream one member's content into ``destination`` (created new); returns its SHA-256.
+
+    Bounded like ``scan``: the data frame may not decompress to more than the
+    entry's padded size, and the compressed bytes must match the frame digest.
+    """
+    stream.seek(entry.offset)
+    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
+    reader.tap = hashlib.sha256()
+    header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{entry.path} header"))
+    header = tarfmt.parse_header(header_block, offset=-1)
+    if header.path != entry.path or header.size != entry.size:
+        raise ArchiveError(f"{entry.path}: the member at offset {entry.offset} is not what the index says")
+    digest = hashlib.sha256()
+    received = 0
+    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as sink:
+        for chunk in reader.iter_zstd_frame(max_output=tarfmt.padded_size(entry.size), what=entry.path):
+            take = min(len(chunk), entry.size - received)
+            data = chunk[:take]
+            digest.update(data)
+            sink.write(data)
+            received += take
+    if received != entry.size or reader.offset - entry.offset != entry.length:
+        raise IntegrityError(f"{entry.path}: member does not have the size and span the index gives")
+    if reader.tap.hexdigest() != entry.frame_sha256:
+        raise IntegrityError(f"{entry.path}: compressed frames differ from the index's frame digest")
+    return digest.hexdigest()

@@ -229,7 +229,7 @@ def patch_kit(
                 f"{delta_info['baseManifestSha256'][:16]}… (sequence {delta_info['baseSequence']}), not to "
                 f"{base_path} ({base_manifest.kit.name} sequence {base_manifest.kit.sequence})"
             )
-        target = _target_metadata(delta_stream, delta_report.manifest, caps)
+        target = target_metadata(delta_stream, delta_report.manifest, caps)
         _, _, target_manifest = check_signed_metadata(target, options.policy)
         check_policy(target_manifest, options)
         if hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest() != delta_info["targetManifestSha256"]:
@@ -279,7 +279,7 @@ def patch_kit(
     return PatchResult(output, target_manifest, from_base, from_delta, written_bytes)
 
 
-def _target_metadata(delta_stream: BinaryIO, delta_manifest: Manifest, caps: Caps) -> KitMetadata:
+def target_metadata(delta_stream: BinaryIO, delta_manifest: Manifest, caps: Caps) -> KitMetadata:
     location = reader.read_index(delta_stream, caps)
     by_path = location.index.by_path()
     members: dict[str, bytes] = {}

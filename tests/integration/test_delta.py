@@ -175,3 +175,97 @@ def test_sigkill_during_in_place_patch_always_leaves_old_or_new(kit_env: KitEnv,
         assert subprocess.run(command, capture_output=True).returncode == 0
     assert hashlib.sha256(base.read_bytes()).hexdigest() == new_digest
     assert not list(base.parent.glob(f".{base.name}.*.part")), "leftovers are cleaned by the next run"
+
+
+def _extract(kit: Path, target: Path) -> None:
+    target.mkdir()
+    subprocess.run(f"zstd -dc '{kit}' | tar -x -C '{target}'", shell=True, check=True)
+
+
+def _tree(directory: Path) -> dict[str, str]:
+    return {
+        p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_patch_installed_directory_matches_extracted_new_kit(
+    kit_env: KitEnv, release_pair: tuple[Path, Path, Path]
+) -> None:
+    base, delta, full = release_pair
+    installed = kit_env.root / "installed"
+    _extract(base, installed)
+    code, document = run_json("patch", installed, delta, "--key", kit_env.ed_pub, "--in-place")
+    assert code == 0, document
+    assert (document["written"], document["removed"]) == (2, 1)
+    expected = kit_env.root / "expected"
+    _extract(full, expected)
+    assert _tree(installed) == _tree(expected)
+    subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "SHA256SUMS"], cwd=installed, check=True)
+
+
+def test_patch_directory_rehashes_reused_files(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
+    base, delta, full = release_pair
+    installed = kit_env.root / "installed"
+    _extract(base, installed)
+    (installed / "docs/operator/blob.bin").write_bytes(b"tampered after install")
+    code, document = run_json("patch", installed, delta, "--key", kit_env.ed_pub, "--in-place")
+    assert code == 4
+    assert "neither the delta nor the installed kit holds its content" in document["error"]["message"]
+    assert not (installed / ".kit-patch").exists() or not (installed / ".kit-patch/journal.json").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_during_directory_patch_rolls_forward(kit_env: KitEnv) -> None:
+    src = kit_env.root / "src/docs"
+    for number in range(40):
+        (src / f"chunk-{number:02d}.bin").write_bytes(os.urandom(1 << 20))
+    base = kit_env.root / "base.kit.tar.zst"
+    _build(kit_env, base, "1700000000")
+    for number in range(40):  # every chunk changes: the patch writes 40 MiB
+        (src / f"chunk-{number:02d}.bin").write_bytes(os.urandom(1 << 20))
+    _next_release(kit_env)
+    full = kit_env.root / "full.kit.tar.zst"
+    _build(kit_env, full, "1700086400")
+    delta = kit_env.root / "delta.kit.tar.zst"
+    _build(kit_env, delta, "1700086400", "--delta-from", base)
+    expected_dir = kit_env.root / "expected"
+    _extract(full, expected_dir)
+    expected = _tree(expected_dir)
+    original_dir = kit_env.root / "original"
+    _extract(base, original_dir)
+    original = _tree(original_dir)
+    installed = kit_env.root / "installed"
+    _extract(base, installed)
+    command = [
+        sys.executable,
+        "-m",
+        "kitbuilder.cli",
+        "patch",
+        str(installed),
+        str(delta),
+        "--key",
+        str(kit_env.ed_pub),
+        "--in-place",
+        "--no-state",
+    ]
+    kills = 0
+    for delay in (0.35, 0.45, 0.55, 0.65, 0.75, 0.9, 1.1):
+        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+            time.sleep(delay)
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                kills += 1
+            process.wait()
+        tree = {k: v for k, v in _tree(installed).items() if not k.startswith(".kit-patch/")}
+        journal = (installed / ".kit-patch/journal.json").exists()
+        # Until the journal exists the installed files are untouched; after it, a rerun rolls forward.
+        if not journal and tree != expected:
+            assert tree == original
+        if tree == expected and not (installed / ".kit-patch").exists():
+            break
+    assert kills >= 2
+    final = subprocess.run(command, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr  # a rerun converges (or finds the kit already patched)
+    assert _tree(installed) == expected
