@@ -19,8 +19,6 @@ from kitbuilder import __version__
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core import timefmt
 from kitbuilder.errors import EXIT_CODES, DatabaseError, KitError, UsageError
-from kitbuilder.ops import build as build_op
-from kitbuilder.ops import inspect as inspect_op
 from kitbuilder.ops import keys as keys_op
 from kitbuilder.ops import verify as verify_op
 from kitbuilder.progress import byte_progress, progress_enabled, row_progress
@@ -319,6 +317,8 @@ def build(
     as_json: bool,
 ) -> None:
     """Build and sign a kit from SPEC (or, with --delta-from, a delta kit against a base)."""
+    from kitbuilder.ops import build as build_op
+
     with _errors(as_json):
         private_keys = [keys_op.load_private(k) for k in keys]
         options = build_op.BuildOptions(
@@ -423,6 +423,8 @@ def inspect(
     as_json: bool,
 ) -> None:
     """Show what KIT contains, reading only its index and metadata."""
+    from kitbuilder.ops import inspect as inspect_op
+
     with _errors(as_json):
         policy = trust.policy(_now(trust.now_text)) if trust.given else None
         report = inspect_op.inspect_kit(kit, policy=policy)

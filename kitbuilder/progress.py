@@ -1,4 +1,7 @@
-"""Progress on a terminal (bytes, MB/s, ETA); silent when stderr is not a TTY or CI is set."""
+"""Progress on a terminal (bytes, MB/s, rows/s, ETA); silent when stderr is not a TTY or CI is set.
+
+rich is imported only when a bar is actually shown, so machine runs do not pay for it.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.text import Text
+from typing import Any
 
 
 def progress_enabled(quiet: bool) -> bool:
@@ -30,7 +19,7 @@ def progress_enabled(quiet: bool) -> bool:
 class ByteBar:
     """A byte counter bound to one rich task; ``advance`` is the hot-path callback."""
 
-    def __init__(self, progress: Progress, task: TaskID) -> None:
+    def __init__(self, progress: Any, task: Any) -> None:
         self._progress = progress
         self._task = task
 
@@ -47,6 +36,9 @@ def byte_progress(label: str, total: int | None, *, enabled: bool) -> Iterator[B
     if not enabled:
         yield None
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -58,18 +50,12 @@ def byte_progress(label: str, total: int | None, *, enabled: bool) -> Iterator[B
         yield ByteBar(progress, progress.add_task(label, total=total))
 
 
-class RowsPerSecondColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.speed
-        return Text(f"{speed:>9,.0f} rows/s" if speed else "        – rows/s")
-
-
 class RowBars:
     """One bar per backfill job: rows done, rows/s, ETA."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Any) -> None:
         self._progress = progress
-        self._tasks: dict[str, TaskID] = {}
+        self._tasks: dict[str, Any] = {}
 
     def update(self, job: str, done: int, total: int | None) -> None:
         if job not in self._tasks:
@@ -82,6 +68,15 @@ def row_progress(*, enabled: bool) -> Iterator[RowBars | None]:
     if not enabled:
         yield None
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class RowsPerSecondColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.speed
+            return Text(f"{speed:>9,.0f} rows/s" if speed else "        – rows/s")
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

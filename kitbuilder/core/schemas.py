@@ -1,27 +1,46 @@
-"""JSON Schema validation against the contracts in ``schemas/``."""
+"""JSON Schema validation against the contracts in ``schemas/``.
+
+The happy path runs validators compiled by fastjsonschema (a manifest of 10,000
+files validates in milliseconds); only when a document is invalid is the
+slower, more precise jsonschema run, to name the JSON path of the first error.
+Schemas are draft-07 so both libraries read them the same way.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema
-from jsonschema import Draft202012Validator
+import fastjsonschema
 
 from kitbuilder.errors import FormatError, KitError
 
 
 @cache
-def _validator(name: str) -> Draft202012Validator:
+def _schema(name: str) -> dict[str, Any]:
     text = resources.files("kitbuilder.schemas").joinpath(f"{name}.schema.json").read_text("utf-8")
-    schema = json.loads(text)
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    document: dict[str, Any] = json.loads(text)
+    return document
 
 
-def json_path(error: jsonschema.ValidationError) -> str:
+@cache
+def _fast(name: str) -> Callable[[Any], Any]:
+    return fastjsonschema.compile(_schema(name))
+
+
+class SchemaError:
+    """The first violation found: where (JSON path) and what."""
+
+    def __init__(self, path: tuple[Any, ...], message: str, validator: str) -> None:
+        self.absolute_path = path
+        self.message = message
+        self.validator = validator
+
+
+def json_path(error: SchemaError) -> str:
     """``$.files[3].sha256`` style location of a validation error."""
     path = "$"
     for part in error.absolute_path:
@@ -29,9 +48,20 @@ def json_path(error: jsonschema.ValidationError) -> str:
     return path
 
 
-def first_error(name: str, document: Any) -> jsonschema.ValidationError | None:
-    errors = sorted(_validator(name).iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
-    return errors[0] if errors else None
+def first_error(name: str, document: Any) -> SchemaError | None:
+    try:
+        _fast(name)(document)
+        return None
+    except fastjsonschema.JsonSchemaValueException as fast_error:
+        fallback = SchemaError((), str(fast_error.message), "unknown")
+    import jsonschema  # slow to import; only needed to explain an invalid document
+
+    validator = jsonschema.Draft7Validator(_schema(name))
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    if not errors:
+        return fallback
+    error = errors[0]
+    return SchemaError(tuple(error.absolute_path), error.message, str(error.validator))
 
 
 def validate(name: str, document: Any, *, what: str, error_type: type[KitError] = FormatError) -> None:
