@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kitbuilder.archive import tarfmt, zstdframes
+from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import IndexEntry, KitIndex
 from kitbuilder.core import paths
 from kitbuilder.errors import ArchiveError, IntegrityError
@@ -118,6 +119,7 @@ def scan(
     caps: Caps,
     on_bytes: Callable[[int], None] | None = None,
     extract_to: Path | None = None,
+    hasher: HashWorker | None = None,
 ) -> ScanResult:
     """Decompress the whole kit once and check every member against ``expected``.
 
@@ -125,7 +127,31 @@ def scan(
     inconsistencies, IntegrityError for unlisted, missing or altered files.
     With ``extract_to`` (a fresh, empty directory) each member is also written
     there as it streams; the caller must discard that directory on any error.
+    Digests are computed on ``hasher``'s thread (one is made when not given)
+    and compared in batches; every comparison happens before this returns.
     """
+    own_worker = hasher is None
+    worker = hasher or HashWorker()
+    try:
+        return _scan(stream, expected, location, caps, on_bytes, extract_to, worker)
+    finally:
+        if own_worker:
+            worker.close()
+
+
+_CHECK_EVERY = 64
+
+
+def _scan(
+    stream: BinaryIO,
+    expected: Mapping[str, Expected],
+    location: IndexLocation,
+    caps: Caps,
+    on_bytes: Callable[[int], None] | None,
+    extract_to: Path | None,
+    worker: HashWorker,
+) -> ScanResult:
+    pending: list[_PendingCheck] = []
     by_offset = {e.offset: e for e in expected.values()}
     index = location.index
     stream.seek(0)
@@ -149,9 +175,12 @@ def scan(
         members += 1
         if members > caps.max_members:
             raise ArchiveError(f"archive has more than {caps.max_members} members")
-        _scan_member(reader, entry, stream_offset, seen_keys, on_bytes, extract_to)
+        pending.append(_scan_member(reader, entry, stream_offset, seen_keys, on_bytes, extract_to, worker))
+        if len(pending) >= _CHECK_EVERY:
+            _settle(pending, worker)
         stream_offset += tarfmt.member_size(entry.size)
         payload += entry.size
+    _settle(pending, worker)
     if reader.offset - index.end_offset != index.end_length:
         raise ArchiveError("end-of-archive frame length differs from the index")
     if reader.offset != location.index_offset:
@@ -199,6 +228,25 @@ def _reject_unexpected_frame(
     raise ArchiveError(f"{what}: not a member and not the end of the archive the index names")
 
 
+@dataclass
+class _PendingCheck:
+    entry: Expected
+    content: QueuedDigest
+    frames: QueuedDigest
+
+
+def _settle(pending: list[_PendingCheck], worker: HashWorker) -> None:
+    """Wait for queued digests and compare them, in member order."""
+    worker.sync()
+    for check in pending:
+        observed = check.content.hexdigest()
+        if observed != check.entry.sha256:
+            raise IntegrityError(f"{check.entry.path}: expected sha256 {check.entry.sha256}, got {observed}")
+        if check.frames.hexdigest() != check.entry.frame_sha256:
+            raise IntegrityError(f"{check.entry.path}: compressed frames differ from the signed frame digest")
+    pending.clear()
+
+
 def _scan_member(
     reader: zstdframes.FrameReader,
     entry: Expected,
@@ -206,17 +254,19 @@ def _scan_member(
     seen_keys: dict[str, str],
     on_bytes: Callable[[int], None] | None,
     extract_to: Path | None,
-) -> None:
+    worker: HashWorker,
+) -> _PendingCheck:
     """One member: its header frame (exactly 512 bytes), then its data frame (data plus zero padding)."""
     frame_offset = reader.offset
-    reader.tap = hashlib.sha256()
+    frames = QueuedDigest(worker, hashlib.sha256())
+    reader.tap = frames
     header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"member {entry.path} header"))
     if len(header_block) != tarfmt.BLOCK:
         raise ArchiveError(f"offset {frame_offset}: header frame holds {len(header_block)} bytes, not 512")
     header = tarfmt.parse_header(header_block, offset=stream_offset)
     _check_header(header.path, header.size, entry, seen_keys)
     sink = _create_member_file(extract_to, entry.path) if extract_to is not None else None
-    digest = hashlib.sha256()
+    content = QueuedDigest(worker, hashlib.sha256())
     received = 0
     produced = 0
     padded = tarfmt.padded_size(entry.size)
@@ -226,7 +276,7 @@ def _scan_member(
             take = min(len(chunk), entry.size - received)
             if take:
                 data = chunk if take == len(chunk) else chunk[:take]
-                digest.update(data)
+                content.update(data)
                 if sink is not None:
                     sink.write(data)
                 received += take
@@ -237,6 +287,7 @@ def _scan_member(
     finally:
         if sink is not None:
             sink.close()
+    reader.tap = None
     if received != entry.size:
         raise IntegrityError(f"{entry.path}: stream holds {received} bytes, signed size is {entry.size}")
     if produced != padded:
@@ -247,13 +298,9 @@ def _scan_member(
         raise ArchiveError(
             f"{entry.path}: frames span {reader.offset - frame_offset} bytes, signed index says {entry.length}"
         )
-    observed = digest.hexdigest()
-    if observed != entry.sha256:
-        raise IntegrityError(f"{entry.path}: expected sha256 {entry.sha256}, got {observed}")
-    frames_digest = reader.tap.hexdigest()
-    reader.tap = None
-    if frames_digest != entry.frame_sha256:
-        raise IntegrityError(f"{entry.path}: compressed frames differ from the signed frame digest")
+    content.flush()
+    frames.flush()
+    return _PendingCheck(entry, content, frames)
 
 
 def _create_member_file(root: Path, member: str) -> BinaryIO:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kitbuilder.archive import reader
+from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.reader import Caps, Expected, IndexLocation
 from kitbuilder.core import checksums, jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
@@ -188,11 +189,11 @@ def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expect
 
 
 class _HashingReader:
-    """Wraps the kit stream so its SHA-256 is computed from the same single read."""
+    """Wraps the kit stream so its SHA-256 is computed (on the hash worker) from the same single read."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, worker: HashWorker) -> None:
         self._stream = stream
-        self.digest = hashlib.sha256()
+        self.digest = QueuedDigest(worker, hashlib.sha256())
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
@@ -229,18 +230,25 @@ def verify_kit(
             downgrade_note = options.freshness.check(kit.name, kit.channel, kit.sequence)
         check_policy(manifest, policy_options)
         expected = _expectations(metadata, manifest)
-        hashing = _HashingReader(stream)
-        result = reader.scan(
-            hashing,  # type: ignore[arg-type]
-            expected=expected,
-            location=metadata.location,
-            caps=options.caps,
-            on_bytes=on_bytes,
-            extract_to=extract_to,
-        )
-        # The scan stopped at the index; hash the tail so the report names the whole file's digest.
-        while hashing.read(1 << 20):
-            pass
+        worker = HashWorker()
+        hashing = _HashingReader(stream, worker)
+        try:
+            result = reader.scan(
+                hashing,  # type: ignore[arg-type]
+                expected=expected,
+                location=metadata.location,
+                caps=options.caps,
+                on_bytes=on_bytes,
+                extract_to=extract_to,
+                hasher=worker,
+            )
+            # The scan stopped at the index; hash the tail so the report names the whole file's digest.
+            while hashing.read(1 << 20):
+                pass
+            hashing.digest.flush()
+            worker.sync()
+        finally:
+            worker.close()
     if options.freshness is not None:
         options.freshness.record(kit.name, kit.channel, kit.sequence, options.now)
     checks: tuple[str, ...] = (
