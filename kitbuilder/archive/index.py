@@ -23,7 +23,9 @@ class IndexEntry:
     length: int
     size: int
     sha256: str
-    frame_sha256: str  # SHA-256 of the member's compressed bytes (header frame + data frame)
+    frame_sha256: (
+        str  # SHA-256 of the member's compressed data frame (the header frame is rebuilt from path, size and mtime)
+    )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -68,8 +68,8 @@ def read_member(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> bytes:
         raise ArchiveError(f"{entry.path}: {entry.size} bytes exceeds the metadata cap of {caps.max_metadata}")
     stream.seek(entry.offset)
     reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
-    reader.tap = hashlib.sha256()
     header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{entry.path} header"))
+    reader.tap = hashlib.sha256()
     if len(header_block) != tarfmt.BLOCK:
         raise ArchiveError(f"{entry.path}: header frame holds {len(header_block)} bytes, not one 512-byte header")
     header = tarfmt.parse_header(header_block, offset=-1)
@@ -259,8 +259,8 @@ def _scan_member(
     """One member: its header frame (exactly 512 bytes), then its data frame (data plus zero padding)."""
     frame_offset = reader.offset
     frames = QueuedDigest(worker, hashlib.sha256())
-    reader.tap = frames
     header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"member {entry.path} header"))
+    reader.tap = frames  # the frame digest covers the data frame
     if len(header_block) != tarfmt.BLOCK:
         raise ArchiveError(f"offset {frame_offset}: header frame holds {len(header_block)} bytes, not 512")
     header = tarfmt.parse_header(header_block, offset=stream_offset)
@@ -338,12 +338,11 @@ def data_frame_source(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> tuple[
     """Position ``stream`` at ``entry``'s data frame for a verbatim copy.
 
     Returns a reader over the data frame, its length, and a digest that, once the
-    frame has been read through, covers the member's whole compressed span: the
+    frame has been read through, covers exactly the data frame's bytes: the
     caller compares it with the signed ``frame_sha256`` before trusting the copy.
     """
     stream.seek(entry.offset)
-    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
-    reader.tap = hashlib.sha256()
+    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset, read_chunk=4096)
     header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{entry.path} header"))
     header = tarfmt.parse_header(header_block, offset=-1)
     if header.path != entry.path or header.size != entry.size:
@@ -353,7 +352,8 @@ def data_frame_source(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> tuple[
     if length <= 0:
         raise ArchiveError(f"{entry.path}: index length leaves no room for a data frame")
     stream.seek(data_offset)
-    return _TappedReader(stream, reader.tap), length, reader.tap  # type: ignore[return-value]
+    digest = hashlib.sha256()
+    return _TappedReader(stream, digest), length, digest  # type: ignore[return-value]
 
 
 def read_member_to(stream: BinaryIO, entry: IndexEntry, caps: Caps, destination: Path) -> str:
@@ -364,8 +364,8 @@ def read_member_to(stream: BinaryIO, entry: IndexEntry, caps: Caps, destination:
     """
     stream.seek(entry.offset)
     reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
-    reader.tap = hashlib.sha256()
     header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{entry.path} header"))
+    reader.tap = hashlib.sha256()
     header = tarfmt.parse_header(header_block, offset=-1)
     if header.path != entry.path or header.size != entry.size:
         raise ArchiveError(f"{entry.path}: the member at offset {entry.offset} is not what the index says")

@@ -19,6 +19,8 @@ from kitbuilder.archive.index import IndexEntry, KitIndex
 from kitbuilder.errors import UsageError
 
 CHUNK = 1 << 20
+# Data frames at least this large use the multithreaded compressor (when threads != 0).
+MULTITHREAD_MIN = 1 << 20
 
 
 class KitWriter:
@@ -29,6 +31,11 @@ class KitWriter:
         self._mtime = mtime
         self._compressor = zstandard.ZstdCompressor(
             level=level, threads=threads, write_checksum=True, write_content_size=True
+        )
+        # Header frames and small data frames are single-threaded: a worker pool per tiny frame costs
+        # more than it saves. The rule depends only on the size, so output stays reproducible.
+        self._small_compressor = zstandard.ZstdCompressor(
+            level=level, threads=0, write_checksum=True, write_content_size=True
         )
         self._offset = 0
         self._members: list[IndexEntry] = []
@@ -55,10 +62,12 @@ class KitWriter:
         data frame byte for byte when only the build time changed.
         """
         start = self._offset
-        self._frames_digest = hashlib.sha256()
         self._write_header_frame(path, size)
+        self._frames_digest = hashlib.sha256()
         digest = hashlib.sha256()
-        compressor = self._compressor.compressobj(size=tarfmt.padded_size(size))
+        padded = tarfmt.padded_size(size)
+        chosen = self._compressor if padded >= MULTITHREAD_MIN else self._small_compressor
+        compressor = chosen.compressobj(size=padded)
         remaining = size
         while remaining:
             chunk = source.read(min(CHUNK, remaining))
@@ -75,24 +84,28 @@ class KitWriter:
         self._write(compressor.flush())
         return self._close_member(path, start, size, digest.hexdigest())
 
-    def _close_member(self, path: str, start: int, size: int, sha256: str) -> IndexEntry:
-        entry = IndexEntry(path, start, self._offset - start, size, sha256, self._frames_digest.hexdigest())
+    def _close_member(
+        self, path: str, start: int, size: int, sha256: str, frame_sha256: str | None = None
+    ) -> IndexEntry:
+        digest = frame_sha256 if frame_sha256 is not None else self._frames_digest.hexdigest()
+        entry = IndexEntry(path, start, self._offset - start, size, sha256, digest)
         self._frames_digest = None
         self._members.append(entry)
         return entry
 
     def _write_header_frame(self, path: str, size: int) -> None:
-        compressor = self._compressor.compressobj(size=tarfmt.BLOCK)
+        compressor = self._small_compressor.compressobj(size=tarfmt.BLOCK)
         self._write(compressor.compress(tarfmt.build_header(path, size, self._mtime)) + compressor.flush())
 
-    def add_data_frame(self, path: str, size: int, sha256: str, data_frame: BinaryIO, frame_length: int) -> IndexEntry:
+    def add_data_frame(
+        self, path: str, size: int, sha256: str, data_frame: BinaryIO, frame_length: int, frame_sha256: Any
+    ) -> IndexEntry:
         """Add member ``path`` reusing an already compressed data frame, copied verbatim (no recompression).
 
-        The caller vouches that the frame decompresses to the ``size`` bytes with ``sha256``
-        plus padding (it comes from a verified kit); the result is verified again like any kit.
+        ``frame_sha256`` is the digest the source reader computes over exactly the bytes
+        copied, so each byte is hashed once; the caller compares it with the signed one.
         """
         start = self._offset
-        self._frames_digest = hashlib.sha256()
         self._write_header_frame(path, size)
         remaining = frame_length
         while remaining:
@@ -101,7 +114,7 @@ class KitWriter:
                 raise UsageError(f"{path}: source kit ended inside the frame being copied")
             remaining -= len(chunk)
             self._write(chunk)
-        return self._close_member(path, start, size, sha256)
+        return self._close_member(path, start, size, sha256, frame_sha256.hexdigest())
 
     def add_bytes(self, path: str, data: bytes) -> IndexEntry:
         return self.add_stream(path, io.BytesIO(data), len(data))

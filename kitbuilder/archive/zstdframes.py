@@ -53,8 +53,10 @@ def parse_footer(data: bytes) -> int:
 class FrameReader:
     """Sequential reader of a concatenation of zstd and skippable frames."""
 
-    def __init__(self, stream: BinaryIO, *, max_window: int, start: int = 0) -> None:
+    def __init__(self, stream: BinaryIO, *, max_window: int, start: int = 0, read_chunk: int = _READ_CHUNK) -> None:
         self._stream = stream
+        # Small reads when only a small frame is wanted (a member's header frame), big ones for streaming.
+        self._read_chunk = read_chunk
         self._buffer = bytearray()
         self._position = 0  # offset in _buffer of the next unread byte
         self._consumed = start  # file offset of _buffer[0]
@@ -75,7 +77,7 @@ class FrameReader:
                 del self._buffer[: self._position]
                 self._consumed += self._position
                 self._position = 0
-            chunk = self._stream.read(max(_READ_CHUNK, wanted))
+            chunk = self._stream.read(max(self._read_chunk, wanted))
             if not chunk:
                 self._eof = True
             else:

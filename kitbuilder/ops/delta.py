@@ -66,7 +66,7 @@ def copy_member(
     """Copy ``entry``'s data frame verbatim as member ``path``; IntegrityError if its bytes are not the signed ones."""
     source_entry = entry if isinstance(entry, IndexEntry) else _as_index_entry(entry)
     source, length, digest = reader.data_frame_source(stream, source_entry, caps)
-    written = writer.add_data_frame(path, source_entry.size, source_entry.sha256, source, length)
+    written = writer.add_data_frame(path, source_entry.size, source_entry.sha256, source, length, digest)
     if digest.hexdigest() != source_entry.frame_sha256:
         raise IntegrityError(f"{source_entry.path}: compressed frames differ from their signed digest; not copied")
     return written

@@ -124,6 +124,7 @@ def test_sigkill_at_many_points_then_rerun_converges(kit_env: KitEnv, kill_db: s
 
     # Reference: an uninterrupted run on its own database.
     reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
+    started = time.monotonic()
     done = subprocess.run(
         _apply_command(kit, kit_env.ed_pub, reference_url, tmp_path / "ref-artifacts"), capture_output=True, text=True
     )
@@ -132,8 +133,10 @@ def test_sigkill_at_many_points_then_rerun_converges(kit_env: KitEnv, kill_db: s
     expected_items, expected_lookup, _, _ = _snapshot(reference)
     reference.close()
 
+    duration = time.monotonic() - started
     kills = 0
-    delays = [0.45, 0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.4, 1.6, 1.8, 2.0, 2.3, 2.6, 3.0]
+    # Kill points spread over one uninterrupted run's duration (start-up, migrations, batches, seeds).
+    delays = [duration * fraction for fraction in (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)]
     finished = False
     for delay in delays:
         with subprocess.Popen(
