@@ -238,7 +238,8 @@ def main() -> None:
     )
     print(
         f"verify  {verify['kitMBps']:.0f} MB/s: {verify['ratioVsZstd']:.2f}x zstd -dc (>= 0.9), "
-        f"{verify['ratioVsPipeline']:.2f}x the extract+sha256sum pipeline (>= 2), peak RSS {verify['peakRssMiB']:.0f} MiB"
+        f"{verify['ratioVsPipeline']:.2f}x the extract+sha256sum pipeline (>= 2), "
+        f"peak RSS {verify['peakRssMiB']:.0f} MiB"
     )
     print(
         f"patch   {patch['patchSeconds']:.2f} s = {patch['patchOverCp']:.2f}x cp (<= 1.5), rebuild "
