@@ -167,7 +167,7 @@ def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expect
     for item in manifest.files:
         entry = by_path.get(item.path)
         if entry is None:
-            raise ArchiveError(f"{item.path}: in the signed manifest but not in the archive index")
+            raise IntegrityError(f"{item.path}: in the signed manifest but missing from the archive (and its index)")
         signed = (item.offset, item.length, item.size, item.sha256, item.frame_sha256)
         if (entry.offset, entry.length, entry.size, entry.sha256, entry.frame_sha256) != signed:
             raise ArchiveError(f"{item.path}: archive index entry differs from the signed manifest")
