@@ -4,7 +4,7 @@ Run: python bench/kit_bench.py [--size-gib 1.0] [--workdir DIR] [--repeat 2]
 
 One run measures, on the same generated inputs (about 40% incompressible, 40%
 text-like, 20% small files):
-  build   kit build --level 3 --threads 2       vs  tar -I 'zstd -3 -T2' -cf        (target >= 0.9x)
+  build   kit build --level 3 (single-threaded) vs  tar -I 'zstd -3 -T2' -cf        (target >= 0.9x)
   verify  kit verify                            vs  zstd -dc KIT >/dev/null         (target >= 0.9x)
           kit verify                            vs  zstd -dc | tar -x && sha256sum -c (target >= 2x)
   patch   kit patch BASE DELTA (1% changed)     vs  cp BASE                         (target <= 1.5x the time)
@@ -125,8 +125,7 @@ def main() -> None:
         env_epoch = "SOURCE_DATE_EPOCH=1700000000"
         kit = work / "base.kit.tar.zst"
         build_s, build_rss = timed(
-            f"{env_epoch} {' '.join(KIT)} build {work}/spec.yaml --key {work}/k.key "
-            f"--out {kit} --level 3 --threads 2 -q",
+            f"{env_epoch} {' '.join(KIT)} build {work}/spec.yaml --key {work}/k.key --out {kit} --level 3 -q",
             args.repeat,
             shell=True,
         )
@@ -176,14 +175,14 @@ def main() -> None:
         delta = work / "delta.kit.tar.zst"
         delta_build_s, delta_rss = timed(
             f"SOURCE_DATE_EPOCH=1700086400 {' '.join(KIT)} build {work}/spec.yaml "
-            f"--key {work}/k.key --out {delta} --level 3 --threads 2 -q "
+            f"--key {work}/k.key --out {delta} --level 3 -q "
             f"--delta-from {kit}",
             1,
             shell=True,
         )
         full_s, _ = timed(
             f"SOURCE_DATE_EPOCH=1700086400 {' '.join(KIT)} build {work}/spec.yaml --key {work}/k.key "
-            f"--out {work}/full2.kit.tar.zst --level 3 --threads 2 -q",
+            f"--out {work}/full2.kit.tar.zst --level 3 -q",
             1,
             shell=True,
         )

@@ -297,9 +297,10 @@ def trust_update(current: Path, successor: Path, out: Path | None, as_json: bool
 @click.option(
     "--threads",
     type=int,
-    default=-1,
+    default=0,
     show_default=True,
-    help="zstd workers; -1 = one per CPU. Any value >= 1 gives identical bytes; 0 differs.",
+    help="zstd workers for data frames >= 1 MiB; 0 = single-threaded (fastest here: hashing, not zstd, is the "
+    "bottleneck, and memory stays ~50 MiB); -1 = one per CPU. Values >= 1 give identical bytes; 0 differs.",
 )
 @click.option("--delta-from", type=click.Path(path_type=Path), help="Write a delta kit against this base kit.")
 @click.option("--full-out", type=click.Path(path_type=Path), help="With --delta-from: also keep the full new kit here.")
