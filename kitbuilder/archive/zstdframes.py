@@ -65,6 +65,8 @@ class FrameReader:
         self.max_window = max_window
         # When set (a hashlib object), every byte consumed from the file is fed to it.
         self.tap: Any = None
+        # Start of the batch being gathered inside a frame: the buffer is never compacted past it.
+        self._pin: int | None = None
 
     @property
     def offset(self) -> int:
@@ -73,10 +75,13 @@ class FrameReader:
 
     def _fill(self, wanted: int) -> bool:
         while len(self._buffer) - self._position < wanted and not self._eof:
-            if self._position > _READ_CHUNK:
-                del self._buffer[: self._position]
-                self._consumed += self._position
-                self._position = 0
+            cut = self._position if self._pin is None else self._pin
+            if cut > _READ_CHUNK:
+                del self._buffer[:cut]
+                self._consumed += cut
+                self._position -= cut
+                if self._pin is not None:
+                    self._pin -= cut
             chunk = self._stream.read(max(self._read_chunk, wanted))
             if not chunk:
                 self._eof = True
@@ -148,38 +153,49 @@ class FrameReader:
 
         decompressor = self._decompressor.decompressobj()
         produced = 0
-        batch: list[bytes] = [header, rest]
-        batch_input = 0
+        prefix = header + rest
         batch_output = 0
-        while True:
-            block_header = self._take(3, f"{what}: block header")
-            value = int.from_bytes(block_header, "little")
-            last = value & 1
-            block_type = (value >> 1) & 3
-            block_size = value >> 3
-            if block_type == 3:
-                raise ArchiveError(f"{what}: offset {self.offset - 3}: reserved zstd block type")
-            if block_size > MAX_BLOCK:
-                raise ArchiveError(f"{what}: offset {self.offset - 3}: zstd block larger than 128 KiB")
-            payload = self._take(1 if block_type == 1 else block_size, f"{what}: block")
-            batch.append(block_header)
-            batch.append(payload)
-            batch_input += len(payload) + 3
-            batch_output += block_size if block_type != 2 else MAX_BLOCK
-            if last and has_checksum:
-                batch.append(self._take(4, f"{what}: frame checksum"))
-            if last or batch_input >= _BATCH_INPUT or batch_output >= _BATCH_OUTPUT:
-                try:
-                    out = decompressor.decompress(b"".join(batch))
-                except zstandard.ZstdError as exc:
-                    raise ArchiveError(f"{what}: corrupt zstd data at offset {frame_start} ({exc})") from exc
-                batch, batch_input, batch_output = [], 0, 0
-                produced += len(out)
-                if produced > max_output:
-                    raise ArchiveError(f"{what}: decompresses to more than the {max_output} bytes allowed")
-                if out:
-                    yield out
-            if last:
-                break
+        # Blocks are walked in place in the read buffer; only each batch is copied out, once.
+        self._pin = self._position
+        try:
+            while True:
+                if not self._fill(3):
+                    raise ArchiveError(f"archive truncated at offset {self.offset}: {what}: block header")
+                buffer, position = self._buffer, self._position
+                value = buffer[position] | (buffer[position + 1] << 8) | (buffer[position + 2] << 16)
+                last = value & 1
+                block_type = (value >> 1) & 3
+                block_size = value >> 3
+                if block_type == 3:
+                    raise ArchiveError(f"{what}: offset {self.offset}: reserved zstd block type")
+                if block_size > MAX_BLOCK:
+                    raise ArchiveError(f"{what}: offset {self.offset}: zstd block larger than 128 KiB")
+                need = 3 + (1 if block_type == 1 else block_size) + (4 if last and has_checksum else 0)
+                if not self._fill(need):
+                    raise ArchiveError(f"archive truncated at offset {self.offset}: {what}: block needs {need} bytes")
+                self._position += need
+                batch_output += block_size if block_type != 2 else MAX_BLOCK
+                pin = self._pin
+                assert pin is not None
+                if last or self._position - pin >= _BATCH_INPUT or batch_output >= _BATCH_OUTPUT:
+                    data = bytes(self._buffer[pin : self._position])
+                    self._pin = self._position
+                    if self.tap is not None:
+                        self.tap.update(data)
+                    try:
+                        out = decompressor.decompress(prefix + data if prefix else data)
+                    except zstandard.ZstdError as exc:
+                        raise ArchiveError(f"{what}: corrupt zstd data at offset {frame_start} ({exc})") from exc
+                    prefix = b""
+                    batch_output = 0
+                    produced += len(out)
+                    if produced > max_output:
+                        raise ArchiveError(f"{what}: decompresses to more than the {max_output} bytes allowed")
+                    if out:
+                        yield out
+                if last:
+                    break
+        finally:
+            self._pin = None
         if not decompressor.eof:
             raise ArchiveError(f"{what}: zstd frame at offset {frame_start} did not end cleanly")
