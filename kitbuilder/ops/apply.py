@@ -241,7 +241,11 @@ def rollback_kit(
             elif step.kind != "backfill" and applied.get(step.id, {}).get("status") in ("succeeded", "failed"):
                 candidates.append((int(applied[step.id]["installed_rank"]), step))
         # Backfills run after their phase's migrations, so they are undone first within a phase.
-        candidates.sort(key=lambda item: (phase_key(item[1].phase), item[1].kind == "backfill", item[0]), reverse=True)
+        position = {step.id: number for number, step in enumerate(kit.plan.steps)}
+        candidates.sort(
+            key=lambda item: (phase_key(item[1].phase), item[1].kind == "backfill", item[0], position[item[1].id]),
+            reverse=True,
+        )
         plan = [{"id": s.id, "kind": s.kind, "phase": s.phase} for _, s in candidates]
         if dry_run:
             return {"runId": run_id, "dryRun": True, "wouldRevert": plan}

@@ -92,23 +92,26 @@ def test_lnm_release_example_applies_and_rolls_back_per_phase(kit_env: KitEnv, e
     report = _apply(kit_env, kit, example_db, "--batch-size", "500", "--stop-on-error")
     steps = {s["id"]: s for s in report["steps"]}  # type: ignore[union-attr]
     assert steps["raw-linkset"]["rowsProcessed"] == 5000 and steps["raw-linkset"]["batches"] == 10
+    assert steps["supersedes"]["rowsProcessed"] == 1000  # one edge per prior conflict
     assert all(c["passed"] for c in report["checks"]["after"])  # type: ignore[index]
     database = connect(example_db)
     raw = database.query_value("SELECT raw_linkset FROM advisory_observations WHERE id = 7")
-    assert json.loads(raw)["source"] == "redhat" and json.loads(raw)["raw"]["id"] == "CVE-2025-00007"
+    assert json.loads(raw)["source"] == "redhat" and json.loads(raw)["raw"]["id"] == "CVE-2025-00008"
     result = run_kit("rollback", kit, "--key", kit_env.ed_pub, "--db", example_db, "--to-phase", "21-101", "--json")
     assert result.exit_code == 0, result.output
     reverted = [r["id"] for r in json.loads(result.stdout)["reverted"]]
-    assert reverted == ["object-store", "21-103-cas-map", "raw-linkset", "21-102-supersedes"]
+    assert reverted == ["object-store", "21-103-cas-map", "supersedes", "raw-linkset", "21-102-supersedes"]
     assert not database.table_exists("advisory_supersedes") and not database.table_exists("cas_uri_map")
     assert database.query_value("SELECT COUNT(*) FROM advisory_observations") == 5000
     again = _apply(kit_env, kit, example_db)
     assert {s["id"] for s in again["steps"] if s["status"] != "skipped"} == {  # type: ignore[union-attr]
         "21-102-supersedes",
         "raw-linkset",
+        "supersedes",
         "21-103-cas-map",
         "object-store",
     }
+    assert database.query_value("SELECT COUNT(*) FROM advisory_supersedes") == 1000
     database.close()
 
 
