@@ -32,15 +32,16 @@ def atomic_output(final: Path) -> Iterator[BinaryIO]:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, final)
-        _fsync_dir(directory)
+        fsync_path(directory)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by path (a directory's fsync makes renames inside it durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -102,3 +102,28 @@ def pg_dsn(pg_server: Any, request: pytest.FixtureRequest) -> str:
 
     name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:8]
     return str(pg_server.create_database(name))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every apply test runs on the embedded SQLite default and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'site.db'}"
+    return str(request.getfixturevalue("pg_dsn"))
+
+
+def apply_json(kit_env: KitEnv, kit: Path, db_url: str, *extra: Any) -> tuple[int, dict[str, Any], str]:
+    """`kit apply --json` with the test key and a per-test artifacts dir: (exit code, report, stderr)."""
+    result = run_kit(
+        "apply",
+        kit,
+        "--key",
+        kit_env.ed_pub,
+        "--db",
+        db_url,
+        "--artifacts",
+        kit_env.root / "artifacts",
+        "--json",
+        *extra,
+    )
+    return result.exit_code, json.loads(result.stdout), result.stderr

@@ -204,11 +204,15 @@ class BackfillJob:
             ),
         ]
 
-    def _connection_lost(self, exc: BaseException, cursor: Any) -> DatabaseError:
-        return DatabaseError(
-            f"database connection lost during backfill {self.step.id} at {self.key}={json.dumps(cursor)}: "
-            f"{dbmod.describe(exc)}; rerun kit apply to resume"
-        )
+    def _raise_unless_row_failure(self, exc: Exception, cursor: Any) -> None:
+        """Let a failed batch be bisected only when the database rejected rows; anything else propagates."""
+        if not dbmod.is_database_error(exc):
+            raise exc
+        if dbmod.is_connection_lost(exc):
+            raise DatabaseError(
+                f"database connection lost during backfill {self.step.id} at {self.key}={json.dumps(cursor)}: "
+                f"{dbmod.describe(exc)}; rerun kit apply to resume"
+            ) from exc
 
     def _fused_batch(self, cursor: Any, totals: Totals, run_totals: Totals) -> tuple[Any, bool]:
         """Find and apply the next batch in one statement; returns (new cursor, finished)."""
@@ -233,10 +237,7 @@ class BackfillJob:
                 updated = Totals(totals.processed + changed, totals.failed, totals.batches + 1)
                 db.execute_batch(self._progress_statements(cursor, last, updated, count, changed, 0, clock))
         except Exception as exc:
-            if not dbmod.is_database_error(exc):
-                raise
-            if dbmod.is_connection_lost(exc):
-                raise self._connection_lost(exc, cursor) from exc
+            self._raise_unless_row_failure(exc, cursor)
             # Some row in the batch fails: find the batch again and bisect it the portable way.
             first, last, count = self._next_range(cursor)
             return self._process(first, last, count, cursor, totals, run_totals), False
@@ -358,10 +359,7 @@ class BackfillJob:
                 updated = Totals(totals.processed + changed, totals.failed, totals.batches + 1)
                 db.execute_batch(self._progress_statements(cursor, last, updated, count, changed, 0, clock))
         except Exception as exc:
-            if not dbmod.is_database_error(exc):
-                raise
-            if dbmod.is_connection_lost(exc):
-                raise self._connection_lost(exc, cursor) from exc
+            self._raise_unless_row_failure(exc, cursor)
             if count == 1:
                 return self._quarantine(first, dbmod.describe(exc), cursor, totals, run_totals)
             keys = self._keys_between(first, last)

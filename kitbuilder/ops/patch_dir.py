@@ -19,7 +19,7 @@ from typing import Any
 
 from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
-from kitbuilder.atomic import write_atomic
+from kitbuilder.atomic import fsync_path, write_atomic
 from kitbuilder.core import jsonio
 from kitbuilder.core.dsse import Envelope
 from kitbuilder.core.manifest import MANIFEST_DSSE, MANIFEST_JSON, METADATA_FILES, Manifest
@@ -40,14 +40,6 @@ class DirPatchResult:
     written: int
     removed: int
     rolled_forward: bool
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:
@@ -73,7 +65,7 @@ def recover(directory: Path) -> bool:
         document = jsonio.load_object(journal.read_bytes(), what=str(journal))
         _carry_out(directory, document["operations"])
         shutil.rmtree(staging)
-        _fsync_dir(directory)
+        fsync_path(directory)
         return True
     if staging.exists():
         shutil.rmtree(staging)
@@ -91,7 +83,7 @@ def _carry_out(directory: Path, operations: list[dict[str, Any]]) -> None:
         if staged.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, target)
-            _fsync_dir(target.parent)
+            fsync_path(target.parent)
         elif not target.exists():
             raise IntegrityError(f"{operation['path']}: journal names {operation['staged']}, which is gone")
 
@@ -162,31 +154,23 @@ def patch_directory(
                 data_digest = _extract_member(delta_stream, source, staged, caps)
                 if data_digest != item.sha256:
                     raise IntegrityError(f"{item.path}: delta content differs from the signed target")
-            _fsync_file(staged)
+            fsync_path(staged)
             operations.append({"op": "replace", "path": item.path, "staged": staged_name})
             written += 1
         for name in METADATA_FILES:
             staged_name = f"meta-{name}"
             (staging / staged_name).write_bytes(target.members[name])
-            _fsync_file(staging / staged_name)
+            fsync_path(staging / staged_name)
             operations.append({"op": "replace", "path": name, "staged": staged_name})
         target_paths = {f.path for f in target_manifest.files}
         removed = sorted(set(base_paths) - target_paths)
         operations += [{"op": "delete", "path": path} for path in removed]
-        _fsync_dir(staging)
+        fsync_path(staging)
         write_atomic(staging / JOURNAL, jsonio.dump_pretty({"operations": operations}))
     _carry_out(directory, operations)
     shutil.rmtree(staging)
-    _fsync_dir(directory)
+    fsync_path(directory)
     return DirPatchResult(directory, target_manifest, reused, written, len(removed), rolled_forward)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _extract_member(stream: Any, entry: Any, destination: Path, caps: Caps) -> str:

@@ -10,15 +10,8 @@ from typing import Any
 import pytest
 
 from kitbuilder.apply.db import Database, connect
-from tests.conftest import KitEnv, run_kit
+from tests.conftest import KitEnv, apply_json, run_kit
 from tests.factories.apply_kits import UP_101, populate_observations_sql, write_apply_kit_source
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'site.db'}"
-    return str(request.getfixturevalue("pg_dsn"))
 
 
 @pytest.fixture
@@ -47,19 +40,7 @@ def seed_existing_rows(database: Database, count: int, *, poison_every: int = 0)
 
 
 def apply(kit: Path, kit_env: KitEnv, db_url: str, *extra: Any) -> tuple[int, dict[str, Any], str]:
-    result = run_kit(
-        "apply",
-        kit,
-        "--key",
-        kit_env.ed_pub,
-        "--db",
-        db_url,
-        "--artifacts",
-        kit_env.root / "artifacts",
-        "--json",
-        *extra,
-    )
-    return result.exit_code, json.loads(result.stdout), result.stderr
+    return apply_json(kit_env, kit, db_url, *extra)
 
 
 def test_apply_runs_every_step_and_writes_evidence(kit_env: KitEnv, db_url: str, database: Database) -> None:

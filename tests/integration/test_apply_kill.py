@@ -81,13 +81,6 @@ def _write_source(root: Path) -> Path:
     return spec
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def kill_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'kill.db'}"
-    return str(request.getfixturevalue("pg_dsn"))
-
-
 def _snapshot(database: Database) -> tuple[object, ...]:
     return (
         database.query("SELECT id, done, attempts FROM items ORDER BY id"),
@@ -117,7 +110,7 @@ def _apply_command(kit: Path, pub: Path, db_url: str, artifacts: Path) -> list[s
 
 
 @pytest.mark.slow
-def test_sigkill_at_many_points_then_rerun_converges(kit_env: KitEnv, kill_db: str, tmp_path: Path) -> None:
+def test_sigkill_at_many_points_then_rerun_converges(kit_env: KitEnv, db_url: str, tmp_path: Path) -> None:
     spec = _write_source(tmp_path / "kit")
     kit = tmp_path / "kill.kit.tar.zst"
     assert run_kit("build", spec, "--key", kit_env.ed_key, "--out", kit).exit_code == 0
@@ -140,7 +133,7 @@ def test_sigkill_at_many_points_then_rerun_converges(kit_env: KitEnv, kill_db: s
     finished = False
     for delay in delays:
         with subprocess.Popen(
-            _apply_command(kit, kit_env.ed_pub, kill_db, tmp_path / "artifacts"),
+            _apply_command(kit, kit_env.ed_pub, db_url, tmp_path / "artifacts"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -155,7 +148,7 @@ def test_sigkill_at_many_points_then_rerun_converges(kit_env: KitEnv, kill_db: s
             kills += 1
     if not finished:
         final = subprocess.run(
-            _apply_command(kit, kit_env.ed_pub, kill_db, tmp_path / "artifacts"), capture_output=True, text=True
+            _apply_command(kit, kit_env.ed_pub, db_url, tmp_path / "artifacts"), capture_output=True, text=True
         )
         assert final.returncode == 0, final.stderr
     assert kills >= 3, "the kit applied too fast to be interrupted; raise ROWS"
@@ -167,7 +160,7 @@ def test_sigkill_at_many_points_then_rerun_converges(kit_env: KitEnv, kill_db: s
         p for p in Path(tempfile.gettempdir()).glob("kit-apply-*-*") if not pid_alive(int(p.name.split("-")[2]))
     ]
     assert leftovers == [], "staging dirs of killed runs must be cleaned by the next run"
-    database = connect(kill_db)
+    database = connect(db_url)
     items, lookup, migrations, backfills = _snapshot(database)
     assert items == expected_items  # every row processed exactly once (attempts == 1), none skipped
     assert {row[2] for row in items} == {1}
@@ -180,18 +173,18 @@ def test_sigkill_at_many_points_then_rerun_converges(kit_env: KitEnv, kill_db: s
     database.close()
 
 
-def test_second_concurrent_apply_is_blocked_cleanly(kit_env: KitEnv, kill_db: str, tmp_path: Path) -> None:
+def test_second_concurrent_apply_is_blocked_cleanly(kit_env: KitEnv, db_url: str, tmp_path: Path) -> None:
     spec = _write_source(tmp_path / "kit")
     kit = tmp_path / "kill.kit.tar.zst"
     assert run_kit("build", spec, "--key", kit_env.ed_key, "--out", kit).exit_code == 0
     first = subprocess.Popen(
-        _apply_command(kit, kit_env.ed_pub, kill_db, tmp_path / "a1"),
+        _apply_command(kit, kit_env.ed_pub, db_url, tmp_path / "a1"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
-        database = connect(kill_db)
+        database = connect(db_url)
         deadline = time.monotonic() + 20
         # Wait until the first run holds the lock and is working.
         while time.monotonic() < deadline:
@@ -200,7 +193,7 @@ def test_second_concurrent_apply_is_blocked_cleanly(kit_env: KitEnv, kill_db: st
             time.sleep(0.05)
         database.close()
         second = subprocess.run(
-            [*_apply_command(kit, kit_env.ed_pub, kill_db, tmp_path / "a2")[:-2], "--lock-timeout", "0.3"],
+            [*_apply_command(kit, kit_env.ed_pub, db_url, tmp_path / "a2")[:-2], "--lock-timeout", "0.3"],
             capture_output=True,
             text=True,
         )

@@ -9,16 +9,9 @@ from pathlib import Path
 import pytest
 
 from kitbuilder.apply.db import connect
-from tests.conftest import KitEnv, run_kit
+from tests.conftest import KitEnv, apply_json, run_kit
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def example_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'example.db'}"
-    return str(request.getfixturevalue("pg_dsn"))
 
 
 def _build(kit_env: KitEnv, manifest: str) -> Path:
@@ -30,29 +23,17 @@ def _build(kit_env: KitEnv, manifest: str) -> Path:
 
 
 def _apply(kit_env: KitEnv, kit: Path, db_url: str, *extra: str) -> dict[str, object]:
-    result = run_kit(
-        "apply",
-        kit,
-        "--key",
-        kit_env.ed_pub,
-        "--db",
-        db_url,
-        "--artifacts",
-        kit_env.root / "artifacts",
-        "--json",
-        *extra,
-    )
-    document = json.loads(result.stdout)
-    assert result.exit_code == 0, document.get("error")
-    return dict(document)
+    code, document, _ = apply_json(kit_env, kit, db_url, *extra)
+    assert code == 0, document.get("error")
+    return document
 
 
-def test_canonical_key_v2_example(kit_env: KitEnv, example_db: str) -> None:
+def test_canonical_key_v2_example(kit_env: KitEnv, db_url: str) -> None:
     kit = _build(kit_env, "canonical-key-v2")
-    report = _apply(kit_env, kit, example_db, "--batch-size", "300")
+    report = _apply(kit_env, kit, db_url, "--batch-size", "300")
     backfill = next(s for s in report["steps"] if s["id"] == "canonical-key-v2")  # type: ignore[union-attr]
     assert backfill["rowsProcessed"] == 2000 and backfill["batches"] == 7
-    database = connect(example_db)
+    database = connect(db_url)
     dump, row_key, field, value, key = database.query(
         "SELECT dump, row_key, field, value, canonical_key FROM field_values WHERE id = 1"
     )[0]
@@ -60,9 +41,9 @@ def test_canonical_key_v2_example(kit_env: KitEnv, example_db: str) -> None:
     assert key == "sha256:" + hashlib.sha256(normalised.encode()).hexdigest()
     assert database.query_value("SELECT COUNT(*) FROM field_values_dual") == 2000
     # Idempotent rerun, then roll the rollout back to the baseline.
-    again = _apply(kit_env, kit, example_db)
+    again = _apply(kit_env, kit, db_url)
     assert {s["status"] for s in again["steps"]} == {"skipped"}  # type: ignore[union-attr]
-    result = run_kit("rollback", kit, "--key", kit_env.ed_pub, "--db", example_db, "--to-phase", "0-baseline")
+    result = run_kit("rollback", kit, "--key", kit_env.ed_pub, "--db", db_url, "--to-phase", "0-baseline")
     assert result.exit_code == 0, result.output
     assert database.query_value("SELECT COUNT(*) FROM field_values") == 2000
     from kitbuilder.apply.db import is_database_error
@@ -87,23 +68,23 @@ def test_dry_run_of_canonical_key_example_touches_nothing(kit_env: KitEnv, tmp_p
     database.close()
 
 
-def test_lnm_release_example_applies_and_rolls_back_per_phase(kit_env: KitEnv, example_db: str) -> None:
+def test_lnm_release_example_applies_and_rolls_back_per_phase(kit_env: KitEnv, db_url: str) -> None:
     kit = _build(kit_env, "lnm-release")
-    report = _apply(kit_env, kit, example_db, "--batch-size", "500", "--stop-on-error")
+    report = _apply(kit_env, kit, db_url, "--batch-size", "500", "--stop-on-error")
     steps = {s["id"]: s for s in report["steps"]}  # type: ignore[union-attr]
     assert steps["raw-linkset"]["rowsProcessed"] == 5000 and steps["raw-linkset"]["batches"] == 10
     assert steps["supersedes"]["rowsProcessed"] == 1000  # one edge per prior conflict
     assert all(c["passed"] for c in report["checks"]["after"])  # type: ignore[index]
-    database = connect(example_db)
+    database = connect(db_url)
     raw = database.query_value("SELECT raw_linkset FROM advisory_observations WHERE id = 7")
     assert json.loads(raw)["source"] == "redhat" and json.loads(raw)["raw"]["id"] == "CVE-2025-00008"
-    result = run_kit("rollback", kit, "--key", kit_env.ed_pub, "--db", example_db, "--to-phase", "21-101", "--json")
+    result = run_kit("rollback", kit, "--key", kit_env.ed_pub, "--db", db_url, "--to-phase", "21-101", "--json")
     assert result.exit_code == 0, result.output
     reverted = [r["id"] for r in json.loads(result.stdout)["reverted"]]
     assert reverted == ["object-store", "21-103-cas-map", "supersedes", "raw-linkset", "21-102-supersedes"]
     assert not database.table_exists("advisory_supersedes") and not database.table_exists("cas_uri_map")
     assert database.query_value("SELECT COUNT(*) FROM advisory_observations") == 5000
-    again = _apply(kit_env, kit, example_db)
+    again = _apply(kit_env, kit, db_url)
     assert {s["id"] for s in again["steps"] if s["status"] != "skipped"} == {  # type: ignore[union-attr]
         "21-102-supersedes",
         "raw-linkset",
