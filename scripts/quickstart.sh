@@ -9,6 +9,7 @@ work="$ROOT/quickstart"
 rm -rf "$work"
 mkdir -p "$work/keys"
 export SOURCE_DATE_EPOCH=1764547200   # 2025-12-01: reproducible kit bytes
+export KIT_STATE_DIR="$work/state"     # anti-rollback memory of this demo, not of your user account
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 step kit keygen --type ed25519 --out "$work/keys/release"
 step kit trust init --key "$work/keys/release.pub" --threshold 1 --expires 2027-12-31 --out "$work/trust.json"
