@@ -238,3 +238,30 @@ def test_status_reports_progress(kit_env: KitEnv, db_url: str, database: Databas
     assert result.exit_code == 0
     assert {m["id"] for m in document["migrations"]} >= {"21-101-shards", "cas-uri-map"}
     assert document["backfills"][0]["rowsProcessed"] == 10
+
+
+def test_csv_seed_is_upserted_idempotently(kit_env: KitEnv, db_url: str, database: Database) -> None:
+    root = kit_env.root / "csv"
+    (root / "m").mkdir(parents=True)
+    (root / "seed").mkdir()
+    (root / "m/up.sql").write_text("CREATE TABLE IF NOT EXISTS regions (code TEXT PRIMARY KEY, name TEXT NOT NULL);\n")
+    (root / "seed/regions.csv").write_text("code,name\neu,Europe\nus,United States\napac,Asia Pacific\n")
+    spec = root / "spec.yaml"
+    spec.write_text(
+        'apiVersion: kitbuilder/v1\nname: csv-seed\nversion: "1"\nsequence: 1\nexpires: "2099-01-01"\n'
+        "product: test\nmigrations:\n  - id: regions\n    phase: '1'\n    source: m\n"
+        "seeds:\n  - id: regions-seed\n    phase: '1'\n    source: seed\n    table: regions\n    key: [code]\n"
+    )
+    kit = kit_env.root / "csv.kit.tar.zst"
+    assert run_kit("build", spec, "--key", kit_env.ed_key, "--out", kit).exit_code == 0
+    database.run_script("CREATE TABLE IF NOT EXISTS regions (code TEXT PRIMARY KEY, name TEXT NOT NULL);")
+    database.execute("INSERT INTO regions (code, name) VALUES ('eu', 'old name')")
+    code, report, _ = apply(kit, kit_env, db_url)
+    assert code == 0, report.get("error")
+    seed = next(s for s in report["steps"] if s["id"] == "regions-seed")
+    assert seed["rows"] == 3
+    assert database.query("SELECT code, name FROM regions ORDER BY code") == [
+        ("apac", "Asia Pacific"),
+        ("eu", "Europe"),
+        ("us", "United States"),
+    ]
