@@ -97,12 +97,17 @@ def _sha256_hex(value: str | None) -> str | None:
 class SqliteDatabase(Database):
     dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.url = f"sqlite:///{path}"
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+            if read_only:
+                # A dry run or `kit status` must not create the file; a missing one reads as empty.
+                target = f"file:{path}?mode=ro" if path.exists() else "file:kit-empty?mode=memory"
+                self._conn = sqlite3.connect(target, isolation_level=None, timeout=30, uri=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(path, isolation_level=None, timeout=30)
             self._conn.execute("PRAGMA busy_timeout = 30000")
         except (sqlite3.Error, OSError) as exc:
             raise DatabaseError(f"{path}: cannot open SQLite database ({exc})") from exc
@@ -164,7 +169,7 @@ class SqliteDatabase(Database):
 class PostgresDatabase(Database):
     dialect = "postgresql"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         import psycopg
 
         self.url = url
@@ -173,6 +178,10 @@ class PostgresDatabase(Database):
             self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             raise DatabaseError(f"{_redact(url)}: cannot connect to PostgreSQL ({_first_line(exc)})") from exc
+        if read_only:
+            # The server enforces it: a dry run or status cannot change anything by mistake.
+            self.execute("SET default_transaction_read_only = on")
+            return
         self.execute(
             "CREATE OR REPLACE FUNCTION kit_sha256(text) RETURNS text LANGUAGE sql IMMUTABLE STRICT "
             "AS $$ SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex') $$"
@@ -234,15 +243,18 @@ def _redact(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
-def connect(url: str) -> Database:
-    """Open ``url``: ``postgresql://…`` / ``postgres://…``, ``sqlite:///path`` or a plain file path."""
+def connect(url: str, *, read_only: bool = False) -> Database:
+    """Open ``url``: ``postgresql://…`` / ``postgres://…``, ``sqlite:///path`` or a plain file path.
+
+    ``read_only`` never creates or changes anything (a missing SQLite file reads as an empty database).
+    """
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresDatabase(url)
+        return PostgresDatabase(url, read_only=read_only)
     if url.startswith("sqlite:///"):
-        return SqliteDatabase(Path(url[len("sqlite:///") :]))
+        return SqliteDatabase(Path(url[len("sqlite:///") :]), read_only=read_only)
     if "://" in url:
         raise UsageError(f"--db {_redact(url)}: expected postgresql://…, sqlite:///PATH or a file path")
-    return SqliteDatabase(Path(url))
+    return SqliteDatabase(Path(url), read_only=read_only)
 
 
 def is_database_error(exc: BaseException) -> bool:

@@ -62,8 +62,8 @@ def verified_kit(path: Path, options: VerifyOptions) -> Iterator[VerifiedKit]:
 
 
 @contextlib.contextmanager
-def _connected(url: str) -> Iterator[dbmod.Database]:
-    database = dbmod.connect(url)
+def _connected(url: str, *, read_only: bool = False) -> Iterator[dbmod.Database]:
+    database = dbmod.connect(url, read_only=read_only)
     try:
         yield database
     finally:
@@ -122,7 +122,7 @@ def apply_kit(
 ) -> dict[str, Any]:
     """Apply a kit; returns the report (also written under ``artifacts``). Raises KitError on failure."""
     run_id = uuid.uuid4().hex
-    with verified_kit(path, verify_options) as kit, _connected(db_url) as database:
+    with verified_kit(path, verify_options) as kit, _connected(db_url, read_only=options.dry_run) as database:
         ctx = _context(database, kit, options, run_id, on_rows)
         manifest = kit.report.manifest
         report: dict[str, Any] = {
@@ -221,7 +221,7 @@ def rollback_kit(
 ) -> dict[str, Any]:
     """Revert every applied step whose phase comes after ``to_phase``, newest first."""
     run_id = uuid.uuid4().hex
-    with verified_kit(path, verify_options) as kit, _connected(db_url) as database:
+    with verified_kit(path, verify_options) as kit, _connected(db_url, read_only=dry_run) as database:
         phases = kit.plan.phases
         if to_phase != "none" and to_phase not in phases:
             raise UsageError(f"--to-phase {to_phase}: not a phase of this kit (phases: {', '.join(phases)}, or none)")
@@ -260,7 +260,7 @@ def rollback_kit(
 
 
 def status(db_url: str) -> dict[str, Any]:
-    with _connected(db_url) as database:
+    with _connected(db_url, read_only=True) as database:
         if not database.table_exists("kit_migrations"):
             return {"database": database.dialect, "migrations": [], "backfills": [], "runs": [], "lock": None}
         rows = state.migration_rows(database)

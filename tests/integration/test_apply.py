@@ -265,3 +265,26 @@ def test_csv_seed_is_upserted_idempotently(kit_env: KitEnv, db_url: str, databas
         ("eu", "Europe"),
         ("us", "United States"),
     ]
+
+
+def test_dry_run_and_status_create_no_database_file(kit_env: KitEnv, tmp_path: Path) -> None:
+    kit = build_apply_kit(kit_env)
+    missing = tmp_path / "not" / "there.db"
+    code, report, _ = apply(kit, kit_env, str(missing), "--dry-run")
+    assert code == 0 and report["status"] == "dry-run"
+    assert run_kit("status", "--db", missing).exit_code == 0
+    assert (
+        run_kit("rollback", kit, "--key", kit_env.ed_pub, "--db", missing, "--to-phase", "none", "--dry-run").exit_code
+        == 0
+    )
+    assert not missing.parent.exists()
+
+
+def test_dry_run_on_postgresql_is_read_only(kit_env: KitEnv, pg_dsn: str) -> None:
+    kit = build_apply_kit(kit_env)
+    code, _, _ = apply(kit, kit_env, pg_dsn, "--dry-run")
+    assert code == 0
+    database = connect(pg_dsn, read_only=True)  # a normal connection would install kit_sha256 itself
+    assert database.query_value("SELECT COUNT(*) FROM pg_proc WHERE proname = 'kit_sha256'") == 0
+    assert not database.table_exists("kit_migrations")
+    database.close()
