@@ -29,6 +29,7 @@ _READ_CHUNK = 1 << 20
 # Feed the decompressor in batches bounded in input and in worst-case output.
 _BATCH_INPUT = 1 << 20
 _BATCH_OUTPUT = 8 << 20
+_ONE_SHOT_MAX = 4 << 20
 
 
 def skippable_frame(magic: int, data: bytes) -> bytes:
@@ -133,6 +134,7 @@ class FrameReader:
         fcs_size = (single_segment, 2, 4, 8)[fcs_flag]
         rest = self._take((0 if single_segment else 1) + dict_size + fcs_size, f"{what}: frame header")
         window = 0
+        content_size = -1
         if not single_segment:
             exponent, mantissa = rest[0] >> 3, rest[0] & 7
             base = 1 << (10 + exponent)
@@ -150,8 +152,12 @@ class FrameReader:
                 window = content_size
         if window > self.max_window:
             raise ArchiveError(f"{what}: zstd window of {window} bytes exceeds the cap of {self.max_window}")
+        # A frame that declares a small size (already checked against the bound) is gathered whole and
+        # decompressed in one call, which is markedly faster than the streaming object.
+        one_shot = bool(fcs_size) and content_size <= _ONE_SHOT_MAX
 
         decompressor = self._decompressor.decompressobj()
+        one_shot_done = False
         produced = 0
         prefix = header + rest
         batch_output = 0
@@ -177,13 +183,19 @@ class FrameReader:
                 batch_output += block_size if block_type != 2 else MAX_BLOCK
                 pin = self._pin
                 assert pin is not None
-                if last or self._position - pin >= _BATCH_INPUT or batch_output >= _BATCH_OUTPUT:
+                if last or (not one_shot and (self._position - pin >= _BATCH_INPUT or batch_output >= _BATCH_OUTPUT)):
                     data = bytes(self._buffer[pin : self._position])
                     self._pin = self._position
                     if self.tap is not None:
                         self.tap.update(data)
                     try:
-                        out = decompressor.decompress(prefix + data if prefix else data)
+                        if one_shot:
+                            out = self._decompressor.decompress(prefix + data)
+                            if len(out) != content_size:
+                                raise ArchiveError(f"{what}: frame holds {len(out)} bytes, declares {content_size}")
+                            one_shot_done = True
+                        else:
+                            out = decompressor.decompress(prefix + data if prefix else data)
                     except zstandard.ZstdError as exc:
                         raise ArchiveError(f"{what}: corrupt zstd data at offset {frame_start} ({exc})") from exc
                     prefix = b""
@@ -197,5 +209,5 @@ class FrameReader:
                     break
         finally:
             self._pin = None
-        if not decompressor.eof:
+        if not one_shot_done and not decompressor.eof:
             raise ArchiveError(f"{what}: zstd frame at offset {frame_start} did not end cleanly")
