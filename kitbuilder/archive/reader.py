@@ -185,7 +185,7 @@ def _scan(
         raise ArchiveError("end-of-archive frame length differs from the index")
     if reader.offset != location.index_offset:
         raise ArchiveError(f"{location.index_offset - reader.offset} bytes of data after the end of the tar archive")
-    seen_paths = set(seen_keys.values())
+    seen_paths = {path for key, path in seen_keys.items() if not key.startswith("/")}
     missing = sorted(set(expected) - seen_paths)
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -313,10 +313,9 @@ def _create_member_file(root: Path, member: str) -> BinaryIO:
 
 
 def _check_header(path: str, size: int, entry: Expected, seen: dict[str, str]) -> None:
-    key = paths.collision_key(path)
-    if key in seen:
-        raise ArchiveError(f"member {path}: duplicate of {seen[key]} (same name up to case, Unicode form or ./)")
-    seen[key] = path
+    clash = paths.claim(path, seen)
+    if clash is not None:
+        raise ArchiveError(f"member {path}: {clash}")
     if path != entry.path:
         raise IntegrityError(f"{path}: not where the signed index expects it (expected {entry.path} at that offset)")
     if size != entry.size:

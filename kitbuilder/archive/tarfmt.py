@@ -16,7 +16,8 @@ from kitbuilder.core import paths
 from kitbuilder.errors import ArchiveError
 
 BLOCK = 512
-_OCTAL = re.compile(rb"^[0-7]+$")
+_OCTAL_FIELD = re.compile(rb"^[0-7]+[\0 ]*$")
+_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
 FILE_MODE = 0o644
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
@@ -94,15 +95,23 @@ def _field(block: bytes, offset: int, width: int) -> bytes:
 
 
 def _number(block: bytes, offset: int, width: int, what: str, where: str) -> int:
+    """An octal field exactly as the writer makes it: digits, then NUL/space padding.
+
+    Anything else is refused, not interpreted: GNU tar, for one, skips a leading NUL and
+    reads the digits after it, so a lenient reader here would check a different size or
+    mode than `tar -x` applies.
+    """
     raw = block[offset : offset + width]
     if raw[0] & 0x80:
         raise ArchiveError(f"{where}: {what} uses base-256 encoding, which kits never use")
-    text = raw.split(b"\0", 1)[0].strip(b" ")
-    if not text:
-        return 0
-    if not _OCTAL.match(text):
-        raise ArchiveError(f"{where}: {what} field is not octal ({text!r})")
-    return int(text, 8)
+    if not _OCTAL_FIELD.match(raw):
+        raise ArchiveError(f"{where}: {what} field is not octal digits as kits write them ({raw!r})")
+    return int(raw.rstrip(b"\0 "), 8)
+
+
+def _shown(text: str) -> str:
+    """A member name as it may appear in a one-line message: control characters escaped."""
+    return text if _PRINTABLE.match(text) else text.encode("unicode_escape").decode("ascii")
 
 
 def parse_header(block: bytes, *, offset: int) -> MemberHeader:
@@ -119,7 +128,7 @@ def parse_header(block: bytes, *, offset: int) -> MemberHeader:
         path = ((prefix + b"/" + name) if prefix else name).decode("ascii")
     except UnicodeDecodeError as exc:
         raise ArchiveError(f"{where}: member name is not ASCII ({name!r})") from exc
-    where = f"member {path}"
+    where = f"member {_shown(path)}"
     typeflag = block[156:157]
     if typeflag in _TYPE_NAMES:
         raise ArchiveError(f"{where}: is {_TYPE_NAMES[typeflag]}; kits contain regular files only")

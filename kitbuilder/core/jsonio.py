@@ -37,11 +37,21 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+def _reject_float(text: str) -> Any:
+    # Kit documents hold only integers; a schema would accept 3.0 as an integer and code would then
+    # slice or seek with a float.
+    raise ValueError(f"non-integer number {text}; kit documents use integers only")
+
+
 def load_object(data: bytes, *, what: str) -> dict[str, Any]:
     """Parse ``data`` as a JSON object; raise FormatError naming ``what`` otherwise."""
     try:
         text = data.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        value = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_reject_float
+        )
+    except RecursionError as exc:
+        raise FormatError(f"{what}: nested too deeply to be a kit document") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"{what}: not valid JSON ({exc})") from exc
     if not isinstance(value, dict):

@@ -46,3 +46,26 @@ def collision_key(path: str) -> str:
     normal = unicodedata.normalize("NFC", path)
     parts = [p for p in normal.split("/") if p not in ("", ".")]
     return "/".join(parts).casefold()
+
+
+def claim(path: str, seen: dict[str, str]) -> str | None:
+    """Record ``path`` among the paths ``seen`` so far; say why it cannot coexist with them, else None.
+
+    Two paths clash when they name the same file on some filesystem (see ``collision_key``),
+    or when one would have to be both a file and a directory (``docs/d`` and ``docs/d/e.md``),
+    which `tar -x` cannot extract. Directory prefixes are kept in ``seen`` under a leading "/".
+    """
+    key = collision_key(path)
+    if key in seen:
+        return f"duplicate of {seen[key]} (same name up to case, Unicode form or ./)"
+    if "/" + key in seen:
+        return f"is a file, but {seen['/' + key]} needs it to be a directory"
+    parts = key.split("/")
+    for end in range(1, len(parts)):
+        prefix = "/".join(parts[:end])
+        if prefix in seen:
+            return f"needs {seen[prefix]} to be a directory, but it is a file"
+    seen[key] = path
+    for end in range(1, len(parts)):
+        seen.setdefault("/" + "/".join(parts[:end]), path)
+    return None

@@ -100,15 +100,14 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
     if not found:
         raise UsageError(f"{spec.path}: the components hold no files; a kit needs at least one payload file")
     found.sort(key=lambda f: f.kit_path)
-    seen: dict[str, InputFile] = {}
+    seen: dict[str, str] = {}
     for item in found:
-        key = paths.collision_key(item.kit_path)
-        if key in seen:
+        clash = paths.claim(item.kit_path, seen)
+        if clash is not None:
             raise UsageError(
-                f"{spec.path}: {item.source} and {seen[key].source} both map to kit path {item.kit_path} "
-                "(paths may differ only in case); set dest: on one component"
+                f"{spec.path}: {item.source} maps to kit path {item.kit_path}, which clashes with another input: "
+                f"{clash}; set dest: on one component"
             )
-        seen[key] = item
     return found
 
 

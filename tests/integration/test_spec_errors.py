@@ -76,7 +76,7 @@ def test_case_collision_between_components_is_refused(kit_env: KitEnv, tmp_path:
     )
     code, message = _build(kit_env, text, tmp_path)
     assert code == 2
-    assert "both map to kit path" in message
+    assert "clashes with another input: duplicate of docs/x/README.md" in message
 
 
 def test_unportable_file_name_is_refused(kit_env: KitEnv, tmp_path: Path) -> None:
