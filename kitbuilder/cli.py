@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -157,7 +158,11 @@ def trust_options(func: Any) -> Any:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kit")
 def main() -> None:
-    """Build, sign, verify and inspect offline kits. Exit codes: docs/exit-codes.md."""
+    """Build, sign, verify, inspect, apply and patch offline kits. Exit codes: docs/exit-codes.md."""
+    # Drivers log their own warnings (psycopg reports a dropped pipeline); the error kit raises
+    # already says what happened, in one line, so library log records are not printed.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+    logging.getLogger("psycopg").propagate = False
 
 
 @main.command()

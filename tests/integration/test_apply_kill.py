@@ -213,6 +213,13 @@ def test_database_going_away_mid_run_is_a_clear_error_and_rerun_resumes(
     kit = tmp_path / "kill.kit.tar.zst"
     assert run_kit("build", spec, "--key", kit_env.ed_key, "--out", kit).exit_code == 0
     admin = connect(pg_dsn)
+    try:
+        _kill_connection_mid_backfill(kit, kit_env, pg_dsn, admin, tmp_path)
+    finally:
+        admin.close()
+
+
+def _kill_connection_mid_backfill(kit: Path, kit_env: KitEnv, pg_dsn: str, admin: Database, tmp_path: Path) -> None:
     dbname = pg_dsn.rsplit("/", 1)[1]
     with subprocess.Popen(
         _apply_command(kit, kit_env.ed_pub, pg_dsn, tmp_path / "a"),
@@ -241,4 +248,3 @@ def test_database_going_away_mid_run_is_a_clear_error_and_rerun_resumes(
     rerun = subprocess.run(_apply_command(kit, kit_env.ed_pub, pg_dsn, tmp_path / "a"), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert admin.query_value("SELECT COUNT(*) FROM items WHERE attempts = 1") == ROWS
-    admin.close()
