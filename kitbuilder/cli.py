@@ -553,6 +553,12 @@ def _render_inspect(document: dict[str, Any]) -> None:
     click.echo(f"{kit['name']} {kit['version']}  sequence {kit['sequence']}  {kit['product']}/{kit['channel']}")
     click.echo(f"expires {kit['expires']}" + (f"  created {kit['created']}" if kit.get("created") else ""))
     click.echo(f"{kit['bytes']} bytes on disk, {document['payloadBytes']} bytes of payload")
+    if document.get("delta"):
+        delta = document["delta"]
+        click.echo(
+            f"DELTA kit for base sequence {delta['baseSequence']} ({delta['baseVersion']}), base manifest "
+            f"sha256 {delta['baseManifestSha256']}; {len(delta.get('removed', []))} path(s) removed"
+        )
     signatures = document["signatures"]
     if signatures["verified"]:
         for keyid in signatures["verifiedKeyIds"]:

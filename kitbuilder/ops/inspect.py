@@ -46,6 +46,7 @@ class InspectReport:
                 for f in self.manifest.files
             ],
             "payloadBytes": self.manifest.payload_bytes,
+            "delta": self.manifest.delta,
         }
 
 

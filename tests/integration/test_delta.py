@@ -52,6 +52,11 @@ def test_delta_is_small_and_verifies_on_its_own(kit_env: KitEnv, release_pair: t
     assert report["delta"]["baseSequence"] == 1
     assert report["delta"]["removed"] == ["migrations/21-101-shard-index/revert.sql"]
     assert any("DELTA kit" in check for check in report["checks"])
+    code, inspected = run_json("inspect", delta)
+    assert code == 0 and inspected["delta"]["baseSequence"] == 1
+    from kitbuilder.core import schemas
+
+    assert schemas.first_error("inspect-report", inspected) is None
 
 
 def test_patch_result_is_byte_identical_to_full_build(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
