@@ -163,8 +163,13 @@ def test_sigkill_during_in_place_patch_always_leaves_old_or_new(kit_env: KitEnv,
         str(kit_env.ed_pub),
         "--in-place",
     ]
+    # Kill points are fractions of one timed uninterrupted patch, so the test means the same on fast and slow hosts.
+    started = time.monotonic()
+    subprocess.run([*command[:-1], "--out", str(tmp_path / "timed.kit.tar.zst")], check=True, capture_output=True)
+    full_run = time.monotonic() - started
     kills = 0
-    for delay in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2):
+    for fraction in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.2):
+        delay = full_run * fraction
         with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
             time.sleep(delay)
             if process.poll() is None:
