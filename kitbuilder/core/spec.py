@@ -43,6 +43,21 @@ class ComponentSpec:
 
 
 @dataclass(frozen=True)
+class ImageSpec:
+    """One container image the kit carries; stored under images/ as part of one OCI image layout."""
+
+    ref: str
+    source: Path
+    format: str = "auto"  # auto | oci-layout | oci-archive | docker-archive
+    platform: str | None = None  # os/arch[/variant]: keep only this platform of an index
+    source_ref: str | None = None  # which image of a multi-image source
+    line: int = 0  # spec line, for messages
+
+    def where(self, spec_path: Path, number: int) -> str:
+        return f"{spec_path}:{self.line}: images[{number}]"
+
+
+@dataclass(frozen=True)
 class KitSpec:
     path: Path
     name: str
@@ -55,6 +70,7 @@ class KitSpec:
     components: tuple[ComponentSpec, ...]
     checks: tuple[dict[str, Any], ...]
     raw: dict[str, Any]
+    images: tuple[ImageSpec, ...] = ()
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -177,8 +193,28 @@ def load_spec(spec_path: Path) -> KitSpec:
                     options={k: v for k, v in entry.items() if k not in known},
                 )
             )
-    if not components:
-        raise fail((), "the spec lists no components; add at least one of " + ", ".join(SECTIONS))
+    images: list[ImageSpec] = []
+    seen_refs: dict[str, int] = {}
+    for number, entry in enumerate(document.get("images", [])):
+        location = ("images", number)
+        if entry["ref"] in seen_refs:
+            raise fail((*location, "ref"), f"{entry['ref']!r} is already used by images[{seen_refs[entry['ref']]}]")
+        seen_refs[entry["ref"]] = number
+        source = (base / entry["source"]).resolve()
+        if not source.exists():
+            raise fail((*location, "source"), f"{entry['source']} does not exist (paths are relative to the spec file)")
+        images.append(
+            ImageSpec(
+                ref=entry["ref"],
+                source=source,
+                format=entry.get("format", "auto"),
+                platform=entry.get("platform"),
+                source_ref=entry.get("sourceRef"),
+                line=lines.get(location, 1),
+            )
+        )
+    if not components and not images:
+        raise fail((), "the spec lists no components; add at least one of " + ", ".join([*SECTIONS, "images"]))
     check_ids: set[str] = set()
     for number, check in enumerate(document.get("checks", [])):
         if check["id"] in check_ids:
@@ -204,6 +240,7 @@ def load_spec(spec_path: Path) -> KitSpec:
         components=tuple(components),
         checks=tuple(document.get("checks", [])),
         raw=document,
+        images=tuple(images),
     )
 
 
