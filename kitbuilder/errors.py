@@ -105,3 +105,16 @@ class CheckFailedError(KitError):
 
 
 EXIT_CODES.update({"database": 8, "lock": 9, "check": 10})
+
+
+class RegistryError(KitError):
+    """An OCI registry is unreachable, refuses the credentials, or fails a request after retries.
+
+    What was pushed stays pushed; rerunning the same push completes without re-sending it.
+    """
+
+    exit_code = 11
+    kind = "registry"
+
+
+EXIT_CODES.update({"registry": RegistryError.exit_code})
