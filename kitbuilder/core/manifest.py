@@ -8,6 +8,8 @@ frame lies in the kit, which makes that part of the archive index signed.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +23,28 @@ SHA256SUMS = "SHA256SUMS"
 SHA256SUMS_SIG = "SHA256SUMS.sig"
 # Written after the payload, in this order, so every input byte is read once.
 METADATA_FILES = (SHA256SUMS, SHA256SUMS_SIG, MANIFEST_JSON, MANIFEST_DSSE)
+# Optional metadata after those: signed statements about the kit's metadata (they name manifest.json and
+# SHA256SUMS by digest, so neither can list them) and the Sigstore form of the SHA256SUMS signature.
+ATTESTATIONS_DIR = "attestations"
+SIGSTORE_BUNDLE = "SHA256SUMS.sigstore.json"
+MAX_ATTESTATIONS = 16
+_ATTESTATION_NAME = re.compile(r"^attestations/[a-z0-9][a-z0-9._-]{0,100}\.dsse\.json$")
+# Payload members kit build generates itself; inputs cannot use these paths or component ids.
+KIT_SBOM_COMPONENT = "kit-sbom"
+IMAGES_COMPONENT = "images"
+IMAGES_DIR = "images"
+
+
+def is_optional_metadata(name: str) -> bool:
+    return name == SIGSTORE_BUNDLE or _ATTESTATION_NAME.match(name) is not None
+
+
+def metadata_names(present: Iterable[str]) -> tuple[str, ...]:
+    """The metadata members of a kit holding ``present`` (its member names), in archive order."""
+    optional = [name for name in present if is_optional_metadata(name)]
+    attestations = sorted(name for name in optional if name != SIGSTORE_BUNDLE)
+    bundle = [SIGSTORE_BUNDLE] if SIGSTORE_BUNDLE in optional else []
+    return (*METADATA_FILES, *attestations, *bundle)
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,9 @@ class Manifest:
     files: tuple[FileEntry, ...]
     checks: tuple[dict[str, Any], ...] = ()
     delta: dict[str, Any] | None = None
+    # Container images under images/ (one record per image) and the shipped SBOMs with what they describe.
+    images: tuple[dict[str, Any], ...] = ()
+    sboms: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -114,6 +141,10 @@ class Manifest:
         }
         if self.checks:
             data["checks"] = list(self.checks)
+        if self.images:
+            data["images"] = list(self.images)
+        if self.sboms:
+            data["sboms"] = list(self.sboms)
         if self.delta is not None:
             data["delta"] = self.delta
         return data
@@ -170,6 +201,8 @@ class Manifest:
             ),
             checks=tuple(document.get("checks", [])),
             delta=document.get("delta"),
+            images=tuple(document.get("images", [])),
+            sboms=tuple(document.get("sboms", [])),
         )
 
     @classmethod

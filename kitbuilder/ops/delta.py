@@ -29,10 +29,10 @@ from kitbuilder.core.dsse import Envelope
 from kitbuilder.core.manifest import (
     MANIFEST_DSSE,
     MANIFEST_JSON,
-    METADATA_FILES,
     Component,
     FileEntry,
     Manifest,
+    metadata_names,
 )
 from kitbuilder.errors import IntegrityError, PolicyError, UsageError
 from kitbuilder.ops.verify import (
@@ -148,7 +148,7 @@ def write_delta(
             for item in shipped:
                 entry = copy_member(writer, item.path, stream, item, base.caps)
                 files.append(_file_entry(entry, item.role, item.component))
-            for name in METADATA_FILES:
+            for name in target.members:
                 entry = writer.add_bytes(f"{TARGET_DIR}/{name}", target.members[name])
                 files.append(_file_entry(entry, "delta-target", DELTA_COMPONENT.id))
             delta_manifest = Manifest(
@@ -272,7 +272,7 @@ def patch_kit(
                     item.frame_sha256,
                 ):
                     raise IntegrityError(f"{item.path}: patched member differs from the signed target (frame digest)")
-            for name in METADATA_FILES:
+            for name in target.members:
                 writer.add_bytes(name, target.members[name])
             writer.finish()
             written_bytes = writer.offset
@@ -283,7 +283,8 @@ def target_metadata(delta_stream: BinaryIO, delta_manifest: Manifest, caps: Caps
     location = reader.read_index(delta_stream, caps)
     by_path = location.index.by_path()
     members: dict[str, bytes] = {}
-    for name in METADATA_FILES:
+    prefix = f"{TARGET_DIR}/"
+    for name in metadata_names(path[len(prefix) :] for path in by_path if path.startswith(prefix)):
         entry = by_path.get(f"{TARGET_DIR}/{name}")
         if entry is None:
             raise IntegrityError(f"delta kit lacks {TARGET_DIR}/{name}")

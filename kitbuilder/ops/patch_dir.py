@@ -22,7 +22,14 @@ from kitbuilder.archive.reader import Caps
 from kitbuilder.atomic import fsync_path, write_atomic
 from kitbuilder.core import jsonio
 from kitbuilder.core.dsse import Envelope
-from kitbuilder.core.manifest import MANIFEST_DSSE, MANIFEST_JSON, METADATA_FILES, Manifest
+from kitbuilder.core.manifest import (
+    ATTESTATIONS_DIR,
+    MANIFEST_DSSE,
+    MANIFEST_JSON,
+    SIGSTORE_BUNDLE,
+    Manifest,
+    metadata_names,
+)
 from kitbuilder.errors import ArchiveError, IntegrityError, PolicyError, UsageError
 from kitbuilder.ops.delta import target_metadata
 from kitbuilder.ops.verify import KitMetadata, VerifyOptions, check_policy, check_signed_metadata, open_kit, verify_kit
@@ -90,7 +97,11 @@ def _carry_out(directory: Path, operations: list[dict[str, Any]]) -> None:
 
 def _installed_metadata(directory: Path) -> KitMetadata:
     members: dict[str, bytes] = {}
-    for name in METADATA_FILES:
+    present = [SIGSTORE_BUNDLE] if (directory / SIGSTORE_BUNDLE).is_file() else []
+    attestations = directory / ATTESTATIONS_DIR
+    if attestations.is_dir():
+        present += [f"{ATTESTATIONS_DIR}/{p.name}" for p in attestations.iterdir() if p.is_file()]
+    for name in metadata_names(present):
         try:
             members[name] = (directory / name).read_bytes()
         except OSError as exc:
@@ -157,13 +168,15 @@ def patch_directory(
             fsync_path(staged)
             operations.append({"op": "replace", "path": item.path, "staged": staged_name})
             written += 1
-        for name in METADATA_FILES:
-            staged_name = f"meta-{name}"
+        for number, name in enumerate(target.members):
+            staged_name = f"meta-{number:03d}"
             (staging / staged_name).write_bytes(target.members[name])
             fsync_path(staging / staged_name)
             operations.append({"op": "replace", "path": name, "staged": staged_name})
         target_paths = {f.path for f in target_manifest.files}
         removed = sorted(set(base_paths) - target_paths)
+        # Optional metadata the old kit had and the new one has not (an attestation, a Sigstore bundle).
+        removed += sorted(set(installed.members) - set(target.members))
         operations += [{"op": "delete", "path": path} for path in removed]
         fsync_path(staging)
         write_atomic(staging / JOURNAL, jsonio.dump_pretty({"operations": operations}))

@@ -25,10 +25,12 @@ from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
 from kitbuilder.core.manifest import (
     MANIFEST_DSSE,
     MANIFEST_JSON,
+    MAX_ATTESTATIONS,
     METADATA_FILES,
     SHA256SUMS,
     SHA256SUMS_SIG,
     Manifest,
+    metadata_names,
 )
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement
 from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyError, UsageError
@@ -96,7 +98,13 @@ def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
     location = reader.read_index(stream, caps)
     by_path = location.index.by_path()
     members: dict[str, bytes] = {}
-    for name in METADATA_FILES:
+    names = metadata_names(by_path)
+    if len(names) > len(METADATA_FILES) + MAX_ATTESTATIONS + 1:
+        extra = len(names) - len(METADATA_FILES)
+        raise ArchiveError(
+            f"kit index lists {extra} extra metadata members; at most {MAX_ATTESTATIONS} attestations are allowed"
+        )
+    for name in names:
         entry = by_path.get(name)
         if entry is None:
             raise ArchiveError(f"kit index has no {name}: not a complete kit")
@@ -172,7 +180,7 @@ def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expect
         if (entry.offset, entry.length, entry.size, entry.sha256, entry.frame_sha256) != signed:
             raise ArchiveError(f"{item.path}: archive index entry differs from the signed manifest")
         expected[item.path] = Expected(item.path, item.size, item.sha256, item.offset, item.length, item.frame_sha256)
-    for name in METADATA_FILES:
+    for name in metadata.members:
         entry = by_path[name]
         expected[name] = Expected(
             name,
