@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from kitbuilder import __version__
+from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.writer import KitWriter
-from kitbuilder.atomic import atomic_output
+from kitbuilder.atomic import atomic_output, write_atomic
 from kitbuilder.core import checksums, paths, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import (
@@ -19,10 +22,19 @@ from kitbuilder.core.manifest import (
     MANIFEST_JSON,
     SHA256SUMS,
     SHA256SUMS_SIG,
+    SIGSTORE_BUNDLE,
     Component,
     FileEntry,
     KitInfo,
     Manifest,
+)
+from kitbuilder.core.provenance import (
+    DETACHED_SUFFIX,
+    PROVENANCE_MEMBER,
+    PROVENANCE_PREDICATE_TYPE,
+    Dependency,
+    Provenance,
+    builder_from_environment,
 )
 from kitbuilder.core.spec import ComponentSpec, KitSpec, load_spec
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
@@ -44,6 +56,9 @@ class BuildOptions:
     # Any value >= 1 gives the same bytes; 0 gives different (single-threaded) bytes.
     threads: int = 0
     source_date_epoch: int | None = None
+    builder_id: str | None = None  # SLSA runDetails.builder.id; default from the CI environment
+    provenance: bool = True  # attestations/provenance.dsse.json inside, KIT.intoto.jsonl beside the kit
+    sigstore_bundle: bool = False  # SHA256SUMS.sigstore.json: the SHA256SUMS signature as a Sigstore bundle
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,24 @@ class BuildResult:
     manifest: Manifest
     signers: tuple[str, ...]
     kit_size: int
+    kit_sha256: str = ""
+    metadata: tuple[str, ...] = ()  # optional metadata members written (attestations, Sigstore bundle)
+    detached_provenance: Path | None = None
+
+
+class _HashingOutput:
+    """The kit's output file, hashed as it is written so the detached provenance can name the kit's digest."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self._out.write(data)
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def source_date_epoch_from_env() -> int | None:
@@ -120,6 +153,7 @@ def build_kit(
     on_bytes: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     reuse: FrameReuse | None = None,
+    detached_provenance: bool = True,
 ) -> BuildResult:
     """Build and sign a kit; the output appears only when complete.
 
@@ -133,6 +167,7 @@ def build_kit(
     if not 1 <= options.level <= 19:
         raise UsageError(f"--level {options.level}: expected 1..19")
     spec = load_spec(spec_path)
+    started = time.time()
     inputs = collect_inputs(spec)
     if on_start is not None:
         on_start(sum(i.size for i in inputs))
@@ -157,8 +192,10 @@ def build_kit(
     )
     if reuse is not None:
         reuse.check_compatible(build_info)
+    hashed: _HashingOutput | None = None
     with atomic_output(output) as out:
-        writer = KitWriter(out, level=options.level, threads=options.threads, mtime=epoch or 0)
+        hashed = _HashingOutput(out)
+        writer = KitWriter(hashed, level=options.level, threads=options.threads, mtime=epoch or 0)  # type: ignore[arg-type]
         files: list[FileEntry] = []
         for item in inputs:
             try:
@@ -172,33 +209,128 @@ def build_kit(
                         entry = writer.add_stream(item.kit_path, source, item.size, on_bytes=on_bytes)
             except OSError as exc:
                 raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
-            files.append(
-                FileEntry(
-                    path=entry.path,
-                    size=entry.size,
-                    sha256=entry.sha256,
-                    role=item.component.role,
-                    component=item.component.id,
-                    offset=entry.offset,
-                    length=entry.length,
-                    frame_sha256=entry.frame_sha256,
-                )
-            )
+            files.append(_entry(entry, item.component.role, item.component.id))
         manifest = Manifest(
             kit=kit_info, build=build_info, components=components, files=tuple(files), checks=spec.checks
         )
-        seal(writer, manifest, keys)
+        sealed = seal(writer, manifest, keys)
+        extra: list[str] = []
+        statement_predicate = None
+        if options.provenance:
+            statement_predicate = _provenance(spec, inputs, manifest, options, started).predicate()
+            provenance = Statement(
+                subjects=(
+                    Subject(name=MANIFEST_JSON, sha256=sealed.manifest_sha256),
+                    Subject(name=SHA256SUMS, sha256=sealed.sums_sha256),
+                ),
+                predicate_type=PROVENANCE_PREDICATE_TYPE,
+                predicate=statement_predicate,
+            )
+            envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, provenance.to_bytes(), keys)
+            writer.add_bytes(PROVENANCE_MEMBER, envelope.to_bytes())
+            extra.append(PROVENANCE_MEMBER)
+        if options.sigstore_bundle:
+            from kitbuilder.trust.sigstore_bundle import render_key_bundle
+
+            writer.add_bytes(SIGSTORE_BUNDLE, render_key_bundle(sealed.sums, keys[0]))
+            extra.append(SIGSTORE_BUNDLE)
+        writer.finish()
         kit_size = writer.offset
-    return BuildResult(output=output, manifest=manifest, signers=tuple(k.keyid for k in keys), kit_size=kit_size)
+    kit_sha256 = hashed.digest.hexdigest()
+    detached = None
+    if statement_predicate is not None and detached_provenance:
+        detached = output.with_name(output.name + DETACHED_SUFFIX)
+        statement = Statement(
+            subjects=(Subject(name=output.name, sha256=kit_sha256),),
+            predicate_type=PROVENANCE_PREDICATE_TYPE,
+            predicate=statement_predicate,
+        )
+        envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
+        write_atomic(detached, envelope.to_bytes().rstrip(b"\n") + b"\n")
+    return BuildResult(
+        output=output,
+        manifest=manifest,
+        signers=tuple(k.keyid for k in keys),
+        kit_size=kit_size,
+        kit_sha256=kit_sha256,
+        metadata=tuple(extra),
+        detached_provenance=detached,
+    )
 
 
-def seal(writer: KitWriter, manifest: Manifest, keys: list[PrivateKey]) -> None:
-    """Write the metadata members (SHA256SUMS, its signature, manifest, DSSE envelope) and the index."""
+def _entry(entry: IndexEntry, role: str, component: str) -> FileEntry:
+    return FileEntry(
+        path=entry.path,
+        size=entry.size,
+        sha256=entry.sha256,
+        role=role,
+        component=component,
+        offset=entry.offset,
+        length=entry.length,
+        frame_sha256=entry.frame_sha256,
+    )
+
+
+def _provenance(
+    spec: KitSpec, inputs: list[InputFile], manifest: Manifest, options: BuildOptions, started: float
+) -> Provenance:
+    """SLSA provenance: the spec and every input by digest; times from SOURCE_DATE_EPOCH when set (reproducible)."""
+    base = spec.path.parent.resolve()
+    digests = {f.path: f.sha256 for f in manifest.files}
+
+    def relative(path: Path) -> str:
+        try:
+            return path.resolve().relative_to(base).as_posix()
+        except ValueError:
+            return os.path.relpath(path.resolve(), base).replace(os.sep, "/")
+
+    dependencies = [
+        Dependency(name=item.kit_path, uri=f"file:{relative(item.source)}", sha256=digests[item.kit_path])
+        for item in inputs
+    ]
+    builder = builder_from_environment(options.builder_id)
+    epoch = options.source_date_epoch
+    if epoch is not None:
+        started_on = finished_on = timefmt.format_utc(timefmt.from_epoch(epoch))
+    else:
+        started_on = timefmt.format_utc(timefmt.from_epoch(int(started)))
+        finished_on = timefmt.format_utc(timefmt.from_epoch(int(time.time())))
+    return Provenance(
+        spec_path=relative(spec.path),
+        spec_sha256=hashlib.sha256(spec.path.read_bytes()).hexdigest(),
+        options={
+            "compressionLevel": options.level,
+            "multithreaded": options.threads != 0,
+            "sourceDateEpoch": epoch,
+        },
+        dependencies=tuple(dependencies),
+        builder_id=builder.id,
+        tool=f"kitbuilder {__version__}",
+        started_on=started_on,
+        finished_on=finished_on,
+        invocation_id=builder.invocation_id,
+        ci=builder.ci,
+    )
+
+
+@dataclass(frozen=True)
+class Sealed:
+    sums: bytes
+    sums_sha256: str
+    manifest_sha256: str
+
+
+def seal(writer: KitWriter, manifest: Manifest, keys: list[PrivateKey]) -> Sealed:
+    """Write the required metadata members (SHA256SUMS, its signature, manifest, DSSE envelope).
+
+    Optional metadata (attestations, a Sigstore bundle) may follow; the caller then calls ``writer.finish()``.
+    """
     files = manifest.files
     sums = checksums.render((f.path, f.sha256) for f in files)
     sums_entry = writer.add_bytes(SHA256SUMS, sums)
     writer.add_bytes(SHA256SUMS_SIG, keys[0].sign(sums))
-    writer.add_bytes(MANIFEST_JSON, manifest.to_bytes())
+    manifest_bytes = manifest.to_bytes()
+    writer.add_bytes(MANIFEST_JSON, manifest_bytes)
     statement = Statement(
         subjects=tuple(Subject(name=f.path, sha256=f.sha256) for f in files)
         + (Subject(name=SHA256SUMS, sha256=sums_entry.sha256),),
@@ -207,4 +339,4 @@ def seal(writer: KitWriter, manifest: Manifest, keys: list[PrivateKey]) -> None:
     )
     envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
     writer.add_bytes(MANIFEST_DSSE, envelope.to_bytes())
-    writer.finish()
+    return Sealed(sums=sums, sums_sha256=sums_entry.sha256, manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest())

@@ -166,6 +166,7 @@ def write_delta(
                 },
             )
             seal(writer, delta_manifest, keys)
+            writer.finish()
             size = writer.offset
     return DeltaResult(output, full_kit, added, changed, removed, len(manifest.files) - len(shipped), size)
 
@@ -310,7 +311,9 @@ def build_delta(
     base = FrameReuse(base_path, policy)
     full = full_output or output.with_name(f".{output.name}.full.part")
     try:
-        build_kit(spec, keys=keys, output=full, options=options, reuse=base)
+        build_kit(
+            spec, keys=keys, output=full, options=options, reuse=base, detached_provenance=full_output is not None
+        )
         result = write_delta(full, base, keys=keys, output=output, policy=policy)
     finally:
         base.close()

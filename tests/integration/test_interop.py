@@ -38,6 +38,7 @@ def test_stock_zstd_and_tar_extract_every_member(extracted: Path) -> None:
         "SHA256SUMS.sig",
         "manifest.json",
         "manifest.dsse.json",
+        "attestations/provenance.dsse.json",
     } == set(names)
 
 
@@ -157,4 +158,4 @@ def test_python_tarfile_reads_the_same_members(built_kit: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         members = archive.getmembers()
     assert all(m.isfile() and m.mode == 0o644 and m.uid == 0 for m in members)
-    assert len(members) == 10
+    assert len(members) == 11  # 6 payload files, 4 metadata members, the provenance attestation
