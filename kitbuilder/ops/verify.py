@@ -23,15 +23,18 @@ from kitbuilder.archive.reader import Caps, Expected, IndexLocation
 from kitbuilder.core import checksums, jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
 from kitbuilder.core.manifest import (
+    ATTESTATIONS_DIR,
     MANIFEST_DSSE,
     MANIFEST_JSON,
     MAX_ATTESTATIONS,
     METADATA_FILES,
     SHA256SUMS,
     SHA256SUMS_SIG,
+    SIGSTORE_BUNDLE,
     Manifest,
     metadata_names,
 )
+from kitbuilder.core.provenance import PROVENANCE_MEMBER, PROVENANCE_PREDICATE_TYPE, read_predicate
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement
 from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyError, UsageError
 from kitbuilder.trust.freshness import Freshness
@@ -49,6 +52,16 @@ class KitMetadata:
 
 
 @dataclass(frozen=True)
+class KeylessCheck:
+    """A keyless Sigstore bundle over the kit's SHA256SUMS and who must have signed it."""
+
+    bundle: Path
+    trusted_root: Path
+    identity: str
+    issuer: str
+
+
+@dataclass(frozen=True)
 class VerifyOptions:
     policy: TrustPolicy
     now: datetime
@@ -56,6 +69,28 @@ class VerifyOptions:
     channel: str | None = None
     caps: Caps = field(default_factory=Caps)
     freshness: Freshness | None = None
+    require_provenance: bool = False
+    # Detached in-toto envelopes (KIT.intoto.jsonl) whose subject must be this kit file's SHA-256.
+    detached_attestations: tuple[Path, ...] = ()
+    keyless: KeylessCheck | None = None
+
+
+@dataclass(frozen=True)
+class AttestationReport:
+    path: str
+    predicate_type: str
+    signers: tuple[str, ...]
+    subjects: tuple[str, ...]
+    detached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "predicateType": self.predicate_type,
+            "signers": list(self.signers),
+            "subjects": list(self.subjects),
+            "detached": self.detached,
+        }
 
 
 @dataclass(frozen=True)
@@ -69,6 +104,8 @@ class VerifyReport:
     members: int
     payload_bytes: int
     kit_bytes: int
+    attestations: tuple[AttestationReport, ...] = ()
+    sigstore: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         kit = self.manifest.kit
@@ -83,6 +120,8 @@ class VerifyReport:
             "members": self.members,
             "payloadBytes": self.payload_bytes,
             "delta": self.manifest.delta,
+            "attestations": [a.to_json() for a in self.attestations],
+            "sigstore": self.sigstore,
         }
 
 
@@ -166,6 +205,119 @@ def check_policy(manifest: Manifest, options: VerifyOptions) -> None:
         )
 
 
+def check_attestation(
+    data: bytes, policy: TrustPolicy, subjects: dict[str, str], *, what: str, by_digest: bool = False
+) -> AttestationReport:
+    """One DSSE in-toto attestation: signed by trusted keys, well-formed, every subject matching.
+
+    ``subjects`` maps names to SHA-256 digests the kit vouches for. With ``by_digest`` (a detached
+    attestation about the kit file, whose name may have changed) a subject matches by digest alone.
+    """
+    envelope = Envelope.from_bytes(data, what=what)
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise FormatError(f"{what}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
+    signers = verify_envelope(envelope, policy, what=what)
+    statement = Statement.from_bytes(envelope.payload, what=f"{what} payload")
+    _check_statement_shape(envelope.payload, what=what)
+    for subject in statement.subjects:
+        if by_digest:
+            if subject.sha256 not in subjects.values():
+                raise IntegrityError(
+                    f"{what}: subject {subject.name} has SHA-256 {subject.sha256[:16]}…, "
+                    "which is not this kit file's; the attestation is for another file"
+                )
+            continue
+        if subject.name not in subjects:
+            raise IntegrityError(f"{what}: names subject {subject.name!r}, which this kit does not hold")
+        if subjects[subject.name] != subject.sha256:
+            raise IntegrityError(f"{what}: subject {subject.name} digest does not match the kit's {subject.name}")
+    if statement.predicate_type == PROVENANCE_PREDICATE_TYPE:
+        read_predicate(statement.predicate, what=what)
+    return AttestationReport(
+        path=what,
+        predicate_type=statement.predicate_type,
+        signers=signers,
+        subjects=tuple(s.name for s in statement.subjects),
+        detached=by_digest,
+    )
+
+
+def _check_statement_shape(payload: bytes, *, what: str) -> None:
+    """Second opinion from the in-toto-attestation library on the Statement's shape (not its bytes)."""
+    from google.protobuf import json_format
+    from in_toto_attestation.v1 import statement_pb2
+    from in_toto_attestation.v1.statement import Statement as InTotoStatement
+
+    try:
+        parsed = json_format.Parse(payload, statement_pb2.Statement())
+        InTotoStatement.copy_from_pb(parsed).validate()
+    except (json_format.ParseError, ValueError) as exc:
+        raise FormatError(f"{what}: not a valid in-toto Statement v1 ({str(exc).splitlines()[0]})") from exc
+
+
+def check_kit_attestations(
+    metadata: KitMetadata, manifest: Manifest, options: VerifyOptions
+) -> tuple[tuple[AttestationReport, ...], dict[str, Any] | None]:
+    """Every attestation and the Sigstore bundle inside the kit; PolicyError if provenance is required and absent."""
+    members = metadata.members
+    subjects = {f.path: f.sha256 for f in manifest.files}
+    subjects[MANIFEST_JSON] = hashlib.sha256(members[MANIFEST_JSON]).hexdigest()
+    subjects[SHA256SUMS] = hashlib.sha256(members[SHA256SUMS]).hexdigest()
+    reports = tuple(
+        check_attestation(members[name], options.policy, subjects, what=name)
+        for name in members
+        if name.startswith(f"{ATTESTATIONS_DIR}/")
+    )
+    sigstore: dict[str, Any] | None = None
+    if SIGSTORE_BUNDLE in members:
+        from kitbuilder.trust.sigstore_bundle import verify_key_bundle
+
+        signer = verify_key_bundle(members[SHA256SUMS], members[SIGSTORE_BUNDLE], options.policy, what=SIGSTORE_BUNDLE)
+        sigstore = {"bundle": SIGSTORE_BUNDLE, "kind": "key", "signer": signer}
+    if options.keyless is not None:
+        from kitbuilder.trust.keyless import verify_keyless
+
+        keyless = options.keyless
+        result = verify_keyless(
+            members[SHA256SUMS],
+            keyless.bundle,
+            keyless.trusted_root,
+            identity=keyless.identity,
+            issuer=keyless.issuer,
+        )
+        sigstore = {
+            "bundle": str(keyless.bundle),
+            "kind": "keyless",
+            "identity": result.identity,
+            "issuer": result.issuer,
+            "logIndex": result.log_index,
+            "integratedTime": result.integrated_time,
+            "certificateSha256": result.certificate_sha256,
+            **({"keyBundleSigner": sigstore["signer"]} if sigstore else {}),
+        }
+    if options.require_provenance and not any(r.predicate_type == PROVENANCE_PREDICATE_TYPE for r in reports):
+        raise PolicyError(
+            f"kit carries no {PROVENANCE_MEMBER} (SLSA provenance) and --require-provenance is set; "
+            "rebuild it with provenance (the default) or drop the flag"
+        )
+    return reports, sigstore
+
+
+def check_detached(path: Path, kit_sha256: str, policy: TrustPolicy) -> list[AttestationReport]:
+    """A KIT.intoto.jsonl file: one DSSE envelope per line, each about this kit file."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read attestation ({exc.strerror})") from exc
+    envelopes = [line for line in lines if line.strip()]
+    if not envelopes:
+        raise FormatError(f"{path}: no attestation in the file (expected one DSSE envelope per line)")
+    return [
+        check_attestation(line, policy, {"kit": kit_sha256}, what=f"{path}:{number}", by_digest=True)
+        for number, line in enumerate(envelopes, start=1)
+    ]
+
+
 def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expected]:
     index = metadata.location.index
     by_path = index.by_path()
@@ -237,6 +389,7 @@ def verify_kit(
             policy_options = dataclasses.replace(options, now=effective)
             downgrade_note = options.freshness.check(kit.name, kit.channel, kit.sequence)
         check_policy(manifest, policy_options)
+        attestations, sigstore = check_kit_attestations(metadata, manifest, options)
         expected = _expectations(metadata, manifest)
         worker = HashWorker()
         hashing = _HashingReader(stream, worker)
@@ -257,6 +410,9 @@ def verify_kit(
             worker.sync()
         finally:
             worker.close()
+    kit_sha256 = hashing.digest.hexdigest()
+    for detached in options.detached_attestations:
+        attestations += tuple(check_detached(detached, kit_sha256, options.policy))
     if options.freshness is not None:
         options.freshness.record(kit.name, kit.channel, kit.sequence, options.now)
     checks: tuple[str, ...] = (
@@ -275,6 +431,18 @@ def verify_kit(
             or f"not a rollback: sequence {kit.sequence} >= the highest accepted here "
             f"(state in {options.freshness.directory})",
         )
+    checks += tuple(
+        f"{a.path}: {a.predicate_type} signed by {len(a.signers)} trusted key(s); "
+        + ("subject is this kit file" if a.detached else f"subjects {', '.join(a.subjects)} match")
+        for a in attestations
+    )
+    if sigstore is not None and sigstore["kind"] == "key":
+        checks += (f"{SIGSTORE_BUNDLE}: Sigstore bundle over {SHA256SUMS} signed by trusted key {sigstore['signer']}",)
+    elif sigstore is not None:
+        checks += (
+            f"{sigstore['bundle']}: keyless Sigstore signature over {SHA256SUMS} by {sigstore['identity']} "
+            f"({sigstore['issuer']}), transparency log index {sigstore['logIndex']}",
+        )
     if manifest.delta is not None:
         checks += (
             f"this is a DELTA kit for base {manifest.kit.name} sequence {manifest.delta['baseSequence']} "
@@ -282,7 +450,7 @@ def verify_kit(
         )
     return VerifyReport(
         path=path,
-        kit_sha256=hashing.digest.hexdigest(),
+        kit_sha256=kit_sha256,
         manifest=manifest,
         signers=signers,
         checksum_signer=checksum_signer,
@@ -290,4 +458,6 @@ def verify_kit(
         members=result.members,
         payload_bytes=result.payload_bytes,
         kit_bytes=metadata.location.file_size,
+        attestations=attestations,
+        sigstore=sigstore,
     )
