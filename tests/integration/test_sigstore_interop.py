@@ -12,6 +12,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,12 @@ import pytest
 
 from kitbuilder.core import checksums
 from kitbuilder.errors import FormatError, TrustError, UsageError
+from kitbuilder.ops.build import BuildOptions, build_kit
 from kitbuilder.trust.keyless import KeylessResult, verify_keyless
 from kitbuilder.trust.keys import PrivateKey
-from kitbuilder.trust.sigstore_bundle import render_key_bundle
+from kitbuilder.trust.signatures import TrustPolicy
+from kitbuilder.trust.sigstore_bundle import SIGSTORE_BUNDLE_NAME, render_key_bundle, verify_key_bundle
+from tests.conftest import KitEnv
 from tests.factories.keys import ecdsa_key, ed25519_key
 from tests.factories.sigstore_testroot import GITHUB_ISSUER, RELEASE_IDENTITY, SIGNED_AT, PrivateSigstore
 
@@ -108,6 +112,30 @@ def test_npm_refuses_key_bundle_whose_hint_names_no_pinned_key(node_verifier: Pa
     )
     assert result.returncode == 1
     assert "PUBLIC_KEY_ERROR" in result.stderr
+
+
+@pytest.mark.skipif(not (shutil.which("zstd") and shutil.which("tar")), reason="needs zstd and tar on PATH")
+@pytest.mark.parametrize("first", ["ed25519", "ecdsa-p256"])
+def test_bundle_inside_a_built_kit_verifies_with_npm(
+    node_verifier: Path, kit_env: KitEnv, tmp_path: Path, first: str
+) -> None:
+    keys = [ed25519_key("release"), ecdsa_key("ops")]
+    if first == "ecdsa-p256":
+        keys.reverse()
+    kit = tmp_path / "bundle.kit.tar.zst"
+    options = BuildOptions(sigstore_bundle=True, provenance=False, source_date_epoch=1700000000)
+    result = build_kit(kit_env.spec, keys=keys, output=kit, options=options, detached_provenance=False)
+    assert SIGSTORE_BUNDLE_NAME in result.metadata
+    out = tmp_path / "extracted"
+    out.mkdir()
+    subprocess.run(f"zstd -dc '{kit}' | tar -x -C '{out}'", shell=True, check=True)
+    public = tmp_path / "signer.pub"
+    public.write_bytes(keys[0].public.to_pem())
+    sums, bundle = out / "SHA256SUMS", out / SIGSTORE_BUNDLE_NAME
+    verified = run_node(node_verifier, "verify-key-bundle.mjs", sums, bundle, public, keys[0].keyid)
+    assert verified.returncode == 0, verified.stderr
+    policy = TrustPolicy(keys=(keys[0].public,), threshold=1)
+    assert verify_key_bundle(sums.read_bytes(), bundle.read_bytes(), policy, what=SIGSTORE_BUNDLE_NAME) == keys[0].keyid
 
 
 # --- keyless, offline, against a private trusted root -----------------------------------------------------
@@ -342,6 +370,13 @@ def test_keyless_missing_file_is_a_usage_error(keyless: Keyless, missing: str) -
     with pytest.raises(UsageError, match="No such file") as caught:
         keyless.verify()
     assert caught.value.exit_code == 2 and str(caught.value).startswith(str(path))
+
+
+def test_sigstore_is_imported_only_when_keyless_verification_runs() -> None:
+    # sigstore takes a noticeable part of a second to import; `kit --help` and key-based checks must not pay it.
+    code = "import sys, kitbuilder.trust.keyless, kitbuilder.trust.sigstore_bundle; print('sigstore' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 # --- the private instance, cross-checked by a second implementation -----------------------------------------
