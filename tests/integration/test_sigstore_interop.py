@@ -350,17 +350,32 @@ def test_keyless_malformed_bundle_is_a_format_error(keyless: Keyless, name: str)
     assert "\n" not in str(caught.value) and str(caught.value).startswith(str(keyless.bundle))
 
 
-def test_keyless_malformed_trusted_root_is_a_format_error(keyless: Keyless) -> None:
-    keyless.edit_root(lambda d: d.pop("certificateAuthorities"))
-    with pytest.raises(FormatError, match="certificateAuthorities") as caught:
+MALFORMED_ROOTS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "root_without_certificate_authorities_field": (lambda d: d.pop("certificateAuthorities"), "certificateAuthorities"),
+    "root_with_no_certificate_authorities": (lambda d: d.update(certificateAuthorities=[]), "Fulcio"),
+    "root_with_no_transparency_logs": (lambda d: d.update(tlogs=[]), "transparency log"),
+    "root_with_no_ct_logs": (lambda d: d.update(ctlogs=[]), "CTFE"),
+    "root_unknown_media_type": (
+        lambda d: d.update(mediaType="application/vnd.dev.sigstore.trustedroot+json;version=9"),
+        "mediaType",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_ROOTS))
+def test_keyless_malformed_trusted_root_is_a_format_error(keyless: Keyless, name: str) -> None:
+    change, words = MALFORMED_ROOTS[name]
+    keyless.edit_root(change)
+    with pytest.raises(FormatError, match=words) as caught:
         keyless.verify()
     assert "\n" not in str(caught.value) and str(caught.value).startswith(str(keyless.trusted_root))
 
 
-def test_keyless_trusted_root_without_logs_is_a_format_error(keyless: Keyless) -> None:
-    keyless.edit_root(lambda d: d.update(tlogs=[]))
-    with pytest.raises(FormatError, match="transparency log"):
+def test_keyless_trusted_root_not_json_is_a_format_error(keyless: Keyless) -> None:
+    keyless.trusted_root.write_text("{")
+    with pytest.raises(FormatError) as caught:
         keyless.verify()
+    assert "\n" not in str(caught.value) and str(caught.value).startswith(str(keyless.trusted_root))
 
 
 @pytest.mark.parametrize("missing", ["bundle", "trusted_root"])
