@@ -28,7 +28,7 @@ class KeylessResult:
     identity: str
     issuer: str
     log_index: int
-    # RFC 3339 UTC; empty when the entry has no integrated time (Rekor v2 entries rely on a TSA timestamp).
+    # RFC 3339 UTC; empty unless an inclusion promise signs it (Rekor v2 entries rely on a TSA timestamp).
     integrated_time: str
     certificate_sha256: str
 
@@ -73,15 +73,17 @@ def verify_keyless(
     except MetadataError as exc:
         raise FormatError(f"{trusted_root_path}: not a usable Sigstore trusted root ({_reason(exc)})") from exc
     except (VerificationError, ExtensionNotFound) as exc:
+        reason = _reason(exc)
         raise TrustError(
-            f"{bundle_path}: keyless verification against {trusted_root_path} failed: {_reason(exc)}"
+            f"{bundle_path}: keyless verification against {trusted_root_path} failed: {reason}; {_advice(reason)}"
         ) from exc
     except ValueError as exc:
         # Raised while decoding parts only verification looks into (log entry body, certificate extensions).
         raise FormatError(f"{bundle_path}: malformed Sigstore bundle ({_reason(exc)})") from exc
 
     entry = document["verificationMaterial"]["tlogEntries"][0]
-    integrated = entry.get("integratedTime")
+    # Only the signed entry timestamp (inclusion promise) vouches for the integrated time.
+    integrated = entry.get("integratedTime") if entry.get("inclusionPromise") else None
     # The whole DER certificate, so `openssl x509 -outform DER | sha256sum` gives the same value.
     certificate_der = bundle.signing_certificate.public_bytes(Encoding.DER)
     return KeylessResult(
@@ -111,6 +113,24 @@ def _check_shape(document: dict[str, Any], path: Path) -> None:
     integrated = entries[0].get("integratedTime", "0")
     if not isinstance(integrated, str | int) or not str(integrated).isdigit():
         raise FormatError(f"{path}: tlogEntries[0].integratedTime must be a non-negative integer")
+
+
+# sigstore's messages name the failed step; each maps to what the operator can check.
+_ADVICE = (
+    (("SANs do not match", "OIDCIssuer"), "check --cert-identity and --cert-oidc-issuer against the signing workflow"),
+    (("digest mismatch", "invalid for input"), "the bundle does not sign this kit's SHA256SUMS"),
+    (("inconsistent",), "its log entry records another signature or certificate: the bundle was altered"),
+)
+_DEFAULT_ADVICE = (
+    "the bundle was not issued and logged by an instance in the trusted root (update it if Sigstore rotated keys)"
+)
+
+
+def _advice(reason: str) -> str:
+    for needles, advice in _ADVICE:
+        if any(needle in reason for needle in needles):
+            return advice
+    return _DEFAULT_ADVICE
 
 
 def _reason(exc: BaseException) -> str:
