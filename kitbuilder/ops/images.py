@@ -1,0 +1,317 @@
+"""Getting images out of a kit: ``kit images export`` (an OCI layout on disk) and ``kit images push`` (a registry).
+
+Both verify the whole kit first (``verify_kit``), then read the images/ members
+again through the index. The file could change between the two reads, so
+every byte is hashed again while it streams and compared with the signed
+digest before anything is committed: the rename into the output directory, or
+the PUT that completes a blob upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from kitbuilder.archive import reader, tarfmt, zstdframes
+from kitbuilder.archive.index import IndexEntry
+from kitbuilder.archive.reader import Caps
+from kitbuilder.atomic import fsync_path
+from kitbuilder.core.manifest import Manifest
+from kitbuilder.errors import IntegrityError, UsageError
+from kitbuilder.oci import layout
+from kitbuilder.oci.check import PREFIX, CheckedLayout, walk_layout
+from kitbuilder.oci.registry import RegistryClient, TransferOptions, parse_registry, push_target
+from kitbuilder.ops.verify import VerifyOptions, open_kit, verify_kit
+
+EXPORT_TEMP_PREFIX = ".kit-export-tmp-"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out_dir: Path
+    images: tuple[dict[str, Any], ...]
+    blobs: int
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"outDir": str(self.out_dir), "images": list(self.images), "blobs": self.blobs, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class ImagePush:
+    ref: str
+    pushed_as: str
+    digest: str
+    blobs_sent: int
+    blobs_skipped: int
+    blobs_mounted: int
+    bytes_sent: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "pushedAs": self.pushed_as,
+            "digest": self.digest,
+            "blobsSent": self.blobs_sent,
+            "blobsSkipped": self.blobs_skipped,
+            "blobsMounted": self.blobs_mounted,
+            "bytesSent": self.bytes_sent,
+        }
+
+
+@dataclass(frozen=True)
+class PushResult:
+    kit: Path
+    registry: str
+    images: tuple[ImagePush, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kit": str(self.kit),
+            "registry": self.registry,
+            "images": [image.to_json() for image in self.images],
+            "blobsSent": sum(i.blobs_sent for i in self.images),
+            "blobsSkipped": sum(i.blobs_skipped for i in self.images),
+            "blobsMounted": sum(i.blobs_mounted for i in self.images),
+            "bytesSent": sum(i.bytes_sent for i in self.images),
+        }
+
+
+class _KitImages:
+    """The images/ members of a verified kit, read again through its index and checked against the signed manifest."""
+
+    def __init__(self, kit: Path, manifest: Manifest, stream: BinaryIO, caps: Caps) -> None:
+        self.kit = kit
+        self.caps = caps
+        self.stream = stream
+        self.signed = {f.path: f for f in manifest.files if f.path.startswith(PREFIX)}
+        index = reader.read_index(stream, caps).index.by_path()
+        self.entries: dict[str, IndexEntry] = {}
+        for path, item in self.signed.items():
+            entry = index.get(path)
+            signed = (item.offset, item.length, item.size, item.sha256, item.frame_sha256)
+            if entry is None or (entry.offset, entry.length, entry.size, entry.sha256, entry.frame_sha256) != signed:
+                raise IntegrityError(f"{kit}: {path}: the kit changed after it was verified; verify it again")
+            self.entries[path] = entry
+
+    def sizes(self) -> dict[str, tuple[int, str]]:
+        return {path: (item.size, item.sha256) for path, item in self.signed.items()}
+
+    def read_small(self, path: str) -> bytes:
+        return reader.read_member(self.stream, self.entries[path], self.caps)
+
+    @contextlib.contextmanager
+    def chunks(self, path: str) -> Iterator[Iterator[bytes]]:
+        """The member's content in pieces; raises IntegrityError after the last piece if it is not what was signed."""
+        yield _member_chunks(self.stream, self.entries[path], self.caps, f"{self.kit}: {path}")
+
+
+def _member_chunks(stream: BinaryIO, entry: IndexEntry, caps: Caps, label: str) -> Iterator[bytes]:
+    """Decompress one member's data frame, bounded by its padded size, hashing the content as it goes."""
+    stream.seek(entry.offset)
+    frames = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
+    header = tarfmt.parse_header(
+        b"".join(frames.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{label} header")), offset=-1
+    )
+    if header.path != entry.path or header.size != entry.size:
+        raise IntegrityError(f"{label}: the member at offset {entry.offset} is not what the signed index says")
+    digest = hashlib.sha256()
+    received = 0
+    for chunk in frames.iter_zstd_frame(max_output=tarfmt.padded_size(entry.size), what=label):
+        take = min(len(chunk), entry.size - received)
+        if take:
+            data = chunk if take == len(chunk) else chunk[:take]
+            digest.update(data)
+            received += take
+            if received == entry.size and digest.hexdigest() != entry.sha256:
+                # Before the last piece is handed out, so no consumer completes an upload of altered bytes.
+                raise IntegrityError(f"{label}: content changed after verify (sha256 {digest.hexdigest()})")
+            yield data
+    if received != entry.size:
+        raise IntegrityError(f"{label}: holds {received} bytes, the signed size is {entry.size}")
+    if entry.size == 0 and digest.hexdigest() != entry.sha256:
+        raise IntegrityError(f"{label}: content differs from the signed digest")
+
+
+def _records(kit: Path, manifest: Manifest) -> tuple[dict[str, Any], ...]:
+    if not manifest.images:
+        raise UsageError(f"{kit}: the kit carries no container images")
+    return manifest.images
+
+
+def _check(images: _KitImages, manifest: Manifest) -> CheckedLayout:
+    return walk_layout(images.sizes(), images.read_small, records=manifest.images)
+
+
+def export_images(
+    kit: Path, out_dir: Path, options: VerifyOptions, *, on_bytes: Callable[[int], None] | None = None
+) -> ExportResult:
+    """Verify the kit, then write its images as a plain OCI image layout in ``out_dir`` (new or empty).
+
+    Written under ``out_dir/.kit-export-tmp-*`` and renamed into place (index.json last),
+    so ``out_dir`` never holds a layout whose index names blobs that are not there.
+    """
+    _prepare_empty(out_dir)
+    report = verify_kit(kit, options)
+    records = _records(kit, report.manifest)
+    temp = Path(tempfile.mkdtemp(prefix=EXPORT_TEMP_PREFIX, dir=out_dir))
+    try:
+        total = 0
+        with open_kit(kit) as stream:
+            images = _KitImages(kit, report.manifest, stream, options.caps)
+            for path, entry in sorted(images.entries.items()):
+                destination = temp.joinpath(*path[len(PREFIX) :].split("/"))
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                observed = reader.read_member_to(stream, entry, options.caps, destination)
+                if observed != images.signed[path].sha256:
+                    raise IntegrityError(f"{kit}: {path}: content changed after verify (sha256 {observed})")
+                _fsync_file(destination)
+                total += entry.size
+                if on_bytes is not None:
+                    on_bytes(entry.size)
+            checked = _check(images, report.manifest)
+        for directory in (temp / "blobs" / "sha256", temp / "blobs", temp):
+            if directory.exists():
+                fsync_path(directory)
+        for name in ("blobs", layout.OCI_LAYOUT_FILE, layout.INDEX_FILE):
+            if (temp / name).exists():
+                os.replace(temp / name, out_dir / name)
+        temp.rmdir()
+        fsync_path(out_dir)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return ExportResult(out_dir=out_dir, images=records, blobs=checked.summary.blob_count, bytes=total)
+
+
+def _prepare_empty(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        leftovers = [p for p in out_dir.iterdir()]
+    except OSError as exc:
+        raise UsageError(f"{out_dir}: cannot create or list the directory ({exc.strerror})") from exc
+    stale = [p for p in leftovers if p.name.startswith(EXPORT_TEMP_PREFIX) and p.is_dir()]
+    if len(stale) != len(leftovers):
+        raise UsageError(f"{out_dir}: not empty; export writes a fresh OCI layout into a new or empty directory")
+    for path in stale:  # an export killed before its rename
+        shutil.rmtree(path)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def push_images(
+    kit: Path,
+    registry: str,
+    options: VerifyOptions,
+    *,
+    tls_verify: bool = True,
+    ca_cert: Path | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    refs: Sequence[str] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    transfer: TransferOptions | None = None,
+) -> PushResult:
+    """Verify the kit, then push its images (or those named in ``refs``) to ``registry`` (HOST[:PORT]).
+
+    Each image goes to its reference with the registry host replaced, e.g.
+    registry.local/team/app:1 → HOST:PORT/team/app:1. Blobs the registry has are
+    skipped, blobs pushed earlier in this run to another repository are mounted,
+    manifests go up by digest (children before an index) and then by tag.
+    RegistryError (11) when the registry fails; rerunning finishes the job.
+    """
+    host = parse_registry(registry)
+    report = verify_kit(kit, options)
+    records = _records(kit, report.manifest)
+    known = [str(r["ref"]) for r in records]
+    if refs:
+        unknown = [r for r in refs if r not in known]
+        if unknown:
+            raise UsageError(f"{kit}: has no image {unknown[0]!r} (it has: {', '.join(known)})")
+        records = tuple(r for r in records if r["ref"] in refs)
+    results: list[ImagePush] = []
+    with open_kit(kit) as stream:
+        images = _KitImages(kit, report.manifest, stream, options.caps)
+        checked = _check(images, report.manifest)
+        if on_start is not None:
+            wanted: dict[str, int] = {}
+            for record in records:
+                wanted.update({d: b.size for d, b in checked.trees[str(record["ref"])].blobs.items()})
+            on_start(sum(wanted.values()))
+        with RegistryClient(
+            host, tls_verify=tls_verify, ca_cert=ca_cert, username=username, password=password, options=transfer
+        ) as client:
+            client.ping()
+            landed: dict[str, str] = {}  # digest → a repository known to hold it in this run
+            for record in records:
+                results.append(_push_one(client, images, checked, str(record["ref"]), host, landed, on_bytes))
+    return PushResult(kit=kit, registry=host, images=tuple(results))
+
+
+def _push_one(
+    client: RegistryClient,
+    images: _KitImages,
+    checked: CheckedLayout,
+    ref: str,
+    host: str,
+    landed: dict[str, str],
+    on_bytes: Callable[[int], None] | None,
+) -> ImagePush:
+    tree = checked.trees[ref]
+    repository, tag = push_target(ref, host)
+    manifest_digests = {descriptor.digest for descriptor, _ in tree.manifests}
+    sent = skipped = mounted = sent_bytes = 0
+    for digest, blob in tree.blobs.items():
+        if digest in manifest_digests:
+            continue
+        if landed.get(digest) == repository or client.blob_exists(repository, digest):
+            skipped += 1
+        elif digest in landed and client.mount_blob(repository, digest, landed[digest]):
+            mounted += 1
+        else:
+            sent_bytes += client.upload_blob(
+                repository,
+                digest,
+                blob.size,
+                functools.partial(images.chunks, checked.blob_paths[digest]),
+                on_bytes=on_bytes,
+            )
+            sent += 1
+            landed[digest] = repository
+            continue
+        landed.setdefault(digest, repository)
+        if on_bytes is not None:
+            on_bytes(blob.size)
+    for descriptor, data in tree.manifests:
+        client.put_manifest(repository, descriptor.digest, descriptor.media_type, data, descriptor.digest)
+        if on_bytes is not None:
+            on_bytes(descriptor.size)
+    root = tree.root
+    root_data = dict((d.digest, data) for d, data in tree.manifests)[root.digest]
+    client.put_manifest(repository, tag, root.media_type, root_data, root.digest)
+    return ImagePush(
+        ref=ref,
+        pushed_as=f"{host}/{repository}:{tag}",
+        digest=root.digest,
+        blobs_sent=sent,
+        blobs_skipped=skipped,
+        blobs_mounted=mounted,
+        bytes_sent=sent_bytes,
+    )
