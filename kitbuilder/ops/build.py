@@ -18,8 +18,13 @@ from kitbuilder.atomic import atomic_output, write_atomic
 from kitbuilder.core import checksums, paths, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import (
+    ATTESTATIONS_DIR,
+    IMAGES_COMPONENT,
+    IMAGES_DIR,
+    KIT_SBOM_COMPONENT,
     MANIFEST_DSSE,
     MANIFEST_JSON,
+    METADATA_FILES,
     SHA256SUMS,
     SHA256SUMS_SIG,
     SIGSTORE_BUNDLE,
@@ -27,6 +32,7 @@ from kitbuilder.core.manifest import (
     FileEntry,
     KitInfo,
     Manifest,
+    is_optional_metadata,
 )
 from kitbuilder.core.provenance import (
     DETACHED_SUFFIX,
@@ -36,13 +42,24 @@ from kitbuilder.core.provenance import (
     Provenance,
     builder_from_environment,
 )
+from kitbuilder.core.sbom import (
+    KIT_SBOM_PATH,
+    KitComponent,
+    SbomError,
+    SbomFile,
+    SbomImage,
+    ShippedSbom,
+    check_sbom,
+    render_kit_sbom,
+)
 from kitbuilder.core.spec import ComponentSpec, KitSpec, load_spec
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
-from kitbuilder.errors import UsageError
+from kitbuilder.errors import IntegrityError, UsageError
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import sign_envelope
 
 if TYPE_CHECKING:
+    from kitbuilder.oci.plan import ImagePlan
     from kitbuilder.ops.delta import FrameReuse
 
 # ustar's 12-byte octal fields hold values below 8**11: files up to 8 GiB, times before year 4147.
@@ -104,6 +121,18 @@ def source_date_epoch_from_env() -> int | None:
     return int(value)
 
 
+def _reserved(kit_path: str) -> str | None:
+    """Why an input may not use ``kit_path``: kit build writes that path itself."""
+    if kit_path == KIT_SBOM_PATH:
+        return "is the kit's own SBOM"
+    top = kit_path.split("/", 1)[0]
+    if top in (IMAGES_DIR, ATTESTATIONS_DIR, "delta"):
+        return f"is under {top}/, which kit build fills itself"
+    if kit_path in METADATA_FILES or is_optional_metadata(kit_path):
+        return "is a kit metadata member"
+    return None
+
+
 def collect_inputs(spec: KitSpec) -> list[InputFile]:
     """Every input file with its kit path, sorted by kit path; UsageError on collisions or odd files."""
     found: list[InputFile] = []
@@ -130,8 +159,15 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
             if problem:
                 raise UsageError(f"{spec.path}: {component.id}: {source}: kit path {kit_path!r}: {problem}")
             found.append(InputFile(kit_path=kit_path, source=source, size=info.st_size, component=component))
-    if not found:
+    if not found and not spec.images:
         raise UsageError(f"{spec.path}: the components hold no files; a kit needs at least one payload file")
+    for item in found:
+        reserved = _reserved(item.kit_path)
+        if reserved:
+            raise UsageError(
+                f"{spec.path}: {item.component.id}: {item.source} maps to kit path {item.kit_path}, "
+                f"which {reserved}; set dest: to another directory"
+            )
     found.sort(key=lambda f: f.kit_path)
     seen: dict[str, str] = {}
     for item in found:
@@ -187,9 +223,23 @@ def build_kit(
         "compression": {"algorithm": "zstd", "level": options.level, "multithreaded": options.threads != 0},
         "mtime": epoch or 0,
     }
+    for component in spec.components:
+        if component.id in (KIT_SBOM_COMPONENT, IMAGES_COMPONENT):
+            raise UsageError(f"{spec.path}: component id {component.id!r} is reserved for what kit build adds")
+    shipped = check_shipped_sboms(spec, inputs)
+    image_plan = None
+    if spec.images:
+        from kitbuilder.oci.plan import plan_images
+
+        image_plan = plan_images(spec.images, spec_path=spec.path)
+        if on_start is not None:
+            on_start(sum(i.size for i in inputs) + image_plan.size)
+    generated = [Component(id=KIT_SBOM_COMPONENT, role="sbom", subject=spec.name)]
+    if image_plan is not None:
+        generated.append(Component(id=IMAGES_COMPONENT, role="image"))
     components = tuple(
         Component(id=c.id, role=c.role, phase=c.phase, subject=c.subject, options=c.options) for c in spec.components
-    )
+    ) + tuple(generated)
     if reuse is not None:
         reuse.check_compatible(build_info)
     hashed: _HashingOutput | None = None
@@ -210,8 +260,38 @@ def build_kit(
             except OSError as exc:
                 raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
             files.append(_entry(entry, item.component.role, item.component.id))
+        for member in image_plan.members if image_plan else ():
+            entry = None
+            if reuse is not None:
+                entry = reuse.copy_if_digest_known(writer, member.kit_path, member.sha256, member.size)
+                if entry is not None and on_bytes is not None:
+                    on_bytes(member.size)
+            if entry is None:
+                with member.open() as stream:
+                    entry = writer.add_stream(member.kit_path, stream, member.size, on_bytes=on_bytes)
+            if entry.sha256 != member.sha256:
+                raise IntegrityError(f"{member.kit_path}: content read does not match its digest {member.sha256}")
+            files.append(_entry(entry, "image", IMAGES_COMPONENT))
+        image_records = tuple(r.to_json() for r in image_plan.images) if image_plan else ()
+        sbom_bytes = _kit_sbom(kit_info, components, files, image_plan, shipped)
+        files.append(_entry(writer.add_bytes(KIT_SBOM_PATH, sbom_bytes), "sbom", KIT_SBOM_COMPONENT))
         manifest = Manifest(
-            kit=kit_info, build=build_info, components=components, files=tuple(files), checks=spec.checks
+            kit=kit_info,
+            build=build_info,
+            components=components,
+            files=tuple(files),
+            checks=spec.checks,
+            images=image_records,
+            sboms=tuple(
+                {
+                    "path": s.path,
+                    "component": s.component,
+                    "subject": s.subject,
+                    "format": s.format,
+                    "specVersion": s.spec_version,
+                }
+                for s in shipped
+            ),
         )
         sealed = seal(writer, manifest, keys)
         extra: list[str] = []
@@ -256,6 +336,60 @@ def build_kit(
         metadata=tuple(extra),
         detached_provenance=detached,
     )
+
+
+def check_shipped_sboms(spec: KitSpec, inputs: list[InputFile]) -> list[ShippedSbom]:
+    """Validate each SBOM the spec ships (CycloneDX 1.4-1.6, SPDX 2.2/2.3 JSON); UsageError names file and JSON path."""
+    shipped: list[ShippedSbom] = []
+    for item in inputs:
+        component = item.component
+        if component.role != "sbom":
+            continue
+        try:
+            data = item.source.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
+        try:
+            info = check_sbom(data, str(item.source))
+        except SbomError as exc:
+            raise UsageError(f"{spec.path}: sboms {component.id}: {exc.message}; fix or regenerate the SBOM") from exc
+        shipped.append(
+            ShippedSbom(
+                path=item.kit_path,
+                component=component.id,
+                subject=component.subject or "",
+                format=info.format,
+                spec_version=info.spec_version,
+            )
+        )
+    return shipped
+
+
+def _kit_sbom(
+    kit: KitInfo,
+    components: tuple[Component, ...],
+    files: list[FileEntry],
+    image_plan: ImagePlan | None,
+    shipped: list[ShippedSbom],
+) -> bytes:
+    try:
+        return render_kit_sbom(
+            name=kit.name,
+            version=kit.version,
+            product=kit.product,
+            tool_version=__version__,
+            created=kit.created,
+            components=[KitComponent(id=c.id, role=c.role, phase=c.phase, subject=c.subject) for c in components],
+            files=[SbomFile(f.path, f.sha256, f.size, f.role, f.component) for f in files],
+            images=[
+                SbomImage(ref=r.ref, digest=r.digest, media_type=r.media_type, platforms=r.platforms, size=r.size)
+                for r in (image_plan.images if image_plan else ())
+            ],
+            shipped=shipped,
+        )
+    except SbomError as exc:
+        # Our own output failed the CycloneDX schema: a bug, but say which part.
+        raise UsageError(f"{KIT_SBOM_PATH}: generated SBOM is invalid ({exc.message}); please report this") from exc
 
 
 def _entry(entry: IndexEntry, role: str, component: str) -> FileEntry:

@@ -102,7 +102,11 @@ class FrameReuse:
 
     def copy_if_known(self, writer: KitWriter, kit_path: str, source: Path, size: int) -> IndexEntry | None:
         """Hash ``source``; when the base holds the same content, copy its frame and return the entry."""
-        known = self._by_content.get((_sha256_file(source), size))
+        return self.copy_if_digest_known(writer, kit_path, _sha256_file(source), size)
+
+    def copy_if_digest_known(self, writer: KitWriter, kit_path: str, sha256: str, size: int) -> IndexEntry | None:
+        """Copy the base's frame for content already known by digest (an image blob is named by its digest)."""
+        known = self._by_content.get((sha256, size))
         if known is None:
             return None
         self.reused.append(kit_path)

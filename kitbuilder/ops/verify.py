@@ -270,9 +270,17 @@ def check_kit_attestations(
     )
     sigstore: dict[str, Any] | None = None
     if SIGSTORE_BUNDLE in members:
-        from kitbuilder.trust.sigstore_bundle import verify_key_bundle
+        from kitbuilder.trust.sigstore_bundle import parse_key_bundle, verify_key_bundle
 
-        signer = verify_key_bundle(members[SHA256SUMS], members[SIGSTORE_BUNDLE], options.policy, what=SIGSTORE_BUNDLE)
+        # Made by the first build key, like SHA256SUMS.sig: checked when that key is trusted here.
+        first_keyid = metadata.envelope.signatures[0].keyid
+        signer: str | None = None
+        if any(k.keyid == first_keyid for k in options.policy.keys):
+            signer = verify_key_bundle(
+                members[SHA256SUMS], members[SIGSTORE_BUNDLE], options.policy, what=SIGSTORE_BUNDLE
+            )
+        else:
+            parse_key_bundle(members[SIGSTORE_BUNDLE], what=SIGSTORE_BUNDLE)  # malformed is still a format error
         sigstore = {"bundle": SIGSTORE_BUNDLE, "kind": "key", "signer": signer}
     if options.keyless is not None:
         from kitbuilder.trust.keyless import verify_keyless
@@ -437,7 +445,11 @@ def verify_kit(
         for a in attestations
     )
     if sigstore is not None and sigstore["kind"] == "key":
-        checks += (f"{SIGSTORE_BUNDLE}: Sigstore bundle over {SHA256SUMS} signed by trusted key {sigstore['signer']}",)
+        checks += (
+            f"{SIGSTORE_BUNDLE}: Sigstore bundle over {SHA256SUMS} signed by trusted key {sigstore['signer']}"
+            if sigstore["signer"]
+            else f"{SIGSTORE_BUNDLE}: made by a key not trusted here (not checked; DSSE covers SHA256SUMS)",
+        )
     elif sigstore is not None:
         checks += (
             f"{sigstore['bundle']}: keyless Sigstore signature over {SHA256SUMS} by {sigstore['identity']} "

@@ -64,7 +64,8 @@ def test_patch_result_is_byte_identical_to_full_build(kit_env: KitEnv, release_p
     new = kit_env.root / "new.kit.tar.zst"
     code, document = run_json("patch", base, delta, "--key", kit_env.ed_pub, "--out", new)
     assert code == 0
-    assert (document["copiedFromBase"], document["copiedFromDelta"]) == (4, 2)
+    # From the delta: the changed and added docs, and the kit SBOM (it lists every file's digest).
+    assert (document["copiedFromBase"], document["copiedFromDelta"]) == (4, 3)
     assert new.read_bytes() == full.read_bytes()
     assert run_kit("verify", new, "--key", kit_env.ed_pub).exit_code == 0
 
@@ -208,7 +209,7 @@ def test_patch_installed_directory_matches_extracted_new_kit(
     _extract(base, installed)
     code, document = run_json("patch", installed, delta, "--key", kit_env.ed_pub, "--in-place")
     assert code == 0, document
-    assert (document["written"], document["removed"]) == (2, 1)
+    assert (document["written"], document["removed"]) == (3, 1)  # two docs and sbom/kit.cdx.json
     expected = kit_env.root / "expected"
     _extract(full, expected)
     assert _tree(installed) == _tree(expected)

@@ -33,7 +33,7 @@ def test_diff_names_added_removed_changed_and_kit_fields(kit_env: KitEnv) -> Non
     assert code == 0
     assert [f["path"] for f in document["files"]["added"]] == ["docs/operator/NEW.md"]
     assert [f["path"] for f in document["files"]["removed"]] == ["migrations/21-101-shard-index/revert.sql"]
-    assert [f["path"] for f in document["files"]["changed"]] == ["docs/operator/RUNBOOK.md"]
+    assert [f["path"] for f in document["files"]["changed"]] == ["docs/operator/RUNBOOK.md", "sbom/kit.cdx.json"]
     assert document["files"]["unchanged"] == 4
     assert document["kit"]["sequence"] == {"old": 1, "new": 2}
     assert document["kit"]["version"] == {"old": "1.0.0", "new": "1.1.0"}

@@ -158,4 +158,4 @@ def test_python_tarfile_reads_the_same_members(built_kit: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         members = archive.getmembers()
     assert all(m.isfile() and m.mode == 0o644 and m.uid == 0 for m in members)
-    assert len(members) == 11  # 6 payload files, 4 metadata members, the provenance attestation
+    assert len(members) == 12  # 6 inputs, the kit SBOM, 4 metadata members, the provenance attestation

@@ -17,7 +17,7 @@ def test_round_trip_verifies_with_both_keys(kit_env: KitEnv, built_kit: Path) ->
     assert report["kit"]["sequence"] == 1
     assert len(report["signers"]) == 2
     assert report["kit"]["sha256"] == hashlib.sha256(built_kit.read_bytes()).hexdigest()
-    assert report["files"] == 6
+    assert report["files"] == 7  # 6 inputs and sbom/kit.cdx.json
 
 
 def test_human_verify_output_names_checks_and_signers(kit_env: KitEnv, built_kit: Path) -> None:
