@@ -536,7 +536,11 @@ def _explain(
 
     error = best_match(_explaining_validator(version).iter_errors(document))
     if error is not None:
-        return SbomError(where, json_path(list(error.absolute_path)), error.message)
+        message = error.message
+        if error.validator == "enum" and len(error.validator_value) > 20:
+            # The SPDX licence list has 700 ids; naming them all would hide the message.
+            message = f"{error.instance!r} is not one of the {len(error.validator_value)} values the schema allows"
+        return SbomError(where, json_path(list(error.absolute_path)), message)
     # Only uniqueItems is checked by the fast validator alone; it names the place "data.components[2]...".
     name = str(fast_error.name)
     message = str(fast_error.message).removeprefix(name).strip()
