@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -18,6 +19,7 @@ import click
 
 from kitbuilder import __version__
 from kitbuilder.archive.reader import Caps
+from kitbuilder.atomic import write_atomic
 from kitbuilder.core import timefmt
 from kitbuilder.errors import EXIT_CODES, DatabaseError, KitError, UsageError
 from kitbuilder.ops import keys as keys_op
@@ -309,6 +311,20 @@ def trust_update(current: Path, successor: Path, out: Path | None, as_json: bool
 )
 @click.option("--delta-from", type=click.Path(path_type=Path), help="Write a delta kit against this base kit.")
 @click.option("--full-out", type=click.Path(path_type=Path), help="With --delta-from: also keep the full new kit here.")
+@click.option(
+    "--builder-id",
+    help="SLSA builder id recorded in the provenance (default: derived from GitHub Actions / GitLab CI, else local).",
+)
+@click.option(
+    "--no-provenance",
+    is_flag=True,
+    help="Write no attestations/provenance.dsse.json inside the kit and no OUT.intoto.jsonl beside it.",
+)
+@click.option(
+    "--sigstore-bundle",
+    is_flag=True,
+    help="Also store SHA256SUMS.sigstore.json: the first key's SHA256SUMS signature as a Sigstore bundle v0.3.",
+)
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def build(
@@ -319,6 +335,9 @@ def build(
     threads: int,
     delta_from: Path | None,
     full_out: Path | None,
+    builder_id: str | None,
+    no_provenance: bool,
+    sigstore_bundle: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -328,7 +347,12 @@ def build(
     with _errors(as_json):
         private_keys = [keys_op.load_private(k) for k in keys]
         options = build_op.BuildOptions(
-            level=level, threads=threads, source_date_epoch=build_op.source_date_epoch_from_env()
+            level=level,
+            threads=threads,
+            source_date_epoch=build_op.source_date_epoch_from_env(),
+            builder_id=builder_id,
+            provenance=not no_provenance,
+            sigstore_bundle=sigstore_bundle,
         )
         if delta_from is not None:
             from kitbuilder.ops import delta as delta_op
@@ -376,6 +400,10 @@ def build(
                 "payloadBytes": manifest.payload_bytes,
                 "signers": list(result.signers),
                 "kit": manifest.kit.to_json(),
+                "sha256": result.kit_sha256,
+                "metadata": list(result.metadata),
+                "provenance": str(result.detached_provenance) if result.detached_provenance else None,
+                "images": list(manifest.images),
             }
         )
     else:
@@ -386,24 +414,68 @@ def build(
         )
         for keyid in result.signers:
             click.echo(f"signed by {keyid}")
+        for name in result.metadata:
+            click.echo(f"with {name}")
+        if result.detached_provenance is not None:
+            click.echo(f"provenance for the kit file: {result.detached_provenance}")
 
 
 @main.command()
 @click.argument("kit", type=click.Path(path_type=Path))
 @trust_options
 @click.option("--max-members", type=click.IntRange(min=1), default=Caps.max_members, show_default=True)
+@click.option("--require-provenance", is_flag=True, help="Fail (exit 6) unless the kit carries signed SLSA provenance.")
+@click.option(
+    "--attestation",
+    "attestations",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A detached KIT.intoto.jsonl whose subject must be this kit file; repeatable.",
+)
+@click.option(
+    "--sigstore-bundle",
+    type=click.Path(path_type=Path),
+    help="A keyless Sigstore bundle over the kit's SHA256SUMS, checked offline (needs the three options below).",
+)
+@click.option("--trusted-root", type=click.Path(path_type=Path), help="Sigstore trusted_root.json (keyless).")
+@click.option("--cert-identity", help="The signer identity the certificate must carry (e-mail or URI).")
+@click.option("--cert-oidc-issuer", help="The OIDC issuer the certificate must name.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def verify(
     kit: Path,
     trust: TrustArgs,
     max_members: int,
+    require_provenance: bool,
+    attestations: tuple[Path, ...],
+    sigstore_bundle: Path | None,
+    trusted_root: Path | None,
+    cert_identity: str | None,
+    cert_oidc_issuer: str | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
     """Verify KIT offline against locally held keys; exit 0 only if every check passes."""
     with _errors(as_json):
-        options = trust.verify_options(Caps(max_members=max_members))
+        keyless_args = {
+            "--sigstore-bundle": sigstore_bundle,
+            "--trusted-root": trusted_root,
+            "--cert-identity": cert_identity,
+            "--cert-oidc-issuer": cert_oidc_issuer,
+        }
+        missing = [name for name, value in keyless_args.items() if value is None]
+        if missing and len(missing) < len(keyless_args):
+            raise UsageError(f"keyless Sigstore verification needs {', '.join(missing)} as well")
+        keyless = None
+        if not missing:
+            assert sigstore_bundle and trusted_root and cert_identity and cert_oidc_issuer
+            keyless = verify_op.KeylessCheck(sigstore_bundle, trusted_root, cert_identity, cert_oidc_issuer)
+        options = dataclasses.replace(
+            trust.verify_options(Caps(max_members=max_members)),
+            require_provenance=require_provenance,
+            detached_attestations=attestations,
+            keyless=keyless,
+        )
         size = kit.stat().st_size if kit.exists() else None
         with byte_progress("verify", size, enabled=progress_enabled(quiet or as_json)) as bar:
             report = verify_op.verify_kit(kit, options, on_bytes=bar.advance if bar else None)
@@ -422,10 +494,16 @@ def verify(
 @main.command()
 @click.argument("kit", type=click.Path(path_type=Path))
 @trust_options
+@click.option("--sbom", "show_sbom", is_flag=True, help="Summarise the kit SBOM: components, licenses, suppliers.")
+@click.option("--provenance", "show_provenance", is_flag=True, help="Show the SLSA provenance: builder, inputs, times.")
+@click.option("--images", "show_images", is_flag=True, help="Check and show the container images (OCI layout).")
 @click.option("--json", "as_json", is_flag=True)
 def inspect(
     kit: Path,
     trust: TrustArgs,
+    show_sbom: bool,
+    show_provenance: bool,
+    show_images: bool,
     as_json: bool,
 ) -> None:
     """Show what KIT contains, reading only its index and metadata."""
@@ -433,7 +511,9 @@ def inspect(
 
     with _errors(as_json):
         policy = trust.policy(_now(trust.now_text)) if trust.given else None
-        report = inspect_op.inspect_kit(kit, policy=policy)
+        report = inspect_op.inspect_kit(
+            kit, policy=policy, sbom=show_sbom, provenance=show_provenance, images=show_images
+        )
     document = report.to_json()
     if as_json:
         _emit_json(document)
@@ -442,6 +522,32 @@ def inspect(
     if report.verification_error is not None:
         click.echo(f"kit: signatures not verified: {report.verification_error}", err=True)
         sys.exit(report.verification_exit_code)
+
+
+@main.command()
+@click.argument("kit", type=click.Path(path_type=Path))
+@trust_options
+@click.option("--subject", help="Extract the shipped SBOM describing this component (its spec subject or id).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write here (atomically) instead of stdout.")
+@click.option("--json", "as_json", is_flag=True, help="With -o: print a JSON summary of what was written.")
+def sbom(kit: Path, trust: TrustArgs, subject: str | None, output: Path | None, as_json: bool) -> None:
+    """Extract an SBOM from KIT without unpacking it: the kit's own, or a shipped one (--subject)."""
+    from kitbuilder.ops import sbom as sbom_op
+
+    with _errors(as_json):
+        policy = trust.policy(_now(trust.now_text)) if trust.given else None
+        extracted = sbom_op.extract_sbom(kit, policy=policy, subject=subject)
+        if output is not None:
+            write_atomic(output, extracted.data)
+    if not extracted.verified:
+        click.echo("kit: signatures not verified (pass --key or --trust-root); digest matches the manifest", err=True)
+    if output is None:
+        sys.stdout.buffer.write(extracted.data)
+        sys.stdout.buffer.flush()
+    elif as_json:
+        _emit_json({"ok": True, **extracted.to_json(), "out": str(output)})
+    else:
+        click.echo(f"wrote {output}: {extracted.path} ({extracted.format}, {len(extracted.data)} bytes)")
 
 
 @main.command()
@@ -570,6 +676,74 @@ def _render_inspect(document: dict[str, Any]) -> None:
         click.echo(f"{role}: {totals['files']} files, {totals['bytes']} bytes")
     for entry in document["files"]:
         click.echo(f"  {entry['size']:>12}  {entry['role']:<10} {entry['path']}")
+    for name in document.get("optionalMetadata", []):
+        click.echo(f"metadata: {name}")
+    if "sbom" in document:
+        _render_sbom_section(document["sbom"])
+    if "provenance" in document:
+        _render_provenance_section(document["provenance"])
+    if "images" in document:
+        _render_images_section(document["images"])
+
+
+def _render_counts(label: str, counts: dict[str, int]) -> None:
+    if counts:
+        click.echo(f"  {label}: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    else:
+        click.echo(f"  {label}: none stated")
+
+
+def _render_sbom_section(section: dict[str, Any]) -> None:
+    kit_sbom = section.get("kitSbom")
+    if kit_sbom is None:
+        click.echo("SBOM: this kit has no sbom/kit.cdx.json")
+    else:
+        click.echo(
+            f"SBOM {kit_sbom['path']} (CycloneDX {kit_sbom['specVersion']}, {kit_sbom['serialNumber']}): "
+            f"{kit_sbom['componentCount']} components"
+        )
+        _render_counts("by type", kit_sbom["byType"])
+        _render_counts("licenses", kit_sbom["licenses"])
+        _render_counts("suppliers", kit_sbom["suppliers"])
+    for shipped in section.get("shipped", []):
+        click.echo(
+            f"  shipped: {shipped['path']} ({shipped['format']} {shipped['specVersion']}) "
+            f"describes {shipped['subject']}"
+        )
+
+
+def _render_provenance_section(section: dict[str, Any]) -> None:
+    if not section.get("present"):
+        click.echo("provenance: none in this kit")
+        return
+    state = "verified" if section["verified"] else "unverified: pass --key or --trust-root to check"
+    click.echo(f"provenance {section['path']} ({section['predicateType']}, {state})")
+    if section.get("error"):
+        click.echo(f"  signature problem: {section['error']}")
+    click.echo(f"  builder {section['builderId']}")
+    click.echo(f"  build type {section['buildType']}")
+    click.echo(f"  spec {section['spec']['path']} sha256 {section['spec']['sha256']}")
+    click.echo(f"  started {section['startedOn']}  finished {section['finishedOn']}")
+    if section.get("invocationId"):
+        click.echo(f"  invocation {section['invocationId']}")
+    click.echo(f"  {len(section['inputs'])} inputs:")
+    for item in section["inputs"]:
+        click.echo(f"    {item['digest']['sha256'][:16]}…  {item['name']}  ← {item['uri']}")
+
+
+def _render_images_section(section: dict[str, Any]) -> None:
+    if not section["images"]:
+        click.echo("images: none in this kit")
+        return
+    for image in section["images"]:
+        click.echo(
+            f"image {image['ref']}  {image['digest']}  {', '.join(image['platforms']) or 'no platform stated'}  "
+            f"{image['layers']} layers, {image['layerBytes']} layer bytes"
+        )
+    click.echo(
+        f"  {section['blobs']} blobs, {section['storedBytes']} bytes stored; "
+        f"{section['sharedBytesSaved']} bytes saved by sharing blobs between images"
+    )
 
 
 db_option = click.option(

@@ -15,7 +15,7 @@ from kitbuilder import __version__
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.writer import KitWriter
 from kitbuilder.atomic import atomic_output, write_atomic
-from kitbuilder.core import checksums, paths, timefmt
+from kitbuilder.core import checksums, jsonio, paths, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import (
     ATTESTATIONS_DIR,
@@ -326,7 +326,8 @@ def build_kit(
             predicate=statement_predicate,
         )
         envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
-        write_atomic(detached, envelope.to_bytes().rstrip(b"\n") + b"\n")
+        # JSON Lines: one compact envelope per line.
+        write_atomic(detached, jsonio.dump_compact(envelope.to_json()) + b"\n")
     return BuildResult(
         output=output,
         manifest=manifest,

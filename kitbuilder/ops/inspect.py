@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
-from kitbuilder.core.manifest import Manifest
-from kitbuilder.errors import KitError
-from kitbuilder.ops.verify import check_signed_metadata, open_kit, read_metadata
-from kitbuilder.trust.signatures import TrustPolicy
+from kitbuilder.core import jsonio
+from kitbuilder.core.dsse import Envelope
+from kitbuilder.core.manifest import IMAGES_DIR, METADATA_FILES, Manifest
+from kitbuilder.core.provenance import PROVENANCE_MEMBER, read_predicate
+from kitbuilder.core.statement import Statement
+from kitbuilder.errors import FormatError, IntegrityError, KitError
+from kitbuilder.ops.verify import KitMetadata, check_signed_metadata, open_kit, read_metadata
+from kitbuilder.trust.signatures import TrustPolicy, verify_envelope
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,11 @@ class InspectReport:
     verified_signers: tuple[str, ...] | None
     verification_error: str | None
     verification_exit_code: int = 0
+    # Optional sections (`--sbom`, `--provenance`, `--images`); None when not asked for.
+    sbom: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
+    images: dict[str, Any] | None = None
+    metadata_members: tuple[str, ...] = ()  # in archive order: the required four, then attestations
 
     def to_json(self) -> dict[str, Any]:
         roles: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
@@ -47,24 +59,58 @@ class InspectReport:
             ],
             "payloadBytes": self.manifest.payload_bytes,
             "delta": self.manifest.delta,
+            "optionalMetadata": self.optional_metadata(),
+            **{k: v for k, v in (("sbom", self.sbom), ("provenance", self.provenance), ("images", self.images)) if v},
         }
 
+    def optional_metadata(self) -> list[str]:
+        return list(self.metadata_members[len(METADATA_FILES) :])
 
-def inspect_kit(path: Path, *, policy: TrustPolicy | None, caps: Caps | None = None) -> InspectReport:
-    """Read metadata without decompressing payload; with a policy, also check the signatures."""
+
+def inspect_kit(
+    path: Path,
+    *,
+    policy: TrustPolicy | None,
+    caps: Caps | None = None,
+    sbom: bool = False,
+    provenance: bool = False,
+    images: bool = False,
+) -> InspectReport:
+    """Read metadata (and, per section, a few small members) without decompressing payload.
+
+    With a policy, the signatures are checked too; every member read for a section is
+    checked against the manifest's digest either way, so a report never shows bytes
+    the manifest does not vouch for.
+    """
+    caps = caps or Caps()
     with open_kit(path) as stream:
-        metadata = read_metadata(stream, caps or Caps())
-    claimed = tuple(sorted({s.keyid for s in metadata.envelope.signatures}))
-    verified: tuple[str, ...] | None = None
-    error: str | None = None
-    exit_code = 0
-    manifest = metadata.manifest
-    if policy is not None:
-        try:
-            verified, _, manifest = check_signed_metadata(metadata, policy)
-        except KitError as exc:
-            error = str(exc)
-            exit_code = exc.exit_code
+        metadata = read_metadata(stream, caps)
+        claimed = tuple(sorted({s.keyid for s in metadata.envelope.signatures}))
+        verified: tuple[str, ...] | None = None
+        error: str | None = None
+        exit_code = 0
+        manifest = metadata.manifest
+        if policy is not None:
+            try:
+                verified, _, manifest = check_signed_metadata(metadata, policy)
+            except KitError as exc:
+                error = str(exc)
+                exit_code = exc.exit_code
+        by_path = metadata.location.index.by_path()
+        files = manifest.by_path()
+
+        def read_checked(kit_path: str) -> bytes:
+            entry, signed = by_path.get(kit_path), files.get(kit_path)
+            if entry is None or signed is None:
+                raise IntegrityError(f"{kit_path}: listed in the manifest but not in the archive index")
+            data = reader.read_member(stream, entry, caps)
+            if hashlib.sha256(data).hexdigest() != signed.sha256 or len(data) != signed.size:
+                raise IntegrityError(f"{kit_path}: content differs from the signed manifest")
+            return data
+
+        sbom_section = _sbom_section(manifest, read_checked) if sbom else None
+        provenance_section = _provenance_section(metadata, policy) if provenance else None
+        images_section = _images_section(manifest, read_checked) if images else None
     return InspectReport(
         path=path,
         manifest=manifest,
@@ -73,4 +119,63 @@ def inspect_kit(path: Path, *, policy: TrustPolicy | None, caps: Caps | None = N
         verified_signers=verified,
         verification_error=error,
         verification_exit_code=exit_code,
+        sbom=sbom_section,
+        provenance=provenance_section,
+        images=images_section,
+        metadata_members=tuple(metadata.members),
     )
+
+
+def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> dict[str, Any]:
+    from kitbuilder.core.sbom import KIT_SBOM_PATH, SbomError, summarize_sbom
+
+    section: dict[str, Any] = {"kitSbom": None, "shipped": list(manifest.sboms)}
+    if KIT_SBOM_PATH in manifest.by_path():
+        document = jsonio.load_object(read_checked(KIT_SBOM_PATH), what=KIT_SBOM_PATH)
+        try:
+            summary = summarize_sbom(document, where=KIT_SBOM_PATH)
+        except SbomError as exc:
+            raise FormatError(exc.message) from exc
+        section["kitSbom"] = {
+            "path": KIT_SBOM_PATH,
+            "specVersion": document.get("specVersion"),
+            "serialNumber": document.get("serialNumber"),
+            **summary.to_json(),
+        }
+    return section
+
+
+def _provenance_section(metadata: KitMetadata, policy: TrustPolicy | None) -> dict[str, Any] | None:
+    data = metadata.members.get(PROVENANCE_MEMBER)
+    if data is None:
+        return {"present": False}
+    envelope = Envelope.from_bytes(data, what=PROVENANCE_MEMBER)
+    signers: tuple[str, ...] | None = None
+    error = None
+    if policy is not None:
+        try:
+            signers = verify_envelope(envelope, policy, what=PROVENANCE_MEMBER)
+        except KitError as exc:
+            error = str(exc)
+    statement = Statement.from_bytes(envelope.payload, what=f"{PROVENANCE_MEMBER} payload")
+    view = read_predicate(statement.predicate, what=PROVENANCE_MEMBER)
+    return {
+        "present": True,
+        "path": PROVENANCE_MEMBER,
+        "predicateType": statement.predicate_type,
+        "subjects": [{"name": s.name, "sha256": s.sha256} for s in statement.subjects],
+        "verified": signers is not None,
+        "verifiedKeyIds": list(signers or ()),
+        "error": error,
+        **view.to_json(),
+    }
+
+
+def _images_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> dict[str, Any] | None:
+    if not manifest.images:
+        return {"images": [], "blobs": 0, "storedBytes": 0, "referencedBytes": 0, "sharedBytesSaved": 0}
+    from kitbuilder.oci.check import check_layout
+
+    prefix = f"{IMAGES_DIR}/"
+    entries = {f.path: (f.size, f.sha256) for f in manifest.files if f.path.startswith(prefix)}
+    return check_layout(entries, read_checked, records=manifest.images).to_json()
