@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,9 +152,18 @@ def trust_options(func: Any) -> Any:
         trust = TrustArgs(keys, trust_root, threshold, product, channel, now_text, state_dir, no_state, allow_downgrade)
         return func(*args, trust=trust, **kwargs)
 
-    for option in reversed(_TRUST_OPTIONS):
-        wrapper = option(wrapper)
-    return wrapper
+    return _apply_decorators(_TRUST_OPTIONS)(wrapper)
+
+
+def _apply_decorators(options: tuple[Any, ...]) -> Callable[[Any], Any]:
+    """Apply several click options at once, in the order listed (as if written one above the other)."""
+
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -744,6 +753,127 @@ def _render_images_section(section: dict[str, Any]) -> None:
         f"  {section['blobs']} blobs, {section['storedBytes']} bytes stored; "
         f"{section['sharedBytesSaved']} bytes saved by sharing blobs between images"
     )
+
+
+@main.group()
+def images() -> None:
+    """Container images in a kit: export them as an OCI layout, or push them into a registry."""
+
+
+registry_options = (
+    click.option("--tls-verify/--no-tls-verify", default=True, show_default=True, help="Check the registry's TLS."),
+    click.option("--ca-cert", type=click.Path(path_type=Path), help="CA certificate (PEM) for the registry's TLS."),
+    click.option("--username", help="Registry user (password from --password-stdin or $KIT_REGISTRY_PASSWORD)."),
+    click.option("--password-stdin", is_flag=True, help="Read the registry password from standard input."),
+)
+
+
+def _registry_password(username: str | None, password_stdin: bool) -> str | None:
+    if password_stdin:
+        if username is None:
+            raise UsageError("--password-stdin needs --username")
+        return sys.stdin.readline().rstrip("\r\n")
+    return os.environ.get("KIT_REGISTRY_PASSWORD") if username else None
+
+
+def _push(
+    kit: Path,
+    registry: str,
+    options: verify_op.VerifyOptions,
+    *,
+    tls_verify: bool,
+    ca_cert: Path | None,
+    username: str | None,
+    password: str | None,
+    refs: tuple[str, ...],
+    quiet: bool,
+) -> dict[str, Any]:
+    from kitbuilder.ops import images as images_op
+
+    with byte_progress(f"push {registry}", None, enabled=progress_enabled(quiet)) as bar:
+        result = images_op.push_images(
+            kit,
+            registry,
+            options,
+            tls_verify=tls_verify,
+            ca_cert=ca_cert,
+            username=username,
+            password=password,
+            refs=refs or None,
+            on_bytes=bar.advance if bar else None,
+            on_start=bar.set_total if bar else None,
+        )
+    return result.to_json()
+
+
+@images.command("push")
+@click.argument("kit", type=click.Path(path_type=Path))
+@trust_options
+@click.option("--registry", required=True, help="HOST[:PORT] of the registry; no other host is contacted.")
+@click.option("--ref", "refs", multiple=True, help="Push only this image (its reference in the kit); repeatable.")
+@_apply_decorators(registry_options)
+@click.option("--quiet", "-q", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def images_push(
+    kit: Path,
+    trust: TrustArgs,
+    registry: str,
+    refs: tuple[str, ...],
+    tls_verify: bool,
+    ca_cert: Path | None,
+    username: str | None,
+    password_stdin: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Verify KIT, then push its images to REGISTRY (blobs already there are skipped; rerun to resume)."""
+    with _errors(as_json):
+        document = _push(
+            kit,
+            registry,
+            trust.verify_options(),
+            tls_verify=tls_verify,
+            ca_cert=ca_cert,
+            username=username,
+            password=_registry_password(username, password_stdin),
+            refs=refs,
+            quiet=quiet or as_json,
+        )
+    if as_json:
+        _emit_json({"ok": True, **document})
+        return
+    _render_push(document)
+
+
+def _render_push(document: dict[str, Any]) -> None:
+    for image in document["images"]:
+        click.echo(
+            f"pushed {image['pushedAs']}@{image['digest']}: {image['blobsSent']} blobs sent "
+            f"({image['bytesSent']} bytes), {image['blobsSkipped']} already there, {image['blobsMounted']} mounted"
+        )
+
+
+@images.command("export")
+@click.argument("kit", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@trust_options
+@click.option("--quiet", "-q", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def images_export(kit: Path, out_dir: Path, trust: TrustArgs, quiet: bool, as_json: bool) -> None:
+    """Verify KIT, then write its images to OUT_DIR as a plain OCI image layout (skopeo, umoci, podman read it)."""
+    from kitbuilder.ops import images as images_op
+
+    with _errors(as_json):
+        options = trust.verify_options()
+        with byte_progress("export", None, enabled=progress_enabled(quiet or as_json)) as bar:
+            result = images_op.export_images(kit, out_dir, options, on_bytes=bar.advance if bar else None)
+    document = result.to_json()
+    if as_json:
+        _emit_json({"ok": True, **document})
+        return
+    click.echo(f"exported {len(document['images'])} image(s) to {out_dir} ({document['bytes']} bytes)")
+    for image in document["images"]:
+        click.echo(f"  {image['ref']}  {image['digest']}")
 
 
 db_option = click.option(

@@ -24,6 +24,7 @@ from kitbuilder.core import checksums, jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
 from kitbuilder.core.manifest import (
     ATTESTATIONS_DIR,
+    IMAGES_DIR,
     MANIFEST_DSSE,
     MANIFEST_JSON,
     MAX_ATTESTATIONS,
@@ -356,6 +357,34 @@ def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expect
     return expected
 
 
+def _check_images(stream: BinaryIO, metadata: KitMetadata, manifest: Manifest, caps: Caps) -> str | None:
+    """The OCI layout under images/ against itself: blob names, descriptor sizes, references, nothing unreferenced.
+
+    Runs after the scan, so every member's content already matched the signed digests; the JSON
+    documents are read again through the index and checked against those digests once more.
+    """
+    prefix = f"{IMAGES_DIR}/"
+    entries = {f.path: (f.size, f.sha256) for f in manifest.files if f.path.startswith(prefix)}
+    if not entries and not manifest.images:
+        return None
+    from kitbuilder.oci.check import check_layout
+
+    by_path = metadata.location.index.by_path()
+
+    def read_checked(kit_path: str) -> bytes:
+        size, sha256 = entries[kit_path]
+        data = reader.read_member(stream, by_path[kit_path], caps)
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+            raise IntegrityError(f"{kit_path}: changed while being verified")
+        return data
+
+    summary = check_layout(entries, read_checked, records=manifest.images)
+    return (
+        f"{IMAGES_DIR}/: OCI layout of {len(summary.images)} image(s), {summary.blob_count} blobs: every blob "
+        "matches its digest and size, every reference is present, nothing unreferenced"
+    )
+
+
 class _HashingReader:
     """Wraps the kit stream so its SHA-256 is computed (on the hash worker) from the same single read."""
 
@@ -418,6 +447,7 @@ def verify_kit(
             worker.sync()
         finally:
             worker.close()
+        images_check = _check_images(stream, metadata, manifest, options.caps)
     kit_sha256 = hashing.digest.hexdigest()
     for detached in options.detached_attestations:
         attestations += tuple(check_detached(detached, kit_sha256, options.policy))
@@ -439,6 +469,8 @@ def verify_kit(
             or f"not a rollback: sequence {kit.sequence} >= the highest accepted here "
             f"(state in {options.freshness.directory})",
         )
+    if images_check is not None:
+        checks += (images_check,)
     checks += tuple(
         f"{a.path}: {a.predicate_type} signed by {len(a.signers)} trusted key(s); "
         + ("subject is this kit file" if a.detached else f"subjects {', '.join(a.subjects)} match")
