@@ -172,7 +172,7 @@ class _Server(ThreadingHTTPServer):
 
 def _serve(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> _Server:
     server = _Server((host, 0), handler)
-    threading.Thread(target=server.serve_forever, name="test-server", daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server
 
 
