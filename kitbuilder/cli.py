@@ -908,6 +908,8 @@ lock_option = click.option(
     show_default=True,
     help="Where the run's evidence directory is written.",
 )
+@click.option("--registry", help="Also push the kit's images to this registry (HOST[:PORT]) after applying.")
+@_apply_decorators(registry_options)
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def apply(
@@ -922,6 +924,11 @@ def apply(
     min_sample: int | None,
     lock_timeout: float,
     artifacts: Path,
+    registry: str | None,
+    tls_verify: bool,
+    ca_cert: Path | None,
+    username: str | None,
+    password_stdin: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -954,10 +961,25 @@ def apply(
                 if show
                 else None,
             )
+        if registry is not None and not dry_run:
+            # Images go last: a registry problem (exit 11) leaves the applied database as it is; rerun to finish.
+            report["images"] = _push(
+                kit,
+                registry,
+                verify_options,
+                tls_verify=tls_verify,
+                ca_cert=ca_cert,
+                username=username,
+                password=_registry_password(username, password_stdin),
+                refs=(),
+                quiet=quiet or as_json,
+            )
     if as_json:
         _emit_json(report)
         return
     _render_apply(report)
+    if "images" in report:
+        _render_push(report["images"])
 
 
 def _render_apply(report: dict[str, Any]) -> None:
