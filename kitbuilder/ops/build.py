@@ -9,14 +9,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from kitbuilder import __version__
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.writer import KitWriter
 from kitbuilder.atomic import atomic_output, write_atomic
 from kitbuilder.core import checksums, jsonio, paths, timefmt
-from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
+from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
 from kitbuilder.core.manifest import (
     ATTESTATIONS_DIR,
     IMAGES_COMPONENT,
@@ -246,33 +246,8 @@ def build_kit(
     with atomic_output(output) as out:
         hashed = _HashingOutput(out)
         writer = KitWriter(hashed, level=options.level, threads=options.threads, mtime=epoch or 0)  # type: ignore[arg-type]
-        files: list[FileEntry] = []
-        for item in inputs:
-            try:
-                entry = None
-                if reuse is not None:
-                    entry = reuse.copy_if_known(writer, item.kit_path, item.source, item.size)
-                    if entry is not None and on_bytes is not None:
-                        on_bytes(item.size)
-                if entry is None:
-                    with item.source.open("rb") as source:
-                        entry = writer.add_stream(item.kit_path, source, item.size, on_bytes=on_bytes)
-            except OSError as exc:
-                raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
-            files.append(_entry(entry, item.component.role, item.component.id))
-        for member in image_plan.members if image_plan else ():
-            entry = None
-            if reuse is not None:
-                entry = reuse.copy_if_digest_known(writer, member.kit_path, member.sha256, member.size)
-                if entry is not None and on_bytes is not None:
-                    on_bytes(member.size)
-            if entry is None:
-                with member.open() as stream:
-                    entry = writer.add_stream(member.kit_path, stream, member.size, on_bytes=on_bytes)
-            if entry.sha256 != member.sha256:
-                raise IntegrityError(f"{member.kit_path}: content read does not match its digest {member.sha256}")
-            files.append(_entry(entry, "image", IMAGES_COMPONENT))
-        image_records = tuple(r.to_json() for r in image_plan.images) if image_plan else ()
+        files = _write_inputs(writer, inputs, reuse, on_bytes)
+        files += _write_images(writer, image_plan, reuse, on_bytes)
         sbom_bytes = _kit_sbom(kit_info, components, files, image_plan, shipped)
         files.append(_entry(writer.add_bytes(KIT_SBOM_PATH, sbom_bytes), "sbom", KIT_SBOM_COMPONENT))
         manifest = Manifest(
@@ -281,33 +256,16 @@ def build_kit(
             components=components,
             files=tuple(files),
             checks=spec.checks,
-            images=image_records,
-            sboms=tuple(
-                {
-                    "path": s.path,
-                    "component": s.component,
-                    "subject": s.subject,
-                    "format": s.format,
-                    "specVersion": s.spec_version,
-                }
-                for s in shipped
-            ),
+            images=tuple(r.to_json() for r in image_plan.images) if image_plan else (),
+            sboms=tuple(_shipped_record(s) for s in shipped),
         )
         sealed = seal(writer, manifest, keys)
         extra: list[str] = []
-        statement_predicate = None
+        predicate = None
         if options.provenance:
-            statement_predicate = _provenance(spec, inputs, manifest, options, started).predicate()
-            provenance = Statement(
-                subjects=(
-                    Subject(name=MANIFEST_JSON, sha256=sealed.manifest_sha256),
-                    Subject(name=SHA256SUMS, sha256=sealed.sums_sha256),
-                ),
-                predicate_type=PROVENANCE_PREDICATE_TYPE,
-                predicate=statement_predicate,
-            )
-            envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, provenance.to_bytes(), keys)
-            writer.add_bytes(PROVENANCE_MEMBER, envelope.to_bytes())
+            predicate = _provenance(spec, inputs, image_plan, manifest, options, started).predicate()
+            subjects = (Subject(MANIFEST_JSON, sealed.manifest_sha256), Subject(SHA256SUMS, sealed.sums_sha256))
+            writer.add_bytes(PROVENANCE_MEMBER, _attestation(subjects, predicate, keys).to_bytes())
             extra.append(PROVENANCE_MEMBER)
         if options.sigstore_bundle:
             from kitbuilder.trust.sigstore_bundle import render_key_bundle
@@ -317,17 +275,16 @@ def build_kit(
         writer.finish()
         kit_size = writer.offset
     kit_sha256 = hashed.digest.hexdigest()
+    sibling = output.with_name(output.name + DETACHED_SUFFIX)
     detached = None
-    if statement_predicate is not None and detached_provenance:
-        detached = output.with_name(output.name + DETACHED_SUFFIX)
-        statement = Statement(
-            subjects=(Subject(name=output.name, sha256=kit_sha256),),
-            predicate_type=PROVENANCE_PREDICATE_TYPE,
-            predicate=statement_predicate,
-        )
-        envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
+    if predicate is not None and detached_provenance:
+        envelope = _attestation((Subject(output.name, kit_sha256),), predicate, keys)
         # JSON Lines: one compact envelope per line.
-        write_atomic(detached, jsonio.dump_compact(envelope.to_json()) + b"\n")
+        write_atomic(sibling, jsonio.dump_compact(envelope.to_json()) + b"\n")
+        detached = sibling
+    elif predicate is None:
+        # An earlier build's provenance beside this path would describe another file.
+        sibling.unlink(missing_ok=True)
     return BuildResult(
         output=output,
         manifest=manifest,
@@ -337,6 +294,62 @@ def build_kit(
         metadata=tuple(extra),
         detached_provenance=detached,
     )
+
+
+def _write_inputs(
+    writer: KitWriter, inputs: list[InputFile], reuse: FrameReuse | None, on_bytes: Callable[[int], None] | None
+) -> list[FileEntry]:
+    files: list[FileEntry] = []
+    for item in inputs:
+        try:
+            entry = None
+            if reuse is not None:
+                entry = reuse.copy_if_known(writer, item.kit_path, item.source, item.size)
+                if entry is not None and on_bytes is not None:
+                    on_bytes(item.size)
+            if entry is None:
+                with item.source.open("rb") as source:
+                    entry = writer.add_stream(item.kit_path, source, item.size, on_bytes=on_bytes)
+        except OSError as exc:
+            raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
+        files.append(_entry(entry, item.component.role, item.component.id))
+    return files
+
+
+def _write_images(
+    writer: KitWriter, plan: ImagePlan | None, reuse: FrameReuse | None, on_bytes: Callable[[int], None] | None
+) -> list[FileEntry]:
+    """The images/ tree; a blob the base kit of a delta build already holds is copied by its digest."""
+    files: list[FileEntry] = []
+    for member in plan.members if plan else ():
+        entry = None
+        if reuse is not None:
+            entry = reuse.copy_if_digest_known(writer, member.kit_path, member.sha256, member.size)
+            if entry is not None and on_bytes is not None:
+                on_bytes(member.size)
+        if entry is None:
+            with member.open() as stream:
+                entry = writer.add_stream(member.kit_path, stream, member.size, on_bytes=on_bytes)
+        if entry.sha256 != member.sha256:
+            raise IntegrityError(f"{member.kit_path}: content read does not match its digest {member.sha256}")
+        files.append(_entry(entry, "image", IMAGES_COMPONENT))
+    return files
+
+
+def _shipped_record(sbom: ShippedSbom) -> dict[str, Any]:
+    """A shipped SBOM as manifest.json records it (schemas/manifest.schema.json, sboms)."""
+    return {
+        "path": sbom.path,
+        "component": sbom.component,
+        "subject": sbom.subject,
+        "format": sbom.format,
+        "specVersion": sbom.spec_version,
+    }
+
+
+def _attestation(subjects: tuple[Subject, ...], predicate: dict[str, Any], keys: list[PrivateKey]) -> Envelope:
+    statement = Statement(subjects=subjects, predicate_type=PROVENANCE_PREDICATE_TYPE, predicate=predicate)
+    return sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
 
 
 def check_shipped_sboms(spec: KitSpec, inputs: list[InputFile]) -> list[ShippedSbom]:
@@ -407,7 +420,12 @@ def _entry(entry: IndexEntry, role: str, component: str) -> FileEntry:
 
 
 def _provenance(
-    spec: KitSpec, inputs: list[InputFile], manifest: Manifest, options: BuildOptions, started: float
+    spec: KitSpec,
+    inputs: list[InputFile],
+    image_plan: ImagePlan | None,
+    manifest: Manifest,
+    options: BuildOptions,
+    started: float,
 ) -> Provenance:
     """SLSA provenance: the spec and every input by digest; times from SOURCE_DATE_EPOCH when set (reproducible)."""
     base = spec.path.parent.resolve()
@@ -423,6 +441,10 @@ def _provenance(
         Dependency(name=item.kit_path, uri=f"file:{relative(item.source)}", sha256=digests[item.kit_path])
         for item in inputs
     ]
+    # An image is an input by its manifest digest: that one digest pins every blob it references.
+    for image_spec, record in zip(spec.images, image_plan.images if image_plan else (), strict=True):
+        digest = record.digest.removeprefix("sha256:")
+        dependencies.append(Dependency(name=record.ref, uri=f"file:{relative(image_spec.source)}", sha256=digest))
     builder = builder_from_environment(options.builder_id)
     epoch = options.source_date_epoch
     if epoch is not None:
