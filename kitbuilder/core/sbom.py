@@ -523,8 +523,13 @@ def _validate_cyclonedx(document: dict[str, Any], version: str, where: str) -> N
         with _gc_paused():
             validator(document)
     except fastjsonschema.JsonSchemaValueException as fast_error:
-        raise _explain(document, version, where, fast_error) from None
+        try:
+            error = _explain(document, version, where, fast_error)
+        except RecursionError:
+            error = SbomError(where, "$", "nested too deeply to be an SBOM")
+        raise error from None
     except RecursionError:
+        # The compiled validator recurses a few frames per level of nested components: about 300 levels pass.
         raise SbomError(where, "$", "nested too deeply to be an SBOM") from None
     _check_bom_refs(document, where)
 
@@ -615,6 +620,9 @@ def _require(element: Any, fields: dict[str, type], path: list[str | int], where
 def _validate_spdx(document: dict[str, Any], where: str) -> None:
     _require(document, _SPDX_REQUIRED[""], [], where)
     _require(document["creationInfo"], _SPDX_REQUIRED["creationInfo"], ["creationInfo"], where)
+    described = document.get("documentDescribes", [])
+    if not isinstance(described, list) or not all(isinstance(spdx_id, str) for spdx_id in described):
+        raise SbomError(where, "$.documentDescribes", "expected an array of SPDX ids (strings)")
     for key in _SPDX_LISTS:
         elements = document.get(key, [])
         if not isinstance(elements, list):
@@ -635,10 +643,21 @@ def _validate_spdx(document: dict[str, Any], where: str) -> None:
         parsed = JsonLikeDictParser().parse(document)  # type: ignore[no-untyped-call]
     except SPDXParsingError as exc:
         raise _spdx_parse_error(document, where, list(exc.messages)) from None
+    except _SPDX_TOOLS_CRASHES as exc:
+        raise _spdx_parse_error(document, where, [_crash(exc)]) from None
     messages = validate_full_spdx_document(parsed)
     if messages:
         first = messages[0]
         raise SbomError(where, _spdx_location(document, first.context), first.validation_message)
+
+
+# spdx-tools assumes the JSON types of optional fields (a checksum that is a string raises AttributeError). On a
+# document from outside, that is the document's fault, so these become SbomErrors naming the element.
+_SPDX_TOOLS_CRASHES = (AttributeError, TypeError, KeyError, ValueError)
+
+
+def _crash(exc: Exception) -> str:
+    return f"spdx-tools cannot read it; a field has the wrong JSON type ({type(exc).__name__}: {exc})"
 
 
 def _innermost(message: str) -> str:
@@ -671,6 +690,8 @@ def _spdx_parse_error(document: dict[str, Any], where: str, messages: list[str])
                 parse(element)
             except SPDXParsingError as exc:
                 return SbomError(where, json_path([key, index]), _innermost(str(exc.messages[0])))
+            except _SPDX_TOOLS_CRASHES as exc:
+                return SbomError(where, json_path([key, index]), _crash(exc))
     return SbomError(where, "$", _innermost(messages[0]) if messages else "spdx-tools cannot parse it")
 
 

@@ -274,6 +274,7 @@ def test_the_example_spdx_sbom_passes_spdx_tools() -> None:
             'did not find the referenced spdx_id "SPDXRef-Package-missing"',
         ),
         ("spdx-2.3-broken-license-expression.spdx.json", "$.packages[1]", "AND requires two or more licenses"),
+        ("spdx-2.3-checksum-is-a-string.spdx.json", "$.files[0]", "spdx-tools cannot read it; a field has the wrong"),
         ("spdx-2.1-unsupported-version.spdx.json", "$.spdxVersion", "'SPDX-2.1' is not supported"),
         ("neither-format.json", "$", "neither CycloneDX JSON (no bomFormat) nor SPDX JSON (no spdxVersion)"),
         ("not-json.txt", "$", "not valid JSON"),
@@ -299,6 +300,13 @@ def test_invalid_sboms_are_refused_with_the_json_path(name: str, json_path: str,
         (b'{"@context": "https://spdx.org/rdf/3.0.1/spdx-context.jsonld"}', "SPDX 3 JSON-LD is not supported"),
         (b"SPDXVersion: SPDX-2.3\nDataLicense: CC0-1.0\n", "SPDX tag-value is not supported"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (
+            b'{"bomFormat": "CycloneDX", "specVersion": "1.6", "components": ['
+            + b'{"type": "library", "name": "n", "components": [' * 2000
+            + b"]}" * 2000
+            + b"]}",
+            "nested too deeply",
+        ),
     ],
 )
 def test_malformed_documents_are_refused(data: bytes, problem: str) -> None:
