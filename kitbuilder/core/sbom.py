@@ -25,11 +25,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 
 from kitbuilder.core import jsonio
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 KIT_SBOM_PATH = "sbom/kit.cdx.json"
 KIT_SPEC_VERSION = "1.6"
@@ -47,7 +50,8 @@ _MAX_MESSAGE = 240
 class SbomError(Exception):
     """An SBOM that is not valid, or inputs from which no valid kit SBOM can be made.
 
-    ``message`` is one line: ``<where>: <json path>: <what is wrong>``.
+    ``message`` is one line: ``<where>: <json path>: <what is wrong>``. For inputs of ``render_kit_sbom``
+    that make no valid SBOM, ``json_path`` is the bom-ref of the offending file, image or component instead.
     """
 
     def __init__(self, where: str, json_path: str, problem: str) -> None:
@@ -225,7 +229,9 @@ def render_kit_sbom(
             raise SbomError(where, f"image:{image.ref}", "two images have this ref")
         containers[image.ref] = _container(image, where)
 
-    repositories = {_split_ref(ref)[0]: container for ref, container in containers.items()}
+    repositories: dict[str, dict[str, Any]] = {}
+    for ref, container in containers.items():
+        repositories.setdefault(_split_ref(ref)[0], container)  # the first image of a repository
     for sbom in shipped:
         sbom_file = by_path.get(sbom.path)
         if sbom_file is None:
@@ -299,7 +305,7 @@ def _container(image: SbomImage, where: str) -> dict[str, Any]:
         qualifiers["repository_url"] = repository
     if tag is not None:
         qualifiers["tag"] = tag
-    if len(image.platforms) == 1:
+    if len(image.platforms) == 1 and image.platforms[0].count("/") >= 1:
         qualifiers["arch"] = image.platforms[0].split("/")[1]
     from packageurl import PackageURL  # imported here: only builds that carry images need it
 
@@ -401,7 +407,8 @@ def _load(data: bytes, where: str) -> dict[str, Any]:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
 
 
 def _cyclonedx_version(document: dict[str, Any], where: str) -> str:
@@ -483,7 +490,7 @@ def _without_unique_items(schema: Any) -> Any:
 
 
 @cache
-def _explaining_validator(version: str) -> Any:
+def _explaining_validator(version: str) -> Validator:
     # jsonschema's uniqueItems compares items pairwise (quadratic); that keyword is left to the fast validator.
     import jsonschema
     from referencing import Registry, Resource
@@ -794,6 +801,19 @@ def summarize_sbom(document: dict[str, Any], *, where: str = "SBOM") -> SbomSumm
         licenses=dict(sorted(licenses.items())),
         suppliers=dict(sorted(suppliers.items())),
     )
+
+
+def listed_files(document: dict[str, Any]) -> dict[str, str]:
+    """Kit path → SHA-256 of every file a (validated) kit SBOM lists, to compare with the signed manifest."""
+    return {
+        component["name"]: hashes[0]["content"]
+        for component in _cyclonedx_components(document)
+        if component.get("type") == "file"
+        and str(component.get("bom-ref", "")).startswith("file:")
+        and isinstance(hashes := component.get("hashes"), list)
+        and hashes
+        and hashes[0].get("alg") == "SHA-256"
+    }
 
 
 def _cyclonedx_components(document: dict[str, Any]) -> Iterator[dict[str, Any]]:

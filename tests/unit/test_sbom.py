@@ -23,6 +23,7 @@ from kitbuilder.core.sbom import (
     SbomImage,
     ShippedSbom,
     check_sbom,
+    listed_files,
     render_kit_sbom,
     summarize_sbom,
 )
@@ -163,6 +164,11 @@ def test_images_are_containers_and_shipped_sboms_bom_references(kit_sbom: bytes)
     ]
     # A subject that is nothing in the kit: the reference sits on the SBOM's own component.
     assert refs["component:worker"]["externalReferences"][0]["url"] == "sbom/worker/worker.cdx.json"
+
+
+def test_listed_files_are_the_payload_files_with_their_digests(kit_sbom: bytes) -> None:
+    expected = {f.path: f.sha256 for f in kit_inputs()["files"] if f.path != KIT_SBOM_PATH}
+    assert listed_files(json.loads(kit_sbom)) == expected
 
 
 def test_kit_sbom_checks_and_summarises_as_a_shipped_one(kit_sbom: bytes) -> None:
