@@ -709,7 +709,8 @@ def _render_sbom_section(section: dict[str, Any]) -> None:
     else:
         click.echo(
             f"SBOM {kit_sbom['path']} (CycloneDX {kit_sbom['specVersion']}, {kit_sbom['serialNumber']}): "
-            f"{kit_sbom['componentCount']} components"
+            f"{kit_sbom['componentCount']} components; "
+            + ("lists exactly the manifest's files" if kit_sbom["matchesManifest"] else "DIFFERS from the manifest")
         )
         _render_counts("by type", kit_sbom["byType"])
         _render_counts("licenses", kit_sbom["licenses"])

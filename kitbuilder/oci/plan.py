@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.core import jsonio
 from kitbuilder.core.spec import ImageSpec
 from kitbuilder.errors import IntegrityError, SpecError, UsageError
@@ -29,6 +30,8 @@ from kitbuilder.oci.sources import Source, open_source
 IMAGES_DIR = "images"
 # ustar's 12-byte octal size field: a kit member (so a blob) stays below 8 GiB.
 MAX_BLOB = 8**11 - 1
+# Blobs at least this big are hashed on a worker thread while the build compresses them.
+_THREADED_HASH_MIN = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -80,13 +83,15 @@ class CheckedReader:
     ``size`` bytes has its answer before it can treat the data as complete.
     """
 
-    def __init__(self, raw: BinaryIO, size: int, sha256: str, label: str) -> None:
+    def __init__(self, raw: BinaryIO, size: int, sha256: str, label: str, *, worker: HashWorker | None = None) -> None:
         self._raw = raw
         self._left = size
         self._size = size
         self._sha256 = sha256
         self._label = label
-        self._digest = hashlib.sha256()
+        # With a worker the hashing runs on another core, beside the build's compression and its own digests.
+        self._worker = worker
+        self._digest: Any = QueuedDigest(worker, hashlib.sha256()) if worker is not None else hashlib.sha256()
         self._checked = False
 
     def read(self, size: int | None = -1) -> bytes:
@@ -108,6 +113,9 @@ class CheckedReader:
     def _finish(self) -> None:
         if self._checked:
             return
+        if self._worker is not None:
+            self._digest.flush()
+            self._worker.sync()
         observed = self._digest.hexdigest()
         if observed != self._sha256:
             raise IntegrityError(f"{self._label}: content has sha256:{observed}, not its digest sha256:{self._sha256}")
@@ -229,7 +237,12 @@ def _memory_member(kit_path: str, data: bytes) -> PlannedMember:
 def _source_member(kit_path: str, source: Source, descriptor: Descriptor, label: str) -> PlannedMember:
     @contextlib.contextmanager
     def opener() -> Iterator[BinaryIO]:
-        with source.open_blob(descriptor.digest) as raw:
-            yield CheckedReader(raw, descriptor.size, descriptor.hex, label)  # type: ignore[misc]
+        worker = HashWorker() if descriptor.size >= _THREADED_HASH_MIN else None
+        try:
+            with source.open_blob(descriptor.digest) as raw:
+                yield CheckedReader(raw, descriptor.size, descriptor.hex, label, worker=worker)  # type: ignore[misc]
+        finally:
+            if worker is not None:
+                worker.close()
 
     return PlannedMember(kit_path=kit_path, size=descriptor.size, sha256=descriptor.hex, open=opener)

@@ -393,7 +393,12 @@ def _kit_sbom(
             product=kit.product,
             tool_version=__version__,
             created=kit.created,
-            components=[KitComponent(id=c.id, role=c.role, phase=c.phase, subject=c.subject) for c in components],
+            # The kit SBOM's own component would be an empty group: the SBOM does not list itself.
+            components=[
+                KitComponent(id=c.id, role=c.role, phase=c.phase, subject=c.subject)
+                for c in components
+                if c.id != KIT_SBOM_COMPONENT
+            ],
             files=[SbomFile(f.path, f.sha256, f.size, f.role, f.component) for f in files],
             images=[
                 SbomImage(ref=r.ref, digest=r.digest, media_type=r.media_type, platforms=r.platforms, size=r.size)

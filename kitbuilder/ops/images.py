@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -110,8 +111,12 @@ class _KitImages:
 
     @contextlib.contextmanager
     def chunks(self, path: str) -> Iterator[Iterator[bytes]]:
-        """The member's content in pieces; raises IntegrityError after the last piece if it is not what was signed."""
-        yield _member_chunks(self.stream, self.entries[path], self.caps, f"{self.kit}: {path}")
+        """The member's content in pieces; raises IntegrityError before the last piece if it is not what was signed.
+
+        Each call reads through its own file handle, so uploads can run side by side.
+        """
+        with open_kit(self.kit) as stream:
+            yield _member_chunks(stream, self.entries[path], self.caps, f"{self.kit}: {path}")
 
 
 def _member_chunks(stream: BinaryIO, entry: IndexEntry, caps: Caps, label: str) -> Iterator[bytes]:
@@ -277,28 +282,34 @@ def _push_one(
     tree = checked.trees[ref]
     repository, tag = push_target(ref, host)
     manifest_digests = {descriptor.digest for descriptor, _ in tree.manifests}
-    sent = skipped = mounted = sent_bytes = 0
-    for digest, blob in tree.blobs.items():
-        if digest in manifest_digests:
-            continue
+    blobs = [(digest, blob) for digest, blob in tree.blobs.items() if digest not in manifest_digests]
+
+    def push_blob(digest: str, size: int) -> tuple[str, int]:
         if landed.get(digest) == repository or client.blob_exists(repository, digest):
-            skipped += 1
+            outcome = "skipped"
         elif digest in landed and client.mount_blob(repository, digest, landed[digest]):
-            mounted += 1
+            outcome = "mounted"
         else:
-            sent_bytes += client.upload_blob(
-                repository,
-                digest,
-                blob.size,
-                functools.partial(images.chunks, checked.blob_paths[digest]),
-                on_bytes=on_bytes,
-            )
-            sent += 1
-            landed[digest] = repository
-            continue
-        landed.setdefault(digest, repository)
+            opener = functools.partial(images.chunks, checked.blob_paths[digest])
+            return "sent", client.upload_blob(repository, digest, size, opener, on_bytes=on_bytes)
         if on_bytes is not None:
-            on_bytes(blob.size)
+            on_bytes(size)
+        return outcome, 0
+
+    counts = {"sent": 0, "skipped": 0, "mounted": 0}
+    sent_bytes = 0
+    # A few blobs at a time: the registry hashes and stores one while the next is read from the kit and sent.
+    with ThreadPoolExecutor(max_workers=client.options.parallel, thread_name_prefix="kit-push") as pool:
+        futures = [(digest, pool.submit(push_blob, digest, blob.size)) for digest, blob in blobs]
+        try:
+            for digest, future in futures:
+                outcome, sent = future.result()
+                counts[outcome] += 1
+                sent_bytes += sent
+                landed.setdefault(digest, repository)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     for descriptor, data in tree.manifests:
         client.put_manifest(repository, descriptor.digest, descriptor.media_type, data, descriptor.digest)
         if on_bytes is not None:
@@ -310,8 +321,8 @@ def _push_one(
         ref=ref,
         pushed_as=f"{host}/{repository}:{tag}",
         digest=root.digest,
-        blobs_sent=sent,
-        blobs_skipped=skipped,
-        blobs_mounted=mounted,
+        blobs_sent=counts["sent"],
+        blobs_skipped=counts["skipped"],
+        blobs_mounted=counts["mounted"],
         bytes_sent=sent_bytes,
     )

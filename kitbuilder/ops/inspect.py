@@ -127,7 +127,7 @@ def inspect_kit(
 
 
 def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> dict[str, Any]:
-    from kitbuilder.core.sbom import KIT_SBOM_PATH, SbomError, summarize_sbom
+    from kitbuilder.core.sbom import KIT_SBOM_PATH, SbomError, listed_files, summarize_sbom
 
     section: dict[str, Any] = {"kitSbom": None, "shipped": list(manifest.sboms)}
     if KIT_SBOM_PATH in manifest.by_path():
@@ -136,8 +136,11 @@ def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> d
             summary = summarize_sbom(document, where=KIT_SBOM_PATH)
         except SbomError as exc:
             raise FormatError(exc.message) from exc
+        signed = {f.path: f.sha256 for f in manifest.files if f.path != KIT_SBOM_PATH}
         section["kitSbom"] = {
             "path": KIT_SBOM_PATH,
+            # The SBOM lists exactly the manifest's files with the same digests (it is signed, but says so itself).
+            "matchesManifest": listed_files(document) == signed,
             "specVersion": document.get("specVersion"),
             "serialNumber": document.get("serialNumber"),
             **summary.to_json(),

@@ -234,6 +234,7 @@ def test_inspect_sbom_counts_components_and_lists_shipped_sboms(kit_env: KitEnv,
     ]
     files = [f for f in report["files"] if f["path"] != "sbom/kit.cdx.json"]
     assert section["kitSbom"]["byType"]["file"] == len(files)
+    assert section["kitSbom"]["matchesManifest"] is True
     extracted = run_kit(
         "sbom", kit, "--key", kit_env.ed_pub, "--subject", "migration-runner", "-o", tmp_path / "r.json"
     )
