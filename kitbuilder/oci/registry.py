@@ -31,6 +31,7 @@ _HOST = re.compile(
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*"([^"]*)"')
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _PIECE = 256 << 10
+Body = list[bytes] | list[memoryview]
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ class RegistryClient:
         scopes: tuple[str, ...],
         expected: tuple[int, ...],
         headers: dict[str, str] | None = None,
-        content: bytes | None = None,
+        content: Body | None = None,
         params: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One request (plus an auth refresh and same-origin redirects); _Transient or RegistryError on failure."""
@@ -224,7 +225,7 @@ class RegistryClient:
             all_headers = {**(headers or {}), **self._headers(scopes)}
             auth = httpx.BasicAuth(*self._credentials) if self._auth == "basic" and self._credentials else None
             if content is not None:
-                all_headers["Content-Length"] = str(len(content))
+                all_headers["Content-Length"] = str(sum(len(part) for part in content))
             try:
                 response = self._http.request(method, target, headers=all_headers, content=_pieces(content), auth=auth)
             except httpx.TransportError as exc:
@@ -424,7 +425,7 @@ class RegistryClient:
             try:
                 with open_chunks() as chunks:
                     if size <= self.options.monolithic_max:
-                        data = b"".join(chunks)
+                        data = list(chunks)  # read whole (and so checked) before the one PUT
                         self._send(
                             "PUT",
                             location,
@@ -435,25 +436,26 @@ class RegistryClient:
                             expected=(201,),
                         )
                         if on_bytes is not None:
-                            on_bytes(len(data))
-                        return len(data)
+                            on_bytes(size)
+                        return size
                     sent = 0
                     for piece in _rechunk(chunks, self.options.chunk_size):
+                        piece_size = sum(len(part) for part in piece)
                         response = self._send(
                             "PATCH",
                             location,
                             headers={
                                 "Content-Type": "application/octet-stream",
-                                "Content-Range": f"{sent}-{sent + len(piece) - 1}",
+                                "Content-Range": f"{sent}-{sent + piece_size - 1}",
                             },
                             content=piece,
                             scopes=scopes,
                             expected=(202,),
                         )
                         location = self._upload_location(response)
-                        sent += len(piece)
+                        sent += piece_size
                         if on_bytes is not None:
-                            on_bytes(len(piece))
+                            on_bytes(piece_size)
                 # Every byte has been read and its digest checked (open_chunks raises otherwise): commit.
                 self._send("PUT", location, params={"digest": digest}, scopes=scopes, expected=(201,))
                 return sent
@@ -484,7 +486,7 @@ class RegistryClient:
             "PUT",
             f"{self.base}/v2/{repository}/manifests/{reference}",
             headers={"Content-Type": media_type},
-            content=data,
+            content=[data],
             scopes=(self.scope(repository),),
             expected=(200, 201),
         )
@@ -495,31 +497,32 @@ class RegistryClient:
             )
 
 
-def _pieces(content: bytes | None) -> Iterator[bytes] | None:
-    """A body in bounded pieces: httpcore re-slices the unsent rest of a buffer after every send(), which
-    copies a 16 MiB chunk over and over; pieces of this size keep that copying negligible."""
+def _pieces(content: Body | None) -> Iterator[bytes] | None:
+    """A body as bounded pieces, each copied once here: httpcore re-slices the unsent rest of a buffer after
+    every send(), which would copy a big buffer over and over."""
     if content is None:
         return None
-    view = memoryview(content)
-    return (bytes(view[start : start + _PIECE]) for start in range(0, len(content), _PIECE))
+    return (
+        bytes(memoryview(part)[start : start + _PIECE]) for part in content for start in range(0, len(part), _PIECE)
+    )
 
 
 class _Landed(Exception):
     """Raised between retries when the blob turned out to be present already."""
 
 
-def _rechunk(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
-    """Regroup a stream of pieces into chunks of exactly ``size`` bytes (the last one shorter)."""
-    pending: list[bytes] = []
+def _rechunk(chunks: Iterator[bytes], size: int) -> Iterator[list[memoryview]]:
+    """Regroup a stream of pieces into bodies of exactly ``size`` bytes (the last one shorter), without joining."""
+    pending: list[memoryview] = []
     pending_size = 0
     for piece in chunks:
-        pending.append(piece)
-        pending_size += len(piece)
-        while pending_size >= size:
-            joined = b"".join(pending)
-            yield joined[:size]
-            rest = joined[size:]
-            pending = [rest] if rest else []
-            pending_size = len(rest)
+        view = memoryview(piece)
+        while pending_size + len(view) >= size:
+            take = size - pending_size
+            yield [*pending, view[:take]]
+            pending, pending_size, view = [], 0, view[take:]
+        if len(view):
+            pending.append(view)
+            pending_size += len(view)
     if pending_size:
-        yield b"".join(pending)
+        yield pending

@@ -243,30 +243,31 @@ def push_images(
     RegistryError (11) when the registry fails; rerunning finishes the job.
     """
     host = parse_registry(registry)
-    report = verify_kit(kit, options)
-    records = _records(kit, report.manifest)
-    known = [str(r["ref"]) for r in records]
-    if refs:
-        unknown = [r for r in refs if r not in known]
-        if unknown:
-            raise UsageError(f"{kit}: has no image {unknown[0]!r} (it has: {', '.join(known)})")
-        records = tuple(r for r in records if r["ref"] in refs)
     results: list[ImagePush] = []
-    with open_kit(kit) as stream:
-        images = _KitImages(kit, report.manifest, stream, options.caps)
-        checked = _check(images, report.manifest)
+    with RegistryClient(
+        host, tls_verify=tls_verify, ca_cert=ca_cert, username=username, password=password, options=transfer
+    ) as client:
+        # Reach the registry and check the credentials first: a typo fails before a gigabyte is verified.
+        client.ping()
+        report = verify_kit(kit, options)
+        records = _records(kit, report.manifest)
+        known = [str(r["ref"]) for r in records]
+        if refs:
+            unknown = [r for r in refs if r not in known]
+            if unknown:
+                raise UsageError(f"{kit}: has no image {unknown[0]!r} (it has: {', '.join(known)})")
+            records = tuple(r for r in records if r["ref"] in refs)
+        with open_kit(kit) as stream:
+            images = _KitImages(kit, report.manifest, stream, options.caps)
+            checked = _check(images, report.manifest)
         if on_start is not None:
             wanted: dict[str, int] = {}
             for record in records:
                 wanted.update({d: b.size for d, b in checked.trees[str(record["ref"])].blobs.items()})
             on_start(sum(wanted.values()))
-        with RegistryClient(
-            host, tls_verify=tls_verify, ca_cert=ca_cert, username=username, password=password, options=transfer
-        ) as client:
-            client.ping()
-            landed: dict[str, str] = {}  # digest → a repository known to hold it in this run
-            for record in records:
-                results.append(_push_one(client, images, checked, str(record["ref"]), host, landed, on_bytes))
+        landed: dict[str, str] = {}  # digest → a repository known to hold it in this run
+        for record in records:
+            results.append(_push_one(client, images, checked, str(record["ref"]), host, landed, on_bytes))
     return PushResult(kit=kit, registry=host, images=tuple(results))
 
 
