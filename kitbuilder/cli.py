@@ -726,7 +726,10 @@ def _render_provenance_section(section: dict[str, Any]) -> None:
     if not section.get("present"):
         click.echo("provenance: none in this kit")
         return
-    state = "verified" if section["verified"] else "unverified: pass --key or --trust-root to check"
+    if section["verified"]:
+        state = "verified"
+    else:
+        state = "NOT verified" if section.get("error") else "unverified: pass --key or --trust-root to check"
     click.echo(f"provenance {section['path']} ({section['predicateType']}, {state})")
     if section.get("error"):
         click.echo(f"  signature problem: {section['error']}")

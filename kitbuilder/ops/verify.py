@@ -28,7 +28,6 @@ from kitbuilder.core.manifest import (
     MANIFEST_DSSE,
     MANIFEST_JSON,
     MAX_ATTESTATIONS,
-    METADATA_FILES,
     SHA256SUMS,
     SHA256SUMS_SIG,
     SIGSTORE_BUNDLE,
@@ -139,11 +138,9 @@ def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
     by_path = location.index.by_path()
     members: dict[str, bytes] = {}
     names = metadata_names(by_path)
-    if len(names) > len(METADATA_FILES) + MAX_ATTESTATIONS + 1:
-        extra = len(names) - len(METADATA_FILES)
-        raise ArchiveError(
-            f"kit index lists {extra} extra metadata members; at most {MAX_ATTESTATIONS} attestations are allowed"
-        )
+    attestations = [name for name in names if name.startswith(f"{ATTESTATIONS_DIR}/")]
+    if len(attestations) > MAX_ATTESTATIONS:
+        raise ArchiveError(f"kit index lists {len(attestations)} attestations; at most {MAX_ATTESTATIONS} are allowed")
     for name in names:
         entry = by_path.get(name)
         if entry is None:

@@ -44,8 +44,8 @@ def _members(kit: Path) -> dict[str, bytes]:
 
 
 def _rewrite(kit: Path, out: Path, replace: dict[str, bytes]) -> None:
-    """The same kit with some metadata members' bytes replaced (same compression, so payload frames are identical)."""
-    members = _members(kit)
+    """The same kit with metadata members replaced or added (same compression, so payload frames are identical)."""
+    members = _members(kit) | {name: data for name, data in replace.items() if name not in _members(kit)}
     manifest = Manifest.from_bytes(members["manifest.json"])
     with out.open("wb") as sink:
         writer = KitWriter(sink, level=manifest.build["compression"]["level"], threads=0, mtime=manifest.build["mtime"])
@@ -305,3 +305,19 @@ def test_keyless_bundle_over_sha256sums_verifies_offline(kit_env: KitEnv, tmp_pa
     (kit_env.root / "src/docs/NEW.md").write_text("new\n")
     _build(kit_env, other)
     assert run_kit("verify", other, "--key", kit_env.ed_pub, *keyless, "--cert-identity", identity).exit_code == 3
+
+
+def test_more_than_sixteen_attestations_are_refused(kit_env: KitEnv) -> None:
+    kit = kit_env.kit()
+    _build(kit_env, kit)
+    provenance = _members(kit)[PROVENANCE_MEMBER]
+    extra = {f"attestations/copy-{n:02d}.dsse.json": provenance for n in range(16)}
+    crowded = kit_env.root / "crowded.kit.tar.zst"
+    _rewrite(kit, crowded, extra)
+    result = run_kit("verify", crowded, "--key", kit_env.ed_pub)
+    assert result.exit_code == 5 and "kit index lists 17 attestations; at most 16 are allowed" in result.stderr
+    # Sixteen, each a valid copy of the provenance, is within the cap and verifies.
+    fine = kit_env.root / "fine.kit.tar.zst"
+    _rewrite(kit, fine, dict(list(extra.items())[:15]))
+    code, report = run_json("verify", fine, "--key", kit_env.ed_pub)
+    assert code == 0 and len(report["attestations"]) == 16
