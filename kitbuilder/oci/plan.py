@@ -153,6 +153,11 @@ def plan_images(images: Sequence[ImageSpec], *, spec_path: Path) -> ImagePlan:
             if digest not in blobs:
                 blobs[digest] = (source, descriptor, f"{source.path}: blob {digest}")
                 _check_present(source, descriptor)
+            elif blobs[digest][1].size != descriptor.size:
+                raise IntegrityError(
+                    f"{source.path}: blob {digest}: descriptor size {descriptor.size} differs from "
+                    f"{blobs[digest][1].size} given for the same blob by {blobs[digest][0].path}"
+                )
         records.append(
             ImageRecord(
                 ref=image.ref,

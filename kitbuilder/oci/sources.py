@@ -105,11 +105,20 @@ class Source:
         return next(image.descriptor for image in self.images if image.descriptor.digest == chosen)
 
 
+def _familiar(name: str) -> str:
+    """docker.io/library/postgres:16 → postgres:16: docker writes the short form, skopeo the long one."""
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
 def choose(candidates: list[tuple[tuple[str, ...], str]], source_ref: str | None, where: str, path: Path) -> str:
     """Pick one (names, key) candidate: the only distinct key, or the one named ``source_ref``; SpecError else."""
     listing = ", ".join(names[0] if names else "(unnamed)" for names, _ in candidates)
     if source_ref is not None:
-        keys = {key for names, key in candidates if source_ref in names}
+        wanted = _familiar(source_ref)
+        keys = {key for names, key in candidates if wanted in {_familiar(n) for n in names}}
         if not keys:
             raise SpecError(f"{where}.sourceRef: {source_ref!r} is not in {path} (it holds: {listing})")
         if len(keys) > 1:

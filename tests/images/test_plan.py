@@ -321,3 +321,35 @@ def test_blob_that_shrinks_after_planning_fails_the_read(image_set: ImageSet, tm
     with pytest.raises(IntegrityError, match=r"source ended after 100 of \d+ bytes"), member.open() as stream:
         while stream.read(1 << 16):
             pass
+
+
+@needs_skopeo
+def test_archives_written_by_skopeo(image_set: ImageSet, tmp_path: Path) -> None:
+    """oci-archive and docker-archive as skopeo writes them (uncompressed docker layers, <hex>.tar names)."""
+    oci_archive = tmp_path / "app-a.oci.tar"
+    docker_archive = tmp_path / "app-a.docker.tar"
+    skopeo("copy", "-q", f"oci:{image_set.layout}:app-a", f"oci-archive:{oci_archive}:app-a")
+    skopeo("copy", "-q", f"oci:{image_set.layout}:app-a", f"docker-archive:{docker_archive}:stellaops/app-a:1.0")
+    (from_oci,) = plan(ImageSpec("r.local/a:1", oci_archive)).images
+    assert from_oci.digest == image_set.digests["app-a"]
+    result = plan(ImageSpec("r.local/a:1", docker_archive, source_ref="stellaops/app-a:1.0"))
+    members = read_all(result)
+    manifest = json.loads(members["images/blobs/sha256/" + result.images[0].digest.split(":")[1]])
+    config = json.loads(members["images/blobs/sha256/" + manifest["config"]["digest"].split(":")[1]])
+    assert [layer["digest"] for layer in manifest["layers"]] == config["rootfs"]["diff_ids"]
+    assert manifest["layers"][0]["digest"] == sha256(image_set.base_layer)
+    layout = write_layout(members, tmp_path / "planned")
+    assert sha256(skopeo("inspect", "--raw", f"oci:{layout}:r.local/a:1").encode()) == result.images[0].digest
+
+
+def test_same_blob_with_two_sizes_across_images_is_refused(image_set: ImageSet, tmp_path: Path) -> None:
+    layout = copy_layout(image_set, tmp_path)
+    manifest = manifest_of(layout, image_set.digests["app-b"])
+    manifest["layers"][0]["size"] += 3  # the base layer, which app-a also references with its true size
+    data = json.dumps(manifest).encode()
+    add_tag(layout, {"mediaType": OCI_MANIFEST, "digest": add_blob(layout, data), "size": len(data)}, "odd")
+    with pytest.raises(IntegrityError, match=r"descriptor size \d+ differs from \d+ given for the same blob"):
+        plan(
+            ImageSpec("r.local/a:1", layout, source_ref="app-a"),
+            ImageSpec("r.local/b:1", layout, source_ref="odd"),
+        )
