@@ -257,7 +257,12 @@ class RegistryClient:
         if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc.__context__, ssl.SSLCertVerificationError):
             return RegistryError(
                 f"registry {self.registry}: TLS certificate not trusted ({text}); pass --ca-cert FILE "
-                "(or --tls-verify=false for a test registry)"
+                "(or --no-tls-verify for a test registry)"
+            )
+        if self._tls_verify and ("WRONG_VERSION_NUMBER" in text or "record layer failure" in text):
+            return RegistryError(
+                f"registry {self.registry}: {what}: no TLS on this port ({text}); for a plain-HTTP test registry "
+                "pass --no-tls-verify"
             )
         return _Transient(f"{what}: {text}", transport=True)
 

@@ -239,3 +239,10 @@ def test_registry_and_reference_parsing() -> None:
 def test_client_closes_cleanly_without_requests() -> None:
     with RegistryClient("127.0.0.1:1", tls_verify=False) as client:
         assert client.base == "https://127.0.0.1:1"
+
+
+def test_tls_against_a_plain_http_registry_says_so_at_once(
+    image_kit: Path, signing: Signing, registry: RegistryServer
+) -> None:
+    with pytest.raises(RegistryError, match=r"no TLS on this port .*pass --no-tls-verify"):
+        push(image_kit, registry.host, signing, tls_verify=True)
