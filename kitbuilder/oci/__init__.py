@@ -4,5 +4,5 @@
 root descriptor) on bytes; ``sources`` reads OCI layout directories,
 oci-archive tarballs and ``docker save`` archives; ``plan`` turns a spec's
 images into the kit's ``images/`` tree; ``check`` verifies that tree inside a
-kit; ``registry`` is a small OCI distribution client.
+kit; ``reference`` maps kit references to push targets; ``registry`` is a small OCI distribution client.
 """

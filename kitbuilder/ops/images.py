@@ -29,7 +29,8 @@ from kitbuilder.core.manifest import Manifest
 from kitbuilder.errors import IntegrityError, UsageError
 from kitbuilder.oci import layout
 from kitbuilder.oci.check import PREFIX, CheckedLayout, walk_layout
-from kitbuilder.oci.registry import RegistryClient, TransferOptions, parse_registry, push_target
+from kitbuilder.oci.reference import parse_registry, push_target
+from kitbuilder.oci.registry import RegistryClient, TransferOptions
 from kitbuilder.ops.verify import VerifyOptions, open_kit, verify_kit
 
 EXPORT_TEMP_PREFIX = ".kit-export-tmp-"

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from kitbuilder.errors import KitError, RegistryError, UsageError
-from kitbuilder.oci.registry import RegistryClient, RetryPolicy, TransferOptions, parse_registry, split_reference
+from kitbuilder.oci.reference import parse_registry, split_reference
+from kitbuilder.oci.registry import RegistryClient, RetryPolicy, TransferOptions
 from kitbuilder.ops import images as images_op
 from kitbuilder.ops.images import push_images
 from kitbuilder.ops.verify import verify_kit
