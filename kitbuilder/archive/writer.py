@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from kitbuilder.archive import tarfmt, zstdframes
+from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import IndexEntry, KitIndex
 from kitbuilder.errors import UsageError
 
@@ -26,9 +27,24 @@ MULTITHREAD_MIN = 1 << 20
 class KitWriter:
     """Appends members to ``out``; ``finish`` seals the archive. Not thread-safe."""
 
-    def __init__(self, out: BinaryIO, *, level: int, threads: int, mtime: int) -> None:
+    def __init__(
+        self,
+        out: BinaryIO,
+        *,
+        level: int,
+        threads: int,
+        mtime: int,
+        hasher: HashWorker | None = None,
+        digest_output: bool = False,
+    ) -> None:
+        """With ``hasher``, the digests of compressed bytes (each data frame, the whole output with
+        ``digest_output``) run on that worker thread, beside compression on this one."""
         self._out = out
         self._mtime = mtime
+        self._hasher = hasher
+        self._output_digest: Any = None
+        if digest_output:
+            self._output_digest = self._new_digest()
         self._compressor = zstandard.ZstdCompressor(
             level=level, threads=threads, write_checksum=True, write_content_size=True
         )
@@ -45,12 +61,29 @@ class KitWriter:
     def offset(self) -> int:
         return self._offset
 
+    def _new_digest(self) -> Any:
+        return QueuedDigest(self._hasher, hashlib.sha256()) if self._hasher is not None else hashlib.sha256()
+
+    def _resolve(self, digest: Any) -> str:
+        if self._hasher is not None:
+            digest.flush()
+            self._hasher.sync()
+        return str(digest.hexdigest())
+
+    def output_sha256(self) -> str:
+        """SHA-256 of every byte written; only after ``finish`` and with ``digest_output``."""
+        if self._output_digest is None:
+            raise ValueError("KitWriter was created without digest_output")
+        return self._resolve(self._output_digest)
+
     def _write(self, data: bytes) -> None:
         if data:
             self._out.write(data)
             self._offset += len(data)
             if self._frames_digest is not None:
                 self._frames_digest.update(data)
+            if self._output_digest is not None:
+                self._output_digest.update(data)
 
     def add_stream(
         self, path: str, source: BinaryIO, size: int, *, on_bytes: Callable[[int], None] | None = None
@@ -63,7 +96,7 @@ class KitWriter:
         """
         start = self._offset
         self._write_header_frame(path, size)
-        self._frames_digest = hashlib.sha256()
+        self._frames_digest = self._new_digest()
         digest = hashlib.sha256()
         padded = tarfmt.padded_size(size)
         chosen = self._compressor if padded >= MULTITHREAD_MIN else self._small_compressor
@@ -87,7 +120,7 @@ class KitWriter:
     def _close_member(
         self, path: str, start: int, size: int, sha256: str, frame_sha256: str | None = None
     ) -> IndexEntry:
-        digest = frame_sha256 if frame_sha256 is not None else self._frames_digest.hexdigest()
+        digest = frame_sha256 if frame_sha256 is not None else self._resolve(self._frames_digest)
         entry = IndexEntry(path, start, self._offset - start, size, sha256, digest)
         self._frames_digest = None
         self._members.append(entry)

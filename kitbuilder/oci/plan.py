@@ -42,6 +42,10 @@ class PlannedMember:
     size: int
     sha256: str
     open: Callable[[], AbstractContextManager[BinaryIO]]
+    # The same bytes unchecked, for a caller that hashes them itself in its single read (kit build's
+    # writer does, and compares with ``sha256`` before the kit is complete); ``label`` names the source.
+    open_raw: Callable[[], AbstractContextManager[BinaryIO]] | None = None
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,20 @@ class ImagePlan:
     @property
     def size(self) -> int:
         return sum(m.size for m in self.members)
+
+
+class _Bounded:
+    """At most ``size`` bytes of ``raw`` (a blob inside an archive is a slice of a larger stream)."""
+
+    def __init__(self, raw: BinaryIO, size: int) -> None:
+        self._raw = raw
+        self._left = size
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._raw.read(want) if want else b""
+        self._left -= len(data)
+        return data
 
 
 class CheckedReader:
@@ -236,7 +254,13 @@ def _memory_member(kit_path: str, data: bytes) -> PlannedMember:
     def opener() -> Iterator[BinaryIO]:
         yield CheckedReader(io.BytesIO(data), len(data), sha256, kit_path)  # type: ignore[misc]
 
-    return PlannedMember(kit_path=kit_path, size=len(data), sha256=sha256, open=opener)
+    @contextlib.contextmanager
+    def raw_opener() -> Iterator[BinaryIO]:
+        yield io.BytesIO(data)
+
+    return PlannedMember(
+        kit_path=kit_path, size=len(data), sha256=sha256, open=opener, open_raw=raw_opener, label=kit_path
+    )
 
 
 def _source_member(kit_path: str, source: Source, descriptor: Descriptor, label: str) -> PlannedMember:
@@ -250,4 +274,11 @@ def _source_member(kit_path: str, source: Source, descriptor: Descriptor, label:
             if worker is not None:
                 worker.close()
 
-    return PlannedMember(kit_path=kit_path, size=descriptor.size, sha256=descriptor.hex, open=opener)
+    @contextlib.contextmanager
+    def raw_opener() -> Iterator[BinaryIO]:
+        with source.open_blob(descriptor.digest) as raw:
+            yield _Bounded(raw, descriptor.size)  # type: ignore[misc]
+
+    return PlannedMember(
+        kit_path=kit_path, size=descriptor.size, sha256=descriptor.hex, open=opener, open_raw=raw_opener, label=label
+    )

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from kitbuilder import __version__
+from kitbuilder.archive.hashing import HashWorker
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.writer import KitWriter
 from kitbuilder.atomic import atomic_output, write_atomic
@@ -95,21 +96,6 @@ class BuildResult:
     kit_sha256: str = ""
     metadata: tuple[str, ...] = ()  # optional metadata members written (attestations, Sigstore bundle)
     detached_provenance: Path | None = None
-
-
-class _HashingOutput:
-    """The kit's output file, hashed as it is written so the detached provenance can name the kit's digest."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-        self.digest = hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        return self._out.write(data)
-
-    def flush(self) -> None:
-        self._out.flush()
 
 
 def source_date_epoch_from_env() -> int | None:
@@ -242,10 +228,75 @@ def build_kit(
     ) + tuple(generated)
     if reuse is not None:
         reuse.check_compatible(build_info)
-    hashed: _HashingOutput | None = None
+    # Digests of the compressed output (each data frame, the whole kit for the detached provenance) run
+    # on a second core while this one reads, hashes the input and compresses.
+    hasher = HashWorker()
+    try:
+        kit_sha256, kit_size, manifest, predicate, extra = _write_kit(
+            output,
+            spec,
+            options,
+            keys,
+            inputs,
+            image_plan,
+            reuse,
+            shipped,
+            kit_info,
+            build_info,
+            components,
+            started,
+            hasher,
+            on_bytes,
+        )
+    finally:
+        hasher.close()
+    sibling = output.with_name(output.name + DETACHED_SUFFIX)
+    detached = None
+    if predicate is not None and detached_provenance:
+        envelope = _attestation((Subject(output.name, kit_sha256),), predicate, keys)
+        # JSON Lines: one compact envelope per line.
+        write_atomic(sibling, jsonio.dump_compact(envelope.to_json()) + b"\n")
+        detached = sibling
+    elif predicate is None:
+        # An earlier build's provenance beside this path would describe another file.
+        sibling.unlink(missing_ok=True)
+    return BuildResult(
+        output=output,
+        manifest=manifest,
+        signers=tuple(k.keyid for k in keys),
+        kit_size=kit_size,
+        kit_sha256=kit_sha256,
+        metadata=tuple(extra),
+        detached_provenance=detached,
+    )
+
+
+def _write_kit(
+    output: Path,
+    spec: KitSpec,
+    options: BuildOptions,
+    keys: list[PrivateKey],
+    inputs: list[InputFile],
+    image_plan: ImagePlan | None,
+    reuse: FrameReuse | None,
+    shipped: list[ShippedSbom],
+    kit_info: KitInfo,
+    build_info: dict[str, Any],
+    components: tuple[Component, ...],
+    started: float,
+    hasher: HashWorker,
+    on_bytes: Callable[[int], None] | None,
+) -> tuple[str, int, Manifest, dict[str, Any] | None, list[str]]:
+    """Write the archive under a temporary name; it appears at ``output`` only when complete."""
     with atomic_output(output) as out:
-        hashed = _HashingOutput(out)
-        writer = KitWriter(hashed, level=options.level, threads=options.threads, mtime=epoch or 0)  # type: ignore[arg-type]
+        writer = KitWriter(
+            out,
+            level=options.level,
+            threads=options.threads,
+            mtime=options.source_date_epoch or 0,
+            hasher=hasher,
+            digest_output=True,
+        )
         files = _write_inputs(writer, inputs, reuse, on_bytes)
         files += _write_images(writer, image_plan, reuse, on_bytes)
         sbom_bytes = _kit_sbom(kit_info, components, files, image_plan, shipped)
@@ -274,26 +325,7 @@ def build_kit(
             extra.append(SIGSTORE_BUNDLE)
         writer.finish()
         kit_size = writer.offset
-    kit_sha256 = hashed.digest.hexdigest()
-    sibling = output.with_name(output.name + DETACHED_SUFFIX)
-    detached = None
-    if predicate is not None and detached_provenance:
-        envelope = _attestation((Subject(output.name, kit_sha256),), predicate, keys)
-        # JSON Lines: one compact envelope per line.
-        write_atomic(sibling, jsonio.dump_compact(envelope.to_json()) + b"\n")
-        detached = sibling
-    elif predicate is None:
-        # An earlier build's provenance beside this path would describe another file.
-        sibling.unlink(missing_ok=True)
-    return BuildResult(
-        output=output,
-        manifest=manifest,
-        signers=tuple(k.keyid for k in keys),
-        kit_size=kit_size,
-        kit_sha256=kit_sha256,
-        metadata=tuple(extra),
-        detached_provenance=detached,
-    )
+    return writer.output_sha256(), kit_size, manifest, predicate, extra
 
 
 def _write_inputs(
@@ -328,10 +360,14 @@ def _write_images(
             if entry is not None and on_bytes is not None:
                 on_bytes(member.size)
         if entry is None:
-            with member.open() as stream:
+            # The writer hashes what it reads; comparing that with the blob's digest is the check, in the one read.
+            with (member.open_raw or member.open)() as stream:
                 entry = writer.add_stream(member.kit_path, stream, member.size, on_bytes=on_bytes)
         if entry.sha256 != member.sha256:
-            raise IntegrityError(f"{member.kit_path}: content read does not match its digest {member.sha256}")
+            raise IntegrityError(
+                f"{member.label or member.kit_path}: content has sha256:{entry.sha256}, not its digest "
+                f"sha256:{member.sha256}; the image source is damaged, re-export it"
+            )
         files.append(_entry(entry, "image", IMAGES_COMPONENT))
     return files
 

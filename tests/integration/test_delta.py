@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -261,8 +262,15 @@ def test_sigkill_during_directory_patch_rolls_forward(kit_env: KitEnv) -> None:
         "--in-place",
         "--no-state",
     ]
+    # Kill points are fractions of one timed uninterrupted patch of a copy, so they mean the same on any host.
+    timed = kit_env.root / "timed"
+    shutil.copytree(installed, timed)
+    started = time.monotonic()
+    subprocess.run([*command[:4], str(timed), *command[5:]], check=True, capture_output=True)
+    full_run = time.monotonic() - started
     kills = 0
-    for delay in (0.35, 0.45, 0.55, 0.65, 0.75, 0.9, 1.1):
+    for fraction in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+        delay = full_run * fraction
         with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
             time.sleep(delay)
             if process.poll() is None:
