@@ -14,10 +14,12 @@ checked by spdx-tools. Layout and choices: docs/sbom.md.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
 import re
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -469,8 +471,27 @@ def _referenced(uri: str) -> dict[str, Any]:
     raise RuntimeError(f"the CycloneDX schema refers to {uri}, which kit does not resolve")
 
 
-@cache
+def prepare_kit_validator() -> None:
+    """Compile the CycloneDX 1.6 validator now (about 1 s of pure Python, cached for the process).
+
+    kit build calls this on a second thread while the payload streams: compression and
+    hashing release the GIL, so the compile costs little wall time there.
+    """
+    with contextlib.suppress(Exception):  # a real problem resurfaces, with its message, when the SBOM is checked
+        _fast_validator(KIT_SPEC_VERSION)
+
+
+# One compile per version even when the build's warm-up thread and the main thread ask at once.
+_COMPILE_LOCK = threading.Lock()
+
+
 def _fast_validator(version: str) -> Callable[[Any], Any]:
+    with _COMPILE_LOCK:
+        return _compiled_validator(version)
+
+
+@cache
+def _compiled_validator(version: str) -> Callable[[Any], Any]:
     # use_default=False: fastjsonschema would otherwise write schema defaults (scope, version...) into the document.
     validator: Callable[[Any], Any] = fastjsonschema.compile(
         _schema_file(f"bom-{version}.SNAPSHOT.schema.json"),
