@@ -31,7 +31,7 @@ MAX_ATTESTATIONS = 16
 _ATTESTATION_NAME = re.compile(r"^attestations/[a-z0-9][a-z0-9._-]{0,100}\.dsse\.json$")
 # Payload members kit build generates itself; inputs cannot use these paths or component ids.
 KIT_SBOM_COMPONENT = "kit-sbom"
-IMAGES_COMPONENT = "images"
+IMAGES_COMPONENT = "kit-images"
 IMAGES_DIR = "images"
 
 
