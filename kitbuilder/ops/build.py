@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +51,6 @@ from kitbuilder.core.sbom import (
     SbomImage,
     ShippedSbom,
     check_sbom,
-    prepare_kit_validator,
     render_kit_sbom,
 )
 from kitbuilder.core.spec import ComponentSpec, KitSpec, load_spec
@@ -233,9 +231,6 @@ def build_kit(
     # Digests of the compressed output (each data frame, the whole kit for the detached provenance) run
     # on a second core while this one reads, hashes the input and compresses.
     hasher = HashWorker()
-    # The SBOM is rendered last, but its schema validator can be compiled while the payload streams.
-    validator = threading.Thread(target=prepare_kit_validator, name="kit-sbom-schema", daemon=True)
-    validator.start()
     try:
         kit_sha256, kit_size, manifest, predicate, extra = _write_kit(
             output,
@@ -255,7 +250,6 @@ def build_kit(
         )
     finally:
         hasher.close()
-        validator.join()
     sibling = output.with_name(output.name + DETACHED_SUFFIX)
     detached = None
     if predicate is not None and detached_provenance:

@@ -425,8 +425,11 @@ def verify_kit(
         check_policy(manifest, policy_options)
         attestations, sigstore = check_kit_attestations(metadata, manifest, options)
         expected = _expectations(metadata, manifest)
+        # Content and frame digests on one worker, the whole file's digest on another: on two cores the
+        # three SHA-256 passes no longer queue behind one thread while the main thread decompresses.
         worker = HashWorker()
-        hashing = _HashingReader(stream, worker)
+        file_worker = HashWorker()
+        hashing = _HashingReader(stream, file_worker)
         try:
             result = reader.scan(
                 hashing,  # type: ignore[arg-type]
@@ -442,8 +445,10 @@ def verify_kit(
                 pass
             hashing.digest.flush()
             worker.sync()
+            file_worker.sync()
         finally:
             worker.close()
+            file_worker.close()
         images_check = _check_images(stream, metadata, manifest, options.caps)
     kit_sha256 = hashing.digest.hexdigest()
     for detached in options.detached_attestations:
