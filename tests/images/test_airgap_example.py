@@ -42,3 +42,24 @@ def test_airgap_kit_applies_migrations_and_lands_its_images(kit_env: KitEnv, fre
         assert image["pushedAs"].startswith(fresh_registry.host + "/")
         # What the registry serves is what the kit recorded, as a tool nobody here wrote sees it.
         assert skopeo_raw_digest(f"docker://{image['pushedAs']}", "--tls-verify=false") == record["digest"]
+
+
+def test_delta_of_an_image_kit_reuses_every_unchanged_blob(kit_env: KitEnv) -> None:
+    base = kit_env.root / "base.kit.tar.zst"
+    assert run_kit("build", ROOT / "manifests/airgap-kit.yaml", "--key", kit_env.ed_key, "--out", base).exit_code == 0
+    spec = (ROOT / "manifests/airgap-kit.yaml").read_text()
+    spec = spec.replace("../examples/", f"{ROOT}/examples/").replace("sequence: 1", "sequence: 2")
+    (kit_env.root / "next.yaml").write_text(spec.replace('version: "2025.11.1"', 'version: "2025.11.2"'))
+    delta, full = kit_env.root / "delta.kit.tar.zst", kit_env.root / "full.kit.tar.zst"
+    result = run_kit(
+        "build", kit_env.root / "next.yaml", "--key", kit_env.ed_key, "--out", delta,
+        "--delta-from", base, "--full-out", full, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    # Only the kit SBOM changes (it names the kit version); every image blob is copied from the base.
+    assert document["changed"] == ["sbom/kit.cdx.json"] and not document["added"]
+    assert document["bytes"] < full.stat().st_size / 4
+    patched = kit_env.root / "patched.kit.tar.zst"
+    assert run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--out", patched).exit_code == 0
+    assert patched.read_bytes() == full.read_bytes()
