@@ -24,6 +24,43 @@ CHUNK = 1 << 20
 MULTITHREAD_MIN = 1 << 20
 
 
+# Data frames at least this large are checked for compressibility (a raw frame needs no compressor).
+RAW_TRIAL_MIN = 1 << 20
+
+
+class _Encoder:
+    def start(self) -> bytes:
+        return b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        raise NotImplementedError
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class _ZstdEncoder(_Encoder):
+    def __init__(self, compressor: Any) -> None:
+        self._compressor = compressor
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return [self._compressor.compress(data)]
+
+    def finish(self) -> bytes:
+        return bytes(self._compressor.flush())
+
+
+class _RawEncoder(_Encoder):
+    def __init__(self, size: int) -> None:
+        self._frame = zstdframes.RawFrameWriter(size)
+
+    def start(self) -> bytes:
+        return self._frame.header
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return self._frame.blocks(data)
+
+
 class KitWriter:
     """Appends members to ``out``; ``finish`` seals the archive. Not thread-safe."""
 
@@ -53,6 +90,8 @@ class KitWriter:
         self._small_compressor = zstandard.ZstdCompressor(
             level=level, threads=0, write_checksum=True, write_content_size=True
         )
+        # Level 1 suffices to tell whether data compresses at all.
+        self._trial = zstandard.ZstdCompressor(level=1, threads=0, write_checksum=False, write_content_size=False)
         self._offset = 0
         self._members: list[IndexEntry] = []
         self._frames_digest: Any = None
@@ -99,23 +138,40 @@ class KitWriter:
         self._frames_digest = self._new_digest()
         digest = hashlib.sha256()
         padded = tarfmt.padded_size(size)
-        chosen = self._compressor if padded >= MULTITHREAD_MIN else self._small_compressor
-        compressor = chosen.compressobj(size=padded)
         remaining = size
+        first = source.read(min(CHUNK, remaining)) if remaining else b""
+        encoder: _Encoder
+        if padded >= RAW_TRIAL_MIN and self._incompressible(first):
+            encoder = _RawEncoder(padded)
+        else:
+            chosen = self._compressor if padded >= MULTITHREAD_MIN else self._small_compressor
+            encoder = _ZstdEncoder(chosen.compressobj(size=padded))
+        self._write(encoder.start())
+        chunk = first
         while remaining:
-            chunk = source.read(min(CHUNK, remaining))
             if not chunk:
                 raise UsageError(f"{path}: input shrank while being read (expected {size} bytes); rerun the build")
             digest.update(chunk)
             remaining -= len(chunk)
-            self._write(compressor.compress(chunk))
+            for piece in encoder.feed(chunk):
+                self._write(piece)
             if on_bytes is not None:
                 on_bytes(len(chunk))
+            chunk = source.read(min(CHUNK, remaining)) if remaining else b""
         if source.read(1):
             raise UsageError(f"{path}: input grew while being read (expected {size} bytes); rerun the build")
-        self._write(compressor.compress(bytes(tarfmt.padded_size(size) - size)))
-        self._write(compressor.flush())
+        for piece in encoder.feed(bytes(padded - size)):
+            self._write(piece)
+        self._write(encoder.finish())
         return self._close_member(path, start, size, digest.hexdigest())
+
+    def _incompressible(self, sample: bytes) -> bool:
+        """Whether zstd would gain under 3% on this first chunk (compressed layers, media, random data).
+
+        Such data is stored in raw blocks instead: the same bytes decode, at no compressor CPU.
+        The rule depends only on the content, so rebuilds stay byte-identical.
+        """
+        return len(self._trial.compress(sample)) >= len(sample) * 0.97
 
     def _close_member(
         self, path: str, start: int, size: int, sha256: str, frame_sha256: str | None = None

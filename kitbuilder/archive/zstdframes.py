@@ -36,6 +36,46 @@ def skippable_frame(magic: int, data: bytes) -> bytes:
     return struct.pack("<II", magic, len(data)) + data
 
 
+# Frame_Header_Descriptor 0xC0: 8-byte Frame_Content_Size, not single-segment, no checksum, no dictionary;
+# Window_Descriptor 0x38: a 128 KiB window, the largest block a raw frame holds.
+_RAW_FRAME_DESCRIPTOR = 0xC0
+_RAW_FRAME_WINDOW = 0x38
+
+
+class RawFrameWriter:
+    """A zstd frame of raw (stored) blocks, for data that does not compress: no compressor CPU at all.
+
+    Any zstd decoder reads it (RFC 8878 §3.1.1.2, Block_Type 0). It carries no XXH64
+    checksum; kit checks content by SHA-256 anyway. Feed exactly ``size`` bytes.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self._pending = b""
+        self.header = struct.pack("<IBBQ", ZSTD_MAGIC, _RAW_FRAME_DESCRIPTOR, _RAW_FRAME_WINDOW, size)
+        if size == 0:
+            raise ValueError("a raw frame needs content; compress empty data the usual way")
+
+    def blocks(self, data: bytes) -> list[bytes]:
+        """Block-framed pieces for ``data`` (buffering a partial block until it is full or the frame ends)."""
+        if len(data) > self._left - len(self._pending):
+            raise ValueError("more data than the frame's declared size")
+        buffer = self._pending + data if self._pending else data
+        out: list[bytes] = []
+        position = 0
+        total = len(buffer)
+        complete = total == self._left  # the rest of the frame is all here: flush the last, short block too
+        while total - position >= MAX_BLOCK or (complete and position < total):
+            size = min(MAX_BLOCK, total - position)
+            self._left -= size
+            last = 1 if self._left == 0 else 0
+            out.append(struct.pack("<I", last | (size << 3))[:3])
+            out.append(buffer[position : position + size])
+            position += size
+        self._pending = buffer[position:]
+        return out
+
+
 def footer_frame(index_offset: int) -> bytes:
     return skippable_frame(FOOTER_MAGIC, FOOTER_TAG + struct.pack("<Q", index_offset))
 

@@ -203,10 +203,13 @@ def test_kit_changed_after_verify_sends_no_altered_blob(
         report = verify_kit(path, options)
         biggest = max((f for f in report.manifest.files if f.path.startswith("images/blobs/")), key=lambda f: f.size)
         target["digest"] = "sha256:" + biggest.path.rsplit("/", 1)[1]
-        with path.open("r+b") as stream:  # flip bytes in the stored (raw) block of that blob's data frame
-            stream.seek(biggest.offset + biggest.length - 200)
+        # Flip content bytes in the stored (raw) block of that blob's data frame: the frame ends with the
+        # tar padding (and no checksum: incompressible data is stored), so step back over the padding.
+        padding = -biggest.size % 512
+        with path.open("r+b") as stream:
+            stream.seek(biggest.offset + biggest.length - padding - 200)
             data = stream.read(100)
-            stream.seek(biggest.offset + biggest.length - 200)
+            stream.seek(biggest.offset + biggest.length - padding - 200)
             stream.write(bytes(b ^ 0x55 for b in data))
         return report
 

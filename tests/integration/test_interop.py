@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey
 
-from tests.conftest import KitEnv
+from tests.conftest import KitEnv, run_kit
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("zstd", "tar", "sha256sum", "openssl")),
@@ -159,3 +159,29 @@ def test_python_tarfile_reads_the_same_members(built_kit: Path) -> None:
         members = archive.getmembers()
     assert all(m.isfile() and m.mode == 0o644 and m.uid == 0 for m in members)
     assert len(members) == 12  # 6 inputs, the kit SBOM, 4 metadata members, the provenance attestation
+
+
+def test_incompressible_members_are_stored_raw_and_stock_tools_read_them(kit_env: KitEnv, tmp_path: Path) -> None:
+    """Data that zstd cannot shrink goes into raw blocks (no compressor CPU); any zstd decoder reads them."""
+    import os
+
+    from kitbuilder.archive.reader import Caps, read_index
+
+    (kit_env.root / "src/docs/random.bin").write_bytes(os.urandom(3 << 20))
+    (kit_env.root / "src/docs/text.log").write_bytes(b"the same line again\n" * 200_000)
+    kit = kit_env.kit()
+    assert run_kit("build", kit_env.spec, "--key", kit_env.ed_key, "--out", kit).exit_code == 0
+    with kit.open("rb") as stream:
+        entries = read_index(stream, Caps()).index.by_path()
+    random_entry, text_entry = entries["docs/operator/random.bin"], entries["docs/operator/text.log"]
+    # Raw data frame: a 14-byte frame header and a 3-byte header per 128 KiB block; before it, the small
+    # compressed header frame.
+    header_frame = random_entry.length - (3 << 20) - 14 - 3 * 24
+    assert 0 < header_frame < 200
+    assert text_entry.length < 100_000  # compressible data is still compressed
+    subprocess.run(["zstd", "-tq", str(kit)], check=True)
+    target = tmp_path / "out"
+    target.mkdir()
+    subprocess.run(f"zstd -dc '{kit}' | tar -x -C '{target}'", shell=True, check=True)
+    subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "SHA256SUMS"], cwd=target, check=True)
+    assert run_kit("verify", kit, "--key", kit_env.ed_pub).exit_code == 0
