@@ -73,15 +73,17 @@ class KitWriter:
         mtime: int,
         hasher: HashWorker | None = None,
         digest_output: bool = False,
+        output_hasher: HashWorker | None = None,
     ) -> None:
-        """With ``hasher``, the digests of compressed bytes (each data frame, the whole output with
-        ``digest_output``) run on that worker thread, beside compression on this one."""
+        """With ``hasher``, each data frame's digest runs on that worker thread, beside compression on
+        this one; with ``digest_output``, so does the whole output's, on ``output_hasher`` if given."""
         self._out = out
         self._mtime = mtime
         self._hasher = hasher
+        self._output_hasher = output_hasher or hasher
         self._output_digest: Any = None
         if digest_output:
-            self._output_digest = self._new_digest()
+            self._output_digest = self._new_digest(self._output_hasher)
         self._compressor = zstandard.ZstdCompressor(
             level=level, threads=threads, write_checksum=True, write_content_size=True
         )
@@ -100,20 +102,22 @@ class KitWriter:
     def offset(self) -> int:
         return self._offset
 
-    def _new_digest(self) -> Any:
-        return QueuedDigest(self._hasher, hashlib.sha256()) if self._hasher is not None else hashlib.sha256()
+    @staticmethod
+    def _new_digest(worker: HashWorker | None) -> Any:
+        return QueuedDigest(worker, hashlib.sha256()) if worker is not None else hashlib.sha256()
 
-    def _resolve(self, digest: Any) -> str:
-        if self._hasher is not None:
+    @staticmethod
+    def _resolve(digest: Any, worker: HashWorker | None) -> str:
+        if worker is not None:
             digest.flush()
-            self._hasher.sync()
+            worker.sync()
         return str(digest.hexdigest())
 
     def output_sha256(self) -> str:
         """SHA-256 of every byte written; only after ``finish`` and with ``digest_output``."""
         if self._output_digest is None:
             raise ValueError("KitWriter was created without digest_output")
-        return self._resolve(self._output_digest)
+        return self._resolve(self._output_digest, self._output_hasher)
 
     def _write(self, data: bytes) -> None:
         if data:
@@ -135,7 +139,7 @@ class KitWriter:
         """
         start = self._offset
         self._write_header_frame(path, size)
-        self._frames_digest = self._new_digest()
+        self._frames_digest = self._new_digest(self._hasher)
         digest = hashlib.sha256()
         padded = tarfmt.padded_size(size)
         remaining = size
@@ -176,7 +180,7 @@ class KitWriter:
     def _close_member(
         self, path: str, start: int, size: int, sha256: str, frame_sha256: str | None = None
     ) -> IndexEntry:
-        digest = frame_sha256 if frame_sha256 is not None else self._resolve(self._frames_digest)
+        digest = frame_sha256 if frame_sha256 is not None else self._resolve(self._frames_digest, self._hasher)
         entry = IndexEntry(path, start, self._offset - start, size, sha256, digest)
         self._frames_digest = None
         self._members.append(entry)

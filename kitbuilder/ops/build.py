@@ -230,7 +230,7 @@ def build_kit(
         reuse.check_compatible(build_info)
     # Digests of the compressed output (each data frame, the whole kit for the detached provenance) run
     # on a second core while this one reads, hashes the input and compresses.
-    hasher = HashWorker()
+    hasher, output_hasher = HashWorker(), HashWorker()
     try:
         kit_sha256, kit_size, manifest, predicate, extra = _write_kit(
             output,
@@ -245,11 +245,12 @@ def build_kit(
             build_info,
             components,
             started,
-            hasher,
+            (hasher, output_hasher),
             on_bytes,
         )
     finally:
         hasher.close()
+        output_hasher.close()
     sibling = output.with_name(output.name + DETACHED_SUFFIX)
     detached = None
     if predicate is not None and detached_provenance:
@@ -284,7 +285,7 @@ def _write_kit(
     build_info: dict[str, Any],
     components: tuple[Component, ...],
     started: float,
-    hasher: HashWorker,
+    hashers: tuple[HashWorker, HashWorker],
     on_bytes: Callable[[int], None] | None,
 ) -> tuple[str, int, Manifest, dict[str, Any] | None, list[str]]:
     """Write the archive under a temporary name; it appears at ``output`` only when complete."""
@@ -294,8 +295,9 @@ def _write_kit(
             level=options.level,
             threads=options.threads,
             mtime=options.source_date_epoch or 0,
-            hasher=hasher,
+            hasher=hashers[0],
             digest_output=True,
+            output_hasher=hashers[1],
         )
         files = _write_inputs(writer, inputs, reuse, on_bytes)
         files += _write_images(writer, image_plan, reuse, on_bytes)
