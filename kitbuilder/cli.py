@@ -588,7 +588,7 @@ def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
     for entry in files["changed"]:
         click.echo(f"  ~ {entry['path']} ({entry['oldSize']} → {entry['newSize']} bytes)")
     click.echo(f"  {files['unchanged']} files unchanged")
-    for kind in ("components", "checks"):
+    for kind in ("components", "checks", "images", "sboms"):
         for verb, ids in document[kind].items():
             for item in ids:
                 click.echo(f"  {kind[:-1]} {verb}: {item}")
@@ -731,6 +731,8 @@ def _render_provenance_section(section: dict[str, Any]) -> None:
     else:
         state = "NOT verified" if section.get("error") else "unverified: pass --key or --trust-root to check"
     click.echo(f"provenance {section['path']} ({section['predicateType']}, {state})")
+    if not section["subjectsMatch"]:
+        click.echo("  its subjects do NOT match this kit's manifest.json/SHA256SUMS: it describes another build")
     if section.get("error"):
         click.echo(f"  signature problem: {section['error']}")
     click.echo(f"  builder {section['builderId']}")

@@ -57,6 +57,9 @@ class KitDiff:
             },
             "components": _keyed_changes(old_components, new_components),
             "checks": _keyed_changes(old_checks, new_checks),
+            # By reference; "changed" means another manifest digest (a rebuilt or re-pulled image).
+            "images": _keyed_changes({i["ref"]: i for i in self.old.images}, {i["ref"]: i for i in self.new.images}),
+            "sboms": _keyed_changes({b["path"]: b for b in self.old.sboms}, {b["path"]: b for b in self.new.sboms}),
             "signers": {
                 "verified": self.signers_verified,
                 "added": sorted(set(self.new_signers) - set(self.old_signers)),

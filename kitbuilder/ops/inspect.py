@@ -13,7 +13,7 @@ from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core import jsonio
 from kitbuilder.core.dsse import Envelope
-from kitbuilder.core.manifest import IMAGES_DIR, METADATA_FILES, Manifest
+from kitbuilder.core.manifest import IMAGES_DIR, MANIFEST_JSON, METADATA_FILES, SHA256SUMS, Manifest
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, read_predicate
 from kitbuilder.core.statement import Statement
 from kitbuilder.errors import FormatError, IntegrityError, KitError
@@ -162,11 +162,16 @@ def _provenance_section(metadata: KitMetadata, policy: TrustPolicy | None) -> di
             error = str(exc)
     statement = Statement.from_bytes(envelope.payload, what=f"{PROVENANCE_MEMBER} payload")
     view = read_predicate(statement.predicate, what=PROVENANCE_MEMBER)
+    metadata_digests = {
+        name: hashlib.sha256(metadata.members[name]).hexdigest() for name in (MANIFEST_JSON, SHA256SUMS)
+    }
     return {
         "present": True,
         "path": PROVENANCE_MEMBER,
         "predicateType": statement.predicate_type,
         "subjects": [{"name": s.name, "sha256": s.sha256} for s in statement.subjects],
+        # Whether the statement is about this kit's signed metadata (kit verify fails when it is not).
+        "subjectsMatch": all(metadata_digests.get(s.name) == s.sha256 for s in statement.subjects),
         "verified": signers is not None,
         "verifiedKeyIds": list(signers or ()),
         "error": error,

@@ -60,6 +60,11 @@ def test_delta_of_an_image_kit_reuses_every_unchanged_blob(kit_env: KitEnv) -> N
     # Only the kit SBOM changes (it names the kit version); every image blob is copied from the base.
     assert document["changed"] == ["sbom/kit.cdx.json"] and not document["added"]
     assert document["bytes"] < full.stat().st_size / 4
+    diff = run_kit("diff", base, full, "--key", kit_env.ed_pub, "--json")
+    assert diff.exit_code == 0
+    changes = json.loads(diff.stdout)
+    assert changes["images"] == {"added": [], "removed": [], "changed": []}
+    assert [f["path"] for f in changes["files"]["changed"]] == ["sbom/kit.cdx.json"]
     patched = kit_env.root / "patched.kit.tar.zst"
     assert run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--out", patched).exit_code == 0
     assert patched.read_bytes() == full.read_bytes()

@@ -88,6 +88,7 @@ def test_provenance_names_spec_inputs_builder_and_reproducible_times(kit_env: Ki
     assert code == 0
     provenance = report["provenance"]
     assert provenance["verified"] and provenance["builderId"] == "https://ci.example/runner/7"
+    assert provenance["subjectsMatch"] is True
     assert provenance["spec"] == {"path": "kit.yaml", "sha256": hashlib.sha256(kit_env.spec.read_bytes()).hexdigest()}
     assert provenance["startedOn"] == provenance["finishedOn"] == "2023-11-14T22:13:20Z"
     inputs = {i["name"]: i for i in provenance["inputs"]}
