@@ -312,23 +312,24 @@ def test_sigstore_bundle_swapped_for_a_keyless_one_is_refused(tmp_path: Path, pu
     "claiming a stranger's key id turns both checks off, swaps in a stranger's signatures, and verify exits 0 "
     "(checksumSigner null) on a kit that openssl/cosign with the release key refuse",
 )
-def test_junk_first_signature_cannot_switch_off_the_sha256sums_signature_checks(tmp_path: Path, pub: Path) -> None:
-    kit = craft_kit(
-        tmp_path / "kit.kit.tar.zst", DOCS, extra=lambda s: {SIGSTORE_BUNDLE: render_key_bundle(s.sums, RELEASE)}
-    )
+def test_junk_first_signature_cannot_switch_off_the_sha256sums_signature_checks(kit_env: KitEnv) -> None:
+    kit = kit_env.kit()
+    built = run_kit("build", kit_env.spec, "--key", kit_env.ed_key, "--out", kit, "--sigstore-bundle")
+    assert built.exit_code == 0, built.output
     found = members(kit)
     envelope = json.loads(found[MANIFEST_DSSE])
     envelope["signatures"].insert(0, {"keyid": STRANGER.keyid, "sig": base64.b64encode(b"junk").decode()})
     forged = rewrite(
         kit,
-        tmp_path / "forged.kit.tar.zst",
+        kit_env.root / "forged.kit.tar.zst",
         {
             MANIFEST_DSSE: json.dumps(envelope).encode(),
             SHA256SUMS_SIG: STRANGER.sign(found[SHA256SUMS]),
             SIGSTORE_BUNDLE: render_key_bundle(found[SHA256SUMS], STRANGER),
         },
     )
-    assert_refused(run_kit("verify", forged, "--key", pub), 3)
+    assert_refused(run_kit("verify", forged, "--key", kit_env.ed_pub), 3)
+    assert_nothing_recorded()
 
 
 @pytest.mark.xfail(
@@ -530,9 +531,12 @@ def test_inspect_sbom_of_a_kit_sbom_500_levels_deep_does_not_crash(tmp_path: Pat
         component = {"type": "library", "name": f"c{level}", "components": [component]}
     sbom = json.dumps({**CDX, "components": [component]}).encode()
     kit = craft_kit(tmp_path / "kit.kit.tar.zst", {**DOCS, KIT_SBOM_PATH: sbom}, signer=STRANGER)
-    code, report = run_json("inspect", kit, "--sbom")
-    assert code == 0 and report["sbom"]["kitSbom"]["componentCount"] == 250
-    assert report["sbom"]["kitSbom"]["matchesManifest"] is False
+    result = run_kit("inspect", kit, "--sbom", "--json")
+    if result.exit_code == 0:  # summarised as it stands, or refused as too deep: either way one clean answer
+        section = json.loads(result.stdout)["sbom"]["kitSbom"]
+        assert section["componentCount"] == 250 and section["matchesManifest"] is False
+    else:
+        assert_refused(result, 5, KIT_SBOM_PATH)
 
 
 def _ship(kit_env: KitEnv, name: str, document: dict[str, Any]) -> Path:
