@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,14 +35,22 @@ def _emit_json(document: dict[str, Any]) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _one_line(text: str) -> str:
+    """A message as one printable line: text from a kit (key ids, hints, image names) cannot add lines or escapes."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _fail(error: KitError, *, as_json: bool) -> NoReturn:
     if as_json:
         document: dict[str, Any] = dict(error.details or {})
         document.update(
-            {"ok": False, "error": {"kind": error.kind, "exitCode": error.exit_code, "message": str(error)}}
+            {"ok": False, "error": {"kind": error.kind, "exitCode": error.exit_code, "message": _one_line(str(error))}}
         )
         _emit_json(document)
-    click.echo(f"kit: {error.kind} error: {error}", err=True)
+    click.echo(f"kit: {error.kind} error: {_one_line(str(error))}", err=True)
     sys.exit(error.exit_code)
 
 
@@ -529,7 +538,7 @@ def inspect(
     else:
         _render_inspect(document)
     if report.verification_error is not None:
-        click.echo(f"kit: signatures not verified: {report.verification_error}", err=True)
+        click.echo(f"kit: signatures not verified: {_one_line(report.verification_error)}", err=True)
         sys.exit(report.verification_exit_code)
 
 

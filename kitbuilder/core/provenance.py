@@ -143,6 +143,12 @@ def read_predicate(predicate: Mapping[str, Any], *, what: str) -> ProvenanceView
             raise FormatError(f"{what}: predicate.{path}{key}: expected a {kind.__name__}")
         return value
 
+    def optional(obj: Mapping[str, Any], key: str, path: str) -> str | None:
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str):
+            raise FormatError(f"{what}: predicate.{path}{key}: expected a string")
+        return value
+
     definition = need(predicate, "buildDefinition", dict, "")
     build_type = need(definition, "buildType", str, "buildDefinition.")
     external = need(definition, "externalParameters", dict, "buildDefinition.")
@@ -162,18 +168,20 @@ def read_predicate(predicate: Mapping[str, Any], *, what: str) -> ProvenanceView
         sha = digest.get("sha256") if isinstance(digest, dict) else None
         if not isinstance(sha, str):
             raise FormatError(f"{what}: resolvedDependencies[{number}]: needs digest.sha256")
-        dependencies.append(Dependency(name=str(item.get("name", "")), uri=str(item.get("uri", "")), sha256=sha))
+        where = f"buildDefinition.resolvedDependencies[{number}]."
+        name, uri = optional(item, "name", where), optional(item, "uri", where)
+        dependencies.append(Dependency(name=name or "", uri=uri or "", sha256=sha))
     metadata = run.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
     options = external.get("options")
     return ProvenanceView(
         builder_id=builder_id,
         build_type=build_type,
-        spec_path=str(spec.get("path", "")),
-        spec_sha256=str(spec_digest.get("sha256", "")),
+        spec_path=optional(spec, "path", "buildDefinition.externalParameters.spec.") or "",
+        spec_sha256=optional(spec_digest, "sha256", "buildDefinition.externalParameters.spec.digest.") or "",
         options=options if isinstance(options, dict) else {},
         dependencies=tuple(dependencies),
-        started_on=metadata.get("startedOn"),
-        finished_on=metadata.get("finishedOn"),
-        invocation_id=metadata.get("invocationId"),
+        started_on=optional(metadata, "startedOn", "runDetails.metadata."),
+        finished_on=optional(metadata, "finishedOn", "runDetails.metadata."),
+        invocation_id=optional(metadata, "invocationId", "runDetails.metadata."),
     )

@@ -531,7 +531,10 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _validate_cyclonedx(document: dict[str, Any], version: str, where: str) -> None:
-    first = next(iter(_fast_validator(version).iter_errors(document)), None)
+    try:
+        first = next(iter(_fast_validator(version).iter_errors(document)), None)
+    except ValueError:  # jsonschema-rs refuses values nested more than about 255 levels ("Recursion limit reached")
+        raise SbomError(where, "$", "nested too deeply to be an SBOM") from None
     if first is not None:
         try:
             error = _explain(document, version, where, first)

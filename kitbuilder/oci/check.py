@@ -88,7 +88,7 @@ def check_layout(
     record not matching index.json. FormatError (5): malformed oci-layout, index or
     manifest JSON, or a layout beyond the walk's bounds (nesting, descriptor count).
     """
-    return walk_layout(entries, read_member, records=records).summary
+    return walk_layout(entries, read_member, records=records, keep_documents=False).summary
 
 
 def walk_layout(
@@ -96,8 +96,9 @@ def walk_layout(
     read_member: Callable[[str], bytes],
     *,
     records: Sequence[dict[str, Any]],
+    keep_documents: bool = True,
 ) -> CheckedLayout:
-    """``check_layout``, also returning every image's tree."""
+    """``check_layout``, also returning every image's tree (with its manifests' bytes unless not ``keep_documents``)."""
     files = {path[len(PREFIX) :]: value for path, value in entries.items() if path.startswith(PREFIX)}
     if not files:
         if records:
@@ -146,7 +147,7 @@ def walk_layout(
             raise IntegrityError(f"{label}: has no {layout.REF_NAME} annotation; every image in a kit is named")
         if ref in named:
             raise IntegrityError(f"{label}: reference {ref!r} is given twice")
-        tree = layout.walk_image(descriptor, fetch, what=label, budget=budget)
+        tree = layout.walk_image(descriptor, fetch, what=label, budget=budget, keep_documents=keep_documents)
         for digest, blob in tree.blobs.items():
             found = blobs.get(digest)
             if found is None:

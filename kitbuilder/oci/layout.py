@@ -253,7 +253,9 @@ class Budget:
             raise FormatError(f"{what}: more than {MAX_DESCRIPTORS} descriptors; refusing to walk further")
 
 
-def walk_image(root: Descriptor, fetch: Fetch, *, what: str, budget: Budget | None = None) -> ImageTree:
+def walk_image(
+    root: Descriptor, fetch: Fetch, *, what: str, budget: Budget | None = None, keep_documents: bool = True
+) -> ImageTree:
     """Walk from ``root`` through indexes and manifests; ``fetch(descriptor, what)`` returns a JSON blob's bytes.
 
     ``fetch`` is asked only for indexes, manifests and image configs (for the
@@ -297,7 +299,7 @@ def walk_image(root: Descriptor, fetch: Fetch, *, what: str, budget: Budget | No
                 if child.media_type not in INDEX_TYPES | MANIFEST_TYPES:
                     raise FormatError(f"{child_label}: media type {child.media_type!r} is not a manifest or index")
                 visit(child, child_label, depth + 1, child.platform)
-            manifests.append((descriptor, data))
+            manifests.append((descriptor, data if keep_documents else b""))
         elif descriptor.media_type in MANIFEST_TYPES:
             data = fetch_json(descriptor, label)
             manifest = parse_manifest(data, what=label, media_type=descriptor.media_type)
@@ -311,7 +313,7 @@ def walk_image(root: Descriptor, fetch: Fetch, *, what: str, budget: Budget | No
             for number, layer in enumerate(manifest.layers):
                 add(layer, f"{label} → layers[{number}] {layer.digest}")
                 layers.add(layer.digest)
-            manifests.append((descriptor, data))
+            manifests.append((descriptor, data if keep_documents else b""))
         else:
             raise FormatError(f"{label}: media type {descriptor.media_type!r} is not an image manifest or index")
 

@@ -174,6 +174,9 @@ class _TarMembers:
                         raise FormatError(f"{path}: more than {MAX_TAR_MEMBERS} tar members")
                     name = _normal_name(info.name)
                     if name is not None and (info.isreg() or info.issym() or info.islnk()):
+                        if name in entries:
+                            # skopeo/podman read the first copy of a name, tar -x keeps the last: refuse both.
+                            raise FormatError(f"{path}: member {name} appears twice; rebuild the archive")
                         entries[name] = info
         except (tarfile.TarError, EOFError) as exc:
             raise FormatError(f"{path}: not a readable tar archive ({exc})") from exc
@@ -365,6 +368,9 @@ def open_source(path: Path, kind: str, where: str) -> Source:
 
 def _read_small_file(path: Path) -> bytes:
     try:
+        # Checked before opening: opening a FIFO (an upstream tarball can hold one) blocks for ever.
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise UsageError(f"{path}: not a regular file; an OCI layout holds regular files only")
         with path.open("rb") as stream:
             data = stream.read(layout.MAX_JSON + 1)
     except OSError as exc:

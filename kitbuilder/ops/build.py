@@ -208,6 +208,9 @@ def build_kit(
         "tool": f"kitbuilder {__version__}",
         "compression": {"algorithm": "zstd", "level": options.level, "multithreaded": options.threads != 0},
         "mtime": epoch or 0,
+        # Which key makes SHA256SUMS.sig and the Sigstore bundle, signed: verify checks both when it trusts this
+        # key, whatever signatures an attacker adds in front of the envelope's.
+        "checksumKeyId": keys[0].keyid,
     }
     for component in spec.components:
         if component.id in (KIT_SBOM_COMPONENT, IMAGES_COMPONENT):

@@ -127,15 +127,20 @@ def inspect_kit(
 
 
 def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> dict[str, Any]:
-    from kitbuilder.core.sbom import KIT_SBOM_PATH, SbomError, listed_files, summarize_sbom
+    from kitbuilder.core.sbom import KIT_SBOM_PATH, SbomError, check_sbom, listed_files
 
     section: dict[str, Any] = {"kitSbom": None, "shipped": list(manifest.sboms)}
     if KIT_SBOM_PATH in manifest.by_path():
-        document = jsonio.load_object(read_checked(KIT_SBOM_PATH), what=KIT_SBOM_PATH)
+        data = read_checked(KIT_SBOM_PATH)
+        # Validated like a shipped SBOM before it is summarised: a forged kit's SBOM is anything at all.
         try:
-            summary = summarize_sbom(document, where=KIT_SBOM_PATH)
+            info = check_sbom(data, KIT_SBOM_PATH)
         except SbomError as exc:
             raise FormatError(exc.message) from exc
+        if info.format != "CycloneDX":
+            raise FormatError(f"{KIT_SBOM_PATH}: $: an {info.format} document; kit build writes CycloneDX here")
+        document = jsonio.load_object(data, what=KIT_SBOM_PATH)
+        summary = info.summary
         signed = {f.path: f.sha256 for f in manifest.files if f.path != KIT_SBOM_PATH}
         section["kitSbom"] = {
             "path": KIT_SBOM_PATH,
@@ -180,10 +185,10 @@ def _provenance_section(metadata: KitMetadata, policy: TrustPolicy | None) -> di
 
 
 def _images_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> dict[str, Any] | None:
-    if not manifest.images:
+    prefix = f"{IMAGES_DIR}/"
+    entries = {f.path: (f.size, f.sha256) for f in manifest.files if f.path.startswith(prefix)}
+    if not entries and not manifest.images:
         return {"images": [], "blobs": 0, "storedBytes": 0, "referencedBytes": 0, "sharedBytesSaved": 0}
     from kitbuilder.oci.check import check_layout
 
-    prefix = f"{IMAGES_DIR}/"
-    entries = {f.path: (f.size, f.sha256) for f in manifest.files if f.path.startswith(prefix)}
     return check_layout(entries, read_checked, records=manifest.images).to_json()

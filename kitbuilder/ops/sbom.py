@@ -64,7 +64,9 @@ def extract_sbom(
         if policy is not None:
             _, _, manifest = check_signed_metadata(metadata, policy)
         path, kind, described = _choose(manifest, subject)
-        signed = manifest.by_path()[path]
+        signed = manifest.by_path().get(path)
+        if signed is None:
+            raise IntegrityError(f"{path}: manifest.json sboms names it, but it is not a file of the kit")
         entry = metadata.location.index.by_path().get(path)
         if entry is None:
             raise IntegrityError(f"{path}: in the manifest but missing from the archive index")

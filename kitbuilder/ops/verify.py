@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,7 @@ from kitbuilder.core.manifest import (
     MANIFEST_DSSE,
     MANIFEST_JSON,
     MAX_ATTESTATIONS,
+    METADATA_FILES,
     SHA256SUMS,
     SHA256SUMS_SIG,
     SIGSTORE_BUNDLE,
@@ -39,6 +41,9 @@ from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement
 from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyError, UsageError
 from kitbuilder.trust.freshness import Freshness
 from kitbuilder.trust.signatures import TrustPolicy, verify_detached, verify_envelope
+
+# A detached KIT.intoto.jsonl holds a few envelopes; like a metadata member it is read whole, so it is bounded.
+MAX_DETACHED = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,13 @@ def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
     attestations = [name for name in names if name.startswith(f"{ATTESTATIONS_DIR}/")]
     if len(attestations) > MAX_ATTESTATIONS:
         raise ArchiveError(f"kit index lists {len(attestations)} attestations; at most {MAX_ATTESTATIONS} are allowed")
+    # Optional members are unsigned: bound them together, from the index, before any is decompressed.
+    optional_bytes = sum(by_path[name].size for name in names if name not in METADATA_FILES)
+    if optional_bytes > caps.max_metadata:
+        raise ArchiveError(
+            f"kit index lists {optional_bytes} bytes of attestations and Sigstore bundle; "
+            f"at most {caps.max_metadata} are allowed together"
+        )
     for name in names:
         entry = by_path.get(name)
         if entry is None:
@@ -173,6 +185,9 @@ def check_signed_metadata(metadata: KitMetadata, policy: TrustPolicy) -> tuple[t
     if sums != listed:
         differing = sorted(set(sums.items()) ^ set(listed.items()))
         raise IntegrityError(f"{SHA256SUMS}: differs from the signed manifest at {differing[0][0]}")
+    for number, record in enumerate(signed.sboms):
+        if record["path"] not in listed:
+            raise IntegrityError(f"{MANIFEST_JSON}: sboms[{number}].path {record['path']!r} is not a file of the kit")
     subjects = {s.name: s.sha256 for s in statement.subjects}
     wanted = dict(listed)
     wanted[SHA256SUMS] = hashlib.sha256(sums_bytes).hexdigest()
@@ -182,11 +197,20 @@ def check_signed_metadata(metadata: KitMetadata, policy: TrustPolicy) -> tuple[t
         raise IntegrityError(f"{MANIFEST_DSSE}: statement subject {name} does not match the manifest/SHA256SUMS")
     # SHA256SUMS.sig is for stock tools and is made by the first build key only; the DSSE subjects already
     # bind SHA256SUMS. It must verify when that key is trusted here; otherwise it is reported unchecked.
-    first_keyid = envelope.signatures[0].keyid
+    first_keyid = checksum_keyid(signed, envelope)
     checksum_signer: str | None = None
     if any(key.keyid == first_keyid for key in policy.keys):
         checksum_signer = verify_detached(metadata.members[SHA256SUMS_SIG], sums_bytes, policy, what=SHA256SUMS_SIG)
     return signers, checksum_signer, signed
+
+
+def checksum_keyid(signed: Manifest, envelope: Envelope) -> str:
+    """The key id of the key that made SHA256SUMS.sig: named in the signed predicate by kits built since it is.
+
+    Older kits fall back to the envelope's first signature, which an attacker can put a junk one in front of.
+    """
+    named = signed.build.get("checksumKeyId")
+    return named if isinstance(named, str) else envelope.signatures[0].keyid
 
 
 def check_policy(manifest: Manifest, options: VerifyOptions) -> None:
@@ -266,12 +290,19 @@ def check_kit_attestations(
         for name in members
         if name.startswith(f"{ATTESTATIONS_DIR}/")
     )
+    for report in reports:
+        # The name kit build gives its SLSA provenance, which `kit inspect --provenance` reads as such.
+        if report.path == PROVENANCE_MEMBER and report.predicate_type != PROVENANCE_PREDICATE_TYPE:
+            raise FormatError(
+                f"{PROVENANCE_MEMBER}: predicateType {report.predicate_type!r}; this name holds "
+                f"{PROVENANCE_PREDICATE_TYPE} provenance only, put other attestations under another name"
+            )
     sigstore: dict[str, Any] | None = None
     if SIGSTORE_BUNDLE in members:
         from kitbuilder.trust.sigstore_bundle import parse_key_bundle, verify_key_bundle
 
         # Made by the first build key, like SHA256SUMS.sig: checked when that key is trusted here.
-        first_keyid = metadata.envelope.signatures[0].keyid
+        first_keyid = checksum_keyid(manifest, metadata.envelope)
         signer: str | None = None
         if any(k.keyid == first_keyid for k in options.policy.keys):
             signer = verify_key_bundle(
@@ -312,9 +343,16 @@ def check_kit_attestations(
 def check_detached(path: Path, kit_sha256: str, policy: TrustPolicy) -> list[AttestationReport]:
     """A KIT.intoto.jsonl file: one DSSE envelope per line, each about this kit file."""
     try:
-        lines = path.read_bytes().splitlines()
+        with path.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > MAX_DETACHED:
+                raise FormatError(f"{path}: {size} bytes, more than the {MAX_DETACHED} a KIT.intoto.jsonl may hold")
+            data = stream.read(MAX_DETACHED + 1)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read attestation ({exc.strerror})") from exc
+    if len(data) > MAX_DETACHED:
+        raise FormatError(f"{path}: more than the {MAX_DETACHED} bytes a KIT.intoto.jsonl may hold")
+    lines = data.splitlines()
     envelopes = [line for line in lines if line.strip()]
     if not envelopes:
         raise FormatError(f"{path}: no attestation in the file (expected one DSSE envelope per line)")

@@ -10,9 +10,6 @@ Build side: image sources an upstream could hand over (an OCI layout directory,
 an oci-archive, a `docker save` archive) with symlinks, FIFOs, `..` names and
 duplicate members. Nothing outside the source may be read into the kit, and the
 build must neither hang nor pack something other tools would not show.
-
-A case marked xfail(strict=True) is a kitbuilder bug; the reason says what happens
-instead. Fix kitbuilder, then drop the mark.
 """
 
 from __future__ import annotations
@@ -281,11 +278,6 @@ def test_apply_with_registry_refuses_a_hostile_layout_before_database_and_regist
     assert_nothing_recorded()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: inspect._images_section returns an empty section when manifest.json records no images, without "
-    "looking at images/: a kit carrying a layout (here one verify refuses) shows as 'images: none in this kit'",
-)
 def test_inspect_images_checks_a_layout_the_manifest_does_not_record(tmp_path: Path, pub: Path) -> None:
     tree = OciTree()
     tree.image()
@@ -295,12 +287,6 @@ def test_inspect_images_checks_a_layout_the_manifest_does_not_record(tmp_path: P
     assert_refused(run_kit("inspect", kit, "--images"), 4, "which manifest.json does not record")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: manifest.schema.json images[].ref has no pattern (kit-spec.schema.json has one), so a signed ref "
-    "is any string: this one verifies (exit 0) and `kit images push` would request /v2/_catalog/... with ?x=y "
-    "(httpx folds the dot segments), one with a newline is printed as two lines by inspect",
-)
 @pytest.mark.parametrize(
     "ref", ["registry.local/team/../../v2/_catalog:1?x=y#z", "registry.local/team/app:1\nimage registry.local/ok:1"]
 )
@@ -312,11 +298,6 @@ def test_image_ref_that_is_no_reference_is_refused(ref: str, tmp_path: Path, pub
     assert_refused(run_kit("inspect", kit, "--images"), 5, "images[0]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: oci/check._match_records puts the unrecorded index.json name (attacker text) into the "
-    "IntegrityError raw ('names {extra[0]}'); verify and inspect print a newline and terminal escapes",
-)
 def test_index_name_cannot_write_lines_into_the_error(tmp_path: Path, pub: Path) -> None:
     tree = OciTree()
     tree.image()
@@ -326,12 +307,6 @@ def test_index_name_cannot_write_lines_into_the_error(tmp_path: Path, pub: Path)
     assert_refused(run_kit("inspect", kit, "--images"), 4, "images/index.json")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: oci/layout.walk_image keeps every manifest and index it reads (ImageTree.manifests) for the whole "
-    "check: 16 whitespace-padded 4 MiB manifests in a 40 KB kit hold 64 MiB in inspect --images (no key) and "
-    "verify; the bound is 100,000 descriptors x 4 MiB",
-)
 def test_layout_check_holds_one_oci_document_at_a_time(tmp_path: Path, pub: Path) -> None:
     tree = OciTree()
     for number in range(16):
@@ -452,11 +427,6 @@ def test_layout_blob_that_is_a_fifo_is_missing_and_never_opened(tmp_path: Path) 
     assert not watch.opened
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: oci/sources._read_small_file opens index.json without checking it is a regular file: a FIFO "
-    "(which `tar -x` of an upstream layout creates) makes kit build block for ever in open()",
-)
 def test_layout_index_that_is_a_fifo_is_refused_instead_of_blocking(tmp_path: Path) -> None:
     layout, _ = _layout(tmp_path / "layout")
     (layout / "index.json").unlink()
@@ -525,12 +495,6 @@ def test_docker_archive_names_that_climb_out_are_not_read(tmp_path: Path) -> Non
         plan_and_read(archive)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: oci/sources._TarMembers keeps the LAST member of a repeated name, containers/image (skopeo, "
-    "podman) reads the FIRST: a docker save archive with two manifest.json shows one image to `skopeo inspect` "
-    "and packs another into the kit; a repeated name should be refused",
-)
 def test_docker_archive_with_two_manifest_json_is_refused(tmp_path: Path) -> None:
     shown = DockerImage([tar_layer({"etc/motd": b"reviewed\n"})], ["app:1"])
     packed = DockerImage([tar_layer({"etc/motd": b"backdoored\n"})], ["app:1"])

@@ -9,9 +9,7 @@ with kitbuilder's own writer and `seal` (the same code `kit build` uses), so a r
 comes from the rule under test, never from a broken signature.
 
 Every refusal must be one line on stderr, naming the member or field, with the
-documented exit code (docs/exit-codes.md), no traceback and nothing written. A case
-marked xfail(strict=True) is a kitbuilder bug; the reason says what happens instead and
-the fix is in the report that came with this file. Fix kitbuilder, then drop the mark.
+documented exit code (docs/exit-codes.md), no traceback and nothing written.
 """
 
 from __future__ import annotations
@@ -305,13 +303,6 @@ def test_sigstore_bundle_swapped_for_a_keyless_one_is_refused(tmp_path: Path, pu
     assert_nothing_recorded()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_signed_metadata/check_kit_attestations check SHA256SUMS.sig and SHA256SUMS.sigstore.json "
-    "only when the envelope's FIRST signature claims a trusted key id; a non-signer who prepends a junk signature "
-    "claiming a stranger's key id turns both checks off, swaps in a stranger's signatures, and verify exits 0 "
-    "(checksumSigner null) on a kit that openssl/cosign with the release key refuse",
-)
 def test_junk_first_signature_cannot_switch_off_the_sha256sums_signature_checks(kit_env: KitEnv) -> None:
     kit = kit_env.kit()
     built = run_kit("build", kit_env.spec, "--key", kit_env.ed_key, "--out", kit, "--sigstore-bundle")
@@ -332,11 +323,6 @@ def test_junk_first_signature_cannot_switch_off_the_sha256sums_signature_checks(
     assert_nothing_recorded()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: verify_envelope puts the claimed key ids (keyid[:16], attacker text) into the TrustError raw, "
-    "and cli._fail prints messages unescaped: a newline and terminal escapes reach stderr",
-)
 def test_untrusted_attestation_cannot_write_lines_into_the_error(tmp_path: Path, pub: Path) -> None:
     def forged(sealed: Sealed) -> dict[str, bytes]:
         envelope = json.loads(attestation(metadata_subjects(sealed), GOOD_PREDICATE, signer=STRANGER))
@@ -347,11 +333,6 @@ def test_untrusted_attestation_cannot_write_lines_into_the_error(tmp_path: Path,
     assert_refused(run_kit("verify", kit, "--key", pub), 3, "attestations/forged.dsse.json")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: verify_key_bundle puts the bundle's publicKey.hint (unsigned attacker text) into the TrustError "
-    "raw: a newline and terminal escapes reach stderr",
-)
 def test_sigstore_bundle_hint_cannot_write_lines_into_the_error(tmp_path: Path, pub: Path) -> None:
     kit = craft_kit(
         tmp_path / "kit.kit.tar.zst", DOCS, extra=lambda s: {SIGSTORE_BUNDLE: render_key_bundle(s.sums, RELEASE)}
@@ -364,12 +345,6 @@ def test_sigstore_bundle_hint_cannot_write_lines_into_the_error(tmp_path: Path, 
     assert_refused(run_kit("verify", forged, "--key", pub), 3, SIGSTORE_BUNDLE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: read_metadata reads every optional member (16 attestations and the bundle, up to 64 MiB each by "
-    "the index) into memory before checking any; a 44 KB kit whose members are 64 MiB of whitespace made verify "
-    "and inspect (no key needed) peak at 1.2 GB RSS; here 17 x 4 MiB peak at ~74 MiB",
-)
 def test_optional_metadata_cannot_make_verify_hold_all_of_it_at_once(tmp_path: Path, pub: Path) -> None:
     padded = {f"attestations/pad-{n:02d}.dsse.json": PAD_JSON for n in range(16)} | {SIGSTORE_BUNDLE: PAD_JSON}
     kit = craft_kit(tmp_path / "kit.kit.tar.zst", DOCS, extra=padded)
@@ -386,11 +361,6 @@ def test_optional_metadata_cannot_make_verify_hold_all_of_it_at_once(tmp_path: P
 # detached provenance (--attestation FILE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_detached does path.read_bytes().splitlines(): a 1 GB KIT.intoto.jsonl (or one 100 MB "
-    "line) is held whole, plus a copy per line, before the first envelope is parsed; no size or line cap",
-)
 def test_detached_attestation_file_is_read_within_a_bound(tmp_path: Path, pub: Path) -> None:
     kit = craft_kit(tmp_path / "kit.kit.tar.zst", DOCS)
     huge = tmp_path / "kit.kit.tar.zst.intoto.jsonl"
@@ -415,12 +385,6 @@ def test_detached_attestation_that_is_a_directory_is_a_usage_error(tmp_path: Pat
 # provenance in `kit inspect`
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: provenance.read_predicate checks only the fields verify needs and passes startedOn, finishedOn, "
-    "invocationId, spec.path and each input's name/uri through as signed (objects, lists, numbers): inspect "
-    "--provenance --json then breaks schemas/inspect-report.schema.json and the text view prints Python reprs",
-)
 def test_inspect_provenance_json_keeps_its_schema_whatever_the_predicate_says(tmp_path: Path, pub: Path) -> None:
     predicate = json.loads(json.dumps(GOOD_PREDICATE))
     predicate["runDetails"]["metadata"] = {"startedOn": {"at": 1}, "finishedOn": [1], "invocationId": 5}
@@ -439,11 +403,6 @@ def test_inspect_provenance_json_keeps_its_schema_whatever_the_predicate_says(tm
         assert_refused(result, 5, PROVENANCE_MEMBER)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: verify accepts attestations/provenance.dsse.json with any predicateType (docs: any is allowed), "
-    "but inspect --provenance reads its predicate as SLSA regardless and exits 5 on a kit verify passes",
-)
 def test_inspect_provenance_and_verify_agree_on_a_provenance_member_of_another_type(tmp_path: Path, pub: Path) -> None:
     kit = craft_kit(
         tmp_path / "kit.kit.tar.zst",
@@ -472,11 +431,6 @@ GHOST_SBOM = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ops/sbom.extract_sbom does manifest.by_path()[path] for a manifest sboms record whose path is no "
-    "kit file: KeyError, `kit sbom --subject` exits 70 (internal error) with or without --key",
-)
 def test_kit_sbom_of_a_record_naming_no_file_is_an_integrity_error(tmp_path: Path, pub: Path) -> None:
     kit = craft_kit(tmp_path / "kit.kit.tar.zst", DOCS, sboms=[GHOST_SBOM])
     out = tmp_path / "out.json"
@@ -485,11 +439,6 @@ def test_kit_sbom_of_a_record_naming_no_file_is_an_integrity_error(tmp_path: Pat
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: verify never checks that manifest.json sboms[].path names a file of the kit (the schema allows "
-    "any string); a signed kit claiming an SBOM it does not carry verifies with exit 0",
-)
 def test_verify_refuses_a_manifest_whose_sbom_record_names_no_file(tmp_path: Path, pub: Path) -> None:
     kit = craft_kit(tmp_path / "kit.kit.tar.zst", DOCS, sboms=[GHOST_SBOM])
     assert_refused(run_kit("verify", kit, "--key", pub), 4, GHOST_SBOM["path"])
@@ -510,12 +459,6 @@ MALFORMED_KIT_SBOMS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: inspect._sbom_section summarises sbom/kit.cdx.json without validating it; summarize_sbom and "
-    "listed_files assume CycloneDX/SPDX shapes, so a forged kit (no key needed) makes `kit inspect --sbom` exit 70 "
-    "with TypeError/AttributeError/KeyError",
-)
 @pytest.mark.parametrize("name", sorted(MALFORMED_KIT_SBOMS))
 def test_inspect_sbom_of_a_malformed_kit_sbom_is_a_format_error(name: str, tmp_path: Path) -> None:
     sbom = json.dumps(MALFORMED_KIT_SBOMS[name]).encode()
@@ -548,11 +491,6 @@ def _ship(kit_env: KitEnv, name: str, document: dict[str, Any]) -> Path:
     return source
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sbom._validate_cyclonedx lets jsonschema-rs raise ValueError('Recursion limit reached') for any "
-    "value nested 255+ levels deep; check_shipped_sboms catches only SbomError, so `kit build` exits 70",
-)
 def test_shipped_cyclonedx_sbom_500_levels_deep_is_refused_with_its_name(kit_env: KitEnv) -> None:
     deep = json.loads("[" * 500 + "]" * 500)
     document = {**CDX, "metadata": {"component": {"type": "application", "name": "runner", "x-deep": deep}}}
