@@ -14,8 +14,9 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 step kit keygen --type ed25519 --out "$work/keys/release"
 step kit trust init --key "$work/keys/release.pub" --threshold 1 --expires 2027-12-31 --out "$work/trust.json"
 step kit build manifests/lnm-release.yaml --key "$work/keys/release.key" --out "$work/lnm-release.kit.tar.zst"
-step kit verify "$work/lnm-release.kit.tar.zst" --trust-root "$work/trust.json"
-step kit inspect "$work/lnm-release.kit.tar.zst" --trust-root "$work/trust.json"
+step kit verify "$work/lnm-release.kit.tar.zst" --trust-root "$work/trust.json" --require-provenance \
+  --attestation "$work/lnm-release.kit.tar.zst.intoto.jsonl"
+step kit inspect "$work/lnm-release.kit.tar.zst" --trust-root "$work/trust.json" --sbom --provenance
 step kit apply "$work/lnm-release.kit.tar.zst" --trust-root "$work/trust.json" --db "$work/site.db" --dry-run
 step kit apply "$work/lnm-release.kit.tar.zst" --trust-root "$work/trust.json" --db "$work/site.db" \
   --batch-size 500 --stop-on-error --artifacts "$work/artifacts"
