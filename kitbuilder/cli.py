@@ -727,8 +727,10 @@ def _render_sbom_section(section: dict[str, Any]) -> None:
     for shipped in section.get("shipped", []):
         click.echo(
             f"  shipped: {shipped['path']} ({shipped['format']} {shipped['specVersion']}) "
-            f"describes {shipped['subject']}"
+            f"describes {shipped['subject']}: {shipped['componentCount']} components"
         )
+        _render_counts("  licenses", shipped["licenses"])
+        _render_counts("  suppliers", shipped["suppliers"])
 
 
 def _render_provenance_section(section: dict[str, Any]) -> None:

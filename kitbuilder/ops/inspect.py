@@ -129,7 +129,16 @@ def inspect_kit(
 def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> dict[str, Any]:
     from kitbuilder.core.sbom import KIT_SBOM_PATH, SbomError, check_sbom, listed_files
 
-    section: dict[str, Any] = {"kitSbom": None, "shipped": list(manifest.sboms)}
+    shipped: list[dict[str, Any]] = []
+    for record in manifest.sboms:
+        # Each shipped SBOM is checked again (a forged kit's could be anything) and summarised: its
+        # licences and suppliers are what an auditor asks about; the kit's own SBOM lists files only.
+        try:
+            info = check_sbom(read_checked(record["path"]), record["path"])
+        except SbomError as exc:
+            raise FormatError(exc.message) from exc
+        shipped.append({**record, "describes": info.to_json()["subject"], **info.summary.to_json()})
+    section: dict[str, Any] = {"kitSbom": None, "shipped": shipped}
     if KIT_SBOM_PATH in manifest.by_path():
         data = read_checked(KIT_SBOM_PATH)
         # Validated like a shipped SBOM before it is summarised: a forged kit's SBOM is anything at all.

@@ -224,15 +224,17 @@ def test_inspect_sbom_counts_components_and_lists_shipped_sboms(kit_env: KitEnv,
     code, report = run_json("inspect", kit, "--key", kit_env.ed_pub, "--sbom")
     assert code == 0
     section = report["sbom"]
-    assert section["shipped"] == [
-        {
-            "path": "sbom/runner-sbom/migration-runner.spdx.json",
-            "component": "runner-sbom",
-            "subject": "migration-runner",
-            "format": "SPDX",
-            "specVersion": "2.3",
-        }
-    ]
+    (shipped,) = section["shipped"]
+    assert {k: shipped[k] for k in ("path", "component", "subject", "format", "specVersion")} == {
+        "path": "sbom/runner-sbom/migration-runner.spdx.json",
+        "component": "runner-sbom",
+        "subject": "migration-runner",
+        "format": "SPDX",
+        "specVersion": "2.3",
+    }
+    # The shipped SBOM's own contents are summarised: that is where licences and suppliers are.
+    assert shipped["describes"] == {"name": "StellaOps.Concelier.MigrationRunner", "version": "2025.11.1"}
+    assert shipped["licenses"] == {"AGPL-3.0-or-later": 1, "MIT": 1, "PostgreSQL": 1}
     files = [f for f in report["files"] if f["path"] != "sbom/kit.cdx.json"]
     assert section["kitSbom"]["byType"]["file"] == len(files)
     assert section["kitSbom"]["matchesManifest"] is True
