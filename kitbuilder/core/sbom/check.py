@@ -1,0 +1,100 @@
+"""``check_sbom``: is this shipped SBOM CycloneDX JSON 1.4-1.6 or SPDX 2.3/2.2 JSON, valid, and what does it list?
+
+It reads the bytes as strict JSON, tells the formats apart (with a clear refusal for XML, SPDX tag-value and
+SPDX 3), then hands the document to ``cyclonedx`` or ``spdx`` for validation and to ``summary`` for counting.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kitbuilder.core.sbom.cyclonedx import validate_cyclonedx
+from kitbuilder.core.sbom.model import CYCLONEDX_VERSIONS, SPDX_VERSIONS, SbomError, SbomInfo, json_kind
+from kitbuilder.core.sbom.spdx import spdx_subject, validate_spdx
+from kitbuilder.core.sbom.summary import summarize_sbom
+
+
+def check_sbom(data: bytes, where: str) -> SbomInfo:
+    """Detect CycloneDX JSON 1.4–1.6 or SPDX 2.3/2.2 JSON, validate it and summarise it.
+
+    Raises SbomError naming ``where``, the JSON path of the first problem and what is wrong: not JSON,
+    another format or version, a schema violation, a duplicate bom-ref, an SPDX document spdx-tools refuses.
+    """
+    document = _load(data, where)
+    if "bomFormat" in document:
+        version = _cyclonedx_version(document, where)
+        validate_cyclonedx(document, version, where)
+        component = document.get("metadata", {}).get("component", {})
+        return SbomInfo(
+            format="CycloneDX",
+            spec_version=version,
+            subject_name=component.get("name"),
+            subject_version=component.get("version"),
+            summary=summarize_sbom(document, where=where),
+        )
+    if "spdxVersion" in document:
+        spdx_version = document["spdxVersion"]
+        if spdx_version not in SPDX_VERSIONS:
+            raise SbomError(
+                where, "$.spdxVersion", f"{spdx_version!r} is not supported; ship SPDX-2.3 (or SPDX-2.2) JSON"
+            )
+        validate_spdx(document, where)
+        subject = spdx_subject(document)
+        return SbomInfo(
+            format="SPDX",
+            spec_version=spdx_version.removeprefix("SPDX-"),
+            subject_name=subject.get("name", subject.get("fileName")),
+            subject_version=subject.get("versionInfo"),
+            summary=summarize_sbom(document, where=where),
+            document_name=document["name"],
+        )
+    if "spdx.org/rdf/3" in json.dumps(document.get("@context", "")):
+        raise SbomError(where, "$", "SPDX 3 JSON-LD is not supported; ship SPDX-2.3 JSON or CycloneDX JSON 1.4-1.6")
+    raise SbomError(
+        where, "$", "neither CycloneDX JSON (no bomFormat) nor SPDX JSON (no spdxVersion); ship one of the two"
+    )
+
+
+def _load(data: bytes, where: str) -> dict[str, Any]:
+    """Strict JSON: no duplicate keys or NaN (two parsers could read them differently); floats are allowed."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in items:
+            if key in result:
+                raise ValueError(f"duplicate key {key!r}")
+            result[key] = value
+        return result
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SbomError(where, "$", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    start = text.lstrip()[:200]
+    if start.startswith("<"):
+        raise SbomError(where, "$", "an XML SBOM is not supported; ship CycloneDX JSON 1.4-1.6 or SPDX-2.3 JSON")
+    if start.startswith("SPDXVersion:"):
+        raise SbomError(where, "$", "SPDX tag-value is not supported; ship SPDX-2.3 JSON or CycloneDX JSON")
+    try:
+        value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except RecursionError:
+        raise SbomError(where, "$", "nested too deeply to be an SBOM") from None
+    except ValueError as exc:
+        raise SbomError(where, "$", f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise SbomError(where, "$", f"expected a JSON object (a CycloneDX or SPDX document), got {json_kind(value)}")
+    return value
+
+
+def _cyclonedx_version(document: dict[str, Any], where: str) -> str:
+    if document["bomFormat"] != "CycloneDX":
+        raise SbomError(where, "$.bomFormat", f"{document['bomFormat']!r} is not 'CycloneDX'")
+    version = document.get("specVersion")
+    if not isinstance(version, str) or version not in CYCLONEDX_VERSIONS:
+        what = "is missing" if version is None else f"{version!r} is not supported"
+        raise SbomError(where, "$.specVersion", f"{what}; ship CycloneDX JSON {', '.join(CYCLONEDX_VERSIONS)}")
+    return version

@@ -1,0 +1,126 @@
+"""The values of the SBOM package: what a kit SBOM is made from, what a check reports, and SbomError.
+
+Every other module of the package raises ``SbomError`` and builds its JSON paths with ``json_path``, so both
+live here, beside the frozen dataclasses, where nothing imports a schema or validator library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+KIT_SBOM_PATH = "sbom/kit.cdx.json"
+KIT_SPEC_VERSION = "1.6"
+CYCLONEDX_VERSIONS = ("1.4", "1.5", "1.6")
+SPDX_VERSIONS = ("SPDX-2.3", "SPDX-2.2")
+# The longest problem an SbomError spells out: enough for any schema message, short enough for one line.
+MAX_MESSAGE = 240
+
+
+class SbomError(Exception):
+    """An SBOM that is not valid, or inputs from which no valid kit SBOM can be made.
+
+    ``message`` is one line: ``<where>: <json path>: <what is wrong>``. For inputs of ``render_kit_sbom``
+    that make no valid SBOM, ``json_path`` is the bom-ref of the offending file, image or component instead.
+    """
+
+    def __init__(self, where: str, json_path: str, problem: str) -> None:
+        problem = " ".join(problem.split())
+        if len(problem) > MAX_MESSAGE:
+            problem = problem[: MAX_MESSAGE - 1] + "…"
+        self.where = where
+        self.json_path = json_path
+        self.problem = problem
+        self.message = f"{where}: {json_path}: {problem}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def json_path(parts: Sequence[str | int]) -> str:
+    """``$.components[3].hashes[0].content`` from a sequence of keys and indexes."""
+    return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, as an error message names it: ``an object``, ``null``, ``a number``..."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+@dataclass(frozen=True)
+class SbomFile:
+    path: str
+    sha256: str
+    size: int
+    role: str  # migration|backfill|seed|sbom|doc|image|...
+    component: str
+
+
+@dataclass(frozen=True)
+class SbomImage:
+    ref: str
+    digest: str  # "sha256:<hex>" of the image manifest or index
+    media_type: str
+    platforms: tuple[str, ...]
+    size: int
+
+
+@dataclass(frozen=True)
+class KitComponent:
+    id: str
+    role: str
+    phase: str | None = None
+    subject: str | None = None
+
+
+@dataclass(frozen=True)
+class ShippedSbom:
+    path: str
+    component: str
+    subject: str
+    format: str  # "CycloneDX" | "SPDX"
+    spec_version: str  # "1.6", "2.3", ...
+
+
+@dataclass(frozen=True)
+class SbomSummary:
+    """What an SBOM lists: components (nested ones included, the subject not), by type, licence and supplier."""
+
+    component_count: int
+    by_type: dict[str, int]
+    licenses: dict[str, int]  # per component that states one; "MIT OR Apache-2.0" counts as itself
+    suppliers: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "componentCount": self.component_count,
+            "byType": dict(sorted(self.by_type.items())),
+            "licenses": dict(sorted(self.licenses.items())),
+            "suppliers": dict(sorted(self.suppliers.items())),
+        }
+
+
+@dataclass(frozen=True)
+class SbomInfo:
+    format: str  # "CycloneDX" | "SPDX"
+    spec_version: str  # "1.4".."1.6" | "2.2" | "2.3"
+    subject_name: str | None  # metadata.component, or the package the SPDX document DESCRIBES
+    subject_version: str | None
+    summary: SbomSummary
+    document_name: str | None = None  # SPDX `name`; None for CycloneDX
+
+    def describes(self, subject: str) -> bool:
+        """Whether ``subject`` (a spec's ``subject:``) names this SBOM's subject or document."""
+        return subject in (self.subject_name, self.document_name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "specVersion": self.spec_version,
+            "subject": {"name": self.subject_name, "version": self.subject_version},
+            "documentName": self.document_name,
+            "summary": self.summary.to_json(),
+        }
