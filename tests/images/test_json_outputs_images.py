@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import run_kit
-from tests.images.conftest import KIT_IMAGES, Signing
+from tests.factories.oci_images import ImageSet
+from tests.images.conftest import KIT_IMAGES, Signing, write_image_spec
 from tests.images.servers import RegistryServer
 from tests.integration.test_json_outputs import assert_matches
 
@@ -15,6 +16,15 @@ from tests.integration.test_json_outputs import assert_matches
 def _json(*args: Any) -> tuple[int, dict[str, Any]]:
     result = run_kit(*args, "--json")
     return result.exit_code, json.loads(result.stdout)
+
+
+def test_build_report_lists_the_image_records(image_set: ImageSet, signing: Signing, tmp_path: Path) -> None:
+    spec = write_image_spec(image_set.root, [KIT_IMAGES[0], KIT_IMAGES[2]], name="json-images")
+    code, document = _json("build", spec, "--key", signing.key, "--out", tmp_path / "images.kit.tar.zst")
+    assert code == 0, document
+    assert_matches("build-report", document)
+    assert [image["ref"] for image in document["images"]] == [KIT_IMAGES[0]["ref"], KIT_IMAGES[2]["ref"]]
+    assert document["images"][1]["mediaType"] == "application/vnd.oci.image.index.v1+json"
 
 
 def test_images_export_report_matches_schema(image_kit: Path, signing: Signing, tmp_path: Path) -> None:
