@@ -62,6 +62,8 @@ def _errors(as_json: bool) -> Iterator[None]:
     except KitError as error:
         _fail(error, as_json=as_json)
     except KeyboardInterrupt:
+        if as_json:
+            _emit_json({"ok": False, "error": {"kind": "interrupted", "exitCode": 130, "message": "interrupted"}})
         click.echo("kit: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
@@ -72,7 +74,11 @@ def _errors(as_json: bool) -> Iterator[None]:
         if dbmod.is_database_error(exc):
             _fail(DatabaseError(f"database error: {dbmod.describe(exc)}"), as_json=as_json)
         # A bug, not a user error: say so in one line; KIT_DEBUG=1 shows the traceback.
-        click.echo(f"kit: internal error: {type(exc).__name__}: {exc} (rerun with KIT_DEBUG=1 and report it)", err=True)
+        message = _one_line(f"{type(exc).__name__}: {exc} (rerun with KIT_DEBUG=1 and report it)")
+        if as_json:
+            failure = {"kind": "internal", "exitCode": EXIT_CODES["internal"], "message": message}
+            _emit_json({"ok": False, "error": failure})
+        click.echo(f"kit: internal error: {message}", err=True)
         sys.exit(EXIT_CODES["internal"])
 
 
@@ -553,6 +559,8 @@ def sbom(kit: Path, trust: TrustArgs, subject: str | None, output: Path | None, 
     from kitbuilder.ops import sbom as sbom_op
 
     with _errors(as_json):
+        if as_json and output is None:
+            raise UsageError("--json describes the file written with -o; without -o the SBOM itself is printed")
         policy = trust.policy(_now(trust.now_text)) if trust.given else None
         extracted = sbom_op.extract_sbom(kit, policy=policy, subject=subject)
         if output is not None:
@@ -581,7 +589,7 @@ def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
         policy = trust.policy(_now(trust.now_text)) if trust.given else None
         document = diff_op.diff_kits(old, new, policy=policy).to_json()
     if as_json:
-        _emit_json(document)
+        _emit_json({"ok": True, **document})
         return
     click.echo(
         f"{document['old']['name']} {document['old']['version']} (sequence {document['old']['sequence']}) → "
@@ -980,19 +988,23 @@ def apply(
             )
         if registry is not None and not dry_run:
             # Images go last: a registry problem (exit 11) leaves the applied database as it is; rerun to finish.
-            report["images"] = _push(
-                kit,
-                registry,
-                verify_options,
-                tls_verify=tls_verify,
-                ca_cert=ca_cert,
-                username=username,
-                password=_registry_password(username, password_stdin),
-                refs=(),
-                quiet=quiet or as_json,
-            )
+            try:
+                report["images"] = _push(
+                    kit,
+                    registry,
+                    verify_options,
+                    tls_verify=tls_verify,
+                    ca_cert=ca_cert,
+                    username=username,
+                    password=_registry_password(username, password_stdin),
+                    refs=(),
+                    quiet=quiet or as_json,
+                )
+            except KitError as error:
+                error.details = report  # the database part succeeded: its report is not lost with the push
+                raise
     if as_json:
-        _emit_json(report)
+        _emit_json({"ok": True, **report})
         return
     _render_apply(report)
     if "images" in report:
@@ -1064,7 +1076,7 @@ def rollback(
             dry_run=dry_run,
         )
     if as_json:
-        _emit_json(result)
+        _emit_json({"ok": True, **result})
         return
     entries = result.get("wouldRevert", result.get("reverted", []))
     click.echo(("would revert" if dry_run else "reverted") + f" {len(entries)} step(s)")
@@ -1082,11 +1094,11 @@ def status(db_url: str, as_json: bool) -> None:
     with _errors(as_json):
         result = apply_op.status(db_url)
     if as_json:
-        _emit_json(result)
+        _emit_json({"ok": True, **result})
         return
     for row in result["migrations"]:
         click.echo(
-            f"  {row['kind']:<9} {row['id']:<28} {row['status']:<10} phase {row['phase']}  {row['finished_at'] or ''}"
+            f"  {row['kind']:<9} {row['id']:<28} {row['status']:<10} phase {row['phase']}  {row['finishedAt'] or ''}"
         )
     for row in result["backfills"]:
         reason = f"  ({row['pauseReason']})" if row["pauseReason"] else ""
@@ -1133,7 +1145,7 @@ def repair(
             reason=reason,
         )
     if as_json:
-        _emit_json(result)
+        _emit_json({"ok": True, **result})
     else:
         click.echo(f"{result['id']}: {result['detail']}")
 

@@ -129,7 +129,7 @@ def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
             with ctx.db.transaction():
                 _write_row(ctx, step, "succeeded", started=started, duration_ms=0, error=None)
                 state.record_event(ctx.db, ctx.run_id, "repair", step.id, "interrupted run resolved by verify")
-            return {**report, "status": "succeeded", "resolvedBy": "verify"}
+            return {**report, "status": "succeeded", "resolvedBy": "verify", "durationMs": 0, "verify": "passed"}
         if not step.options.get("idempotent"):
             raise DatabaseError(
                 f"migration {step.id} was interrupted mid-run and is not idempotent; inspect the database, then "

@@ -8,7 +8,9 @@ disk after verification is never applied.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -227,7 +229,13 @@ def rollback_kit(
             raise UsageError(f"--to-phase {to_phase}: not a phase of this kit (phases: {', '.join(phases)}, or none)")
         ctx = _context(database, kit, ApplyOptions(lock_timeout=lock_timeout), run_id, None)
         if not database.table_exists("kit_migrations"):
-            return {"runId": run_id, "reverted": [], "note": "nothing applied"}
+            return {
+                "runId": run_id,
+                "dryRun": dry_run,
+                "toPhase": to_phase,
+                ("wouldRevert" if dry_run else "reverted"): [],
+                "note": "nothing applied",
+            }
         limit = phase_key(to_phase) if to_phase != "none" else None
         applied = state.migration_rows(database)
         backfills = {row[0]: row[1] for row in database.query("SELECT job, status FROM kit_backfill_runs")}
@@ -259,10 +267,16 @@ def rollback_kit(
         return {"runId": run_id, "toPhase": to_phase, "reverted": reverted}
 
 
+def _camel_keys(row: dict[str, Any]) -> dict[str, Any]:
+    """A state-table row with JSON's camelCase keys (installed_rank → installedRank), like every other report."""
+    return {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key): value for key, value in row.items()}
+
+
 def status(db_url: str) -> dict[str, Any]:
     with _connected(db_url, read_only=True) as database:
+        described = {"dialect": database.dialect, "version": database.version(), "url": dbmod._redact(db_url)}
         if not database.table_exists("kit_migrations"):
-            return {"database": database.dialect, "migrations": [], "backfills": [], "runs": [], "lock": None}
+            return {"database": described, "migrations": [], "backfills": [], "runs": [], "lock": None}
         rows = state.migration_rows(database)
         backfills = [
             dict(
@@ -290,9 +304,15 @@ def status(db_url: str) -> dict[str, Any]:
         if database.dialect == "sqlite":
             held = database.query("SELECT holder, host, pid, expires_at FROM kit_lock")
             lock = dict(zip(["runId", "host", "pid", "expiresAt"], held[0], strict=True)) if held else None
+            if lock is not None and isinstance(lock["expiresAt"], str):
+                lock["expiresAt"] = lock["expiresAt"].replace("+00:00", "Z")
+        for backfill in backfills:
+            # Stored as JSON text; reported decoded, as apply reports it.
+            if backfill["cursor"] is not None:
+                backfill["cursor"] = json.loads(backfill["cursor"])
         return {
-            "database": database.dialect,
-            "migrations": list(rows.values()),
+            "database": described,
+            "migrations": [_camel_keys(row) for row in rows.values()],
             "backfills": backfills,
             "runs": runs,
             "lock": lock,

@@ -26,10 +26,12 @@ class KitDiff:
         added = sorted(set(new_files) - set(old_files))
         removed = sorted(set(old_files) - set(new_files))
         changed = sorted(p for p in set(old_files) & set(new_files) if old_files[p].sha256 != new_files[p].sha256)
+        old_kit, new_kit = self.old.kit.to_json(), self.new.kit.to_json()
+        # Both kits' fields: one may have a field the other lacks (created, when only one set SOURCE_DATE_EPOCH).
         kit_changes = {
-            field: {"old": old_value, "new": new_value}
-            for field, old_value in self.old.kit.to_json().items()
-            if (new_value := self.new.kit.to_json().get(field)) != old_value
+            field: {"old": old_kit.get(field), "new": new_kit.get(field)}
+            for field in sorted(old_kit.keys() | new_kit.keys())
+            if old_kit.get(field) != new_kit.get(field)
         }
         old_components = {c.id: c.to_json() for c in self.old.components}
         new_components = {c.id: c.to_json() for c in self.new.components}

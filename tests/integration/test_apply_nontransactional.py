@@ -71,4 +71,8 @@ def test_interrupted_concurrent_migration_is_resolved_by_verify(kit_env: KitEnv,
     assert step["resolvedBy"] == "verify"
     assert database.query_value("SELECT status FROM kit_migrations WHERE id = 'concurrent-index'") == "succeeded"
     assert database.query_value("SELECT COUNT(*) FROM kit_events WHERE event = 'repair'") == 1
+    # The human-readable report of such a run renders too (it once died on the resolved step's missing fields).
+    database.execute("UPDATE kit_migrations SET status = 'running' WHERE id = 'concurrent-index'")
+    text = run_kit("apply", kit, "--key", kit_env.ed_pub, "--db", pg_dsn, "--artifacts", kit_env.root / "a", "-q")
+    assert text.exit_code == 0 and "concurrent-index" in text.stdout and "Traceback" not in text.output
     database.close()
