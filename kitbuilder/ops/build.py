@@ -235,102 +235,104 @@ def build_kit(
     # on a second core while this one reads, hashes the input and compresses.
     hasher, output_hasher = HashWorker(), HashWorker()
     try:
-        kit_sha256, kit_size, manifest, predicate, extra = _write_kit(
-            output,
-            spec,
-            options,
-            keys,
-            inputs,
-            image_plan,
-            reuse,
-            shipped,
-            kit_info,
-            build_info,
-            components,
-            started,
-            (hasher, output_hasher),
-            on_bytes,
-        )
+        plan = _Plan(spec, options, keys, inputs, image_plan, shipped, kit_info, build_info, components, started)
+        written = _write_kit(output, plan, reuse, (hasher, output_hasher), on_bytes)
     finally:
         hasher.close()
         output_hasher.close()
     sibling = output.with_name(output.name + DETACHED_SUFFIX)
     detached = None
-    if predicate is not None and detached_provenance:
-        envelope = _attestation((Subject(output.name, kit_sha256),), predicate, keys)
+    if written.predicate is not None and detached_provenance:
+        envelope = _attestation((Subject(output.name, written.kit_sha256),), written.predicate, keys)
         # JSON Lines: one compact envelope per line.
         write_atomic(sibling, jsonio.dump_compact(envelope.to_json()) + b"\n")
         detached = sibling
-    elif predicate is None:
+    elif written.predicate is None:
         # An earlier build's provenance beside this path would describe another file.
         sibling.unlink(missing_ok=True)
     return BuildResult(
         output=output,
-        manifest=manifest,
+        manifest=written.manifest,
         signers=tuple(k.keyid for k in keys),
-        kit_size=kit_size,
-        kit_sha256=kit_sha256,
-        metadata=tuple(extra),
+        kit_size=written.kit_size,
+        kit_sha256=written.kit_sha256,
+        metadata=written.metadata,
         detached_provenance=detached,
     )
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Everything decided before the first byte is written."""
+
+    spec: KitSpec
+    options: BuildOptions
+    keys: list[PrivateKey]
+    inputs: list[InputFile]
+    image_plan: ImagePlan | None
+    shipped: list[ShippedSbom]
+    kit_info: KitInfo
+    build_info: dict[str, Any]
+    components: tuple[Component, ...]
+    started: float
+
+
+@dataclass(frozen=True)
+class _Written:
+    kit_sha256: str
+    kit_size: int
+    manifest: Manifest
+    predicate: dict[str, Any] | None  # the SLSA predicate, for the detached provenance
+    metadata: tuple[str, ...]
+
+
 def _write_kit(
     output: Path,
-    spec: KitSpec,
-    options: BuildOptions,
-    keys: list[PrivateKey],
-    inputs: list[InputFile],
-    image_plan: ImagePlan | None,
+    plan: _Plan,
     reuse: FrameReuse | None,
-    shipped: list[ShippedSbom],
-    kit_info: KitInfo,
-    build_info: dict[str, Any],
-    components: tuple[Component, ...],
-    started: float,
     hashers: tuple[HashWorker, HashWorker],
     on_bytes: Callable[[int], None] | None,
-) -> tuple[str, int, Manifest, dict[str, Any] | None, list[str]]:
+) -> _Written:
     """Write the archive under a temporary name; it appears at ``output`` only when complete."""
     with atomic_output(output) as out:
         writer = KitWriter(
             out,
-            level=options.level,
-            threads=options.threads,
-            mtime=options.source_date_epoch or 0,
+            level=plan.options.level,
+            threads=plan.options.threads,
+            mtime=plan.options.source_date_epoch or 0,
             hasher=hashers[0],
             digest_output=True,
             output_hasher=hashers[1],
         )
-        files = _write_inputs(writer, inputs, reuse, on_bytes)
-        files += _write_images(writer, image_plan, reuse, on_bytes)
-        sbom_bytes = _kit_sbom(kit_info, components, files, image_plan, shipped)
+        files = _write_inputs(writer, plan.inputs, reuse, on_bytes)
+        files += _write_images(writer, plan.image_plan, reuse, on_bytes)
+        sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, plan.image_plan, plan.shipped)
         files.append(_entry(writer.add_bytes(KIT_SBOM_PATH, sbom_bytes), "sbom", KIT_SBOM_COMPONENT))
         manifest = Manifest(
-            kit=kit_info,
-            build=build_info,
-            components=components,
+            kit=plan.kit_info,
+            build=plan.build_info,
+            components=plan.components,
             files=tuple(files),
-            checks=spec.checks,
-            images=tuple(r.to_json() for r in image_plan.images) if image_plan else (),
-            sboms=tuple(_shipped_record(s) for s in shipped),
+            checks=plan.spec.checks,
+            images=tuple(r.to_json() for r in plan.image_plan.images) if plan.image_plan else (),
+            sboms=tuple(_shipped_record(s) for s in plan.shipped),
         )
-        sealed = seal(writer, manifest, keys)
+        sealed = seal(writer, manifest, plan.keys)
         extra: list[str] = []
         predicate = None
-        if options.provenance:
-            predicate = _provenance(spec, inputs, image_plan, manifest, options, started).predicate()
+        if plan.options.provenance:
+            predicate = _provenance(plan, manifest).predicate()
             subjects = (Subject(MANIFEST_JSON, sealed.manifest_sha256), Subject(SHA256SUMS, sealed.sums_sha256))
-            writer.add_bytes(PROVENANCE_MEMBER, _attestation(subjects, predicate, keys).to_bytes())
+            writer.add_bytes(PROVENANCE_MEMBER, _attestation(subjects, predicate, plan.keys).to_bytes())
             extra.append(PROVENANCE_MEMBER)
-        if options.sigstore_bundle:
+        if plan.options.sigstore_bundle:
             from kitbuilder.trust.sigstore_bundle import render_key_bundle
 
-            writer.add_bytes(SIGSTORE_BUNDLE, render_key_bundle(sealed.sums, keys[0]))
+            writer.add_bytes(SIGSTORE_BUNDLE, render_key_bundle(sealed.sums, plan.keys[0]))
             extra.append(SIGSTORE_BUNDLE)
         writer.finish()
         kit_size = writer.offset
-    return writer.output_sha256(), kit_size, manifest, predicate, extra
+    return _Written(writer.output_sha256(), kit_size, manifest, predicate, tuple(extra))
 
 
 def _write_inputs(
@@ -465,15 +467,9 @@ def _entry(entry: IndexEntry, role: str, component: str) -> FileEntry:
     )
 
 
-def _provenance(
-    spec: KitSpec,
-    inputs: list[InputFile],
-    image_plan: ImagePlan | None,
-    manifest: Manifest,
-    options: BuildOptions,
-    started: float,
-) -> Provenance:
+def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
     """SLSA provenance: the spec and every input by digest; times from SOURCE_DATE_EPOCH when set (reproducible)."""
+    spec, options, image_plan = plan.spec, plan.options, plan.image_plan
     base = spec.path.parent.resolve()
     digests = {f.path: f.sha256 for f in manifest.files}
 
@@ -485,7 +481,7 @@ def _provenance(
 
     dependencies = [
         Dependency(name=item.kit_path, uri=f"file:{relative(item.source)}", sha256=digests[item.kit_path])
-        for item in inputs
+        for item in plan.inputs
     ]
     # An image is an input by its manifest digest: that one digest pins every blob it references.
     for image_spec, record in zip(spec.images, image_plan.images if image_plan else (), strict=True):
@@ -496,7 +492,7 @@ def _provenance(
     if epoch is not None:
         started_on = finished_on = timefmt.format_utc(timefmt.from_epoch(epoch))
     else:
-        started_on = timefmt.format_utc(timefmt.from_epoch(int(started)))
+        started_on = timefmt.format_utc(timefmt.from_epoch(int(plan.started)))
         finished_on = timefmt.format_utc(timefmt.from_epoch(int(time.time())))
     return Provenance(
         spec_path=relative(spec.path),
