@@ -43,13 +43,25 @@ def _reject_float(text: str) -> Any:
     raise ValueError(f"non-integer number {text}; kit documents use integers only")
 
 
+def loads_strict(text: str, *, floats: bool = False) -> Any:
+    """JSON without duplicate keys or NaN/Infinity (two parsers could read those differently).
+
+    Floats are refused unless ``floats``: kit's own documents hold integers only, while
+    documents kit merely checks (OCI configs, SBOMs) may carry floats. Raises ValueError,
+    or RecursionError for absurd nesting; callers turn those into their own typed errors.
+    """
+    return json.loads(
+        text,
+        object_pairs_hook=_reject_duplicates,
+        parse_constant=_reject_constant,
+        parse_float=None if floats else _reject_float,
+    )
+
+
 def load_object(data: bytes, *, what: str) -> dict[str, Any]:
     """Parse ``data`` as a JSON object; raise FormatError naming ``what`` otherwise."""
     try:
-        text = data.decode("utf-8")
-        value = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_reject_float
-        )
+        value = loads_strict(data.decode("utf-8"))
     except RecursionError as exc:
         raise FormatError(f"{what}: nested too deeply to be a kit document") from exc
     except (UnicodeDecodeError, ValueError) as exc:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kitbuilder.core import jsonio
 from kitbuilder.errors import FormatError, IntegrityError
 
 OCI_LAYOUT_FILE = "oci-layout"
@@ -105,19 +106,6 @@ def platform_json(platform: str) -> dict[str, str]:
     return data
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
 def load_json_value(data: bytes, *, what: str) -> Any:
     """Parse a JSON document of at most MAX_JSON bytes; FormatError naming ``what`` otherwise.
 
@@ -126,7 +114,7 @@ def load_json_value(data: bytes, *, what: str) -> Any:
     if len(data) > MAX_JSON:
         raise FormatError(f"{what}: {len(data)} bytes, more than the {MAX_JSON}-byte limit for OCI JSON documents")
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        return jsonio.loads_strict(data.decode("utf-8"), floats=True)
     except RecursionError as exc:
         raise FormatError(f"{what}: nested too deeply") from exc
     except (UnicodeDecodeError, ValueError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kitbuilder.core import jsonio
 from kitbuilder.core.sbom.cyclonedx import validate_cyclonedx
 from kitbuilder.core.sbom.model import CYCLONEDX_VERSIONS, SPDX_VERSIONS, SbomError, SbomInfo, json_kind
 from kitbuilder.core.sbom.spdx import spdx_subject, validate_spdx
@@ -58,18 +59,6 @@ def check_sbom(data: bytes, where: str) -> SbomInfo:
 
 def _load(data: bytes, where: str) -> dict[str, Any]:
     """Strict JSON: no duplicate keys or NaN (two parsers could read them differently); floats are allowed."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in items:
-            if key in result:
-                raise ValueError(f"duplicate key {key!r}")
-            result[key] = value
-        return result
-
-    def constant(name: str) -> Any:
-        raise ValueError(f"non-standard JSON constant {name}")
-
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -80,7 +69,7 @@ def _load(data: bytes, where: str) -> dict[str, Any]:
     if start.startswith("SPDXVersion:"):
         raise SbomError(where, "$", "SPDX tag-value is not supported; ship SPDX-2.3 JSON or CycloneDX JSON")
     try:
-        value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+        value = jsonio.loads_strict(text, floats=True)
     except RecursionError:
         raise SbomError(where, "$", "nested too deeply to be an SBOM") from None
     except ValueError as exc:
