@@ -785,7 +785,24 @@ def images() -> None:
     """Container images in a kit: export them as an OCI layout, or push them into a registry."""
 
 
-registry_options = (
+@dataclass(frozen=True)
+class RegistryArgs:
+    """How to reach the registry: TLS checking and credentials, as given on the command line."""
+
+    tls_verify: bool
+    ca_cert: Path | None
+    username: str | None
+    password_stdin: bool
+
+    def password(self) -> str | None:
+        if self.password_stdin:
+            if self.username is None:
+                raise UsageError("--password-stdin needs --username")
+            return sys.stdin.readline().rstrip("\r\n")
+        return os.environ.get("KIT_REGISTRY_PASSWORD") if self.username else None
+
+
+_REGISTRY_OPTIONS = (
     click.option("--tls-verify/--no-tls-verify", default=True, show_default=True, help="Check the registry's TLS."),
     click.option("--ca-cert", type=click.Path(path_type=Path), help="CA certificate (PEM) for the registry's TLS."),
     click.option("--username", help="Registry user (password from --password-stdin or $KIT_REGISTRY_PASSWORD)."),
@@ -793,23 +810,24 @@ registry_options = (
 )
 
 
-def _registry_password(username: str | None, password_stdin: bool) -> str | None:
-    if password_stdin:
-        if username is None:
-            raise UsageError("--password-stdin needs --username")
-        return sys.stdin.readline().rstrip("\r\n")
-    return os.environ.get("KIT_REGISTRY_PASSWORD") if username else None
+def registry_options(func: Any) -> Any:
+    """Add the registry connection options to a command and hand them to it as one ``registry_args``."""
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any, tls_verify: bool, ca_cert: Path | None, username: str | None, password_stdin: bool, **kwargs: Any
+    ) -> Any:
+        return func(*args, registry_args=RegistryArgs(tls_verify, ca_cert, username, password_stdin), **kwargs)
+
+    return _apply_decorators(_REGISTRY_OPTIONS)(wrapper)
 
 
 def _push(
     kit: Path,
     registry: str,
     options: verify_op.VerifyOptions,
+    connection: RegistryArgs,
     *,
-    tls_verify: bool,
-    ca_cert: Path | None,
-    username: str | None,
-    password: str | None,
     refs: tuple[str, ...],
     quiet: bool,
 ) -> dict[str, Any]:
@@ -820,10 +838,10 @@ def _push(
             kit,
             registry,
             options,
-            tls_verify=tls_verify,
-            ca_cert=ca_cert,
-            username=username,
-            password=password,
+            tls_verify=connection.tls_verify,
+            ca_cert=connection.ca_cert,
+            username=connection.username,
+            password=connection.password(),
             refs=refs or None,
             on_bytes=bar.advance if bar else None,
             on_start=bar.set_total if bar else None,
@@ -836,7 +854,7 @@ def _push(
 @trust_options
 @click.option("--registry", required=True, help="HOST[:PORT] of the registry; no other host is contacted.")
 @click.option("--ref", "refs", multiple=True, help="Push only this image (its reference in the kit); repeatable.")
-@_apply_decorators(registry_options)
+@registry_options
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def images_push(
@@ -844,26 +862,13 @@ def images_push(
     trust: TrustArgs,
     registry: str,
     refs: tuple[str, ...],
-    tls_verify: bool,
-    ca_cert: Path | None,
-    username: str | None,
-    password_stdin: bool,
+    registry_args: RegistryArgs,
     quiet: bool,
     as_json: bool,
 ) -> None:
     """Verify KIT, then push its images to REGISTRY (blobs already there are skipped; rerun to resume)."""
     with _errors(as_json):
-        document = _push(
-            kit,
-            registry,
-            trust.verify_options(),
-            tls_verify=tls_verify,
-            ca_cert=ca_cert,
-            username=username,
-            password=_registry_password(username, password_stdin),
-            refs=refs,
-            quiet=quiet or as_json,
-        )
+        document = _push(kit, registry, trust.verify_options(), registry_args, refs=refs, quiet=quiet or as_json)
     if as_json:
         _emit_json({"ok": True, **document})
         return
@@ -934,7 +939,7 @@ lock_option = click.option(
     help="Where the run's evidence directory is written.",
 )
 @click.option("--registry", help="Also push the kit's images to this registry (HOST[:PORT]) after applying.")
-@_apply_decorators(registry_options)
+@registry_options
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def apply(
@@ -950,10 +955,7 @@ def apply(
     lock_timeout: float,
     artifacts: Path,
     registry: str | None,
-    tls_verify: bool,
-    ca_cert: Path | None,
-    username: str | None,
-    password_stdin: bool,
+    registry_args: RegistryArgs,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -989,17 +991,7 @@ def apply(
         if registry is not None and not dry_run:
             # Images go last: a registry problem (exit 11) leaves the applied database as it is; rerun to finish.
             try:
-                report["images"] = _push(
-                    kit,
-                    registry,
-                    verify_options,
-                    tls_verify=tls_verify,
-                    ca_cert=ca_cert,
-                    username=username,
-                    password=_registry_password(username, password_stdin),
-                    refs=(),
-                    quiet=quiet or as_json,
-                )
+                report["images"] = _push(kit, registry, verify_options, registry_args, refs=(), quiet=quiet or as_json)
             except KitError as error:
                 error.details = report  # the database part succeeded: its report is not lost with the push
                 raise
