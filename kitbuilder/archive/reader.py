@@ -120,20 +120,22 @@ def scan(
     on_bytes: Callable[[int], None] | None = None,
     extract_to: Path | None = None,
     hasher: HashWorker | None = None,
+    extract_only: Callable[[str], bool] | None = None,
 ) -> ScanResult:
     """Decompress the whole kit once and check every member against ``expected``.
 
     Raises ArchiveError for unsafe or malformed members and index
     inconsistencies, IntegrityError for unlisted, missing or altered files.
     With ``extract_to`` (a fresh, empty directory) each member is also written
-    there as it streams; the caller must discard that directory on any error.
+    there as it streams (only the paths ``extract_only`` accepts, when given; every
+    member is checked either way); the caller must discard that directory on any error.
     Digests are computed on ``hasher``'s thread (one is made when not given)
     and compared in batches; every comparison happens before this returns.
     """
     own_worker = hasher is None
     worker = hasher or HashWorker()
     try:
-        return _scan(stream, expected, location, caps, on_bytes, extract_to, worker)
+        return _scan(stream, expected, location, caps, on_bytes, extract_to, worker, extract_only)
     finally:
         if own_worker:
             worker.close()
@@ -150,6 +152,7 @@ def _scan(
     on_bytes: Callable[[int], None] | None,
     extract_to: Path | None,
     worker: HashWorker,
+    extract_only: Callable[[str], bool] | None,
 ) -> ScanResult:
     pending: list[_PendingCheck] = []
     by_offset = {e.offset: e for e in expected.values()}
@@ -175,7 +178,8 @@ def _scan(
         members += 1
         if members > caps.max_members:
             raise ArchiveError(f"archive has more than {caps.max_members} members")
-        pending.append(_scan_member(reader, entry, stream_offset, seen_keys, on_bytes, extract_to, worker))
+        target = extract_to if extract_only is None or extract_only(entry.path) else None
+        pending.append(_scan_member(reader, entry, stream_offset, seen_keys, on_bytes, target, worker))
         if len(pending) >= _CHECK_EVERY:
             _settle(pending, worker)
         stream_offset += tarfmt.member_size(entry.size)

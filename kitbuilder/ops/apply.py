@@ -26,6 +26,7 @@ from kitbuilder.apply.evidence import write_evidence
 from kitbuilder.apply.lock import ApplyLock, pid_alive
 from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key
 from kitbuilder.core import jsonio
+from kitbuilder.core.manifest import IMAGES_DIR
 from kitbuilder.errors import DatabaseError, KitError, UsageError
 from kitbuilder.ops.verify import VerifyOptions, VerifyReport, verify_kit
 
@@ -55,7 +56,11 @@ def verified_kit(path: Path, options: VerifyOptions) -> Iterator[VerifiedKit]:
     _remove_stale_staging(root)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=root))
     try:
-        report = verify_kit(path, options, extract_to=staging / "kit")
+        # Container images are checked like every member but not staged: apply never reads them, and
+        # `--registry` pushes them straight from the kit.
+        report = verify_kit(
+            path, options, extract_to=staging / "kit", extract_only=lambda name: not name.startswith(f"{IMAGES_DIR}/")
+        )
         if report.manifest.delta is not None:
             raise UsageError(f"{path}: is a delta kit; `kit patch BASE {path.name} --out NEW` first, then apply NEW")
         yield VerifiedKit(report=report, staging=staging / "kit", plan=build_plan(report.manifest, staging / "kit"))

@@ -442,6 +442,7 @@ def verify_kit(
     *,
     on_bytes: Callable[[int], None] | None = None,
     extract_to: Path | None = None,
+    extract_only: Callable[[str], bool] | None = None,
 ) -> VerifyReport:
     """Raise a KitError subclass at the first failed check; return the report when all pass.
 
@@ -477,6 +478,7 @@ def verify_kit(
                 on_bytes=on_bytes,
                 extract_to=extract_to,
                 hasher=worker,
+                extract_only=extract_only,
             )
             # The scan stopped at the index; hash the tail so the report names the whole file's digest.
             while hashing.read(1 << 20):

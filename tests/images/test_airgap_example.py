@@ -68,3 +68,22 @@ def test_delta_of_an_image_kit_reuses_every_unchanged_blob(kit_env: KitEnv) -> N
     patched = kit_env.root / "patched.kit.tar.zst"
     assert run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--out", patched).exit_code == 0
     assert patched.read_bytes() == full.read_bytes()
+
+
+def test_apply_staging_leaves_image_blobs_in_the_kit(kit_env: KitEnv, tmp_path: Path) -> None:
+    """kit apply checks every image blob but stages only what it applies (a registry push reads the kit)."""
+    from datetime import UTC, datetime
+
+    from kitbuilder.ops.apply import verified_kit
+    from kitbuilder.ops.verify import VerifyOptions
+    from kitbuilder.trust.keys import load_public
+    from kitbuilder.trust.signatures import TrustPolicy
+
+    kit = kit_env.root / "stellaops-airgap.kit.tar.zst"
+    assert run_kit("build", ROOT / "manifests/airgap-kit.yaml", "--key", kit_env.ed_key, "--out", kit).exit_code == 0
+    options = VerifyOptions(policy=TrustPolicy(keys=(load_public(kit_env.ed_pub),), threshold=1), now=datetime.now(UTC))
+    with verified_kit(kit, options) as verified:
+        staged = {p.relative_to(verified.staging).as_posix() for p in verified.staging.rglob("*") if p.is_file()}
+        assert "migrations/21-101-shard-ttl/up.sql" in staged and "sbom/kit.cdx.json" in staged
+        assert not [name for name in staged if name.startswith("images/")]
+        assert any(f.path.startswith("images/blobs/") for f in verified.report.manifest.files)
