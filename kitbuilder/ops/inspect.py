@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core import jsonio
 from kitbuilder.core.dsse import Envelope
@@ -17,7 +16,7 @@ from kitbuilder.core.manifest import IMAGES_DIR, MANIFEST_JSON, METADATA_FILES, 
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, read_predicate
 from kitbuilder.core.statement import Statement
 from kitbuilder.errors import FormatError, IntegrityError, KitError
-from kitbuilder.ops.verify import KitMetadata, check_signed_metadata, open_kit, read_metadata
+from kitbuilder.ops.verify import KitMetadata, check_signed_metadata, open_kit, read_metadata, read_signed_file
 from kitbuilder.trust.signatures import TrustPolicy, verify_envelope
 
 
@@ -100,13 +99,10 @@ def inspect_kit(
         files = manifest.by_path()
 
         def read_checked(kit_path: str) -> bytes:
-            entry, signed = by_path.get(kit_path), files.get(kit_path)
-            if entry is None or signed is None:
-                raise IntegrityError(f"{kit_path}: listed in the manifest but not in the archive index")
-            data = reader.read_member(stream, entry, caps)
-            if hashlib.sha256(data).hexdigest() != signed.sha256 or len(data) != signed.size:
-                raise IntegrityError(f"{kit_path}: content differs from the signed manifest")
-            return data
+            signed = files.get(kit_path)
+            if signed is None:
+                raise IntegrityError(f"{kit_path}: not a file of the signed manifest")
+            return read_signed_file(stream, by_path, signed, caps)
 
         sbom_section = _sbom_section(manifest, read_checked) if sbom else None
         provenance_section = _provenance_section(metadata, policy) if provenance else None

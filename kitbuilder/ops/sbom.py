@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import Manifest
 from kitbuilder.core.sbom import KIT_SBOM_PATH
 from kitbuilder.errors import IntegrityError, UsageError
-from kitbuilder.ops.verify import check_signed_metadata, open_kit, read_metadata
+from kitbuilder.ops.verify import check_signed_metadata, open_kit, read_metadata, read_signed_file
 from kitbuilder.trust.signatures import TrustPolicy
 
 
@@ -67,13 +65,7 @@ def extract_sbom(
         signed = manifest.by_path().get(path)
         if signed is None:
             raise IntegrityError(f"{path}: manifest.json sboms names it, but it is not a file of the kit")
-        entry = metadata.location.index.by_path().get(path)
-        if entry is None:
-            raise IntegrityError(f"{path}: in the manifest but missing from the archive index")
-        data = reader.read_member(stream, entry, caps)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != signed.sha256 or len(data) != signed.size:
-        raise IntegrityError(f"{path}: content differs from the signed manifest; the kit is damaged or altered")
+        data = read_signed_file(stream, metadata.location.index.by_path(), signed, caps)
     return ExtractedSbom(
-        path=path, format=kind, subject=described, data=data, sha256=digest, verified=policy is not None
+        path=path, format=kind, subject=described, data=data, sha256=signed.sha256, verified=policy is not None
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 
 from kitbuilder.archive import reader
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
+from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.reader import Caps, Expected, IndexLocation
 from kitbuilder.core import checksums, jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
@@ -33,6 +34,7 @@ from kitbuilder.core.manifest import (
     SHA256SUMS,
     SHA256SUMS_SIG,
     SIGSTORE_BUNDLE,
+    FileEntry,
     Manifest,
     metadata_names,
 )
@@ -392,6 +394,20 @@ def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expect
     return expected
 
 
+def read_signed_file(stream: BinaryIO, index: Mapping[str, IndexEntry], signed: FileEntry, caps: Caps) -> bytes:
+    """One (small) payload file through the index, checked against its entry in the signed manifest.
+
+    The index entry must say what the manifest says; ``reader.read_member`` then checks the
+    bytes against that entry, so the content is hashed once.
+    """
+    entry = index.get(signed.path)
+    if entry is None:
+        raise IntegrityError(f"{signed.path}: listed in the manifest but not in the archive index")
+    if (entry.size, entry.sha256) != (signed.size, signed.sha256):
+        raise IntegrityError(f"{signed.path}: archive index entry differs from the signed manifest")
+    return reader.read_member(stream, entry, caps)
+
+
 def _check_images(stream: BinaryIO, metadata: KitMetadata, manifest: Manifest, caps: Caps) -> str | None:
     """The OCI layout under images/ against itself: blob names, descriptor sizes, references, nothing unreferenced.
 
@@ -399,21 +415,16 @@ def _check_images(stream: BinaryIO, metadata: KitMetadata, manifest: Manifest, c
     documents are read again through the index and checked against those digests once more.
     """
     prefix = f"{IMAGES_DIR}/"
-    entries = {f.path: (f.size, f.sha256) for f in manifest.files if f.path.startswith(prefix)}
-    if not entries and not manifest.images:
+    signed = {f.path: f for f in manifest.files if f.path.startswith(prefix)}
+    if not signed and not manifest.images:
         return None
     from kitbuilder.oci.check import check_layout
 
     by_path = metadata.location.index.by_path()
-
-    def read_checked(kit_path: str) -> bytes:
-        size, sha256 = entries[kit_path]
-        data = reader.read_member(stream, by_path[kit_path], caps)
-        if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
-            raise IntegrityError(f"{kit_path}: changed while being verified")
-        return data
-
-    summary = check_layout(entries, read_checked, records=manifest.images)
+    entries = {path: (f.size, f.sha256) for path, f in signed.items()}
+    summary = check_layout(
+        entries, lambda path: read_signed_file(stream, by_path, signed[path], caps), records=manifest.images
+    )
     return (
         f"{IMAGES_DIR}/: OCI layout of {len(summary.images)} image(s), {summary.blob_count} blobs: every blob "
         "matches its digest and size, every reference is present, nothing unreferenced"
