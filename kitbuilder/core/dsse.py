@@ -71,16 +71,17 @@ class Envelope:
             keyid = entry.get("keyid", "")
             if not isinstance(keyid, str):
                 raise FormatError(f"{what}: signatures[{number}].keyid must be a string")
-            parsed.append(Signature(keyid=keyid, sig=_b64decode(entry["sig"], f"{what}: signatures[{number}].sig")))
+            sig = b64decode_lenient(entry["sig"], f"{what}: signatures[{number}].sig")
+            parsed.append(Signature(keyid=keyid, sig=sig))
         return cls(
             payload_type=payload_type,
-            payload=_b64decode(payload, f"{what}: payload"),
+            payload=b64decode_lenient(payload, f"{what}: payload"),
             signatures=tuple(parsed),
         )
 
 
-def _b64decode(text: str, what: str) -> bytes:
-    # DSSE allows both standard and URL-safe alphabets; normalise then decode strictly.
+def b64decode_lenient(text: str, what: str) -> bytes:
+    """Base64 in either alphabet, padding optional (DSSE and protobuf JSON both allow that), decoded strictly."""
     normalised = text.replace("-", "+").replace("_", "/")
     normalised += "=" * (-len(normalised) % 4)
     try:

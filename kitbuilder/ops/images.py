@@ -179,7 +179,7 @@ def export_images(
                 observed = reader.read_member_to(stream, entry, options.caps, destination)
                 if observed != images.signed[path].sha256:
                     raise IntegrityError(f"{kit}: {path}: content changed after verify (sha256 {observed})")
-                _fsync_file(destination)
+                fsync_path(destination)
                 total += entry.size
                 if on_bytes is not None:
                     on_bytes(entry.size)
@@ -211,14 +211,6 @@ def _prepare_empty(out_dir: Path) -> None:
         raise UsageError(f"{out_dir}: not empty; export writes a fresh OCI layout into a new or empty directory")
     for path in stale:  # an export killed before its rename
         shutil.rmtree(path)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def push_images(

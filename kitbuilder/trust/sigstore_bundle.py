@@ -12,12 +12,12 @@ bundle is trusted until a locally held key verifies the signature.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from kitbuilder.core import jsonio
+from kitbuilder.core.dsse import b64decode_lenient
 from kitbuilder.errors import FormatError, IntegrityError, TrustError
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import TrustPolicy
@@ -127,13 +127,6 @@ def _b64(data: bytes) -> str:
 
 
 def _b64decode(value: object, what: str) -> bytes:
-    # Protobuf JSON writes bytes as standard base64 but readers must accept the URL-safe alphabet and
-    # missing padding too.
     if not isinstance(value, str):
         raise FormatError(f"{what}: must be a base64 string")
-    normalised = value.replace("-", "+").replace("_", "/")
-    normalised += "=" * (-len(normalised) % 4)
-    try:
-        return base64.b64decode(normalised, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise FormatError(f"{what}: not base64") from exc
+    return b64decode_lenient(value, what)
