@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder.archive.reader import Caps
-from kitbuilder.core import jsonio
 from kitbuilder.core.dsse import Envelope
 from kitbuilder.core.manifest import IMAGES_DIR, MANIFEST_JSON, METADATA_FILES, SHA256SUMS, Manifest
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, read_predicate
@@ -123,7 +122,7 @@ def inspect_kit(
 
 
 def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> dict[str, Any]:
-    from kitbuilder.core.sbom import KIT_SBOM_PATH, SbomError, check_sbom, listed_files
+    from kitbuilder.core.sbom import KIT_SBOM_PATH, SbomError, check_sbom, check_sbom_document, listed_files, load_sbom
 
     shipped: list[dict[str, Any]] = []
     for record in manifest.sboms:
@@ -136,15 +135,14 @@ def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> d
         shipped.append({**record, "describes": info.to_json()["subject"], **info.summary.to_json()})
     section: dict[str, Any] = {"kitSbom": None, "shipped": shipped}
     if KIT_SBOM_PATH in manifest.by_path():
-        data = read_checked(KIT_SBOM_PATH)
         # Validated like a shipped SBOM before it is summarised: a forged kit's SBOM is anything at all.
         try:
-            info = check_sbom(data, KIT_SBOM_PATH)
+            document = load_sbom(read_checked(KIT_SBOM_PATH), KIT_SBOM_PATH)
+            info = check_sbom_document(document, KIT_SBOM_PATH)
         except SbomError as exc:
             raise FormatError(exc.message) from exc
         if info.format != "CycloneDX":
             raise FormatError(f"{KIT_SBOM_PATH}: $: an {info.format} document; kit build writes CycloneDX here")
-        document = jsonio.load_object(data, what=KIT_SBOM_PATH)
         summary = info.summary
         signed = {f.path: f.sha256 for f in manifest.files if f.path != KIT_SBOM_PATH}
         section["kitSbom"] = {

@@ -17,7 +17,7 @@ validate one format each; ``summary`` counts what a document lists. Importing th
 jsonschema, jsonschema-rs, spdx-tools, cyclonedx-python-lib or packageurl: each is imported where first used.
 """
 
-from kitbuilder.core.sbom.check import check_sbom
+from kitbuilder.core.sbom.check import check_sbom, check_sbom_document, load_sbom
 from kitbuilder.core.sbom.model import (
     CYCLONEDX_VERSIONS,
     KIT_SBOM_PATH,
@@ -48,6 +48,8 @@ __all__ = [
     "SbomSummary",
     "ShippedSbom",
     "check_sbom",
+    "check_sbom_document",
+    "load_sbom",
     "json_path",
     "listed_files",
     "render_kit_sbom",

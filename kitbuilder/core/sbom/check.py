@@ -22,7 +22,16 @@ def check_sbom(data: bytes, where: str) -> SbomInfo:
     Raises SbomError naming ``where``, the JSON path of the first problem and what is wrong: not JSON,
     another format or version, a schema violation, a duplicate bom-ref, an SPDX document spdx-tools refuses.
     """
-    document = _load(data, where)
+    return check_sbom_document(load_sbom(data, where), where)
+
+
+def load_sbom(data: bytes, where: str) -> dict[str, Any]:
+    """The parsed document (strict JSON, an object), for a caller that also reads fields itself."""
+    return _load(data, where)
+
+
+def check_sbom_document(document: dict[str, Any], where: str) -> SbomInfo:
+    """``check_sbom`` on a document already parsed by ``load_sbom`` (so large SBOMs are parsed once)."""
     if "bomFormat" in document:
         version = _cyclonedx_version(document, where)
         validate_cyclonedx(document, version, where)
