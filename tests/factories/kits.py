@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 SPEC_TEMPLATE = """\
@@ -62,3 +63,28 @@ def write_spec(
         SPEC_TEMPLATE.format(name=name, version=version, sequence=sequence, expires=expires, product=product)
     )
     return spec
+
+
+def kit_members(kit: Path) -> dict[str, bytes]:
+    """Every member's content, read through the index (each checked against its index entry)."""
+    from kitbuilder.archive import reader
+
+    caps = reader.Caps()
+    with kit.open("rb") as stream:
+        location = reader.read_index(stream, caps)
+        return {e.path: reader.read_member(stream, e, caps) for e in location.index.members}
+
+
+def rewrite_kit(kit: Path, out: Path, replace: Mapping[str, bytes], *, level: int = 3, mtime: int = 0) -> Path:
+    """The same members in the same order with some replaced, and new ones appended: what anyone can do to a kit
+    file without a key. With the kit's own level and mtime, untouched members keep their exact frames."""
+    from kitbuilder.archive.writer import KitWriter
+
+    members = kit_members(kit)
+    members |= {name: data for name, data in replace.items() if name not in members}
+    with out.open("wb") as sink:
+        writer = KitWriter(sink, level=level, threads=0, mtime=mtime)
+        for name, data in members.items():
+            writer.add_bytes(name, replace.get(name, data))
+        writer.finish()
+    return out

@@ -13,9 +13,6 @@ import pytest
 from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey
 
-from kitbuilder.archive import reader
-from kitbuilder.archive.reader import Caps
-from kitbuilder.archive.writer import KitWriter
 from kitbuilder.core import jsonio
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import Manifest
@@ -25,6 +22,7 @@ from kitbuilder.trust.keys import load_private
 from kitbuilder.trust.signatures import sign_envelope
 from tests.conftest import KitEnv, run_json, run_kit
 from tests.factories.keys import ed25519_key
+from tests.factories.kits import kit_members, rewrite_kit
 
 SDE = {"SOURCE_DATE_EPOCH": "1700000000"}
 
@@ -36,22 +34,10 @@ def _build(kit_env: KitEnv, out: Path, *extra: Any) -> dict[str, Any]:
     return document
 
 
-def _members(kit: Path) -> dict[str, bytes]:
-    caps = Caps()
-    with kit.open("rb") as stream:
-        location = reader.read_index(stream, caps)
-        return {e.path: reader.read_member(stream, e, caps) for e in location.index.members}
-
-
 def _rewrite(kit: Path, out: Path, replace: dict[str, bytes]) -> None:
     """The same kit with metadata members replaced or added (same compression, so payload frames are identical)."""
-    members = _members(kit) | {name: data for name, data in replace.items() if name not in _members(kit)}
-    manifest = Manifest.from_bytes(members["manifest.json"])
-    with out.open("wb") as sink:
-        writer = KitWriter(sink, level=manifest.build["compression"]["level"], threads=0, mtime=manifest.build["mtime"])
-        for name, data in members.items():
-            writer.add_bytes(name, replace.get(name, data))
-        writer.finish()
+    build = Manifest.from_bytes(kit_members(kit)["manifest.json"]).build
+    rewrite_kit(kit, out, replace, level=build["compression"]["level"], mtime=build["mtime"])
 
 
 def _sslib_key(pub: Path) -> SSlibKey:
@@ -146,7 +132,7 @@ def test_detached_provenance_of_another_kit_is_refused(kit_env: KitEnv) -> None:
 def test_attestation_signed_by_an_untrusted_key_is_refused(kit_env: KitEnv) -> None:
     kit = kit_env.kit()
     _build(kit_env, kit)
-    members = _members(kit)
+    members = kit_members(kit)
     envelope = json.loads(members[PROVENANCE_MEMBER])
     forged = sign_envelope(IN_TOTO_PAYLOAD_TYPE, base64.b64decode(envelope["payload"]), [ed25519_key("stranger")])
     tampered = kit_env.root / "tampered.kit.tar.zst"
@@ -159,7 +145,7 @@ def test_attestation_signed_by_an_untrusted_key_is_refused(kit_env: KitEnv) -> N
 def test_attestation_whose_subject_digest_does_not_match_is_refused(kit_env: KitEnv) -> None:
     kit = kit_env.kit()
     _build(kit_env, kit)
-    members = _members(kit)
+    members = kit_members(kit)
     statement = Statement.from_bytes(
         base64.b64decode(json.loads(members[PROVENANCE_MEMBER])["payload"]), what="provenance"
     )
@@ -184,7 +170,7 @@ def test_provenance_envelopes_check_out_with_securesystemslib_and_in_toto(kit_en
 
     kit = kit_env.kit()
     _build(kit_env, kit)
-    inside = json.loads(_members(kit)[PROVENANCE_MEMBER])
+    inside = json.loads(kit_members(kit)[PROVENANCE_MEMBER])
     beside = json.loads(Path(f"{kit}.intoto.jsonl").read_text())
     for document in (inside, beside):
         SslibEnvelope.from_dict(document).verify([_sslib_key(kit_env.ed_pub)], 1)
@@ -273,11 +259,11 @@ def test_sigstore_key_bundle_is_stored_and_checked(kit_env: KitEnv) -> None:
     assert built["metadata"] == [PROVENANCE_MEMBER, "SHA256SUMS.sigstore.json"]
     code, report = run_json("verify", kit, "--key", kit_env.ed_pub)
     assert code == 0 and report["sigstore"]["kind"] == "key"
-    bundle = jsonio.load_object(_members(kit)["SHA256SUMS.sigstore.json"], what="bundle")
+    bundle = jsonio.load_object(kit_members(kit)["SHA256SUMS.sigstore.json"], what="bundle")
     assert bundle["verificationMaterial"]["publicKey"]["hint"] == report["signers"][0]
     # A stranger's signature under the trusted key's hint does not pass.
     stranger = ed25519_key("stranger")
-    sums = _members(kit)["SHA256SUMS"]
+    sums = kit_members(kit)["SHA256SUMS"]
     bundle["messageSignature"]["signature"] = base64.b64encode(stranger.sign(sums)).decode()
     tampered = kit_env.root / "tampered.kit.tar.zst"
     _rewrite(kit, tampered, {"SHA256SUMS.sigstore.json": jsonio.dump_pretty(bundle)})
@@ -293,7 +279,7 @@ def test_keyless_bundle_over_sha256sums_verifies_offline(kit_env: KitEnv, tmp_pa
     identity = "https://github.com/acme/kits/.github/workflows/release.yml@refs/tags/v1"
     issuer = "https://token.actions.githubusercontent.com"
     bundle, root = tmp_path / "SHA256SUMS.sigstore.json", tmp_path / "trusted_root.json"
-    bundle.write_bytes(sigstore.sign_keyless(_members(kit)["SHA256SUMS"], identity=identity, issuer=issuer).bundle)
+    bundle.write_bytes(sigstore.sign_keyless(kit_members(kit)["SHA256SUMS"], identity=identity, issuer=issuer).bundle)
     root.write_bytes(sigstore.trusted_root())
     keyless = ("--sigstore-bundle", bundle, "--trusted-root", root, "--cert-oidc-issuer", issuer)
     code, report = run_json("verify", kit, "--key", kit_env.ed_pub, *keyless, "--cert-identity", identity)
@@ -313,7 +299,7 @@ def test_keyless_bundle_over_sha256sums_verifies_offline(kit_env: KitEnv, tmp_pa
 def test_more_than_sixteen_attestations_are_refused(kit_env: KitEnv) -> None:
     kit = kit_env.kit()
     _build(kit_env, kit)
-    provenance = _members(kit)[PROVENANCE_MEMBER]
+    provenance = kit_members(kit)[PROVENANCE_MEMBER]
     extra = {f"attestations/copy-{n:02d}.dsse.json": provenance for n in range(16)}
     crowded = kit_env.root / "crowded.kit.tar.zst"
     _rewrite(kit, crowded, extra)

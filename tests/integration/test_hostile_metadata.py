@@ -26,8 +26,6 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from kitbuilder.archive import reader
-from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer import KitWriter
 from kitbuilder.core import schemas
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
@@ -52,6 +50,8 @@ from kitbuilder.trust.sigstore_bundle import render_key_bundle
 from tests.conftest import KitEnv, run_json, run_kit
 from tests.factories.hostile import RELEASE, STRANGER
 from tests.factories.keys import write_pair
+from tests.factories.kits import kit_members as members
+from tests.factories.kits import rewrite_kit as rewrite
 
 MiB = 1 << 20
 KINDS = {2: ("usage", "spec"), 3: ("trust",), 4: ("integrity",), 5: ("archive", "format"), 6: ("policy",)}
@@ -141,23 +141,6 @@ def attestation(
 ) -> bytes:
     statement = Statement(tuple(Subject(n, d) for n, d in subjects), predicate_type, predicate)
     return sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), [signer]).to_bytes()
-
-
-def members(kit: Path) -> dict[str, bytes]:
-    caps = Caps()
-    with kit.open("rb") as stream:
-        location = reader.read_index(stream, caps)
-        return {e.path: reader.read_member(stream, e, caps) for e in location.index.members}
-
-
-def rewrite(kit: Path, out: Path, replace: Mapping[str, bytes]) -> Path:
-    """The same members in the same order, some replaced: what a non-signer can do to the unsigned parts."""
-    with out.open("wb") as sink:
-        writer = KitWriter(sink, level=3, threads=0, mtime=0)
-        for name, data in members(kit).items():
-            writer.add_bytes(name, replace.get(name, data))
-        writer.finish()
-    return out
 
 
 @pytest.fixture
