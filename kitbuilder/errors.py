@@ -118,3 +118,45 @@ class RegistryError(KitError):
 
 
 EXIT_CODES.update({"registry": RegistryError.exit_code})
+
+
+class HostIOError(KitError):
+    """The host refused an I/O kit needed: disk full, read-only or missing directory, permission denied.
+
+    An environment problem, never a bug in kit: the message names the path and
+    what to do. Nothing half-written is left under a final name.
+    """
+
+    exit_code = 12
+    kind = "io"
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, *, path: object = None, action: str = "write") -> HostIOError:
+        where = path if path is not None else (exc.filename or "(unknown path)")
+        reason = exc.strerror or type(exc).__name__
+        hint = {
+            28: "free space there and rerun",  # ENOSPC
+            122: "raise the quota there and rerun",  # EDQUOT
+            30: "choose a writable location",  # EROFS
+            13: "check the permissions and rerun",  # EACCES
+            1: "check the permissions and rerun",  # EPERM
+        }.get(exc.errno or 0, "fix the path and rerun")
+        return cls(f"{where}: cannot {action} ({reason}): {hint}")
+
+
+class InterruptedRun(KitError):
+    """SIGINT or SIGTERM stopped kit at a safe point; rerunning the same command resumes.
+
+    Exit 130 for SIGINT, 143 for SIGTERM (128 + the signal number, as shells report).
+    """
+
+    exit_code = 130
+    kind = "interrupted"
+
+    def __init__(self, message: str = "interrupted", *, signal_number: int = 2) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.exit_code = 128 + signal_number
+
+
+EXIT_CODES.update({"io": HostIOError.exit_code, "interrupted": InterruptedRun.exit_code})
