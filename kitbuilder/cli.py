@@ -648,6 +648,7 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
                 "written": directory.written,
                 "removed": directory.removed,
                 "rolledForward": directory.rolled_forward,
+                "alreadyPatched": directory.already_patched,
             }
         else:
             target = base if in_place else out
@@ -664,9 +665,14 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
                 "copiedFromBase": result.copied_from_base,
                 "copiedFromDelta": result.copied_from_delta,
                 "bytes": result.bytes_written,
+                "alreadyPatched": result.already_patched,
             }
     if as_json:
         _emit_json(document)
+    elif document["alreadyPatched"]:
+        where = f"{base}/" if document["directory"] else document["out"]
+        rolled = " (an interrupted patch was finished first)" if document.get("rolledForward") else ""
+        click.echo(f"already patched: {where} is {kit.name} {kit.version} (sequence {kit.sequence}){rolled}")
     elif document["directory"]:
         click.echo(
             f"patched {base}/: {kit.name} {kit.version} (sequence {kit.sequence}); {document['reused']} files "
