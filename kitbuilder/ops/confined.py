@@ -318,6 +318,31 @@ class Directory:
             raise host_error(exc, self.shown, "sync") from exc
 
     @contextlib.contextmanager
+    def new_file(self, name: str, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+        """A new file ``name`` (created exclusively), flushed and fsynced when the block completes.
+
+        A write the host refuses (disk full, quota) becomes HostIOError naming the file; the
+        file's buffer is dropped rather than flushed again, so that error is the one reported.
+        """
+        handle = self.create(name, mode=mode)
+        try:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                handle.close()
+            raise host_error(exc, self.name(name), "write") from exc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                handle.close()
+            raise
+        try:
+            handle.close()
+        except OSError as exc:
+            raise host_error(exc, self.name(name), "write") from exc
+
+    @contextlib.contextmanager
     def atomic_file(self, name: str, *, mode: int = 0o644) -> Iterator[BinaryIO]:
         """Yield a new file that appears as ``name`` here only if the block completes: temp, fsync, rename.
 
@@ -329,13 +354,10 @@ class Directory:
         umask = os.umask(0)
         os.umask(umask)
         temp = f".{name}.{secrets.token_hex(6)}.part"
-        handle = self.create(temp, mode=mode & ~umask)
         try:
-            with handle:
+            with self.new_file(temp, mode=mode & ~umask) as handle:
                 try:
                     yield handle
-                    handle.flush()
-                    os.fsync(handle.fileno())
                 except OSError as exc:
                     raise host_error(exc, self.name(name), "write") from exc
             try:

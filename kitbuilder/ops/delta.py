@@ -282,7 +282,7 @@ def patch_kit(
         ):
             # Leftovers of a killed patch (its temporary file) are removed under the lock, by the next run.
             directory.remove_leftovers(output.name)
-            if _holds_target(directory, output, delta, options):
+            if _holds_target(directory, output, delta, options, base_stream):
                 manifest = delta.target_manifest
                 return PatchResult(output, manifest, 0, 0, 0, already_patched=True)
             delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
@@ -304,19 +304,29 @@ def _output_directory(output: Path) -> Iterator[Directory]:
         yield directory
 
 
-def _holds_target(directory: Directory, output: Path, delta: VerifiedDelta, options: VerifyOptions) -> bool:
-    """True when ``output`` already is the delta's target kit, verified in full through one descriptor."""
+def _holds_target(
+    directory: Directory, output: Path, delta: VerifiedDelta, options: VerifyOptions, base_stream: BinaryIO
+) -> bool:
+    """True when ``output`` already is the delta's target kit, verified in full through one descriptor.
+
+    Another file there is simply replaced; but when the output is the base itself
+    (``--in-place``) and names the target without verifying, that error is the answer.
+    """
     fd = directory.open_regular(output.name, refuse=UsageError)
     if fd is None:
         return False
     with os.fdopen(fd, "rb") as stream:
+        held, base = os.fstat(stream.fileno()), os.fstat(base_stream.fileno())
+        is_base = (held.st_dev, held.st_ino) == (base.st_dev, base.st_ino)
         try:
             current = read_metadata(stream, options.caps)
+            if hashlib.sha256(current.members[MANIFEST_JSON]).hexdigest() != delta.target_sha256:
+                return False
+            verify_kit(output, options, stream=stream)
         except KitError:
-            return False  # not a kit (or a damaged one): it is simply replaced
-        if hashlib.sha256(current.members[MANIFEST_JSON]).hexdigest() != delta.target_sha256:
+            if is_base:
+                raise
             return False
-        verify_kit(output, options, stream=stream)
     return True
 
 

@@ -171,13 +171,8 @@ def patch_directory(
             with staging:
                 written = _stage(root, staging, delta, plan, options.caps)
                 faults.point("patch-dir:staged")
-                with staging.create(JOURNAL_TEMP) as out:
-                    try:
-                        out.write(journal.to_bytes())
-                        out.flush()
-                        os.fsync(out.fileno())
-                    except OSError as exc:
-                        raise host_error(exc, staging.name(JOURNAL_TEMP), "write") from exc
+                with staging.new_file(JOURNAL_TEMP) as out:
+                    out.write(journal.to_bytes())
                 try:
                     os.rename(JOURNAL_TEMP, JOURNAL, src_dir_fd=staging.fd, dst_dir_fd=staging.fd)
                 except OSError as exc:
@@ -229,16 +224,29 @@ def _recover(root: Directory, delta: VerifiedDelta, caps: Caps) -> bool:
                 data = read_bounded(fd, 4 * caps.max_metadata, what=staging.name(JOURNAL), too_big=FormatError)
             finally:
                 os.close(fd)
-            journal = Journal.from_bytes(data, what=staging.name(JOURNAL))
+            try:
+                journal = Journal.from_bytes(data, what=staging.name(JOURNAL))
+            except FormatError as exc:
+                raise _foreign_journal(exc, staging.shown) from exc
     if journal is None:
         root.remove_tree(STAGING, refuse=_state)
         root.sync()
         return False
     targets = _Targets(delta)
-    _check_journal(journal, delta, targets, root.name(f"{STAGING}/{JOURNAL}"))
+    try:
+        _check_journal(journal, delta, targets, root.name(f"{STAGING}/{JOURNAL}"))
+    except FormatError as exc:
+        raise _foreign_journal(exc, root.name(STAGING)) from exc
     _carry_out(root, journal, targets)
     _finish(root)
     return True
+
+
+def _foreign_journal(exc: FormatError, staging: str) -> FormatError:
+    return FormatError(
+        f"{exc.message}; kit did not write this journal: remove {staging} and rerun "
+        "(reinstall the kit from a full kit if a patch there was interrupted)"
+    )
 
 
 def _check_journal(journal: Journal, delta: VerifiedDelta, targets: _Targets, what: str) -> None:
@@ -274,7 +282,9 @@ def _check_journal(journal: Journal, delta: VerifiedDelta, targets: _Targets, wh
                 is_optional_metadata(operation.path) and operation.path not in wanted
             ):
                 raise FormatError(f"{where}: not a file of the base kit that the target drops")
-        elif not any(operation.path == t or operation.path.startswith(f"{t}/") for t in wanted):
+        elif not any(
+            "/".join(operation.path.split("/")[:end]) in wanted for end in range(1, operation.path.count("/") + 2)
+        ):
             raise FormatError(f"{where}: not a directory the target needs as a file")
 
 
@@ -437,6 +447,8 @@ class _Planner:
         base_paths = {f.path: f for f in self.base.files}
         deletes = sorted((set(base_paths) | set(self.installed.members)) - wanted)
         deleting = set(deletes)
+        for path in deletes:
+            self.kind(path)  # refuses a link on the way now, not after the commit
         rmdirs: list[str] = []
         for path in sorted(wanted):
             self._check_prefixes(path, deleting)
@@ -518,7 +530,10 @@ def _stage(root: Directory, staging: Directory, delta: VerifiedDelta, plan: _Pla
     for name, (item, source) in sorted(plan.sources.items()):
         if isinstance(source, FileEntry):
             # The delta's entry comes from its signed manifest; the bytes come from the verified descriptor.
-            digest = reader.read_member_to(delta.stream, _as_index_entry(source), caps, staging.fd_path(name))
+            try:
+                digest = reader.read_member_to(delta.stream, _as_index_entry(source), caps, staging.fd_path(name))
+            except OSError as exc:
+                raise host_error(exc, staging.name(name), "write") from exc
             if digest != item.sha256:
                 raise IntegrityError(f"{item.path}: delta content differs from the signed target")
         else:
@@ -526,13 +541,8 @@ def _stage(root: Directory, staging: Directory, delta: VerifiedDelta, plan: _Pla
         _sync_file(staging, name)
         faults.point("patch-dir:staged-file")
     for name, member in plan.metadata.items():
-        with staging.create(name) as out:
-            try:
-                out.write(delta.target.members[member])
-                out.flush()
-                os.fsync(out.fileno())
-            except OSError as exc:
-                raise host_error(exc, staging.name(name), "write") from exc
+        with staging.new_file(name) as out:
+            out.write(delta.target.members[member])
     staging.sync()
     return len(plan.sources)
 
@@ -544,14 +554,10 @@ def _copy_donor(root: Directory, staging: Directory, name: str, item: FileEntry,
         if fd is None:
             continue
         digest = hashlib.sha256()
-        with os.fdopen(fd, "rb") as source, staging.create(name) as out:
-            try:
-                while chunk := source.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-            except OSError as exc:
-                raise host_error(exc, staging.name(name), "write") from exc
+        with os.fdopen(fd, "rb") as source, staging.new_file(name) as out:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
         if digest.hexdigest() == item.sha256:
             return
         staging.unlink(name)
