@@ -164,8 +164,8 @@ def test_kill_during_in_place_patch_always_leaves_old_or_new(
         killed = _kit_cli(*command, fault=fault)
         assert killed.returncode == 137, (fault, killed.stderr)
         assert base.read_bytes() in (old, full.read_bytes()), fault
-        rerun = _kit_cli(*command)
-        assert rerun.returncode == 0, (fault, rerun.stderr)
+        rerun = run_kit(*command)
+        assert rerun.exit_code == 0, (fault, rerun.stderr)
         assert base.read_bytes() == full.read_bytes(), fault
         assert not list(base.parent.glob(f".{base.name}.*")), f"{fault}: leftovers are cleaned by the next run"
 
@@ -233,7 +233,7 @@ def test_kill_during_directory_patch_rolls_forward(kit_env: KitEnv, release_pair
         tree = {k: v for k, v in _tree(installed).items() if not k.startswith(".kit-patch/")}
         if not (installed / ".kit-patch/journal.json").exists():
             assert tree in (original, expected), fault
-        final = _kit_cli(*command[:1], installed, *command[2:], "--json")
-        assert final.returncode == 0, (fault, final.stderr)
-        assert json.loads(final.stdout)["rolledForward"] == fault.startswith(("patch-dir:after", "patch-dir:comm"))
+        code, document = run_json(*command[:1], installed, *command[2:])
+        assert code == 0, (fault, document)
+        assert document["rolledForward"] == fault.startswith(("patch-dir:after", "patch-dir:comm"))
         assert _tree(installed) == expected, fault
