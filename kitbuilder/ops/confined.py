@@ -83,6 +83,8 @@ class Directory:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise UsageError(busy) from exc
+        except OSError as exc:
+            raise host_error(exc, self.shown, "lock") from exc
 
     @contextlib.contextmanager
     def lock_file(self, name: str, *, busy: str) -> Iterator[None]:
@@ -101,6 +103,8 @@ class Directory:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError as exc:
                     raise UsageError(busy) from exc
+                except OSError as exc:
+                    raise host_error(exc, self.name(name), "lock") from exc
                 if not self._same_file(fd, name):
                     continue
                 try:

@@ -120,7 +120,7 @@ def read_installed_metadata(directory: confined.Directory, caps: Caps) -> Metada
     """An installed kit's metadata files at the top of ``directory``; links and special files are refused."""
 
     def refuse(message: str) -> KitError:
-        return UsageError(f"{message}; not an installed kit kit can patch")
+        return UsageError(f"{message}; an installed kit's metadata must be regular files")
 
     def missing(name: str) -> KitError:
         return UsageError(f"{directory.shown}: not an installed kit ({name}: No such file or directory)")

@@ -45,6 +45,13 @@ from kitbuilder.ops.verify import VerifyOptions, check_signed_metadata
 STAGING = ".kit-patch"
 JOURNAL = "journal.json"
 JOURNAL_TEMP = "journal.part"
+BASE_MANIFEST = "base-manifest.json"
+# A journal holds one small operation per file of the base or the target (and a few directories); its size
+# is bounded by that before it is parsed, so a planted one cannot cost more than a genuine one would.
+JOURNAL_SLACK = 1 << 20
+BYTES_PER_OPERATION = 512
+# A manifest.json spends more than this many bytes on each file it lists (two SHA-256s, offsets, names).
+MANIFEST_BYTES_PER_FILE = 200
 JOURNAL_VERSION = 1
 STAGED_NAME = re.compile(r"[0-9]{6}|meta-[0-9]{3}")
 OPERATIONS = ("delete", "rmdir", "replace")
@@ -77,16 +84,15 @@ class Operation:
 class Journal:
     """What a committed patch will do, bound to the base and target it goes between.
 
-    ``base_manifest`` is the installed ``manifest.json`` the patch started from:
-    its digest is signed by the delta (``baseManifestSha256``), so after a kill
-    it says which files the base had (and which may be deleted) without trusting
-    the journal.
+    Beside it, ``base-manifest.json`` keeps the installed ``manifest.json`` the
+    patch started from: its digest is signed by the delta (``baseManifestSha256``),
+    so after a kill it says which files the base had (and so which may be
+    deleted) without trusting anything unsigned.
     """
 
     base_sha256: str
     target_sha256: str
     delta_sha256: str
-    base_manifest: bytes
     operations: tuple[Operation, ...]
 
     def to_bytes(self) -> bytes:
@@ -96,7 +102,6 @@ class Journal:
                 "baseManifestSha256": self.base_sha256,
                 "targetManifestSha256": self.target_sha256,
                 "deltaSha256": self.delta_sha256,
-                "baseManifest": self.base_manifest.decode("utf-8"),
                 "operations": [o.to_json() for o in self.operations],
             }
         )
@@ -105,11 +110,11 @@ class Journal:
     def from_bytes(cls, data: bytes, *, what: str) -> Journal:
         """Parse strictly; FormatError for anything kit would not have written."""
         document = jsonio.load_object(data, what=what)
-        keys = {"journalVersion", "baseManifestSha256", "targetManifestSha256", "deltaSha256", "baseManifest"}
+        keys = {"journalVersion", "baseManifestSha256", "targetManifestSha256", "deltaSha256"}
         if set(document) != keys | {"operations"} or document["journalVersion"] != JOURNAL_VERSION:
             raise FormatError(f"{what}: not a journal this version of kit writes (fields {sorted(document)})")
         if not all(isinstance(document[key], str) for key in keys - {"journalVersion"}):
-            raise FormatError(f"{what}: digests and base manifest must be strings")
+            raise FormatError(f"{what}: the digests must be strings")
         operations = document["operations"]
         if not isinstance(operations, list):
             raise FormatError(f"{what}: operations must be a list")
@@ -128,7 +133,6 @@ class Journal:
             base_sha256=document["baseManifestSha256"],
             target_sha256=document["targetManifestSha256"],
             delta_sha256=document["deltaSha256"],
-            base_manifest=document["baseManifest"].encode("utf-8"),
             operations=tuple(parsed),
         )
 
@@ -154,7 +158,9 @@ def patch_directory(
         _, _, base_manifest = check_signed_metadata(installed, options.policy)
         installed_sha = hashlib.sha256(installed.members[MANIFEST_JSON]).hexdigest()
         if installed_sha == delta.target_sha256:
-            # Already patched (for example by the roll-forward above): nothing to do, and that is success.
+            # Already patched (for example by the roll-forward above): nothing to do, and that is success, once
+            # every file is seen to hold the signed content (as file mode verifies an already patched kit).
+            _check_installed(root, base_manifest)
             files = len(base_manifest.files)
             return DirPatchResult(directory, base_manifest, files, 0, 0, rolled_forward, already_patched=True)
         delta.check_applies(base_manifest, installed_sha, directory, allow_downgrade=allow_downgrade)
@@ -163,7 +169,6 @@ def patch_directory(
             base_sha256=installed_sha,
             target_sha256=delta.target_sha256,
             delta_sha256=delta.report.kit_sha256,
-            base_manifest=installed.members[MANIFEST_JSON],
             operations=plan.operations,
         )
         staging = root.make_private_dir(STAGING)
@@ -171,6 +176,8 @@ def patch_directory(
             with staging:
                 written = _stage(root, staging, delta, plan, options.caps)
                 faults.point("patch-dir:staged")
+                with staging.new_file(BASE_MANIFEST) as out:
+                    out.write(installed.members[MANIFEST_JSON])
                 with staging.new_file(JOURNAL_TEMP) as out:
                     out.write(journal.to_bytes())
                 try:
@@ -193,6 +200,17 @@ def patch_directory(
 # recovery and carrying out
 
 
+def _check_installed(root: Directory, manifest: Manifest) -> None:
+    """Every file ``manifest`` lists is a regular file under ``root`` with the signed content, else IntegrityError."""
+    for item in manifest.files:
+        fd = root.open_regular(item.path, refuse=_unsafe)
+        if fd is None or _hash_fd(fd, root.name(item.path)) != item.sha256:
+            raise IntegrityError(
+                f"{root.name(item.path)}: missing or differs from the installed kit's signed manifest; "
+                "reinstall the kit from a full kit"
+            )
+
+
 @dataclass(frozen=True)
 class _Targets:
     """What the verified target says each path must hold, and what may be deleted from the base."""
@@ -210,6 +228,7 @@ def _recover(root: Directory, delta: VerifiedDelta, caps: Caps) -> bool:
     staging = root.open_subdir(STAGING, refuse=_state)
     if staging is None:
         return False
+    targets = _Targets(delta)
     with staging:
         kind = staging.kind(JOURNAL)
         if kind is None:
@@ -217,29 +236,34 @@ def _recover(root: Directory, delta: VerifiedDelta, caps: Caps) -> bool:
         elif kind != "file":
             raise _state(f"{staging.name(JOURNAL)}: is not a file kit wrote (a link or a directory?)")
         else:
-            fd = staging.open_regular(JOURNAL, refuse=_state)
-            if fd is None:
-                raise _state(f"{staging.name(JOURNAL)}: cannot be opened as a regular file")
-            try:
-                data = read_bounded(fd, 4 * caps.max_metadata, what=staging.name(JOURNAL), too_big=FormatError)
-            finally:
-                os.close(fd)
+            base_bytes = _read_staged(staging, BASE_MANIFEST, caps.max_metadata)
+            # Bounded by what the verified target and the (size of the) base imply, before it is parsed.
+            operations = 2 * len(targets.wanted) + len(base_bytes) // MANIFEST_BYTES_PER_FILE
+            data = _read_staged(staging, JOURNAL, JOURNAL_SLACK + BYTES_PER_OPERATION * operations)
             try:
                 journal = Journal.from_bytes(data, what=staging.name(JOURNAL))
+                _check_journal(journal, delta, targets, base_bytes, staging.name(JOURNAL))
             except FormatError as exc:
                 raise _foreign_journal(exc, staging.shown) from exc
     if journal is None:
         root.remove_tree(STAGING, refuse=_state)
         root.sync()
         return False
-    targets = _Targets(delta)
-    try:
-        _check_journal(journal, delta, targets, root.name(f"{STAGING}/{JOURNAL}"))
-    except FormatError as exc:
-        raise _foreign_journal(exc, root.name(STAGING)) from exc
     _carry_out(root, journal, targets)
     _finish(root)
     return True
+
+
+def _read_staged(staging: Directory, name: str, limit: int) -> bytes:
+    fd = staging.open_regular(name, refuse=_state)
+    if fd is None:
+        raise _foreign_journal(FormatError(f"{staging.name(name)}: missing or not a regular file"), staging.shown)
+    try:
+        return read_bounded(
+            fd, limit, what=staging.name(name), too_big=lambda m: _foreign_journal(FormatError(m), staging.shown)
+        )
+    finally:
+        os.close(fd)
 
 
 def _foreign_journal(exc: FormatError, staging: str) -> FormatError:
@@ -249,7 +273,7 @@ def _foreign_journal(exc: FormatError, staging: str) -> FormatError:
     )
 
 
-def _check_journal(journal: Journal, delta: VerifiedDelta, targets: _Targets, what: str) -> None:
+def _check_journal(journal: Journal, delta: VerifiedDelta, targets: _Targets, base_bytes: bytes, what: str) -> None:
     """The journal must be this base→target's, and every operation one kit would plan for it."""
     if (journal.base_sha256, journal.target_sha256) != (delta.base_sha256, delta.target_sha256):
         raise UsageError(
@@ -257,9 +281,10 @@ def _check_journal(journal: Journal, delta: VerifiedDelta, targets: _Targets, wh
             f"(delta file SHA-256 {journal.delta_sha256[:16]}…), not this delta's target; finish it first with that "
             "delta, or reinstall the kit from a full kit"
         )
-    if hashlib.sha256(journal.base_manifest).hexdigest() != journal.base_sha256:
-        raise FormatError(f"{what}: its base manifest does not have the digest it records; not a journal kit wrote")
-    base = Manifest.from_bytes(journal.base_manifest, what=f"{what} baseManifest")
+    # Hashed before it is parsed: only the manifest the delta signs as its base is ever parsed.
+    if hashlib.sha256(base_bytes).hexdigest() != journal.base_sha256:
+        raise FormatError(f"{what}: {BASE_MANIFEST} beside it is not the base manifest the delta names")
+    base = Manifest.from_bytes(base_bytes, what=f"{what}: {BASE_MANIFEST}")
     wanted = targets.wanted
     deletable = {f.path for f in base.files} - set(wanted)
     seen: set[str] = set()

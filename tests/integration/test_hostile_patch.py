@@ -73,6 +73,18 @@ def _cli(*args: object, fault: str | None = None) -> subprocess.CompletedProcess
     )
 
 
+def _measured(*args: object) -> tuple[int, str, int]:
+    """`kit` in a child process: exit code, stderr and the child's own peak RSS (from wait4)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "kitbuilder.cli", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as child:
+        assert child.stderr is not None
+        stderr = child.stderr.read().decode()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, stderr, usage.ru_maxrss * 1024
+
+
 def _one_line(stderr: str, *words: str) -> None:
     assert stderr.endswith("\n") and stderr.count("\n") == 1, f"not one line: {stderr!r}"
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr
@@ -212,8 +224,9 @@ def test_installed_kit_listing_a_reserved_path_is_refused(release: Release, tmp_
 # planted journals and staging
 
 
-def _journal(release: Release, installed: Path, ops: list[dict[str, str]], **override: Any) -> bytes:
-    """A journal bound to the right base and target, as an attacker who has the delta can write one."""
+def _plant(release: Release, installed: Path, ops: list[dict[str, str]], **override: Any) -> None:
+    """A journal bound to the right base and target, beside the right base manifest, as anyone with the delta
+    and write access to the directory can plant one."""
     base_manifest = (installed / "manifest.json").read_bytes()
     target = kit_members(release.delta)[f"{TARGET}/manifest.json"]
     document = {
@@ -221,11 +234,13 @@ def _journal(release: Release, installed: Path, ops: list[dict[str, str]], **ove
         "baseManifestSha256": hashlib.sha256(base_manifest).hexdigest(),
         "targetManifestSha256": hashlib.sha256(target).hexdigest(),
         "deltaSha256": hashlib.sha256(release.delta.read_bytes()).hexdigest(),
-        "baseManifest": base_manifest.decode(),
         "operations": ops,
     }
-    document.update(override)
-    return jsonio.dump_pretty(document)
+    document.update({k: v for k, v in override.items() if k != "base_manifest"})
+    staging = installed / ".kit-patch"
+    staging.mkdir(exist_ok=True)
+    (staging / "base-manifest.json").write_bytes(override.get("base_manifest", base_manifest))
+    (staging / "journal.json").write_bytes(jsonio.dump_pretty(document))
 
 
 ESCAPES = {
@@ -248,10 +263,8 @@ def test_planted_journal_is_refused(release: Release, tmp_path: Path, case: str)
     outside = _outside(tmp_path)
     installed = release.install(tmp_path / "installed")
     (installed / "notes.txt").write_text("the operator's own notes\n")
-    staging = installed / ".kit-patch"
-    staging.mkdir()
-    (staging / "000001").write_text("#!/bin/sh\nevil\n")
-    (staging / "journal.json").write_bytes(_journal(release, installed, ESCAPES[case]))
+    _plant(release, installed, ESCAPES[case])
+    (installed / ".kit-patch/000001").write_text("#!/bin/sh\nevil\n")
     before = _tree(installed)
     result = release.patch_dir(installed)
     assert result.returncode == 5, result.stderr
@@ -264,19 +277,35 @@ def test_planted_journal_is_refused(release: Release, tmp_path: Path, case: str)
     "override",
     [
         {"journalVersion": 2},
-        {"baseManifest": "{}"},
+        {"base_manifest": b"{}\n"},
         {"operations": "rm -rf"},
     ],
     ids=["version", "base_manifest_not_the_signed_one", "operations_not_a_list"],
 )
 def test_malformed_journal_is_refused(release: Release, tmp_path: Path, override: dict[str, Any]) -> None:
     installed = release.install(tmp_path / "installed")
-    (installed / ".kit-patch").mkdir()
-    (installed / ".kit-patch/journal.json").write_bytes(_journal(release, installed, [], **override))
+    _plant(release, installed, [], **override)
     before = _tree(installed)
     result = release.patch_dir(installed)
     assert result.returncode == 5
     _one_line(result.stderr, "journal.json")
+    assert _tree(installed) == before
+
+
+def test_journal_bomb_is_refused_before_it_is_parsed(release: Release, tmp_path: Path) -> None:
+    """64 MiB of tiny JSON values: refused by its size, which the verified target and base bound, not parsed."""
+    installed = release.install(tmp_path / "installed")
+    _plant(release, installed, [])
+    with (installed / ".kit-patch/journal.json").open("wb") as bomb:  # in chunks: this process stays small
+        bomb.write(b"[")
+        for _ in range(64):
+            bomb.write(b"[]," * ((1 << 20) // 3))
+        bomb.write(b"[]]")
+    before = _tree(installed)
+    code, stderr, peak = _measured("patch", installed, release.delta, "--key", release.kit_env.ed_pub, "--in-place")
+    assert code == 5
+    _one_line(stderr, "journal.json", "more than the", "kit did not write this journal")
+    assert peak < 150 << 20, f"peak RSS {peak >> 20} MiB"
     assert _tree(installed) == before
 
 
@@ -552,9 +581,10 @@ def test_kill_at_every_step_then_rerun_converges(transition: Release, tmp_path: 
         installed = transition.install(tmp_path / f"installed-{number}")
         killed = transition.patch_dir(installed, fault=fault)
         assert killed.returncode == 137, (fault, killed.stderr)
-        state = _kit_tree(installed)
-        if not (installed / ".kit-patch/journal.json").exists() and state != transition.expected:
-            assert {k: v for k, v in state.items() if not k.startswith(".kit-patch/")} == transition.original, fault
+        state = {k: v for k, v in _kit_tree(installed).items() if not k.startswith(".kit-patch/")}
+        if not (installed / ".kit-patch/journal.json").exists():
+            # Without a committed journal the tree is all old (before the commit) or all new (after the end).
+            assert state in (transition.original, transition.expected), fault
         # A second kill during the roll-forward itself, then a clean rerun.
         if fault.startswith("patch-dir:after-op:"):
             again = transition.patch_dir(installed, fault="patch-dir:after-op:1")
