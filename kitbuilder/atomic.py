@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
+from kitbuilder import faults
 from kitbuilder.errors import HostIOError, KitError, UsageError
 
 if TYPE_CHECKING:
@@ -252,6 +253,7 @@ class AtomicFile:
     def commit(self) -> None:
         """Rename into place and make the rename durable."""
         self.finish()
+        faults.point("atomic-before-rename")  # a kill here leaves a complete temp file: the next run clears it
         try:
             os.replace(self.temp, self.final)
         except OSError as exc:
@@ -380,6 +382,7 @@ def scratch_dir(parent: Path, pattern: TempPattern, *, what: Path) -> Iterator[P
         raise os_error(exc, what) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        faults.point("scratch-dir-created")
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)

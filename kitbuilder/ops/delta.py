@@ -311,9 +311,9 @@ def build_delta(
     """``kit build --delta-from``: build the full new kit reusing the base's frames, then cut the delta from it."""
     from kitbuilder.ops.build import build_kit
 
+    directory = check_target(output)  # a bad --out fails before anything is built
     policy = TrustPolicy(keys=tuple(k.public for k in keys), threshold=1)
     base = FrameReuse(base_path, policy)
-    directory = check_target(output)  # a bad --out fails before anything is built
     try:
         if full_output is not None:
             build_kit(spec, keys=keys, output=full_output, options=options, reuse=base)

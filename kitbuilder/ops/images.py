@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kitbuilder import faults
 from kitbuilder.archive import reader, tarfmt, zstdframes
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.reader import Caps
@@ -167,7 +168,19 @@ def export_images(
     whose index names blobs that are not there. HostIOError (exit 12) when the host
     refuses a write, naming the file; UsageError (2) for an unusable ``out_dir``.
     """
-    _prepare_empty(out_dir)
+    created = _prepare_empty(out_dir)
+    try:
+        return _export(kit, out_dir, options, on_bytes)
+    except BaseException:
+        if created:  # a failed export leaves no trace, not even the directory it made
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+
+
+def _export(
+    kit: Path, out_dir: Path, options: VerifyOptions, on_bytes: Callable[[int], None] | None
+) -> ExportResult:
     report = verify_kit(kit, options)
     records = _records(kit, report.manifest)
     with scratch_dir(out_dir, EXPORT_TEMP, what=out_dir) as temp:
@@ -190,6 +203,7 @@ def export_images(
                 if on_bytes is not None:
                     on_bytes(entry.size)
             checked = _check(images, report.manifest)
+        faults.point("export-before-rename")
         try:
             for directory in (temp / "blobs" / "sha256", temp / "blobs", temp):
                 if directory.exists():
@@ -219,10 +233,11 @@ def _move_into(source: Path, target: Path) -> None:
     raise UsageError(f"{target}: appeared while the export ran (another export into {target.parent}?); rerun")
 
 
-def _prepare_empty(out_dir: Path) -> None:
-    """``out_dir`` exists (created here if only its parent does) and holds nothing but leftovers of killed exports."""
+def _prepare_empty(out_dir: Path) -> bool:
+    """Make sure ``out_dir`` exists and is empty but for leftovers of killed exports (cleared); True if created."""
     try:
         out_dir.mkdir()
+        return True
     except FileExistsError:
         if not out_dir.is_dir():
             raise UsageError(f"{out_dir}: exists and is not a directory") from None
@@ -246,6 +261,7 @@ def _prepare_empty(out_dir: Path) -> None:
         raise os_error(exc, out_dir, action="list") from exc
     if others:
         raise UsageError(f"{out_dir}: not empty; export writes a fresh OCI layout into a new or empty directory")
+    return False
 
 
 def push_images(
