@@ -48,7 +48,7 @@ _LONGEST_STEM = 160
 _ATTEMPTS = 100
 
 # The target path itself is wrong (not the host refusing): the user fixes the path, exit 2.
-_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG})
+_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ELOOP, errno.ENAMETOOLONG})
 # What a write is refused with when the host, not the path, is the problem.
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 

@@ -45,13 +45,15 @@ def _one_line(text: str) -> str:
 
 
 def _fail(error: KitError, *, as_json: bool) -> NoReturn:
-    if as_json:
-        document: dict[str, Any] = dict(error.details or {})
-        document.update(
-            {"ok": False, "error": {"kind": error.kind, "exitCode": error.exit_code, "message": _one_line(str(error))}}
-        )
-        _emit_json(document)
-    click.echo(f"kit: {error.kind} error: {_one_line(str(error))}", err=True)
+    # Reporting must not fail in turn (stdout on the disk that just filled up): the exit code still says it all.
+    with contextlib.suppress(OSError):
+        if as_json:
+            document: dict[str, Any] = dict(error.details or {})
+            failure = {"kind": error.kind, "exitCode": error.exit_code, "message": _one_line(str(error))}
+            document.update({"ok": False, "error": failure})
+            _emit_json(document)
+    with contextlib.suppress(OSError):
+        click.echo(f"kit: {error.kind} error: {_one_line(str(error))}", err=True)
     sys.exit(error.exit_code)
 
 
@@ -592,14 +594,15 @@ def sbom(kit: Path, trust: TrustArgs, subject: str | None, output: Path | None, 
         extracted = sbom_op.extract_sbom(kit, policy=policy, subject=subject)
         if output is not None:
             sbom_op.save_sbom(extracted, output)
-    if not extracted.verified:
-        click.echo("kit: signatures not verified (pass --key or --trust-root); digest matches the manifest", err=True)
+    # The SBOM first: if stdout cannot take it, that error is the only line on stderr.
     if output is None:
         sys.stdout.buffer.write(extracted.data)
         sys.stdout.buffer.flush()
-    elif as_json:
+    if not extracted.verified:
+        click.echo("kit: signatures not verified (pass --key or --trust-root); digest matches the manifest", err=True)
+    if output is not None and as_json:
         _emit_json({"ok": True, **extracted.to_json(), "out": str(output)})
-    else:
+    elif output is not None:
         click.echo(f"wrote {output}: {extracted.path} ({extracted.format}, {len(extracted.data)} bytes)")
 
 

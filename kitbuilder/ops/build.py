@@ -236,8 +236,10 @@ def build_kit(
         reuse.check_compatible(build_info)
     sibling = output.with_name(output.name + DETACHED_SUFFIX)
     with_sibling = options.provenance and detached_provenance
+    # A bad output path fails now, not after minutes of compression.
+    check_target(output)
     if with_sibling:
-        check_target(sibling)  # before the build, not after minutes of compression
+        check_target(sibling)
     detached = None
     with AtomicFile(output, shown_as=shown_as) as kit_file:
         # Digests of the compressed output (each data frame, the whole kit for the detached provenance) run

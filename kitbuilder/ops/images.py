@@ -178,9 +178,7 @@ def export_images(
         raise
 
 
-def _export(
-    kit: Path, out_dir: Path, options: VerifyOptions, on_bytes: Callable[[int], None] | None
-) -> ExportResult:
+def _export(kit: Path, out_dir: Path, options: VerifyOptions, on_bytes: Callable[[int], None] | None) -> ExportResult:
     report = verify_kit(kit, options)
     records = _records(kit, report.manifest)
     with scratch_dir(out_dir, EXPORT_TEMP, what=out_dir) as temp:

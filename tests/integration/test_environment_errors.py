@@ -522,3 +522,20 @@ def test_write_errors_name_the_target_not_the_temp_file(tmp_path: Path) -> None:
     full = atomic.os_error(OSError(errno.ENOSPC, "No space left on device", "/x/.t.json.kit-tmp-1-a.part"), target)
     assert isinstance(full, HostIOError) and str(full).startswith(f"{target}: cannot write (No space")
     assert isinstance(atomic.os_error(OSError(errno.EISDIR, "Is a directory"), target), UsageError)
+
+
+def test_a_failure_reported_as_json_to_a_full_disk_keeps_its_own_exit_code(
+    inputs: Inputs, disk: Mount, tmp_path: Path
+) -> None:
+    disk.fill()
+    out = tmp_path / "missing" / "k.kit.tar.zst"
+    with (disk.path / "report.json").open("wb") as stdout:
+        result = subprocess.run(
+            [sys.executable, "-m", "kitbuilder.cli", "build", str(inputs.spec), "--key", str(inputs.key)]
+            + ["--out", str(out), "--json"],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    assert result.returncode == 2
+    assert _one_line(result.stderr).startswith(f"kit: usage error: {out}: cannot write: directory")
