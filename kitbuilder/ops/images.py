@@ -168,17 +168,7 @@ def export_images(
     whose index names blobs that are not there. HostIOError (exit 12) when the host
     refuses a write, naming the file; UsageError (2) for an unusable ``out_dir``.
     """
-    created = _prepare_empty(out_dir)
-    try:
-        return _export(kit, out_dir, options, on_bytes)
-    except BaseException:
-        if created:  # a failed export leaves no trace, not even the directory it made
-            with contextlib.suppress(OSError):
-                out_dir.rmdir()
-        raise
-
-
-def _export(kit: Path, out_dir: Path, options: VerifyOptions, on_bytes: Callable[[int], None] | None) -> ExportResult:
+    _prepare_empty(out_dir)
     report = verify_kit(kit, options)
     records = _records(kit, report.manifest)
     with scratch_dir(out_dir, EXPORT_TEMP, what=out_dir) as temp:
@@ -231,11 +221,11 @@ def _move_into(source: Path, target: Path) -> None:
     raise UsageError(f"{target}: appeared while the export ran (another export into {target.parent}?); rerun")
 
 
-def _prepare_empty(out_dir: Path) -> bool:
-    """Make sure ``out_dir`` exists and is empty but for leftovers of killed exports (cleared); True if created."""
+def _prepare_empty(out_dir: Path) -> None:
+    """Make sure ``out_dir`` exists and is empty but for leftovers of killed exports (cleared)."""
     try:
         out_dir.mkdir()
-        return True
+        return
     except FileExistsError:
         if not out_dir.is_dir():
             raise UsageError(f"{out_dir}: exists and is not a directory") from None
@@ -259,7 +249,6 @@ def _prepare_empty(out_dir: Path) -> bool:
         raise os_error(exc, out_dir, action="list") from exc
     if others:
         raise UsageError(f"{out_dir}: not empty; export writes a fresh OCI layout into a new or empty directory")
-    return False
 
 
 def push_images(

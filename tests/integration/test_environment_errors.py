@@ -249,7 +249,9 @@ def test_a_write_the_host_refuses_is_one_line_exit_12_and_a_rerun_completes(
     result = run_kit(*case.argv(inputs, disk.path / case.primary), env=EPOCH)
     assert result.exit_code == 12, result.output
     assert re.fullmatch(IO_LINE.format(where=re.escape(str(disk.path))), _one_line(result.stderr))
-    assert disk.names() == set(), "nothing under a final name, no temporary file left"
+    # Nothing under a final name, no temporary file left (export may leave the directory it made, empty).
+    assert disk.names() <= ({"layout"} if case.name == "images-export" else set())
+    assert not any(disk.path.rglob("*/*"))
     if fault == "disk-full":
         disk.free()
     else:
