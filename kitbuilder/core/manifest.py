@@ -28,7 +28,7 @@ METADATA_FILES = (SHA256SUMS, SHA256SUMS_SIG, MANIFEST_JSON, MANIFEST_DSSE)
 ATTESTATIONS_DIR = "attestations"
 SIGSTORE_BUNDLE = "SHA256SUMS.sigstore.json"
 MAX_ATTESTATIONS = 16
-_ATTESTATION_NAME = re.compile(r"^attestations/[a-z0-9][a-z0-9._-]{0,100}\.dsse\.json$")
+_ATTESTATION_NAME = re.compile(r"attestations/[a-z0-9][a-z0-9._-]{0,100}\.dsse\.json")
 # Payload members kit build generates itself; inputs cannot use these paths or component ids.
 KIT_SBOM_COMPONENT = "kit-sbom"
 IMAGES_COMPONENT = "kit-images"
@@ -36,7 +36,7 @@ IMAGES_DIR = "images"
 
 
 def is_optional_metadata(name: str) -> bool:
-    return name == SIGSTORE_BUNDLE or _ATTESTATION_NAME.match(name) is not None
+    return name == SIGSTORE_BUNDLE or _ATTESTATION_NAME.fullmatch(name) is not None
 
 
 def metadata_names(present: Iterable[str]) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from kitbuilder.errors import FormatError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 MANIFEST_PREDICATE_TYPE = "https://kitbuilder.dev/manifest/v1"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Statement:
             digest = entry.get("digest") if isinstance(entry, dict) else None
             name = entry.get("name") if isinstance(entry, dict) else None
             value = digest.get("sha256") if isinstance(digest, dict) else None
-            if not isinstance(name, str) or not isinstance(value, str) or not _SHA256.match(value):
+            if not isinstance(name, str) or not isinstance(value, str) or not _SHA256.fullmatch(value):
                 raise FormatError(f"{what}: subject[{number}] needs a name and a lowercase hex sha256 digest")
             subjects.append(Subject(name=name, sha256=value))
         return cls(subjects=tuple(subjects), predicate_type=predicate_type, predicate=predicate)

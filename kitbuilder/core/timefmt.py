@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def parse_utc(text: str) -> datetime:
     """Parse ``YYYY-MM-DD`` (midnight UTC) or an RFC 3339 timestamp; ValueError otherwise."""
-    if _DATE_ONLY.match(text):
+    if _DATE_ONLY.fullmatch(text):
         return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
