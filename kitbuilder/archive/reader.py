@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 
 from kitbuilder.archive import tarfmt, zstdframes
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
-from kitbuilder.archive.index import KitIndex
+from kitbuilder.archive.index import MIN_MEMBER_BYTES, KitIndex
 from kitbuilder.core import paths
 from kitbuilder.errors import ArchiveError, IntegrityError
 
@@ -51,16 +52,34 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     index_offset = zstdframes.parse_footer(stream.read(zstdframes.FOOTER_SIZE))
     if index_offset >= file_size - zstdframes.FOOTER_SIZE:
         raise ArchiveError("kit footer: index offset points past the end of the file")
+    # The index is one skippable frame of raw bytes, read with one read of its declared size: its cost is
+    # bounded before reading (by the members the bytes before it could hold, and by twice the cap, so an
+    # index a little over the cap is still parsed and the refusal below can say by how much) and before parsing.
+    bound = min(2 * caps.max_members + 16, index_offset // MIN_MEMBER_BYTES)
     stream.seek(index_offset)
-    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=index_offset)
-    magic, data = reader.read_skippable(max_size=caps.max_metadata)
+    header = stream.read(8)
+    if len(header) != 8:
+        raise ArchiveError(f"archive truncated at offset {index_offset}: skippable frame header needs 8 bytes")
+    magic, size = struct.unpack("<II", header)
+    if not zstdframes.SKIPPABLE_FIRST <= magic <= zstdframes.SKIPPABLE_LAST:
+        raise ArchiveError(f"offset {index_offset}: expected a skippable frame")
+    limit = min(caps.max_metadata, KitIndex.max_bytes(bound))
+    if size > limit:
+        raise ArchiveError(
+            f"offset {index_offset}: skippable frame of {size} bytes exceeds the cap of {limit} "
+            f"(an index of at most {bound} members)"
+        )
+    data = stream.read(size)
+    if len(data) != size:
+        raise ArchiveError(f"archive truncated at offset {index_offset + 8}: skippable frame needs {size} bytes")
     if magic != zstdframes.INDEX_MAGIC:
         raise ArchiveError(f"kit index: frame at offset {index_offset} is not an index frame")
-    if reader.offset != file_size - zstdframes.FOOTER_SIZE:
+    end = index_offset + 8 + size
+    if end != file_size - zstdframes.FOOTER_SIZE:
         raise ArchiveError(
-            f"kit index: {file_size - zstdframes.FOOTER_SIZE - reader.offset} unexpected bytes between index and footer"
+            f"kit index: {file_size - zstdframes.FOOTER_SIZE - end} unexpected bytes between index and footer"
         )
-    index = KitIndex.from_bytes(data)
+    index = KitIndex.from_bytes(data, max_members=bound)
     if len(index.members) > caps.max_members:
         raise ArchiveError(f"kit index lists {len(index.members)} members, more than the cap of {caps.max_members}")
     return IndexLocation(index=index, index_offset=index_offset, file_size=file_size)

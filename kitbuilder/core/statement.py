@@ -43,8 +43,9 @@ class Statement:
         return jsonio.dump_compact(self.to_json())
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, what: str) -> Statement:
-        document = jsonio.load_object(data, what=what)
+    def from_bytes(cls, data: bytes, *, what: str, limits: jsonio.ParseLimits | None = None) -> Statement:
+        """Parse a statement; FormatError naming ``what``. ``limits`` bound the parse before it starts."""
+        document = jsonio.load_object(data, what=what, limits=limits)
         if document.get("_type") != STATEMENT_TYPE:
             raise FormatError(f"{what}: _type must be {STATEMENT_TYPE}")
         predicate_type = document.get("predicateType")
