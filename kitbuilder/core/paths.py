@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-PORTABLE_COMPONENT = re.compile(r"^[A-Za-z0-9._+@=,-]+$")
+PORTABLE_COMPONENT = re.compile(r"[A-Za-z0-9._+@=,-]+")
 MAX_PATH_BYTES = 255
 # Names kit gives its own state, beside kit files and inside installed kits: the directory-patch
 # journal and staging area (.kit-patch/), locks (.NAME.kit-lock), temporary files (.NAME.<random>.part,
@@ -30,7 +30,7 @@ def problem_with(path: str) -> str | None:
     for part in parts:
         if part in ("", ".", ".."):
             return f"path component {part!r} is not allowed"
-        if not PORTABLE_COMPONENT.match(part):
+        if not PORTABLE_COMPONENT.fullmatch(part):
             return f"component {part!r} has characters outside [A-Za-z0-9._+@=,-]"
         if RESERVED_COMPONENT.fullmatch(part):
             return f"component {part!r} is reserved for kit's own state (.kit-*, .*.kit-lock, .*.part)"

@@ -273,15 +273,6 @@ class Directory:
                         for relative, inner in below.walk():
                             yield f"{name}/{relative}", inner
 
-    def fd_path(self, name: str) -> Path:
-        """A path naming ``name`` in this open directory through the descriptor itself (Linux /proc/self/fd).
-
-        For code that takes a path to create a file (with O_EXCL|O_NOFOLLOW): the directory
-        is reached through its descriptor, never through its name, so a directory swapped
-        or linked meanwhile cannot redirect the file.
-        """
-        return Path(f"/proc/self/fd/{self.fd}/{name}")
-
     def create(self, name: str, *, mode: int = 0o644) -> BinaryIO:
         """A new file ``name`` here, created exclusively (a planted name of any kind is refused)."""
         try:

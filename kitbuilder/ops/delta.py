@@ -24,7 +24,7 @@ from kitbuilder.archive import reader
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer import KitWriter
-from kitbuilder.atomic import atomic_output
+from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
 from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest
 from kitbuilder.errors import IntegrityError, KitError, PolicyError, UsageError
 from kitbuilder.ops.confined import Directory, host_error
@@ -232,7 +232,7 @@ def open_verified_delta(path: Path, options: VerifyOptions) -> Iterator[Verified
     with open_kit(path) as stream:
         report = verify_kit(path, options, stream=stream)
         # Between verifying and using: kill/swap tests hook here; only ``stream`` is used from now on.
-        faults.point("patch:verified")
+        faults.point("patch-verified")
         info = report.manifest.delta
         if info is None:
             raise UsageError(f"{path}: not a delta kit (its manifest has no delta block); use it as a full kit")
@@ -287,7 +287,7 @@ def patch_kit(
                 return PatchResult(output, manifest, 0, 0, 0, already_patched=True)
             delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
             result = _write_patched(directory, output, delta, base_stream, base_manifest, caps)
-            faults.point("patch-file:renamed")
+            faults.point("patch-file-renamed")
             return result
 
 
@@ -362,7 +362,7 @@ def _write_patched(
                 raise IntegrityError(f"{item.path}: neither the base nor the delta holds its content")
             if (written.offset, written.length, written.frame_sha256) != (item.offset, item.length, item.frame_sha256):
                 raise IntegrityError(f"{item.path}: patched member differs from the signed target (frame digest)")
-            faults.point("patch-file:member")
+            faults.point("patch-file-member")
         for name in delta.target.members:
             writer.add_bytes(name, delta.target.members[name])
         writer.finish()
@@ -382,17 +382,22 @@ def build_delta(
     """``kit build --delta-from``: build the full new kit reusing the base's frames, then cut the delta from it."""
     from kitbuilder.ops.build import build_kit
 
+    directory = check_target(output)  # a bad --out fails before anything is built
     policy = TrustPolicy(keys=tuple(k.public for k in keys), threshold=1)
     base = FrameReuse(base_path, policy)
-    full = full_output or output.with_name(f".{output.name}.full.part")
     try:
-        build_kit(
-            spec, keys=keys, output=full, options=options, reuse=base, detached_provenance=full_output is not None
-        )
-        result = write_delta(full, base, keys=keys, output=output, policy=policy)
+        if full_output is not None:
+            build_kit(spec, keys=keys, output=full_output, options=options, reuse=base)
+            return write_delta(full_output, base, keys=keys, output=output, policy=policy)
+        # Without --full-out the full kit lives in a private directory kit creates beside the output
+        # (never a fixed name someone could plant), removed at the end; one a killed run left is cleared.
+        pattern = temp_pattern(output, DIR_SUFFIX)
+        clear_stale(directory, pattern, is_dir=True)
+        with scratch_dir(directory, pattern, what=output) as scratch:
+            full = scratch / output.name
+            build_kit(
+                spec, keys=keys, output=full, options=options, reuse=base, detached_provenance=False, shown_as=output
+            )
+            return write_delta(full, base, keys=keys, output=output, policy=policy)
     finally:
         base.close()
-        if full_output is None:
-            with contextlib.suppress(OSError):
-                full.unlink()
-    return result

@@ -36,6 +36,7 @@ from kitbuilder.core.manifest import (
     METADATA_FILES,
     SIGSTORE_BUNDLE,
     Manifest,
+    MetadataBudget,
     metadata_names,
 )
 from kitbuilder.errors import ArchiveError, FormatError, HostIOError, IntegrityError, KitError, UsageError
@@ -89,6 +90,7 @@ def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
         {name: entry.size for name, entry in by_path.items()},
         lambda name: reader.read_member(stream, by_path[name], caps),
         caps,
+        MetadataBudget(len(location.index.members)),
         source="kit index",
         what=lambda name: name,
         missing=missing,
@@ -109,6 +111,9 @@ def read_target_metadata(stream: BinaryIO, caps: Caps) -> Metadata:
         sizes,
         lambda name: reader.read_member(stream, by_path[prefix + name], caps),
         caps,
+        # The target's members are content of the delta its signature covers (verified before this is read), so
+        # the budget is the largest kit the caps allow, not one derived from unsigned counts.
+        MetadataBudget(caps.max_members),
         source=f"delta kit index ({prefix})",
         what=lambda name: prefix + name,
         missing=missing,
@@ -150,8 +155,15 @@ def read_installed_metadata(directory: confined.Directory, caps: Caps) -> Metada
                 fds[name], caps.max_metadata, what=directory.name(name), too_big=lambda m: ArchiveError(m)
             )
 
+        # An installed directory lists no member count before its manifest is read: the caps' largest kit.
         members, envelope, manifest = _assemble(
-            sizes, read, caps, source=directory.shown, what=lambda name: directory.name(name), missing=missing
+            sizes,
+            read,
+            caps,
+            MetadataBudget(caps.max_members),
+            source=directory.shown,
+            what=lambda name: directory.name(name),
+            missing=missing,
         )
     finally:
         for fd in fds.values():
@@ -163,6 +175,7 @@ def _assemble(
     sizes: Mapping[str, int],
     read: Callable[[str], bytes],
     caps: Caps,
+    budget: MetadataBudget,
     *,
     source: str,
     what: Callable[[str], str],
@@ -178,6 +191,9 @@ def _assemble(
             raise missing(name)
         if sizes[name] > caps.max_metadata:
             raise ArchiveError(f"{what(name)}: {sizes[name]} bytes exceeds the metadata cap of {caps.max_metadata}")
+        # Each required document may cost what it would in an honest kit of this many members
+        # (docs/parse-limits.md): checked on sizes before anything is read, on structure before parsing.
+        budget.check_size(name, sizes[name])
     # Optional members are unsigned: bound them together, from their sizes, before any is read.
     optional_bytes = sum(sizes[name] for name in names if name not in METADATA_FILES)
     if optional_bytes > caps.max_metadata:
@@ -187,7 +203,7 @@ def _assemble(
         )
     members = {name: read(name) for name in names}
     envelope = Envelope.from_bytes(members[MANIFEST_DSSE], what=what(MANIFEST_DSSE))
-    manifest = Manifest.from_bytes(members[MANIFEST_JSON], what=what(MANIFEST_JSON))
+    manifest = Manifest.from_bytes(members[MANIFEST_JSON], what=what(MANIFEST_JSON), limits=budget.manifest_limits())
     for path in (f.path for f in manifest.files):
         problem = paths.problem_with(path)
         if problem is not None:

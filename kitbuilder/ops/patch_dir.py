@@ -38,7 +38,7 @@ from kitbuilder.core import jsonio, paths
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, Manifest, is_optional_metadata
 from kitbuilder.errors import FormatError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import CHUNK, Directory, host_error, read_bounded
-from kitbuilder.ops.delta import VerifiedDelta, _as_index_entry, open_verified_delta
+from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
 from kitbuilder.ops.kitfile import Metadata, check_layout, read_installed_metadata
 from kitbuilder.ops.verify import VerifyOptions, check_signed_metadata
 
@@ -175,7 +175,7 @@ def patch_directory(
         try:
             with staging:
                 written = _stage(root, staging, delta, plan, options.caps)
-                faults.point("patch-dir:staged")
+                faults.point("patch-dir-staged")
                 with staging.new_file(BASE_MANIFEST) as out:
                     out.write(installed.members[MANIFEST_JSON])
                 with staging.new_file(JOURNAL_TEMP) as out:
@@ -190,7 +190,7 @@ def patch_directory(
             with contextlib.suppress(KitError):
                 root.remove_tree(STAGING, refuse=_state)
             raise
-        faults.point("patch-dir:committed")
+        faults.point("patch-dir-committed")
         _carry_out(root, journal, _Targets(delta))
         _finish(root)
         return DirPatchResult(directory, delta.target_manifest, plan.reused, written, plan.removed, rolled_forward)
@@ -326,7 +326,7 @@ def _carry_out(root: Directory, journal: Journal, targets: _Targets) -> None:
                 _rmdir(root, operation.path)
             else:
                 _replace(root, staging, operation, targets.wanted[operation.path])
-            faults.point("patch-dir:after-op")
+            faults.point("patch-dir-after-op")
     root.sync()
 
 
@@ -407,7 +407,7 @@ def _finish(root: Directory) -> None:
         with staging:
             staging.unlink(JOURNAL)
             staging.sync()
-    faults.point("patch-dir:journal-removed")
+    faults.point("patch-dir-journal-removed")
     root.remove_tree(STAGING, refuse=_state)
     root.sync()
 
@@ -554,17 +554,16 @@ def _stage(root: Directory, staging: Directory, delta: VerifiedDelta, plan: _Pla
     """Write every staged file (fsynced) under ``staging``; returns how many payload files will be written."""
     for name, (item, source) in sorted(plan.sources.items()):
         if isinstance(source, FileEntry):
-            # The delta's entry comes from its signed manifest; the bytes come from the verified descriptor.
-            try:
-                digest = reader.read_member_to(delta.stream, _as_index_entry(source), caps, staging.fd_path(name))
-            except OSError as exc:
-                raise host_error(exc, staging.name(name), "write") from exc
-            if digest != item.sha256:
+            # The entry comes from the delta's signed manifest, the bytes from the descriptor that was verified;
+            # the member reader checks size, frame digest and content digest before its last piece.
+            with staging.new_file(name) as out:
+                for piece in reader.member_chunks(delta.stream, source, caps, against="signed"):
+                    out.write(piece)
+            if source.sha256 != item.sha256:
                 raise IntegrityError(f"{item.path}: delta content differs from the signed target")
         else:
             _copy_donor(root, staging, name, item, source)
-        _sync_file(staging, name)
-        faults.point("patch-dir:staged-file")
+        faults.point("patch-dir-staged-file")
     for name, member in plan.metadata.items():
         with staging.new_file(name) as out:
             out.write(delta.target.members[member])
@@ -587,13 +586,3 @@ def _copy_donor(root: Directory, staging: Directory, name: str, item: FileEntry,
             return
         staging.unlink(name)
     raise IntegrityError(f"{item.path}: neither the delta nor the installed kit holds its content")
-
-
-def _sync_file(staging: Directory, name: str) -> None:
-    fd = staging.open_regular(name, refuse=_state)
-    if fd is None:
-        raise _state(f"{staging.name(name)}: staged file vanished")
-    try:
-        _sync_fd(fd, staging.name(name))
-    finally:
-        os.close(fd)

@@ -35,6 +35,7 @@ from kitbuilder.core.manifest import (
     SIGSTORE_BUNDLE,
     FileEntry,
     Manifest,
+    MetadataBudget,
 )
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, PROVENANCE_PREDICATE_TYPE, read_predicate
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement
@@ -132,7 +133,11 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise FormatError(f"{MANIFEST_DSSE}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
     signers = verify_envelope(envelope, policy, what=MANIFEST_DSSE)
-    statement = Statement.from_bytes(envelope.payload, what=f"{MANIFEST_DSSE} payload")
+    # The statement holds the manifest and one subject per file: bounded by what its kit's members need.
+    budget = MetadataBudget(len(metadata.manifest.files) + len(metadata.members))
+    statement = Statement.from_bytes(
+        envelope.payload, what=f"{MANIFEST_DSSE} payload", limits=budget.statement_limits()
+    )
     if statement.predicate_type != MANIFEST_PREDICATE_TYPE:
         raise FormatError(
             f"{MANIFEST_DSSE}: predicateType {statement.predicate_type!r}, expected {MANIFEST_PREDICATE_TYPE}"

@@ -159,7 +159,7 @@ def test_kill_during_in_place_patch_always_leaves_old_or_new(
     code, report = run_json("verify", full, "--key", kit_env.ed_pub, "--no-state")
     assert code == 0
     members = report["files"]
-    for fault in [*(f"patch-file:member:{n}" for n in range(1, members + 1)), "patch-file:renamed"]:
+    for fault in [*(f"patch-file-member:{n}" for n in range(1, members + 1)), "patch-file-renamed"]:
         base.write_bytes(old)
         killed = _kit_cli(*command, fault=fault)
         assert killed.returncode == 137, (fault, killed.stderr)
@@ -222,9 +222,9 @@ def test_kill_during_directory_patch_rolls_forward(kit_env: KitEnv, release_pair
     probe = kit_env.root / "probe"
     _extract(base, probe)
     command = ["patch", None, delta, "--key", kit_env.ed_pub, "--in-place"]
-    assert _kit_cli(*command[:1], probe, *command[2:], fault="patch-dir:committed").returncode == 137
+    assert _kit_cli(*command[:1], probe, *command[2:], fault="patch-dir-committed").returncode == 137
     steps = len(json.loads((probe / ".kit-patch/journal.json").read_bytes())["operations"])
-    faults = ["patch-dir:staged", "patch-dir:committed", *(f"patch-dir:after-op:{n}" for n in range(1, steps + 1))]
+    faults = ["patch-dir-staged", "patch-dir-committed", *(f"patch-dir-after-op:{n}" for n in range(1, steps + 1))]
     for number, fault in enumerate(faults):
         installed = kit_env.root / f"installed-{number}"
         _extract(base, installed)
@@ -235,5 +235,5 @@ def test_kill_during_directory_patch_rolls_forward(kit_env: KitEnv, release_pair
             assert tree in (original, expected), fault
         code, document = run_json(*command[:1], installed, *command[2:])
         assert code == 0, (fault, document)
-        assert document["rolledForward"] == fault.startswith(("patch-dir:after", "patch-dir:comm"))
+        assert document["rolledForward"] == fault.startswith(("patch-dir-after", "patch-dir-comm"))
         assert _tree(installed) == expected, fault

@@ -320,7 +320,7 @@ def test_journal_of_another_delta_is_refused_and_its_own_delta_finishes_it(
     kit_env: KitEnv, release: Release, tmp_path: Path
 ) -> None:
     installed = release.install(tmp_path / "installed")
-    killed = release.patch_dir(installed, fault="patch-dir:committed")
+    killed = release.patch_dir(installed, fault="patch-dir-committed")
     assert killed.returncode == 137
     assert (installed / ".kit-patch/journal.json").exists()
     # A second genuine delta from the same base to another release.
@@ -421,7 +421,7 @@ def test_delta_swapped_after_verification_is_never_used(
     swapped: list[str] = []
 
     def swap(name: str) -> None:
-        if name == "patch:verified" and not swapped:
+        if name == "patch-verified" and not swapped:
             os.replace(replacement, release.delta)
             swapped.append(name)
         real_point(name)
@@ -484,7 +484,7 @@ def test_kill_after_the_final_rename_then_rerun_reports_already_patched(
     target = release.base if how == "in_place" else tmp_path / "new.kit.tar.zst"
     where = ["--in-place"] if how == "in_place" else ["--out", target]
     args = ["patch", release.base, release.delta, "--key", release.kit_env.ed_pub, *where]
-    killed = _cli(*args, fault="patch-file:renamed")
+    killed = _cli(*args, fault="patch-file-renamed")
     assert killed.returncode == 137
     assert target.read_bytes() == release.full.read_bytes()
     assert (target.parent / f".{target.name}.kit-lock").exists(), "the kill left its lock file"
@@ -501,7 +501,7 @@ def test_kill_after_the_final_rename_then_rerun_reports_already_patched(
 def test_kill_mid_write_leaves_a_part_file_the_rerun_removes(release: Release, tmp_path: Path) -> None:
     args = ["patch", release.base, release.delta, "--key", release.kit_env.ed_pub, "--in-place"]
     before = release.base.read_bytes()
-    killed = _cli(*args, fault="patch-file:member:2")
+    killed = _cli(*args, fault="patch-file-member:2")
     assert killed.returncode == 137
     assert release.base.read_bytes() == before
     assert list(release.base.parent.glob(f".{release.base.name}.*.part"))
@@ -564,7 +564,7 @@ def transition(kit_env: KitEnv) -> Release:
 
 def _operations(release: Release, tmp_path: Path) -> int:
     probe = release.install(tmp_path / "probe")
-    assert release.patch_dir(probe, fault="patch-dir:committed").returncode == 137
+    assert release.patch_dir(probe, fault="patch-dir-committed").returncode == 137
     journal = json.loads((probe / ".kit-patch/journal.json").read_bytes())
     kinds = {o["op"] for o in journal["operations"]}
     assert kinds == {"delete", "rmdir", "replace"}, kinds
@@ -582,8 +582,8 @@ def test_clean_patch_across_file_directory_transitions(transition: Release, tmp_
 @pytest.mark.slow
 def test_kill_at_every_step_then_rerun_converges(transition: Release, tmp_path: Path) -> None:
     count = _operations(transition, tmp_path)
-    faults = [f"patch-dir:after-op:{n}" for n in range(1, count + 1)]
-    faults += ["patch-dir:staged-file:1", "patch-dir:staged", "patch-dir:committed", "patch-dir:journal-removed"]
+    faults = [f"patch-dir-after-op:{n}" for n in range(1, count + 1)]
+    faults += ["patch-dir-staged-file:1", "patch-dir-staged", "patch-dir-committed", "patch-dir-journal-removed"]
     for number, fault in enumerate(faults):
         installed = transition.install(tmp_path / f"installed-{number}")
         killed = transition.patch_dir(installed, fault=fault)
@@ -593,8 +593,8 @@ def test_kill_at_every_step_then_rerun_converges(transition: Release, tmp_path: 
             # Without a committed journal the tree is all old (before the commit) or all new (after the end).
             assert state in (transition.original, transition.expected), fault
         # A second kill during the roll-forward itself, then a clean rerun.
-        if fault.startswith("patch-dir:after-op:"):
-            again = transition.patch_dir(installed, fault="patch-dir:after-op:1")
+        if fault.startswith("patch-dir-after-op:"):
+            again = transition.patch_dir(installed, fault="patch-dir-after-op:1")
             assert again.returncode in (0, 137), (fault, again.stderr)
         rerun = run_kit("patch", installed, transition.delta, "--key", transition.kit_env.ed_pub, "--in-place")
         assert rerun.exit_code == 0, (fault, rerun.stderr)
