@@ -367,6 +367,11 @@ def _rmdir(root: Directory, path: str) -> None:
 
 def _replace(root: Directory, staging: Directory, operation: Operation, sha256: str) -> None:
     assert operation.staged is not None
+    if staging.kind(operation.staged) not in (None, "file"):
+        raise UsageError(
+            f"{staging.name(operation.staged)}: is not a file kit staged (a link or special file?); "
+            f"remove {staging.shown} and rerun"
+        )
     fd = staging.open_regular(operation.staged, refuse=_state)
     if fd is None:
         # Renamed by an earlier run that was killed: the path must now hold the new content.

@@ -341,7 +341,9 @@ def test_journal_of_another_delta_is_refused_and_its_own_delta_finishes_it(
     assert _kit_tree(installed) == release.expected
 
 
-@pytest.mark.parametrize("shape", ["staging_is_a_link", "journal_is_a_link", "staging_is_a_file"])
+@pytest.mark.parametrize(
+    "shape", ["staging_is_a_link", "journal_is_a_link", "staging_is_a_file", "staged_file_is_a_link"]
+)
 def test_planted_staging_is_refused(release: Release, tmp_path: Path, shape: str) -> None:
     outside = _outside(tmp_path)
     (outside / "journal.json").write_bytes(b'{"operations": []}\n')
@@ -351,12 +353,15 @@ def test_planted_staging_is_refused(release: Release, tmp_path: Path, shape: str
     elif shape == "journal_is_a_link":
         (installed / ".kit-patch").mkdir()
         (installed / ".kit-patch/journal.json").symlink_to(outside / "journal.json")
-    else:
+    elif shape == "staging_is_a_file":
         (installed / ".kit-patch").write_text("not a directory\n")
+    else:  # a journal bound to this delta whose staged file is a link to a file outside
+        _plant(release, installed, [{"op": "replace", "path": "docs/operator/RUNBOOK.md", "staged": "000001"}])
+        (installed / ".kit-patch/000001").symlink_to(outside / "canary")
     before, outside_before = _tree(installed), _tree(outside)
     result = release.patch_dir(installed)
     assert result.returncode == 2
-    _one_line(result.stderr, ".kit-patch", "remove it and rerun")
+    _one_line(result.stderr, ".kit-patch", "and rerun")
     assert _tree(installed) == before
     assert _tree(outside) == outside_before
 
