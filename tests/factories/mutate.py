@@ -25,6 +25,7 @@ the trusted key after its statement is edited.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import os
@@ -365,7 +366,7 @@ ENCODINGS: dict[str, Callable[[bytes], bytes]] = {
         d, blocks=[hostile.raw_block(b"", last=False), *_raw_blocks(d)], content_size=len(d), fcs_bytes=8
     ),
     "no-last-block": lambda d: hostile.hand_frame(
-        d, blocks=[*_raw_blocks(d)[:-1], hostile.raw_block(d[-1:], last=False)] if d else [], content_size=len(d)
+        d, blocks=[hostile.raw_block(d[i : i + 100_000], last=False) for i in range(0, len(d), 100_000)]
     ),
     "reserved-block-type": lambda d: hostile.frame_header(content_size=len(d), fcs_bytes=8)
     + hostile.block_header(3, len(d), last=True)
@@ -437,10 +438,12 @@ class JsonEdit:
     op: str  # set | delete | add-key | duplicate-key | duplicate-item | wrap | stringify | tweak
     value: Any = None
     key: str = "x"
+    at: tuple[Any, ...] | None = None  # a JSON path that overrides ``node`` (for hand-written cases)
 
     def apply(self, document: Any) -> Any:
+        document = copy.deepcopy(document)  # never alias the caller's tree (a wrapped root would contain itself)
         paths = list(_nodes(document))
-        path = paths[self.node % len(paths)]
+        path = self.at if self.at is not None else paths[self.node % len(paths)]
         parent, last = _parent(document, path)
         node = _get(document, path)
         if self.op == "set":
@@ -651,6 +654,42 @@ def _header_encoding(mutation: Mutation) -> bytes:
         member.header_frame = encode(hostile.ustar_header(member.path, len(member.data)))
 
     return _member_knob(mutation, change)
+
+
+SMUGGLE_ENCODINGS: dict[str, Callable[[bytes, int], bytes]] = {
+    # (what the frame really holds, the size the signer declares) -> frame
+    "fcs0-raw": lambda d, n: hostile.hand_frame(d, content_size=0, fcs_bytes=8),
+    "fcs-declared-raw": lambda d, n: hostile.hand_frame(d, content_size=n, fcs_bytes=8),
+    "fcs-declared-single-segment": lambda d, n: hostile.hand_frame(d, window_log=None, content_size=n, fcs_bytes=8),
+    "no-fcs-raw": lambda d, n: hostile.hand_frame(d),
+    "fcs-declared-compressed": lambda d, n: _with_content_size(hostile.zframe(d), n),
+}
+
+
+def _with_content_size(frame: bytes, size: int) -> bytes:
+    """``frame`` (8-byte content size written by zstandard for large inputs or not) re-headed to declare ``size``."""
+    descriptor = frame[4]
+    if descriptor >> 6 != 3:  # rebuild with an 8-byte FCS, keeping the checksum flag and the blocks
+        return frame
+    return frame[:6] + size.to_bytes(8, "little") + frame[14:]
+
+
+def _smuggle(mutation: Mutation) -> bytes:
+    """A hostile signer signs what a lenient decoder sees in a member, while the frame holds a whole hidden
+    tar member (header and data) after it: stock ``zstd -dc | tar -x`` extracts the hidden file too."""
+    encode = SMUGGLE_ENCODINGS[mutation.encoding]
+    members = base_members()
+    member = next(m for m in members if m.path == mutation.where)
+    if mutation.edit is not None and isinstance(mutation.edit, Edit) and mutation.edit.op == "truncate":
+        member.data = b""
+    signed = padded(member.data)
+    member.data_frame = encode(signed + _hidden_member(), len(signed))
+    return Recipe(members=members).build().data
+
+
+def _hidden_member() -> bytes:
+    data = b"#!/bin/sh\necho pwned\n"
+    return hostile.ustar_header("docs/evil.sh", len(data), mode=0o755) + padded(data)
 
 
 def _padding(mutation: Mutation) -> bytes:
@@ -889,6 +928,7 @@ BUILDERS: dict[str, Callable[[Mutation], bytes]] = {
     "data-frame": _data_frame,
     "data-encoding": _encoding,
     "padding": _padding,
+    "smuggle": _smuggle,
     "insert": _insert,
     "end-frame": _end_frame,
     "index-json": _index_json,
@@ -926,6 +966,13 @@ def mutations() -> st.SearchStrategy[Mutation]:
         st.builds(m, layer=st.just("data-frame"), where=members, edit=edits()),
         st.builds(m, layer=st.just("data-encoding"), where=members, encoding=st.sampled_from(sorted(ENCODINGS))),
         st.builds(m, layer=st.just("padding"), where=payload, edit=edits(8)),
+        st.builds(
+            m,
+            layer=st.just("smuggle"),
+            where=payload,
+            encoding=st.sampled_from(sorted(SMUGGLE_ENCODINGS)),
+            edit=st.sampled_from([None, Edit("truncate")]),  # truncate: the member is signed empty
+        ),
         st.builds(m, layer=st.just("insert"), where=places, edit=inserts),
         st.builds(
             m,
