@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import json
 import os
 import subprocess
@@ -42,7 +41,6 @@ import zstandard
 from hypothesis import strategies as st
 
 from kitbuilder.archive import zstdframes
-
 from tests.factories import hostile
 from tests.factories.hostile import RELEASE, Member, Recipe
 from tests.factories.keys import write_pair
@@ -134,7 +132,12 @@ def edits(max_insert: int = 64) -> st.SearchStrategy[Edit]:
         st.builds(Edit, op=st.just("delete"), at=position, arg=st.integers(1, 16)),
         st.builds(Edit, op=st.just("duplicate"), at=position, arg=st.integers(1, 600)),
         st.builds(Edit, op=st.just("zero-fill"), at=position, arg=st.integers(1, 64)),
-        st.builds(Edit, op=st.just("insert"), at=position, data=st.sampled_from(INSERTS) | st.binary(min_size=1, max_size=max_insert)),
+        st.builds(
+            Edit,
+            op=st.just("insert"),
+            at=position,
+            data=st.sampled_from(INSERTS) | st.binary(min_size=1, max_size=max_insert),
+        ),
     )
 
 
@@ -347,10 +350,12 @@ ENCODINGS: dict[str, Callable[[bytes], bytes]] = {
     "no-checksum": _compress(3, write_checksum=False),
     "no-content-size": _compress(3, write_checksum=True, write_content_size=False),
     "raw-blocks": lambda d: hostile.hand_frame(d, content_size=len(d), fcs_bytes=8),
-    "raw-blocks-checksum": lambda d: hostile.hand_frame(d, content_size=len(d), fcs_bytes=8, checksum=True)
-    + _xxh64_low(d),
-    "raw-blocks-wrong-checksum": lambda d: hostile.hand_frame(d, content_size=len(d), fcs_bytes=8, checksum=True)
-    + b"\0\0\0\0",
+    "raw-blocks-checksum": lambda d: (
+        hostile.hand_frame(d, content_size=len(d), fcs_bytes=8, checksum=True) + _xxh64_low(d)
+    ),
+    "raw-blocks-wrong-checksum": lambda d: (
+        hostile.hand_frame(d, content_size=len(d), fcs_bytes=8, checksum=True) + b"\0\0\0\0"
+    ),
     "raw-blocks-missing-checksum": lambda d: hostile.hand_frame(d, content_size=len(d), fcs_bytes=8, checksum=True),
     "raw-blocks-single-segment": lambda d: hostile.hand_frame(d, window_log=None, content_size=len(d)),
     "raw-blocks-fcs0": lambda d: hostile.hand_frame(d, content_size=0, fcs_bytes=8),
@@ -368,9 +373,9 @@ ENCODINGS: dict[str, Callable[[bytes], bytes]] = {
     "no-last-block": lambda d: hostile.hand_frame(
         d, blocks=[hostile.raw_block(d[i : i + 100_000], last=False) for i in range(0, len(d), 100_000)]
     ),
-    "reserved-block-type": lambda d: hostile.frame_header(content_size=len(d), fcs_bytes=8)
-    + hostile.block_header(3, len(d), last=True)
-    + d,
+    "reserved-block-type": lambda d: (
+        hostile.frame_header(content_size=len(d), fcs_bytes=8) + hostile.block_header(3, len(d), last=True) + d
+    ),
     "two-frames": lambda d: hostile.zframe(d[: len(d) // 2]) + hostile.zframe(d[len(d) // 2 :]),
     "frame-then-empty-frame": lambda d: hostile.zframe(d) + _empty_zstd_frame(),
     "frame-then-skippable": lambda d: hostile.zframe(d) + INSERTS[0],
@@ -780,9 +785,11 @@ def _signed_statement(mutation: Mutation) -> bytes:
     def envelope(document: dict[str, Any]) -> None:
         resign_envelope(document, state["payload"])
 
-    return _recipe(
-        payload_hook=payload, envelope_hook=envelope, manifest_json_hook=lambda _: state["predicate"]
-    ).build().data
+    return (
+        _recipe(payload_hook=payload, envelope_hook=envelope, manifest_json_hook=lambda _: state["predicate"])
+        .build()
+        .data
+    )
 
 
 def _sums(mutation: Mutation) -> bytes:

@@ -28,7 +28,9 @@ class KnownBug:
 
 def _undecoded_frame(mutation: Mutation, problem: str, problems: list[str]) -> bool:
     """Stock zstd finds the accepted kit corrupt; what tar then extracts (or not) follows from that."""
-    corrupt = any(p.startswith("verify exit 0, but zstd -dc exits") and "Data corruption detected" in p for p in problems)
+    corrupt = any(
+        p.startswith("verify exit 0, but zstd -dc exits") and "Data corruption detected" in p for p in problems
+    )
     return corrupt and problem.startswith("verify exit 0, but")
 
 

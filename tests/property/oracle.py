@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from kitbuilder.cli import main
 from tests.factories.hostile import RELEASE
 from tests.factories.mutate import pae
 
-METADATA = frozenset({"SHA256SUMS", "SHA256SUMS.sig", "manifest.json", "manifest.dsse.json", "SHA256SUMS.sigstore.json"})
+METADATA = frozenset(
+    {"SHA256SUMS", "SHA256SUMS.sig", "manifest.json", "manifest.dsse.json", "SHA256SUMS.sigstore.json"}
+)
 
 
 @dataclass(frozen=True)
@@ -145,13 +149,14 @@ def _signature_problems(files: dict[str, bytes]) -> list[str]:
         envelope = json.loads(files["manifest.dsse.json"])
         payload = base64.b64decode(envelope["payload"], validate=True)
         message = pae(envelope["payloadType"], payload)
-        public = RELEASE.key.public_key()  # type: ignore[union-attr]
+        public = RELEASE.key.public_key()
+        assert isinstance(public, ed25519.Ed25519PublicKey), "the trusted test key is Ed25519"
         valid = False
         for signature in envelope["signatures"]:
             try:
                 public.verify(base64.b64decode(signature["sig"]), message)
                 valid = True
-            except Exception:  # noqa: BLE001, S112 - any failure just means "not this signature"
+            except (InvalidSignature, ValueError, TypeError, KeyError):  # not this signature
                 continue
         if not valid:
             return ["manifest.dsse.json carries no valid signature by the trusted key"]
