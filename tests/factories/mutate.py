@@ -805,12 +805,16 @@ def _unsigned_json(mutation: Mutation) -> bytes:
     if mutation.where == "manifest.json":
         return _recipe(manifest_json_hook=lambda raw: dump(edit.apply(json.loads(raw)), pretty=True)).build().data
 
-    def hook(document: dict[str, Any]) -> None:
-        edited = edit.apply(document)
-        document.clear()
-        document.update(edited if isinstance(edited, dict) else {"payloadType": edited})
+    state: dict[str, Any] = {}
 
-    return _recipe(envelope_hook=hook).build().data
+    def keep(document: dict[str, Any]) -> None:
+        state["envelope"] = edit.apply(document)
+
+    def replace(member: Member) -> None:  # written by ``dump``, which can also write what kit's writer cannot
+        if member.path == "manifest.dsse.json":
+            member.data = dump(state["envelope"], pretty=True)
+
+    return _recipe(envelope_hook=keep, metadata_hook=replace).build().data
 
 
 def _envelope_bytes(mutation: Mutation) -> bytes:

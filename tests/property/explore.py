@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, seed, settings
 def problem_class(layer: str, problems: list[str]) -> str:
     first = problems[0]
     first = re.sub(r"'[^']*'|\"[^\"]*\"|\[[^\]]*\]", "…", first)
+    first = re.sub(r"\S*mutant\.kit\.tar\.zst", "KIT", first)
     first = re.sub(r"\d+", "N", first)
     return f"{layer}: {first[:160]}"
 
