@@ -450,6 +450,8 @@ class JsonEdit:
         paths = list(_nodes(document))
         path = self.at if self.at is not None else paths[self.node % len(paths)]
         parent, last = _parent(document, path)
+        if isinstance(parent, dict) and last not in parent:  # a hand-written path to a key that is not there
+            parent[last] = None
         node = _get(document, path)
         if self.op == "set":
             replacement: Any = self.value

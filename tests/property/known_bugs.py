@@ -52,6 +52,10 @@ def _impossible_date(mutation: Mutation, problem: str, problems: list[str]) -> b
     )
 
 
+def _state_file_name_too_long(mutation: Mutation, problem: str, problems: list[str]) -> bool:
+    return problem.startswith("verify: exit 2 is not a verdict") and "File name too long" in problem
+
+
 KNOWN_BUGS: tuple[KnownBug, ...] = (
     KnownBug(
         "frame-declared-size-not-decoded",
@@ -82,6 +86,18 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
         "(ValueError from datetime)",
         Mutation("signed-statement", "predicate", JsonEdit(0, "set", "2099-02-30T00:00:00Z", at=("kit", "expires"))),
         _impossible_date,
+    ),
+)
+
+
+KNOWN_BUGS += (
+    KnownBug(
+        "long-kit-name-exit-2",
+        "the schema does not bound kit.name or kit.channel; a validly signed kit named with 300 characters passes "
+        "every check, then verify exits 2 ('usage error: …/<name>@<channel>.json: cannot create output (File name "
+        "too long)') recording the anti-rollback state: a verdict of 2 for a kit's content, and a kit no host accepts",
+        Mutation("signed-predicate", "manifest", JsonEdit(0, "set", "a" * 300, at=("kit", "name"))),
+        _state_file_name_too_long,
     ),
 )
 
