@@ -24,17 +24,6 @@ DOCUMENT: dict[str, Any] = json.loads((HERE / "vectors.json").read_text())
 VECTORS = {vector["name"]: vector for vector in DOCUMENT["vectors"]}
 
 BUGS = {
-    "frame-fcs0-raw-block": "issue 10.3: a data frame declaring Frame_Content_Size 0 is not decoded; verify exits 0 "
-    "while `zstd -dc | tar -x` extracts docs/evil.sh, which nothing signed",
-    "frame-fcs0-raw-block-signed-size": "issue 10.3: the undecoded FCS-0 frame reads as 0 bytes, so verify reports a "
-    "size mismatch (4) instead of the corrupt frame (5) that `zstd -t` finds",
-    "tar-size-trailing-newline": "issue 10.4: the numeric-field pattern uses `$`, which matches before a newline",
-    "tar-mtime-trailing-newline": "issue 10.4: the numeric-field pattern uses `$`, which matches before a newline",
-    "tar-uid-blanks": "uid/gid are not checked (format.md §8.4), but GNU tar parses them and exits 2 on this kit",
-    "manifest-version-lone-surrogate": "issue 10.6: exit 70 (UnicodeEncodeError) instead of a format error",
-    "manifest-expires-february-30": "issue 10.6: exit 70 (ValueError: day is out of range) instead of a format error",
-    "manifest-expires-leap-second": "issue 10.6: exit 70 (ValueError: second must be in 0..59) instead of a format "
-    "error",
     "manifest-migration-up-is-a-list": "issue 10.6: verify accepts an option kit apply then crashes on; everything "
     "apply reads must be schema-checked at verify time",
     "manifest-sequence-2-pow-63": "issue 10.6: verify accepts a sequence kit apply cannot store (SQLite overflow)",
