@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tests.factories.mutate import JsonEdit, Mutation
+from tests.factories.mutate import Mutation
 
 
 @dataclass(frozen=True)
@@ -26,22 +26,8 @@ class KnownBug:
     matches: Callable[[Mutation, str, list[str]], bool]  # (mutation, one problem, all its problems)
 
 
-def _state_file_name_too_long(mutation: Mutation, problem: str, problems: list[str]) -> bool:
-    return problem.startswith("verify: exit 2 is not a verdict") and "File name too long" in problem
-
-
-# Fixed and removed from here (their vectors and regression tests stay): frame-declared-size-not-decoded,
-# tar-uid-gid-not-checked, lone-surrogate-crash, impossible-date-crash.
-KNOWN_BUGS: tuple[KnownBug, ...] = (
-    KnownBug(
-        "long-kit-name-exit-2",
-        "the schema does not bound kit.name or kit.channel; a validly signed kit named with 300 characters passes "
-        "every check, then verify exits 2 ('usage error: …/<name>@<channel>.json: cannot create output (File name "
-        "too long)') recording the anti-rollback state: a verdict of 2 for a kit's content, and a kit no host accepts",
-        Mutation("signed-predicate", "manifest", JsonEdit(0, "set", "a" * 300, at=("kit", "name"))),
-        _state_file_name_too_long,
-    ),
-)
+# long-kit-name-exit-2 (kit.name/product/channel now have maxLength 100, so the anti-rollback file name fits).
+KNOWN_BUGS: tuple[KnownBug, ...] = ()
 
 
 def explained_by(mutation: Mutation, problem: str, problems: list[str]) -> KnownBug | None:
