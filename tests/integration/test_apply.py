@@ -267,17 +267,48 @@ def test_csv_seed_is_upserted_idempotently(kit_env: KitEnv, db_url: str, databas
     ]
 
 
-def test_dry_run_and_status_create_no_database_file(kit_env: KitEnv, tmp_path: Path) -> None:
+def test_missing_sqlite_database_is_never_created_except_by_apply(kit_env: KitEnv, tmp_path: Path) -> None:
     kit = build_apply_kit(kit_env)
-    missing = tmp_path / "not" / "there.db"
+    trust = ("--key", kit_env.ed_pub)
+    typo = tmp_path / "not" / "there.db"
+    # A mistyped directory: apply and its dry run refuse it (exit 2) and create nothing.
+    for extra in (("--dry-run",), ()):
+        code, report, stderr = apply(kit, kit_env, str(typo), *extra)
+        assert code == 2 and "does not exist" in report["error"]["message"], report
+        assert stderr.count("\n") == 1
+    assert not typo.parent.exists()
+    # A missing file in an existing directory: status, rollback and repair say so (exit 2); a dry run reads it
+    # as empty and creates nothing; only apply creates it.
+    missing = tmp_path / "site.db"
+    for command in (
+        ("status", "--db", missing),
+        ("rollback", kit, *trust, "--db", missing, "--to-phase", "none", "--dry-run"),
+        ("repair", "--db", missing, "--release-lock", "--reason", "test"),
+    ):
+        result = run_kit(*command)
+        assert result.exit_code == 2, result.output
+        assert "no SQLite database there" in result.stderr and result.stderr.count("\n") == 1
     code, report, _ = apply(kit, kit_env, str(missing), "--dry-run")
     assert code == 0 and report["status"] == "dry-run"
-    assert run_kit("status", "--db", missing).exit_code == 0
-    assert (
-        run_kit("rollback", kit, "--key", kit_env.ed_pub, "--db", missing, "--to-phase", "none", "--dry-run").exit_code
-        == 0
+    assert not missing.exists()
+    code, report, _ = apply(kit, kit_env, str(missing))
+    assert code == 0, report.get("error")
+    assert missing.exists()
+
+
+def test_apply_requires_db_or_kit_db_url(kit_env: KitEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kit = build_apply_kit(kit_env)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KIT_DB_URL", raising=False)
+    result = run_kit("apply", kit, "--key", kit_env.ed_pub, "--artifacts", tmp_path / "a")
+    assert result.exit_code == 2 and "--db" in result.output
+    assert not (tmp_path / "kit.db").exists() and not (tmp_path / "a").exists()
+    target = tmp_path / "from-env.db"
+    result = run_kit(
+        "apply", kit, "--key", kit_env.ed_pub, "--artifacts", tmp_path / "a", env={"KIT_DB_URL": str(target)}
     )
-    assert not missing.parent.exists()
+    assert result.exit_code == 0, result.output
+    assert target.exists()
 
 
 def test_dry_run_on_postgresql_is_read_only(kit_env: KitEnv, pg_dsn: str) -> None:
