@@ -133,6 +133,23 @@ def test_error_rate_over_threshold_pauses_then_resumes(kit_env: KitEnv, db_url: 
     assert database.query_value("SELECT COUNT(*) FROM advisory_observations WHERE raw_linkset IS NOT NULL") == 950
 
 
+def test_paused_job_resumes_after_the_operator_fixes_the_rows(kit_env: KitEnv, db_url: str, database: Database) -> None:
+    seed_existing_rows(database, 1000, poison_every=20)  # 5% failing
+    kit = build_apply_kit(kit_env, max_missing=50)
+    code, report, stderr = apply(kit, kit_env, db_url, "--batch-size", "100")
+    assert code == 10
+    message = report["error"]["message"]
+    assert "--error-rate" in message and "kit_backfill_quarantine" in message and stderr.count("\n") == 1
+    # The operator fixes the data; the rerun retries the quarantined rows first and measures the rate afresh.
+    database.execute("UPDATE advisory_observations SET document = 'doc-fixed' WHERE document LIKE '%poison%'")
+    code, report, _ = apply(kit, kit_env, db_url, "--batch-size", "100")
+    assert code == 0, report.get("error")
+    assert database.query_value("SELECT COUNT(*) FROM kit_backfill_quarantine") == 0
+    assert database.query_value("SELECT COUNT(*) FROM advisory_observations WHERE raw_linkset IS NULL") == 0
+    job = next(s for s in report["steps"] if s["id"] == "raw-linkset")
+    assert (job["rowsProcessed"], job["rowsFailed"], job["remainingAfter"]) == (1000, 0, 0)
+
+
 def test_stop_on_error_stops_at_first_failing_row(kit_env: KitEnv, db_url: str, database: Database) -> None:
     seed_existing_rows(database, 300, poison_every=120)
     kit = build_apply_kit(kit_env, max_missing=10)
