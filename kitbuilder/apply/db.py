@@ -499,8 +499,9 @@ def connect(url: str, *, read_only: bool = False, create: bool = True, lock_time
     """Open ``url``: ``postgresql://…`` / ``postgres://…``, ``sqlite:///path`` or a plain file path.
 
     SQLite: ``create`` lets a missing file be created (never its directory); ``kit status``,
-    ``rollback`` and ``repair`` pass ``create=False``, so a mistyped path is a usage error. ``read_only`` changes nothing (a missing file a dry run may create
-    reads as empty). ``lock_timeout`` is how long a statement waits for another connection's lock.
+    ``rollback`` and ``repair`` pass ``create=False``, so a mistyped path is a usage error.
+    ``read_only`` changes nothing (a missing file a dry run may create reads as empty).
+    ``lock_timeout`` is how long a statement waits for another connection's lock.
     """
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url, read_only=read_only)

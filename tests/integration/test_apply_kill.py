@@ -44,4 +44,4 @@ def test_database_going_away_mid_run_is_a_clear_error_and_rerun_resumes(
     reference = f"sqlite:///{tmp_path / 'reference.db'}"
     assert applier.run(reference).returncode == 0
     assert snapshot_of(pg_dsn) == snapshot_of(reference)
-    assert ROWS == len(snapshot_of(pg_dsn)[0])  # type: ignore[arg-type]
+    assert len(snapshot_of(pg_dsn)[0]) == ROWS  # type: ignore[arg-type]
