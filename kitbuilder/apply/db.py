@@ -178,23 +178,16 @@ def redact(text: str) -> str:
 
 
 def redact_argv(argv: Sequence[str]) -> list[str]:
-    """``argv`` as recorded: every credential redacted, and the value of any ``--*password*`` option hidden."""
+    """``argv`` as recorded: credentials in URLs and ``password=…`` redacted, ``--*password*=VALUE`` hidden.
+
+    kit itself takes no secret as a separate option value (registry passwords come from stdin or
+    the environment), so a flag such as ``--password-stdin`` is kept and the next argument is not hidden.
+    """
     out: list[str] = []
-    hide_next = False
     for arg in argv:
-        if hide_next:
-            out.append("***")
-            hide_next = False
-            continue
         name, eq, _ = arg.partition("=")
-        if name.startswith("--") and ("password" in name or "secret" in name or "token" in name):
-            if eq:
-                out.append(f"{name}=***")
-            else:
-                out.append(arg)
-                hide_next = True
-            continue
-        out.append(redact(arg))
+        secret = any(word in name for word in ("password", "secret", "token"))
+        out.append(f"{name}=***" if name.startswith("--") and eq and secret else redact(arg))
     return out
 
 
