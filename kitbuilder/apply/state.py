@@ -652,9 +652,10 @@ class StateStore:
             {"job": job},
         )
         rows, millis = row[0] if row else (None, None)
-        if not rows or not millis:
+        if not rows:
             return None
-        return float(rows) * 1000.0 / float(millis)
+        # Batches are timed in whole milliseconds: a fast run sums to 0, which means "under 1 ms".
+        return float(rows) * 1000.0 / max(float(millis or 0), 1.0)
 
     # The SQLite lease and the PostgreSQL advisory lock ---------------------------------------------------------
 

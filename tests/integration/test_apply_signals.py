@@ -32,19 +32,16 @@ def fault_kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     yield kit, pub, snapshot_of(reference)
 
 
-# (point, hit): start-up, inside a migration, mid-batch (before its commit), after a commit, the seed, between steps.
+# (point, hit): inside a migration, mid-batch (before its commit), after a commit, the seed, between steps.
 CASES = [
-    ("INT", ("run-started", 1)),
     ("INT", ("migration-statement", 2)),
     ("INT", ("backfill-batch", 3)),
     ("INT", ("seed-commit", 1)),
     ("INT", ("step-start", 4)),
-    ("TERM", ("migration-statement", 2)),
     ("TERM", ("backfill-committed", 7)),
     ("KILL", ("migration-statement", 2)),
     ("KILL", ("backfill-batch", 3)),
     ("KILL", ("backfill-committed", 7)),
-    ("KILL", ("seed-commit", 1)),
 ]
 
 
