@@ -102,6 +102,7 @@ class RegistryError(KitError):
     kind = "registry"
 
 
+
 class HostIOError(KitError):
     """The host refused an I/O kit needed: disk full, read-only or missing directory, permission denied.
 
@@ -139,6 +140,7 @@ class InterruptedRun(KitError):
         super().__init__(message)
         self.signal_number = signal_number
         self.exit_code = 128 + signal_number
+
 
 
 # A bug in kit, not the user's input or the environment.
