@@ -377,6 +377,48 @@ class Directory:
                 self.unlink(entry)
 
 
+def remove_directories(parent_fd: int, name: str, shown: str, *, refuse: ErrorFactory) -> None:
+    """Remove the directory ``name`` in ``parent_fd`` and the directories below it, deepest first, following no link.
+
+    Anything else found inside (a file, a link, a special file) is refused with
+    ``refuse(what it is)`` and stays. Every step is the ``rmdir`` of an empty
+    directory, so a kill part-way leaves a smaller tree that a second call removes.
+    """
+    try:
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise refuse(f"{shown} is not a directory") from exc
+        raise host_error(exc, shown, "open directory") from exc
+    try:
+        try:
+            entries = sorted(os.listdir(fd))
+        except OSError as exc:
+            raise host_error(exc, shown, "list") from exc
+        for entry in entries:
+            try:
+                mode = os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise host_error(exc, f"{shown}/{entry}", "inspect") from exc
+            if not stat.S_ISDIR(mode):
+                raise refuse(f"it holds {shown}/{entry}")
+            remove_directories(fd, entry, f"{shown}/{entry}", refuse=refuse)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise refuse(f"something was added to {shown} meanwhile") from exc
+        raise host_error(exc, shown, "remove") from exc
+
+
 def _blocking(fd: int) -> None:
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)

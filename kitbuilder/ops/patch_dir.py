@@ -24,7 +24,6 @@ no signed input can plant a journal.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import re
@@ -37,7 +36,7 @@ from kitbuilder.archive.reader import Caps
 from kitbuilder.core import jsonio, paths
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, Manifest, is_optional_metadata
 from kitbuilder.errors import FormatError, IntegrityError, KitError, UsageError
-from kitbuilder.ops.confined import CHUNK, Directory, host_error, read_bounded
+from kitbuilder.ops.confined import CHUNK, Directory, host_error, read_bounded, remove_directories
 from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
 from kitbuilder.ops.kitfile import Metadata, check_layout, read_installed_metadata
 from kitbuilder.ops.verify import VerifyOptions, check_signed_metadata
@@ -307,9 +306,7 @@ def _check_journal(journal: Journal, delta: VerifiedDelta, targets: _Targets, ba
                 is_optional_metadata(operation.path) and operation.path not in wanted
             ):
                 raise FormatError(f"{where}: not a file of the base kit that the target drops")
-        elif not any(
-            "/".join(operation.path.split("/")[:end]) in wanted for end in range(1, operation.path.count("/") + 2)
-        ):
+        elif operation.path not in wanted:
             raise FormatError(f"{where}: not a directory the target needs as a file")
 
 
@@ -353,15 +350,16 @@ def _rmdir(root: Directory, path: str) -> None:
         parent_fd, name = found
         if root.kind(name, parent_fd) != "dir":
             return  # gone, or already the file that replaces it
-        try:
-            os.rmdir(name, dir_fd=parent_fd)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise host_error(exc, root.name(path), "remove") from exc
-            raise _unsafe(
+
+        def foreign(message: str) -> KitError:
+            return _unsafe(
                 f"{root.name(path)}: the new kit needs a file here, but this directory cannot be removed "
-                f"({exc.strerror}; it holds files that are not part of the kit?)"
-            ) from exc
+                f"({message}: not part of the kit?)"
+            )
+
+        # One step per path that must become a file, whatever the depth of the tree below it: the deletions
+        # before it emptied it of files, so only directories remain (the journal stays as small as the kits).
+        remove_directories(parent_fd, name, root.name(path), refuse=foreign)
         _sync_fd(parent_fd, root.name(path))
 
 
@@ -487,7 +485,7 @@ class _Planner:
             elif self.kind(path) == "other":
                 raise _unsafe(f"{self.root.name(path)}: is a special file where the new kit has a regular file")
         operations = [Operation("delete", p) for p in deletes]
-        operations += [Operation("rmdir", p) for p in sorted(set(rmdirs), key=lambda p: (-p.count("/"), p))]
+        operations += [Operation("rmdir", p) for p in sorted(set(rmdirs))]
         sources: dict[str, tuple[FileEntry, FileEntry | tuple[str, ...]]] = {}
         reused = 0
         shipped = self.delta.shipped
@@ -535,8 +533,7 @@ class _Planner:
             )
 
     def _emptied(self, path: str, deleting: set[str]) -> list[str]:
-        """The directories to remove so ``path`` can become a file; refused if anything else lives there."""
-        directories = [path]
+        """``[path]`` when the directory there holds only directories and base files the target drops."""
         with self.root.parent(path, create=False, refuse=_unsafe) as found:
             assert found is not None
             top = Directory.open_below(found[0], found[1], self.root.name(path), refuse=_unsafe)
@@ -546,13 +543,13 @@ class _Planner:
             for relative, kind in top.walk():
                 full = f"{path}/{relative}"
                 if kind == "dir":
-                    directories.append(full)
-                elif kind not in ("file", "link") or full not in deleting:
+                    continue
+                if kind not in ("file", "link") or full not in deleting:
                     raise _unsafe(
                         f"{self.root.name(path)}: the new kit needs a file here, but this directory holds "
                         f"{relative}, which is not a file of the old kit; move it away"
                     )
-        return directories
+        return [path]
 
 
 def _stage(root: Directory, staging: Directory, delta: VerifiedDelta, plan: _Plan, caps: Caps) -> int:
