@@ -34,7 +34,7 @@ from kitbuilder import faults
 from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core import jsonio, paths
-from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, Manifest, is_optional_metadata
+from kitbuilder.core.manifest import MANIFEST_JSON, MAX_ATTESTATIONS, FileEntry, Manifest, is_optional_metadata
 from kitbuilder.errors import FormatError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import CHUNK, Directory, host_error, read_bounded, remove_directories
 from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
@@ -49,8 +49,8 @@ BASE_MANIFEST = "base-manifest.json"
 # is bounded by that before it is parsed, so a planted one cannot cost more than a genuine one would.
 JOURNAL_SLACK = 1 << 20
 BYTES_PER_OPERATION = 512
-# A manifest.json spends more than this many bytes on each file it lists (two SHA-256s, offsets, names).
-MANIFEST_BYTES_PER_FILE = 200
+# Optional metadata files an installed kit may hold besides those its manifest lists (attestations, bundle).
+MAX_OPTIONAL_METADATA = MAX_ATTESTATIONS + 1
 JOURNAL_VERSION = 1
 STAGED_NAME = re.compile(r"[0-9]{6}|meta-[0-9]{3}")
 OPERATIONS = ("delete", "rmdir", "replace")
@@ -235,13 +235,15 @@ def _recover(root: Directory, delta: VerifiedDelta, caps: Caps) -> bool:
         elif kind != "file":
             raise _state(f"{staging.name(JOURNAL)}: is not a file kit wrote (a link or a directory?)")
         else:
-            base_bytes = _read_staged(staging, BASE_MANIFEST, caps.max_metadata)
-            # Bounded by what the verified target and the (size of the) base imply, before it is parsed.
-            operations = 2 * len(targets.wanted) + len(base_bytes) // MANIFEST_BYTES_PER_FILE
+            base = _read_base_manifest(staging, delta, caps)
+            # Bounded before it is parsed, and only by signed documents: one step per target file (its rename),
+            # per target path that is a directory now (its removal) and per base file (its deletion). A planted
+            # base-manifest.json (not the delta's base) counts for nothing.
+            operations = 2 * len(targets.wanted) + (len(base.files) + MAX_OPTIONAL_METADATA if base else 0)
             data = _read_staged(staging, JOURNAL, JOURNAL_SLACK + BYTES_PER_OPERATION * operations)
             try:
                 journal = Journal.from_bytes(data, what=staging.name(JOURNAL))
-                _check_journal(journal, delta, targets, base_bytes, staging.name(JOURNAL))
+                _check_journal(journal, delta, targets, base, staging.name(JOURNAL))
             except FormatError as exc:
                 raise _foreign_journal(exc, staging.shown) from exc
     if journal is None:
@@ -251,6 +253,33 @@ def _recover(root: Directory, delta: VerifiedDelta, caps: Caps) -> bool:
     _carry_out(root, journal, targets)
     _finish(root)
     return True
+
+
+def _read_base_manifest(staging: Directory, delta: VerifiedDelta, caps: Caps) -> Manifest | None:
+    """The base manifest kept beside the journal, parsed only when it is the one the delta signs as its base.
+
+    It is hashed in pieces first: a planted one (any size up to the metadata cap) is never held in
+    memory, parsed, or allowed to bound the journal. None when it is not this delta's base.
+    """
+    what = staging.name(BASE_MANIFEST)
+    fd = staging.open_regular(BASE_MANIFEST, refuse=_state)
+    if fd is None:
+        raise _foreign_journal(FormatError(f"{what}: missing or not a regular file"), staging.shown)
+    try:
+        if os.fstat(fd).st_size > caps.max_metadata or _hash_fd(fd, what, keep=True) != delta.base_sha256:
+            return None
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = read_bounded(
+            fd, caps.max_metadata, what=what, too_big=lambda m: _foreign_journal(FormatError(m), staging.shown)
+        )
+    finally:
+        os.close(fd)
+    if hashlib.sha256(data).hexdigest() != delta.base_sha256:
+        return None  # changed between the two reads
+    try:
+        return Manifest.from_bytes(data, what=what)
+    except FormatError as exc:
+        raise _foreign_journal(exc, staging.shown) from exc
 
 
 def _read_staged(staging: Directory, name: str, limit: int) -> bytes:
@@ -272,7 +301,7 @@ def _foreign_journal(exc: FormatError, staging: str) -> FormatError:
     )
 
 
-def _check_journal(journal: Journal, delta: VerifiedDelta, targets: _Targets, base_bytes: bytes, what: str) -> None:
+def _check_journal(journal: Journal, delta: VerifiedDelta, targets: _Targets, base: Manifest | None, what: str) -> None:
     """The journal must be this base→target's, and every operation one kit would plan for it."""
     if (journal.base_sha256, journal.target_sha256) != (delta.base_sha256, delta.target_sha256):
         raise UsageError(
@@ -280,10 +309,8 @@ def _check_journal(journal: Journal, delta: VerifiedDelta, targets: _Targets, ba
             f"(delta file SHA-256 {journal.delta_sha256[:16]}…), not this delta's target; finish it first with that "
             "delta, or reinstall the kit from a full kit"
         )
-    # Hashed before it is parsed: only the manifest the delta signs as its base is ever parsed.
-    if hashlib.sha256(base_bytes).hexdigest() != journal.base_sha256:
+    if base is None:
         raise FormatError(f"{what}: {BASE_MANIFEST} beside it is not the base manifest the delta names")
-    base = Manifest.from_bytes(base_bytes, what=f"{what}: {BASE_MANIFEST}")
     wanted = targets.wanted
     deletable = {f.path for f in base.files} - set(wanted)
     seen: set[str] = set()

@@ -68,3 +68,48 @@ def test_journal_for_a_deep_directory_becoming_a_file_is_read_back_after_a_kill(
     assert "already patched" in rerun.stdout
     assert _kit_tree(installed) == deep.expected
     assert not (installed / ".kit-patch").exists()
+
+
+def _peak(*args: object) -> tuple[int, str, int]:
+    """`kit` in a child process: exit code, stderr and its peak RSS in bytes (from wait4)."""
+    import sys
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "kitbuilder.cli", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as child:
+        assert child.stderr is not None
+        stderr = child.stderr.read().decode()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, stderr, usage.ru_maxrss * 1024
+
+
+def test_planted_base_manifest_cannot_make_the_journal_bound_large(release: Release, tmp_path: Path) -> None:
+    """The journal's size bound grew with the size of base-manifest.json before that file was checked, and the
+    file was read whole: 64 MiB of anything there let a 30 MiB journal of tiny values be parsed (~900 MiB RSS)."""
+    installed = release.install(tmp_path / "installed")
+    killed = release.patch_dir(installed, fault="patch-dir-committed")
+    assert killed.returncode == 137
+    staging = installed / ".kit-patch"
+    with (staging / "base-manifest.json").open("wb") as planted:  # in chunks: this process stays small
+        for _ in range(64):
+            planted.write(b" " * (1 << 20))
+    with (staging / "journal.json").open("wb") as bomb:
+        bomb.write(b'{"operations": [')
+        for _ in range(30):
+            bomb.write(b"[]," * ((1 << 20) // 3))
+        bomb.write(b"[]]}")
+    before = _tree(installed)
+    command = ("patch", installed, release.delta, "--key", release.kit_env.ed_pub, "--in-place")
+    code, stderr, peak = _peak(*command)
+    assert code == 5, stderr
+    _one_line(stderr, "journal.json", "more than the", "kit did not write this journal")
+    # A forked child's peak RSS starts at this (test) process's size, so compare with tiny planted files.
+    small = tmp_path / "small"
+    shutil.copytree(installed, small, symlinks=True)
+    (small / ".kit-patch/base-manifest.json").write_bytes(b"{}\n")
+    (small / ".kit-patch/journal.json").write_bytes(b"[]\n")
+    baseline_code, _, baseline = _peak(*command[:1], small, *command[2:])
+    assert baseline_code == 5
+    assert peak - baseline < 20 << 20, f"peak RSS {peak >> 20} MiB against {baseline >> 20} MiB for tiny files"
+    assert _tree(installed) == before
