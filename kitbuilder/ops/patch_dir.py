@@ -243,7 +243,10 @@ def _recover(root: Directory, delta: VerifiedDelta, caps: Caps) -> bool:
             data = _read_staged(staging, JOURNAL, JOURNAL_SLACK + BYTES_PER_OPERATION * operations)
             try:
                 journal = Journal.from_bytes(data, what=staging.name(JOURNAL))
-                _check_journal(journal, delta, targets, base, staging.name(JOURNAL))
+                if _finished(root, journal, delta):
+                    journal = None
+                else:
+                    _check_journal(journal, delta, targets, base, staging.name(JOURNAL))
             except FormatError as exc:
                 raise _foreign_journal(exc, staging.shown) from exc
     if journal is None:
@@ -253,6 +256,19 @@ def _recover(root: Directory, delta: VerifiedDelta, caps: Caps) -> bool:
     _carry_out(root, journal, targets)
     _finish(root)
     return True
+
+
+def _finished(root: Directory, journal: Journal, delta: VerifiedDelta) -> bool:
+    """True when another delta's journal has nothing left to do: the installed manifest.json is its target's.
+
+    The rename of manifest.json is a journal's last step, so every step before it is done and only the
+    journal's removal was interrupted. Its staging is then discarded like uncommitted staging, and the patch
+    proceeds from the installed kit, which is verified as always; the next release's delta is not blocked.
+    """
+    if (journal.base_sha256, journal.target_sha256) == (delta.base_sha256, delta.target_sha256):
+        return False  # this delta's own journal: finish it (its steps are all idempotent)
+    fd = root.open_regular(MANIFEST_JSON, refuse=_state)
+    return fd is not None and _hash_fd(fd, root.name(MANIFEST_JSON)) == journal.target_sha256
 
 
 def _read_base_manifest(staging: Directory, delta: VerifiedDelta, caps: Caps) -> Manifest | None:

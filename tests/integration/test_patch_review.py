@@ -113,3 +113,57 @@ def test_planted_base_manifest_cannot_make_the_journal_bound_large(release: Rele
     assert baseline_code == 5
     assert peak - baseline < 20 << 20, f"peak RSS {peak >> 20} MiB against {baseline >> 20} MiB for tiny files"
     assert _tree(installed) == before
+
+
+def _next_release(kit_env: KitEnv, release: Release, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A third release and the delta from the second to it: (delta, the third release extracted)."""
+    (kit_env.root / "src/docs/NEW.md").write_text("newer file\n")
+    (kit_env.root / "src/docs/THIRD.md").write_text("third\n")
+    kit_env.spec.write_text(kit_env.spec.read_text().replace("sequence: 2", "sequence: 3"))
+    full = tmp_path / "full3.kit.tar.zst"
+    _build(kit_env, full, "1700172800")
+    delta = tmp_path / "delta23.kit.tar.zst"
+    _build(kit_env, delta, "1700172800", "--delta-from", release.full)
+    return delta, _kit_tree(_extracted(full, tmp_path / "third"))
+
+
+def _extracted(kit: Path, where: Path) -> Path:
+    where.mkdir(parents=True)
+    subprocess.run(f"zstd -qdc '{kit}' | tar -x -C '{where}'", shell=True, check=True)
+    return where
+
+
+def _journal_steps(release: Release, tmp_path: Path) -> int:
+    probe = release.install(tmp_path / "probe")
+    assert release.patch_dir(probe, fault="patch-dir-committed").returncode == 137
+    return len(json.loads((probe / ".kit-patch/journal.json").read_bytes())["operations"])
+
+
+def test_journal_whose_steps_all_ran_does_not_block_the_next_release(
+    kit_env: KitEnv, release: Release, tmp_path: Path
+) -> None:
+    """Killed after its last step (manifest.json renamed, journal not yet removed), a patch left a directory that
+    is entirely the new kit, yet the next release's delta was refused until the previous delta was found."""
+    steps = _journal_steps(release, tmp_path)
+    next_delta, third = _next_release(kit_env, release, tmp_path)
+    installed = release.install(tmp_path / "installed")
+    killed = release.patch_dir(installed, fault=f"patch-dir-after-op:{steps}")
+    assert killed.returncode == 137
+    assert (installed / ".kit-patch/journal.json").exists()
+    result = _cli("patch", installed, next_delta, "--key", kit_env.ed_pub, "--in-place")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert _kit_tree(installed) == third
+    assert not (installed / ".kit-patch").exists()
+
+
+def test_journal_with_steps_left_still_needs_its_own_delta(kit_env: KitEnv, release: Release, tmp_path: Path) -> None:
+    """The other side of the rule above: a journal with work left is never discarded for another delta."""
+    next_delta, _ = _next_release(kit_env, release, tmp_path)
+    installed = release.install(tmp_path / "installed")
+    assert release.patch_dir(installed, fault="patch-dir-after-op:1").returncode == 137
+    before = _tree(installed)
+    refused = _cli("patch", installed, next_delta, "--key", kit_env.ed_pub, "--in-place")
+    assert refused.returncode == 2
+    _one_line(refused.stderr, "journal.json", "finish it first with that delta")
+    assert _tree(installed) == before
