@@ -164,6 +164,23 @@ class Directory:
             return "link"
         return "other"
 
+    def device(self, relative: str) -> int | None:
+        """The filesystem (st_dev) of the entry at ``relative`` ('' for this directory), None when it is absent.
+
+        Reached like every other path here, one component at a time without following a link.
+        """
+        if not relative:
+            return os.fstat(self.fd).st_dev
+        with self.parent(relative, create=False, refuse=UsageError) as found:
+            if found is None:
+                return None
+            try:
+                return os.stat(found[1], dir_fd=found[0], follow_symlinks=False).st_dev
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError as exc:
+                raise host_error(exc, self.name(relative), "inspect") from exc
+
     @contextlib.contextmanager
     def parent(self, relative: str, *, create: bool, refuse: ErrorFactory) -> Iterator[tuple[int, str] | None]:
         """The open parent directory of ``relative`` and its last component, or None when a parent is absent.

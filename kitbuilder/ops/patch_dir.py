@@ -35,7 +35,7 @@ from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core import jsonio, paths
 from kitbuilder.core.manifest import MANIFEST_JSON, MAX_ATTESTATIONS, FileEntry, Manifest, is_optional_metadata
-from kitbuilder.errors import FormatError, IntegrityError, KitError, UsageError
+from kitbuilder.errors import FormatError, HostIOError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import CHUNK, Directory, host_error, read_bounded, remove_directories
 from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
 from kitbuilder.ops.kitfile import Metadata, check_layout, read_installed_metadata
@@ -553,7 +553,34 @@ class _Planner:
             name = f"meta-{number:03d}"
             metadata[name] = member
             operations.append(Operation("replace", member, name))
+        self._check_one_filesystem(operations)
         return _Plan(tuple(operations), sources, metadata, reused, len(deletes))
+
+    def _check_one_filesystem(self, operations: list[Operation]) -> None:
+        """Every path a step touches, and each directory on the way, is on the filesystem of the kit directory.
+
+        Staged files are renamed into place from .kit-patch, and a rename cannot cross a mount point: one found
+        only after the commit would stop every rerun there, with the directory half patched. So it is refused
+        now, before anything changes.
+        """
+        home = self.root.device("")
+        checked: set[str] = set()
+        for operation in operations:
+            parts = operation.path.split("/")
+            for end in range(1, len(parts) + 1):
+                prefix = "/".join(parts[:end])
+                kind = self.kind(prefix)
+                if kind is None:
+                    break  # absent: what kit creates below here is on its parent's filesystem
+                if prefix not in checked and self.root.device(prefix) != home:
+                    raise HostIOError(
+                        f"{self.root.name(prefix)}: is on another filesystem than {self.root.shown} (a mount point?); "
+                        "kit renames each new file into place, which cannot cross filesystems: install the kit on "
+                        "one filesystem and rerun"
+                    )
+                checked.add(prefix)
+                if kind != "dir":
+                    break  # a file or link the steps before replace or delete: nothing below it exists
 
     def _holds(self, path: str, sha256: str) -> bool:
         fd = self.root.open_regular(path, refuse=_unsafe)
@@ -586,6 +613,12 @@ class _Planner:
             for relative, kind in top.walk():
                 full = f"{path}/{relative}"
                 if kind == "dir":
+                    if top.device(relative) != self.root.device(""):
+                        raise HostIOError(
+                            f"{self.root.name(full)}: is on another filesystem than {self.root.shown} (a mount "
+                            "point?), but the new kit needs a file at "
+                            f"{self.root.name(path)}: unmount it and rerun"
+                        )
                     continue
                 if kind not in ("file", "link") or full not in deleting:
                     raise _unsafe(

@@ -167,3 +167,60 @@ def test_journal_with_steps_left_still_needs_its_own_delta(kit_env: KitEnv, rele
     assert refused.returncode == 2
     _one_line(refused.stderr, "journal.json", "finish it first with that delta")
     assert _tree(installed) == before
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[list[Path]]:
+    """Mount points the test makes (tmpfs), unmounted afterwards; skipped where this host cannot mount."""
+    points: list[Path] = []
+    yield points
+    for point in reversed(points):
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def _mount_over(directory: Path, points: list[Path]) -> None:
+    """Put a tmpfs over ``directory`` holding the same files: the tree looks the same, on another filesystem."""
+    saved = directory.parent / f"{directory.name}.saved"
+    shutil.copytree(directory, saved, symlinks=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(directory)], capture_output=True)
+    if done.returncode != 0:
+        shutil.rmtree(saved)
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root")
+    points.append(directory)
+    shutil.copytree(saved, directory, symlinks=True, dirs_exist_ok=True)
+    shutil.rmtree(saved)
+
+
+def test_mount_point_inside_the_kit_directory_is_refused_before_anything_changes(
+    release: Release, tmp_path: Path, mounted: list[Path]
+) -> None:
+    """A subdirectory on another filesystem made the rename of a staged file fail with EXDEV after the commit:
+    the directory stayed half patched and every rerun failed the same way."""
+    installed = release.install(tmp_path / "installed")
+    _mount_over(installed / "docs/operator", mounted)
+    before = _tree(installed)
+    result = release.patch_dir(installed)
+    assert result.returncode == 12, result.stderr
+    _one_line(result.stderr, f"{installed}/docs/operator", "another filesystem")
+    assert _tree(installed) == before
+
+
+def test_mount_point_inside_a_directory_that_becomes_a_file_is_refused_before_anything_changes(
+    kit_env: KitEnv, tmp_path: Path, mounted: list[Path]
+) -> None:
+    docs = kit_env.root / "src/docs"
+    (docs / "tree/deep").mkdir(parents=True)
+    (docs / "tree/deep/a.md").write_text("a\n")
+
+    def collapse(src: Path) -> None:
+        shutil.rmtree(src / "docs/tree")
+        (src / "docs/tree").write_text("a directory that became a file\n")
+
+    release = _make_release(kit_env, collapse)
+    installed = release.install(tmp_path / "installed")
+    _mount_over(installed / "docs/operator/tree/deep", mounted)
+    before = _tree(installed)
+    result = release.patch_dir(installed)
+    assert result.returncode == 12, result.stderr
+    _one_line(result.stderr, f"{installed}/docs/operator/tree/deep", "another filesystem")
+    assert _tree(installed) == before
