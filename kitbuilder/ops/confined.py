@@ -17,6 +17,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -31,6 +32,7 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 1 << 20
+TEMP_TOKEN_BYTES = 6  # the random part of a temporary file's name: 12 hex digits
 
 ErrorFactory = Callable[[str], KitError]
 
@@ -365,7 +367,7 @@ class Directory:
             raise UsageError(f"{self.name(name)}: is a directory; name a file to write")
         umask = os.umask(0)
         os.umask(umask)
-        temp = f".{name}.{secrets.token_hex(6)}.part"
+        temp = f".{name}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.part"
         try:
             with self.new_file(temp, mode=mode & ~umask) as handle:
                 try:
@@ -384,13 +386,15 @@ class Directory:
 
     def remove_leftovers(self, name: str) -> None:
         """Remove the ``.NAME.<random>.part`` files a killed write of ``name`` left here (never following links)."""
-        prefix = f".{name}."
+        # Exactly the names atomic_file gives ``name``: a prefix match would also take another output's live
+        # temporary file (``.demo-1.2.1.<random>.part`` starts with ``.demo-1.2.``) or another tool's.
+        ours = re.compile(re.escape(f".{name}.") + f"[0-9a-f]{{{2 * TEMP_TOKEN_BYTES}}}" + re.escape(".part"))
         try:
             entries = os.listdir(self.fd)
         except OSError as exc:
             raise host_error(exc, self.shown, "list") from exc
         for entry in entries:
-            if entry.startswith(prefix) and entry.endswith(".part") and self.kind(entry) in ("file", "link"):
+            if ours.fullmatch(entry) and self.kind(entry) in ("file", "link"):
                 self.unlink(entry)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KitEnv
+from tests.factories.apply_runs import wait_for
 from tests.integration.test_hostile_patch import (
     Release,
     _build,
@@ -224,3 +225,58 @@ def test_mount_point_inside_a_directory_that_becomes_a_file_is_refused_before_an
     assert result.returncode == 12, result.stderr
     _one_line(result.stderr, f"{installed}/docs/operator/tree/deep", "another filesystem")
     assert _tree(installed) == before
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# file mode: kit's own temporary files, and only those
+
+
+def test_patch_never_removes_the_live_temporary_file_of_another_output(release: Release, tmp_path: Path) -> None:
+    """Clearing its leftovers, a patch to out/demo-1.2 removed every ".demo-1.2.*.part": also the live temporary
+    file of a concurrent patch to out/demo-1.2.1, which then failed with "No such file or directory"."""
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    gate = tmp_path / "gate"
+    key = release.kit_env.ed_pub
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_FAULT")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "kitbuilder.cli", "patch", release.base, release.delta, "--key", key,
+         "--out", out / "demo-1.2.1"],
+        env={**env, "KIT_FAULT_WAIT": f"patch-file-member:1:{gate}"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as first:  # fmt: skip
+        try:
+            wait_for(Path(f"{gate}.waiting"), first)
+            live = [p.name for p in out.iterdir() if p.name.endswith(".part")]
+            assert len(live) == 1, live
+            second = _cli("patch", release.base, release.delta, "--key", key, "--out", out / "demo-1.2")
+            assert second.returncode == 0, second.stderr
+            assert (out / live[0]).exists(), "the other patch's temporary file was removed"
+        finally:
+            gate.touch()
+        _, stderr = first.communicate()
+    assert first.returncode == 0, stderr
+    assert (out / "demo-1.2.1").read_bytes() == release.full.read_bytes()
+    assert (out / "demo-1.2").read_bytes() == release.full.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["demo-1.2", "demo-1.2.1"]
+
+
+def test_leftover_of_a_killed_patch_is_removed_only_by_a_patch_of_the_same_output(
+    release: Release, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    key = release.kit_env.ed_pub
+    killed = _cli("patch", release.base, release.delta, "--key", key, "--out", out / "demo-1.2.1",
+                  fault="patch-file-member:2")  # fmt: skip
+    assert killed.returncode == 137
+    leftover = sorted(p.name for p in out.iterdir() if p.name.endswith(".part"))
+    assert len(leftover) == 1
+    (out / ".demo-1.2.notes.part").write_text("someone else's file\n")
+    assert _cli("patch", release.base, release.delta, "--key", key, "--out", out / "demo-1.2").returncode == 0
+    assert (out / leftover[0]).exists() and (out / ".demo-1.2.notes.part").exists()
+    assert _cli("patch", release.base, release.delta, "--key", key, "--out", out / "demo-1.2.1").returncode == 0
+    assert not (out / leftover[0]).exists()
+    assert sorted(p.name for p in out.iterdir()) == [".demo-1.2.notes.part", "demo-1.2", "demo-1.2.1"]
