@@ -27,7 +27,7 @@ from kitbuilder.archive.writer import KitWriter
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
 from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest
 from kitbuilder.errors import IntegrityError, KitError, PolicyError, UsageError
-from kitbuilder.ops.confined import Directory, host_error
+from kitbuilder.ops.confined import Directory
 from kitbuilder.ops.kitfile import TARGET_DIR, Metadata, open_kit, read_metadata, read_target_metadata
 from kitbuilder.ops.verify import VerifyOptions, VerifyReport, check_policy, check_signed_metadata, verify_kit
 from kitbuilder.trust.keys import PrivateKey
@@ -270,6 +270,7 @@ def patch_kit(
         raise UsageError(
             f"--out {output}: is a directory; name the new kit file (for example {output}/NEW.kit.tar.zst)"
         )
+    check_target(output)  # as for every output: its directory must exist; kit creates none the user did not name
     with open_verified_delta(delta_path, options) as delta, open_kit(base_path) as base_stream:
         base = read_metadata(base_stream, caps)
         _, _, base_manifest = check_signed_metadata(base, options.policy)
@@ -294,12 +295,6 @@ def patch_kit(
 @contextlib.contextmanager
 def _output_directory(output: Path) -> Iterator[Directory]:
     parent = output.parent if str(output.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise UsageError(f"--out {output}: {parent} is not a directory") from exc
-    except OSError as exc:
-        raise host_error(exc, parent, "create directory") from exc
     with Directory.open(parent, what="output directory") as directory:
         yield directory
 

@@ -280,3 +280,18 @@ def test_leftover_of_a_killed_patch_is_removed_only_by_a_patch_of_the_same_outpu
     assert _cli("patch", release.base, release.delta, "--key", key, "--out", out / "demo-1.2.1").returncode == 0
     assert not (out / leftover[0]).exists()
     assert sorted(p.name for p in out.iterdir()) == [".demo-1.2.notes.part", "demo-1.2", "demo-1.2.1"]
+
+
+@pytest.mark.parametrize("base", ["right", "wrong"])
+def test_out_in_a_missing_directory_is_refused_and_no_directory_is_created(
+    release: Release, tmp_path: Path, base: str
+) -> None:
+    """`kit patch --out new/sub/x.kit` made new/ and new/sub/ (kept even when the patch was then refused),
+    where every other kit output refuses a missing directory: kit creates no directory the user did not name."""
+    before = _tree(tmp_path)
+    out = tmp_path / "new/sub/x.kit.tar.zst"
+    chosen = release.base if base == "right" else release.full
+    result = _cli("patch", chosen, release.delta, "--key", release.kit_env.ed_pub, "--out", out)
+    assert result.returncode == 2, result.stderr
+    _one_line(result.stderr, str(out), "does not exist")
+    assert _tree(tmp_path) == before
