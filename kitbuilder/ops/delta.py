@@ -365,6 +365,26 @@ def _write_patched(
     return PatchResult(output, target_manifest, from_base, from_delta, written_bytes)
 
 
+def _check_distinct(*named: tuple[str, Path | None]) -> None:
+    """UsageError when two of the named paths are one file: one output would replace the other, or the base."""
+    given = [(option, path) for option, path in named if path is not None]
+    for number, (option, path) in enumerate(given):
+        for other, other_path in given[number + 1 :]:
+            if _one_file(path, other_path):
+                raise UsageError(
+                    f"{option} {path} and {other} {other_path} name the same file, which would then hold only one "
+                    "of them; give each its own path"
+                )
+
+
+def _one_file(first: Path, second: Path) -> bool:
+    """The two paths name one file: the same existing file, or the same name in the same directory."""
+    with contextlib.suppress(OSError):
+        if os.path.samefile(first, second):
+            return True
+    return first.name == second.name and os.path.realpath(first.parent) == os.path.realpath(second.parent)
+
+
 def build_delta(
     spec: Path,
     *,
@@ -378,6 +398,7 @@ def build_delta(
     from kitbuilder.ops.build import build_kit
 
     directory = check_target(output)  # a bad --out fails before anything is built
+    _check_distinct(("--out", output), ("--full-out", full_output), ("--delta-from", base_path))
     policy = TrustPolicy(keys=tuple(k.public for k in keys), threshold=1)
     base = FrameReuse(base_path, policy)
     try:

@@ -295,3 +295,31 @@ def test_out_in_a_missing_directory_is_refused_and_no_directory_is_created(
     assert result.returncode == 2, result.stderr
     _one_line(result.stderr, str(out), "does not exist")
     assert _tree(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# kit build --delta-from
+
+
+@pytest.mark.parametrize("alias", ["out_is_full_out", "full_out_is_base", "out_is_base"])
+def test_delta_build_whose_outputs_alias_each_other_or_the_base_is_refused(
+    release: Release, tmp_path: Path, alias: str
+) -> None:
+    """`--out X --full-out X` exited 0 reporting both, while X held only the delta (the full kit, written first,
+    was replaced by it); naming the base as an output destroyed the base the delta applies to."""
+    kit_env = release.kit_env
+    out, full = tmp_path / "d.kit.tar.zst", tmp_path / "f.kit.tar.zst"
+    if alias == "out_is_full_out":
+        full = tmp_path / "sub/../d.kit.tar.zst"
+        (tmp_path / "sub").mkdir()
+    elif alias == "full_out_is_base":
+        full = release.base
+    else:
+        out = release.base
+    before = _tree(tmp_path)
+    result = _cli(
+        "build", kit_env.spec, "--key", kit_env.ed_key, "--delta-from", release.base, "--out", out, "--full-out", full
+    )
+    assert result.returncode == 2, result.stderr
+    _one_line(result.stderr, "name the same file")
+    assert _tree(tmp_path) == before
