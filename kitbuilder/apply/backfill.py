@@ -12,20 +12,21 @@ which pauses the job.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from kitbuilder.apply import checks as checkmod
 from kitbuilder.apply import db as dbmod
 from kitbuilder.apply import state
+from kitbuilder.apply.checks import CheckResult
 from kitbuilder.apply.context import RunContext
 from kitbuilder.apply.plan import Step
+from kitbuilder.apply.results import BackfillResult, DryBackfill
+from kitbuilder.core.jobs import Check, named_parameters
 from kitbuilder.errors import CheckFailedError, DatabaseError, UsageError
-
-DEFAULT_BATCH = 500
-DEFAULT_ERROR_RATE = 0.01
-DEFAULT_MIN_SAMPLE = 100
 
 
 @dataclass
@@ -46,26 +47,36 @@ class BackfillJob:
     def __init__(self, ctx: RunContext, step: Step) -> None:
         self.ctx = ctx
         self.step = step
-        job = step.options
-        self.table: str = job["table"]
-        self.key: str = job["key"]
-        self.predicate: str = job["predicate"]
-        self.tenant_column: str | None = job.get("tenant_column")
+        job = self.job = step.backfill
+        self.table: str = job.table
+        self.key: str = job.key
+        self.predicate: str = job.predicate
+        self.tenant_column: str | None = job.tenant_column
         options = ctx.options
-        self.batch_size = options.batch_size or int(job.get("batch_size", DEFAULT_BATCH))
+        self.batch_size = options.batch_size or job.batch_size
         threshold = options.error_rate_threshold
-        self.error_rate = (
-            threshold if threshold is not None else float(job.get("error_rate_threshold", DEFAULT_ERROR_RATE))
-        )
-        self.min_sample = options.min_sample or int(job.get("min_sample", DEFAULT_MIN_SAMPLE))
+        self.error_rate = threshold if threshold is not None else job.error_rate_threshold
+        self.min_sample = options.min_sample or job.min_sample
         # On PostgreSQL a `set:` job finds and updates each batch in one statement (one round trip).
-        self._fused = ctx.db.dialect == "postgresql" and "set" in job
-        if options.tenant is not None and not self.tenant_column:
-            raise UsageError(f"--tenant given, but backfill {step.id} declares no tenant_column")
-        if options.tenant is not None and "update" in job and ":tenant" not in job["update"]:
-            raise UsageError(f"--tenant given, but backfill {step.id}'s update statement does not use :tenant")
+        self._fused = ctx.db.dialect == "postgresql" and bool(job.set)
+        if options.tenant is not None and job.tenant_problem is not None:
+            # validate_plan refuses this before the run's first statement; kept as the last line of defence.
+            raise UsageError(f"--tenant given, but backfill {step.id} {job.tenant_problem}")
+        # A job limited to one tenant keeps its own cursor and status, so a later full apply (or another
+        # tenant) still processes every other row.
+        self.state_key = step.id if options.tenant is None else f"{step.id}[tenant={options.tenant}]"
 
     # SQL -------------------------------------------------------------------------------------------------------
+
+    def statement_text(self) -> str:
+        """The UPDATE each batch runs (``:lo``/``:hi`` are the batch's first and last key), for dry runs."""
+        if self.job.update is not None:
+            return self.job.update.strip()
+        assignments = ", ".join(f"{column} = {expression}" for column, expression in self.job.set)
+        return (
+            f"UPDATE {self.table} SET {assignments} WHERE {self.key} >= :lo AND {self.key} <= :hi "
+            f"AND ({self.predicate}){self._tenant_filter()}"
+        )
 
     def _tenant_filter(self) -> str:
         return f" AND {self.tenant_column} = :tenant" if self.ctx.options.tenant is not None else ""
@@ -74,6 +85,15 @@ class BackfillJob:
         params = dict(extra)
         if self.ctx.options.tenant is not None:
             params["tenant"] = self.ctx.options.tenant
+        return params
+
+    def _update_params(self, **extra: Any) -> dict[str, Any]:
+        # An update statement that uses :tenant gets NULL on a full run, so it can say
+        # `(CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)` and serve both.
+        assert self.job.update is not None
+        params = self._params(**extra)
+        if "tenant" in named_parameters(self.job.update):
+            params.setdefault("tenant", None)
         return params
 
     def remaining(self) -> int:
@@ -113,10 +133,10 @@ class BackfillJob:
         return [row[0] for row in self.ctx.db.query(sql, self._params(lo=first, hi=last))]
 
     def _update_range(self, lo: Any, hi: Any) -> int:
-        job = self.step.options
-        if "update" in job:
-            return self.ctx.db.execute(job["update"], self._params(lo=lo, hi=hi))
-        assignments = ", ".join(f"{column} = {expression}" for column, expression in job["set"].items())
+        job = self.job
+        if job.update is not None:
+            return self.ctx.db.execute(job.update, self._update_params(lo=lo, hi=hi))
+        assignments = ", ".join(f"{column} = {expression}" for column, expression in job.set)
         sql = (
             f"UPDATE {self.table} SET {assignments} WHERE {self.key} >= :lo AND {self.key} <= :hi "
             f"AND ({self.predicate}){self._tenant_filter()}"
@@ -129,7 +149,7 @@ class BackfillJob:
         rows = self.ctx.db.query(
             "SELECT status, cursor_value, rows_processed, rows_failed, batches, checksum FROM kit_backfill_runs "
             "WHERE job = :job",
-            {"job": self.step.id},
+            {"job": self.state_key},
         )
         if not rows:
             return None, None, Totals()
@@ -145,14 +165,14 @@ class BackfillJob:
 
     def _save(self, status: str, cursor: Any, totals: Totals, reason: str | None = None) -> None:
         now = state.utc_now()
-        self.ctx.db.execute("DELETE FROM kit_backfill_runs WHERE job = :job", {"job": self.step.id})
+        self.ctx.db.execute("DELETE FROM kit_backfill_runs WHERE job = :job", {"job": self.state_key})
         self.ctx.db.execute(
             """INSERT INTO kit_backfill_runs (job, kit_sha256, checksum, status, pause_reason, cursor_value, batch_size,
                    rows_processed, rows_failed, batches, started_at, updated_at, finished_at)
                VALUES (:job, :kit, :checksum, :status, :reason, :cursor, :batch, :processed, :failed, :batches,
                        :started, :now, :finished)""",
             {
-                "job": self.step.id,
+                "job": self.state_key,
                 "kit": self.ctx.kit_sha256,
                 "checksum": self.step.checksum,
                 "status": status,
@@ -183,7 +203,7 @@ class BackfillJob:
                     "failed": totals.failed,
                     "batches": totals.batches,
                     "now": now,
-                    "job": self.step.id,
+                    "job": self.state_key,
                 },
             ),
             (
@@ -191,7 +211,7 @@ class BackfillJob:
                 "rows_failed, duration_ms, at) VALUES (:job, :run, :cursor_from, :cursor_to, :size, :processed, "
                 ":failed, :duration, :at)",
                 {
-                    "job": self.step.id,
+                    "job": self.state_key,
                     "run": self.ctx.run_id,
                     "cursor_from": json.dumps(cursor_from) if cursor_from is not None else None,
                     "cursor_to": json.dumps(cursor),
@@ -219,7 +239,7 @@ class BackfillJob:
         db = self.ctx.db
         clock = time.monotonic()
         after = f" AND {self.key} > :cursor" if cursor is not None else ""
-        assignments = ", ".join(f"{column} = {expression}" for column, expression in self.step.options["set"].items())
+        assignments = ", ".join(f"{column} = {expression}" for column, expression in self.job.set)
         sql = (
             f"WITH kit_batch AS (SELECT {self.key} AS kit_k FROM {self.table} WHERE ({self.predicate}){after}"
             f"{self._tenant_filter()} ORDER BY {self.key} LIMIT {int(self.batch_size)}), "
@@ -248,30 +268,55 @@ class BackfillJob:
 
     # Running ---------------------------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def _job_checks(self, which: str, checks: tuple[Check, ...], book: checkmod.CheckBook) -> list[CheckResult]:
+        """Run the job's pre_checks or post_checks; a failing halt check stops the run (exit 10), recorded."""
         db = self.ctx.db
-        report: dict[str, Any] = {
-            "id": self.step.id,
-            "phase": self.step.phase,
-            "kind": "backfill",
-            "checksum": self.step.checksum,
-            "table": self.table,
-            "batchSize": self.batch_size,
-        }
+        results = []
+        for check in checks:
+            result = checkmod.evaluate(db, check, book)
+            results.append(result)
+            outcome = "passed" if result.passed else f"FAILED ({result.on_fail})"
+            with db.transaction():
+                state.record_event(
+                    db,
+                    self.ctx.run_id,
+                    "check",
+                    self.step.id,
+                    f"{which} {result.id}: {outcome}; observed {result.observed}, expected {result.expected}",
+                )
+            if not result.passed and result.on_fail == "halt":
+                raise CheckFailedError(checkmod.failure_message(result, f"backfill {self.step.id}: {which} "))
+        return results
+
+    def run(self) -> BackfillResult:
+        db = self.ctx.db
         status, cursor, totals = self.load_state()
-        started_row = db.query_value("SELECT started_at FROM kit_backfill_runs WHERE job = :job", {"job": self.step.id})
+        started_row = db.query_value(
+            "SELECT started_at FROM kit_backfill_runs WHERE job = :job", {"job": self.state_key}
+        )
         self._started = started_row or state.utc_now()
         remaining_before = self.remaining()
-        report["remainingBefore"] = remaining_before
+        result = BackfillResult(
+            id=self.step.id,
+            phase=self.step.phase,
+            checksum=self.step.checksum,
+            table=self.table,
+            batch_size=self.batch_size,
+            remaining_before=remaining_before,
+            status="skipped",
+            remaining_after=0,
+            rows_processed=totals.processed,
+            rows_failed=totals.failed,
+            reason="already finished",
+            metric=self.job.metric,
+            tenant=self.ctx.options.tenant,
+        )
         if status == "finished" and remaining_before == 0:
-            return {
-                **report,
-                "status": "skipped",
-                "reason": "already finished",
-                "rowsProcessed": totals.processed,
-                "rowsFailed": totals.failed,
-                "remainingAfter": 0,
-            }
+            return result
+        # pre_checks guard the first batch of this run; their "before" counts serve the post_checks.
+        book = checkmod.CheckBook(changed=True)
+        checkmod.measure_before(db, self.job.pre_checks + self.job.post_checks, book)
+        pre_results = self._job_checks("pre_check", self.job.pre_checks, book)
         resumed_from = cursor
         with db.transaction():
             self._save("active", cursor, totals)
@@ -321,6 +366,13 @@ class BackfillJob:
             if self.ctx.on_rows is not None:
                 self.ctx.on_rows(self.step.id, run_totals.processed + run_totals.failed, expected)
             self.ctx.lock.renew()
+        try:
+            post_results = self._job_checks("post_check", self.job.post_checks, book)
+        except CheckFailedError as failed:
+            # Not finished: the next run re-evaluates the post_checks (after an operator fix) before finishing.
+            with db.transaction():
+                self._save("paused", cursor, totals, reason=str(failed))
+            raise
         with db.transaction():
             self._save("finished", cursor, totals)
             state.record_event(
@@ -331,23 +383,25 @@ class BackfillJob:
                 f"finished: {totals.processed} rows, {totals.failed} quarantined",
             )
         elapsed = time.monotonic() - clock
-        return {
-            **report,
-            "status": "finished",
-            "resumedFrom": resumed_from,
-            "cursor": cursor,
-            "rowsProcessed": totals.processed,
-            "rowsFailed": totals.failed,
-            "batches": totals.batches,
-            "rowsThisRun": run_totals.processed,
-            "failedThisRun": run_totals.failed,
-            "errorRate": (totals.failed / (totals.processed + totals.failed))
-            if totals.processed + totals.failed
-            else 0.0,
-            "durationSeconds": round(elapsed, 3),
-            "rowsPerSecond": round(run_totals.processed / elapsed, 1) if elapsed > 0 else None,
-            "remainingAfter": self.remaining(),
-        }
+        seen = totals.processed + totals.failed
+        return dataclasses.replace(
+            result,
+            status="finished",
+            reason=None,
+            resumed_from=resumed_from,
+            cursor=cursor,
+            rows_processed=totals.processed,
+            rows_failed=totals.failed,
+            batches=totals.batches,
+            rows_this_run=run_totals.processed,
+            failed_this_run=run_totals.failed,
+            error_rate=totals.failed / seen if seen else 0.0,
+            duration_ms=int(elapsed * 1000),
+            rows_per_second=round(run_totals.processed / elapsed, 1) if elapsed > 0 else None,
+            remaining_after=self.remaining(),
+            pre_checks=tuple(pre_results),
+            post_checks=tuple(post_results),
+        )
 
     def _process(self, first: Any, last: Any, count: int, cursor: Any, totals: Totals, run_totals: Totals) -> Any:
         """Apply the batch [first, last] of ``count`` rows (bisecting on failure); returns the new cursor."""
@@ -381,7 +435,7 @@ class BackfillJob:
                 "INSERT INTO kit_backfill_quarantine (job, row_key, error, run_id, at) "
                 "VALUES (:job, :key, :error, :run, :at)",
                 {
-                    "job": self.step.id,
+                    "job": self.state_key,
                     "key": json.dumps(key),
                     "error": message,
                     "run": self.ctx.run_id,
@@ -394,27 +448,57 @@ class BackfillJob:
         return key
 
 
-def dry_run(ctx: RunContext, step: Step) -> dict[str, Any]:
-    """Read-only: rows the job would change, per tenant."""
+def dry_run(ctx: RunContext, step: Step, *, pending_before: tuple[str, ...] = ()) -> DryBackfill:
+    """Read-only: rows the job would change, per tenant, and how far the count can be trusted.
+
+    ``pending_before``: steps of this kit that run before the job and are not applied yet.
+    """
     job = BackfillJob(ctx, step)
-    present = ctx.db.table_exists(job.table)
+    db = ctx.db
+    present = db.table_exists(job.table)
     by_tenant: dict[str, int] = {}
-    if present:
+    basis: Any = "exact"
+    reason = "the predicate counted on the database as the job will find it"
+    if pending_before:
+        basis = "current"
+        reason = (
+            f"counted on the database as it is now; {len(pending_before)} earlier step(s) of this kit are pending "
+            f"({', '.join(pending_before[:3])}{', …' if len(pending_before) > 3 else ''}) and may change it"
+        )
+    if not present:
+        basis, reason = "upper-bound", f"{job.table} does not exist yet (this kit creates it): no rows to update now"
+    else:
         try:
             by_tenant = job.remaining_by_tenant()
         except Exception as exc:
             if not dbmod.is_database_error(exc):
                 raise
-            # The predicate names a column an earlier step of this kit adds: every row will need work.
-            by_tenant = {"*": int(ctx.db.query_value(f"SELECT COUNT(*) FROM {job.table}") or 0)}
-    return {
-        "id": step.id,
-        "phase": step.phase,
-        "kind": "backfill",
-        "table": job.table,
-        "tablePresent": present,
-        "predicate": job.predicate,
-        "wouldUpdate": sum(by_tenant.values()),
-        "byTenant": by_tenant,
-        "batchSize": job.batch_size,
-    }
+            # The predicate names a table or column an earlier step of this kit adds, so it cannot be
+            # evaluated yet: every row (of the tenant) may need work, which bounds the count from above.
+            tenant = f" WHERE {job.tenant_column} = :tenant" if ctx.options.tenant is not None else ""
+            total = db.query_value(f"SELECT COUNT(*) FROM {job.table}{tenant}", job._params())
+            by_tenant = {ctx.options.tenant or "*": int(total or 0)}
+            basis = "upper-bound"
+            reason = (
+                f"the predicate cannot run before the kit's earlier steps ({dbmod.describe(exc)}); "
+                f"counted every row of {job.table} instead"
+            )
+    recorded = None
+    if db.table_exists("kit_backfill_runs"):
+        recorded = db.query_value("SELECT status FROM kit_backfill_runs WHERE job = :job", {"job": job.state_key})
+    return DryBackfill(
+        id=step.id,
+        phase=step.phase,
+        checksum=step.checksum,
+        table=job.table,
+        table_present=present,
+        predicate=job.predicate,
+        would_update=sum(by_tenant.values()),
+        by_tenant=by_tenant,
+        batch_size=job.batch_size,
+        count_basis=basis,
+        count_reason=reason,
+        status=str(recorded) if recorded not in (None, "reverted") else "pending",
+        sql=job.statement_text(),
+        tenant=ctx.options.tenant,
+    )

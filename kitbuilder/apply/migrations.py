@@ -10,6 +10,7 @@ with its verify script or, when declared idempotent, by running it again.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder.apply import db as dbmod
-from kitbuilder.apply import state
+from kitbuilder.apply import sqlsplit, state
 from kitbuilder.apply.context import RunContext
 from kitbuilder.apply.plan import Step
+from kitbuilder.apply.results import MigrationResult, SeedResult
 from kitbuilder.errors import DatabaseError, UsageError
 
 SEED_CHUNK = 5000
@@ -101,26 +103,29 @@ def _fail(ctx: RunContext, step: Step, started: str, message: str) -> DatabaseEr
 
 
 def _run_statements(ctx: RunContext, step: Step, script: str) -> None:
-    for number, statement in enumerate(ctx.db.split(script), start=1):
+    where = step.migration.files[step.migration.up].path
+    for number, statement in enumerate(sqlsplit.split_script(script, ctx.db.dialect, where=where), start=1):
         try:
-            ctx.db.execute(statement)
+            ctx.db.execute(statement.text)
         except Exception as exc:
             if not dbmod.is_database_error(exc):
                 raise
-            first = statement.strip().splitlines()[0][:80]
-            raise _StatementError(f"statement {number} ({first}): {dbmod.describe(exc)}") from exc
+            first = statement.text.strip().splitlines()[0][:80]
+            raise _StatementError(
+                f"statement {number} at {where}:{statement.line} ({first}): {dbmod.describe(exc)}"
+            ) from exc
 
 
 class _StatementError(Exception):
     pass
 
 
-def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
+def apply_migration(ctx: RunContext, step: Step) -> MigrationResult:
     status = status_of(ctx, step)
-    report: dict[str, Any] = {"id": step.id, "phase": step.phase, "kind": "migration", "checksum": step.checksum}
+    report = MigrationResult(step.id, step.phase, step.checksum, "skipped", reason="already applied")
     if status == "applied":
-        return {**report, "status": "skipped", "reason": "already applied"}
-    transactional = step.options.get("transactional", True) is not False
+        return report
+    transactional = step.migration.options.transactional
     started = state.utc_now()
     clock = time.monotonic()
     up = step.text("up") or ""
@@ -129,8 +134,10 @@ def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
             with ctx.db.transaction():
                 _write_row(ctx, step, "succeeded", started=started, duration_ms=0, error=None)
                 state.record_event(ctx.db, ctx.run_id, "repair", step.id, "interrupted run resolved by verify")
-            return {**report, "status": "succeeded", "resolvedBy": "verify", "durationMs": 0, "verify": "passed"}
-        if not step.options.get("idempotent"):
+            return dataclasses.replace(
+                report, status="succeeded", reason=None, resolved_by="verify", duration_ms=0, verify="passed"
+            )
+        if not step.migration.options.idempotent:
             raise DatabaseError(
                 f"migration {step.id} was interrupted mid-run and is not idempotent; inspect the database, then "
                 f'`kit repair KIT --db URL --resolve {step.id} --as succeeded|failed --reason "…"`'
@@ -164,16 +171,19 @@ def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
             raise _fail(ctx, step, started, dbmod.describe(exc)) from exc
         raise
     ctx.lock.renew()
-    return {
-        **report,
-        "status": "succeeded",
-        "durationMs": duration,
-        "verify": "passed" if step.text("verify") else "none",
-    }
+    return dataclasses.replace(
+        report,
+        status="succeeded",
+        reason=None,
+        duration_ms=duration,
+        verify="passed" if step.text("verify") else "none",
+    )
 
 
 def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
-    script = step.text("revert") if step.kind == "migration" else step.options.get("revert")
+    script = (
+        step.text("revert") if step.kind == "migration" else (step.backfill.revert if step.kind == "backfill" else None)
+    )
     if step.kind == "seed":
         # Seeds are upserts: their rows stay (or go with the table a migration revert drops); marking the
         # seed reverted makes the next apply load it again, which is idempotent.
@@ -185,10 +195,12 @@ def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
             for statement in ctx.db.split(script):
                 ctx.db.execute(statement)
             if step.kind == "backfill":
+                # Also the job's per-tenant states (`ID[tenant=T]`, see backfill.py).
                 ctx.db.execute(
                     "UPDATE kit_backfill_runs SET status = 'reverted', cursor_value = NULL, "
-                    "rows_processed = 0, rows_failed = 0, batches = 0, updated_at = :now WHERE job = :job",
-                    {"now": state.utc_now(), "job": step.id},
+                    "rows_processed = 0, rows_failed = 0, batches = 0, updated_at = :now "
+                    "WHERE job = :job OR substr(job, 1, :n) = :scoped",
+                    {"now": state.utc_now(), "job": step.id, "n": len(step.id) + 8, "scoped": f"{step.id}[tenant="},
                 )
             else:
                 ctx.db.execute(
@@ -220,12 +232,12 @@ def _seed_rows(path: Path) -> Iterator[dict[str, Any]]:
             yield {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
 
 
-def apply_seed(ctx: RunContext, step: Step) -> dict[str, Any]:
-    report: dict[str, Any] = {"id": step.id, "phase": step.phase, "kind": "seed", "checksum": step.checksum}
+def apply_seed(ctx: RunContext, step: Step) -> SeedResult:
+    report = SeedResult(step.id, step.phase, step.checksum, "skipped", reason="already applied")
     if status_of(ctx, step) == "applied":
-        return {**report, "status": "skipped", "reason": "already applied"}
-    table: str = step.options["table"]
-    keys: list[str] = list(step.options["key"])
+        return report
+    table: str = step.seed.options.table
+    keys: list[str] = list(step.seed.options.key)
     started = state.utc_now()
     clock = time.monotonic()
     total = 0
@@ -241,7 +253,7 @@ def apply_seed(ctx: RunContext, step: Step) -> dict[str, Any]:
             raise _fail(ctx, step, started, f"loading into {table}: {dbmod.describe(exc)}") from exc
         raise
     ctx.lock.renew()
-    return {**report, "status": "succeeded", "rows": total, "table": table, "durationMs": duration}
+    return dataclasses.replace(report, status="succeeded", reason=None, rows=total, table=table, duration_ms=duration)
 
 
 def _upsert_file(ctx: RunContext, table: str, keys: list[str], path: Path) -> int:

@@ -8,6 +8,7 @@ disk after verification is never applied.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -19,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kitbuilder.apply import backfill, checks, migrations, state
+from kitbuilder.apply import backfill, checks, migrations, results, state
 from kitbuilder.apply import db as dbmod
 from kitbuilder.apply.context import ApplyOptions, RowProgress, RunContext
-from kitbuilder.apply.evidence import write_evidence
+from kitbuilder.apply.evidence import check_artifacts_dir, write_evidence
 from kitbuilder.apply.lock import ApplyLock, pid_alive
-from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key
+from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key, validate_plan
 from kitbuilder.core import jsonio
 from kitbuilder.core.manifest import IMAGES_DIR
 from kitbuilder.errors import DatabaseError, KitError, UsageError
@@ -39,6 +40,7 @@ class VerifiedKit:
 
 
 STAGING_PREFIX = "kit-apply-"
+DEFAULT_ARTIFACTS = "artifacts"
 
 
 def _remove_stale_staging(root: Path) -> None:
@@ -93,27 +95,34 @@ def _context(
     )
 
 
-def _plan_entry(ctx: RunContext, step: Step) -> dict[str, Any]:
-    entry: dict[str, Any] = {"id": step.id, "kind": step.kind, "phase": step.phase, "checksum": step.checksum}
+def _plan_entry(ctx: RunContext, step: Step, pending_before: tuple[str, ...]) -> results.PlanEntry:
     if step.kind == "backfill":
-        return {**entry, **backfill.dry_run(ctx, step)}
-    if ctx.db.table_exists("kit_migrations"):
-        entry["status"] = migrations.status_of(ctx, step)
-    else:
-        entry["status"] = "pending"
+        return backfill.dry_run(ctx, step, pending_before=pending_before)
+    status: Any = migrations.status_of(ctx, step) if ctx.db.table_exists("kit_migrations") else "pending"
     if step.kind == "migration":
-        entry["transactional"] = step.options.get("transactional", True) is not False
-        entry["sql"] = step.text("up")
-    else:
-        entry["table"] = step.options.get("table")
-        entry["files"] = sorted(step.files)
-    return entry
+        return results.DryStep(
+            step.id,
+            step.kind,
+            step.phase,
+            step.checksum,
+            status,
+            transactional=step.migration.options.transactional,
+            sql=step.text("up") or "",
+        )
+    return results.DryStep(
+        step.id, step.kind, step.phase, step.checksum, status, table=step.seed.options.table, files=tuple(step.files)
+    )
 
 
-def _checks_for_phase(plan: Plan, phase: str | None) -> list[dict[str, Any]]:
-    if phase is None:
-        return [c for c in plan.checks if c.get("phase") is None or c.get("phase") not in plan.phases]
-    return [c for c in plan.checks if c.get("phase") == phase]
+def _dry_plan(ctx: RunContext, plan: Plan) -> tuple[results.PlanEntry, ...]:
+    entries: list[results.PlanEntry] = []
+    pending: list[str] = []
+    for step in plan.steps:
+        entry = _plan_entry(ctx, step, tuple(pending))
+        entries.append(entry)
+        if getattr(entry, "status", "pending") not in ("applied", "finished"):
+            pending.append(step.id)
+    return tuple(entries)
 
 
 def apply_kit(
@@ -123,41 +132,66 @@ def apply_kit(
     options: ApplyOptions,
     *,
     argv: list[str],
-    artifacts: Path,
+    artifacts: Path | None = None,
     on_rows: RowProgress | None = None,
     on_step: Any = None,
-) -> dict[str, Any]:
-    """Apply a kit; returns the report (also written under ``artifacts``). Raises KitError on failure."""
+) -> results.ApplyReport:
+    """Apply a kit; returns the report (also written under ``artifacts``). Raises KitError on failure.
+
+    A real run always writes evidence (under ``artifacts``, default ./artifacts); a dry run only
+    when ``artifacts`` is given, marked as a dry run.
+    """
+    evidence_dir = artifacts if artifacts is not None or options.dry_run else Path(DEFAULT_ARTIFACTS)
     run_id = uuid.uuid4().hex
     with verified_kit(path, verify_options) as kit, _connected(db_url, read_only=options.dry_run) as database:
         ctx = _context(database, kit, options, run_id, on_rows)
         manifest = kit.report.manifest
-        report: dict[str, Any] = {
-            "reportVersion": 1,
-            "runId": run_id,
-            "argv": argv,
-            "dryRun": options.dry_run,
-            "kit": {"path": str(path), "sha256": kit.report.kit_sha256, **manifest.kit.to_json()},
-            "verify": {"signers": list(kit.report.signers), "checks": list(kit.report.checks)},
-            "database": {"dialect": database.dialect, "version": database.version(), "url": dbmod._redact(db_url)},
-            "plan": [],
-            "steps": [],
-            "checks": {"before": {}, "after": []},
-            "status": "running",
-        }
+        # Everything the run depends on, before its first statement (a dry run checks the same).
+        validate_plan(kit.plan, dialect=database.dialect, tenant=options.tenant)
+        if evidence_dir is not None:
+            check_artifacts_dir(evidence_dir)
+        plan = kit.plan.limited_to_tenant() if options.tenant is not None else kit.plan
+        deferred = (
+            results.Deferred(
+                plan.deferred_steps,
+                plan.deferred_checks,
+                f"--tenant {options.tenant} leaves the phase of the first backfill unfinished for other tenants; "
+                "its checks and later phases run in a full apply (without --tenant)",
+            )
+            if plan.deferred_steps or plan.deferred_checks
+            else None
+        )
+        report = results.ApplyReport(
+            run_id=run_id,
+            argv=tuple(argv),
+            dry_run=options.dry_run,
+            kit={"path": str(path), "sha256": kit.report.kit_sha256, **manifest.kit.to_json()},
+            signers=tuple(kit.report.signers),
+            verify_checks=tuple(kit.report.checks),
+            database={"dialect": database.dialect, "version": database.version(), "url": dbmod._redact(db_url)},
+            status="running",
+            tenant=options.tenant,
+            deferred=deferred,
+        )
         if options.dry_run:
-            report["plan"] = [_plan_entry(ctx, step) for step in kit.plan.steps]
-            report["status"] = "dry-run"
-            return report
+            report = dataclasses.replace(report, plan=_dry_plan(ctx, plan), status="dry-run")
+            if evidence_dir is None:
+                return report
+            directory, digest = write_evidence(evidence_dir, report)
+            return dataclasses.replace(report, evidence=results.Evidence(str(directory), digest))
         state.ensure_tables(database)
         ctx.lock.acquire()
-        report["lockWaitSeconds"] = round(ctx.lock.waited, 3)
+        report = dataclasses.replace(
+            report,
+            lock_wait_seconds=round(ctx.lock.waited, 3),
+            plan=tuple(results.PlannedStep(s.id, s.kind, s.phase, s.checksum) for s in plan.steps),
+        )
         book = checks.CheckBook()
+        steps: list[results.StepResult] = []
+        before: dict[str, int | None] = {}
         failure: KitError | None = None
+        status: Any = "running"
         try:
-            report["plan"] = [
-                {"id": s.id, "kind": s.kind, "phase": s.phase, "checksum": s.checksum} for s in kit.plan.steps
-            ]
             with database.transaction():
                 # Whoever held the lock before us and left a run 'running' was killed.
                 database.execute("UPDATE kit_runs SET status = 'interrupted' WHERE status = 'running'")
@@ -173,52 +207,58 @@ def apply_kit(
                         "sha": kit.report.kit_sha256,
                     },
                 )
-            checks.measure_before(database, tuple(_checks_for_phase(kit.plan, None)), book)
-            report["checks"]["before"] = dict(book.before)
+            checks.measure_before(database, plan.checks_for_phase(None), book)
+            before.update(book.before)
             current_phase: str | None = None
-            for step in kit.plan.steps:
+            for step in plan.steps:
                 if step.phase != current_phase:
                     if current_phase is not None:
-                        checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
+                        checks.run_checks(database, plan.checks_for_phase(current_phase), book)
                     # A check bound to a phase counts "before" at the start of that phase.
-                    phase_checks = tuple(_checks_for_phase(kit.plan, step.phase))
+                    phase_checks = plan.checks_for_phase(step.phase)
                     checks.measure_before(database, phase_checks, book)
-                    report["checks"]["before"].update(
-                        {c["id"]: book.before.get(c["id"]) for c in phase_checks if c["kind"] == "count"}
-                    )
+                    before.update({c.id: book.before.get(c.id) for c in phase_checks if c.kind == "count"})
                 current_phase = step.phase
                 if on_step is not None:
                     on_step(step)
+                result: results.StepResult
                 if step.kind == "migration":
                     result = migrations.apply_migration(ctx, step)
                 elif step.kind == "seed":
                     result = migrations.apply_seed(ctx, step)
                 else:
                     result = backfill.BackfillJob(ctx, step).run()
-                report["steps"].append(result)
-                if result.get("status") != "skipped":
+                steps.append(result)
+                if result.status != "skipped":
                     book.changed = True
             if current_phase is not None and current_phase != LAST_PHASE:
-                checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
-            checks.run_checks(database, _checks_for_phase(kit.plan, None), book)
-            report["status"] = "succeeded"
+                checks.run_checks(database, plan.checks_for_phase(current_phase), book)
+            checks.run_checks(database, plan.checks_for_phase(None), book)
+            status = "succeeded"
         except KitError as exc:
             failure = exc
-            report["status"] = "failed"
-            report["error"] = {"kind": exc.kind, "exitCode": exc.exit_code, "message": str(exc)}
+            status = "failed"
         finally:
-            report["checks"]["after"] = [r.to_json() for r in book.results]
-            directory, digest = write_evidence(artifacts, report)
-            report["evidence"] = {"directory": str(directory), "reportSha256": digest}
+            report = dataclasses.replace(
+                report,
+                status=status if status != "running" else "failed",
+                steps=tuple(steps),
+                checks_before=before,
+                checks_after=tuple(book.results),
+                error=results.RunError(failure.kind, failure.exit_code, str(failure)) if failure else None,
+            )
+            assert evidence_dir is not None
+            directory, digest = write_evidence(evidence_dir, report)
+            report = dataclasses.replace(report, evidence=results.Evidence(str(directory), digest))
             with contextlib.suppress(Exception), database.transaction():
                 database.execute(
                     "UPDATE kit_runs SET finished_at = :at, report_sha256 = :sha, status = :status WHERE run_id = :run",
-                    {"at": state.utc_now(), "sha": digest, "status": report["status"], "run": run_id},
+                    {"at": state.utc_now(), "sha": digest, "status": report.status, "run": run_id},
                 )
             with contextlib.suppress(Exception):
                 ctx.lock.release()
         if failure is not None:
-            failure.details = report
+            failure.details = report.to_json()
             raise failure
         return report
 
@@ -243,7 +283,12 @@ def rollback_kit(
             }
         limit = phase_key(to_phase) if to_phase != "none" else None
         applied = state.migration_rows(database)
-        backfills = {row[0]: row[1] for row in database.query("SELECT job, status FROM kit_backfill_runs")}
+        backfills: dict[str, str] = {}
+        for job, job_status in database.query("SELECT job, status FROM kit_backfill_runs"):
+            # A job run with --tenant has one state per tenant (`ID[tenant=T]`); any of them not reverted counts.
+            job_id = str(job).split("[tenant=", 1)[0]
+            if backfills.get(job_id) in (None, "reverted"):
+                backfills[job_id] = job_status
         candidates: list[tuple[int, Step]] = []
         for step in kit.plan.steps:
             if limit is not None and phase_key(step.phase) <= limit:
@@ -352,7 +397,8 @@ def repair(
                     "UPDATE kit_migrations SET checksum = :c WHERE id = :id", {"c": step.checksum, "id": step.id}
                 )
                 changed += database.execute(
-                    "UPDATE kit_backfill_runs SET checksum = :c WHERE job = :id", {"c": step.checksum, "id": step.id}
+                    "UPDATE kit_backfill_runs SET checksum = :c WHERE job = :id OR substr(job, 1, :n) = :scoped",
+                    {"c": step.checksum, "id": step.id, "n": len(step.id) + 8, "scoped": f"{step.id}[tenant="},
                 )
                 if not changed:
                     raise DatabaseError(f"{step.id}: nothing recorded for it in this database; nothing to accept")

@@ -19,9 +19,9 @@ def test_percent_outside_quotes_is_escaped() -> None:
 def test_postgres_split_respects_quotes_comments_and_dollar_quotes() -> None:
     script = "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\nSELECT ';'; -- a; b\n/* c; */SELECT 2"
     assert split_postgres(script) == [
-        "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;",
-        "SELECT ';';",
-        "-- a; b\n/* c; */SELECT 2",
+        "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql",
+        "SELECT ';'",
+        "SELECT 2",
     ]
 
 
