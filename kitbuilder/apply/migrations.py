@@ -9,18 +9,15 @@ with its verify script or, when declared idempotent, by running it again.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kitbuilder.apply import db as dbmod
 from kitbuilder.apply import sqlsplit, state
 from kitbuilder.apply.context import RunContext
-from kitbuilder.apply.plan import Step
+from kitbuilder.apply.plan import Step, seed_rows
 from kitbuilder.apply.results import MigrationResult, SeedResult
 from kitbuilder.errors import DatabaseError, UsageError
 
@@ -215,23 +212,6 @@ def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
     return {"id": step.id, "kind": step.kind, "phase": step.phase, "status": "reverted"}
 
 
-def _seed_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open("r", encoding="utf-8", newline="") as handle:
-        if path.suffix == ".csv":
-            yield from csv.DictReader(handle)
-            return
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise UsageError(f"{path.name}:{number}: not a JSON object ({exc})") from exc
-            if not isinstance(row, dict):
-                raise UsageError(f"{path.name}:{number}: expected a JSON object per line")
-            yield {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
-
-
 def apply_seed(ctx: RunContext, step: Step) -> SeedResult:
     report = SeedResult(step.id, step.phase, step.checksum, "skipped", reason="already applied")
     if status_of(ctx, step) == "applied":
@@ -257,7 +237,7 @@ def apply_seed(ctx: RunContext, step: Step) -> SeedResult:
 
 
 def _upsert_file(ctx: RunContext, table: str, keys: list[str], path: Path) -> int:
-    rows = list(_seed_rows(path))
+    rows = list(seed_rows(path))
     if not rows:
         return 0
     columns = sorted({column for row in rows for column in row})

@@ -10,9 +10,11 @@ same parser ``kit verify`` ran (:class:`kitbuilder.core.jobs.KitJobs`), and
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +173,8 @@ def validate_plan(plan: Plan, *, dialect: str, tenant: str | None) -> None:
                 "or give the job a tenant_column (and :tenant in its update statement)"
             )
     for step in plan.steps:
+        if step.kind == "seed":
+            _check_seed(step)
         if step.kind != "migration":
             continue
         for role in ("up", "verify"):
@@ -178,6 +182,44 @@ def validate_plan(plan: Plan, *, dialect: str, tenant: str | None) -> None:
             if path is not None:
                 where = f"migration {step.id}: {step.migration.files[_name(step, role)].path}"
                 sqlsplit.split_script(_text(path, where), dialect, where=where)
+
+
+def seed_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of one seed file (.csv with a header, or one JSON object per line); FormatError naming the line.
+
+    The one reader of seed files: `validate_plan` streams every file through it before the run's first
+    statement, and the seed step loads them with it.
+    """
+    try:
+        with path.open("r", encoding="utf-8", newline="") as handle:
+            if path.suffix == ".csv":
+                yield from csv.DictReader(handle)
+                return
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise FormatError(f"{path.name}:{number}: not a JSON object ({exc})") from exc
+                if not isinstance(row, dict):
+                    raise FormatError(f"{path.name}:{number}: expected a JSON object per line")
+                yield {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{path.name}: not UTF-8 text ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise FormatError(f"{path.name}: not valid CSV ({exc})") from exc
+
+
+def _check_seed(step: Step) -> None:
+    keys = step.seed.options.key
+    for name, path in step.files.items():
+        for number, row in enumerate(seed_rows(path), start=1):
+            missing = [k for k in keys if row.get(k) is None]
+            if missing:
+                raise FormatError(
+                    f"seed {step.id}: {name}: row {number} has no value for key column(s) {', '.join(missing)}"
+                )
 
 
 def _text(path: Path, where: str) -> str:

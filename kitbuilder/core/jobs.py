@@ -534,6 +534,8 @@ def component_files(manifest: Manifest, component_id: str) -> dict[str, FileEntr
 def _job(manifest: Manifest, position: int, read: Callable[[FileEntry], bytes]) -> Job | None:
     component = manifest.components[position]
     if component.role not in APPLY_ROLES:
+        # No other role has options (kit build writes none); one that did would be silently ignored.
+        _Fields(component.options, f"{manifest_where(position)} ({component.role} {component.id}): options").finish()
         return None
     where = f"{manifest_where(position)} ({component.role} {component.id})"
     if component.phase is not None and not PHASE.fullmatch(component.phase):

@@ -265,3 +265,23 @@ def test_crafted_kit_migration_text_is_what_runs(tmp_path: Path, pub: Path) -> N
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["plan"][0]["sql"] == GOOD_UP
     assert not db.exists() and os.path.isdir(tmp_path / "a")
+
+
+def test_seed_row_without_its_key_is_refused_before_the_migrations_run(tmp_path: Path, pub: Path, db_url: str) -> None:
+    components, files = three_migrations()
+    components.append({"id": "s1", "role": "seed", "phase": "4", "options": {"table": "items", "key": ["id"]}})
+    files["seeds/s1/rows.ndjson"] = ("s1", b'{"id": 1, "name": "a"}\n{"name": "no key"}\n')
+    kit = craft_apply_kit(tmp_path / "seed.kit.tar.zst", components, files)
+    result = run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a")
+    assert result.exit_code == 5, result.output
+    one_line_error(result.stderr, "format", "seed s1", "row 2", "id")
+    assert not kit_tables(db_url)
+
+
+def test_failing_statement_names_its_file_and_line(tmp_path: Path, pub: Path, db_url: str) -> None:
+    components, files = three_migrations()
+    files["migrations/m2/up.sql"] = ("m2", b"CREATE TABLE a2 (x int);\n\nINSERT INTO no_such_table VALUES (1);\n")
+    kit = craft_apply_kit(tmp_path / "fails.kit.tar.zst", components, files)
+    result = run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a")
+    assert result.exit_code == 8, result.output
+    one_line_error(result.stderr, "database", "m2", "statement 2 at migrations/m2/up.sql:3")
