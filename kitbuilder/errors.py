@@ -14,10 +14,9 @@ class KitError(Exception):
     exit_code = 1
     kind = "error"
 
-    def __init__(self, message: str, *, member: str | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.member = member
         # A partial report (e.g. an apply run's evidence) the CLI includes in --json output.
         self.details: dict[str, object] | None = None
 
@@ -72,17 +71,6 @@ class FormatError(ArchiveError):
     kind = "format"
 
 
-EXIT_CODES: dict[str, int] = {
-    "ok": 0,
-    "usage": UsageError.exit_code,
-    "trust": TrustError.exit_code,
-    "integrity": IntegrityError.exit_code,
-    "archive": ArchiveError.exit_code,
-    "policy": PolicyError.exit_code,
-    "internal": 70,
-}
-
-
 class DatabaseError(KitError):
     """The database is unreachable, a script failed, or its state forbids going on (e.g. checksum drift)."""
 
@@ -104,9 +92,6 @@ class CheckFailedError(KitError):
     kind = "check"
 
 
-EXIT_CODES.update({"database": 8, "lock": 9, "check": 10})
-
-
 class RegistryError(KitError):
     """An OCI registry is unreachable, refuses the credentials, or fails a request after retries.
 
@@ -116,8 +101,6 @@ class RegistryError(KitError):
     exit_code = 11
     kind = "registry"
 
-
-EXIT_CODES.update({"registry": RegistryError.exit_code})
 
 
 class HostIOError(KitError):
@@ -159,4 +142,17 @@ class InterruptedRun(KitError):
         self.exit_code = 128 + signal_number
 
 
-EXIT_CODES.update({"io": HostIOError.exit_code, "interrupted": InterruptedRun.exit_code})
+
+# A bug in kit, not the user's input or the environment.
+INTERNAL_EXIT_CODE = 70
+
+
+def _kinds(cls: type[KitError]) -> dict[str, int]:
+    table = {cls.kind: cls.exit_code} if cls is not KitError else {}
+    for sub in cls.__subclasses__():
+        table.update(_kinds(sub))
+    return table
+
+
+# kind -> exit code, derived from the class tree above (docs/exit-codes.md documents the same table).
+EXIT_CODES: dict[str, int] = {"ok": 0, **_kinds(KitError), "internal": INTERNAL_EXIT_CODE}
