@@ -976,6 +976,20 @@ def apply(
             min_sample=min_sample,
             lock_timeout=lock_timeout,
         )
+        if registry is not None and not dry_run:
+            # Reach the registry and check TLS and credentials before the database changes: a registry
+            # problem found only after the apply would leave the run half done (exit 11, nothing applied).
+            from kitbuilder.oci.registry import RegistryClient, RetryPolicy, TransferOptions
+
+            with RegistryClient(
+                registry,
+                tls_verify=registry_args.tls_verify,
+                ca_cert=registry_args.ca_cert,
+                username=registry_args.username,
+                password=registry_args.password(),
+                options=TransferOptions(retry=RetryPolicy(attempts=2)),  # a check, not a transfer: fail fast
+            ) as client:
+                client.ping()
         show = progress_enabled(quiet or as_json)
         with row_progress(enabled=show) as bars:
             report = apply_op.apply_kit(

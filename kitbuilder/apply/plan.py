@@ -184,6 +184,14 @@ def validate_plan(plan: Plan, *, dialect: str, tenant: str | None) -> None:
                 sqlsplit.split_script(_text(path, where), dialect, where=where)
 
 
+def validate_reverts(steps: list[Step], *, dialect: str) -> None:
+    """Before a rollback's first statement: every revert script it will run parses (DatabaseError naming the line)."""
+    for step in steps:
+        if step.kind == "migration" and "revert" in step.files:
+            where = f"migration {step.id}: {step.migration.files[_name(step, 'revert')].path}"
+            sqlsplit.split_script(_text(step.files["revert"], where), dialect, where=where)
+
+
 def seed_rows(path: Path) -> Iterator[dict[str, Any]]:
     """The rows of one seed file (.csv with a header, or one JSON object per line); FormatError naming the line.
 

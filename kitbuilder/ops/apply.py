@@ -25,7 +25,7 @@ from kitbuilder.apply import db as dbmod
 from kitbuilder.apply.context import ApplyOptions, RowProgress, RunContext
 from kitbuilder.apply.evidence import check_artifacts_dir, write_evidence
 from kitbuilder.apply.lock import ApplyLock, pid_alive
-from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key, validate_plan
+from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key, validate_plan, validate_reverts
 from kitbuilder.core import jsonio
 from kitbuilder.core.manifest import IMAGES_DIR
 from kitbuilder.errors import DatabaseError, KitError, UsageError
@@ -307,6 +307,7 @@ def rollback_kit(
         plan = [{"id": s.id, "kind": s.kind, "phase": s.phase} for _, s in candidates]
         if dry_run:
             return {"runId": run_id, "dryRun": True, "wouldRevert": plan}
+        validate_reverts([step for _, step in candidates], dialect=database.dialect)
         ctx.lock.acquire()
         try:
             reverted = []

@@ -285,3 +285,19 @@ def test_failing_statement_names_its_file_and_line(tmp_path: Path, pub: Path, db
     result = run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a")
     assert result.exit_code == 8, result.output
     one_line_error(result.stderr, "database", "m2", "statement 2 at migrations/m2/up.sql:3")
+
+
+def test_unreachable_registry_is_found_before_the_database_changes(tmp_path: Path, pub: Path, db_url: str) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    components, files = three_migrations()
+    kit = craft_apply_kit(tmp_path / "ok.kit.tar.zst", components, files)
+    result = run_kit(
+        "apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a", "--registry", f"127.0.0.1:{port}"
+    )
+    assert result.exit_code == 11, result.output
+    assert result.stderr.count("\n") == 1 and f"127.0.0.1:{port}" in result.stderr
+    assert not kit_tables(db_url)
