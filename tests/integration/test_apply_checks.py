@@ -183,3 +183,97 @@ def test_dry_run_with_artifacts_writes_hashed_evidence_marked_dry_run(
     # Without --artifacts a dry run writes nothing at all.
     bare = run_kit("apply", kit_with_job(tmp_path, JOB, "k2"), "--key", pub, "--db", db_url, "--dry-run", "--json")
     assert bare.exit_code == 0 and "evidence" not in json.loads(bare.stdout)
+
+
+def test_every_typed_result_field_fits_the_published_schema() -> None:
+    """The report's to_json (all optional parts filled) against schemas/apply-report.schema.json."""
+    from kitbuilder.apply import results
+    from kitbuilder.apply.checks import CheckResult
+
+    check = CheckResult("c", "count", True, "halt", 3, 3, "before 3")
+    backfill = results.BackfillResult(
+        id="b",
+        phase="1",
+        checksum="0" * 64,
+        table="t",
+        batch_size=5,
+        remaining_before=4,
+        status="finished",
+        remaining_after=0,
+        rows_processed=4,
+        rows_failed=0,
+        resumed_from=None,
+        cursor=4,
+        batches=1,
+        rows_this_run=4,
+        duration_ms=12,
+        rows_per_second=100.0,
+        metric="t_pending",
+        tenant="t1",
+        pre_checks=(check,),
+        post_checks=(check,),
+    )
+    report = results.ApplyReport(
+        run_id="a" * 32,
+        argv=("kit",),
+        dry_run=False,
+        kit={
+            "path": "k",
+            "sha256": "0" * 64,
+            "name": "k",
+            "version": "1",
+            "sequence": 1,
+            "expires": "2099-01-01T00:00:00Z",
+            "product": "p",
+            "channel": "stable",
+            "description": "",
+        },
+        signers=("b" * 64,),
+        verify_checks=("ok",),
+        database={"dialect": "sqlite", "version": "3", "url": "x.db"},
+        status="succeeded",
+        plan=(results.PlannedStep("b", "backfill", "1", "0" * 64),),
+        steps=(
+            results.MigrationResult("m", "1", "0" * 64, "succeeded", duration_ms=3, verify="passed"),
+            results.SeedResult("s", "1", "0" * 64, "succeeded", rows=2, table="t", duration_ms=1),
+            backfill,
+        ),
+        checks_before={"c": 3},
+        checks_after=(check,),
+        lock_wait_seconds=0.0,
+        tenant="t1",
+        deferred=results.Deferred(("x",), ("y",), "why"),
+        evidence=results.Evidence("d", "0" * 64),
+    )
+    report.check_contract()
+    dry = results.ApplyReport(
+        run_id="a" * 32,
+        argv=(),
+        dry_run=True,
+        kit=report.kit,
+        signers=(),
+        verify_checks=(),
+        database=report.database,
+        status="dry-run",
+        plan=(
+            results.DryStep("m", "migration", "1", "0" * 64, "pending", sql="SELECT 1"),
+            results.DryBackfill(
+                "b",
+                "1",
+                "0" * 64,
+                "t",
+                True,
+                "x IS NULL",
+                2,
+                {"t1": 2},
+                5,
+                "current",
+                "why",
+                "pending",
+                "UPDATE t SET x = 1",
+                tenant="t1",
+            ),
+        ),
+        evidence=results.Evidence("d-dry-run", "0" * 64),
+    )
+    dry.check_contract()
