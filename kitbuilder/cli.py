@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import logging
@@ -20,9 +21,9 @@ import click
 
 from kitbuilder import __version__
 from kitbuilder.archive.reader import Caps
-from kitbuilder.atomic import write_atomic
+from kitbuilder.atomic import action_for
 from kitbuilder.core import timefmt
-from kitbuilder.errors import EXIT_CODES, DatabaseError, KitError, UsageError
+from kitbuilder.errors import EXIT_CODES, DatabaseError, HostIOError, KitError, UsageError
 from kitbuilder.ops import keys as keys_op
 from kitbuilder.ops import verify as verify_op
 from kitbuilder.progress import byte_progress, progress_enabled, row_progress
@@ -47,14 +48,27 @@ def _one_line(text: str) -> str:
 
 
 def _fail(error: KitError, *, as_json: bool) -> NoReturn:
-    if as_json:
-        document: dict[str, Any] = dict(error.details or {})
-        document.update(
-            {"ok": False, "error": {"kind": error.kind, "exitCode": error.exit_code, "message": _one_line(str(error))}}
-        )
-        _emit_json(document)
-    click.echo(f"kit: {error.kind} error: {_one_line(str(error))}", err=True)
+    # Reporting must not fail in turn (stdout on the disk that just filled up): the exit code still says it all.
+    with contextlib.suppress(OSError):
+        if as_json:
+            document: dict[str, Any] = dict(error.details or {})
+            failure = {"kind": error.kind, "exitCode": error.exit_code, "message": _one_line(str(error))}
+            document.update({"ok": False, "error": failure})
+            _emit_json(document)
+    with contextlib.suppress(OSError):
+        click.echo(f"kit: {error.kind} error: {_one_line(str(error))}", err=True)
     sys.exit(error.exit_code)
+
+
+def _environment_error(exc: OSError, *, unnamed: str = "(unknown path)") -> HostIOError:
+    """An OSError no site turned into a KitError: the host refused something (exit 12), never a bug (70).
+
+    Each writing site names its own path and action (kitbuilder.atomic); this is the net under them.
+    """
+    where = exc.filename if exc.filename is not None else unnamed
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return HostIOError.from_os_error(exc, path=where, action=action_for(exc))
 
 
 @contextlib.contextmanager
@@ -76,6 +90,8 @@ def _errors(as_json: bool) -> Iterator[None]:
             raise
         if dbmod.is_database_error(exc):
             _fail(DatabaseError(f"database error: {dbmod.describe(exc)}"), as_json=as_json)
+        if isinstance(exc, OSError):
+            _fail(_environment_error(exc), as_json=as_json)
         # A bug, not a user error: say so in one line; KIT_DEBUG=1 shows the traceback.
         message = _one_line(f"{type(exc).__name__}: {exc} (rerun with KIT_DEBUG=1 and report it)")
         if as_json:
@@ -83,6 +99,19 @@ def _errors(as_json: bool) -> Iterator[None]:
             _emit_json({"ok": False, "error": failure})
         click.echo(f"kit: internal error: {message}", err=True)
         sys.exit(EXIT_CODES["internal"])
+
+
+class _KitGroup(click.Group):
+    """The ``kit`` group: an OSError outside ``_errors`` (printing a report to a full disk) is one line, exit 12."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            # EPIPE: whoever read stdout went away (`kit … | head`); click ends quietly, as other tools do.
+            if exc.errno == errno.EPIPE or os.environ.get("KIT_DEBUG"):
+                raise
+            _fail(_environment_error(exc, unnamed="standard output"), as_json=False)
 
 
 def _now(value: str | None) -> datetime:
@@ -184,7 +213,7 @@ def _apply_decorators(options: tuple[Any, ...]) -> Callable[[Any], Any]:
     return decorate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_KitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kit")
 def main() -> None:
     """Build, sign, verify, inspect, apply and patch offline kits. Exit codes: docs/exit-codes.md."""
@@ -567,15 +596,16 @@ def sbom(kit: Path, trust: TrustArgs, subject: str | None, output: Path | None, 
         policy = trust.policy(_now(trust.now_text)) if trust.given else None
         extracted = sbom_op.extract_sbom(kit, policy=policy, subject=subject)
         if output is not None:
-            write_atomic(output, extracted.data)
-    if not extracted.verified:
-        click.echo("kit: signatures not verified (pass --key or --trust-root); digest matches the manifest", err=True)
+            sbom_op.save_sbom(extracted, output)
+    # The SBOM first: if stdout cannot take it, that error is the only line on stderr.
     if output is None:
         sys.stdout.buffer.write(extracted.data)
         sys.stdout.buffer.flush()
-    elif as_json:
+    if not extracted.verified:
+        click.echo("kit: signatures not verified (pass --key or --trust-root); digest matches the manifest", err=True)
+    if output is not None and as_json:
         _emit_json({"ok": True, **extracted.to_json(), "out": str(output)})
-    else:
+    elif output is not None:
         click.echo(f"wrote {output}: {extracted.path} ({extracted.format}, {len(extracted.data)} bytes)")
 
 

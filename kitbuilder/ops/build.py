@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from kitbuilder import __version__
 from kitbuilder.archive.hashing import HashWorker
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.writer import KitWriter
-from kitbuilder.atomic import atomic_output, write_atomic
+from kitbuilder.atomic import AtomicFile, check_target, commit_together, os_error
 from kitbuilder.core import checksums, jsonio, paths, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
 from kitbuilder.core.manifest import (
@@ -176,11 +176,14 @@ def build_kit(
     on_start: Callable[[int], None] | None = None,
     reuse: FrameReuse | None = None,
     detached_provenance: bool = True,
+    shown_as: Path | None = None,
 ) -> BuildResult:
-    """Build and sign a kit; the output appears only when complete.
+    """Build and sign a kit; the output (and OUTPUT.intoto.jsonl beside it) appears only when complete.
 
     With ``reuse`` (a verified base kit), files whose content the base already holds
     are hashed, then their compressed data frames are copied from the base verbatim.
+    ``shown_as`` is the path errors name when ``output`` is a temporary one (a delta build's full kit).
+    Raises HostIOError (disk full, read-only) or UsageError (a bad output path) with nothing left behind.
     """
     if not keys:
         raise UsageError("kit build needs at least one --key")
@@ -231,25 +234,39 @@ def build_kit(
     ) + tuple(generated)
     if reuse is not None:
         reuse.check_compatible(build_info)
-    # Digests of the compressed output (each data frame, the whole kit for the detached provenance) run
-    # on a second core while this one reads, hashes the input and compresses.
-    hasher, output_hasher = HashWorker(), HashWorker()
-    try:
-        plan = _Plan(spec, options, keys, inputs, image_plan, shipped, kit_info, build_info, components, started)
-        written = _write_kit(output, plan, reuse, (hasher, output_hasher), on_bytes)
-    finally:
-        hasher.close()
-        output_hasher.close()
     sibling = output.with_name(output.name + DETACHED_SUFFIX)
+    with_sibling = options.provenance and detached_provenance
+    # A bad output path fails now, not after minutes of compression.
+    check_target(output)
+    if with_sibling:
+        check_target(sibling)
     detached = None
-    if written.predicate is not None and detached_provenance:
-        envelope = _attestation((Subject(output.name, written.kit_sha256),), written.predicate, keys)
-        # JSON Lines: one compact envelope per line.
-        write_atomic(sibling, jsonio.dump_compact(envelope.to_json()) + b"\n")
-        detached = sibling
-    elif written.predicate is None:
-        # An earlier build's provenance beside this path would describe another file.
-        sibling.unlink(missing_ok=True)
+    with AtomicFile(output, shown_as=shown_as) as kit_file:
+        # Digests of the compressed output (each data frame, the whole kit for the detached provenance) run
+        # on a second core while this one reads, hashes the input and compresses.
+        hasher, output_hasher = HashWorker(), HashWorker()
+        try:
+            plan = _Plan(spec, options, keys, inputs, image_plan, shipped, kit_info, build_info, components, started)
+            written = _write_kit(kit_file.stream, plan, reuse, (hasher, output_hasher), on_bytes)
+        finally:
+            hasher.close()
+            output_hasher.close()
+        kit_file.finish()  # a full disk shows here, naming the kit, before the provenance is written
+        if written.predicate is not None and with_sibling:
+            envelope = _attestation((Subject(output.name, written.kit_sha256),), written.predicate, keys)
+            with AtomicFile(sibling, mode=0o644) as provenance_file:
+                # JSON Lines: one compact envelope per line.
+                provenance_file.stream.write(jsonio.dump_compact(envelope.to_json()) + b"\n")
+                # The provenance first: if the kit's rename fails it is removed again, so a detached
+                # provenance never sits beside a kit file it does not describe.
+                commit_together([provenance_file, kit_file])
+            detached = sibling
+        elif written.predicate is None:
+            # An earlier build's provenance beside this path would describe another file.
+            try:
+                sibling.unlink(missing_ok=True)
+            except OSError as exc:
+                raise os_error(exc, sibling, action="remove the earlier provenance") from exc
     return BuildResult(
         output=output,
         manifest=written.manifest,
@@ -287,51 +304,50 @@ class _Written:
 
 
 def _write_kit(
-    output: Path,
+    out: BinaryIO,
     plan: _Plan,
     reuse: FrameReuse | None,
     hashers: tuple[HashWorker, HashWorker],
     on_bytes: Callable[[int], None] | None,
 ) -> _Written:
-    """Write the archive under a temporary name; it appears at ``output`` only when complete."""
-    with atomic_output(output) as out:
-        writer = KitWriter(
-            out,
-            level=plan.options.level,
-            threads=plan.options.threads,
-            mtime=plan.options.source_date_epoch or 0,
-            hasher=hashers[0],
-            digest_output=True,
-            output_hasher=hashers[1],
-        )
-        files = _write_inputs(writer, plan.inputs, reuse, on_bytes)
-        files += _write_images(writer, plan.image_plan, reuse, on_bytes)
-        sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, plan.image_plan, plan.shipped)
-        files.append(_entry(writer.add_bytes(KIT_SBOM_PATH, sbom_bytes), "sbom", KIT_SBOM_COMPONENT))
-        manifest = Manifest(
-            kit=plan.kit_info,
-            build=plan.build_info,
-            components=plan.components,
-            files=tuple(files),
-            checks=plan.spec.checks,
-            images=tuple(r.to_json() for r in plan.image_plan.images) if plan.image_plan else (),
-            sboms=tuple(_shipped_record(s) for s in plan.shipped),
-        )
-        sealed = seal(writer, manifest, plan.keys)
-        extra: list[str] = []
-        predicate = None
-        if plan.options.provenance:
-            predicate = _provenance(plan, manifest).predicate()
-            subjects = (Subject(MANIFEST_JSON, sealed.manifest_sha256), Subject(SHA256SUMS, sealed.sums_sha256))
-            writer.add_bytes(PROVENANCE_MEMBER, _attestation(subjects, predicate, plan.keys).to_bytes())
-            extra.append(PROVENANCE_MEMBER)
-        if plan.options.sigstore_bundle:
-            from kitbuilder.trust.sigstore_bundle import render_key_bundle
+    """Write the archive to ``out`` (the temporary file the caller renames into place when complete)."""
+    writer = KitWriter(
+        out,
+        level=plan.options.level,
+        threads=plan.options.threads,
+        mtime=plan.options.source_date_epoch or 0,
+        hasher=hashers[0],
+        digest_output=True,
+        output_hasher=hashers[1],
+    )
+    files = _write_inputs(writer, plan.inputs, reuse, on_bytes)
+    files += _write_images(writer, plan.image_plan, reuse, on_bytes)
+    sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, plan.image_plan, plan.shipped)
+    files.append(_entry(writer.add_bytes(KIT_SBOM_PATH, sbom_bytes), "sbom", KIT_SBOM_COMPONENT))
+    manifest = Manifest(
+        kit=plan.kit_info,
+        build=plan.build_info,
+        components=plan.components,
+        files=tuple(files),
+        checks=plan.spec.checks,
+        images=tuple(r.to_json() for r in plan.image_plan.images) if plan.image_plan else (),
+        sboms=tuple(_shipped_record(s) for s in plan.shipped),
+    )
+    sealed = seal(writer, manifest, plan.keys)
+    extra: list[str] = []
+    predicate = None
+    if plan.options.provenance:
+        predicate = _provenance(plan, manifest).predicate()
+        subjects = (Subject(MANIFEST_JSON, sealed.manifest_sha256), Subject(SHA256SUMS, sealed.sums_sha256))
+        writer.add_bytes(PROVENANCE_MEMBER, _attestation(subjects, predicate, plan.keys).to_bytes())
+        extra.append(PROVENANCE_MEMBER)
+    if plan.options.sigstore_bundle:
+        from kitbuilder.trust.sigstore_bundle import render_key_bundle
 
-            writer.add_bytes(SIGSTORE_BUNDLE, render_key_bundle(sealed.sums, plan.keys[0]))
-            extra.append(SIGSTORE_BUNDLE)
-        writer.finish()
-        kit_size = writer.offset
+        writer.add_bytes(SIGSTORE_BUNDLE, render_key_bundle(sealed.sums, plan.keys[0]))
+        extra.append(SIGSTORE_BUNDLE)
+    writer.finish()
+    kit_size = writer.offset
     return _Written(writer.output_sha256(), kit_size, manifest, predicate, tuple(extra))
 
 

@@ -24,7 +24,7 @@ from kitbuilder.archive import reader
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer import KitWriter
-from kitbuilder.atomic import atomic_output
+from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
 from kitbuilder.core.dsse import Envelope
 from kitbuilder.core.manifest import (
     MANIFEST_DSSE,
@@ -311,17 +311,22 @@ def build_delta(
     """``kit build --delta-from``: build the full new kit reusing the base's frames, then cut the delta from it."""
     from kitbuilder.ops.build import build_kit
 
+    directory = check_target(output)  # a bad --out fails before anything is built
     policy = TrustPolicy(keys=tuple(k.public for k in keys), threshold=1)
     base = FrameReuse(base_path, policy)
-    full = full_output or output.with_name(f".{output.name}.full.part")
     try:
-        build_kit(
-            spec, keys=keys, output=full, options=options, reuse=base, detached_provenance=full_output is not None
-        )
-        result = write_delta(full, base, keys=keys, output=output, policy=policy)
+        if full_output is not None:
+            build_kit(spec, keys=keys, output=full_output, options=options, reuse=base)
+            return write_delta(full_output, base, keys=keys, output=output, policy=policy)
+        # Without --full-out the full kit lives in a private directory kit creates beside the output
+        # (never a fixed name someone could plant), removed at the end; one a killed run left is cleared.
+        pattern = temp_pattern(output, DIR_SUFFIX)
+        clear_stale(directory, pattern, is_dir=True)
+        with scratch_dir(directory, pattern, what=output) as scratch:
+            full = scratch / output.name
+            build_kit(
+                spec, keys=keys, output=full, options=options, reuse=base, detached_provenance=False, shown_as=output
+            )
+            return write_delta(full, base, keys=keys, output=output, policy=policy)
     finally:
         base.close()
-        if full_output is None:
-            with contextlib.suppress(OSError):
-                full.unlink()
-    return result

@@ -13,18 +13,17 @@ import contextlib
 import functools
 import hashlib
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kitbuilder import faults
 from kitbuilder.archive import reader, tarfmt, zstdframes
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.reader import Caps
-from kitbuilder.atomic import fsync_path
+from kitbuilder.atomic import TempPattern, clear_stale, fsync_path, os_error, scratch_dir
 from kitbuilder.core.manifest import Manifest
 from kitbuilder.errors import IntegrityError, UsageError
 from kitbuilder.oci import layout
@@ -34,6 +33,8 @@ from kitbuilder.oci.registry import RegistryClient, TransferOptions
 from kitbuilder.ops.verify import VerifyOptions, open_kit, verify_kit
 
 EXPORT_TEMP_PREFIX = ".kit-export-tmp-"
+# Export's scratch directories in OUT_DIR: .kit-export-tmp-<pid>-<random> (see kitbuilder.atomic).
+EXPORT_TEMP = TempPattern(EXPORT_TEMP_PREFIX, "")
 
 
 @dataclass(frozen=True)
@@ -162,55 +163,92 @@ def export_images(
 ) -> ExportResult:
     """Verify the kit, then write its images as a plain OCI image layout in ``out_dir`` (new or empty).
 
-    Written under ``out_dir/.kit-export-tmp-*`` and renamed into place (index.json last),
-    so ``out_dir`` never holds a layout whose index names blobs that are not there.
+    Written under ``out_dir/.kit-export-tmp-<pid>-<random>`` (a directory kit creates and
+    locks) and renamed into place (index.json last), so ``out_dir`` never holds a layout
+    whose index names blobs that are not there. HostIOError (exit 12) when the host
+    refuses a write, naming the file; UsageError (2) for an unusable ``out_dir``.
     """
     _prepare_empty(out_dir)
     report = verify_kit(kit, options)
     records = _records(kit, report.manifest)
-    temp = Path(tempfile.mkdtemp(prefix=EXPORT_TEMP_PREFIX, dir=out_dir))
-    try:
+    with scratch_dir(out_dir, EXPORT_TEMP, what=out_dir) as temp:
         total = 0
         with open_kit(kit) as stream:
             images = _KitImages(kit, report.manifest, stream, options.caps)
             for path, entry in sorted(images.entries.items()):
-                destination = temp.joinpath(*path[len(PREFIX) :].split("/"))
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                observed = reader.read_member_to(stream, entry, options.caps, destination)
+                relative = path[len(PREFIX) :].split("/")
+                destination = temp.joinpath(*relative)
+                try:
+                    # Inside the directory kit just created: nothing here was planted.
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    observed = reader.read_member_to(stream, entry, options.caps, destination)
+                    fsync_path(destination)
+                except OSError as exc:
+                    raise os_error(exc, out_dir.joinpath(*relative)) from exc
                 if observed != images.signed[path].sha256:
                     raise IntegrityError(f"{kit}: {path}: content changed after verify (sha256 {observed})")
-                fsync_path(destination)
                 total += entry.size
                 if on_bytes is not None:
                     on_bytes(entry.size)
             checked = _check(images, report.manifest)
-        for directory in (temp / "blobs" / "sha256", temp / "blobs", temp):
-            if directory.exists():
-                fsync_path(directory)
+        faults.point("export-before-rename")
+        try:
+            for directory in (temp / "blobs" / "sha256", temp / "blobs", temp):
+                if directory.exists():
+                    fsync_path(directory)
+        except OSError as exc:
+            raise os_error(exc, out_dir) from exc
         for name in ("blobs", layout.OCI_LAYOUT_FILE, layout.INDEX_FILE):
             if (temp / name).exists():
-                os.replace(temp / name, out_dir / name)
-        temp.rmdir()
-        fsync_path(out_dir)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+                try:
+                    _move_into(temp / name, out_dir / name)
+                except OSError as exc:
+                    raise os_error(exc, out_dir / name) from exc
+        try:
+            fsync_path(out_dir)
+        except OSError as exc:
+            raise os_error(exc, out_dir) from exc
     return ExportResult(out_dir=out_dir, images=records, blobs=checked.summary.blob_count, bytes=total)
 
 
-def _prepare_empty(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir}: exists and is not a directory")
+def _move_into(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, which must not exist (out_dir was empty; nothing may have appeared)."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        leftovers = [p for p in out_dir.iterdir()]
+        target.lstat()
+    except FileNotFoundError:
+        os.replace(source, target)
+        return
+    raise UsageError(f"{target}: appeared while the export ran (another export into {target.parent}?); rerun")
+
+
+def _prepare_empty(out_dir: Path) -> None:
+    """Make sure ``out_dir`` exists and is empty but for leftovers of killed exports (cleared)."""
+    try:
+        out_dir.mkdir()
+        return
+    except FileExistsError:
+        if not out_dir.is_dir():
+            raise UsageError(f"{out_dir}: exists and is not a directory") from None
+    except FileNotFoundError:
+        raise UsageError(
+            f"{out_dir}: cannot create it: directory {out_dir.parent} does not exist; create it or choose another path"
+        ) from None
     except OSError as exc:
-        raise UsageError(f"{out_dir}: cannot create or list the directory ({exc.strerror})") from exc
-    stale = [p for p in leftovers if p.name.startswith(EXPORT_TEMP_PREFIX) and p.is_dir()]
-    if len(stale) != len(leftovers):
+        raise os_error(exc, out_dir, action="create") from exc
+    kept = clear_stale(out_dir, EXPORT_TEMP, is_dir=True)
+    for entry in kept:
+        if entry.live:
+            raise UsageError(f"{out_dir}: another kit images export is writing into it; wait for it to finish")
+        raise UsageError(
+            f"{entry.path}: not a directory an earlier export left (a symbolic link, or another user's); "
+            "remove it and rerun"
+        )
+    try:
+        others = sorted(os.listdir(out_dir))
+    except OSError as exc:
+        raise os_error(exc, out_dir, action="list") from exc
+    if others:
         raise UsageError(f"{out_dir}: not empty; export writes a fresh OCI layout into a new or empty directory")
-    for path in stale:  # an export killed before its rename
-        shutil.rmtree(path)
 
 
 def push_images(

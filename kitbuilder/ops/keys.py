@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from kitbuilder.atomic import write_atomic
+from kitbuilder.atomic import write_atomic, write_atomic_group
 from kitbuilder.core import jsonio, timefmt
 from kitbuilder.errors import UsageError
 from kitbuilder.trust import keys
@@ -33,8 +33,10 @@ def keygen(key_type: str, prefix: Path, *, force: bool) -> KeygenResult:
             raise UsageError(f"{existing} exists; pass --force to overwrite")
     key: PrivateKey = keys.generate(key_type)
     passphrase = keys.passphrase_from_env()
-    write_atomic(private_path, keys.private_pem(key, passphrase), mode=0o600)
-    write_atomic(public_path, key.public.to_pem())
+    # Both files or neither: a rerun after a full disk finds no lone half of a pair (which it would refuse).
+    write_atomic_group(
+        [(private_path, keys.private_pem(key, passphrase), 0o600), (public_path, key.public.to_pem(), 0o644)]
+    )
     return KeygenResult(
         keyid=key.keyid, private_path=private_path, public_path=public_path, encrypted=passphrase is not None
     )

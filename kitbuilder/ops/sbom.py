@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder.archive.reader import Caps
+from kitbuilder.atomic import write_atomic
 from kitbuilder.core.manifest import Manifest
 from kitbuilder.core.sbom import KIT_SBOM_PATH
 from kitbuilder.errors import IntegrityError, UsageError
@@ -69,3 +70,8 @@ def extract_sbom(
     return ExtractedSbom(
         path=path, format=kind, subject=described, data=data, sha256=signed.sha256, verified=policy is not None
     )
+
+
+def save_sbom(extracted: ExtractedSbom, output: Path) -> None:
+    """``kit sbom -o``: written atomically; HostIOError (disk full, read-only), UsageError (bad path)."""
+    write_atomic(output, extracted.data)

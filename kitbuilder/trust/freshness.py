@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from kitbuilder.atomic import write_atomic
+from kitbuilder.atomic import os_error, write_atomic
 from kitbuilder.core import jsonio, timefmt
 from kitbuilder.errors import FormatError, PolicyError, UsageError
 
@@ -89,5 +89,5 @@ class Freshness:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"{self.directory}: cannot create anti-rollback state dir ({exc.strerror})") from exc
+            raise os_error(exc, self.directory, action="create the anti-rollback state directory") from exc
         write_atomic(self._file(name, channel), jsonio.dump_pretty(document))
