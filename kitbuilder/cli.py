@@ -1006,11 +1006,12 @@ def apply(
             min_sample=min_sample,
             lock_timeout=lock_timeout,
         )
-        if registry is not None and not dry_run:
-            # Reach the registry and check TLS and credentials before the database changes: a registry
-            # problem found only after the apply would leave the run half done (exit 11, nothing applied).
+        def check_registry() -> None:
+            # Reach the registry and check TLS and credentials once the kit is verified and before the database
+            # changes: a registry problem found only after the apply would leave the run half done.
             from kitbuilder.oci.registry import RegistryClient, RetryPolicy, TransferOptions
 
+            assert registry is not None
             with RegistryClient(
                 registry,
                 tls_verify=registry_args.tls_verify,
@@ -1020,6 +1021,7 @@ def apply(
                 options=TransferOptions(retry=RetryPolicy(attempts=2)),  # a check, not a transfer: fail fast
             ) as client:
                 client.ping()
+
         show = progress_enabled(quiet or as_json)
         with row_progress(enabled=show) as bars:
             report = apply_op.apply_kit(
@@ -1030,6 +1032,7 @@ def apply(
                 argv=sys.argv,
                 artifacts=artifacts,
                 on_rows=bars.update if bars else None,
+                preflight=check_registry if registry is not None and not dry_run else None,
                 on_step=(lambda step: click.echo(f"→ {step.kind} {step.id} (phase {step.phase})", err=True))
                 if show
                 else None,

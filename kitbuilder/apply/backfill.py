@@ -466,7 +466,8 @@ def dry_run(ctx: RunContext, step: Step, *, pending_before: tuple[str, ...] = ()
             f"({', '.join(pending_before[:3])}{', …' if len(pending_before) > 3 else ''}) and may change it"
         )
     if not present:
-        basis, reason = "upper-bound", f"{job.table} does not exist yet (this kit creates it): no rows to update now"
+        basis = "current"
+        reason = f"{job.table} does not exist yet: 0 rows now; the steps of this kit before the job decide how many"
     else:
         try:
             by_tenant = job.remaining_by_tenant()

@@ -187,9 +187,9 @@ class DryBackfill:
 
     ``count_basis``: ``exact`` when nothing before the job is pending, so the predicate is counted
     on the data the job will see; ``current`` when earlier steps of the kit are pending and may
-    change that data (the count is of the database as it is now); ``upper-bound`` when the
-    predicate cannot be evaluated yet (it names a table or column the kit creates) and every row
-    of the table (or 0 when the table itself is new) was counted instead.
+    change that data, or the table does not exist yet (the count is of the database as it is now);
+    ``upper-bound`` when the predicate cannot be evaluated yet (it names a column or table the kit
+    creates) and every row of the job's table was counted instead.
     """
 
     id: str

@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,11 +135,13 @@ def apply_kit(
     artifacts: Path | None = None,
     on_rows: RowProgress | None = None,
     on_step: Any = None,
+    preflight: Callable[[], None] | None = None,
 ) -> results.ApplyReport:
     """Apply a kit; returns the report (also written under ``artifacts``). Raises KitError on failure.
 
     A real run always writes evidence (under ``artifacts``, default ./artifacts); a dry run only
-    when ``artifacts`` is given, marked as a dry run.
+    when ``artifacts`` is given, marked as a dry run. ``preflight`` (e.g. reaching the registry of
+    ``--registry``) runs after the kit is verified and the plan validated, before the first statement.
     """
     evidence_dir = artifacts if artifacts is not None or options.dry_run else Path(DEFAULT_ARTIFACTS)
     run_id = uuid.uuid4().hex
@@ -148,6 +150,8 @@ def apply_kit(
         manifest = kit.report.manifest
         # Everything the run depends on, before its first statement (a dry run checks the same).
         validate_plan(kit.plan, dialect=database.dialect, tenant=options.tenant)
+        if preflight is not None:
+            preflight()
         if evidence_dir is not None:
             check_artifacts_dir(evidence_dir)
         plan = kit.plan.limited_to_tenant() if options.tenant is not None else kit.plan

@@ -300,4 +300,4 @@ def test_unreachable_registry_is_found_before_the_database_changes(tmp_path: Pat
     )
     assert result.exit_code == 11, result.output
     assert result.stderr.count("\n") == 1 and f"127.0.0.1:{port}" in result.stderr
-    assert not kit_tables(db_url)
+    assert not kit_tables(db_url) and not (tmp_path / "a").exists()
