@@ -9,7 +9,6 @@ import functools
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import click
 from kitbuilder import __version__
 from kitbuilder.archive.reader import Caps
 from kitbuilder.atomic import action_for
-from kitbuilder.core import timefmt
+from kitbuilder.core import text, timefmt
 from kitbuilder.errors import EXIT_CODES, DatabaseError, HostIOError, KitError, UsageError
 from kitbuilder.ops import keys as keys_op
 from kitbuilder.ops import verify as verify_op
@@ -39,12 +38,9 @@ def _emit_json(document: dict[str, Any]) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True))
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _one_line(text: str) -> str:
+def _one_line(message: str) -> str:
     """A message as one printable line: text from a kit (key ids, hints, image names) cannot add lines or escapes."""
-    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+    return text.printable(message)
 
 
 def _fail(error: KitError, *, as_json: bool) -> NoReturn:
@@ -539,9 +535,11 @@ def verify(
         _emit_json(report.to_json())
         return
     info = report.manifest.kit
-    click.echo(f"OK {kit}: {info.name} {info.version} sequence {info.sequence} ({info.product}/{info.channel})")
+    click.echo(
+        f"OK {kit}: {info.name} {text.printable(info.version)} sequence {info.sequence} ({info.product}/{info.channel})"
+    )
     for check in report.checks:
-        click.echo(f"  ✓ {check}")
+        click.echo(f"  ✓ {text.printable(check)}")
     for keyid in report.signers:
         click.echo(f"  signed by {keyid}")
     click.echo(f"  sha256 {report.kit_sha256}")
@@ -574,7 +572,7 @@ def inspect(
     if as_json:
         _emit_json(document)
     else:
-        _render_inspect(document)
+        _render_inspect(text.printable_tree(document))
     if report.verification_error is not None:
         click.echo(f"kit: signatures not verified: {_one_line(report.verification_error)}", err=True)
         sys.exit(report.verification_exit_code)
@@ -624,6 +622,7 @@ def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
     if as_json:
         _emit_json({"ok": True, **document})
         return
+    document = text.printable_tree(document)
     click.echo(
         f"{document['old']['name']} {document['old']['version']} (sequence {document['old']['sequence']}) → "
         f"{document['new']['name']} {document['new']['version']} (sequence {document['new']['sequence']})"
@@ -702,12 +701,12 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
         _emit_json(document)
     elif document["directory"]:
         click.echo(
-            f"patched {base}/: {kit.name} {kit.version} (sequence {kit.sequence}); {document['reused']} files "
-            f"kept (re-hashed), {document['written']} written, {document['removed']} removed"
+            f"patched {base}/: {kit.name} {text.printable(kit.version)} (sequence {kit.sequence}); "
+            f"{document['reused']} files kept (re-hashed), {document['written']} written, {document['removed']} removed"
         )
     else:
         click.echo(
-            f"patched {document['out']}: {kit.name} {kit.version} (sequence {kit.sequence}); "
+            f"patched {document['out']}: {kit.name} {text.printable(kit.version)} (sequence {kit.sequence}); "
             f"{document['copiedFromBase']} members from base, {document['copiedFromDelta']} from delta, "
             f"{document['bytes']} bytes"
         )

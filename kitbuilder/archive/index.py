@@ -14,6 +14,14 @@ from typing import Any
 from kitbuilder.core import jsonio, schemas
 
 INDEX_FORMAT = "kitbuilder-index/v1"
+# The smallest a member can be in the archive: two zstd frames (header and data) of at least 9 bytes each
+# (magic, frame header, one block header). An index cannot list more members than the bytes before it hold.
+MIN_MEMBER_BYTES = 18
+# Per member the index holds one object with six fields (13 values and keys); the rest is a fixed envelope.
+_VALUES_PER_ENTRY = 13
+# The longest compact entry: fixed keys and punctuation, two hex digests, three 20-digit integers and a
+# 255-byte portable (ASCII, never escaped) path come to 512 bytes.
+_BYTES_PER_ENTRY = 640
 
 
 @dataclass(frozen=True)
@@ -53,9 +61,22 @@ class KitIndex:
             }
         )
 
+    @staticmethod
+    def max_bytes(members: int) -> int:
+        """The most bytes an index of ``members`` entries can take."""
+        return _BYTES_PER_ENTRY * members + 256
+
     @classmethod
-    def from_bytes(cls, data: bytes) -> KitIndex:
-        document = jsonio.load_object(data, what="archive index")
+    def from_bytes(cls, data: bytes, *, max_members: int | None = None) -> KitIndex:
+        """Parse and check an index; with ``max_members`` the parse cost is bounded before it starts."""
+        limits = None
+        if max_members is not None:
+            limits = jsonio.ParseLimits(
+                max_values=_VALUES_PER_ENTRY * max_members + 32,
+                max_containers=max_members + 4,
+                why=f"an index of at most {max_members} members",
+            )
+        document = jsonio.load_object(data, what="archive index", limits=limits)
         schemas.validate("index", document, what="archive index")
         return cls(
             members=tuple(

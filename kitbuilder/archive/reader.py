@@ -1,23 +1,28 @@
 """Reading kits: the index and single members by seeking, or the whole stream in one pass.
 
-``read_index`` and ``read_member`` serve ``inspect`` and the first verify step
-(small metadata members, bounded). ``scan`` decompresses every frame from byte
-0 to the index, parses the tar stream it yields and checks it against what the
-caller expects, so what ``zstd -dc | tar -x`` would produce is what is checked.
+One member reader, ``member_content``, reads a member's header frame and data
+frame and applies every member rule (docs/format.md §8.2, §8.9). Each way of
+reading a member is a thin use of it that differs only in what it does with
+the bytes: ``read_member`` joins them (small metadata members, bounded),
+``read_member_to`` writes them to a new file, ``member_chunks`` hands them out
+(image uploads), ``data_frame_source`` copies the compressed data frame
+verbatim (delta and patch) and ``scan`` decompresses every frame from byte 0 to
+the index, so what ``zstd -dc | tar -x`` would produce is what is checked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+import struct
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, Protocol
 
 from kitbuilder.archive import tarfmt, zstdframes
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
-from kitbuilder.archive.index import IndexEntry, KitIndex
+from kitbuilder.archive.index import MIN_MEMBER_BYTES, KitIndex
 from kitbuilder.core import paths
 from kitbuilder.errors import ArchiveError, IntegrityError
 
@@ -47,49 +52,325 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     index_offset = zstdframes.parse_footer(stream.read(zstdframes.FOOTER_SIZE))
     if index_offset >= file_size - zstdframes.FOOTER_SIZE:
         raise ArchiveError("kit footer: index offset points past the end of the file")
+    # The index is one skippable frame of raw bytes, read with one read of its declared size: its cost is
+    # bounded before reading (by the members the bytes before it could hold, and by twice the cap, so an
+    # index a little over the cap is still parsed and the refusal below can say by how much) and before parsing.
+    bound = min(2 * caps.max_members + 16, index_offset // MIN_MEMBER_BYTES)
     stream.seek(index_offset)
-    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=index_offset)
-    magic, data = reader.read_skippable(max_size=caps.max_metadata)
+    header = stream.read(8)
+    if len(header) != 8:
+        raise ArchiveError(f"archive truncated at offset {index_offset}: skippable frame header needs 8 bytes")
+    magic, size = struct.unpack("<II", header)
+    if not zstdframes.SKIPPABLE_FIRST <= magic <= zstdframes.SKIPPABLE_LAST:
+        raise ArchiveError(f"offset {index_offset}: expected a skippable frame")
+    limit = min(caps.max_metadata, KitIndex.max_bytes(bound))
+    if size > limit:
+        raise ArchiveError(
+            f"offset {index_offset}: skippable frame of {size} bytes exceeds the cap of {limit} "
+            f"(an index of at most {bound} members)"
+        )
+    data = stream.read(size)
+    if len(data) != size:
+        raise ArchiveError(f"archive truncated at offset {index_offset + 8}: skippable frame needs {size} bytes")
     if magic != zstdframes.INDEX_MAGIC:
         raise ArchiveError(f"kit index: frame at offset {index_offset} is not an index frame")
-    if reader.offset != file_size - zstdframes.FOOTER_SIZE:
+    end = index_offset + 8 + size
+    if end != file_size - zstdframes.FOOTER_SIZE:
         raise ArchiveError(
-            f"kit index: {file_size - zstdframes.FOOTER_SIZE - reader.offset} unexpected bytes between index and footer"
+            f"kit index: {file_size - zstdframes.FOOTER_SIZE - end} unexpected bytes between index and footer"
         )
-    index = KitIndex.from_bytes(data)
+    index = KitIndex.from_bytes(data, max_members=bound)
     if len(index.members) > caps.max_members:
         raise ArchiveError(f"kit index lists {len(index.members)} members, more than the cap of {caps.max_members}")
     return IndexLocation(index=index, index_offset=index_offset, file_size=file_size)
 
 
-def read_member(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> bytes:
+class MemberRef(Protocol):
+    """What a member is expected to be: an ``IndexEntry`` (index), an ``Expected`` (signed manifest)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def frame_sha256(self) -> str: ...
+
+
+# Where the expectation comes from: the signed manifest, or only the unsigned index. It changes the
+# wording of errors, and one exit code: a member at the offset of another is an index fault [5] when the
+# index placed it, and an altered kit [4] when the signed manifest did (docs/format.md §8.2, §8.9).
+Against = Literal["signed", "index"]
+
+
+@dataclass(frozen=True)
+class _Words:
+    placer: str  # who put the member at its offset
+    size: str  # who gave its size
+    content: str  # whose content digest it must have
+    frame: str  # whose frame digest
+
+
+_WORDS: dict[Against, _Words] = {
+    "signed": _Words("the signed index", "signed size is", "the signed one", "their signed digest"),
+    "index": _Words("the index", "index says", "the index", "the index's frame digest"),
+}
+
+
+@dataclass
+class MemberDigests:
+    """The two digests a member read feeds: its content (without padding) and its data frame's compressed bytes.
+
+    Any objects with ``update``/``hexdigest`` (hashlib objects, or ``QueuedDigest`` for a hash thread).
+    """
+
+    content: Any
+    frame: Any
+
+    @classmethod
+    def new(cls) -> MemberDigests:
+        return cls(hashlib.sha256(), hashlib.sha256())
+
+    def check(self, entry: MemberRef, *, against: Against = "index", label: str | None = None) -> None:
+        """IntegrityError unless both digests are the expected ones (call once the member was read through)."""
+        label = label or f"member {entry.path}"
+        observed = self.content.hexdigest()
+        if observed != entry.sha256:
+            raise IntegrityError(
+                f"{label}: sha256 differs from {_WORDS[against].content}: "
+                f"expected sha256 {entry.sha256}, got {observed}"
+            )
+        if self.frame.hexdigest() != entry.frame_sha256:
+            raise IntegrityError(f"{label}: compressed frames differ from {_WORDS[against].frame}")
+
+
+def member_header(
+    frames: zstdframes.FrameReader,
+    entry: MemberRef,
+    *,
+    against: Against = "index",
+    label: str | None = None,
+    stream_offset: int | None = None,
+    seen: dict[str, str] | None = None,
+) -> tarfmt.MemberHeader:
+    """Read and check the header frame of the member expected at ``frames``' position (§8.9 steps 2 to 6).
+
+    The first half of ``member_content``; ``member_data`` must follow at once.
+    """
+    label = label or f"member {entry.path}"
+    frame_offset = frames.offset
+    if frame_offset != entry.offset:
+        raise ArchiveError(f"{label}: reading at offset {frame_offset}, but the member starts at {entry.offset}")
+    frames.tap = None
+    block = b"".join(frames.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{label} header"))
+    if len(block) != tarfmt.BLOCK:
+        raise ArchiveError(f"{label}: offset {frame_offset}: header frame holds {len(block)} bytes, not 512")
+    where = None if stream_offset is not None else f"{label}: tar header in the frame at offset {frame_offset}"
+    header = tarfmt.parse_header(block, offset=stream_offset or 0, where=where)
+    if seen is not None:
+        clash = paths.claim(header.path, seen)
+        if clash is not None:
+            raise ArchiveError(f"member {header.path}: {clash}")
+    if header.path != entry.path:
+        error = IntegrityError if against == "signed" else ArchiveError
+        raise error(
+            f"{header.path}: found at offset {frame_offset}, expected {entry.path} "
+            f"({_WORDS[against].placer} says {entry.path} at offset {entry.offset})"
+        )
+    if header.size != entry.size:
+        raise IntegrityError(f"{label}: tar header says {header.size} bytes, {_WORDS[against].size} {entry.size}")
+    return header
+
+
+def member_data(
+    frames: zstdframes.FrameReader,
+    entry: MemberRef,
+    *,
+    against: Against = "index",
+    label: str | None = None,
+    digests: MemberDigests | None = None,
+    defer_digests: bool = False,
+) -> Iterator[bytes]:
+    """Yield the content of the data frame at ``frames``' position, checking it (§8.9 steps 7 to 10).
+
+    Pieces may be empty (one per decoded batch). The last non-empty piece is yielded only after every
+    check has passed, the digests included, so a consumer never completes with unchecked bytes. With
+    ``defer_digests`` the digests are fed but not compared: the caller calls ``digests.check`` later.
+    """
+    label = label or f"member {entry.path}"
+    digests = digests or MemberDigests.new()
+    padded = tarfmt.padded_size(entry.size)
+    received = 0
+    produced = 0
+    held = b""  # the piece that completes the content, handed out once everything is checked
+    data_start = frames.offset
+    frames.tap = digests.frame  # the frame digest covers exactly the data frame's compressed bytes
+    try:
+        for chunk in frames.iter_zstd_frame(max_output=padded, what=label):
+            produced += len(chunk)
+            take = min(len(chunk), entry.size - received)
+            if take:
+                data = chunk if take == len(chunk) else chunk[:take]
+                digests.content.update(data)
+                received += take
+                if received == entry.size:
+                    held = data
+                    data = b""
+            else:
+                data = b""
+            if take < len(chunk) and any(chunk[take:]):
+                raise ArchiveError(f"{label}: non-zero bytes in tar padding")
+            yield data
+    except ArchiveError as exc:
+        # A frame that is not the one whose digest was given is reported as that (an altered kit [4]),
+        # not as whatever its altered bytes broke first. Not when digests are deferred: the scan
+        # compares them in batches and reports the first fault it meets (docs/format.md §8.9).
+        if not defer_digests and frames.raw_sha256(data_start, entry.offset + entry.length) != entry.frame_sha256:
+            raise IntegrityError(f"{label}: compressed frames differ from {_WORDS[against].frame}") from exc
+        raise
+    finally:
+        frames.tap = None
+    if received != entry.size:
+        raise IntegrityError(f"{label}: stream holds {received} bytes, {_WORDS[against].size} {entry.size}")
+    if produced != padded:
+        raise ArchiveError(f"{label}: tar padding is {produced - received} bytes, expected {padded - entry.size}")
+    span = frames.offset - entry.offset
+    if span != entry.length:
+        raise ArchiveError(f"{label}: frames span {span} bytes, {_WORDS[against].placer} says {entry.length}")
+    if not defer_digests:
+        digests.check(entry, against=against, label=label)
+    if held:
+        yield held
+
+
+def member_content(
+    frames: zstdframes.FrameReader,
+    entry: MemberRef,
+    *,
+    against: Against = "index",
+    label: str | None = None,
+    stream_offset: int | None = None,
+    seen: dict[str, str] | None = None,
+    digests: MemberDigests | None = None,
+    defer_digests: bool = False,
+) -> Iterator[bytes]:
+    """The one member reader: header frame then data frame at ``frames``' position, every rule checked.
+
+    Header frame: exactly 512 bytes under the zstd frame rules; the header under the tar rules; its
+    path (not colliding with ``seen``, when given) and size are the expected ones. Data frame: straight
+    after, decoded whole by libzstd and bounded by the padded size; padding all zero; exactly ``size``
+    data bytes and the padded size in all; both frames span the expected ``length``; content and frame
+    digests equal the expected ones (deferred to the caller with ``defer_digests``). Yields the content
+    in pieces (some possibly empty), the last one only after every check. ArchiveError for malformed
+    frames or headers [5], IntegrityError for content that is not what was expected [4].
+    """
+    member_header(frames, entry, against=against, label=label, stream_offset=stream_offset, seen=seen)
+    yield from member_data(frames, entry, against=against, label=label, digests=digests, defer_digests=defer_digests)
+
+
+def _open_member(stream: BinaryIO, entry: MemberRef, caps: Caps) -> zstdframes.FrameReader:
+    stream.seek(entry.offset)
+    # Read about the member's span at a time: a seeking read wants one member, not the megabyte after it.
+    read_chunk = max(4096, min(entry.length, 1 << 20))
+    return zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset, read_chunk=read_chunk)
+
+
+def member_chunks(
+    stream: BinaryIO, entry: MemberRef, caps: Caps, *, against: Against = "index", label: str | None = None
+) -> Iterator[bytes]:
+    """The content of one member found by seeking to ``entry.offset``, in non-empty pieces, fully checked.
+
+    The last piece comes only after every check (digests included), so a consumer that completes
+    something on the last piece (an upload, a rename) never completes it with bytes that were not verified.
+    """
+    for piece in member_content(_open_member(stream, entry, caps), entry, against=against, label=label):
+        if piece:
+            yield piece
+
+
+def read_member(stream: BinaryIO, entry: MemberRef, caps: Caps) -> bytes:
     """The content of one member, found through the index; bounded by ``caps.max_metadata``."""
     if entry.size > caps.max_metadata:
         raise ArchiveError(f"{entry.path}: {entry.size} bytes exceeds the metadata cap of {caps.max_metadata}")
-    stream.seek(entry.offset)
-    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
-    header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{entry.path} header"))
-    reader.tap = hashlib.sha256()
-    if len(header_block) != tarfmt.BLOCK:
-        raise ArchiveError(f"{entry.path}: header frame holds {len(header_block)} bytes, not one 512-byte header")
-    header = tarfmt.parse_header(header_block, offset=-1)
-    if header.path != entry.path:
-        raise ArchiveError(f"index says {entry.path} at offset {entry.offset}, but the member there is {header.path}")
-    if header.size != entry.size:
-        raise IntegrityError(f"{entry.path}: tar header says {header.size} bytes, index says {entry.size}")
-    data = b"".join(reader.iter_zstd_frame(max_output=tarfmt.padded_size(entry.size), what=entry.path))
-    if reader.offset - entry.offset != entry.length:
-        raise ArchiveError(f"{entry.path}: frames span {reader.offset - entry.offset} bytes, index says {entry.length}")
-    if len(data) != tarfmt.padded_size(entry.size):
-        raise ArchiveError(
-            f"{entry.path}: data frame holds {len(data)} bytes, expected {tarfmt.padded_size(entry.size)}"
-        )
-    content = data[: entry.size]
-    if hashlib.sha256(content).hexdigest() != entry.sha256:
-        raise IntegrityError(f"{entry.path}: sha256 differs from the index")
-    if reader.tap.hexdigest() != entry.frame_sha256:
-        raise IntegrityError(f"{entry.path}: compressed frames differ from the index's frame digest")
-    return content
+    return b"".join(member_chunks(stream, entry, caps))
+
+
+def read_member_to(stream: BinaryIO, entry: MemberRef, caps: Caps, destination: Path) -> str:
+    """Stream one member's content into ``destination`` (created new, never through a symlink); its SHA-256.
+
+    Checked like every member read: the returned digest is the expected one, or an error was raised
+    (and ``destination`` holds partial content the caller must discard).
+    """
+    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as sink:
+        for piece in member_chunks(stream, entry, caps):
+            sink.write(piece)
+    return entry.sha256
+
+
+class _Tee:
+    """A frame digest that also keeps the bytes it is fed, for a verbatim copy."""
+
+    def __init__(self, buffer: bytearray) -> None:
+        self._digest = hashlib.sha256()
+        self._buffer = buffer
+
+    def update(self, data: bytes) -> None:
+        self._digest.update(data)
+        self._buffer += data
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+class _VerbatimDataFrame:
+    """Reads a member's compressed data frame for a byte-for-byte copy, decoding and checking it on the way.
+
+    Bytes are handed out only once the batch they belong to has been decoded, and the last byte only once
+    the whole member passed every check of ``member_data`` (digests included): a copy that completes is a
+    copy of a frame that decodes, exactly as ``zstd -d`` decodes it, to the expected content.
+    """
+
+    def __init__(self, frames: zstdframes.FrameReader, entry: MemberRef) -> None:
+        self._buffer = bytearray()
+        self.digest = _Tee(self._buffer)
+        digests = MemberDigests(hashlib.sha256(), self.digest)
+        self._pieces = member_data(frames, entry, against="signed", digests=digests)
+        self._done = False
+
+    def read(self, size: int = -1) -> bytes:
+        # Keep at least one byte back until the member is done, so the final byte waits for the checks.
+        while not self._done and (size < 0 or len(self._buffer) <= size):
+            try:
+                next(self._pieces)
+            except StopIteration:
+                self._done = True
+        take = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        data = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        return data
+
+
+def data_frame_source(stream: BinaryIO, entry: MemberRef, caps: Caps) -> tuple[BinaryIO, int, Any]:
+    """Position at ``entry``'s data frame for a verbatim copy: (reader, frame length, frame digest).
+
+    The header frame is checked as every member read checks it; the reader then hands out the data
+    frame's compressed bytes while decoding them, and raises before the last byte unless the frame
+    decodes to the expected content with the expected frame digest and span. Once the reader has been
+    read through, the digest covers exactly the bytes handed out.
+    """
+    frames = _open_member(stream, entry, caps)
+    member_header(frames, entry, against="signed")
+    length = entry.offset + entry.length - frames.offset
+    if length <= 0:
+        raise ArchiveError(f"member {entry.path}: index length leaves no room for a data frame")
+    source = _VerbatimDataFrame(frames, entry)
+    return source, length, source.digest  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -235,19 +516,14 @@ def _reject_unexpected_frame(
 @dataclass
 class _PendingCheck:
     entry: Expected
-    content: QueuedDigest
-    frames: QueuedDigest
+    digests: MemberDigests
 
 
 def _settle(pending: list[_PendingCheck], worker: HashWorker) -> None:
     """Wait for queued digests and compare them, in member order."""
     worker.sync()
     for check in pending:
-        observed = check.content.hexdigest()
-        if observed != check.entry.sha256:
-            raise IntegrityError(f"{check.entry.path}: expected sha256 {check.entry.sha256}, got {observed}")
-        if check.frames.hexdigest() != check.entry.frame_sha256:
-            raise IntegrityError(f"{check.entry.path}: compressed frames differ from the signed frame digest")
+        check.digests.check(check.entry, against="signed")
     pending.clear()
 
 
@@ -260,51 +536,31 @@ def _scan_member(
     extract_to: Path | None,
     worker: HashWorker,
 ) -> _PendingCheck:
-    """One member: its header frame (exactly 512 bytes), then its data frame (data plus zero padding)."""
-    frame_offset = reader.offset
-    frames = QueuedDigest(worker, hashlib.sha256())
-    header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"member {entry.path} header"))
-    reader.tap = frames  # the frame digest covers the data frame
-    if len(header_block) != tarfmt.BLOCK:
-        raise ArchiveError(f"offset {frame_offset}: header frame holds {len(header_block)} bytes, not 512")
-    header = tarfmt.parse_header(header_block, offset=stream_offset)
-    _check_header(header.path, header.size, entry, seen_keys)
+    """One member through ``member_content``, its digests computed on the hash thread and compared later."""
+    digests = MemberDigests(QueuedDigest(worker, hashlib.sha256()), QueuedDigest(worker, hashlib.sha256()))
+    pieces = member_content(
+        reader,
+        entry,
+        against="signed",
+        stream_offset=stream_offset,
+        seen=seen_keys,
+        digests=digests,
+        defer_digests=True,
+    )
     sink = _create_member_file(extract_to, entry.path) if extract_to is not None else None
-    content = QueuedDigest(worker, hashlib.sha256())
-    received = 0
-    produced = 0
-    padded = tarfmt.padded_size(entry.size)
     try:
-        for chunk in reader.iter_zstd_frame(max_output=padded, what=f"member {entry.path}"):
-            produced += len(chunk)
-            take = min(len(chunk), entry.size - received)
-            if take:
-                data = chunk if take == len(chunk) else chunk[:take]
-                content.update(data)
+        for piece in pieces:
+            if piece:
                 if sink is not None:
-                    sink.write(data)
-                received += take
-            if take < len(chunk) and any(chunk[take:]):
-                raise ArchiveError(f"member {entry.path}: non-zero bytes in tar padding")
-            if on_bytes is not None:
-                on_bytes(len(chunk))
+                    sink.write(piece)
+                if on_bytes is not None:
+                    on_bytes(len(piece))
     finally:
         if sink is not None:
             sink.close()
-    reader.tap = None
-    if received != entry.size:
-        raise IntegrityError(f"{entry.path}: stream holds {received} bytes, signed size is {entry.size}")
-    if produced != padded:
-        raise ArchiveError(
-            f"member {entry.path}: tar padding is {produced - received} bytes, expected {padded - entry.size}"
-        )
-    if reader.offset - frame_offset != entry.length:
-        raise ArchiveError(
-            f"{entry.path}: frames span {reader.offset - frame_offset} bytes, signed index says {entry.length}"
-        )
-    content.flush()
-    frames.flush()
-    return _PendingCheck(entry, content, frames)
+    digests.content.flush()
+    digests.frame.flush()
+    return _PendingCheck(entry, digests)
 
 
 def _create_member_file(root: Path, member: str) -> BinaryIO:
@@ -314,76 +570,3 @@ def _create_member_file(root: Path, member: str) -> BinaryIO:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     return os.fdopen(fd, "wb")
-
-
-def _check_header(path: str, size: int, entry: Expected, seen: dict[str, str]) -> None:
-    clash = paths.claim(path, seen)
-    if clash is not None:
-        raise ArchiveError(f"member {path}: {clash}")
-    if path != entry.path:
-        raise IntegrityError(f"{path}: not where the signed index expects it (expected {entry.path} at that offset)")
-    if size != entry.size:
-        raise IntegrityError(f"{path}: tar header says {size} bytes, signed size is {entry.size}")
-
-
-class _TappedReader:
-    def __init__(self, stream: BinaryIO, digest: Any) -> None:
-        self._stream = stream
-        self._digest = digest
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self._digest.update(data)
-        return data
-
-
-def data_frame_source(stream: BinaryIO, entry: IndexEntry, caps: Caps) -> tuple[BinaryIO, int, Any]:
-    """Position ``stream`` at ``entry``'s data frame for a verbatim copy.
-
-    Returns a reader over the data frame, its length, and a digest that, once the
-    frame has been read through, covers exactly the data frame's bytes: the
-    caller compares it with the signed ``frame_sha256`` before trusting the copy.
-    """
-    stream.seek(entry.offset)
-    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset, read_chunk=4096)
-    header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{entry.path} header"))
-    header = tarfmt.parse_header(header_block, offset=-1)
-    if header.path != entry.path or header.size != entry.size:
-        raise ArchiveError(f"{entry.path}: the member at offset {entry.offset} is not what the index says")
-    data_offset = reader.offset
-    length = entry.offset + entry.length - data_offset
-    if length <= 0:
-        raise ArchiveError(f"{entry.path}: index length leaves no room for a data frame")
-    stream.seek(data_offset)
-    digest = hashlib.sha256()
-    return _TappedReader(stream, digest), length, digest  # type: ignore[return-value]
-
-
-def read_member_to(stream: BinaryIO, entry: IndexEntry, caps: Caps, destination: Path) -> str:
-    """Stream one member's content into ``destination`` (created new); returns its SHA-256.
-
-    Bounded like ``scan``: the data frame may not decompress to more than the
-    entry's padded size, and the compressed bytes must match the frame digest.
-    """
-    stream.seek(entry.offset)
-    reader = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
-    header_block = b"".join(reader.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{entry.path} header"))
-    reader.tap = hashlib.sha256()
-    header = tarfmt.parse_header(header_block, offset=-1)
-    if header.path != entry.path or header.size != entry.size:
-        raise ArchiveError(f"{entry.path}: the member at offset {entry.offset} is not what the index says")
-    digest = hashlib.sha256()
-    received = 0
-    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as sink:
-        for chunk in reader.iter_zstd_frame(max_output=tarfmt.padded_size(entry.size), what=entry.path):
-            take = min(len(chunk), entry.size - received)
-            data = chunk[:take]
-            digest.update(data)
-            sink.write(data)
-            received += take
-    if received != entry.size or reader.offset - entry.offset != entry.length:
-        raise IntegrityError(f"{entry.path}: member does not have the size and span the index gives")
-    if reader.tap.hexdigest() != entry.frame_sha256:
-        raise IntegrityError(f"{entry.path}: compressed frames differ from the index's frame digest")
-    return digest.hexdigest()

@@ -16,8 +16,10 @@ from kitbuilder.core import paths
 from kitbuilder.errors import ArchiveError
 
 BLOCK = 512
-_OCTAL_FIELD = re.compile(rb"^[0-7]+[\0 ]*$")
-_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
+# docs/format.md §8.4: the whole field is octal digits, then only NUL or space padding (always fullmatch:
+# `$` would also match before a trailing newline).
+_OCTAL_FIELD = re.compile(rb"[0-7]+[\0 ]*")
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
 FILE_MODE = 0o644
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
@@ -104,19 +106,23 @@ def _number(block: bytes, offset: int, width: int, what: str, where: str) -> int
     raw = block[offset : offset + width]
     if raw[0] & 0x80:
         raise ArchiveError(f"{where}: {what} uses base-256 encoding, which kits never use")
-    if not _OCTAL_FIELD.match(raw):
+    if _OCTAL_FIELD.fullmatch(raw) is None:
         raise ArchiveError(f"{where}: {what} field is not octal digits as kits write them ({raw!r})")
     return int(raw.rstrip(b"\0 "), 8)
 
 
 def _shown(text: str) -> str:
     """A member name as it may appear in a one-line message: control characters escaped."""
-    return text if _PRINTABLE.match(text) else text.encode("unicode_escape").decode("ascii")
+    return text if _PRINTABLE.fullmatch(text) is not None else text.encode("unicode_escape").decode("ascii")
 
 
-def parse_header(block: bytes, *, offset: int) -> MemberHeader:
-    """Check one 512-byte header against every member rule; ArchiveError names the offence."""
-    where = f"tar header at stream offset {offset}"
+def parse_header(block: bytes, *, offset: int, where: str | None = None) -> MemberHeader:
+    """Check one 512-byte header against every member rule; ArchiveError names the offence.
+
+    ``offset`` is the header's offset in the tar stream, named in errors found before the path is
+    known; a reader that seeks to a member (and so does not know it) passes ``where`` instead.
+    """
+    where = where or f"tar header at stream offset {offset}"
     if len(block) != BLOCK:
         raise ArchiveError(f"{where}: truncated header")
     stored = _number(block, 148, 8, "checksum", where)
@@ -150,4 +156,8 @@ def parse_header(block: bytes, *, offset: int) -> MemberHeader:
         raise ArchiveError(f"{where}: mode {mode:o} has bits outside 0777")
     size = _number(block, 124, 12, "size", where)
     mtime = _number(block, 136, 12, "mtime", where)
+    # Their values are not checked, but their form is: GNU tar exits 2 on a uid or gid it cannot parse,
+    # so `zstd -dc | tar -x` would fail on a kit that verify accepted.
+    _number(block, 108, 8, "uid", where)
+    _number(block, 116, 8, "gid", where)
     return MemberHeader(path=path, size=size, mode=mode, mtime=mtime)

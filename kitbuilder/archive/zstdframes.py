@@ -9,6 +9,7 @@ frame ends (to check the index), a hard bound on output before it is produced
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -158,8 +159,34 @@ class FrameReader:
             )
         return magic, self._take(size, "skippable frame")
 
+    def raw_sha256(self, start: int, end: int) -> str:
+        """SHA-256 of the file's bytes in [start, end) (fewer at end of file), read from the stream directly.
+
+        For reporting after a failure; the reader's position is lost afterwards.
+        """
+        digest = hashlib.sha256()
+        self._stream.seek(start)
+        left = max(0, end - start)
+        while left:
+            chunk = self._stream.read(min(left, _READ_CHUNK))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        self._buffer = bytearray()
+        self._position = 0
+        self._consumed = end
+        self._eof = False
+        return digest.hexdigest()
+
     def iter_zstd_frame(self, *, max_output: int, what: str) -> Iterator[bytes]:
-        """Yield the decompressed content of the next zstd frame, never more than ``max_output`` bytes."""
+        """Yield the decompressed content of the next zstd frame, batch by batch, never more than ``max_output`` bytes.
+
+        Every block is decoded by libzstd, as ``zstd -d`` decodes it: the XXH64 checksum is verified
+        when the frame has one, and a declared Frame_Content_Size must equal the output (checked by
+        libzstd and again here). ArchiveError for anything ``zstd -t`` would not accept, and for what
+        kits refuse on top of that (dictionaries, reserved bits, windows over the cap, output over the bound).
+        """
         frame_start = self.offset
         header = self._take(5, f"{what}: frame header")
         magic, descriptor = struct.unpack_from("<IB", header)
@@ -174,7 +201,7 @@ class FrameReader:
         fcs_size = (single_segment, 2, 4, 8)[fcs_flag]
         rest = self._take((0 if single_segment else 1) + dict_size + fcs_size, f"{what}: frame header")
         window = 0
-        content_size = -1
+        content_size = -1  # not declared
         if not single_segment:
             exponent, mantissa = rest[0] >> 3, rest[0] & 7
             base = 1 << (10 + exponent)
@@ -192,12 +219,13 @@ class FrameReader:
                 window = content_size
         if window > self.max_window:
             raise ArchiveError(f"{what}: zstd window of {window} bytes exceeds the cap of {self.max_window}")
-        # A frame that declares a small size (already checked against the bound) is gathered whole and
-        # decompressed in one call, which is markedly faster than the streaming object.
-        one_shot = bool(fcs_size) and content_size <= _ONE_SHOT_MAX
-
+        # A frame that declares a small, non-zero size (already checked against the bound) is gathered whole
+        # and decompressed in one call, which is markedly faster than the streaming object. Not a declared
+        # size of 0: python-zstandard's one-shot call returns b"" for it without decoding a single block.
+        # A frame whose compressed bytes outgrow one input batch falls back to streaming, so gathering
+        # stays bounded in memory whatever the frame declares.
+        one_shot = 0 < content_size <= _ONE_SHOT_MAX
         decompressor = self._decompressor.decompressobj()
-        one_shot_done = False
         produced = 0
         prefix = header + rest
         batch_output = 0
@@ -223,31 +251,37 @@ class FrameReader:
                 batch_output += block_size if block_type != 2 else MAX_BLOCK
                 pin = self._pin
                 assert pin is not None
-                if last or (not one_shot and (self._position - pin >= _BATCH_INPUT or batch_output >= _BATCH_OUTPUT)):
-                    data = bytes(self._buffer[pin : self._position])
-                    self._pin = self._position
-                    if self.tap is not None:
-                        self.tap.update(data)
-                    try:
-                        if one_shot:
-                            out = self._decompressor.decompress(prefix + data)
-                            if len(out) != content_size:
-                                raise ArchiveError(f"{what}: frame holds {len(out)} bytes, declares {content_size}")
-                            one_shot_done = True
-                        else:
-                            out = decompressor.decompress(prefix + data if prefix else data)
-                    except zstandard.ZstdError as exc:
-                        raise ArchiveError(f"{what}: corrupt zstd data at offset {frame_start} ({exc})") from exc
-                    prefix = b""
-                    batch_output = 0
-                    produced += len(out)
-                    if produced > max_output:
-                        raise ArchiveError(f"{what}: decompresses to more than the {max_output} bytes allowed")
-                    if out:
-                        yield out
+                if not last and (self._position - pin >= _BATCH_INPUT or batch_output >= _BATCH_OUTPUT):
+                    one_shot = False
+                elif not last:
+                    continue
+                data = bytes(self._buffer[pin : self._position])
+                self._pin = self._position
+                if self.tap is not None:
+                    self.tap.update(data)
+                try:
+                    if one_shot:
+                        # The whole frame: libzstd decodes every block into exactly content_size bytes, or fails.
+                        out = self._decompressor.decompress(prefix + data, allow_extra_data=False)
+                    else:
+                        if decompressor.eof:
+                            raise ArchiveError(f"{what}: zstd frame at offset {frame_start} ends before its last block")
+                        out = decompressor.decompress(prefix + data if prefix else data)
+                except zstandard.ZstdError as exc:
+                    raise ArchiveError(f"{what}: corrupt zstd data at offset {frame_start} ({exc})") from exc
+                prefix = b""
+                batch_output = 0
+                produced += len(out)
+                if produced > max_output:
+                    raise ArchiveError(f"{what}: decompresses to more than the {max_output} bytes allowed")
+                # Yielded even when empty, so a consumer regains control after every batch (a frame of blocks
+                # that decode to nothing must not make a pulling reader buffer its compressed bytes unseen).
+                yield out
                 if last:
                     break
         finally:
             self._pin = None
-        if not one_shot_done and not decompressor.eof:
+        if not one_shot and (not decompressor.eof or decompressor.unused_data):
             raise ArchiveError(f"{what}: zstd frame at offset {frame_start} did not end cleanly")
+        if content_size >= 0 and produced != content_size:
+            raise ArchiveError(f"{what}: zstd frame declares {content_size} bytes but holds {produced}")

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from kitbuilder.errors import FormatError
 
-_LINE = re.compile(r"^([0-9a-f]{64})  ([^\n\\]+)$")
+_LINE = re.compile(r"([0-9a-f]{64})  ([^\n\\]+)")
 
 
 def render(entries: Iterable[tuple[str, str]]) -> bytes:
@@ -32,7 +32,7 @@ def parse(data: bytes) -> dict[str, str]:
         raise FormatError("SHA256SUMS: last line has no newline")
     result: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
-        match = _LINE.match(line)
+        match = _LINE.fullmatch(line)
         if not match:
             raise FormatError(f"SHA256SUMS line {number}: expected '<sha256>  <path>'")
         digest, path = match.groups()

@@ -18,6 +18,18 @@ from kitbuilder.errors import FormatError
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 # Each signature may be tried against every trusted key; the cap bounds that work on hostile input.
 MAX_SIGNATURES = 64
+# The envelope is read before any signature is checked, so it has exactly the fields DSSE v1 defines:
+# an unknown field would be parsed (costing memory) and then ignored, which a verifier must not do.
+ENVELOPE_FIELDS = frozenset({"payload", "payloadType", "signatures"})
+SIGNATURE_FIELDS = frozenset({"keyid", "sig"})
+# Its shape is fixed, so its parse cost is too: the object, its three fields, and per signature an object
+# with two fields (the payload is one string however large, bounded by the reader's byte limit). Twice the
+# signature cap, so an envelope a little over it is parsed and refused below with the count.
+ENVELOPE_LIMITS = jsonio.ParseLimits(
+    max_values=16 + 10 * MAX_SIGNATURES,
+    max_containers=2 + 2 * MAX_SIGNATURES,
+    why=f"a DSSE envelope (three fields, at most {MAX_SIGNATURES} signatures)",
+)
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -54,7 +66,12 @@ class Envelope:
     @classmethod
     def from_bytes(cls, data: bytes, *, what: str) -> Envelope:
         """Parse an envelope; raise FormatError naming ``what`` if it is not one."""
-        document = jsonio.load_object(data, what=what)
+        document = jsonio.load_object(data, what=what, limits=ENVELOPE_LIMITS)
+        unknown = sorted(set(document) - ENVELOPE_FIELDS)
+        if unknown:
+            raise FormatError(
+                f"{what}: unknown field {unknown[0]!r}; a DSSE envelope has only payload, payloadType and signatures"
+            )
         payload_type = document.get("payloadType")
         payload = document.get("payload")
         signatures = document.get("signatures")
@@ -68,6 +85,9 @@ class Envelope:
         for number, entry in enumerate(signatures):
             if not isinstance(entry, dict) or not isinstance(entry.get("sig"), str):
                 raise FormatError(f"{what}: signatures[{number}].sig must be a string")
+            extra = sorted(set(entry) - SIGNATURE_FIELDS)
+            if extra:
+                raise FormatError(f"{what}: signatures[{number}]: unknown field {extra[0]!r}; expected keyid and sig")
             keyid = entry.get("keyid", "")
             if not isinstance(keyid, str):
                 raise FormatError(f"{what}: signatures[{number}].keyid must be a string")

@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from kitbuilder.core import jsonio, schemas, timefmt
+from kitbuilder.core.jsonio import ParseLimits
+from kitbuilder.errors import ArchiveError, FormatError
 
 MANIFEST_API = "kitbuilder/v1"
 MANIFEST_JSON = "manifest.json"
@@ -28,7 +30,7 @@ METADATA_FILES = (SHA256SUMS, SHA256SUMS_SIG, MANIFEST_JSON, MANIFEST_DSSE)
 ATTESTATIONS_DIR = "attestations"
 SIGSTORE_BUNDLE = "SHA256SUMS.sigstore.json"
 MAX_ATTESTATIONS = 16
-_ATTESTATION_NAME = re.compile(r"^attestations/[a-z0-9][a-z0-9._-]{0,100}\.dsse\.json$")
+_ATTESTATION_NAME = re.compile(r"attestations/[a-z0-9][a-z0-9._-]{0,100}\.dsse\.json")
 # Payload members kit build generates itself; inputs cannot use these paths or component ids.
 KIT_SBOM_COMPONENT = "kit-sbom"
 IMAGES_COMPONENT = "kit-images"
@@ -36,7 +38,7 @@ IMAGES_DIR = "images"
 
 
 def is_optional_metadata(name: str) -> bool:
-    return name == SIGSTORE_BUNDLE or _ATTESTATION_NAME.match(name) is not None
+    return name == SIGSTORE_BUNDLE or _ATTESTATION_NAME.fullmatch(name) is not None
 
 
 def metadata_names(present: Iterable[str]) -> tuple[str, ...]:
@@ -60,7 +62,7 @@ class KitInfo:
 
     @property
     def expires_at(self) -> datetime:
-        return timefmt.parse_utc(self.expires)
+        return timefmt.parse_canonical(self.expires)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -164,6 +166,13 @@ class Manifest:
         """Build from a parsed document; FormatError with the JSON path if it breaks the schema."""
         schemas.validate("manifest", document, what=what)
         kit = document["kit"]
+        for name in ("expires", "created"):
+            # The schema's pattern admits 2099-02-30 and a trailing newline; the one strict parser does not.
+            if name in kit:
+                try:
+                    timefmt.parse_canonical(kit[name])
+                except timefmt.TimeFormatError as exc:
+                    raise FormatError(f"{what}: $.kit.{name}: {exc}") from exc
         return cls(
             kit=KitInfo(
                 name=kit["name"],
@@ -206,5 +215,67 @@ class Manifest:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, what: str = MANIFEST_JSON) -> Manifest:
-        return cls.from_json(jsonio.load_object(data, what=what), what=what)
+    def from_bytes(cls, data: bytes, *, what: str = MANIFEST_JSON, limits: ParseLimits | None = None) -> Manifest:
+        """Parse and check a manifest; ``limits`` (see ``MetadataBudget``) bound the parse before it starts."""
+        return cls.from_json(jsonio.load_object(data, what=what, limits=limits), what=what)
+
+
+# What an honest kit spends on its metadata, per member of its index (docs/parse-limits.md). Every limit is
+# a base for what the spec contributes (description, component options, checks, a delta's removed paths)
+# plus a share per member; a document over its limit is refused before it is read or parsed, so a kit costs
+# at most what an honest kit with as many members would.
+_BASE_BYTES = 8 << 20
+_MANIFEST_BYTES_PER_MEMBER = 4 << 10  # a pretty file entry is ~450 bytes plus its path (<= 255, escaped <= 6x)
+_SUBJECT_BYTES_PER_MEMBER = 2 << 10  # a compact statement subject: name, digest
+_SUMS_BYTES_PER_MEMBER = 64 + 2 + 255 + 1  # "<sha256>  <path>\n"
+_SIGNATURE_BYTES = 64 << 10  # SHA256SUMS.sig: one raw signature (RSA-4096 is 512 bytes)
+_BASE_VALUES = 128 << 10
+_VALUES_PER_MEMBER = 32  # a file entry holds 19 values and keys; a subject 7
+_BASE_CONTAINERS = 16 << 10
+_CONTAINERS_PER_MEMBER = 4  # a file entry holds 2 objects; a subject 2
+
+
+@dataclass(frozen=True)
+class MetadataBudget:
+    """Limits on a kit's metadata documents, scaled by the number of members its index lists."""
+
+    members: int
+
+    def max_bytes(self, name: str) -> int | None:
+        """The most bytes the metadata member ``name`` may have; None for members bounded elsewhere."""
+        manifest = _BASE_BYTES + self.members * _MANIFEST_BYTES_PER_MEMBER
+        if name == MANIFEST_JSON:
+            return manifest
+        if name == MANIFEST_DSSE:
+            # Base64 of the compact statement (predicate = the manifest, plus one subject per file) and signatures.
+            statement = manifest + self.members * _SUBJECT_BYTES_PER_MEMBER
+            return statement * 4 // 3 + 4 + _SIGNATURE_BYTES
+        if name == SHA256SUMS:
+            return self.members * _SUMS_BYTES_PER_MEMBER
+        if name == SHA256SUMS_SIG:
+            return _SIGNATURE_BYTES
+        return None
+
+    def check_size(self, name: str, size: int) -> None:
+        """ArchiveError if the index says ``name`` is larger than an honest kit of this many members needs."""
+        limit = self.max_bytes(name)
+        if limit is not None and size > limit:
+            raise ArchiveError(
+                f"{name}: {size} bytes exceeds the metadata cap of {limit} for a kit of {self.members} members "
+                "(docs/parse-limits.md)"
+            )
+
+    def manifest_limits(self) -> ParseLimits:
+        return ParseLimits(
+            max_values=_BASE_VALUES + self.members * _VALUES_PER_MEMBER,
+            max_containers=_BASE_CONTAINERS + self.members * _CONTAINERS_PER_MEMBER,
+            why=f"the manifest of a kit of {self.members} members",
+        )
+
+    def statement_limits(self) -> ParseLimits:
+        manifest = self.manifest_limits()
+        return ParseLimits(
+            max_values=manifest.max_values + self.members * 8,
+            max_containers=manifest.max_containers + self.members * 2,
+            why=f"the signed statement of a kit of {self.members} members",
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-PORTABLE_COMPONENT = re.compile(r"^[A-Za-z0-9._+@=,-]+$")
+PORTABLE_COMPONENT = re.compile(r"[A-Za-z0-9._+@=,-]+")
 MAX_PATH_BYTES = 255
 
 
@@ -24,7 +24,7 @@ def problem_with(path: str) -> str | None:
     for part in parts:
         if part in ("", ".", ".."):
             return f"path component {part!r} is not allowed"
-        if not PORTABLE_COMPONENT.match(part):
+        if not PORTABLE_COMPONENT.fullmatch(part):
             return f"component {part!r} has characters outside [A-Za-z0-9._+@=,-]"
     if len(path.encode()) > MAX_PATH_BYTES or ustar_split(path) is None:
         return "path too long for a ustar header (name 100 bytes, prefix 155 bytes)"

@@ -209,7 +209,7 @@ def load_spec(spec_path: Path) -> KitSpec:
     )
 
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
 def backfill_job_path(component: ComponentSpec) -> Path:

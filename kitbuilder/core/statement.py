@@ -16,7 +16,7 @@ from kitbuilder.errors import FormatError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 MANIFEST_PREDICATE_TYPE = "https://kitbuilder.dev/manifest/v1"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ class Statement:
         return jsonio.dump_compact(self.to_json())
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, what: str) -> Statement:
-        document = jsonio.load_object(data, what=what)
+    def from_bytes(cls, data: bytes, *, what: str, limits: jsonio.ParseLimits | None = None) -> Statement:
+        """Parse a statement; FormatError naming ``what``. ``limits`` bound the parse before it starts."""
+        document = jsonio.load_object(data, what=what, limits=limits)
         if document.get("_type") != STATEMENT_TYPE:
             raise FormatError(f"{what}: _type must be {STATEMENT_TYPE}")
         predicate_type = document.get("predicateType")
@@ -59,7 +60,7 @@ class Statement:
             digest = entry.get("digest") if isinstance(entry, dict) else None
             name = entry.get("name") if isinstance(entry, dict) else None
             value = digest.get("sha256") if isinstance(digest, dict) else None
-            if not isinstance(name, str) or not isinstance(value, str) or not _SHA256.match(value):
+            if not isinstance(name, str) or not isinstance(value, str) or not _SHA256.fullmatch(value):
                 raise FormatError(f"{what}: subject[{number}] needs a name and a lowercase hex sha256 digest")
             subjects.append(Subject(name=name, sha256=value))
         return cls(subjects=tuple(subjects), predicate_type=predicate_type, predicate=predicate)

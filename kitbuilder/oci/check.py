@@ -17,7 +17,7 @@ from kitbuilder.oci import layout
 from kitbuilder.oci.layout import Descriptor, ImageTree
 
 PREFIX = "images/"
-_BLOB_NAME = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
+_BLOB_NAME = re.compile(r"blobs/sha256/([0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def walk_layout(
             if size > layout.MAX_JSON:
                 raise FormatError(f"{PREFIX}{name}: {size} bytes, more than the {layout.MAX_JSON}-byte limit")
             continue
-        match = _BLOB_NAME.match(name)
+        match = _BLOB_NAME.fullmatch(name)
         if match is None:
             raise IntegrityError(
                 f"{PREFIX}{name}: not part of an OCI layout (only oci-layout, index.json and blobs/sha256/<hex>)"

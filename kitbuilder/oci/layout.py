@@ -43,8 +43,8 @@ MAX_JSON = 4 << 20
 MAX_DEPTH = 8
 MAX_DESCRIPTORS = 100_000
 
-_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
-_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 UNKNOWN_PLATFORM = "unknown/unknown"
 
 
@@ -78,7 +78,7 @@ def blob_path(digest: str) -> str:
 
 
 def digest_hex(digest: str, *, what: str) -> str:
-    match = _DIGEST.match(digest)
+    match = _DIGEST.fullmatch(digest)
     if match is None:
         if ":" in digest and not digest.startswith("sha256:"):
             raise FormatError(f"{what}: digest {digest[:80]!r} uses an algorithm other than sha256 (not supported)")
@@ -139,7 +139,7 @@ def parse_descriptor(value: Any, *, what: str) -> Descriptor:
     if not isinstance(value, dict):
         raise FormatError(f"{what}: a descriptor must be an object")
     media_type = value.get("mediaType")
-    if not isinstance(media_type, str) or not _MEDIA_TYPE.match(media_type):
+    if not isinstance(media_type, str) or not _MEDIA_TYPE.fullmatch(media_type):
         raise FormatError(f"{what}: mediaType {media_type!r} is missing or not a media type")
     digest = value.get("digest")
     if not isinstance(digest, str):

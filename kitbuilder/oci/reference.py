@@ -7,13 +7,13 @@ import re
 from kitbuilder.errors import UsageError
 
 _HOST = re.compile(
-    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?$"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?"
 )
 
 
 def parse_registry(value: str) -> str:
     """``HOST[:PORT]`` as given to --registry; UsageError for a URL, a path or a bad port."""
-    match = _HOST.match(value)
+    match = _HOST.fullmatch(value)
     if match is None:
         raise UsageError(f"--registry {value!r}: expected HOST or HOST:PORT (no scheme, no path), e.g. 127.0.0.1:5000")
     port = match.group(1)

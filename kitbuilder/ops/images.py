@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kitbuilder import faults
-from kitbuilder.archive import reader, tarfmt, zstdframes
+from kitbuilder.archive import reader
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.reader import Caps
 from kitbuilder.atomic import TempPattern, clear_stale, fsync_path, os_error, scratch_dir
@@ -122,30 +121,8 @@ class _KitImages:
 
 
 def _member_chunks(stream: BinaryIO, entry: IndexEntry, caps: Caps, label: str) -> Iterator[bytes]:
-    """Decompress one member's data frame, bounded by its padded size, hashing the content as it goes."""
-    stream.seek(entry.offset)
-    frames = zstdframes.FrameReader(stream, max_window=caps.max_window, start=entry.offset)
-    header = tarfmt.parse_header(
-        b"".join(frames.iter_zstd_frame(max_output=tarfmt.BLOCK, what=f"{label} header")), offset=-1
-    )
-    if header.path != entry.path or header.size != entry.size:
-        raise IntegrityError(f"{label}: the member at offset {entry.offset} is not what the signed index says")
-    digest = hashlib.sha256()
-    received = 0
-    for chunk in frames.iter_zstd_frame(max_output=tarfmt.padded_size(entry.size), what=label):
-        take = min(len(chunk), entry.size - received)
-        if take:
-            data = chunk if take == len(chunk) else chunk[:take]
-            digest.update(data)
-            received += take
-            if received == entry.size and digest.hexdigest() != entry.sha256:
-                # Before the last piece is handed out, so no consumer completes an upload of altered bytes.
-                raise IntegrityError(f"{label}: content changed after verify (sha256 {digest.hexdigest()})")
-            yield data
-    if received != entry.size:
-        raise IntegrityError(f"{label}: holds {received} bytes, the signed size is {entry.size}")
-    if entry.size == 0 and digest.hexdigest() != entry.sha256:
-        raise IntegrityError(f"{label}: content differs from the signed digest")
+    """One member's content through the kit's one member reader: every check done before the last piece."""
+    return reader.member_chunks(stream, entry, caps, against="signed", label=label)
 
 
 def _records(kit: Path, manifest: Manifest) -> tuple[dict[str, Any], ...]:

@@ -37,6 +37,7 @@ from kitbuilder.core.manifest import (
     SIGSTORE_BUNDLE,
     FileEntry,
     Manifest,
+    MetadataBudget,
     metadata_names,
 )
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, PROVENANCE_PREDICATE_TYPE, read_predicate
@@ -156,13 +157,18 @@ def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
             f"kit index lists {optional_bytes} bytes of attestations and Sigstore bundle; "
             f"at most {caps.max_metadata} are allowed together"
         )
+    # Each required document may cost what it would in an honest kit of this many members (docs/parse-limits.md):
+    # checked on the index's sizes before anything is decompressed, and on the structure before it is parsed.
+    budget = MetadataBudget(len(location.index.members))
     for name in names:
         entry = by_path.get(name)
         if entry is None:
             raise ArchiveError(f"kit index has no {name}: not a complete kit")
-        members[name] = reader.read_member(stream, entry, caps)
+        budget.check_size(name, entry.size)
+    for name in names:
+        members[name] = reader.read_member(stream, by_path[name], caps)
     envelope = Envelope.from_bytes(members[MANIFEST_DSSE], what=MANIFEST_DSSE)
-    manifest = Manifest.from_bytes(members[MANIFEST_JSON])
+    manifest = Manifest.from_bytes(members[MANIFEST_JSON], limits=budget.manifest_limits())
     return KitMetadata(location=location, members=members, envelope=envelope, manifest=manifest)
 
 
@@ -172,7 +178,11 @@ def check_signed_metadata(metadata: KitMetadata, policy: TrustPolicy) -> tuple[t
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise FormatError(f"{MANIFEST_DSSE}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
     signers = verify_envelope(envelope, policy, what=MANIFEST_DSSE)
-    statement = Statement.from_bytes(envelope.payload, what=f"{MANIFEST_DSSE} payload")
+    # The statement holds the manifest and one subject per file: bounded by what its kit's members need.
+    budget = MetadataBudget(len(metadata.manifest.files) + len(metadata.members))
+    statement = Statement.from_bytes(
+        envelope.payload, what=f"{MANIFEST_DSSE} payload", limits=budget.statement_limits()
+    )
     if statement.predicate_type != MANIFEST_PREDICATE_TYPE:
         raise FormatError(
             f"{MANIFEST_DSSE}: predicateType {statement.predicate_type!r}, expected {MANIFEST_PREDICATE_TYPE}"

@@ -53,7 +53,7 @@ class Freshness:
             raise UsageError(f"{path}: cannot read anti-rollback state ({exc.strerror})") from exc
         try:
             document = jsonio.load_object(data, what=str(path))
-            return Seen(int(document["highestSequence"]), timefmt.parse_utc(document["lastSeen"]))
+            return Seen(int(document["highestSequence"]), timefmt.parse_canonical(document["lastSeen"]))
         except (FormatError, KeyError, ValueError, TypeError) as exc:
             raise UsageError(
                 f"{path}: anti-rollback state is damaged ({exc}); restore it or remove it knowingly"

@@ -77,8 +77,8 @@ class TrustRoot:
         if signed["version"] > 1:
             _check_self_signed(document, keys, signed["threshold"], what=what)
         try:
-            expires = timefmt.parse_utc(signed["expires"])
-        except ValueError as exc:
+            expires = timefmt.parse_input(signed["expires"])
+        except timefmt.TimeFormatError as exc:
             raise UsageError(f"{what}: expires: {exc}") from exc
         return cls(
             version=signed["version"],

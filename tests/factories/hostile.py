@@ -472,3 +472,95 @@ def index_entry(index: dict[str, Any], path: str) -> dict[str, Any]:
         if entry["path"] == path:
             return entry  # type: ignore[no-any-return]
     raise KeyError(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# zstd frame encodings as a class (docs/format.md §8.3): the same bytes, or bytes that only look the same
+
+
+_PLAIN = zstandard.ZstdCompressor(level=3, write_checksum=False, write_content_size=False)
+
+
+def compressed_blocks(data: bytes) -> tuple[int, bytes]:
+    """(window_log, blocks) of an ordinary zstd encoding of ``data``, without its frame header or checksum."""
+    frame = _PLAIN.compress(data)
+    descriptor, window = frame[4], frame[5]
+    assert descriptor == 0 and window & 7 == 0, "expected a 6-byte header: no size, checksum or dictionary"
+    return (window >> 3) + 10, frame[6:]
+
+
+def raw_blocks(data: bytes, *, last: bool = True) -> bytes:
+    """``data`` as raw blocks of at most 128 KiB; the final one marked last unless ``last=False``."""
+    pieces = [data[i : i + ZSTD_BLOCK_MAX] for i in range(0, len(data), ZSTD_BLOCK_MAX)] or [b""]
+    return b"".join(raw_block(piece, last=last and i == len(pieces) - 1) for i, piece in enumerate(pieces))
+
+
+def frame_encodings(payload: bytes, hidden: bytes) -> dict[str, tuple[bytes, bool]]:
+    """Data-frame encodings for a member whose content plus padding is ``payload``: name -> (frame, acceptable).
+
+    ``acceptable`` says whether the frame decodes, exactly as ``zstd -d`` decodes it, to ``payload``: only
+    then may a verifier accept it. ``hidden`` is what a lying frame smuggles (e.g. a whole tar member).
+    Names starting with ``empty_`` are frames for an *empty* member (``payload`` ignored): their
+    declared size is 0, and whatever they hold is extra bytes in the tar stream.
+    """
+    size = len(payload)
+    window_log, blocks = compressed_blocks(payload)
+    hidden_window, hidden_blocks = compressed_blocks(hidden)
+    return {
+        # -- encodings that decode to exactly the payload: any conforming encoder may write them
+        "writer_frame": (zframe(payload), True),
+        "content_size_absent_raw": (frame_header() + raw_blocks(payload), True),
+        "content_size_absent_compressed": (frame_header(window_log=window_log) + blocks, True),
+        "single_segment_raw": (frame_header(window_log=None, content_size=size) + raw_blocks(payload), True),
+        "content_size_8_bytes": (frame_header(content_size=size, fcs_bytes=8) + raw_blocks(payload), True),
+        "zero_dictionary_id": (frame_header(content_size=size, dictionary_id=0) + raw_blocks(payload), True),
+        # -- a declared size of 0 with blocks that hold bytes: python-zstandard's one-shot call returns b""
+        "empty_fcs0_raw": (frame_header(content_size=0, fcs_bytes=4) + raw_blocks(hidden), False),
+        "empty_fcs0_single_segment_raw": (frame_header(window_log=None, content_size=0) + raw_blocks(hidden), False),
+        "empty_fcs0_rle": (frame_header(content_size=0, fcs_bytes=4) + rle_block(0x41, 512, last=True), False),
+        "empty_fcs0_compressed": (
+            frame_header(window_log=hidden_window, content_size=0, fcs_bytes=4) + hidden_blocks,
+            False,
+        ),
+        "empty_fcs0_corrupt": (
+            frame_header(content_size=0, fcs_bytes=4) + block_header(2, 8, last=True) + b"\xff" * 8,
+            False,
+        ),
+        "empty_fcs0_last_block_missing": (
+            frame_header(content_size=0, fcs_bytes=4) + raw_blocks(hidden, last=False),
+            False,
+        ),
+        # -- a declared size that is not the output
+        "content_size_larger": (frame_header(content_size=size + 512, fcs_bytes=4) + raw_blocks(payload), False),
+        "content_size_smaller": (frame_header(content_size=size - 256, fcs_bytes=4) + raw_blocks(payload), False),
+        "content_size_smaller_compressed": (
+            frame_header(window_log=window_log, content_size=size - 256, fcs_bytes=4) + blocks,
+            False,
+        ),
+        # -- checksums
+        "checksum_wrong": (
+            frame_header(content_size=size, checksum=True) + raw_blocks(payload) + b"\0\0\0\0",
+            False,
+        ),
+        "checksum_flipped": (zframe(payload)[:-1] + bytes([zframe(payload)[-1] ^ 1]), False),
+        # -- header fields kits refuse (and zstd too, or it needs what kits never ship)
+        "reserved_bit": (frame_header(content_size=size, reserved_bit=True) + raw_blocks(payload), False),
+        "dictionary_id": (frame_header(content_size=size, dictionary_id=0x1234) + raw_blocks(payload), False),
+        "window_over_cap": (frame_header(window_log=25, content_size=size) + raw_blocks(payload), False),
+        # -- the frame's blocks: corrupt, cut, or in two frames where one is expected
+        "corrupt_compressed_block": (
+            frame_header(content_size=size) + block_header(2, 8, last=True) + b"\xff" * 8,
+            False,
+        ),
+        "last_block_missing": (frame_header(content_size=size) + raw_blocks(payload, last=False), False),
+        "two_frames": (zframe(payload[: size // 2]) + zframe(payload[size // 2 :]), False),
+        "extra_bytes_after_frame": (zframe(payload) + b"garbage!", False),
+        "skippable_frame_after_frame": (zframe(payload) + zstdframes.skippable_frame(0x184D2A50, hidden), False),
+        "skippable_frame_instead": (zstdframes.skippable_frame(0x184D2A50, payload), False),
+    }
+
+
+def hidden_member(name: str = "docs/evil.sh") -> bytes:
+    """A whole tar member (header, data, padding): what a lying frame smuggles into the tar stream."""
+    data = b"#!/bin/sh\necho pwned\n"
+    return ustar_header(name, len(data), mode=0o755) + data + padding_for(data)
