@@ -1071,7 +1071,7 @@ def _render_apply(report: ApplyReport) -> None:
                     + (f" ({tenants})" if tenants else "")
                 )
                 if entry.count_basis != "exact":
-                    click.echo(f"            {entry.count_reason}")
+                    click.echo(f"            {text.printable(entry.count_reason)}")
                 click.echo(_indent(entry.sql))
             elif isinstance(entry, DryStep):
                 click.echo(f"  {entry.kind:<9} {entry.id:<28} {entry.status}")
@@ -1107,9 +1107,8 @@ def _render_apply(report: ApplyReport) -> None:
 
 
 def _indent(sql: str) -> str:
-    # SQL comes from the kit: control characters are shown escaped, never sent to the terminal.
-    safe = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group(0)):02x}", sql)
-    return "\n".join(f"      | {line}" for line in safe.strip().splitlines())
+    # SQL comes from the kit: each line shown printable (control and format characters escaped).
+    return "\n".join(f"      | {text.printable(line)}" for line in sql.strip().splitlines())
 
 
 @main.command()
