@@ -73,9 +73,7 @@ def measure_before(db: Database, checks: tuple[Check, ...] | list[Check], book: 
         if isinstance(check, CountCheck):
             try:
                 book.before[check.id] = _count(db, check)
-            except Exception as exc:
-                if not dbmod.is_database_error(exc):
-                    raise
+            except (dbmod.RowError, dbmod.StatementError):
                 # The column or table the check names arrives with this kit: nothing to count yet.
                 book.before[check.id] = 0
 
@@ -142,10 +140,10 @@ def _evaluate(db: Database, check: Check, book: CheckBook) -> CheckResult:
 def evaluate(db: Database, check: Check, book: CheckBook) -> CheckResult:
     try:
         return _evaluate(db, check, book)
-    except Exception as exc:
-        if not dbmod.is_database_error(exc):
-            raise
-        return CheckResult(check.id, check.kind, False, check.on_fail, None, None, f"error: {dbmod.describe(exc)}")
+    except (dbmod.RowError, dbmod.StatementError) as exc:
+        # The check's own SQL fails on this database: a failed check. A systemic error (disk, connection,
+        # interrupt) propagates and stops the run.
+        return CheckResult(check.id, check.kind, False, check.on_fail, None, None, f"error: {exc.reason}")
 
 
 def failure_message(result: CheckResult, context: str = "") -> str:

@@ -114,10 +114,7 @@ def write_evidence(artifacts: Path, report: ApplyReport, *, now: datetime | None
     """
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
     directory = artifacts / (f"{stamp}-dry-run" if report.dry_run else stamp)
-    try:
-        directory.mkdir(parents=True, exist_ok=False)
-    except OSError as exc:
-        raise HostIOError(f"{directory}: cannot create the evidence directory ({exc.strerror or exc})") from exc
+    directory.mkdir(parents=True, exist_ok=False)
     body = jsonio.dump_pretty(report.to_json())
     digest = hashlib.sha256(body).hexdigest()
     write_atomic(directory / "report.json", body)

@@ -273,7 +273,7 @@ class ApplyReport:
     signers: tuple[str, ...]
     verify_checks: tuple[str, ...]
     database: dict[str, str]  # dialect, version, url (password hidden)
-    status: Literal["dry-run", "running", "succeeded", "failed"]
+    status: Literal["dry-run", "running", "succeeded", "failed", "interrupted"]
     plan: tuple[PlanEntry, ...] = ()
     steps: tuple[StepResult, ...] = ()
     checks_before: dict[str, int | None] = field(default_factory=dict)

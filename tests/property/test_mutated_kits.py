@@ -27,7 +27,7 @@ import pytest
 from hypothesis import event, given
 
 from tests.factories.hostile import RELEASE
-from tests.factories.mutate import Mutation, base_for, mutations
+from tests.factories.mutate import Edit, JsonEdit, Mutation, TarField, base_for, mutations
 from tests.property.known_bugs import KNOWN_BUGS, KnownBug, explained_by
 from tests.property.oracle import Outcome, acceptance_problems, run, stock_tools
 
@@ -77,21 +77,56 @@ def test_mutated_kit_is_refused_cleanly_or_is_exactly_what_tar_extracts(mutation
     assert not unexplained, f"{mutation.describe()}: verify exit {verify.exit_code}: " + "; ".join(unexplained)
 
 
-@pytest.mark.parametrize(
-    "bug",
-    [
-        pytest.param(bug, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=bug.reason), id=bug.name)
-        for bug in KNOWN_BUGS
-    ],
-)
-def test_known_bug_is_still_there(bug: KnownBug) -> None:
-    """One explicit mutant per known bug class: it fails (xfail) while the bug is open and passes once fixed,
-    which makes this strict xfail fail: then delete the class from known_bugs.py."""
-    _, problems = examine(bug.example)
-    foreign = [p for p in problems if not bug.matches(bug.example, p, problems)]
-    if foreign:  # a different failure than the one this case pins: report it, do not count it as the xfail
-        raise RuntimeError(f"{bug.name}: unexpected problems {foreign}")
-    assert not problems, "; ".join(problems)
+# Only while a class is open (an empty parametrize would show up as a skip).
+if KNOWN_BUGS:
+
+    @pytest.mark.parametrize(
+        "bug",
+        [
+            pytest.param(
+                bug, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=bug.reason), id=bug.name
+            )
+            for bug in KNOWN_BUGS
+        ],
+    )
+    def test_known_bug_is_still_there(bug: KnownBug) -> None:
+        """One explicit mutant per known bug class: it fails (xfail) while the bug is open and passes once fixed,
+        which makes this strict xfail fail: then delete the class from known_bugs.py."""
+        _, problems = examine(bug.example)
+        foreign = [p for p in problems if not bug.matches(bug.example, p, problems)]
+        if foreign:  # a different failure than the one this case pins: report it, do not count it as the xfail
+            raise RuntimeError(f"{bug.name}: unexpected problems {foreign}")
+        assert not problems, "; ".join(problems)
+
+
+# Classes the property found and kitbuilder has since fixed: one mutant each, with the verdict it must get now.
+FIXED = {
+    "frame-declared-size-not-decoded": (Mutation("smuggle", "docs/a.md", Edit("truncate"), encoding="fcs0-raw"), 5),
+    "tar-uid-gid-not-checked": (
+        Mutation("tar-field", "docs/a.md", TarField("docs/a.md", "uid", number=None, spelling=8)),
+        5,
+    ),
+    "lone-surrogate-crash": (
+        Mutation("signed-statement", "predicate", JsonEdit(0, "set", "\ud800", at=("kit", "version"))),
+        5,
+    ),
+    "impossible-date-crash": (
+        Mutation("signed-statement", "predicate", JsonEdit(0, "set", "2099-02-30T00:00:00Z", at=("kit", "expires"))),
+        5,
+    ),
+    "long-kit-name-exit-2": (
+        Mutation("signed-predicate", "manifest", JsonEdit(0, "set", "a" * 300, at=("kit", "name"))),
+        5,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_fixed_class_stays_fixed(name: str) -> None:
+    mutation, verdict = FIXED[name]
+    verify, problems = examine(mutation)
+    assert problems == []
+    assert verify.exit_code == verdict, verify.stderr
 
 
 @pytest.mark.parametrize("layer", ["plain", "attested"])
