@@ -223,3 +223,45 @@ def check_layout(files: Iterable[str], metadata: Iterable[str], *, what: str) ->
         clash = paths.claim(path, seen)
         if clash is not None:
             raise FormatError(f"{what}: file {path!r}: {clash}")
+
+
+class SameFileReader:
+    """Another read position on an already open kit file, for reading members side by side.
+
+    Reads with ``os.pread`` on the caller's descriptor: the same file that was
+    verified, never re-opened by name (a file renamed over the path meanwhile is
+    not seen), and no shared offset between readers. Close it; the descriptor
+    stays the caller's.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._fd = stream.fileno()
+        self._offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = max(0, os.fstat(self._fd).st_size - self._offset)
+        data = os.pread(self._fd, size, self._offset)
+        self._offset += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_SET:
+            self._offset = offset
+        elif whence == os.SEEK_CUR:
+            self._offset += offset
+        else:
+            self._offset = os.fstat(self._fd).st_size + offset
+        return self._offset
+
+    def tell(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        self._fd = -1
+
+    def __enter__(self) -> SameFileReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
