@@ -225,6 +225,12 @@ def checksum_keyid(signed: Manifest, envelope: Envelope) -> str:
     return named if isinstance(named, str) else envelope.signatures[0].keyid
 
 
+def build_mtime(signed: Manifest) -> int:
+    """The mtime every tar header of the kit carries: the signed ``build.mtime`` (absent in old kits: 0)."""
+    value = signed.build.get("mtime", 0)
+    return value if isinstance(value, int) else 0
+
+
 def check_policy(manifest: Manifest, options: VerifyOptions) -> None:
     kit = manifest.kit
     if options.now >= kit.expires_at:
@@ -500,6 +506,7 @@ def verify_kit(
                 extract_to=extract_to,
                 hasher=worker,
                 extract_only=extract_only,
+                mtime=build_mtime(manifest),
             )
             # The scan stopped at the index; hash the tail so the report names the whole file's digest.
             while hashing.read(1 << 20):
