@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -97,7 +96,8 @@ HEADER_FIELDS: dict[str, tuple[list[dict[int, bytes]], str]] = {
 
 def _tar_listing(kit: Path) -> str:
     zstd = subprocess.run(["zstd", "-dc", str(kit)], capture_output=True, check=True)
-    return subprocess.run(["tar", "-tv", "--full-time"], input=zstd.stdout, capture_output=True, check=True).stdout.decode()
+    listing = subprocess.run(["tar", "-tv", "--full-time"], input=zstd.stdout, capture_output=True, check=True)
+    return listing.stdout.decode()
 
 
 @pytest.mark.skipif(shutil.which("zstd") is None or shutil.which("tar") is None, reason="needs zstd and tar")
@@ -117,3 +117,66 @@ def test_unsigned_header_field_that_tar_applies_is_refused(
     assert listing != _tar_listing(built_kit)  # stock tar sees the change
     stderr = assert_refused(run_kit("verify", hostile, "--key", kit_env.ed_pub), 5, member, words)
     assert stderr.startswith("kit: archive error: ")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# optional metadata and detached attestations: size and parse cost bounded like the required documents
+
+
+def _rebuilt(kit_env: KitEnv, built_kit: Path, replace: dict[str, bytes]) -> Path:
+    return rewrite_kit(built_kit, kit_env.root / "hostile.kit.tar.zst", replace, mtime=BUILD_MTIME)
+
+
+def _bundle_bombs() -> dict[str, bytes]:
+    return {
+        "empty_lists_60_mib": b"[" + b"[]," * (20 * MiB) + b"[]]",
+        "one_60_mib_string": json.dumps({"mediaType": "x", "x": "A" * (60 * MiB)}).encode(),
+        "empty_lists_under_64_kib": b"[" + b"[]," * 21000 + b"[]]",
+    }
+
+
+@pytest.mark.parametrize("shape", sorted(_bundle_bombs()))
+def test_sigstore_bundle_member_parse_bomb_is_refused_cheaply(kit_env: KitEnv, built_kit: Path, shape: str) -> None:
+    """SHA256SUMS.sigstore.json was only under the 64 MiB optional-metadata cap: 60 MiB of ``[],`` cost 1.6 GiB."""
+    hostile = _rebuilt(kit_env, built_kit, {SIGSTORE_BUNDLE: _bundle_bombs()[shape]})
+    assert_refused_cheaply(run_measured("verify", hostile, "--key", kit_env.ed_pub), SIGSTORE_BUNDLE)
+    if "60_mib" in shape:  # inspect reads the member (its size is refused) but does not parse the bundle
+        assert_refused_cheaply(run_measured("inspect", hostile), SIGSTORE_BUNDLE)
+
+
+def test_attestation_member_of_60_mib_is_refused_before_it_is_read(kit_env: KitEnv, built_kit: Path) -> None:
+    """One attestation holding a 60 MiB payload string, no key needed: 266 MiB peak before its signature failed."""
+    payload = base64.b64encode(b"{" + b" " * (45 * MiB) + b"}").decode()
+    envelope = {"payload": payload, "payloadType": "application/vnd.in-toto+json", "signatures": [{"sig": "AAAA"}]}
+    hostile = _rebuilt(kit_env, built_kit, {"attestations/provenance.dsse.json": json.dumps(envelope).encode()})
+    for command in (("verify", hostile, "--key", kit_env.ed_pub), ("inspect", hostile, "--provenance")):
+        assert_refused_cheaply(run_measured(*command), "attestations/provenance.dsse.json", "exceeds")
+
+
+DETACHED_BOMBS = {
+    "64_mib_of_newlines": lambda line: b"\n" * (64 * MiB - 1),
+    "8_mib_of_newlines": lambda line: b"\n" * (8 * MiB),  # under the byte limit: the line count refuses it
+    "32_mib_of_one_byte_lines": lambda line: b"a\n" * (16 * MiB),
+    "17_envelopes": lambda line: (line + b"\n") * 17,
+    "one_8_mib_envelope": lambda line: json.dumps({**json.loads(line), "payload": "A" * (8 * MiB)}).encode(),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(DETACHED_BOMBS))
+def test_detached_attestation_file_bomb_is_refused_cheaply(kit_env: KitEnv, built_kit: Path, shape: str) -> None:
+    """KIT.intoto.jsonl beside the kit: 64 MiB of newlines became a list of 64 million lines (618 MiB peak)."""
+    honest = Path(f"{built_kit}.intoto.jsonl").read_bytes().strip()
+    hostile = kit_env.root / "hostile.intoto.jsonl"
+    hostile.write_bytes(DETACHED_BOMBS[shape](honest))
+    result = run_measured("verify", built_kit, "--key", kit_env.ed_pub, "--no-state", "--attestation", hostile)
+    assert_refused_cheaply(result, str(hostile))
+
+
+def test_honest_detached_attestation_and_bundle_still_verify(kit_env: KitEnv) -> None:
+    """The new limits are reachable: a kit with a Sigstore bundle and its KIT.intoto.jsonl verify."""
+    out = kit_env.kit()
+    built = run_kit("build", kit_env.spec, "--key", kit_env.ed_key, "--out", out, "--sigstore-bundle")
+    assert built.exit_code == 0, built.output
+    result = run_kit("verify", out, "--key", kit_env.ed_pub, "--attestation", f"{out}.intoto.jsonl")
+    assert result.exit_code == 0, result.output
+    assert SIGSTORE_BUNDLE in result.stdout and "subject is this kit file" in result.stdout
