@@ -373,7 +373,9 @@ def check_detached(path: Path, kit_sha256: str, policy: TrustPolicy, *, members:
         with path.open("rb") as stream:
             size = os.fstat(stream.fileno()).st_size
             if size > limit:
-                raise FormatError(f"{path}: {size} bytes, more than the {limit} a KIT.intoto.jsonl of this kit may hold")
+                raise FormatError(
+                    f"{path}: {size} bytes, more than the {limit} a KIT.intoto.jsonl of this kit may hold"
+                )
             data = stream.read(limit + 1)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read attestation ({exc.strerror})") from exc

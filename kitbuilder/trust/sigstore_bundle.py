@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kitbuilder.core import jsonio
-from kitbuilder.core.manifest import BUNDLE_BYTES
 from kitbuilder.core.dsse import b64decode_lenient
+from kitbuilder.core.manifest import BUNDLE_BYTES
 from kitbuilder.errors import FormatError, IntegrityError, TrustError
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import TrustPolicy
