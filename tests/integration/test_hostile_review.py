@@ -9,10 +9,13 @@ outside the target and, for resource cases, peak RSS under 150 MiB measured in a
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,3 +183,56 @@ def test_honest_detached_attestation_and_bundle_still_verify(kit_env: KitEnv) ->
     result = run_kit("verify", out, "--key", kit_env.ed_pub, "--attestation", f"{out}.intoto.jsonl")
     assert result.exit_code == 0, result.output
     assert SIGSTORE_BUNDLE in result.stdout and "subject is this kit file" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# build: an input replaced between the check and the read
+
+
+def _swap_to_symlink(target: Path, outside: Path) -> None:
+    target.unlink()
+    target.symlink_to(outside)
+
+
+def _swap_to_fifo(target: Path, outside: Path) -> None:
+    target.unlink()
+    os.mkfifo(target)
+
+
+SWAPS = {"symlink_to_a_file_outside": _swap_to_symlink, "fifo": _swap_to_fifo}
+
+
+@pytest.mark.parametrize("swap", sorted(SWAPS))
+def test_build_input_swapped_after_the_check_is_refused(kit_env: KitEnv, swap: str) -> None:
+    """The regular-file check (lstat) and the read (open by path, following symlinks) were two looks at a path.
+
+    An input replaced in between by a symlink to a file outside the source tree was packed into the signed
+    kit; a FIFO hung the build. Held at the instant between them by the fault hook, not by timing.
+    """
+    target = kit_env.root / "src/docs/RUNBOOK.md"
+    outside = kit_env.root / "secret.txt"
+    outside.write_bytes(b"S" * target.stat().st_size)  # the size the build saw, so only the open can tell
+    gate = kit_env.root / "gate"
+    out = kit_env.kit()
+    env = {**os.environ, "KIT_DEBUG": "", "KIT_FAULT_WAIT": f"build-inputs-collected:{gate}"}
+    command = [sys.executable, "-c", "from kitbuilder.cli import main; main()"]
+    args = ["build", str(kit_env.spec), "--key", str(kit_env.ed_key), "--out", str(out)]
+    child = subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        waiting = Path(f"{gate}.waiting")
+        while not waiting.exists() and child.poll() is None:
+            # Not a timing assumption: the child holds at the hook until the gate exists, however long this takes.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=0.01)
+        assert waiting.exists(), child.communicate()
+        SWAPS[swap](target, outside)
+        gate.touch()
+        stdout, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    text = stderr.decode()
+    assert child.returncode == 2, (child.returncode, text)
+    assert text.count("\n") == 1 and "Traceback" not in text, text
+    assert "RUNBOOK.md" in text and "no longer the regular file" in text, text
+    assert sorted(p.name for p in kit_env.root.iterdir() if "kit" in p.name and p.name != "kit.yaml") == []
