@@ -22,7 +22,7 @@ from kitbuilder import __version__
 from kitbuilder.archive.reader import Caps
 from kitbuilder.atomic import action_for
 from kitbuilder.core import text, timefmt
-from kitbuilder.errors import EXIT_CODES, DatabaseError, HostIOError, KitError, UsageError
+from kitbuilder.errors import EXIT_CODES, HostIOError, KitError, UsageError
 from kitbuilder.ops import keys as keys_op
 from kitbuilder.ops import verify as verify_op
 from kitbuilder.progress import byte_progress, progress_enabled, row_progress
@@ -77,12 +77,8 @@ def _errors(as_json: bool) -> Iterator[None]:
         click.echo("kit: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
-        from kitbuilder.apply import db as dbmod
-
         if os.environ.get("KIT_DEBUG"):
             raise
-        if dbmod.is_database_error(exc):
-            _fail(DatabaseError(f"database error: {dbmod.describe(exc)}"), as_json=as_json)
         if isinstance(exc, OSError):
             _fail(_environment_error(exc), as_json=as_json)
         # A bug, not a user error: say so in one line; KIT_DEBUG=1 shows the traceback.
@@ -677,6 +673,7 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
                 "written": directory.written,
                 "removed": directory.removed,
                 "rolledForward": directory.rolled_forward,
+                "alreadyPatched": directory.already_patched,
             }
         else:
             target = base if in_place else out
@@ -693,9 +690,16 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
                 "copiedFromBase": result.copied_from_base,
                 "copiedFromDelta": result.copied_from_delta,
                 "bytes": result.bytes_written,
+                "alreadyPatched": result.already_patched,
             }
     if as_json:
         _emit_json(document)
+    elif document["alreadyPatched"]:
+        where = f"{base}/" if document["directory"] else document["out"]
+        rolled = " (an interrupted patch was finished first)" if document.get("rolledForward") else ""
+        click.echo(
+            f"already patched: {where} is {kit.name} {text.printable(kit.version)} (sequence {kit.sequence}){rolled}"
+        )
     elif document["directory"]:
         click.echo(
             f"patched {base}/: {kit.name} {text.printable(kit.version)} (sequence {kit.sequence}); "
@@ -938,9 +942,11 @@ def images_export(kit: Path, out_dir: Path, trust: TrustArgs, quiet: bool, as_js
 db_option = click.option(
     "--db",
     "db_url",
-    default="kit.db",
-    show_default=True,
-    help="sqlite:///PATH or a file path (SQLite), or postgresql://…",
+    required=True,
+    envvar="KIT_DB_URL",
+    show_envvar=True,
+    help="sqlite:///PATH or a file path (SQLite), or postgresql://… (keep passwords out of it: libpq reads "
+    "PGPASSWORD, PGPASSFILE and service files; see docs/apply.md).",
 )
 lock_option = click.option(
     "--lock-timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for another apply to finish."
@@ -1122,34 +1128,52 @@ def status(db_url: str, as_json: bool) -> None:
             f"  {row['kind']:<9} {row['id']:<28} {row['status']:<10} phase {row['phase']}  {row['finishedAt'] or ''}"
         )
     for row in result["backfills"]:
-        reason = f"  ({row['pauseReason']})" if row["pauseReason"] else ""
+        click.echo(f"  backfill  {row['job']:<28} {row['status']:<10} {_backfill_progress(row)}")
+    lock = result["lock"]
+    if lock:
         click.echo(
-            f"  backfill  {row['job']:<28} {row['status']:<10} {row['rowsProcessed']} rows, "
-            f"{row['rowsFailed']} quarantined, cursor {row['cursor']}{reason}"
+            f"  lock held by run {lock['runId']} (pid {lock['pid']} on {lock['host']}, lease until {lock['expiresAt']})"
         )
-    if result["lock"]:
-        click.echo(f"  lock held by run {result['lock']['runId']} (pid {result['lock']['pid']})")
     if not result["migrations"] and not result["backfills"]:
         click.echo("nothing applied")
 
 
+def _backfill_progress(row: dict[str, Any]) -> str:
+    """One status line's worth of a backfill: rows, quarantine, cursor, rate, remaining, ETA, why paused."""
+    parts = [f"{row['rowsProcessed']} rows", f"{row['rowsFailed']} quarantined", f"cursor {json.dumps(row['cursor'])}"]
+    if row["rowsPerSecond"] is not None:
+        parts.append(f"{row['rowsPerSecond']:,.0f} rows/s")
+    if row["remaining"] is not None:
+        parts.append(f"{row['remaining']} remaining")
+    if row["etaSeconds"] is not None:
+        parts.append(f"ETA {row['etaSeconds']:.0f}s")
+    reason = f"  ({row['pauseReason']})" if row["pauseReason"] else ""
+    return ", ".join(parts) + reason
+
+
 @main.command()
-@click.argument("kit", type=click.Path(path_type=Path))
+@click.argument("kit", type=click.Path(path_type=Path), required=False)
 @trust_options
 @db_option
-@click.option("--accept-checksum", help="Accept this step's changed checksum (recorded).")
-@click.option("--resolve", help="Resolve an interrupted non-transactional migration.")
+@click.option("--accept-checksum", help="Accept this step's changed checksum (recorded; needs KIT).")
+@click.option("--resolve", help="Resolve an interrupted non-transactional migration (needs KIT).")
 @click.option("--as", "resolve_as", type=click.Choice(["succeeded", "failed"]))
+@click.option("--reset-cursor", help="Restart this backfill's cursor from its first matching row.")
+@click.option("--release-lock", is_flag=True, help="Remove a SQLite apply lease left by a run that is gone.")
 @click.option("--reason", required=True, help="Why; recorded in kit_events.")
+@lock_option
 @click.option("--json", "as_json", is_flag=True)
 def repair(
-    kit: Path,
+    kit: Path | None,
     trust: TrustArgs,
     db_url: str,
     accept_checksum: str | None,
     resolve: str | None,
     resolve_as: str | None,
+    reset_cursor: str | None,
+    release_lock: bool,
     reason: str,
+    lock_timeout: float,
     as_json: bool,
 ) -> None:
     """Record an operator decision the state tables cannot make alone."""
@@ -1159,11 +1183,14 @@ def repair(
         result = apply_op.repair(
             kit,
             db_url,
-            trust.verify_options(),
+            trust.verify_options() if kit is not None else None,
             accept_checksum=accept_checksum,
             resolve=resolve,
             resolve_as=resolve_as,
+            reset_cursor=reset_cursor,
+            release_lock=release_lock,
             reason=reason,
+            lock_timeout=lock_timeout,
         )
     if as_json:
         _emit_json({"ok": True, **result})

@@ -3,11 +3,21 @@
 Each batch selects the next ``batch_size`` keys after the cursor whose rows
 still match the job's predicate, updates exactly the range [first, last] of
 those keys (still filtered by the predicate), and advances the cursor in the
-same transaction. A killed run therefore resumes at the last committed
-cursor: no row is processed twice, none skipped. A failing batch is bisected
-down to single rows; a failing row is quarantined with its error and the job
-moves on, unless --stop-on-error, or the error rate passes its threshold,
-which pauses the job.
+same transaction. A killed or interrupted run therefore resumes at the last
+committed cursor: no row is processed twice, none skipped.
+
+Only a ``RowError`` (the database rejected one row's data) is handled here: the
+failing batch is bisected down to single rows and a failing row is quarantined
+with its error, unless --stop-on-error, or the error rate of this run passes
+its threshold, which pauses the job. Every other database error (disk full, a
+lost connection, a lock, an interrupt) propagates: the open batch rolls back
+and the run stops, to resume exactly there.
+
+The cursor is a hint, not the truth: the job is finished only when no row in
+scope matches the predicate except the quarantined ones. Rows behind the
+cursor (a cursor edited past the end, rows inserted behind it) are found by a
+rescan from the start. Quarantined rows are retried first on every run, so a
+row an operator fixed is applied and leaves the quarantine.
 """
 
 from __future__ import annotations
@@ -17,15 +27,25 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kitbuilder.apply import db as dbmod
+from kitbuilder import faults
 from kitbuilder.apply import state
 from kitbuilder.apply.context import RunContext
+from kitbuilder.apply.db import (
+    AccessError,
+    BusyError,
+    ConnectionLostError,
+    RowError,
+    StatementError,
+    StorageFullError,
+    SystemicError,
+)
 from kitbuilder.apply.plan import Step
 from kitbuilder.errors import CheckFailedError, DatabaseError, UsageError
 
 DEFAULT_BATCH = 500
 DEFAULT_ERROR_RATE = 0.01
 DEFAULT_MIN_SAMPLE = 100
+MAX_RESCANS = 2
 
 
 @dataclass
@@ -34,12 +54,23 @@ class Totals:
     failed: int = 0
     batches: int = 0
 
+    def frozen(self) -> state.JobTotals:
+        return state.JobTotals(self.processed, self.failed, self.batches)
+
 
 class _RowFailure(Exception):
     def __init__(self, key: Any, message: str) -> None:
         super().__init__(message)
         self.key = key
         self.message = message
+
+
+_SYSTEMIC_HINTS: tuple[tuple[type[SystemicError], str], ...] = (
+    (StorageFullError, "free space where the database keeps its files"),
+    (ConnectionLostError, "check the database server"),
+    (BusyError, "another connection holds a lock the batch needs"),
+    (AccessError, "check the database's permissions"),
+)
 
 
 class BackfillJob:
@@ -64,6 +95,15 @@ class BackfillJob:
             raise UsageError(f"--tenant given, but backfill {step.id} declares no tenant_column")
         if options.tenant is not None and "update" in job and ":tenant" not in job["update"]:
             raise UsageError(f"--tenant given, but backfill {step.id}'s update statement does not use :tenant")
+
+        # What run() tracks; in memory only what a committed transaction already recorded.
+        self._cursor: Any = None
+        self._started = ""
+        self._remaining_before = 0
+        self.totals = Totals()
+        self.run_totals = Totals()  # this run's new rows: the error-rate window
+        self._known_quarantine: set[str] = set()
+        self._failing: set[str] = set()  # quarantined keys in scope that still fail in this run
 
     # SQL -------------------------------------------------------------------------------------------------------
 
@@ -123,99 +163,86 @@ class BackfillJob:
         )
         return self.ctx.db.execute(sql, self._params(lo=lo, hi=hi))
 
+    def _key_matches(self, key: Any, *, in_scope: bool) -> bool:
+        tenant = self._tenant_filter() if in_scope else ""
+        sql = f"SELECT COUNT(*) FROM {self.table} WHERE {self.key} = :k AND ({self.predicate}){tenant}"
+        params = self._params(k=key) if in_scope else {"k": key}
+        return bool(self.ctx.db.query_value(sql, params))
+
     # State -----------------------------------------------------------------------------------------------------
 
-    def load_state(self) -> tuple[str | None, Any, Totals]:
-        rows = self.ctx.db.query(
-            "SELECT status, cursor_value, rows_processed, rows_failed, batches, checksum FROM kit_backfill_runs "
-            "WHERE job = :job",
-            {"job": self.step.id},
-        )
-        if not rows:
-            return None, None, Totals()
-        status, cursor, processed, failed, batches, checksum = rows[0]
-        if checksum != self.step.checksum and status != "reverted":
+    def load_state(self) -> state.JobRecord | None:
+        """The job's recorded state; None when never started or reverted. DatabaseError on drift or a bad cursor."""
+        record = self.ctx.state.job(self.step.id)
+        if record is None or record.status == "reverted":
+            return None
+        if record.checksum != self.step.checksum:
             raise DatabaseError(
-                f"backfill {self.step.id}: job definition changed since it started (checksum {checksum[:16]}…, "
+                f"backfill {self.step.id}: job definition changed since it started (checksum {record.checksum[:16]}…, "
                 f"kit has {self.step.checksum[:16]}…); run `kit repair KIT --db URL --accept-checksum {self.step.id}`"
             )
-        if status == "reverted":
-            return None, None, Totals()
-        return status, (json.loads(cursor) if cursor is not None else None), Totals(processed, failed, batches)
+        if record.cursor is not None:
+            try:
+                self.ctx.db.query(
+                    f"SELECT 1 FROM {self.table} WHERE {self.key} > :cursor LIMIT 1", {"cursor": record.cursor}
+                )
+            except (RowError, StatementError) as exc:
+                raise DatabaseError(
+                    f"kit_backfill_runs: cursor {json.dumps(record.cursor)} of backfill {self.step.id} does not fit "
+                    f"{self.table}.{self.key} ({exc.reason}); reset it with `kit repair KIT --db URL --reset-cursor "
+                    f'{self.step.id} --reason "…"`'
+                ) from exc
+        return record
 
-    def _save(self, status: str, cursor: Any, totals: Totals, reason: str | None = None) -> None:
-        now = state.utc_now()
-        self.ctx.db.execute("DELETE FROM kit_backfill_runs WHERE job = :job", {"job": self.step.id})
-        self.ctx.db.execute(
-            """INSERT INTO kit_backfill_runs (job, kit_sha256, checksum, status, pause_reason, cursor_value, batch_size,
-                   rows_processed, rows_failed, batches, started_at, updated_at, finished_at)
-               VALUES (:job, :kit, :checksum, :status, :reason, :cursor, :batch, :processed, :failed, :batches,
-                       :started, :now, :finished)""",
-            {
-                "job": self.step.id,
-                "kit": self.ctx.kit_sha256,
-                "checksum": self.step.checksum,
-                "status": status,
-                "reason": reason,
-                "cursor": json.dumps(cursor) if cursor is not None else None,
-                "batch": self.batch_size,
-                "processed": totals.processed,
-                "failed": totals.failed,
-                "batches": totals.batches,
-                "started": self._started,
-                "now": now,
-                "finished": now if status == "finished" else None,
-            },
+    def _save(self, status: str, cursor: Any, reason: str | None = None) -> None:
+        self.ctx.state.save_job(
+            job=self.step.id,
+            kit_sha256=self.ctx.kit_sha256,
+            checksum=self.step.checksum,
+            status=status,
+            cursor=cursor,
+            batch_size=self.batch_size,
+            totals=self.totals.frozen(),
+            started_at=self._started,
+            remaining=self._remaining_estimate(),
+            reason=reason,
         )
 
-    def _progress_statements(
-        self, cursor_from: Any, cursor: Any, totals: Totals, size: int, processed: int, failed: int, clock: float
-    ) -> list[tuple[str, dict[str, Any] | None]]:
-        """The two state writes that commit with each batch: the job's cursor/totals and the batch record."""
-        now = state.utc_now()
-        return [
-            (
-                "UPDATE kit_backfill_runs SET cursor_value = :cursor, rows_processed = :processed, "
-                "rows_failed = :failed, batches = :batches, updated_at = :now WHERE job = :job",
-                {
-                    "cursor": json.dumps(cursor),
-                    "processed": totals.processed,
-                    "failed": totals.failed,
-                    "batches": totals.batches,
-                    "now": now,
-                    "job": self.step.id,
-                },
-            ),
-            (
-                "INSERT INTO kit_backfill_batches (job, run_id, cursor_from, cursor_to, batch_size, rows_processed, "
-                "rows_failed, duration_ms, at) VALUES (:job, :run, :cursor_from, :cursor_to, :size, :processed, "
-                ":failed, :duration, :at)",
-                {
-                    "job": self.step.id,
-                    "run": self.ctx.run_id,
-                    "cursor_from": json.dumps(cursor_from) if cursor_from is not None else None,
-                    "cursor_to": json.dumps(cursor),
-                    "size": size,
-                    "processed": processed,
-                    "failed": failed,
-                    "duration": int((time.monotonic() - clock) * 1000),
-                    "at": now,
-                },
-            ),
-        ]
+    def _remaining_estimate(self) -> int:
+        return max(0, self._remaining_before - self.run_totals.processed)
 
-    def _raise_unless_row_failure(self, exc: Exception, cursor: Any) -> None:
-        """Let a failed batch be bisected only when the database rejected rows; anything else propagates."""
-        if not dbmod.is_database_error(exc):
-            raise exc
-        if dbmod.is_connection_lost(exc):
-            raise DatabaseError(
-                f"database connection lost during backfill {self.step.id} at {self.key}={json.dumps(cursor)}: "
-                f"{dbmod.describe(exc)}; rerun kit apply to resume"
-            ) from exc
+    def _batch_statements(
+        self, cursor_from: Any, cursor_to: Any, updated: Totals, size: int, processed: int, failed: int, clock: float
+    ) -> list[state.Statement]:
+        return self.ctx.state.batch_statements(
+            job=self.step.id,
+            run_id=self.ctx.run_id,
+            cursor_from=cursor_from,
+            cursor_to=cursor_to,
+            totals=updated.frozen(),
+            remaining=max(0, self._remaining_before - self.run_totals.processed - processed),
+            size=size,
+            processed=processed,
+            failed=failed,
+            duration_ms=int((time.monotonic() - clock) * 1000),
+        )
 
-    def _fused_batch(self, cursor: Any, totals: Totals, run_totals: Totals) -> tuple[Any, bool]:
-        """Find and apply the next batch in one statement; returns (new cursor, finished)."""
+    def _committed(self, updated: Totals, changed: int, failed: int) -> None:
+        """Account a committed batch in memory (only after its transaction committed)."""
+        self.run_totals.processed += changed
+        self.run_totals.failed += failed
+        self.run_totals.batches += 1
+        self.totals.processed, self.totals.failed, self.totals.batches = (
+            updated.processed,
+            updated.failed,
+            updated.batches,
+        )
+        faults.point("backfill-committed")
+
+    # Batches ---------------------------------------------------------------------------------------------------
+
+    def _fused_batch(self, cursor: Any) -> tuple[Any, bool]:
+        """Find and apply the next batch in one statement; returns (new cursor, pass finished)."""
         db = self.ctx.db
         clock = time.monotonic()
         after = f" AND {self.key} > :cursor" if cursor is not None else ""
@@ -231,24 +258,107 @@ class BackfillJob:
         params = self._params(cursor=cursor) if cursor is not None else self._params()
         try:
             with db.transaction():
-                first, last, count, changed = db.query(sql, params)[0]
+                _, last, count, changed = db.query(sql, params)[0]
                 if not count:
                     return cursor, True
-                updated = Totals(totals.processed + changed, totals.failed, totals.batches + 1)
-                db.execute_batch(self._progress_statements(cursor, last, updated, count, changed, 0, clock))
-        except Exception as exc:
-            self._raise_unless_row_failure(exc, cursor)
+                updated = Totals(self.totals.processed + changed, self.totals.failed, self.totals.batches + 1)
+                faults.point("backfill-batch")
+                db.execute_batch(self._batch_statements(cursor, last, updated, count, changed, 0, clock))
+        except RowError:
             # Some row in the batch fails: find the batch again and bisect it the portable way.
             first, last, count = self._next_range(cursor)
-            return self._process(first, last, count, cursor, totals, run_totals), False
-        totals.processed, totals.batches = updated.processed, updated.batches
-        run_totals.processed += changed
-        run_totals.batches += 1
+            return self._process(first, last, count, cursor), False
+        self._committed(updated, changed, 0)
         return last, False
+
+    def _process(self, first: Any, last: Any, count: int, cursor: Any) -> Any:
+        """Apply the batch [first, last] of ``count`` rows (bisecting on a row error); returns the new cursor."""
+        db = self.ctx.db
+        clock = time.monotonic()
+        try:
+            with db.transaction():
+                changed = self._update_range(first, last)
+                updated = Totals(self.totals.processed + changed, self.totals.failed, self.totals.batches + 1)
+                faults.point("backfill-batch")
+                db.execute_batch(self._batch_statements(cursor, last, updated, count, changed, 0, clock))
+        except RowError as exc:
+            if count == 1:
+                return self._quarantine(first, exc.reason, cursor)
+            keys = self._keys_between(first, last)
+            middle = len(keys) // 2
+            cursor = self._process(keys[0], keys[middle - 1], middle, cursor)
+            return self._process(keys[middle], keys[-1], len(keys) - middle, cursor)
+        self._committed(updated, changed, 0)
+        return last
+
+    def _quarantine(self, key: Any, message: str, cursor: Any) -> Any:
+        if self.ctx.options.stop_on_error:
+            raise _RowFailure(key, message)
+        encoded = state.encode_key(key)
+        known = encoded in self._known_quarantine
+        updated = Totals(self.totals.processed, self.totals.failed + (0 if known else 1), self.totals.batches)
+        with self.ctx.db.transaction():
+            self.ctx.state.quarantine(job=self.step.id, key=key, error=message, run_id=self.ctx.run_id)
+            self.ctx.db.execute_batch(self._batch_statements(cursor, key, updated, 1, 0, 1, time.monotonic()))
+        self._known_quarantine.add(encoded)
+        self._failing.add(encoded)
+        self._committed(updated, 0, 0 if known else 1)
+        return key
+
+    def _retry_quarantined(self) -> None:
+        """Retry rows quarantined by earlier runs: a row fixed since (or no longer in need) leaves the quarantine."""
+        for key in self.ctx.state.quarantined_keys(self.step.id):
+            encoded = state.encode_key(key)
+            self._known_quarantine.add(encoded)
+            if not self._key_matches(key, in_scope=False):
+                # Fixed by hand or deleted: nothing left to do for it.
+                self._release(key, 0, "no longer matches the predicate")
+                continue
+            if not self._key_matches(key, in_scope=True):
+                continue  # another tenant's row: not this run's business
+            try:
+                with self.ctx.db.transaction():
+                    changed = self._update_range(key, key)
+                    self.ctx.state.release_quarantine(job=self.step.id, key=key)
+                    updated = Totals(self.totals.processed + changed, self.totals.failed - 1, self.totals.batches)
+                    self.ctx.state.update_job_totals(self.step.id, updated.frozen(), self._remaining_estimate())
+                    self.ctx.state.record_event(self.ctx.run_id, "backfill", self.step.id, f"retried {encoded}: ok")
+            except RowError as exc:
+                with self.ctx.db.transaction():
+                    self.ctx.state.quarantine(job=self.step.id, key=key, error=exc.reason, run_id=self.ctx.run_id)
+                self._failing.add(encoded)
+                continue
+            self._known_quarantine.discard(encoded)
+            self.totals.processed, self.totals.failed = updated.processed, updated.failed
+            self.run_totals.processed += changed
+
+    def _release(self, key: Any, changed: int, why: str) -> None:
+        updated = Totals(self.totals.processed + changed, self.totals.failed - 1, self.totals.batches)
+        with self.ctx.db.transaction():
+            self.ctx.state.release_quarantine(job=self.step.id, key=key)
+            self.ctx.state.update_job_totals(self.step.id, updated.frozen(), self._remaining_estimate())
+            self.ctx.state.record_event(
+                self.ctx.run_id, "backfill", self.step.id, f"quarantined {state.encode_key(key)} released: {why}"
+            )
+        self._known_quarantine.discard(state.encode_key(key))
+        self.totals.processed, self.totals.failed = updated.processed, updated.failed
 
     # Running ---------------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        except SystemicError as exc:
+            hint = next((text for cls, text in _SYSTEMIC_HINTS if isinstance(exc, cls)), "see the database's log")
+            where = f"{self.key}={json.dumps(self._cursor)}" if self._cursor is not None else "its start"
+            raise type(exc)(
+                f"backfill {self.step.id} stopped at {where}: {exc.reason}; the open batch was rolled back, nothing "
+                f"was quarantined; {hint}, then rerun kit apply to resume",
+                reason=exc.reason,
+                sqlstate=exc.sqlstate,
+            ) from exc
+
+    def _run(self) -> dict[str, Any]:
         db = self.ctx.db
         report: dict[str, Any] = {
             "id": self.step.id,
@@ -258,140 +368,132 @@ class BackfillJob:
             "table": self.table,
             "batchSize": self.batch_size,
         }
-        status, cursor, totals = self.load_state()
-        started_row = db.query_value("SELECT started_at FROM kit_backfill_runs WHERE job = :job", {"job": self.step.id})
-        self._started = started_row or state.utc_now()
-        remaining_before = self.remaining()
-        report["remainingBefore"] = remaining_before
-        if status == "finished" and remaining_before == 0:
+        record = self.load_state()
+        self.totals = (
+            Totals(record.rows_processed, record.rows_failed, record.batches) if record is not None else Totals()
+        )
+        cursor = record.cursor if record is not None else None
+        self._cursor = cursor
+        self._started = record.started_at if record is not None else state.utc_now()
+        self._remaining_before = self.remaining()
+        report["remainingBefore"] = self._remaining_before
+        if record is not None and record.status == "finished" and self._remaining_before == 0:
             return {
                 **report,
                 "status": "skipped",
                 "reason": "already finished",
-                "rowsProcessed": totals.processed,
-                "rowsFailed": totals.failed,
+                "rowsProcessed": self.totals.processed,
+                "rowsFailed": self.totals.failed,
                 "remainingAfter": 0,
             }
         resumed_from = cursor
         with db.transaction():
-            self._save("active", cursor, totals)
-            state.record_event(
-                db,
+            self._save("active", cursor)
+            self.ctx.state.record_event(
                 self.ctx.run_id,
                 "backfill",
                 self.step.id,
                 f"start at cursor {json.dumps(cursor)}" if cursor is not None else "start",
             )
         clock = time.monotonic()
-        run_totals = Totals()
-        expected = remaining_before
+        self._retry_quarantined()
+        rescans = 0
         while True:
-            try:
-                if self._fused:
-                    cursor, finished = self._fused_batch(cursor, totals, run_totals)
-                    if finished:
-                        break
-                else:
-                    first, last, count = self._next_range(cursor)
-                    if not count:
-                        break
-                    cursor = self._process(first, last, count, cursor, totals, run_totals)
-            except _RowFailure as failure:
+            cursor = self._forward_pass(cursor)
+            # The cursor is a hint: finished means nothing in scope still matches except quarantined rows.
+            behind = self.remaining() - len(self._failing)
+            if behind <= 0:
+                break
+            if rescans == MAX_RESCANS:
                 with db.transaction():
-                    self._save(
-                        "failed", cursor, totals, reason=f"stop-on-error at key {failure.key}: {failure.message}"
-                    )
-                    state.record_event(db, self.ctx.run_id, "fail", self.step.id, failure.message)
+                    self._save("active", cursor, reason=f"{behind} rows keep appearing behind the cursor")
                 raise CheckFailedError(
-                    f"backfill {self.step.id} stopped (--stop-on-error) at {self.key}={failure.key}: "
-                    f"{failure.message}; fix the cause and rerun to resume"
-                ) from None
-            seen = totals.processed + totals.failed
-            if totals.failed and seen >= self.min_sample and totals.failed / seen > self.error_rate:
-                reason = (
-                    f"error rate {totals.failed / seen:.2%} over {self.error_rate:.2%} after {seen} rows "
-                    f"({totals.failed} quarantined)"
+                    f"backfill {self.step.id}: {behind} rows matching the predicate keep appearing behind the cursor "
+                    f"after {MAX_RESCANS} rescans; stop writes to {self.table} (the runbook's freeze) and rerun"
                 )
-                with db.transaction():
-                    self._save("paused", cursor, totals, reason=reason)
-                    state.record_event(db, self.ctx.run_id, "fail", self.step.id, f"paused: {reason}")
-                raise CheckFailedError(
-                    f"backfill {self.step.id} paused: {reason}; see kit_backfill_quarantine, then rerun to resume"
+            rescans += 1
+            with db.transaction():
+                self.ctx.state.record_event(
+                    self.ctx.run_id,
+                    "backfill",
+                    self.step.id,
+                    f"{behind} rows behind cursor {json.dumps(cursor)} still match: rescanning from the start",
                 )
-            if self.ctx.on_rows is not None:
-                self.ctx.on_rows(self.step.id, run_totals.processed + run_totals.failed, expected)
-            self.ctx.lock.renew()
+            cursor = None
+            self._cursor = None
         with db.transaction():
-            self._save("finished", cursor, totals)
-            state.record_event(
-                db,
+            self._save("finished", cursor)
+            self.ctx.state.record_event(
                 self.ctx.run_id,
                 "backfill",
                 self.step.id,
-                f"finished: {totals.processed} rows, {totals.failed} quarantined",
+                f"finished: {self.totals.processed} rows, {self.totals.failed} quarantined",
             )
         elapsed = time.monotonic() - clock
+        seen = self.totals.processed + self.totals.failed
         return {
             **report,
             "status": "finished",
             "resumedFrom": resumed_from,
             "cursor": cursor,
-            "rowsProcessed": totals.processed,
-            "rowsFailed": totals.failed,
-            "batches": totals.batches,
-            "rowsThisRun": run_totals.processed,
-            "failedThisRun": run_totals.failed,
-            "errorRate": (totals.failed / (totals.processed + totals.failed))
-            if totals.processed + totals.failed
-            else 0.0,
+            "rowsProcessed": self.totals.processed,
+            "rowsFailed": self.totals.failed,
+            "batches": self.totals.batches,
+            "rowsThisRun": self.run_totals.processed,
+            "failedThisRun": self.run_totals.failed,
+            "errorRate": (self.totals.failed / seen) if seen else 0.0,
             "durationSeconds": round(elapsed, 3),
-            "rowsPerSecond": round(run_totals.processed / elapsed, 1) if elapsed > 0 else None,
+            "rowsPerSecond": round(self.run_totals.processed / elapsed, 1) if elapsed > 0 else None,
             "remainingAfter": self.remaining(),
         }
 
-    def _process(self, first: Any, last: Any, count: int, cursor: Any, totals: Totals, run_totals: Totals) -> Any:
-        """Apply the batch [first, last] of ``count`` rows (bisecting on failure); returns the new cursor."""
+    def _forward_pass(self, cursor: Any) -> Any:
+        """Batches from ``cursor`` until no row after it matches; returns the last cursor."""
         db = self.ctx.db
-        clock = time.monotonic()
-        try:
-            with db.transaction():
-                changed = self._update_range(first, last)
-                updated = Totals(totals.processed + changed, totals.failed, totals.batches + 1)
-                db.execute_batch(self._progress_statements(cursor, last, updated, count, changed, 0, clock))
-        except Exception as exc:
-            self._raise_unless_row_failure(exc, cursor)
-            if count == 1:
-                return self._quarantine(first, dbmod.describe(exc), cursor, totals, run_totals)
-            keys = self._keys_between(first, last)
-            middle = len(keys) // 2
-            cursor = self._process(keys[0], keys[middle - 1], middle, cursor, totals, run_totals)
-            return self._process(keys[middle], keys[-1], len(keys) - middle, cursor, totals, run_totals)
-        totals.processed, totals.batches = updated.processed, updated.batches
-        run_totals.processed += changed
-        run_totals.batches += 1
-        return last
+        expected = self._remaining_before
+        while True:
+            try:
+                if self._fused:
+                    cursor, finished = self._fused_batch(cursor)
+                    if finished:
+                        return cursor
+                else:
+                    first, last, count = self._next_range(cursor)
+                    if not count:
+                        return cursor
+                    cursor = self._process(first, last, count, cursor)
+            except _RowFailure as failure:
+                with db.transaction():
+                    self._save("failed", self._cursor, reason=f"stop-on-error at key {failure.key}: {failure.message}")
+                    self.ctx.state.record_event(self.ctx.run_id, "fail", self.step.id, failure.message)
+                raise CheckFailedError(
+                    f"backfill {self.step.id} stopped (--stop-on-error) at {self.key}={failure.key}: "
+                    f"{failure.message}; fix the cause and rerun to resume"
+                ) from None
+            self._cursor = cursor
+            self._pause_if_error_rate_exceeded(cursor)
+            if self.ctx.on_rows is not None:
+                self.ctx.on_rows(self.step.id, self.run_totals.processed + self.run_totals.failed, expected)
+            self.ctx.lock.renew()
 
-    def _quarantine(self, key: Any, message: str, cursor: Any, totals: Totals, run_totals: Totals) -> Any:
-        if self.ctx.options.stop_on_error:
-            raise _RowFailure(key, message)
-        db = self.ctx.db
-        with db.transaction():
-            updated = Totals(totals.processed, totals.failed + 1, totals.batches)
-            db.execute(
-                "INSERT INTO kit_backfill_quarantine (job, row_key, error, run_id, at) "
-                "VALUES (:job, :key, :error, :run, :at)",
-                {
-                    "job": self.step.id,
-                    "key": json.dumps(key),
-                    "error": message,
-                    "run": self.ctx.run_id,
-                    "at": state.utc_now(),
-                },
-            )
-            db.execute_batch(self._progress_statements(cursor, key, updated, 1, 0, 1, time.monotonic()))
-        totals.failed = updated.failed
-        run_totals.failed += 1
-        return key
+    def _pause_if_error_rate_exceeded(self, cursor: Any) -> None:
+        """Pause when this run's new failures pass the threshold (after min_sample rows of this run).
+
+        The window is this run's rows only: rerunning after a fix (or with a higher --error-rate) is not
+        paused again by the failures that paused the previous run.
+        """
+        failed, seen = self.run_totals.failed, self.run_totals.processed + self.run_totals.failed
+        if not failed or seen < self.min_sample or failed / seen <= self.error_rate:
+            return
+        reason = f"error rate {failed / seen:.2%} over {self.error_rate:.2%} after {seen} rows ({failed} quarantined)"
+        with self.ctx.db.transaction():
+            self._save("paused", cursor, reason=reason)
+            self.ctx.state.record_event(self.ctx.run_id, "fail", self.step.id, f"paused: {reason}")
+        raise CheckFailedError(
+            f"backfill {self.step.id} paused: {reason}; fix the rows listed in kit_backfill_quarantine and rerun "
+            f"(quarantined rows are retried first and the rate is measured afresh), or rerun with a higher "
+            f"--error-rate (now {self.error_rate:g})"
+        )
 
 
 def dry_run(ctx: RunContext, step: Step) -> dict[str, Any]:
@@ -402,9 +504,7 @@ def dry_run(ctx: RunContext, step: Step) -> dict[str, Any]:
     if present:
         try:
             by_tenant = job.remaining_by_tenant()
-        except Exception as exc:
-            if not dbmod.is_database_error(exc):
-                raise
+        except (RowError, StatementError):
             # The predicate names a column an earlier step of this kit adds: every row will need work.
             by_tenant = {"*": int(ctx.db.query_value(f"SELECT COUNT(*) FROM {job.table}") or 0)}
     return {

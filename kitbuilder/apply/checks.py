@@ -57,9 +57,7 @@ def measure_before(db: Database, checks: tuple[dict[str, Any], ...], book: Check
         if check["kind"] == "count":
             try:
                 book.before[check["id"]] = _count(db, check)
-            except Exception as exc:
-                if not dbmod.is_database_error(exc):
-                    raise
+            except (dbmod.RowError, dbmod.StatementError):
                 # The column or table the check names arrives with this kit: nothing to count yet.
                 book.before[check["id"]] = 0
 
@@ -119,10 +117,10 @@ def evaluate(db: Database, check: dict[str, Any], book: CheckBook) -> CheckResul
         value = db.query_value(check["query"])
         passed = bool(value) and value not in ("0", "f", "false")
         return CheckResult(check["id"], kind, passed, on_fail, value, "truthy", check["query"].splitlines()[0][:120])
-    except Exception as exc:
-        if not dbmod.is_database_error(exc):
-            raise
-        return CheckResult(check["id"], kind, False, on_fail, None, None, f"error: {dbmod.describe(exc)}")
+    except (dbmod.RowError, dbmod.StatementError) as exc:
+        # The check's own SQL fails on this database: a failed check. A systemic error (disk, connection,
+        # interrupt) propagates and stops the run.
+        return CheckResult(check["id"], kind, False, on_fail, None, None, f"error: {exc.reason}")
 
 
 def run_checks(db: Database, checks: list[dict[str, Any]], book: CheckBook) -> list[CheckResult]:

@@ -1,4 +1,4 @@
-"""What every apply step needs: the database, the run's identity, the lock, options, progress."""
+"""What every apply step needs: the database, its state store, the run's identity, the lock, options, progress."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from kitbuilder.apply.db import Database
 from kitbuilder.apply.lock import ApplyLock
+from kitbuilder.apply.state import StateStore
 from kitbuilder.core.manifest import KitInfo
 
 # (step id, rows done so far, rows expected in total or None)
@@ -33,3 +34,7 @@ class RunContext:
     lock: ApplyLock
     options: ApplyOptions
     on_rows: RowProgress | None = None
+
+    @property
+    def state(self) -> StateStore:
+        return StateStore(self.db)

@@ -1,9 +1,18 @@
-"""One small interface over SQLite (sqlite3) and PostgreSQL (psycopg 3).
+"""One small interface over SQLite (sqlite3) and PostgreSQL (psycopg 3), and the one place driver errors are typed.
 
 Statements are written once with ``:name`` parameters and portable SQL; this
 module translates parameters for psycopg, splits scripts, and gives both
 dialects explicit transactions (autocommit otherwise), so every state change is
 committed exactly when the caller says.
+
+Every driver error is wrapped where it arises, in ``Database`` itself, into a
+small tree: ``RowError`` (the database rejected a row's data: a constraint, a
+conversion, a failing expression) or a ``SystemicError`` (disk full, I/O, a
+lost connection, a lock, permissions, a bad statement, anything else). Only a
+``RowError`` may be quarantined by a backfill; everything else stops the run
+with exit 8 and leaves the open transaction rolled back. A driver error that
+arrives after SIGINT/SIGTERM (the statement was interrupted) is the interrupt,
+never a row error.
 """
 
 from __future__ import annotations
@@ -13,15 +22,176 @@ import hashlib
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from kitbuilder.apply import sqlsplit
+from kitbuilder.apply import signals, sqlsplit
 from kitbuilder.errors import DatabaseError, UsageError
 
 Params = dict[str, Any] | None
+T = TypeVar("T")
 _NAMED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|%|:([A-Za-z_][A-Za-z0-9_]*)")
+
+
+# Errors ----------------------------------------------------------------------------------------------------------
+
+
+class DriverError(DatabaseError):
+    """A statement the database refused; ``reason`` is the driver's first line, ``sqlstate`` its code if any."""
+
+    def __init__(self, message: str, *, reason: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.sqlstate = sqlstate
+
+
+class RowError(DriverError):
+    """The data of a row was rejected: a constraint, a conversion, a failing expression (SQLSTATE 22/23).
+
+    The only error a backfill may quarantine: the same statement succeeds for other rows.
+    """
+
+
+class SystemicError(DriverError):
+    """Anything that is not about one row: the run stops (exit 8), the open transaction rolls back."""
+
+
+class ConnectionLostError(SystemicError):
+    """The server went away or the connection broke."""
+
+
+class StorageFullError(SystemicError):
+    """Disk full or over quota, on the database's side."""
+
+
+class StorageIOError(SystemicError):
+    """An I/O error or corruption in the database files."""
+
+
+class BusyError(SystemicError):
+    """Another connection holds a lock the statement needs (SQLite busy/locked, PostgreSQL lock/deadlock)."""
+
+
+class AccessError(SystemicError):
+    """Permission denied, or a read-only database."""
+
+
+class StatementError(SystemicError):
+    """The statement itself is wrong for this database: syntax, a missing table or column, a type mismatch."""
+
+
+# SQLite primary result codes (https://sqlite.org/rescode.html).
+_SQLITE_CLASSES: dict[int, type[DriverError]] = {
+    3: AccessError,  # SQLITE_PERM
+    5: BusyError,  # SQLITE_BUSY
+    6: BusyError,  # SQLITE_LOCKED
+    8: AccessError,  # SQLITE_READONLY
+    10: StorageIOError,  # SQLITE_IOERR
+    11: StorageIOError,  # SQLITE_CORRUPT
+    13: StorageFullError,  # SQLITE_FULL
+    14: StorageIOError,  # SQLITE_CANTOPEN
+    18: RowError,  # SQLITE_TOOBIG: a value too large
+    19: RowError,  # SQLITE_CONSTRAINT
+    20: RowError,  # SQLITE_MISMATCH: datatype mismatch
+    23: AccessError,  # SQLITE_AUTH
+    25: RowError,  # SQLITE_RANGE
+    26: StorageIOError,  # SQLITE_NOTADB
+}
+# SQLITE_ERROR (1) is both "no such column" and an expression failing on one row's value; these are the latter.
+_SQLITE_ROW_MESSAGES = re.compile(
+    r"user-defined function raised exception|malformed JSON|JSON cannot hold BLOB values|integer overflow"
+    r"|JSON path error.*|bad JSON path.*|.*integer overflow",
+    re.IGNORECASE,
+)
+_SQLITE_INTERRUPT = 9
+
+
+def _classify_sqlite(exc: sqlite3.Error) -> type[DriverError]:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError)):
+        return RowError
+    if code is None:
+        return SystemicError
+    primary = int(code) & 0xFF
+    if primary in _SQLITE_CLASSES:
+        return _SQLITE_CLASSES[primary]
+    if primary == 1:
+        return RowError if _SQLITE_ROW_MESSAGES.fullmatch(_first_line(exc)) else StatementError
+    return SystemicError
+
+
+def _classify_postgres(exc: Exception) -> type[DriverError]:
+    import psycopg
+
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate[:2] in ("22", "23") or sqlstate == "P0001":  # data exception, constraint, RAISE in a trigger
+        return RowError
+    if sqlstate[:2] == "08" or sqlstate in ("57P01", "57P02", "57P03"):
+        return ConnectionLostError
+    if sqlstate == "53100":
+        return StorageFullError
+    if sqlstate[:2] == "58" or sqlstate[:2] == "XX":
+        return StorageIOError
+    if sqlstate in ("55P03", "40P01", "40001", "57014"):
+        return BusyError
+    if sqlstate in ("42501", "25006"):
+        return AccessError
+    if sqlstate[:2] == "42":
+        return StatementError
+    if not sqlstate and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return ConnectionLostError  # no SQLSTATE: the client noticed the connection is gone
+    return SystemicError
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def wrap_driver_error(exc: Exception, where: str) -> DatabaseError:
+    """The typed error for a driver exception; an interrupt is InterruptedRun (raised, not returned)."""
+    pending = signals.received()
+    code = getattr(exc, "sqlite_errorcode", None)
+    if pending is not None:
+        raise signals.interrupted_run(pending) from exc
+    if isinstance(exc, sqlite3.Error):
+        cls = _classify_sqlite(exc)
+        if code is not None and int(code) & 0xFF == _SQLITE_INTERRUPT:
+            # Interrupted without a signal of ours (another thread or a C library): not a row's fault.
+            cls = SystemicError
+        reason, sqlstate = _first_line(exc), None
+    else:
+        cls = _classify_postgres(exc)
+        reason, sqlstate = _first_line(exc), getattr(exc, "sqlstate", None)
+    return cls(f"{where}: {reason}", reason=reason, sqlstate=sqlstate)
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of any URL (``scheme://user:secret@``) and any ``password=…`` replaced by ***.
+
+    Applied where argv and database URLs are captured, so reports, ``kit_runs.argv``
+    and messages never carry a credential.
+    """
+    text = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+    return re.sub(r"(?i)(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", text)
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` as recorded: credentials in URLs and ``password=…`` redacted, ``--*password*=VALUE`` hidden.
+
+    kit itself takes no secret as a separate option value (registry passwords come from stdin or
+    the environment), so a flag such as ``--password-stdin`` is kept and the next argument is not hidden.
+    """
+    out: list[str] = []
+    for arg in argv:
+        name, eq, _ = arg.partition("=")
+        secret = any(word in name for word in ("password", "secret", "token"))
+        out.append(f"{name}=***" if name.startswith("--") and eq and secret else redact(arg))
+    return out
+
+
+# Databases -------------------------------------------------------------------------------------------------------
 
 
 def to_pyformat(sql: str) -> str:
@@ -42,7 +212,16 @@ def to_pyformat(sql: str) -> str:
 
 class Database(ABC):
     dialect: str
-    url: str
+    url: str  # redacted: safe to print and record
+    _driver_errors: tuple[type[Exception], ...] = ()
+
+    def _call(self, action: Callable[[], T], what: str = "") -> T:
+        """Run one driver call: a safe point for signals before it, driver errors typed after it."""
+        signals.checkpoint()
+        try:
+            return action()
+        except self._driver_errors as exc:
+            raise wrap_driver_error(exc, f"{self.url}{what}") from exc
 
     @abstractmethod
     def version(self) -> str: ...
@@ -64,6 +243,10 @@ class Database(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @abstractmethod
+    def interrupt(self) -> None:
+        """Ask the statement in flight to stop (called from a signal handler)."""
+
     def query_value(self, sql: str, params: Params = None) -> Any:
         rows = self.query(sql, params)
         return rows[0][0] if rows and rows[0] else None
@@ -81,6 +264,10 @@ class Database(ABC):
     def table_exists(self, name: str) -> bool: ...
 
     @abstractmethod
+    def columns(self, table: str) -> set[str]:
+        """Column names of ``table`` (empty when it does not exist)."""
+
+    @abstractmethod
     def copy_into(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Bulk insert ``rows`` into ``table`` (COPY on PostgreSQL)."""
 
@@ -96,21 +283,48 @@ def _sha256_hex(value: str | None) -> str | None:
 
 class SqliteDatabase(Database):
     dialect = "sqlite"
+    _driver_errors = (sqlite3.Error,)
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, read_only: bool = False, create: bool = False, busy_timeout: float = 30.0
+    ) -> None:
         self.url = f"sqlite:///{path}"
         self.path = path
+        if not path.exists():
+            if not create:
+                raise UsageError(f"--db {path}: no SQLite database there (only kit apply creates one); check the path")
+            if not path.parent.is_dir():
+                raise UsageError(
+                    f"--db {path}: directory {path.parent} does not exist; create it first (kit never does)"
+                )
+        timeout = max(0.0, busy_timeout)
         try:
-            if read_only:
-                # A dry run or `kit status` must not create the file; a missing one reads as empty.
-                target = f"file:{path}?mode=ro" if path.exists() else "file:kit-empty?mode=memory"
-                self._conn = sqlite3.connect(target, isolation_level=None, timeout=30, uri=True)
+            if read_only and not path.exists():
+                # A dry run must not create the file: a database that does not exist yet reads as empty.
+                self._conn = sqlite3.connect("file:kit-empty?mode=memory", isolation_level=None, uri=True)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-            self._conn.execute("PRAGMA busy_timeout = 30000")
-        except (sqlite3.Error, OSError) as exc:
-            raise DatabaseError(f"{path}: cannot open SQLite database ({exc})") from exc
+                # Read-write even for a dry run or status: a hot journal left by a killed run must be rolled
+                # back before anything can read the file. Writing is then refused by query_only.
+                mode = "rw" if read_only or path.exists() else "rwc"
+                self._conn = sqlite3.connect(
+                    f"file:{path}?mode={mode}", isolation_level=None, uri=True, timeout=timeout
+                )
+            self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            if read_only:
+                self._conn.execute("PRAGMA query_only = ON")
+            self._conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
+        except sqlite3.Error as exc:
+            typed = wrap_driver_error(exc, f"{path}: cannot open SQLite database")
+            if isinstance(typed, AccessError):
+                # Typically a hot journal left by a killed run: SQLite must roll it back before reading.
+                raise AccessError(
+                    f"{typed}; a killed run may have left a hot journal that needs rolling back: run kit as a user "
+                    f"who can write {path} and its directory",
+                    reason=typed.reason,
+                ) from exc
+            raise typed from exc
+        except OSError as exc:
+            raise DatabaseError(f"{path}: cannot open SQLite database ({exc.strerror or exc})") from exc
         # Portable helper for backfills that derive digests (canonical keys).
         self._conn.create_function("kit_sha256", 1, _sha256_hex, deterministic=True)
         self._depth = 0
@@ -125,7 +339,7 @@ class SqliteDatabase(Database):
     def transaction(self) -> Iterator[None]:
         if self._depth:
             raise RuntimeError("nested transaction")
-        self._wrap(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+        self._call(lambda: self._conn.execute("BEGIN IMMEDIATE"), " (begin)")
         self._depth = 1
         try:
             yield
@@ -134,32 +348,38 @@ class SqliteDatabase(Database):
                 self._conn.execute("ROLLBACK")
             raise
         else:
-            self._wrap(lambda: self._conn.execute("COMMIT"))
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise wrap_driver_error(exc, f"{self.url} (commit)") from exc
         finally:
             self._depth = 0
 
-    def _wrap(self, action: Any) -> Any:
-        try:
-            return action()
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"{self.path}: {exc}") from exc
-
     def execute(self, sql: str, params: Params = None) -> int:
-        cursor = self._conn.execute(sql, params or {})
-        return int(cursor.rowcount)
+        return self._call(lambda: int(self._conn.execute(sql, params or {}).rowcount))
 
     def query(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in self._conn.execute(sql, params or {}).fetchall()]
+        return self._call(lambda: [tuple(row) for row in self._conn.execute(sql, params or {}).fetchall()])
 
     def close(self) -> None:
-        self._conn.close()
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+    def interrupt(self) -> None:
+        self._conn.interrupt()
 
     def table_exists(self, name: str) -> bool:
         return bool(self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :n", {"n": name}))
 
+    def columns(self, table: str) -> set[str]:
+        return {str(row[0]) for row in self.query("SELECT name FROM pragma_table_info(:t)", {"t": table})}
+
     def copy_into(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         placeholders = ", ".join("?" for _ in columns)
-        self._conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows)
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+        self._call(lambda: self._conn.executemany(sql, rows))
 
     @property
     def id_column(self) -> str:
@@ -172,12 +392,15 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         import psycopg
 
-        self.url = url
+        self.url = redact(url)
         self._psycopg = psycopg
+        self._driver_errors = (psycopg.Error,)
         try:
             self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise DatabaseError(f"{_redact(url)}: cannot connect to PostgreSQL ({_first_line(exc)})") from exc
+            raise ConnectionLostError(
+                f"{self.url}: cannot connect to PostgreSQL ({_first_line(exc)})", reason=_first_line(exc)
+            ) from exc
         if read_only:
             # The server enforces it: a dry run or status cannot change anything by mistake.
             self.execute("SET default_transaction_read_only = on")
@@ -195,86 +418,90 @@ class PostgresDatabase(Database):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._conn.transaction():
+        block = self._conn.transaction()
+        self._call(block.__enter__, " (begin)")
+        try:
             yield
+        except BaseException as exc:
+            # The original error is what the caller needs; a failing rollback (connection gone) adds nothing.
+            with contextlib.suppress(Exception):
+                block.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            try:
+                block.__exit__(None, None, None)
+            except self._psycopg.Error as exc:
+                raise wrap_driver_error(exc, f"{self.url} (commit)") from exc
 
-    def execute(self, sql: str, params: Params = None) -> int:
+    def _run(self, sql: str, params: Params, fetch: bool) -> Any:
         with self._conn.cursor() as cursor:
             if params is None:
                 cursor.execute(sql.encode("utf-8"))
             else:
                 cursor.execute(to_pyformat(sql), params)
+            if fetch:
+                return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
             return int(cursor.rowcount)
 
+    def execute(self, sql: str, params: Params = None) -> int:
+        return int(self._call(lambda: self._run(sql, params, False)))
+
     def execute_batch(self, statements: Sequence[tuple[str, Params]]) -> None:
-        with self._conn.pipeline(), self._conn.cursor() as cursor:
-            for sql, params in statements:
-                cursor.execute(to_pyformat(sql), params)
+        def run() -> None:
+            with self._conn.pipeline(), self._conn.cursor() as cursor:
+                for sql, params in statements:
+                    cursor.execute(to_pyformat(sql), params)
+
+        self._call(run)
 
     def query(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
-        with self._conn.cursor() as cursor:
-            if params is None:
-                cursor.execute(sql.encode("utf-8"))
-            else:
-                cursor.execute(to_pyformat(sql), params)
-            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+        rows: list[tuple[Any, ...]] = self._call(lambda: self._run(sql, params, True))
+        return rows
 
     def close(self) -> None:
-        self._conn.close()
+        with contextlib.suppress(Exception):
+            self._conn.close()
+
+    def interrupt(self) -> None:
+        self._conn.cancel()
 
     def table_exists(self, name: str) -> bool:
         return bool(self.query("SELECT to_regclass(:n) IS NOT NULL", {"n": name})[0][0])
 
+    def columns(self, table: str) -> set[str]:
+        sql = (
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = :t AND table_schema = current_schema()"
+        )
+        return {str(row[0]) for row in self.query(sql, {"t": table})}
+
     def copy_into(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        with self._conn.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        def run() -> None:
+            with self._conn.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+        self._call(run)
 
     @property
     def id_column(self) -> str:
         return "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
-
-
-def connect(url: str, *, read_only: bool = False) -> Database:
+def connect(url: str, *, read_only: bool = False, create: bool = True, lock_timeout: float = 30.0) -> Database:
     """Open ``url``: ``postgresql://…`` / ``postgres://…``, ``sqlite:///path`` or a plain file path.
 
-    ``read_only`` never creates or changes anything (a missing SQLite file reads as an empty database).
+    SQLite: ``create`` lets a missing file be created (never its directory); ``kit status``,
+    ``rollback`` and ``repair`` pass ``create=False``, so a mistyped path is a usage error.
+    ``read_only`` changes nothing (a missing file a dry run may create reads as empty).
+    ``lock_timeout`` is how long a statement waits for another connection's lock.
     """
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url, read_only=read_only)
     if url.startswith("sqlite:///"):
-        return SqliteDatabase(Path(url[len("sqlite:///") :]), read_only=read_only)
+        return SqliteDatabase(
+            Path(url[len("sqlite:///") :]), read_only=read_only, create=create, busy_timeout=lock_timeout
+        )
     if "://" in url:
-        raise UsageError(f"--db {_redact(url)}: expected postgresql://…, sqlite:///PATH or a file path")
-    return SqliteDatabase(Path(url), read_only=read_only)
-
-
-def is_database_error(exc: BaseException) -> bool:
-    """True for errors raised by either driver (used to turn them into DatabaseError with context)."""
-    if isinstance(exc, sqlite3.Error):
-        return True
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
-    return isinstance(exc, psycopg.Error)
-
-
-def describe(exc: BaseException) -> str:
-    return _first_line(exc)
-
-
-def is_connection_lost(exc: BaseException) -> bool:
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, psycopg.OperationalError)
+        raise UsageError(f"--db {redact(url)}: expected postgresql://…, sqlite:///PATH or a file path")
+    return SqliteDatabase(Path(url), read_only=read_only, create=create, busy_timeout=lock_timeout)

@@ -4,7 +4,12 @@ PostgreSQL: a session-level advisory lock, released by the server when the
 session ends (a SIGKILLed run's connection drops, so its lock goes with it).
 SQLite has no sessions: a lease row written in an exclusive transaction, with
 an expiry renewed as work progresses; a lease whose holder is a dead process on
-this host, or whose expiry has passed, is taken over.
+this host, or whose expiry has passed, is taken over. A lease left by a run on
+another host blocks until its expiry, or until an operator who knows that run
+is gone runs ``kit repair --db URL --release-lock --reason …``.
+
+The SQL lives in ``state.StateStore``; this module decides when to try, how
+long to wait and what to say.
 """
 
 from __future__ import annotations
@@ -13,13 +18,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
-from kitbuilder.apply.db import Database
+from kitbuilder import faults
+from kitbuilder.apply.db import BusyError, Database
+from kitbuilder.apply.state import StateStore
 from kitbuilder.errors import LockBusyError
-
-ADVISORY_KEY = 0x4B4954  # "KIT"
-LOCK_NAME = "kit-apply"
 
 
 def pid_alive(pid: int) -> bool:
@@ -29,6 +32,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except (OverflowError, ValueError):
+        return False
     return True
 
 
@@ -43,79 +48,86 @@ class ApplyLock:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._db = db
+        self._state = StateStore(db)
         self._run_id = run_id
         self._timeout = timeout
         self._lease = lease_seconds
         self._sleep = sleep
         self.waited = 0.0
         self._last_renewal = 0.0
+        self._held = False
+        self._busy_reason = ""
 
     def acquire(self) -> None:
+        """Take the lock, polling until --lock-timeout; LockBusyError (exit 9) naming the holder otherwise."""
         start = time.monotonic()
+        reported = False
         while True:
             if self._try_acquire():
                 self.waited = time.monotonic() - start
                 self._last_renewal = time.monotonic()
+                self._held = True
+                faults.point("lock-acquired")
                 return
+            if not reported:
+                faults.point("lock-busy")
+                reported = True
             if time.monotonic() - start >= self._timeout:
                 raise LockBusyError(
-                    f"another kit apply holds the lock on {self._describe()}; waited {self._timeout:.0f}s "
+                    f"another kit apply holds the lock on {self._describe()}; waited {self._timeout:g}s "
                     "(raise --lock-timeout, or check `kit status`)"
                 )
             self._sleep(min(0.5, max(0.05, self._timeout / 20)))
 
     def _describe(self) -> str:
+        if self._busy_reason:
+            return f"{self._db.url} ({self._busy_reason})"
         if self._db.dialect == "postgresql":
-            return "the PostgreSQL database (advisory lock)"
-        holder = self._db.query("SELECT holder, host, pid, expires_at FROM kit_lock WHERE name = :n", {"n": LOCK_NAME})
-        if holder:
-            run, host, pid, expires = holder[0]
-            return f"the SQLite database (run {run}, pid {pid} on {host}, lease until {expires})"
-        return "the SQLite database"
+            try:
+                holder = self._state.advisory_holder()
+            except BusyError:
+                holder = None
+            return f"the PostgreSQL database (advisory lock{', held by ' + holder if holder else ''})"
+        try:
+            lease = self._state.lease_holder()
+        except BusyError:
+            lease = None
+        if lease is None:
+            return "the SQLite database"
+        elsewhere = ""
+        if lease.host != socket.gethostname():
+            elsewhere = (
+                f'; if that run is gone, `kit repair --db {self._db.url} --release-lock --reason "…"` releases it'
+            )
+        return (
+            f"the SQLite database (run {lease.run_id}, pid {lease.pid} on {lease.host}, lease until {lease.expires_at})"
+            f"{elsewhere}"
+        )
 
     def _try_acquire(self) -> bool:
-        if self._db.dialect == "postgresql":
-            return bool(self._db.query_value("SELECT pg_try_advisory_lock(:k)", {"k": ADVISORY_KEY}))
-        now = datetime.now(UTC)
-        with self._db.transaction():
-            rows = self._db.query(
-                "SELECT holder, host, pid, expires_at FROM kit_lock WHERE name = :n", {"n": LOCK_NAME}
-            )
-            if rows:
-                holder, host, pid, expires_at = rows[0]
-                stale = expires_at < now.isoformat() or (host == socket.gethostname() and not pid_alive(int(pid)))
-                if holder != self._run_id and not stale:
-                    return False
-                self._db.execute("DELETE FROM kit_lock WHERE name = :n", {"n": LOCK_NAME})
-            self._db.execute(
-                "INSERT INTO kit_lock (name, holder, host, pid, expires_at) VALUES (:n, :h, :host, :pid, :exp)",
-                {
-                    "n": LOCK_NAME,
-                    "h": self._run_id,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "exp": (now + timedelta(seconds=self._lease)).isoformat(),
-                },
-            )
-        return True
+        try:
+            if self._db.dialect == "postgresql":
+                return self._state.try_advisory_lock()
+            self._state.ensure_lock_table()
+            return self._state.try_take_lease(self._run_id, lease_seconds=self._lease, alive=pid_alive)
+        except BusyError as exc:
+            # SQLite: another connection holds a write transaction for longer than busy_timeout (set from
+            # --lock-timeout): the lock is busy, not the database broken.
+            self._busy_reason = f"another connection holds a write transaction: {exc.reason}"
+            return False
 
     def renew(self) -> None:
         """Extend the SQLite lease; cheap to call often (renews at most every few seconds)."""
         if self._db.dialect != "sqlite" or time.monotonic() - self._last_renewal < self._lease / 4:
             return
-        expires = (datetime.now(UTC) + timedelta(seconds=self._lease)).isoformat()
-        with self._db.transaction():
-            self._db.execute(
-                "UPDATE kit_lock SET expires_at = :e WHERE name = :n AND holder = :h",
-                {"e": expires, "n": LOCK_NAME, "h": self._run_id},
-            )
+        self._state.renew_lease(self._run_id, lease_seconds=self._lease)
         self._last_renewal = time.monotonic()
 
     def release(self) -> None:
-        if self._db.dialect == "postgresql":
-            self._db.query("SELECT pg_advisory_unlock(:k)", {"k": ADVISORY_KEY})
+        if not self._held:
             return
-        with self._db.transaction():
-            self._db.execute(
-                "DELETE FROM kit_lock WHERE name = :n AND holder = :h", {"n": LOCK_NAME, "h": self._run_id}
-            )
+        if self._db.dialect == "postgresql":
+            self._state.advisory_unlock()
+        else:
+            self._state.release_lease(self._run_id)
+        self._held = False

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kitbuilder.apply import db as dbmod
+from kitbuilder import faults
 from kitbuilder.apply import state
 from kitbuilder.apply.context import RunContext
+from kitbuilder.apply.db import DriverError
 from kitbuilder.apply.plan import Step
 from kitbuilder.errors import DatabaseError, UsageError
 
@@ -35,13 +36,12 @@ def _drift_message(step: Step, recorded: str) -> str:
 
 def status_of(ctx: RunContext, step: Step) -> str:
     """'applied', 'pending', 'interrupted' or raises DatabaseError on checksum drift."""
-    rows = state.migration_rows(ctx.db) if ctx.db.table_exists("kit_migrations") else {}
-    row = rows.get(step.id)
-    if row is None or row["status"] in ("failed", "reverted", "pending"):
+    row = ctx.state.migrations().get(step.id)
+    if row is None or row.status in ("failed", "reverted", "pending"):
         return "pending"
-    if row["checksum"] != step.checksum:
-        raise DatabaseError(_drift_message(step, row["checksum"]))
-    return "applied" if row["status"] == "succeeded" else "interrupted"
+    if row.checksum != step.checksum:
+        raise DatabaseError(_drift_message(step, row.checksum))
+    return "applied" if row.status == "succeeded" else "interrupted"
 
 
 def _verify(ctx: RunContext, step: Step) -> str | None:
@@ -59,60 +59,46 @@ def _verify(ctx: RunContext, step: Step) -> str | None:
 def _write_row(
     ctx: RunContext, step: Step, status: str, *, started: str, duration_ms: int | None, error: str | None
 ) -> None:
-    existing = ctx.db.query_value("SELECT installed_rank FROM kit_migrations WHERE id = :id", {"id": step.id})
-    rank = existing if existing is not None else state.next_rank(ctx.db)
-    ctx.db.execute("DELETE FROM kit_migrations WHERE id = :id", {"id": step.id})
-    ctx.db.execute(
-        """INSERT INTO kit_migrations (id, phase, kind, checksum, checksum_algorithm, status, installed_rank, run_id,
-               started_at, finished_at, duration_ms, installed_by, kit_name, kit_version, kit_sequence, kit_sha256,
-               last_error)
-           VALUES (:id, :phase, :kind, :checksum, :algorithm, :status, :rank, :run, :started, :finished, :duration,
-                   :by, :kit_name, :kit_version, :kit_sequence, :kit_sha256, :error)""",
-        {
-            "id": step.id,
-            "phase": step.phase,
-            "kind": step.kind,
-            "checksum": step.checksum,
-            "algorithm": state.CHECKSUM_ALGORITHM,
-            "status": status,
-            "rank": rank,
-            "run": ctx.run_id,
-            "started": started,
-            "finished": state.utc_now() if status != "running" else None,
-            "duration": duration_ms,
-            "by": state.installed_by(),
-            "kit_name": ctx.kit.name,
-            "kit_version": ctx.kit.version,
-            "kit_sequence": ctx.kit.sequence,
-            "kit_sha256": ctx.kit_sha256,
-            "error": error,
-        },
+    ctx.state.write_migration(
+        step_id=step.id,
+        phase=step.phase,
+        kind=step.kind,
+        checksum=step.checksum,
+        status=status,
+        run_id=ctx.run_id,
+        started=started,
+        duration_ms=duration_ms,
+        error=error,
+        kit_name=ctx.kit.name,
+        kit_version=ctx.kit.version,
+        kit_sequence=ctx.kit.sequence,
+        kit_sha256=ctx.kit_sha256,
     )
 
 
 def _fail(ctx: RunContext, step: Step, started: str, message: str) -> DatabaseError:
+    """Record the failure (best effort: the database may be what failed) and return the error to raise."""
     try:
         with ctx.db.transaction():
             _write_row(ctx, step, "failed", started=started, duration_ms=None, error=message)
-            state.record_event(ctx.db, ctx.run_id, "fail", step.id, message)
-    except Exception:  # noqa: BLE001 - the original failure is what the user needs to see
-        pass
+            ctx.state.record_event(ctx.run_id, "fail", step.id, message)
+    except DatabaseError:
+        pass  # the original failure is what the user needs to see
     return DatabaseError(f"{step.kind} {step.id} failed: {message}")
+
+
+class _StepFailure(Exception):
+    """A statement or verify query of the step failed; the message names which."""
 
 
 def _run_statements(ctx: RunContext, step: Step, script: str) -> None:
     for number, statement in enumerate(ctx.db.split(script), start=1):
+        faults.point("migration-statement")
         try:
             ctx.db.execute(statement)
-        except Exception as exc:
-            if not dbmod.is_database_error(exc):
-                raise
+        except DriverError as exc:
             first = statement.strip().splitlines()[0][:80]
-            raise _StatementError(f"statement {number} ({first}): {dbmod.describe(exc)}") from exc
-
-
-class _StatementError(Exception):
-    pass
+            raise _StepFailure(f"statement {number} ({first}): {exc.reason}") from exc
 
 
 def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
@@ -128,7 +114,7 @@ def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
         if _verify(ctx, step) is None and step.text("verify"):
             with ctx.db.transaction():
                 _write_row(ctx, step, "succeeded", started=started, duration_ms=0, error=None)
-                state.record_event(ctx.db, ctx.run_id, "repair", step.id, "interrupted run resolved by verify")
+                ctx.state.record_event(ctx.run_id, "repair", step.id, "interrupted run resolved by verify")
             return {**report, "status": "succeeded", "resolvedBy": "verify", "durationMs": 0, "verify": "passed"}
         if not step.options.get("idempotent"):
             raise DatabaseError(
@@ -141,28 +127,27 @@ def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
                 _run_statements(ctx, step, up)
                 failing = _verify(ctx, step)
                 if failing is not None:
-                    raise _StatementError(f"verify query returned false: {failing}")
+                    raise _StepFailure(f"verify query returned false: {failing}")
                 duration = int((time.monotonic() - clock) * 1000)
                 _write_row(ctx, step, "succeeded", started=started, duration_ms=duration, error=None)
-                state.record_event(ctx.db, ctx.run_id, "deploy", step.id, f"{duration} ms")
-                state.record_event(ctx.db, ctx.run_id, "verify", step.id, "passed")
+                ctx.state.record_event(ctx.run_id, "deploy", step.id, f"{duration} ms")
+                ctx.state.record_event(ctx.run_id, "verify", step.id, "passed")
+                faults.point("migration-commit")
         else:
             with ctx.db.transaction():
                 _write_row(ctx, step, "running", started=started, duration_ms=None, error=None)
             _run_statements(ctx, step, up)
             failing = _verify(ctx, step)
             if failing is not None:
-                raise _StatementError(f"verify query returned false: {failing}")
+                raise _StepFailure(f"verify query returned false: {failing}")
             duration = int((time.monotonic() - clock) * 1000)
             with ctx.db.transaction():
                 _write_row(ctx, step, "succeeded", started=started, duration_ms=duration, error=None)
-                state.record_event(ctx.db, ctx.run_id, "deploy", step.id, f"{duration} ms (non-transactional)")
-    except _StatementError as exc:
+                ctx.state.record_event(ctx.run_id, "deploy", step.id, f"{duration} ms (non-transactional)")
+    except _StepFailure as exc:
         raise _fail(ctx, step, started, str(exc)) from exc
-    except Exception as exc:
-        if dbmod.is_database_error(exc):
-            raise _fail(ctx, step, started, dbmod.describe(exc)) from exc
-        raise
+    except DriverError as exc:
+        raise _fail(ctx, step, started, exc.reason) from exc
     ctx.lock.renew()
     return {
         **report,
@@ -185,21 +170,12 @@ def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
             for statement in ctx.db.split(script):
                 ctx.db.execute(statement)
             if step.kind == "backfill":
-                ctx.db.execute(
-                    "UPDATE kit_backfill_runs SET status = 'reverted', cursor_value = NULL, "
-                    "rows_processed = 0, rows_failed = 0, batches = 0, updated_at = :now WHERE job = :job",
-                    {"now": state.utc_now(), "job": step.id},
-                )
+                ctx.state.revert_job(step.id)
             else:
-                ctx.db.execute(
-                    "UPDATE kit_migrations SET status = 'reverted', finished_at = :now WHERE id = :id",
-                    {"now": state.utc_now(), "id": step.id},
-                )
-            state.record_event(ctx.db, ctx.run_id, "revert", step.id, None)
-    except Exception as exc:
-        if dbmod.is_database_error(exc):
-            raise DatabaseError(f"revert of {step.kind} {step.id} failed: {dbmod.describe(exc)}") from exc
-        raise
+                ctx.state.mark_reverted(step.id)
+            ctx.state.record_event(ctx.run_id, "revert", step.id, None)
+    except DriverError as exc:
+        raise DatabaseError(f"revert of {step.kind} {step.id} failed: {exc.reason}") from exc
     return {"id": step.id, "kind": step.kind, "phase": step.phase, "status": "reverted"}
 
 
@@ -235,11 +211,10 @@ def apply_seed(ctx: RunContext, step: Step) -> dict[str, Any]:
                 total += _upsert_file(ctx, table, keys, step.files[name])
             duration = int((time.monotonic() - clock) * 1000)
             _write_row(ctx, step, "succeeded", started=started, duration_ms=duration, error=None)
-            state.record_event(ctx.db, ctx.run_id, "seed", step.id, f"{total} rows into {table}")
-    except Exception as exc:
-        if dbmod.is_database_error(exc):
-            raise _fail(ctx, step, started, f"loading into {table}: {dbmod.describe(exc)}") from exc
-        raise
+            ctx.state.record_event(ctx.run_id, "seed", step.id, f"{total} rows into {table}")
+            faults.point("seed-commit")
+    except DriverError as exc:
+        raise _fail(ctx, step, started, f"loading into {table}: {exc.reason}") from exc
     ctx.lock.renew()
     return {**report, "status": "succeeded", "rows": total, "table": table, "durationMs": duration}
 
@@ -271,6 +246,7 @@ def _upsert_file(ctx: RunContext, table: str, keys: list[str], path: Path) -> in
         placeholders = ", ".join(f":{c}" for c in columns)
         statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) {conflict}"
         for start in range(0, len(rows), SEED_CHUNK):
+            faults.point("seed-chunk")
             for row in rows[start : start + SEED_CHUNK]:
                 ctx.db.execute(statement, {c: row.get(c) for c in columns})
     return len(rows)

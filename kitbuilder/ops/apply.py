@@ -8,9 +8,7 @@ disk after verification is never applied.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -19,15 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kitbuilder.apply import backfill, checks, migrations, state
+from kitbuilder import faults
+from kitbuilder.apply import backfill, checks, migrations, signals
 from kitbuilder.apply import db as dbmod
 from kitbuilder.apply.context import ApplyOptions, RowProgress, RunContext
 from kitbuilder.apply.evidence import write_evidence
 from kitbuilder.apply.lock import ApplyLock, pid_alive
 from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key
-from kitbuilder.core import jsonio
+from kitbuilder.apply.state import StateStore
 from kitbuilder.core.manifest import IMAGES_DIR
-from kitbuilder.errors import DatabaseError, KitError, UsageError
+from kitbuilder.errors import DatabaseError, HostIOError, InterruptedRun, KitError, UsageError
 from kitbuilder.ops.verify import VerifyOptions, VerifyReport, verify_kit
 
 
@@ -69,13 +68,16 @@ def verified_kit(path: Path, options: VerifyOptions) -> Iterator[VerifiedKit]:
 
 
 @contextlib.contextmanager
-def _connected(url: str, *, read_only: bool = False) -> Iterator[dbmod.Database]:
-    database = dbmod.connect(url, read_only=read_only)
+def _connected(
+    url: str, *, read_only: bool = False, create: bool = False, lock_timeout: float = 30.0
+) -> Iterator[dbmod.Database]:
+    """The database for one command; a signal during its work stops at the next safe point (signals.deferred)."""
+    database = dbmod.connect(url, read_only=read_only, create=create, lock_timeout=lock_timeout)
     try:
-        yield database
+        with signals.deferred(database.interrupt):
+            yield database
     finally:
-        with contextlib.suppress(Exception):
-            database.close()
+        database.close()
 
 
 def _context(
@@ -127,9 +129,18 @@ def apply_kit(
     on_rows: RowProgress | None = None,
     on_step: Any = None,
 ) -> dict[str, Any]:
-    """Apply a kit; returns the report (also written under ``artifacts``). Raises KitError on failure."""
+    """Apply a kit; returns the report (also written under ``artifacts``). Raises KitError on failure.
+
+    SIGINT/SIGTERM stop the run at the next safe point: the run is recorded
+    ``interrupted``, the lock released, the evidence written, and InterruptedRun raised.
+    """
     run_id = uuid.uuid4().hex
-    with verified_kit(path, verify_options) as kit, _connected(db_url, read_only=options.dry_run) as database:
+    argv = dbmod.redact_argv(argv)  # captured once, redacted: report.json, --json and kit_runs.argv
+    with (
+        signals.handling(),
+        verified_kit(path, verify_options) as kit,
+        _connected(db_url, read_only=options.dry_run, create=True, lock_timeout=options.lock_timeout) as database,
+    ):
         ctx = _context(database, kit, options, run_id, on_rows)
         manifest = kit.report.manifest
         report: dict[str, Any] = {
@@ -139,7 +150,7 @@ def apply_kit(
             "dryRun": options.dry_run,
             "kit": {"path": str(path), "sha256": kit.report.kit_sha256, **manifest.kit.to_json()},
             "verify": {"signers": list(kit.report.signers), "checks": list(kit.report.checks)},
-            "database": {"dialect": database.dialect, "version": database.version(), "url": dbmod._redact(db_url)},
+            "database": {"dialect": database.dialect, "version": database.version(), "url": database.url},
             "plan": [],
             "steps": [],
             "checks": {"before": {}, "after": []},
@@ -149,78 +160,94 @@ def apply_kit(
             report["plan"] = [_plan_entry(ctx, step) for step in kit.plan.steps]
             report["status"] = "dry-run"
             return report
-        state.ensure_tables(database)
+        # The lock first, then the state tables: two first runs must not create them together.
         ctx.lock.acquire()
         report["lockWaitSeconds"] = round(ctx.lock.waited, 3)
-        book = checks.CheckBook()
-        failure: KitError | None = None
+        failure = _run_steps(ctx, kit, report, argv, on_step)
         try:
-            report["plan"] = [
-                {"id": s.id, "kind": s.kind, "phase": s.phase, "checksum": s.checksum} for s in kit.plan.steps
-            ]
-            with database.transaction():
-                # Whoever held the lock before us and left a run 'running' was killed.
-                database.execute("UPDATE kit_runs SET status = 'interrupted' WHERE status = 'running'")
-                database.execute(
-                    "INSERT INTO kit_runs (run_id, started_at, argv, kit_name, kit_sequence, kit_sha256, status) "
-                    "VALUES (:run, :at, :argv, :name, :seq, :sha, 'running')",
-                    {
-                        "run": run_id,
-                        "at": state.utc_now(),
-                        "argv": jsonio.dump_compact(argv).decode(),
-                        "name": manifest.kit.name,
-                        "seq": manifest.kit.sequence,
-                        "sha": kit.report.kit_sha256,
-                    },
-                )
-            checks.measure_before(database, tuple(_checks_for_phase(kit.plan, None)), book)
-            report["checks"]["before"] = dict(book.before)
-            current_phase: str | None = None
-            for step in kit.plan.steps:
-                if step.phase != current_phase:
-                    if current_phase is not None:
-                        checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
-                    # A check bound to a phase counts "before" at the start of that phase.
-                    phase_checks = tuple(_checks_for_phase(kit.plan, step.phase))
-                    checks.measure_before(database, phase_checks, book)
-                    report["checks"]["before"].update(
-                        {c["id"]: book.before.get(c["id"]) for c in phase_checks if c["kind"] == "count"}
-                    )
-                current_phase = step.phase
-                if on_step is not None:
-                    on_step(step)
-                if step.kind == "migration":
-                    result = migrations.apply_migration(ctx, step)
-                elif step.kind == "seed":
-                    result = migrations.apply_seed(ctx, step)
-                else:
-                    result = backfill.BackfillJob(ctx, step).run()
-                report["steps"].append(result)
-                if result.get("status") != "skipped":
-                    book.changed = True
-            if current_phase is not None and current_phase != LAST_PHASE:
-                checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
-            checks.run_checks(database, _checks_for_phase(kit.plan, None), book)
-            report["status"] = "succeeded"
-        except KitError as exc:
-            failure = exc
-            report["status"] = "failed"
-            report["error"] = {"kind": exc.kind, "exitCode": exc.exit_code, "message": str(exc)}
-        finally:
-            report["checks"]["after"] = [r.to_json() for r in book.results]
             directory, digest = write_evidence(artifacts, report)
-            report["evidence"] = {"directory": str(directory), "reportSha256": digest}
-            with contextlib.suppress(Exception), database.transaction():
-                database.execute(
-                    "UPDATE kit_runs SET finished_at = :at, report_sha256 = :sha, status = :status WHERE run_id = :run",
-                    {"at": state.utc_now(), "sha": digest, "status": report["status"], "run": run_id},
-                )
-            with contextlib.suppress(Exception):
-                ctx.lock.release()
+        except OSError as exc:
+            _finish(ctx, report["status"], None)
+            raise HostIOError.from_os_error(
+                exc, path=exc.filename or artifacts, action="write the run's evidence"
+            ) from exc
+        report["evidence"] = {"directory": str(directory), "reportSha256": digest}
+        _finish(ctx, report["status"], digest)
         if failure is not None:
             failure.details = report
             raise failure
         return report
+
+
+def _run_steps(
+    ctx: RunContext, kit: VerifiedKit, report: dict[str, Any], argv: list[str], on_step: Any
+) -> KitError | None:
+    """Every step of the plan, with the lock held; the report says how far it got. Returns the failure, if any."""
+    store, database = ctx.state, ctx.db
+    book = checks.CheckBook()
+    try:
+        store.ensure_tables()
+        manifest = kit.report.manifest
+        report["plan"] = [
+            {"id": s.id, "kind": s.kind, "phase": s.phase, "checksum": s.checksum} for s in kit.plan.steps
+        ]
+        store.start_run(ctx.run_id, argv, manifest.kit.name, manifest.kit.sequence, ctx.kit_sha256)
+        faults.point("run-started")
+        checks.measure_before(database, tuple(_checks_for_phase(kit.plan, None)), book)
+        report["checks"]["before"] = dict(book.before)
+        current_phase: str | None = None
+        for step in kit.plan.steps:
+            faults.point("step-start")
+            signals.checkpoint()
+            if step.phase != current_phase:
+                if current_phase is not None:
+                    checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
+                # A check bound to a phase counts "before" at the start of that phase.
+                phase_checks = tuple(_checks_for_phase(kit.plan, step.phase))
+                checks.measure_before(database, phase_checks, book)
+                report["checks"]["before"].update(
+                    {c["id"]: book.before.get(c["id"]) for c in phase_checks if c["kind"] == "count"}
+                )
+            current_phase = step.phase
+            if on_step is not None:
+                on_step(step)
+            if step.kind == "migration":
+                result = migrations.apply_migration(ctx, step)
+            elif step.kind == "seed":
+                result = migrations.apply_seed(ctx, step)
+            else:
+                result = backfill.BackfillJob(ctx, step).run()
+            report["steps"].append(result)
+            if result.get("status") != "skipped":
+                book.changed = True
+        if current_phase is not None and current_phase != LAST_PHASE:
+            checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
+        checks.run_checks(database, _checks_for_phase(kit.plan, None), book)
+        signals.checkpoint()  # the last safe point: a signal before here ends the run interrupted
+        report["status"] = "succeeded"
+        return None
+    except InterruptedRun as exc:
+        report["status"] = "interrupted"
+        report["error"] = {"kind": exc.kind, "exitCode": exc.exit_code, "message": str(exc)}
+        return exc
+    except KitError as exc:
+        report["status"] = "failed"
+        report["error"] = {"kind": exc.kind, "exitCode": exc.exit_code, "message": str(exc)}
+        return exc
+    finally:
+        report["checks"]["after"] = [r.to_json() for r in book.results]
+
+
+def _finish(ctx: RunContext, status: str, digest: str | None) -> None:
+    """Record the run's end and release the lock: best effort, the database may be what failed.
+
+    A lock left behind is not lost: PostgreSQL drops it with the session, and a
+    SQLite lease whose process is gone is taken over by the next run.
+    """
+    with contextlib.suppress(DatabaseError):
+        ctx.state.finish_run(ctx.run_id, status, digest)
+    with contextlib.suppress(DatabaseError):
+        ctx.lock.release()
 
 
 def rollback_kit(
@@ -228,144 +255,206 @@ def rollback_kit(
 ) -> dict[str, Any]:
     """Revert every applied step whose phase comes after ``to_phase``, newest first."""
     run_id = uuid.uuid4().hex
-    with verified_kit(path, verify_options) as kit, _connected(db_url, read_only=dry_run) as database:
+    with (
+        signals.handling(),
+        verified_kit(path, verify_options) as kit,
+        _connected(db_url, read_only=dry_run, lock_timeout=lock_timeout) as database,
+    ):
         phases = kit.plan.phases
         if to_phase != "none" and to_phase not in phases:
             raise UsageError(f"--to-phase {to_phase}: not a phase of this kit (phases: {', '.join(phases)}, or none)")
         ctx = _context(database, kit, ApplyOptions(lock_timeout=lock_timeout), run_id, None)
-        if not database.table_exists("kit_migrations"):
-            return {
-                "runId": run_id,
-                "dryRun": dry_run,
-                "toPhase": to_phase,
-                ("wouldRevert" if dry_run else "reverted"): [],
-                "note": "nothing applied",
-            }
-        limit = phase_key(to_phase) if to_phase != "none" else None
-        applied = state.migration_rows(database)
-        backfills = {row[0]: row[1] for row in database.query("SELECT job, status FROM kit_backfill_runs")}
-        candidates: list[tuple[int, Step]] = []
-        for step in kit.plan.steps:
-            if limit is not None and phase_key(step.phase) <= limit:
-                continue
-            if step.kind == "backfill" and backfills.get(step.id) not in (None, "reverted"):
-                rank = int(applied.get(step.id, {}).get("installed_rank") or 10**9)
-                candidates.append((rank, step))
-            elif step.kind != "backfill" and applied.get(step.id, {}).get("status") in ("succeeded", "failed"):
-                candidates.append((int(applied[step.id]["installed_rank"]), step))
-        # Backfills run after their phase's migrations, so they are undone first within a phase.
-        position = {step.id: number for number, step in enumerate(kit.plan.steps)}
-        candidates.sort(
-            key=lambda item: (phase_key(item[1].phase), item[1].kind == "backfill", item[0], position[item[1].id]),
-            reverse=True,
-        )
-        plan = [{"id": s.id, "kind": s.kind, "phase": s.phase} for _, s in candidates]
         if dry_run:
-            return {"runId": run_id, "dryRun": True, "wouldRevert": plan}
+            plan = _rollback_plan(ctx.state, kit, to_phase)
+            if plan is None:
+                return {
+                    "runId": run_id,
+                    "dryRun": True,
+                    "toPhase": to_phase,
+                    "wouldRevert": [],
+                    "note": "nothing applied",
+                }
+            return {"runId": run_id, "dryRun": True, "wouldRevert": [_brief(s) for s in plan]}
+        if not ctx.state.exists():
+            return {"runId": run_id, "dryRun": False, "toPhase": to_phase, "reverted": [], "note": "nothing applied"}
         ctx.lock.acquire()
         try:
+            plan = _rollback_plan(ctx.state, kit, to_phase) or []
             reverted = []
-            for _, step in candidates:
+            for step in plan:
+                faults.point("revert-step")
                 reverted.append(migrations.revert_step(ctx, step))
         finally:
-            ctx.lock.release()
+            with contextlib.suppress(DatabaseError):
+                ctx.lock.release()
         return {"runId": run_id, "toPhase": to_phase, "reverted": reverted}
 
 
-def _camel_keys(row: dict[str, Any]) -> dict[str, Any]:
-    """A state-table row with JSON's camelCase keys (installed_rank → installedRank), like every other report."""
-    return {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key): value for key, value in row.items()}
+def _brief(step: Step) -> dict[str, Any]:
+    return {"id": step.id, "kind": step.kind, "phase": step.phase}
+
+
+def _rollback_plan(store: StateStore, kit: VerifiedKit, to_phase: str) -> list[Step] | None:
+    """Steps to revert, newest first; None when the database has no kit state at all."""
+    if not store.exists():
+        return None
+    limit = phase_key(to_phase) if to_phase != "none" else None
+    applied = store.migrations()
+    backfills = {job.job: job.status for job in store.jobs()}
+    candidates: list[tuple[int, Step]] = []
+    for step in kit.plan.steps:
+        if limit is not None and phase_key(step.phase) <= limit:
+            continue
+        record = applied.get(step.id)
+        if step.kind == "backfill" and backfills.get(step.id) not in (None, "reverted"):
+            candidates.append((record.installed_rank if record is not None else 10**9, step))
+        elif step.kind != "backfill" and record is not None and record.status in ("succeeded", "failed"):
+            candidates.append((record.installed_rank, step))
+    # Backfills run after their phase's migrations, so they are undone first within a phase.
+    position = {step.id: number for number, step in enumerate(kit.plan.steps)}
+    candidates.sort(
+        key=lambda item: (phase_key(item[1].phase), item[1].kind == "backfill", item[0], position[item[1].id]),
+        reverse=True,
+    )
+    return [step for _, step in candidates]
 
 
 def status(db_url: str) -> dict[str, Any]:
-    with _connected(db_url, read_only=True) as database:
-        described = {"dialect": database.dialect, "version": database.version(), "url": dbmod._redact(db_url)}
-        if not database.table_exists("kit_migrations"):
+    """What is applied, running or paused; backfill progress with rate, remaining rows and ETA; the lock."""
+    with signals.handling(), _connected(db_url, read_only=True) as database:
+        store = StateStore(database)
+        described = {"dialect": database.dialect, "version": database.version(), "url": database.url}
+        if not store.exists():
             return {"database": described, "migrations": [], "backfills": [], "runs": [], "lock": None}
-        rows = state.migration_rows(database)
-        backfills = [
-            dict(
-                zip(
-                    ["job", "status", "pauseReason", "cursor", "rowsProcessed", "rowsFailed", "batches", "updatedAt"],
-                    row,
-                    strict=True,
-                )
+        backfills = []
+        for job in store.jobs():
+            rate = store.job_rate(job.job) if job.status != "reverted" else None
+            remaining = job.remaining if job.status not in ("finished", "reverted") else job.remaining or 0
+            eta = None
+            if remaining is not None and rate and job.status not in ("finished", "reverted"):
+                eta = round(remaining / rate, 1)
+            backfills.append(
+                {
+                    "job": job.job,
+                    "status": job.status,
+                    "pauseReason": job.pause_reason,
+                    "cursor": job.cursor,
+                    "rowsProcessed": job.rows_processed,
+                    "rowsFailed": job.rows_failed,
+                    "batches": job.batches,
+                    "updatedAt": job.updated_at,
+                    "remaining": remaining,
+                    "rowsPerSecond": round(rate, 1) if rate is not None else None,
+                    "etaSeconds": eta,
+                }
             )
-            for row in database.query(
-                "SELECT job, status, pause_reason, cursor_value, rows_processed, rows_failed, batches, updated_at "
-                "FROM kit_backfill_runs ORDER BY job"
-            )
-        ]
-        runs = [
-            dict(
-                zip(["runId", "startedAt", "finishedAt", "kit", "sequence", "status", "reportSha256"], row, strict=True)
-            )
-            for row in database.query(
-                "SELECT run_id, started_at, finished_at, kit_name, kit_sequence, status, report_sha256 "
-                "FROM kit_runs ORDER BY started_at DESC LIMIT 10"
-            )
-        ]
-        lock = None
-        if database.dialect == "sqlite":
-            held = database.query("SELECT holder, host, pid, expires_at FROM kit_lock")
-            lock = dict(zip(["runId", "host", "pid", "expiresAt"], held[0], strict=True)) if held else None
-            if lock is not None and isinstance(lock["expiresAt"], str):
-                lock["expiresAt"] = lock["expiresAt"].replace("+00:00", "Z")
-        for backfill in backfills:
-            # Stored as JSON text; reported decoded, as apply reports it.
-            if backfill["cursor"] is not None:
-                backfill["cursor"] = json.loads(backfill["cursor"])
+        lease = store.lease_holder()
         return {
             "database": described,
-            "migrations": [_camel_keys(row) for row in rows.values()],
+            "migrations": [record.to_json() for record in store.migrations().values()],
             "backfills": backfills,
-            "runs": runs,
-            "lock": lock,
+            "runs": [run.to_json() for run in store.recent_runs()],
+            "lock": lease.to_json() if lease is not None else None,
         }
 
 
 def repair(
-    path: Path,
+    path: Path | None,
     db_url: str,
-    verify_options: VerifyOptions,
+    verify_options: VerifyOptions | None,
     *,
-    accept_checksum: str | None,
-    resolve: str | None,
-    resolve_as: str | None,
+    accept_checksum: str | None = None,
+    resolve: str | None = None,
+    resolve_as: str | None = None,
+    reset_cursor: str | None = None,
+    release_lock: bool = False,
     reason: str,
+    lock_timeout: float = 30.0,
 ) -> dict[str, Any]:
+    """Record an operator decision the state tables cannot make alone (each one recorded in kit_events)."""
     if not reason.strip():
         raise UsageError("--reason is required: it is recorded in kit_events")
+    chosen = [bool(accept_checksum), bool(resolve), bool(reset_cursor), release_lock]
+    if sum(chosen) != 1:
+        raise UsageError(
+            "give one of --accept-checksum ID, --resolve ID --as succeeded|failed, --reset-cursor JOB, --release-lock"
+        )
     run_id = uuid.uuid4().hex
-    with verified_kit(path, verify_options) as kit, _connected(db_url) as database:
+    if release_lock:
+        with signals.handling(), _connected(db_url) as database:
+            return _release_lock(database, run_id, reason)
+    if reset_cursor:
+        with signals.handling(), _connected(db_url, lock_timeout=lock_timeout) as database:
+            return _locked_repair(database, run_id, lock_timeout, reset_cursor, reason, None, None)
+    if path is None or verify_options is None:
+        raise UsageError("--accept-checksum and --resolve need the KIT the step comes from")
+    with (
+        signals.handling(),
+        verified_kit(path, verify_options) as kit,
+        _connected(db_url, lock_timeout=lock_timeout) as database,
+    ):
         steps = {s.id: s for s in kit.plan.steps}
-        target = accept_checksum or resolve
-        if target is None:
-            raise UsageError("give --accept-checksum ID or --resolve ID --as succeeded|failed")
+        target = str(accept_checksum or resolve)
         if target not in steps:
             raise UsageError(f"{target}: no such migration, seed or backfill in this kit")
+        if resolve and resolve_as not in ("succeeded", "failed"):
+            raise UsageError("--resolve needs --as succeeded or --as failed")
         step = steps[target]
-        state.ensure_tables(database)
+        return _locked_repair(
+            database, run_id, lock_timeout, target, reason, step.checksum if accept_checksum else None, resolve_as
+        )
+
+
+def _locked_repair(
+    database: dbmod.Database,
+    run_id: str,
+    lock_timeout: float,
+    target: str,
+    reason: str,
+    checksum: str | None,
+    resolve_as: str | None,
+) -> dict[str, Any]:
+    store = StateStore(database)
+    lock = ApplyLock(database, run_id, timeout=lock_timeout)
+    lock.acquire()
+    try:
+        store.ensure_tables()
         with database.transaction():
-            if accept_checksum:
-                changed = database.execute(
-                    "UPDATE kit_migrations SET checksum = :c WHERE id = :id", {"c": step.checksum, "id": step.id}
-                )
-                changed += database.execute(
-                    "UPDATE kit_backfill_runs SET checksum = :c WHERE job = :id", {"c": step.checksum, "id": step.id}
-                )
-                if not changed:
-                    raise DatabaseError(f"{step.id}: nothing recorded for it in this database; nothing to accept")
-                detail = f"accepted checksum {step.checksum}: {reason}"
-            else:
-                if resolve_as not in ("succeeded", "failed"):
-                    raise UsageError("--as must be succeeded or failed")
-                changed = database.execute(
-                    "UPDATE kit_migrations SET status = :s WHERE id = :id AND status = 'running'",
-                    {"s": resolve_as, "id": step.id},
-                )
-                if not changed:
-                    raise DatabaseError(f"{step.id}: not in running state; nothing to resolve")
+            if checksum is not None:
+                if not store.accept_checksum(target, checksum):
+                    raise DatabaseError(f"{target}: nothing recorded for it in this database; nothing to accept")
+                detail = f"accepted checksum {checksum}: {reason}"
+            elif resolve_as is not None:
+                if not store.resolve_running(target, resolve_as):
+                    raise DatabaseError(f"{target}: not in running state; nothing to resolve")
                 detail = f"resolved interrupted run as {resolve_as}: {reason}"
-            state.record_event(database, run_id, "repair", step.id, detail)
-        return {"runId": run_id, "id": step.id, "detail": detail}
+            else:
+                if not store.reset_cursor(target):
+                    raise DatabaseError(f"{target}: no backfill of that name recorded in this database")
+                detail = f"cursor reset (the job restarts from its first matching row): {reason}"
+            store.record_event(run_id, "repair", target, detail)
+    finally:
+        with contextlib.suppress(DatabaseError):
+            lock.release()
+    return {"runId": run_id, "id": target, "detail": detail}
+
+
+def _release_lock(database: dbmod.Database, run_id: str, reason: str) -> dict[str, Any]:
+    store = StateStore(database)
+    if database.dialect == "postgresql":
+        session = store.advisory_holder()
+        raise UsageError(
+            "PostgreSQL's apply lock is a session advisory lock: the server releases it when the session ends"
+            + (f"; it is held by {session} (end that session if its run is gone)" if session else "; nobody holds it")
+        )
+    store.ensure_tables()
+    with database.transaction():
+        holder = store.force_release_lease()
+        if holder is None:
+            raise DatabaseError(f"{database.url}: no apply lock is recorded; nothing to release")
+        detail = (
+            f"released the apply lock of run {holder.run_id} (pid {holder.pid} on {holder.host}, lease until "
+            f"{holder.expires_at}): {reason}"
+        )
+        store.record_event(run_id, "repair", "kit_lock", detail)
+    return {"runId": run_id, "id": "kit_lock", "detail": detail}

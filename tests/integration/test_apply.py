@@ -133,6 +133,23 @@ def test_error_rate_over_threshold_pauses_then_resumes(kit_env: KitEnv, db_url: 
     assert database.query_value("SELECT COUNT(*) FROM advisory_observations WHERE raw_linkset IS NOT NULL") == 950
 
 
+def test_paused_job_resumes_after_the_operator_fixes_the_rows(kit_env: KitEnv, db_url: str, database: Database) -> None:
+    seed_existing_rows(database, 1000, poison_every=20)  # 5% failing
+    kit = build_apply_kit(kit_env, max_missing=50)
+    code, report, stderr = apply(kit, kit_env, db_url, "--batch-size", "100")
+    assert code == 10
+    message = report["error"]["message"]
+    assert "--error-rate" in message and "kit_backfill_quarantine" in message and stderr.count("\n") == 1
+    # The operator fixes the data; the rerun retries the quarantined rows first and measures the rate afresh.
+    database.execute("UPDATE advisory_observations SET document = 'doc-fixed' WHERE document LIKE '%poison%'")
+    code, report, _ = apply(kit, kit_env, db_url, "--batch-size", "100")
+    assert code == 0, report.get("error")
+    assert database.query_value("SELECT COUNT(*) FROM kit_backfill_quarantine") == 0
+    assert database.query_value("SELECT COUNT(*) FROM advisory_observations WHERE raw_linkset IS NULL") == 0
+    job = next(s for s in report["steps"] if s["id"] == "raw-linkset")
+    assert (job["rowsProcessed"], job["rowsFailed"], job["remainingAfter"]) == (1000, 0, 0)
+
+
 def test_stop_on_error_stops_at_first_failing_row(kit_env: KitEnv, db_url: str, database: Database) -> None:
     seed_existing_rows(database, 300, poison_every=120)
     kit = build_apply_kit(kit_env, max_missing=10)
@@ -267,17 +284,48 @@ def test_csv_seed_is_upserted_idempotently(kit_env: KitEnv, db_url: str, databas
     ]
 
 
-def test_dry_run_and_status_create_no_database_file(kit_env: KitEnv, tmp_path: Path) -> None:
+def test_missing_sqlite_database_is_never_created_except_by_apply(kit_env: KitEnv, tmp_path: Path) -> None:
     kit = build_apply_kit(kit_env)
-    missing = tmp_path / "not" / "there.db"
+    trust = ("--key", kit_env.ed_pub)
+    typo = tmp_path / "not" / "there.db"
+    # A mistyped directory: apply and its dry run refuse it (exit 2) and create nothing.
+    for extra in (("--dry-run",), ()):
+        code, report, stderr = apply(kit, kit_env, str(typo), *extra)
+        assert code == 2 and "does not exist" in report["error"]["message"], report
+        assert stderr.count("\n") == 1
+    assert not typo.parent.exists()
+    # A missing file in an existing directory: status, rollback and repair say so (exit 2); a dry run reads it
+    # as empty and creates nothing; only apply creates it.
+    missing = tmp_path / "site.db"
+    for command in (
+        ("status", "--db", missing),
+        ("rollback", kit, *trust, "--db", missing, "--to-phase", "none", "--dry-run"),
+        ("repair", "--db", missing, "--release-lock", "--reason", "test"),
+    ):
+        result = run_kit(*command)
+        assert result.exit_code == 2, result.output
+        assert "no SQLite database there" in result.stderr and result.stderr.count("\n") == 1
     code, report, _ = apply(kit, kit_env, str(missing), "--dry-run")
     assert code == 0 and report["status"] == "dry-run"
-    assert run_kit("status", "--db", missing).exit_code == 0
-    assert (
-        run_kit("rollback", kit, "--key", kit_env.ed_pub, "--db", missing, "--to-phase", "none", "--dry-run").exit_code
-        == 0
+    assert not missing.exists()
+    code, report, _ = apply(kit, kit_env, str(missing))
+    assert code == 0, report.get("error")
+    assert missing.exists()
+
+
+def test_apply_requires_db_or_kit_db_url(kit_env: KitEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kit = build_apply_kit(kit_env)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KIT_DB_URL", raising=False)
+    result = run_kit("apply", kit, "--key", kit_env.ed_pub, "--artifacts", tmp_path / "a")
+    assert result.exit_code == 2 and "--db" in result.output
+    assert not (tmp_path / "kit.db").exists() and not (tmp_path / "a").exists()
+    target = tmp_path / "from-env.db"
+    result = run_kit(
+        "apply", kit, "--key", kit_env.ed_pub, "--artifacts", tmp_path / "a", env={"KIT_DB_URL": str(target)}
     )
-    assert not missing.parent.exists()
+    assert result.exit_code == 0, result.output
+    assert target.exists()
 
 
 def test_dry_run_on_postgresql_is_read_only(kit_env: KitEnv, pg_dsn: str) -> None:

@@ -234,6 +234,7 @@ def test_apply_status_rollback_and_repair_reports_match_schemas(kit_env: KitEnv,
     code, dry, _ = apply_json(kit_env, kit, db_url, "--dry-run")
     assert code == 0 and dry["status"] == "dry-run"
     assert_matches("apply-report", dry)
+    connect(db_url).close()  # status and rollback need an existing database (only apply creates a SQLite file)
     code, empty = run_json("status", "--db", db_url)
     assert code == 0 and empty["migrations"] == []
     assert_matches("status-report", empty)
