@@ -30,6 +30,7 @@ from kitbuilder.core.manifest import (
     IMAGES_DIR,
     MANIFEST_DSSE,
     MANIFEST_JSON,
+    MAX_ATTESTATIONS,
     SHA256SUMS,
     SHA256SUMS_SIG,
     SIGSTORE_BUNDLE,
