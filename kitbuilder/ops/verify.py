@@ -25,6 +25,7 @@ from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.reader import Caps, Expected
 from kitbuilder.core import checksums, jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
+from kitbuilder.core.jobs import KitJobs
 from kitbuilder.core.manifest import (
     ATTESTATIONS_DIR,
     IMAGES_DIR,
@@ -510,6 +511,10 @@ def verify_kit(
             worker.close()
             file_worker.close()
         images_check = _check_images(stream, metadata, manifest, options.caps)
+        # What apply will read (component options, checks, backfill jobs), parsed as apply parses it: exit 5 here.
+        KitJobs.from_manifest(
+            manifest, lambda f: read_signed_file(stream, metadata.location.index.by_path(), f, options.caps)
+        )
     kit_sha256 = hashing.digest.hexdigest()
     for detached in options.detached_attestations:
         attestations += tuple(check_detached(detached, kit_sha256, options.policy, members=result.members))
