@@ -157,10 +157,12 @@ def member_header(
     label: str | None = None,
     stream_offset: int | None = None,
     seen: dict[str, str] | None = None,
+    mtime: int | None = None,
 ) -> tarfmt.MemberHeader:
     """Read and check the header frame of the member expected at ``frames``' position (§8.9 steps 2 to 6).
 
-    The first half of ``member_content``; ``member_data`` must follow at once.
+    The first half of ``member_content``; ``member_data`` must follow at once. With ``mtime`` (the signed
+    ``build.mtime``) the header's mtime must be it: the header frame is not signed, and `tar -x` applies it.
     """
     label = label or f"member {entry.path}"
     frame_offset = frames.offset
@@ -184,6 +186,8 @@ def member_header(
         )
     if header.size != entry.size:
         raise IntegrityError(f"{label}: tar header says {header.size} bytes, {_WORDS[against].size} {entry.size}")
+    if mtime is not None and header.mtime != mtime:
+        raise ArchiveError(f"{label}: tar header mtime {header.mtime}, the signed build.mtime is {mtime}")
     return header
 
 
@@ -258,6 +262,7 @@ def member_content(
     seen: dict[str, str] | None = None,
     digests: MemberDigests | None = None,
     defer_digests: bool = False,
+    mtime: int | None = None,
 ) -> Iterator[bytes]:
     """The one member reader: header frame then data frame at ``frames``' position, every rule checked.
 
@@ -269,7 +274,7 @@ def member_content(
     in pieces (some possibly empty), the last one only after every check. ArchiveError for malformed
     frames or headers [5], IntegrityError for content that is not what was expected [4].
     """
-    member_header(frames, entry, against=against, label=label, stream_offset=stream_offset, seen=seen)
+    member_header(frames, entry, against=against, label=label, stream_offset=stream_offset, seen=seen, mtime=mtime)
     yield from member_data(frames, entry, against=against, label=label, digests=digests, defer_digests=defer_digests)
 
 
@@ -402,8 +407,11 @@ def scan(
     extract_to: Path | None = None,
     hasher: HashWorker | None = None,
     extract_only: Callable[[str], bool] | None = None,
+    mtime: int | None = None,
 ) -> ScanResult:
     """Decompress the whole kit once and check every member against ``expected``.
+
+    With ``mtime`` (the signed ``build.mtime``) every header must carry it.
 
     Raises ArchiveError for unsafe or malformed members and index
     inconsistencies, IntegrityError for unlisted, missing or altered files.
@@ -416,7 +424,7 @@ def scan(
     own_worker = hasher is None
     worker = hasher or HashWorker()
     try:
-        return _scan(stream, expected, location, caps, on_bytes, extract_to, worker, extract_only)
+        return _scan(stream, expected, location, caps, on_bytes, extract_to, worker, extract_only, mtime)
     finally:
         if own_worker:
             worker.close()
@@ -434,6 +442,7 @@ def _scan(
     extract_to: Path | None,
     worker: HashWorker,
     extract_only: Callable[[str], bool] | None,
+    mtime: int | None,
 ) -> ScanResult:
     pending: list[_PendingCheck] = []
     by_offset = {e.offset: e for e in expected.values()}
@@ -460,7 +469,7 @@ def _scan(
         if members > caps.max_members:
             raise ArchiveError(f"archive has more than {caps.max_members} members")
         target = extract_to if extract_only is None or extract_only(entry.path) else None
-        pending.append(_scan_member(reader, entry, stream_offset, seen_keys, on_bytes, target, worker))
+        pending.append(_scan_member(reader, entry, stream_offset, seen_keys, on_bytes, target, worker, mtime))
         if len(pending) >= _CHECK_EVERY:
             _settle(pending, worker)
         stream_offset += tarfmt.member_size(entry.size)
@@ -535,6 +544,7 @@ def _scan_member(
     on_bytes: Callable[[int], None] | None,
     extract_to: Path | None,
     worker: HashWorker,
+    mtime: int | None,
 ) -> _PendingCheck:
     """One member through ``member_content``, its digests computed on the hash thread and compared later."""
     digests = MemberDigests(QueuedDigest(worker, hashlib.sha256()), QueuedDigest(worker, hashlib.sha256()))
@@ -546,6 +556,7 @@ def _scan_member(
         seen=seen_keys,
         digests=digests,
         defer_digests=True,
+        mtime=mtime,
     )
     sink = _create_member_file(extract_to, entry.path) if extract_to is not None else None
     try:

@@ -156,8 +156,18 @@ def parse_header(block: bytes, *, offset: int, where: str | None = None) -> Memb
         raise ArchiveError(f"{where}: mode {mode:o} has bits outside 0777")
     size = _number(block, 124, 12, "size", where)
     mtime = _number(block, 136, 12, "mtime", where)
-    # Their values are not checked, but their form is: GNU tar exits 2 on a uid or gid it cannot parse,
-    # so `zstd -dc | tar -x` would fail on a kit that verify accepted.
-    _number(block, 108, 8, "uid", where)
-    _number(block, 116, 8, "gid", where)
+    # The header frame is not signed (docs/format.md §1.1): whatever `tar -x` applies from it must be what
+    # the writer writes, or anyone could change a verified kit's extracted files. Mode, owner ids and owner
+    # names: root's `tar -x` restores them (names first), so an unsigned "nobody" or uid 1000 would hand the
+    # extracted files to that user. mtime is bound to the signed build.mtime by the member reader.
+    if mode != FILE_MODE:
+        raise ArchiveError(f"{where}: mode {mode:o}, kits write {FILE_MODE:o} (the header is not signed)")
+    for what, offset in (("uid", 108), ("gid", 116)):
+        value = _number(block, offset, 8, what, where)
+        if value != 0:
+            raise ArchiveError(f"{where}: {what} {value}, kits write 0 (the header is not signed)")
+    for what, offset in (("owner name (uname)", 265), ("group name (gname)", 297)):
+        if any(block[offset : offset + 32]):
+            shown = _field(block, offset, 32).decode("ascii", "backslashreplace")
+            raise ArchiveError(f"{where}: {what} {_shown(shown)!r}, kits write none (the header is not signed)")
     return MemberHeader(path=path, size=size, mode=mode, mtime=mtime)

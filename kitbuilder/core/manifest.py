@@ -229,6 +229,12 @@ _MANIFEST_BYTES_PER_MEMBER = 4 << 10  # a pretty file entry is ~450 bytes plus i
 _SUBJECT_BYTES_PER_MEMBER = 2 << 10  # a compact statement subject: name, digest
 _SUMS_BYTES_PER_MEMBER = 64 + 2 + 255 + 1  # "<sha256>  <path>\n"
 _SIGNATURE_BYTES = 64 << 10  # SHA256SUMS.sig: one raw signature (RSA-4096 is 512 bytes)
+# SHA256SUMS.sigstore.json: a key-based bundle holds one signature, a digest and a key hint (about 1 KiB).
+BUNDLE_BYTES = 64 << 10
+# An attestation's statement: a predicate of fixed shape (provenance: spec, options, builder, times) plus a
+# share per member (provenance lists every input: name, uri and digest, paths escaped at most 6x).
+_ATTESTATION_BASE_BYTES = 1 << 20
+_ATTESTATION_BYTES_PER_MEMBER = 4 << 10
 _BASE_VALUES = 128 << 10
 _VALUES_PER_MEMBER = 32  # a file entry holds 19 values and keys; a subject 7
 _BASE_CONTAINERS = 16 << 10
@@ -254,7 +260,16 @@ class MetadataBudget:
             return self.members * _SUMS_BYTES_PER_MEMBER
         if name == SHA256SUMS_SIG:
             return _SIGNATURE_BYTES
+        if name == SIGSTORE_BUNDLE:
+            return BUNDLE_BYTES
+        if _ATTESTATION_NAME.fullmatch(name) is not None:
+            return self.attestation_bytes()
         return None
+
+    def attestation_bytes(self) -> int:
+        """The most bytes one attestation envelope may have (in the kit, or one line of KIT.intoto.jsonl)."""
+        statement = _ATTESTATION_BASE_BYTES + self.members * _ATTESTATION_BYTES_PER_MEMBER
+        return statement * 4 // 3 + 4 + _SIGNATURE_BYTES
 
     def check_size(self, name: str, size: int) -> None:
         """ArchiveError if the index says ``name`` is larger than an honest kit of this many members needs."""

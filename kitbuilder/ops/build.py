@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from kitbuilder import __version__
+from kitbuilder import __version__, faults
 from kitbuilder.archive.hashing import HashWorker
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.writer import KitWriter
@@ -194,6 +195,7 @@ def build_kit(
     spec = load_spec(spec_path)
     started = time.time()
     inputs = collect_inputs(spec)
+    faults.point("build-inputs-collected")
     if on_start is not None:
         on_start(sum(i.size for i in inputs))
     epoch = options.source_date_epoch
@@ -363,12 +365,33 @@ def _write_inputs(
                 if entry is not None and on_bytes is not None:
                     on_bytes(item.size)
             if entry is None:
-                with item.source.open("rb") as source:
+                with _open_input(item) as source:
                     entry = writer.add_stream(item.kit_path, source, item.size, on_bytes=on_bytes)
         except OSError as exc:
             raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
         files.append(_entry(entry, item.component.role, item.component.id))
     return files
+
+
+def _open_input(item: InputFile) -> BinaryIO:
+    """The input file ``collect_inputs`` checked, opened without following a symlink or blocking on a FIFO.
+
+    Between that check (lstat) and this open the entry may have been replaced: a symlink to a file outside
+    the source tree would be packed, a FIFO would hang the build. The open file is checked again (fstat).
+    """
+    refused = f"{item.source}: is no longer the regular file it was when the build started; rerun the build"
+    try:
+        fd = os.open(item.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+            raise UsageError(refused) from exc
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UsageError(refused)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _write_images(

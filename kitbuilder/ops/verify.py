@@ -31,6 +31,7 @@ from kitbuilder.core.manifest import (
     IMAGES_DIR,
     MANIFEST_DSSE,
     MANIFEST_JSON,
+    MAX_ATTESTATIONS,
     SHA256SUMS,
     SHA256SUMS_SIG,
     SIGSTORE_BUNDLE,
@@ -50,8 +51,10 @@ from kitbuilder.ops.kitfile import read_metadata as read_metadata
 from kitbuilder.trust.freshness import Freshness
 from kitbuilder.trust.signatures import TrustPolicy, verify_detached, verify_envelope
 
-# A detached KIT.intoto.jsonl holds a few envelopes; like a metadata member it is read whole, so it is bounded.
+# A detached KIT.intoto.jsonl holds a few envelopes; like a metadata member it is read whole, so it is bounded:
+# at most as many envelopes as a kit may carry attestations, each at most what an attestation of this kit may be.
 MAX_DETACHED = 64 << 20
+_MAX_DETACHED_LINES = 4 * MAX_ATTESTATIONS  # blank lines are skipped, but not millions of them
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,12 @@ def checksum_keyid(signed: Manifest, envelope: Envelope) -> str:
     return named if isinstance(named, str) else envelope.signatures[0].keyid
 
 
+def build_mtime(signed: Manifest) -> int:
+    """The mtime every tar header of the kit carries: the signed ``build.mtime`` (absent in old kits: 0)."""
+    value = signed.build.get("mtime", 0)
+    return value if isinstance(value, int) else 0
+
+
 def check_policy(manifest: Manifest, options: VerifyOptions) -> None:
     kit = manifest.kit
     if options.now >= kit.expires_at:
@@ -309,26 +318,53 @@ def check_kit_attestations(
     return reports, sigstore
 
 
-def check_detached(path: Path, kit_sha256: str, policy: TrustPolicy) -> list[AttestationReport]:
-    """A KIT.intoto.jsonl file: one DSSE envelope per line, each about this kit file."""
+def check_detached(path: Path, kit_sha256: str, policy: TrustPolicy, *, members: int) -> list[AttestationReport]:
+    """A KIT.intoto.jsonl file: one DSSE envelope per line, each about this kit file.
+
+    ``members`` is the verified kit's member count: each line may be as large as an attestation inside a
+    kit of that many members, and the file may hold at most ``MAX_ATTESTATIONS`` of them. The lines are
+    found in the bytes one at a time, never as a list of every line (64 MiB of newlines is 64 million).
+    """
+    line_limit = MetadataBudget(members).attestation_bytes()
+    limit = min(MAX_DETACHED, MAX_ATTESTATIONS * (line_limit + 1))
     try:
         with path.open("rb") as stream:
             size = os.fstat(stream.fileno()).st_size
-            if size > MAX_DETACHED:
-                raise FormatError(f"{path}: {size} bytes, more than the {MAX_DETACHED} a KIT.intoto.jsonl may hold")
-            data = stream.read(MAX_DETACHED + 1)
+            if size > limit:
+                raise FormatError(
+                    f"{path}: {size} bytes, more than the {limit} a KIT.intoto.jsonl of this kit may hold"
+                )
+            data = stream.read(limit + 1)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read attestation ({exc.strerror})") from exc
-    if len(data) > MAX_DETACHED:
-        raise FormatError(f"{path}: more than the {MAX_DETACHED} bytes a KIT.intoto.jsonl may hold")
-    lines = data.splitlines()
-    envelopes = [line for line in lines if line.strip()]
-    if not envelopes:
+    if len(data) > limit:
+        raise FormatError(f"{path}: more than the {limit} bytes a KIT.intoto.jsonl of this kit may hold")
+    lines = data.count(b"\n") + 1
+    if lines > _MAX_DETACHED_LINES:
+        raise FormatError(
+            f"{path}: {lines} lines; a KIT.intoto.jsonl holds one DSSE envelope per line, "
+            f"at most {MAX_ATTESTATIONS} (and at most {_MAX_DETACHED_LINES} lines)"
+        )
+    reports: list[AttestationReport] = []
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        line = data[start:end]
+        start = end + 1
+        if not line.strip():
+            continue
+        number = len(reports) + 1
+        if number > MAX_ATTESTATIONS:
+            raise FormatError(f"{path}: more than {MAX_ATTESTATIONS} attestations (one DSSE envelope per line)")
+        if len(line) > line_limit:
+            raise FormatError(
+                f"{path}:{number}: {len(line)} bytes, more than the {line_limit} an attestation of this kit may have"
+            )
+        reports.append(check_attestation(line, policy, {"kit": kit_sha256}, what=f"{path}:{number}", by_digest=True))
+    if not reports:
         raise FormatError(f"{path}: no attestation in the file (expected one DSSE envelope per line)")
-    return [
-        check_attestation(line, policy, {"kit": kit_sha256}, what=f"{path}:{number}", by_digest=True)
-        for number, line in enumerate(envelopes, start=1)
-    ]
+    return reports
 
 
 def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expected]:
@@ -463,6 +499,7 @@ def verify_kit(
                 extract_to=extract_to,
                 hasher=worker,
                 extract_only=extract_only,
+                mtime=build_mtime(manifest),
             )
             # The scan stopped at the index; hash the tail so the report names the whole file's digest.
             while hashing.read(1 << 20):
@@ -480,7 +517,7 @@ def verify_kit(
         )
     kit_sha256 = hashing.digest.hexdigest()
     for detached in options.detached_attestations:
-        attestations += tuple(check_detached(detached, kit_sha256, options.policy))
+        attestations += tuple(check_detached(detached, kit_sha256, options.policy, members=result.members))
     if options.freshness is not None:
         options.freshness.record(kit.name, kit.channel, kit.sequence, options.now)
     checks: tuple[str, ...] = (

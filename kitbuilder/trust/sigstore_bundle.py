@@ -18,6 +18,7 @@ from typing import Any
 
 from kitbuilder.core import jsonio
 from kitbuilder.core.dsse import b64decode_lenient
+from kitbuilder.core.manifest import BUNDLE_BYTES
 from kitbuilder.errors import FormatError, IntegrityError, TrustError
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import TrustPolicy
@@ -27,6 +28,11 @@ BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 _BUNDLE_MEDIA_TYPE_ALT = "application/vnd.dev.sigstore.bundle+json;version=0.3"
 SIGSTORE_BUNDLE_NAME = "SHA256SUMS.sigstore.json"
 DIGEST_ALGORITHM = "SHA2_256"
+# A key-based bundle has a fixed shape (mediaType, a key hint, an empty tlogEntries, a digest and a
+# signature): read before any signature is checked, so its size and parse cost are fixed too.
+KEY_BUNDLE_LIMITS = jsonio.ParseLimits(
+    max_values=256, max_containers=64, why="a key-based Sigstore bundle (one signature, a digest, a key hint)"
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,9 @@ def render_key_bundle(message: bytes, key: PrivateKey) -> bytes:
 
 def parse_key_bundle(bundle: bytes, *, what: str) -> KeyBundle:
     """The hint, digest and signature of a v0.3 key-based message-signature bundle; FormatError otherwise."""
-    document = jsonio.load_object(bundle, what=what)
+    if len(bundle) > BUNDLE_BYTES:
+        raise FormatError(f"{what}: {len(bundle)} bytes, more than the {BUNDLE_BYTES} a key-based bundle needs")
+    document = jsonio.load_object(bundle, what=what, limits=KEY_BUNDLE_LIMITS)
     media_type = document.get("mediaType")
     if media_type not in (BUNDLE_MEDIA_TYPE, _BUNDLE_MEDIA_TYPE_ALT):
         raise FormatError(f"{what}: mediaType is {media_type!r}, expected {BUNDLE_MEDIA_TYPE}")

@@ -177,6 +177,8 @@ def _resigned_delta(release: Release, out: Path, *, extra: list[hostile.Member],
     def predicate(document: dict[str, Any]) -> None:
         files = document["files"]
         document.update({k: v for k, v in manifest.items() if k != "files"})
+        # The factory writes every tar header with mtime 0, and a header must carry the signed build.mtime.
+        document["build"] = {**manifest["build"], "mtime": 0}
         document["components"] = manifest["components"] + [{"id": "docs", "role": "doc"}]
         document["files"] = files
         if hook is not None:

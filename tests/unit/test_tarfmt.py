@@ -143,15 +143,16 @@ def test_checksum_field_as_kits_write_it_is_accepted() -> None:
     [
         ("size", b"77777777777\0", "tar header says"),  # the largest octal size: not what was signed
         ("mode", b"0100644\0", "bits outside 0777"),
-        ("mode", b"0000000\0", None),  # mode 0 is a valid (useless) mode
-        ("mtime", b"77777777777\0", None),  # the value of mtime is not checked
-        ("uid", b"7777777\0", None),  # nor the values of uid and gid
+        ("mode", b"0000000\0", "mode 0, kits write 644"),  # the header is unsigned: only the mode kits write
+        ("mtime", b"77777777777\0", None),  # the value of mtime is bound to build.mtime by the member reader
+        ("uid", b"7777777\0", "uid 2097151, kits write 0"),  # root's tar -x would chown to it
+        ("gid", b"0001750\0", "gid 1000, kits write 0"),
     ],
 )
 def test_numeric_field_overflowing_values(field: str, raw: bytes, words: str | None) -> None:
     offset, _ = FIELDS[field]
     header = _header({offset: raw})
-    if words == "bits outside 0777":
+    if words is not None and words != "tar header says":
         with pytest.raises(ArchiveError, match=words):
             tarfmt.parse_header(header, offset=0)
         return
