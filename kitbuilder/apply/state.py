@@ -674,9 +674,12 @@ class StateStore:
         with self.db.transaction():
             holder = self.lease_holder()
             if holder is not None:
-                stale = holder.expires_at < now.isoformat() or (
-                    holder.host == socket.gethostname() and not alive(holder.pid)
-                )
+                # On this host the pid says exactly whether the holder lives, so a live run is never taken over
+                # because its lease ran out (a long statement renews nothing); expiry is for other hosts' leases.
+                if holder.host == socket.gethostname():
+                    stale = not alive(holder.pid)
+                else:
+                    stale = holder.expires_at < now.isoformat()
                 if holder.run_id != run_id and not stale:
                     return False
                 self.db.execute("DELETE FROM kit_lock WHERE name = :n", {"n": LOCK_NAME})
@@ -692,13 +695,15 @@ class StateStore:
             )
         return True
 
-    def renew_lease(self, run_id: str, *, lease_seconds: float) -> None:
+    def renew_lease(self, run_id: str, *, lease_seconds: float) -> bool:
+        """Extend this run's lease; False when it no longer holds it (released by an operator, taken over)."""
         expires = (datetime.now(UTC) + timedelta(seconds=lease_seconds)).isoformat()
         with self.db.transaction():
-            self.db.execute(
+            changed = self.db.execute(
                 "UPDATE kit_lock SET expires_at = :e WHERE name = :n AND holder = :h",
                 {"e": expires, "n": LOCK_NAME, "h": run_id},
             )
+        return changed == 1
 
     def release_lease(self, run_id: str) -> None:
         with self.db.transaction():

@@ -1,0 +1,102 @@
+"""An adversarial review of kit apply/status/rollback/repair: each test is named after a defect it found.
+
+Every test asserts the correct behaviour (exit code, one line on stderr, the database equal
+to an uninterrupted run); children are held or stopped at exact points with the
+``kitbuilder.faults`` hooks, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kitbuilder.apply.db import connect
+from tests.conftest import run_kit
+from tests.factories.apply_runs import Applier, snapshot_of, wait_for, write_fault_kit_source
+from tests.factories.keys import ed25519_key, write_pair
+
+FaultKit = tuple[Path, Path, tuple[object, ...]]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("review-keys")
+    return write_pair(ed25519_key("release"), root / "release")
+
+
+@pytest.fixture(scope="module")
+def fault_kit(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]) -> FaultKit:
+    """The fault kit of tests/factories/apply_runs.py, its public key, and an uninterrupted run's snapshot."""
+    root = tmp_path_factory.mktemp("review-kit")
+    key, pub = keys
+    kit = root / "fault.kit.tar.zst"
+    assert run_kit("build", write_fault_kit_source(root / "src"), "--key", key, "--out", kit).exit_code == 0
+    reference = f"sqlite:///{root / 'reference.db'}"
+    assert Applier(kit, pub, root / "ref").run(reference).returncode == 0
+    return kit, pub, snapshot_of(reference)
+
+
+def _small_kit(root: Path, key: Path, name: str, migrations: dict[str, dict[str, str]], job: str | None = None) -> Path:
+    """A kit of ``migrations`` (id -> {file: text, 'options': yaml lines}) in phases 1.., then ``job`` last."""
+    entries = []
+    for number, (step, files) in enumerate(migrations.items(), start=1):
+        source = root / "src" / step
+        source.mkdir(parents=True, exist_ok=True)
+        for file, text in files.items():
+            if file != "options":
+                (source / file).write_text(text)
+        entries.append(f'  - id: {step}\n    phase: "{number}"\n    source: src/{step}\n{files.get("options", "")}')
+    spec = (
+        f'apiVersion: kitbuilder/v1\nname: {name}\nversion: "1"\nsequence: 1\nexpires: "2099-01-01"\n'
+        f"product: test\nmigrations:\n{''.join(entries)}"
+    )
+    if job is not None:
+        (root / "src/job.yaml").write_text(job)
+        spec += f'backfills:\n  - id: job\n    phase: "{len(migrations)}"\n    source: src/job.yaml\n'
+    (root / "spec.yaml").write_text(spec)
+    kit = root / f"{name}.kit.tar.zst"
+    built = run_kit("build", root / "spec.yaml", "--key", key, "--out", kit)
+    assert built.exit_code == 0, built.output
+    return kit
+
+
+def _one_line(stderr: str) -> None:
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+
+
+# Locks -----------------------------------------------------------------------------------------------------------
+
+
+def test_sqlite_lease_of_a_live_run_on_this_host_is_not_taken_over_when_it_expires(
+    fault_kit: FaultKit, tmp_path: Path
+) -> None:
+    """A run whose lease ran out (a long statement renews nothing) but whose process lives keeps the lock.
+
+    Before: a second apply took the expired lease of a live run on the same host and ran beside it;
+    the first then wrote its stale totals over the job (rows_processed 150 of 600).
+    """
+    kit, pub, reference = fault_kit
+    db_url = f"sqlite:///{tmp_path / 'site.db'}"
+    gate = tmp_path / "go"
+    first = Applier(kit, pub, tmp_path / "a1").start(db_url, env={"KIT_FAULT_WAIT": f"backfill-committed:3:{gate}"})
+    try:
+        wait_for(Path(f"{gate}.waiting"), first)
+        with sqlite3.connect(tmp_path / "site.db", isolation_level=None) as probe:
+            probe.execute("UPDATE kit_lock SET expires_at = '2000-01-01T00:00:00+00:00'")  # the lease ran out
+        second = Applier(kit, pub, tmp_path / "a2").run(db_url, "--lock-timeout", "0.3")
+        assert second.returncode == 9, second.stderr
+        _one_line(second.stderr)
+        assert f"pid {first.pid}" in second.stderr and "--release-lock" in second.stderr
+    finally:
+        gate.touch()
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr
+    assert snapshot_of(db_url) == reference
+
