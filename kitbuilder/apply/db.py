@@ -404,11 +404,8 @@ class PostgresDatabase(Database):
         if read_only:
             # The server enforces it: a dry run or status cannot change anything by mistake.
             self.execute("SET default_transaction_read_only = on")
-            return
-        self.execute(
-            "CREATE OR REPLACE FUNCTION kit_sha256(text) RETURNS text LANGUAGE sql IMMUTABLE STRICT "
-            "AS $$ SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex') $$"
-        )
+        # kit_sha256() is created by StateStore.ensure_tables, with the apply lock held: created here, at
+        # connect, two runs starting together collided in the catalog (pg_proc) before either held the lock.
 
     def version(self) -> str:
         return str(self.query_value("SELECT version()")).split(" on ")[0]

@@ -313,6 +313,15 @@ class StateStore:
             if column not in self.db.columns(table):
                 with self.db.transaction():
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        if self.db.dialect == "postgresql" and not self.db.query_value(
+            "SELECT to_regprocedure('kit_sha256(text)') IS NOT NULL"
+        ):
+            # The portable digest helper backfills may use (SQLite's is a Python function of the connection).
+            # Created only when missing: replacing it needs ownership, and concurrent replaces collide.
+            self.db.execute(
+                "CREATE FUNCTION kit_sha256(text) RETURNS text LANGUAGE sql IMMUTABLE STRICT "
+                "AS $$ SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex') $$"
+            )
 
     # Events and runs -------------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,56 @@ def test_sqlite_lease_of_a_live_run_on_this_host_is_not_taken_over_when_it_expir
     assert first.returncode == 0, stderr
     assert snapshot_of(db_url) == reference
 
+
+
+def _blocked_or_at_point(admin: Any, point: Path, process: subprocess.Popen[str]) -> None:
+    """Until ``process`` is held at its fault point, or one of its statements waits for a lock of ours."""
+    while not point.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"child exited {process.returncode}: {process.communicate()[1]}")
+        waiting = admin.execute(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        ).fetchone()[0]
+        if waiting:
+            return
+        admin.execute("SELECT pg_sleep(0.01)")
+
+
+def test_pg_kit_sha256_function_is_created_only_with_the_apply_lock_held(
+    fault_kit: FaultKit, pg_dsn: str, tmp_path: Path
+) -> None:
+    """Two runs starting together on a new database: the one waiting for the lock must not touch the catalog.
+
+    Before: every connection ran CREATE OR REPLACE FUNCTION kit_sha256 before taking the lock, so a run
+    starting while another created it failed with exit 8 'duplicate key value violates unique constraint
+    "pg_proc_proname_args_nsp_index"' (or 'tuple concurrently updated').
+    """
+    import psycopg
+
+    kit, pub, reference = fault_kit
+    gate = tmp_path / "go"
+    other = psycopg.connect(pg_dsn)  # another run, holding the lock while it creates the function
+    admin = psycopg.connect(pg_dsn, autocommit=True)
+    try:
+        other.execute("SELECT pg_advisory_lock(%s)", (0x4B4954,))
+        other.execute(
+            "CREATE FUNCTION kit_sha256(text) RETURNS text LANGUAGE sql IMMUTABLE STRICT "
+            "AS $$ SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex') $$"
+        )
+        process = Applier(kit, pub, tmp_path / "a").start(
+            pg_dsn, "--lock-timeout", "120", env={"KIT_FAULT_WAIT": f"lock-busy:{gate}"}
+        )
+        try:
+            _blocked_or_at_point(admin, Path(f"{gate}.waiting"), process)
+            other.commit()
+            other.execute("SELECT pg_advisory_unlock(%s)", (0x4B4954,))
+            other.commit()
+        finally:
+            gate.touch()
+            _, stderr = process.communicate(timeout=120)
+    finally:
+        other.close()
+        admin.close()
+    assert process.returncode == 0, stderr
+    assert snapshot_of(pg_dsn) == reference
