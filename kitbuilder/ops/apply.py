@@ -164,19 +164,39 @@ def apply_kit(
         ctx.lock.acquire()
         report["lockWaitSeconds"] = round(ctx.lock.waited, 3)
         failure = _run_steps(ctx, kit, report, argv, on_step)
-        try:
-            directory, digest = write_evidence(artifacts, report)
-        except OSError as exc:
-            _finish(ctx, report["status"], None)
-            raise HostIOError.from_os_error(
-                exc, path=exc.filename or artifacts, action="write the run's evidence"
-            ) from exc
-        report["evidence"] = {"directory": str(directory), "reportSha256": digest}
-        _finish(ctx, report["status"], digest)
+        # The outcome is decided: recording it is not stopped by a signal arriving now, and evidence that cannot
+        # be written (a full or read-only --artifacts) neither hides what the database did nor skips kit_runs.
+        with signals.shielded():
+            failure = _record(ctx, artifacts, report, failure)
         if failure is not None:
             failure.details = report
             raise failure
         return report
+
+
+def _record(ctx: RunContext, artifacts: Path, report: dict[str, Any], failure: KitError | None) -> KitError | None:
+    """Write the evidence, record the run's end, release the lock; returns the error to raise, if any."""
+    try:
+        directory, digest = write_evidence(artifacts, report)
+    except (OSError, KitError) as exc:
+        _finish(ctx, report["status"], None)
+        problem = (
+            exc
+            if isinstance(exc, KitError)
+            else HostIOError.from_os_error(exc, path=exc.filename or artifacts, action="write the run's evidence")
+        )
+        if failure is not None:
+            # The run's own failure is what the operator must act on first; the evidence problem goes with it.
+            failure.message = f"{failure.message}; its evidence was not written either: {problem}"
+            return failure
+        problem.message = (
+            f"the run succeeded in the database (run {ctx.run_id}, recorded in kit_runs) but its evidence was not "
+            f"written: {problem}"
+        )
+        return problem
+    report["evidence"] = {"directory": str(directory), "reportSha256": digest}
+    _finish(ctx, report["status"], digest)
+    return failure
 
 
 def _run_steps(

@@ -154,3 +154,78 @@ def test_pg_kit_sha256_function_is_created_only_with_the_apply_lock_held(
         admin.close()
     assert process.returncode == 0, stderr
     assert snapshot_of(pg_dsn) == reference
+
+
+# Evidence and the end of a run ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bad_artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """An --artifacts directory on a full, or a read-only, tmpfs (root only: permissions do not stop root)."""
+    mount = tmp_path / "artifacts"
+    mount.mkdir()
+    options = "size=64k" + (",ro" if request.param == "read-only" else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}")
+    try:
+        if request.param == "full":
+            with (mount / "filler").open("wb") as handle, pytest.raises(OSError):
+                handle.write(b"\0" * (1 << 20))
+                handle.flush()
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("bad_artifacts", ["full", "read-only"], indirect=True)
+def test_evidence_that_cannot_be_written_still_records_the_run_and_releases_the_lock(
+    fault_kit: FaultKit, db_url: str, bad_artifacts: Path, tmp_path: Path
+) -> None:
+    """Before: report.json on a full disk raised past the recording: kit_runs stayed 'running', the SQLite
+    lease stayed, and --json printed no report although every step had been applied."""
+    kit, pub, reference = fault_kit
+    result = Applier(kit, pub, bad_artifacts).run(db_url, "--json")
+    assert result.returncode == 12, result.stderr
+    _one_line(result.stderr)
+    assert "the run succeeded in the database" in result.stderr and "evidence was not written" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["status"] == "succeeded" and report["error"]["exitCode"] == 12
+    database = connect(db_url, create=False)
+    try:
+        assert database.query("SELECT status, report_sha256 FROM kit_runs") == [("succeeded", None)]
+        if database.dialect == "sqlite":
+            assert database.query("SELECT * FROM kit_lock") == []
+    finally:
+        database.close()
+    assert snapshot_of(db_url) == reference
+
+
+@pytest.mark.parametrize("hit", [1, 3])
+def test_signal_while_the_evidence_is_written_does_not_leave_the_run_running(
+    fault_kit: FaultKit, db_url: str, tmp_path: Path, hit: int
+) -> None:
+    """A signal after the last step is too late to stop anything: the run is recorded as it ended.
+
+    Before: the signal made recording the run raise (exit 130 'the open transaction was rolled back'),
+    so kit_runs stayed 'running' and the lease stayed, while report.json said 'succeeded'.
+    """
+    kit, pub, reference = fault_kit
+    # --no-state: verify writes no anti-rollback file, so the N-th atomic rename is the N-th evidence file.
+    result = Applier(kit, pub, tmp_path / "artifacts").run(
+        db_url, "--json", "--no-state", env={"KIT_FAULT_SIGNAL": f"TERM@atomic-before-rename:{hit}"}
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    evidence = json.loads((Path(report["evidence"]["directory"]) / "report.json").read_text())
+    assert evidence["status"] == "succeeded"
+    database = connect(db_url, create=False)
+    try:
+        assert database.query("SELECT status, report_sha256 FROM kit_runs") == [
+            ("succeeded", report["evidence"]["reportSha256"])
+        ]
+        if database.dialect == "sqlite":
+            assert database.query("SELECT * FROM kit_lock") == []
+    finally:
+        database.close()
+    assert snapshot_of(db_url) == reference
