@@ -23,13 +23,15 @@ import getpass
 import json
 import os
 import socket
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from kitbuilder.apply.db import Database, Params
-from kitbuilder.errors import DatabaseError
+from kitbuilder.errors import DatabaseError, UsageError
 
 CHECKSUM_ALGORITHM = "kit-sha256-v1"
 LOCK_NAME = "kit-apply"
@@ -245,6 +247,24 @@ def _repair_hint(job: str) -> str:
     return (
         f'reset it with `kit repair KIT --db URL --reset-cursor {job} --reason "…"` '
         "(the predicate makes a restart safe)"
+    )
+
+
+def key_value(job: str, column: str, value: Any) -> Any:
+    """A key read from the job's table as the cursor keeps it: JSON-safe, and a parameter the database compares.
+
+    psycopg returns NUMERIC as Decimal, date/time columns as datetime, UUID as UUID: kept as their exact
+    text form, which PostgreSQL casts back to the column's type (parameters are sent untyped).
+    """
+    if value is None or (isinstance(value, (int, float, str)) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, (Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    raise UsageError(
+        f"backfill {job}: key column {column} holds {type(value).__name__} values; a backfill pages by an integer, "
+        "text, numeric, date/time or UUID key: choose such a column as the job's key"
     )
 
 

@@ -229,3 +229,66 @@ def test_signal_while_the_evidence_is_written_does_not_leave_the_run_running(
     finally:
         database.close()
     assert snapshot_of(db_url) == reference
+
+
+# Backfill keys ----------------------------------------------------------------------------------------------------
+
+_KEYED_TABLE = {
+    "numeric": "id NUMERIC PRIMARY KEY",
+    "timestamptz": "id TIMESTAMPTZ PRIMARY KEY",
+    "uuid": "id UUID PRIMARY KEY",
+}
+_KEYED_ROWS = {
+    "numeric": "g + 0.5",
+    "timestamptz": "TIMESTAMPTZ '2024-01-01' + g * INTERVAL '1 hour'",
+    "uuid": "md5(g::text)::uuid",
+}
+_TOUCH_JOB = (
+    "table: t\nkey: id\npredicate: done IS NULL\nset:\n  done: \"'v2:' || payload\"\n  attempts: \"attempts + 1\"\n"
+    "batch_size: 7\n"
+)
+
+
+@pytest.mark.parametrize("key_type", sorted(_KEYED_TABLE))
+def test_pg_backfill_keyed_by_numeric_time_or_uuid_runs_and_resumes_after_a_kill(
+    keys: tuple[Path, Path], pg_dsn: str, tmp_path: Path, key_type: str
+) -> None:
+    """Before: exit 70 'Object of type Decimal (datetime, UUID) is not JSON serializable' at the first batch."""
+    up = (
+        f"CREATE TABLE t ({_KEYED_TABLE[key_type]}, payload TEXT NOT NULL, done TEXT, "
+        "attempts INTEGER NOT NULL DEFAULT 0 CHECK (payload <> 'poison' OR done IS NULL));\n"
+        f"INSERT INTO t (id, payload) SELECT {_KEYED_ROWS[key_type]}, CASE WHEN g = 17 THEN 'poison' ELSE 'p' || g END "
+        "FROM generate_series(1, 40) AS g;\n"
+    )
+    kit = _small_kit(tmp_path / "kit", keys[0], f"keyed-{key_type}", {"m1": {"up.sql": up}}, _TOUCH_JOB)
+    applier = Applier(kit, keys[1], tmp_path / "artifacts")
+    killed = applier.run(pg_dsn, env={"KIT_FAULT": "backfill-committed:3"})
+    assert killed.returncode == 137, killed.stderr
+    rerun = applier.run(pg_dsn, "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    step = json.loads(rerun.stdout)["steps"][-1]
+    assert step["status"] == "finished" and step["rowsProcessed"] == 39 and step["rowsFailed"] == 1
+    database = connect(pg_dsn, create=False)
+    try:
+        assert database.query("SELECT attempts, COUNT(*) FROM t GROUP BY attempts ORDER BY attempts") == [(0, 1), (1, 39)]
+        assert database.query_value("SELECT COUNT(*) FROM kit_backfill_quarantine") == 1
+    finally:
+        database.close()
+    status = run_kit("status", "--db", pg_dsn, "--json")
+    assert status.exit_code == 0, status.output
+
+
+def test_sqlite_backfill_keyed_by_a_blob_is_refused_in_one_line(keys: tuple[Path, Path], tmp_path: Path) -> None:
+    """Before: exit 70 'Object of type bytes is not JSON serializable'."""
+    up = (
+        "CREATE TABLE t (id BLOB PRIMARY KEY, payload TEXT NOT NULL, done TEXT, attempts INTEGER NOT NULL DEFAULT 0);\n"
+        "INSERT INTO t (id, payload) VALUES (x'01', 'a'), (x'02', 'b');\n"
+    )
+    kit = _small_kit(tmp_path / "kit", keys[0], "keyed-blob", {"m1": {"up.sql": up}}, _TOUCH_JOB)
+    result = Applier(kit, keys[1], tmp_path / "artifacts").run(f"sqlite:///{tmp_path / 'site.db'}")
+    assert result.returncode == 2, result.stderr
+    _one_line(result.stderr)
+    assert "key column t.id holds bytes values" in result.stderr
+    with sqlite3.connect(tmp_path / "site.db") as probe:
+        assert probe.execute("SELECT COUNT(*) FROM t WHERE done IS NOT NULL").fetchone() == (0,)
+        assert probe.execute("SELECT status FROM kit_runs").fetchall() == [("failed",)]
