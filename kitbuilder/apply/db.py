@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import re
 import sqlite3
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from kitbuilder.errors import DatabaseError, UsageError
 
 Params = dict[str, Any] | None
 T = TypeVar("T")
+_CONNINFO = re.compile(r"\s*[A-Za-z_]+\s*=.*", re.DOTALL)
 _NAMED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|%|:([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -149,8 +151,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def wrap_driver_error(exc: Exception, where: str) -> DatabaseError:
-    """The typed error for a driver exception; an interrupt is InterruptedRun (raised, not returned)."""
+def wrap_driver_error(exc: Exception, where: str, secrets: Sequence[str] = ()) -> DatabaseError:
+    """The typed error for a driver exception; an interrupt is InterruptedRun (raised, not returned).
+
+    ``secrets`` (the connection's password) are scrubbed from the driver's text, which may quote them.
+    """
     pending = signals.received()
     code = getattr(exc, "sqlite_errorcode", None)
     if pending is not None:
@@ -164,6 +169,7 @@ def wrap_driver_error(exc: Exception, where: str) -> DatabaseError:
     else:
         cls = _classify_postgres(exc)
         reason, sqlstate = _first_line(exc), getattr(exc, "sqlstate", None)
+    reason = scrub(reason, secrets)
     return cls(f"{where}: {reason}", reason=reason, sqlstate=sqlstate)
 
 
@@ -175,6 +181,36 @@ def redact(text: str) -> str:
     """
     text = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
     return re.sub(r"(?i)(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", text)
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The password(s) a database URL carries (userinfo and ``password=`` parameters), raw and percent-decoded."""
+    found: set[str] = set()
+    userinfo = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://([^@]*)@", url)
+    if userinfo and ":" in userinfo.group(1):
+        found.add(userinfo.group(1).split(":", 1)[1])
+    found.update(re.findall(r"(?i)[?&]password=([^&]*)", url))
+    found |= {urllib.parse.unquote(value) for value in found}
+    return tuple(sorted(value for value in found if value))
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret, and every double-quoted token that is part of one, replaced by ***.
+
+    libpq quotes the values it rejects (`invalid percent-encoded token: "pa%ss"`), password included.
+    """
+    if not secrets:
+        return text
+
+    def quoted(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        return '"***"' if inner and any(inner in secret for secret in secrets) else match.group(0)
+
+    text = re.sub(r'"([^"]*)"', quoted, text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:  # a shorter one would blank out ordinary words; quoted echoes are caught above
+            text = text.replace(secret, "***")
+    return text
 
 
 def redact_argv(argv: Sequence[str]) -> list[str]:
@@ -214,6 +250,7 @@ class Database(ABC):
     dialect: str
     url: str  # redacted: safe to print and record
     _driver_errors: tuple[type[Exception], ...] = ()
+    _secrets: tuple[str, ...] = ()
 
     def _call(self, action: Callable[[], T], what: str = "") -> T:
         """Run one driver call: a safe point for signals before it, driver errors typed after it."""
@@ -221,7 +258,7 @@ class Database(ABC):
         try:
             return action()
         except self._driver_errors as exc:
-            raise wrap_driver_error(exc, f"{self.url}{what}") from exc
+            raise wrap_driver_error(exc, f"{self.url}{what}", self._secrets) from exc
 
     @abstractmethod
     def version(self) -> str: ...
@@ -353,7 +390,7 @@ class SqliteDatabase(Database):
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
-                raise wrap_driver_error(exc, f"{self.url} (commit)") from exc
+                raise wrap_driver_error(exc, f"{self.url} (commit)", self._secrets) from exc
         finally:
             self._depth = 0
 
@@ -392,15 +429,15 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         import psycopg
 
-        self.url = redact(url)
+        self._secrets = url_secrets(url)
+        self.url = scrub(redact(url), self._secrets)
         self._psycopg = psycopg
         self._driver_errors = (psycopg.Error,)
         try:
             self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise ConnectionLostError(
-                f"{self.url}: cannot connect to PostgreSQL ({_first_line(exc)})", reason=_first_line(exc)
-            ) from exc
+            reason = scrub(_first_line(exc), self._secrets)
+            raise ConnectionLostError(f"{self.url}: cannot connect to PostgreSQL ({reason})", reason=reason) from exc
         if read_only:
             # The server enforces it: a dry run or status cannot change anything by mistake.
             self.execute("SET default_transaction_read_only = on")
@@ -428,7 +465,7 @@ class PostgresDatabase(Database):
             try:
                 block.__exit__(None, None, None)
             except self._psycopg.Error as exc:
-                raise wrap_driver_error(exc, f"{self.url} (commit)") from exc
+                raise wrap_driver_error(exc, f"{self.url} (commit)", self._secrets) from exc
 
     def _run(self, sql: str, params: Params, fetch: bool) -> Any:
         with self._conn.cursor() as cursor:
@@ -501,4 +538,11 @@ def connect(url: str, *, read_only: bool = False, create: bool = True, lock_time
         )
     if "://" in url:
         raise UsageError(f"--db {redact(url)}: expected postgresql://…, sqlite:///PATH or a file path")
+    if _CONNINFO.fullmatch(url):
+        # Not a file name: a libpq keyword/value string, which would otherwise become a new SQLite file named after
+        # it (password included). Not echoed, for the same reason.
+        raise UsageError(
+            "--db: looks like a libpq key=value connection string; give a URL: postgresql://HOST/DB (or "
+            "postgresql:///DB?service=NAME for a service file), or sqlite:///PATH for a file whose name has '='"
+        )
     return SqliteDatabase(Path(url), read_only=read_only, create=create, busy_timeout=lock_timeout)

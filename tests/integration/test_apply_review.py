@@ -102,7 +102,6 @@ def test_sqlite_lease_of_a_live_run_on_this_host_is_not_taken_over_when_it_expir
     assert snapshot_of(db_url) == reference
 
 
-
 def _blocked_or_at_point(admin: Any, point: Path, process: subprocess.Popen[str]) -> None:
     """Until ``process`` is held at its fault point, or one of its statements waits for a lock of ours."""
     while not point.exists():
@@ -244,7 +243,7 @@ _KEYED_ROWS = {
     "uuid": "md5(g::text)::uuid",
 }
 _TOUCH_JOB = (
-    "table: t\nkey: id\npredicate: done IS NULL\nset:\n  done: \"'v2:' || payload\"\n  attempts: \"attempts + 1\"\n"
+    'table: t\nkey: id\npredicate: done IS NULL\nset:\n  done: "\'v2:\' || payload"\n  attempts: "attempts + 1"\n'
     "batch_size: 7\n"
 )
 
@@ -270,7 +269,10 @@ def test_pg_backfill_keyed_by_numeric_time_or_uuid_runs_and_resumes_after_a_kill
     assert step["status"] == "finished" and step["rowsProcessed"] == 39 and step["rowsFailed"] == 1
     database = connect(pg_dsn, create=False)
     try:
-        assert database.query("SELECT attempts, COUNT(*) FROM t GROUP BY attempts ORDER BY attempts") == [(0, 1), (1, 39)]
+        assert database.query("SELECT attempts, COUNT(*) FROM t GROUP BY attempts ORDER BY attempts") == [
+            (0, 1),
+            (1, 39),
+        ]
         assert database.query_value("SELECT COUNT(*) FROM kit_backfill_quarantine") == 1
     finally:
         database.close()
@@ -292,3 +294,42 @@ def test_sqlite_backfill_keyed_by_a_blob_is_refused_in_one_line(keys: tuple[Path
     with sqlite3.connect(tmp_path / "site.db") as probe:
         assert probe.execute("SELECT COUNT(*) FROM t WHERE done IS NOT NULL").fetchone() == (0,)
         assert probe.execute("SELECT status FROM kit_runs").fetchall() == [("failed",)]
+
+
+# Secrets ----------------------------------------------------------------------------------------------------------
+
+
+def test_libpq_key_value_string_as_db_is_refused_not_made_a_sqlite_file_named_after_the_password(
+    fault_kit: FaultKit, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `--db "host=… password=…"` (libpq's other syntax) created a SQLite file of that name in the
+    working directory, applied the whole kit to it (exit 0), and recorded the password in report.json."""
+    kit, pub, _ = fault_kit
+    secret = "Hunter2-conninfo"
+    monkeypatch.chdir(tmp_path)
+    conninfo = f"host=127.0.0.1 dbname={pg_dsn.rsplit('/', 1)[1]} user=postgres password={secret}"
+    for args, env in (
+        (("--db", conninfo), None),
+        ((), {"KIT_DB_URL": conninfo}),
+    ):
+        result = run_kit("apply", kit, "--key", pub, *args, "--artifacts", tmp_path / "artifacts", "--json", env=env)
+        assert result.exit_code == 2, result.output
+        _one_line(result.stderr)
+        assert "key=value connection string" in result.stderr and secret not in result.output + result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no database file, no evidence
+
+
+@pytest.mark.parametrize(
+    "userinfo", ["u:pa%zzss-Hunter2", "u:pa ss-Hunter2", "u:x@127.0.0.1:1/nowhere?password=pa%zz-Hunter2#"]
+)
+def test_password_that_libpq_quotes_in_a_connect_error_is_never_printed(userinfo: str, pg_server: Any) -> None:
+    """Before: `invalid percent-encoded token: "pa%zzss-Hunter2"` (libpq quoting the password it could not
+    decode) went verbatim to stderr and --json."""
+    url = f"postgresql://{userinfo}"
+    if "?" not in userinfo:
+        url += f"@127.0.0.1:{pg_server.port}/nowhere"
+    for command in (("status", "--db", url), ("status", "--db", url, "--json")):
+        result = run_kit(*command)
+        assert result.exit_code == 8, result.output
+        _one_line(result.stderr)
+        assert "Hunter2" not in result.stdout + result.stderr
