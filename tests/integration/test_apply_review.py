@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -333,3 +334,54 @@ def test_password_that_libpq_quotes_in_a_connect_error_is_never_printed(userinfo
         assert result.exit_code == 8, result.output
         _one_line(result.stderr)
         assert "Hunter2" not in result.stdout + result.stderr
+
+
+# Rollback ---------------------------------------------------------------------------------------------------------
+
+
+def test_pg_rollback_of_a_non_transactional_migration_runs_its_revert_outside_a_transaction(
+    keys: tuple[Path, Path], pg_dsn: str, tmp_path: Path
+) -> None:
+    """Before: every revert ran in a transaction, so `DROP INDEX CONCURRENTLY` always failed (exit 8,
+    'cannot run inside a transaction block'): a kit with a concurrent index could never be rolled back."""
+    options = "    transactional: false\n    idempotent: true\n"
+    kit = _small_kit(
+        tmp_path / "kit",
+        keys[0],
+        "concurrent-revert",
+        {
+            "base": {
+                "up.sql": "CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);\n",
+                "revert.sql": "DROP TABLE items;\n",
+            },
+            "ix": {
+                "up.sql": "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_items_v ON items (v);\n",
+                "revert.sql": "DROP INDEX CONCURRENTLY IF EXISTS ix_items_v;\n",
+                "verify.sql": "SELECT COUNT(*) = 1 FROM pg_indexes WHERE indexname = 'ix_items_v';\n",
+                "options": options,
+            },
+        },
+    )
+    applied = Applier(kit, keys[1], tmp_path / "artifacts").run(pg_dsn)
+    assert applied.returncode == 0, applied.stderr
+    rollback = ("rollback", kit, "--key", keys[1], "--db", pg_dsn, "--to-phase", "1")
+    # Killed right after the index was dropped, before the state row changed: the rerun reverts again.
+    killed = subprocess.run(
+        [sys.executable, "-m", "kitbuilder.cli", *map(str, rollback)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KIT_FAULT": "revert-statement:1"},
+        timeout=120,
+    )
+    assert killed.returncode == 137, killed.stderr
+    result = run_kit(*rollback, "--json")
+    assert result.exit_code == 0, result.output
+    assert [step["id"] for step in json.loads(result.stdout)["reverted"]] == ["ix"]
+    database = connect(pg_dsn, create=False)
+    try:
+        assert database.query_value("SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'ix_items_v'") == 0
+        assert database.query_value("SELECT status FROM kit_migrations WHERE id = 'ix'") == "reverted"
+    finally:
+        database.close()
+    again = Applier(kit, keys[1], tmp_path / "artifacts").run(pg_dsn)  # and it applies again
+    assert again.returncode == 0, again.stderr
