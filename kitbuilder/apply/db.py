@@ -21,12 +21,14 @@ import contextlib
 import hashlib
 import re
 import sqlite3
+import time
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kitbuilder import faults
 from kitbuilder.apply import signals, sqlsplit
 from kitbuilder.errors import DatabaseError, UsageError
 
@@ -314,6 +316,14 @@ class Database(ABC):
         """DDL for an auto-increment integer primary key column named id."""
 
 
+_BUSY_SLICE = 0.1  # seconds SQLite waits in C for a lock before kit's own loop checks for a signal
+
+
+def _let_signal_handlers_run() -> int:
+    """SQLite's progress callback: calling into Python runs pending signal handlers; 0 lets the statement go on."""
+    return 0
+
+
 def _sha256_hex(value: str | None) -> str | None:
     return None if value is None else hashlib.sha256(value.encode("utf-8")).hexdigest()
 
@@ -365,6 +375,31 @@ class SqliteDatabase(Database):
         # Portable helper for backfills that derive digests (canonical keys).
         self._conn.create_function("kit_sha256", 1, _sha256_hex, deterministic=True)
         self._depth = 0
+        # SQLite runs a statement, and waits for another connection's lock, in C, where no Python signal handler
+        # runs: Ctrl-C waited for the statement or the whole --lock-timeout. A progress callback lets the handler
+        # run (it interrupts the statement), and outside a transaction the busy wait goes in short slices with a
+        # safe point between them (retrying there is what SQLite prescribes).
+        self._conn.set_progress_handler(_let_signal_handlers_run, 20_000)
+        self._busy_wait = timeout
+        self._busy_slice = min(timeout, _BUSY_SLICE)
+        self._busy_now = timeout
+        self._set_busy(self._busy_slice)
+
+    def _set_busy(self, seconds: float) -> None:
+        if seconds != self._busy_now:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+            self._busy_now = seconds
+
+    def _call(self, action: Callable[[], T], what: str = "") -> T:
+        deadline = time.monotonic() + self._busy_wait
+        while True:
+            try:
+                return super()._call(action, what)
+            except BusyError:
+                # Inside a transaction SQLite says roll back rather than retry: the caller's transaction does.
+                if self._depth or time.monotonic() >= deadline:
+                    raise
+                faults.point("sqlite-busy")
 
     def version(self) -> str:
         return f"SQLite {sqlite3.sqlite_version}"
@@ -379,20 +414,19 @@ class SqliteDatabase(Database):
         self._call(lambda: self._conn.execute("BEGIN IMMEDIATE"), " (begin)")
         self._depth = 1
         try:
+            self._set_busy(self._busy_wait)  # a statement inside may wait for readers (a cache spill), not retry
             yield
+            self._set_busy(self._busy_slice)
+            self._depth = 0  # a COMMIT refused as busy is retried, in slices (sqlite3_step's documentation)
+            self._call(lambda: self._conn.execute("COMMIT"), " (commit)")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             raise
-        else:
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise wrap_driver_error(exc, f"{self.url} (commit)", self._secrets) from exc
         finally:
             self._depth = 0
+            with contextlib.suppress(sqlite3.Error):
+                self._set_busy(self._busy_slice)
 
     def execute(self, sql: str, params: Params = None) -> int:
         return self._call(lambda: int(self._conn.execute(sql, params or {}).rowcount))

@@ -69,6 +69,16 @@ def _small_kit(root: Path, key: Path, name: str, migrations: dict[str, dict[str,
     return kit
 
 
+def _communicate(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    """The child's output once it ended; a child that does not end is killed (never left behind) and fails."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError(f"the child did not stop within {timeout}s") from None
+
+
 def _one_line(stderr: str) -> None:
     assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
 
@@ -98,7 +108,7 @@ def test_sqlite_lease_of_a_live_run_on_this_host_is_not_taken_over_when_it_expir
         assert f"pid {first.pid}" in second.stderr and "--release-lock" in second.stderr
     finally:
         gate.touch()
-        _, stderr = first.communicate(timeout=120)
+        _, stderr = _communicate(first, 120)
     assert first.returncode == 0, stderr
     assert snapshot_of(db_url) == reference
 
@@ -148,7 +158,7 @@ def test_pg_kit_sha256_function_is_created_only_with_the_apply_lock_held(
             other.commit()
         finally:
             gate.touch()
-            _, stderr = process.communicate(timeout=120)
+            _, stderr = _communicate(process, 120)
     finally:
         other.close()
         admin.close()
@@ -385,3 +395,91 @@ def test_pg_rollback_of_a_non_transactional_migration_runs_its_revert_outside_a_
         database.close()
     again = Applier(kit, keys[1], tmp_path / "artifacts").run(pg_dsn)  # and it applies again
     assert again.returncode == 0, again.stderr
+
+
+# Signals while kit waits in the database --------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_sigint_while_waiting_for_a_sqlite_write_lock_stops_before_the_lock_timeout(
+    fault_kit: FaultKit, tmp_path: Path
+) -> None:
+    """Before: SQLite's busy wait runs in C, where no signal handler runs: Ctrl-C did nothing until
+    --lock-timeout (here an hour) had passed."""
+    kit, pub, reference = fault_kit
+    path = tmp_path / "site.db"
+    gate = tmp_path / "go"
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("CREATE TABLE other_app (x)")
+        holder.execute("BEGIN IMMEDIATE")  # another program holds a write transaction
+        process = Applier(kit, pub, tmp_path / "artifacts").start(
+            f"sqlite:///{path}", "--lock-timeout", "3600", env={"KIT_FAULT_WAIT": f"sqlite-busy:1:{gate}"}
+        )
+        try:
+            wait_for(Path(f"{gate}.waiting"), process)  # it found the database busy and keeps waiting
+            process.send_signal(signal.SIGINT)
+        finally:
+            gate.touch()
+            _, stderr = _communicate(process, 60)
+        assert process.returncode == 130, stderr
+        _one_line(stderr)
+        assert "stopped by SIGINT" in stderr
+    finally:
+        holder.close()
+    rerun = Applier(kit, pub, tmp_path / "artifacts").run(f"sqlite:///{path}")
+    assert rerun.returncode == 0, rerun.stderr
+    assert snapshot_of(f"sqlite:///{path}") == reference
+
+
+_ENDLESS = {
+    "sqlite": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT COUNT(*) FROM n;\n",
+    "postgresql": "SELECT pg_sleep(3600);\n",
+}
+
+
+@pytest.mark.parametrize("signal_name", ["INT", "TERM"])
+def test_signal_during_a_long_migration_statement_stops_it_and_rolls_it_back(
+    keys: tuple[Path, Path], db_url: str, tmp_path: Path, signal_name: str
+) -> None:
+    """Before (SQLite): a statement running in C never saw the signal: the run went on until it ended."""
+    dialect = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+    up = "CREATE TABLE marker (x INTEGER);\nINSERT INTO marker VALUES (1);\n" + _ENDLESS[dialect]
+    kit = _small_kit(tmp_path / "kit", keys[0], "endless", {"m1": {"up.sql": up}})
+    gate = tmp_path / "go"
+    applier = Applier(kit, keys[1], tmp_path / "artifacts")
+    process = applier.start(db_url, "--json", env={"KIT_FAULT_WAIT": f"migration-statement:3:{gate}"})
+    try:
+        wait_for(Path(f"{gate}.waiting"), process)
+        gate.touch()
+        start = _cpu_seconds(process.pid)
+        if dialect == "postgresql":
+            import psycopg
+
+            with psycopg.connect(db_url, autocommit=True) as admin:
+                while not admin.execute(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(3600)%' "
+                    "AND state = 'active'"
+                ).fetchone()[0]:
+                    assert process.poll() is None
+        else:
+            while _cpu_seconds(process.pid) - start < 0.3:  # spinning inside the endless statement
+                assert process.poll() is None
+        process.send_signal(getattr(signal, f"SIG{signal_name}"))
+    finally:
+        gate.touch()
+        stdout, stderr = _communicate(process, 60)
+    assert process.returncode == {"INT": 130, "TERM": 143}[signal_name], stderr
+    _one_line(stderr)
+    assert json.loads(stdout)["status"] == "interrupted"
+    database = connect(db_url, create=False)
+    try:
+        assert not database.table_exists("marker")  # the migration's transaction rolled back whole
+        assert database.query_value("SELECT status FROM kit_runs") == "interrupted"
+        assert database.query("SELECT * FROM kit_migrations") == []
+    finally:
+        database.close()
