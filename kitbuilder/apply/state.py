@@ -34,6 +34,7 @@ from kitbuilder.apply.db import Database, Params
 from kitbuilder.errors import DatabaseError, UsageError
 
 CHECKSUM_ALGORITHM = "kit-sha256-v1"
+MIGRATION_STATUSES = ("pending", "running", "succeeded", "failed", "reverted")
 LOCK_NAME = "kit-apply"
 ADVISORY_KEY = 0x4B4954  # "KIT"
 
@@ -399,6 +400,13 @@ class StateStore:
         records = {}
         for row in rows:
             where = f"row {row[0]}"
+            if row[5] not in MIGRATION_STATUSES:
+                # Never guessed at: an unknown status read as 'interrupted' was "resolved" by verify alone.
+                raise DatabaseError(
+                    f"kit_migrations: status of {row[0]} is {str(row[5])[:40]!r}, not one of "
+                    f"{', '.join(MIGRATION_STATUSES)}; the state was edited by hand: restore it, or record what is "
+                    f'true with `kit repair KIT --db URL --resolve {row[0]} --as succeeded|failed --reason "…"`'
+                )
             records[str(row[0])] = MigrationRecord(
                 id=str(row[0]),
                 phase=str(row[1]),
@@ -483,8 +491,11 @@ class StateStore:
         )
 
     def resolve_running(self, step_id: str, status: str) -> int:
+        """Record an interrupted (or hand-corrupted, unknown) step's status as the operator found it."""
         return self.db.execute(
-            "UPDATE kit_migrations SET status = :s WHERE id = :id AND status = 'running'", {"s": status, "id": step_id}
+            "UPDATE kit_migrations SET status = :s WHERE id = :id AND status NOT IN ('pending', 'succeeded', "
+            "'failed', 'reverted')",
+            {"s": status, "id": step_id},
         )
 
     # Backfill jobs ---------------------------------------------------------------------------------------------

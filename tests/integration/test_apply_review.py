@@ -483,3 +483,39 @@ def test_signal_during_a_long_migration_statement_stops_it_and_rolls_it_back(
         assert database.query("SELECT * FROM kit_migrations") == []
     finally:
         database.close()
+
+
+# State edited by hand ---------------------------------------------------------------------------------------------
+
+
+def test_unknown_migration_status_is_exit_8_naming_repair_not_resolved_by_verify(
+    fault_kit: FaultKit, db_url: str, tmp_path: Path
+) -> None:
+    """Before: a kit_migrations status kit does not know (the CHECK dropped or ignored, then edited) was read as
+    'interrupted' and silently rewritten 'succeeded' because the verify query passed."""
+    kit, pub, reference = fault_kit
+    applier = Applier(kit, pub, tmp_path / "artifacts")
+    assert applier.run(db_url).returncode == 0
+    database = connect(db_url, create=False)
+    try:
+        if database.dialect == "sqlite":
+            database.execute("PRAGMA ignore_check_constraints = ON")
+        else:
+            database.execute("ALTER TABLE kit_migrations DROP CONSTRAINT kit_migrations_status_check")
+        database.execute("UPDATE kit_migrations SET status = 'bogus' WHERE id = 'm2-rows'")
+    finally:
+        database.close()
+    for result in (
+        run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a", "--quiet"),
+        run_kit("status", "--db", db_url),
+    ):
+        assert result.exit_code == 8, result.output
+        _one_line(result.stderr)
+        assert "status of m2-rows is 'bogus'" in result.stderr and "--resolve m2-rows" in result.stderr
+    repaired = run_kit(
+        "repair", kit, "--key", pub, "--db", db_url, "--resolve", "m2-rows", "--as", "succeeded", "--reason", "checked"
+    )
+    assert repaired.exit_code == 0, repaired.output
+    rerun = applier.run(db_url)
+    assert rerun.returncode == 0, rerun.stderr
+    assert snapshot_of(db_url) == reference
