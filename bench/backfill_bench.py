@@ -124,13 +124,13 @@ def main() -> None:
             conn.execute("UPDATE obs_set SET raw_linkset = 'raw:' || document WHERE raw_linkset IS NULL")
             set_seconds = time.perf_counter() - started
         kit_rate = job["rowsProcessed"] / kit_seconds
-        job_rate = job["rowsProcessed"] / job["durationSeconds"]
+        job_rate = job["rowsProcessed"] / (job["durationMs"] / 1000)
         set_rate = args.rows / set_seconds
         figures = {
             "rows": args.rows,
             "batchSize": args.batch_size,
             "kitApplySeconds": round(kit_seconds, 2),
-            "kitBackfillLoopSeconds": job["durationSeconds"],
+            "kitBackfillLoopSeconds": job["durationMs"] / 1000,
             "setBasedUpdateSeconds": round(set_seconds, 2),
             "kitRowsPerSecond": round(kit_rate),
             "kitLoopRowsPerSecond": round(job_rate),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -29,6 +29,9 @@ from kitbuilder.progress import byte_progress, progress_enabled, row_progress
 from kitbuilder.trust.freshness import Freshness, default_state_dir
 from kitbuilder.trust.keys import KEY_TYPES
 from kitbuilder.trust.signatures import TrustPolicy
+
+if TYPE_CHECKING:
+    from kitbuilder.apply.results import ApplyReport
 
 
 def _emit_json(document: dict[str, Any]) -> None:
@@ -673,6 +676,7 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
                 "written": directory.written,
                 "removed": directory.removed,
                 "rolledForward": directory.rolled_forward,
+                "alreadyPatched": directory.already_patched,
             }
         else:
             target = base if in_place else out
@@ -689,9 +693,16 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
                 "copiedFromBase": result.copied_from_base,
                 "copiedFromDelta": result.copied_from_delta,
                 "bytes": result.bytes_written,
+                "alreadyPatched": result.already_patched,
             }
     if as_json:
         _emit_json(document)
+    elif document["alreadyPatched"]:
+        where = f"{base}/" if document["directory"] else document["out"]
+        rolled = " (an interrupted patch was finished first)" if document.get("rolledForward") else ""
+        click.echo(
+            f"already patched: {where} is {kit.name} {text.printable(kit.version)} (sequence {kit.sequence}){rolled}"
+        )
     elif document["directory"]:
         click.echo(
             f"patched {base}/: {kit.name} {text.printable(kit.version)} (sequence {kit.sequence}); "
@@ -961,9 +972,8 @@ lock_option = click.option(
 @click.option(
     "--artifacts",
     type=click.Path(path_type=Path),
-    default=Path("artifacts"),
-    show_default=True,
-    help="Where the run's evidence directory is written.",
+    default=None,
+    help="Where the run's evidence directory is written [default: artifacts]; with --dry-run, only when given.",
 )
 @click.option("--registry", help="Also push the kit's images to this registry (HOST[:PORT]) after applying.")
 @registry_options
@@ -980,7 +990,7 @@ def apply(
     error_rate: float | None,
     min_sample: int | None,
     lock_timeout: float,
-    artifacts: Path,
+    artifacts: Path | None,
     registry: str | None,
     registry_args: RegistryArgs,
     quiet: bool,
@@ -1001,6 +1011,22 @@ def apply(
             min_sample=min_sample,
             lock_timeout=lock_timeout,
         )
+        def check_registry() -> None:
+            # Reach the registry and check TLS and credentials once the kit is verified and before the database
+            # changes: a registry problem found only after the apply would leave the run half done.
+            from kitbuilder.oci.registry import RegistryClient, RetryPolicy, TransferOptions
+
+            assert registry is not None
+            with RegistryClient(
+                registry,
+                tls_verify=registry_args.tls_verify,
+                ca_cert=registry_args.ca_cert,
+                username=registry_args.username,
+                password=registry_args.password(),
+                options=TransferOptions(retry=RetryPolicy(attempts=2)),  # a check, not a transfer: fail fast
+            ) as client:
+                client.ping()
+
         show = progress_enabled(quiet or as_json)
         with row_progress(enabled=show) as bars:
             report = apply_op.apply_kit(
@@ -1011,6 +1037,7 @@ def apply(
                 argv=sys.argv,
                 artifacts=artifacts,
                 on_rows=bars.update if bars else None,
+                preflight=check_registry if registry is not None and not dry_run else None,
                 on_step=(lambda step: click.echo(f"→ {step.kind} {step.id} (phase {step.phase})", err=True))
                 if show
                 else None,
@@ -1018,51 +1045,76 @@ def apply(
         if registry is not None and not dry_run:
             # Images go last: a registry problem (exit 11) leaves the applied database as it is; rerun to finish.
             try:
-                report["images"] = _push(kit, registry, verify_options, registry_args, refs=(), quiet=quiet or as_json)
+                pushed = _push(kit, registry, verify_options, registry_args, refs=(), quiet=quiet or as_json)
             except KitError as error:
-                error.details = report  # the database part succeeded: its report is not lost with the push
+                error.details = report.to_json()  # the database part succeeded: its report is not lost with the push
                 raise
+            report = dataclasses.replace(report, images=pushed)
     if as_json:
-        _emit_json({"ok": True, **report})
+        _emit_json({"ok": True, **report.to_json()})
         return
     _render_apply(report)
-    if "images" in report:
-        _render_push(report["images"])
+    if report.images is not None:
+        _render_push(report.images)
 
 
-def _render_apply(report: dict[str, Any]) -> None:
-    kit = report["kit"]
+def _render_apply(report: ApplyReport) -> None:
+    from kitbuilder.apply.results import BackfillResult, DryBackfill, DryStep, MigrationResult, SeedResult
+
+    kit, database = report.kit, report.database
     click.echo(
-        f"{kit['name']} {kit['version']} (sequence {kit['sequence']}) → {report['database']['dialect']} "
-        f"({report['database']['version']})"
+        f"{kit['name']} {kit['version']} (sequence {kit['sequence']}) → {database['dialect']} ({database['version']})"
+        + (f", tenant {report.tenant}" if report.tenant is not None else "")
     )
-    if report["status"] == "dry-run":
+    if report.status == "dry-run":
         click.echo("dry run: nothing was changed")
-        for entry in report["plan"]:
-            if entry["kind"] == "backfill":
-                tenants = ", ".join(f"{t}: {n}" for t, n in entry["byTenant"].items())
-                where = f"({tenants})" if entry["tablePresent"] else f"({entry['table']} is created by this kit)"
-                click.echo(f"  backfill  {entry['id']:<28} would update {entry['wouldUpdate']} rows {where}")
-            else:
-                click.echo(f"  {entry['kind']:<9} {entry['id']:<28} {entry['status']}")
-        return
-    for step in report["steps"]:
-        detail = step.get("reason", "")
-        if step["kind"] == "backfill" and step["status"] == "finished":
-            detail = (
-                f"{step['rowsThisRun']} rows this run ({step['rowsProcessed']} total, {step['rowsFailed']} "
-                f"quarantined), {step.get('rowsPerSecond') or 0:,.0f} rows/s"
-            )
-        elif step["kind"] == "seed" and step["status"] == "succeeded":
-            detail = f"{step['rows']} rows into {step['table']}"
-        elif step["kind"] == "migration" and step["status"] == "succeeded":
-            detail = f"{step['durationMs']} ms, verify {step['verify']}"
-        click.echo(f"  {step['kind']:<9} {step['id']:<28} {step['status']:<9} {detail}")
-    for check in report["checks"]["after"]:
-        mark = "✓" if check["passed"] else ("!" if check["onFail"] == "warn" else "✗")
-        click.echo(f"  {mark} check {check['id']}: observed {check['observed']}, expected {check['expected']}")
-    evidence = report["evidence"]
-    click.echo(f"evidence {evidence['directory']}/report.json (sha256 {evidence['reportSha256']})")
+        for entry in report.plan:
+            if isinstance(entry, DryBackfill):
+                tenants = ", ".join(f"{t}: {n}" for t, n in entry.by_tenant.items())
+                bound = {"exact": "", "current": " (as of now)", "upper-bound": " (upper bound)"}[entry.count_basis]
+                click.echo(
+                    f"  backfill  {entry.id:<28} {entry.status:<9} would update {entry.would_update} rows{bound}"
+                    + (f" ({tenants})" if tenants else "")
+                )
+                if entry.count_basis != "exact":
+                    click.echo(f"            {text.printable(entry.count_reason)}")
+                click.echo(_indent(entry.sql))
+            elif isinstance(entry, DryStep):
+                click.echo(f"  {entry.kind:<9} {entry.id:<28} {entry.status}")
+                if entry.kind == "migration" and entry.status != "applied":
+                    click.echo(_indent(entry.sql))
+                elif entry.kind == "seed":
+                    click.echo(f"            into {entry.table}: {', '.join(entry.files)}")
+    else:
+        for step in report.steps:
+            detail = step.reason or ""
+            if isinstance(step, BackfillResult) and step.status == "finished":
+                detail = (
+                    f"{step.rows_this_run} rows this run ({step.rows_processed} total, {step.rows_failed} "
+                    f"quarantined), {step.rows_per_second or 0:,.0f} rows/s"
+                )
+            elif isinstance(step, SeedResult) and step.status == "succeeded":
+                detail = f"{step.rows} rows into {step.table}"
+            elif isinstance(step, MigrationResult) and step.status == "succeeded":
+                detail = f"{step.duration_ms} ms, verify {step.verify}"
+            click.echo(f"  {step.kind:<9} {step.id:<28} {step.status:<9} {detail}")
+        for check in report.checks_after:
+            mark = "✓" if check.passed else ("!" if check.on_fail == "warn" else "✗")
+            click.echo(f"  {mark} check {check.id}: observed {check.observed}, expected {check.expected}")
+    if report.deferred is not None:
+        click.echo(
+            f"deferred to a full apply: {', '.join(report.deferred.steps + report.deferred.checks)} "
+            f"({report.deferred.reason})"
+        )
+    if report.evidence is not None:
+        evidence = report.evidence
+        marker = " (dry run)" if report.dry_run else ""
+        click.echo(f"evidence{marker} {evidence.directory}/report.json (sha256 {evidence.report_sha256})")
+
+
+def _indent(sql: str) -> str:
+    # SQL comes from the kit: each line shown printable (control and format characters escaped).
+    return "\n".join(f"      | {text.printable(line)}" for line in sql.strip().splitlines())
 
 
 @main.command()

@@ -22,13 +22,16 @@ row an operator fixed is applied and leaves the quarantine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from kitbuilder import faults
+from kitbuilder.apply import checks as checkmod
 from kitbuilder.apply import state
+from kitbuilder.apply.checks import CheckResult
 from kitbuilder.apply.context import RunContext
 from kitbuilder.apply.db import (
     AccessError,
@@ -40,11 +43,10 @@ from kitbuilder.apply.db import (
     SystemicError,
 )
 from kitbuilder.apply.plan import Step
+from kitbuilder.apply.results import BackfillResult, DryBackfill
+from kitbuilder.core.jobs import Check, named_parameters
 from kitbuilder.errors import CheckFailedError, DatabaseError, UsageError
 
-DEFAULT_BATCH = 500
-DEFAULT_ERROR_RATE = 0.01
-DEFAULT_MIN_SAMPLE = 100
 MAX_RESCANS = 2
 # The first and last key of a batch and its size. By ORDER BY, not MIN/MAX: PostgreSQL has no min(uuid), and
 # every key a backfill pages by is orderable.
@@ -83,24 +85,24 @@ class BackfillJob:
     def __init__(self, ctx: RunContext, step: Step) -> None:
         self.ctx = ctx
         self.step = step
-        job = step.options
-        self.table: str = job["table"]
-        self.key: str = job["key"]
-        self.predicate: str = job["predicate"]
-        self.tenant_column: str | None = job.get("tenant_column")
+        job = self.job = step.backfill
+        self.table: str = job.table
+        self.key: str = job.key
+        self.predicate: str = job.predicate
+        self.tenant_column: str | None = job.tenant_column
         options = ctx.options
-        self.batch_size = options.batch_size or int(job.get("batch_size", DEFAULT_BATCH))
+        self.batch_size = options.batch_size or job.batch_size
         threshold = options.error_rate_threshold
-        self.error_rate = (
-            threshold if threshold is not None else float(job.get("error_rate_threshold", DEFAULT_ERROR_RATE))
-        )
-        self.min_sample = options.min_sample or int(job.get("min_sample", DEFAULT_MIN_SAMPLE))
+        self.error_rate = threshold if threshold is not None else job.error_rate_threshold
+        self.min_sample = options.min_sample or job.min_sample
         # On PostgreSQL a `set:` job finds and updates each batch in one statement (one round trip).
-        self._fused = ctx.db.dialect == "postgresql" and "set" in job
-        if options.tenant is not None and not self.tenant_column:
-            raise UsageError(f"--tenant given, but backfill {step.id} declares no tenant_column")
-        if options.tenant is not None and "update" in job and ":tenant" not in job["update"]:
-            raise UsageError(f"--tenant given, but backfill {step.id}'s update statement does not use :tenant")
+        self._fused = ctx.db.dialect == "postgresql" and bool(job.set)
+        if options.tenant is not None and job.tenant_problem is not None:
+            # validate_plan refuses this before the run's first statement; kept as the last line of defence.
+            raise UsageError(f"--tenant given, but backfill {step.id} {job.tenant_problem}")
+        # A job limited to one tenant keeps its own cursor, status and quarantine (`ID[tenant=T]`), so a later
+        # full apply (or another tenant) still processes every other row.
+        self.state_key = state.job_key(step.id, options.tenant)
 
         # What run() tracks; in memory only what a committed transaction already recorded.
         self._cursor: Any = None
@@ -113,6 +115,16 @@ class BackfillJob:
 
     # SQL -------------------------------------------------------------------------------------------------------
 
+    def statement_text(self) -> str:
+        """The UPDATE each batch runs (``:lo``/``:hi`` are the batch's first and last key), for dry runs."""
+        if self.job.update is not None:
+            return self.job.update.strip()
+        assignments = ", ".join(f"{column} = {expression}" for column, expression in self.job.set)
+        return (
+            f"UPDATE {self.table} SET {assignments} WHERE {self.key} >= :lo AND {self.key} <= :hi "
+            f"AND ({self.predicate}){self._tenant_filter()}"
+        )
+
     def _tenant_filter(self) -> str:
         return f" AND {self.tenant_column} = :tenant" if self.ctx.options.tenant is not None else ""
 
@@ -120,6 +132,15 @@ class BackfillJob:
         params = dict(extra)
         if self.ctx.options.tenant is not None:
             params["tenant"] = self.ctx.options.tenant
+        return params
+
+    def _update_params(self, **extra: Any) -> dict[str, Any]:
+        # An update statement that uses :tenant gets NULL on a full run, so it can say
+        # `(CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)` and serve both.
+        assert self.job.update is not None
+        params = self._params(**extra)
+        if "tenant" in named_parameters(self.job.update):
+            params.setdefault("tenant", None)
         return params
 
     def remaining(self) -> int:
@@ -162,10 +183,10 @@ class BackfillJob:
         return [self._key(row[0]) for row in self.ctx.db.query(sql, self._params(lo=first, hi=last))]
 
     def _update_range(self, lo: Any, hi: Any) -> int:
-        job = self.step.options
-        if "update" in job:
-            return self.ctx.db.execute(job["update"], self._params(lo=lo, hi=hi))
-        assignments = ", ".join(f"{column} = {expression}" for column, expression in job["set"].items())
+        job = self.job
+        if job.update is not None:
+            return self.ctx.db.execute(job.update, self._update_params(lo=lo, hi=hi))
+        assignments = ", ".join(f"{column} = {expression}" for column, expression in job.set)
         sql = (
             f"UPDATE {self.table} SET {assignments} WHERE {self.key} >= :lo AND {self.key} <= :hi "
             f"AND ({self.predicate}){self._tenant_filter()}"
@@ -182,7 +203,7 @@ class BackfillJob:
 
     def load_state(self) -> state.JobRecord | None:
         """The job's recorded state; None when never started or reverted. DatabaseError on drift or a bad cursor."""
-        record = self.ctx.state.job(self.step.id)
+        record = self.ctx.state.job(self.state_key)
         if record is None or record.status == "reverted":
             return None
         if record.checksum != self.step.checksum:
@@ -205,7 +226,7 @@ class BackfillJob:
 
     def _save(self, status: str, cursor: Any, reason: str | None = None) -> None:
         self.ctx.state.save_job(
-            job=self.step.id,
+            job=self.state_key,
             kit_sha256=self.ctx.kit_sha256,
             checksum=self.step.checksum,
             status=status,
@@ -224,7 +245,7 @@ class BackfillJob:
         self, cursor_from: Any, cursor_to: Any, updated: Totals, size: int, processed: int, failed: int, clock: float
     ) -> list[state.Statement]:
         return self.ctx.state.batch_statements(
-            job=self.step.id,
+            job=self.state_key,
             run_id=self.ctx.run_id,
             cursor_from=cursor_from,
             cursor_to=cursor_to,
@@ -255,7 +276,7 @@ class BackfillJob:
         db = self.ctx.db
         clock = time.monotonic()
         after = f" AND {self.key} > :cursor" if cursor is not None else ""
-        assignments = ", ".join(f"{column} = {expression}" for column, expression in self.step.options["set"].items())
+        assignments = ", ".join(f"{column} = {expression}" for column, expression in self.job.set)
         sql = (
             f"WITH kit_batch AS (SELECT {self.key} AS kit_k FROM {self.table} WHERE ({self.predicate}){after}"
             f"{self._tenant_filter()} ORDER BY {self.key} LIMIT {int(self.batch_size)}), "
@@ -308,7 +329,7 @@ class BackfillJob:
         known = encoded in self._known_quarantine
         updated = Totals(self.totals.processed, self.totals.failed + (0 if known else 1), self.totals.batches)
         with self.ctx.db.transaction():
-            self.ctx.state.quarantine(job=self.step.id, key=key, error=message, run_id=self.ctx.run_id)
+            self.ctx.state.quarantine(job=self.state_key, key=key, error=message, run_id=self.ctx.run_id)
             self.ctx.db.execute_batch(self._batch_statements(cursor, key, updated, 1, 0, 1, time.monotonic()))
         self._known_quarantine.add(encoded)
         self._failing.add(encoded)
@@ -317,7 +338,7 @@ class BackfillJob:
 
     def _retry_quarantined(self) -> None:
         """Retry rows quarantined by earlier runs: a row fixed since (or no longer in need) leaves the quarantine."""
-        for key in self.ctx.state.quarantined_keys(self.step.id):
+        for key in self.ctx.state.quarantined_keys(self.state_key):
             encoded = state.encode_key(key)
             self._known_quarantine.add(encoded)
             if not self._key_matches(key, in_scope=False):
@@ -329,13 +350,13 @@ class BackfillJob:
             try:
                 with self.ctx.db.transaction():
                     changed = self._update_range(key, key)
-                    self.ctx.state.release_quarantine(job=self.step.id, key=key)
+                    self.ctx.state.release_quarantine(job=self.state_key, key=key)
                     updated = Totals(self.totals.processed + changed, self.totals.failed - 1, self.totals.batches)
-                    self.ctx.state.update_job_totals(self.step.id, updated.frozen(), self._remaining_estimate())
+                    self.ctx.state.update_job_totals(self.state_key, updated.frozen(), self._remaining_estimate())
                     self.ctx.state.record_event(self.ctx.run_id, "backfill", self.step.id, f"retried {encoded}: ok")
             except RowError as exc:
                 with self.ctx.db.transaction():
-                    self.ctx.state.quarantine(job=self.step.id, key=key, error=exc.reason, run_id=self.ctx.run_id)
+                    self.ctx.state.quarantine(job=self.state_key, key=key, error=exc.reason, run_id=self.ctx.run_id)
                 self._failing.add(encoded)
                 continue
             self._known_quarantine.discard(encoded)
@@ -345,8 +366,8 @@ class BackfillJob:
     def _release(self, key: Any, changed: int, why: str) -> None:
         updated = Totals(self.totals.processed + changed, self.totals.failed - 1, self.totals.batches)
         with self.ctx.db.transaction():
-            self.ctx.state.release_quarantine(job=self.step.id, key=key)
-            self.ctx.state.update_job_totals(self.step.id, updated.frozen(), self._remaining_estimate())
+            self.ctx.state.release_quarantine(job=self.state_key, key=key)
+            self.ctx.state.update_job_totals(self.state_key, updated.frozen(), self._remaining_estimate())
             self.ctx.state.record_event(
                 self.ctx.run_id, "backfill", self.step.id, f"quarantined {state.encode_key(key)} released: {why}"
             )
@@ -355,7 +376,26 @@ class BackfillJob:
 
     # Running ---------------------------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def _job_checks(self, which: str, checks: tuple[Check, ...], book: checkmod.CheckBook) -> list[CheckResult]:
+        """Run the job's pre_checks or post_checks; a failing halt check stops the run (exit 10), recorded."""
+        db = self.ctx.db
+        results = []
+        for check in checks:
+            result = checkmod.evaluate(db, check, book)
+            results.append(result)
+            outcome = "passed" if result.passed else f"FAILED ({result.on_fail})"
+            with db.transaction():
+                self.ctx.state.record_event(
+                    self.ctx.run_id,
+                    "check",
+                    self.step.id,
+                    f"{which} {result.id}: {outcome}; observed {result.observed}, expected {result.expected}",
+                )
+            if not result.passed and result.on_fail == "halt":
+                raise CheckFailedError(checkmod.failure_message(result, f"backfill {self.step.id}: {which} "))
+        return results
+
+    def run(self) -> BackfillResult:
         try:
             return self._run()
         except SystemicError as exc:
@@ -368,16 +408,8 @@ class BackfillJob:
                 sqlstate=exc.sqlstate,
             ) from exc
 
-    def _run(self) -> dict[str, Any]:
+    def _run(self) -> BackfillResult:
         db = self.ctx.db
-        report: dict[str, Any] = {
-            "id": self.step.id,
-            "phase": self.step.phase,
-            "kind": "backfill",
-            "checksum": self.step.checksum,
-            "table": self.table,
-            "batchSize": self.batch_size,
-        }
         record = self.load_state()
         self.totals = (
             Totals(record.rows_processed, record.rows_failed, record.batches) if record is not None else Totals()
@@ -386,16 +418,27 @@ class BackfillJob:
         self._cursor = cursor
         self._started = record.started_at if record is not None else state.utc_now()
         self._remaining_before = self.remaining()
-        report["remainingBefore"] = self._remaining_before
+        result = BackfillResult(
+            id=self.step.id,
+            phase=self.step.phase,
+            checksum=self.step.checksum,
+            table=self.table,
+            batch_size=self.batch_size,
+            remaining_before=self._remaining_before,
+            status="skipped",
+            remaining_after=0,
+            rows_processed=self.totals.processed,
+            rows_failed=self.totals.failed,
+            reason="already finished",
+            metric=self.job.metric,
+            tenant=self.ctx.options.tenant,
+        )
         if record is not None and record.status == "finished" and self._remaining_before == 0:
-            return {
-                **report,
-                "status": "skipped",
-                "reason": "already finished",
-                "rowsProcessed": self.totals.processed,
-                "rowsFailed": self.totals.failed,
-                "remainingAfter": 0,
-            }
+            return result
+        # pre_checks guard the first batch of this run; their "before" counts serve the post_checks.
+        book = checkmod.CheckBook(changed=True)
+        checkmod.measure_before(db, self.job.pre_checks + self.job.post_checks, book)
+        pre_results = self._job_checks("pre_check", self.job.pre_checks, book)
         resumed_from = cursor
         with db.transaction():
             self._save("active", cursor)
@@ -431,6 +474,13 @@ class BackfillJob:
                 )
             cursor = None
             self._cursor = None
+        try:
+            post_results = self._job_checks("post_check", self.job.post_checks, book)
+        except CheckFailedError as failed:
+            # Not finished: the next run re-evaluates the post_checks (after an operator fix) before finishing.
+            with db.transaction():
+                self._save("paused", cursor, reason=str(failed))
+            raise
         with db.transaction():
             self._save("finished", cursor)
             self.ctx.state.record_event(
@@ -441,21 +491,24 @@ class BackfillJob:
             )
         elapsed = time.monotonic() - clock
         seen = self.totals.processed + self.totals.failed
-        return {
-            **report,
-            "status": "finished",
-            "resumedFrom": resumed_from,
-            "cursor": cursor,
-            "rowsProcessed": self.totals.processed,
-            "rowsFailed": self.totals.failed,
-            "batches": self.totals.batches,
-            "rowsThisRun": self.run_totals.processed,
-            "failedThisRun": self.run_totals.failed,
-            "errorRate": (self.totals.failed / seen) if seen else 0.0,
-            "durationSeconds": round(elapsed, 3),
-            "rowsPerSecond": round(self.run_totals.processed / elapsed, 1) if elapsed > 0 else None,
-            "remainingAfter": self.remaining(),
-        }
+        return dataclasses.replace(
+            result,
+            status="finished",
+            reason=None,
+            resumed_from=resumed_from,
+            cursor=cursor,
+            rows_processed=self.totals.processed,
+            rows_failed=self.totals.failed,
+            batches=self.totals.batches,
+            rows_this_run=self.run_totals.processed,
+            failed_this_run=self.run_totals.failed,
+            error_rate=self.totals.failed / seen if seen else 0.0,
+            duration_ms=int(elapsed * 1000),
+            rows_per_second=round(self.run_totals.processed / elapsed, 1) if elapsed > 0 else None,
+            remaining_after=self.remaining(),
+            pre_checks=tuple(pre_results),
+            post_checks=tuple(post_results),
+        )
 
     def _forward_pass(self, cursor: Any) -> Any:
         """Batches from ``cursor`` until no row after it matches; returns the last cursor."""
@@ -506,25 +559,57 @@ class BackfillJob:
         )
 
 
-def dry_run(ctx: RunContext, step: Step) -> dict[str, Any]:
-    """Read-only: rows the job would change, per tenant."""
+def dry_run(ctx: RunContext, step: Step, *, pending_before: tuple[str, ...] = ()) -> DryBackfill:
+    """Read-only: rows the job would change, per tenant, and how far the count can be trusted.
+
+    ``pending_before``: steps of this kit that run before the job and are not applied yet.
+    """
     job = BackfillJob(ctx, step)
-    present = ctx.db.table_exists(job.table)
+    db = ctx.db
+    present = db.table_exists(job.table)
     by_tenant: dict[str, int] = {}
-    if present:
+    basis: Any = "exact"
+    reason = "the predicate counted on the database as the job will find it"
+    if pending_before:
+        basis = "current"
+        reason = (
+            f"counted on the database as it is now; {len(pending_before)} earlier step(s) of this kit are pending "
+            f"({', '.join(pending_before[:3])}{', …' if len(pending_before) > 3 else ''}) and may change it"
+        )
+    if not present:
+        basis = "current"
+        reason = f"{job.table} does not exist yet: 0 rows now; the steps of this kit before the job decide how many"
+    else:
         try:
             by_tenant = job.remaining_by_tenant()
-        except (RowError, StatementError):
-            # The predicate names a column an earlier step of this kit adds: every row will need work.
-            by_tenant = {"*": int(ctx.db.query_value(f"SELECT COUNT(*) FROM {job.table}") or 0)}
-    return {
-        "id": step.id,
-        "phase": step.phase,
-        "kind": "backfill",
-        "table": job.table,
-        "tablePresent": present,
-        "predicate": job.predicate,
-        "wouldUpdate": sum(by_tenant.values()),
-        "byTenant": by_tenant,
-        "batchSize": job.batch_size,
-    }
+        except (RowError, StatementError) as exc:
+            # The predicate names a table or column an earlier step of this kit adds, so it cannot be
+            # evaluated yet: every row (of the tenant) may need work, which bounds the count from above.
+            tenant = f" WHERE {job.tenant_column} = :tenant" if ctx.options.tenant is not None else ""
+            total = db.query_value(f"SELECT COUNT(*) FROM {job.table}{tenant}", job._params())
+            by_tenant = {ctx.options.tenant or "*": int(total or 0)}
+            basis = "upper-bound"
+            reason = (
+                f"the predicate cannot run before the kit's earlier steps ({exc.reason}); "
+                f"counted every row of {job.table} instead"
+            )
+    recorded = None
+    if db.table_exists("kit_backfill_runs"):
+        record = ctx.state.job(job.state_key)
+        recorded = record.status if record is not None else None
+    return DryBackfill(
+        id=step.id,
+        phase=step.phase,
+        checksum=step.checksum,
+        table=job.table,
+        table_present=present,
+        predicate=job.predicate,
+        would_update=sum(by_tenant.values()),
+        by_tenant=by_tenant,
+        batch_size=job.batch_size,
+        count_basis=basis,
+        count_reason=reason,
+        status=str(recorded) if recorded not in (None, "reverted") else "pending",
+        sql=job.statement_text(),
+        tenant=ctx.options.tenant,
+    )

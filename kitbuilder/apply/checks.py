@@ -1,5 +1,10 @@
 """Database checks a kit declares: counts stable or moved by an expected delta, uniqueness,
-referential integrity, SQLite's foreign_key_check, custom SQL. Each halts or warns."""
+referential integrity, SQLite's foreign_key_check, custom SQL. Each halts or warns.
+
+Checks arrive typed (:mod:`kitbuilder.core.jobs`, one class per kind, validated when the kit
+was verified), so each kind reads exactly its own fields. The same evaluation serves the
+kit's checks (before/after phases) and a backfill's ``pre_checks``/``post_checks``.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,18 @@ from typing import Any
 
 from kitbuilder.apply import db as dbmod
 from kitbuilder.apply.db import Database
+from kitbuilder.core.jobs import (
+    Check,
+    CountCheck,
+    ForeignKeyCheck,
+    SqlCheck,
+    SqliteForeignKeyCheck,
+    UniqueCheck,
+)
 from kitbuilder.errors import CheckFailedError
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckResult:
     id: str
     kind: str
@@ -35,7 +48,7 @@ class CheckResult:
 
 @dataclass
 class CheckBook:
-    """Counts measured before the run, and every result after."""
+    """Counts measured before, and every result after (a run's working state, hence mutable)."""
 
     before: dict[str, int] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)
@@ -44,86 +57,103 @@ class CheckBook:
     changed: bool = False
 
 
-def _count(db: Database, check: dict[str, Any]) -> int:
+def _where(condition: str | None) -> str:
+    return f" WHERE {condition}" if condition else ""
+
+
+def _count(db: Database, check: CountCheck) -> int:
     # A table the kit has not created yet holds no rows; counting it as 0 keeps "stable" meaningful.
-    if not db.table_exists(check["table"]):
+    if not db.table_exists(check.table):
         return 0
-    where = f" WHERE {check['where']}" if check.get("where") else ""
-    return int(db.query_value(f"SELECT COUNT(*) FROM {check['table']}{where}") or 0)
+    return int(db.query_value(f"SELECT COUNT(*) FROM {check.table}{_where(check.where)}") or 0)
 
 
-def measure_before(db: Database, checks: tuple[dict[str, Any], ...], book: CheckBook) -> None:
+def measure_before(db: Database, checks: tuple[Check, ...] | list[Check], book: CheckBook) -> None:
     for check in checks:
-        if check["kind"] == "count":
+        if isinstance(check, CountCheck):
             try:
-                book.before[check["id"]] = _count(db, check)
+                book.before[check.id] = _count(db, check)
             except (dbmod.RowError, dbmod.StatementError):
                 # The column or table the check names arrives with this kit: nothing to count yet.
-                book.before[check["id"]] = 0
+                book.before[check.id] = 0
 
 
-def evaluate(db: Database, check: dict[str, Any], book: CheckBook) -> CheckResult:
-    kind = check["kind"]
-    on_fail = check.get("on_fail", "halt")
+def _truthy(value: Any) -> bool:
+    return bool(value) and value not in ("0", "f", "false")
+
+
+def _evaluate(db: Database, check: Check, book: CheckBook) -> CheckResult:
+    on_fail = check.on_fail
+    if isinstance(check, CountCheck):
+        before = book.before.get(check.id, 0)
+        after = _count(db, check)
+        expect = check.expect
+        expected: Any
+        if expect.mode == "stable":
+            passed, expected = after == before, before
+        elif expect.mode == "delta" and not book.changed:
+            return CheckResult(
+                check.id, check.kind, True, on_fail, after, None, "nothing applied in this run; delta not applicable"
+            )
+        elif expect.mode == "delta":
+            expected = before + expect.value
+            passed = after == expected
+        elif expect.mode == "equals":
+            passed, expected = after == expect.value, expect.value
+        elif expect.mode == "min":
+            passed, expected = after >= expect.value, f">= {expect.value}"
+        else:
+            passed, expected = after <= expect.value, f"<= {expect.value}"
+        return CheckResult(check.id, check.kind, passed, on_fail, after, expected, f"before {before}")
+    if isinstance(check, UniqueCheck):
+        columns = ", ".join(check.columns)
+        duplicates = int(
+            db.query_value(
+                f"SELECT COUNT(*) FROM (SELECT {columns} FROM {check.table}{_where(check.where)} "
+                f"GROUP BY {columns} HAVING COUNT(*) > 1) AS kit_dups"
+            )
+            or 0
+        )
+        return CheckResult(check.id, check.kind, duplicates == 0, on_fail, duplicates, 0, "duplicate key groups")
+    if isinstance(check, ForeignKeyCheck):
+        orphans = int(
+            db.query_value(
+                f"SELECT COUNT(*) FROM {check.table} AS c LEFT JOIN {check.references_table} AS p "
+                f"ON c.{check.column} = p.{check.references_column} "
+                f"WHERE c.{check.column} IS NOT NULL AND p.{check.references_column} IS NULL"
+            )
+            or 0
+        )
+        return CheckResult(check.id, check.kind, orphans == 0, on_fail, orphans, 0, "orphan rows")
+    if isinstance(check, SqliteForeignKeyCheck):
+        if db.dialect != "sqlite":
+            return CheckResult(check.id, check.kind, True, on_fail, 0, 0, "PostgreSQL enforces foreign keys")
+        violations = len(db.query("PRAGMA foreign_key_check"))
+        return CheckResult(check.id, check.kind, violations == 0, on_fail, violations, 0, "PRAGMA foreign_key_check")
+    assert isinstance(check, SqlCheck)
+    value = db.query_value(check.query)
+    observed = value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
+    detail = check.query.strip().splitlines()[0][:120]
+    return CheckResult(check.id, check.kind, _truthy(value), on_fail, observed, "truthy", detail)
+
+
+def evaluate(db: Database, check: Check, book: CheckBook) -> CheckResult:
     try:
-        if kind == "count":
-            before = book.before.get(check["id"], 0)
-            after = _count(db, check)
-            expect = check["expect"]
-            expected: Any
-            if expect == "stable":
-                passed, expected = after == before, before
-            elif "delta" in expect and not book.changed:
-                return CheckResult(
-                    check["id"], kind, True, on_fail, after, None, "nothing applied in this run; delta not applicable"
-                )
-            elif "delta" in expect:
-                expected = before + expect["delta"]
-                passed = after == expected
-            elif "equals" in expect:
-                passed, expected = after == expect["equals"], expect["equals"]
-            elif "min" in expect:
-                passed, expected = after >= expect["min"], f">= {expect['min']}"
-            else:
-                passed, expected = after <= expect["max"], f"<= {expect['max']}"
-            return CheckResult(check["id"], kind, passed, on_fail, after, expected, f"before {before}")
-        if kind == "unique":
-            columns = ", ".join(check["columns"])
-            where = f" WHERE {check['where']}" if check.get("where") else ""
-            duplicates = int(
-                db.query_value(
-                    f"SELECT COUNT(*) FROM (SELECT {columns} FROM {check['table']}{where} "
-                    f"GROUP BY {columns} HAVING COUNT(*) > 1) AS kit_dups"
-                )
-                or 0
-            )
-            return CheckResult(check["id"], kind, duplicates == 0, on_fail, duplicates, 0, "duplicate key groups")
-        if kind == "foreign-key":
-            ref = check["references"]
-            orphans = int(
-                db.query_value(
-                    f"SELECT COUNT(*) FROM {check['table']} AS c LEFT JOIN {ref['table']} AS p "
-                    f"ON c.{check['column']} = p.{ref['column']} "
-                    f"WHERE c.{check['column']} IS NOT NULL AND p.{ref['column']} IS NULL"
-                )
-                or 0
-            )
-            return CheckResult(check["id"], kind, orphans == 0, on_fail, orphans, 0, "orphan rows")
-        if kind == "sqlite-foreign-key-check":
-            if db.dialect != "sqlite":
-                return CheckResult(check["id"], kind, True, on_fail, 0, 0, "PostgreSQL enforces foreign keys")
-            violations = len(db.query("PRAGMA foreign_key_check"))
-            return CheckResult(check["id"], kind, violations == 0, on_fail, violations, 0, "PRAGMA foreign_key_check")
-        value = db.query_value(check["query"])
-        passed = bool(value) and value not in ("0", "f", "false")
-        return CheckResult(check["id"], kind, passed, on_fail, value, "truthy", check["query"].splitlines()[0][:120])
+        return _evaluate(db, check, book)
     except (dbmod.RowError, dbmod.StatementError) as exc:
         # The check's own SQL fails on this database: a failed check. A systemic error (disk, connection,
         # interrupt) propagates and stops the run.
-        return CheckResult(check["id"], kind, False, on_fail, None, None, f"error: {exc.reason}")
+        return CheckResult(check.id, check.kind, False, check.on_fail, None, None, f"error: {exc.reason}")
 
 
-def run_checks(db: Database, checks: list[dict[str, Any]], book: CheckBook) -> list[CheckResult]:
+def failure_message(result: CheckResult, context: str = "") -> str:
+    return (
+        f"{context}check {result.id} ({result.kind}) failed: observed {result.observed}, expected {result.expected}"
+        + (f" ({result.detail})" if result.detail else "")
+    )
+
+
+def run_checks(db: Database, checks: list[Check] | tuple[Check, ...], book: CheckBook) -> list[CheckResult]:
     """Evaluate ``checks``; record results; raise CheckFailedError at the first failing halt check."""
     results = []
     for check in checks:
@@ -131,8 +161,5 @@ def run_checks(db: Database, checks: list[dict[str, Any]], book: CheckBook) -> l
         book.results.append(result)
         results.append(result)
         if not result.passed and result.on_fail == "halt":
-            raise CheckFailedError(
-                f"check {result.id} ({result.kind}) failed: observed {result.observed}, expected {result.expected}"
-                + (f" ({result.detail})" if result.detail else "")
-            )
+            raise CheckFailedError(failure_message(result))
     return results

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+from kitbuilder.apply.results import ApplyReport, BackfillResult, MigrationResult
 from kitbuilder.atomic import write_atomic
 from kitbuilder.core import jsonio
+from kitbuilder.errors import HostIOError
 
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def metrics_text(report: dict[str, Any]) -> str:
+def metrics_text(report: ApplyReport) -> str:
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
@@ -25,80 +28,114 @@ def metrics_text(report: dict[str, Any]) -> str:
             rendered = ",".join(f'{k}="{_label(v)}"' for k, v in sorted(labels.items()))
             lines.append(f"{name}{{{rendered}}} {value:g}" if rendered else f"{name} {value:g}")
 
-    kit = report["kit"]["name"]
-    steps = report.get("steps", [])
-    backfills = [s for s in steps if s.get("kind") == "backfill"]
-    migrations = [s for s in steps if s.get("kind") == "migration"]
+    kit = report.kit_name
+    backfills = [s for s in report.steps if isinstance(s, BackfillResult)]
+    migrations = [s for s in report.steps if isinstance(s, MigrationResult)]
+
+    def job_labels(step: BackfillResult) -> dict[str, str]:
+        return {"kit": kit, "job": step.id, **({"tenant": step.tenant} if step.tenant is not None else {})}
+
     metric(
         "kit_documents_processed_total",
         "counter",
         "Rows updated by backfill jobs (all runs).",
-        [({"kit": kit, "job": s["id"]}, float(s.get("rowsProcessed", 0))) for s in backfills],
+        [(job_labels(s), float(s.rows_processed)) for s in backfills],
     )
     metric(
         "kit_documents_failed_total",
         "counter",
         "Rows quarantined by backfill jobs (all runs).",
-        [({"kit": kit, "job": s["id"]}, float(s.get("rowsFailed", 0))) for s in backfills],
+        [(job_labels(s), float(s.rows_failed)) for s in backfills],
     )
     metric(
         "kit_documents_remaining",
         "gauge",
-        "Rows still matching a backfill's predicate after the run.",
+        "Rows still matching a backfill's predicate after the run (label metric: the job's metric name).",
         [
-            (
-                {"kit": kit, "job": s["id"], **({"metric": s["metric"]} if s.get("metric") else {})},
-                float(s.get("remainingAfter", 0)),
-            )
+            ({**job_labels(s), **({"metric": s.metric} if s.metric else {})}, float(s.remaining_after))
             for s in backfills
         ],
     )
+    # Each job's own gauge, named by its `metric:` option (docs/apply.md section 4).
+    by_name: dict[str, list[BackfillResult]] = {}
+    for step in backfills:
+        if step.metric:
+            by_name.setdefault(step.metric, []).append(step)
+    for name, steps in sorted(by_name.items()):
+        metric(
+            name,
+            "gauge",
+            "Rows still matching the backfill's predicate after the run.",
+            [(job_labels(step), float(step.remaining_after)) for step in steps],
+        )
     metric(
         "kit_backfill_rows_per_second",
         "gauge",
         "Backfill throughput in this run.",
-        [({"kit": kit, "job": s["id"]}, float(s.get("rowsPerSecond") or 0)) for s in backfills],
+        [(job_labels(s), float(s.rows_per_second or 0)) for s in backfills],
     )
     metric(
         "kit_migration_duration_seconds",
         "gauge",
         "Duration of each migration applied in this run.",
         [
-            ({"kit": kit, "migration": s["id"]}, s.get("durationMs", 0) / 1000.0)
+            ({"kit": kit, "migration": s.id}, (s.duration_ms or 0) / 1000.0)
             for s in migrations
-            if s.get("status") == "succeeded"
+            if s.status == "succeeded"
         ],
     )
-    checks = report.get("checks", {}).get("after", [])
     metric(
         "kit_check_passed",
         "gauge",
         "1 when a declared check passed.",
-        [({"kit": kit, "check": c["id"]}, 1.0 if c["passed"] else 0.0) for c in checks],
+        [({"kit": kit, "check": c.id}, 1.0 if c.passed else 0.0) for c in report.checks_after],
     )
     metric(
         "kit_apply_success",
         "gauge",
         "1 when the run finished successfully.",
-        [({"kit": kit}, 1.0 if report["status"] == "succeeded" else 0.0)],
+        [({"kit": kit}, 1.0 if report.status == "succeeded" else 0.0)],
     )
     metric(
         "kit_lock_wait_seconds",
         "gauge",
         "Time spent waiting for the apply lock.",
-        [({"kit": kit}, float(report.get("lockWaitSeconds", 0.0)))],
+        [({"kit": kit}, float(report.lock_wait_seconds or 0.0))],
     )
     return "\n".join(lines) + "\n"
 
 
-def write_evidence(artifacts: Path, report: dict[str, Any], *, now: datetime | None = None) -> tuple[Path, str]:
-    """Write the run's evidence directory; return it and the report's SHA-256."""
+def write_evidence(artifacts: Path, report: ApplyReport, *, now: datetime | None = None) -> tuple[Path, str]:
+    """Write the run's evidence directory; return it and the report's SHA-256.
+
+    A dry run writes the same three files (its report says ``"dryRun": true`` and ``"status":
+    "dry-run"``), into a directory whose name ends in ``-dry-run`` so it is never mistaken for
+    the evidence of a change.
+    """
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
-    directory = artifacts / stamp
+    directory = artifacts / (f"{stamp}-dry-run" if report.dry_run else stamp)
     directory.mkdir(parents=True, exist_ok=False)
-    body = jsonio.dump_pretty(report)
+    body = jsonio.dump_pretty(report.to_json())
     digest = hashlib.sha256(body).hexdigest()
     write_atomic(directory / "report.json", body)
     write_atomic(directory / "report.json.sha256", f"{digest}  report.json\n".encode())
-    write_atomic(directory / "metrics.prom", metrics_text(report).encode())
+    if not report.dry_run:
+        write_atomic(directory / "metrics.prom", metrics_text(report).encode())
     return directory, digest
+
+
+def check_artifacts_dir(artifacts: Path) -> None:
+    """Fail before the first statement if the evidence cannot be written (HostIOError, exit 12).
+
+    Creates ``artifacts`` (it is where the user asked evidence to go) and probes that a file can be
+    created in it; the probe is removed.
+    """
+    try:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".kit-probe-", dir=artifacts)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as exc:
+        raise HostIOError(
+            f"--artifacts {artifacts}: evidence cannot be written there ({exc.strerror or exc}); nothing was applied"
+        ) from exc

@@ -9,18 +9,17 @@ with its verify script or, when declared idempotent, by running it again.
 
 from __future__ import annotations
 
-import csv
-import json
+import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kitbuilder import faults
-from kitbuilder.apply import state
+from kitbuilder.apply import sqlsplit, state
 from kitbuilder.apply.context import RunContext
 from kitbuilder.apply.db import DriverError
-from kitbuilder.apply.plan import Step
+from kitbuilder.apply.plan import Step, seed_rows
+from kitbuilder.apply.results import MigrationResult, SeedResult
 from kitbuilder.errors import DatabaseError, UsageError
 
 SEED_CHUNK = 5000
@@ -92,21 +91,22 @@ class _StepFailure(Exception):
 
 
 def _run_statements(ctx: RunContext, step: Step, script: str) -> None:
-    for number, statement in enumerate(ctx.db.split(script), start=1):
+    where = step.migration.files[step.migration.up].path
+    for number, statement in enumerate(sqlsplit.split_script(script, ctx.db.dialect, where=where), start=1):
         faults.point("migration-statement")
         try:
-            ctx.db.execute(statement)
+            ctx.db.execute(statement.text)
         except DriverError as exc:
-            first = statement.strip().splitlines()[0][:80]
-            raise _StepFailure(f"statement {number} ({first}): {exc.reason}") from exc
+            first = statement.text.strip().splitlines()[0][:80]
+            raise _StepFailure(f"statement {number} at {where}:{statement.line} ({first}): {exc.reason}") from exc
 
 
-def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
+def apply_migration(ctx: RunContext, step: Step) -> MigrationResult:
     status = status_of(ctx, step)
-    report: dict[str, Any] = {"id": step.id, "phase": step.phase, "kind": "migration", "checksum": step.checksum}
+    report = MigrationResult(step.id, step.phase, step.checksum, "skipped", reason="already applied")
     if status == "applied":
-        return {**report, "status": "skipped", "reason": "already applied"}
-    transactional = step.options.get("transactional", True) is not False
+        return report
+    transactional = step.migration.options.transactional
     started = state.utc_now()
     clock = time.monotonic()
     up = step.text("up") or ""
@@ -115,8 +115,10 @@ def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
             with ctx.db.transaction():
                 _write_row(ctx, step, "succeeded", started=started, duration_ms=0, error=None)
                 ctx.state.record_event(ctx.run_id, "repair", step.id, "interrupted run resolved by verify")
-            return {**report, "status": "succeeded", "resolvedBy": "verify", "durationMs": 0, "verify": "passed"}
-        if not step.options.get("idempotent"):
+            return dataclasses.replace(
+                report, status="succeeded", reason=None, resolved_by="verify", duration_ms=0, verify="passed"
+            )
+        if not step.migration.options.idempotent:
             raise DatabaseError(
                 f"migration {step.id} was interrupted mid-run and is not idempotent; inspect the database, then "
                 f'`kit repair KIT --db URL --resolve {step.id} --as succeeded|failed --reason "…"`'
@@ -149,16 +151,19 @@ def apply_migration(ctx: RunContext, step: Step) -> dict[str, Any]:
     except DriverError as exc:
         raise _fail(ctx, step, started, exc.reason) from exc
     ctx.lock.renew()
-    return {
-        **report,
-        "status": "succeeded",
-        "durationMs": duration,
-        "verify": "passed" if step.text("verify") else "none",
-    }
+    return dataclasses.replace(
+        report,
+        status="succeeded",
+        reason=None,
+        duration_ms=duration,
+        verify="passed" if step.text("verify") else "none",
+    )
 
 
 def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
-    script = step.text("revert") if step.kind == "migration" else step.options.get("revert")
+    script = (
+        step.text("revert") if step.kind == "migration" else (step.backfill.revert if step.kind == "backfill" else None)
+    )
     if step.kind == "seed":
         # Seeds are upserts: their rows stay (or go with the table a migration revert drops); marking the
         # seed reverted makes the next apply load it again, which is idempotent.
@@ -166,7 +171,7 @@ def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
     elif not script:
         raise DatabaseError(f"{step.kind} {step.id}: no revert script in the kit; restore from backup instead")
     try:
-        if step.kind == "migration" and step.options.get("transactional", True) is False:
+        if step.kind == "migration" and not step.migration.options.transactional:
             # Like its up script, the revert (DROP INDEX CONCURRENTLY) cannot run in a transaction. The state
             # row changes after it: a run stopped in between reverts again, so such a revert must be idempotent.
             for statement in ctx.db.split(script):
@@ -190,29 +195,12 @@ def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
     return {"id": step.id, "kind": step.kind, "phase": step.phase, "status": "reverted"}
 
 
-def _seed_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open("r", encoding="utf-8", newline="") as handle:
-        if path.suffix == ".csv":
-            yield from csv.DictReader(handle)
-            return
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise UsageError(f"{path.name}:{number}: not a JSON object ({exc})") from exc
-            if not isinstance(row, dict):
-                raise UsageError(f"{path.name}:{number}: expected a JSON object per line")
-            yield {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
-
-
-def apply_seed(ctx: RunContext, step: Step) -> dict[str, Any]:
-    report: dict[str, Any] = {"id": step.id, "phase": step.phase, "kind": "seed", "checksum": step.checksum}
+def apply_seed(ctx: RunContext, step: Step) -> SeedResult:
+    report = SeedResult(step.id, step.phase, step.checksum, "skipped", reason="already applied")
     if status_of(ctx, step) == "applied":
-        return {**report, "status": "skipped", "reason": "already applied"}
-    table: str = step.options["table"]
-    keys: list[str] = list(step.options["key"])
+        return report
+    table: str = step.seed.options.table
+    keys: list[str] = list(step.seed.options.key)
     started = state.utc_now()
     clock = time.monotonic()
     total = 0
@@ -227,11 +215,11 @@ def apply_seed(ctx: RunContext, step: Step) -> dict[str, Any]:
     except DriverError as exc:
         raise _fail(ctx, step, started, f"loading into {table}: {exc.reason}") from exc
     ctx.lock.renew()
-    return {**report, "status": "succeeded", "rows": total, "table": table, "durationMs": duration}
+    return dataclasses.replace(report, status="succeeded", reason=None, rows=total, table=table, duration_ms=duration)
 
 
 def _upsert_file(ctx: RunContext, table: str, keys: list[str], path: Path) -> int:
-    rows = list(_seed_rows(path))
+    rows = list(seed_rows(path))
     if not rows:
         return 0
     columns = sorted({column for row in rows for column in row})

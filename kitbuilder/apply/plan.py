@@ -3,20 +3,34 @@
 Phases sort naturally ("21-101" < "21-102" < "21-103"); within a phase,
 migrations run first (in spec order), then seeds, then backfills. Components
 without a phase run after every phased one. The plan is built only from a
-verified manifest and the staging directory its bytes were extracted to.
+verified manifest and the staging directory its bytes were extracted to, by the
+same parser ``kit verify`` ran (:class:`kitbuilder.core.jobs.KitJobs`), and
+:func:`validate_plan` checks everything a run depends on before its first statement.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kitbuilder.core.manifest import Manifest
-from kitbuilder.core.spec import load_backfill_job
-from kitbuilder.errors import SpecError
+from kitbuilder.apply import sqlsplit
+from kitbuilder.core.jobs import (
+    BackfillComponent,
+    BackfillJob,
+    Check,
+    Job,
+    KitJobs,
+    MigrationJob,
+    SeedJob,
+)
+from kitbuilder.core.manifest import FileEntry, Manifest
+from kitbuilder.errors import FormatError, UsageError
 
 _ROLE_ORDER = {"migration": 0, "seed": 1, "backfill": 2}
 LAST_PHASE = "~"  # sorts after every phase name the spec allows
@@ -30,22 +44,46 @@ def phase_key(phase: str) -> tuple[tuple[int, Any], ...]:
 
 @dataclass(frozen=True)
 class Step:
+    """One job of the plan with its staged files: ``up``/``verify``/``revert`` for a migration,
+    the data files for a seed, ``job`` for a backfill."""
+
     id: str
     kind: str  # migration | seed | backfill
     phase: str
     checksum: str
-    files: dict[str, Path]
-    options: dict[str, Any] = field(default_factory=dict)
+    files: Mapping[str, Path]
+    job: Job
 
     def text(self, name: str) -> str | None:
         path = self.files.get(name)
         return path.read_text("utf-8") if path is not None else None
 
+    @property
+    def migration(self) -> MigrationJob:
+        if not isinstance(self.job, MigrationJob):
+            raise TypeError(f"{self.id} is a {self.kind}, not a migration")
+        return self.job
+
+    @property
+    def seed(self) -> SeedJob:
+        if not isinstance(self.job, SeedJob):
+            raise TypeError(f"{self.id} is a {self.kind}, not a seed")
+        return self.job
+
+    @property
+    def backfill(self) -> BackfillJob:
+        if not isinstance(self.job, BackfillComponent):
+            raise TypeError(f"{self.id} is a {self.kind}, not a backfill")
+        return self.job.job
+
 
 @dataclass(frozen=True)
 class Plan:
     steps: tuple[Step, ...]
-    checks: tuple[dict[str, Any], ...]
+    checks: tuple[Check, ...]
+    # Set by `limited_to_tenant`: what a tenant-limited run leaves for a full apply.
+    deferred_steps: tuple[str, ...] = ()
+    deferred_checks: tuple[str, ...] = ()
 
     @property
     def phases(self) -> tuple[str, ...]:
@@ -54,73 +92,153 @@ class Plan:
             seen.setdefault(step.phase, None)
         return tuple(seen)
 
+    def checks_for_phase(self, phase: str | None) -> list[Check]:
+        """The checks that run when ``phase`` is done (None: at the end of the run)."""
+        return [c for c in self.checks if c.phase == phase]
 
-def _component_files(manifest: Manifest, component_id: str, staging: Path) -> dict[str, tuple[Path, str]]:
-    """Relative name within the component → (staged path, sha256)."""
-    result: dict[str, tuple[Path, str]] = {}
-    files = [f for f in manifest.files if f.component == component_id]
-    if not files:
-        return result
-    prefix = _common_dir([f.path for f in files])
-    for entry in files:
-        relative = entry.path[len(prefix) + 1 :] if prefix else entry.path
-        result[relative] = (staging.joinpath(*entry.path.split("/")), entry.sha256)
-    return result
+    def limited_to_tenant(self) -> Plan:
+        """The part of the plan a ``--tenant`` run executes.
+
+        A backfill limited to one tenant leaves its phase unfinished for the others, so that
+        phase's checks, the final checks and every later phase (which may rely on the backfill
+        being complete) wait for a full apply. Earlier phases run as usual.
+        """
+        backfill_phases = [s.phase for s in self.steps if s.kind == "backfill"]
+        if not backfill_phases:
+            return self
+        stop = min(backfill_phases, key=phase_key)
+        steps = tuple(s for s in self.steps if phase_key(s.phase) <= phase_key(stop))
+        checks = tuple(c for c in self.checks if c.phase is not None and phase_key(c.phase) < phase_key(stop))
+        return Plan(
+            steps=steps,
+            checks=checks,
+            deferred_steps=tuple(s.id for s in self.steps if s not in steps),
+            deferred_checks=tuple(c.id for c in self.checks if c not in checks),
+        )
 
 
-def _common_dir(paths: list[str]) -> str:
-    parts = [p.split("/")[:-1] for p in paths]
-    common: list[str] = []
-    for segments in zip(*parts, strict=False):
-        if all(s == segments[0] for s in segments):
-            common.append(segments[0])
-        else:
-            break
-    return "/".join(common)
-
-
-def _checksum(files: dict[str, tuple[Path, str]], extra: dict[str, Any]) -> str:
-    lines = [f"{name}:{digest}" for name, (_, digest) in sorted(files.items())]
-    lines += [f"option:{key}={extra[key]!r}" for key in sorted(extra)]
+def _checksum(files: Mapping[str, FileEntry], options: Mapping[str, Any]) -> str:
+    # kit-sha256-v1: recorded in kit_migrations, so it must not change for the same component.
+    lines = [f"{name}:{entry.sha256}" for name, entry in sorted(files.items())]
+    lines += [f"option:{key}={options[key]!r}" for key in sorted(options)]
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
+def _staged(staging: Path, entry: FileEntry) -> Path:
+    return staging.joinpath(*entry.path.split("/"))
+
+
 def build_plan(manifest: Manifest, staging: Path) -> Plan:
+    """The ordered plan of a verified kit whose members were extracted to ``staging``."""
+    kit_jobs = KitJobs.from_manifest(manifest, lambda entry: _staged(staging, entry).read_bytes())
+    position = {c.id: number for number, c in enumerate(manifest.components)}
     steps: list[tuple[tuple[Any, ...], Step]] = []
-    for position, component in enumerate(manifest.components):
-        if component.role not in _ROLE_ORDER:
-            continue
-        files = _component_files(manifest, component.id, staging)
-        options = dict(component.options)
-        phase = component.phase or LAST_PHASE
-        if component.role == "migration":
-            up_name = options.get("up", "up.sql")
-            if up_name not in files:
-                raise SpecError(f"migration {component.id}: the kit has no {up_name} for it")
-            named = {
-                role: files[options.get(role, f"{role}.sql")][0]
-                for role in ("up", "verify", "revert")
-                if options.get(role, f"{role}.sql") in files
-            }
-            if options.get("transactional", True) is False and "verify" not in named and not options.get("idempotent"):
-                raise SpecError(
-                    f"migration {component.id}: non-transactional migrations must declare idempotent: true "
-                    "or ship a verify script, so a crash can be resolved"
-                )
-            step = Step(component.id, "migration", phase, _checksum(files, options), named, options)
-        elif component.role == "seed":
-            data = {name: path for name, (path, _) in files.items() if name.endswith((".ndjson", ".csv", ".jsonl"))}
-            step = Step(component.id, "seed", phase, _checksum(files, options), data, options)
+    for job in kit_jobs.jobs:
+        files: dict[str, Path]
+        if isinstance(job, MigrationJob):
+            names = {"up": job.up, "verify": job.verify, "revert": job.revert}
+            files = {role: _staged(staging, job.files[name]) for role, name in names.items() if name is not None}
+        elif isinstance(job, SeedJob):
+            files = {name: _staged(staging, job.files[name]) for name in job.data}
         else:
-            yaml_files = [name for name in files if name.endswith((".yaml", ".yml"))]
-            job_name = "job.yaml" if "job.yaml" in files else (yaml_files[0] if len(yaml_files) == 1 else None)
-            if job_name is None:
-                raise SpecError(f"backfill {component.id}: the kit has no job YAML for it")
-            job_path = files[job_name][0]
-            job = load_backfill_job(job_path.read_text("utf-8"), f"{component.id}/{job_name}")
-            step = Step(
-                component.id, "backfill", phase, _checksum(files, options), {"job": job_path}, {**options, **job}
-            )
-        steps.append(((phase_key(phase), _ROLE_ORDER[component.role], position), step))
+            files = {"job": _staged(staging, job.files[job.job_file])}
+        phase = job.phase or LAST_PHASE
+        step = Step(job.id, job.kind, phase, _checksum(job.files, job.raw_options), files, job)
+        steps.append(((phase_key(phase), _ROLE_ORDER[job.kind], position[job.id]), step))
     steps.sort(key=lambda item: item[0])
-    return Plan(steps=tuple(step for _, step in steps), checks=manifest.checks)
+    return Plan(steps=tuple(step for _, step in steps), checks=kit_jobs.checks)
+
+
+def tenant_problems(plan: Plan) -> list[str]:
+    """Why ``--tenant`` cannot be honoured by this plan (empty when it can)."""
+    backfills = [s for s in plan.steps if s.kind == "backfill"]
+    if not backfills:
+        return ["the kit has no backfill; --tenant limits backfills to one tenant"]
+    return [f"backfill {s.id} {problem}" for s in backfills if (problem := s.backfill.tenant_problem) is not None]
+
+
+def validate_plan(plan: Plan, *, dialect: str, tenant: str | None) -> None:
+    """Everything the run depends on, checked before its first statement.
+
+    Raises UsageError for options the plan cannot honour (``--tenant`` on a job that cannot be
+    limited to a tenant) and DatabaseError naming file and line for a script that does not parse.
+    """
+    if tenant is not None:
+        if not tenant.strip():
+            raise UsageError("--tenant: empty tenant name")
+        problems = tenant_problems(plan)
+        if problems:
+            raise UsageError(
+                f"--tenant {tenant}: " + "; ".join(problems) + ". Nothing was applied; run without --tenant, "
+                "or give the job a tenant_column (and :tenant in its update statement)"
+            )
+    for step in plan.steps:
+        if step.kind == "seed":
+            _check_seed(step)
+        if step.kind != "migration":
+            continue
+        for role in ("up", "verify"):
+            path = step.files.get(role)
+            if path is not None:
+                where = f"migration {step.id}: {step.migration.files[_name(step, role)].path}"
+                sqlsplit.split_script(_text(path, where), dialect, where=where)
+
+
+def validate_reverts(steps: list[Step], *, dialect: str) -> None:
+    """Before a rollback's first statement: every revert script it will run parses (DatabaseError naming the line)."""
+    for step in steps:
+        if step.kind == "migration" and "revert" in step.files:
+            where = f"migration {step.id}: {step.migration.files[_name(step, 'revert')].path}"
+            sqlsplit.split_script(_text(step.files["revert"], where), dialect, where=where)
+
+
+def seed_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of one seed file (.csv with a header, or one JSON object per line); FormatError naming the line.
+
+    The one reader of seed files: `validate_plan` streams every file through it before the run's first
+    statement, and the seed step loads them with it.
+    """
+    try:
+        with path.open("r", encoding="utf-8", newline="") as handle:
+            if path.suffix == ".csv":
+                yield from csv.DictReader(handle)
+                return
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise FormatError(f"{path.name}:{number}: not a JSON object ({exc})") from exc
+                if not isinstance(row, dict):
+                    raise FormatError(f"{path.name}:{number}: expected a JSON object per line")
+                yield {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{path.name}: not UTF-8 text ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise FormatError(f"{path.name}: not valid CSV ({exc})") from exc
+
+
+def _check_seed(step: Step) -> None:
+    keys = step.seed.options.key
+    for name, path in step.files.items():
+        for number, row in enumerate(seed_rows(path), start=1):
+            missing = [k for k in keys if row.get(k) is None]
+            if missing:
+                raise FormatError(
+                    f"seed {step.id}: {name}: row {number} has no value for key column(s) {', '.join(missing)}"
+                )
+
+
+def _text(path: Path, where: str) -> str:
+    try:
+        return path.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def _name(step: Step, role: str) -> str:
+    job = step.migration
+    name = {"up": job.up, "verify": job.verify, "revert": job.revert}[role]
+    assert name is not None
+    return name

@@ -1,18 +1,33 @@
-"""Split SQL scripts into statements, so each runs inside our transaction.
+"""Split SQL scripts into statements, so each runs inside kit's own transaction.
 
 sqlite3's ``executescript`` commits first and PostgreSQL refuses
 ``CREATE INDEX CONCURRENTLY`` inside a multi-statement string, so scripts are
-split here. SQLite scripts use SQLite's own completeness test (which knows
-trigger bodies); PostgreSQL scripts are split on top-level semicolons outside
-quotes, dollar quotes and comments.
+split here, each dialect by its own grammar:
+
+- PostgreSQL: PostgreSQL's parser itself (pglast, built on libpg_query), so
+  everything ``psql -f`` accepts splits the way the server reads it: dollar
+  quotes with any tag (``$fn1$``), nested ``/* /* */ */`` comments,
+  ``BEGIN ATOMIC ... END`` bodies, ``E'...\\'...'`` strings. A script that does
+  not parse is refused before its first statement runs, naming the line.
+- SQLite: ``sqlite3.complete_statement``, SQLite's own test of whether text ends
+  a statement (it knows trigger bodies and SQLite's quoting). pglast only knows
+  PostgreSQL's grammar, which differs from SQLite's (e.g. ``BEGIN ... END``
+  trigger bodies without ATOMIC), so it cannot be used there.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+from dataclasses import dataclass
 
-_DOLLAR_TAG = re.compile(r"\$[A-Za-z_]*\$")
+from kitbuilder.errors import DatabaseError
+
+
+@dataclass(frozen=True)
+class Statement:
+    text: str
+    line: int  # 1-based line of the statement's first character in the script
 
 
 def _meaningful(statement: str) -> bool:
@@ -20,59 +35,71 @@ def _meaningful(statement: str) -> bool:
     return bool(stripped)
 
 
-def split_sqlite(script: str) -> list[str]:
-    statements: list[str] = []
-    current = ""
-    for piece in script.split(";"):
-        current += piece + ";"
-        if sqlite3.complete_statement(current):
-            if _meaningful(current):
-                statements.append(current.strip())
-            current = ""
-    if _meaningful(current.rstrip(";")):
-        statements.append(current.rstrip(";").strip())
+def _line(script: str, offset: int) -> int:
+    return script.count("\n", 0, offset) + 1
+
+
+def sqlite_statements(script: str) -> list[Statement]:
+    statements: list[Statement] = []
+    start = 0
+    position = 0
+    while True:
+        end = script.find(";", position)
+        if end < 0:
+            break
+        position = end + 1
+        candidate = script[start:position]
+        if sqlite3.complete_statement(candidate):
+            if _meaningful(candidate):
+                text = candidate.strip()
+                statements.append(Statement(text, _line(script, start + candidate.index(text[0]))))
+            start = position
+    tail = script[start:]
+    if _meaningful(tail):
+        text = tail.strip()
+        statements.append(Statement(text, _line(script, start + tail.index(text[0]))))
     return statements
+
+
+def postgres_statements(script: str, *, where: str = "script") -> list[Statement]:
+    """Statements as PostgreSQL's parser sees them; DatabaseError naming the line when it cannot parse."""
+    import pglast
+    from pglast.parser import ParseError
+
+    try:
+        slices = pglast.split(script, with_parser=True, only_slices=True)
+    except ParseError as exc:
+        message, index = (exc.args + (0,))[:2] if exc.args else (str(exc), 0)
+        offset = index if isinstance(index, int) and 0 <= index <= len(script) else 0
+        number = _statement_number(script, offset)
+        raise DatabaseError(
+            f"{where}:{_line(script, offset)}: statement {number} does not parse as PostgreSQL: {message}"
+        ) from exc
+    return [Statement(script[part], _line(script, part.start or 0)) for part in slices]
+
+
+def _statement_number(script: str, offset: int) -> int:
+    """Which statement (1-based) holds ``offset``, by the scanner (which needs no valid grammar)."""
+    import pglast
+    from pglast.parser import ParseError
+
+    try:
+        slices = pglast.split(script, with_parser=False, only_slices=True)
+    except ParseError:
+        return 1
+    return 1 + sum(1 for part in slices if (part.stop or 0) < offset)
+
+
+def split_sqlite(script: str) -> list[str]:
+    return [s.text for s in sqlite_statements(script)]
 
 
 def split_postgres(script: str) -> list[str]:
-    statements: list[str] = []
-    start = 0
-    index = 0
-    length = len(script)
-    while index < length:
-        char = script[index]
-        if char == "-" and script.startswith("--", index):
-            newline = script.find("\n", index)
-            index = length if newline < 0 else newline + 1
-            continue
-        if char == "/" and script.startswith("/*", index):
-            end = script.find("*/", index + 2)
-            index = length if end < 0 else end + 2
-            continue
-        if char in ("'", '"'):
-            index += 1
-            while index < length:
-                if script[index] == char:
-                    if index + 1 < length and script[index + 1] == char:
-                        index += 2
-                        continue
-                    break
-                index += 1
-            index += 1
-            continue
-        if char == "$":
-            match = _DOLLAR_TAG.match(script, index)
-            if match:
-                end = script.find(match.group(0), match.end())
-                index = length if end < 0 else end + len(match.group(0))
-                continue
-        if char == ";":
-            statement = script[start : index + 1]
-            if _meaningful(statement):
-                statements.append(statement.strip())
-            start = index + 1
-        index += 1
-    tail = script[start:]
-    if _meaningful(tail):
-        statements.append(tail.strip())
-    return statements
+    return [s.text for s in postgres_statements(script)]
+
+
+def split_script(script: str, dialect: str, *, where: str) -> list[Statement]:
+    """The statements of ``script`` for ``dialect``; DatabaseError naming ``where`` and the line if unparsable."""
+    if dialect == "postgresql":
+        return postgres_statements(script, where=where)
+    return sqlite_statements(script)

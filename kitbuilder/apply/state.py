@@ -269,6 +269,20 @@ def key_value(job: str, column: str, value: Any) -> Any:
     )
 
 
+def job_key(job: str, tenant: str | None) -> str:
+    """The ``kit_backfill_runs.job`` of a backfill: its id, or ``ID[tenant=T]`` for a run limited by ``--tenant``.
+
+    Component ids cannot contain ``[``, so a tenant's state never collides with a job's.
+    """
+    return job if tenant is None else f"{job}[tenant={tenant}]"
+
+
+def _job_or_tenants(job: str) -> tuple[str, dict[str, Any]]:
+    """A WHERE clause matching a job's own row and every per-tenant row of it (see ``job_key``)."""
+    prefix = job_key(job, "")
+    return "(job = :job OR substr(job, 1, :n) = :scoped)", {"job": job, "n": len(prefix), "scoped": prefix}
+
+
 def encode_key(value: Any) -> str:
     return json.dumps(value)
 
@@ -486,8 +500,9 @@ class StateStore:
         changed = self.db.execute(
             "UPDATE kit_migrations SET checksum = :c WHERE id = :id", {"c": checksum, "id": step_id}
         )
+        where, params = _job_or_tenants(step_id)
         return changed + self.db.execute(
-            "UPDATE kit_backfill_runs SET checksum = :c WHERE job = :id", {"c": checksum, "id": step_id}
+            f"UPDATE kit_backfill_runs SET checksum = :c WHERE {where}", {"c": checksum, **params}
         )
 
     def resolve_running(self, step_id: str, status: str) -> int:
@@ -670,17 +685,19 @@ class StateStore:
         return keys
 
     def revert_job(self, job: str) -> None:
+        where, params = _job_or_tenants(job)  # per-tenant states are reverted with the job
         self.db.execute(
             "UPDATE kit_backfill_runs SET status = 'reverted', cursor_value = NULL, rows_processed = 0, "
-            "rows_failed = 0, batches = 0, remaining = NULL, updated_at = :now WHERE job = :job",
-            {"now": utc_now(), "job": job},
+            f"rows_failed = 0, batches = 0, remaining = NULL, updated_at = :now WHERE {where}",
+            {"now": utc_now(), **params},
         )
-        self.db.execute("DELETE FROM kit_backfill_quarantine WHERE job = :job", {"job": job})
+        self.db.execute(f"DELETE FROM kit_backfill_quarantine WHERE {where}", params)
 
     def reset_cursor(self, job: str) -> int:
+        where, params = _job_or_tenants(job)
         return self.db.execute(
-            "UPDATE kit_backfill_runs SET cursor_value = NULL, updated_at = :now WHERE job = :job",
-            {"now": utc_now(), "job": job},
+            f"UPDATE kit_backfill_runs SET cursor_value = NULL, updated_at = :now WHERE {where}",
+            {"now": utc_now(), **params},
         )
 
     def job_rate(self, job: str) -> float | None:

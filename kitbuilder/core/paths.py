@@ -12,6 +12,12 @@ import unicodedata
 
 PORTABLE_COMPONENT = re.compile(r"[A-Za-z0-9._+@=,-]+")
 MAX_PATH_BYTES = 255
+# Names kit gives its own state, beside kit files and inside installed kits: the directory-patch
+# journal and staging area (.kit-patch/), locks (.NAME.kit-lock), temporary files (.NAME.<random>.part,
+# .kit-export-tmp-*). No kit member may use one, so no signed input can collide with kit's own state
+# (a delta shipping .kit-patch/journal.json would otherwise steer the next patch). Case-insensitive:
+# some filesystems fold case.
+RESERVED_COMPONENT = re.compile(r"\.kit-.*|\..*\.kit-lock|\..*\.part", re.IGNORECASE)
 
 
 def problem_with(path: str) -> str | None:
@@ -26,6 +32,8 @@ def problem_with(path: str) -> str | None:
             return f"path component {part!r} is not allowed"
         if not PORTABLE_COMPONENT.fullmatch(part):
             return f"component {part!r} has characters outside [A-Za-z0-9._+@=,-]"
+        if RESERVED_COMPONENT.fullmatch(part):
+            return f"component {part!r} is reserved for kit's own state (.kit-*, .*.kit-lock, .*.part)"
     if len(path.encode()) > MAX_PATH_BYTES or ustar_split(path) is None:
         return "path too long for a ustar header (name 100 bytes, prefix 155 bytes)"
     return None

@@ -14,10 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from kitbuilder.core import paths, schemas, timefmt
-from kitbuilder.errors import SpecError
+from kitbuilder.core import jobs, paths, schemas, timefmt
+from kitbuilder.core.yamllines import field_name, load_with_lines
+from kitbuilder.errors import FormatError, SpecError
 
 # Spec section → (role recorded in the manifest, directory inside the kit).
 SECTIONS: dict[str, tuple[str, str]] = {
@@ -73,62 +72,6 @@ class KitSpec:
     images: tuple[ImageSpec, ...] = ()
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, keeps timestamps as strings and records lines."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.lines: dict[tuple[Any, ...], int] = {}
-
-
-# Timestamps stay strings: the schema and timefmt decide what a valid time is.
-_LineLoader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _load_with_lines(text: str, where: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    loader = _LineLoader(text)
-    try:
-        node = loader.get_single_node()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{where}{line}: not valid YAML: {problem}") from exc
-    finally:
-        loader.dispose()
-    if node is None:
-        raise SpecError(f"{where}: the spec is empty; expected a mapping with name, version, sequence, ...")
-    lines: dict[tuple[Any, ...], int] = {}
-
-    def walk(current: yaml.Node, location: tuple[Any, ...]) -> Any:
-        lines[location] = current.start_mark.line + 1
-        if isinstance(current, yaml.MappingNode):
-            result: dict[str, Any] = {}
-            for key_node, value_node in current.value:
-                key = loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str):
-                    raise SpecError(f"{where}:{key_node.start_mark.line + 1}: keys must be strings, got {key!r}")
-                if key in result:
-                    raise SpecError(f"{where}:{key_node.start_mark.line + 1}: {key!r} is given twice")
-                result[key] = walk(value_node, (*location, key))
-            return result
-        if isinstance(current, yaml.SequenceNode):
-            return [walk(item, (*location, number)) for number, item in enumerate(current.value)]
-        return loader.construct_object(current, deep=True)
-
-    return walk(node, ()), lines
-
-
-def _field_name(location: tuple[Any, ...]) -> str:
-    text = ""
-    for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
 def load_spec(spec_path: Path) -> KitSpec:
     """Read and check a kit spec; raise SpecError naming file, line and field."""
     where = str(spec_path)
@@ -136,13 +79,13 @@ def load_spec(spec_path: Path) -> KitSpec:
         text = spec_path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{where}: cannot read spec ({exc})") from exc
-    document, lines = _load_with_lines(text, where)
+    document, lines = load_with_lines(text, where)
 
     def fail(location: tuple[Any, ...], message: str) -> SpecError:
         probe = location
         while probe not in lines and probe:
             probe = probe[:-1]
-        return SpecError(f"{where}:{lines.get(probe, 1)}: {_field_name(location)}: {message}")
+        return SpecError(f"{where}:{lines.get(probe, 1)}: {field_name(location)}: {message}")
 
     error = schemas.first_error("kit-spec", document)
     if error is not None:
@@ -167,7 +110,7 @@ def load_spec(spec_path: Path) -> KitSpec:
             component_id = entry["id"]
             if component_id in seen_ids:
                 raise fail(
-                    (*location, "id"), f"id {component_id!r} is already used at {_field_name(seen_ids[component_id])}"
+                    (*location, "id"), f"id {component_id!r} is already used at {field_name(seen_ids[component_id])}"
                 )
             seen_ids[component_id] = location
             source = (base / entry["source"]).resolve()
@@ -216,18 +159,40 @@ def load_spec(spec_path: Path) -> KitSpec:
     if not components and not images:
         raise fail((), "the spec lists no components; add at least one of " + ", ".join([*SECTIONS, "images"]))
     check_ids: set[str] = set()
+    phases = {c.phase for c in components if c.phase is not None and c.role in jobs.APPLY_ROLES}
     for number, check in enumerate(document.get("checks", [])):
         if check["id"] in check_ids:
             raise fail(("checks", number, "id"), f"check id {check['id']!r} is used twice")
         check_ids.add(check["id"])
-    for component in components:
-        if component.role == "backfill":
-            _check_backfill_job(
-                component,
-                lambda field, message, c=component: fail(
-                    ("backfills", [x.id for x in components if x.role == "backfill"].index(c.id), field), message
-                ),
+        # The schema allows every field on every kind; apply honours only the kind's own, so refuse the rest here.
+        try:
+            jobs.parse_check(check, "check")
+        except FormatError as exc:
+            raise fail(("checks", number), str(exc)) from exc
+        if check.get("phase") is not None and check["phase"] not in phases:
+            raise fail(
+                ("checks", number, "phase"),
+                f"{check['phase']!r} is not a phase of a migration, seed or backfill of this spec "
+                f"({', '.join(sorted(phases)) or 'none'})",
             )
+    for component in components:
+        if component.role not in jobs.APPLY_ROLES:
+            continue
+        section = f"{component.role}s"
+        number = [x.id for x in components if x.role == component.role].index(component.id)
+
+        def at(name: str, message: str, location: tuple[Any, ...] = (section, number)) -> SpecError:
+            return fail((*location, name), message)
+
+        if component.role == "backfill":
+            _check_backfill_job(component, at)
+        elif component.role == "migration":
+            _check_migration_files(component, at)
+        elif not any(
+            p.suffix in jobs.SEED_SUFFIXES
+            for p in ([component.source] if component.source.is_file() else component.source.rglob("*"))
+        ):
+            raise at("source", f"seed {component.id}: no {'/'.join(jobs.SEED_SUFFIXES)} file to load")
     return KitSpec(
         path=spec_path,
         name=document["name"],
@@ -252,20 +217,9 @@ def backfill_job_path(component: ComponentSpec) -> Path:
     return component.source if component.source.is_file() else component.source / "job.yaml"
 
 
-def load_backfill_job(text: str, where: str) -> dict[str, Any]:
-    """Parse and schema-check a backfill job; SpecError names the file, line and field."""
-    document, lines = _load_with_lines(text, where)
-    error = schemas.first_error("backfill", document)
-    if error is not None:
-        location = tuple(error.absolute_path)
-        probe = location
-        while probe not in lines and probe:
-            probe = probe[:-1]
-        raise SpecError(f"{where}:{lines.get(probe, 1)}: {_field_name(location)}: {error.message}")
-    assert isinstance(document, dict)
-    if "update" in document and not all(p in document["update"] for p in (":lo", ":hi")):
-        raise SpecError(f"{where}: update: must use :lo and :hi (inclusive key bounds) to restrict each batch")
-    return document
+def load_backfill_job(text: str, where: str) -> jobs.BackfillJob:
+    """Parse and check a backfill job; SpecError names the file, line and field."""
+    return jobs.load_backfill_job(text, where, error=SpecError)
 
 
 def _check_backfill_job(component: ComponentSpec, fail: Any) -> None:
@@ -275,3 +229,24 @@ def _check_backfill_job(component: ComponentSpec, fail: Any) -> None:
             "source", f"backfill {component.id}: {job} not found (a job YAML file, or a directory with job.yaml)"
         )
     load_backfill_job(job.read_text("utf-8"), str(job))
+
+
+def _check_migration_files(component: ComponentSpec, fail: Any) -> None:
+    """The files a migration names (or the defaults apply looks for) exist in its source directory."""
+    options = jobs.MigrationOptions.from_json(component.options, f"migration {component.id}")
+    if not component.source.is_dir():
+        raise fail("source", f"migration {component.id}: expected a directory holding {options.up}")
+    for option, name, required in (
+        ("up", options.up, True),
+        ("verify", options.verify, options.verify is not None),
+        ("revert", options.revert, options.revert is not None),
+    ):
+        if required and not (component.source / str(name)).is_file():
+            raise fail(option, f"migration {component.id}: {component.source / str(name)} not found")
+    has_verify = (component.source / (options.verify or "verify.sql")).is_file()
+    if not options.transactional and not options.idempotent and not has_verify:
+        raise fail(
+            "transactional",
+            f"migration {component.id}: transactional: false needs idempotent: true or a verify script, "
+            "so a crash can be resolved",
+        )

@@ -8,22 +8,23 @@ disk after verification is never applied.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kitbuilder import faults
-from kitbuilder.apply import backfill, checks, migrations, signals
+from kitbuilder.apply import backfill, checks, migrations, results, signals
 from kitbuilder.apply import db as dbmod
 from kitbuilder.apply.context import ApplyOptions, RowProgress, RunContext
-from kitbuilder.apply.evidence import write_evidence
+from kitbuilder.apply.evidence import check_artifacts_dir, write_evidence
 from kitbuilder.apply.lock import ApplyLock, pid_alive
-from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key
+from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key, validate_plan, validate_reverts
 from kitbuilder.apply.state import StateStore
 from kitbuilder.core.manifest import IMAGES_DIR
 from kitbuilder.errors import DatabaseError, HostIOError, InterruptedRun, KitError, UsageError
@@ -38,6 +39,7 @@ class VerifiedKit:
 
 
 STAGING_PREFIX = "kit-apply-"
+DEFAULT_ARTIFACTS = "artifacts"
 
 
 def _remove_stale_staging(root: Path) -> None:
@@ -95,27 +97,34 @@ def _context(
     )
 
 
-def _plan_entry(ctx: RunContext, step: Step) -> dict[str, Any]:
-    entry: dict[str, Any] = {"id": step.id, "kind": step.kind, "phase": step.phase, "checksum": step.checksum}
+def _plan_entry(ctx: RunContext, step: Step, pending_before: tuple[str, ...]) -> results.PlanEntry:
     if step.kind == "backfill":
-        return {**entry, **backfill.dry_run(ctx, step)}
-    if ctx.db.table_exists("kit_migrations"):
-        entry["status"] = migrations.status_of(ctx, step)
-    else:
-        entry["status"] = "pending"
+        return backfill.dry_run(ctx, step, pending_before=pending_before)
+    status: Any = migrations.status_of(ctx, step) if ctx.state.exists() else "pending"
     if step.kind == "migration":
-        entry["transactional"] = step.options.get("transactional", True) is not False
-        entry["sql"] = step.text("up")
-    else:
-        entry["table"] = step.options.get("table")
-        entry["files"] = sorted(step.files)
-    return entry
+        return results.DryStep(
+            step.id,
+            step.kind,
+            step.phase,
+            step.checksum,
+            status,
+            transactional=step.migration.options.transactional,
+            sql=step.text("up") or "",
+        )
+    return results.DryStep(
+        step.id, step.kind, step.phase, step.checksum, status, table=step.seed.options.table, files=tuple(step.files)
+    )
 
 
-def _checks_for_phase(plan: Plan, phase: str | None) -> list[dict[str, Any]]:
-    if phase is None:
-        return [c for c in plan.checks if c.get("phase") is None or c.get("phase") not in plan.phases]
-    return [c for c in plan.checks if c.get("phase") == phase]
+def _dry_plan(ctx: RunContext, plan: Plan) -> tuple[results.PlanEntry, ...]:
+    entries: list[results.PlanEntry] = []
+    pending: list[str] = []
+    for step in plan.steps:
+        entry = _plan_entry(ctx, step, tuple(pending))
+        entries.append(entry)
+        if getattr(entry, "status", "pending") not in ("applied", "finished"):
+            pending.append(step.id)
+    return tuple(entries)
 
 
 def apply_kit(
@@ -125,17 +134,24 @@ def apply_kit(
     options: ApplyOptions,
     *,
     argv: list[str],
-    artifacts: Path,
+    artifacts: Path | None = None,
     on_rows: RowProgress | None = None,
     on_step: Any = None,
-) -> dict[str, Any]:
+    preflight: Callable[[], None] | None = None,
+) -> results.ApplyReport:
     """Apply a kit; returns the report (also written under ``artifacts``). Raises KitError on failure.
+
+    Everything the run depends on is checked before its first statement: the plan against the
+    options (``--tenant``) and the database's grammar, ``preflight`` (e.g. the registry of
+    ``--registry``), and that the evidence can be written. A real run always writes evidence (under
+    ``artifacts``, default ./artifacts); a dry run only when ``artifacts`` is given, marked as such.
 
     SIGINT/SIGTERM stop the run at the next safe point: the run is recorded
     ``interrupted``, the lock released, the evidence written, and InterruptedRun raised.
     """
     run_id = uuid.uuid4().hex
     argv = dbmod.redact_argv(argv)  # captured once, redacted: report.json, --json and kit_runs.argv
+    evidence_dir = artifacts if artifacts is not None or options.dry_run else Path(DEFAULT_ARTIFACTS)
     with (
         signals.handling(),
         verified_kit(path, verify_options) as kit,
@@ -143,119 +159,152 @@ def apply_kit(
     ):
         ctx = _context(database, kit, options, run_id, on_rows)
         manifest = kit.report.manifest
-        report: dict[str, Any] = {
-            "reportVersion": 1,
-            "runId": run_id,
-            "argv": argv,
-            "dryRun": options.dry_run,
-            "kit": {"path": str(path), "sha256": kit.report.kit_sha256, **manifest.kit.to_json()},
-            "verify": {"signers": list(kit.report.signers), "checks": list(kit.report.checks)},
-            "database": {"dialect": database.dialect, "version": database.version(), "url": database.url},
-            "plan": [],
-            "steps": [],
-            "checks": {"before": {}, "after": []},
-            "status": "running",
-        }
+        validate_plan(kit.plan, dialect=database.dialect, tenant=options.tenant)
+        if preflight is not None:
+            preflight()
+        if evidence_dir is not None:
+            check_artifacts_dir(evidence_dir)
+        plan = kit.plan.limited_to_tenant() if options.tenant is not None else kit.plan
+        deferred = (
+            results.Deferred(
+                plan.deferred_steps,
+                plan.deferred_checks,
+                f"--tenant {options.tenant} leaves the phase of the first backfill unfinished for other tenants; "
+                "its checks and later phases run in a full apply (without --tenant)",
+            )
+            if plan.deferred_steps or plan.deferred_checks
+            else None
+        )
+        report = results.ApplyReport(
+            run_id=run_id,
+            argv=tuple(argv),
+            dry_run=options.dry_run,
+            kit={"path": str(path), "sha256": kit.report.kit_sha256, **manifest.kit.to_json()},
+            signers=tuple(kit.report.signers),
+            verify_checks=tuple(kit.report.checks),
+            database={"dialect": database.dialect, "version": database.version(), "url": database.url},
+            status="running",
+            tenant=options.tenant,
+            deferred=deferred,
+        )
         if options.dry_run:
-            report["plan"] = [_plan_entry(ctx, step) for step in kit.plan.steps]
-            report["status"] = "dry-run"
-            return report
+            report = dataclasses.replace(report, plan=_dry_plan(ctx, plan), status="dry-run")
+            if evidence_dir is None:
+                return report
+            directory, digest = _write_evidence(evidence_dir, report)
+            return dataclasses.replace(report, evidence=results.Evidence(str(directory), digest))
         # The lock first, then the state tables: two first runs must not create them together.
         ctx.lock.acquire()
-        report["lockWaitSeconds"] = round(ctx.lock.waited, 3)
-        failure = _run_steps(ctx, kit, report, argv, on_step)
+        report = dataclasses.replace(
+            report,
+            lock_wait_seconds=round(ctx.lock.waited, 3),
+            plan=tuple(results.PlannedStep(s.id, s.kind, s.phase, s.checksum) for s in plan.steps),
+        )
+        report, failure = _run_steps(ctx, kit, plan, report, argv, on_step)
+        assert evidence_dir is not None
         # The outcome is decided: recording it is not stopped by a signal arriving now, and evidence that cannot
-        # be written (a full or read-only --artifacts) neither hides what the database did nor skips kit_runs.
+        # be written (a full --artifacts disk) neither hides what the database did nor skips kit_runs.
         with signals.shielded():
-            failure = _record(ctx, artifacts, report, failure)
+            report, failure = _record(ctx, evidence_dir, report, failure)
         if failure is not None:
-            failure.details = report
+            failure.details = report.to_json()
             raise failure
         return report
 
 
-def _record(ctx: RunContext, artifacts: Path, report: dict[str, Any], failure: KitError | None) -> KitError | None:
-    """Write the evidence, record the run's end, release the lock; returns the error to raise, if any."""
+def _write_evidence(artifacts: Path, report: results.ApplyReport) -> tuple[Path, str]:
     try:
-        directory, digest = write_evidence(artifacts, report)
-    except (OSError, KitError) as exc:
-        _finish(ctx, report["status"], None)
-        problem = (
-            exc
-            if isinstance(exc, KitError)
-            else HostIOError.from_os_error(exc, path=exc.filename or artifacts, action="write the run's evidence")
-        )
+        return write_evidence(artifacts, report)
+    except OSError as exc:
+        raise HostIOError.from_os_error(exc, path=exc.filename or artifacts, action="write the run's evidence") from exc
+
+
+def _record(
+    ctx: RunContext, artifacts: Path, report: results.ApplyReport, failure: KitError | None
+) -> tuple[results.ApplyReport, KitError | None]:
+    """Write the evidence, record the run's end, release the lock; returns the report and the error to raise."""
+    try:
+        directory, digest = _write_evidence(artifacts, report)
+    except KitError as problem:  # HostIOError from the directory or the atomic writer, UsageError for a bad path
+        _finish(ctx, report.status, None)
         if failure is not None:
             # The run's own failure is what the operator must act on first; the evidence problem goes with it.
             failure.message = f"{failure.message}; its evidence was not written either: {problem}"
-            return failure
+            return report, failure
         problem.message = (
-            f"the run succeeded in the database (run {ctx.run_id}, recorded in kit_runs) but its evidence was not "
-            f"written: {problem}"
+            f"the run {report.status} in the database (run {ctx.run_id}, recorded in kit_runs) but its evidence was "
+            f"not written: {problem}"
         )
-        return problem
-    report["evidence"] = {"directory": str(directory), "reportSha256": digest}
-    _finish(ctx, report["status"], digest)
-    return failure
+        return report, problem
+    report = dataclasses.replace(report, evidence=results.Evidence(str(directory), digest))
+    _finish(ctx, report.status, digest)
+    return report, failure
 
 
 def _run_steps(
-    ctx: RunContext, kit: VerifiedKit, report: dict[str, Any], argv: list[str], on_step: Any
-) -> KitError | None:
-    """Every step of the plan, with the lock held; the report says how far it got. Returns the failure, if any."""
+    ctx: RunContext,
+    kit: VerifiedKit,
+    plan: Plan,
+    report: results.ApplyReport,
+    argv: list[str],
+    on_step: Any,
+) -> tuple[results.ApplyReport, KitError | None]:
+    """Every step of the plan, with the lock held; the report says how far it got, with the failure if any."""
     store, database = ctx.state, ctx.db
     book = checks.CheckBook()
+    steps: list[results.StepResult] = []
+    before: dict[str, int | None] = {}
+    status: Any = "failed"
+    failure: KitError | None = None
     try:
         store.ensure_tables()
         manifest = kit.report.manifest
-        report["plan"] = [
-            {"id": s.id, "kind": s.kind, "phase": s.phase, "checksum": s.checksum} for s in kit.plan.steps
-        ]
         store.start_run(ctx.run_id, argv, manifest.kit.name, manifest.kit.sequence, ctx.kit_sha256)
         faults.point("run-started")
-        checks.measure_before(database, tuple(_checks_for_phase(kit.plan, None)), book)
-        report["checks"]["before"] = dict(book.before)
+        checks.measure_before(database, plan.checks_for_phase(None), book)
+        before.update(book.before)
         current_phase: str | None = None
-        for step in kit.plan.steps:
+        for step in plan.steps:
             faults.point("step-start")
             signals.checkpoint()
             if step.phase != current_phase:
                 if current_phase is not None:
-                    checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
+                    checks.run_checks(database, plan.checks_for_phase(current_phase), book)
                 # A check bound to a phase counts "before" at the start of that phase.
-                phase_checks = tuple(_checks_for_phase(kit.plan, step.phase))
+                phase_checks = plan.checks_for_phase(step.phase)
                 checks.measure_before(database, phase_checks, book)
-                report["checks"]["before"].update(
-                    {c["id"]: book.before.get(c["id"]) for c in phase_checks if c["kind"] == "count"}
-                )
+                before.update({c.id: book.before.get(c.id) for c in phase_checks if c.kind == "count"})
             current_phase = step.phase
             if on_step is not None:
                 on_step(step)
+            result: results.StepResult
             if step.kind == "migration":
                 result = migrations.apply_migration(ctx, step)
             elif step.kind == "seed":
                 result = migrations.apply_seed(ctx, step)
             else:
                 result = backfill.BackfillJob(ctx, step).run()
-            report["steps"].append(result)
-            if result.get("status") != "skipped":
+            steps.append(result)
+            if result.status != "skipped":
                 book.changed = True
         if current_phase is not None and current_phase != LAST_PHASE:
-            checks.run_checks(database, _checks_for_phase(kit.plan, current_phase), book)
-        checks.run_checks(database, _checks_for_phase(kit.plan, None), book)
+            checks.run_checks(database, plan.checks_for_phase(current_phase), book)
+        checks.run_checks(database, plan.checks_for_phase(None), book)
         signals.checkpoint()  # the last safe point: a signal before here ends the run interrupted
-        report["status"] = "succeeded"
-        return None
+        status = "succeeded"
     except InterruptedRun as exc:
-        report["status"] = "interrupted"
-        report["error"] = {"kind": exc.kind, "exitCode": exc.exit_code, "message": str(exc)}
-        return exc
+        status, failure = "interrupted", exc
     except KitError as exc:
-        report["status"] = "failed"
-        report["error"] = {"kind": exc.kind, "exitCode": exc.exit_code, "message": str(exc)}
-        return exc
-    finally:
-        report["checks"]["after"] = [r.to_json() for r in book.results]
+        status, failure = "failed", exc
+    report = dataclasses.replace(
+        report,
+        status=status,
+        steps=tuple(steps),
+        checks_before=before,
+        checks_after=tuple(book.results),
+        error=results.RunError(failure.kind, failure.exit_code, str(failure)) if failure is not None else None,
+    )
+    return report, failure
 
 
 def _finish(ctx: RunContext, status: str, digest: str | None) -> None:
@@ -297,6 +346,7 @@ def rollback_kit(
             return {"runId": run_id, "dryRun": True, "wouldRevert": [_brief(s) for s in plan]}
         if not ctx.state.exists():
             return {"runId": run_id, "dryRun": False, "toPhase": to_phase, "reverted": [], "note": "nothing applied"}
+        validate_reverts(_rollback_plan(ctx.state, kit, to_phase) or [], dialect=database.dialect)
         ctx.lock.acquire()
         try:
             plan = _rollback_plan(ctx.state, kit, to_phase) or []
@@ -320,7 +370,12 @@ def _rollback_plan(store: StateStore, kit: VerifiedKit, to_phase: str) -> list[S
         return None
     limit = phase_key(to_phase) if to_phase != "none" else None
     applied = store.migrations()
-    backfills = {job.job: job.status for job in store.jobs()}
+    backfills: dict[str, str] = {}
+    for job in store.jobs():
+        # A job run with --tenant has one state per tenant (`ID[tenant=T]`); any of them not reverted counts.
+        job_id = job.job.split("[tenant=", 1)[0]
+        if backfills.get(job_id) in (None, "reverted"):
+            backfills[job_id] = job.status
     candidates: list[tuple[int, Step]] = []
     for step in kit.plan.steps:
         if limit is not None and phase_key(step.phase) <= limit:

@@ -12,7 +12,6 @@ against the signed frame digests before the result replaces anything.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
@@ -20,34 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kitbuilder import faults
 from kitbuilder.archive import reader
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer import KitWriter
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
-from kitbuilder.core.dsse import Envelope
-from kitbuilder.core.manifest import (
-    MANIFEST_DSSE,
-    MANIFEST_JSON,
-    Component,
-    FileEntry,
-    Manifest,
-    metadata_names,
-)
-from kitbuilder.errors import IntegrityError, PolicyError, UsageError
-from kitbuilder.ops.verify import (
-    KitMetadata,
-    VerifyOptions,
-    check_policy,
-    check_signed_metadata,
-    open_kit,
-    read_metadata,
-    verify_kit,
-)
+from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest
+from kitbuilder.errors import IntegrityError, KitError, PolicyError, UsageError
+from kitbuilder.ops.confined import Directory, host_error
+from kitbuilder.ops.kitfile import TARGET_DIR, Metadata, open_kit, read_metadata, read_target_metadata
+from kitbuilder.ops.verify import VerifyOptions, VerifyReport, check_policy, check_signed_metadata, verify_kit
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import TrustPolicy
 
-TARGET_DIR = "delta/target"
 DELTA_COMPONENT = Component(id="kit-delta", role="delta")
 HASH_CHUNK = 1 << 20
 
@@ -192,111 +177,197 @@ class PatchResult:
     copied_from_base: int
     copied_from_delta: int
     bytes_written: int
+    already_patched: bool = False
+
+
+@dataclass(frozen=True)
+class VerifiedDelta:
+    """A delta kit verified in full, with the open descriptor it was verified through and its checked target.
+
+    Everything a patch takes from the delta is read through ``stream`` and checked
+    against ``manifest`` (the delta's signed manifest) or ``target``: the path is
+    never opened again, so a file renamed over it mid-run is never used.
+    """
+
+    path: Path
+    stream: BinaryIO
+    report: VerifyReport
+    manifest: Manifest
+    base_sha256: str
+    target: Metadata
+    target_manifest: Manifest
+    target_sha256: str
+
+    @property
+    def shipped(self) -> dict[str, FileEntry]:
+        """The payload files the delta itself carries, by path (its delta/target/ metadata excluded)."""
+        return {f.path: f for f in self.manifest.files if not f.path.startswith(f"{TARGET_DIR}/")}
+
+    def check_applies(self, base: Manifest, base_sha256: str, shown: object, *, allow_downgrade: bool) -> None:
+        """PolicyError unless this delta turns exactly ``base`` (its manifest digest) into a newer kit of that name."""
+        info = self.manifest.delta or {}
+        if base_sha256 != self.base_sha256:
+            raise PolicyError(
+                f"{self.path}: this delta applies to the kit whose manifest has SHA-256 "
+                f"{self.base_sha256[:16]}… (sequence {info.get('baseSequence')}), not to "
+                f"{shown} ({base.kit.name} sequence {base.kit.sequence})"
+            )
+        if self.target_manifest.kit.name != base.kit.name:
+            raise PolicyError(f"{self.path}: delta is for kit {self.target_manifest.kit.name}, base is {base.kit.name}")
+        if self.target_manifest.kit.sequence <= base.kit.sequence and not allow_downgrade:
+            raise PolicyError(
+                f"{self.path}: target sequence {self.target_manifest.kit.sequence} does not grow from the base's "
+                f"{base.kit.sequence}; refusing a downgrade (--allow-downgrade to override)"
+            )
 
 
 @contextlib.contextmanager
-def _patch_lock(final: Path) -> Iterator[None]:
-    """One patch per target at a time; leftovers of a killed patch are removed under the lock."""
-    directory = final.parent if str(final.parent) else Path(".")
-    lock_path = directory / f".{final.name}.kit-lock"
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise UsageError(f"{final}: another kit patch is writing it; wait for it to finish") from exc
-        for leftover in directory.glob(f".{final.name}.*.part"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    with contextlib.suppress(OSError):
-        os.unlink(lock_path)
+def open_verified_delta(path: Path, options: VerifyOptions) -> Iterator[VerifiedDelta]:
+    """Open ``path`` once, verify it in full through that descriptor, check its target metadata; yield both.
+
+    The target's ``manifest.json`` must have the digest the delta signed as
+    ``targetManifestSha256`` (IntegrityError), and its signed metadata must
+    verify and pass the policy checks with the same trust.
+    """
+    with open_kit(path) as stream:
+        report = verify_kit(path, options, stream=stream)
+        # Between verifying and using: kill/swap tests hook here; only ``stream`` is used from now on.
+        faults.point("patch-verified")
+        info = report.manifest.delta
+        if info is None:
+            raise UsageError(f"{path}: not a delta kit (its manifest has no delta block); use it as a full kit")
+        target = read_target_metadata(stream, options.caps)
+        target_sha256 = hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest()
+        if target_sha256 != info["targetManifestSha256"]:
+            raise IntegrityError(
+                f"{path}: {TARGET_DIR}/{MANIFEST_JSON} has SHA-256 {target_sha256[:16]}…, the delta signed "
+                f"{str(info['targetManifestSha256'])[:16]}… as its target; the delta is corrupt, obtain it again"
+            )
+        _, _, target_manifest = check_signed_metadata(target, options.policy)
+        check_policy(target_manifest, options)
+        yield VerifiedDelta(
+            path=path,
+            stream=stream,
+            report=report,
+            manifest=report.manifest,
+            base_sha256=info["baseManifestSha256"],
+            target=target,
+            target_manifest=target_manifest,
+            target_sha256=target_sha256,
+        )
 
 
 def patch_kit(
     base_path: Path, delta_path: Path, *, output: Path, options: VerifyOptions, allow_downgrade: bool = False
 ) -> PatchResult:
-    """Apply a verified delta to a verified base; ``output`` (may be ``base_path``) is replaced atomically."""
+    """Apply a verified delta to a verified base; ``output`` (may be ``base_path``) is replaced atomically.
+
+    When ``output`` already holds the delta's target kit (a rerun after a completed
+    patch), it is verified in full and reported as already patched.
+    """
     caps = options.caps
-    delta_report = verify_kit(delta_path, options)
-    delta_info = delta_report.manifest.delta
-    if delta_info is None:
-        raise UsageError(f"{delta_path}: not a delta kit (its manifest has no delta block); use it as a full kit")
-    with open_kit(base_path) as base_stream, open_kit(delta_path) as delta_stream:
+    if output.is_dir():
+        raise UsageError(
+            f"--out {output}: is a directory; name the new kit file (for example {output}/NEW.kit.tar.zst)"
+        )
+    with open_verified_delta(delta_path, options) as delta, open_kit(base_path) as base_stream:
         base = read_metadata(base_stream, caps)
         _, _, base_manifest = check_signed_metadata(base, options.policy)
-        base_manifest_sha = hashlib.sha256(base.members[MANIFEST_JSON]).hexdigest()
-        if base_manifest_sha != delta_info["baseManifestSha256"]:
-            raise PolicyError(
-                f"{delta_path}: this delta applies to the kit whose manifest has SHA-256 "
-                f"{delta_info['baseManifestSha256'][:16]}… (sequence {delta_info['baseSequence']}), not to "
-                f"{base_path} ({base_manifest.kit.name} sequence {base_manifest.kit.sequence})"
-            )
-        target = target_metadata(delta_stream, delta_report.manifest, caps)
-        _, _, target_manifest = check_signed_metadata(target, options.policy)
-        check_policy(target_manifest, options)
-        if hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest() != delta_info["targetManifestSha256"]:
-            raise IntegrityError(f"{delta_path}: target manifest differs from the digest the delta signed")
-        if target_manifest.kit.name != base_manifest.kit.name:
-            raise PolicyError(
-                f"{delta_path}: delta is for kit {target_manifest.kit.name}, base is {base_manifest.kit.name}"
-            )
-        if target_manifest.kit.sequence <= base_manifest.kit.sequence and not allow_downgrade:
-            raise PolicyError(
-                f"{delta_path}: target sequence {target_manifest.kit.sequence} does not grow from the base's "
-                f"{base_manifest.kit.sequence}; refusing a downgrade (--allow-downgrade to override)"
-            )
-        delta_files = {f.path: f for f in delta_report.manifest.files if not f.path.startswith(f"{TARGET_DIR}/")}
-        base_by_content = {(f.sha256, f.size): f for f in base_manifest.files}
-        build = target_manifest.build
-        compression = build["compression"]
-        from_base = from_delta = 0
-        with _patch_lock(output), atomic_output(output) as out:
-            writer = KitWriter(
-                out,
-                level=compression["level"],
-                threads=-1 if compression["multithreaded"] else 0,
-                mtime=build.get("mtime", 0),
-            )
-            for item in sorted(target_manifest.files, key=lambda f: f.offset):
-                if item.path in delta_files and delta_files[item.path].sha256 == item.sha256:
-                    written = copy_member(writer, item.path, delta_stream, delta_files[item.path], caps)
-                    from_delta += 1
-                elif (item.sha256, item.size) in base_by_content:
-                    written = copy_member(
-                        writer, item.path, base_stream, base_by_content[(item.sha256, item.size)], caps
-                    )
-                    from_base += 1
-                else:
-                    raise IntegrityError(f"{item.path}: neither the base nor the delta holds its content")
-                if (written.offset, written.length, written.frame_sha256) != (
-                    item.offset,
-                    item.length,
-                    item.frame_sha256,
-                ):
-                    raise IntegrityError(f"{item.path}: patched member differs from the signed target (frame digest)")
-            for name in target.members:
-                writer.add_bytes(name, target.members[name])
-            writer.finish()
-            written_bytes = writer.offset
+        base_sha256 = hashlib.sha256(base.members[MANIFEST_JSON]).hexdigest()
+        with (
+            _output_directory(output) as directory,
+            directory.lock_file(
+                f".{output.name}.kit-lock", busy=f"{output}: another kit patch is writing it; wait for it to finish"
+            ),
+        ):
+            # Leftovers of a killed patch (its temporary file) are removed under the lock, by the next run.
+            directory.remove_leftovers(output.name)
+            if _holds_target(directory, output, delta, options, base_stream):
+                manifest = delta.target_manifest
+                return PatchResult(output, manifest, 0, 0, 0, already_patched=True)
+            delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
+            result = _write_patched(directory, output, delta, base_stream, base_manifest, caps)
+            faults.point("patch-file-renamed")
+            return result
+
+
+@contextlib.contextmanager
+def _output_directory(output: Path) -> Iterator[Directory]:
+    parent = output.parent if str(output.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise UsageError(f"--out {output}: {parent} is not a directory") from exc
+    except OSError as exc:
+        raise host_error(exc, parent, "create directory") from exc
+    with Directory.open(parent, what="output directory") as directory:
+        yield directory
+
+
+def _holds_target(
+    directory: Directory, output: Path, delta: VerifiedDelta, options: VerifyOptions, base_stream: BinaryIO
+) -> bool:
+    """True when ``output`` already is the delta's target kit, verified in full through one descriptor.
+
+    Another file there is simply replaced; but when the output is the base itself
+    (``--in-place``) and names the target without verifying, that error is the answer.
+    """
+    fd = directory.open_regular(output.name, refuse=UsageError)
+    if fd is None:
+        return False
+    with os.fdopen(fd, "rb") as stream:
+        held, base = os.fstat(stream.fileno()), os.fstat(base_stream.fileno())
+        is_base = (held.st_dev, held.st_ino) == (base.st_dev, base.st_ino)
+        try:
+            current = read_metadata(stream, options.caps)
+            if hashlib.sha256(current.members[MANIFEST_JSON]).hexdigest() != delta.target_sha256:
+                return False
+            verify_kit(output, options, stream=stream)
+        except KitError:
+            if is_base:
+                raise
+            return False
+    return True
+
+
+def _write_patched(
+    directory: Directory,
+    output: Path,
+    delta: VerifiedDelta,
+    base_stream: BinaryIO,
+    base_manifest: Manifest,
+    caps: Caps,
+) -> PatchResult:
+    target_manifest = delta.target_manifest
+    delta_files = delta.shipped
+    base_by_content = {(f.sha256, f.size): f for f in base_manifest.files}
+    build = target_manifest.build
+    compression = build["compression"]
+    from_base = from_delta = 0
+    with directory.atomic_file(output.name) as out:
+        writer = KitWriter(
+            out,
+            level=compression["level"],
+            threads=-1 if compression["multithreaded"] else 0,
+            mtime=build.get("mtime", 0),
+        )
+        for item in sorted(target_manifest.files, key=lambda f: f.offset):
+            if item.path in delta_files and delta_files[item.path].sha256 == item.sha256:
+                written = copy_member(writer, item.path, delta.stream, delta_files[item.path], caps)
+                from_delta += 1
+            elif (item.sha256, item.size) in base_by_content:
+                written = copy_member(writer, item.path, base_stream, base_by_content[(item.sha256, item.size)], caps)
+                from_base += 1
+            else:
+                raise IntegrityError(f"{item.path}: neither the base nor the delta holds its content")
+            if (written.offset, written.length, written.frame_sha256) != (item.offset, item.length, item.frame_sha256):
+                raise IntegrityError(f"{item.path}: patched member differs from the signed target (frame digest)")
+            faults.point("patch-file-member")
+        for name in delta.target.members:
+            writer.add_bytes(name, delta.target.members[name])
+        writer.finish()
+        written_bytes = writer.offset
     return PatchResult(output, target_manifest, from_base, from_delta, written_bytes)
-
-
-def target_metadata(delta_stream: BinaryIO, delta_manifest: Manifest, caps: Caps) -> KitMetadata:
-    location = reader.read_index(delta_stream, caps)
-    by_path = location.index.by_path()
-    members: dict[str, bytes] = {}
-    prefix = f"{TARGET_DIR}/"
-    for name in metadata_names(path[len(prefix) :] for path in by_path if path.startswith(prefix)):
-        entry = by_path.get(f"{TARGET_DIR}/{name}")
-        if entry is None:
-            raise IntegrityError(f"delta kit lacks {TARGET_DIR}/{name}")
-        members[name] = reader.read_member(delta_stream, entry, caps)
-    envelope = Envelope.from_bytes(members[MANIFEST_DSSE], what=f"{TARGET_DIR}/{MANIFEST_DSSE}")
-    manifest = Manifest.from_bytes(members[MANIFEST_JSON], what=f"{TARGET_DIR}/{MANIFEST_JSON}")
-    return KitMetadata(location=location, members=members, envelope=envelope, manifest=manifest)
 
 
 def build_delta(

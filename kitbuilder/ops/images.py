@@ -29,6 +29,7 @@ from kitbuilder.oci import layout
 from kitbuilder.oci.check import PREFIX, CheckedLayout, walk_layout
 from kitbuilder.oci.reference import parse_registry, push_target
 from kitbuilder.oci.registry import RegistryClient, TransferOptions
+from kitbuilder.ops.kitfile import SameFileReader
 from kitbuilder.ops.verify import VerifyOptions, open_kit, verify_kit
 
 EXPORT_TEMP_PREFIX = ".kit-export-tmp-"
@@ -114,10 +115,10 @@ class _KitImages:
     def chunks(self, path: str) -> Iterator[Iterator[bytes]]:
         """The member's content in pieces; raises IntegrityError before the last piece if it is not what was signed.
 
-        Each call reads through its own file handle, so uploads can run side by side.
+        Each call has its own read position on the one verified descriptor, so uploads can run side by side.
         """
-        with open_kit(self.kit) as stream:
-            yield _member_chunks(stream, self.entries[path], self.caps, f"{self.kit}: {path}")
+        with SameFileReader(self.stream) as stream:
+            yield _member_chunks(stream, self.entries[path], self.caps, f"{self.kit}: {path}")  # type: ignore[arg-type]
 
 
 def _member_chunks(stream: BinaryIO, entry: IndexEntry, caps: Caps, label: str) -> Iterator[bytes]:
@@ -146,28 +147,28 @@ def export_images(
     refuses a write, naming the file; UsageError (2) for an unusable ``out_dir``.
     """
     _prepare_empty(out_dir)
-    report = verify_kit(kit, options)
-    records = _records(kit, report.manifest)
-    with scratch_dir(out_dir, EXPORT_TEMP, what=out_dir) as temp:
+    with open_kit(kit) as stream, scratch_dir(out_dir, EXPORT_TEMP, what=out_dir) as temp:
+        # Verify, then read the images from the same descriptor: a kit renamed over the path is never used.
+        report = verify_kit(kit, options, stream=stream)
+        records = _records(kit, report.manifest)
         total = 0
-        with open_kit(kit) as stream:
-            images = _KitImages(kit, report.manifest, stream, options.caps)
-            for path, entry in sorted(images.entries.items()):
-                relative = path[len(PREFIX) :].split("/")
-                destination = temp.joinpath(*relative)
-                try:
-                    # Inside the directory kit just created: nothing here was planted.
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    observed = reader.read_member_to(stream, entry, options.caps, destination)
-                    fsync_path(destination)
-                except OSError as exc:
-                    raise os_error(exc, out_dir.joinpath(*relative)) from exc
-                if observed != images.signed[path].sha256:
-                    raise IntegrityError(f"{kit}: {path}: content changed after verify (sha256 {observed})")
-                total += entry.size
-                if on_bytes is not None:
-                    on_bytes(entry.size)
-            checked = _check(images, report.manifest)
+        images = _KitImages(kit, report.manifest, stream, options.caps)
+        for path, entry in sorted(images.entries.items()):
+            relative = path[len(PREFIX) :].split("/")
+            destination = temp.joinpath(*relative)
+            try:
+                # Inside the directory kit just created: nothing here was planted.
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                observed = reader.read_member_to(stream, entry, options.caps, destination)
+                fsync_path(destination)
+            except OSError as exc:
+                raise os_error(exc, out_dir.joinpath(*relative)) from exc
+            if observed != images.signed[path].sha256:
+                raise IntegrityError(f"{kit}: {path}: content changed after verify (sha256 {observed})")
+            total += entry.size
+            if on_bytes is not None:
+                on_bytes(entry.size)
+        checked = _check(images, report.manifest)
         faults.point("export-before-rename")
         try:
             for directory in (temp / "blobs" / "sha256", temp / "blobs", temp):
@@ -252,12 +253,16 @@ def push_images(
     """
     host = parse_registry(registry)
     results: list[ImagePush] = []
-    with RegistryClient(
-        host, tls_verify=tls_verify, ca_cert=ca_cert, username=username, password=password, options=transfer
-    ) as client:
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(
+            RegistryClient(
+                host, tls_verify=tls_verify, ca_cert=ca_cert, username=username, password=password, options=transfer
+            )
+        )
         # Reach the registry and check the credentials first: a typo fails before a gigabyte is verified.
         client.ping()
-        report = verify_kit(kit, options)
+        stream = stack.enter_context(open_kit(kit))
+        report = verify_kit(kit, options, stream=stream)
         records = _records(kit, report.manifest)
         known = [str(r["ref"]) for r in records]
         if refs:
@@ -265,9 +270,8 @@ def push_images(
             if unknown:
                 raise UsageError(f"{kit}: has no image {unknown[0]!r} (it has: {', '.join(known)})")
             records = tuple(r for r in records if r["ref"] in refs)
-        with open_kit(kit) as stream:
-            images = _KitImages(kit, report.manifest, stream, options.caps)
-            checked = _check(images, report.manifest)
+        images = _KitImages(kit, report.manifest, stream, options.caps)
+        checked = _check(images, report.manifest)
         if on_start is not None:
             wanted: dict[str, int] = {}
             for record in records:

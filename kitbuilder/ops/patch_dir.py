@@ -1,42 +1,60 @@
 """kit patch on an installed (extracted) kit directory: journaled, per-file atomic, rolls forward after a crash.
 
-Order of work: (1) every new or changed file is written under ``.kit-patch/``
-in the directory and fsynced, every reused file is re-hashed; (2) a journal
-of the renames and deletions is written and fsynced; (3) the journal is
-carried out, each step an atomic rename or unlink; (4) the journal and the
-staging directory are removed. A rerun that finds a journal finishes step 3
-first (roll forward); one that finds staging without a journal discards it.
+Order of work, all under an flock on the directory and all relative to one
+open descriptor of it (no link inside it is ever followed):
+
+1. the delta is verified in full through one open descriptor, and its target
+   metadata checked (``delta.open_verified_delta``); nothing else reads it;
+2. a journal left by a killed run is finished first (roll forward), but only
+   when it belongs to this delta's base and target; staging without a journal
+   is discarded;
+3. every new or changed file is written under ``.kit-patch/`` and fsynced,
+   every kept file is re-hashed;
+4. the journal (the delta's base and target digests, the base manifest, the
+   operations) is written, fsynced and renamed into place: the commit point;
+5. the operations are carried out: deletions, then directories that must
+   become files, then one rename per staged file (metadata last). Each step
+   can run again after a kill at any instant and reach the same state;
+6. the journal is removed, then the staging directory.
+
+``.kit-patch`` is a reserved name (``core.paths``): no kit can ship it, so
+no signed input can plant a journal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
-import shutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from kitbuilder import faults
 from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
-from kitbuilder.atomic import fsync_path, write_atomic
-from kitbuilder.core import jsonio
-from kitbuilder.core.dsse import Envelope
-from kitbuilder.core.manifest import (
-    ATTESTATIONS_DIR,
-    MANIFEST_DSSE,
-    MANIFEST_JSON,
-    SIGSTORE_BUNDLE,
-    Manifest,
-    metadata_names,
-)
-from kitbuilder.errors import ArchiveError, IntegrityError, PolicyError, UsageError
-from kitbuilder.ops.delta import target_metadata
-from kitbuilder.ops.verify import KitMetadata, VerifyOptions, check_policy, check_signed_metadata, open_kit, verify_kit
+from kitbuilder.core import jsonio, paths
+from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, Manifest, is_optional_metadata
+from kitbuilder.errors import FormatError, IntegrityError, KitError, UsageError
+from kitbuilder.ops.confined import CHUNK, Directory, host_error, read_bounded
+from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
+from kitbuilder.ops.kitfile import Metadata, check_layout, read_installed_metadata
+from kitbuilder.ops.verify import VerifyOptions, check_signed_metadata
 
 STAGING = ".kit-patch"
 JOURNAL = "journal.json"
-CHUNK = 1 << 20
+JOURNAL_TEMP = "journal.part"
+BASE_MANIFEST = "base-manifest.json"
+# A journal holds one small operation per file of the base or the target (and a few directories); its size
+# is bounded by that before it is parsed, so a planted one cannot cost more than a genuine one would.
+JOURNAL_SLACK = 1 << 20
+BYTES_PER_OPERATION = 512
+# A manifest.json spends more than this many bytes on each file it lists (two SHA-256s, offsets, names).
+MANIFEST_BYTES_PER_FILE = 200
+JOURNAL_VERSION = 1
+STAGED_NAME = re.compile(r"[0-9]{6}|meta-[0-9]{3}")
+OPERATIONS = ("delete", "rmdir", "replace")
 
 
 @dataclass(frozen=True)
@@ -47,145 +65,529 @@ class DirPatchResult:
     written: int
     removed: int
     rolled_forward: bool
+    already_patched: bool = False
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Operation:
+    """One idempotent step: delete a file, remove a directory that must become a file, or rename a staged file."""
+
+    op: str
+    path: str
+    staged: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        return {"op": self.op, "path": self.path, **({"staged": self.staged} if self.staged else {})}
 
 
-def _inside(directory: Path, relative: str) -> Path:
-    target = directory.joinpath(*relative.split("/"))
-    if directory.resolve() not in target.resolve().parents:
-        raise ArchiveError(f"{relative}: resolves outside {directory}")
-    return target
+@dataclass(frozen=True)
+class Journal:
+    """What a committed patch will do, bound to the base and target it goes between.
+
+    Beside it, ``base-manifest.json`` keeps the installed ``manifest.json`` the
+    patch started from: its digest is signed by the delta (``baseManifestSha256``),
+    so after a kill it says which files the base had (and so which may be
+    deleted) without trusting anything unsigned.
+    """
+
+    base_sha256: str
+    target_sha256: str
+    delta_sha256: str
+    operations: tuple[Operation, ...]
+
+    def to_bytes(self) -> bytes:
+        return jsonio.dump_pretty(
+            {
+                "journalVersion": JOURNAL_VERSION,
+                "baseManifestSha256": self.base_sha256,
+                "targetManifestSha256": self.target_sha256,
+                "deltaSha256": self.delta_sha256,
+                "operations": [o.to_json() for o in self.operations],
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, what: str) -> Journal:
+        """Parse strictly; FormatError for anything kit would not have written."""
+        document = jsonio.load_object(data, what=what)
+        keys = {"journalVersion", "baseManifestSha256", "targetManifestSha256", "deltaSha256"}
+        if set(document) != keys | {"operations"} or document["journalVersion"] != JOURNAL_VERSION:
+            raise FormatError(f"{what}: not a journal this version of kit writes (fields {sorted(document)})")
+        if not all(isinstance(document[key], str) for key in keys - {"journalVersion"}):
+            raise FormatError(f"{what}: the digests must be strings")
+        operations = document["operations"]
+        if not isinstance(operations, list):
+            raise FormatError(f"{what}: operations must be a list")
+        parsed: list[Operation] = []
+        for number, item in enumerate(operations):
+            if (
+                not isinstance(item, dict)
+                or item.get("op") not in OPERATIONS
+                or not isinstance(item.get("path"), str)
+                or set(item) != ({"op", "path", "staged"} if item.get("op") == "replace" else {"op", "path"})
+                or (item["op"] == "replace" and not isinstance(item["staged"], str))
+            ):
+                raise FormatError(f"{what}: operations[{number}] is not an operation kit writes")
+            parsed.append(Operation(item["op"], item["path"], item.get("staged")))
+        return cls(
+            base_sha256=document["baseManifestSha256"],
+            target_sha256=document["targetManifestSha256"],
+            delta_sha256=document["deltaSha256"],
+            operations=tuple(parsed),
+        )
 
 
-def recover(directory: Path) -> bool:
-    """Finish an interrupted patch (journal present) or discard its staging; True if it rolled forward."""
-    staging = directory / STAGING
-    journal = staging / JOURNAL
-    if journal.exists():
-        document = jsonio.load_object(journal.read_bytes(), what=str(journal))
-        _carry_out(directory, document["operations"])
-        shutil.rmtree(staging)
-        fsync_path(directory)
-        return True
-    if staging.exists():
-        shutil.rmtree(staging)
-    return False
+def _unsafe(message: str) -> KitError:
+    """An installed tree that is not what a kit path promises (a link, a file where a directory must be)."""
+    return IntegrityError(f"{message}; reinstall the kit from a full kit, or fix the directory and rerun")
 
 
-def _carry_out(directory: Path, operations: list[dict[str, Any]]) -> None:
-    for operation in operations:
-        target = _inside(directory, operation["path"])
-        if operation["op"] == "delete":
-            if target.exists():
-                target.unlink()
-            continue
-        staged = directory / STAGING / operation["staged"]
-        if staged.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, target)
-            fsync_path(target.parent)
-        elif not target.exists():
-            raise IntegrityError(f"{operation['path']}: journal names {operation['staged']}, which is gone")
-
-
-def _installed_metadata(directory: Path) -> KitMetadata:
-    members: dict[str, bytes] = {}
-    present = [SIGSTORE_BUNDLE] if (directory / SIGSTORE_BUNDLE).is_file() else []
-    attestations = directory / ATTESTATIONS_DIR
-    if attestations.is_dir():
-        present += [f"{ATTESTATIONS_DIR}/{p.name}" for p in attestations.iterdir() if p.is_file()]
-    for name in metadata_names(present):
-        try:
-            members[name] = (directory / name).read_bytes()
-        except OSError as exc:
-            raise UsageError(f"{directory}: not an installed kit ({name}: {exc.strerror})") from exc
-    envelope = Envelope.from_bytes(members[MANIFEST_DSSE], what=f"{directory}/{MANIFEST_DSSE}")
-    manifest = Manifest.from_bytes(members[MANIFEST_JSON], what=f"{directory}/{MANIFEST_JSON}")
-    return KitMetadata(location=None, members=members, envelope=envelope, manifest=manifest)  # type: ignore[arg-type]
+def _state(message: str) -> KitError:
+    """Something planted where kit keeps its own state (.kit-patch)."""
+    return UsageError(f"{message}; remove it and rerun")
 
 
 def patch_directory(
     directory: Path, delta_path: Path, *, options: VerifyOptions, allow_downgrade: bool = False
 ) -> DirPatchResult:
-    rolled_forward = recover(directory)
-    caps: Caps = options.caps
-    delta_report = verify_kit(delta_path, options)
-    info = delta_report.manifest.delta
-    if info is None:
-        raise UsageError(f"{delta_path}: not a delta kit")
-    installed = _installed_metadata(directory)
-    _, _, base_manifest = check_signed_metadata(installed, options.policy)
-    installed_sha = hashlib.sha256(installed.members[MANIFEST_JSON]).hexdigest()
-    if installed_sha == info.get("targetManifestSha256"):
-        # Already patched (for example by the roll-forward above): nothing to do, and that is success.
-        return DirPatchResult(directory, base_manifest, len(base_manifest.files), 0, 0, rolled_forward)
-    if installed_sha != info["baseManifestSha256"]:
-        raise PolicyError(
-            f"{delta_path}: applies to the kit whose manifest has SHA-256 {info['baseManifestSha256'][:16]}…, "
-            f"not to the one installed in {directory} (sequence {base_manifest.kit.sequence})"
+    """Patch the kit installed in ``directory`` with the delta at ``delta_path`` (see the module docstring)."""
+    with open_verified_delta(delta_path, options) as delta, Directory.open(directory, what="kit directory") as root:
+        root.lock(busy=f"{directory}: another kit patch is patching it; wait for it to finish")
+        rolled_forward = _recover(root, delta, options.caps)
+        installed = read_installed_metadata(root, options.caps)
+        _, _, base_manifest = check_signed_metadata(installed, options.policy)
+        installed_sha = hashlib.sha256(installed.members[MANIFEST_JSON]).hexdigest()
+        if installed_sha == delta.target_sha256:
+            # Already patched (for example by the roll-forward above): nothing to do, and that is success, once
+            # every file is seen to hold the signed content (as file mode verifies an already patched kit).
+            _check_installed(root, base_manifest)
+            files = len(base_manifest.files)
+            return DirPatchResult(directory, base_manifest, files, 0, 0, rolled_forward, already_patched=True)
+        delta.check_applies(base_manifest, installed_sha, directory, allow_downgrade=allow_downgrade)
+        plan = _Planner(root, delta, installed, base_manifest).plan()
+        journal = Journal(
+            base_sha256=installed_sha,
+            target_sha256=delta.target_sha256,
+            delta_sha256=delta.report.kit_sha256,
+            operations=plan.operations,
         )
-    staging = directory / STAGING
-    with open_kit(delta_path) as delta_stream:
-        target = target_metadata(delta_stream, delta_report.manifest, caps)
-        _, _, target_manifest = check_signed_metadata(target, options.policy)
-        check_policy(target_manifest, options)
-        if target_manifest.kit.sequence <= base_manifest.kit.sequence and not allow_downgrade:
-            raise PolicyError(
-                f"{delta_path}: target sequence {target_manifest.kit.sequence} does not grow; "
-                "refusing a downgrade (--allow-downgrade to override)"
+        staging = root.make_private_dir(STAGING)
+        try:
+            with staging:
+                written = _stage(root, staging, delta, plan, options.caps)
+                faults.point("patch-dir-staged")
+                with staging.new_file(BASE_MANIFEST) as out:
+                    out.write(installed.members[MANIFEST_JSON])
+                with staging.new_file(JOURNAL_TEMP) as out:
+                    out.write(journal.to_bytes())
+                try:
+                    os.rename(JOURNAL_TEMP, JOURNAL, src_dir_fd=staging.fd, dst_dir_fd=staging.fd)
+                except OSError as exc:
+                    raise host_error(exc, staging.name(JOURNAL), "write") from exc
+                staging.sync()
+        except BaseException:
+            # Not committed: the installed files are untouched; discard the staging (or leave it to the next run).
+            with contextlib.suppress(KitError):
+                root.remove_tree(STAGING, refuse=_state)
+            raise
+        faults.point("patch-dir-committed")
+        _carry_out(root, journal, _Targets(delta))
+        _finish(root)
+        return DirPatchResult(directory, delta.target_manifest, plan.reused, written, plan.removed, rolled_forward)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# recovery and carrying out
+
+
+def _check_installed(root: Directory, manifest: Manifest) -> None:
+    """Every file ``manifest`` lists is a regular file under ``root`` with the signed content, else IntegrityError."""
+    for item in manifest.files:
+        fd = root.open_regular(item.path, refuse=_unsafe)
+        if fd is None or _hash_fd(fd, root.name(item.path)) != item.sha256:
+            raise IntegrityError(
+                f"{root.name(item.path)}: missing or differs from the installed kit's signed manifest; "
+                "reinstall the kit from a full kit"
             )
-        staging.mkdir()
-        operations: list[dict[str, Any]] = []
-        reused = written = 0
-        delta_index = reader.read_index(delta_stream, caps).index.by_path()
-        base_paths = {f.path: f for f in base_manifest.files}
-        for number, item in enumerate(target_manifest.files):
-            current = _inside(directory, item.path)
-            # Reused files are re-hashed: an installed tree may have been edited since it was verified.
-            if item.path in base_paths and current.is_file() and _sha256(current) == item.sha256:
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """What the verified target says each path must hold, and what may be deleted from the base."""
+
+    wanted: dict[str, str]
+
+    def __init__(self, delta: VerifiedDelta) -> None:
+        wanted = {f.path: f.sha256 for f in delta.target_manifest.files}
+        wanted.update({name: hashlib.sha256(data).hexdigest() for name, data in delta.target.members.items()})
+        object.__setattr__(self, "wanted", wanted)
+
+
+def _recover(root: Directory, delta: VerifiedDelta, caps: Caps) -> bool:
+    """Finish a committed patch of this base into this target (True), or discard uncommitted staging (False)."""
+    staging = root.open_subdir(STAGING, refuse=_state)
+    if staging is None:
+        return False
+    targets = _Targets(delta)
+    with staging:
+        kind = staging.kind(JOURNAL)
+        if kind is None:
+            journal = None
+        elif kind != "file":
+            raise _state(f"{staging.name(JOURNAL)}: is not a file kit wrote (a link or a directory?)")
+        else:
+            base_bytes = _read_staged(staging, BASE_MANIFEST, caps.max_metadata)
+            # Bounded by what the verified target and the (size of the) base imply, before it is parsed.
+            operations = 2 * len(targets.wanted) + len(base_bytes) // MANIFEST_BYTES_PER_FILE
+            data = _read_staged(staging, JOURNAL, JOURNAL_SLACK + BYTES_PER_OPERATION * operations)
+            try:
+                journal = Journal.from_bytes(data, what=staging.name(JOURNAL))
+                _check_journal(journal, delta, targets, base_bytes, staging.name(JOURNAL))
+            except FormatError as exc:
+                raise _foreign_journal(exc, staging.shown) from exc
+    if journal is None:
+        root.remove_tree(STAGING, refuse=_state)
+        root.sync()
+        return False
+    _carry_out(root, journal, targets)
+    _finish(root)
+    return True
+
+
+def _read_staged(staging: Directory, name: str, limit: int) -> bytes:
+    fd = staging.open_regular(name, refuse=_state)
+    if fd is None:
+        raise _foreign_journal(FormatError(f"{staging.name(name)}: missing or not a regular file"), staging.shown)
+    try:
+        return read_bounded(
+            fd, limit, what=staging.name(name), too_big=lambda m: _foreign_journal(FormatError(m), staging.shown)
+        )
+    finally:
+        os.close(fd)
+
+
+def _foreign_journal(exc: FormatError, staging: str) -> FormatError:
+    return FormatError(
+        f"{exc.message}; kit did not write this journal: remove {staging} and rerun "
+        "(reinstall the kit from a full kit if a patch there was interrupted)"
+    )
+
+
+def _check_journal(journal: Journal, delta: VerifiedDelta, targets: _Targets, base_bytes: bytes, what: str) -> None:
+    """The journal must be this base→target's, and every operation one kit would plan for it."""
+    if (journal.base_sha256, journal.target_sha256) != (delta.base_sha256, delta.target_sha256):
+        raise UsageError(
+            f"{what}: left by an interrupted patch to the kit whose manifest has SHA-256 {journal.target_sha256[:16]}… "
+            f"(delta file SHA-256 {journal.delta_sha256[:16]}…), not this delta's target; finish it first with that "
+            "delta, or reinstall the kit from a full kit"
+        )
+    # Hashed before it is parsed: only the manifest the delta signs as its base is ever parsed.
+    if hashlib.sha256(base_bytes).hexdigest() != journal.base_sha256:
+        raise FormatError(f"{what}: {BASE_MANIFEST} beside it is not the base manifest the delta names")
+    base = Manifest.from_bytes(base_bytes, what=f"{what}: {BASE_MANIFEST}")
+    wanted = targets.wanted
+    deletable = {f.path for f in base.files} - set(wanted)
+    seen: set[str] = set()
+    staged: set[str] = set()
+    for number, operation in enumerate(journal.operations):
+        where = f"{what}: operations[{number}] ({operation.op} {operation.path!r})"
+        problem = paths.problem_with(operation.path)
+        if problem is not None:
+            raise FormatError(f"{where}: {problem}")
+        if operation.op == "replace":
+            name = operation.staged or ""
+            if operation.path not in wanted or operation.path in seen:
+                raise FormatError(f"{where}: not a file of the target kit, or named twice")
+            if not STAGED_NAME.fullmatch(name) or name in staged:
+                raise FormatError(f"{where}: staged name {name!r} is not one kit gives, or is used twice")
+            seen.add(operation.path)
+            staged.add(name)
+        elif operation.op == "delete":
+            if operation.path not in deletable and not (
+                is_optional_metadata(operation.path) and operation.path not in wanted
+            ):
+                raise FormatError(f"{where}: not a file of the base kit that the target drops")
+        elif not any(
+            "/".join(operation.path.split("/")[:end]) in wanted for end in range(1, operation.path.count("/") + 2)
+        ):
+            raise FormatError(f"{where}: not a directory the target needs as a file")
+
+
+def _carry_out(root: Directory, journal: Journal, targets: _Targets) -> None:
+    """Every operation, in order; each one reaches the same end state however often it is repeated."""
+    staging = root.open_subdir(STAGING, refuse=_state)
+    if staging is None:
+        raise _state(f"{root.name(STAGING)}: vanished while kit was using it")
+    with staging:
+        for operation in journal.operations:
+            if operation.op == "delete":
+                _delete(root, operation.path)
+            elif operation.op == "rmdir":
+                _rmdir(root, operation.path)
+            else:
+                _replace(root, staging, operation, targets.wanted[operation.path])
+            faults.point("patch-dir-after-op")
+    root.sync()
+
+
+def _delete(root: Directory, path: str) -> None:
+    with root.parent(path, create=False, refuse=_unsafe) as found:
+        if found is None:
+            return  # a parent is gone or is now a file: so is this path
+        parent_fd, name = found
+        if root.kind(name, parent_fd) in ("file", "link", "other"):
+            try:
+                os.unlink(name, dir_fd=parent_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise host_error(exc, root.name(path), "remove") from exc
+            _sync_fd(parent_fd, root.name(path))
+        # A directory here was made by a later step of an earlier run (a file became a directory): done.
+
+
+def _rmdir(root: Directory, path: str) -> None:
+    with root.parent(path, create=False, refuse=_unsafe) as found:
+        if found is None:
+            return
+        parent_fd, name = found
+        if root.kind(name, parent_fd) != "dir":
+            return  # gone, or already the file that replaces it
+        try:
+            os.rmdir(name, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise host_error(exc, root.name(path), "remove") from exc
+            raise _unsafe(
+                f"{root.name(path)}: the new kit needs a file here, but this directory cannot be removed "
+                f"({exc.strerror}; it holds files that are not part of the kit?)"
+            ) from exc
+        _sync_fd(parent_fd, root.name(path))
+
+
+def _replace(root: Directory, staging: Directory, operation: Operation, sha256: str) -> None:
+    assert operation.staged is not None
+    if staging.kind(operation.staged) not in (None, "file"):
+        raise UsageError(
+            f"{staging.name(operation.staged)}: is not a file kit staged (a link or special file?); "
+            f"remove {staging.shown} and rerun"
+        )
+    fd = staging.open_regular(operation.staged, refuse=_state)
+    if fd is None:
+        # Renamed by an earlier run that was killed: the path must now hold the new content.
+        current = root.open_regular(operation.path, refuse=_unsafe)
+        if current is None or _hash_fd(current, root.name(operation.path)) != sha256:
+            raise IntegrityError(
+                f"{root.name(operation.path)}: its staged copy {staging.name(operation.staged)} is gone and it "
+                "does not hold the new kit's content; reinstall the kit from a full kit"
+            )
+        return
+    try:
+        if _hash_fd(fd, staging.name(operation.staged), keep=True) != sha256:
+            raise IntegrityError(
+                f"{staging.name(operation.staged)}: staged copy of {operation.path} differs from the signed target"
+            )
+        with root.parent(operation.path, create=True, refuse=_unsafe) as found:
+            assert found is not None
+            parent_fd, name = found
+            if root.kind(name, parent_fd) == "dir":
+                raise _unsafe(f"{root.name(operation.path)}: is a directory, but the new kit needs a file here")
+            try:
+                os.rename(operation.staged, name, src_dir_fd=staging.fd, dst_dir_fd=parent_fd)
+            except OSError as exc:
+                raise host_error(exc, root.name(operation.path), "replace") from exc
+            placed = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            held = os.fstat(fd)
+            if (placed.st_dev, placed.st_ino) != (held.st_dev, held.st_ino):
+                raise IntegrityError(f"{root.name(operation.path)}: staged file was swapped while kit renamed it")
+            _sync_fd(parent_fd, root.name(operation.path))
+    finally:
+        os.close(fd)
+
+
+def _finish(root: Directory) -> None:
+    """Remove the journal first (so a kill leaves only discardable staging), then the staging directory."""
+    staging = root.open_subdir(STAGING, refuse=_state)
+    if staging is not None:
+        with staging:
+            staging.unlink(JOURNAL)
+            staging.sync()
+    faults.point("patch-dir-journal-removed")
+    root.remove_tree(STAGING, refuse=_state)
+    root.sync()
+
+
+def _sync_fd(fd: int, where: str) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise host_error(exc, where, "sync") from exc
+
+
+def _hash_fd(fd: int, where: str, *, keep: bool = False) -> str:
+    """SHA-256 of an open file from its start; closes ``fd`` unless ``keep``."""
+    digest = hashlib.sha256()
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        while chunk := os.read(fd, CHUNK):
+            digest.update(chunk)
+    except OSError as exc:
+        raise host_error(exc, where, "read") from exc
+    finally:
+        if not keep:
+            os.close(fd)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# planning and staging
+
+
+@dataclass(frozen=True)
+class _Plan:
+    operations: tuple[Operation, ...]
+    # staged name -> (target file, the delta's entry for it, or the installed base files with its content)
+    sources: dict[str, tuple[FileEntry, FileEntry | tuple[str, ...]]]
+    metadata: dict[str, str]  # staged name -> target metadata member
+    reused: int
+    removed: int
+
+
+class _Planner:
+    """Decide every step from the installed tree as it is, refusing trees kit cannot patch without guessing."""
+
+    def __init__(self, root: Directory, delta: VerifiedDelta, installed: Metadata, base: Manifest) -> None:
+        self.root = root
+        self.delta = delta
+        self.installed = installed
+        self.base = base
+        self.kinds: dict[str, str | None] = {}
+
+    def kind(self, path: str) -> str | None:
+        if path not in self.kinds:
+            with self.root.parent(path, create=False, refuse=_unsafe) as found:
+                self.kinds[path] = None if found is None else self.root.kind(found[1], found[0])
+        return self.kinds[path]
+
+    def plan(self) -> _Plan:
+        target = self.delta.target_manifest
+        members = self.delta.target.members
+        wanted = {f.path for f in target.files} | set(members)
+        check_layout((f.path for f in target.files), members, what=f"{self.delta.path}: target manifest")
+        base_paths = {f.path: f for f in self.base.files}
+        deletes = sorted((set(base_paths) | set(self.installed.members)) - wanted)
+        deleting = set(deletes)
+        for path in deletes:
+            self.kind(path)  # refuses a link on the way now, not after the commit
+        rmdirs: list[str] = []
+        for path in sorted(wanted):
+            self._check_prefixes(path, deleting)
+            if self.kind(path) == "dir":
+                rmdirs += self._emptied(path, deleting)
+            elif self.kind(path) == "other":
+                raise _unsafe(f"{self.root.name(path)}: is a special file where the new kit has a regular file")
+        operations = [Operation("delete", p) for p in deletes]
+        operations += [Operation("rmdir", p) for p in sorted(set(rmdirs), key=lambda p: (-p.count("/"), p))]
+        sources: dict[str, tuple[FileEntry, FileEntry | tuple[str, ...]]] = {}
+        reused = 0
+        shipped = self.delta.shipped
+        donors: dict[tuple[str, int], list[str]] = {}
+        for entry in self.base.files:
+            donors.setdefault((entry.sha256, entry.size), []).append(entry.path)
+        for number, item in enumerate(sorted(target.files, key=lambda f: f.path)):
+            # Kept files are re-hashed: an installed tree may have been edited since it was verified.
+            if item.path in base_paths and self._holds(item.path, item.sha256):
                 reused += 1
                 continue
-            staged_name = f"{number:06d}"
-            staged = staging / staged_name
-            source = delta_index.get(item.path)
-            if source is None or source.sha256 != item.sha256:
-                donor = next((f for f in base_manifest.files if f.sha256 == item.sha256), None)
-                donor_path = _inside(directory, donor.path) if donor else None
-                if donor_path is None or not donor_path.is_file() or _sha256(donor_path) != item.sha256:
-                    raise IntegrityError(f"{item.path}: neither the delta nor the installed kit holds its content")
-                shutil.copyfile(donor_path, staged)
+            name = f"{number:06d}"
+            source = shipped.get(item.path)
+            if source is not None and source.sha256 == item.sha256 and source.size == item.size:
+                sources[name] = (item, source)
             else:
-                data_digest = _extract_member(delta_stream, source, staged, caps)
-                if data_digest != item.sha256:
-                    raise IntegrityError(f"{item.path}: delta content differs from the signed target")
-            fsync_path(staged)
-            operations.append({"op": "replace", "path": item.path, "staged": staged_name})
-            written += 1
-        for number, name in enumerate(target.members):
-            staged_name = f"meta-{number:03d}"
-            (staging / staged_name).write_bytes(target.members[name])
-            fsync_path(staging / staged_name)
-            operations.append({"op": "replace", "path": name, "staged": staged_name})
-        target_paths = {f.path for f in target_manifest.files}
-        removed = sorted(set(base_paths) - target_paths)
-        # Optional metadata the old kit had and the new one has not (an attestation, a Sigstore bundle).
-        removed += sorted(set(installed.members) - set(target.members))
-        operations += [{"op": "delete", "path": path} for path in removed]
-        fsync_path(staging)
-        write_atomic(staging / JOURNAL, jsonio.dump_pretty({"operations": operations}))
-    _carry_out(directory, operations)
-    shutil.rmtree(staging)
-    fsync_path(directory)
-    return DirPatchResult(directory, target_manifest, reused, written, len(removed), rolled_forward)
+                sources[name] = (item, tuple(donors.get((item.sha256, item.size), ())))
+            operations.append(Operation("replace", item.path, name))
+        metadata: dict[str, str] = {}
+        # manifest.json last: an installed manifest naming the target means every other file is in place.
+        for number, member in enumerate(sorted(members, key=lambda m: m == MANIFEST_JSON)):
+            name = f"meta-{number:03d}"
+            metadata[name] = member
+            operations.append(Operation("replace", member, name))
+        return _Plan(tuple(operations), sources, metadata, reused, len(deletes))
+
+    def _holds(self, path: str, sha256: str) -> bool:
+        fd = self.root.open_regular(path, refuse=_unsafe)
+        return fd is not None and _hash_fd(fd, self.root.name(path)) == sha256
+
+    def _check_prefixes(self, path: str, deleting: set[str]) -> None:
+        parts = path.split("/")
+        for end in range(1, len(parts)):
+            prefix = "/".join(parts[:end])
+            found = self.kind(prefix)
+            if found is None:
+                return
+            if found == "dir":
+                continue
+            if found in ("file", "link") and prefix in deleting:
+                return  # a base file the target drops: deleted before anything is placed below it
+            raise _unsafe(
+                f"{self.root.name(prefix)}: is a {'symbolic link' if found == 'link' else 'file'} that is not part "
+                f"of the kit, but the new kit needs a directory there (for {path})"
+            )
+
+    def _emptied(self, path: str, deleting: set[str]) -> list[str]:
+        """The directories to remove so ``path`` can become a file; refused if anything else lives there."""
+        directories = [path]
+        with self.root.parent(path, create=False, refuse=_unsafe) as found:
+            assert found is not None
+            top = Directory.open_below(found[0], found[1], self.root.name(path), refuse=_unsafe)
+        if top is None:
+            return []
+        with top:
+            for relative, kind in top.walk():
+                full = f"{path}/{relative}"
+                if kind == "dir":
+                    directories.append(full)
+                elif kind not in ("file", "link") or full not in deleting:
+                    raise _unsafe(
+                        f"{self.root.name(path)}: the new kit needs a file here, but this directory holds "
+                        f"{relative}, which is not a file of the old kit; move it away"
+                    )
+        return directories
 
 
-def _extract_member(stream: Any, entry: Any, destination: Path, caps: Caps) -> str:
-    """Decompress one member of the (verified) delta into ``destination``; returns its SHA-256."""
-    return reader.read_member_to(stream, entry, caps, destination)
+def _stage(root: Directory, staging: Directory, delta: VerifiedDelta, plan: _Plan, caps: Caps) -> int:
+    """Write every staged file (fsynced) under ``staging``; returns how many payload files will be written."""
+    for name, (item, source) in sorted(plan.sources.items()):
+        if isinstance(source, FileEntry):
+            # The entry comes from the delta's signed manifest, the bytes from the descriptor that was verified;
+            # the member reader checks size, frame digest and content digest before its last piece.
+            with staging.new_file(name) as out:
+                for piece in reader.member_chunks(delta.stream, source, caps, against="signed"):
+                    out.write(piece)
+            if source.sha256 != item.sha256:
+                raise IntegrityError(f"{item.path}: delta content differs from the signed target")
+        else:
+            _copy_donor(root, staging, name, item, source)
+        faults.point("patch-dir-staged-file")
+    for name, member in plan.metadata.items():
+        with staging.new_file(name) as out:
+            out.write(delta.target.members[member])
+    staging.sync()
+    return len(plan.sources)
+
+
+def _copy_donor(root: Directory, staging: Directory, name: str, item: FileEntry, donors: tuple[str, ...]) -> None:
+    """Copy an installed base file with the target's content, hashing what is copied (not a separate read)."""
+    for donor in donors:
+        fd = root.open_regular(donor, refuse=_unsafe)
+        if fd is None:
+            continue
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "rb") as source, staging.new_file(name) as out:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() == item.sha256:
+            return
+        staging.unlink(name)
+    raise IntegrityError(f"{item.path}: neither the delta nor the installed kit holds its content")

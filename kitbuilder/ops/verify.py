@@ -9,6 +9,7 @@ member may decompress to.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -21,42 +22,36 @@ from typing import Any, BinaryIO
 from kitbuilder.archive import reader
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import IndexEntry
-from kitbuilder.archive.reader import Caps, Expected, IndexLocation
+from kitbuilder.archive.reader import Caps, Expected
 from kitbuilder.core import checksums, jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
+from kitbuilder.core.jobs import KitJobs
 from kitbuilder.core.manifest import (
     ATTESTATIONS_DIR,
     IMAGES_DIR,
     MANIFEST_DSSE,
     MANIFEST_JSON,
-    MAX_ATTESTATIONS,
-    METADATA_FILES,
     SHA256SUMS,
     SHA256SUMS_SIG,
     SIGSTORE_BUNDLE,
     FileEntry,
     Manifest,
     MetadataBudget,
-    metadata_names,
 )
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, PROVENANCE_PREDICATE_TYPE, read_predicate
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement
 from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyError, UsageError
+
+# The one metadata reader lives in kitfile; re-exported here, where callers have always found it.
+from kitbuilder.ops.kitfile import KitMetadata as KitMetadata
+from kitbuilder.ops.kitfile import Metadata as Metadata
+from kitbuilder.ops.kitfile import open_kit as open_kit
+from kitbuilder.ops.kitfile import read_metadata as read_metadata
 from kitbuilder.trust.freshness import Freshness
 from kitbuilder.trust.signatures import TrustPolicy, verify_detached, verify_envelope
 
 # A detached KIT.intoto.jsonl holds a few envelopes; like a metadata member it is read whole, so it is bounded.
 MAX_DETACHED = 64 << 20
-
-
-@dataclass(frozen=True)
-class KitMetadata:
-    """The metadata members of a kit as read through its index; nothing here is verified yet."""
-
-    location: IndexLocation
-    members: dict[str, bytes]
-    envelope: Envelope
-    manifest: Manifest
 
 
 @dataclass(frozen=True)
@@ -133,45 +128,7 @@ class VerifyReport:
         }
 
 
-def open_kit(path: Path) -> BinaryIO:
-    try:
-        return path.open("rb")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot open kit ({exc.strerror})") from exc
-
-
-def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
-    """Read index, envelope and manifest through the index (small, bounded reads)."""
-    location = reader.read_index(stream, caps)
-    by_path = location.index.by_path()
-    members: dict[str, bytes] = {}
-    names = metadata_names(by_path)
-    attestations = [name for name in names if name.startswith(f"{ATTESTATIONS_DIR}/")]
-    if len(attestations) > MAX_ATTESTATIONS:
-        raise ArchiveError(f"kit index lists {len(attestations)} attestations; at most {MAX_ATTESTATIONS} are allowed")
-    # Optional members are unsigned: bound them together, from the index, before any is decompressed.
-    optional_bytes = sum(by_path[name].size for name in names if name not in METADATA_FILES)
-    if optional_bytes > caps.max_metadata:
-        raise ArchiveError(
-            f"kit index lists {optional_bytes} bytes of attestations and Sigstore bundle; "
-            f"at most {caps.max_metadata} are allowed together"
-        )
-    # Each required document may cost what it would in an honest kit of this many members (docs/parse-limits.md):
-    # checked on the index's sizes before anything is decompressed, and on the structure before it is parsed.
-    budget = MetadataBudget(len(location.index.members))
-    for name in names:
-        entry = by_path.get(name)
-        if entry is None:
-            raise ArchiveError(f"kit index has no {name}: not a complete kit")
-        budget.check_size(name, entry.size)
-    for name in names:
-        members[name] = reader.read_member(stream, by_path[name], caps)
-    envelope = Envelope.from_bytes(members[MANIFEST_DSSE], what=MANIFEST_DSSE)
-    manifest = Manifest.from_bytes(members[MANIFEST_JSON], limits=budget.manifest_limits())
-    return KitMetadata(location=location, members=members, envelope=envelope, manifest=manifest)
-
-
-def check_signed_metadata(metadata: KitMetadata, policy: TrustPolicy) -> tuple[tuple[str, ...], str | None, Manifest]:
+def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tuple[str, ...], str | None, Manifest]:
     """Signatures, statement, manifest and SHA256SUMS against each other; returns signers and the signed manifest."""
     envelope = metadata.envelope
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
@@ -290,7 +247,7 @@ def _check_statement_shape(payload: bytes, *, what: str) -> None:
 
 
 def check_kit_attestations(
-    metadata: KitMetadata, manifest: Manifest, options: VerifyOptions
+    metadata: Metadata, manifest: Manifest, options: VerifyOptions
 ) -> tuple[tuple[AttestationReport, ...], dict[str, Any] | None]:
     """Every attestation and the Sigstore bundle inside the kit; PolicyError if provenance is required and absent."""
     members = metadata.members
@@ -464,14 +421,20 @@ def verify_kit(
     on_bytes: Callable[[int], None] | None = None,
     extract_to: Path | None = None,
     extract_only: Callable[[str], bool] | None = None,
+    stream: BinaryIO | None = None,
 ) -> VerifyReport:
     """Raise a KitError subclass at the first failed check; return the report when all pass.
 
     With ``extract_to`` (an empty directory) the members are written there from
     the same single read that verifies them, so what is applied afterwards is
     exactly what was verified; on failure the caller discards the directory.
+    With ``stream`` (the kit, opened by the caller with ``open_kit``) that
+    descriptor is verified and left open, so the caller goes on using exactly
+    the bytes verified here instead of opening ``path`` again.
     """
-    with open_kit(path) as stream:
+    with contextlib.ExitStack() as owned:
+        if stream is None:
+            stream = owned.enter_context(open_kit(path))
         metadata = read_metadata(stream, options.caps)
         signers, checksum_signer, manifest = check_signed_metadata(metadata, options.policy)
         kit = manifest.kit
@@ -511,6 +474,10 @@ def verify_kit(
             worker.close()
             file_worker.close()
         images_check = _check_images(stream, metadata, manifest, options.caps)
+        # What apply will read (component options, checks, backfill jobs), parsed as apply parses it: exit 5 here.
+        KitJobs.from_manifest(
+            manifest, lambda f: read_signed_file(stream, metadata.location.index.by_path(), f, options.caps)
+        )
     kit_sha256 = hashing.digest.hexdigest()
     for detached in options.detached_attestations:
         attestations += tuple(check_detached(detached, kit_sha256, options.policy))

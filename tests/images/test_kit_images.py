@@ -145,8 +145,8 @@ def test_export_of_a_kit_changed_after_verify_writes_nothing(
 ) -> None:
     kit = Path(shutil.copy(image_kit, tmp_path / "k.kit.tar.zst"))
 
-    def verify_then_tamper(path: Path, options: Any) -> Any:
-        report = verify_kit(path, options)
+    def verify_then_tamper(path: Path, options: Any, *, stream: Any = None) -> Any:
+        report = verify_kit(path, options, stream=stream)
         # Swap the kit's bytes under the exporter: the biggest blob's data frame gets altered in place.
         biggest = max((f for f in report.manifest.files if f.path.startswith("images/blobs/")), key=lambda f: f.size)
         with path.open("r+b") as stream:
@@ -162,6 +162,25 @@ def test_export_of_a_kit_changed_after_verify_writes_nothing(
         export_images(kit, out, signing.options())
     assert caught.value.exit_code in (4, 5)
     assert list(out.iterdir()) == []
+
+
+def test_export_reads_the_kit_it_verified_even_if_another_is_renamed_over_the_path(
+    image_kit: Path, built_kit: Path, signing: Signing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit = Path(shutil.copy(image_kit, tmp_path / "k.kit.tar.zst"))
+    impostor = Path(shutil.copy(built_kit, tmp_path / "impostor.kit.tar.zst"))
+
+    def verify_then_swap(path: Path, options: Any, *, stream: Any = None) -> Any:
+        report = verify_kit(path, options, stream=stream)
+        os.replace(impostor, path)  # another file now has the name; the open descriptor is the verified one
+        return report
+
+    monkeypatch.setattr(images_op, "verify_kit", verify_then_swap)
+    out = tmp_path / "out"
+    result = export_images(kit, out, signing.options())
+    assert result.blobs > 0
+    assert (out / "index.json").is_file()
+    assert subprocess.run(["umoci", "ls", "--layout", str(out)], capture_output=True).returncode == 0
 
 
 def test_export_of_a_kit_without_images(built_kit: Path, kit_env: Any, tmp_path: Path) -> None:

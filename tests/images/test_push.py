@@ -199,8 +199,8 @@ def test_kit_changed_after_verify_sends_no_altered_blob(
     kit = Path(shutil.copy(image_kit, tmp_path / "k.kit.tar.zst"))
     target: dict[str, str] = {}
 
-    def verify_then_tamper(path: Path, options: Any) -> Any:
-        report = verify_kit(path, options)
+    def verify_then_tamper(path: Path, options: Any, *, stream: Any = None) -> Any:
+        report = verify_kit(path, options, stream=stream)
         biggest = max((f for f in report.manifest.files if f.path.startswith("images/blobs/")), key=lambda f: f.size)
         target["digest"] = "sha256:" + biggest.path.rsplit("/", 1)[1]
         # Flip content bytes in the stored (raw) block of that blob's data frame: the frame ends with the

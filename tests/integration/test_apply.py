@@ -103,7 +103,10 @@ def test_dry_run_counts_by_tenant_and_touches_nothing(kit_env: KitEnv, db_url: s
     assert backfill["byTenant"] == {"tenant-0": 30, "tenant-1": 30, "tenant-2": 30}
     assert report["plan"][0]["sql"].startswith("CREATE TABLE IF NOT EXISTS advisory_observations")
     assert not database.table_exists("kit_migrations")
-    assert not (kit_env.root / "artifacts").exists()
+    # --artifacts was given: the dry run leaves hashed evidence marked as a dry run, and no metrics.
+    (evidence,) = (kit_env.root / "artifacts").iterdir()
+    assert evidence.name.endswith("-dry-run") and not (evidence / "metrics.prom").exists()
+    assert json.loads((evidence / "report.json").read_text())["dryRun"] is True
 
 
 def test_poison_rows_are_quarantined_and_job_continues(kit_env: KitEnv, db_url: str, database: Database) -> None:

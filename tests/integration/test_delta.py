@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -140,53 +138,36 @@ def test_corrupt_base_frame_is_caught_while_copying(kit_env: KitEnv, release_pai
     assert not out.exists()
 
 
-@pytest.mark.slow
-def test_sigkill_during_in_place_patch_always_leaves_old_or_new(kit_env: KitEnv, tmp_path: Path) -> None:
-    """A bigger kit so the patch takes long enough to be interrupted at many points."""
-    big = kit_env.root / "src/docs/big.bin"
-    big.write_bytes(os.urandom(48 << 20))
-    base = kit_env.root / "base.kit.tar.zst"
-    _build(kit_env, base, "1700000000")
-    _next_release(kit_env)
-    full = kit_env.root / "full.kit.tar.zst"
-    _build(kit_env, full, "1700086400")
-    delta = kit_env.root / "delta.kit.tar.zst"
-    _build(kit_env, delta, "1700086400", "--delta-from", base)
-    old_digest = hashlib.sha256(base.read_bytes()).hexdigest()
-    new_digest = hashlib.sha256(full.read_bytes()).hexdigest()
-    command = [
-        sys.executable,
-        "-m",
-        "kitbuilder.cli",
-        "patch",
-        str(base),
-        str(delta),
-        "--key",
-        str(kit_env.ed_pub),
-        "--in-place",
-    ]
-    # Kill points are fractions of one timed uninterrupted patch, so the test means the same on fast and slow hosts.
-    started = time.monotonic()
-    subprocess.run([*command[:-1], "--out", str(tmp_path / "timed.kit.tar.zst")], check=True, capture_output=True)
-    full_run = time.monotonic() - started
-    kills = 0
-    for fraction in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.2):
-        delay = full_run * fraction
-        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
-            time.sleep(delay)
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-                kills += 1
-            process.wait()
-        digest = hashlib.sha256(base.read_bytes()).hexdigest()
-        assert digest in (old_digest, new_digest), "the kit under its final name is never partial"
-        if digest == new_digest:
-            break
-    assert kills >= 2
-    if hashlib.sha256(base.read_bytes()).hexdigest() == old_digest:
-        assert subprocess.run(command, capture_output=True).returncode == 0
-    assert hashlib.sha256(base.read_bytes()).hexdigest() == new_digest
-    assert not list(base.parent.glob(f".{base.name}.*.part")), "leftovers are cleaned by the next run"
+def _kit_cli(*args: object, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`kit` in a child process; with ``fault``, KIT_FAULT ends it at that named point as SIGKILL would."""
+    env = {k: v for k, v in os.environ.items() if k != "KIT_FAULT"}
+    if fault:
+        env["KIT_FAULT"] = fault
+    return subprocess.run(
+        [sys.executable, "-m", "kitbuilder.cli", *map(str, args)], capture_output=True, text=True, env=env
+    )
+
+
+def test_kill_during_in_place_patch_always_leaves_old_or_new(
+    kit_env: KitEnv, release_pair: tuple[Path, Path, Path]
+) -> None:
+    """A kill after each member written and after the final rename: the name holds the old or the new kit, never
+    a partial one, and a rerun converges and leaves nothing behind."""
+    base, delta, full = release_pair
+    old = base.read_bytes()
+    command = ["patch", base, delta, "--key", kit_env.ed_pub, "--in-place"]
+    code, report = run_json("verify", full, "--key", kit_env.ed_pub, "--no-state")
+    assert code == 0
+    members = report["files"]
+    for fault in [*(f"patch-file-member:{n}" for n in range(1, members + 1)), "patch-file-renamed"]:
+        base.write_bytes(old)
+        killed = _kit_cli(*command, fault=fault)
+        assert killed.returncode == 137, (fault, killed.stderr)
+        assert base.read_bytes() in (old, full.read_bytes()), fault
+        rerun = run_kit(*command)
+        assert rerun.exit_code == 0, (fault, rerun.stderr)
+        assert base.read_bytes() == full.read_bytes(), fault
+        assert not list(base.parent.glob(f".{base.name}.*")), f"{fault}: leftovers are cleaned by the next run"
 
 
 def _extract(kit: Path, target: Path) -> None:
@@ -228,63 +209,31 @@ def test_patch_directory_rehashes_reused_files(kit_env: KitEnv, release_pair: tu
     assert not (installed / ".kit-patch").exists() or not (installed / ".kit-patch/journal.json").exists()
 
 
-@pytest.mark.slow
-def test_sigkill_during_directory_patch_rolls_forward(kit_env: KitEnv) -> None:
-    src = kit_env.root / "src/docs"
-    for number in range(40):
-        (src / f"chunk-{number:02d}.bin").write_bytes(os.urandom(1 << 20))
-    base = kit_env.root / "base.kit.tar.zst"
-    _build(kit_env, base, "1700000000")
-    for number in range(40):  # every chunk changes: the patch writes 40 MiB
-        (src / f"chunk-{number:02d}.bin").write_bytes(os.urandom(1 << 20))
-    _next_release(kit_env)
-    full = kit_env.root / "full.kit.tar.zst"
-    _build(kit_env, full, "1700086400")
-    delta = kit_env.root / "delta.kit.tar.zst"
-    _build(kit_env, delta, "1700086400", "--delta-from", base)
+def test_kill_during_directory_patch_rolls_forward(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
+    """A kill after staging, after the commit and after each journal step: until the journal exists the installed
+    files are untouched; after it, the rerun rolls forward; every rerun converges to the new kit."""
+    base, delta, full = release_pair
     expected_dir = kit_env.root / "expected"
     _extract(full, expected_dir)
     expected = _tree(expected_dir)
     original_dir = kit_env.root / "original"
     _extract(base, original_dir)
     original = _tree(original_dir)
-    installed = kit_env.root / "installed"
-    _extract(base, installed)
-    command = [
-        sys.executable,
-        "-m",
-        "kitbuilder.cli",
-        "patch",
-        str(installed),
-        str(delta),
-        "--key",
-        str(kit_env.ed_pub),
-        "--in-place",
-        "--no-state",
-    ]
-    # Kill points are fractions of one timed uninterrupted patch of a copy, so they mean the same on any host.
-    timed = kit_env.root / "timed"
-    shutil.copytree(installed, timed)
-    started = time.monotonic()
-    subprocess.run([*command[:4], str(timed), *command[5:]], check=True, capture_output=True)
-    full_run = time.monotonic() - started
-    kills = 0
-    for fraction in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
-        delay = full_run * fraction
-        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
-            time.sleep(delay)
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-                kills += 1
-            process.wait()
+    probe = kit_env.root / "probe"
+    _extract(base, probe)
+    command = ["patch", None, delta, "--key", kit_env.ed_pub, "--in-place"]
+    assert _kit_cli(*command[:1], probe, *command[2:], fault="patch-dir-committed").returncode == 137
+    steps = len(json.loads((probe / ".kit-patch/journal.json").read_bytes())["operations"])
+    faults = ["patch-dir-staged", "patch-dir-committed", *(f"patch-dir-after-op:{n}" for n in range(1, steps + 1))]
+    for number, fault in enumerate(faults):
+        installed = kit_env.root / f"installed-{number}"
+        _extract(base, installed)
+        killed = _kit_cli(*command[:1], installed, *command[2:], fault=fault)
+        assert killed.returncode == 137, (fault, killed.stderr)
         tree = {k: v for k, v in _tree(installed).items() if not k.startswith(".kit-patch/")}
-        journal = (installed / ".kit-patch/journal.json").exists()
-        # Until the journal exists the installed files are untouched; after it, a rerun rolls forward.
-        if not journal and tree != expected:
-            assert tree == original
-        if tree == expected and not (installed / ".kit-patch").exists():
-            break
-    assert kills >= 2
-    final = subprocess.run(command, capture_output=True, text=True)
-    assert final.returncode == 0, final.stderr  # a rerun converges (or finds the kit already patched)
-    assert _tree(installed) == expected
+        if not (installed / ".kit-patch/journal.json").exists():
+            assert tree in (original, expected), fault
+        code, document = run_json(*command[:1], installed, *command[2:])
+        assert code == 0, (fault, document)
+        assert document["rolledForward"] == fault.startswith(("patch-dir-after", "patch-dir-comm"))
+        assert _tree(installed) == expected, fault

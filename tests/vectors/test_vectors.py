@@ -23,11 +23,7 @@ HERE = Path(__file__).resolve().parent
 DOCUMENT: dict[str, Any] = json.loads((HERE / "vectors.json").read_text())
 VECTORS = {vector["name"]: vector for vector in DOCUMENT["vectors"]}
 
-BUGS = {
-    "manifest-migration-up-is-a-list": "issue 10.6: verify accepts an option kit apply then crashes on; everything "
-    "apply reads must be schema-checked at verify time",
-    "manifest-sequence-2-pow-63": "issue 10.6: verify accepts a sequence kit apply cannot store (SQLite overflow)",
-}
+BUGS: dict[str, str] = {}
 
 
 def _params() -> list[Any]:
