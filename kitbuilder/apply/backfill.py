@@ -48,6 +48,12 @@ from kitbuilder.core.jobs import Check, named_parameters
 from kitbuilder.errors import CheckFailedError, DatabaseError, UsageError
 
 MAX_RESCANS = 2
+# The first and last key of a batch and its size. By ORDER BY, not MIN/MAX: PostgreSQL has no min(uuid), and
+# every key a backfill pages by is orderable.
+_BOUNDS = (
+    "(SELECT kit_k FROM kit_batch ORDER BY kit_k LIMIT 1) AS lo, "
+    "(SELECT kit_k FROM kit_batch ORDER BY kit_k DESC LIMIT 1) AS hi, (SELECT COUNT(*) FROM kit_batch) AS n"
+)
 
 
 @dataclass
@@ -158,20 +164,23 @@ class BackfillJob:
         """
         after = f" AND {self.key} > :cursor" if cursor is not None else ""
         sql = (
-            f"SELECT MIN(kit_k), MAX(kit_k), COUNT(*) FROM (SELECT {self.key} AS kit_k FROM {self.table} "
+            f"WITH kit_batch AS (SELECT {self.key} AS kit_k FROM {self.table} "
             f"WHERE ({self.predicate}){after}{self._tenant_filter()} ORDER BY {self.key} "
-            f"LIMIT {int(self.batch_size)}) AS kit_batch"
+            f"LIMIT {int(self.batch_size)}) SELECT {_BOUNDS}"
         )
         params = self._params(cursor=cursor) if cursor is not None else self._params()
         first, last, count = self.ctx.db.query(sql, params)[0]
-        return first, last, int(count)
+        return self._key(first), self._key(last), int(count)
+
+    def _key(self, value: Any) -> Any:
+        return state.key_value(self.step.id, f"{self.table}.{self.key}", value)
 
     def _keys_between(self, first: Any, last: Any) -> list[Any]:
         sql = (
             f"SELECT {self.key} FROM {self.table} WHERE {self.key} >= :lo AND {self.key} <= :hi "
             f"AND ({self.predicate}){self._tenant_filter()} ORDER BY {self.key}"
         )
-        return [row[0] for row in self.ctx.db.query(sql, self._params(lo=first, hi=last))]
+        return [self._key(row[0]) for row in self.ctx.db.query(sql, self._params(lo=first, hi=last))]
 
     def _update_range(self, lo: Any, hi: Any) -> int:
         job = self.job
@@ -271,7 +280,7 @@ class BackfillJob:
         sql = (
             f"WITH kit_batch AS (SELECT {self.key} AS kit_k FROM {self.table} WHERE ({self.predicate}){after}"
             f"{self._tenant_filter()} ORDER BY {self.key} LIMIT {int(self.batch_size)}), "
-            "kit_bounds AS (SELECT MIN(kit_k) AS lo, MAX(kit_k) AS hi, COUNT(*) AS n FROM kit_batch), "
+            f"kit_bounds AS (SELECT {_BOUNDS}), "
             f"kit_updated AS (UPDATE {self.table} SET {assignments} WHERE {self.key} >= (SELECT lo FROM kit_bounds) "
             f"AND {self.key} <= (SELECT hi FROM kit_bounds) AND ({self.predicate}){self._tenant_filter()} RETURNING 1) "
             "SELECT lo, hi, n, (SELECT COUNT(*) FROM kit_updated) FROM kit_bounds"
@@ -280,6 +289,7 @@ class BackfillJob:
         try:
             with db.transaction():
                 _, last, count, changed = db.query(sql, params)[0]
+                last = self._key(last)
                 if not count:
                     return cursor, True
                 updated = Totals(self.totals.processed + changed, self.totals.failed, self.totals.batches + 1)

@@ -21,16 +21,20 @@ import contextlib
 import hashlib
 import re
 import sqlite3
+import time
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kitbuilder import faults
 from kitbuilder.apply import signals, sqlsplit
 from kitbuilder.errors import DatabaseError, UsageError
 
 Params = dict[str, Any] | None
 T = TypeVar("T")
+_CONNINFO = re.compile(r"\s*[A-Za-z_]+\s*=.*", re.DOTALL)
 _NAMED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|%|:([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -149,8 +153,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def wrap_driver_error(exc: Exception, where: str) -> DatabaseError:
-    """The typed error for a driver exception; an interrupt is InterruptedRun (raised, not returned)."""
+def wrap_driver_error(exc: Exception, where: str, secrets: Sequence[str] = ()) -> DatabaseError:
+    """The typed error for a driver exception; an interrupt is InterruptedRun (raised, not returned).
+
+    ``secrets`` (the connection's password) are scrubbed from the driver's text, which may quote them.
+    """
     pending = signals.received()
     code = getattr(exc, "sqlite_errorcode", None)
     if pending is not None:
@@ -164,6 +171,7 @@ def wrap_driver_error(exc: Exception, where: str) -> DatabaseError:
     else:
         cls = _classify_postgres(exc)
         reason, sqlstate = _first_line(exc), getattr(exc, "sqlstate", None)
+    reason = scrub(reason, secrets)
     return cls(f"{where}: {reason}", reason=reason, sqlstate=sqlstate)
 
 
@@ -175,6 +183,36 @@ def redact(text: str) -> str:
     """
     text = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
     return re.sub(r"(?i)(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", text)
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The password(s) a database URL carries (userinfo and ``password=`` parameters), raw and percent-decoded."""
+    found: set[str] = set()
+    userinfo = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://([^@]*)@", url)
+    if userinfo and ":" in userinfo.group(1):
+        found.add(userinfo.group(1).split(":", 1)[1])
+    found.update(re.findall(r"(?i)[?&]password=([^&]*)", url))
+    found |= {urllib.parse.unquote(value) for value in found}
+    return tuple(sorted(value for value in found if value))
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret, and every double-quoted token that is part of one, replaced by ***.
+
+    libpq quotes the values it rejects (`invalid percent-encoded token: "pa%ss"`), password included.
+    """
+    if not secrets:
+        return text
+
+    def quoted(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        return '"***"' if inner and any(inner in secret for secret in secrets) else match.group(0)
+
+    text = re.sub(r'"([^"]*)"', quoted, text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:  # a shorter one would blank out ordinary words; quoted echoes are caught above
+            text = text.replace(secret, "***")
+    return text
 
 
 def redact_argv(argv: Sequence[str]) -> list[str]:
@@ -214,6 +252,7 @@ class Database(ABC):
     dialect: str
     url: str  # redacted: safe to print and record
     _driver_errors: tuple[type[Exception], ...] = ()
+    _secrets: tuple[str, ...] = ()
 
     def _call(self, action: Callable[[], T], what: str = "") -> T:
         """Run one driver call: a safe point for signals before it, driver errors typed after it."""
@@ -221,7 +260,7 @@ class Database(ABC):
         try:
             return action()
         except self._driver_errors as exc:
-            raise wrap_driver_error(exc, f"{self.url}{what}") from exc
+            raise wrap_driver_error(exc, f"{self.url}{what}", self._secrets) from exc
 
     @abstractmethod
     def version(self) -> str: ...
@@ -277,6 +316,14 @@ class Database(ABC):
         """DDL for an auto-increment integer primary key column named id."""
 
 
+_BUSY_SLICE = 0.1  # seconds SQLite waits in C for a lock before kit's own loop checks for a signal
+
+
+def _let_signal_handlers_run() -> int:
+    """SQLite's progress callback: calling into Python runs pending signal handlers; 0 lets the statement go on."""
+    return 0
+
+
 def _sha256_hex(value: str | None) -> str | None:
     return None if value is None else hashlib.sha256(value.encode("utf-8")).hexdigest()
 
@@ -328,6 +375,31 @@ class SqliteDatabase(Database):
         # Portable helper for backfills that derive digests (canonical keys).
         self._conn.create_function("kit_sha256", 1, _sha256_hex, deterministic=True)
         self._depth = 0
+        # SQLite runs a statement, and waits for another connection's lock, in C, where no Python signal handler
+        # runs: Ctrl-C waited for the statement or the whole --lock-timeout. A progress callback lets the handler
+        # run (it interrupts the statement), and outside a transaction the busy wait goes in short slices with a
+        # safe point between them (retrying there is what SQLite prescribes).
+        self._conn.set_progress_handler(_let_signal_handlers_run, 20_000)
+        self._busy_wait = timeout
+        self._busy_slice = min(timeout, _BUSY_SLICE)
+        self._busy_now = timeout
+        self._set_busy(self._busy_slice)
+
+    def _set_busy(self, seconds: float) -> None:
+        if seconds != self._busy_now:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+            self._busy_now = seconds
+
+    def _call(self, action: Callable[[], T], what: str = "") -> T:
+        deadline = time.monotonic() + self._busy_wait
+        while True:
+            try:
+                return super()._call(action, what)
+            except BusyError:
+                # Inside a transaction SQLite says roll back rather than retry: the caller's transaction does.
+                if self._depth or time.monotonic() >= deadline:
+                    raise
+                faults.point("sqlite-busy")
 
     def version(self) -> str:
         return f"SQLite {sqlite3.sqlite_version}"
@@ -342,20 +414,19 @@ class SqliteDatabase(Database):
         self._call(lambda: self._conn.execute("BEGIN IMMEDIATE"), " (begin)")
         self._depth = 1
         try:
+            self._set_busy(self._busy_wait)  # a statement inside may wait for readers (a cache spill), not retry
             yield
+            self._set_busy(self._busy_slice)
+            self._depth = 0  # a COMMIT refused as busy is retried, in slices (sqlite3_step's documentation)
+            self._call(lambda: self._conn.execute("COMMIT"), " (commit)")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             raise
-        else:
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise wrap_driver_error(exc, f"{self.url} (commit)") from exc
         finally:
             self._depth = 0
+            with contextlib.suppress(sqlite3.Error):
+                self._set_busy(self._busy_slice)
 
     def execute(self, sql: str, params: Params = None) -> int:
         return self._call(lambda: int(self._conn.execute(sql, params or {}).rowcount))
@@ -392,23 +463,20 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         import psycopg
 
-        self.url = redact(url)
+        self._secrets = url_secrets(url)
+        self.url = scrub(redact(url), self._secrets)
         self._psycopg = psycopg
         self._driver_errors = (psycopg.Error,)
         try:
             self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise ConnectionLostError(
-                f"{self.url}: cannot connect to PostgreSQL ({_first_line(exc)})", reason=_first_line(exc)
-            ) from exc
+            reason = scrub(_first_line(exc), self._secrets)
+            raise ConnectionLostError(f"{self.url}: cannot connect to PostgreSQL ({reason})", reason=reason) from exc
         if read_only:
             # The server enforces it: a dry run or status cannot change anything by mistake.
             self.execute("SET default_transaction_read_only = on")
-            return
-        self.execute(
-            "CREATE OR REPLACE FUNCTION kit_sha256(text) RETURNS text LANGUAGE sql IMMUTABLE STRICT "
-            "AS $$ SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex') $$"
-        )
+        # kit_sha256() is created by StateStore.ensure_tables, with the apply lock held: created here, at
+        # connect, two runs starting together collided in the catalog (pg_proc) before either held the lock.
 
     def version(self) -> str:
         return str(self.query_value("SELECT version()")).split(" on ")[0]
@@ -431,7 +499,7 @@ class PostgresDatabase(Database):
             try:
                 block.__exit__(None, None, None)
             except self._psycopg.Error as exc:
-                raise wrap_driver_error(exc, f"{self.url} (commit)") from exc
+                raise wrap_driver_error(exc, f"{self.url} (commit)", self._secrets) from exc
 
     def _run(self, sql: str, params: Params, fetch: bool) -> Any:
         with self._conn.cursor() as cursor:
@@ -504,4 +572,11 @@ def connect(url: str, *, read_only: bool = False, create: bool = True, lock_time
         )
     if "://" in url:
         raise UsageError(f"--db {redact(url)}: expected postgresql://…, sqlite:///PATH or a file path")
+    if _CONNINFO.fullmatch(url):
+        # Not a file name: a libpq keyword/value string, which would otherwise become a new SQLite file named after
+        # it (password included). Not echoed, for the same reason.
+        raise UsageError(
+            "--db: looks like a libpq key=value connection string; give a URL: postgresql://HOST/DB (or "
+            "postgresql:///DB?service=NAME for a service file), or sqlite:///PATH for a file whose name has '='"
+        )
     return SqliteDatabase(Path(url), read_only=read_only, create=create, busy_timeout=lock_timeout)

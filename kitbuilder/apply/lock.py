@@ -3,10 +3,12 @@
 PostgreSQL: a session-level advisory lock, released by the server when the
 session ends (a SIGKILLed run's connection drops, so its lock goes with it).
 SQLite has no sessions: a lease row written in an exclusive transaction, with
-an expiry renewed as work progresses; a lease whose holder is a dead process on
-this host, or whose expiry has passed, is taken over. A lease left by a run on
-another host blocks until its expiry, or until an operator who knows that run
-is gone runs ``kit repair --db URL --release-lock --reason …``.
+an expiry renewed as work progresses. On this host the holder's pid decides: a
+lease is taken over only when its process is gone, never because it expired
+while the holder still runs (a long statement renews nothing). A lease left by a
+run on another host blocks until its expiry, or until an operator who knows that
+run is gone runs ``kit repair --db URL --release-lock --reason …``. A run that
+finds its lease gone when renewing stops (exit 9) rather than run beside another.
 
 The SQL lives in ``state.StateStore``; this module decides when to try, how
 long to wait and what to say.
@@ -94,11 +96,8 @@ class ApplyLock:
             lease = None
         if lease is None:
             return "the SQLite database"
-        elsewhere = ""
-        if lease.host != socket.gethostname():
-            elsewhere = (
-                f'; if that run is gone, `kit repair --db {self._db.url} --release-lock --reason "…"` releases it'
-            )
+        gone = "that run is gone" if lease.host != socket.gethostname() else f"pid {lease.pid} is not a kit run"
+        elsewhere = f'; if {gone}, `kit repair --db {self._db.url} --release-lock --reason "…"` releases it'
         return (
             f"the SQLite database (run {lease.run_id}, pid {lease.pid} on {lease.host}, lease until {lease.expires_at})"
             f"{elsewhere}"
@@ -120,7 +119,12 @@ class ApplyLock:
         """Extend the SQLite lease; cheap to call often (renews at most every few seconds)."""
         if self._db.dialect != "sqlite" or time.monotonic() - self._last_renewal < self._lease / 4:
             return
-        self._state.renew_lease(self._run_id, lease_seconds=self._lease)
+        if not self._state.renew_lease(self._run_id, lease_seconds=self._lease):
+            self._held = False
+            raise LockBusyError(
+                f"this run no longer holds the apply lock on {self._db.url} (released with `kit repair "
+                "--release-lock`, or taken over): stopped at a safe point; check `kit status`, then rerun"
+            )
         self._last_renewal = time.monotonic()
 
     def release(self) -> None:

@@ -171,14 +171,25 @@ def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
     elif not script:
         raise DatabaseError(f"{step.kind} {step.id}: no revert script in the kit; restore from backup instead")
     try:
-        with ctx.db.transaction():
+        if step.kind == "migration" and not step.migration.options.transactional:
+            # Like its up script, the revert (DROP INDEX CONCURRENTLY) cannot run in a transaction. The state
+            # row changes after it: a run stopped in between reverts again, so such a revert must be idempotent.
             for statement in ctx.db.split(script):
                 ctx.db.execute(statement)
-            if step.kind == "backfill":
-                ctx.state.revert_job(step.id)
-            else:
+                faults.point("revert-statement")
+            with ctx.db.transaction():
                 ctx.state.mark_reverted(step.id)
-            ctx.state.record_event(ctx.run_id, "revert", step.id, None)
+                ctx.state.record_event(ctx.run_id, "revert", step.id, "non-transactional")
+        else:
+            with ctx.db.transaction():
+                for statement in ctx.db.split(script):
+                    ctx.db.execute(statement)
+                    faults.point("revert-statement")
+                if step.kind == "backfill":
+                    ctx.state.revert_job(step.id)
+                else:
+                    ctx.state.mark_reverted(step.id)
+                ctx.state.record_event(ctx.run_id, "revert", step.id, None)
     except DriverError as exc:
         raise DatabaseError(f"revert of {step.kind} {step.id} failed: {exc.reason}") from exc
     return {"id": step.id, "kind": step.kind, "phase": step.phase, "status": "reverted"}

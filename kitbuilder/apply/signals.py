@@ -8,7 +8,9 @@ therefore rolls back whole (a batch, a migration), the run loop records the
 run ``interrupted``, releases the lock and writes its evidence, and the CLI
 exits 130 (SIGINT) or 143 (SIGTERM). A second signal while the first is being
 handled stops at once (the transaction still rolls back). Outside
-``deferred()`` (verifying the kit) a signal stops at once.
+``deferred()`` (verifying the kit) a signal stops at once. Inside ``shielded()``
+(recording a run whose outcome is already decided) a first signal is too late
+to stop anything: it neither interrupts a statement nor raises at a checkpoint.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _received: int | None = None  # first signal received in this handling() block
 _count = 0
 _consumed = False
 _deferring = 0
+_shielding = 0
 _interrupters: list[Callable[[], None]] = []
 
 
@@ -58,6 +61,8 @@ def _handler(signal_number: int, frame: FrameType | None) -> None:
         _received = signal_number
     if not _deferring or _count > 1:
         raise _Stop(_received)
+    if _shielding:
+        return
     for interrupt in list(_interrupters):
         with contextlib.suppress(Exception):
             interrupt()
@@ -65,13 +70,13 @@ def _handler(signal_number: int, frame: FrameType | None) -> None:
 
 def received() -> int | None:
     """The signal that asked kit to stop, if any (the database boundary classifies driver errors with it)."""
-    return _received
+    return None if _shielding else _received
 
 
 def checkpoint() -> None:
     """A safe point: raise InterruptedRun once if a signal arrived."""
     global _consumed
-    if _received is not None and not _consumed:
+    if _received is not None and not _consumed and not _shielding:
         _consumed = True
         raise interrupted_run(_received)
 
@@ -110,3 +115,14 @@ def deferred(interrupt: Callable[[], None] | None = None) -> Iterator[None]:
         _deferring -= 1
         if interrupt is not None:
             _interrupters.remove(interrupt)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Recording a run whose outcome is decided (evidence, kit_runs, the lock): a first signal waits it out."""
+    global _shielding
+    _shielding += 1
+    try:
+        yield
+    finally:
+        _shielding -= 1

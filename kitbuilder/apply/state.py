@@ -23,15 +23,18 @@ import getpass
 import json
 import os
 import socket
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from kitbuilder.apply.db import Database, Params
-from kitbuilder.errors import DatabaseError
+from kitbuilder.errors import DatabaseError, UsageError
 
 CHECKSUM_ALGORITHM = "kit-sha256-v1"
+MIGRATION_STATUSES = ("pending", "running", "succeeded", "failed", "reverted")
 LOCK_NAME = "kit-apply"
 ADVISORY_KEY = 0x4B4954  # "KIT"
 
@@ -248,6 +251,24 @@ def _repair_hint(job: str) -> str:
     )
 
 
+def key_value(job: str, column: str, value: Any) -> Any:
+    """A key read from the job's table as the cursor keeps it: JSON-safe, and a parameter the database compares.
+
+    psycopg returns NUMERIC as Decimal, date/time columns as datetime, UUID as UUID: kept as their exact
+    text form, which PostgreSQL casts back to the column's type (parameters are sent untyped).
+    """
+    if value is None or (isinstance(value, (int, float, str)) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, (Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    raise UsageError(
+        f"backfill {job}: key column {column} holds {type(value).__name__} values; a backfill pages by an integer, "
+        "text, numeric, date/time or UUID key: choose such a column as the job's key"
+    )
+
+
 def job_key(job: str, tenant: str | None) -> str:
     """The ``kit_backfill_runs.job`` of a backfill: its id, or ``ID[tenant=T]`` for a run limited by ``--tenant``.
 
@@ -327,6 +348,15 @@ class StateStore:
             if column not in self.db.columns(table):
                 with self.db.transaction():
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        if self.db.dialect == "postgresql" and not self.db.query_value(
+            "SELECT to_regprocedure('kit_sha256(text)') IS NOT NULL"
+        ):
+            # The portable digest helper backfills may use (SQLite's is a Python function of the connection).
+            # Created only when missing: replacing it needs ownership, and concurrent replaces collide.
+            self.db.execute(
+                "CREATE FUNCTION kit_sha256(text) RETURNS text LANGUAGE sql IMMUTABLE STRICT "
+                "AS $$ SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex') $$"
+            )
 
     # Events and runs -------------------------------------------------------------------------------------------
 
@@ -384,6 +414,13 @@ class StateStore:
         records = {}
         for row in rows:
             where = f"row {row[0]}"
+            if row[5] not in MIGRATION_STATUSES:
+                # Never guessed at: an unknown status read as 'interrupted' was "resolved" by verify alone.
+                raise DatabaseError(
+                    f"kit_migrations: status of {row[0]} is {str(row[5])[:40]!r}, not one of "
+                    f"{', '.join(MIGRATION_STATUSES)}; the state was edited by hand: restore it, or record what is "
+                    f'true with `kit repair KIT --db URL --resolve {row[0]} --as succeeded|failed --reason "…"`'
+                )
             records[str(row[0])] = MigrationRecord(
                 id=str(row[0]),
                 phase=str(row[1]),
@@ -469,8 +506,11 @@ class StateStore:
         )
 
     def resolve_running(self, step_id: str, status: str) -> int:
+        """Record an interrupted (or hand-corrupted, unknown) step's status as the operator found it."""
         return self.db.execute(
-            "UPDATE kit_migrations SET status = :s WHERE id = :id AND status = 'running'", {"s": status, "id": step_id}
+            "UPDATE kit_migrations SET status = :s WHERE id = :id AND status NOT IN ('pending', 'succeeded', "
+            "'failed', 'reverted')",
+            {"s": status, "id": step_id},
         )
 
     # Backfill jobs ---------------------------------------------------------------------------------------------
@@ -691,9 +731,12 @@ class StateStore:
         with self.db.transaction():
             holder = self.lease_holder()
             if holder is not None:
-                stale = holder.expires_at < now.isoformat() or (
-                    holder.host == socket.gethostname() and not alive(holder.pid)
-                )
+                # On this host the pid says exactly whether the holder lives, so a live run is never taken over
+                # because its lease ran out (a long statement renews nothing); expiry is for other hosts' leases.
+                if holder.host == socket.gethostname():
+                    stale = not alive(holder.pid)
+                else:
+                    stale = holder.expires_at < now.isoformat()
                 if holder.run_id != run_id and not stale:
                     return False
                 self.db.execute("DELETE FROM kit_lock WHERE name = :n", {"n": LOCK_NAME})
@@ -709,13 +752,15 @@ class StateStore:
             )
         return True
 
-    def renew_lease(self, run_id: str, *, lease_seconds: float) -> None:
+    def renew_lease(self, run_id: str, *, lease_seconds: float) -> bool:
+        """Extend this run's lease; False when it no longer holds it (released by an operator, taken over)."""
         expires = (datetime.now(UTC) + timedelta(seconds=lease_seconds)).isoformat()
         with self.db.transaction():
-            self.db.execute(
+            changed = self.db.execute(
                 "UPDATE kit_lock SET expires_at = :e WHERE name = :n AND holder = :h",
                 {"e": expires, "n": LOCK_NAME, "h": run_id},
             )
+        return changed == 1
 
     def release_lease(self, run_id: str) -> None:
         with self.db.transaction():

@@ -202,13 +202,10 @@ def apply_kit(
         )
         report, failure = _run_steps(ctx, kit, plan, report, argv, on_step)
         assert evidence_dir is not None
-        try:
-            directory, digest = _write_evidence(evidence_dir, report)
-        except HostIOError:
-            _finish(ctx, report.status, None)
-            raise
-        report = dataclasses.replace(report, evidence=results.Evidence(str(directory), digest))
-        _finish(ctx, report.status, digest)
+        # The outcome is decided: recording it is not stopped by a signal arriving now, and evidence that cannot
+        # be written (a full --artifacts disk) neither hides what the database did nor skips kit_runs.
+        with signals.shielded():
+            report, failure = _record(ctx, evidence_dir, report, failure)
         if failure is not None:
             failure.details = report.to_json()
             raise failure
@@ -220,6 +217,28 @@ def _write_evidence(artifacts: Path, report: results.ApplyReport) -> tuple[Path,
         return write_evidence(artifacts, report)
     except OSError as exc:
         raise HostIOError.from_os_error(exc, path=exc.filename or artifacts, action="write the run's evidence") from exc
+
+
+def _record(
+    ctx: RunContext, artifacts: Path, report: results.ApplyReport, failure: KitError | None
+) -> tuple[results.ApplyReport, KitError | None]:
+    """Write the evidence, record the run's end, release the lock; returns the report and the error to raise."""
+    try:
+        directory, digest = _write_evidence(artifacts, report)
+    except KitError as problem:  # HostIOError from the directory or the atomic writer, UsageError for a bad path
+        _finish(ctx, report.status, None)
+        if failure is not None:
+            # The run's own failure is what the operator must act on first; the evidence problem goes with it.
+            failure.message = f"{failure.message}; its evidence was not written either: {problem}"
+            return report, failure
+        problem.message = (
+            f"the run {report.status} in the database (run {ctx.run_id}, recorded in kit_runs) but its evidence was "
+            f"not written: {problem}"
+        )
+        return report, problem
+    report = dataclasses.replace(report, evidence=results.Evidence(str(directory), digest))
+    _finish(ctx, report.status, digest)
+    return report, failure
 
 
 def _run_steps(
