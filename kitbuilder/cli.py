@@ -128,6 +128,7 @@ class TrustArgs:
     state_dir: Path | None = None
     no_state: bool = False
     allow_downgrade: bool = False
+    max_members: int = Caps.max_members
 
     @property
     def given(self) -> bool:
@@ -146,7 +147,7 @@ class TrustArgs:
             now=now,
             product=self.product,
             channel=self.channel,
-            caps=caps or Caps(),
+            caps=caps or Caps(max_members=self.max_members),
             freshness=freshness,
         )
 
@@ -160,6 +161,13 @@ _TRUST_OPTIONS = (
     click.option("--product", help="Refuse kits for another product."),
     click.option("--channel", help="Refuse kits for another channel."),
     click.option("--now", "now_text", help="Judge expiry at this time instead of the clock (RFC 3339)."),
+    click.option(
+        "--max-members",
+        type=click.IntRange(min=1),
+        default=Caps.max_members,
+        show_default=True,
+        help="Most members a kit may have; each costs about 1.2 KiB of memory while the index is read.",
+    ),
     click.option(
         "--state-dir",
         type=click.Path(path_type=Path),
@@ -186,9 +194,12 @@ def trust_options(func: Any) -> Any:
         state_dir: Path | None,
         no_state: bool,
         allow_downgrade: bool,
+        max_members: int,
         **kwargs: Any,
     ) -> Any:
-        trust = TrustArgs(keys, trust_root, threshold, product, channel, now_text, state_dir, no_state, allow_downgrade)
+        trust = TrustArgs(
+            keys, trust_root, threshold, product, channel, now_text, state_dir, no_state, allow_downgrade, max_members
+        )
         return func(*args, trust=trust, **kwargs)
 
     return _apply_decorators(_TRUST_OPTIONS)(wrapper)
@@ -471,7 +482,6 @@ def build(
 @main.command()
 @click.argument("kit", type=click.Path(path_type=Path))
 @trust_options
-@click.option("--max-members", type=click.IntRange(min=1), default=Caps.max_members, show_default=True)
 @click.option("--require-provenance", is_flag=True, help="Fail (exit 6) unless the kit carries signed SLSA provenance.")
 @click.option(
     "--attestation",
@@ -493,7 +503,6 @@ def build(
 def verify(
     kit: Path,
     trust: TrustArgs,
-    max_members: int,
     require_provenance: bool,
     attestations: tuple[Path, ...],
     sigstore_bundle: Path | None,
@@ -519,7 +528,7 @@ def verify(
             assert sigstore_bundle and trusted_root and cert_identity and cert_oidc_issuer
             keyless = verify_op.KeylessCheck(sigstore_bundle, trusted_root, cert_identity, cert_oidc_issuer)
         options = dataclasses.replace(
-            trust.verify_options(Caps(max_members=max_members)),
+            trust.verify_options(),
             require_provenance=require_provenance,
             detached_attestations=attestations,
             keyless=keyless,
@@ -562,7 +571,12 @@ def inspect(
     with _errors(as_json):
         policy = trust.policy(_now(trust.now_text)) if trust.given else None
         report = inspect_op.inspect_kit(
-            kit, policy=policy, sbom=show_sbom, provenance=show_provenance, images=show_images
+            kit,
+            policy=policy,
+            sbom=show_sbom,
+            provenance=show_provenance,
+            images=show_images,
+            caps=Caps(max_members=trust.max_members),
         )
     document = report.to_json()
     if as_json:
@@ -588,7 +602,7 @@ def sbom(kit: Path, trust: TrustArgs, subject: str | None, output: Path | None, 
         if as_json and output is None:
             raise UsageError("--json describes the file written with -o; without -o the SBOM itself is printed")
         policy = trust.policy(_now(trust.now_text)) if trust.given else None
-        extracted = sbom_op.extract_sbom(kit, policy=policy, subject=subject)
+        extracted = sbom_op.extract_sbom(kit, policy=policy, subject=subject, caps=Caps(max_members=trust.max_members))
         if output is not None:
             sbom_op.save_sbom(extracted, output)
     # The SBOM first: if stdout cannot take it, that error is the only line on stderr.
@@ -614,7 +628,7 @@ def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
 
     with _errors(as_json):
         policy = trust.policy(_now(trust.now_text)) if trust.given else None
-        document = diff_op.diff_kits(old, new, policy=policy).to_json()
+        document = diff_op.diff_kits(old, new, policy=policy, caps=Caps(max_members=trust.max_members)).to_json()
     if as_json:
         _emit_json({"ok": True, **document})
         return

@@ -32,7 +32,11 @@ class Caps:
     """Hard limits that keep a hostile kit from costing memory, disk or time."""
 
     max_window: int = 1 << 24
-    max_members: int = 200_000
+    # Every metadata budget scales with the member count an (unsigned) index claims, so this cap bounds
+    # what a keyless attacker can make verify spend: at 50,000 an index at the cap parses well under
+    # 150 MiB (tests/integration/test_hostile_review.py). Larger honest kits pass --max-members, paying
+    # about 1.2 KiB of memory per member while the index is read.
+    max_members: int = 50_000
     max_metadata: int = 64 << 20
 
 

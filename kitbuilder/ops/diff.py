@@ -84,17 +84,17 @@ def _keyed_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[s
     }
 
 
-def _load(path: Path, policy: TrustPolicy | None) -> tuple[Manifest, tuple[str, ...]]:
+def _load(path: Path, policy: TrustPolicy | None, caps: Caps) -> tuple[Manifest, tuple[str, ...]]:
     with open_kit(path) as stream:
-        metadata: KitMetadata = read_metadata(stream, Caps())
+        metadata: KitMetadata = read_metadata(stream, caps)
     if policy is None:
         return metadata.manifest, tuple(sorted({s.keyid for s in metadata.envelope.signatures}))
     signers, _, manifest = check_signed_metadata(metadata, policy)
     return manifest, signers
 
 
-def diff_kits(old: Path, new: Path, *, policy: TrustPolicy | None) -> KitDiff:
+def diff_kits(old: Path, new: Path, *, policy: TrustPolicy | None, caps: Caps | None = None) -> KitDiff:
     """Compare two kits' signed metadata; with a policy both must verify (signers are then verified ids)."""
-    old_manifest, old_signers = _load(old, policy)
-    new_manifest, new_signers = _load(new, policy)
+    old_manifest, old_signers = _load(old, policy, caps or Caps())
+    new_manifest, new_signers = _load(new, policy, caps or Caps())
     return KitDiff(old_manifest, new_manifest, old_signers, new_signers, signers_verified=policy is not None)
