@@ -360,12 +360,14 @@ def _write_inputs(
     for item in inputs:
         try:
             entry = None
-            if reuse is not None:
-                entry = reuse.copy_if_known(writer, item.kit_path, item.source, item.size)
-                if entry is not None and on_bytes is not None:
-                    on_bytes(item.size)
-            if entry is None:
-                with _open_input(item) as source:
+            # One open file for the reuse check and the copy: what was hashed is what is packed.
+            with _open_input(item) as source:
+                if reuse is not None:
+                    entry = reuse.copy_if_known(writer, item.kit_path, source, item.size)
+                    if entry is not None and on_bytes is not None:
+                        on_bytes(item.size)
+                    source.seek(0)
+                if entry is None:
                     entry = writer.add_stream(item.kit_path, source, item.size, on_bytes=on_bytes)
         except OSError as exc:
             raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc

@@ -37,11 +37,10 @@ DELTA_COMPONENT = Component(id="kit-delta", role="delta")
 HASH_CHUNK = 1 << 20
 
 
-def _sha256_file(path: Path) -> str:
+def _sha256_stream(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
+    while chunk := handle.read(HASH_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -68,8 +67,12 @@ class FrameReuse:
         self.path = path
         self.caps = caps or Caps()
         self._stream = open_kit(path)
-        self.metadata = read_metadata(self._stream, self.caps)
-        _, _, self.manifest = check_signed_metadata(self.metadata, policy)
+        try:
+            self.metadata = read_metadata(self._stream, self.caps)
+            _, _, self.manifest = check_signed_metadata(self.metadata, policy)
+        except BaseException:
+            self._stream.close()
+            raise
         self.manifest_sha256 = hashlib.sha256(self.metadata.members[MANIFEST_JSON]).hexdigest()
         self._by_content = {(f.sha256, f.size): f for f in self.manifest.files}
         self.reused: list[str] = []
@@ -85,9 +88,9 @@ class FrameReuse:
                 f"{build_info['compression']}; use the same --level/--threads so frames can be reused"
             )
 
-    def copy_if_known(self, writer: KitWriter, kit_path: str, source: Path, size: int) -> IndexEntry | None:
-        """Hash ``source``; when the base holds the same content, copy its frame and return the entry."""
-        return self.copy_if_digest_known(writer, kit_path, _sha256_file(source), size)
+    def copy_if_known(self, writer: KitWriter, kit_path: str, source: BinaryIO, size: int) -> IndexEntry | None:
+        """Hash the open ``source`` (read to its end); when the base holds the same content, copy its frame."""
+        return self.copy_if_digest_known(writer, kit_path, _sha256_stream(source), size)
 
     def copy_if_digest_known(self, writer: KitWriter, kit_path: str, sha256: str, size: int) -> IndexEntry | None:
         """Copy the base's frame for content already known by digest (an image blob is named by its digest)."""

@@ -203,8 +203,9 @@ def _swap_to_fifo(target: Path, outside: Path) -> None:
 SWAPS = {"symlink_to_a_file_outside": _swap_to_symlink, "fifo": _swap_to_fifo}
 
 
+@pytest.mark.parametrize("delta", [False, True], ids=["full", "delta-from"])
 @pytest.mark.parametrize("swap", sorted(SWAPS))
-def test_build_input_swapped_after_the_check_is_refused(kit_env: KitEnv, swap: str) -> None:
+def test_build_input_swapped_after_the_check_is_refused(kit_env: KitEnv, swap: str, delta: bool) -> None:
     """The regular-file check (lstat) and the read (open by path, following symlinks) were two looks at a path.
 
     An input replaced in between by a symlink to a file outside the source tree was packed into the signed
@@ -218,6 +219,11 @@ def test_build_input_swapped_after_the_check_is_refused(kit_env: KitEnv, swap: s
     env = {**os.environ, "KIT_DEBUG": "", "KIT_FAULT_WAIT": f"build-inputs-collected:{gate}"}
     command = [sys.executable, "-c", "from kitbuilder.cli import main; main()"]
     args = ["build", str(kit_env.spec), "--key", str(kit_env.ed_key), "--out", str(out)]
+    base = kit_env.root / "base" / "base.kit.tar.zst"
+    if delta:  # the reuse check hashes the input too: it must read the same open file as the copy
+        base.parent.mkdir()
+        assert subprocess.run([*command, *args[:-1], str(base)], env={**os.environ, "KIT_DEBUG": ""}).returncode == 0
+        args += ["--delta-from", str(base), "--full-out", str(kit_env.root / "full.kit.tar.zst")]
     child = subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         waiting = Path(f"{gate}.waiting")
