@@ -21,6 +21,7 @@ from typing import Any
 
 from kitbuilder.apply import sqlsplit
 from kitbuilder.core.jobs import (
+    IDENTIFIER,
     BackfillComponent,
     BackfillJob,
     Check,
@@ -30,6 +31,7 @@ from kitbuilder.core.jobs import (
     SeedJob,
 )
 from kitbuilder.core.manifest import FileEntry, Manifest
+from kitbuilder.core.text import printable
 from kitbuilder.errors import FormatError, UsageError
 
 _ROLE_ORDER = {"migration": 0, "seed": 1, "backfill": 2}
@@ -201,7 +203,20 @@ def seed_rows(path: Path) -> Iterator[dict[str, Any]]:
     try:
         with path.open("r", encoding="utf-8", newline="") as handle:
             if path.suffix == ".csv":
-                yield from csv.DictReader(handle)
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                if header is None:
+                    return
+                _seed_columns(path.name, 1, header)
+                for row in reader:
+                    if not row:
+                        continue
+                    if len(row) != len(header):
+                        # csv.DictReader would file extra fields under None and fill missing ones with None.
+                        raise FormatError(
+                            f"{path.name}:{reader.line_num}: {len(row)} fields where the header names {len(header)}"
+                        )
+                    yield dict(zip(header, row, strict=True))
                 return
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
@@ -212,6 +227,7 @@ def seed_rows(path: Path) -> Iterator[dict[str, Any]]:
                     raise FormatError(f"{path.name}:{number}: not a JSON object ({exc})") from exc
                 if not isinstance(row, dict):
                     raise FormatError(f"{path.name}:{number}: expected a JSON object per line")
+                _seed_columns(path.name, number, list(row))
                 yield {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
     except UnicodeDecodeError as exc:
         raise FormatError(f"{path.name}: not UTF-8 text ({exc.reason})") from exc
@@ -219,15 +235,28 @@ def seed_rows(path: Path) -> Iterator[dict[str, Any]]:
         raise FormatError(f"{path.name}: not valid CSV ({exc})") from exc
 
 
+def _seed_columns(name: str, line: int, columns: list[str]) -> None:
+    """Seed columns become identifiers in the INSERT (they cannot be bound as parameters): names only, once each."""
+    for column in columns:
+        if not IDENTIFIER.fullmatch(column):
+            raise FormatError(
+                f"{name}:{line}: column \"{printable(column[:60])}\" is not a column name ({IDENTIFIER.pattern}); "
+                "seed columns are written into the INSERT statement"
+            )
+    if len(set(columns)) != len(columns):
+        raise FormatError(f"{name}:{line}: a column is named twice")
+
+
 def _check_seed(step: Step) -> None:
     keys = step.seed.options.key
     for name, path in step.files.items():
-        for number, row in enumerate(seed_rows(path), start=1):
-            missing = [k for k in keys if row.get(k) is None]
-            if missing:
-                raise FormatError(
-                    f"seed {step.id}: {name}: row {number} has no value for key column(s) {', '.join(missing)}"
-                )
+        try:
+            for number, row in enumerate(seed_rows(path), start=1):
+                missing = [k for k in keys if row.get(k) is None]
+                if missing:
+                    raise FormatError(f"{name}: row {number} has no value for key column(s) {', '.join(missing)}")
+        except FormatError as exc:
+            raise FormatError(f"seed {step.id}: {exc}") from exc
 
 
 def _text(path: Path, where: str) -> str:
