@@ -107,3 +107,39 @@ def test_seed_file_with_well_formed_columns_still_loads(tmp_path: Path, pub: Pat
         assert database.query("SELECT id, name, tenant FROM items ORDER BY id") == [(1, "a", "t1"), (2, "b", "t2")]
     finally:
         database.close()
+
+
+def test_sqlite_count_check_saw_zero_rows_in_a_table_spelled_another_way(
+    tmp_path: Path, pub: Path, db_url: str
+) -> None:
+    """SQLite resolves `Items`, `main.items` and a view in a statement; the existence probe did not, so the
+    count check reported 0 rows of a table holding 2 (a check that lies: `equals: 0` would have passed)."""
+    component, files = good_migration("m1", "1")
+    up = (
+        GOOD_UP
+        + "INSERT INTO items (id, name) VALUES (1, 'a'), (2, 'b');\nCREATE VIEW v_items AS SELECT * FROM items;\n"
+    )
+    files["migrations/m1/up.sql"] = ("m1", up.encode())
+    schema = "main" if db_url.startswith("sqlite") else "public"
+    tables = {"other-case": "Items", "schema-qualified": f"{schema}.items", "view": "v_items"}
+    checks = [{"id": key, "kind": "count", "table": table, "expect": {"equals": 2}} for key, table in tables.items()]
+    kit = craft_apply_kit(tmp_path / "count.kit.tar.zst", [component], files, checks=checks)
+    result = run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a", "--json")
+    assert result.exit_code == 0, result.output
+    assert {c["id"]: c["observed"] for c in json.loads(result.stdout)["checks"]["after"]} == dict.fromkeys(tables, 2)
+
+
+@pytest.mark.parametrize("table", ["a.b.c", "items.", ".items", "items..x"])
+def test_table_name_with_more_than_a_schema_prefix_is_refused_by_verify(
+    table: str, tmp_path: Path, pub: Path, db_url: str
+) -> None:
+    """`a.b.c` passed verify: PostgreSQL then failed the run (cross-database reference), SQLite counted 0 rows."""
+    components, files = three_migrations()
+    checks = [{"id": "rows", "kind": "count", "table": table, "expect": {"equals": 0}}]
+    kit = craft_apply_kit(tmp_path / "dots.kit.tar.zst", components, files, checks=checks)
+    verified = run_kit("verify", kit, "--key", pub)
+    assert verified.exit_code == 5, verified.output
+    one_line_error(verified.stderr, "format", "checks[0] (rows)", "table")
+    result = run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a")
+    assert result.exit_code == 5, result.output
+    assert untouched(db_url)
