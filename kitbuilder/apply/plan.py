@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder.apply import sqlsplit
+from kitbuilder.apply.checks import check_sql
 from kitbuilder.core.jobs import (
     IDENTIFIER,
     BackfillComponent,
@@ -32,7 +33,7 @@ from kitbuilder.core.jobs import (
 )
 from kitbuilder.core.manifest import FileEntry, Manifest
 from kitbuilder.core.text import printable
-from kitbuilder.errors import FormatError, UsageError
+from kitbuilder.errors import DatabaseError, FormatError, UsageError
 
 _ROLE_ORDER = {"migration": 0, "seed": 1, "backfill": 2}
 LAST_PHASE = "~"  # sorts after every phase name the spec allows
@@ -174,6 +175,13 @@ def validate_plan(plan: Plan, *, dialect: str, tenant: str | None) -> None:
                 f"--tenant {tenant}: " + "; ".join(problems) + ". Nothing was applied; run without --tenant, "
                 "or give the job a tenant_column (and :tenant in its update statement)"
             )
+    for where, sql in _fragment_statements(plan):
+        problem = sqlsplit.parse_error(sql, dialect)
+        if problem is not None:
+            name = "PostgreSQL" if dialect == "postgresql" else "SQLite"
+            raise DatabaseError(
+                f"{where} does not parse as {name}: {problem}; nothing was applied ({printable(sql[:200])})"
+            )
     for step in plan.steps:
         if step.kind == "seed":
             _check_seed(step)
@@ -184,6 +192,43 @@ def validate_plan(plan: Plan, *, dialect: str, tenant: str | None) -> None:
             if path is not None:
                 where = f"migration {step.id}: {step.migration.files[_name(step, role)].path}"
                 sqlsplit.split_script(_text(path, where), dialect, where=where)
+
+
+def _backfill_statements(job: BackfillJob) -> list[tuple[str, str]]:
+    """The SQL fragments of a job (predicate, set expressions, update statement) in statements of its shape."""
+    tenant = f" AND {job.tenant_column} = :tenant" if job.tenant_column else ""
+    found = [
+        (
+            "table, key, tenant_column and predicate",
+            f"SELECT {job.key} FROM {job.table} WHERE ({job.predicate}){tenant} AND {job.key} > :cursor "
+            f"ORDER BY {job.key} LIMIT 1",
+        )
+    ]
+    if job.set:
+        assignments = ", ".join(f"{column} = {expression}" for column, expression in job.set)
+        found.append(
+            ("set", f"UPDATE {job.table} SET {assignments} WHERE {job.key} >= :lo AND {job.key} <= :hi{tenant}")
+        )
+    if job.update is not None:
+        found.append(("update", job.update))
+    return found
+
+
+def _fragment_statements(plan: Plan) -> Iterator[tuple[str, str]]:
+    """(where, statement) for every statement kit composes from a kit's SQL fragments and names."""
+    for step in plan.steps:
+        if step.kind != "backfill":
+            continue
+        job = step.backfill
+        for field_name, statement in _backfill_statements(job):
+            yield f"backfill {step.id}: {field_name}", statement
+        for which, job_checks in (("pre_checks", job.pre_checks), ("post_checks", job.post_checks)):
+            for check in job_checks:
+                if (sql := check_sql(check)) is not None:
+                    yield f"backfill {step.id}: {which} {check.id} ({check.kind})", sql
+    for check in plan.checks:
+        if (sql := check_sql(check)) is not None:
+            yield f"check {check.id} ({check.kind})", sql
 
 
 def validate_reverts(steps: list[Step], *, dialect: str) -> None:

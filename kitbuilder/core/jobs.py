@@ -171,12 +171,12 @@ def _integer(value: Any, low: int, high: int, fail: Callable[[str], FormatError]
     return value
 
 
-_PARAMETER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|:([A-Za-z_][A-Za-z0-9_]*)")
+PARAMETER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|:([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def named_parameters(sql: str) -> frozenset[str]:
     """The ``:name`` parameters of a statement, outside quotes (``::`` casts are not parameters)."""
-    return frozenset(match.group(1) for match in _PARAMETER.finditer(sql) if match.group(1))
+    return frozenset(match.group(1) for match in PARAMETER.finditer(sql) if match.group(1))
 
 
 # Checks ------------------------------------------------------------------------------------------------------

@@ -143,3 +143,79 @@ def test_table_name_with_more_than_a_schema_prefix_is_refused_by_verify(
     result = run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a")
     assert result.exit_code == 5, result.output
     assert untouched(db_url)
+
+
+JOB = b"table: items\nkey: id\ntenant_column: tenant\npredicate: done IS NULL\nset: {done: \"'y'\"}\n"
+
+FRAGMENT_CASES: dict[str, tuple[bytes | None, list[dict[str, Any]], tuple[str, ...]]] = {
+    "backfill predicate": (
+        JOB.replace(b"done IS NULL", b"done IS NUL L"),
+        [],
+        ("backfill b1", "predicate", "does not parse"),
+    ),
+    "backfill key a reserved word": (JOB.replace(b"key: id", b"key: select"), [], ("backfill b1", "key")),
+    "backfill set expression": (JOB.replace(b"\"'y'\"", b"\"'y' ||\""), [], ("backfill b1: set",)),
+    "backfill update statement": (
+        JOB.split(b"set:")[0] + b'update: "UPDATE items SET done = WHERE id BETWEEN :lo AND :hi"\n',
+        [],
+        ("backfill b1: update",),
+    ),
+    "backfill post_check where": (
+        JOB + b"post_checks:\n  - {id: left, kind: count, table: items, where: 'done = = 1', expect: {equals: 0}}\n",
+        [],
+        ("backfill b1: post_checks left",),
+    ),
+    "count check where": (
+        None,
+        [{"id": "w", "kind": "count", "table": "items", "where": "name = = 1", "expect": {"equals": 0}}],
+        ("check w (count)",),
+    ),
+    "unique check column a reserved word": (
+        None,
+        [{"id": "u", "kind": "unique", "table": "items", "columns": ["from"]}],
+        ("check u (unique)",),
+    ),
+    "sql check query": (None, [{"id": "q", "kind": "sql", "query": "SELEC 1"}], ("check q (sql)",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FRAGMENT_CASES))
+def test_sql_fragment_that_cannot_parse_failed_after_every_migration_ran(
+    case: str, tmp_path: Path, pub: Path, db_url: str
+) -> None:
+    """Predicates, set expressions, update statements, where clauses and names are spliced into SQL; one
+    that is not grammatical for the database failed only when its step (or the final checks) came,
+    after the migrations had run. Now every composed statement is parsed (PostgreSQL's parser, SQLite's
+    own compiler on an empty database) before the first statement."""
+    job, checks, words = FRAGMENT_CASES[case]
+    components, files = three_migrations()
+    if job is not None:
+        components.append({"id": "b1", "role": "backfill", "phase": "4"})
+        files["backfills/b1.yaml"] = ("b1", job)
+    kit = craft_apply_kit(tmp_path / "fragment.kit.tar.zst", components, files, checks=checks)
+    result = verify_then_apply(tmp_path, pub, db_url, kit)
+    assert result.exit_code == 8, result.output
+    one_line_error(result.stderr, "database", *words, "nothing was applied")
+    assert untouched(db_url)
+
+
+def test_grammatical_fragments_naming_what_the_kit_creates_still_apply(tmp_path: Path, pub: Path, db_url: str) -> None:
+    """The control: tables, columns and functions that do not exist yet are not parse errors."""
+    components, files = three_migrations()
+    components.append({"id": "b1", "role": "backfill", "phase": "4"})
+    job = (
+        b"table: items\nkey: id\ntenant_column: tenant\npredicate: done IS NULL\n"
+        b'update: "UPDATE items SET done = kit_sha256(name) WHERE id BETWEEN :lo AND :hi AND done IS NULL '
+        b'AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)"\n'
+        b"post_checks:\n  - {id: left, kind: count, table: items, where: done IS NULL, expect: {equals: 0}}\n"
+    )
+    files["backfills/b1.yaml"] = ("b1", job)
+    checks = [
+        {"id": "u", "kind": "unique", "table": "items", "columns": ["id", "name"], "where": "name::text <> ''"},
+        {"id": "q", "kind": "sql", "query": "SELECT COUNT(*) = 0 FROM items WHERE done IS NULL"},
+    ]
+    if db_url.startswith("sqlite"):
+        checks[0]["where"] = "CAST(name AS TEXT) <> ''"
+    kit = craft_apply_kit(tmp_path / "ok.kit.tar.zst", components, files, checks=checks)
+    result = verify_then_apply(tmp_path, pub, db_url, kit)
+    assert result.exit_code == 0, result.output
