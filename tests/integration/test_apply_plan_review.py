@@ -219,3 +219,41 @@ def test_grammatical_fragments_naming_what_the_kit_creates_still_apply(tmp_path:
     kit = craft_apply_kit(tmp_path / "ok.kit.tar.zst", components, files, checks=checks)
     result = verify_then_apply(tmp_path, pub, db_url, kit)
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("tenant", [None, 't"q\\x\u00e9'])
+def test_evidence_is_the_json_report_with_its_digest_and_metrics_parse(
+    tenant: str | None, tmp_path: Path, pub: Path, db_url: str
+) -> None:
+    """report.json is the `--json` document (schema apply-report) minus `evidence`, which names the file's
+    own digest; it records `ok` like `--json` does. metrics.prom parses with the Prometheus text parser,
+    a tenant with quotes, a backslash and non-ASCII included."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kitbuilder.core import schemas
+
+    components, files = three_migrations()
+    up = GOOD_UP + "INSERT INTO items (id, name, tenant) VALUES (1, 'a', 'x'), (2, 'b', :t);\n"
+    files["migrations/m1/up.sql"] = ("m1", up.replace(":t", "'" + (tenant or "y").replace("'", "''") + "'").encode())
+    components.append({"id": "b1", "role": "backfill", "phase": "4"})
+    files["backfills/b1.yaml"] = ("b1", JOB + b"metric: items_left\n")
+    kit = craft_apply_kit(tmp_path / "evidence.kit.tar.zst", components, files)
+    extra = ("--tenant", tenant) if tenant is not None else ()
+    result = run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a", "--json", *extra)
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    directory = Path(printed["evidence"]["directory"])
+    body = (directory / "report.json").read_bytes()
+    import hashlib
+
+    digest = hashlib.sha256(body).hexdigest()
+    assert (directory / "report.json.sha256").read_text() == f"{digest}  report.json\n"
+    assert printed["evidence"]["reportSha256"] == digest
+    on_disk = json.loads(body)
+    assert schemas.first_error("apply-report", {**on_disk, "evidence": printed["evidence"]}) is None
+    assert {**on_disk, "evidence": printed["evidence"]} == printed
+    families = {f.name: f for f in text_string_to_metric_families((directory / "metrics.prom").read_text())}
+    [sample] = families["items_left"].samples
+    assert sample.labels["job"] == "b1" and sample.labels.get("tenant") == tenant
+    assert sample.value == 0
+    assert families["kit_apply_success"].samples[0].value == 1
