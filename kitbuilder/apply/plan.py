@@ -285,7 +285,7 @@ def _seed_columns(name: str, line: int, columns: list[str]) -> None:
     for column in columns:
         if not IDENTIFIER.fullmatch(column):
             raise FormatError(
-                f"{name}:{line}: column \"{printable(column[:60])}\" is not a column name ({IDENTIFIER.pattern}); "
+                f'{name}:{line}: column "{printable(column[:60])}" is not a column name ({IDENTIFIER.pattern}); '
                 "seed columns are written into the INSERT statement"
             )
     if len(set(columns)) != len(columns):
