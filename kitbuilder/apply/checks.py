@@ -65,7 +65,32 @@ def _count(db: Database, check: CountCheck) -> int:
     # A table the kit has not created yet holds no rows; counting it as 0 keeps "stable" meaningful.
     if not db.table_exists(check.table):
         return 0
-    return int(db.query_value(f"SELECT COUNT(*) FROM {check.table}{_where(check.where)}") or 0)
+    return int(db.query_value(str(check_sql(check))) or 0)
+
+
+def check_sql(check: Check) -> str | None:
+    """The one statement a check runs (None for the PRAGMA check), built from its typed fields.
+
+    The plan validator parses these before the run's first statement, so a check whose SQL cannot
+    parse stops the run before anything changes instead of failing after every step ran.
+    """
+    if isinstance(check, CountCheck):
+        return f"SELECT COUNT(*) FROM {check.table}{_where(check.where)}"
+    if isinstance(check, UniqueCheck):
+        columns = ", ".join(check.columns)
+        return (
+            f"SELECT COUNT(*) FROM (SELECT {columns} FROM {check.table}{_where(check.where)} "
+            f"GROUP BY {columns} HAVING COUNT(*) > 1) AS kit_dups"
+        )
+    if isinstance(check, ForeignKeyCheck):
+        return (
+            f"SELECT COUNT(*) FROM {check.table} AS c LEFT JOIN {check.references_table} AS p "
+            f"ON c.{check.column} = p.{check.references_column} "
+            f"WHERE c.{check.column} IS NOT NULL AND p.{check.references_column} IS NULL"
+        )
+    if isinstance(check, SqlCheck):
+        return check.query
+    return None
 
 
 def measure_before(db: Database, checks: tuple[Check, ...] | list[Check], book: CheckBook) -> None:
@@ -106,24 +131,10 @@ def _evaluate(db: Database, check: Check, book: CheckBook) -> CheckResult:
             passed, expected = after <= expect.value, f"<= {expect.value}"
         return CheckResult(check.id, check.kind, passed, on_fail, after, expected, f"before {before}")
     if isinstance(check, UniqueCheck):
-        columns = ", ".join(check.columns)
-        duplicates = int(
-            db.query_value(
-                f"SELECT COUNT(*) FROM (SELECT {columns} FROM {check.table}{_where(check.where)} "
-                f"GROUP BY {columns} HAVING COUNT(*) > 1) AS kit_dups"
-            )
-            or 0
-        )
+        duplicates = int(db.query_value(str(check_sql(check))) or 0)
         return CheckResult(check.id, check.kind, duplicates == 0, on_fail, duplicates, 0, "duplicate key groups")
     if isinstance(check, ForeignKeyCheck):
-        orphans = int(
-            db.query_value(
-                f"SELECT COUNT(*) FROM {check.table} AS c LEFT JOIN {check.references_table} AS p "
-                f"ON c.{check.column} = p.{check.references_column} "
-                f"WHERE c.{check.column} IS NOT NULL AND p.{check.references_column} IS NULL"
-            )
-            or 0
-        )
+        orphans = int(db.query_value(str(check_sql(check))) or 0)
         return CheckResult(check.id, check.kind, orphans == 0, on_fail, orphans, 0, "orphan rows")
     if isinstance(check, SqliteForeignKeyCheck):
         if db.dialect != "sqlite":

@@ -442,7 +442,13 @@ class SqliteDatabase(Database):
         self._conn.interrupt()
 
     def table_exists(self, name: str) -> bool:
-        return bool(self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :n", {"n": name}))
+        # As SQLite resolves a name in a statement: any case, optionally schema-qualified, views too.
+        schema, _, table = name.rpartition(".")
+        sql = (
+            "SELECT 1 FROM pragma_table_list WHERE name = :n COLLATE NOCASE AND type IN ('table', 'view', 'virtual') "
+            "AND (:s = '' OR schema = :s COLLATE NOCASE)"
+        )
+        return bool(self.query(sql, {"n": table, "s": schema}))
 
     def columns(self, table: str) -> set[str]:
         return {str(row[0]) for row in self.query("SELECT name FROM pragma_table_info(:t)", {"t": table})}

@@ -115,7 +115,9 @@ def write_evidence(artifacts: Path, report: ApplyReport, *, now: datetime | None
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
     directory = artifacts / (f"{stamp}-dry-run" if report.dry_run else stamp)
     directory.mkdir(parents=True, exist_ok=False)
-    body = jsonio.dump_pretty(report.to_json())
+    # The `--json` document (schemas/apply-report.schema.json) without `evidence`, which names this file's
+    # own digest: so report.json plus that block validates against the published schema.
+    body = jsonio.dump_pretty({"ok": report.error is None, **report.to_json()})
     digest = hashlib.sha256(body).hexdigest()
     write_atomic(directory / "report.json", body)
     write_atomic(directory / "report.json.sha256", f"{digest}  report.json\n".encode())

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder.apply import sqlsplit
+from kitbuilder.apply.checks import check_sql
 from kitbuilder.core.jobs import (
+    IDENTIFIER,
     BackfillComponent,
     BackfillJob,
     Check,
@@ -30,7 +32,8 @@ from kitbuilder.core.jobs import (
     SeedJob,
 )
 from kitbuilder.core.manifest import FileEntry, Manifest
-from kitbuilder.errors import FormatError, UsageError
+from kitbuilder.core.text import printable
+from kitbuilder.errors import DatabaseError, FormatError, UsageError
 
 _ROLE_ORDER = {"migration": 0, "seed": 1, "backfill": 2}
 LAST_PHASE = "~"  # sorts after every phase name the spec allows
@@ -172,6 +175,13 @@ def validate_plan(plan: Plan, *, dialect: str, tenant: str | None) -> None:
                 f"--tenant {tenant}: " + "; ".join(problems) + ". Nothing was applied; run without --tenant, "
                 "or give the job a tenant_column (and :tenant in its update statement)"
             )
+    for where, sql in _fragment_statements(plan):
+        problem = sqlsplit.parse_error(sql, dialect)
+        if problem is not None:
+            name = "PostgreSQL" if dialect == "postgresql" else "SQLite"
+            raise DatabaseError(
+                f"{where} does not parse as {name}: {problem}; nothing was applied ({printable(sql[:200])})"
+            )
     for step in plan.steps:
         if step.kind == "seed":
             _check_seed(step)
@@ -182,6 +192,43 @@ def validate_plan(plan: Plan, *, dialect: str, tenant: str | None) -> None:
             if path is not None:
                 where = f"migration {step.id}: {step.migration.files[_name(step, role)].path}"
                 sqlsplit.split_script(_text(path, where), dialect, where=where)
+
+
+def _backfill_statements(job: BackfillJob) -> list[tuple[str, str]]:
+    """The SQL fragments of a job (predicate, set expressions, update statement) in statements of its shape."""
+    tenant = f" AND {job.tenant_column} = :tenant" if job.tenant_column else ""
+    found = [
+        (
+            "table, key, tenant_column and predicate",
+            f"SELECT {job.key} FROM {job.table} WHERE ({job.predicate}){tenant} AND {job.key} > :cursor "
+            f"ORDER BY {job.key} LIMIT 1",
+        )
+    ]
+    if job.set:
+        assignments = ", ".join(f"{column} = {expression}" for column, expression in job.set)
+        found.append(
+            ("set", f"UPDATE {job.table} SET {assignments} WHERE {job.key} >= :lo AND {job.key} <= :hi{tenant}")
+        )
+    if job.update is not None:
+        found.append(("update", job.update))
+    return found
+
+
+def _fragment_statements(plan: Plan) -> Iterator[tuple[str, str]]:
+    """(where, statement) for every statement kit composes from a kit's SQL fragments and names."""
+    for step in plan.steps:
+        if step.kind != "backfill":
+            continue
+        job = step.backfill
+        for field_name, statement in _backfill_statements(job):
+            yield f"backfill {step.id}: {field_name}", statement
+        for which, job_checks in (("pre_checks", job.pre_checks), ("post_checks", job.post_checks)):
+            for check in job_checks:
+                if (sql := check_sql(check)) is not None:
+                    yield f"backfill {step.id}: {which} {check.id} ({check.kind})", sql
+    for check in plan.checks:
+        if (sql := check_sql(check)) is not None:
+            yield f"check {check.id} ({check.kind})", sql
 
 
 def validate_reverts(steps: list[Step], *, dialect: str) -> None:
@@ -201,7 +248,20 @@ def seed_rows(path: Path) -> Iterator[dict[str, Any]]:
     try:
         with path.open("r", encoding="utf-8", newline="") as handle:
             if path.suffix == ".csv":
-                yield from csv.DictReader(handle)
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                if header is None:
+                    return
+                _seed_columns(path.name, 1, header)
+                for row in reader:
+                    if not row:
+                        continue
+                    if len(row) != len(header):
+                        # csv.DictReader would file extra fields under None and fill missing ones with None.
+                        raise FormatError(
+                            f"{path.name}:{reader.line_num}: {len(row)} fields where the header names {len(header)}"
+                        )
+                    yield dict(zip(header, row, strict=True))
                 return
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
@@ -212,6 +272,7 @@ def seed_rows(path: Path) -> Iterator[dict[str, Any]]:
                     raise FormatError(f"{path.name}:{number}: not a JSON object ({exc})") from exc
                 if not isinstance(row, dict):
                     raise FormatError(f"{path.name}:{number}: expected a JSON object per line")
+                _seed_columns(path.name, number, list(row))
                 yield {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
     except UnicodeDecodeError as exc:
         raise FormatError(f"{path.name}: not UTF-8 text ({exc.reason})") from exc
@@ -219,15 +280,28 @@ def seed_rows(path: Path) -> Iterator[dict[str, Any]]:
         raise FormatError(f"{path.name}: not valid CSV ({exc})") from exc
 
 
+def _seed_columns(name: str, line: int, columns: list[str]) -> None:
+    """Seed columns become identifiers in the INSERT (they cannot be bound as parameters): names only, once each."""
+    for column in columns:
+        if not IDENTIFIER.fullmatch(column):
+            raise FormatError(
+                f'{name}:{line}: column "{printable(column[:60])}" is not a column name ({IDENTIFIER.pattern}); '
+                "seed columns are written into the INSERT statement"
+            )
+    if len(set(columns)) != len(columns):
+        raise FormatError(f"{name}:{line}: a column is named twice")
+
+
 def _check_seed(step: Step) -> None:
     keys = step.seed.options.key
     for name, path in step.files.items():
-        for number, row in enumerate(seed_rows(path), start=1):
-            missing = [k for k in keys if row.get(k) is None]
-            if missing:
-                raise FormatError(
-                    f"seed {step.id}: {name}: row {number} has no value for key column(s) {', '.join(missing)}"
-                )
+        try:
+            for number, row in enumerate(seed_rows(path), start=1):
+                missing = [k for k in keys if row.get(k) is None]
+                if missing:
+                    raise FormatError(f"{name}: row {number} has no value for key column(s) {', '.join(missing)}")
+        except FormatError as exc:
+            raise FormatError(f"seed {step.id}: {exc}") from exc
 
 
 def _text(path: Path, where: str) -> str:

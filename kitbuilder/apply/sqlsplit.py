@@ -103,3 +103,39 @@ def split_script(script: str, dialect: str, *, where: str) -> list[Statement]:
     if dialect == "postgresql":
         return postgres_statements(script, where=where)
     return sqlite_statements(script)
+
+
+_SQLITE_SYNTAX = re.compile(r'near ".*": syntax error|incomplete input|unrecognized token: .*', re.S)
+
+
+def parse_error(sql: str, dialect: str) -> str | None:
+    """Why ``sql`` (one statement with ``:name`` parameters) is not grammatical for ``dialect``, or None.
+
+    Only the grammar: tables, columns and functions the kit creates do not exist yet, so a name the
+    database does not know is not an error here. PostgreSQL: pglast, with each ``:name`` read as a
+    ``$n`` parameter. SQLite: its own parser, compiling ``EXPLAIN`` of the statement in an empty
+    in-memory database (nothing runs), where a syntax error is reported before names are resolved.
+    """
+    from kitbuilder.core.jobs import PARAMETER
+
+    if dialect == "postgresql":
+        import pglast
+        from pglast.parser import ParseError
+
+        numbered = PARAMETER.sub(lambda m: "$1" if m.group(1) else m.group(0), sql)
+        try:
+            statements = pglast.parse_sql(numbered)
+        except ParseError as exc:
+            return str(exc.args[0]) if exc.args else str(exc)
+        return None if len(statements) == 1 else f"{len(statements)} statements where one belongs"
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.execute("EXPLAIN " + sql)
+    except sqlite3.ProgrammingError as exc:
+        # "You can only execute one statement at a time", or a missing parameter value: compiled fine otherwise.
+        return str(exc) if "one statement" in str(exc) else None
+    except sqlite3.Error as exc:
+        return str(exc) if _SQLITE_SYNTAX.fullmatch(str(exc)) else None
+    finally:
+        connection.close()
+    return None

@@ -27,7 +27,8 @@ from kitbuilder.errors import FormatError, KitError
 # SQLite and PostgreSQL both store integers as signed 64-bit values.
 INT64_MAX = 2**63 - 1
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+# A table, optionally schema-qualified: one dot at most (PostgreSQL reads a.b.c as another database).
+TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 PHASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Not kit_*: those are the names kit's own metrics use in metrics.prom.
 METRIC = re.compile(r"(?!kit_)[a-z_][a-z0-9_]*")
@@ -170,12 +171,12 @@ def _integer(value: Any, low: int, high: int, fail: Callable[[str], FormatError]
     return value
 
 
-_PARAMETER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|:([A-Za-z_][A-Za-z0-9_]*)")
+PARAMETER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|:([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def named_parameters(sql: str) -> frozenset[str]:
     """The ``:name`` parameters of a statement, outside quotes (``::`` casts are not parameters)."""
-    return frozenset(match.group(1) for match in _PARAMETER.finditer(sql) if match.group(1))
+    return frozenset(match.group(1) for match in PARAMETER.finditer(sql) if match.group(1))
 
 
 # Checks ------------------------------------------------------------------------------------------------------
