@@ -170,7 +170,19 @@ def test_thread_count_does_not_change_bytes_once_multithreaded(kit_env: KitEnv, 
     for threads in ("1", "2"):
         out = tmp_path / f"t{threads}.kit.tar.zst"
         assert (
-            run_kit("build", kit_env.spec, "--key", kit_env.ed_key, "--out", out, "--threads", threads).exit_code == 0
+            # A fixed SOURCE_DATE_EPOCH: without it `created` is the clock, which may tick between the two builds.
+            run_kit(
+                "build",
+                kit_env.spec,
+                "--key",
+                kit_env.ed_key,
+                "--out",
+                out,
+                "--threads",
+                threads,
+                env={"SOURCE_DATE_EPOCH": "1700000000"},
+            ).exit_code
+            == 0
         )
         digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
     assert len(digests) == 1
