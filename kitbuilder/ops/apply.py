@@ -127,6 +127,28 @@ def _dry_plan(ctx: RunContext, plan: Plan) -> tuple[results.PlanEntry, ...]:
     return tuple(entries)
 
 
+def _check_tenant_value(database: dbmod.Database, plan: Plan, tenant: str) -> None:
+    """``--tenant`` must be a value each existing tenant column can hold, before the first statement.
+
+    PostgreSQL types the parameter by its column, so ``--tenant abc`` against an integer column would
+    fail only when that backfill runs, after earlier steps were applied. A table the kit creates later
+    cannot be probed here; its backfill still refuses the value then, naming it.
+    """
+    for step in plan.steps:
+        job = step.backfill if step.kind == "backfill" else None
+        if job is None or not job.tenant_column or not database.table_exists(job.table):
+            continue
+        try:
+            database.query(
+                f"SELECT 1 FROM {job.table} WHERE {job.tenant_column} = :tenant LIMIT 0", {"tenant": tenant}
+            )
+        except (dbmod.RowError, dbmod.StatementError) as exc:
+            raise UsageError(
+                f"--tenant {tenant!r}: backfill {step.id} cannot compare it with {job.table}.{job.tenant_column} "
+                f"({exc.reason}); nothing was applied"
+            ) from exc
+
+
 def apply_kit(
     path: Path,
     db_url: str,
@@ -160,6 +182,8 @@ def apply_kit(
         ctx = _context(database, kit, options, run_id, on_rows)
         manifest = kit.report.manifest
         validate_plan(kit.plan, dialect=database.dialect, tenant=options.tenant)
+        if options.tenant is not None:
+            _check_tenant_value(database, kit.plan, options.tenant)
         if preflight is not None:
             preflight()
         if evidence_dir is not None:

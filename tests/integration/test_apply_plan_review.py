@@ -257,3 +257,32 @@ def test_evidence_is_the_json_report_with_its_digest_and_metrics_parse(
     assert sample.labels["job"] == "b1" and sample.labels.get("tenant") == tenant
     assert sample.value == 0
     assert families["kit_apply_success"].samples[0].value == 1
+
+
+def test_tenant_value_the_tenant_column_cannot_hold_is_refused_before_the_first_statement(
+    tmp_path: Path, pub: Path, db_url: str
+) -> None:
+    """PostgreSQL types ``:tenant`` by its column: ``--tenant abc`` against an integer column failed only when
+    the backfill ran, after the kit's earlier migration had been applied. Now it is refused first, naming
+    --tenant. (SQLite compares loosely: the value matches no row and the run succeeds.)"""
+    integer_up = GOOD_UP.replace("tenant TEXT", "tenant INTEGER").encode()
+    m1, m1_files = good_migration("m1", "1")
+    m1_files["migrations/m1/up.sql"] = ("m1", integer_up)
+    first = craft_apply_kit(tmp_path / "first.kit.tar.zst", [m1], m1_files)
+    assert verify_then_apply(tmp_path, pub, db_url, first).exit_code == 0
+    m2, m2_files = good_migration("m2", "2")
+    components = [m1, m2, {"id": "b1", "role": "backfill", "phase": "2"}]
+    files = {**m1_files, **m2_files, "backfills/b1.yaml": ("b1", JOB)}
+    second = craft_apply_kit(tmp_path / "second.kit.tar.zst", components, files, sequence=2)
+    result = run_kit("apply", second, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a", "--tenant", "abc")
+    database = connect(db_url, read_only=True)
+    try:
+        applied = {row[0] for row in database.query("SELECT id FROM kit_migrations WHERE status = 'succeeded'")}
+    finally:
+        database.close()
+    if db_url.startswith("sqlite"):
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2, result.output
+    one_line_error(result.stderr, "usage", "--tenant 'abc'", "backfill b1", "nothing was applied")
+    assert applied == {"m1"}
