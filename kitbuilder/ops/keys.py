@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from kitbuilder import inputfile
 from kitbuilder.atomic import write_atomic, write_atomic_group
 from kitbuilder.core import jsonio, timefmt
 from kitbuilder.errors import UsageError
@@ -106,7 +107,7 @@ def trust_update(current_path: Path, successor_path: Path, *, out: Path | None) 
     """Move a host from its current root to the signed successor (replacing the current file atomically)."""
     current = TrustRoot.load(current_path)
     try:
-        data = successor_path.read_bytes()
+        data = inputfile.read_small(successor_path, limit=inputfile.TRUST_ROOT_BYTES, what="trust root")
     except OSError as exc:
         raise UsageError(f"{successor_path}: cannot read ({exc.strerror})") from exc
     document = jsonio.load_object(data, what=str(successor_path))

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kitbuilder import inputfile
 from kitbuilder.archive import reader
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import IndexEntry
@@ -328,17 +328,9 @@ def check_detached(path: Path, kit_sha256: str, policy: TrustPolicy, *, members:
     line_limit = MetadataBudget(members).attestation_bytes()
     limit = min(MAX_DETACHED, MAX_ATTESTATIONS * (line_limit + 1))
     try:
-        with path.open("rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if size > limit:
-                raise FormatError(
-                    f"{path}: {size} bytes, more than the {limit} a KIT.intoto.jsonl of this kit may hold"
-                )
-            data = stream.read(limit + 1)
+        data = inputfile.read_small(path, limit=limit, what="KIT.intoto.jsonl of this kit", too_big=FormatError)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read attestation ({exc.strerror})") from exc
-    if len(data) > limit:
-        raise FormatError(f"{path}: more than the {limit} bytes a KIT.intoto.jsonl of this kit may hold")
     lines = data.count(b"\n") + 1
     if lines > _MAX_DETACHED_LINES:
         raise FormatError(

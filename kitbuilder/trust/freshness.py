@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from kitbuilder import inputfile
 from kitbuilder.atomic import os_error, write_atomic
 from kitbuilder.core import jsonio, timefmt
 from kitbuilder.errors import FormatError, PolicyError, UsageError
@@ -46,7 +47,11 @@ class Freshness:
     def load(self, name: str, channel: str) -> Seen | None:
         path = self._file(name, channel)
         try:
-            data = path.read_bytes()
+            # Never through a link: the write below replaces the link, so a read through it would judge by a file
+            # the next record no longer touches (and a link to /dev/zero or a FIFO would hang verify).
+            data = inputfile.read_small(
+                path, limit=inputfile.STATE_BYTES, what="anti-rollback state", follow_links=False
+            )
         except FileNotFoundError:
             return None
         except OSError as exc:

@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from kitbuilder import inputfile
 from kitbuilder.errors import UsageError
 
 KEY_TYPES = ("ed25519", "ecdsa-p256")
@@ -110,7 +111,7 @@ def passphrase_from_env() -> bytes | None:
 def load_private(path: Path) -> PrivateKey:
     """Read a PKCS#8 PEM private key, decrypting with $KIT_PASSPHRASE when it is encrypted."""
     try:
-        data = path.read_bytes()
+        data = inputfile.read_small(path, limit=inputfile.KEY_BYTES, what="private key")
     except OSError as exc:
         raise UsageError(f"{path}: cannot read private key ({exc.strerror})") from exc
     passphrase = passphrase_from_env()
@@ -130,7 +131,7 @@ def load_private(path: Path) -> PrivateKey:
 
 def load_public(path: Path) -> PublicKey:
     try:
-        data = path.read_bytes()
+        data = inputfile.read_small(path, limit=inputfile.KEY_BYTES, what="public key")
     except OSError as exc:
         raise UsageError(f"{path}: cannot read public key ({exc.strerror})") from exc
     return PublicKey.from_pem(data, what=str(path))

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kitbuilder import inputfile
 from kitbuilder.core import jsonio, schemas, timefmt
 from kitbuilder.errors import FormatError, PolicyError, TrustError, UsageError
 from kitbuilder.trust.keys import PublicKey
@@ -91,7 +92,7 @@ class TrustRoot:
     @classmethod
     def load(cls, path: Path) -> TrustRoot:
         try:
-            data = path.read_bytes()
+            data = inputfile.read_small(path, limit=inputfile.TRUST_ROOT_BYTES, what="trust root")
         except OSError as exc:
             raise UsageError(f"{path}: cannot read trust root ({exc.strerror})") from exc
         return cls.from_bytes(data, what=str(path))
@@ -122,15 +123,23 @@ def _signers(document: dict[str, Any], keys: tuple[PublicKey, ...] | list[Public
     import binascii
 
     message = jsonio.dump_compact(document["signed"])
+    # A signature counts for the key its keyid names, and each key is tried once: trying every signature
+    # against every key let a root of a few thousand of each cost millions of verifications.
+    by_id = {key.keyid: key for key in keys}
+    tried: set[str] = set()
     found: set[str] = set()
     for entry in document.get("signatures", []):
+        keyid = entry.get("keyid") if isinstance(entry, dict) else None
+        key = by_id.get(keyid) if isinstance(keyid, str) else None
+        if key is None or key.keyid in tried:
+            continue
+        tried.add(key.keyid)
         try:
             signature = base64.b64decode(entry["sig"], validate=True)
         except (binascii.Error, ValueError, KeyError, TypeError):
             continue
-        for key in keys:
-            if key.verify(signature, message):
-                found.add(key.keyid)
+        if key.verify(signature, message):
+            found.add(key.keyid)
     return found
 
 
