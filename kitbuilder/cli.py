@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from kitbuilder import __version__
 from kitbuilder.archive.reader import Caps
 from kitbuilder.atomic import action_for
 from kitbuilder.core import text, timefmt
-from kitbuilder.errors import EXIT_CODES, HostIOError, KitError, UsageError
+from kitbuilder.errors import EXIT_CODES, HostIOError, InterruptedRun, KitError, UsageError
 from kitbuilder.ops import keys as keys_op
 from kitbuilder.ops import verify as verify_op
 from kitbuilder.progress import byte_progress, progress_enabled, row_progress
@@ -93,10 +94,20 @@ def _errors(as_json: bool) -> Iterator[None]:
         sys.exit(EXIT_CODES["internal"])
 
 
+def _terminated(signal_number: int, frame: object) -> None:
+    # SIGTERM's default ends the process on the spot: no line on stderr and temporary files left behind.
+    # Raised as an error instead, it unwinds like Ctrl-C: each open output discards its temporary file.
+    # (`kit apply` installs its own handler for the run, which stops at a safe point, and restores this one.)
+    raise InterruptedRun(
+        "stopped by SIGTERM; nothing was left under a final name, rerun the same command", signal_number=signal_number
+    )
+
+
 class _KitGroup(click.Group):
     """The ``kit`` group: an OSError outside ``_errors`` (printing a report to a full disk) is one line, exit 12."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        previous = signal.signal(signal.SIGTERM, _terminated)
         try:
             return super().invoke(ctx)
         except OSError as exc:
@@ -104,6 +115,8 @@ class _KitGroup(click.Group):
             if exc.errno == errno.EPIPE or os.environ.get("KIT_DEBUG"):
                 raise
             _fail(_environment_error(exc, unnamed="standard output"), as_json=False)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _now(value: str | None) -> datetime:
