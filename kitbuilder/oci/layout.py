@@ -42,6 +42,10 @@ CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 MAX_JSON = 4 << 20
 MAX_DEPTH = 8
 MAX_DESCRIPTORS = 100_000
+# What one of those documents may cost to parse, whatever its bytes: 4 MiB of `{},{},...` is 1.4 million
+# Python objects (over 100 MiB). A descriptor takes more than 100 bytes and at most four containers and
+# twenty values, so an honest document of MAX_JSON bytes stays far below both.
+JSON_COST = jsonio.ParseLimits(max_values=1 << 20, max_containers=256 << 10, why="an OCI JSON document")
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
@@ -113,6 +117,7 @@ def load_json_value(data: bytes, *, what: str) -> Any:
     """
     if len(data) > MAX_JSON:
         raise FormatError(f"{what}: {len(data)} bytes, more than the {MAX_JSON}-byte limit for OCI JSON documents")
+    jsonio.check_cost(data, JSON_COST, what=what)
     try:
         return jsonio.loads_strict(data.decode("utf-8"), floats=True)
     except RecursionError as exc:

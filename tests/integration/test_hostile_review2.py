@@ -21,12 +21,13 @@ import pytest
 from kitbuilder.core import jsonio
 from tests.conftest import KitEnv, run_kit
 from tests.factories.hostile import OPS, RELEASE, STRANGER
-from tests.factories.keys import ed25519_key
+from tests.factories.keys import ed25519_key, write_pair
 from tests.integration.test_hostile_parse import RSS_BOUND_KIB, assert_refused, run_measured
 
 _KIT = [sys.executable, "-c", "from kitbuilder.cli import main; main()"]
 # Not a time limit on kit: a guard so a read that never ends fails the test instead of hanging the suite.
 HANG_GUARD_SECONDS = 120
+MiB = 1 << 20
 
 
 def run_child(*args: Any, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -219,3 +220,57 @@ def test_signal_during_a_write_is_one_line_and_leaves_nothing(
     rerun = run_child(*args, env={"KIT_STATE_DIR": str(state)})
     assert rerun.returncode == 0, rerun.stderr
     assert not [p for p in watched.iterdir() if re.search(r"kit-tmp", p.name)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# OCI documents inside a signed kit: under the 4 MiB cap, but a million Python objects
+
+
+def _containers_bomb(head: bytes, item: bytes, tail: bytes) -> bytes:
+    count = (4 * MiB - 64 - len(head) - len(tail)) // len(item)
+    return head + item * count + tail
+
+
+def _oci_bomb_kit(tmp_path: Path, where: str) -> Path:
+    from tests.factories.oci_images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, REF_NAME
+    from tests.images.test_hostile_images import CONFIG, OciTree, image_kit
+
+    tree = OciTree()
+    config = CONFIG
+    if where == "config":
+        config = _containers_bomb(b'{"architecture":"amd64","os":"linux","x":[', b"{},", b"{}]}")
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": tree.blob(config, OCI_CONFIG),
+        "layers": [tree.blob(b"layer one", OCI_LAYER)],
+    }
+    raw = json.dumps(document).encode()
+    if where == "manifest":
+        raw = _containers_bomb(raw[:-1] + b',"x":[', b"[],", b"[]]}")
+    descriptor = tree.manifest_from(document, raw)
+    ref = "registry.local/team/app:1"
+    tree.top.append({**descriptor, "annotations": {REF_NAME: ref}})
+    facts = {"mediaType": OCI_MANIFEST, "platforms": ["linux/amd64"], "layers": 1}
+    tree.records.append({"ref": ref, "digest": descriptor["digest"], "size": len(config) + 9 + len(raw), **facts})
+    return image_kit(tmp_path, tree)
+
+
+@pytest.mark.parametrize("where", ["config", "manifest"])
+def test_oci_document_of_a_million_empty_containers_is_refused_under_the_memory_bound(
+    tmp_path: Path, where: str
+) -> None:
+    (tmp_path / "keys").mkdir()
+    pub = write_pair(RELEASE, tmp_path / "keys" / "release")[1]
+    kit = _oci_bomb_kit(tmp_path, where)
+    out = tmp_path / "exported"
+    for args in (
+        ("verify", kit, "--key", pub, "--no-state"),
+        ("inspect", kit, "--images"),
+        ("images", "export", kit, "--key", pub, out),
+    ):
+        result = run_measured(*args)
+        assert result["rc"] == 5, result
+        assert result["stderr"].count("\n") == 1 and "JSON arrays and objects" in result["stderr"], result
+        assert result["maxrss"] < RSS_BOUND_KIB, f"{args[0]}: peak RSS {result['maxrss'] >> 10} MiB"
+    assert not out.exists() or list(out.iterdir()) == []
