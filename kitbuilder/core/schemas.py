@@ -8,6 +8,7 @@ Schemas are draft-07 so both libraries read them the same way.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from functools import cache
@@ -48,6 +49,9 @@ def json_path(error: SchemaError) -> str:
     return path
 
 
+MAX_EXPLAINED_ERRORS = 1000
+
+
 def first_error(name: str, document: Any) -> SchemaError | None:
     try:
         _fast(name)(document)
@@ -57,7 +61,10 @@ def first_error(name: str, document: Any) -> SchemaError | None:
     import jsonschema  # slow to import; only needed to explain an invalid document
 
     validator = jsonschema.Draft7Validator(_schema(name))
-    errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    # One error is reported: the earliest path among the first few. Every error of a document wrong a
+    # million times over (each holding its path and schema context) would cost gigabytes to collect.
+    found = itertools.islice(validator.iter_errors(document), MAX_EXPLAINED_ERRORS)
+    errors = sorted(found, key=lambda e: list(map(str, e.absolute_path)))
     if not errors:
         return fallback
     error = errors[0]

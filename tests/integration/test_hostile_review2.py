@@ -274,3 +274,30 @@ def test_oci_document_of_a_million_empty_containers_is_refused_under_the_memory_
         assert result["stderr"].count("\n") == 1 and "JSON arrays and objects" in result["stderr"], result
         assert result["maxrss"] < RSS_BOUND_KIB, f"{args[0]}: peak RSS {result['maxrss'] >> 10} MiB"
     assert not out.exists() or list(out.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SBOMs in a signed kit: `inspect --sbom` took 5.8 GiB for 8 MiB of `{},` (every schema error was collected)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(b',"properties":[', b"{},", b"{}]}"), (b',"x":[', b"[],", b"[]]}"), (b',"metadata":{"x":[', b"0,", b"0]}}")],
+)
+def test_kit_sbom_of_millions_of_tiny_values_is_refused_under_the_memory_bound(
+    tmp_path: Path, shape: tuple[bytes, bytes, bytes]
+) -> None:
+    from kitbuilder.core.sbom import KIT_SBOM_PATH
+    from tests.integration.test_hostile_metadata import CDX, DOCS, craft_kit
+
+    (tmp_path / "keys").mkdir()
+    pub = write_pair(RELEASE, tmp_path / "keys" / "release")[1]
+    head, item, tail = shape
+    head = json.dumps(CDX).encode()[:-1] + head
+    sbom = head + item * ((8 * MiB - len(head) - len(tail)) // len(item)) + tail
+    kit = craft_kit(tmp_path / "kit.kit.tar.zst", {**DOCS, KIT_SBOM_PATH: sbom})
+    result = run_measured("inspect", kit, "--sbom", "--key", pub, "--json")
+    assert result["rc"] == 5, result
+    assert result["stderr"].count("\n") == 1 and KIT_SBOM_PATH in result["stderr"], result
+    assert json.loads(result["stdout"])["error"]["exitCode"] == 5
+    assert result["maxrss"] < RSS_BOUND_KIB, f"peak RSS {result['maxrss'] >> 10} MiB"

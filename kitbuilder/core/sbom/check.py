@@ -14,6 +14,7 @@ from kitbuilder.core.sbom.cyclonedx import validate_cyclonedx
 from kitbuilder.core.sbom.model import CYCLONEDX_VERSIONS, SPDX_VERSIONS, SbomError, SbomInfo, json_kind
 from kitbuilder.core.sbom.spdx import spdx_subject, validate_spdx
 from kitbuilder.core.sbom.summary import summarize_sbom
+from kitbuilder.errors import FormatError
 
 
 def check_sbom(data: bytes, where: str) -> SbomInfo:
@@ -66,8 +67,24 @@ def check_sbom_document(document: dict[str, Any], where: str) -> SbomInfo:
     )
 
 
+def parse_limits(size: int) -> jsonio.ParseLimits:
+    """What an SBOM of ``size`` bytes may cost to parse: what honest SBOMs hold, per byte.
+
+    A component, file or package takes tens of bytes per value and over a hundred per object; 8 MiB
+    of `{},` is 2.8 million Python objects (200 MiB) and was parsed whole. The same rule holds when
+    a shipped SBOM is checked at build and when `kit inspect --sbom` reads one back.
+    """
+    return jsonio.ParseLimits(
+        max_values=size // 6 + (64 << 10), max_containers=size // 24 + (16 << 10), why=f"an SBOM of {size} bytes"
+    )
+
+
 def _load(data: bytes, where: str) -> dict[str, Any]:
     """Strict JSON: no duplicate keys or NaN (two parsers could read them differently); floats are allowed."""
+    try:
+        jsonio.check_cost(data, parse_limits(len(data)), what=where)
+    except FormatError as exc:
+        raise SbomError(where, "$", exc.message.removeprefix(f"{where}: ")) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
