@@ -1,0 +1,79 @@
+"""A second adversarial review of kit apply/status/rollback/repair: the plan and the runtime together.
+
+Each test is named after a defect it found and asserts the correct behaviour (exit code, one line
+on stderr, the database equal to an uninterrupted run). Children are held or stopped at exact
+points with the ``kitbuilder.faults`` hooks, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kitbuilder.apply.db import connect
+from tests.conftest import run_kit
+from tests.factories.apply_runs import Applier, snapshot_of, write_fault_kit_source
+from tests.factories.keys import ed25519_key, write_pair
+
+FaultKit = tuple[Path, Path, tuple[object, ...]]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("review2-keys")
+    return write_pair(ed25519_key("release"), root / "release")
+
+
+@pytest.fixture(scope="module")
+def fault_kit(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]) -> FaultKit:
+    """The fault kit of tests/factories/apply_runs.py, its public key, and an uninterrupted run's snapshot."""
+    root = tmp_path_factory.mktemp("review2-kit")
+    key, pub = keys
+    kit = root / "fault.kit.tar.zst"
+    assert run_kit("build", write_fault_kit_source(root / "src"), "--key", key, "--out", kit).exit_code == 0
+    reference = f"sqlite:///{root / 'reference.db'}"
+    assert Applier(kit, pub, root / "ref").run(reference).returncode == 0
+    return kit, pub, snapshot_of(reference)
+
+
+def _one_line(stderr: str) -> None:
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A full 64 KiB tmpfs (root only); directories can still be made on it, files cannot grow."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}")
+    try:
+        with (mount / "filler").open("wb") as handle, pytest.raises(OSError):
+            handle.write(b"\0" * (1 << 20))
+            handle.flush()
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+# Evidence -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_evidence_on_a_full_disk_leaves_no_empty_timestamped_directory(
+    fault_kit: FaultKit, db_url: str, full_disk: Path, dry_run: bool
+) -> None:
+    """Before: the timestamped directory was made first, then report.json failed: an empty evidence dir stayed."""
+    kit, pub, reference = fault_kit
+    artifacts = full_disk / "evidence"
+    result = Applier(kit, pub, artifacts).run(db_url, *(["--dry-run"] if dry_run else []))
+    assert result.returncode == 12, result.stderr
+    _one_line(result.stderr)
+    assert sorted(p.name for p in artifacts.iterdir()) == []
+    if not dry_run:
+        assert snapshot_of(db_url) == reference
