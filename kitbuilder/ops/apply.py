@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder import faults
-from kitbuilder.apply import backfill, checks, migrations, results, signals
+from kitbuilder.apply import backfill, checks, migrations, results, signals, sqlsplit
 from kitbuilder.apply import db as dbmod
 from kitbuilder.apply.context import ApplyOptions, RowProgress, RunContext
 from kitbuilder.apply.evidence import check_artifacts_dir, write_evidence
@@ -128,25 +128,45 @@ def _dry_plan(ctx: RunContext, plan: Plan) -> tuple[results.PlanEntry, ...]:
 
 
 def _check_tenant_value(database: dbmod.Database, plan: Plan, tenant: str) -> None:
-    """``--tenant`` must be a value each existing tenant column can hold, before the first statement.
+    """``--tenant`` must be a value each tenant column can hold, before the first statement.
 
     PostgreSQL types the parameter by its column, so ``--tenant abc`` against an integer column would
-    fail only when that backfill runs, after earlier steps were applied. A table the kit creates later
-    cannot be probed here; its backfill still refuses the value then, naming it.
+    fail only when that backfill runs, after earlier steps were applied. An existing table is probed;
+    for a table this kit's migrations create (or give the column), the value is cast to the declared
+    type. (SQLite compares loosely: a value its column cannot hold matches no row.)
     """
+    scripts: list[str] = []
     for step in plan.steps:
+        if step.kind == "migration":
+            scripts.append(step.text("up") or "")
         job = step.backfill if step.kind == "backfill" else None
-        if job is None or not job.tenant_column or not database.table_exists(job.table):
+        if job is None or not job.tenant_column:
             continue
         try:
-            database.query(
-                f"SELECT 1 FROM {job.table} WHERE {job.tenant_column} = :tenant LIMIT 0", {"tenant": tenant}
-            )
+            if database.table_exists(job.table):
+                database.query(
+                    f"SELECT 1 FROM {job.table} WHERE {job.tenant_column} = :tenant LIMIT 0", {"tenant": tenant}
+                )
+            elif database.dialect == "postgresql":
+                _cast_to_declared_type(database, scripts, job.table, job.tenant_column, tenant)
         except (dbmod.RowError, dbmod.StatementError) as exc:
             raise UsageError(
                 f"--tenant {tenant!r}: backfill {step.id} cannot compare it with {job.table}.{job.tenant_column} "
                 f"({exc.reason}); nothing was applied"
             ) from exc
+
+
+def _cast_to_declared_type(database: dbmod.Database, scripts: list[str], table: str, column: str, tenant: str) -> None:
+    """Cast ``tenant`` to the type the kit's migrations declare for ``table.column`` (RowError when it cannot hold it).
+
+    A type the kit itself creates (an enum, a domain) is not known yet: the backfill refuses the value then.
+    """
+    declared = None
+    for script in scripts:
+        declared = sqlsplit.declared_column_type(script, table, column) or declared
+    if declared is None or database.query_value("SELECT to_regtype(:type) IS NOT NULL", {"type": declared}) is not True:
+        return
+    database.query(f"SELECT CAST(CAST(:tenant AS text) AS {declared})", {"tenant": tenant})
 
 
 def apply_kit(

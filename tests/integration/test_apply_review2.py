@@ -7,7 +7,6 @@ points with the ``kitbuilder.faults`` hooks, never with sleeps.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +76,48 @@ def test_evidence_on_a_full_disk_leaves_no_empty_timestamped_directory(
     assert sorted(p.name for p in artifacts.iterdir()) == []
     if not dry_run:
         assert snapshot_of(db_url) == reference
+
+
+# --tenant -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("declared", ["CREATE", "ALTER"])
+def test_tenant_value_a_column_created_by_the_same_kit_cannot_hold_is_refused_before_the_first_statement(
+    tmp_path: Path, db_url: str, declared: str
+) -> None:
+    """Before: only an existing table was probed. On a fresh PostgreSQL database the kit's own migration
+    created the integer tenant column, ran, and the backfill then failed on ``--tenant abc`` (exit 8/2 with
+    m1 applied). Now the value is cast to the declared type first. (SQLite compares loosely: exit 0.)"""
+    from tests.factories.crafted_apply import GOOD_UP, craft_apply_kit, good_migration
+    from tests.factories.hostile import RELEASE
+
+    (tmp_path / "keys").mkdir()
+    pub = write_pair(RELEASE, tmp_path / "keys" / "release")[1]
+    up = (
+        GOOD_UP.replace("tenant TEXT", "tenant INTEGER")
+        if declared == "CREATE"
+        else GOOD_UP.replace(", tenant TEXT", "") + "ALTER TABLE items ADD COLUMN tenant INTEGER;\n"
+    )
+    assert "tenant INTEGER" in up
+    m1, files = good_migration("m1", "1")
+    files["migrations/m1/up.sql"] = ("m1", up.encode())
+    job = b"table: items\nkey: id\ntenant_column: tenant\npredicate: done IS NULL\nset: {done: \"'y'\"}\n"
+    kit = craft_apply_kit(
+        tmp_path / "k.kit.tar.zst",
+        [m1, {"id": "b1", "role": "backfill", "phase": "1"}],
+        {**files, "backfills/b1.yaml": ("b1", job)},
+    )
+    result = run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a", "--tenant", "abc")
+    if db_url.startswith("sqlite"):
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2, result.output
+    _one_line(result.stderr)
+    assert "--tenant 'abc'" in result.stderr and "nothing was applied" in result.stderr
+    database = connect(db_url, read_only=True)
+    try:
+        assert not database.table_exists("items") and not database.table_exists("kit_runs")
+    finally:
+        database.close()
+    ok = run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a", "--tenant", "7")
+    assert ok.exit_code == 0, ok.output
