@@ -23,11 +23,11 @@ from kitbuilder.apply import backfill, checks, migrations, results, signals, sql
 from kitbuilder.apply import db as dbmod
 from kitbuilder.apply.context import ApplyOptions, RowProgress, RunContext
 from kitbuilder.apply.evidence import check_artifacts_dir, write_evidence
-from kitbuilder.apply.lock import ApplyLock, pid_alive
+from kitbuilder.apply.lock import ApplyLock, live_kit_process, pid_alive
 from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key, validate_plan, validate_reverts
 from kitbuilder.apply.state import StateStore
 from kitbuilder.core.manifest import IMAGES_DIR
-from kitbuilder.errors import DatabaseError, HostIOError, InterruptedRun, KitError, UsageError
+from kitbuilder.errors import DatabaseError, HostIOError, InterruptedRun, KitError, LockBusyError, UsageError
 from kitbuilder.ops.verify import VerifyOptions, VerifyReport, verify_kit
 
 
@@ -568,9 +568,17 @@ def _release_lock(database: dbmod.Database, run_id: str, reason: str) -> dict[st
         )
     store.ensure_tables()
     with database.transaction():
-        holder = store.force_release_lease()
+        holder = store.lease_holder()
         if holder is None:
             raise DatabaseError(f"{database.url}: no apply lock is recorded; nothing to release")
+        if live_kit_process(holder.host, holder.pid):
+            # Releasing it would let a second apply run beside this one until it next renews its lease.
+            raise LockBusyError(
+                f"the apply lock on {database.url} is held by run {holder.run_id}, pid {holder.pid} on this host, "
+                f"which is still running; nothing was released: let it finish, or stop it (kill -TERM {holder.pid}) "
+                "and it releases the lock itself"
+            )
+        store.force_release_lease()
         detail = (
             f"released the apply lock of run {holder.run_id} (pid {holder.pid} on {holder.host}, lease until "
             f"{holder.expires_at}): {reason}"

@@ -121,3 +121,33 @@ def test_tenant_value_a_column_created_by_the_same_kit_cannot_hold_is_refused_be
         database.close()
     ok = run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a", "--tenant", "7")
     assert ok.exit_code == 0, ok.output
+
+
+# Locks ----------------------------------------------------------------------------------------------------------
+
+
+def test_release_lock_of_a_live_run_on_this_host_is_refused(fault_kit: FaultKit, tmp_path: Path) -> None:
+    """Before: `kit repair --release-lock` removed the lease of a running apply on this host (exit 0), and a
+    second apply then ran beside it until the first renewed its lease. Now: exit 9 naming the pid, lease kept."""
+    import sqlite3
+
+    from tests.factories.apply_runs import wait_for
+
+    kit, pub, reference = fault_kit
+    db_url = f"sqlite:///{tmp_path / 'site.db'}"
+    gate = tmp_path / "go"
+    first = Applier(kit, pub, tmp_path / "a1").start(db_url, env={"KIT_FAULT_WAIT": f"backfill-committed:3:{gate}"})
+    try:
+        wait_for(Path(f"{gate}.waiting"), first)
+        repaired = run_kit("repair", "--db", db_url, "--release-lock", "--reason", "looked stuck")
+        assert repaired.exit_code == 9, repaired.output
+        _one_line(repaired.stderr)
+        assert f"pid {first.pid}" in repaired.stderr
+        with sqlite3.connect(tmp_path / "site.db") as probe:
+            assert probe.execute("SELECT pid FROM kit_lock").fetchall() == [(first.pid,)]
+            assert probe.execute("SELECT COUNT(*) FROM kit_events WHERE event = 'repair'").fetchone() == (0,)
+    finally:
+        gate.touch()
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr
+    assert snapshot_of(db_url) == reference
