@@ -483,6 +483,10 @@ class BackfillJob:
             raise
         with db.transaction():
             self._save("finished", cursor)
+            if self.ctx.options.tenant is None and self.ctx.state.finish_tenant_states(self.step.id):
+                self.ctx.state.record_event(
+                    self.ctx.run_id, "backfill", self.step.id, "the open per-tenant runs are finished with the job"
+                )
             self.ctx.state.record_event(
                 self.ctx.run_id,
                 "backfill",

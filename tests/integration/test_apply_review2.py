@@ -7,13 +7,16 @@ points with the ``kitbuilder.faults`` hooks, never with sleeps.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kitbuilder.apply.db import connect
+from kitbuilder.core import schemas
 from tests.conftest import run_kit
 from tests.factories.apply_runs import Applier, snapshot_of, write_fault_kit_source
 from tests.factories.keys import ed25519_key, write_pair
@@ -151,3 +154,49 @@ def test_release_lock_of_a_live_run_on_this_host_is_refused(fault_kit: FaultKit,
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 0, stderr
     assert snapshot_of(db_url) == reference
+
+
+def _status_json(db_url: str) -> dict[str, Any]:
+    """`kit status --json`, valid against its schema; the text form works too."""
+    assert run_kit("status", "--db", db_url).exit_code == 0
+    result = run_kit("status", "--db", db_url, "--json")
+    assert result.exit_code == 0, result.output
+    document: dict[str, Any] = json.loads(result.stdout)
+    error = schemas.first_error("status-report", document)
+    assert error is None, f"{schemas.json_path(error)}: {error.message}"
+    return document
+
+
+@pytest.mark.parametrize("how", ["INT", "TERM", "KILL"])
+def test_tenant_run_stopped_then_finished_by_a_full_run_leaves_no_open_tenant_state(
+    fault_kit: FaultKit, db_url: str, tmp_path: Path, how: str
+) -> None:
+    """Before: `touch[tenant=t1]` stayed `active` (with rows "remaining") in kit status forever after a full
+    apply had processed every row: the per-tenant prefix of the state SQL was `touch[tenant=]`, which matches
+    no tenant, so neither a finished full job, nor rollback, nor --reset-cursor, nor --accept-checksum
+    reached the per-tenant states."""
+    kit, pub, reference = fault_kit
+    applier = Applier(kit, pub, tmp_path / "a")
+    stop = {"KIT_FAULT": "backfill-committed:2"} if how == "KILL" else {"KIT_FAULT_SIGNAL": f"{how}@backfill-batch:2"}
+    stopped = applier.run(db_url, "--tenant", "t1", env=stop)
+    assert stopped.returncode == {"INT": 130, "TERM": 143, "KILL": 137}[how], stopped.stderr
+    if how != "KILL":
+        _one_line(stopped.stderr)
+    assert [job["status"] for job in _status_json(db_url)["backfills"]] == ["active"]
+    finished = applier.run(db_url)
+    assert finished.returncode == 0, finished.stderr
+    assert snapshot_of(db_url)[:3] == reference[:3]
+    jobs = {job["job"]: job for job in _status_json(db_url)["backfills"]}
+    assert set(jobs) == {"touch", "touch[tenant=t1]"}
+    assert {job["status"] for job in jobs.values()} == {"finished"}
+    assert jobs["touch[tenant=t1]"]["remaining"] == 0
+
+
+def test_reset_cursor_of_a_job_resets_its_per_tenant_cursors(fault_kit: FaultKit, db_url: str, tmp_path: Path) -> None:
+    """Before: `kit repair --reset-cursor touch` said it reset the job but left `touch[tenant=t1]`'s cursor."""
+    kit, pub, _ = fault_kit
+    applier = Applier(kit, pub, tmp_path / "a")
+    assert applier.run(db_url, "--tenant", "t1", env={"KIT_FAULT": "backfill-committed:2"}).returncode == 137
+    repaired = run_kit("repair", "--db", db_url, "--reset-cursor", "touch", "--reason", "restart the job")
+    assert repaired.exit_code == 0, repaired.output
+    assert [job["cursor"] for job in _status_json(db_url)["backfills"]] == [None]
