@@ -200,3 +200,36 @@ def test_reset_cursor_of_a_job_resets_its_per_tenant_cursors(fault_kit: FaultKit
     repaired = run_kit("repair", "--db", db_url, "--reset-cursor", "touch", "--reason", "restart the job")
     assert repaired.exit_code == 0, repaired.output
     assert [job["cursor"] for job in _status_json(db_url)["backfills"]] == [None]
+
+
+def test_job_post_checks_of_a_tenant_run_are_deferred_to_the_full_apply(tmp_path: Path, db_url: str) -> None:
+    """Before: a job's post_checks (table-wide, as docs/apply.md's example) ran after a `--tenant` run, failed
+    on the other tenants' rows and paused the job (exit 10): every tenant run of such a kit failed. Now they
+    are reported deferred, the tenant's job is finished, and the full apply evaluates them."""
+    from tests.factories.crafted_apply import GOOD_UP, craft_apply_kit, good_migration
+    from tests.factories.hostile import RELEASE
+
+    (tmp_path / "keys").mkdir()
+    pub = write_pair(RELEASE, tmp_path / "keys" / "release")[1]
+    m1, files = good_migration("m1", "1")
+    rows = "INSERT INTO items (id, name, tenant) VALUES (1, 'a', 't1'), (2, 'b', 't2'), (3, 'c', 't1');\n"
+    files["migrations/m1/up.sql"] = ("m1", (GOOD_UP + rows).encode())
+    job = (
+        b"table: items\nkey: id\ntenant_column: tenant\npredicate: done IS NULL\nset: {done: \"'y'\"}\n"
+        b"post_checks:\n  - {id: none-missing, kind: count, table: items, where: done IS NULL, expect: {equals: 0}}\n"
+    )
+    kit = craft_apply_kit(
+        tmp_path / "k.kit.tar.zst",
+        [m1, {"id": "b1", "role": "backfill", "phase": "1"}],
+        {**files, "backfills/b1.yaml": ("b1", job)},
+    )
+    common = ("--key", pub, "--db", db_url, "--artifacts", tmp_path / "a", "--json")
+    tenant = run_kit("apply", kit, *common, "--tenant", "t1")
+    assert tenant.exit_code == 0, tenant.output
+    report = json.loads(tenant.stdout)
+    assert "none-missing" in report["deferred"]["checks"]
+    assert [job["status"] for job in _status_json(db_url)["backfills"]] == ["finished"]
+    full = run_kit("apply", kit, *common)
+    assert full.exit_code == 0, full.output
+    step = next(s for s in json.loads(full.stdout)["steps"] if s["id"] == "b1")
+    assert [(c["id"], c["passed"]) for c in step["postChecks"]] == [("none-missing", True)]
