@@ -233,3 +233,32 @@ def test_job_post_checks_of_a_tenant_run_are_deferred_to_the_full_apply(tmp_path
     assert full.exit_code == 0, full.output
     step = next(s for s in json.loads(full.stdout)["steps"] if s["id"] == "b1")
     assert [(c["id"], c["passed"]) for c in step["postChecks"]] == [("none-missing", True)]
+
+
+def test_rollback_after_a_tenant_run_reverts_the_per_tenant_state(tmp_path: Path, db_url: str) -> None:
+    """Before: `kit rollback` ran the job's revert but left `b1[tenant=t1]` recorded `finished` (kit status lied,
+    and its quarantine stayed)."""
+    from tests.factories.crafted_apply import GOOD_UP, craft_apply_kit, good_migration
+    from tests.factories.hostile import RELEASE
+
+    (tmp_path / "keys").mkdir()
+    pub = write_pair(RELEASE, tmp_path / "keys" / "release")[1]
+    m1, files = good_migration("m1", "1")
+    rows = "INSERT INTO items (id, name, tenant) VALUES (1, 'a', 't1'), (2, 'b', 't2');\n"
+    files["migrations/m1/up.sql"] = ("m1", (GOOD_UP + rows).encode())
+    job = (
+        b"table: items\nkey: id\ntenant_column: tenant\npredicate: done IS NULL\nset: {done: \"'y'\"}\n"
+        b'revert: "UPDATE items SET done = NULL"\n'
+    )
+    kit = craft_apply_kit(
+        tmp_path / "k.kit.tar.zst",
+        [m1, {"id": "b1", "role": "backfill", "phase": "2"}],
+        {**files, "backfills/b1.yaml": ("b1", job)},
+    )
+    common = ("--key", pub, "--db", db_url)
+    assert run_kit("apply", kit, *common, "--artifacts", tmp_path / "a", "--tenant", "t1").exit_code == 0
+    rolled = run_kit("rollback", kit, *common, "--to-phase", "1")
+    assert rolled.exit_code == 0, rolled.output
+    assert [(job["job"], job["status"]) for job in _status_json(db_url)["backfills"]] == [("b1[tenant=t1]", "reverted")]
+    again = run_kit("rollback", kit, *common, "--to-phase", "1", "--dry-run", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["wouldRevert"] == [], again.output
