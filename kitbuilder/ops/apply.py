@@ -131,9 +131,9 @@ def _check_tenant_value(database: dbmod.Database, plan: Plan, tenant: str) -> No
     """``--tenant`` must be a value each tenant column can hold, before the first statement.
 
     PostgreSQL types the parameter by its column, so ``--tenant abc`` against an integer column would
-    fail only when that backfill runs, after earlier steps were applied. An existing table is probed;
-    for a table this kit's migrations create (or give the column), the value is cast to the declared
-    type. (SQLite compares loosely: a value its column cannot hold matches no row.)
+    fail only when that backfill runs, after earlier steps were applied. A column that exists is probed;
+    one the kit's migrations create before the job (CREATE TABLE, ADD COLUMN) is checked by casting the
+    value to the declared type. (SQLite compares loosely: a value its column cannot hold matches no row.)
     """
     scripts: list[str] = []
     for step in plan.steps:
@@ -143,7 +143,7 @@ def _check_tenant_value(database: dbmod.Database, plan: Plan, tenant: str) -> No
         if job is None or not job.tenant_column:
             continue
         try:
-            if database.table_exists(job.table):
+            if database.table_exists(job.table) and _has_column(database, job.table, job.tenant_column):
                 database.query(
                     f"SELECT 1 FROM {job.table} WHERE {job.tenant_column} = :tenant LIMIT 0", {"tenant": tenant}
                 )
@@ -156,17 +156,25 @@ def _check_tenant_value(database: dbmod.Database, plan: Plan, tenant: str) -> No
             ) from exc
 
 
-def _cast_to_declared_type(database: dbmod.Database, scripts: list[str], table: str, column: str, tenant: str) -> None:
-    """Cast ``tenant`` to the type the kit's migrations declare for ``table.column`` (RowError when it cannot hold it).
+def _has_column(database: dbmod.Database, table: str, column: str) -> bool:
+    """Whether ``table`` has ``column`` now (a column the kit adds later does not exist yet); True when unknown."""
+    existing = {name.lower() for name in database.columns(table)}
+    return not existing or column.strip('"').lower() in existing
 
-    A type the kit itself creates (an enum, a domain) is not known yet: the backfill refuses the value then.
+
+def _cast_to_declared_type(database: dbmod.Database, scripts: list[str], table: str, column: str, tenant: str) -> bool:
+    """Cast ``tenant`` to the type the kit's migrations declare for ``table.column``; False when none is declared.
+
+    RowError when the type cannot hold the value. A type the kit itself creates (an enum, a domain) is not
+    known yet: the backfill refuses the value then.
     """
     declared = None
     for script in scripts:
         declared = sqlsplit.declared_column_type(script, table, column) or declared
     if declared is None or database.query_value("SELECT to_regtype(:type) IS NOT NULL", {"type": declared}) is not True:
-        return
+        return False
     database.query(f"SELECT CAST(CAST(:tenant AS text) AS {declared})", {"tenant": tenant})
+    return True
 
 
 def apply_kit(

@@ -262,3 +262,37 @@ def test_rollback_after_a_tenant_run_reverts_the_per_tenant_state(tmp_path: Path
     assert [(job["job"], job["status"]) for job in _status_json(db_url)["backfills"]] == [("b1[tenant=t1]", "reverted")]
     again = run_kit("rollback", kit, *common, "--to-phase", "1", "--dry-run", "--json")
     assert again.exit_code == 0 and json.loads(again.stdout)["wouldRevert"] == [], again.output
+
+
+def test_tenant_column_the_kit_adds_to_an_existing_table_is_not_refused(tmp_path: Path, db_url: str) -> None:
+    """Before: the --tenant probe of an existing table named a column the kit's own migration adds, failed
+    ("no such column") and refused a valid run with exit 2. Now the kit's declaration decides."""
+    from tests.factories.crafted_apply import GOOD_UP, craft_apply_kit, good_migration
+    from tests.factories.hostile import RELEASE
+
+    (tmp_path / "keys").mkdir()
+    pub = write_pair(RELEASE, tmp_path / "keys" / "release")[1]
+    m1, files = good_migration("m1", "1")
+    rows = "INSERT INTO items (id, name) VALUES (1, 'a'), (2, 'b');\n"
+    files["migrations/m1/up.sql"] = ("m1", (GOOD_UP.replace(", tenant TEXT", "") + rows).encode())
+    common = ("--key", pub, "--db", db_url, "--artifacts", tmp_path / "a")
+    assert run_kit("apply", craft_apply_kit(tmp_path / "1.kit.tar.zst", [m1], files), *common).exit_code == 0
+    m2, m2_files = good_migration("m2", "2")
+    m2_files["migrations/m2/up.sql"] = (
+        "m2",
+        b"ALTER TABLE items ADD COLUMN tenant TEXT;\nUPDATE items SET tenant = 't1';\n",
+    )
+    job = b"table: items\nkey: id\ntenant_column: tenant\npredicate: done IS NULL\nset: {done: \"'y'\"}\n"
+    second = craft_apply_kit(
+        tmp_path / "2.kit.tar.zst",
+        [m1, m2, {"id": "b1", "role": "backfill", "phase": "2"}],
+        {**files, **m2_files, "backfills/b1.yaml": ("b1", job)},
+        sequence=2,
+    )
+    result = run_kit("apply", second, *common, "--tenant", "t1")
+    assert result.exit_code == 0, result.output
+    database = connect(db_url, read_only=True)
+    try:
+        assert database.query("SELECT id, done FROM items ORDER BY id") == [(1, "y"), (2, "y")]
+    finally:
+        database.close()
