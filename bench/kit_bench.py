@@ -60,6 +60,8 @@ def generate(source: Path, total: int) -> None:
         (source / "small" / f"m-{number:05d}.sql").write_bytes(payload)
         written += size
         number += 1
+    # A migration must have the script it runs (kit build refuses one without); the bulk above rides along.
+    (source / "small" / "up.sql").write_text("CREATE TABLE IF NOT EXISTS bench_marker (id INTEGER);\n")
 
 
 SPEC = """\

@@ -1038,6 +1038,7 @@ def apply(
             min_sample=min_sample,
             lock_timeout=lock_timeout,
         )
+
         def check_registry() -> None:
             # Reach the registry and check TLS and credentials once the kit is verified and before the database
             # changes: a registry problem found only after the apply would leave the run half done.

@@ -102,7 +102,6 @@ class RegistryError(KitError):
     kind = "registry"
 
 
-
 class HostIOError(KitError):
     """The host refused an I/O kit needed: disk full, read-only or missing directory, permission denied.
 
@@ -140,7 +139,6 @@ class InterruptedRun(KitError):
         super().__init__(message)
         self.signal_number = signal_number
         self.exit_code = 128 + signal_number
-
 
 
 # A bug in kit, not the user's input or the environment.

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kitbuilder.apply.results import ApplyReport, BackfillResult, MigrationResult
-from kitbuilder.atomic import write_atomic
+from kitbuilder.atomic import DIR_SUFFIX, TEMP_MARK, TempPattern, clear_stale, fsync_path, scratch_dir, write_atomic
 from kitbuilder.core import jsonio
 from kitbuilder.errors import HostIOError
 
@@ -114,16 +114,27 @@ def write_evidence(artifacts: Path, report: ApplyReport, *, now: datetime | None
     """
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
     directory = artifacts / (f"{stamp}-dry-run" if report.dry_run else stamp)
-    directory.mkdir(parents=True, exist_ok=False)
     # The `--json` document (schemas/apply-report.schema.json) without `evidence`, which names this file's
     # own digest: so report.json plus that block validates against the published schema.
     body = jsonio.dump_pretty({"ok": report.error is None, **report.to_json()})
     digest = hashlib.sha256(body).hexdigest()
-    write_atomic(directory / "report.json", body)
-    write_atomic(directory / "report.json.sha256", f"{digest}  report.json\n".encode())
-    if not report.dry_run:
-        write_atomic(directory / "metrics.prom", metrics_text(report).encode())
+    artifacts.mkdir(parents=True, exist_ok=True)
+    # Built in a private directory and renamed into place whole: a full disk or a kill part-way leaves no
+    # timestamped directory that is empty or lacks a file (an evidence dir either holds all its files or is absent).
+    clear_stale(artifacts, _STAGING, is_dir=True)
+    with scratch_dir(artifacts, _STAGING, what=directory) as staging:
+        write_atomic(staging / "report.json", body)
+        write_atomic(staging / "report.json.sha256", f"{digest}  report.json\n".encode())
+        if not report.dry_run:
+            write_atomic(staging / "metrics.prom", metrics_text(report).encode())
+        staging.chmod(0o755)
+        os.rename(staging, directory)
+        fsync_path(artifacts)
     return directory, digest
+
+
+# Evidence directories being written (leftovers of a killed run are removed by the next one).
+_STAGING = TempPattern(f".evidence{TEMP_MARK}", DIR_SUFFIX)
 
 
 def check_artifacts_dir(artifacts: Path) -> None:

@@ -20,6 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from kitbuilder import faults
 from kitbuilder.apply.db import BusyError, Database
@@ -37,6 +38,22 @@ def pid_alive(pid: int) -> bool:
     except (OverflowError, ValueError):
         return False
     return True
+
+
+def live_kit_process(host: str, pid: int) -> bool:
+    """Whether ``pid`` on ``host`` is a running kit (the holder of a lease may still be working).
+
+    Only this host's processes can be seen. A pid that was reused by another program is not a kit
+    run: its command line (Linux ``/proc``) names neither ``kit`` nor ``kitbuilder``. Where the command
+    line cannot be read, a live pid counts as kit's (refusing is the safe side).
+    """
+    if host != socket.gethostname() or not pid_alive(pid):
+        return False
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True
+    return any(b"kitbuilder" in argument or os.path.basename(argument) == b"kit" for argument in arguments)
 
 
 class ApplyLock:

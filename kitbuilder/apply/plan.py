@@ -104,7 +104,8 @@ class Plan:
 
         A backfill limited to one tenant leaves its phase unfinished for the others, so that
         phase's checks, the final checks and every later phase (which may rely on the backfill
-        being complete) wait for a full apply. Earlier phases run as usual.
+        being complete) wait for a full apply, as do the backfills' own post_checks. Earlier phases
+        run as usual.
         """
         backfill_phases = [s.phase for s in self.steps if s.kind == "backfill"]
         if not backfill_phases:
@@ -116,7 +117,9 @@ class Plan:
             steps=steps,
             checks=checks,
             deferred_steps=tuple(s.id for s in self.steps if s not in steps),
-            deferred_checks=tuple(c.id for c in self.checks if c not in checks),
+            # A job's post_checks judge its whole table, which a tenant run leaves unfinished for the others.
+            deferred_checks=tuple(c.id for c in self.checks if c not in checks)
+            + tuple(c.id for s in steps if s.kind == "backfill" for c in s.backfill.post_checks),
         )
 
 

@@ -139,3 +139,39 @@ def parse_error(sql: str, dialect: str) -> str | None:
     finally:
         connection.close()
     return None
+
+
+def declared_column_type(script: str, table: str, column: str) -> str | None:
+    """The PostgreSQL type ``script`` gives ``table.column`` (CREATE TABLE or ALTER TABLE … ADD COLUMN), or None.
+
+    The last declaration in the script wins; a script that does not parse declares nothing (it is
+    refused, naming its line, when the plan is validated). Names compare as PostgreSQL folds them.
+    """
+    import pglast
+    from pglast import ast
+    from pglast.parser import ParseError
+    from pglast.stream import RawStream
+
+    def folded(name: str) -> str:
+        return name[1:-1] if len(name) > 1 and name[0] == name[-1] == '"' else name.lower()
+
+    wanted_table, wanted_column = folded(table.rsplit(".", 1)[-1]), folded(column)
+    try:
+        statements = pglast.parse_sql(script)
+    except ParseError:
+        return None
+    found: str | None = None
+    for raw in statements:
+        node = raw.stmt
+        definitions: list[object] = []
+        relation = node.relation if isinstance(node, ast.CreateStmt | ast.AlterTableStmt) else None
+        if relation is None or relation.relname != wanted_table:
+            continue
+        if isinstance(node, ast.CreateStmt):
+            definitions = list(node.tableElts or ())
+        elif isinstance(node, ast.AlterTableStmt):
+            definitions = [command.def_ for command in node.cmds or () if isinstance(command, ast.AlterTableCmd)]
+        for definition in definitions:
+            if isinstance(definition, ast.ColumnDef) and definition.colname == wanted_column and definition.typeName:
+                found = str(RawStream()(definition.typeName))
+    return found

@@ -277,9 +277,14 @@ def job_key(job: str, tenant: str | None) -> str:
     return job if tenant is None else f"{job}[tenant={tenant}]"
 
 
+def tenant_prefix(job: str) -> str:
+    """What every per-tenant ``job_key`` of ``job`` starts with (``ID[tenant=``; ids cannot hold ``[``)."""
+    return f"{job}[tenant="
+
+
 def _job_or_tenants(job: str) -> tuple[str, dict[str, Any]]:
     """A WHERE clause matching a job's own row and every per-tenant row of it (see ``job_key``)."""
-    prefix = job_key(job, "")
+    prefix = tenant_prefix(job)
     return "(job = :job OR substr(job, 1, :n) = :scoped)", {"job": job, "n": len(prefix), "scoped": prefix}
 
 
@@ -692,6 +697,19 @@ class StateStore:
             {"now": utc_now(), **params},
         )
         self.db.execute(f"DELETE FROM kit_backfill_quarantine WHERE {where}", params)
+
+    def finish_tenant_states(self, job: str) -> int:
+        """A full run of ``job`` finished: its per-tenant states still open are done too (inside a transaction).
+
+        The full run's scope holds every tenant's rows, so a tenant run left active or paused (interrupted,
+        or paused by its error rate) must not stay open in `kit status` or count as pending work.
+        """
+        prefix = tenant_prefix(job)
+        return self.db.execute(
+            "UPDATE kit_backfill_runs SET status = 'finished', pause_reason = NULL, remaining = 0, updated_at = :now, "
+            "finished_at = :now WHERE substr(job, 1, :n) = :scoped AND status IN ('active', 'paused', 'failed')",
+            {"now": utc_now(), "n": len(prefix), "scoped": prefix},
+        )
 
     def reset_cursor(self, job: str) -> int:
         where, params = _job_or_tenants(job)

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder import faults
-from kitbuilder.apply import backfill, checks, migrations, results, signals
+from kitbuilder.apply import backfill, checks, migrations, results, signals, sqlsplit
 from kitbuilder.apply import db as dbmod
 from kitbuilder.apply.context import ApplyOptions, RowProgress, RunContext
 from kitbuilder.apply.evidence import check_artifacts_dir, write_evidence
-from kitbuilder.apply.lock import ApplyLock, pid_alive
+from kitbuilder.apply.lock import ApplyLock, live_kit_process, pid_alive
 from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key, validate_plan, validate_reverts
 from kitbuilder.apply.state import StateStore
 from kitbuilder.core.manifest import IMAGES_DIR
-from kitbuilder.errors import DatabaseError, HostIOError, InterruptedRun, KitError, UsageError
+from kitbuilder.errors import DatabaseError, HostIOError, InterruptedRun, KitError, LockBusyError, UsageError
 from kitbuilder.ops.verify import VerifyOptions, VerifyReport, verify_kit
 
 
@@ -128,25 +128,53 @@ def _dry_plan(ctx: RunContext, plan: Plan) -> tuple[results.PlanEntry, ...]:
 
 
 def _check_tenant_value(database: dbmod.Database, plan: Plan, tenant: str) -> None:
-    """``--tenant`` must be a value each existing tenant column can hold, before the first statement.
+    """``--tenant`` must be a value each tenant column can hold, before the first statement.
 
     PostgreSQL types the parameter by its column, so ``--tenant abc`` against an integer column would
-    fail only when that backfill runs, after earlier steps were applied. A table the kit creates later
-    cannot be probed here; its backfill still refuses the value then, naming it.
+    fail only when that backfill runs, after earlier steps were applied. A column that exists is probed;
+    one the kit's migrations create before the job (CREATE TABLE, ADD COLUMN) is checked by casting the
+    value to the declared type. (SQLite compares loosely: a value its column cannot hold matches no row.)
     """
+    scripts: list[str] = []
     for step in plan.steps:
+        if step.kind == "migration":
+            scripts.append(step.text("up") or "")
         job = step.backfill if step.kind == "backfill" else None
-        if job is None or not job.tenant_column or not database.table_exists(job.table):
+        if job is None or not job.tenant_column:
             continue
         try:
-            database.query(
-                f"SELECT 1 FROM {job.table} WHERE {job.tenant_column} = :tenant LIMIT 0", {"tenant": tenant}
-            )
+            if database.table_exists(job.table) and _has_column(database, job.table, job.tenant_column):
+                database.query(
+                    f"SELECT 1 FROM {job.table} WHERE {job.tenant_column} = :tenant LIMIT 0", {"tenant": tenant}
+                )
+            elif database.dialect == "postgresql":
+                _cast_to_declared_type(database, scripts, job.table, job.tenant_column, tenant)
         except (dbmod.RowError, dbmod.StatementError) as exc:
             raise UsageError(
                 f"--tenant {tenant!r}: backfill {step.id} cannot compare it with {job.table}.{job.tenant_column} "
                 f"({exc.reason}); nothing was applied"
             ) from exc
+
+
+def _has_column(database: dbmod.Database, table: str, column: str) -> bool:
+    """Whether ``table`` has ``column`` now (a column the kit adds later does not exist yet); True when unknown."""
+    existing = {name.lower() for name in database.columns(table)}
+    return not existing or column.strip('"').lower() in existing
+
+
+def _cast_to_declared_type(database: dbmod.Database, scripts: list[str], table: str, column: str, tenant: str) -> bool:
+    """Cast ``tenant`` to the type the kit's migrations declare for ``table.column``; False when none is declared.
+
+    RowError when the type cannot hold the value. A type the kit itself creates (an enum, a domain) is not
+    known yet: the backfill refuses the value then.
+    """
+    declared = None
+    for script in scripts:
+        declared = sqlsplit.declared_column_type(script, table, column) or declared
+    if declared is None or database.query_value("SELECT to_regtype(:type) IS NOT NULL", {"type": declared}) is not True:
+        return False
+    database.query(f"SELECT CAST(CAST(:tenant AS text) AS {declared})", {"tenant": tenant})
+    return True
 
 
 def apply_kit(
@@ -548,9 +576,17 @@ def _release_lock(database: dbmod.Database, run_id: str, reason: str) -> dict[st
         )
     store.ensure_tables()
     with database.transaction():
-        holder = store.force_release_lease()
+        holder = store.lease_holder()
         if holder is None:
             raise DatabaseError(f"{database.url}: no apply lock is recorded; nothing to release")
+        if live_kit_process(holder.host, holder.pid):
+            # Releasing it would let a second apply run beside this one until it next renews its lease.
+            raise LockBusyError(
+                f"the apply lock on {database.url} is held by run {holder.run_id}, pid {holder.pid} on this host, "
+                f"which is still running; nothing was released: let it finish, or stop it (kill -TERM {holder.pid}) "
+                "and it releases the lock itself"
+            )
+        store.force_release_lease()
         detail = (
             f"released the apply lock of run {holder.run_id} (pid {holder.pid} on {holder.host}, lease until "
             f"{holder.expires_at}): {reason}"
