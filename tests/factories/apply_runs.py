@@ -87,6 +87,29 @@ def write_fault_kit_source(root: Path) -> Path:
     return spec
 
 
+# The kit, its public key, and what an uninterrupted run of it leaves (``snapshot_of`` a reference database).
+FaultKit = tuple[Path, Path, tuple[object, ...]]
+
+
+def build_fault_kit(root: Path, key: Path) -> Path:
+    """The fault kit built and signed with ``key`` under ``root``."""
+    from tests.conftest import run_kit  # the in-process CLI; conftest does not import this module
+
+    kit = root / "fault.kit.tar.zst"
+    built = run_kit("build", write_fault_kit_source(root / "src"), "--key", key, "--out", kit)
+    assert built.exit_code == 0, built.output
+    return kit
+
+
+def fault_kit_with_reference(root: Path, key: Path, pub: Path) -> FaultKit:
+    """The fault kit, its public key, and the snapshot an uninterrupted SQLite run leaves."""
+    kit = build_fault_kit(root, key)
+    reference = f"sqlite:///{root / 'reference.db'}"
+    done = Applier(kit, pub, root / "ref-artifacts").run(reference)
+    assert done.returncode == 0, done.stderr
+    return kit, pub, snapshot_of(reference)
+
+
 def snapshot(database: Database) -> tuple[object, ...]:
     """What an uninterrupted run leaves: every row once (attempts = 1), the seed, every step recorded."""
     return (

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from kitbuilder.apply.db import connect
-from tests.conftest import run_kit
-from tests.factories.apply_runs import Applier, snapshot_of, wait_for, write_fault_kit_source
+from tests.factories.apply_runs import Applier, build_fault_kit, snapshot_of, wait_for
 from tests.factories.keys import ed25519_key, write_pair
 
 
@@ -17,10 +16,7 @@ from tests.factories.keys import ed25519_key, write_pair
 def applier_parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("concurrency-kit")
     key, pub = write_pair(ed25519_key("release"), root / "release")
-    spec = write_fault_kit_source(root / "src")
-    kit = root / "fault.kit.tar.zst"
-    assert run_kit("build", spec, "--key", key, "--out", kit).exit_code == 0
-    return kit, pub
+    return build_fault_kit(root, key), pub
 
 
 def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:

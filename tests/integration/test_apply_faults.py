@@ -14,20 +14,21 @@ import pytest
 
 from kitbuilder.apply.db import connect
 from tests.conftest import run_kit
-from tests.factories.apply_runs import ROWS, Applier, snapshot_of, wait_for, write_fault_kit_source
+from tests.factories.apply_runs import (
+    ROWS,
+    Applier,
+    FaultKit,
+    fault_kit_with_reference,
+    snapshot_of,
+    wait_for,
+)
 from tests.factories.keys import ed25519_key, write_pair
 
 
 @pytest.fixture(scope="module")
-def fault_kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, tuple[object, ...]]]:
+def fault_kit(tmp_path_factory: pytest.TempPathFactory) -> FaultKit:
     root = tmp_path_factory.mktemp("faults-kit")
-    key, pub = write_pair(ed25519_key("release"), root / "release")
-    spec = write_fault_kit_source(root / "src")
-    kit = root / "fault.kit.tar.zst"
-    assert run_kit("build", spec, "--key", key, "--out", kit).exit_code == 0
-    reference = f"sqlite:///{root / 'reference.db'}"
-    assert Applier(kit, pub, root / "ref").run(reference).returncode == 0
-    yield kit, pub, snapshot_of(reference)
+    return fault_kit_with_reference(root, *write_pair(ed25519_key("release"), root / "release"))
 
 
 def _apply(applier: Applier, db_url: str, *extra: str) -> tuple[int, str]:

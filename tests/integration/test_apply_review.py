@@ -21,10 +21,14 @@ import pytest
 
 from kitbuilder.apply.db import connect
 from tests.conftest import run_kit
-from tests.factories.apply_runs import Applier, snapshot_of, wait_for, write_fault_kit_source
+from tests.factories.apply_runs import (
+    Applier,
+    FaultKit,
+    fault_kit_with_reference,
+    snapshot_of,
+    wait_for,
+)
 from tests.factories.keys import ed25519_key, write_pair
-
-FaultKit = tuple[Path, Path, tuple[object, ...]]
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +40,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def fault_kit(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]) -> FaultKit:
     """The fault kit of tests/factories/apply_runs.py, its public key, and an uninterrupted run's snapshot."""
-    root = tmp_path_factory.mktemp("review-kit")
-    key, pub = keys
-    kit = root / "fault.kit.tar.zst"
-    assert run_kit("build", write_fault_kit_source(root / "src"), "--key", key, "--out", kit).exit_code == 0
-    reference = f"sqlite:///{root / 'reference.db'}"
-    assert Applier(kit, pub, root / "ref").run(reference).returncode == 0
-    return kit, pub, snapshot_of(reference)
+    return fault_kit_with_reference(tmp_path_factory.mktemp("review-kit"), *keys)
 
 
 def _small_kit(root: Path, key: Path, name: str, migrations: dict[str, dict[str, str]], job: str | None = None) -> Path:

@@ -7,29 +7,21 @@ The child sends itself the signal (KIT_FAULT_SIGNAL) or dies as SIGKILL would
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kitbuilder.apply.db import connect
 from tests.conftest import run_kit
-from tests.factories.apply_runs import Applier, snapshot_of, write_fault_kit_source
+from tests.factories.apply_runs import Applier, FaultKit, fault_kit_with_reference, snapshot_of
 from tests.factories.keys import ed25519_key, write_pair
 
 
 @pytest.fixture(scope="module")
-def fault_kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, tuple[object, ...]]]:
+def fault_kit(tmp_path_factory: pytest.TempPathFactory) -> FaultKit:
     """The kit, its public key, and what an uninterrupted run leaves (the reference)."""
     root = tmp_path_factory.mktemp("fault-kit")
-    key, pub = write_pair(ed25519_key("release"), root / "release")
-    spec = write_fault_kit_source(root / "src")
-    kit = root / "fault.kit.tar.zst"
-    assert run_kit("build", spec, "--key", key, "--out", kit).exit_code == 0
-    reference = f"sqlite:///{root / 'reference.db'}"
-    done = Applier(kit, pub, root / "ref-artifacts").run(reference)
-    assert done.returncode == 0, done.stderr
-    yield kit, pub, snapshot_of(reference)
+    return fault_kit_with_reference(root, *write_pair(ed25519_key("release"), root / "release"))
 
 
 # (point, hit): inside a migration, mid-batch (before its commit), after a commit, the seed, between steps.
