@@ -13,7 +13,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from kitbuilder.errors import KitError, UsageError
 
@@ -21,6 +23,59 @@ from kitbuilder.errors import KitError, UsageError
 KEY_BYTES = 64 << 10  # a PEM key is a few hundred bytes
 TRUST_ROOT_BYTES = 1 << 20  # a root lists keys and signatures: a few KiB per key
 STATE_BYTES = 64 << 10  # an anti-rollback record is four fields
+
+
+class NotRegularFile(Exception):
+    """What was found where a regular file was expected: ``kind`` is "a directory", "a symbolic link" or
+    "not a regular file"; each caller words the refusal for its own input."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def open_regular(path: Path, *, follow_links: bool = True) -> BinaryIO:
+    """``path`` opened for reading, proven (fstat on the open file) to be a regular file.
+
+    Opened without blocking, so a FIFO planted there cannot hang kit, then switched back to blocking
+    reads. NotRegularFile for anything else (a link too, when ``follow_links`` is off); OSError from
+    the open propagates for the caller to word.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_links:
+            raise NotRegularFile("a symbolic link") from exc
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile("a directory" if stat.S_ISDIR(mode) else "not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_bounded(fd: int, limit: int, too_big: Callable[[int | None], KitError]) -> bytes:
+    """All of the regular file open at ``fd``, at most ``limit`` bytes.
+
+    ``too_big(size)`` words the refusal: with the size fstat gives, or None when the file grew past
+    ``limit`` while it was read (the limit holds either way).
+    """
+    size = os.fstat(fd).st_size
+    if size > limit:
+        raise too_big(size)
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := os.read(fd, min(_CHUNK, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise too_big(None)
+    return b"".join(chunks)
+
+
+_CHUNK = 1 << 20
 
 
 def read_small(
@@ -36,28 +91,17 @@ def read_small(
     OSError from opening it propagates (each caller words a missing file its own way); what is not a
     regular file, a link when ``follow_links`` is off, and a file over ``limit`` are refused naming ``what``.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP and not follow_links:
+        handle = open_regular(path, follow_links=follow_links)
+    except NotRegularFile as exc:
+        if exc.kind == "a symbolic link":
             raise UsageError(f"{path}: cannot read {what} (a symbolic link; kit reads a regular file here)") from exc
-        raise
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            raise UsageError(f"{path}: cannot read {what} ({kind})")
-        if info.st_size > limit:
-            raise too_big(f"{path}: {info.st_size} bytes, more than the {limit} a {what} may hold")
-        chunks: list[bytes] = []
-        total = 0
-        while chunk := os.read(fd, limit + 1 - total):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                # The file grew after the check: the limit still holds.
-                raise too_big(f"{path}: more than the {limit} bytes a {what} may hold")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+        raise UsageError(f"{path}: cannot read {what} ({exc.kind})") from exc
+
+    def refuse(size: int | None) -> KitError:
+        if size is None:
+            return too_big(f"{path}: more than the {limit} bytes a {what} may hold")
+        return too_big(f"{path}: {size} bytes, more than the {limit} a {what} may hold")
+
+    with handle:
+        return read_bounded(handle.fileno(), limit, refuse)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import stat
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from kitbuilder import __version__, faults
+from kitbuilder import __version__, faults, inputfile
 from kitbuilder.archive.hashing import HashWorker
 from kitbuilder.archive.index import IndexEntry
 from kitbuilder.archive.writer import KitWriter
@@ -381,19 +380,12 @@ def _open_input(item: InputFile) -> BinaryIO:
     Between that check (lstat) and this open the entry may have been replaced: a symlink to a file outside
     the source tree would be packed, a FIFO would hang the build. The open file is checked again (fstat).
     """
-    refused = f"{item.source}: is no longer the regular file it was when the build started; rerun the build"
     try:
-        fd = os.open(item.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
-            raise UsageError(refused) from exc
-        raise
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise UsageError(refused)
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+        return inputfile.open_regular(item.source, follow_links=False)
+    except inputfile.NotRegularFile as exc:
+        raise UsageError(
+            f"{item.source}: is no longer the regular file it was when the build started; rerun the build"
+        ) from exc
 
 
 def _write_images(

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from kitbuilder import inputfile
 from kitbuilder.errors import HostIOError, KitError, UsageError
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -244,7 +245,7 @@ class Directory:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
                 return None
-            _blocking(fd)
+            os.set_blocking(fd, True)
             return fd
 
     # ---------------------------------------------------------------------------------------------------------
@@ -440,24 +441,15 @@ def remove_directories(parent_fd: int, name: str, shown: str, *, refuse: ErrorFa
         raise host_error(exc, shown, "remove") from exc
 
 
-def _blocking(fd: int) -> None:
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
-
-
 def read_bounded(fd: int, limit: int, *, what: str, too_big: ErrorFactory) -> bytes:
     """All of a regular file, refused with ``too_big`` when it holds more than ``limit`` bytes."""
-    size = os.fstat(fd).st_size
-    if size > limit:
-        raise too_big(f"{what}: {size} bytes, more than the {limit} allowed")
-    chunks: list[bytes] = []
-    total = 0
+
+    def refuse(size: int | None) -> KitError:
+        if size is None:
+            return too_big(f"{what}: more than the {limit} bytes allowed")
+        return too_big(f"{what}: {size} bytes, more than the {limit} allowed")
+
     try:
-        while chunk := os.read(fd, min(CHUNK, limit + 1 - total)):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise too_big(f"{what}: more than the {limit} bytes allowed")
+        return inputfile.read_bounded(fd, limit, refuse)
     except OSError as exc:
         raise host_error(exc, what, "read") from exc
-    return b"".join(chunks)

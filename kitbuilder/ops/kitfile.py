@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from kitbuilder import inputfile
 from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps, IndexLocation
 from kitbuilder.core import paths
@@ -64,18 +64,13 @@ class KitMetadata(Metadata):
 def open_kit(path: Path) -> BinaryIO:
     """Open a kit file for reading; refuse what is not a regular file (a FIFO would hang, a directory is no kit)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        return inputfile.open_regular(path)
+    except inputfile.NotRegularFile as exc:
+        raise UsageError(f"{path}: cannot open kit ({exc.kind})") from exc
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENXIO):
             raise UsageError(f"{path}: cannot open kit ({exc.strerror})") from exc
         raise HostIOError.from_os_error(exc, path=path, action="open kit") from exc
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-        raise UsageError(f"{path}: cannot open kit ({kind})")
-    confined._blocking(fd)
-    return os.fdopen(fd, "rb")
 
 
 def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
