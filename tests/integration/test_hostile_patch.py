@@ -27,6 +27,7 @@ from kitbuilder.core import jsonio
 from tests.conftest import KitEnv, run_kit
 from tests.factories import hostile
 from tests.factories.kits import kit_members
+from tests.factories.measure import kit_peak
 
 TARGET = "delta/target"
 
@@ -71,18 +72,6 @@ def _cli(*args: object, fault: str | None = None) -> subprocess.CompletedProcess
     return subprocess.run(
         [sys.executable, "-m", "kitbuilder.cli", *map(str, args)], capture_output=True, text=True, env=env
     )
-
-
-def _measured(*args: object) -> tuple[int, str, int]:
-    """`kit` in a child process: exit code, stderr and the child's own peak RSS (from wait4)."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "kitbuilder.cli", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    ) as child:
-        assert child.stderr is not None
-        stderr = child.stderr.read().decode()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, stderr, usage.ru_maxrss * 1024
 
 
 def _one_line(stderr: str, *words: str) -> None:
@@ -305,14 +294,14 @@ def test_journal_bomb_is_refused_before_it_is_parsed(release: Release, tmp_path:
         bomb.write(b"[]]")
     before = _tree(installed)
     command = ("patch", installed, release.delta, "--key", release.kit_env.ed_pub, "--in-place")
-    code, stderr, peak = _measured(*command)
+    code, stderr, peak = kit_peak(*command)
     assert code == 5
     _one_line(stderr, "journal.json", "more than the", "kit did not write this journal")
     # A forked child's peak RSS starts at this (test) process's size, so compare with a tiny planted journal.
     small = tmp_path / "small"
     shutil.copytree(installed, small, symlinks=True)
     (small / ".kit-patch/journal.json").write_bytes(b"[]\n")
-    baseline_code, _, baseline = _measured(*command[:1], small, *command[2:])
+    baseline_code, _, baseline = kit_peak(*command[:1], small, *command[2:])
     assert baseline_code == 5
     assert peak - baseline < 20 << 20, f"peak RSS {peak >> 20} MiB against {baseline >> 20} MiB for a tiny journal"
     assert _tree(installed) == before

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import KitEnv
 from tests.factories.apply_runs import wait_for
+from tests.factories.measure import kit_peak
 from tests.integration.test_hostile_patch import (
     Release,
     _build,
@@ -71,20 +72,6 @@ def test_journal_for_a_deep_directory_becoming_a_file_is_read_back_after_a_kill(
     assert not (installed / ".kit-patch").exists()
 
 
-def _peak(*args: object) -> tuple[int, str, int]:
-    """`kit` in a child process: exit code, stderr and its peak RSS in bytes (from wait4)."""
-    import sys
-
-    with subprocess.Popen(
-        [sys.executable, "-m", "kitbuilder.cli", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    ) as child:
-        assert child.stderr is not None
-        stderr = child.stderr.read().decode()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, stderr, usage.ru_maxrss * 1024
-
-
 def test_planted_base_manifest_cannot_make_the_journal_bound_large(release: Release, tmp_path: Path) -> None:
     """The journal's size bound grew with the size of base-manifest.json before that file was checked, and the
     file was read whole: 64 MiB of anything there let a 30 MiB journal of tiny values be parsed (~900 MiB RSS)."""
@@ -102,7 +89,7 @@ def test_planted_base_manifest_cannot_make_the_journal_bound_large(release: Rele
         bomb.write(b"[]]}")
     before = _tree(installed)
     command = ("patch", installed, release.delta, "--key", release.kit_env.ed_pub, "--in-place")
-    code, stderr, peak = _peak(*command)
+    code, stderr, peak = kit_peak(*command)
     assert code == 5, stderr
     _one_line(stderr, "journal.json", "more than the", "kit did not write this journal")
     # A forked child's peak RSS starts at this (test) process's size, so compare with tiny planted files.
@@ -110,7 +97,7 @@ def test_planted_base_manifest_cannot_make_the_journal_bound_large(release: Rele
     shutil.copytree(installed, small, symlinks=True)
     (small / ".kit-patch/base-manifest.json").write_bytes(b"{}\n")
     (small / ".kit-patch/journal.json").write_bytes(b"[]\n")
-    baseline_code, _, baseline = _peak(*command[:1], small, *command[2:])
+    baseline_code, _, baseline = kit_peak(*command[:1], small, *command[2:])
     assert baseline_code == 5
     assert peak - baseline < 20 << 20, f"peak RSS {peak >> 20} MiB against {baseline >> 20} MiB for tiny files"
     assert _tree(installed) == before
