@@ -162,8 +162,8 @@ def _has_column(database: dbmod.Database, table: str, column: str) -> bool:
     return not existing or column.strip('"').lower() in existing
 
 
-def _cast_to_declared_type(database: dbmod.Database, scripts: list[str], table: str, column: str, tenant: str) -> bool:
-    """Cast ``tenant`` to the type the kit's migrations declare for ``table.column``; False when none is declared.
+def _cast_to_declared_type(database: dbmod.Database, scripts: list[str], table: str, column: str, tenant: str) -> None:
+    """Cast ``tenant`` to the type the kit's migrations declare for ``table.column`` (nothing when none is).
 
     RowError when the type cannot hold the value. A type the kit itself creates (an enum, a domain) is not
     known yet: the backfill refuses the value then.
@@ -172,9 +172,8 @@ def _cast_to_declared_type(database: dbmod.Database, scripts: list[str], table: 
     for script in scripts:
         declared = sqlsplit.declared_column_type(script, table, column) or declared
     if declared is None or database.query_value("SELECT to_regtype(:type) IS NOT NULL", {"type": declared}) is not True:
-        return False
+        return
     database.query(f"SELECT CAST(CAST(:tenant AS text) AS {declared})", {"tenant": tenant})
-    return True
 
 
 def apply_kit(
