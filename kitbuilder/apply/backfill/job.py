@@ -343,9 +343,9 @@ class BackfillJob:
         book = checkmod.CheckBook(changed=True)
         checkmod.measure_before(self.ctx.db, self.job.pre_checks + self.job.post_checks, book)
         pre_results = self._job_checks("pre_check", self.job.pre_checks, book)
+        clock = time.monotonic()  # the job's time includes cutting and recording its ranges
         ranges = self._start(record)
         started = ranges
-        clock = time.monotonic()
         self._retry_quarantined()
         ranges = self._passes(ranges)
         post_results = self._finish(ranges, book)

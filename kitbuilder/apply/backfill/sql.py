@@ -102,15 +102,21 @@ class JobSql:
         )
 
     def fused_batch(self, cursor: Any, hi: Any, size: int) -> Sql:
-        """Find and update the next batch in one statement (PostgreSQL, ``set:`` jobs): lo, hi, n, rows changed."""
+        """Find and update the next batch in one statement (PostgreSQL, ``set:`` jobs): last key, rows, changed.
+
+        The UPDATE takes the keys after ``cursor`` up to the batch's last key: one index range scan,
+        the rows the batch found (no second sort for its first key).
+        """
         scope, params = self.scope(cursor, hi)
+        after = f" AND {self.key} > :cursor" if cursor is not None else ""
         return (
             f"WITH kit_batch AS (SELECT {self.key} AS kit_k FROM {self.table} WHERE {self._in_scope()}{scope} "
             f"ORDER BY {self.key} LIMIT {int(size)}), "
-            f"kit_bounds AS (SELECT {_BOUNDS}), "
-            f"kit_updated AS (UPDATE {self.table} SET {self._assignments()} WHERE {self.key} >= "
-            f"(SELECT lo FROM kit_bounds) AND {self.key} <= (SELECT hi FROM kit_bounds) AND {self._in_scope()} "
-            "RETURNING 1) SELECT lo, hi, n, (SELECT COUNT(*) FROM kit_updated) FROM kit_bounds",
+            "kit_bounds AS (SELECT (SELECT kit_k FROM kit_batch ORDER BY kit_k DESC LIMIT 1) AS hi, "
+            "(SELECT COUNT(*) FROM kit_batch) AS n), "
+            f"kit_updated AS (UPDATE {self.table} SET {self._assignments()} WHERE {self.key} <= "
+            f"(SELECT hi FROM kit_bounds){after} AND {self._in_scope()} RETURNING 1) "
+            "SELECT hi, n, (SELECT COUNT(*) FROM kit_updated) FROM kit_bounds",
             params,
         )
 

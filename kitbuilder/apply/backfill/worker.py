@@ -182,8 +182,12 @@ class RangeWorker:
         if self.range.number is not None:
             faults.point(f"backfill-batch-range{self.range.number}")
 
+    def _after(self, cursor: Any) -> Any:
+        """Where the next batch starts (exclusive): the cursor, else the range's lower bound."""
+        return cursor
+
     def _next_batch(self, cursor: Any) -> tuple[Any, Any, int]:
-        sql, params = self.shared.sql.next_batch(cursor, self.range.hi, self.shared.batch_size)
+        sql, params = self.shared.sql.next_batch(self._after(cursor), self.range.hi, self.shared.batch_size)
         first, last, count = self.db.query(sql, params)[0]
         return self._key(first), self._key(last), int(count)
 
@@ -211,10 +215,10 @@ class RangeWorker:
     def _fused_batch(self, cursor: Any) -> tuple[Any, bool]:
         """Find and apply the next batch in one statement; returns (new cursor, range finished)."""
         clock = time.monotonic()
-        sql, params = self.shared.sql.fused_batch(cursor, self.range.hi, self.shared.batch_size)
+        sql, params = self.shared.sql.fused_batch(self._after(cursor), self.range.hi, self.shared.batch_size)
         try:
             with self.db.transaction():
-                _, last, count, changed = self.db.query(sql, params)[0]
+                last, count, changed = self.db.query(sql, params)[0]
                 if not count:
                     return cursor, True
                 last = self._key(last)
