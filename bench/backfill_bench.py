@@ -153,7 +153,9 @@ def main() -> None:
     report(args, set_seconds, kit_seconds)
 
 
-def report(args: argparse.Namespace, set_seconds: list[float], kit_seconds: dict[int, list[tuple[float, float]]]) -> None:
+def report(
+    args: argparse.Namespace, set_seconds: list[float], kit_seconds: dict[int, list[tuple[float, float]]]
+) -> None:
     figures: dict[str, object] = {
         "rows": args.rows,
         "batchSize": args.batch_size,

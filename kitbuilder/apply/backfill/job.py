@@ -27,6 +27,7 @@ from typing import Any
 from kitbuilder.apply import checks as checkmod
 from kitbuilder.apply import signals, state
 from kitbuilder.apply.backfill.pool import run_parallel
+from kitbuilder.apply.backfill.ranges import last_cursor, plan_bounds, progress, row_cursor
 from kitbuilder.apply.backfill.sql import JobSql
 from kitbuilder.apply.backfill.worker import (
     KeyRange,
@@ -50,7 +51,7 @@ from kitbuilder.apply.db import (
     SystemicError,
 )
 from kitbuilder.apply.plan import Step
-from kitbuilder.apply.results import BackfillResult, RangeProgress
+from kitbuilder.apply.results import BackfillResult
 from kitbuilder.core.jobs import Check
 from kitbuilder.errors import CheckFailedError, DatabaseError, UsageError
 
@@ -165,23 +166,13 @@ class BackfillJob:
             kit_sha256=self.ctx.kit_sha256,
             checksum=self.step.checksum,
             status=status,
-            cursor=self._row_cursor(ranges),
+            cursor=row_cursor(ranges),
             batch_size=self.batch_size,
             totals=self.shared.totals.frozen(),
             started_at=self._started,
             remaining=self.shared.remaining_estimate(),
             reason=reason,
         )
-
-    @staticmethod
-    def _row_cursor(ranges: list[KeyRange]) -> Any:
-        """The cursor the job's own row keeps: the unsplit job's (a split job's live in its ranges)."""
-        return ranges[0].cursor if len(ranges) == 1 and ranges[0].number is None else None
-
-    @staticmethod
-    def _last_cursor(ranges: list[KeyRange]) -> Any:
-        """The cursor reported for the job: the unsplit job's, or that of the last range that has one."""
-        return next((r.cursor for r in reversed(ranges) if r.cursor is not None), None)
 
     def _event(self, detail: str) -> None:
         self.ctx.state.record_event(self.ctx.run_id, "backfill", self.step.id, detail)
@@ -194,26 +185,15 @@ class BackfillJob:
 
     # Key ranges --------------------------------------------------------------------------------------------------
 
-    def _plan_bounds(self) -> list[tuple[Any, Any]]:
-        """(lo, hi] bounds cutting the rows in scope into up to --workers ranges of equal size; [] to stay whole."""
-        pieces = min(self.workers, -(-self.shared.expected // self.batch_size))
-        if pieces < 2 or self.ctx.db.dialect != "postgresql":
-            return []
-        cuts: list[Any] = []
-        for value in self.ctx.db.query_value(*self.sql.boundaries(pieces)) or []:
-            key = self._key(value)
-            if key is not None and (not cuts or cuts[-1] != key):
-                cuts.append(key)
-        edges = [None, *cuts, None]
-        return list(zip(edges, edges[1:], strict=False))
-
     def _start(self, record: state.JobRecord | None) -> list[KeyRange]:
         """Record the job active (with its new ranges, if it is split now); returns the ranges to work on."""
         store = self.ctx.state
         recorded = store.ranges(self.state_key)
         cursor = record.cursor if record is not None else None
         stale = record is None and bool(recorded)  # ranges of a job whose row was removed by hand
-        bounds = self._plan_bounds() if (stale or not recorded) and cursor is None else []
+        pieces = min(self.workers, -(-self.shared.expected // self.batch_size))  # no range under one batch
+        split = (stale or not recorded) and cursor is None and pieces > 1 and self.ctx.db.dialect == "postgresql"
+        bounds = plan_bounds(self.ctx.db, self.sql, pieces, self._key) if split else []
         if recorded and not stale:
             ranges = [KeyRange(r.range_no, r.lo, r.hi, r.cursor) for r in recorded]
         elif bounds:
@@ -356,8 +336,8 @@ class BackfillJob:
             result,
             status="finished",
             reason=None,
-            resumed_from=self._row_cursor(started),
-            cursor=self._last_cursor(ranges),
+            resumed_from=row_cursor(started),
+            cursor=last_cursor(ranges),
             rows_processed=totals.processed,
             rows_failed=totals.failed,
             batches=totals.batches,
@@ -370,7 +350,15 @@ class BackfillJob:
             pre_checks=tuple(pre_results),
             post_checks=tuple(post_results),
             workers=self.workers,
-            ranges=self._progress(started, ranges),
+            ranges=progress(
+                started,
+                ranges,
+                recorded=self._recorded_ranges,
+                totals=self.shared.totals,
+                rows={
+                    n: self._run_rows.get(n, 0) + (w.rows_this_run if w else 0) for n, w in self._each_worker(ranges)
+                },
+            ),
         )
 
     def _passes(self, ranges: list[KeyRange]) -> list[KeyRange]:
@@ -392,7 +380,7 @@ class BackfillJob:
             rescans += 1
             with self.ctx.db.transaction():
                 self._event(
-                    f"{behind} rows behind cursor {json.dumps(self._last_cursor(ranges))} still match: "
+                    f"{behind} rows behind cursor {json.dumps(last_cursor(ranges))} still match: "
                     "rescanning from the start"
                 )
             ranges = [dataclasses.replace(r, cursor=None) for r in ranges]
@@ -432,6 +420,9 @@ class BackfillJob:
                 f"--error-rate (now {self.shared.error_rate:g})",
             )
         return self._moved(ranges)
+
+    def _each_worker(self, ranges: list[KeyRange]) -> list[tuple[int | None, RangeWorker | None]]:
+        return [(r.number, self._workers.get(r.number)) for r in ranges]
 
     def _moved(self, ranges: list[KeyRange]) -> list[KeyRange]:
         moved = []
@@ -489,30 +480,3 @@ class BackfillJob:
                 self._event("the open per-tenant runs are finished with the job")
             self._event(f"finished: {self.shared.totals.processed} rows, {self.shared.totals.failed} quarantined")
         return post_results
-
-    def _progress(self, started: list[KeyRange], ranges: list[KeyRange]) -> tuple[RangeProgress, ...]:
-        """Per-range progress for the report: where each range resumed, got to, and its rows."""
-        totals = self.shared.totals
-        recorded = {r.range_no: r for r in self._recorded_ranges}
-        out = []
-        for before, after in zip(started, ranges, strict=True):
-            worker = self._workers.get(after.number)
-            row = recorded.get(after.number) if after.number is not None else None
-            if row is not None:
-                processed, failed, batches = row.rows_processed, row.rows_failed, row.batches
-            else:
-                processed, failed, batches = totals.processed, totals.failed, totals.batches
-            out.append(
-                RangeProgress(
-                    number=after.number or 0,
-                    lo=after.lo,
-                    hi=after.hi,
-                    resumed_from=before.cursor,
-                    cursor=after.cursor,
-                    rows_processed=processed,
-                    rows_failed=failed,
-                    batches=batches,
-                    rows_this_run=self._run_rows.get(after.number, 0) + (worker.rows_this_run if worker else 0),
-                )
-            )
-        return tuple(out)

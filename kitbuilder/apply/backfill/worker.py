@@ -184,7 +184,7 @@ class RangeWorker:
 
     def _after(self, cursor: Any) -> Any:
         """Where the next batch starts (exclusive): the cursor, else the range's lower bound."""
-        return cursor
+        return cursor if cursor is not None else self.range.lo
 
     def _next_batch(self, cursor: Any) -> tuple[Any, Any, int]:
         sql, params = self.shared.sql.next_batch(self._after(cursor), self.range.hi, self.shared.batch_size)
