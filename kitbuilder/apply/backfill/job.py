@@ -110,6 +110,7 @@ class BackfillJob:
         self._workers: dict[int | None, RangeWorker] = {}  # this pass's, by range number (None: unsplit)
         self._run_rows: dict[int | None, int] = {}  # rows of earlier passes of this run, by range number
         self._recorded_ranges: list[state.RangeRecord] = []
+        self._remaining = 0  # rows in scope when the last pass ended
 
     # Reading -----------------------------------------------------------------------------------------------------
 
@@ -346,7 +347,7 @@ class BackfillJob:
             error_rate=totals.failed / seen if seen else 0.0,
             duration_ms=int(elapsed * 1000),
             rows_per_second=round(run_totals.processed / elapsed, 1) if elapsed > 0 else None,
-            remaining_after=self.remaining(),
+            remaining_after=self._remaining,  # counted when the last pass ended; checks change no rows
             pre_checks=tuple(pre_results),
             post_checks=tuple(post_results),
             workers=self.workers,
@@ -367,7 +368,8 @@ class BackfillJob:
         while True:
             ranges = self._forward_pass(ranges)
             # The cursors are hints: finished means nothing in scope still matches except quarantined rows.
-            behind = self.remaining() - len(self.shared.failing)
+            self._remaining = self.remaining()
+            behind = self._remaining - len(self.shared.failing)
             if behind <= 0:
                 return ranges
             if rescans == MAX_RESCANS:

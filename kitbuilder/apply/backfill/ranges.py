@@ -11,16 +11,28 @@ from kitbuilder.apply.backfill.worker import KeyRange, Totals
 from kitbuilder.apply.db import Database
 from kitbuilder.apply.results import RangeProgress
 
+# A table the planner estimates above this many rows is cut from a sample of about SAMPLE_ROWS rows.
+SAMPLE_ABOVE = 200_000
+SAMPLE_ROWS = 50_000
+
 
 def plan_bounds(db: Database, sql: JobSql, pieces: int, to_key: Callable[[Any], Any]) -> list[tuple[Any, Any]]:
     """(lo, hi] bounds cutting the rows in scope into ``pieces`` ranges of about equal rows, in key order.
 
-    The cuts come from one ordered query on PostgreSQL (``JobSql.boundaries``). The first range is
-    open below and the last open above, so together they cover every key, including keys inserted
-    later outside the keys seen now; consecutive equal cuts are merged, so no range is repeated.
+    The cuts come from one ordered query on PostgreSQL (``JobSql.boundaries``), over a sample of the
+    pages of a large table (a sample that holds no matching row falls back to every row). Only the
+    balance depends on them: the first range is open below and the last open above, so together
+    they cover every key, including keys inserted later outside the keys seen now; consecutive equal
+    cuts are merged, so no range is repeated.
     """
+    estimate = db.query_value(*sql.table_rows())
+    values = None
+    if estimate is not None and float(estimate) > SAMPLE_ABOVE:
+        values = db.query_value(*sql.boundaries(pieces, 100.0 * SAMPLE_ROWS / float(estimate)))
+    if not values:
+        values = db.query_value(*sql.boundaries(pieces))
     cuts: list[Any] = []
-    for value in db.query_value(*sql.boundaries(pieces)) or []:
+    for value in values or []:
         key = to_key(value)
         if key is not None and (not cuts or cuts[-1] != key):
             cuts.append(key)

@@ -137,15 +137,25 @@ class JobSql:
         """A probe that fails (a RowError/StatementError) when ``value`` cannot be compared with the key."""
         return f"SELECT 1 FROM {self.table} WHERE {self.key} > :cursor LIMIT 1", {"cursor": value}
 
-    def boundaries(self, pieces: int) -> Sql:
+    def table_rows(self) -> Sql:
+        """PostgreSQL: the planner's row estimate of the job's table if it is a plain table (else no row)."""
+        return (
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(:kit_table) AND relkind = 'r'",
+            {"kit_table": self.table},
+        )
+
+    def boundaries(self, pieces: int, sample_percent: float | None = None) -> Sql:
         """PostgreSQL: the keys cutting the rows still in scope into ``pieces`` runs of equal size, in key order.
 
         One ordered pass over the matching keys (percentile_disc sorts them by the key's own ordering,
-        collation included, so text keys split as the batches page them).
+        collation included, so text keys split as the batches page them); with ``sample_percent``, over
+        the keys of that share of the table's pages (TABLESAMPLE SYSTEM): cuts of a large table in a
+        fraction of a full scan, about as even.
         """
         fractions = ", ".join(repr(i / pieces) for i in range(1, pieces))
+        sample = f" TABLESAMPLE SYSTEM ({sample_percent:.6f})" if sample_percent is not None else ""
         return (
             f"SELECT percentile_disc(ARRAY[{fractions}]::float8[]) WITHIN GROUP (ORDER BY {self.key}) "
-            f"FROM {self.table} WHERE {self._in_scope()}",
+            f"FROM {self.table}{sample} WHERE {self._in_scope()}",
             self.params(),
         )
