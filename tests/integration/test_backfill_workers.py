@@ -183,3 +183,30 @@ def test_sqlite_refuses_more_than_one_worker_before_any_statement(kit_env: KitEn
     finally:
         database.close()
     assert not (tmp_path / "artifacts").exists()
+
+
+FAILS_AT_300 = "CASE WHEN id = 300 THEN CAST(CAST(payload AS INTEGER) AS TEXT) ELSE 'v2:' || payload END"
+
+
+def test_a_row_error_in_one_range_is_bisected_and_quarantined_as_with_one_worker(
+    kit_env: KitEnv, pg_dsn: str, tmp_path: Path
+) -> None:
+    applier = _applier(kit_env, tmp_path, done=FAILS_AT_300)
+    stopped = applier.run(pg_dsn, "--workers", "3", "--stop-on-error")
+    assert stopped.returncode == 10, stopped.stderr
+    _one_line(stopped.stderr)
+    assert "stopped (--stop-on-error) at id=300" in stopped.stderr
+    database = connect(pg_dsn)
+    try:
+        assert database.query_value("SELECT status FROM kit_backfill_runs WHERE job = 'touch'") == "failed"
+        assert database.query_value("SELECT MAX(attempts) FROM items") == 1
+        done = applier.run(pg_dsn, "--workers", "3", "--json")
+        assert done.returncode == 0, done.stderr
+        (step,) = [s for s in json.loads(done.stdout)["steps"] if s["kind"] == "backfill"]
+        assert step["rowsFailed"] == 1 and step["remainingAfter"] == 1
+        assert [r["rowsFailed"] for r in step["ranges"]] == [0, 1, 0]  # row 300 is in (200, 400]
+        assert database.query("SELECT row_key FROM kit_backfill_quarantine WHERE job = 'touch'") == [("300",)]
+        bad = database.query("SELECT id FROM items WHERE done IS DISTINCT FROM 'v2:' || payload OR attempts <> 1")
+        assert bad == [(300,)]  # every other row exactly once; the failing one untouched
+    finally:
+        database.close()
