@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
+from kitbuilder.apply.plan import Step
 from kitbuilder.cli.app import main
 from kitbuilder.cli.errors import exit_on_error
 from kitbuilder.cli.options import (
@@ -98,7 +98,7 @@ def apply(
         applied_text(run)
 
 
-def _show_step(step: Any) -> None:
+def _show_step(step: Step) -> None:
     click.echo(f"→ {step.kind} {step.id} (phase {step.phase})", err=True)
 
 

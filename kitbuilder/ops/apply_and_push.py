@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder.apply.context import ApplyOptions
+from kitbuilder.apply.plan import Step
 from kitbuilder.apply.results import ApplyReport
 from kitbuilder.errors import FailedRunError, KitError
 from kitbuilder.ops import apply as apply_op
@@ -60,7 +61,7 @@ class Progress:
 
     rows: Callable[[], AbstractContextManager[RowBars | None]] = _no_rows
     push_bytes: Callable[[str], AbstractContextManager[ByteBar | None]] = _no_bytes
-    on_step: Callable[[Any], None] | None = None
+    on_step: Callable[[Step], None] | None = None
 
 
 def apply_then_push(
