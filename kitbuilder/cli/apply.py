@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from kitbuilder.apply.plan import Step
 from kitbuilder.cli.app import main
 from kitbuilder.cli.errors import exit_on_error
 from kitbuilder.cli.options import (
@@ -21,8 +21,10 @@ from kitbuilder.cli.options import (
     trust_options,
 )
 from kitbuilder.cli.render import emit_json
-from kitbuilder.cli.render_apply import applied_text, db_json, repair_text, rollback_text, status_text
 from kitbuilder.progress import byte_progress, progress_enabled, row_progress
+
+if TYPE_CHECKING:
+    from kitbuilder.apply.plan import Step
 
 
 @main.command()
@@ -66,7 +68,9 @@ def apply(
     as_json: bool,
 ) -> None:
     """Verify KIT, then apply its migrations, seeds and backfills to --db, writing evidence."""
+    # Operations and their renderers load with the command that needs them: `kit --version` stays light.
     from kitbuilder.apply.context import ApplyOptions
+    from kitbuilder.cli.render_apply import applied_text
     from kitbuilder.ops import apply_and_push
 
     with exit_on_error(as_json):
@@ -120,6 +124,7 @@ def rollback(
     as_json: bool,
 ) -> None:
     """Run revert scripts, newest first, for every phase after --to-phase."""
+    from kitbuilder.cli.render_apply import db_json, rollback_text
     from kitbuilder.ops import apply as apply_op
 
     with exit_on_error(as_json):
@@ -142,6 +147,7 @@ def rollback(
 @json_option
 def status(db_url: str, as_json: bool) -> None:
     """What is applied, running or paused in --db, with backfill progress."""
+    from kitbuilder.cli.render_apply import db_json, status_text
     from kitbuilder.ops import apply as apply_op
 
     with exit_on_error(as_json):
@@ -178,6 +184,7 @@ def repair(
     as_json: bool,
 ) -> None:
     """Record an operator decision the state tables cannot make alone."""
+    from kitbuilder.cli.render_apply import db_json, repair_text
     from kitbuilder.ops import apply as apply_op
 
     with exit_on_error(as_json):

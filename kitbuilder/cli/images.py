@@ -10,8 +10,6 @@ from kitbuilder.cli.app import main
 from kitbuilder.cli.errors import exit_on_error
 from kitbuilder.cli.options import RegistryArgs, TrustArgs, json_option, quiet_option, registry_options, trust_options
 from kitbuilder.cli.render import emit_json
-from kitbuilder.cli.render_images import export_json, export_text, push_json, push_text
-from kitbuilder.ops import pushing
 from kitbuilder.progress import byte_progress, progress_enabled
 
 
@@ -38,6 +36,10 @@ def images_push(
     as_json: bool,
 ) -> None:
     """Verify KIT, then push its images to REGISTRY (blobs already there are skipped; rerun to resume)."""
+    # Operations and their renderers load with the command that needs them: `kit --version` stays light.
+    from kitbuilder.cli.render_images import push_json, push_text
+    from kitbuilder.ops import pushing
+
     with exit_on_error(as_json):
         options = trust.inputs().verify_options()
         with byte_progress(f"push {registry}", None, enabled=progress_enabled(quiet or as_json)) as bar:
@@ -64,6 +66,7 @@ def images_push(
 @json_option
 def images_export(kit: Path, out_dir: Path, trust: TrustArgs, quiet: bool, as_json: bool) -> None:
     """Verify KIT, then write its images to OUT_DIR as a plain OCI image layout (skopeo, umoci, podman read it)."""
+    from kitbuilder.cli.render_images import export_json, export_text
     from kitbuilder.ops import images as images_op
 
     with exit_on_error(as_json):

@@ -11,10 +11,7 @@ from kitbuilder.cli.app import main
 from kitbuilder.cli.errors import exit_on_error
 from kitbuilder.cli.options import TrustArgs, json_option, keyless_check, quiet_option, trust_options
 from kitbuilder.cli.render import emit_json, one_line
-from kitbuilder.cli.render_inspect import inspect_text
-from kitbuilder.cli.render_reading import diff_json, diff_text, sbom_text, verify_text
 from kitbuilder.errors import UsageError
-from kitbuilder.ops import reading
 from kitbuilder.progress import byte_progress, progress_enabled
 
 
@@ -52,6 +49,10 @@ def verify(
     as_json: bool,
 ) -> None:
     """Verify KIT offline against locally held keys; exit 0 only if every check passes."""
+    # Operations and their renderers load with the command that needs them: `kit --version` stays light.
+    from kitbuilder.cli.render_reading import verify_text
+    from kitbuilder.ops import reading
+
     with exit_on_error(as_json):
         keyless = keyless_check(sigstore_bundle, trusted_root, cert_identity, cert_oidc_issuer)
         options = trust.inputs().verify_options(
@@ -83,6 +84,7 @@ def inspect(
     as_json: bool,
 ) -> None:
     """Show what KIT contains, reading only its index and metadata."""
+    from kitbuilder.cli.render_inspect import inspect_text
     from kitbuilder.ops import inspect as inspect_op
 
     with exit_on_error(as_json):
@@ -112,6 +114,9 @@ def inspect(
 @click.option("--json", "as_json", is_flag=True, help="With -o: print a JSON summary of what was written.")
 def sbom(kit: Path, trust: TrustArgs, subject: str | None, output: Path | None, as_json: bool) -> None:
     """Extract an SBOM from KIT without unpacking it: the kit's own, or a shipped one (--subject)."""
+    from kitbuilder.cli.render_reading import sbom_text
+    from kitbuilder.ops import reading
+
     with exit_on_error(as_json):
         if as_json and output is None:
             raise UsageError("--json describes the file written with -o; without -o the SBOM itself is printed")
@@ -135,6 +140,7 @@ def sbom(kit: Path, trust: TrustArgs, subject: str | None, output: Path | None, 
 @json_option
 def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
     """What changed from OLD to NEW: files, kit fields, components, checks, signers (metadata only)."""
+    from kitbuilder.cli.render_reading import diff_json, diff_text
     from kitbuilder.ops import diff as diff_op
 
     with exit_on_error(as_json):

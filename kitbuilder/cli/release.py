@@ -10,9 +10,7 @@ from kitbuilder.cli.app import main
 from kitbuilder.cli.errors import exit_on_error
 from kitbuilder.cli.options import TrustArgs, json_option, quiet_option, trust_options
 from kitbuilder.cli.render import emit_json
-from kitbuilder.cli.render_release import patch_text, release_text
 from kitbuilder.errors import UsageError
-from kitbuilder.ops import patching, release
 from kitbuilder.progress import byte_progress, progress_enabled
 
 
@@ -64,6 +62,10 @@ def build(
     as_json: bool,
 ) -> None:
     """Build and sign a kit from SPEC (or, with --delta-from, a delta kit against a base)."""
+    # Operations and their renderers load with the command that needs them: `kit --version` stays light.
+    from kitbuilder.cli.render_release import release_text
+    from kitbuilder.ops import release
+
     with exit_on_error(as_json):
         request = release.ReleaseRequest(
             spec=spec,
@@ -96,6 +98,9 @@ def build(
 @json_option
 def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place: bool, as_json: bool) -> None:
     """Apply DELTA to BASE: copy unchanged frames verbatim, check every member, replace atomically."""
+    from kitbuilder.cli.render_release import patch_text
+    from kitbuilder.ops import patching
+
     with exit_on_error(as_json):
         if (out is None) == (not in_place):
             raise UsageError("give exactly one of --out NEW or --in-place")

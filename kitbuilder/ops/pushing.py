@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kitbuilder.ops import images as images_op
-from kitbuilder.ops.verify import VerifyOptions
+if TYPE_CHECKING:
+    from kitbuilder.ops.images import PushResult
+    from kitbuilder.ops.verify import VerifyOptions
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,8 +31,11 @@ def push(
     refs: Sequence[str] = (),
     on_bytes: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
-) -> images_op.PushResult:
+) -> PushResult:
     """Verify ``kit``, then push its images (all, or those named in ``refs``) to ``registry`` (HOST[:PORT])."""
+    # The registry client (httpx) loads only when something is pushed.
+    from kitbuilder.ops import images as images_op
+
     return images_op.push_images(
         kit,
         registry,
