@@ -163,3 +163,11 @@ def test_now_is_judged_only_where_trust_is_given(kit_env: KitEnv) -> None:
     assert unjudged.exit_code == 0, unjudged.output
     judged = run_kit("inspect", out, "--now", "yesterday", "--key", kit_env.ed_pub)
     assert (judged.exit_code, judged.stderr.splitlines()[0][:24]) == (2, "kit: usage error: --now ")
+
+
+def test_the_command_group_loads_no_operation_it_does_not_run() -> None:
+    probe = "import sys, kitbuilder.cli; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = set(done.stdout.split())
+    heavy = {"httpx", "psycopg", "rich", "kitbuilder.ops.build", "kitbuilder.ops.apply", "kitbuilder.ops.images"}
+    assert not loaded & heavy, f"`kit --version` loads {sorted(loaded & heavy)}"
