@@ -7,15 +7,33 @@ password read from standard input serves both the registry check before the appl
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from kitbuilder.cli import main
 from tests.conftest import run_kit
 from tests.images.conftest import KIT_IMAGES, SecureRegistry, Signing
-from tests.images.servers import FakeRegistry, RegistryServer, Witness
+from tests.images.servers import REGISTRY_BIN, FakeRegistry, RegistryServer, Witness, bcrypt_hash, make_tls
 from tests.integration.test_json_outputs import assert_matches
+
+
+@pytest.fixture
+def own_tls_registry(tmp_path: Path) -> Iterator[SecureRegistry]:
+    """A TLS registry with basic auth of this test's own (the session one is shared: a full push would fill it)."""
+    if REGISTRY_BIN is None:
+        pytest.skip("needs Debian's docker-registry (apt install docker-registry)")
+    hashed = bcrypt_hash("s3cret-pass")
+    if hashed is None:
+        pytest.skip("the system libcrypt cannot make bcrypt hashes for htpasswd")
+    tls = make_tls(tmp_path / "tls")
+    (tmp_path / "htpasswd").write_text(f"pusher:{hashed}\n")
+    auth = {"htpasswd": {"realm": "kit-test", "path": str(tmp_path / "htpasswd")}}
+    server = RegistryServer(tmp_path / "registry", tls=tls, auth=auth)
+    yield SecureRegistry(server, tls, "pusher", "s3cret-pass")
+    server.stop()
 
 
 def _apply(image_kit: Path, signing: Signing, tmp_path: Path, *extra: object) -> list[object]:
@@ -50,10 +68,11 @@ def test_a_push_failing_after_the_apply_keeps_the_applied_report(
 
 
 def test_a_password_from_stdin_serves_the_check_and_the_push(
-    image_kit: Path, signing: Signing, tls_registry: SecureRegistry, tmp_path: Path
+    image_kit: Path, signing: Signing, own_tls_registry: SecureRegistry, tmp_path: Path
 ) -> None:
-    login = ("--ca-cert", tls_registry.tls.ca, "--username", tls_registry.username, "--password-stdin")
-    args = _apply(image_kit, signing, tmp_path, "--registry", tls_registry.server.host, *login)
-    done = CliRunner().invoke(main, [str(a) for a in args], input=f"{tls_registry.password}\n")
+    registry = own_tls_registry
+    login = ("--ca-cert", registry.tls.ca, "--username", registry.username, "--password-stdin")
+    args = _apply(image_kit, signing, tmp_path, "--registry", registry.server.host, *login)
+    done = CliRunner().invoke(main, [str(a) for a in args], input=f"{registry.password}\n")
     assert done.exit_code == 0, done.output
     assert done.stdout.count("pushed ") == len(KIT_IMAGES)
