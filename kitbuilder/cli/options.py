@@ -17,7 +17,7 @@ from kitbuilder.archive.reader import Caps
 from kitbuilder.core import timefmt
 from kitbuilder.errors import UsageError
 from kitbuilder.ops.pushing import RegistryAccess
-from kitbuilder.ops.trust_inputs import TrustInputs
+from kitbuilder.ops.trust_choices import TrustChoices
 from kitbuilder.ops.verify import KeylessCheck
 
 json_option = click.option("--json", "as_json", is_flag=True)
@@ -49,14 +49,14 @@ class TrustArgs:
     allow_downgrade: bool = False
     max_members: int = Caps.max_members
 
-    def inputs(self, *, trust_optional: bool = False) -> TrustInputs:
+    def inputs(self, *, trust_optional: bool = False) -> TrustChoices:
         """The typed trust inputs the operations take; raises UsageError for a bad --now.
 
         With ``trust_optional`` (commands that read metadata without keys), --now is only judged when keys
         or a trust root are given: without them nothing expires.
         """
         given = bool(self.keys) or self.trust_root is not None
-        return TrustInputs(
+        return TrustChoices(
             keys=self.keys,
             trust_root=self.trust_root,
             threshold=self.threshold,

@@ -10,7 +10,7 @@ from kitbuilder.core.manifest import KitInfo
 from kitbuilder.errors import UsageError
 from kitbuilder.ops import delta as delta_op
 from kitbuilder.ops import patch_dir
-from kitbuilder.ops.trust_inputs import TrustInputs
+from kitbuilder.ops.trust_choices import TrustChoices
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class DirectoryPatch:
 Patched = FilePatch | DirectoryPatch
 
 
-def patch(base: Path, delta: Path, *, output: Path | None, trust: TrustInputs) -> Patched:
+def patch(base: Path, delta: Path, *, output: Path | None, trust: TrustChoices) -> Patched:
     """Apply the verified ``delta`` to ``base``: a kit file, or a directory a kit was unpacked into.
 
     ``output`` None patches in place (a kit file is replaced atomically; a directory is patched through its

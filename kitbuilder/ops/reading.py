@@ -9,7 +9,7 @@ from typing import Any
 
 from kitbuilder.ops import sbom as sbom_op
 from kitbuilder.ops import verify as verify_op
-from kitbuilder.ops.trust_inputs import TrustInputs
+from kitbuilder.ops.trust_choices import TrustChoices
 
 
 def verify_file(
@@ -36,7 +36,7 @@ class SbomExport:
         return {"ok": True, **self.sbom.to_json(), "out": str(self.out)}
 
 
-def export_sbom(kit: Path, trust: TrustInputs, *, subject: str | None, output: Path | None) -> SbomExport:
+def export_sbom(kit: Path, trust: TrustChoices, *, subject: str | None, output: Path | None) -> SbomExport:
     """Read the kit's SBOM (or the shipped one describing ``subject``) and write it atomically to ``output``.
 
     Signatures are checked when trust was given; raises what ops.sbom raises.

@@ -9,7 +9,7 @@ from typing import Any
 
 from kitbuilder.ops import build as build_op
 from kitbuilder.ops import delta as delta_op
-from kitbuilder.ops import keys as keys_op
+from kitbuilder.ops.trust_inputs import load_private
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +92,7 @@ def build_release(
 
     Raises what ops.build and ops.delta raise (SpecError, UsageError, TrustError, HostIOError, ...).
     """
-    private_keys = [keys_op.load_private(path) for path in request.key_paths]
+    private_keys = [load_private(path) for path in request.key_paths]
     options = build_op.BuildOptions(
         level=request.level,
         threads=request.threads,

@@ -24,7 +24,7 @@ from kitbuilder.core import schemas
 from kitbuilder.errors import CheckFailedError, FailedRunError, RegistryError, TrustError, UsageError
 from kitbuilder.ops import patching, release
 from kitbuilder.ops.pushing import RegistryAccess
-from kitbuilder.ops.trust_inputs import TrustInputs
+from kitbuilder.ops.trust_choices import TrustChoices
 from tests.conftest import KitEnv, run_kit
 from tests.factories.keys import ed25519_key, write_pair
 from tests.factories.kits import write_spec
@@ -132,22 +132,22 @@ def test_patch_refuses_to_write_an_installed_directory_elsewhere(kit_env: KitEnv
     work = tmp_path / "work"
     installed = work / "installed"
     installed.mkdir(parents=True)
-    trust = TrustInputs(keys=(kit_env.ed_pub,), now=datetime.now(UTC), no_state=True)
+    trust = TrustChoices(keys=(kit_env.ed_pub,), now=datetime.now(UTC), no_state=True)
     with pytest.raises(UsageError, match=r"is an installed kit directory: patch it with --in-place") as caught:
         patching.patch(installed, work / "delta.kit.tar.zst", output=work / "new.kit.tar.zst", trust=trust)
     assert caught.value.exit_code == 2
     assert list(work.iterdir()) == [installed] and list(installed.iterdir()) == []
 
 
-def test_trust_inputs_wire_the_anti_rollback_store(tmp_path: Path) -> None:
+def test_trust_choices_wire_the_file_backed_anti_rollback_store(tmp_path: Path) -> None:
     _, pub = write_pair(ed25519_key("release"), tmp_path / "release")
     now = datetime(2030, 1, 1, tzinfo=UTC)
-    inputs = TrustInputs(keys=(pub,), now=now, state_dir=tmp_path / "state", allow_downgrade=True, max_members=7)
+    inputs = TrustChoices(keys=(pub,), now=now, state_dir=tmp_path / "state", allow_downgrade=True, max_members=7)
     options = inputs.verify_options()
-    assert options.freshness is not None and options.freshness.directory == tmp_path / "state"
+    assert options.freshness is not None and options.freshness.directory == str(tmp_path / "state")
     assert options.freshness.allow_downgrade and options.now == now and options.caps.max_members == 7
-    assert TrustInputs(keys=(pub,), now=now, no_state=True).verify_options().freshness is None
-    assert TrustInputs(now=now).optional_policy() is None
+    assert TrustChoices(keys=(pub,), now=now, no_state=True).verify_options().freshness is None
+    assert TrustChoices(now=now).optional_policy() is None
 
 
 def test_a_registry_password_never_shows_in_a_repr() -> None:
