@@ -172,8 +172,10 @@ def supports(command: str, option: str) -> bool:
 
 
 def member_cap(command: str, members: int) -> list[str]:
-    """--max-members for a kit past the default cap, where the command takes it."""
-    return ["--max-members", str(members + 1000)] if supports(command, "--max-members") else []
+    """--max-members for a kit near or past the default cap (50,000), where the command takes it."""
+    if members < 40_000 or not supports(command, "--max-members"):
+        return []
+    return ["--max-members", str(members + 1000)]
 
 
 def warm(root: Path) -> None:
