@@ -20,7 +20,7 @@ runs every kit command right beside the plain command it is compared with, warm 
 Then: inspect of a 25,000-file kit (target < 0.3 s, < 100 MiB); a scale run of --scale-files tiny files
 (build, verify, inspect, delta build, patch; target: all succeed, peak RSS < 500 MiB; metadata member
 sizes recorded, a refusal is a result, not a crash); bench/backfill_bench.py on PostgreSQL. Peak RSS
-of every kit process (target < 150 MiB) comes from wait4(). Medians and min-max over --repeat runs;
+of every kit process (target < 150 MiB) comes from GNU time. Medians and min-max over --repeat runs;
 ratios are taken per pair, then summarised. Writes bench/out/results.json (keys: bench/README.md).
 """
 
@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import statistics
 import struct
@@ -53,6 +52,7 @@ sys.path.insert(0, str(BENCH))
 import gen  # noqa: E402
 
 KIT = [sys.executable, "-m", "kitbuilder.cli"]
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 MiB = 1 << 20
 BASE_EPOCH = "1700000000"
 NEXT_EPOCH = "1700086400"
@@ -108,11 +108,20 @@ def run(
     """Wall time, exit code and peak RSS (the largest of the process and its descendants) of one command.
 
     A string is run by bash with pipefail. The process gets its own session so a timeout can stop its
-    whole tree (by its process group id, which is its pid).
+    whole tree (by its process group id, which is its pid). The peak RSS comes from GNU time, not from
+    our own wait4(): a child's ru_maxrss starts at the RSS of the process it was forked from (exec keeps
+    the old address space's high-water mark), so wait4() here would report at least this script's own
+    peak. GNU time forks from a ~1 MiB process.
     """
     argv: Sequence[str] = ["bash", "-c", "set -o pipefail; " + command] if isinstance(command, str) else command
     full_env = {**os.environ, **(env or {})}
-    with tempfile.TemporaryFile() as err, stdout.open("wb") if stdout else open(os.devnull, "wb") as out:
+    with (
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile(prefix="kit-bench-rss-") as rss,
+        stdout.open("wb") if stdout else open(os.devnull, "wb") as out,
+    ):
+        if TIME:
+            argv = [TIME, "-f", "%M", "-o", rss.name, *argv]
         timed_out = threading.Event()
         start = time.perf_counter()
         process = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, start_new_session=True)
@@ -131,8 +140,13 @@ def run(
         process.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         lines = [line for line in err.read().decode(errors="replace").splitlines() if line.strip()]
+        peak_kib = usage.ru_maxrss
+        if TIME:
+            # time writes "Command exited with non-zero status N" first when it does; %M is the last line.
+            reported = [line.strip() for line in Path(rss.name).read_text().splitlines() if line.strip()]
+            peak_kib = int(reported[-1]) if reported and reported[-1].isdigit() else 0
     error = "" if process.returncode == 0 else (lines[-1][:400] if lines else "")
-    return Run(elapsed, process.returncode, usage.ru_maxrss / 1024, error, timed_out.is_set())
+    return Run(elapsed, process.returncode, peak_kib / 1024, error, timed_out.is_set())
 
 
 def checked(command: Sequence[str] | str, **kwargs: Any) -> Run:
@@ -155,7 +169,8 @@ def summary(values: Sequence[float], digits: int = 3) -> dict[str, Any]:
 def remove(*paths: Path) -> None:
     for path in paths:
         if path.is_dir():
-            shutil.rmtree(path)
+            # rm -rf is several times faster than shutil.rmtree on a million files.
+            subprocess.run(["rm", "-rf", "--", str(path)], check=True)
         elif path.exists():
             path.unlink()
 
@@ -416,7 +431,7 @@ def measure_inspect_files(work: Path, files: int, keys: Keys, repeat: int) -> di
         kitSeconds=summary([r.seconds for r in runs]),
         peakRssMiB=round(max(r.peak_rss_mib for r in runs), 1),
     )
-    shutil.rmtree(root)
+    remove(root)
     return result
 
 
@@ -464,7 +479,7 @@ def measure_scale(work: Path, files: int, keys: Keys, timeout: float) -> dict[st
         steps.setdefault(name, {"ok": False, "skipped": "an earlier step failed"})
     result["allOk"] = all(step["ok"] for step in steps.values())
     result["peakRssMiB"] = max((step.get("peakRssMiB", 0.0) for step in steps.values()), default=0.0)
-    shutil.rmtree(root)
+    remove(root)
     return result
 
 
@@ -651,6 +666,7 @@ def host_info() -> dict[str, Any]:
         "zstd": first_line(["zstd", "--version"]),
         "tar": first_line(["tar", "--version"]),
         "loadAverageAtStart": [round(x, 2) for x in os.getloadavg()],
+        "rssMethod": "GNU time %M" if TIME else "wait4 (no /usr/bin/time: at least this script's own peak RSS)",
     }
 
 
@@ -710,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mixes[name] = Mix(name, work, generate, args).measure(keys)
             except CommandFailed as failure:
                 mixes[name] = {"error": str(failure)}
-            shutil.rmtree(work / name, ignore_errors=True)
+            remove(work / name)
         results["mixes"] = mixes
         print(f"[{time.strftime('%H:%M:%S')}] inspect, {args.inspect_files:,} files", file=sys.stderr)
         results["inspectFiles"] = measure_inspect_files(work, args.inspect_files, keys, args.repeat)
@@ -724,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["backfill"] = measure_backfill(args.backfill_rows, workers, args.timeout)
     finally:
         if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            remove(work)
     results["host"]["loadAverageAtEnd"] = [round(x, 2) for x in os.getloadavg()]
     results["seconds"] = round(time.time() - started, 1)
     results["targets"] = target_rows(results, args)
