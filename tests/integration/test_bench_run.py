@@ -91,6 +91,8 @@ def test_quick_bench_run_writes_every_key(tmp_path: Path) -> None:
         ):
             _summary(mix[section][key])
         assert mix["patch"]["patchedEqualsFullBuild"] is True, name
+        for section in ("build", "verify", "inspect", "patch"):
+            assert mix[section]["peakRssMiB"] > 0, (name, section)
         assert mix["patch"]["changedFiles"] >= 1
         assert mix["patch"]["deltaBuild"]["ok"] is True
         assert mix["metadata"]["members"] > mix["inputs"]["files"]
