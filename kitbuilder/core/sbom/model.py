@@ -6,14 +6,19 @@ live here, beside the frozen dataclasses, where nothing imports a schema or vali
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from kitbuilder.core import fields
+from kitbuilder.errors import FormatError
 
 KIT_SBOM_PATH = "sbom/kit.cdx.json"
 KIT_SPEC_VERSION = "1.6"
 CYCLONEDX_VERSIONS = ("1.4", "1.5", "1.6")
 SPDX_VERSIONS = ("SPDX-2.3", "SPDX-2.2")
+SBOM_FORMATS = ("CycloneDX", "SPDX")
+_SHIPPED_KEYS = frozenset({"path", "component", "subject", "format", "specVersion"})
 # The longest problem an SbomError spells out: enough for any schema message, short enough for one line.
 MAX_MESSAGE = 240
 
@@ -78,11 +83,37 @@ class KitComponent:
 
 @dataclass(frozen=True)
 class ShippedSbom:
+    """A component SBOM the kit ships, as manifest.json ``sboms[]`` records it (schemas/manifest.schema.json)."""
+
     path: str
     component: str
     subject: str
     format: str  # "CycloneDX" | "SPDX"
     spec_version: str  # "1.6", "2.3", ...
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "component": self.component,
+            "subject": self.subject,
+            "format": self.format,
+            "specVersion": self.spec_version,
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, object], *, what: str = "manifest.json: sboms[]") -> ShippedSbom:
+        """The record of a (schema-checked) ``sboms[]`` entry; FormatError naming the field if it is not one."""
+        fields.known_keys(document, _SHIPPED_KEYS, what=what)
+        kind = fields.text(document, "format", what=what)
+        if kind not in SBOM_FORMATS:
+            raise FormatError(f"{what}: format must be one of {', '.join(SBOM_FORMATS)}")
+        return cls(
+            path=fields.text(document, "path", what=what),
+            component=fields.text(document, "component", what=what),
+            subject=fields.text(document, "subject", what=what),
+            format=kind,
+            spec_version=fields.text(document, "specVersion", what=what),
+        )
 
 
 @dataclass(frozen=True)
