@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 from kitbuilder.core import fields
 
-_KEYS = frozenset({"ref", "digest", "mediaType", "platforms", "size", "layers"})
-
 
 @dataclass(frozen=True)
 class ImageRecord:
@@ -39,15 +37,30 @@ class ImageRecord:
     @classmethod
     def from_json(cls, document: Mapping[str, object], *, what: str = "manifest.json: images[]") -> ImageRecord:
         """The record of a (schema-checked) ``images[]`` entry; FormatError naming the field if it is not one."""
-        fields.known_keys(document, _KEYS, what=what)
-        return cls(
-            ref=fields.text(document, "ref", what=what),
-            digest=fields.text(document, "digest", what=what),
-            media_type=fields.text(document, "mediaType", what=what),
-            platforms=fields.texts(document, "platforms", what=what),
-            size=fields.integer(document, "size", what=what),
-            layers=fields.integer(document, "layers", what=what),
+        read = fields.Fields(document, what)
+        record = cls(
+            ref=read.required_text("ref"),
+            digest=read.required_text("digest"),
+            media_type=read.required_text("mediaType"),
+            platforms=_texts(read, "platforms"),
+            size=_count(read, "size"),
+            layers=_count(read, "layers"),
         )
+        read.finish()
+        return record
+
+
+def _count(read: fields.Fields, name: str) -> int:
+    """A required non-negative integer field."""
+    return fields.integer(read.get(name, True), 0, fields.INT64_MAX, lambda message: read.fail(name, message))
+
+
+def _texts(read: fields.Fields, name: str) -> tuple[str, ...]:
+    """A required array of strings (possibly empty)."""
+    value = read.get(name, True)
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise read.fail(name, f"expected a list of strings, got {fields.type_name(value)} {fields.show(value)}")
+    return tuple(value)
 
 
 def image_records(items: Iterable[ImageRecord | Mapping[str, object]]) -> tuple[ImageRecord, ...]:

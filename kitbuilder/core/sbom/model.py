@@ -11,14 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kitbuilder.core import fields
-from kitbuilder.errors import FormatError
 
 KIT_SBOM_PATH = "sbom/kit.cdx.json"
 KIT_SPEC_VERSION = "1.6"
 CYCLONEDX_VERSIONS = ("1.4", "1.5", "1.6")
 SPDX_VERSIONS = ("SPDX-2.3", "SPDX-2.2")
 SBOM_FORMATS = ("CycloneDX", "SPDX")
-_SHIPPED_KEYS = frozenset({"path", "component", "subject", "format", "specVersion"})
 # The longest problem an SbomError spells out: enough for any schema message, short enough for one line.
 MAX_MESSAGE = 240
 
@@ -103,17 +101,18 @@ class ShippedSbom:
     @classmethod
     def from_json(cls, document: Mapping[str, object], *, what: str = "manifest.json: sboms[]") -> ShippedSbom:
         """The record of a (schema-checked) ``sboms[]`` entry; FormatError naming the field if it is not one."""
-        fields.known_keys(document, _SHIPPED_KEYS, what=what)
-        kind = fields.text(document, "format", what=what)
-        if kind not in SBOM_FORMATS:
-            raise FormatError(f"{what}: format must be one of {', '.join(SBOM_FORMATS)}")
-        return cls(
-            path=fields.text(document, "path", what=what),
-            component=fields.text(document, "component", what=what),
-            subject=fields.text(document, "subject", what=what),
-            format=kind,
-            spec_version=fields.text(document, "specVersion", what=what),
+        read = fields.Fields(document, what)
+        shipped = cls(
+            path=read.required_text("path"),
+            component=read.required_text("component"),
+            subject=read.required_text("subject"),
+            format=read.required_text("format"),
+            spec_version=read.required_text("specVersion"),
         )
+        read.finish()
+        if shipped.format not in SBOM_FORMATS:
+            raise read.fail("format", f"{fields.show(shipped.format)} is not one of {', '.join(SBOM_FORMATS)}")
+        return shipped
 
 
 @dataclass(frozen=True)
