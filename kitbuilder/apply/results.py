@@ -28,7 +28,7 @@ class MigrationResult:
     verify: Literal["passed", "none"] | None = None
     resolved_by: Literal["verify"] | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {"id": self.id, "phase": self.phase, "kind": self.kind, "checksum": self.checksum}
         data["status"] = self.status
         if self.reason is not None:
@@ -54,7 +54,7 @@ class SeedResult:
     table: str | None = None
     duration_ms: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {"id": self.id, "phase": self.phase, "kind": self.kind, "checksum": self.checksum}
         data["status"] = self.status
         if self.reason is not None:
@@ -91,7 +91,7 @@ class BackfillResult:
     pre_checks: tuple[CheckResult, ...] = ()
     post_checks: tuple[CheckResult, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {
             "id": self.id,
             "phase": self.phase,
@@ -145,7 +145,7 @@ class PlannedStep:
     phase: str
     checksum: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"id": self.id, "kind": self.kind, "phase": self.phase, "checksum": self.checksum}
 
 
@@ -163,7 +163,7 @@ class DryStep:
     table: str | None = None
     files: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind,
@@ -208,7 +208,7 @@ class DryBackfill:
     tenant: str | None = None
     kind: ClassVar[str] = "backfill"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind,
@@ -241,7 +241,7 @@ class Deferred:
     checks: tuple[str, ...]
     reason: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"steps": list(self.steps), "checks": list(self.checks), "reason": self.reason}
 
 
@@ -251,7 +251,7 @@ class RunError:
     exit_code: int
     message: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"kind": self.kind, "exitCode": self.exit_code, "message": self.message}
 
 
@@ -260,7 +260,7 @@ class Evidence:
     directory: str
     report_sha256: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"directory": self.directory, "reportSha256": self.report_sha256}
 
 
@@ -289,7 +289,7 @@ class ApplyReport:
     def kit_name(self) -> str:
         return str(self.kit["name"])
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {
             "reportVersion": 1,
             "runId": self.run_id,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from kitbuilder.core import fields
 
@@ -47,7 +46,7 @@ def json_path(parts: Sequence[str | int]) -> str:
     return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
 
 
-def json_kind(value: Any) -> str:
+def json_kind(value: object) -> str:
     """What a JSON value is, as an error message names it: ``an object``, ``null``, ``a number``..."""
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
@@ -124,7 +123,7 @@ class SbomSummary:
     licenses: dict[str, int]  # per component that states one; "MIT OR Apache-2.0" counts as itself
     suppliers: dict[str, int]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "componentCount": self.component_count,
             "byType": dict(sorted(self.by_type.items())),
@@ -146,7 +145,7 @@ class SbomInfo:
         """Whether ``subject`` (a spec's ``subject:``) names this SBOM's subject or document."""
         return subject in (self.subject_name, self.document_name)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "format": self.format,
             "specVersion": self.spec_version,
