@@ -110,7 +110,7 @@ def test_export_writes_a_layout_skopeo_and_umoci_read(
     assert sorted(p.name for p in out.iterdir()) == ["blobs", "index.json", "oci-layout"]
     assert result.to_json()["blobs"] == len(list((out / "blobs/sha256").iterdir()))
     for record in result.images:
-        assert sha256(skopeo("inspect", "--raw", f"oci:{out}:{record['ref']}").encode()) == record["digest"]
+        assert sha256(skopeo("inspect", "--raw", f"oci:{out}:{record.ref}").encode()) == record.digest
     skopeo("copy", "-q", "--all", f"oci:{out}:registry.local/stellaops/multi:1.0", f"oci:{tmp_path / 'copy'}:multi")
     copied = json.loads((tmp_path / "copy" / "index.json").read_text())["manifests"][0]
     assert copied["digest"] == image_set.digests["multi"]
