@@ -205,6 +205,12 @@ class KitIndex:
             return {m.path: m for m in self.members if isinstance(m, IndexEntry)}
         return {span.path: span for span in self.spans()}
 
+    def located(self) -> list[IndexEntry | MemberSpan]:
+        """Every member, located, in index order (format 1: the entries themselves)."""
+        if self.format_version == 1:
+            return [m for m in self.members if isinstance(m, IndexEntry)]
+        return list(self.spans())
+
     def spans(self) -> list[MemberSpan]:
         """Format 2: every member with the frames that hold it, in index order (the index is already checked)."""
         starts = self.stream_starts()
