@@ -96,7 +96,7 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     # The parse cost is bounded by the form the bytes start with (the writers' key order puts "end" first in
     # format 2, "format" first in format 1); either way it is bounded before parsing.
     if data.startswith(b'{"end":'):
-        index = KitIndex.from_bytes(data, max_members=member_bound, max_frames=frame_bound)
+        index = KitIndex.from_bytes(data, max_members=member_bound, max_frames=min(frame_bound, caps.max_frames))
     else:
         index = KitIndex.from_bytes(data, max_members=bound)
     if len(index.members) > caps.max_members:
