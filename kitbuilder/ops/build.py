@@ -514,8 +514,21 @@ def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
         except ValueError:
             return os.path.relpath(path.resolve(), base).replace(os.sep, "/")
 
+    # Resolving every input costs an lstat per path component; inputs are regular files found by walking their
+    # component's directory (links are refused), so each one's path is its resolved root's plus the walked part.
+    roots: dict[Path, str] = {}
+
+    def input_uri(item: InputFile) -> str:
+        root = item.component.source
+        if item.source == root:
+            return relative(item.source)
+        if root not in roots:
+            roots[root] = relative(root)
+        walked = item.kit_path[len(item.component.dest) + 1 :]
+        return walked if roots[root] == "." else f"{roots[root]}/{walked}"
+
     dependencies = [
-        Dependency(name=item.kit_path, uri=f"file:{relative(item.source)}", sha256=digests[item.kit_path])
+        Dependency(name=item.kit_path, uri=f"file:{input_uri(item)}", sha256=digests[item.kit_path])
         for item in plan.inputs
     ]
     # An image is an input by its manifest digest: that one digest pins every blob it references.
