@@ -82,6 +82,18 @@ def kit_members(kit: Path) -> dict[str, bytes]:
         return {e.path: reader.read_member(stream, e, caps) for e in location.index.located()}
 
 
+def member_end(kit: Path, member: str) -> int:
+    """The file offset where the last frame holding ``member`` ends (its data frame's end, in format 1)."""
+    from kitbuilder.archive import reader
+    from kitbuilder.archive.index import IndexEntry
+
+    with kit.open("rb") as stream:
+        entry = reader.read_index(stream, reader.Caps()).index.locate(member)
+    if isinstance(entry, IndexEntry):
+        return entry.offset + entry.length
+    return entry.frames[-1].offset + entry.frames[-1].length
+
+
 def write_payload(
     writer: KitWriter2, files: Iterable[tuple[str, bytes, str, str]]
 ) -> tuple[tuple[FileEntry, ...], tuple[FrameEntry, ...]]:
