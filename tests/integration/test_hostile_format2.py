@@ -7,17 +7,21 @@ on stderr naming what is wrong, and nothing written.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kitbuilder.archive import zstdframes
+from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import FileEntry, FrameEntry
 from tests.conftest import run_kit
 from tests.factories.hostile import RELEASE
 from tests.factories.hostile2 import Crafted2, crafted2, small_files
 from tests.factories.keys import write_pair
+from tests.integration.test_hostile_parse import assert_refused_cheaply, run_measured
 
 
 def _index(change: Callable[[dict[str, Any]], None]) -> Callable[[], Crafted2]:
@@ -125,7 +129,7 @@ CASES: dict[str, tuple[Callable[[], Crafted2], int, str]] = {
     "group_frame_decodes_to_a_member_not_in_the_index": (_signed(_drop_signed("docs/c.txt")), 5, "docs/z.bin"),
     "frame_holding_no_member": (_frame_holding_no_member, 5, "frame"),
     "end_frame_not_last": (_index(lambda i: i.update(end=0)), 5, "end"),
-    "frames_list_over_the_cap": (_index(_frames_list(1_400)), 5, "cap of 1280"),
+    "frames_list_over_the_cap": (_index(_frames_list(1_400)), 5, "1152 frames"),
 }
 
 
@@ -174,3 +178,24 @@ def test_huge_frames_list_is_refused_before_it_is_read(tmp_path: Path, trusted: 
     result = run_kit("verify", kit, "--key", trusted, "--max-members", "10")
     assert result.exit_code == 5, result.output
     assert "exceeds the cap" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("times", [1, 4])
+def test_index_past_the_member_cap_is_refused_under_the_memory_bound(tmp_path: Path, trusted: Path, times: int) -> None:
+    """A format-2 index listing the member cap (or four times it) of members in a few frames, no key needed:
+    refused before it is parsed (its JSON values are counted on the bytes), under the RSS bound."""
+    count = Caps().max_members * times
+    members = [
+        {"at": 512 * n, "frame": 0, "path": f"docs/d{n // 1000:06d}/f{n:06d}.md", "sha256": f"{n:064x}", "size": 0}
+        for n in range(count)
+    ]
+    frames = [{"length": 9, "offset": 9 * n, "sha256": "0" * 64, "size": 512} for n in range(8)]
+    index = {"end": 7, "format": "kitbuilder-index/v2", "frames": frames, "members": members}
+    document = json.dumps(index, separators=(",", ":"), sort_keys=True).encode()
+    before = 1 << 20
+    kit = tmp_path / "wide.kit.tar.zst"
+    with kit.open("wb") as sink:
+        sink.write(bytes(before))
+        sink.write(zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, document))
+        sink.write(zstdframes.footer_frame(before))
+    assert_refused_cheaply(run_measured("verify", kit, "--key", trusted), "index")
