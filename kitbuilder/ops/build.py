@@ -54,9 +54,10 @@ from kitbuilder.core.sbom import (
     check_sbom,
     render_kit_sbom,
 )
-from kitbuilder.core.spec import ComponentSpec, KitSpec, load_spec
+from kitbuilder.core.spec import ComponentSpec, KitSpec
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
 from kitbuilder.errors import IntegrityError, UsageError
+from kitbuilder.ops.specfile import load_spec
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import sign_envelope
 
@@ -544,7 +545,7 @@ def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
         finished_on = timefmt.format_utc(timefmt.from_epoch(int(time.time())))
     return Provenance(
         spec_path=relative(spec.path),
-        spec_sha256=hashlib.sha256(spec.path.read_bytes()).hexdigest(),
+        spec_sha256=spec.sha256,
         options={
             "compressionLevel": options.level,
             "sourceDateEpoch": epoch,

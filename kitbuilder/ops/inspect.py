@@ -168,7 +168,7 @@ def _provenance_section(metadata: KitMetadata, policy: TrustPolicy | None) -> di
     error = None
     if policy is not None:
         try:
-            signers = verify_envelope(envelope, policy, what=PROVENANCE_MEMBER)
+            signers = verify_envelope(envelope, policy=policy, what=PROVENANCE_MEMBER)
         except KitError as exc:
             error = str(exc)
     statement = Statement.from_bytes(envelope.payload, what=f"{PROVENANCE_MEMBER} payload")

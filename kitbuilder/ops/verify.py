@@ -138,7 +138,7 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
     envelope = metadata.envelope
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise FormatError(f"{MANIFEST_DSSE}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
-    signers = verify_envelope(envelope, policy, what=MANIFEST_DSSE)
+    signers = verify_envelope(envelope, policy=policy, what=MANIFEST_DSSE)
     # The statement holds the manifest and one subject per file: bounded by what its kit's members need.
     budget = MetadataBudget(len(metadata.manifest.files) + len(metadata.members), frames=len(metadata.manifest.frames))
     statement = Statement.from_bytes(
@@ -176,7 +176,9 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
     first_keyid = checksum_keyid(signed, envelope)
     checksum_signer: str | None = None
     if any(key.keyid == first_keyid for key in policy.keys):
-        checksum_signer = verify_detached(metadata.members[SHA256SUMS_SIG], sums_bytes, policy, what=SHA256SUMS_SIG)
+        checksum_signer = verify_detached(
+            metadata.members[SHA256SUMS_SIG], sums_bytes, policy=policy, what=SHA256SUMS_SIG
+        )
     return signers, checksum_signer, signed
 
 
@@ -277,7 +279,7 @@ def check_attestation(
     envelope = Envelope.from_bytes(data, what=what)
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise FormatError(f"{what}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
-    signers = verify_envelope(envelope, policy, what=what)
+    signers = verify_envelope(envelope, policy=policy, what=what)
     statement = Statement.from_bytes(envelope.payload, what=f"{what} payload")
     _check_statement_shape(envelope.payload, what=what)
     for subject in statement.subjects:
@@ -345,19 +347,19 @@ def check_kit_attestations(
         signer: str | None = None
         if any(k.keyid == first_keyid for k in options.policy.keys):
             signer = verify_key_bundle(
-                members[SHA256SUMS], members[SIGSTORE_BUNDLE], options.policy, what=SIGSTORE_BUNDLE
+                members[SHA256SUMS], members[SIGSTORE_BUNDLE], policy=options.policy, what=SIGSTORE_BUNDLE
             )
         else:
             parse_key_bundle(members[SIGSTORE_BUNDLE], what=SIGSTORE_BUNDLE)  # malformed is still a format error
         sigstore = {"bundle": SIGSTORE_BUNDLE, "kind": "key", "signer": signer}
     if options.keyless is not None:
-        from kitbuilder.trust.keyless import verify_keyless
+        from kitbuilder.ops.trust_inputs import verify_keyless
 
         keyless = options.keyless
         result = verify_keyless(
             members[SHA256SUMS],
-            keyless.bundle,
-            keyless.trusted_root,
+            bundle=keyless.bundle,
+            trusted_root=keyless.trusted_root,
             identity=keyless.identity,
             issuer=keyless.issuer,
         )

@@ -188,8 +188,8 @@ def test_export_reads_the_kit_it_verified_even_if_another_is_renamed_over_the_pa
 def test_export_of_a_kit_without_images(built_kit: Path, kit_env: Any, tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
+    from kitbuilder.ops.trust_inputs import load_public
     from kitbuilder.ops.verify import VerifyOptions
-    from kitbuilder.trust.keys import load_public
     from kitbuilder.trust.signatures import TrustPolicy
 
     options = VerifyOptions(TrustPolicy((load_public(kit_env.ed_pub),), 1), datetime.now(UTC))

@@ -18,7 +18,7 @@ from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import Manifest
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, PROVENANCE_PREDICATE_TYPE, builder_from_environment
 from kitbuilder.core.statement import Statement, Subject
-from kitbuilder.trust.keys import load_private
+from kitbuilder.ops.trust_inputs import load_private
 from kitbuilder.trust.signatures import sign_envelope
 from tests.conftest import KitEnv, run_json, run_kit
 from tests.factories.keys import ed25519_key

@@ -106,7 +106,7 @@ def test_openssl_verifies_ecdsa_checksum_signature(kit_env: KitEnv, tmp_path: Pa
 
 
 def _sslib_key(pub: Path) -> SSlibKey:
-    from kitbuilder.trust.keys import load_public
+    from kitbuilder.ops.trust_inputs import load_public
 
     ours = load_public(pub)
     public = serialization.load_pem_public_key(pub.read_bytes())
