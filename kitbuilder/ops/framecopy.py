@@ -24,7 +24,7 @@ import errno
 import hashlib
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -62,7 +62,14 @@ def usable_cores() -> int:
 
 
 def copy_frames(
-    spans: Iterable[Span], out: int, at: int, *, out_name: str, threads: int = 0, kernel_copy: bool = True
+    spans: Iterable[Span],
+    out: int,
+    at: int,
+    *,
+    out_name: str,
+    threads: int = 0,
+    kernel_copy: bool = True,
+    on_run: Callable[[], None] | None = None,
 ) -> int:
     """Write every span, in order, to the descriptor ``out`` from offset ``at``; return the offset after the last.
 
@@ -70,6 +77,7 @@ def copy_frames(
     that ends inside a frame is IntegrityError too (the file changed after it was verified); a read or write the
     host refuses is HostIOError naming the file. ``threads`` hash workers (0: one per usable core).
     ``kernel_copy=False`` forces the read/hash/write path (as when the kernel cannot copy between the files).
+    ``on_run`` is called after each run of frames is handed to the kernel or the workers (kill tests hook there).
     """
     workers = threads if threads > 0 else usable_cores()
     reader = _reopen_for_reading(out) if kernel_copy else None
@@ -90,6 +98,8 @@ def copy_frames(
                         position += span.length
                         while len(pending) > 4 * workers:
                             _check(*pending.popleft())
+                    if on_run is not None:
+                        on_run()
                     if not copied and reader is not None:
                         os.close(reader)  # the kernel refused this pair of files: it will refuse the others too
                         reader = None
