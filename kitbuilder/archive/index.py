@@ -48,6 +48,12 @@ _BYTES_PER_MEMBER_V2 = 512
 _BYTES_PER_FRAME = 256
 
 
+def max_length(size: int) -> int:
+    """The most compressed bytes a zstd frame of ``size`` decoded bytes takes (zstd's compress bound, raw blocks
+    included: 3 bytes per 128 KiB block), with room for the frame header and checksum."""
+    return size + size // 128 + 1024
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     """A format-1 member: its two frames' file span and the data frame's digest."""
@@ -168,7 +174,7 @@ class KitIndex:
                 why=f"an index of at most {max_members} members and {frames} frames",
             )
         document = jsonio.load_object(data, what="archive index", limits=limits)
-        if document.get("format") == INDEX_FORMAT_V2:
+        if document.get("format") == INDEX_FORMAT_V2 and (max_members is None or max_frames is not None):
             schemas.validate("index-v2", document, what="archive index")
             frame_list = tuple(FrameEntry.from_json(f) for f in document["frames"])
             if max_frames is not None and len(frame_list) > max_frames:
@@ -259,6 +265,11 @@ class KitIndex:
                 raise ArchiveError(
                     f"kit index: frame {number} decompresses to {entry.size} bytes, more than a frame may hold "
                     f"({layout.MAX_FRAME_SIZE})"
+                )
+            if entry.length > max_length(entry.size):
+                raise ArchiveError(
+                    f"kit index: frame {number} is {entry.length} bytes compressed, more than {entry.size} bytes "
+                    "can take in a zstd frame"
                 )
             offset += entry.length
         if self.end != len(frames) - 1:

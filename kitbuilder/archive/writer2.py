@@ -387,15 +387,27 @@ class KitWriter2:
             self._records.append(_Record(member.path, number, member.at, member.size, member.sha256))
         return number
 
+    def entries(self) -> tuple[MemberEntry, ...]:
+        """The members added so far with their digests (waits for the frames in flight; the open group stays open)."""
+        self._drain()
+        self._sync_large()
+        for record, data in self._group:
+            if record.sha256 is None:
+                record.sha256 = hashlib.sha256(data).hexdigest()
+        return self._entries()
+
+    def _sync_large(self) -> None:
+        self._content_hasher.sync()
+        for record, queued in self._large_digests:
+            record.sha256 = queued.hexdigest()
+        self._large_digests = []
+
     def finish_payload(self) -> Payload:
         """Close the payload: every payload frame written; their table and the member entries."""
         self._payload_open()
         self._close_group()
         self._drain()
-        self._content_hasher.sync()
-        for record, queued in self._large_digests:
-            record.sha256 = queued.hexdigest()
-        self._large_digests = []
+        self._sync_large()
         self._payload_frames = len(self._frames)
         return Payload(tuple(self._frames), self._entries())
 

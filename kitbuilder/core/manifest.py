@@ -288,6 +288,9 @@ _ATTESTATION_BYTES_PER_MEMBER = 4 << 10
 _BASE_VALUES = 128 << 10
 _VALUES_PER_MEMBER = 32  # a file entry holds 19 values and keys; a subject 7
 _BASE_CONTAINERS = 16 << 10
+# Format 2: a pretty frame entry (four fields, one digest) is under 256 bytes and 9 values and keys.
+_MANIFEST_BYTES_PER_FRAME = 256
+_VALUES_PER_FRAME = 9
 _CONTAINERS_PER_MEMBER = 4  # a file entry holds 2 objects; a subject 2
 
 
@@ -296,10 +299,11 @@ class MetadataBudget:
     """Limits on a kit's metadata documents, scaled by the number of members its index lists."""
 
     members: int
+    frames: int = 0  # format 2: the frames the index lists (the manifest repeats the payload ones)
 
     def max_bytes(self, name: str) -> int | None:
         """The most bytes the metadata member ``name`` may have; None for members bounded elsewhere."""
-        manifest = _BASE_BYTES + self.members * _MANIFEST_BYTES_PER_MEMBER
+        manifest = _BASE_BYTES + self.members * _MANIFEST_BYTES_PER_MEMBER + self.frames * _MANIFEST_BYTES_PER_FRAME
         if name == MANIFEST_JSON:
             return manifest
         if name == MANIFEST_DSSE:
@@ -332,8 +336,8 @@ class MetadataBudget:
 
     def manifest_limits(self) -> ParseLimits:
         return ParseLimits(
-            max_values=_BASE_VALUES + self.members * _VALUES_PER_MEMBER,
-            max_containers=_BASE_CONTAINERS + self.members * _CONTAINERS_PER_MEMBER,
+            max_values=_BASE_VALUES + self.members * _VALUES_PER_MEMBER + self.frames * _VALUES_PER_FRAME,
+            max_containers=_BASE_CONTAINERS + self.members * _CONTAINERS_PER_MEMBER + self.frames,
             why=f"the manifest of a kit of {self.members} members",
         )
 

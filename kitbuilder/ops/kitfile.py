@@ -85,7 +85,7 @@ def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
         {name: entry.size for name, entry in by_path.items()},
         lambda name: reader.read_member(stream, by_path[name], caps),
         caps,
-        MetadataBudget(len(location.index.members)),
+        MetadataBudget(len(location.index.members), frames=len(location.index.frames)),
         source="kit index",
         what=lambda name: name,
         missing=missing,
