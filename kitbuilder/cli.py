@@ -679,7 +679,7 @@ def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place: bool, as_json: bool) -> None:
     """Apply DELTA to BASE: copy unchanged frames verbatim, check every member, replace atomically."""
-    from kitbuilder.ops import delta as delta_op
+    from kitbuilder.ops import patch_file
 
     with _errors(as_json):
         if (out is None) == (not in_place):
@@ -707,7 +707,7 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
         else:
             target = base if in_place else out
             assert target is not None
-            result = delta_op.patch_kit(
+            result = patch_file.patch_kit(
                 base, delta, output=target, options=trust.verify_options(), allow_downgrade=trust.allow_downgrade
             )
             kit = result.manifest.kit
@@ -737,7 +737,7 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
     else:
         click.echo(
             f"patched {document['out']}: {kit.name} {text.printable(kit.version)} (sequence {kit.sequence}); "
-            f"{document['copiedFromBase']} members from base, {document['copiedFromDelta']} from delta, "
+            f"{document['copiedFromBase']} frames from base, {document['copiedFromDelta']} from delta, "
             f"{document['bytes']} bytes"
         )
 

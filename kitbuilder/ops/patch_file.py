@@ -23,15 +23,15 @@ from kitbuilder import faults
 from kitbuilder.archive import layout, tarfmt, zstdframes
 from kitbuilder.archive.index import KitIndex, MemberEntry
 from kitbuilder.archive.writer2 import compress_frame
+from kitbuilder.atomic import check_target
 from kitbuilder.core.manifest import MANIFEST_JSON, FrameEntry, Manifest
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import Directory, host_error
-from kitbuilder.ops.delta import VerifiedDelta, full_kit_needed, open_verified_delta
-from kitbuilder.ops.frame_reuse import FrameMap
+from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
+from kitbuilder.ops.frame_reuse import FrameMap, full_kit_needed
 from kitbuilder.ops.framecopy import Span, copy_frames
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from kitbuilder.ops.verify import VerifyOptions, check_signed_metadata, verify_kit
-from kitbuilder.atomic import check_target
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,9 @@ def _write_patched(
     position = 0
     for number, frame in enumerate(target.frames):
         if frame.offset != position:
-            raise IntegrityError(f"{delta.path}: the target's signed frame {number} is not where frame {number - 1} ends")
+            raise IntegrityError(
+                f"{delta.path}: the target's signed frame {number} is not where frame {number - 1} ends"
+            )
         position += frame.length
         span, base = sources.span(number, frame, _describe(frames, number))
         spans.append(span)
@@ -199,7 +201,9 @@ def _write_patched(
             faults.point("patch-file-member")
         closing = compress_frame(tarfmt.END_OF_ARCHIVE, level)
         out.write(closing)
-        written.append(FrameEntry(position, len(closing), len(tarfmt.END_OF_ARCHIVE), hashlib.sha256(closing).hexdigest()))
+        written.append(
+            FrameEntry(position, len(closing), len(tarfmt.END_OF_ARCHIVE), hashlib.sha256(closing).hexdigest())
+        )
         position += len(closing)
         index = KitIndex.v2(tuple(written), tuple(members), len(written) - 1)
         try:
