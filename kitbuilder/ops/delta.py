@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 from kitbuilder import faults
 from kitbuilder.archive import layout, reader2, tarfmt
 from kitbuilder.archive.pool import usable_cores
+from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
 from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest
@@ -63,7 +64,6 @@ def write_delta(
     full_kit: Path, base: BaseFrames, *, keys: list[PrivateKey], output: Path, policy: TrustPolicy, threads: int = 0
 ) -> DeltaResult:
     """Write the delta that turns ``base`` into ``full_kit`` (both format 2, verified metadata, same signers)."""
-    from kitbuilder.ops.build import seal
 
     with open_kit(full_kit) as stream:
         target = read_metadata(stream, base.caps)
@@ -76,59 +76,79 @@ def write_delta(
             if frame.sha256 not in have and frame.sha256 not in seen:
                 seen.add(frame.sha256)
                 shipped.append(number)
-        # For the summary, a file is shipped when a frame holding any of its bytes is.
-        touched: set[str] = set()
-        for number in shipped:
-            role = frames.roles[number]
-            assert role is not None
-            touched.update(f.path for f in role.files)
+        # The summary is by content, as a user thinks of it: a file whose content the base lacks is new or changed
+        # (the frames shipped for it may carry unchanged neighbours of its group too).
+        base_content = {(f.sha256, f.size) for f in base.manifest.files}
+        fresh = [f.path for f in manifest.files if (f.sha256, f.size) not in base_content]
         base_files = {f.path for f in base.manifest.files}
-        added = tuple(sorted(p for p in touched if p not in base_files))
-        changed = tuple(sorted(p for p in touched if p in base_files))
+        added = tuple(sorted(p for p in fresh if p not in base_files))
+        changed = tuple(sorted(p for p in fresh if p in base_files))
         removed = tuple(sorted(base_files - {f.path for f in manifest.files}))
-        level = manifest.build["compression"]["level"]
-        roles = {f.path: (f.role, f.component) for f in manifest.files}
-        with atomic_output(output) as out, KitWriter2(out, level=level, threads=threads) as writer:
-            for number in shipped:
-                _ship_frame(writer, stream, frames, number, level, roles, base.caps.max_window)
-            for name, data in target.members.items():
-                path = f"{TARGET_DIR}/{name}"
-                _add_single(writer, path, data, level)
-                roles[path] = (TARGET_ROLE, DELTA_COMPONENT.id)
-            payload = writer.finish_payload()
-            files = tuple(
-                FileEntry(m.path, m.size, m.sha256, *roles[m.path], frame=m.frame, at=m.at) for m in payload.members
-            )
-            delta_manifest = Manifest(
-                kit=manifest.kit,
-                build=manifest.build,
-                components=(*manifest.components, DELTA_COMPONENT),
-                files=files,
-                checks=manifest.checks,
-                frames=payload.frames,
-                format_version=2,
-                delta={
-                    "baseManifestSha256": base.manifest_sha256,
-                    "baseSequence": base.manifest.kit.sequence,
-                    "baseVersion": base.manifest.kit.version,
-                    "removed": list(removed),
-                    "targetManifestSha256": hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
-                },
-            )
-            seal(writer, delta_manifest, keys)
-            writer.finish()
-            size = writer.offset
+        info = {
+            "baseManifestSha256": base.manifest_sha256,
+            "baseSequence": base.manifest.kit.sequence,
+            "baseVersion": base.manifest.kit.version,
+            "removed": list(removed),
+            "targetManifestSha256": hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
+        }
+        with atomic_output(output) as out:
+            size = write_delta_kit(out, stream, frames, shipped, target.members, info, keys, threads=threads)
     return DeltaResult(
         output,
         full_kit,
         added,
         changed,
         removed,
-        len(manifest.files) - len(touched),
+        len(manifest.files) - len(fresh),
         size,
         len(shipped),
         len(manifest.frames) - len(shipped),
     )
+
+
+def write_delta_kit(
+    out: BinaryIO,
+    stream: BinaryIO,
+    frames: FrameMap,
+    shipped: list[int],
+    target_members: dict[str, bytes],
+    info: dict[str, Any],
+    keys: list[PrivateKey],
+    *,
+    threads: int = 0,
+) -> int:
+    """Write a delta kit to ``out``: target frames ``shipped`` (read from the target kit ``stream``), the target
+    metadata ``target_members`` under delta/target/, the delta's signed metadata with the ``delta`` block ``info``.
+    Returns the delta's size."""
+    from kitbuilder.ops.build import seal
+
+    manifest = frames.manifest
+    level = manifest.build["compression"]["level"]
+    roles = {f.path: (f.role, f.component) for f in manifest.files}
+    with KitWriter2(out, level=level, threads=threads) as writer:
+        for number in shipped:
+            _ship_frame(writer, stream, frames, number, level, roles)
+        for name, data in target_members.items():
+            path = f"{TARGET_DIR}/{name}"
+            _add_single(writer, path, data, level)
+            roles[path] = (TARGET_ROLE, DELTA_COMPONENT.id)
+        payload = writer.finish_payload()
+        files = tuple(
+            FileEntry(m.path, m.size, m.sha256, *roles[m.path], frame=m.frame, at=m.at) for m in payload.members
+        )
+        delta_manifest = Manifest(
+            kit=manifest.kit,
+            build=manifest.build,
+            components=(*manifest.components, DELTA_COMPONENT),
+            files=files,
+            checks=manifest.checks,
+            frames=payload.frames,
+            format_version=2,
+            delta=info,
+        )
+        seal(writer, delta_manifest, keys)
+        writer.finish()
+        return writer.offset
 
 
 def _ship_frame(
@@ -138,7 +158,6 @@ def _ship_frame(
     number: int,
     level: int,
     roles: dict[str, tuple[str, str]],
-    max_window: int,
 ) -> None:
     """Copy target frame ``number`` into the delta verbatim: a group with its members, anything else wrapped."""
     frame = frames.frames[number]
@@ -150,7 +169,8 @@ def _ship_frame(
     else:
         # A header or chunk frame holds no whole member: it becomes the data of a member named after its digest,
         # behind a header frame of the delta's own. Its content digest needs the decoded bytes (checked here).
-        decoded = reader2.read_frame(stream, frame, number, max_window=max_window)
+        # The frame is the target kit's own, just written by this build: decoded only to digest its content.
+        decoded = reader2.read_frame(stream, frame, number, max_window=Caps().max_window)
         name = f"{FRAMES_DIR}/{frame.sha256}"
         header = compress_frame(tarfmt.build_header(name, frame.size, 0), level)
         member = FrameMember(name, 0, frame.size, hashlib.sha256(decoded).hexdigest())

@@ -133,9 +133,9 @@ class BaseFrames:
         self._stream = open_kit(path)
         try:
             self.metadata = read_metadata(self._stream, self.caps)
-            _, _, self.manifest = check_signed_metadata(self.metadata, policy)
-            if self.manifest.format_version != 2:
+            if self.metadata.manifest.format_version != 2:
                 raise full_kit_needed(f"--delta-from {path}", "the base")
+            _, _, self.manifest = check_signed_metadata(self.metadata, policy)
             self.map = FrameMap(self.manifest, what=f"--delta-from {path}")
         except BaseException:
             self._stream.close()

@@ -66,9 +66,9 @@ def patch_kit(
     check_target(output)  # as for every output: its directory must exist; kit creates none the user did not name
     with open_verified_delta(delta_path, options) as delta, open_kit(base_path) as base_stream:
         base = read_metadata(base_stream, caps)
+        if base.manifest.format_version != 2:
+            raise full_kit_needed(base_path, "the base")  # before its signatures: nothing of it could be used
         _, _, base_manifest = check_signed_metadata(base, options.policy)
-        if base_manifest.format_version != 2:
-            raise full_kit_needed(base_path, "the base")
         base_sha256 = hashlib.sha256(base.members[MANIFEST_JSON]).hexdigest()
         with (
             _output_directory(output) as directory,

@@ -1,0 +1,194 @@
+"""Format-2 deltas and patches on kits big enough to have several groups and a chunked file.
+
+What is asserted: a patched kit is the full build's bytes (whatever --threads built either), a delta ships
+frames in proportion to the change (one changed small file: about one group; a renamed big file: its header
+frame; one changed chunk: that chunk), directory mode rebuilds a partly changed big file from the installed
+one and the delta's chunk, and hostile deltas and bases are refused with nothing written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kitbuilder.archive import layout
+from kitbuilder.archive.reader import Caps
+from kitbuilder.core.manifest import Manifest
+from kitbuilder.ops.delta import FRAMES_DIR
+from kitbuilder.ops.kitfile import open_kit, read_metadata
+from tests.conftest import KitEnv, run_json, run_kit
+
+BIG = 9 << 20  # three chunk frames: 4 + 4 + 1 MiB
+SMALL_FILES = 90  # 16 KiB each: a few groups
+
+
+def _grow_tree(kit_env: KitEnv) -> None:
+    docs = kit_env.root / "src/docs"
+    (docs / "big.bin").write_bytes(random.Random(7).randbytes(BIG))
+    notes = docs / "notes"
+    notes.mkdir()
+    for number in range(SMALL_FILES):
+        line = f"note {number}: verify, apply, check the report; nothing here is secret. "
+        (notes / f"{number:03d}.md").write_text(line * (16384 // len(line)))
+
+
+def _build(kit_env: KitEnv, out: Path, *extra: object) -> None:
+    # One SOURCE_DATE_EPOCH: the metadata (created, provenance times) is then the same in every build of a release.
+    result = run_kit(
+        "build", kit_env.spec, "--key", kit_env.ed_key, "--out", out, *extra, env={"SOURCE_DATE_EPOCH": "1767225600"}
+    )
+    assert result.exit_code == 0, result.output
+
+
+def _manifest(kit: Path) -> Manifest:
+    with open_kit(kit) as stream:
+        return read_metadata(stream, Caps()).manifest
+
+
+@dataclass
+class Release:
+    base: Path
+    full: Path
+    delta: Path
+
+
+def _release(kit_env: KitEnv, change: str, *, threads: tuple[str, str, str] = ("2", "2", "2")) -> Release:
+    """Base (sequence 1), then one kind of change, then the full build and the delta of sequence 2."""
+    _grow_tree(kit_env)
+    base = kit_env.root / "base.kit.tar.zst"
+    _build(kit_env, base, "--threads", threads[0])
+    docs = kit_env.root / "src/docs"
+    if change == "small":
+        (docs / "notes/041.md").write_text("rewritten\n")
+    elif change == "rename":
+        (docs / "big.bin").rename(docs / "big-v2.bin")
+    elif change == "chunk":
+        data = bytearray((docs / "big.bin").read_bytes())
+        data[layout.CHUNK + 100 : layout.CHUNK + 200] = bytes(100)  # inside chunk 1 only
+        (docs / "big.bin").write_bytes(bytes(data))
+    kit_env.spec.write_text(kit_env.spec.read_text().replace("sequence: 1", "sequence: 2"))
+    full = kit_env.root / "full.kit.tar.zst"
+    _build(kit_env, full, "--threads", threads[1])
+    delta = kit_env.root / "delta.kit.tar.zst"
+    _build(kit_env, delta, "--delta-from", base, "--threads", threads[2])
+    return Release(base, full, delta)
+
+
+def _shipped_payload(delta: Path) -> tuple[list[int], list[str]]:
+    """Decompressed sizes of the delta's payload frames that came from the target, and the paths they carry."""
+    manifest = _manifest(delta)
+    paths = [f.path for f in manifest.files if not f.path.startswith("delta/target/")]
+    wrapped_headers = {f.frame for f in manifest.files if f.path.startswith(f"{FRAMES_DIR}/")}
+    targets = {f.frame for f in manifest.files if f.path.startswith("delta/target/")}
+    sizes = [frame.size for number, frame in enumerate(manifest.frames) if number not in wrapped_headers | targets]
+    return sizes, paths
+
+
+def test_one_small_file_changed_ships_about_one_group(kit_env: KitEnv) -> None:
+    release = _release(kit_env, "small")
+    sizes, paths = _shipped_payload(release.delta)
+    target = _manifest(release.full)
+    # The group holding notes/041.md and the group holding the kit's SBOM (it lists every digest): no chunk of
+    # big.bin, a small part of the kit.
+    assert len(sizes) <= 2, sizes
+    assert all(size <= layout.GROUP_MAX + layout.LARGE for size in sizes)
+    assert "docs/operator/notes/041.md" in paths and "sbom/kit.cdx.json" in paths
+    assert not any(p.startswith(FRAMES_DIR) or p.endswith("big.bin") for p in paths)
+    assert release.delta.stat().st_size < release.full.stat().st_size / 8
+    assert len(target.frames) > 6
+    code, document = run_json(
+        "build",
+        kit_env.spec,
+        "--key",
+        kit_env.ed_key,
+        "--delta-from",
+        release.base,
+        "--out",
+        kit_env.root / "again.kit.tar.zst",
+    )
+    assert code == 0 and document["changed"] == ["docs/operator/notes/041.md", "sbom/kit.cdx.json"], document
+    new = kit_env.root / "new.kit.tar.zst"
+    code, document = run_json("patch", release.base, release.delta, "--key", kit_env.ed_pub, "--out", new)
+    assert code == 0, document
+    assert document["copiedFromDelta"] == len(sizes)
+    assert document["copiedFromBase"] == len(target.frames) - len(sizes)
+    assert new.read_bytes() == release.full.read_bytes()
+
+
+def test_renamed_big_file_ships_only_its_header_frame(kit_env: KitEnv) -> None:
+    release = _release(kit_env, "rename")
+    manifest = _manifest(release.delta)
+    wrapped = [f for f in manifest.files if f.path.startswith(f"{FRAMES_DIR}/")]
+    assert [f.size for f in wrapped] == [layout.BLOCK]  # the new path's 512-byte tar header, nothing else
+    sizes, paths = _shipped_payload(release.delta)
+    assert not any(p.endswith("big.bin") or p.endswith("big-v2.bin") for p in paths)
+    assert sum(sizes) < (layout.GROUP_MAX + layout.LARGE) * 2
+    assert release.delta.stat().st_size < 200_000
+    new = kit_env.root / "new.kit.tar.zst"
+    assert run_kit("patch", release.base, release.delta, "--key", kit_env.ed_pub, "--out", new).exit_code == 0
+    assert new.read_bytes() == release.full.read_bytes()
+
+
+def _extract(kit: Path, target: Path) -> None:
+    target.mkdir()
+    subprocess.run(f"zstd -dc '{kit}' | tar -x -C '{target}'", shell=True, check=True)
+
+
+def _tree(directory: Path) -> dict[str, str]:
+    return {
+        p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_one_changed_chunk_ships_that_chunk_and_both_modes_rebuild_the_file(kit_env: KitEnv) -> None:
+    release = _release(kit_env, "chunk")
+    manifest = _manifest(release.delta)
+    wrapped = [f for f in manifest.files if f.path.startswith(f"{FRAMES_DIR}/")]
+    assert [f.size for f in wrapped] == [layout.CHUNK]  # chunk 1 of big.bin; its header frame is unchanged
+    assert release.delta.stat().st_size < layout.CHUNK + 300_000
+    new = kit_env.root / "new.kit.tar.zst"
+    assert run_kit("patch", release.base, release.delta, "--key", kit_env.ed_pub, "--out", new).exit_code == 0
+    assert new.read_bytes() == release.full.read_bytes()
+    installed = kit_env.root / "installed"
+    _extract(release.base, installed)
+    code, document = run_json("patch", installed, release.delta, "--key", kit_env.ed_pub, "--in-place")
+    assert code == 0, document
+    expected = kit_env.root / "expected"
+    _extract(release.full, expected)
+    assert _tree(installed) == _tree(expected)
+
+
+def test_directory_mode_rehashes_the_installed_chunks_it_reuses(kit_env: KitEnv) -> None:
+    release = _release(kit_env, "chunk")
+    installed = kit_env.root / "installed"
+    _extract(release.base, installed)
+    big = installed / "docs/operator/big.bin"
+    data = bytearray(big.read_bytes())
+    data[10] ^= 1  # chunk 0, which the patch takes from the installed file
+    big.write_bytes(bytes(data))
+    code, document = run_json("patch", installed, release.delta, "--key", kit_env.ed_pub, "--in-place")
+    assert code == 4
+    assert (
+        "docs/operator/big.bin: neither the delta nor the installed kit holds its content"
+        in (document["error"]["message"])
+    )
+    assert not (installed / ".kit-patch").exists()
+    assert big.read_bytes() == bytes(data)
+
+
+@pytest.mark.parametrize("threads", [("1", "3", "2"), ("0", "2", "1")])
+def test_patched_equals_full_build_across_thread_counts(kit_env: KitEnv, threads: tuple[str, str, str]) -> None:
+    release = _release(kit_env, "small", threads=threads)
+    other = kit_env.root / "full-other.kit.tar.zst"
+    _build(kit_env, other, "--threads", threads[0])
+    assert other.read_bytes() == release.full.read_bytes()
+    new = kit_env.root / "new.kit.tar.zst"
+    assert run_kit("patch", release.base, release.delta, "--key", kit_env.ed_pub, "--out", new).exit_code == 0
+    assert new.read_bytes() == release.full.read_bytes()
