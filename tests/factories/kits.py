@@ -68,11 +68,15 @@ def write_spec(
 def kit_members(kit: Path) -> dict[str, bytes]:
     """Every member's content, read through the index (each checked against its index entry)."""
     from kitbuilder.archive import reader
+    from kitbuilder.archive.index import IndexEntry
 
     caps = reader.Caps()
     with kit.open("rb") as stream:
-        location = reader.read_index(stream, caps)
-        return {e.path: reader.read_member(stream, e, caps) for e in location.index.members}
+        index = reader.read_index(stream, caps).index
+        # Format 2: a member is located by the frames that hold it (its span), format 1 by its index entry.
+        if index.format_version == 2:
+            return {span.path: reader.read_member(stream, span, caps) for span in index.spans()}
+        return {e.path: reader.read_member(stream, e, caps) for e in index.members if isinstance(e, IndexEntry)}
 
 
 def rewrite_kit(kit: Path, out: Path, replace: Mapping[str, bytes], *, level: int = 3, mtime: int = 0) -> Path:

@@ -7,22 +7,15 @@ Each case asserts the exit code, the one-line message and that nothing was writt
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kitbuilder.archive.reader import Caps
-from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
-from kitbuilder.core.manifest import MANIFEST_DSSE, MANIFEST_JSON, SHA256SUMS, Manifest
-from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
-from kitbuilder.ops.delta import write_delta_kit
-from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.kitfile import open_kit, read_metadata
-from kitbuilder.trust.keys import load_private
-from kitbuilder.trust.signatures import sign_envelope
 from tests.conftest import KitEnv, run_json, run_kit
+from tests.factories.deltas import craft_delta
 from tests.integration.test_delta_format2 import Release, _extract, _release
 
 VECTORS = Path(__file__).parent.parent / "vectors"
@@ -33,45 +26,8 @@ def release(kit_env: KitEnv) -> Release:
     return _release(kit_env, "small")
 
 
-def _craft_delta(
-    kit_env: KitEnv, release: Release, out: Path, *, ship: str = "changed", edit_target: dict[str, object] | None = None
-) -> Path:
-    """A delta signed by the release key from ``release.full`` to ``release.base``, shipping the frames the base
-    lacks (``ship="changed"``) or none (``"none"``); ``edit_target`` replaces fields of the target manifest,
-    which is then signed again (its provenance, which names the old manifest, is left out)."""
-    caps = Caps()
-    key = load_private(kit_env.ed_key)
-    with open_kit(release.base) as stream:
-        base_meta = read_metadata(stream, caps)
-    with open_kit(release.full) as stream:
-        target = read_metadata(stream, caps)
-        frames = FrameMap(target.manifest, what="full")
-        have = {f.sha256 for f in base_meta.manifest.frames}
-        shipped = [n for n, f in enumerate(target.manifest.frames) if f.sha256 not in have] if ship == "changed" else []
-        members = dict(target.members)
-        if edit_target is not None:
-            document = json.loads(members[MANIFEST_JSON])
-            document.update(edit_target)
-            manifest = Manifest.from_json(document)
-            members = {name: data for name, data in members.items() if not name.startswith("attestations/")}
-            members[MANIFEST_JSON] = manifest.to_bytes()
-            statement = Statement(
-                subjects=tuple(Subject(name=f.path, sha256=f.sha256) for f in manifest.files)
-                + (Subject(name=SHA256SUMS, sha256=hashlib.sha256(members[SHA256SUMS]).hexdigest()),),
-                predicate_type=MANIFEST_PREDICATE_TYPE,
-                predicate=manifest.to_json(),
-            )
-            members[MANIFEST_DSSE] = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), [key]).to_bytes()
-        info = {
-            "baseManifestSha256": hashlib.sha256(base_meta.members[MANIFEST_JSON]).hexdigest(),
-            "baseSequence": base_meta.manifest.kit.sequence,
-            "baseVersion": base_meta.manifest.kit.version,
-            "removed": [],
-            "targetManifestSha256": hashlib.sha256(members[MANIFEST_JSON]).hexdigest(),
-        }
-        with out.open("wb") as sink:
-            write_delta_kit(sink, stream, frames, shipped, members, info, [key])
-    return out
+def _craft_delta(kit_env: KitEnv, release: Release, out: Path, **how: Any) -> Path:
+    return craft_delta(kit_env.ed_key, release.base, release.full, out, **how)
 
 
 def _nothing_written(kit_env: KitEnv, out: Path) -> None:
