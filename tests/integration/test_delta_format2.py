@@ -192,3 +192,20 @@ def test_patched_equals_full_build_across_thread_counts(kit_env: KitEnv, threads
     new = kit_env.root / "new.kit.tar.zst"
     assert run_kit("patch", release.base, release.delta, "--key", kit_env.ed_pub, "--out", new).exit_code == 0
     assert new.read_bytes() == release.full.read_bytes()
+
+
+def test_diff_says_what_a_delta_would_ship(kit_env: KitEnv) -> None:
+    release = _release(kit_env, "chunk")
+    code, document = run_json("diff", release.base, release.full, "--key", kit_env.ed_pub)
+    assert code == 0, document
+    frames = document["frames"]
+    shipped = _manifest(release.delta).frames
+    # The delta carries the new frames plus, for the chunk, a 512-byte header frame of its own.
+    assert frames["newFrames"] == 2 and frames["shared"] == frames["new"] - 2
+    assert frames["newBytes"] < sum(f.length for f in shipped)
+    assert [f["path"] for f in document["files"]["changed"]] == ["docs/operator/big.bin", "sbom/kit.cdx.json"]
+    from kitbuilder.core import schemas
+
+    assert schemas.first_error("diff-report", document) is None
+    text = run_kit("diff", release.base, release.full).output
+    assert f"{frames['shared']} of {frames['new']} payload frames shared; a delta would ship 2 (" in text
