@@ -3,13 +3,11 @@
 A delta kit is an ordinary signed format-2 kit whose manifest carries a ``delta``
 block (the SHA-256 of the one base manifest it applies to, the paths removed).
 Its payload is, in the new (target) kit's order, every target payload frame
-whose SHA-256 the base does not have, copied byte for byte from the target:
+whose SHA-256 the base does not have, copied byte for byte from the target,
 
-- a group frame as it is, with its members at their paths (a changed small file
-  shows in the delta under its own name);
-- any other frame (a large member's header frame, one of its chunks) as the data
-  of a member ``delta/frames/<frame sha256>`` of its own, behind a header frame of
-  the delta's, so that the delta's tar stream stays a stream of whole members;
+each as the data of a member ``delta/frames/<frame sha256>`` behind a 512-byte
+header frame of the delta's own, so that the delta's tar stream is a stream of
+whole members and never holds part of the target's payload under its paths;
 
 then the target's metadata members under ``delta/target/`` (one frame each), then
 the delta's own metadata. ``kit patch`` (``patch_file``, ``patch_dir``) rebuilds
@@ -41,7 +39,7 @@ from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import TrustPolicy
 
 DELTA_COMPONENT = Component(id="kit-delta", role="delta")
-# A target frame that is not a whole group travels as the data of a member of this name (its frame digest).
+# Each shipped target frame travels as the data of a member of this name (its frame digest).
 FRAMES_DIR = "delta/frames"
 FRAME_ROLE = "delta-frame"
 TARGET_ROLE = "delta-target"
@@ -159,26 +157,21 @@ def _ship_frame(
     level: int,
     roles: dict[str, tuple[str, str]],
 ) -> None:
-    """Copy target frame ``number`` into the delta verbatim: a group with its members, anything else wrapped."""
+    """Copy target frame ``number`` into the delta verbatim, as the data of member ``delta/frames/<digest>``.
+
+    Every shipped frame travels wrapped, a group too: the delta then never holds part of the target's payload
+    under the target's paths (half an OCI layout, an SBOM without what it describes), which ``kit verify``
+    would rightly judge as a kit; it holds frames, named by digest, behind 512-byte header frames of its own.
+    """
     frame = frames.frames[number]
-    role = frames.roles[number]
-    assert role is not None
-    members: list[FrameMember] = []
-    if role.kind == "group":
-        members = [FrameMember(f.path, f.at, f.size, f.sha256) for f in role.files]
-    else:
-        # A header or chunk frame holds no whole member: it becomes the data of a member named after its digest,
-        # behind a header frame of the delta's own. Its content digest needs the decoded bytes (checked here).
-        # The frame is the target kit's own, just written by this build: decoded only to digest its content.
-        decoded = reader2.read_frame(stream, frame, number, max_window=Caps().max_window)
-        name = f"{FRAMES_DIR}/{frame.sha256}"
-        header = compress_frame(tarfmt.build_header(name, frame.size, 0), level)
-        member = FrameMember(name, 0, frame.size, hashlib.sha256(decoded).hexdigest())
-        writer.add_frame(header, size=layout.BLOCK, sha256=hashlib.sha256(header).hexdigest(), members=[member])
-        roles[name] = (FRAME_ROLE, DELTA_COMPONENT.id)
-    writer.add_frame_range(
-        stream.fileno(), frame.offset, length=frame.length, size=frame.size, sha256=frame.sha256, members=members
-    )
+    # The frame is the target kit's own, just written by this build: decoded only to digest its content.
+    decoded = reader2.read_frame(stream, frame, number, max_window=Caps().max_window)
+    name = f"{FRAMES_DIR}/{frame.sha256}"
+    header = compress_frame(tarfmt.build_header(name, frame.size, 0), level)
+    member = FrameMember(name, 0, frame.size, hashlib.sha256(decoded).hexdigest())
+    writer.add_frame(header, size=layout.BLOCK, sha256=hashlib.sha256(header).hexdigest(), members=[member])
+    roles[name] = (FRAME_ROLE, DELTA_COMPONENT.id)
+    writer.add_frame_range(stream.fileno(), frame.offset, length=frame.length, size=frame.size, sha256=frame.sha256)
 
 
 def _add_single(writer: KitWriter2, path: str, data: bytes, level: int) -> None:

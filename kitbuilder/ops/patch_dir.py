@@ -488,18 +488,21 @@ def _hash_fd(fd: int, where: str, *, keep: bool = False) -> str:
 
 @dataclass(frozen=True)
 class _Piece:
-    """Part of a large target file: ``length`` content bytes of chunk data from the delta (``span``: the member
-    ``delta/frames/<digest>`` that carries the chunk frame) or from the installed base file ``path`` at ``offset``."""
+    """Part of a target file: ``length`` content bytes from a frame the delta carries (``span``: its member
+    ``delta/frames/<digest>``, from byte ``skip`` of the frame) or from the installed base file ``path`` at
+    ``offset`` (a chunk the base had)."""
 
     length: int
     span: MemberSpan | None = None
     path: str = ""
     offset: int = 0
+    skip: int = 0  # delta pieces: bytes of the carried frame before this file's content (a group's other members)
 
 
-# Where a staged file's bytes come from: the delta's member, installed base files with its content (any of them),
-# or, for a large file, its chunks one by one (from the delta, or from the installed base files that held them).
-Source = MemberSpan | tuple[str, ...] | tuple[_Piece, ...]
+# Where a staged file's bytes come from: installed base files with its content (any of them), or pieces: its
+# group frame as the delta carries it, or for a large file its chunks one by one (from the delta, or from the
+# installed base files that held them).
+Source = tuple[str, ...] | tuple[_Piece, ...]
 
 
 @dataclass(frozen=True)
@@ -662,11 +665,12 @@ class _Sources:
         return frames.spans[entry.path].frames[1 + chunk].sha256
 
     def source(self, item: FileEntry) -> Source:
-        carried = self.carried.get(item.path)
-        if carried is not None and (carried.sha256, carried.size) == (item.sha256, item.size):
-            return carried  # the delta ships it whole, in a group frame
-        donors = tuple(self.donors.get((item.sha256, item.size), ()))
         span = self.target.spans[item.path]
+        if len(span.frames) == 1:
+            carried = self.carried.get(f"{FRAMES_DIR}/{span.frames[0].sha256}")
+            if carried is not None and carried.size == span.frames[0].size:
+                return (_Piece(item.size, span=carried, skip=span.at + layout.BLOCK),)
+        donors = tuple(self.donors.get((item.sha256, item.size), ()))
         if donors or len(span.frames) == 1:
             return donors
         # A large file changed in part: chunk by chunk, from the delta when it carries the chunk, else from the
@@ -675,9 +679,9 @@ class _Sources:
         start = 0
         for frame in span.frames[1:]:
             length = min(frame.size, item.size - start)
-            wrapped = self.carried.get(f"{FRAMES_DIR}/{frame.sha256}")
-            if wrapped is not None and wrapped.size == frame.size:
-                pieces.append(_Piece(length, span=wrapped))
+            carried = self.carried.get(f"{FRAMES_DIR}/{frame.sha256}")
+            if carried is not None and carried.size == frame.size:
+                pieces.append(_Piece(length, span=carried))
             elif frame.sha256 in self.base_chunks:
                 path, number = self.base_chunks[frame.sha256]
                 pieces.append(_Piece(length, path=path, offset=number * layout.CHUNK))
@@ -690,15 +694,7 @@ class _Sources:
 def _stage(root: Directory, staging: Directory, delta: VerifiedDelta, plan: _Plan, caps: Caps) -> int:
     """Write every staged file (fsynced) under ``staging``; returns how many payload files will be written."""
     for name, (item, source) in sorted(plan.sources.items()):
-        if isinstance(source, MemberSpan):
-            # The span comes from the delta's signed manifest, the bytes from the descriptor that was verified;
-            # the member reader checks frame digests and the content digest before its last piece.
-            with staging.new_file(name) as out:
-                for piece in reader.member_chunks(delta.stream, source, caps, against="signed"):
-                    out.write(piece)
-            if source.sha256 != item.sha256:
-                raise IntegrityError(f"{item.path}: delta content differs from the signed target")
-        elif pieces := tuple(p for p in source if isinstance(p, _Piece)):
+        if pieces := tuple(p for p in source if isinstance(p, _Piece)):
             _assemble(root, staging, name, item, pieces, delta, caps)
         else:
             _copy_donor(root, staging, name, item, tuple(p for p in source if isinstance(p, str)))
@@ -740,7 +736,7 @@ def _assemble(
     delta: VerifiedDelta,
     caps: Caps,
 ) -> None:
-    """A large file from its chunks: the delta's (checked by the member reader) and the installed base files'.
+    """A file from pieces: frames the delta carries (checked by the member reader), chunks of installed base files.
 
     Installed files may have been edited since they were installed, so the whole is hashed as it is written
     and must have the target's digest, else the staged file is removed and the patch stops [4].
@@ -750,11 +746,16 @@ def _assemble(
         for piece in pieces:
             left = piece.length
             if piece.span is not None:
+                # The span comes from the delta's signed manifest, the bytes from the descriptor that was verified;
+                # the member reader checks the frame digest, and the content digest before its last piece, so the
+                # carried frame is read to its end even when this file is only part of it.
+                skip = piece.skip
                 for data in reader.member_chunks(delta.stream, piece.span, caps, against="signed"):
-                    data = data[:left]
-                    digest.update(data)
-                    out.write(data)
-                    left -= len(data)
+                    taken = data[skip : skip + left]
+                    skip = max(0, skip - len(data))
+                    digest.update(taken)
+                    out.write(taken)
+                    left -= len(taken)
                 continue
             fd = root.open_regular(piece.path, refuse=_unsafe)
             if fd is None:

@@ -20,6 +20,7 @@ from kitbuilder.archive import layout
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import Manifest
 from kitbuilder.ops.delta import FRAMES_DIR
+from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from tests.conftest import KitEnv, run_json, run_kit
 
@@ -79,26 +80,30 @@ def _release(kit_env: KitEnv, change: str, *, threads: tuple[str, str, str] = ("
     return Release(base, full, delta)
 
 
-def _shipped_payload(delta: Path) -> tuple[list[int], list[str]]:
-    """Decompressed sizes of the delta's payload frames that came from the target, and the paths they carry."""
-    manifest = _manifest(delta)
-    paths = [f.path for f in manifest.files if not f.path.startswith("delta/target/")]
-    wrapped_headers = {f.frame for f in manifest.files if f.path.startswith(f"{FRAMES_DIR}/")}
-    targets = {f.frame for f in manifest.files if f.path.startswith("delta/target/")}
-    sizes = [frame.size for number, frame in enumerate(manifest.frames) if number not in wrapped_headers | targets]
-    return sizes, paths
+def _shipped(release: Release) -> list[tuple[str, str, int]]:
+    """What the delta carries: for each target frame it ships, (kind, first member's path, decompressed size)."""
+    target = _manifest(release.full)
+    frames = FrameMap(target, what="full")
+    number_of = {frame.sha256: number for number, frame in enumerate(target.frames)}
+    carried = [f for f in _manifest(release.delta).files if not f.path.startswith("delta/target/")]
+    assert all(f.path.startswith(f"{FRAMES_DIR}/") for f in carried)  # frames by digest, never target paths
+    shipped = []
+    for entry in carried:
+        number = number_of[entry.path.rsplit("/", 1)[1]]
+        role = frames.roles[number]
+        assert role is not None and entry.size == target.frames[number].size
+        shipped.append((role.kind, role.files[0].path, entry.size))
+    return shipped
 
 
 def test_one_small_file_changed_ships_about_one_group(kit_env: KitEnv) -> None:
     release = _release(kit_env, "small")
-    sizes, paths = _shipped_payload(release.delta)
+    shipped = _shipped(release)
     target = _manifest(release.full)
-    # The group holding notes/041.md and the group holding the kit's SBOM (it lists every digest): no chunk of
+    # The group holding notes/041.md and the group holding the kit's SBOM (it lists every digest): no frame of
     # big.bin, a small part of the kit.
-    assert len(sizes) <= 2, sizes
-    assert all(size <= layout.GROUP_MAX + layout.LARGE for size in sizes)
-    assert "docs/operator/notes/041.md" in paths and "sbom/kit.cdx.json" in paths
-    assert not any(p.startswith(FRAMES_DIR) or p.endswith("big.bin") for p in paths)
+    assert 1 <= len(shipped) <= 2 and {kind for kind, _, _ in shipped} == {"group"}, shipped
+    assert all(size < layout.GROUP_MAX + layout.LARGE + layout.BLOCK for _, _, size in shipped)
     assert release.delta.stat().st_size < release.full.stat().st_size / 8
     assert len(target.frames) > 6
     code, document = run_json(
@@ -115,23 +120,34 @@ def test_one_small_file_changed_ships_about_one_group(kit_env: KitEnv) -> None:
     new = kit_env.root / "new.kit.tar.zst"
     code, document = run_json("patch", release.base, release.delta, "--key", kit_env.ed_pub, "--out", new)
     assert code == 0, document
-    assert document["copiedFromDelta"] == len(sizes)
-    assert document["copiedFromBase"] == len(target.frames) - len(sizes)
+    assert document["copiedFromDelta"] == len(shipped)
+    assert document["copiedFromBase"] == len(target.frames) - len(shipped)
     assert new.read_bytes() == release.full.read_bytes()
+    installed = kit_env.root / "installed"
+    _extract(release.base, installed)
+    code, document = run_json("patch", installed, release.delta, "--key", kit_env.ed_pub, "--in-place")
+    assert code == 0, document
+    assert document["written"] == 2  # the changed note and the SBOM, cut out of the groups the delta carries
+    expected = kit_env.root / "expected"
+    _extract(release.full, expected)
+    assert _tree(installed) == _tree(expected)
 
 
 def test_renamed_big_file_ships_only_its_header_frame(kit_env: KitEnv) -> None:
     release = _release(kit_env, "rename")
-    manifest = _manifest(release.delta)
-    wrapped = [f for f in manifest.files if f.path.startswith(f"{FRAMES_DIR}/")]
-    assert [f.size for f in wrapped] == [layout.BLOCK]  # the new path's 512-byte tar header, nothing else
-    sizes, paths = _shipped_payload(release.delta)
-    assert not any(p.endswith("big.bin") or p.endswith("big-v2.bin") for p in paths)
-    assert sum(sizes) < (layout.GROUP_MAX + layout.LARGE) * 2
+    shipped = _shipped(release)
+    # The new path's 512-byte tar header, and the SBOM's group (it names the new path); no chunk.
+    assert ("header", "docs/operator/big-v2.bin", layout.BLOCK) in shipped
+    assert {kind for kind, _, _ in shipped} <= {"header", "group"} and len(shipped) <= 3, shipped
     assert release.delta.stat().st_size < 200_000
     new = kit_env.root / "new.kit.tar.zst"
     assert run_kit("patch", release.base, release.delta, "--key", kit_env.ed_pub, "--out", new).exit_code == 0
     assert new.read_bytes() == release.full.read_bytes()
+    installed = kit_env.root / "installed"
+    _extract(release.base, installed)
+    assert run_kit("patch", installed, release.delta, "--key", kit_env.ed_pub, "--in-place").exit_code == 0
+    assert (installed / "docs/operator/big-v2.bin").read_bytes() == (kit_env.root / "src/docs/big-v2.bin").read_bytes()
+    assert not (installed / "docs/operator/big.bin").exists()
 
 
 def _extract(kit: Path, target: Path) -> None:
@@ -149,9 +165,10 @@ def _tree(directory: Path) -> dict[str, str]:
 
 def test_one_changed_chunk_ships_that_chunk_and_both_modes_rebuild_the_file(kit_env: KitEnv) -> None:
     release = _release(kit_env, "chunk")
-    manifest = _manifest(release.delta)
-    wrapped = [f for f in manifest.files if f.path.startswith(f"{FRAMES_DIR}/")]
-    assert [f.size for f in wrapped] == [layout.CHUNK]  # chunk 1 of big.bin; its header frame is unchanged
+    shipped = _shipped(release)
+    # Chunk 1 of big.bin (its header frame is unchanged) and the SBOM's group (big.bin's digest changed).
+    assert ("chunk", "docs/operator/big.bin", layout.CHUNK) in shipped
+    assert sorted(kind for kind, _, _ in shipped) == ["chunk", "group"], shipped
     assert release.delta.stat().st_size < layout.CHUNK + 300_000
     new = kit_env.root / "new.kit.tar.zst"
     assert run_kit("patch", release.base, release.delta, "--key", kit_env.ed_pub, "--out", new).exit_code == 0
