@@ -659,6 +659,12 @@ def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
     for entry in files["changed"]:
         click.echo(f"  ~ {entry['path']} ({entry['oldSize']} → {entry['newSize']} bytes)")
     click.echo(f"  {files['unchanged']} files unchanged")
+    frames = document.get("frames")
+    if frames is not None:
+        click.echo(
+            f"  {frames['shared']} of {frames['new']} payload frames shared; a delta would ship "
+            f"{frames['newFrames']} ({frames['newBytes']} bytes compressed)"
+        )
     for kind in ("components", "checks", "images", "sboms"):
         for verb, ids in document[kind].items():
             for item in ids:
@@ -679,7 +685,7 @@ def diff(old: Path, new: Path, trust: TrustArgs, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place: bool, as_json: bool) -> None:
     """Apply DELTA to BASE: copy unchanged frames verbatim, check every member, replace atomically."""
-    from kitbuilder.ops import delta as delta_op
+    from kitbuilder.ops import patch_file
 
     with _errors(as_json):
         if (out is None) == (not in_place):
@@ -707,7 +713,7 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
         else:
             target = base if in_place else out
             assert target is not None
-            result = delta_op.patch_kit(
+            result = patch_file.patch_kit(
                 base, delta, output=target, options=trust.verify_options(), allow_downgrade=trust.allow_downgrade
             )
             kit = result.manifest.kit
@@ -737,7 +743,7 @@ def patch(base: Path, delta: Path, trust: TrustArgs, out: Path | None, in_place:
     else:
         click.echo(
             f"patched {document['out']}: {kit.name} {text.printable(kit.version)} (sequence {kit.sequence}); "
-            f"{document['copiedFromBase']} members from base, {document['copiedFromDelta']} from delta, "
+            f"{document['copiedFromBase']} frames from base, {document['copiedFromDelta']} from delta, "
             f"{document['bytes']} bytes"
         )
 
