@@ -26,8 +26,8 @@ from kitbuilder.core import text, timefmt
 from kitbuilder.errors import EXIT_CODES, HostIOError, InterruptedRun, KitError, UsageError
 from kitbuilder.ops import keys as keys_op
 from kitbuilder.ops import verify as verify_op
+from kitbuilder.ops.trust_inputs import file_freshness
 from kitbuilder.progress import byte_progress, progress_enabled, row_progress
-from kitbuilder.trust.freshness import Freshness, default_state_dir
 from kitbuilder.trust.keys import KEY_TYPES
 from kitbuilder.trust.signatures import TrustPolicy
 
@@ -154,7 +154,7 @@ class TrustArgs:
         now = _now(self.now_text)
         freshness = None
         if not self.no_state:
-            freshness = Freshness(self.state_dir or default_state_dir(), allow_downgrade=self.allow_downgrade)
+            freshness = file_freshness(self.state_dir, allow_downgrade=self.allow_downgrade)
         return verify_op.VerifyOptions(
             policy=self.policy(now),
             now=now,

@@ -205,26 +205,48 @@ class KitIndex:
             return {m.path: m for m in self.members if isinstance(m, IndexEntry)}
         return {span.path: span for span in self.spans()}
 
+    def sizes(self) -> dict[str, int]:
+        """Every member's size by path (the last one wins for a repeated path), without locating any."""
+        return {m.path: m.size for m in self.members}
+
+    def locate(self, path: str) -> IndexEntry | MemberSpan:
+        """One member by path (the last one listed with it), located; StopIteration if none is."""
+        if self.format_version == 1:
+            return self.by_path()[path]
+        members: tuple[IndexEntry | MemberEntry, ...] = self.members
+        member = next(m for m in reversed(members) if m.path == path)
+        assert isinstance(member, MemberEntry)
+        start = sum(f.size for f in self.frames[: member.frame]) + member.at
+        return self._span(member, start)
+
+    def located(self) -> list[IndexEntry | MemberSpan]:
+        """Every member, located, in index order (format 1: the entries themselves)."""
+        if self.format_version == 1:
+            return [m for m in self.members if isinstance(m, IndexEntry)]
+        return list(self.spans())
+
     def spans(self) -> list[MemberSpan]:
         """Format 2: every member with the frames that hold it, in index order (the index is already checked)."""
         starts = self.stream_starts()
         out: list[MemberSpan] = []
-        frames = self.frames
         for member in self.members:
             assert isinstance(member, MemberEntry)
-            first = frames[member.frame]
-            if member.at + layout.member_bytes(member.size) <= first.size:
-                held: tuple[FrameEntry, ...] = (first,)
-            else:
-                last = member.frame + 1
-                left = layout.padded(member.size)
-                while left > 0:
-                    left -= frames[last].size
-                    last += 1
-                held = frames[member.frame : last]
-            start = starts[member.frame] + member.at
-            out.append(MemberSpan(member.path, member.size, member.sha256, member.frame, member.at, held, start))
+            out.append(self._span(member, starts[member.frame] + member.at))
         return out
+
+    def _span(self, member: MemberEntry, start: int) -> MemberSpan:
+        frames = self.frames
+        first = frames[member.frame]
+        if member.at + layout.member_bytes(member.size) <= first.size:
+            held: tuple[FrameEntry, ...] = (first,)
+        else:
+            last = member.frame + 1
+            left = layout.padded(member.size)
+            while left > 0:
+                left -= frames[last].size
+                last += 1
+            held = frames[member.frame : last]
+        return MemberSpan(member.path, member.size, member.sha256, member.frame, member.at, held, start)
 
     def stream_starts(self) -> list[int]:
         """Format 2: each frame's offset in the decompressed tar stream (prefix sums of ``size``)."""

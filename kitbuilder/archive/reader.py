@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,9 +42,10 @@ class Caps:
 
     @property
     def max_frames(self) -> int:
-        """Format 2: the most frames an index may list. Four per member of the cap covers honest kits of large
-        files (a 4 MiB chunk frame each: 200,000 frames is 800 GiB at the default cap); more members, more frames."""
-        return 4 * self.max_members + 1024
+        """Format 2: the most frames an index may list. Two per member of the cap covers honest kits of large
+        files (a 4 MiB chunk frame each: 100,000 frames is 400 GiB at the default cap); more members, more frames.
+        Members and frames together cost about what a format-1 index at the member cap does."""
+        return 2 * self.max_members + 1024
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,8 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     # Format 1: every member takes two frames of at least 9 bytes before the index. Format 2: small members share
     # frames, so members are bounded by the cap alone, frames by the bytes before the index (9 at least each).
     bound = min(2 * caps.max_members + 16, index_offset // MIN_MEMBER_BYTES)
-    member_bound = 2 * caps.max_members + 16
-    frame_bound = min(2 * caps.max_frames + 16, index_offset // MIN_FRAME_BYTES)
+    member_bound = caps.max_members + 16
+    frame_bound = min(caps.max_frames, index_offset // MIN_FRAME_BYTES)
     stream.seek(index_offset)
     header = stream.read(8)
     if len(header) != 8:
@@ -93,9 +95,9 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
         raise ArchiveError(
             f"kit index: {file_size - zstdframes.FOOTER_SIZE - end} unexpected bytes between index and footer"
         )
-    # The parse cost is bounded by the form the bytes start with (the writers' key order puts "end" first in
-    # format 2, "format" first in format 1); either way it is bounded before parsing.
-    if data.startswith(b'{"end":'):
+    # The parse cost is bounded by the form the bytes start with (sorted keys: "end" comes first, a number in
+    # format 2, an object in format 1); either way it is bounded before parsing.
+    if re.match(rb'\{"end":[0-9]', data):
         index = KitIndex.from_bytes(data, max_members=member_bound, max_frames=frame_bound)
     else:
         index = KitIndex.from_bytes(data, max_members=bound)

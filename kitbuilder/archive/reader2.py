@@ -31,7 +31,7 @@ from kitbuilder.core.manifest import FrameEntry
 from kitbuilder.errors import ArchiveError, IntegrityError
 
 # Bytes (compressed and decoded) the scan keeps in flight across its workers.
-_INFLIGHT = 48 << 20
+_INFLIGHT = 16 << 20
 
 
 def _frame_words(against: str) -> str:

@@ -54,9 +54,10 @@ from kitbuilder.core.sbom import (
     check_sbom,
     render_kit_sbom,
 )
-from kitbuilder.core.spec import ComponentSpec, KitSpec, load_spec
+from kitbuilder.core.spec import ComponentSpec, KitSpec
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
 from kitbuilder.errors import IntegrityError, UsageError
+from kitbuilder.ops.specfile import load_spec
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import sign_envelope
 
@@ -514,8 +515,21 @@ def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
         except ValueError:
             return os.path.relpath(path.resolve(), base).replace(os.sep, "/")
 
+    # Resolving every input costs an lstat per path component; inputs are regular files found by walking their
+    # component's directory (links are refused), so each one's path is its resolved root's plus the walked part.
+    roots: dict[Path, str] = {}
+
+    def input_uri(item: InputFile) -> str:
+        root = item.component.source
+        if item.source == root:
+            return relative(item.source)
+        if root not in roots:
+            roots[root] = relative(root)
+        walked = item.kit_path[len(item.component.dest) + 1 :]
+        return walked if roots[root] == "." else f"{roots[root]}/{walked}"
+
     dependencies = [
-        Dependency(name=item.kit_path, uri=f"file:{relative(item.source)}", sha256=digests[item.kit_path])
+        Dependency(name=item.kit_path, uri=f"file:{input_uri(item)}", sha256=digests[item.kit_path])
         for item in plan.inputs
     ]
     # An image is an input by its manifest digest: that one digest pins every blob it references.
@@ -531,7 +545,7 @@ def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
         finished_on = timefmt.format_utc(timefmt.from_epoch(int(time.time())))
     return Provenance(
         spec_path=relative(spec.path),
-        spec_sha256=hashlib.sha256(spec.path.read_bytes()).hexdigest(),
+        spec_sha256=spec.sha256,
         options={
             "compressionLevel": options.level,
             "sourceDateEpoch": epoch,

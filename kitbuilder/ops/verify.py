@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kitbuilder import inputfile
-from kitbuilder.archive import reader, reader2
+from kitbuilder.archive import layout, reader, reader2
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import IndexEntry, KitIndex, MemberEntry, MemberSpan
 from kitbuilder.archive.reader import Caps, Expected
@@ -138,7 +138,7 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
     envelope = metadata.envelope
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise FormatError(f"{MANIFEST_DSSE}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
-    signers = verify_envelope(envelope, policy, what=MANIFEST_DSSE)
+    signers = verify_envelope(envelope, policy=policy, what=MANIFEST_DSSE)
     # The statement holds the manifest and one subject per file: bounded by what its kit's members need.
     budget = MetadataBudget(len(metadata.manifest.files) + len(metadata.members), frames=len(metadata.manifest.frames))
     statement = Statement.from_bytes(
@@ -176,7 +176,9 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
     first_keyid = checksum_keyid(signed, envelope)
     checksum_signer: str | None = None
     if any(key.keyid == first_keyid for key in policy.keys):
-        checksum_signer = verify_detached(metadata.members[SHA256SUMS_SIG], sums_bytes, policy, what=SHA256SUMS_SIG)
+        checksum_signer = verify_detached(
+            metadata.members[SHA256SUMS_SIG], sums_bytes, policy=policy, what=SHA256SUMS_SIG
+        )
     return signers, checksum_signer, signed
 
 
@@ -201,34 +203,36 @@ def check_index_against(index: KitIndex, signed: Manifest, metadata: Mapping[str
         )
         raise ArchiveError(f"archive index frame {differing} differs from the signed manifest's frames")
     members = index.members
-    if len(members) != len(signed.files) + len(metadata):
-        raise IntegrityError(
-            f"kit index lists {len(members)} members; the signed manifest has {len(signed.files)} files and "
-            f"the kit {len(metadata)} metadata members"
-        )
     for member, item in zip(members, signed.files, strict=False):
         assert isinstance(member, MemberEntry)
         if member.path != item.path:
+            if member.path not in metadata and member.path not in signed.by_path():
+                raise IntegrityError(f"{member.path}: in the archive index but not in the signed manifest")
             raise IntegrityError(f"{member.path}: in the archive index where the signed manifest has {item.path}")
         if (member.frame, member.at, member.size, member.sha256) != (item.frame, item.at, item.size, item.sha256):
             raise ArchiveError(f"{item.path}: archive index entry differs from the signed manifest")
-    frames = index.frames
+    if len(members) < len(signed.files):
+        missing = signed.files[len(members)].path
+        raise IntegrityError(f"{missing}: in the signed manifest but missing from the archive (and its index)")
+    if len(members) != len(signed.files) + len(metadata):
+        extra = next((m.path for m in members[len(signed.files) :] if m.path not in metadata), None)
+        if extra is not None:
+            raise IntegrityError(f"{extra}: in the archive index but not in the signed manifest")
+        raise ArchiveError("kit index lists a member twice")
     for member in members[len(signed.files) :]:
         assert isinstance(member, MemberEntry)
         if member.path not in metadata:
             raise IntegrityError(f"{member.path}: in the archive index but not in the signed manifest")
-        if member.frame < payload or member.at != 0 or frames[member.frame].size != tarfmt_member_bytes(member.size):
+        if (
+            member.frame < payload
+            or member.at != 0
+            or index.frames[member.frame].size != layout.member_bytes(member.size)
+        ):
             raise ArchiveError(f"{member.path}: a metadata member must be one frame of its own after the payload")
         if member.sha256 != hashlib.sha256(metadata[member.path]).hexdigest():
             raise ArchiveError(f"{member.path}: archive index digest differs from the member read")
     if any(f.frame is None or f.frame >= payload for f in signed.files):
         raise FormatError(f"{MANIFEST_JSON}: a file lies outside the manifest's payload frames")
-
-
-def tarfmt_member_bytes(size: int) -> int:
-    from kitbuilder.archive import layout
-
-    return layout.member_bytes(size)
 
 
 def checksum_keyid(signed: Manifest, envelope: Envelope) -> str:
@@ -275,7 +279,7 @@ def check_attestation(
     envelope = Envelope.from_bytes(data, what=what)
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise FormatError(f"{what}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
-    signers = verify_envelope(envelope, policy, what=what)
+    signers = verify_envelope(envelope, policy=policy, what=what)
     statement = Statement.from_bytes(envelope.payload, what=f"{what} payload")
     _check_statement_shape(envelope.payload, what=what)
     for subject in statement.subjects:
@@ -343,19 +347,19 @@ def check_kit_attestations(
         signer: str | None = None
         if any(k.keyid == first_keyid for k in options.policy.keys):
             signer = verify_key_bundle(
-                members[SHA256SUMS], members[SIGSTORE_BUNDLE], options.policy, what=SIGSTORE_BUNDLE
+                members[SHA256SUMS], members[SIGSTORE_BUNDLE], policy=options.policy, what=SIGSTORE_BUNDLE
             )
         else:
             parse_key_bundle(members[SIGSTORE_BUNDLE], what=SIGSTORE_BUNDLE)  # malformed is still a format error
         sigstore = {"bundle": SIGSTORE_BUNDLE, "kind": "key", "signer": signer}
     if options.keyless is not None:
-        from kitbuilder.trust.keyless import verify_keyless
+        from kitbuilder.ops.trust_inputs import verify_keyless
 
         keyless = options.keyless
         result = verify_keyless(
             members[SHA256SUMS],
-            keyless.bundle,
-            keyless.trusted_root,
+            bundle=keyless.bundle,
+            trusted_root=keyless.trusted_root,
             identity=keyless.identity,
             issuer=keyless.issuer,
         )

@@ -4,73 +4,107 @@ An attacker who can hand the host an old, genuinely signed kit (or set its
 clock back) must not get it accepted: an older sequence is refused unless the
 admin says --allow-downgrade, and expiry is judged against max(now, the latest
 time seen), so a clock set back does not revive a stale kit.
+
+Pure: the records live in a ``FreshnessStore`` the caller passes in (ops keeps
+them in files, tests in memory); a record's bytes are parsed and written here.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from typing import Protocol
 
-from kitbuilder import inputfile
-from kitbuilder.atomic import os_error, write_atomic
 from kitbuilder.core import jsonio, timefmt
 from kitbuilder.errors import FormatError, PolicyError, UsageError
-
-STATE_ENV = "KIT_STATE_DIR"
-
-
-def default_state_dir() -> Path:
-    if os.environ.get(STATE_ENV):
-        return Path(os.environ[STATE_ENV])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "kitbuilder"
 
 
 @dataclass(frozen=True)
 class Seen:
+    """What this host has accepted of one kit name and channel."""
+
     highest_sequence: int
     last_seen: datetime
 
-
-class Freshness:
-    def __init__(self, directory: Path, *, allow_downgrade: bool = False) -> None:
-        self.directory = directory
-        self.allow_downgrade = allow_downgrade
-
-    def _file(self, name: str, channel: str) -> Path:
-        safe = re.sub(r"[^a-z0-9._@-]", "_", f"{name}@{channel}")
-        return self.directory / f"{safe}.json"
-
-    def load(self, name: str, channel: str) -> Seen | None:
-        path = self._file(name, channel)
+    @classmethod
+    def from_bytes(cls, data: bytes, *, what: str) -> Seen:
+        """A stored record; UsageError (the admin's to repair, not the kit's fault) when it is damaged."""
         try:
-            # Never through a link: the write below replaces the link, so a read through it would judge by a file
-            # the next record no longer touches (and a link to /dev/zero or a FIFO would hang verify).
-            data = inputfile.read_small(
-                path, limit=inputfile.STATE_BYTES, what="anti-rollback state", follow_links=False
-            )
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot read anti-rollback state ({exc.strerror})") from exc
-        try:
-            document = jsonio.load_object(data, what=str(path))
-            return Seen(int(document["highestSequence"]), timefmt.parse_canonical(document["lastSeen"]))
+            document = jsonio.load_object(data, what=what)
+            sequence = document["highestSequence"]
+            # A bool is an int in Python, but `true` is no sequence.
+            if isinstance(sequence, bool) or not isinstance(sequence, int):
+                raise TypeError(f"highestSequence must be an integer, got {sequence!r}")
+            return cls(sequence, timefmt.parse_canonical(document["lastSeen"]))
         except (FormatError, KeyError, ValueError, TypeError) as exc:
             raise UsageError(
-                f"{path}: anti-rollback state is damaged ({exc}); restore it or remove it knowingly"
+                f"{what}: anti-rollback state is damaged ({exc}); restore it or remove it knowingly"
             ) from exc
 
+    def to_bytes(self, name: str, channel: str) -> bytes:
+        return jsonio.dump_pretty(
+            {
+                "name": name,
+                "channel": channel,
+                "highestSequence": self.highest_sequence,
+                "lastSeen": timefmt.format_utc(self.last_seen),
+            }
+        )
+
+
+class FreshnessStore(Protocol):
+    """Where the records live. ``load`` returns None for a kit never accepted here."""
+
+    @property
+    def location(self) -> str:
+        """Where the records are, for messages."""
+        ...
+
+    def load(self, name: str, channel: str) -> Seen | None: ...
+
+    def save(self, name: str, channel: str, seen: Seen) -> None: ...
+
+
+class MemoryFreshnessStore:
+    """Records held in memory, stored as the same bytes a file would hold (so they round-trip as files do)."""
+
+    def __init__(self, records: dict[tuple[str, str], bytes] | None = None) -> None:
+        self.records: dict[tuple[str, str], bytes] = dict(records or {})
+
+    @property
+    def location(self) -> str:
+        return "memory"
+
+    def load(self, name: str, channel: str) -> Seen | None:
+        data = self.records.get((name, channel))
+        return None if data is None else Seen.from_bytes(data, what=f"{name}@{channel}")
+
+    def save(self, name: str, channel: str, seen: Seen) -> None:
+        self.records[(name, channel)] = seen.to_bytes(name, channel)
+
+
+class Freshness:
+    """The anti-rollback decisions over one store."""
+
+    def __init__(self, store: FreshnessStore, *, allow_downgrade: bool = False) -> None:
+        self.store = store
+        self.allow_downgrade = allow_downgrade
+
+    @property
+    def directory(self) -> str:
+        """Where the records are, for messages (the name ops/verify has always read)."""
+        return self.store.location
+
+    def load(self, name: str, channel: str) -> Seen | None:
+        return self.store.load(name, channel)
+
     def effective_now(self, name: str, channel: str, now: datetime) -> datetime:
-        seen = self.load(name, channel)
+        seen = self.store.load(name, channel)
         return max(now, seen.last_seen) if seen else now
 
     def check(self, name: str, channel: str, sequence: int) -> str | None:
         """PolicyError for a downgrade unless allowed; returns a note when a downgrade was allowed."""
-        seen = self.load(name, channel)
+        seen = self.store.load(name, channel)
         if seen is None or sequence >= seen.highest_sequence:
             return None
         if not self.allow_downgrade:
@@ -81,18 +115,8 @@ class Freshness:
         return f"DOWNGRADE allowed: sequence {sequence} < {seen.highest_sequence} already accepted"
 
     def record(self, name: str, channel: str, sequence: int, now: datetime) -> None:
-
-        seen = self.load(name, channel)
+        """Remember ``sequence`` and ``now``; neither ever moves backwards."""
+        seen = self.store.load(name, channel)
         highest = max(sequence, seen.highest_sequence) if seen else sequence
         latest = max(now, seen.last_seen) if seen else now
-        document = {
-            "name": name,
-            "channel": channel,
-            "highestSequence": highest,
-            "lastSeen": timefmt.format_utc(latest),
-        }
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise os_error(exc, self.directory, action="create the anti-rollback state directory") from exc
-        write_atomic(self._file(name, channel), jsonio.dump_pretty(document))
+        self.store.save(name, channel, Seen(highest, latest))

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kitbuilder.core import jsonio, timefmt
-from kitbuilder.errors import FormatError, TrustError, UsageError
+from kitbuilder.errors import FormatError, TrustError
 
 _MAX_REASON = 240
 
@@ -34,13 +33,21 @@ class KeylessResult:
 
 
 def verify_keyless(
-    message: bytes, bundle_path: Path, trusted_root_path: Path, *, identity: str, issuer: str
+    message: bytes,
+    *,
+    bundle: bytes,
+    trusted_root: bytes,
+    identity: str,
+    issuer: str,
+    bundle_what: str = "Sigstore bundle",
+    root_what: str = "trusted root",
 ) -> KeylessResult:
-    """Verify the keyless bundle at ``bundle_path`` over ``message`` against the pinned trusted root.
+    """Verify the keyless ``bundle`` over ``message`` against the pinned ``trusted_root`` (both as read).
 
-    UsageError when a file cannot be read, FormatError when the bundle or trusted root is malformed (or the
-    bundle is not a keyless message-signature bundle), TrustError when verification fails: untrusted or
-    expired certificate, bad SCT, log proof or promise, wrong signature, or a different identity/issuer.
+    ``bundle_what`` and ``root_what`` name them in messages (their paths). FormatError when the bundle or
+    trusted root is malformed (or the bundle is not a keyless message-signature bundle), TrustError when
+    verification fails: untrusted or expired certificate, bad SCT, log proof or promise, wrong signature,
+    or a different identity/issuer.
     """
     from cryptography.hazmat.primitives.serialization import Encoding
     from cryptography.x509 import ExtensionNotFound
@@ -48,28 +55,23 @@ def verify_keyless(
     from sigstore.errors import MetadataError, VerificationError
     from sigstore.models import Bundle, TrustedRoot
     from sigstore.verify import Verifier, policy
+    from sigstore_models.trustroot import v1 as trustroot_v1
 
+    bundle_path, trusted_root_path = bundle_what, root_what
+    entry = _LogEntry.from_bundle(jsonio.load_object(bundle, what=bundle_path), bundle_path)
     try:
-        raw = bundle_path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{bundle_path}: cannot read Sigstore bundle ({exc.strerror})") from exc
-    document = jsonio.load_object(raw, what=str(bundle_path))
-    _check_shape(document, bundle_path)
-    try:
-        bundle = Bundle.from_json(raw)
+        parsed = Bundle.from_json(bundle)
     except (SigstoreError, ValueError) as exc:
         raise FormatError(f"{bundle_path}: not a valid Sigstore bundle ({_reason(exc)})") from exc
 
     try:
-        trusted_root = TrustedRoot.from_file(str(trusted_root_path))
-        verifier = Verifier(trusted_root=trusted_root)
-    except OSError as exc:
-        raise UsageError(f"{trusted_root_path}: cannot read trusted root ({exc.strerror})") from exc
+        # What TrustedRoot.from_file does after reading the file: the protobuf model from JSON, then the checks.
+        verifier = Verifier(trusted_root=TrustedRoot(trustroot_v1.TrustedRoot.from_json(trusted_root)))
     except (SigstoreError, ValueError) as exc:
         raise FormatError(f"{trusted_root_path}: not a usable Sigstore trusted root ({_reason(exc)})") from exc
 
     try:
-        verifier.verify_artifact(message, bundle, policy.Identity(identity=identity, issuer=issuer))
+        verifier.verify_artifact(message, parsed, policy.Identity(identity=identity, issuer=issuer))
     except MetadataError as exc:
         raise FormatError(f"{trusted_root_path}: not a usable Sigstore trusted root ({_reason(exc)})") from exc
     except (VerificationError, ExtensionNotFound) as exc:
@@ -81,38 +83,50 @@ def verify_keyless(
         # Raised while decoding parts only verification looks into (log entry body, certificate extensions).
         raise FormatError(f"{bundle_path}: malformed Sigstore bundle ({_reason(exc)})") from exc
 
-    entry = document["verificationMaterial"]["tlogEntries"][0]
-    # Only the signed entry timestamp (inclusion promise) vouches for the integrated time.
-    integrated = entry.get("integratedTime") if entry.get("inclusionPromise") else None
     # The whole DER certificate, so `openssl x509 -outform DER | sha256sum` gives the same value.
-    certificate_der = bundle.signing_certificate.public_bytes(Encoding.DER)
+    certificate_der = parsed.signing_certificate.public_bytes(Encoding.DER)
+    promised = entry.promised_time
     return KeylessResult(
         identity=identity,
         issuer=issuer,
-        log_index=int(entry["logIndex"]),
-        integrated_time=timefmt.format_utc(timefmt.from_epoch(int(integrated))) if integrated else "",
+        log_index=entry.log_index,
+        integrated_time=timefmt.format_utc(timefmt.from_epoch(promised)) if promised is not None else "",
         certificate_sha256=hashlib.sha256(certificate_der).hexdigest(),
     )
 
 
-def _check_shape(document: dict[str, Any], path: Path) -> None:
-    """Refuse what is not a keyless message-signature bundle before sigstore reports it as a failed check."""
-    material = document.get("verificationMaterial")
-    if not isinstance(material, dict):
-        raise FormatError(f"{path}: verificationMaterial must be an object; not a Sigstore bundle")
-    if "publicKey" in material:
-        raise FormatError(f"{path}: a key-based bundle (publicKey hint); verify it with --key or --trust-root")
-    if "messageSignature" not in document:
-        raise FormatError(f"{path}: no messageSignature; kit verifies message signatures over SHA256SUMS only")
-    entries = material.get("tlogEntries")
-    if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
-        raise FormatError(f"{path}: expected exactly one transparency log entry in verificationMaterial.tlogEntries")
-    index = entries[0].get("logIndex")
-    if not isinstance(index, str | int) or not str(index).isdigit():
-        raise FormatError(f"{path}: tlogEntries[0].logIndex must be a non-negative integer")
-    integrated = entries[0].get("integratedTime", "0")
-    if not isinstance(integrated, str | int) or not str(integrated).isdigit():
-        raise FormatError(f"{path}: tlogEntries[0].integratedTime must be a non-negative integer")
+@dataclass(frozen=True)
+class _LogEntry:
+    """The one transparency log entry of a keyless bundle, as far as kit reports it."""
+
+    log_index: int
+    # The integrated time only when an inclusion promise (signed entry timestamp) vouches for it.
+    promised_time: int | None
+
+    @classmethod
+    def from_bundle(cls, document: dict[str, Any], path: str) -> _LogEntry:
+        """Refuse what is not a keyless message-signature bundle before sigstore reports it as a failed check."""
+        material = document.get("verificationMaterial")
+        if not isinstance(material, dict):
+            raise FormatError(f"{path}: verificationMaterial must be an object; not a Sigstore bundle")
+        if "publicKey" in material:
+            raise FormatError(f"{path}: a key-based bundle (publicKey hint); verify it with --key or --trust-root")
+        if "messageSignature" not in document:
+            raise FormatError(f"{path}: no messageSignature; kit verifies message signatures over SHA256SUMS only")
+        entries = material.get("tlogEntries")
+        if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+            raise FormatError(
+                f"{path}: expected exactly one transparency log entry in verificationMaterial.tlogEntries"
+            )
+        entry = entries[0]
+        index = entry.get("logIndex")
+        if not isinstance(index, str | int) or not str(index).isdigit():
+            raise FormatError(f"{path}: tlogEntries[0].logIndex must be a non-negative integer")
+        integrated = entry.get("integratedTime", "0")
+        if not isinstance(integrated, str | int) or not str(integrated).isdigit():
+            raise FormatError(f"{path}: tlogEntries[0].integratedTime must be a non-negative integer")
+        promised = int(integrated) if entry.get("inclusionPromise") and entry.get("integratedTime") else None
+        return cls(log_index=int(index), promised_time=promised)
 
 
 # sigstore's messages name the failed step; each maps to what the operator can check.

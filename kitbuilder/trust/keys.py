@@ -1,4 +1,4 @@
-"""Signing keys: Ed25519 and ECDSA P-256, PEM on disk, identified by SPKI digest.
+"""Signing keys: Ed25519 and ECDSA P-256 from PEM bytes, identified by SPKI digest (ops reads the files).
 
 Key id = lowercase hex SHA-256 of the public key's DER SubjectPublicKeyInfo,
 so anyone can recompute it with ``openssl pkey -pubin -outform DER | sha256sum``.
@@ -10,19 +10,15 @@ message itself.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from kitbuilder import inputfile
 from kitbuilder.errors import UsageError
 
 KEY_TYPES = ("ed25519", "ecdsa-p256")
-PASSPHRASE_ENV = "KIT_PASSPHRASE"
 
 PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 PrivateKeyObject = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -103,35 +99,27 @@ def private_pem(key: PrivateKey, passphrase: bytes | None) -> bytes:
     return key.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 
-def passphrase_from_env() -> bytes | None:
-    value = os.environ.get(PASSPHRASE_ENV)
-    return value.encode("utf-8") if value else None
+def private_from_pem(
+    data: bytes, *, passphrase: bytes | None, what: str, passphrase_source: str = "a passphrase"
+) -> PrivateKey:
+    """A PKCS#8 PEM private key, decrypted with ``passphrase`` when it is encrypted.
 
-
-def load_private(path: Path) -> PrivateKey:
-    """Read a PKCS#8 PEM private key, decrypting with $KIT_PASSPHRASE when it is encrypted."""
-    try:
-        data = inputfile.read_small(path, limit=inputfile.KEY_BYTES, what="private key")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read private key ({exc.strerror})") from exc
-    passphrase = passphrase_from_env()
+    UsageError naming ``what`` when the key is encrypted and no passphrase was given (or one was given
+    for a plain key), the passphrase is wrong, or the PEM is not a supported key; ``passphrase_source``
+    says where the passphrase comes from (``$KIT_PASSPHRASE``), so the message says what to set.
+    """
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError as exc:
         hint = (
-            f"set ${PASSPHRASE_ENV}" if passphrase is None else f"${PASSPHRASE_ENV} is set but the key is not encrypted"
+            f"set {passphrase_source}"
+            if passphrase is None
+            else f"{passphrase_source} is set but the key is not encrypted"
         )
-        raise UsageError(f"{path}: {hint}") from exc
+        raise UsageError(f"{what}: {hint}") from exc
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise UsageError(f"{path}: not a usable PKCS#8 PEM private key, or wrong ${PASSPHRASE_ENV} ({exc})") from exc
-    public = PublicKey.from_object(key.public_key(), what=str(path))
+        raise UsageError(f"{what}: not a usable PKCS#8 PEM private key, or wrong {passphrase_source} ({exc})") from exc
+    public = PublicKey.from_object(key.public_key(), what=what)
+    # from_object refused every other key type above.
     assert isinstance(key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey))
     return PrivateKey(public=public, key=key)
-
-
-def load_public(path: Path) -> PublicKey:
-    try:
-        data = inputfile.read_small(path, limit=inputfile.KEY_BYTES, what="public key")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read public key ({exc.strerror})") from exc
-    return PublicKey.from_pem(data, what=str(path))

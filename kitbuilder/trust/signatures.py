@@ -48,7 +48,7 @@ def _signer_of(signature: Signature, message: bytes, keys: Sequence[PublicKey]) 
     return None
 
 
-def verify_envelope(envelope: Envelope, policy: TrustPolicy, *, what: str) -> tuple[str, ...]:
+def verify_envelope(envelope: Envelope, *, policy: TrustPolicy, what: str) -> tuple[str, ...]:
     """Key ids of distinct trusted signers; TrustError when fewer than the threshold signed."""
     message = envelope.pae()
     signers: dict[str, PublicKey] = {}
@@ -65,7 +65,7 @@ def verify_envelope(envelope: Envelope, policy: TrustPolicy, *, what: str) -> tu
     return tuple(sorted(signers))
 
 
-def verify_detached(signature: bytes, message: bytes, policy: TrustPolicy, *, what: str) -> str:
+def verify_detached(signature: bytes, message: bytes, *, policy: TrustPolicy, what: str) -> str:
     """Key id of the trusted key that made ``signature``; TrustError when none did."""
     for key in policy.keys:
         if key.verify(signature, message):

@@ -98,7 +98,7 @@ def parse_key_bundle(bundle: bytes, *, what: str) -> KeyBundle:
     return KeyBundle(hint=hint, digest=digest, signature=signature)
 
 
-def verify_key_bundle(message: bytes, bundle: bytes, policy: TrustPolicy, *, what: str) -> str:
+def verify_key_bundle(message: bytes, bundle: bytes, *, policy: TrustPolicy, what: str) -> str:
     """Key id of the trusted key whose signature over ``message`` the bundle carries.
 
     FormatError when ``bundle`` is not a v0.3 key-based message-signature bundle, IntegrityError when its

@@ -19,7 +19,7 @@ from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subjec
 from kitbuilder.ops.delta import write_delta_kit
 from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.kitfile import open_kit, read_metadata
-from kitbuilder.trust.keys import load_private
+from kitbuilder.ops.trust_inputs import load_private
 from kitbuilder.trust.signatures import sign_envelope
 
 

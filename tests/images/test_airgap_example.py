@@ -83,8 +83,8 @@ def test_apply_staging_leaves_image_blobs_in_the_kit(kit_env: KitEnv, tmp_path: 
     from datetime import UTC, datetime
 
     from kitbuilder.ops.apply import verified_kit
+    from kitbuilder.ops.trust_inputs import load_public
     from kitbuilder.ops.verify import VerifyOptions
-    from kitbuilder.trust.keys import load_public
     from kitbuilder.trust.signatures import TrustPolicy
 
     kit = kit_env.root / "stellaops-airgap.kit.tar.zst"

@@ -16,6 +16,7 @@ from kitbuilder.ops import images as images_op
 from kitbuilder.ops.images import EXPORT_TEMP_PREFIX, export_images
 from kitbuilder.ops.verify import verify_kit
 from tests.conftest import run_kit
+from tests.factories.kits import member_end
 from tests.factories.oci_images import ImageSet, sha256
 from tests.images.conftest import KIT_IMAGES, Signing, needs_skopeo, needs_umoci, write_image_spec
 from tests.images.servers import skopeo
@@ -149,10 +150,11 @@ def test_export_of_a_kit_changed_after_verify_writes_nothing(
         report = verify_kit(path, options, stream=stream)
         # Swap the kit's bytes under the exporter: the biggest blob's data frame gets altered in place.
         biggest = max((f for f in report.manifest.files if f.path.startswith("images/blobs/")), key=lambda f: f.size)
+        end = member_end(path, biggest.path)
         with path.open("r+b") as stream:
-            stream.seek(biggest.offset + biggest.length - 200)
+            stream.seek(end - 200)
             data = bytearray(stream.read(100))
-            stream.seek(biggest.offset + biggest.length - 200)
+            stream.seek(end - 200)
             stream.write(bytes(b ^ 0x55 for b in data))
         return report
 
@@ -186,8 +188,8 @@ def test_export_reads_the_kit_it_verified_even_if_another_is_renamed_over_the_pa
 def test_export_of_a_kit_without_images(built_kit: Path, kit_env: Any, tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
+    from kitbuilder.ops.trust_inputs import load_public
     from kitbuilder.ops.verify import VerifyOptions
-    from kitbuilder.trust.keys import load_public
     from kitbuilder.trust.signatures import TrustPolicy
 
     options = VerifyOptions(TrustPolicy((load_public(kit_env.ed_pub),), 1), datetime.now(UTC))

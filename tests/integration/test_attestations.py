@@ -18,7 +18,7 @@ from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import Manifest
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, PROVENANCE_PREDICATE_TYPE, builder_from_environment
 from kitbuilder.core.statement import Statement, Subject
-from kitbuilder.trust.keys import load_private
+from kitbuilder.ops.trust_inputs import load_private
 from kitbuilder.trust.signatures import sign_envelope
 from tests.conftest import KitEnv, run_json, run_kit
 from tests.factories.keys import ed25519_key
@@ -37,7 +37,7 @@ def _build(kit_env: KitEnv, out: Path, *extra: Any) -> dict[str, Any]:
 def _rewrite(kit: Path, out: Path, replace: dict[str, bytes]) -> None:
     """The same kit with metadata members replaced or added (same compression, so payload frames are identical)."""
     build = Manifest.from_bytes(kit_members(kit)["manifest.json"]).build
-    rewrite_kit(kit, out, replace, level=build["compression"]["level"], mtime=build["mtime"])
+    rewrite_kit(kit, out, replace, level=build["compression"]["level"])
 
 
 def _sslib_key(pub: Path) -> SSlibKey:

@@ -23,7 +23,8 @@ import pytest
 from kitbuilder.core import checksums
 from kitbuilder.errors import FormatError, TrustError, UsageError
 from kitbuilder.ops.build import BuildOptions, build_kit
-from kitbuilder.trust.keyless import KeylessResult, verify_keyless
+from kitbuilder.ops.trust_inputs import verify_keyless
+from kitbuilder.trust.keyless import KeylessResult
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import TrustPolicy
 from kitbuilder.trust.sigstore_bundle import SIGSTORE_BUNDLE_NAME, render_key_bundle, verify_key_bundle
@@ -135,7 +136,8 @@ def test_bundle_inside_a_built_kit_verifies_with_npm(
     verified = run_node(node_verifier, "verify-key-bundle.mjs", sums, bundle, public, keys[0].keyid)
     assert verified.returncode == 0, verified.stderr
     policy = TrustPolicy(keys=(keys[0].public,), threshold=1)
-    assert verify_key_bundle(sums.read_bytes(), bundle.read_bytes(), policy, what=SIGSTORE_BUNDLE_NAME) == keys[0].keyid
+    signer = verify_key_bundle(sums.read_bytes(), bundle.read_bytes(), policy=policy, what=SIGSTORE_BUNDLE_NAME)
+    assert signer == keys[0].keyid
 
 
 # --- keyless, offline, against a private trusted root -----------------------------------------------------
@@ -150,7 +152,11 @@ class Keyless:
 
     def verify(self, identity: str = RELEASE_IDENTITY, issuer: str = GITHUB_ISSUER) -> KeylessResult:
         return verify_keyless(
-            self.message.read_bytes(), self.bundle, self.trusted_root, identity=identity, issuer=issuer
+            self.message.read_bytes(),
+            bundle=self.bundle,
+            trusted_root=self.trusted_root,
+            identity=identity,
+            issuer=issuer,
         )
 
     def edit_bundle(self, change: Callable[[dict[str, Any]], None]) -> None:

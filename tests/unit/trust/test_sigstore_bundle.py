@@ -61,19 +61,19 @@ def test_ed25519_bundle_is_byte_identical_across_renders() -> None:
 
 def test_verify_returns_the_signer_key_id(key: PrivateKey) -> None:
     other = ed25519_key("second")
-    assert verify_key_bundle(SUMS, render_key_bundle(SUMS, key), policy_of(other, key), what="b") == key.keyid
+    assert verify_key_bundle(SUMS, render_key_bundle(SUMS, key), policy=policy_of(other, key), what="b") == key.keyid
 
 
 def test_modified_message_is_an_integrity_error(key: PrivateKey) -> None:
     bundle = render_key_bundle(SUMS, key)
     with pytest.raises(IntegrityError, match=r"^SHA256SUMS.sigstore.json: message digest .* does not match"):
-        verify_key_bundle(SUMS + b"extra\n", bundle, policy_of(key), what=SIGSTORE_BUNDLE_NAME)
+        verify_key_bundle(SUMS + b"extra\n", bundle, policy=policy_of(key), what=SIGSTORE_BUNDLE_NAME)
 
 
 def test_untrusted_signer_is_a_trust_error(key: PrivateKey) -> None:
     bundle = render_key_bundle(SUMS, key)
     with pytest.raises(TrustError, match="not valid for any trusted key"):
-        verify_key_bundle(SUMS, bundle, policy_of(ed25519_key("stranger")), what="b")
+        verify_key_bundle(SUMS, bundle, policy=policy_of(ed25519_key("stranger")), what="b")
 
 
 def test_hint_naming_a_trusted_key_does_not_make_a_stranger_trusted() -> None:
@@ -83,14 +83,14 @@ def test_hint_naming_a_trusted_key_does_not_make_a_stranger_trusted() -> None:
         lambda d: d["verificationMaterial"]["publicKey"].update(hint=trusted.keyid),
     )
     with pytest.raises(TrustError):
-        verify_key_bundle(SUMS, forged, policy_of(trusted), what="b")
+        verify_key_bundle(SUMS, forged, policy=policy_of(trusted), what="b")
 
 
 def test_wrong_or_missing_hint_does_not_stop_a_trusted_signature(key: PrivateKey) -> None:
     wrong = edited(render_key_bundle(SUMS, key), lambda d: d["verificationMaterial"]["publicKey"].update(hint="0" * 64))
-    assert verify_key_bundle(SUMS, wrong, policy_of(key), what="b") == key.keyid
+    assert verify_key_bundle(SUMS, wrong, policy=policy_of(key), what="b") == key.keyid
     missing = edited(render_key_bundle(SUMS, key), lambda d: d["verificationMaterial"]["publicKey"].clear())
-    assert verify_key_bundle(SUMS, missing, policy_of(key), what="b") == key.keyid
+    assert verify_key_bundle(SUMS, missing, policy=policy_of(key), what="b") == key.keyid
 
 
 def test_signature_for_a_digest_matching_message_is_still_checked(key: PrivateKey) -> None:
@@ -99,7 +99,7 @@ def test_signature_for_a_digest_matching_message_is_still_checked(key: PrivateKe
         lambda d: d["messageSignature"].update(signature=base64.b64encode(key.sign(b"something else")).decode()),
     )
     with pytest.raises(TrustError):
-        verify_key_bundle(SUMS, other, policy_of(key), what="b")
+        verify_key_bundle(SUMS, other, policy=policy_of(key), what="b")
 
 
 def test_urlsafe_unpadded_base64_is_read() -> None:
@@ -110,7 +110,7 @@ def test_urlsafe_unpadded_base64_is_read() -> None:
         for holder, field in ((part, "signature"), (part["messageDigest"], "digest")):
             holder[field] = base64.urlsafe_b64encode(base64.b64decode(holder[field])).decode().rstrip("=")
 
-    assert verify_key_bundle(SUMS, edited(render_key_bundle(SUMS, key), urlsafe), policy_of(key), what="b")
+    assert verify_key_bundle(SUMS, edited(render_key_bundle(SUMS, key), urlsafe), policy=policy_of(key), what="b")
 
 
 def test_older_spelling_of_the_v03_media_type_is_read() -> None:
@@ -167,7 +167,7 @@ def test_malformed_bundle_is_a_format_error(name: str) -> None:
     key = KEYS["ecdsa-p256"]
     bundle = edited(render_key_bundle(SUMS, key), change)
     with pytest.raises(FormatError, match=words) as caught:
-        verify_key_bundle(SUMS, bundle, policy_of(key), what=SIGSTORE_BUNDLE_NAME)
+        verify_key_bundle(SUMS, bundle, policy=policy_of(key), what=SIGSTORE_BUNDLE_NAME)
     assert caught.value.exit_code == 5
     assert "\n" not in str(caught.value) and str(caught.value).startswith(SIGSTORE_BUNDLE_NAME)
 
@@ -175,7 +175,7 @@ def test_malformed_bundle_is_a_format_error(name: str) -> None:
 @pytest.mark.parametrize("data", [b"", b"not json", b"[]", b'{"mediaType": 1.5}', b'{"a": 1, "a": 2}'])
 def test_non_object_json_is_a_format_error(data: bytes) -> None:
     with pytest.raises(FormatError):
-        verify_key_bundle(SUMS, data, policy_of(KEYS["ed25519"]), what="b")
+        verify_key_bundle(SUMS, data, policy=policy_of(KEYS["ed25519"]), what="b")
 
 
 def test_error_exit_codes_follow_the_documented_table() -> None:

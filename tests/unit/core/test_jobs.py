@@ -1,4 +1,4 @@
-"""Typed apply jobs (core/jobs.py): every field apply reads is typed, and everything else is refused.
+"""Typed apply jobs (core/jobs.py, kitchecks.py, backfilljob.py): every field apply reads is typed, the rest refused.
 
 Each refusal is a FormatError naming where (component or check) and the field, so a kit that
 ``kit verify`` accepts can always be applied.
