@@ -25,8 +25,6 @@ import pytest
 from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
 from kitbuilder.errors import KitError
-from kitbuilder.ops import delta
-from kitbuilder.trust.signatures import TrustPolicy
 from tests.conftest import run_kit
 from tests.factories.hostile import (
     RELEASE,
@@ -67,7 +65,7 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
 def _one_line_error(stderr: str, code: int) -> None:
     assert stderr.endswith("\n") and stderr.count("\n") == 1, f"not one line: {stderr!r}"
     assert "Traceback" not in stderr
-    kind = {4: "integrity", 5: "archive"}[code]
+    kind = {2: "usage", 4: "integrity", 5: "archive"}[code]
     assert stderr.startswith(f"kit: {kind} error: "), stderr
 
 
@@ -216,47 +214,33 @@ def _target_spec(root: Path, content: bytes) -> Path:
 
 
 @pytest.mark.parametrize("name", ["writer_frame", "content_size_absent_raw", *(n for n in NAMES if "fcs0" in n)])
-def test_patch_copies_a_base_frame_only_after_decoding_it(name: str, tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    """kit patch copies unchanged members' frames from the base verbatim; a frame that does not decode is refused.
-
-    The base is validly signed and names the hostile frame's digest; the delta is valid and takes that member
-    from the base. Only the base's exact frame as built (writer_frame) may produce a kit.
-    """
-    content, frame, acceptable = _case(name)
+def test_patch_never_copies_a_frame_of_a_format_1_base(name: str, tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """Format 1 decoded each base frame as it copied it. Format 2 copies a base frame only when its SHA-256 is the
+    target's signed frame digest (so its bytes are the frame the target's build wrote), never decoding it, and a
+    format-1 base, whatever its frames, is refused before any of its payload is read: a full kit is needed."""
+    content, frame, _ = _case(name)
     base = tmp_path / "base.kit.tar.zst"
     base.write_bytes(kit(Member("docs/x.md", content, data_frame=frame)))
-    target = tmp_path / "target.kit.tar.zst"
-    built = run_kit("build", _target_spec(tmp_path / "t", content), "--key", keys[0], "--out", target)
+    spec = _target_spec(tmp_path / "t", content)
+    genuine = tmp_path / "genuine.kit.tar.zst"
+    assert run_kit("build", spec, "--key", keys[0], "--out", genuine).exit_code == 0
+    (tmp_path / "t/src/runbook.md").write_bytes(b"# changed\n")
+    delta_path = tmp_path / "delta.kit.tar.zst"
+    built = run_kit("build", spec, "--key", keys[0], "--delta-from", genuine, "--out", delta_path)
     assert built.exit_code == 0, built.stderr
-    policy = TrustPolicy(keys=(RELEASE.public,), threshold=1)
-    reuse = delta.FrameReuse(base, policy)
-    try:
-        delta_path = tmp_path / "delta.kit.tar.zst"
-        delta.write_delta(target, reuse, keys=[RELEASE], output=delta_path, policy=policy)
-    finally:
-        reuse.close()
     out = tmp_path / "new.kit.tar.zst"
     result = run_kit("patch", base, delta_path, "--key", keys[1], "--out", out)
-    if not acceptable:
-        assert result.exit_code == 5, f"{name}: exit {result.exit_code}: {result.stderr}"
-        _one_line_error(result.stderr, 5)
-        assert "docs/x.md" in result.stderr
-    else:
-        # A decodable frame, but not the target's: the target signs its own frame digest.
-        assert result.exit_code in (0, 4), result.stderr
-        if result.exit_code == 4:
-            _one_line_error(result.stderr, 4)
-    if result.exit_code != 0:
-        assert not out.exists()
-        # No output and no half-written one (the patch lock is the patch command's own, not checked here).
-        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".new") and ".part" in p.name] == []
+    assert result.exit_code == 2, f"{name}: exit {result.exit_code}: {result.stderr}"
+    _one_line_error(result.stderr, 2)
+    assert "format-1 kit" in result.stderr and "full kit" in result.stderr
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".new") and ".part" in p.name] == []
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if "fcs0" in n])
-def test_delta_build_refuses_to_reuse_a_base_frame_that_does_not_decode(
-    name: str, tmp_path: Path, keys: tuple[Path, Path]
-) -> None:
-    """`kit build --delta-from BASE` copies the base's frame for unchanged content: decoded on the way, refused."""
+def test_delta_build_refuses_a_format_1_base(name: str, tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """`kit build --delta-from BASE` reuses only format-2 frames (checked against the base's signed frame digests);
+    a format-1 base, whatever its frames, is refused before anything is built."""
     content, frame, _ = _case(name)
     base = tmp_path / "base.kit.tar.zst"
     base.write_bytes(kit(Member("docs/x.md", content, data_frame=frame)))
@@ -264,9 +248,9 @@ def test_delta_build_refuses_to_reuse_a_base_frame_that_does_not_decode(
     result = run_kit(
         "build", _target_spec(tmp_path / "t", content), "--key", keys[0], "--delta-from", base, "--out", out
     )
-    assert result.exit_code == 5, result.stderr
-    _one_line_error(result.stderr, 5)
-    assert "docs/x.md" in result.stderr
+    assert result.exit_code == 2, result.stderr
+    _one_line_error(result.stderr, 2)
+    assert "format-1 kit" in result.stderr
     assert not out.exists()
     assert {p.name for p in tmp_path.iterdir()} == {"base.kit.tar.zst", "t", "release.key", "release.pub"}
 
