@@ -1,18 +1,39 @@
-"""Backfill throughput on a real PostgreSQL: kit's batched, resumable backfill vs one set-based UPDATE.
+"""Backfill throughput on a real PostgreSQL: kit's batched, resumable backfill with 1 and 2 workers vs one UPDATE.
 
-Run: python bench/backfill_bench.py [--rows 1000000] [--batch-size 500]
+Run: python bench/backfill_bench.py [--rows 1000000] [--batch-size 5000] [--runs 3]
 
-Starts a throwaway PostgreSQL (Debian's postgresql), loads the same N rows into
-two tables, times `kit apply` running the raw-linkset style backfill on one and
-a single `UPDATE ... WHERE raw_linkset IS NULL` on the other, in the same run,
-and prints both throughputs, their ratio (target >= 0.8) and the extrapolation
-to the seed runbook's 5M observations (target well under 30 min; aim < 5).
+Starts a throwaway PostgreSQL (the helper the tests use), and for each of
+``--runs`` rounds loads the same N rows into a fresh table per contender, then
+times, on the same rows: one set-based ``UPDATE … WHERE raw_linkset IS NULL``,
+and ``kit apply --workers 1`` and ``--workers 2`` of the same backfill
+(batched, resumable, state written per batch). Contenders alternate within a
+round so drift on a noisy machine hits all of them alike.
+
+Ratios are throughputs relative to the set-based UPDATE (``set seconds / kit
+seconds``; > 1 means kit was faster), medians over the rounds. ``backfill``
+times the job as kit reports it (``durationMs``: splitting into ranges,
+recording them, every batch, rescans; not verifying the kit or Python start-up);
+``apply`` times the whole ``kit apply`` process. Targets: backfill ratio >= 1.0
+with 2 workers, >= 0.8 with 1.
+
+Writes bench/out/backfill.json with these keys:
+  rows, batchSize, runs           what was measured (runs = rounds)
+  setSeconds                      list: the set-based UPDATE's seconds, per round
+  workers                         {"1": {...}, "2": {...}}, per worker count:
+    backfillSeconds, applySeconds   lists, per round
+    ratio                           median of setSeconds / backfillSeconds (the target's figure)
+    ratioRange                      [min, max] of that over the rounds
+    applyRatio                      median of setSeconds / applySeconds
+    rowsPerSecond                   rows / median backfillSeconds
+  targets                         {"1": 0.8, "2": 1.0}
+  met                             {"1": bool, "2": bool}: ratio >= target
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.pgserver import PgServer, find_pg_bin  # noqa: E402
 
+TARGETS = {1: 0.8, 2: 1.0}
 SPEC = """\
 apiVersion: kitbuilder/v1
 name: backfill-bench
@@ -36,117 +58,141 @@ backfills:
     source: job.yaml
 """
 JOB = """\
-table: obs_kit
+table: obs
 key: id
 tenant_column: tenant
 predicate: raw_linkset IS NULL
 set:
   raw_linkset: "'raw:' || document"
 """
+SET_BASED = "UPDATE obs SET raw_linkset = 'raw:' || document WHERE raw_linkset IS NULL"
 
 
-def load(dsn: str, table: str, rows: int) -> None:
+def load(dsn: str, rows: int) -> None:
+    """A fresh ``obs`` table of ``rows`` rows (the kit state tables go too), vacuumed and checkpointed."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
         conn.execute(
-            f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, tenant TEXT NOT NULL, document TEXT NOT NULL, "
-            "raw_linkset TEXT)"
+            "CREATE TABLE obs (id BIGINT PRIMARY KEY, tenant TEXT NOT NULL, document TEXT NOT NULL, raw_linkset TEXT)"
         )
-        conn.execute(
-            f"INSERT INTO {table} SELECT i, 't' || (i % 8), 'document-' || i FROM generate_series(1, {rows}) i"
-        )
-        conn.execute(f"VACUUM ANALYZE {table}")
+        conn.execute(f"INSERT INTO obs SELECT i, 't' || (i % 8), 'document-' || i FROM generate_series(1, {rows}) i")
+        conn.execute("VACUUM ANALYZE obs")
+        conn.execute("CHECKPOINT")
+
+
+def time_set_based(dsn: str) -> float:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        started = time.perf_counter()
+        conn.execute(SET_BASED)
+        return time.perf_counter() - started
+
+
+def build_kit(work: Path) -> tuple[Path, Path]:
+    (work / "job.yaml").write_text(JOB)
+    (work / "spec.yaml").write_text(SPEC)
+    kit = work / "b.kit.tar.zst"
+    cli = [sys.executable, "-m", "kitbuilder.cli"]
+    subprocess.run([*cli, "keygen", "--out", str(work / "k")], check=True, capture_output=True)
+    subprocess.run(
+        [*cli, "build", str(work / "spec.yaml"), "--key", str(work / "k.key"), "--out", str(kit)],
+        check=True,
+        capture_output=True,
+    )
+    return kit, work / "k.pub"
+
+
+def time_kit(dsn: str, kit: Path, pub: Path, work: Path, workers: int, batch_size: int) -> tuple[float, float, int]:
+    """(backfill seconds as kit reports them, whole apply seconds, rows processed)."""
+    command = [sys.executable, "-m", "kitbuilder.cli", "apply", str(kit), "--key", str(pub), "--db", dsn]
+    command += ["--batch-size", str(batch_size), "--workers", str(workers), "--artifacts", str(work / "artifacts")]
+    started = time.perf_counter()
+    result = subprocess.run([*command, "--json", "-q"], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"kit apply --workers {workers} failed ({result.returncode}): {result.stderr}")
+    (step,) = json.loads(result.stdout)["steps"]
+    return step["durationMs"] / 1000, seconds, int(step["rowsProcessed"])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     bin_dir = find_pg_bin()
     if bin_dir is None:
         sys.exit("PostgreSQL binaries not found (apt-get install postgresql)")
     server = PgServer(bin_dir)
     server.start()
+    set_seconds: list[float] = []
+    kit_seconds: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     try:
         dsn = server.create_database("bench")
-        load(dsn, "obs_kit", args.rows)
-        load(dsn, "obs_set", args.rows)
         with tempfile.TemporaryDirectory() as work_dir:
             work = Path(work_dir)
-            (work / "job.yaml").write_text(JOB)
-            (work / "spec.yaml").write_text(SPEC)
-            kit = [sys.executable, "-m", "kitbuilder.cli"]
-            subprocess.run([*kit, "keygen", "--out", str(work / "k")], check=True, capture_output=True)
-            subprocess.run(
-                [
-                    *kit,
-                    "build",
-                    str(work / "spec.yaml"),
-                    "--key",
-                    str(work / "k.key"),
-                    "--out",
-                    str(work / "b.kit.tar.zst"),
-                ],
-                check=True,
-                capture_output=True,
-            )
-            started = time.perf_counter()
-            result = subprocess.run(
-                [
-                    *kit,
-                    "apply",
-                    str(work / "b.kit.tar.zst"),
-                    "--key",
-                    str(work / "k.pub"),
-                    "--db",
-                    dsn,
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--artifacts",
-                    str(work / "artifacts"),
-                    "--json",
-                    "-q",
-                ],
-                capture_output=True,
-                text=True,
-            )
-            kit_seconds = time.perf_counter() - started
-            if result.returncode != 0:
-                sys.exit(result.stderr)
-            report = json.loads(result.stdout)
-        job = report["steps"][0]
-        import psycopg
-
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            started = time.perf_counter()
-            conn.execute("UPDATE obs_set SET raw_linkset = 'raw:' || document WHERE raw_linkset IS NULL")
-            set_seconds = time.perf_counter() - started
-        kit_rate = job["rowsProcessed"] / kit_seconds
-        job_rate = job["rowsProcessed"] / (job["durationMs"] / 1000)
-        set_rate = args.rows / set_seconds
-        figures = {
-            "rows": args.rows,
-            "batchSize": args.batch_size,
-            "kitApplySeconds": round(kit_seconds, 2),
-            "kitBackfillLoopSeconds": job["durationMs"] / 1000,
-            "setBasedUpdateSeconds": round(set_seconds, 2),
-            "kitRowsPerSecond": round(kit_rate),
-            "kitLoopRowsPerSecond": round(job_rate),
-            "setBasedRowsPerSecond": round(set_rate),
-            "ratio": round(kit_rate / set_rate, 3),
-            "ratioLoopOnly": round(job_rate / set_rate, 3),
-            "extrapolated5MMinutes": round(5_000_000 / kit_rate / 60, 2),
-        }
-        print(json.dumps(figures, indent=2))
-        print(
-            f"\nkit apply: {kit_rate:,.0f} rows/s ({kit_seconds:.1f} s incl. verify/start-up)  "
-            f"set-based UPDATE: {set_rate:,.0f} rows/s ({set_seconds:.1f} s)  ratio {kit_rate / set_rate:.2f} "
-            f"(target >= 0.8)\n5M rows at this rate: {figures['extrapolated5MMinutes']} min (runbook target < 30)"
-        )
+            kit, pub = build_kit(work)
+            for round_no in range(args.runs):
+                for contender in ("set", 1, 2) if round_no % 2 == 0 else (2, 1, "set"):
+                    load(dsn, args.rows)
+                    if contender == "set":
+                        set_seconds.append(time_set_based(dsn))
+                        continue
+                    assert isinstance(contender, int)
+                    backfill, whole, processed = time_kit(dsn, kit, pub, work, contender, args.batch_size)
+                    if processed != args.rows:
+                        sys.exit(f"--workers {contender} processed {processed} rows, expected {args.rows}")
+                    kit_seconds[contender].append((backfill, whole))
     finally:
         server.stop()
+    report(args, set_seconds, kit_seconds)
+
+
+def report(
+    args: argparse.Namespace, set_seconds: list[float], kit_seconds: dict[int, list[tuple[float, float]]]
+) -> None:
+    figures: dict[str, object] = {
+        "rows": args.rows,
+        "batchSize": args.batch_size,
+        "runs": args.runs,
+        "setSeconds": [round(s, 3) for s in set_seconds],
+        "targets": {str(k): v for k, v in TARGETS.items()},
+    }
+    per_workers: dict[str, object] = {}
+    met: dict[str, bool] = {}
+    for workers, samples in kit_seconds.items():
+        ratios = [s / b for s, (b, _) in zip(set_seconds, samples, strict=True)]
+        apply_ratios = [s / w for s, (_, w) in zip(set_seconds, samples, strict=True)]
+        backfill_median = statistics.median(b for b, _ in samples)
+        per_workers[str(workers)] = {
+            "backfillSeconds": [round(b, 3) for b, _ in samples],
+            "applySeconds": [round(w, 3) for _, w in samples],
+            "ratio": round(statistics.median(ratios), 3),
+            "ratioRange": [round(min(ratios), 3), round(max(ratios), 3)],
+            "applyRatio": round(statistics.median(apply_ratios), 3),
+            "rowsPerSecond": round(args.rows / backfill_median),
+        }
+        met[str(workers)] = statistics.median(ratios) >= TARGETS[workers]
+    figures["workers"] = per_workers
+    figures["met"] = met
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "backfill.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+    print(f"\nset-based UPDATE of {args.rows:,} rows: median {statistics.median(set_seconds):.2f} s")
+    for workers in (1, 2):
+        entry = per_workers[str(workers)]
+        assert isinstance(entry, dict)
+        low, high = entry["ratioRange"]
+        print(
+            f"kit backfill --workers {workers}: ratio {entry['ratio']:.2f} (range {low:.2f}-{high:.2f}, target >= "
+            f"{TARGETS[workers]}), whole kit apply {entry['applyRatio']:.2f}, {entry['rowsPerSecond']:,} rows/s"
+        )
 
 
 if __name__ == "__main__":

@@ -1000,6 +1000,13 @@ lock_option = click.option(
 @click.option("--stop-on-error", is_flag=True, help="Stop a backfill at its first failing row.")
 @click.option("--error-rate", type=click.FloatRange(0, 1), help="Pause a backfill above this failed-row rate (0.01).")
 @click.option("--min-sample", type=click.IntRange(min=1), help="Rows seen before the error rate counts (100).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Backfill workers in parallel, each on its own key range and connection (PostgreSQL).",
+)
 @lock_option
 @click.option(
     "--artifacts",
@@ -1021,6 +1028,7 @@ def apply(
     stop_on_error: bool,
     error_rate: float | None,
     min_sample: int | None,
+    workers: int,
     lock_timeout: float,
     artifacts: Path | None,
     registry: str | None,
@@ -1042,6 +1050,7 @@ def apply(
             error_rate_threshold=error_rate,
             min_sample=min_sample,
             lock_timeout=lock_timeout,
+            workers=workers,
         )
 
         def check_registry() -> None:

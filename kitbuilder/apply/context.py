@@ -23,6 +23,7 @@ class ApplyOptions:
     error_rate_threshold: float | None = None  # overrides the job's (default 1%)
     min_sample: int | None = None
     lock_timeout: float = 30.0
+    workers: int = 1  # parallel backfill workers, each on its own key range and connection (PostgreSQL)
 
 
 @dataclass

@@ -286,6 +286,10 @@ class Database(ABC):
     def interrupt(self) -> None:
         """Ask the statement in flight to stop (called from a signal handler)."""
 
+    def another(self) -> Database:
+        """A second connection to the same database (a parallel backfill worker's); PostgreSQL only."""
+        raise UsageError(f"{self.url}: one connection only ({self.dialect})")
+
     def query_value(self, sql: str, params: Params = None) -> Any:
         rows = self.query(sql, params)
         return rows[0][0] if rows and rows[0] else None
@@ -470,6 +474,8 @@ class PostgresDatabase(Database):
         import psycopg
 
         self._secrets = url_secrets(url)
+        self._conninfo = url  # kept only to open another connection; never printed (``url`` is the redacted form)
+        self._read_only = read_only
         self.url = scrub(redact(url), self._secrets)
         self._psycopg = psycopg
         self._driver_errors = (psycopg.Error,)
@@ -538,6 +544,9 @@ class PostgresDatabase(Database):
 
     def interrupt(self) -> None:
         self._conn.cancel()
+
+    def another(self) -> Database:
+        return PostgresDatabase(self._conninfo, read_only=self._read_only)
 
     def table_exists(self, name: str) -> bool:
         return bool(self.query("SELECT to_regclass(:n) IS NOT NULL", {"n": name})[0][0])

@@ -65,6 +65,37 @@ class SeedResult:
 
 
 @dataclass(frozen=True)
+class RangeProgress:
+    """One key range of a backfill (kit apply --workers): keys in (lo, hi], where it resumed and got to.
+
+    An unsplit job is one range with both bounds null. Row counts are over all runs, ``rows_this_run`` this run's.
+    """
+
+    number: int
+    lo: Any
+    hi: Any
+    resumed_from: Any
+    cursor: Any
+    rows_processed: int
+    rows_failed: int
+    batches: int
+    rows_this_run: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "range": self.number,
+            "lo": self.lo,
+            "hi": self.hi,
+            "resumedFrom": self.resumed_from,
+            "cursor": self.cursor,
+            "rowsProcessed": self.rows_processed,
+            "rowsFailed": self.rows_failed,
+            "batches": self.batches,
+            "rowsThisRun": self.rows_this_run,
+        }
+
+
+@dataclass(frozen=True)
 class BackfillResult:
     kind: ClassVar[str] = "backfill"
     id: str
@@ -90,6 +121,8 @@ class BackfillResult:
     tenant: str | None = None  # set when --tenant limited the job to one tenant
     pre_checks: tuple[CheckResult, ...] = ()
     post_checks: tuple[CheckResult, ...] = ()
+    workers: int = 1  # --workers of the run
+    ranges: tuple[RangeProgress, ...] = ()  # the key ranges the job ran in (one, unbounded, when unsplit)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -117,6 +150,8 @@ class BackfillResult:
                     "rowsPerSecond": self.rows_per_second,
                     "preChecks": [c.to_json() for c in self.pre_checks],
                     "postChecks": [c.to_json() for c in self.post_checks],
+                    "workers": self.workers,
+                    "ranges": [r.to_json() for r in self.ranges],
                 }
             )
         data.update(

@@ -209,6 +209,7 @@ def apply_kit(
         ctx = _context(database, kit, options, run_id, on_rows)
         manifest = kit.report.manifest
         validate_plan(kit.plan, dialect=database.dialect, tenant=options.tenant)
+        backfill.check_workers(options.workers, database.dialect)
         if options.tenant is not None:
             _check_tenant_value(database, kit.plan, options.tenant)
         if preflight is not None:

@@ -212,6 +212,11 @@ def test_every_typed_result_field_fits_the_published_schema() -> None:
         tenant="t1",
         pre_checks=(check,),
         post_checks=(check,),
+        workers=2,
+        ranges=(
+            results.RangeProgress(0, None, 2, None, 2, 2, 0, 1, 2),
+            results.RangeProgress(1, 2, None, 3, 4, 2, 0, 1, 1),
+        ),
     )
     report = results.ApplyReport(
         run_id="a" * 32,
