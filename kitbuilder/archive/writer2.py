@@ -194,7 +194,7 @@ class KitWriter2:
         self._level = level
         self._reuse = reuse
         self._pool: OrderedPool[_Done] = OrderedPool(
-            threads, max_inflight=max_inflight or (threads + 2) * 4 * layout.GROUP_MAX
+            threads, max_inflight=max_inflight or (threads + 1) * 3 * layout.GROUP_MAX
         )
         self._content_hasher = HashWorker()
         self._output_hasher = output_hasher

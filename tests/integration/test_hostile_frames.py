@@ -19,6 +19,7 @@ import io
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,47 +201,55 @@ def test_every_member_reader_gives_one_verdict(name: str, tmp_path: Path) -> Non
         assert scanned[0] != "ok"
 
 
-def _target_spec(root: Path, content: bytes) -> Path:
+def _target_spec(root: Path, content: bytes, *, sequence: int = 2) -> Path:
     (root / "src").mkdir(parents=True)
     (root / "src" / "x.md").write_bytes(content)
     (root / "src" / "runbook.md").write_bytes(b"# A file the delta ships\n")
     spec = root / "kit.yaml"
     spec.write_text(
-        "apiVersion: kitbuilder/v1\nname: hostile-kit\nversion: '2.0.0'\nsequence: 2\n"
+        f"apiVersion: kitbuilder/v1\nname: hostile-kit\nversion: '{sequence}.0.0'\nsequence: {sequence}\n"
         "expires: '2099-01-01T00:00:00Z'\nproduct: demo\nchannel: stable\ndescription: target\n"
         "docs:\n  - id: docs\n    source: src\n"
     )
     return spec
 
 
+def _one_line_format1_refusal(result: Any, what: str) -> None:
+    assert result.exit_code == 2, f"exit {result.exit_code}: {result.stderr}"
+    _one_line_error(result.stderr, 2)
+    assert "format-1 kit" in result.stderr and what in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("name", ["writer_frame", "content_size_absent_raw", *(n for n in NAMES if "fcs0" in n)])
-def test_patch_never_copies_a_frame_of_a_format_1_base(name: str, tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    """Format 1 decoded each base frame as it copied it. Format 2 copies a base frame only when its SHA-256 is the
-    target's signed frame digest (so its bytes are the frame the target's build wrote), never decoding it, and a
-    format-1 base, whatever its frames, is refused before any of its payload is read: a full kit is needed."""
+def test_patch_from_a_format1_base_holding_a_hostile_frame_is_refused(
+    name: str, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """Format 2: kit patch copies base frames by the target's signed frame digests, so only a format-2 base's
+    frames can be reused; a format-1 base (here one holding a hostile data frame) is refused before anything
+    is copied or written: exit 2, one line, no output. (Format 1 patched by decoding each copied frame.)"""
     content, frame, _ = _case(name)
     base = tmp_path / "base.kit.tar.zst"
     base.write_bytes(kit(Member("docs/x.md", content, data_frame=frame)))
-    spec = _target_spec(tmp_path / "t", content)
     genuine = tmp_path / "genuine.kit.tar.zst"
-    assert run_kit("build", spec, "--key", keys[0], "--out", genuine).exit_code == 0
-    (tmp_path / "t/src/runbook.md").write_bytes(b"# changed\n")
+    built = run_kit("build", _target_spec(tmp_path / "g", content, sequence=1), "--key", keys[0], "--out", genuine)
+    assert built.exit_code == 0, built.stderr
     delta_path = tmp_path / "delta.kit.tar.zst"
-    built = run_kit("build", spec, "--key", keys[0], "--delta-from", genuine, "--out", delta_path)
+    built = run_kit(
+        "build", _target_spec(tmp_path / "t", content), "--key", keys[0], "--delta-from", genuine, "--out", delta_path
+    )
     assert built.exit_code == 0, built.stderr
     out = tmp_path / "new.kit.tar.zst"
-    result = run_kit("patch", base, delta_path, "--key", keys[1], "--out", out)
-    assert result.exit_code == 2, f"{name}: exit {result.exit_code}: {result.stderr}"
-    _one_line_error(result.stderr, 2)
-    assert "format-1 kit" in result.stderr and "full kit" in result.stderr
-    assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".new") and ".part" in p.name] == []
+    before = sorted(p.name for p in tmp_path.iterdir())
+    _one_line_format1_refusal(run_kit("patch", base, delta_path, "--key", keys[1], "--out", out), str(base))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if "fcs0" in n])
-def test_delta_build_refuses_a_format_1_base(name: str, tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    """`kit build --delta-from BASE` reuses only format-2 frames (checked against the base's signed frame digests);
-    a format-1 base, whatever its frames, is refused before anything is built."""
+def test_delta_build_from_a_format1_base_holding_a_hostile_frame_is_refused(
+    name: str, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """`kit build --delta-from BASE` reuses frames of format-2 bases only: a format-1 base (here one holding a
+    frame that does not decode) is refused, exit 2, one line, nothing written."""
     content, frame, _ = _case(name)
     base = tmp_path / "base.kit.tar.zst"
     base.write_bytes(kit(Member("docs/x.md", content, data_frame=frame)))
@@ -248,9 +257,7 @@ def test_delta_build_refuses_a_format_1_base(name: str, tmp_path: Path, keys: tu
     result = run_kit(
         "build", _target_spec(tmp_path / "t", content), "--key", keys[0], "--delta-from", base, "--out", out
     )
-    assert result.exit_code == 2, result.stderr
-    _one_line_error(result.stderr, 2)
-    assert "format-1 kit" in result.stderr
+    _one_line_format1_refusal(result, str(base))
     assert not out.exists()
     assert {p.name for p in tmp_path.iterdir()} == {"base.kit.tar.zst", "t", "release.key", "release.pub"}
 
