@@ -24,6 +24,7 @@ import json
 import time
 from typing import Any
 
+from kitbuilder import faults
 from kitbuilder.apply import checks as checkmod
 from kitbuilder.apply import signals, state
 from kitbuilder.apply.backfill.pool import run_parallel
@@ -325,7 +326,9 @@ class BackfillJob:
         checkmod.measure_before(self.ctx.db, self.job.pre_checks + self.job.post_checks, book)
         pre_results = self._job_checks("pre_check", self.job.pre_checks, book)
         clock = time.monotonic()  # the job's time includes cutting and recording its ranges
+        self._refuse_null_keys()
         ranges = self._start(record)
+        faults.point("backfill-ranges-recorded")
         started = ranges
         self._retry_quarantined()
         ranges = self._passes(ranges)
@@ -372,6 +375,7 @@ class BackfillJob:
             behind = self._remaining - len(self.shared.failing)
             if behind <= 0:
                 return ranges
+            self._refuse_null_keys(ranges)
             if rescans == MAX_RESCANS:
                 with self.ctx.db.transaction():
                     self._save("active", ranges, reason=f"{behind} rows keep appearing behind the cursor")
@@ -387,6 +391,24 @@ class BackfillJob:
                 )
             ranges = [dataclasses.replace(r, cursor=None) for r in ranges]
             self._cursor = None
+
+    def _refuse_null_keys(self, ranges: list[KeyRange] | None = None) -> None:
+        """Rows in scope with a NULL key stop the job (exit 10): no key range, no cursor can reach them.
+
+        Checked before the first batch (nothing changes) and when rows are left after a pass (a row inserted
+        meanwhile; the job is recorded paused with its cursors), never guessed at as "rows behind the cursor".
+        """
+        nulls = int(self.ctx.db.query_value(*self.sql.null_keys()) or 0)
+        if not nulls:
+            return
+        reason = f"{nulls} rows of {self.table} matching the predicate have {self.key} NULL"
+        if ranges is not None:
+            with self.ctx.db.transaction():
+                self._save("paused", ranges, reason=reason)
+        raise CheckFailedError(
+            f"backfill {self.step.id}: {reason}; a backfill pages by its key (unique, not null), so it cannot reach "
+            f"them: give them a key, or leave them out with AND {self.key} IS NOT NULL in the predicate, then rerun"
+        )
 
     def _forward_pass(self, ranges: list[KeyRange]) -> list[KeyRange]:
         """Every range from its cursor to its end; returns the ranges with their new cursors."""
@@ -452,8 +474,9 @@ class BackfillJob:
         try:
             with contextlib.ExitStack() as stack:
                 connections = []
-                for _ in range(min(self.workers, len(ranges))):
-                    db = self.ctx.db.another()
+                count = min(self.workers, len(ranges))
+                for number in range(count):
+                    db = self._connect_worker(number, count)
                     stack.callback(db.close)
                     stack.enter_context(signals.deferred(db.interrupt))
                     connections.append(db)
@@ -461,6 +484,21 @@ class BackfillJob:
         finally:
             with contextlib.suppress(DatabaseError):
                 self._sync_totals()
+
+    def _connect_worker(self, number: int, count: int) -> Database:
+        """A worker's own connection; the server refusing it is the environment's limit, named with its remedy."""
+        try:
+            return self.ctx.db.another()
+        except SystemicError as exc:
+            # Not "stopped at its start" (the ranges may be half done) and not a bug: a plain exit 8 that says
+            # what the connections are for and how to fit them.
+            raise DatabaseError(
+                f"backfill {self.step.id}: cannot open worker connection {number + 1} of {count} ({exc.reason}); "
+                f"--workers {self.workers} needs {count + 1} connections (one per worker and the run's own): if the "
+                "server's limit is reached (max_connections, or a role's or database's CONNECTION LIMIT), rerun "
+                "with a lower --workers or raise the limit, else check the database server; the job resumes where "
+                "it stopped"
+            ) from exc
 
     def _finish(self, ranges: list[KeyRange], book: checkmod.CheckBook) -> list[CheckResult]:
         """Post-checks, then the job recorded finished (its ranges dropped); paused if a post-check halts."""

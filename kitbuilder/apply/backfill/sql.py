@@ -49,8 +49,12 @@ class JobSql:
         return f"({self.job.predicate}){self.tenant_filter()}"
 
     def scope(self, cursor: Any, hi: Any) -> Sql:
-        """Keys after ``cursor`` (exclusive) up to ``hi`` (inclusive); None leaves that side open."""
-        text, params = "", self.params()
+        """Keys after ``cursor`` (exclusive) up to ``hi`` (inclusive); None leaves that side open.
+
+        Never a NULL key, even with both sides open: a batch ending in NULL has no last key to move the
+        cursor to (it stayed at the start, forever). Rows with a NULL key are refused by the job instead.
+        """
+        text, params = f" AND {self.key} IS NOT NULL", self.params()
         if cursor is not None:
             text += f" AND {self.key} > :cursor"
             params["cursor"] = cursor
@@ -84,6 +88,10 @@ class JobSql:
 
     def remaining(self) -> Sql:
         return f"SELECT COUNT(*) FROM {self.table} WHERE {self._in_scope()}", self.params()
+
+    def null_keys(self) -> Sql:
+        """Rows in scope whose key is NULL: keyset pagination cannot reach them."""
+        return f"SELECT COUNT(*) FROM {self.table} WHERE {self.key} IS NULL AND {self._in_scope()}", self.params()
 
     def remaining_by_tenant(self) -> Sql:
         column = self.job.tenant_column
