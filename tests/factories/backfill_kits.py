@@ -36,6 +36,12 @@ KEYS = {
     "int": ("BIGINT", "i"),
     # Text keys whose order is not their numbers' ('doc-10' < 'doc-9'): ranges follow the key's own ordering.
     "text": ("TEXT", "'doc-' || i"),
+    # Keys a cursor keeps as JSON strings (PostgreSQL casts the text back): a UUID, a decimal, an instant, text
+    # beyond ASCII.
+    "uuid": ("UUID", "CAST(md5(CAST(i AS TEXT)) AS UUID)"),
+    "numeric": ("NUMERIC(12, 3)", "i + 0.125"),
+    "timestamptz": ("TIMESTAMPTZ", "TIMESTAMPTZ '2020-01-01 00:00:00+00' + i * INTERVAL '1.25 seconds'"),
+    "unicode": ("TEXT", "'clé-\"' || i || '-ü'"),
     # A linguistic collation (ICU, root locale): 'doc-b' < 'Doc-C' < 'doc-d', where C puts every 'D' first.
     "icu": ('TEXT COLLATE "und-x-icu"', "CASE WHEN i % 2 = 0 THEN 'Doc-' ELSE 'doc-' END || chr(97 + i % 26) || i"),
 }

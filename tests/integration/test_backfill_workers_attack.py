@@ -313,3 +313,47 @@ def test_status_and_reset_cursor_on_a_split_job_then_a_tenant_split(
         assert database.query_value("SELECT COUNT(*) FROM kit_backfill_ranges") == 0
     finally:
         database.close()
+
+
+@pytest.mark.parametrize("key", ["uuid", "numeric", "timestamptz", "unicode", "text"])
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_the_cursor_a_batch_records_in_its_own_statement_resumes_every_key_type(
+    kit_env: KitEnv, pg_dsn: str, tmp_path: Path, key: str, workers: str
+) -> None:
+    applier = _applier(kit_env, tmp_path, key)
+    killed = applier.run(pg_dsn, "--workers", workers, env={"KIT_FAULT": "backfill-committed:3"})
+    assert killed.returncode == 137, killed.stderr
+    database = connect(pg_dsn)
+    try:
+        # Each recorded cursor is the last key its batches applied, as the database compares keys.
+        if workers == "1":
+            cursors = database.query("SELECT NULL, NULL, cursor_value FROM kit_backfill_runs WHERE job = 'touch'")
+        else:
+            cursors = database.query(
+                "SELECT lo_value, hi_value, cursor_value FROM kit_backfill_ranges WHERE job = 'touch' ORDER BY range_no"
+            )
+        moved = 0
+        for lo, hi, cursor in cursors:
+            where, params = ["done IS NOT NULL"], {}
+            if lo is not None:
+                where.append("id > :lo")
+                params["lo"] = json.loads(str(lo))
+            if hi is not None:
+                where.append("id <= :hi")
+                params["hi"] = json.loads(str(hi))
+            last = database.query_value(
+                f"SELECT CAST(id AS TEXT) AS k FROM items WHERE {' AND '.join(where)} ORDER BY items.id DESC LIMIT 1",
+                params,
+            )
+            if cursor is None:
+                assert last is None
+                continue
+            moved += 1
+            same = "SELECT COUNT(*) FROM items WHERE id = :c AND CAST(id AS TEXT) = :last"
+            assert database.query_value(same, {"c": json.loads(str(cursor)), "last": last}) == 1, (cursor, last)
+        assert moved >= 1
+        done = applier.run(pg_dsn, "--workers", "2")
+        assert done.returncode == 0, done.stderr
+        assert_every_row_once(database)
+    finally:
+        database.close()

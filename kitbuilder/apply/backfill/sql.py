@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kitbuilder.apply import state
 from kitbuilder.core.jobs import BackfillJob as JobSpec
 from kitbuilder.core.jobs import named_parameters
 
@@ -109,23 +110,31 @@ class JobSql:
             params,
         )
 
-    def fused_batch(self, cursor: Any, hi: Any, size: int) -> Sql:
-        """Find and update the next batch in one statement (PostgreSQL, ``set:`` jobs): last key, rows, changed.
+    def fused_batch(self, cursor: Any, hi: Any, size: int, record: Sql) -> Sql:
+        """Find, update and record the next batch in one statement (PostgreSQL, ``set:`` jobs): last key, rows, changed.
 
         The UPDATE takes the keys after ``cursor`` up to the batch's last key: one index range scan,
-        the rows the batch found (no second sort for its first key).
+        the rows the batch found (no second sort for its first key). ``record`` (from the state store)
+        appends the CTEs that move the cursor and the totals and add the batch row, reading ``kit_done``;
+        run on its own (autocommit) the statement is the batch's whole transaction.
         """
         scope, params = self.scope(cursor, hi)
         after = f" AND {self.key} > :cursor" if cursor is not None else ""
+        record_text, record_params = record
         return (
             f"WITH kit_batch AS (SELECT {self.key} AS kit_k FROM {self.table} WHERE {self._in_scope()}{scope} "
             f"ORDER BY {self.key} LIMIT {int(size)}), "
             "kit_bounds AS (SELECT (SELECT kit_k FROM kit_batch ORDER BY kit_k DESC LIMIT 1) AS hi, "
             "(SELECT COUNT(*) FROM kit_batch) AS n), "
             f"kit_updated AS (UPDATE {self.table} SET {self._assignments()} WHERE {self.key} <= "
-            f"(SELECT hi FROM kit_bounds){after} AND {self._in_scope()} RETURNING 1) "
-            "SELECT hi, n, (SELECT COUNT(*) FROM kit_updated) FROM kit_bounds",
-            params,
+            f"(SELECT hi FROM kit_bounds){after} AND {self._in_scope()} RETURNING 1), "
+            # The count is a join input, so the batch's time is read once every row is updated.
+            f"kit_done AS (SELECT {state.encode_key_sql('b.hi')} AS cursor_to, b.n AS size, u.changed AS processed, "
+            "CAST(1000 * EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) AS INTEGER) AS duration_ms "
+            "FROM kit_bounds b CROSS JOIN (SELECT COUNT(*) AS changed FROM kit_updated) u WHERE b.n > 0)"
+            f"{record_text} "
+            "SELECT b.hi, b.n, (SELECT processed FROM kit_done) FROM kit_bounds b",
+            {**params, **record_params},
         )
 
     def keys_between(self, first: Any, last: Any) -> Sql:
