@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kitbuilder.apply.db import connect
+from kitbuilder.apply.db import Database, connect
 from kitbuilder.core import schemas
 from tests.conftest import KitEnv, run_kit
 from tests.factories.apply_runs import Applier
@@ -315,6 +315,36 @@ def test_status_and_reset_cursor_on_a_split_job_then_a_tenant_split(
         database.close()
 
 
+def _cursors_match_applied_rows(database: Database, workers: str) -> int:
+    """Each recorded cursor is the last key its batches applied, as the database compares keys; how many moved."""
+    if workers == "1":
+        cursors = database.query("SELECT NULL, NULL, cursor_value FROM kit_backfill_runs WHERE job = 'touch'")
+    else:
+        cursors = database.query(
+            "SELECT lo_value, hi_value, cursor_value FROM kit_backfill_ranges WHERE job = 'touch' ORDER BY range_no"
+        )
+    moved = 0
+    for lo, hi, cursor in cursors:
+        where, params = ["done IS NOT NULL"], {}
+        if lo is not None:
+            where.append("id > :lo")
+            params["lo"] = json.loads(str(lo))
+        if hi is not None:
+            where.append("id <= :hi")
+            params["hi"] = json.loads(str(hi))
+        last = database.query_value(
+            f"SELECT CAST(id AS TEXT) AS k FROM items WHERE {' AND '.join(where)} ORDER BY items.id DESC LIMIT 1",
+            params,
+        )
+        if cursor is None:
+            assert last is None
+            continue
+        moved += 1
+        same = "SELECT COUNT(*) FROM items WHERE id = :c AND CAST(id AS TEXT) = :last"
+        assert database.query_value(same, {"c": json.loads(str(cursor)), "last": last}) == 1, (cursor, last)
+    return moved
+
+
 @pytest.mark.parametrize("key", ["uuid", "numeric", "timestamptz", "unicode", "text"])
 @pytest.mark.parametrize("workers", ["1", "3"])
 def test_the_cursor_a_batch_records_in_its_own_statement_resumes_every_key_type(
@@ -325,32 +355,11 @@ def test_the_cursor_a_batch_records_in_its_own_statement_resumes_every_key_type(
     assert killed.returncode == 137, killed.stderr
     database = connect(pg_dsn)
     try:
-        # Each recorded cursor is the last key its batches applied, as the database compares keys.
-        if workers == "1":
-            cursors = database.query("SELECT NULL, NULL, cursor_value FROM kit_backfill_runs WHERE job = 'touch'")
-        else:
-            cursors = database.query(
-                "SELECT lo_value, hi_value, cursor_value FROM kit_backfill_ranges WHERE job = 'touch' ORDER BY range_no"
-            )
-        moved = 0
-        for lo, hi, cursor in cursors:
-            where, params = ["done IS NOT NULL"], {}
-            if lo is not None:
-                where.append("id > :lo")
-                params["lo"] = json.loads(str(lo))
-            if hi is not None:
-                where.append("id <= :hi")
-                params["hi"] = json.loads(str(hi))
-            last = database.query_value(
-                f"SELECT CAST(id AS TEXT) AS k FROM items WHERE {' AND '.join(where)} ORDER BY items.id DESC LIMIT 1",
-                params,
-            )
-            if cursor is None:
-                assert last is None
-                continue
-            moved += 1
-            same = "SELECT COUNT(*) FROM items WHERE id = :c AND CAST(id AS TEXT) = :last"
-            assert database.query_value(same, {"c": json.loads(str(cursor)), "last": last}) == 1, (cursor, last)
+        # A statement in flight when the client died still commits, whole, on the server (autocommit): the rows
+        # and the cursor are read in one snapshot, where each batch is all there or not at all.
+        with database.transaction():
+            database.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            moved = _cursors_match_applied_rows(database, workers)
         assert moved >= 1
         done = applier.run(pg_dsn, "--workers", "2")
         assert done.returncode == 0, done.stderr

@@ -111,29 +111,41 @@ class JobSql:
         )
 
     def fused_batch(self, cursor: Any, hi: Any, size: int, record: Sql) -> Sql:
-        """Find, update and record the next batch in one statement (PostgreSQL, ``set:`` jobs): last key, rows, changed.
+        """Find, update and record the next batch in one statement (PostgreSQL, ``set:`` jobs): last key, rows.
 
-        The UPDATE takes the keys after ``cursor`` up to the batch's last key: one index range scan,
-        the rows the batch found (no second sort for its first key). ``record`` (from the state store)
-        appends the CTEs that move the cursor and the totals and add the batch row, reading ``kit_done``;
-        run on its own (autocommit) the statement is the batch's whole transaction.
+        The batch's edge is the ``size``-th matching key after ``cursor`` (an index scan that keeps no
+        list of keys and sorts nothing); the UPDATE takes the keys after ``cursor`` up to it: one index
+        range scan. With fewer rows left the batch runs to the range's upper bound (or the table's last
+        key), and its last key is the greatest it updated. The last key is NULL only when nothing was
+        left: the range is done. ``record`` (from the state store) appends the CTEs that move the cursor
+        and the totals and add the batch row, reading ``kit_done``; run on its own (autocommit) the
+        statement is the batch's whole transaction.
         """
         scope, params = self.scope(cursor, hi)
-        after = f" AND {self.key} > :cursor" if cursor is not None else ""
+        key, table = self.key, self.table
+        after = f" AND {key} > :cursor" if cursor is not None else ""
+        # A bound the planner can use as an index condition, also when no edge was found.
+        end = (
+            ":range_hi"
+            if hi is not None
+            else f"(SELECT {key} FROM {table} WHERE {key} IS NOT NULL ORDER BY {key} DESC LIMIT 1)"
+        )
         record_text, record_params = record
         return (
-            f"WITH kit_batch AS (SELECT {self.key} AS kit_k FROM {self.table} WHERE {self._in_scope()}{scope} "
-            f"ORDER BY {self.key} LIMIT {int(size)}), "
-            "kit_bounds AS (SELECT (SELECT kit_k FROM kit_batch ORDER BY kit_k DESC LIMIT 1) AS hi, "
-            "(SELECT COUNT(*) FROM kit_batch) AS n), "
-            f"kit_updated AS (UPDATE {self.table} SET {self._assignments()} WHERE {self.key} <= "
-            f"(SELECT hi FROM kit_bounds){after} AND {self._in_scope()} RETURNING 1), "
-            # The count is a join input, so the batch's time is read once every row is updated.
-            f"kit_done AS (SELECT {state.encode_key_sql('b.hi')} AS cursor_to, b.n AS size, u.changed AS processed, "
+            f"WITH kit_edge AS (SELECT (SELECT {key} FROM {table} WHERE {self._in_scope()}{scope} "
+            f"ORDER BY {key} OFFSET {int(size) - 1} LIMIT 1) AS edge), "
+            f"kit_updated AS (UPDATE {table} SET {self._assignments()} WHERE {key} <= "
+            f"COALESCE((SELECT edge FROM kit_edge), {end}){after} AND {self._in_scope()} RETURNING {key} AS kit_k), "
+            "kit_last AS (SELECT COALESCE((SELECT edge FROM kit_edge), "
+            "(SELECT kit_k FROM kit_updated ORDER BY kit_k DESC LIMIT 1)) AS last, "
+            "(SELECT COUNT(*) FROM kit_updated) AS changed), "
+            # kit_last is complete (every row updated) before this reads the clock: the batch's time.
+            f"kit_done AS (SELECT {state.encode_key_sql('l.last')} AS cursor_to, l.changed AS size, "
+            "l.changed AS processed, "
             "CAST(1000 * EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) AS INTEGER) AS duration_ms "
-            "FROM kit_bounds b CROSS JOIN (SELECT COUNT(*) AS changed FROM kit_updated) u WHERE b.n > 0)"
+            "FROM kit_last l WHERE l.last IS NOT NULL)"
             f"{record_text} "
-            "SELECT b.hi, b.n, (SELECT processed FROM kit_done) FROM kit_bounds b",
+            "SELECT last, changed FROM kit_last",
             {**params, **record_params},
         )
 

@@ -229,12 +229,12 @@ class RangeWorker:
         )
         sql, params = shared.sql.fused_batch(self._after(cursor), self.range.hi, shared.batch_size, record)
         try:
-            last, count, changed = self.db.query(sql, params)[0]
+            last, changed = self.db.query(sql, params)[0]
         except RowError:
             # Some row in the batch fails (the statement changed nothing): find the batch again and bisect it.
             first, last, count = self._next_batch(cursor)
             return self._process(first, last, count, cursor), False
-        if not count:
+        if last is None:
             return cursor, True
         self._commit_batch(state.JobTotals(int(changed), 0, 1))
         return self._key(last), False
