@@ -9,6 +9,12 @@ and ``kit apply --workers 1`` and ``--workers 2`` of the same backfill
 (batched, resumable, state written per batch). Contenders alternate within a
 round so drift on a noisy machine hits all of them alike.
 
+Figures are noisy on a shared or loaded machine (the set-based UPDATE alone varies by a third
+between rounds there): read the ranges, and rerun with more ``--runs`` before concluding. Each
+batch kit runs is one statement in autocommit (find the batch, update it, move the cursor and
+totals, add the batch row: one round trip), so the gap to the set-based UPDATE is the second
+index scan of each batch, its commit and the job's count of what is left once the pass ends.
+
 Ratios are throughputs relative to the set-based UPDATE (``set seconds / kit
 seconds``; > 1 means kit was faster), medians over the rounds. ``backfill``
 times the job as kit reports it (``durationMs``: splitting into ranges,

@@ -26,8 +26,8 @@ from typing import Any
 
 from kitbuilder import faults
 from kitbuilder.apply import checks as checkmod
-from kitbuilder.apply import signals, state
-from kitbuilder.apply.backfill.pool import run_parallel
+from kitbuilder.apply import state
+from kitbuilder.apply.backfill.pool import run_parallel, worker_connections
 from kitbuilder.apply.backfill.ranges import last_cursor, plan_bounds, progress, row_cursor
 from kitbuilder.apply.backfill.sql import JobSql
 from kitbuilder.apply.backfill.worker import (
@@ -393,11 +393,8 @@ class BackfillJob:
             self._cursor = None
 
     def _refuse_null_keys(self, ranges: list[KeyRange] | None = None) -> None:
-        """Rows in scope with a NULL key stop the job (exit 10): no key range, no cursor can reach them.
-
-        Checked before the first batch (nothing changes) and when rows are left after a pass (a row inserted
-        meanwhile; the job is recorded paused with its cursors), never guessed at as "rows behind the cursor".
-        """
+        """Rows in scope with a NULL key stop the job (exit 10): no range or cursor reaches them. Checked before
+        the first batch, and when rows are left after a pass (recorded paused), not taken for rows behind a cursor."""
         nulls = int(self.ctx.db.query_value(*self.sql.null_keys()) or 0)
         if not nulls:
             return
@@ -473,32 +470,12 @@ class BackfillJob:
 
         try:
             with contextlib.ExitStack() as stack:
-                connections = []
                 count = min(self.workers, len(ranges))
-                for number in range(count):
-                    db = self._connect_worker(number, count)
-                    stack.callback(db.close)
-                    stack.enter_context(signals.deferred(db.interrupt))
-                    connections.append(db)
+                connections = worker_connections(self.ctx.db, count, stack, job=self.step.id, workers=self.workers)
                 run_parallel(connections, ranges, work, shared.stop)
         finally:
             with contextlib.suppress(DatabaseError):
                 self._sync_totals()
-
-    def _connect_worker(self, number: int, count: int) -> Database:
-        """A worker's own connection; the server refusing it is the environment's limit, named with its remedy."""
-        try:
-            return self.ctx.db.another()
-        except SystemicError as exc:
-            # Not "stopped at its start" (the ranges may be half done) and not a bug: a plain exit 8 that says
-            # what the connections are for and how to fit them.
-            raise DatabaseError(
-                f"backfill {self.step.id}: cannot open worker connection {number + 1} of {count} ({exc.reason}); "
-                f"--workers {self.workers} needs {count + 1} connections (one per worker and the run's own): if the "
-                "server's limit is reached (max_connections, or a role's or database's CONNECTION LIMIT), rerun "
-                "with a lower --workers or raise the limit, else check the database server; the job resumes where "
-                "it stopped"
-            ) from exc
 
     def _finish(self, ranges: list[KeyRange], book: checkmod.CheckBook) -> list[CheckResult]:
         """Post-checks, then the job recorded finished (its ranges dropped); paused if a post-check halts."""
