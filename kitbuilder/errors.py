@@ -7,6 +7,9 @@ or exits; the CLI renders ``str(error)`` as one line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 
 class KitError(Exception):
     """Base of every error a user can cause; ``exit_code`` is documented in docs/exit-codes.md."""
@@ -17,8 +20,6 @@ class KitError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        # A partial report (e.g. an apply run's evidence) the CLI includes in --json output.
-        self.details: dict[str, object] | None = None
 
     def __str__(self) -> str:
         return self.message
@@ -141,12 +142,29 @@ class InterruptedRun(KitError):
         self.exit_code = 128 + signal_number
 
 
+class FailedRunError(KitError):
+    """A run that failed after it had done part of its work: ``cause`` is the failure, ``report`` what was done.
+
+    The one way a partial report travels with an error (an apply run's steps and evidence, or an apply whose
+    image push failed after the database part succeeded): given when the error is built, never attached later.
+    Kind, exit code and message are the cause's, so the exit-code contract is unchanged; ``--json`` prints the
+    report's fields beside the failure document. Raise it ``from`` the cause.
+    """
+
+    def __init__(self, cause: KitError, *, report: Mapping[str, object]) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
+        self.report: Mapping[str, object] = MappingProxyType(dict(report))
+        self.kind = cause.kind
+        self.exit_code = cause.exit_code
+
+
 # A bug in kit, not the user's input or the environment.
 INTERNAL_EXIT_CODE = 70
 
 
 def _kinds(cls: type[KitError]) -> dict[str, int]:
-    table = {cls.kind: cls.exit_code} if cls is not KitError else {}
+    table = {cls.kind: cls.exit_code} if cls not in (KitError, FailedRunError) else {}
     for sub in cls.__subclasses__():
         table.update(_kinds(sub))
     return table

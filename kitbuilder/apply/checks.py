@@ -34,7 +34,7 @@ class CheckResult:
     expected: Any
     detail: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "id": self.id,
             "kind": self.kind,

@@ -1,18 +1,14 @@
-"""One small interface over SQLite (sqlite3) and PostgreSQL (psycopg 3), and the one place driver errors are typed.
+"""One small interface over SQLite (sqlite3) and PostgreSQL (psycopg 3): the one database boundary.
 
 Statements are written once with ``:name`` parameters and portable SQL; this
 module translates parameters for psycopg, splits scripts, and gives both
 dialects explicit transactions (autocommit otherwise), so every state change is
 committed exactly when the caller says.
 
-Every driver error is wrapped where it arises, in ``Database`` itself, into a
-small tree: ``RowError`` (the database rejected a row's data: a constraint, a
-conversion, a failing expression) or a ``SystemicError`` (disk full, I/O, a
-lost connection, a lock, permissions, a bad statement, anything else). Only a
-``RowError`` may be quarantined by a backfill; everything else stops the run
-with exit 8 and leaves the open transaction rolled back. A driver error that
-arrives after SIGINT/SIGTERM (the statement was interrupted) is the interrupt,
-never a row error.
+Every driver error is wrapped where it arises, in ``Database`` itself, into the
+tree of apply/dberrors.py (``RowError`` or a ``SystemicError``); that module and
+apply/credentials.py (what is scrubbed from URLs, argv and driver messages) are
+re-exported here, so callers import the boundary from one place.
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ import hashlib
 import re
 import sqlite3
 import time
-import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,203 +25,49 @@ from typing import Any, TypeVar
 
 from kitbuilder import faults
 from kitbuilder.apply import signals, sqlsplit
+from kitbuilder.apply.credentials import redact, redact_argv, scrub, url_secrets
+from kitbuilder.apply.dberrors import (
+    AccessError,
+    BusyError,
+    ConnectionLostError,
+    DriverError,
+    RowError,
+    StatementError,
+    StorageFullError,
+    StorageIOError,
+    SystemicError,
+    first_line,
+    wrap_driver_error,
+)
 from kitbuilder.errors import DatabaseError, UsageError
+
+__all__ = [
+    "AccessError",
+    "BusyError",
+    "ConnectionLostError",
+    "Database",
+    "DriverError",
+    "Params",
+    "PostgresDatabase",
+    "RowError",
+    "SqliteDatabase",
+    "StatementError",
+    "StorageFullError",
+    "StorageIOError",
+    "SystemicError",
+    "connect",
+    "redact",
+    "redact_argv",
+    "scrub",
+    "to_pyformat",
+    "url_secrets",
+    "wrap_driver_error",
+]
 
 Params = dict[str, Any] | None
 T = TypeVar("T")
 _CONNINFO = re.compile(r"\s*[A-Za-z_]+\s*=.*", re.DOTALL)
 _NAMED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|%|:([A-Za-z_][A-Za-z0-9_]*)")
-
-
-# Errors ----------------------------------------------------------------------------------------------------------
-
-
-class DriverError(DatabaseError):
-    """A statement the database refused; ``reason`` is the driver's first line, ``sqlstate`` its code if any."""
-
-    def __init__(self, message: str, *, reason: str, sqlstate: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.sqlstate = sqlstate
-
-
-class RowError(DriverError):
-    """The data of a row was rejected: a constraint, a conversion, a failing expression (SQLSTATE 22/23).
-
-    The only error a backfill may quarantine: the same statement succeeds for other rows.
-    """
-
-
-class SystemicError(DriverError):
-    """Anything that is not about one row: the run stops (exit 8), the open transaction rolls back."""
-
-
-class ConnectionLostError(SystemicError):
-    """The server went away or the connection broke."""
-
-
-class StorageFullError(SystemicError):
-    """Disk full or over quota, on the database's side."""
-
-
-class StorageIOError(SystemicError):
-    """An I/O error or corruption in the database files."""
-
-
-class BusyError(SystemicError):
-    """Another connection holds a lock the statement needs (SQLite busy/locked, PostgreSQL lock/deadlock)."""
-
-
-class AccessError(SystemicError):
-    """Permission denied, or a read-only database."""
-
-
-class StatementError(SystemicError):
-    """The statement itself is wrong for this database: syntax, a missing table or column, a type mismatch."""
-
-
-# SQLite primary result codes (https://sqlite.org/rescode.html).
-_SQLITE_CLASSES: dict[int, type[DriverError]] = {
-    3: AccessError,  # SQLITE_PERM
-    5: BusyError,  # SQLITE_BUSY
-    6: BusyError,  # SQLITE_LOCKED
-    8: AccessError,  # SQLITE_READONLY
-    10: StorageIOError,  # SQLITE_IOERR
-    11: StorageIOError,  # SQLITE_CORRUPT
-    13: StorageFullError,  # SQLITE_FULL
-    14: StorageIOError,  # SQLITE_CANTOPEN
-    18: RowError,  # SQLITE_TOOBIG: a value too large
-    19: RowError,  # SQLITE_CONSTRAINT
-    20: RowError,  # SQLITE_MISMATCH: datatype mismatch
-    23: AccessError,  # SQLITE_AUTH
-    25: RowError,  # SQLITE_RANGE
-    26: StorageIOError,  # SQLITE_NOTADB
-}
-# SQLITE_ERROR (1) is both "no such column" and an expression failing on one row's value; these are the latter.
-_SQLITE_ROW_MESSAGES = re.compile(
-    r"user-defined function raised exception|malformed JSON|JSON cannot hold BLOB values|integer overflow"
-    r"|JSON path error.*|bad JSON path.*|.*integer overflow",
-    re.IGNORECASE,
-)
-_SQLITE_INTERRUPT = 9
-
-
-def _classify_sqlite(exc: sqlite3.Error) -> type[DriverError]:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError)):
-        return RowError
-    if code is None:
-        return SystemicError
-    primary = int(code) & 0xFF
-    if primary in _SQLITE_CLASSES:
-        return _SQLITE_CLASSES[primary]
-    if primary == 1:
-        return RowError if _SQLITE_ROW_MESSAGES.fullmatch(_first_line(exc)) else StatementError
-    return SystemicError
-
-
-def _classify_postgres(exc: Exception) -> type[DriverError]:
-    import psycopg
-
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    if sqlstate[:2] in ("22", "23") or sqlstate == "P0001":  # data exception, constraint, RAISE in a trigger
-        return RowError
-    if sqlstate[:2] == "08" or sqlstate in ("57P01", "57P02", "57P03"):
-        return ConnectionLostError
-    if sqlstate == "53100":
-        return StorageFullError
-    if sqlstate[:2] == "58" or sqlstate[:2] == "XX":
-        return StorageIOError
-    if sqlstate in ("55P03", "40P01", "40001", "57014"):
-        return BusyError
-    if sqlstate in ("42501", "25006"):
-        return AccessError
-    if sqlstate[:2] == "42":
-        return StatementError
-    if not sqlstate and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return ConnectionLostError  # no SQLSTATE: the client noticed the connection is gone
-    return SystemicError
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def wrap_driver_error(exc: Exception, where: str, secrets: Sequence[str] = ()) -> DatabaseError:
-    """The typed error for a driver exception; an interrupt is InterruptedRun (raised, not returned).
-
-    ``secrets`` (the connection's password) are scrubbed from the driver's text, which may quote them.
-    """
-    pending = signals.received()
-    code = getattr(exc, "sqlite_errorcode", None)
-    if pending is not None:
-        raise signals.interrupted_run(pending) from exc
-    if isinstance(exc, sqlite3.Error):
-        cls = _classify_sqlite(exc)
-        if code is not None and int(code) & 0xFF == _SQLITE_INTERRUPT:
-            # Interrupted without a signal of ours (another thread or a C library): not a row's fault.
-            cls = SystemicError
-        reason, sqlstate = _first_line(exc), None
-    else:
-        cls = _classify_postgres(exc)
-        reason, sqlstate = _first_line(exc), getattr(exc, "sqlstate", None)
-    reason = scrub(reason, secrets)
-    return cls(f"{where}: {reason}", reason=reason, sqlstate=sqlstate)
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of any URL (``scheme://user:secret@``) and any ``password=…`` replaced by ***.
-
-    Applied where argv and database URLs are captured, so reports, ``kit_runs.argv``
-    and messages never carry a credential.
-    """
-    text = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
-    return re.sub(r"(?i)(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", text)
-
-
-def url_secrets(url: str) -> tuple[str, ...]:
-    """The password(s) a database URL carries (userinfo and ``password=`` parameters), raw and percent-decoded."""
-    found: set[str] = set()
-    userinfo = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://([^@]*)@", url)
-    if userinfo and ":" in userinfo.group(1):
-        found.add(userinfo.group(1).split(":", 1)[1])
-    found.update(re.findall(r"(?i)[?&]password=([^&]*)", url))
-    found |= {urllib.parse.unquote(value) for value in found}
-    return tuple(sorted(value for value in found if value))
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret, and every double-quoted token that is part of one, replaced by ***.
-
-    libpq quotes the values it rejects (`invalid percent-encoded token: "pa%ss"`), password included.
-    """
-    if not secrets:
-        return text
-
-    def quoted(match: re.Match[str]) -> str:
-        inner = match.group(1)
-        return '"***"' if inner and any(inner in secret for secret in secrets) else match.group(0)
-
-    text = re.sub(r'"([^"]*)"', quoted, text)
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:  # a shorter one would blank out ordinary words; quoted echoes are caught above
-            text = text.replace(secret, "***")
-    return text
-
-
-def redact_argv(argv: Sequence[str]) -> list[str]:
-    """``argv`` as recorded: credentials in URLs and ``password=…`` redacted, ``--*password*=VALUE`` hidden.
-
-    kit itself takes no secret as a separate option value (registry passwords come from stdin or
-    the environment), so a flag such as ``--password-stdin`` is kept and the next argument is not hidden.
-    """
-    out: list[str] = []
-    for arg in argv:
-        name, eq, _ = arg.partition("=")
-        secret = any(word in name for word in ("password", "secret", "token"))
-        out.append(f"{name}=***" if name.startswith("--") and eq and secret else redact(arg))
-    return out
 
 
 # Databases -------------------------------------------------------------------------------------------------------
@@ -482,7 +323,7 @@ class PostgresDatabase(Database):
         try:
             self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            reason = scrub(_first_line(exc), self._secrets)
+            reason = scrub(first_line(exc), self._secrets)
             raise ConnectionLostError(f"{self.url}: cannot connect to PostgreSQL ({reason})", reason=reason) from exc
         if read_only:
             # The server enforces it: a dry run or status cannot change anything by mistake.

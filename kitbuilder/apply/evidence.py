@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,91 +19,118 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def metrics_text(report: ApplyReport) -> str:
-    lines: list[str] = []
+Samples = list[tuple[dict[str, str], float]]
 
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric family of metrics.prom: its HELP and TYPE lines and one sample per label set."""
+
+    name: str
+    kind: str  # "counter" | "gauge"
+    help_text: str
+    samples: Samples
+
+    def lines(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} {self.kind}"]
+        for labels, value in self.samples:
             rendered = ",".join(f'{k}="{_label(v)}"' for k, v in sorted(labels.items()))
-            lines.append(f"{name}{{{rendered}}} {value:g}" if rendered else f"{name} {value:g}")
+            out.append(f"{self.name}{{{rendered}}} {value:g}" if rendered else f"{self.name} {value:g}")
+        return out
 
-    kit = report.kit_name
+
+def metrics_text(report: ApplyReport) -> str:
+    """The run's metrics in Prometheus text format: backfill progress, migration durations, checks, the run."""
     backfills = [s for s in report.steps if isinstance(s, BackfillResult)]
-    migrations = [s for s in report.steps if isinstance(s, MigrationResult)]
+    metrics = [*_backfill_metrics(report.kit_name, backfills), *_run_metrics(report)]
+    return "\n".join(line for metric in metrics for line in metric.lines()) + "\n"
 
+
+def _backfill_metrics(kit: str, backfills: list[BackfillResult]) -> list[Metric]:
     def job_labels(step: BackfillResult) -> dict[str, str]:
         return {"kit": kit, "job": step.id, **({"tenant": step.tenant} if step.tenant is not None else {})}
 
-    metric(
-        "kit_documents_processed_total",
-        "counter",
-        "Rows updated by backfill jobs (all runs).",
-        [(job_labels(s), float(s.rows_processed)) for s in backfills],
-    )
-    metric(
-        "kit_documents_failed_total",
-        "counter",
-        "Rows quarantined by backfill jobs (all runs).",
-        [(job_labels(s), float(s.rows_failed)) for s in backfills],
-    )
-    metric(
-        "kit_documents_remaining",
-        "gauge",
-        "Rows still matching a backfill's predicate after the run (label metric: the job's metric name).",
-        [
-            ({**job_labels(s), **({"metric": s.metric} if s.metric else {})}, float(s.remaining_after))
-            for s in backfills
-        ],
-    )
+    metrics = [
+        Metric(
+            "kit_documents_processed_total",
+            "counter",
+            "Rows updated by backfill jobs (all runs).",
+            [(job_labels(s), float(s.rows_processed)) for s in backfills],
+        ),
+        Metric(
+            "kit_documents_failed_total",
+            "counter",
+            "Rows quarantined by backfill jobs (all runs).",
+            [(job_labels(s), float(s.rows_failed)) for s in backfills],
+        ),
+        Metric(
+            "kit_documents_remaining",
+            "gauge",
+            "Rows still matching a backfill's predicate after the run (label metric: the job's metric name).",
+            [
+                ({**job_labels(s), **({"metric": s.metric} if s.metric else {})}, float(s.remaining_after))
+                for s in backfills
+            ],
+        ),
+    ]
     # Each job's own gauge, named by its `metric:` option (docs/apply.md section 4).
     by_name: dict[str, list[BackfillResult]] = {}
     for step in backfills:
         if step.metric:
             by_name.setdefault(step.metric, []).append(step)
     for name, steps in sorted(by_name.items()):
-        metric(
-            name,
-            "gauge",
-            "Rows still matching the backfill's predicate after the run.",
-            [(job_labels(step), float(step.remaining_after)) for step in steps],
+        metrics.append(
+            Metric(
+                name,
+                "gauge",
+                "Rows still matching the backfill's predicate after the run.",
+                [(job_labels(step), float(step.remaining_after)) for step in steps],
+            )
         )
-    metric(
-        "kit_backfill_rows_per_second",
-        "gauge",
-        "Backfill throughput in this run.",
-        [(job_labels(s), float(s.rows_per_second or 0)) for s in backfills],
+    metrics.append(
+        Metric(
+            "kit_backfill_rows_per_second",
+            "gauge",
+            "Backfill throughput in this run.",
+            [(job_labels(s), float(s.rows_per_second or 0)) for s in backfills],
+        )
     )
-    metric(
-        "kit_migration_duration_seconds",
-        "gauge",
-        "Duration of each migration applied in this run.",
-        [
-            ({"kit": kit, "migration": s.id}, (s.duration_ms or 0) / 1000.0)
-            for s in migrations
-            if s.status == "succeeded"
-        ],
-    )
-    metric(
-        "kit_check_passed",
-        "gauge",
-        "1 when a declared check passed.",
-        [({"kit": kit, "check": c.id}, 1.0 if c.passed else 0.0) for c in report.checks_after],
-    )
-    metric(
-        "kit_apply_success",
-        "gauge",
-        "1 when the run finished successfully.",
-        [({"kit": kit}, 1.0 if report.status == "succeeded" else 0.0)],
-    )
-    metric(
-        "kit_lock_wait_seconds",
-        "gauge",
-        "Time spent waiting for the apply lock.",
-        [({"kit": kit}, float(report.lock_wait_seconds or 0.0))],
-    )
-    return "\n".join(lines) + "\n"
+    return metrics
+
+
+def _run_metrics(report: ApplyReport) -> list[Metric]:
+    kit = report.kit_name
+    migrations = [s for s in report.steps if isinstance(s, MigrationResult)]
+    return [
+        Metric(
+            "kit_migration_duration_seconds",
+            "gauge",
+            "Duration of each migration applied in this run.",
+            [
+                ({"kit": kit, "migration": s.id}, (s.duration_ms or 0) / 1000.0)
+                for s in migrations
+                if s.status == "succeeded"
+            ],
+        ),
+        Metric(
+            "kit_check_passed",
+            "gauge",
+            "1 when a declared check passed.",
+            [({"kit": kit, "check": c.id}, 1.0 if c.passed else 0.0) for c in report.checks_after],
+        ),
+        Metric(
+            "kit_apply_success",
+            "gauge",
+            "1 when the run finished successfully.",
+            [({"kit": kit}, 1.0 if report.status == "succeeded" else 0.0)],
+        ),
+        Metric(
+            "kit_lock_wait_seconds",
+            "gauge",
+            "Time spent waiting for the apply lock.",
+            [({"kit": kit}, float(report.lock_wait_seconds or 0.0))],
+        ),
+    ]
 
 
 def write_evidence(artifacts: Path, report: ApplyReport, *, now: datetime | None = None) -> tuple[Path, str]:

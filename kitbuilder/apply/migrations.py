@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
 
 from kitbuilder import faults
 from kitbuilder.apply import sqlsplit, state
@@ -160,7 +159,7 @@ def apply_migration(ctx: RunContext, step: Step) -> MigrationResult:
     )
 
 
-def revert_step(ctx: RunContext, step: Step) -> dict[str, Any]:
+def revert_step(ctx: RunContext, step: Step) -> dict[str, object]:
     script = (
         step.text("revert") if step.kind == "migration" else (step.backfill.revert if step.kind == "backfill" else None)
     )

@@ -39,7 +39,8 @@ _ROLE_ORDER = {"migration": 0, "seed": 1, "backfill": 2}
 LAST_PHASE = "~"  # sorts after every phase name the spec allows
 
 
-def phase_key(phase: str) -> tuple[tuple[int, Any], ...]:
+def phase_key(phase: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of a phase name: digit runs compare as numbers (``21-9`` before ``21-10``), ``~`` last."""
     if phase == LAST_PHASE:
         return ((2, ""),)
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", phase) if part)

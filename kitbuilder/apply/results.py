@@ -28,7 +28,7 @@ class MigrationResult:
     verify: Literal["passed", "none"] | None = None
     resolved_by: Literal["verify"] | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {"id": self.id, "phase": self.phase, "kind": self.kind, "checksum": self.checksum}
         data["status"] = self.status
         if self.reason is not None:
@@ -54,7 +54,7 @@ class SeedResult:
     table: str | None = None
     duration_ms: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {"id": self.id, "phase": self.phase, "kind": self.kind, "checksum": self.checksum}
         data["status"] = self.status
         if self.reason is not None:
@@ -124,7 +124,7 @@ class BackfillResult:
     workers: int = 1  # --workers of the run
     ranges: tuple[RangeProgress, ...] = ()  # the key ranges the job ran in (one, unbounded, when unsplit)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {
             "id": self.id,
             "phase": self.phase,
@@ -180,7 +180,7 @@ class PlannedStep:
     phase: str
     checksum: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"id": self.id, "kind": self.kind, "phase": self.phase, "checksum": self.checksum}
 
 
@@ -198,7 +198,7 @@ class DryStep:
     table: str | None = None
     files: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind,
@@ -243,7 +243,7 @@ class DryBackfill:
     tenant: str | None = None
     kind: ClassVar[str] = "backfill"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind,
@@ -276,7 +276,7 @@ class Deferred:
     checks: tuple[str, ...]
     reason: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"steps": list(self.steps), "checks": list(self.checks), "reason": self.reason}
 
 
@@ -286,7 +286,7 @@ class RunError:
     exit_code: int
     message: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"kind": self.kind, "exitCode": self.exit_code, "message": self.message}
 
 
@@ -295,7 +295,7 @@ class Evidence:
     directory: str
     report_sha256: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"directory": self.directory, "reportSha256": self.report_sha256}
 
 
@@ -324,7 +324,7 @@ class ApplyReport:
     def kit_name(self) -> str:
         return str(self.kit["name"])
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         data: dict[str, Any] = {
             "reportVersion": 1,
             "runId": self.run_id,

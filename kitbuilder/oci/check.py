@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from kitbuilder.core.images import ImageRecord, image_records
 from kitbuilder.errors import FormatError, IntegrityError
 from kitbuilder.oci import layout
 from kitbuilder.oci.layout import Descriptor, ImageTree
@@ -22,23 +22,24 @@ _BLOB_NAME = re.compile(r"blobs/sha256/([0-9a-f]{64})")
 
 @dataclass(frozen=True)
 class ImageSummary:
-    ref: str
-    digest: str
-    media_type: str
-    platforms: tuple[str, ...]
-    layers: int
-    layer_bytes: int
-    total_bytes: int
+    """An image as inspect shows it: its signed record (checked against the layout) and its layers' bytes."""
 
-    def to_json(self) -> dict[str, Any]:
+    record: ImageRecord
+    layer_bytes: int
+
+    @property
+    def ref(self) -> str:
+        return self.record.ref
+
+    def to_json(self) -> dict[str, object]:
         return {
-            "ref": self.ref,
-            "digest": self.digest,
-            "mediaType": self.media_type,
-            "platforms": list(self.platforms),
-            "layers": self.layers,
+            "ref": self.record.ref,
+            "digest": self.record.digest,
+            "mediaType": self.record.media_type,
+            "platforms": list(self.record.platforms),
+            "layers": self.record.layers,
             "layerBytes": self.layer_bytes,
-            "totalBytes": self.total_bytes,
+            "totalBytes": self.record.size,
         }
 
 
@@ -54,7 +55,7 @@ class LayoutSummary:
         """Bytes not stored because images share blobs."""
         return self.referenced_bytes - self.stored_bytes
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "images": [image.to_json() for image in self.images],
             "blobs": self.blob_count,
@@ -77,7 +78,7 @@ def check_layout(
     entries: Mapping[str, tuple[int, str]],
     read_member: Callable[[str], bytes],
     *,
-    records: Sequence[dict[str, Any]],
+    records: Sequence[ImageRecord | Mapping[str, object]],
 ) -> LayoutSummary:
     """Check images/ against itself and the manifest's image records; return what inspect shows.
 
@@ -95,19 +96,43 @@ def walk_layout(
     entries: Mapping[str, tuple[int, str]],
     read_member: Callable[[str], bytes],
     *,
-    records: Sequence[dict[str, Any]],
+    records: Sequence[ImageRecord | Mapping[str, object]],
     keep_documents: bool = True,
 ) -> CheckedLayout:
     """``check_layout``, also returning every image's tree (with its manifests' bytes unless not ``keep_documents``)."""
+    signed = image_records(records)
     files = {path[len(PREFIX) :]: value for path, value in entries.items() if path.startswith(PREFIX)}
     if not files:
-        if records:
-            raise IntegrityError(f"manifest.json records {len(records)} image(s), but the kit has no images/ layout")
+        if signed:
+            raise IntegrityError(f"manifest.json records {len(signed)} image(s), but the kit has no images/ layout")
         return CheckedLayout(LayoutSummary((), 0, 0, 0), {}, {})
+    blobs = _blob_files(files)
+    marker_path = PREFIX + layout.OCI_LAYOUT_FILE
+    version = layout.load_json(read_member(marker_path), what=marker_path).get("imageLayoutVersion")
+    if version != layout.LAYOUT_VERSION:
+        raise FormatError(f"{marker_path}: imageLayoutVersion {version!r}, expected {layout.LAYOUT_VERSION!r}")
+    index_path = PREFIX + layout.INDEX_FILE
+    top = layout.parse_index(read_member(index_path), what=index_path)
+    named = _walk_images(top, blobs, read_member, index_path, keep_documents)
+    summaries = _match_records(signed, named, index_path)
+    return CheckedLayout(
+        summary=LayoutSummary(
+            images=tuple(summaries),
+            blob_count=len(blobs),
+            stored_bytes=sum(size for size, _ in blobs.values()),
+            referenced_bytes=sum(tree.size for _, tree in named.values()),
+        ),
+        trees={ref: tree for ref, (_, tree) in named.items()},
+        blob_paths={digest: path for digest, (_, path) in blobs.items()},
+    )
+
+
+def _blob_files(files: Mapping[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
+    """digest → (size, kit path) of every blob; IntegrityError for a file an OCI layout does not have."""
     for name in (layout.OCI_LAYOUT_FILE, layout.INDEX_FILE):
         if name not in files:
             raise IntegrityError(f"{PREFIX}{name}: missing; images/ is not a complete OCI image layout")
-    blobs: dict[str, tuple[int, str]] = {}  # digest → (size, kit path)
+    blobs: dict[str, tuple[int, str]] = {}
     for name, (size, sha256) in sorted(files.items()):
         if name in (layout.OCI_LAYOUT_FILE, layout.INDEX_FILE):
             if size > layout.MAX_JSON:
@@ -121,13 +146,17 @@ def walk_layout(
         if match.group(1) != sha256:
             raise IntegrityError(f"{PREFIX}{name}: content has sha256 {sha256}, which differs from its name")
         blobs["sha256:" + sha256] = (size, PREFIX + name)
+    return blobs
 
-    marker_path = PREFIX + layout.OCI_LAYOUT_FILE
-    version = layout.load_json(read_member(marker_path), what=marker_path).get("imageLayoutVersion")
-    if version != layout.LAYOUT_VERSION:
-        raise FormatError(f"{marker_path}: imageLayoutVersion {version!r}, expected {layout.LAYOUT_VERSION!r}")
-    index_path = PREFIX + layout.INDEX_FILE
-    top = layout.parse_index(read_member(index_path), what=index_path)
+
+def _walk_images(
+    top: Sequence[Descriptor],
+    blobs: Mapping[str, tuple[int, str]],
+    read_member: Callable[[str], bytes],
+    index_path: str,
+    keep_documents: bool,
+) -> dict[str, tuple[Descriptor, ImageTree]]:
+    """ref → (index.json entry, tree) of every named image; every blob present and referenced by one."""
 
     def fetch(descriptor: Descriptor, label: str) -> bytes:
         found = blobs.get(descriptor.digest)
@@ -160,61 +189,41 @@ def walk_layout(
     if unreferenced:
         more = f" (and {len(unreferenced) - 1} more)" if len(unreferenced) > 1 else ""
         raise IntegrityError(f"{blobs[unreferenced[0]][1]}: nothing in {index_path} references it{more}")
-
-    summaries = _match_records(records, named, index_path)
-    return CheckedLayout(
-        summary=LayoutSummary(
-            images=tuple(summaries),
-            blob_count=len(blobs),
-            stored_bytes=sum(size for size, _ in blobs.values()),
-            referenced_bytes=sum(tree.size for _, tree in named.values()),
-        ),
-        trees={ref: tree for ref, (_, tree) in named.items()},
-        blob_paths={digest: path for digest, (_, path) in blobs.items()},
-    )
+    return named
 
 
 def _match_records(
-    records: Sequence[dict[str, Any]], named: Mapping[str, tuple[Descriptor, ImageTree]], index_path: str
+    records: Sequence[ImageRecord], named: Mapping[str, tuple[Descriptor, ImageTree]], index_path: str
 ) -> list[ImageSummary]:
     """Every record names an image of index.json with the same digest and facts, and vice versa."""
     summaries: list[ImageSummary] = []
     seen: set[str] = set()
     for number, record in enumerate(records):
         where = f"manifest.json: images[{number}]"
-        ref = record.get("ref")
-        if not isinstance(ref, str):
-            raise FormatError(f"{where}: ref must be a string")
+        ref = record.ref
         if ref not in named:
             raise IntegrityError(f"{where}: {ref} is not named in {index_path}")
         if ref in seen:
             raise IntegrityError(f"{where}: {ref} is recorded twice")
         seen.add(ref)
         descriptor, tree = named[ref]
-        if record.get("digest") != descriptor.digest:
+        if record.digest != descriptor.digest:
             raise IntegrityError(
-                f"{where}: {ref} has digest {record.get('digest')}, but {index_path} gives {descriptor.digest}"
+                f"{where}: {ref} has digest {record.digest}, but {index_path} gives {descriptor.digest}"
             )
-        observed = {
-            "mediaType": descriptor.media_type,
-            "platforms": list(tree.platforms),
-            "size": tree.size,
-            "layers": len(tree.layers),
-        }
-        for key, value in observed.items():
-            if record.get(key) != value:
-                raise IntegrityError(f"{where}: {ref} {key} is {record.get(key)!r}, but the layout gives {value!r}")
-        summaries.append(
-            ImageSummary(
-                ref=ref,
-                digest=descriptor.digest,
-                media_type=descriptor.media_type,
-                platforms=tree.platforms,
-                layers=len(tree.layers),
-                layer_bytes=tree.layer_bytes,
-                total_bytes=tree.size,
-            )
+        observed = ImageRecord(
+            ref=ref,
+            digest=descriptor.digest,
+            media_type=descriptor.media_type,
+            platforms=tree.platforms,
+            size=tree.size,
+            layers=len(tree.layers),
         )
+        recorded = record.to_json()
+        for key, value in observed.to_json().items():
+            if recorded[key] != value:
+                raise IntegrityError(f"{where}: {ref} {key} is {recorded[key]!r}, but the layout gives {value!r}")
+        summaries.append(ImageSummary(record=observed, layer_bytes=tree.layer_bytes))
     extra = sorted(set(named) - seen)
     if extra:
         raise IntegrityError(f"{index_path}: names {extra[0]}, which manifest.json does not record")

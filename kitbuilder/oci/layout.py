@@ -66,7 +66,7 @@ class Descriptor:
     def hex(self) -> str:
         return self.digest.split(":", 1)[1]
 
-    def to_json(self, *, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def to_json(self, *, annotations: Mapping[str, str] | None = None) -> dict[str, object]:
         data: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
         if self.platform is not None:
             data["platform"] = platform_json(self.platform)
@@ -90,7 +90,7 @@ def digest_hex(digest: str, *, what: str) -> str:
     return match.group(1)
 
 
-def platform_string(value: Any, *, what: str) -> str:
+def platform_string(value: object, *, what: str) -> str:
     """os/arch[/variant] from a descriptor's or config's platform fields."""
     if not isinstance(value, dict):
         raise FormatError(f"{what}: platform must be an object")
@@ -126,7 +126,7 @@ def load_json_value(data: bytes, *, what: str) -> Any:
         raise FormatError(f"{what}: not valid JSON ({exc})") from exc
 
 
-def load_json(data: bytes, *, what: str) -> dict[str, Any]:
+def load_json(data: bytes, *, what: str) -> dict[str, object]:
     """Parse an OCI JSON document that must be an object (index, manifest, config)."""
     value = load_json_value(data, what=what)
     if not isinstance(value, dict):
@@ -134,12 +134,12 @@ def load_json(data: bytes, *, what: str) -> dict[str, Any]:
     return value
 
 
-def json_bytes(value: Any) -> bytes:
+def json_bytes(value: object) -> bytes:
     """Compact JSON in the given key order: the form of manifests kitbuilder generates (stable digests)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def parse_descriptor(value: Any, *, what: str) -> Descriptor:
+def parse_descriptor(value: object, *, what: str) -> Descriptor:
     """A descriptor object; FormatError naming ``what`` when a field is missing or malformed."""
     if not isinstance(value, dict):
         raise FormatError(f"{what}: a descriptor must be an object")

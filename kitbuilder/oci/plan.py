@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.core import jsonio
+from kitbuilder.core.images import ImageRecord
 from kitbuilder.core.spec import ImageSpec
 from kitbuilder.errors import IntegrityError, SpecError, UsageError
 from kitbuilder.oci import layout
@@ -46,28 +47,6 @@ class PlannedMember:
     # writer does, and compares with ``sha256`` before the kit is complete); ``label`` names the source.
     open_raw: Callable[[], AbstractContextManager[BinaryIO]] | None = None
     label: str = ""
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """What the signed manifest says about one image (manifest.json "images")."""
-
-    ref: str
-    digest: str
-    media_type: str
-    platforms: tuple[str, ...]
-    size: int
-    layers: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ref": self.ref,
-            "digest": self.digest,
-            "mediaType": self.media_type,
-            "platforms": list(self.platforms),
-            "size": self.size,
-            "layers": self.layers,
-        }
 
 
 @dataclass(frozen=True)
@@ -154,7 +133,7 @@ def plan_images(images: Sequence[ImageSpec], *, spec_path: Path) -> ImagePlan:
     documents: dict[str, bytes] = {}  # JSON blobs read (and checked) while planning, kept for the build
     blobs: dict[str, tuple[Source, Descriptor, str]] = {}
     records: list[ImageRecord] = []
-    entries: list[dict[str, Any]] = []
+    entries: list[dict[str, object]] = []
     for number, image in enumerate(images):
         where = image.where(spec_path, number)
         key = (image.source, image.format)

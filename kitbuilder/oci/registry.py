@@ -18,13 +18,15 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from kitbuilder import __version__
 from kitbuilder.errors import RegistryError, UsageError
 from kitbuilder.oci.reference import parse_registry
+
+T = TypeVar("T")
 
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*"([^"]*)"')
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -244,11 +246,11 @@ class RegistryClient:
 
     def retrying(
         self,
-        action: Callable[[], Any],
+        action: Callable[[], T],
         *,
         on_retry: Callable[[], None] | None = None,
         hint: str = "rerun the push: what landed is skipped",
-    ) -> Any:
+    ) -> T:
         policy = self.options.retry
         for attempt in range(policy.attempts):
             try:

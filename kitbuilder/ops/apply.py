@@ -27,7 +27,15 @@ from kitbuilder.apply.lock import ApplyLock, live_kit_process, pid_alive
 from kitbuilder.apply.plan import LAST_PHASE, Plan, Step, build_plan, phase_key, validate_plan, validate_reverts
 from kitbuilder.apply.state import StateStore
 from kitbuilder.core.manifest import IMAGES_DIR
-from kitbuilder.errors import DatabaseError, HostIOError, InterruptedRun, KitError, LockBusyError, UsageError
+from kitbuilder.errors import (
+    DatabaseError,
+    FailedRunError,
+    HostIOError,
+    InterruptedRun,
+    KitError,
+    LockBusyError,
+    UsageError,
+)
 from kitbuilder.ops.verify import VerifyOptions, VerifyReport, verify_kit
 
 
@@ -259,8 +267,7 @@ def apply_kit(
         with signals.shielded():
             report, failure = _record(ctx, evidence_dir, report, failure)
         if failure is not None:
-            failure.details = report.to_json()
-            raise failure
+            raise FailedRunError(failure, report=report.to_json()) from failure
         return report
 
 

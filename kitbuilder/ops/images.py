@@ -20,9 +20,10 @@ from typing import Any, BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import reader
-from kitbuilder.archive.index import IndexEntry
+from kitbuilder.archive.index import IndexEntry, MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.atomic import TempPattern, clear_stale, fsync_path, os_error, scratch_dir
+from kitbuilder.core.images import ImageRecord, image_records
 from kitbuilder.core.manifest import Manifest
 from kitbuilder.errors import IntegrityError, UsageError
 from kitbuilder.oci import layout
@@ -30,7 +31,7 @@ from kitbuilder.oci.check import PREFIX, CheckedLayout, walk_layout
 from kitbuilder.oci.reference import parse_registry, push_target
 from kitbuilder.oci.registry import RegistryClient, TransferOptions
 from kitbuilder.ops.kitfile import SameFileReader
-from kitbuilder.ops.verify import VerifyOptions, open_kit, verify_kit
+from kitbuilder.ops.verify import VerifyOptions, open_kit, same_as_signed, verify_kit
 
 EXPORT_TEMP_PREFIX = ".kit-export-tmp-"
 # Export's scratch directories in OUT_DIR: .kit-export-tmp-<pid>-<random> (see kitbuilder.atomic).
@@ -40,12 +41,18 @@ EXPORT_TEMP = TempPattern(EXPORT_TEMP_PREFIX, "")
 @dataclass(frozen=True)
 class ExportResult:
     out_dir: Path
-    images: tuple[dict[str, Any], ...]
+    images: tuple[ImageRecord, ...]
     blobs: int
     bytes: int
 
+    # Any, not object: cli.py's text renderer still reads this document by key (issue 13 item 4 moves it).
     def to_json(self) -> dict[str, Any]:
-        return {"outDir": str(self.out_dir), "images": list(self.images), "blobs": self.blobs, "bytes": self.bytes}
+        return {
+            "outDir": str(self.out_dir),
+            "images": [image.to_json() for image in self.images],
+            "blobs": self.blobs,
+            "bytes": self.bytes,
+        }
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class ImagePush:
     blobs_mounted: int
     bytes_sent: int
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "ref": self.ref,
             "pushedAs": self.pushed_as,
@@ -76,7 +83,7 @@ class PushResult:
     registry: str
     images: tuple[ImagePush, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "kit": str(self.kit),
             "registry": self.registry,
@@ -97,11 +104,10 @@ class _KitImages:
         self.stream = stream
         self.signed = {f.path: f for f in manifest.files if f.path.startswith(PREFIX)}
         index = reader.read_index(stream, caps).index.by_path()
-        self.entries: dict[str, IndexEntry] = {}
+        self.entries: dict[str, IndexEntry | MemberSpan] = {}
         for path, item in self.signed.items():
             entry = index.get(path)
-            signed = (item.offset, item.length, item.size, item.sha256, item.frame_sha256)
-            if entry is None or (entry.offset, entry.length, entry.size, entry.sha256, entry.frame_sha256) != signed:
+            if entry is None or not same_as_signed(entry, item, manifest):
                 raise IntegrityError(f"{kit}: {path}: the kit changed after it was verified; verify it again")
             self.entries[path] = entry
 
@@ -121,15 +127,15 @@ class _KitImages:
             yield _member_chunks(stream, self.entries[path], self.caps, f"{self.kit}: {path}")  # type: ignore[arg-type]
 
 
-def _member_chunks(stream: BinaryIO, entry: IndexEntry, caps: Caps, label: str) -> Iterator[bytes]:
+def _member_chunks(stream: BinaryIO, entry: IndexEntry | MemberSpan, caps: Caps, label: str) -> Iterator[bytes]:
     """One member's content through the kit's one member reader: every check done before the last piece."""
     return reader.member_chunks(stream, entry, caps, against="signed", label=label)
 
 
-def _records(kit: Path, manifest: Manifest) -> tuple[dict[str, Any], ...]:
+def _records(kit: Path, manifest: Manifest) -> tuple[ImageRecord, ...]:
     if not manifest.images:
         raise UsageError(f"{kit}: the kit carries no container images")
-    return manifest.images
+    return image_records(manifest.images)
 
 
 def _check(images: _KitImages, manifest: Manifest) -> CheckedLayout:
@@ -264,22 +270,22 @@ def push_images(
         stream = stack.enter_context(open_kit(kit))
         report = verify_kit(kit, options, stream=stream)
         records = _records(kit, report.manifest)
-        known = [str(r["ref"]) for r in records]
+        known = [r.ref for r in records]
         if refs:
             unknown = [r for r in refs if r not in known]
             if unknown:
                 raise UsageError(f"{kit}: has no image {unknown[0]!r} (it has: {', '.join(known)})")
-            records = tuple(r for r in records if r["ref"] in refs)
+            records = tuple(r for r in records if r.ref in refs)
         images = _KitImages(kit, report.manifest, stream, options.caps)
         checked = _check(images, report.manifest)
         if on_start is not None:
             wanted: dict[str, int] = {}
             for record in records:
-                wanted.update({d: b.size for d, b in checked.trees[str(record["ref"])].blobs.items()})
+                wanted.update({d: b.size for d, b in checked.trees[record.ref].blobs.items()})
             on_start(sum(wanted.values()))
         landed: dict[str, str] = {}  # digest → a repository known to hold it in this run
         for record in records:
-            results.append(_push_one(client, images, checked, str(record["ref"]), host, landed, on_bytes))
+            results.append(_push_one(client, images, checked, record.ref, host, landed, on_bytes))
     return PushResult(kit=kit, registry=host, images=tuple(results))
 
 

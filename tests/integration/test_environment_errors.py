@@ -498,21 +498,21 @@ def test_a_run_killed_before_its_rename_leaves_nothing_final_and_the_rerun_clear
 
 
 def test_an_oserror_no_site_converted_is_exit_12_naming_its_path(capsys: pytest.CaptureFixture[str]) -> None:
-    from kitbuilder import cli
+    from kitbuilder.cli.errors import exit_on_error
 
-    with pytest.raises(SystemExit) as exited, cli._errors(False):
+    with pytest.raises(SystemExit) as exited, exit_on_error(False):
         raise PermissionError(errno.EACCES, "Permission denied", "/srv/kits/x.kit.tar.zst")
     assert exited.value.code == 12
     assert _one_line(capsys.readouterr().err) == (
         "kit: io error: /srv/kits/x.kit.tar.zst: cannot access (Permission denied): check the permissions and rerun"
     )
-    with pytest.raises(SystemExit) as exited, cli._errors(False):
+    with pytest.raises(SystemExit) as exited, exit_on_error(False):
         raise OSError(errno.ENOSPC, "No space left on device")
     assert exited.value.code == 12
     assert _one_line(capsys.readouterr().err) == (
         "kit: io error: (unknown path): cannot write (No space left on device): free space there and rerun"
     )
-    with pytest.raises(SystemExit) as exited, cli._errors(False):
+    with pytest.raises(SystemExit) as exited, exit_on_error(False):
         raise ValueError("a bug")
     assert exited.value.code == 70, "other exceptions are still bugs"
     capsys.readouterr()

@@ -26,7 +26,7 @@ def check_sbom(data: bytes, where: str) -> SbomInfo:
     return check_sbom_document(load_sbom(data, where), where)
 
 
-def load_sbom(data: bytes, where: str) -> dict[str, Any]:
+def load_sbom(data: bytes, where: str) -> dict[str, object]:
     """The parsed document (strict JSON, an object), for a caller that also reads fields itself."""
     return _load(data, where)
 
@@ -55,8 +55,8 @@ def check_sbom_document(document: dict[str, Any], where: str) -> SbomInfo:
         return SbomInfo(
             format="SPDX",
             spec_version=spdx_version.removeprefix("SPDX-"),
-            subject_name=subject.get("name", subject.get("fileName")),
-            subject_version=subject.get("versionInfo"),
+            subject_name=_text(subject.get("name", subject.get("fileName"))),
+            subject_version=_text(subject.get("versionInfo")),
             summary=summarize_sbom(document, where=where),
             document_name=document["name"],
         )
@@ -65,6 +65,11 @@ def check_sbom_document(document: dict[str, Any], where: str) -> SbomInfo:
     raise SbomError(
         where, "$", "neither CycloneDX JSON (no bomFormat) nor SPDX JSON (no spdxVersion); ship one of the two"
     )
+
+
+def _text(value: object) -> str | None:
+    """A string field of the described element, or None (a value of another JSON type names nothing)."""
+    return value if isinstance(value, str) else None
 
 
 def parse_limits(size: int) -> jsonio.ParseLimits:

@@ -6,14 +6,16 @@ live here, beside the frozen dataclasses, where nothing imports a schema or vali
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from kitbuilder.core import fields
 
 KIT_SBOM_PATH = "sbom/kit.cdx.json"
 KIT_SPEC_VERSION = "1.6"
 CYCLONEDX_VERSIONS = ("1.4", "1.5", "1.6")
 SPDX_VERSIONS = ("SPDX-2.3", "SPDX-2.2")
+SBOM_FORMATS = ("CycloneDX", "SPDX")
 # The longest problem an SbomError spells out: enough for any schema message, short enough for one line.
 MAX_MESSAGE = 240
 
@@ -44,7 +46,7 @@ def json_path(parts: Sequence[str | int]) -> str:
     return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
 
 
-def json_kind(value: Any) -> str:
+def json_kind(value: object) -> str:
     """What a JSON value is, as an error message names it: ``an object``, ``null``, ``a number``..."""
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
@@ -78,11 +80,38 @@ class KitComponent:
 
 @dataclass(frozen=True)
 class ShippedSbom:
+    """A component SBOM the kit ships, as manifest.json ``sboms[]`` records it (schemas/manifest.schema.json)."""
+
     path: str
     component: str
     subject: str
     format: str  # "CycloneDX" | "SPDX"
     spec_version: str  # "1.6", "2.3", ...
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "component": self.component,
+            "subject": self.subject,
+            "format": self.format,
+            "specVersion": self.spec_version,
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, object], *, what: str = "manifest.json: sboms[]") -> ShippedSbom:
+        """The record of a (schema-checked) ``sboms[]`` entry; FormatError naming the field if it is not one."""
+        read = fields.Fields(document, what)
+        shipped = cls(
+            path=read.required_text("path"),
+            component=read.required_text("component"),
+            subject=read.required_text("subject"),
+            format=read.required_text("format"),
+            spec_version=read.required_text("specVersion"),
+        )
+        read.finish()
+        if shipped.format not in SBOM_FORMATS:
+            raise read.fail("format", f"{fields.show(shipped.format)} is not one of {', '.join(SBOM_FORMATS)}")
+        return shipped
 
 
 @dataclass(frozen=True)
@@ -94,7 +123,7 @@ class SbomSummary:
     licenses: dict[str, int]  # per component that states one; "MIT OR Apache-2.0" counts as itself
     suppliers: dict[str, int]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "componentCount": self.component_count,
             "byType": dict(sorted(self.by_type.items())),
@@ -116,7 +145,7 @@ class SbomInfo:
         """Whether ``subject`` (a spec's ``subject:``) names this SBOM's subject or document."""
         return subject in (self.subject_name, self.document_name)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "format": self.format,
             "specVersion": self.spec_version,

@@ -32,6 +32,8 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _OCI_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 # Roles whose files are executed by `kit apply`; everything else a kit carries is data to it.
 _APPLICATION_ROLES = frozenset({"migration", "backfill"})
+# A JSON object of the document being built (private: the public result is bytes).
+_Json = dict[str, Any]
 
 
 def render_kit_sbom(
@@ -54,10 +56,36 @@ def render_kit_sbom(
     components with one bom-ref).
     """
     where = KIT_SBOM_PATH
-    kit_ref = f"kit:{name}@{version}"
-    metadata: dict[str, Any] = {
+    groups, by_path = _groups(components, files, where)
+    containers: dict[str, _Json] = {}
+    for image in images:
+        if image.ref in containers:
+            raise SbomError(where, f"image:{image.ref}", "two images have this ref")
+        containers[image.ref] = _container(image, where)
+    _attach_shipped(shipped, groups, containers, by_path, where)
+    for component in (*groups.values(), *containers.values()):
+        if "externalReferences" in component:
+            component["externalReferences"].sort(key=lambda r: r["url"])
+
+    document: _Json = {
+        "$schema": f"http://cyclonedx.org/schema/bom-{KIT_SPEC_VERSION}.schema.json",
+        "bomFormat": "CycloneDX",
+        "specVersion": KIT_SPEC_VERSION,
+        "version": 1,
+        "metadata": _metadata(name, version, product, tool_version, created),
+        "components": [*groups.values(), *containers.values()],
+    }
+    digest = hashlib.sha256(jsonio.dump_compact(document)).hexdigest()
+    document["serialNumber"] = f"urn:uuid:{uuid.uuid5(_SERIAL_NAMESPACE, f'sha256:{digest}')}"
+    validate_cyclonedx(document, KIT_SPEC_VERSION, where)
+    return jsonio.dump_pretty(document)
+
+
+def _metadata(name: str, version: str, product: str, tool_version: str, created: str | None) -> _Json:
+    """``metadata``: the kit as the SBOM's subject, kitbuilder as its tool, ``created`` as its timestamp."""
+    metadata: _Json = {
         "component": {
-            "bom-ref": kit_ref,
+            "bom-ref": f"kit:{name}@{version}",
             "type": "application",
             "name": name,
             "version": version,
@@ -77,8 +105,14 @@ def render_kit_sbom(
     }
     if created is not None:
         metadata["timestamp"] = created
+    return metadata
 
-    groups: dict[str, dict[str, Any]] = {}
+
+def _groups(
+    components: Sequence[KitComponent], files: Sequence[SbomFile], where: str
+) -> tuple[dict[str, _Json], dict[str, SbomFile]]:
+    """One component per kit component (id → component) with its files nested in it; the files by path."""
+    groups: dict[str, _Json] = {}
     group_roles: dict[str, str] = {}
     for kit_component in components:
         if kit_component.id in groups:
@@ -97,7 +131,7 @@ def render_kit_sbom(
             # Files of a component the caller did not list (e.g. the OCI layout under images/) still get a group.
             groups[file.component] = _group(file.component, file.role, None, None)
             group_roles[file.component] = file.role
-        entry: dict[str, Any] = {
+        entry: _Json = {
             "bom-ref": f"file:{file.path}",
             "type": "file",
             "name": file.path,
@@ -108,14 +142,18 @@ def render_kit_sbom(
             entry["properties"].append({"name": "kitbuilder:role", "value": file.role})
         groups[file.component].setdefault("components", []).append(entry)
         by_path[file.path] = file
+    return groups, by_path
 
-    containers: dict[str, dict[str, Any]] = {}
-    for image in images:
-        if image.ref in containers:
-            raise SbomError(where, f"image:{image.ref}", "two images have this ref")
-        containers[image.ref] = _container(image, where)
 
-    repositories: dict[str, dict[str, Any]] = {}
+def _attach_shipped(
+    shipped: Sequence[ShippedSbom],
+    groups: dict[str, _Json],
+    containers: dict[str, _Json],
+    by_path: dict[str, SbomFile],
+    where: str,
+) -> None:
+    """A ``bom`` external reference for each shipped SBOM, on the image, repository or component it describes."""
+    repositories: dict[str, _Json] = {}
     for ref, container in containers.items():
         repositories.setdefault(_split_ref(ref)[0], container)  # the first image of a repository
     for sbom in shipped:
@@ -137,25 +175,9 @@ def render_kit_sbom(
                 "hashes": [{"alg": "SHA-256", "content": sbom_file.sha256}],
             }
         )
-    for component in (*groups.values(), *containers.values()):
-        if "externalReferences" in component:
-            component["externalReferences"].sort(key=lambda r: r["url"])
-
-    document: dict[str, Any] = {
-        "$schema": f"http://cyclonedx.org/schema/bom-{KIT_SPEC_VERSION}.schema.json",
-        "bomFormat": "CycloneDX",
-        "specVersion": KIT_SPEC_VERSION,
-        "version": 1,
-        "metadata": metadata,
-        "components": [*groups.values(), *containers.values()],
-    }
-    digest = hashlib.sha256(jsonio.dump_compact(document)).hexdigest()
-    document["serialNumber"] = f"urn:uuid:{uuid.uuid5(_SERIAL_NAMESPACE, f'sha256:{digest}')}"
-    validate_cyclonedx(document, KIT_SPEC_VERSION, where)
-    return jsonio.dump_pretty(document)
 
 
-def _group(component_id: str, role: str, phase: str | None, subject: str | None) -> dict[str, Any]:
+def _group(component_id: str, role: str, phase: str | None, subject: str | None) -> _Json:
     properties = [{"name": "kitbuilder:role", "value": role}]
     if phase is not None:
         properties.append({"name": "kitbuilder:phase", "value": phase})
@@ -178,7 +200,7 @@ def _split_ref(ref: str) -> tuple[str, str | None]:
     return ref, None
 
 
-def _container(image: SbomImage, where: str) -> dict[str, Any]:
+def _container(image: SbomImage, where: str) -> _Json:
     match = _OCI_DIGEST.fullmatch(image.digest)
     if match is None:
         raise SbomError(where, f"image:{image.ref}", f"digest {image.digest!r} is not sha256:<64 lowercase hex>")

@@ -159,7 +159,7 @@ def _spdx_location(document: dict[str, Any], context: Any) -> str:
     return "$"
 
 
-def spdx_subject(document: dict[str, Any]) -> dict[str, Any]:
+def spdx_subject(document: dict[str, Any]) -> dict[str, object]:
     """The element the document DESCRIBES (first one), or {} when it names none."""
     described = list(document.get("documentDescribes", []))
     own = document["SPDXID"]
