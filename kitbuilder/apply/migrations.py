@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Literal
 
 from kitbuilder import faults
 from kitbuilder.apply import sqlsplit, state
@@ -32,7 +33,7 @@ def _drift_message(step: Step, recorded: str) -> str:
     )
 
 
-def status_of(ctx: RunContext, step: Step) -> str:
+def status_of(ctx: RunContext, step: Step) -> Literal["applied", "pending", "interrupted"]:
     """'applied', 'pending', 'interrupted' or raises DatabaseError on checksum drift."""
     row = ctx.state.migrations().get(step.id)
     if row is None or row.status in ("failed", "reverted", "pending"):

@@ -29,4 +29,4 @@ def export_json(result: ExportResult) -> dict[str, Any]:
 def export_text(result: ExportResult) -> None:
     click.echo(f"exported {len(result.images)} image(s) to {result.out_dir} ({result.bytes} bytes)")
     for image in result.images:
-        click.echo(f"  {image['ref']}  {image['digest']}")
+        click.echo(f"  {image.ref}  {image.digest}")
