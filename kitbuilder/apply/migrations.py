@@ -160,7 +160,7 @@ def apply_migration(ctx: RunContext, step: Step) -> MigrationResult:
     )
 
 
-def revert_step(ctx: RunContext, step: Step) -> dict[str, object]:
+def revert_step(ctx: RunContext, step: Step) -> None:
     script = (
         step.text("revert") if step.kind == "migration" else (step.backfill.revert if step.kind == "backfill" else None)
     )
@@ -192,7 +192,6 @@ def revert_step(ctx: RunContext, step: Step) -> dict[str, object]:
                 ctx.state.record_event(ctx.run_id, "revert", step.id, None)
     except DriverError as exc:
         raise DatabaseError(f"revert of {step.kind} {step.id} failed: {exc.reason}") from exc
-    return {"id": step.id, "kind": step.kind, "phase": step.phase, "status": "reverted"}
 
 
 def apply_seed(ctx: RunContext, step: Step) -> SeedResult:

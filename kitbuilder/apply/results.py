@@ -346,7 +346,7 @@ class ApplyReport:
     deferred: Deferred | None = None
     error: RunError | None = None
     evidence: Evidence | None = None
-    images: dict[str, object] | None = None  # `--registry`: the push document, added by the CLI after the run
+    images: dict[str, object] | None = None  # `--registry`: the push document (ops/apply_and_push)
 
     @property
     def kit_name(self) -> str:
