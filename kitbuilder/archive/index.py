@@ -1,9 +1,20 @@
-"""The archive index: where each member's zstd frame lies, kept in a skippable frame at the end.
+"""The archive index: where each frame and member lies, kept in a skippable frame at the end.
 
-The index lets ``inspect`` and ``patch`` seek to a member's frame without
-decompressing anything else. It is only a map: the payload part of it is
-repeated in the signed manifest, and the verifier checks both against the
-stream it actually decompresses.
+The index lets ``inspect`` and ``patch`` seek to a member without decompressing
+anything else. It is only a map: its payload part is repeated in the signed
+manifest, and the verifier checks both against the stream it decompresses.
+
+Two formats (docs/format.md §3):
+
+- format 1 (``kitbuilder-index/v1``, read only): one entry per member with the
+  file offset and length of its two frames (header, data) and the data frame's digest.
+- format 2 (``kitbuilder-index/v2``): a ``frames`` table listing every zstd frame
+  (file offset, compressed length, decompressed size, digest of the compressed
+  bytes) and one entry per member naming the frame that holds its header
+  (``frame``) and where in that frame's decompressed bytes the header starts
+  (``at``). ``KitIndex.from_bytes`` checks that the frames tile the file and that
+  the members tile the tar stream under the frame rules, so every reader after it
+  works on a consistent map (``MemberSpan``).
 """
 
 from __future__ import annotations
@@ -11,21 +22,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kitbuilder.archive import layout
 from kitbuilder.core import jsonio, schemas
+from kitbuilder.core.manifest import FrameEntry
+from kitbuilder.errors import ArchiveError
 
 INDEX_FORMAT = "kitbuilder-index/v1"
-# The smallest a member can be in the archive: two zstd frames (header and data) of at least 9 bytes each
+INDEX_FORMAT_V2 = "kitbuilder-index/v2"
+# The smallest a format-1 member can be in the archive: two zstd frames (header and data) of at least 9 bytes each
 # (magic, frame header, one block header). An index cannot list more members than the bytes before it hold.
 MIN_MEMBER_BYTES = 18
-# Per member the index holds one object with six fields (13 values and keys); the rest is a fixed envelope.
+# The smallest zstd frame: magic, a 2-byte frame header, one block header. A format-2 index cannot list more frames
+# than the bytes before it hold.
+MIN_FRAME_BYTES = 9
+# Per member the v1 index holds one object with six fields (13 values and keys); the rest is a fixed envelope.
 _VALUES_PER_ENTRY = 13
 # The longest compact entry: fixed keys and punctuation, two hex digests, three 20-digit integers and a
 # 255-byte portable (ASCII, never escaped) path come to 512 bytes.
 _BYTES_PER_ENTRY = 640
+# Format 2: a member entry has five fields (11 values and keys, at most ~420 bytes compact), a frame entry four
+# (9 values and keys, at most ~180 bytes compact).
+_VALUES_PER_MEMBER_V2 = 11
+_VALUES_PER_FRAME = 9
+_BYTES_PER_MEMBER_V2 = 512
+_BYTES_PER_FRAME = 256
+
+
+def max_length(size: int) -> int:
+    """The most compressed bytes a zstd frame of ``size`` decoded bytes takes (zstd's compress bound, raw blocks
+    included: 3 bytes per 128 KiB block), with room for the frame header and checksum."""
+    return size + size // 128 + 1024
 
 
 @dataclass(frozen=True)
 class IndexEntry:
+    """A format-1 member: its two frames' file span and the data frame's digest."""
+
     path: str
     offset: int
     length: int
@@ -47,38 +79,118 @@ class IndexEntry:
 
 
 @dataclass(frozen=True)
+class MemberEntry:
+    """A format-2 member: ``frame`` holds its 512-byte header at byte ``at`` of the frame's decompressed bytes."""
+
+    path: str
+    frame: int
+    at: int
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "frame": self.frame, "path": self.path, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True)
+class MemberSpan:
+    """A format-2 member located: the frames that hold it, in order, the first one holding its header at ``at``.
+
+    Either all of the member (header, data, padding) lies in ``frames[0]`` (a group or metadata frame), or
+    ``frames[0]`` is its 512-byte header alone and ``frames[1:]`` hold exactly its padded data (a large member).
+    """
+
+    path: str
+    size: int
+    sha256: str
+    frame: int
+    at: int
+    frames: tuple[FrameEntry, ...]
+    stream_offset: int  # where its header lies in the decompressed tar stream
+
+    @property
+    def offset(self) -> int:
+        """File offset of the first frame holding the member."""
+        return self.frames[0].offset
+
+
+@dataclass(frozen=True)
 class KitIndex:
-    members: tuple[IndexEntry, ...]
+    """A parsed and checked index, format 1 or 2.
+
+    Format 1: ``members`` are ``IndexEntry``; ``end_offset``/``end_length`` the end-of-archive frame.
+    Format 2: ``members`` are ``MemberEntry``, ``frames`` every zstd frame, ``end`` the index of the
+    end-of-archive frame (``end_offset``/``end_length`` are derived from it).
+    """
+
+    format_version: int
+    members: tuple[IndexEntry, ...] | tuple[MemberEntry, ...]
     end_offset: int
     end_length: int
+    frames: tuple[FrameEntry, ...] = ()
+    end: int = 0
+
+    @classmethod
+    def v2(cls, frames: tuple[FrameEntry, ...], members: tuple[MemberEntry, ...], end: int) -> KitIndex:
+        return cls(2, members, frames[end].offset, frames[end].length, frames, end)
 
     def to_bytes(self) -> bytes:
+        if self.format_version == 1:
+            return jsonio.dump_compact(
+                {
+                    "format": INDEX_FORMAT,
+                    "members": [m.to_json() for m in self.members],
+                    "end": {"offset": self.end_offset, "length": self.end_length},
+                }
+            )
         return jsonio.dump_compact(
             {
-                "format": INDEX_FORMAT,
+                "end": self.end,
+                "format": INDEX_FORMAT_V2,
+                "frames": [f.to_json() for f in self.frames],
                 "members": [m.to_json() for m in self.members],
-                "end": {"offset": self.end_offset, "length": self.end_length},
             }
         )
 
     @staticmethod
-    def max_bytes(members: int) -> int:
-        """The most bytes an index of ``members`` entries can take."""
-        return _BYTES_PER_ENTRY * members + 256
+    def max_bytes(members: int, frames: int = 0) -> int:
+        """The most bytes an index of ``members`` entries (and ``frames`` frames, format 2) can take."""
+        return max(_BYTES_PER_ENTRY * members, _BYTES_PER_MEMBER_V2 * members + _BYTES_PER_FRAME * frames) + 256
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, max_members: int | None = None) -> KitIndex:
-        """Parse and check an index; with ``max_members`` the parse cost is bounded before it starts."""
+    def from_bytes(cls, data: bytes, *, max_members: int | None = None, max_frames: int | None = None) -> KitIndex:
+        """Parse and check an index; with ``max_members`` (and ``max_frames``) the parse cost is bounded first.
+
+        A format-2 index must be a consistent map (``check_tiling``); ArchiveError names the first fault.
+        """
         limits = None
         if max_members is not None:
+            frames = max_frames or 0
             limits = jsonio.ParseLimits(
-                max_values=_VALUES_PER_ENTRY * max_members + 32,
-                max_containers=max_members + 4,
-                why=f"an index of at most {max_members} members",
+                max_values=max(_VALUES_PER_ENTRY * max_members, _VALUES_PER_MEMBER_V2 * max_members)
+                + _VALUES_PER_FRAME * frames
+                + 32,
+                max_containers=max_members + frames + 8,
+                why=f"an index of at most {max_members} members and {frames} frames",
             )
         document = jsonio.load_object(data, what="archive index", limits=limits)
+        if document.get("format") == INDEX_FORMAT_V2 and (max_members is None or max_frames is not None):
+            schemas.validate("index-v2", document, what="archive index")
+            frame_list = tuple(FrameEntry.from_json(f) for f in document["frames"])
+            if max_frames is not None and len(frame_list) > max_frames:
+                raise ArchiveError(f"kit index lists {len(frame_list)} frames, more than the cap of {max_frames}")
+            members = tuple(
+                MemberEntry(m["path"], m["frame"], m["at"], m["size"], m["sha256"]) for m in document["members"]
+            )
+            end = document["end"]
+            if end >= len(frame_list):
+                raise ArchiveError(f"kit index: end frame {end} is not one of its {len(frame_list)} frames")
+            index = cls.v2(frame_list, members, end)
+            index.check_tiling()
+            return index
         schemas.validate("index", document, what="archive index")
         return cls(
+            format_version=1,
             members=tuple(
                 IndexEntry(m["path"], m["offset"], m["length"], m["size"], m["sha256"], m["frameSha256"])
                 for m in document["members"]
@@ -87,5 +199,144 @@ class KitIndex:
             end_length=document["end"]["length"],
         )
 
-    def by_path(self) -> dict[str, IndexEntry]:
-        return {m.path: m for m in self.members}
+    def by_path(self) -> dict[str, IndexEntry | MemberSpan]:
+        """Every member by path, located (format 2: the frames it spans); the last one wins for a repeated path."""
+        if self.format_version == 1:
+            return {m.path: m for m in self.members if isinstance(m, IndexEntry)}
+        return {span.path: span for span in self.spans()}
+
+    def sizes(self) -> dict[str, int]:
+        """Every member's size by path (the last one wins for a repeated path), without locating any."""
+        return {m.path: m.size for m in self.members}
+
+    def locate(self, path: str) -> IndexEntry | MemberSpan:
+        """One member by path (the last one listed with it), located; StopIteration if none is."""
+        if self.format_version == 1:
+            return self.by_path()[path]
+        members: tuple[IndexEntry | MemberEntry, ...] = self.members
+        member = next(m for m in reversed(members) if m.path == path)
+        assert isinstance(member, MemberEntry)
+        start = sum(f.size for f in self.frames[: member.frame]) + member.at
+        return self._span(member, start)
+
+    def located(self) -> list[IndexEntry | MemberSpan]:
+        """Every member, located, in index order (format 1: the entries themselves)."""
+        if self.format_version == 1:
+            return [m for m in self.members if isinstance(m, IndexEntry)]
+        return list(self.spans())
+
+    def spans(self) -> list[MemberSpan]:
+        """Format 2: every member with the frames that hold it, in index order (the index is already checked)."""
+        starts = self.stream_starts()
+        out: list[MemberSpan] = []
+        for member in self.members:
+            assert isinstance(member, MemberEntry)
+            out.append(self._span(member, starts[member.frame] + member.at))
+        return out
+
+    def _span(self, member: MemberEntry, start: int) -> MemberSpan:
+        frames = self.frames
+        first = frames[member.frame]
+        if member.at + layout.member_bytes(member.size) <= first.size:
+            held: tuple[FrameEntry, ...] = (first,)
+        else:
+            last = member.frame + 1
+            left = layout.padded(member.size)
+            while left > 0:
+                left -= frames[last].size
+                last += 1
+            held = frames[member.frame : last]
+        return MemberSpan(member.path, member.size, member.sha256, member.frame, member.at, held, start)
+
+    def stream_starts(self) -> list[int]:
+        """Format 2: each frame's offset in the decompressed tar stream (prefix sums of ``size``)."""
+        starts = []
+        position = 0
+        for frame in self.frames:
+            starts.append(position)
+            position += frame.size
+        return starts
+
+    @property
+    def payload_frames(self) -> int:
+        """Format 2: frames before the first metadata frame; callers compare them with the signed manifest."""
+        return self.end
+
+    def check_tiling(self) -> None:
+        """Format 2: ArchiveError unless frames tile the file and members tile the tar stream (docs/format.md §3.2).
+
+        Frames: frame 0 at offset 0, each next one where the previous ends, sizes multiples of 512 and non-zero,
+        the end-of-archive frame last and 1024 bytes. Members, in order: each header at a 512-byte boundary of
+        its frame where the previous member (header, data, padding) ended; a member either lies wholly in its
+        header's frame, or its header is alone in its frame (``at`` 0, size 512) and the following frames hold
+        exactly its padded data; after the last member, the end-of-archive frame. So no frame holds bytes of
+        no member, no member is read from frames that are not its own, and nothing is skipped or read twice.
+        """
+        frames = self.frames
+        offset = 0
+        for number, entry in enumerate(frames):
+            if entry.offset != offset:
+                raise ArchiveError(
+                    f"kit index: frame {number} at offset {entry.offset}, but the frame before it ends at {offset}"
+                )
+            if entry.size == 0 or entry.size % layout.BLOCK:
+                raise ArchiveError(
+                    f"kit index: frame {number} decompresses to {entry.size} bytes, not a positive multiple of 512"
+                )
+            if entry.size > layout.MAX_FRAME_SIZE:
+                raise ArchiveError(
+                    f"kit index: frame {number} decompresses to {entry.size} bytes, more than a frame may hold "
+                    f"({layout.MAX_FRAME_SIZE})"
+                )
+            if entry.length > max_length(entry.size):
+                raise ArchiveError(
+                    f"kit index: frame {number} is {entry.length} bytes compressed, more than {entry.size} bytes "
+                    "can take in a zstd frame"
+                )
+            offset += entry.length
+        if self.end != len(frames) - 1:
+            raise ArchiveError(f"kit index: end frame {self.end} is not the last of its {len(frames)} frames")
+        if frames[self.end].size != layout.END_SIZE:
+            raise ArchiveError(f"kit index: end frame decompresses to {frames[self.end].size} bytes, not 1024")
+        frame = 0  # the frame the next member's header must be in
+        at = 0  # where in it
+        for member in self.members:
+            assert isinstance(member, MemberEntry)
+            where = f"kit index: member {member.path}"
+            if (member.frame, member.at) != (frame, at):
+                raise ArchiveError(
+                    f"{where}: header at frame {member.frame} byte {member.at}, but the member before it ends "
+                    f"at frame {frame} byte {at}"
+                )
+            if frame >= self.end:
+                raise ArchiveError(f"{where}: lies in or after the end-of-archive frame")
+            size = frames[frame].size
+            whole = layout.member_bytes(member.size)
+            if at + whole <= size:
+                at += whole
+            elif at == 0 and size == layout.BLOCK:
+                left = layout.padded(member.size)
+                frame += 1
+                while left > 0:
+                    if frame >= self.end:
+                        raise ArchiveError(f"{where}: data runs into the end-of-archive frame")
+                    if frames[frame].size > left:
+                        raise ArchiveError(
+                            f"{where}: frame {frame} holds {frames[frame].size} bytes, more than the "
+                            f"{left} left of the member's data"
+                        )
+                    left -= frames[frame].size
+                    frame += 1
+                at = 0
+                continue
+            else:
+                raise ArchiveError(
+                    f"{where}: {whole} bytes from byte {at} overrun frame {frame} ({size} bytes), and the "
+                    "frame does not hold its header alone"
+                )
+            if at == size:
+                frame, at = frame + 1, 0
+        if (frame, at) != (self.end, 0):
+            raise ArchiveError(
+                f"kit index: members end at frame {frame} byte {at}, but the end-of-archive frame is frame {self.end}"
+            )

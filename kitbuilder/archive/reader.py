@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
-from kitbuilder.archive import tarfmt, zstdframes
+from kitbuilder.archive import reader2, tarfmt, zstdframes
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
-from kitbuilder.archive.index import MIN_MEMBER_BYTES, KitIndex
+from kitbuilder.archive.index import MIN_FRAME_BYTES, MIN_MEMBER_BYTES, KitIndex, MemberSpan
 from kitbuilder.core import paths
 from kitbuilder.errors import ArchiveError, IntegrityError
 
@@ -38,6 +39,13 @@ class Caps:
     # about 1.2 KiB of memory per member while the index is read.
     max_members: int = 50_000
     max_metadata: int = 64 << 20
+
+    @property
+    def max_frames(self) -> int:
+        """Format 2: the most frames an index may list. Two per member of the cap covers honest kits of large
+        files (a 4 MiB chunk frame each: 100,000 frames is 400 GiB at the default cap); more members, more frames.
+        Members and frames together cost about what a format-1 index at the member cap does."""
+        return 2 * self.max_members + 1024
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,11 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     # The index is one skippable frame of raw bytes, read with one read of its declared size: its cost is
     # bounded before reading (by the members the bytes before it could hold, and by twice the cap, so an
     # index a little over the cap is still parsed and the refusal below can say by how much) and before parsing.
+    # Format 1: every member takes two frames of at least 9 bytes before the index. Format 2: small members share
+    # frames, so members are bounded by the cap alone, frames by the bytes before the index (9 at least each).
     bound = min(2 * caps.max_members + 16, index_offset // MIN_MEMBER_BYTES)
+    member_bound = caps.max_members + 16
+    frame_bound = min(caps.max_frames, index_offset // MIN_FRAME_BYTES)
     stream.seek(index_offset)
     header = stream.read(8)
     if len(header) != 8:
@@ -67,11 +79,11 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     magic, size = struct.unpack("<II", header)
     if not zstdframes.SKIPPABLE_FIRST <= magic <= zstdframes.SKIPPABLE_LAST:
         raise ArchiveError(f"offset {index_offset}: expected a skippable frame")
-    limit = min(caps.max_metadata, KitIndex.max_bytes(bound))
+    limit = min(caps.max_metadata, max(KitIndex.max_bytes(bound), KitIndex.max_bytes(member_bound, frame_bound)))
     if size > limit:
         raise ArchiveError(
             f"offset {index_offset}: skippable frame of {size} bytes exceeds the cap of {limit} "
-            f"(an index of at most {bound} members)"
+            f"(an index of at most {max(bound, member_bound)} members and {frame_bound} frames)"
         )
     data = stream.read(size)
     if len(data) != size:
@@ -83,9 +95,23 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
         raise ArchiveError(
             f"kit index: {file_size - zstdframes.FOOTER_SIZE - end} unexpected bytes between index and footer"
         )
-    index = KitIndex.from_bytes(data, max_members=bound)
+    # The parse cost is bounded by the form the bytes start with (sorted keys: "end" comes first, a number in
+    # format 2, an object in format 1); either way it is bounded before parsing.
+    if re.match(rb'\{"end":[0-9]', data):
+        index = KitIndex.from_bytes(data, max_members=member_bound, max_frames=frame_bound)
+    else:
+        index = KitIndex.from_bytes(data, max_members=bound)
     if len(index.members) > caps.max_members:
         raise ArchiveError(f"kit index lists {len(index.members)} members, more than the cap of {caps.max_members}")
+    if index.format_version == 2:
+        if len(index.frames) > caps.max_frames:
+            raise ArchiveError(f"kit index lists {len(index.frames)} frames, more than the cap of {caps.max_frames}")
+        last = index.frames[-1]
+        if last.offset + last.length != index_offset:
+            raise ArchiveError(
+                f"kit index: its frames end at offset {last.offset + last.length}, but the index frame is at "
+                f"{index_offset}"
+            )
     return IndexLocation(index=index, index_offset=index_offset, file_size=file_size)
 
 
@@ -290,26 +316,35 @@ def _open_member(stream: BinaryIO, entry: MemberRef, caps: Caps) -> zstdframes.F
 
 
 def member_chunks(
-    stream: BinaryIO, entry: MemberRef, caps: Caps, *, against: Against = "index", label: str | None = None
+    stream: BinaryIO,
+    entry: MemberRef | MemberSpan,
+    caps: Caps,
+    *,
+    against: Against = "index",
+    label: str | None = None,
 ) -> Iterator[bytes]:
-    """The content of one member found by seeking to ``entry.offset``, in non-empty pieces, fully checked.
+    """The content of one member found through the index (format 1: by seeking to ``entry.offset``; format 2:
+    by decoding the frames that hold it), in non-empty pieces, fully checked.
 
     The last piece comes only after every check (digests included), so a consumer that completes
     something on the last piece (an upload, a rename) never completes it with bytes that were not verified.
     """
+    if isinstance(entry, MemberSpan):
+        yield from reader2.span_chunks(stream, entry, max_window=caps.max_window, against=against)
+        return
     for piece in member_content(_open_member(stream, entry, caps), entry, against=against, label=label):
         if piece:
             yield piece
 
 
-def read_member(stream: BinaryIO, entry: MemberRef, caps: Caps) -> bytes:
+def read_member(stream: BinaryIO, entry: MemberRef | MemberSpan, caps: Caps) -> bytes:
     """The content of one member, found through the index; bounded by ``caps.max_metadata``."""
     if entry.size > caps.max_metadata:
         raise ArchiveError(f"{entry.path}: {entry.size} bytes exceeds the metadata cap of {caps.max_metadata}")
     return b"".join(member_chunks(stream, entry, caps))
 
 
-def read_member_to(stream: BinaryIO, entry: MemberRef, caps: Caps, destination: Path) -> str:
+def read_member_to(stream: BinaryIO, entry: MemberRef | MemberSpan, caps: Caps, destination: Path) -> str:
     """Stream one member's content into ``destination`` (created new, never through a symlink); its SHA-256.
 
     Checked like every member read: the returned digest is the expected one, or an error was raised

@@ -217,7 +217,9 @@ class KitWriter:
         end_offset = self._offset
         compressor = self._compressor.compressobj(size=len(tarfmt.END_OF_ARCHIVE))
         self._write(compressor.compress(tarfmt.END_OF_ARCHIVE) + compressor.flush())
-        index = KitIndex(members=tuple(self._members), end_offset=end_offset, end_length=self._offset - end_offset)
+        index = KitIndex(
+            format_version=1, members=tuple(self._members), end_offset=end_offset, end_length=self._offset - end_offset
+        )
         index_offset = self._offset
         self._write(zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, index.to_bytes()))
         self._write(zstdframes.footer_frame(index_offset))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -285,3 +286,62 @@ class FrameReader:
             raise ArchiveError(f"{what}: zstd frame at offset {frame_start} did not end cleanly")
         if content_size >= 0 and produced != content_size:
             raise ArchiveError(f"{what}: zstd frame declares {content_size} bytes but holds {produced}")
+
+
+_local = threading.local()
+
+
+def _thread_decompressor(max_window: int) -> Any:
+    """This thread's decompressor (one may not be used by two threads at once)."""
+    cached = getattr(_local, "decompressors", None)
+    if cached is None:
+        cached = _local.decompressors = {}
+    decompressor = cached.get(max_window)
+    if decompressor is None:
+        decompressor = cached[max_window] = zstandard.ZstdDecompressor(max_window_size=max_window)
+    return decompressor
+
+
+def decode_whole(data: bytes, *, size: int, max_window: int, what: str) -> bytes:
+    """Decode ``data``, which must be exactly one zstd frame declaring ``size`` content bytes, to those bytes.
+
+    The frame header is checked under the rules ``FrameReader.iter_zstd_frame`` applies (magic, reserved bit,
+    no dictionary, window cap) and must declare its content size (format 2 frames always do); libzstd then
+    decodes every block, verifies the XXH64 checksum when present, and refuses trailing bytes: what
+    ``zstd -t`` accepts, exactly one frame long. ArchiveError otherwise. Safe to call from worker threads.
+    """
+    if len(data) < 6 or struct.unpack_from("<I", data)[0] != ZSTD_MAGIC:
+        raise ArchiveError(f"{what}: not a zstd frame")
+    descriptor = data[4]
+    if descriptor & 0x08:
+        raise ArchiveError(f"{what}: reserved bit set in zstd frame header")
+    fcs_flag = descriptor >> 6
+    single_segment = (descriptor >> 5) & 1
+    dict_size = (0, 1, 2, 4)[descriptor & 3]
+    fcs_size = (single_segment, 2, 4, 8)[fcs_flag]
+    start = 5 + (0 if single_segment else 1)
+    if len(data) < start + dict_size + fcs_size:
+        raise ArchiveError(f"{what}: zstd frame header is truncated")
+    if dict_size and any(data[start : start + dict_size]):
+        raise ArchiveError(f"{what}: zstd frame needs a dictionary; kits never use one")
+    if not fcs_size:
+        raise ArchiveError(f"{what}: zstd frame does not declare its content size (format 2 frames do)")
+    raw = data[start + dict_size : start + dict_size + fcs_size]
+    declared = int.from_bytes(raw, "little") + (256 if fcs_size == 2 else 0)
+    if declared != size:
+        raise ArchiveError(f"{what}: zstd frame declares {declared} bytes, the index says {size}")
+    if single_segment:
+        window = declared
+    else:
+        exponent, mantissa = data[5] >> 3, data[5] & 7
+        base = 1 << (10 + exponent)
+        window = base + (base // 8) * mantissa
+    if window > max_window:
+        raise ArchiveError(f"{what}: zstd window of {window} bytes exceeds the cap of {max_window}")
+    try:
+        out: bytes = _thread_decompressor(max_window).decompress(data, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise ArchiveError(f"{what}: corrupt zstd data ({exc})") from exc
+    if len(out) != size:
+        raise ArchiveError(f"{what}: zstd frame declares {size} bytes but holds {len(out)}")
+    return out

@@ -24,10 +24,9 @@ from kitbuilder.progress import byte_progress, progress_enabled
 @click.option(
     "--threads",
     type=int,
-    default=0,
-    show_default=True,
-    help="zstd workers for data frames >= 1 MiB; 0 = single-threaded (fastest here: hashing, not zstd, is the "
-    "bottleneck, and memory stays ~50 MiB); -1 = one per CPU. Values >= 1 give identical bytes; 0 differs.",
+    default=None,
+    help="Worker threads compressing frames (default: the usable cores; 0 = none, all on one thread). "
+    "Every value gives the same bytes.",
 )
 @click.option("--delta-from", type=click.Path(path_type=Path), help="Write a delta kit against this base kit.")
 @click.option("--full-out", type=click.Path(path_type=Path), help="With --delta-from: also keep the full new kit here.")
@@ -52,7 +51,7 @@ def build(
     keys: tuple[Path, ...],
     out: Path,
     level: int,
-    threads: int,
+    threads: int | None,
     delta_from: Path | None,
     full_out: Path | None,
     builder_id: str | None,

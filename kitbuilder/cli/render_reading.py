@@ -46,6 +46,12 @@ def diff_text(diff: KitDiff) -> None:
     for entry in files["changed"]:
         click.echo(f"  ~ {entry['path']} ({entry['oldSize']} → {entry['newSize']} bytes)")
     click.echo(f"  {files['unchanged']} files unchanged")
+    frames = document.get("frames")
+    if frames is not None:
+        click.echo(
+            f"  {frames['shared']} of {frames['new']} payload frames shared; a delta would ship "
+            f"{frames['newFrames']} ({frames['newBytes']} bytes compressed)"
+        )
     for kind in ("components", "checks", "images", "sboms"):
         for verb, ids in document[kind].items():
             for item in ids:

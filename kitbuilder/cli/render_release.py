@@ -63,6 +63,6 @@ def _file_patch_text(patched: FilePatch, what: str) -> None:
         click.echo(f"already patched: {result.output} is {what}")
     else:
         click.echo(
-            f"patched {result.output}: {what}; {result.copied_from_base} members from base, "
+            f"patched {result.output}: {what}; {result.copied_from_base} frames from base, "
             f"{result.copied_from_delta} from delta, {result.bytes_written} bytes"
         )

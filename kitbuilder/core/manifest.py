@@ -2,8 +2,12 @@
 
 ``manifest.json`` is the pretty JSON form of ``Manifest.to_json()``; the same
 object is the predicate of the signed in-toto statement in
-``manifest.dsse.json``. Each file entry also records where the file's zstd
-frame lies in the kit, which makes that part of the archive index signed.
+``manifest.dsse.json``. Each file entry also records where the file lies in
+the kit, which makes that part of the archive index signed: format 1 (read
+only) the file offset, length and data-frame digest of its two frames; format 2
+(``kitbuilder/v2``) the payload ``frames`` table (offset, length, decompressed
+size, digest of each payload frame) and per file the frame holding its header
+(``frame``) and the header's offset in that frame (``at``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from kitbuilder.core.jsonio import ParseLimits
 from kitbuilder.errors import ArchiveError, FormatError
 
 MANIFEST_API = "kitbuilder/v1"
+MANIFEST_API_V2 = "kitbuilder/v2"
 MANIFEST_JSON = "manifest.json"
 MANIFEST_DSSE = "manifest.dsse.json"
 SHA256SUMS = "SHA256SUMS"
@@ -99,17 +104,51 @@ class Component:
 
 
 @dataclass(frozen=True)
+class FrameEntry:
+    """One zstd frame of a format-2 kit: file ``offset``, compressed ``length``, decompressed ``size``, and the
+    SHA-256 of its compressed bytes (magic to checksum). The same record in the index and the signed manifest."""
+
+    offset: int
+    length: int
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"length": self.length, "offset": self.offset, "sha256": self.sha256, "size": self.size}
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> FrameEntry:
+        return cls(item["offset"], item["length"], item["size"], item["sha256"])
+
+
+@dataclass(frozen=True)
 class FileEntry:
+    """A payload file. Format 1 (read only): ``offset``/``length``/``frame_sha256`` of its two frames.
+    Format 2: ``frame`` (index into the manifest's ``frames``) holds its header at byte ``at``; the
+    format-1 fields are then unused (0 and "")."""
+
     path: str
     size: int
     sha256: str
     role: str
     component: str
-    offset: int
-    length: int
-    frame_sha256: str
+    offset: int = 0
+    length: int = 0
+    frame_sha256: str = ""
+    frame: int | None = None
+    at: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        if self.frame is not None:
+            return {
+                "path": self.path,
+                "size": self.size,
+                "sha256": self.sha256,
+                "role": self.role,
+                "component": self.component,
+                "frame": self.frame,
+                "at": self.at,
+            }
         return {
             "path": self.path,
             "size": self.size,
@@ -131,16 +170,21 @@ class Manifest:
     # Container images under images/ (one record per image) and the shipped SBOMs with what they describe.
     images: tuple[dict[str, Any], ...] = ()
     sboms: tuple[dict[str, Any], ...] = ()
+    # Format 2: the payload frames (every frame before the first metadata frame), as the index lists them.
+    frames: tuple[FrameEntry, ...] = ()
+    format_version: int = 1
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "apiVersion": MANIFEST_API,
+            "apiVersion": MANIFEST_API_V2 if self.format_version == 2 else MANIFEST_API,
             "kind": "KitManifest",
             "kit": self.kit.to_json(),
             "build": self.build,
             "components": [c.to_json() for c in self.components],
             "files": [f.to_json() for f in self.files],
         }
+        if self.format_version == 2:
+            data["frames"] = [f.to_json() for f in self.frames]
         if self.checks:
             data["checks"] = list(self.checks)
         if self.images:
@@ -164,7 +208,8 @@ class Manifest:
     @classmethod
     def from_json(cls, document: dict[str, Any], *, what: str = MANIFEST_JSON) -> Manifest:
         """Build from a parsed document; FormatError with the JSON path if it breaks the schema."""
-        schemas.validate("manifest", document, what=what)
+        version = 2 if document.get("apiVersion") == MANIFEST_API_V2 else 1
+        schemas.validate("manifest-v2" if version == 2 else "manifest", document, what=what)
         kit = document["kit"]
         for name in ("expires", "created"):
             # The schema's pattern admits 2099-02-30 and a trailing newline; the one strict parser does not.
@@ -195,29 +240,34 @@ class Manifest:
                 )
                 for c in document["components"]
             ),
-            files=tuple(
-                FileEntry(
-                    path=f["path"],
-                    size=f["size"],
-                    sha256=f["sha256"],
-                    role=f["role"],
-                    component=f["component"],
-                    offset=f["frame"]["offset"],
-                    length=f["frame"]["length"],
-                    frame_sha256=f["frame"]["sha256"],
-                )
-                for f in document["files"]
-            ),
+            files=tuple(_file_entry(f) for f in document["files"]),
             checks=tuple(document.get("checks", [])),
             delta=document.get("delta"),
             images=tuple(document.get("images", [])),
             sboms=tuple(document.get("sboms", [])),
+            frames=tuple(FrameEntry.from_json(f) for f in document.get("frames", ())),
+            format_version=version,
         )
 
     @classmethod
     def from_bytes(cls, data: bytes, *, what: str = MANIFEST_JSON, limits: ParseLimits | None = None) -> Manifest:
         """Parse and check a manifest; ``limits`` (see ``MetadataBudget``) bound the parse before it starts."""
         return cls.from_json(jsonio.load_object(data, what=what, limits=limits), what=what)
+
+
+def _file_entry(f: dict[str, Any]) -> FileEntry:
+    if isinstance(f["frame"], int):
+        return FileEntry(f["path"], f["size"], f["sha256"], f["role"], f["component"], frame=f["frame"], at=f["at"])
+    return FileEntry(
+        path=f["path"],
+        size=f["size"],
+        sha256=f["sha256"],
+        role=f["role"],
+        component=f["component"],
+        offset=f["frame"]["offset"],
+        length=f["frame"]["length"],
+        frame_sha256=f["frame"]["sha256"],
+    )
 
 
 # What an honest kit spends on its metadata, per member of its index (docs/parse-limits.md). Every limit is
@@ -238,6 +288,9 @@ _ATTESTATION_BYTES_PER_MEMBER = 4 << 10
 _BASE_VALUES = 128 << 10
 _VALUES_PER_MEMBER = 32  # a file entry holds 19 values and keys; a subject 7
 _BASE_CONTAINERS = 16 << 10
+# Format 2: a pretty frame entry (four fields, one digest) is under 256 bytes and 9 values and keys.
+_MANIFEST_BYTES_PER_FRAME = 256
+_VALUES_PER_FRAME = 9
 _CONTAINERS_PER_MEMBER = 4  # a file entry holds 2 objects; a subject 2
 
 
@@ -246,10 +299,11 @@ class MetadataBudget:
     """Limits on a kit's metadata documents, scaled by the number of members its index lists."""
 
     members: int
+    frames: int = 0  # format 2: the frames the index lists (the manifest repeats the payload ones)
 
     def max_bytes(self, name: str) -> int | None:
         """The most bytes the metadata member ``name`` may have; None for members bounded elsewhere."""
-        manifest = _BASE_BYTES + self.members * _MANIFEST_BYTES_PER_MEMBER
+        manifest = _BASE_BYTES + self.members * _MANIFEST_BYTES_PER_MEMBER + self.frames * _MANIFEST_BYTES_PER_FRAME
         if name == MANIFEST_JSON:
             return manifest
         if name == MANIFEST_DSSE:
@@ -282,8 +336,8 @@ class MetadataBudget:
 
     def manifest_limits(self) -> ParseLimits:
         return ParseLimits(
-            max_values=_BASE_VALUES + self.members * _VALUES_PER_MEMBER,
-            max_containers=_BASE_CONTAINERS + self.members * _CONTAINERS_PER_MEMBER,
+            max_values=_BASE_VALUES + self.members * _VALUES_PER_MEMBER + self.frames * _VALUES_PER_FRAME,
+            max_containers=_BASE_CONTAINERS + self.members * _CONTAINERS_PER_MEMBER + self.frames,
             why=f"the manifest of a kit of {self.members} members",
         )
 

@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from kitbuilder import __version__, faults, inputfile
 from kitbuilder.archive.hashing import HashWorker
-from kitbuilder.archive.index import IndexEntry
-from kitbuilder.archive.writer import KitWriter
+from kitbuilder.archive.index import MemberEntry
+from kitbuilder.archive.pool import usable_cores
+from kitbuilder.archive.writer2 import FrameReuse, KitWriter2
 from kitbuilder.atomic import AtomicFile, check_target, commit_together, os_error
 from kitbuilder.core import checksums, jsonio, paths, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
@@ -62,18 +63,24 @@ from kitbuilder.trust.signatures import sign_envelope
 
 if TYPE_CHECKING:
     from kitbuilder.oci.plan import ImagePlan
-    from kitbuilder.ops.delta import FrameReuse
 
 # ustar's 12-byte octal fields hold values below 8**11: files up to 8 GiB, times before year 4147.
 USTAR_NUMBER_LIMIT = 8**11
 
 
+class BaseFrames(FrameReuse, Protocol):
+    """A verified base kit a build may take frames from (``kit build --delta-from``)."""
+
+    def check_compatible(self, build_info: dict[str, Any]) -> None:
+        """UsageError when the base was compressed otherwise (its frames would not be this build's bytes)."""
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     level: int = 3
-    # 0 = single-threaded (the default: as fast here, a quarter of the memory); -1 = one worker per CPU.
-    # Any value >= 1 gives the same bytes; 0 gives different (single-threaded) bytes.
-    threads: int = 0
+    # Worker threads compressing frames; None (or -1) = the usable cores, 0 = all on the calling thread.
+    # Every value gives the same bytes: each frame is compressed on its own, single-threaded.
+    threads: int | None = None
     source_date_epoch: int | None = None
     builder_id: str | None = None  # SLSA runDetails.builder.id; default from the CI environment
     provenance: bool = True  # attestations/provenance.dsse.json inside, KIT.intoto.jsonl beside the kit
@@ -175,14 +182,14 @@ def build_kit(
     options: BuildOptions,
     on_bytes: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
-    reuse: FrameReuse | None = None,
+    reuse: BaseFrames | None = None,
     detached_provenance: bool = True,
     shown_as: Path | None = None,
 ) -> BuildResult:
     """Build and sign a kit; the output (and OUTPUT.intoto.jsonl beside it) appears only when complete.
 
-    With ``reuse`` (a verified base kit), files whose content the base already holds
-    are hashed, then their compressed data frames are copied from the base verbatim.
+    With ``reuse`` (a verified base kit), a group or chunk frame the base already holds
+    (same members, same content) is copied from it verbatim instead of compressed: the same bytes.
     ``shown_as`` is the path errors name when ``output`` is a temporary one (a delta build's full kit).
     Raises HostIOError (disk full, read-only) or UsageError (a bad output path) with nothing left behind.
     """
@@ -211,8 +218,8 @@ def build_kit(
     )
     build_info = {
         "tool": f"kitbuilder {__version__}",
-        "compression": {"algorithm": "zstd", "level": options.level, "multithreaded": options.threads != 0},
-        "mtime": epoch or 0,
+        # Format 2: no mtime (every header carries 0) and no thread flag (the bytes never depend on threads).
+        "compression": {"algorithm": "zstd", "level": options.level},
         # Which key makes SHA256SUMS.sig and the Sigstore bundle, signed: verify checks both when it trusts this
         # key, whatever signatures an attacker adds in front of the envelope's.
         "checksumKeyId": keys[0].keyid,
@@ -308,71 +315,74 @@ class _Written:
 def _write_kit(
     out: BinaryIO,
     plan: _Plan,
-    reuse: FrameReuse | None,
+    reuse: BaseFrames | None,
     hashers: tuple[HashWorker, HashWorker],
     on_bytes: Callable[[int], None] | None,
 ) -> _Written:
     """Write the archive to ``out`` (the temporary file the caller renames into place when complete)."""
-    writer = KitWriter(
+    threads = plan.options.threads
+    writer = KitWriter2(
         out,
         level=plan.options.level,
-        threads=plan.options.threads,
-        mtime=plan.options.source_date_epoch or 0,
-        hasher=hashers[0],
+        threads=usable_cores() if threads is None or threads < 0 else threads,
         digest_output=True,
         output_hasher=hashers[1],
+        reuse=reuse,
     )
-    files = _write_inputs(writer, plan.inputs, reuse, on_bytes)
-    files += _write_images(writer, plan.image_plan, reuse, on_bytes)
-    sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, plan.image_plan, plan.shipped)
-    files.append(_entry(writer.add_bytes(KIT_SBOM_PATH, sbom_bytes), "sbom", KIT_SBOM_COMPONENT))
-    manifest = Manifest(
-        kit=plan.kit_info,
-        build=plan.build_info,
-        components=plan.components,
-        files=tuple(files),
-        checks=plan.spec.checks,
-        images=tuple(r.to_json() for r in plan.image_plan.images) if plan.image_plan else (),
-        sboms=tuple(_shipped_record(s) for s in plan.shipped),
-    )
-    sealed = seal(writer, manifest, plan.keys)
-    extra: list[str] = []
-    predicate = None
-    if plan.options.provenance:
-        predicate = _provenance(plan, manifest).predicate()
-        subjects = (Subject(MANIFEST_JSON, sealed.manifest_sha256), Subject(SHA256SUMS, sealed.sums_sha256))
-        writer.add_bytes(PROVENANCE_MEMBER, _attestation(subjects, predicate, plan.keys).to_bytes())
-        extra.append(PROVENANCE_MEMBER)
-    if plan.options.sigstore_bundle:
-        from kitbuilder.trust.sigstore_bundle import render_key_bundle
+    with writer:
+        roles = _write_inputs(writer, plan.inputs, on_bytes)
+        roles += _write_images(writer, plan.image_plan, on_bytes)
+        # The kit's SBOM lists every file by digest: the digests so far, then the SBOM joins the payload.
+        files = [_entry(m, role, component) for m, (role, component) in zip(writer.entries(), roles, strict=True)]
+        _check_image_digests(files, plan.image_plan)
+        sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, plan.image_plan, plan.shipped)
+        writer.add_bytes(KIT_SBOM_PATH, sbom_bytes)
+        roles.append(("sbom", KIT_SBOM_COMPONENT))
+        payload = writer.finish_payload()
+        files = [_entry(m, role, component) for m, (role, component) in zip(payload.members, roles, strict=True)]
+        manifest = Manifest(
+            kit=plan.kit_info,
+            build=plan.build_info,
+            components=plan.components,
+            files=tuple(files),
+            checks=plan.spec.checks,
+            images=tuple(r.to_json() for r in plan.image_plan.images) if plan.image_plan else (),
+            sboms=tuple(_shipped_record(s) for s in plan.shipped),
+            frames=payload.frames,
+            format_version=2,
+        )
+        sealed = seal(writer, manifest, plan.keys)
+        extra: list[str] = []
+        predicate = None
+        if plan.options.provenance:
+            predicate = _provenance(plan, manifest).predicate()
+            subjects = (Subject(MANIFEST_JSON, sealed.manifest_sha256), Subject(SHA256SUMS, sealed.sums_sha256))
+            writer.add_metadata(PROVENANCE_MEMBER, _attestation(subjects, predicate, plan.keys).to_bytes())
+            extra.append(PROVENANCE_MEMBER)
+        if plan.options.sigstore_bundle:
+            from kitbuilder.trust.sigstore_bundle import render_key_bundle
 
-        writer.add_bytes(SIGSTORE_BUNDLE, render_key_bundle(sealed.sums, plan.keys[0]))
-        extra.append(SIGSTORE_BUNDLE)
-    writer.finish()
+            writer.add_metadata(SIGSTORE_BUNDLE, render_key_bundle(sealed.sums, plan.keys[0]))
+            extra.append(SIGSTORE_BUNDLE)
+        writer.finish()
     kit_size = writer.offset
     return _Written(writer.output_sha256(), kit_size, manifest, predicate, tuple(extra))
 
 
 def _write_inputs(
-    writer: KitWriter, inputs: list[InputFile], reuse: FrameReuse | None, on_bytes: Callable[[int], None] | None
-) -> list[FileEntry]:
-    files: list[FileEntry] = []
+    writer: KitWriter2, inputs: list[InputFile], on_bytes: Callable[[int], None] | None
+) -> list[tuple[str, str]]:
+    """Every input file into the writer, in order; their (role, component), in the same order."""
+    roles: list[tuple[str, str]] = []
     for item in inputs:
         try:
-            entry = None
-            # One open file for the reuse check and the copy: what was hashed is what is packed.
+            # One open file for reading and checking: what was hashed is what is packed.
             with _open_input(item) as source:
-                if reuse is not None:
-                    entry = reuse.copy_if_known(writer, item.kit_path, source, item.size)
-                    if entry is not None and on_bytes is not None:
-                        on_bytes(item.size)
-                    source.seek(0)
-                if entry is None:
-                    entry = writer.add_stream(item.kit_path, source, item.size, on_bytes=on_bytes)
+                writer.add_file(item.kit_path, source, item.size, on_bytes=on_bytes)
         except OSError as exc:
             raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
-        files.append(_entry(entry, item.component.role, item.component.id))
-    return files
+        roles.append((item.component.role, item.component.id))
+    return roles
 
 
 def _open_input(item: InputFile) -> BinaryIO:
@@ -390,27 +400,28 @@ def _open_input(item: InputFile) -> BinaryIO:
 
 
 def _write_images(
-    writer: KitWriter, plan: ImagePlan | None, reuse: FrameReuse | None, on_bytes: Callable[[int], None] | None
-) -> list[FileEntry]:
-    """The images/ tree; a blob the base kit of a delta build already holds is copied by its digest."""
-    files: list[FileEntry] = []
+    writer: KitWriter2, plan: ImagePlan | None, on_bytes: Callable[[int], None] | None
+) -> list[tuple[str, str]]:
+    """The images/ tree (its digests are checked by ``_check_image_digests`` once the writer computed them)."""
+    roles: list[tuple[str, str]] = []
     for member in plan.members if plan else ():
-        entry = None
-        if reuse is not None:
-            entry = reuse.copy_if_digest_known(writer, member.kit_path, member.sha256, member.size)
-            if entry is not None and on_bytes is not None:
-                on_bytes(member.size)
-        if entry is None:
-            # The writer hashes what it reads; comparing that with the blob's digest is the check, in the one read.
-            with (member.open_raw or member.open)() as stream:
-                entry = writer.add_stream(member.kit_path, stream, member.size, on_bytes=on_bytes)
-        if entry.sha256 != member.sha256:
+        with (member.open_raw or member.open)() as stream:
+            writer.add_file(member.kit_path, stream, member.size, on_bytes=on_bytes)
+        roles.append(("image", IMAGES_COMPONENT))
+    return roles
+
+
+def _check_image_digests(files: list[FileEntry], plan: ImagePlan | None) -> None:
+    """The writer hashed what it read; that digest must be the blob's name, or the image source is damaged."""
+    if plan is None:
+        return
+    written = {f.path: f.sha256 for f in files}
+    for member in plan.members:
+        if written[member.kit_path] != member.sha256:
             raise IntegrityError(
-                f"{member.label or member.kit_path}: content has sha256:{entry.sha256}, not its digest "
+                f"{member.label or member.kit_path}: content has sha256:{written[member.kit_path]}, not its digest "
                 f"sha256:{member.sha256}; the image source is damaged, re-export it"
             )
-        files.append(_entry(entry, "image", IMAGES_COMPONENT))
-    return files
 
 
 def _shipped_record(sbom: ShippedSbom) -> dict[str, Any]:
@@ -488,17 +499,8 @@ def _kit_sbom(
         raise UsageError(f"{KIT_SBOM_PATH}: generated SBOM is invalid ({exc.message}); please report this") from exc
 
 
-def _entry(entry: IndexEntry, role: str, component: str) -> FileEntry:
-    return FileEntry(
-        path=entry.path,
-        size=entry.size,
-        sha256=entry.sha256,
-        role=role,
-        component=component,
-        offset=entry.offset,
-        length=entry.length,
-        frame_sha256=entry.frame_sha256,
-    )
+def _entry(entry: MemberEntry, role: str, component: str) -> FileEntry:
+    return FileEntry(entry.path, entry.size, entry.sha256, role, component, frame=entry.frame, at=entry.at)
 
 
 def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
@@ -513,8 +515,21 @@ def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
         except ValueError:
             return os.path.relpath(path.resolve(), base).replace(os.sep, "/")
 
+    # Resolving every input costs an lstat per path component; inputs are regular files found by walking their
+    # component's directory (links are refused), so each one's path is its resolved root's plus the walked part.
+    roots: dict[Path, str] = {}
+
+    def input_uri(item: InputFile) -> str:
+        root = item.component.source
+        if item.source == root:
+            return relative(item.source)
+        if root not in roots:
+            roots[root] = relative(root)
+        walked = item.kit_path[len(item.component.dest) + 1 :]
+        return walked if roots[root] == "." else f"{roots[root]}/{walked}"
+
     dependencies = [
-        Dependency(name=item.kit_path, uri=f"file:{relative(item.source)}", sha256=digests[item.kit_path])
+        Dependency(name=item.kit_path, uri=f"file:{input_uri(item)}", sha256=digests[item.kit_path])
         for item in plan.inputs
     ]
     # An image is an input by its manifest digest: that one digest pins every blob it references.
@@ -533,7 +548,6 @@ def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
         spec_sha256=spec.sha256,
         options={
             "compressionLevel": options.level,
-            "multithreaded": options.threads != 0,
             "sourceDateEpoch": epoch,
         },
         dependencies=tuple(dependencies),
@@ -553,17 +567,17 @@ class Sealed:
     manifest_sha256: str
 
 
-def seal(writer: KitWriter, manifest: Manifest, keys: list[PrivateKey]) -> Sealed:
+def seal(writer: KitWriter2, manifest: Manifest, keys: list[PrivateKey]) -> Sealed:
     """Write the required metadata members (SHA256SUMS, its signature, manifest, DSSE envelope).
 
     Optional metadata (attestations, a Sigstore bundle) may follow; the caller then calls ``writer.finish()``.
     """
     files = manifest.files
     sums = checksums.render((f.path, f.sha256) for f in files)
-    sums_entry = writer.add_bytes(SHA256SUMS, sums)
-    writer.add_bytes(SHA256SUMS_SIG, keys[0].sign(sums))
+    sums_entry = writer.add_metadata(SHA256SUMS, sums)
+    writer.add_metadata(SHA256SUMS_SIG, keys[0].sign(sums))
     manifest_bytes = manifest.to_bytes()
-    writer.add_bytes(MANIFEST_JSON, manifest_bytes)
+    writer.add_metadata(MANIFEST_JSON, manifest_bytes)
     statement = Statement(
         subjects=tuple(Subject(name=f.path, sha256=f.sha256) for f in files)
         + (Subject(name=SHA256SUMS, sha256=sums_entry.sha256),),
@@ -571,5 +585,5 @@ def seal(writer: KitWriter, manifest: Manifest, keys: list[PrivateKey]) -> Seale
         predicate=manifest.to_json(),
     )
     envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
-    writer.add_bytes(MANIFEST_DSSE, envelope.to_bytes())
+    writer.add_metadata(MANIFEST_DSSE, envelope.to_bytes())
     return Sealed(sums=sums, sums_sha256=sums_entry.sha256, manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest())

@@ -1,12 +1,17 @@
-"""Delta kits and kit patch: ship only what changed, rebuild the new kit from the old one's frames.
+"""Delta kits (format 2): ship only the frames the base lacks, plus the new kit's signed metadata.
 
-A delta kit is an ordinary signed kit whose manifest carries a ``delta`` block
-(the SHA-256 of the one base manifest it applies to, the paths removed) and
-whose payload holds the added or changed files plus, under ``delta/target/``,
-the new kit's four metadata members exactly as a full build wrote them.
-``kit patch`` assembles the new kit from the base's and the delta's
-compressed data frames, copied verbatim, and checks every member it writes
-against the signed frame digests before the result replaces anything.
+A delta kit is an ordinary signed format-2 kit whose manifest carries a ``delta``
+block (the SHA-256 of the one base manifest it applies to, the paths removed).
+Its payload is, in the new (target) kit's order, every target payload frame
+whose SHA-256 the base does not have, copied byte for byte from the target,
+
+each as the data of a member ``delta/frames/<frame sha256>`` behind a 512-byte
+header frame of the delta's own, so that the delta's tar stream is a stream of
+whole members and never holds part of the target's payload under its paths;
+
+then the target's metadata members under ``delta/target/`` (one frame each), then
+the delta's own metadata. ``kit patch`` (``patch_file``, ``patch_dir``) rebuilds
+the target from the base's and the delta's frames by their signed digests.
 """
 
 from __future__ import annotations
@@ -20,85 +25,24 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kitbuilder import faults
-from kitbuilder.archive import reader
-from kitbuilder.archive.index import IndexEntry
+from kitbuilder.archive import layout, reader2, tarfmt
+from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
-from kitbuilder.archive.writer import KitWriter
+from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
 from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest
-from kitbuilder.errors import IntegrityError, KitError, PolicyError, UsageError
-from kitbuilder.ops.confined import Directory
+from kitbuilder.errors import IntegrityError, PolicyError, UsageError
+from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap, full_kit_needed
 from kitbuilder.ops.kitfile import TARGET_DIR, Metadata, open_kit, read_metadata, read_target_metadata
 from kitbuilder.ops.verify import VerifyOptions, VerifyReport, check_policy, check_signed_metadata, verify_kit
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import TrustPolicy
 
 DELTA_COMPONENT = Component(id="kit-delta", role="delta")
-HASH_CHUNK = 1 << 20
-
-
-def _sha256_stream(handle: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := handle.read(HASH_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def copy_member(
-    writer: KitWriter, path: str, stream: BinaryIO, entry: IndexEntry | FileEntry, caps: Caps
-) -> IndexEntry:
-    """Copy ``entry``'s data frame verbatim as member ``path``; IntegrityError if its bytes are not the signed ones."""
-    source_entry = entry if isinstance(entry, IndexEntry) else _as_index_entry(entry)
-    source, length, digest = reader.data_frame_source(stream, source_entry, caps)
-    written = writer.add_data_frame(path, source_entry.size, source_entry.sha256, source, length, digest)
-    if digest.hexdigest() != source_entry.frame_sha256:
-        raise IntegrityError(f"{source_entry.path}: compressed frames differ from their signed digest; not copied")
-    return written
-
-
-def _as_index_entry(entry: FileEntry) -> IndexEntry:
-    return IndexEntry(entry.path, entry.offset, entry.length, entry.size, entry.sha256, entry.frame_sha256)
-
-
-class FrameReuse:
-    """A verified base kit whose data frames a new build may copy instead of recompressing."""
-
-    def __init__(self, path: Path, policy: TrustPolicy, caps: Caps | None = None) -> None:
-        self.path = path
-        self.caps = caps or Caps()
-        self._stream = open_kit(path)
-        try:
-            self.metadata = read_metadata(self._stream, self.caps)
-            _, _, self.manifest = check_signed_metadata(self.metadata, policy)
-        except BaseException:
-            self._stream.close()
-            raise
-        self.manifest_sha256 = hashlib.sha256(self.metadata.members[MANIFEST_JSON]).hexdigest()
-        self._by_content = {(f.sha256, f.size): f for f in self.manifest.files}
-        self.reused: list[str] = []
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def check_compatible(self, build_info: dict[str, Any]) -> None:
-        base = self.manifest.build.get("compression")
-        if base != build_info["compression"]:
-            raise UsageError(
-                f"--delta-from {self.path}: base was compressed with {base}, this build uses "
-                f"{build_info['compression']}; use the same --level/--threads so frames can be reused"
-            )
-
-    def copy_if_known(self, writer: KitWriter, kit_path: str, source: BinaryIO, size: int) -> IndexEntry | None:
-        """Hash the open ``source`` (read to its end); when the base holds the same content, copy its frame."""
-        return self.copy_if_digest_known(writer, kit_path, _sha256_stream(source), size)
-
-    def copy_if_digest_known(self, writer: KitWriter, kit_path: str, sha256: str, size: int) -> IndexEntry | None:
-        """Copy the base's frame for content already known by digest (an image blob is named by its digest)."""
-        known = self._by_content.get((sha256, size))
-        if known is None:
-            return None
-        self.reused.append(kit_path)
-        return copy_member(writer, kit_path, self._stream, known, self.caps)
+# Each shipped target frame travels as the data of a member of this name (its frame digest).
+FRAMES_DIR = "delta/frames"
+FRAME_ROLE = "delta-frame"
+TARGET_ROLE = "delta-target"
 
 
 @dataclass(frozen=True)
@@ -108,79 +52,138 @@ class DeltaResult:
     added: tuple[str, ...]
     changed: tuple[str, ...]
     removed: tuple[str, ...]
-    reused: int
+    reused: int  # target files none of whose frames is shipped
     delta_bytes: int
+    frames_shipped: int = 0
+    frames_reused: int = 0
 
 
 def write_delta(
-    full_kit: Path, base: FrameReuse, *, keys: list[PrivateKey], output: Path, policy: TrustPolicy
+    full_kit: Path, base: BaseFrames, *, keys: list[PrivateKey], output: Path, policy: TrustPolicy, threads: int = 0
 ) -> DeltaResult:
-    """Write the delta that turns ``base`` into ``full_kit`` (both verified metadata, same signers)."""
-    from kitbuilder.ops.build import seal
+    """Write the delta that turns ``base`` into ``full_kit`` (both format 2, verified metadata, same signers)."""
 
     with open_kit(full_kit) as stream:
         target = read_metadata(stream, base.caps)
         _, _, manifest = check_signed_metadata(target, policy)
-        base_files = {f.path: f for f in base.manifest.files}
+        frames = FrameMap(manifest, what=str(full_kit))
+        have = {f.sha256 for f in base.frames}
+        shipped: list[int] = []
+        seen: set[str] = set()
+        for number, frame in enumerate(manifest.frames):
+            if frame.sha256 not in have and frame.sha256 not in seen:
+                seen.add(frame.sha256)
+                shipped.append(number)
+        # The summary is by content, as a user thinks of it: a file whose content the base lacks is new or changed
+        # (the frames shipped for it may carry unchanged neighbours of its group too).
         base_content = {(f.sha256, f.size) for f in base.manifest.files}
-        shipped = [f for f in manifest.files if (f.sha256, f.size) not in base_content]
-        added = tuple(sorted(f.path for f in shipped if f.path not in base_files))
-        changed = tuple(sorted(f.path for f in shipped if f.path in base_files))
-        removed = tuple(sorted(set(base_files) - {f.path for f in manifest.files}))
-        build = manifest.build
+        fresh = [f.path for f in manifest.files if (f.sha256, f.size) not in base_content]
+        base_files = {f.path for f in base.manifest.files}
+        added = tuple(sorted(p for p in fresh if p not in base_files))
+        changed = tuple(sorted(p for p in fresh if p in base_files))
+        removed = tuple(sorted(base_files - {f.path for f in manifest.files}))
+        info = {
+            "baseManifestSha256": base.manifest_sha256,
+            "baseSequence": base.manifest.kit.sequence,
+            "baseVersion": base.manifest.kit.version,
+            "removed": list(removed),
+            "targetManifestSha256": hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
+        }
         with atomic_output(output) as out:
-            compression = build["compression"]
-            writer = KitWriter(
-                out,
-                level=compression["level"],
-                threads=-1 if compression["multithreaded"] else 0,
-                mtime=build.get("mtime", 0),
-            )
-            files: list[FileEntry] = []
-            for item in shipped:
-                entry = copy_member(writer, item.path, stream, item, base.caps)
-                files.append(_file_entry(entry, item.role, item.component))
-            for name in target.members:
-                entry = writer.add_bytes(f"{TARGET_DIR}/{name}", target.members[name])
-                files.append(_file_entry(entry, "delta-target", DELTA_COMPONENT.id))
-            delta_manifest = Manifest(
-                kit=manifest.kit,
-                build=build,
-                components=(*manifest.components, DELTA_COMPONENT),
-                files=tuple(sorted(files, key=lambda f: f.offset)),
-                checks=manifest.checks,
-                delta={
-                    "baseManifestSha256": base.manifest_sha256,
-                    "baseSequence": base.manifest.kit.sequence,
-                    "baseVersion": base.manifest.kit.version,
-                    "removed": list(removed),
-                    "targetManifestSha256": hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
-                },
-            )
-            seal(writer, delta_manifest, keys)
-            writer.finish()
-            size = writer.offset
-    return DeltaResult(output, full_kit, added, changed, removed, len(manifest.files) - len(shipped), size)
-
-
-def _file_entry(entry: IndexEntry, role: str, component: str) -> FileEntry:
-    return FileEntry(
-        entry.path, entry.size, entry.sha256, role, component, entry.offset, entry.length, entry.frame_sha256
+            size = write_delta_kit(out, stream, frames, shipped, target.members, info, keys, threads=threads)
+    return DeltaResult(
+        output,
+        full_kit,
+        added,
+        changed,
+        removed,
+        len(manifest.files) - len(fresh),
+        size,
+        len(shipped),
+        len(manifest.frames) - len(shipped),
     )
 
 
+def write_delta_kit(
+    out: BinaryIO,
+    stream: BinaryIO,
+    frames: FrameMap,
+    shipped: list[int],
+    target_members: dict[str, bytes],
+    info: dict[str, Any],
+    keys: list[PrivateKey],
+    *,
+    threads: int = 0,
+) -> int:
+    """Write a delta kit to ``out``: target frames ``shipped`` (read from the target kit ``stream``), the target
+    metadata ``target_members`` under delta/target/, the delta's signed metadata with the ``delta`` block ``info``.
+    Returns the delta's size."""
+    from kitbuilder.ops.build import seal
+
+    manifest = frames.manifest
+    level = manifest.build["compression"]["level"]
+    roles = {f.path: (f.role, f.component) for f in manifest.files}
+    with KitWriter2(out, level=level, threads=threads) as writer:
+        for number in shipped:
+            _ship_frame(writer, stream, frames, number, level, roles)
+        for name, data in target_members.items():
+            path = f"{TARGET_DIR}/{name}"
+            _add_single(writer, path, data, level)
+            roles[path] = (TARGET_ROLE, DELTA_COMPONENT.id)
+        payload = writer.finish_payload()
+        files = tuple(
+            FileEntry(m.path, m.size, m.sha256, *roles[m.path], frame=m.frame, at=m.at) for m in payload.members
+        )
+        delta_manifest = Manifest(
+            kit=manifest.kit,
+            build=manifest.build,
+            components=(*manifest.components, DELTA_COMPONENT),
+            files=files,
+            checks=manifest.checks,
+            frames=payload.frames,
+            format_version=2,
+            delta=info,
+        )
+        seal(writer, delta_manifest, keys)
+        writer.finish()
+        return writer.offset
+
+
+def _ship_frame(
+    writer: KitWriter2,
+    stream: BinaryIO,
+    frames: FrameMap,
+    number: int,
+    level: int,
+    roles: dict[str, tuple[str, str]],
+) -> None:
+    """Copy target frame ``number`` into the delta verbatim, as the data of member ``delta/frames/<digest>``.
+
+    Every shipped frame travels wrapped, a group too: the delta then never holds part of the target's payload
+    under the target's paths (half an OCI layout, an SBOM without what it describes), which ``kit verify``
+    would rightly judge as a kit; it holds frames, named by digest, behind 512-byte header frames of its own.
+    """
+    frame = frames.frames[number]
+    # The frame is the target kit's own, just written by this build: decoded only to digest its content.
+    decoded = reader2.read_frame(stream, frame, number, max_window=Caps().max_window)
+    name = f"{FRAMES_DIR}/{frame.sha256}"
+    header = compress_frame(tarfmt.build_header(name, frame.size, 0), level)
+    member = FrameMember(name, 0, frame.size, hashlib.sha256(decoded).hexdigest())
+    writer.add_frame(header, size=layout.BLOCK, sha256=hashlib.sha256(header).hexdigest(), members=[member])
+    roles[name] = (FRAME_ROLE, DELTA_COMPONENT.id)
+    writer.add_frame_range(stream.fileno(), frame.offset, length=frame.length, size=frame.size, sha256=frame.sha256)
+
+
+def _add_single(writer: KitWriter2, path: str, data: bytes, level: int) -> None:
+    """A payload member alone in its frame, compressed as a metadata member is (so it can be copied as one)."""
+    raw = tarfmt.build_header(path, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
+    packed = compress_frame(raw, level)
+    member = FrameMember(path, 0, len(data), hashlib.sha256(data).hexdigest())
+    writer.add_frame(packed, size=len(raw), sha256=hashlib.sha256(packed).hexdigest(), members=[member])
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# kit patch
-
-
-@dataclass(frozen=True)
-class PatchResult:
-    output: Path
-    manifest: Manifest
-    copied_from_base: int
-    copied_from_delta: int
-    bytes_written: int
-    already_patched: bool = False
+# the verified delta, as kit patch (file and directory mode) uses it
 
 
 @dataclass(frozen=True)
@@ -200,11 +203,6 @@ class VerifiedDelta:
     target: Metadata
     target_manifest: Manifest
     target_sha256: str
-
-    @property
-    def shipped(self) -> dict[str, FileEntry]:
-        """The payload files the delta itself carries, by path (its delta/target/ metadata excluded)."""
-        return {f.path: f for f in self.manifest.files if not f.path.startswith(f"{TARGET_DIR}/")}
 
     def check_applies(self, base: Manifest, base_sha256: str, shown: object, *, allow_downgrade: bool) -> None:
         """PolicyError unless this delta turns exactly ``base`` (its manifest digest) into a newer kit of that name."""
@@ -237,6 +235,8 @@ def open_verified_delta(path: Path, options: VerifyOptions) -> Iterator[Verified
         # Between verifying and using: kill/swap tests hook here; only ``stream`` is used from now on.
         faults.point("patch-verified")
         info = report.manifest.delta
+        if report.manifest.format_version != 2:
+            raise full_kit_needed(path, "the delta")
         if info is None:
             raise UsageError(f"{path}: not a delta kit (its manifest has no delta block); use it as a full kit")
         target = read_target_metadata(stream, options.caps)
@@ -258,114 +258,6 @@ def open_verified_delta(path: Path, options: VerifyOptions) -> Iterator[Verified
             target_manifest=target_manifest,
             target_sha256=target_sha256,
         )
-
-
-def patch_kit(
-    base_path: Path, delta_path: Path, *, output: Path, options: VerifyOptions, allow_downgrade: bool = False
-) -> PatchResult:
-    """Apply a verified delta to a verified base; ``output`` (may be ``base_path``) is replaced atomically.
-
-    When ``output`` already holds the delta's target kit (a rerun after a completed
-    patch), it is verified in full and reported as already patched.
-    """
-    caps = options.caps
-    if output.is_dir():
-        raise UsageError(
-            f"--out {output}: is a directory; name the new kit file (for example {output}/NEW.kit.tar.zst)"
-        )
-    check_target(output)  # as for every output: its directory must exist; kit creates none the user did not name
-    with open_verified_delta(delta_path, options) as delta, open_kit(base_path) as base_stream:
-        base = read_metadata(base_stream, caps)
-        _, _, base_manifest = check_signed_metadata(base, options.policy)
-        base_sha256 = hashlib.sha256(base.members[MANIFEST_JSON]).hexdigest()
-        with (
-            _output_directory(output) as directory,
-            directory.lock_file(
-                f".{output.name}.kit-lock", busy=f"{output}: another kit patch is writing it; wait for it to finish"
-            ),
-        ):
-            # Leftovers of a killed patch (its temporary file) are removed under the lock, by the next run.
-            directory.remove_leftovers(output.name)
-            if _holds_target(directory, output, delta, options, base_stream):
-                manifest = delta.target_manifest
-                return PatchResult(output, manifest, 0, 0, 0, already_patched=True)
-            delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
-            result = _write_patched(directory, output, delta, base_stream, base_manifest, caps)
-            faults.point("patch-file-renamed")
-            return result
-
-
-@contextlib.contextmanager
-def _output_directory(output: Path) -> Iterator[Directory]:
-    parent = output.parent if str(output.parent) else Path(".")
-    with Directory.open(parent, what="output directory") as directory:
-        yield directory
-
-
-def _holds_target(
-    directory: Directory, output: Path, delta: VerifiedDelta, options: VerifyOptions, base_stream: BinaryIO
-) -> bool:
-    """True when ``output`` already is the delta's target kit, verified in full through one descriptor.
-
-    Another file there is simply replaced; but when the output is the base itself
-    (``--in-place``) and names the target without verifying, that error is the answer.
-    """
-    fd = directory.open_regular(output.name, refuse=UsageError)
-    if fd is None:
-        return False
-    with os.fdopen(fd, "rb") as stream:
-        held, base = os.fstat(stream.fileno()), os.fstat(base_stream.fileno())
-        is_base = (held.st_dev, held.st_ino) == (base.st_dev, base.st_ino)
-        try:
-            current = read_metadata(stream, options.caps)
-            if hashlib.sha256(current.members[MANIFEST_JSON]).hexdigest() != delta.target_sha256:
-                return False
-            verify_kit(output, options, stream=stream)
-        except KitError:
-            if is_base:
-                raise
-            return False
-    return True
-
-
-def _write_patched(
-    directory: Directory,
-    output: Path,
-    delta: VerifiedDelta,
-    base_stream: BinaryIO,
-    base_manifest: Manifest,
-    caps: Caps,
-) -> PatchResult:
-    target_manifest = delta.target_manifest
-    delta_files = delta.shipped
-    base_by_content = {(f.sha256, f.size): f for f in base_manifest.files}
-    build = target_manifest.build
-    compression = build["compression"]
-    from_base = from_delta = 0
-    with directory.atomic_file(output.name) as out:
-        writer = KitWriter(
-            out,
-            level=compression["level"],
-            threads=-1 if compression["multithreaded"] else 0,
-            mtime=build.get("mtime", 0),
-        )
-        for item in sorted(target_manifest.files, key=lambda f: f.offset):
-            if item.path in delta_files and delta_files[item.path].sha256 == item.sha256:
-                written = copy_member(writer, item.path, delta.stream, delta_files[item.path], caps)
-                from_delta += 1
-            elif (item.sha256, item.size) in base_by_content:
-                written = copy_member(writer, item.path, base_stream, base_by_content[(item.sha256, item.size)], caps)
-                from_base += 1
-            else:
-                raise IntegrityError(f"{item.path}: neither the base nor the delta holds its content")
-            if (written.offset, written.length, written.frame_sha256) != (item.offset, item.length, item.frame_sha256):
-                raise IntegrityError(f"{item.path}: patched member differs from the signed target (frame digest)")
-            faults.point("patch-file-member")
-        for name in delta.target.members:
-            writer.add_bytes(name, delta.target.members[name])
-        writer.finish()
-        written_bytes = writer.offset
-    return PatchResult(output, target_manifest, from_base, from_delta, written_bytes)
 
 
 def _check_distinct(*named: tuple[str, Path | None]) -> None:
@@ -403,11 +295,12 @@ def build_delta(
     directory = check_target(output)  # a bad --out fails before anything is built
     _check_distinct(("--out", output), ("--full-out", full_output), ("--delta-from", base_path))
     policy = TrustPolicy(keys=tuple(k.public for k in keys), threshold=1)
-    base = FrameReuse(base_path, policy)
+    base = BaseFrames(base_path, policy)
+    threads = usable_cores() if options.threads is None or options.threads < 0 else options.threads
     try:
         if full_output is not None:
             build_kit(spec, keys=keys, output=full_output, options=options, reuse=base)
-            return write_delta(full_output, base, keys=keys, output=output, policy=policy)
+            return write_delta(full_output, base, keys=keys, output=output, policy=policy, threads=threads)
         # Without --full-out the full kit lives in a private directory kit creates beside the output
         # (never a fixed name someone could plant), removed at the end; one a killed run left is cleared.
         pattern = temp_pattern(output, DIR_SUFFIX)
@@ -417,6 +310,6 @@ def build_delta(
             build_kit(
                 spec, keys=keys, output=full, options=options, reuse=base, detached_provenance=False, shown_as=output
             )
-            return write_delta(full, base, keys=keys, output=output, policy=policy)
+            return write_delta(full, base, keys=keys, output=output, policy=policy, threads=threads)
     finally:
         base.close()

@@ -1,4 +1,8 @@
-"""kit diff: what changed between two kits, from their indexes and metadata only (no payload is read)."""
+"""kit diff: what changed between two kits, from their indexes and metadata only (no payload is read).
+
+Format 1 and format 2 kits compare alike by file; with both in format 2 the report also says how many of
+the new kit's payload frames the old one lacks and their size: what a delta between them would ship.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +73,23 @@ class KitDiff:
                 "kept": sorted(set(self.old_signers) & set(self.new_signers)),
             },
             "payloadBytes": {"old": self.old.payload_bytes, "new": self.new.payload_bytes},
+            "frames": _frames(self.old, self.new),
         }
+
+
+def _frames(old: Manifest, new: Manifest) -> dict[str, int] | None:
+    """Format 2: the new kit's payload frames the old one lacks (by signed digest): what a delta would ship."""
+    if old.format_version != 2 or new.format_version != 2:
+        return None
+    have = {f.sha256 for f in old.frames}
+    fresh = {f.sha256: f.length for f in new.frames if f.sha256 not in have}
+    return {
+        "old": len(old.frames),
+        "new": len(new.frames),
+        "shared": sum(1 for f in new.frames if f.sha256 in have),
+        "newFrames": len(fresh),
+        "newBytes": sum(fresh.values()),
+    }
 
 
 def _file(entry: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import reader
-from kitbuilder.archive.index import IndexEntry
+from kitbuilder.archive.index import IndexEntry, MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.atomic import TempPattern, clear_stale, fsync_path, os_error, scratch_dir
 from kitbuilder.core.images import ImageRecord, image_records
@@ -31,7 +31,7 @@ from kitbuilder.oci.check import PREFIX, CheckedLayout, walk_layout
 from kitbuilder.oci.reference import parse_registry, push_target
 from kitbuilder.oci.registry import RegistryClient, TransferOptions
 from kitbuilder.ops.kitfile import SameFileReader
-from kitbuilder.ops.verify import VerifyOptions, open_kit, verify_kit
+from kitbuilder.ops.verify import VerifyOptions, open_kit, same_as_signed, verify_kit
 
 EXPORT_TEMP_PREFIX = ".kit-export-tmp-"
 # Export's scratch directories in OUT_DIR: .kit-export-tmp-<pid>-<random> (see kitbuilder.atomic).
@@ -104,11 +104,10 @@ class _KitImages:
         self.stream = stream
         self.signed = {f.path: f for f in manifest.files if f.path.startswith(PREFIX)}
         index = reader.read_index(stream, caps).index.by_path()
-        self.entries: dict[str, IndexEntry] = {}
+        self.entries: dict[str, IndexEntry | MemberSpan] = {}
         for path, item in self.signed.items():
             entry = index.get(path)
-            signed = (item.offset, item.length, item.size, item.sha256, item.frame_sha256)
-            if entry is None or (entry.offset, entry.length, entry.size, entry.sha256, entry.frame_sha256) != signed:
+            if entry is None or not same_as_signed(entry, item, manifest):
                 raise IntegrityError(f"{kit}: {path}: the kit changed after it was verified; verify it again")
             self.entries[path] = entry
 
@@ -128,7 +127,7 @@ class _KitImages:
             yield _member_chunks(stream, self.entries[path], self.caps, f"{self.kit}: {path}")  # type: ignore[arg-type]
 
 
-def _member_chunks(stream: BinaryIO, entry: IndexEntry, caps: Caps, label: str) -> Iterator[bytes]:
+def _member_chunks(stream: BinaryIO, entry: IndexEntry | MemberSpan, caps: Caps, label: str) -> Iterator[bytes]:
     """One member's content through the kit's one member reader: every check done before the last piece."""
     return reader.member_chunks(stream, entry, caps, against="signed", label=label)
 

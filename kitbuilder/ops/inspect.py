@@ -94,14 +94,17 @@ def inspect_kit(
             except KitError as exc:
                 error = str(exc)
                 exit_code = exc.exit_code
-        by_path = metadata.location.index.by_path()
         files = manifest.by_path()
+        index = metadata.location.index
+        listed = set(index.sizes())
 
         def read_checked(kit_path: str) -> bytes:
             signed = files.get(kit_path)
             if signed is None:
                 raise IntegrityError(f"{kit_path}: not a file of the signed manifest")
-            return read_signed_file(stream, by_path, signed, caps)
+            # Located on demand: a plain inspect locates nothing beyond the metadata.
+            located = {kit_path: index.locate(kit_path)} if kit_path in listed else {}
+            return read_signed_file(stream, located, signed, caps)
 
         sbom_section = _sbom_section(manifest, read_checked) if sbom else None
         provenance_section = _provenance_section(metadata, policy) if provenance else None

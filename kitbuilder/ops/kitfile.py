@@ -76,16 +76,17 @@ def open_kit(path: Path) -> BinaryIO:
 def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
     """A kit file's metadata members, read through its index (small, bounded reads)."""
     location = reader.read_index(stream, caps)
-    by_path = location.index.by_path()
+    index = location.index
 
     def missing(name: str) -> KitError:
         return ArchiveError(f"kit index has no {name}: not a complete kit")
 
+    # Only the metadata members are located and read (inspect of a kit of many files reads nothing else).
     members, envelope, manifest = _assemble(
-        {name: entry.size for name, entry in by_path.items()},
-        lambda name: reader.read_member(stream, by_path[name], caps),
+        index.sizes(),
+        lambda name: reader.read_member(stream, index.locate(name), caps),
         caps,
-        MetadataBudget(len(location.index.members)),
+        MetadataBudget(len(location.index.members), frames=len(location.index.frames)),
         source="kit index",
         what=lambda name: name,
         missing=missing,
@@ -95,16 +96,16 @@ def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
 
 def read_target_metadata(stream: BinaryIO, caps: Caps) -> Metadata:
     """The new kit's metadata a delta carries under ``delta/target/``, read through the delta's index."""
-    by_path = reader.read_index(stream, caps).index.by_path()
+    index = reader.read_index(stream, caps).index
     prefix = f"{TARGET_DIR}/"
-    sizes = {path[len(prefix) :]: entry.size for path, entry in by_path.items() if path.startswith(prefix)}
+    sizes = {path[len(prefix) :]: size for path, size in index.sizes().items() if path.startswith(prefix)}
 
     def missing(name: str) -> KitError:
         return IntegrityError(f"delta kit lacks {TARGET_DIR}/{name}")
 
     members, envelope, manifest = _assemble(
         sizes,
-        lambda name: reader.read_member(stream, by_path[prefix + name], caps),
+        lambda name: reader.read_member(stream, index.locate(prefix + name), caps),
         caps,
         # The target's members are content of the delta its signature covers (verified before this is read), so
         # the budget is the largest kit the caps allow, not one derived from unsigned counts.

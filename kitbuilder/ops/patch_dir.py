@@ -31,13 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kitbuilder import faults
-from kitbuilder.archive import reader
+from kitbuilder.archive import layout, reader
+from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core import jsonio, paths
 from kitbuilder.core.manifest import MANIFEST_JSON, MAX_ATTESTATIONS, FileEntry, Manifest, is_optional_metadata
 from kitbuilder.errors import FormatError, HostIOError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import CHUNK, Directory, host_error, read_bounded, remove_directories
-from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
+from kitbuilder.ops.delta import FRAMES_DIR, VerifiedDelta, open_verified_delta
+from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.kitfile import Metadata, check_layout, read_installed_metadata
 from kitbuilder.ops.verify import VerifyOptions, check_signed_metadata
 
@@ -485,10 +487,28 @@ def _hash_fd(fd: int, where: str, *, keep: bool = False) -> str:
 
 
 @dataclass(frozen=True)
+class _Piece:
+    """Part of a target file: ``length`` content bytes from a frame the delta carries (``span``: its member
+    ``delta/frames/<digest>``, from byte ``skip`` of the frame) or from the installed base file ``path`` at
+    ``offset`` (a chunk the base had)."""
+
+    length: int
+    span: MemberSpan | None = None
+    path: str = ""
+    offset: int = 0
+    skip: int = 0  # delta pieces: bytes of the carried frame before this file's content (a group's other members)
+
+
+# Where a staged file's bytes come from: installed base files with its content (any of them), or pieces: its
+# group frame as the delta carries it, or for a large file its chunks one by one (from the delta, or from the
+# installed base files that held them).
+Source = tuple[str, ...] | tuple[_Piece, ...]
+
+
+@dataclass(frozen=True)
 class _Plan:
     operations: tuple[Operation, ...]
-    # staged name -> (target file, the delta's entry for it, or the installed base files with its content)
-    sources: dict[str, tuple[FileEntry, FileEntry | tuple[str, ...]]]
+    sources: dict[str, tuple[FileEntry, Source]]  # staged name -> (target file, where its bytes come from)
     metadata: dict[str, str]  # staged name -> target metadata member
     reused: int
     removed: int
@@ -529,23 +549,16 @@ class _Planner:
                 raise _unsafe(f"{self.root.name(path)}: is a special file where the new kit has a regular file")
         operations = [Operation("delete", p) for p in deletes]
         operations += [Operation("rmdir", p) for p in sorted(set(rmdirs))]
-        sources: dict[str, tuple[FileEntry, FileEntry | tuple[str, ...]]] = {}
+        sources: dict[str, tuple[FileEntry, Source]] = {}
         reused = 0
-        shipped = self.delta.shipped
-        donors: dict[tuple[str, int], list[str]] = {}
-        for entry in self.base.files:
-            donors.setdefault((entry.sha256, entry.size), []).append(entry.path)
+        chooser = _Sources(self.delta, self.base)
         for number, item in enumerate(sorted(target.files, key=lambda f: f.path)):
             # Kept files are re-hashed: an installed tree may have been edited since it was verified.
             if item.path in base_paths and self._holds(item.path, item.sha256):
                 reused += 1
                 continue
             name = f"{number:06d}"
-            source = shipped.get(item.path)
-            if source is not None and source.sha256 == item.sha256 and source.size == item.size:
-                sources[name] = (item, source)
-            else:
-                sources[name] = (item, tuple(donors.get((item.sha256, item.size), ())))
+            sources[name] = (item, chooser.source(item))
             operations.append(Operation("replace", item.path, name))
         metadata: dict[str, str] = {}
         # manifest.json last: an installed manifest naming the target means every other file is in place.
@@ -628,19 +641,63 @@ class _Planner:
         return [path]
 
 
+class _Sources:
+    """Where each target file's bytes can come from, decided from signed documents only (delta, target, base)."""
+
+    def __init__(self, delta: VerifiedDelta, base: Manifest) -> None:
+        self.delta = delta
+        self.target = FrameMap(delta.target_manifest, what=f"{delta.path}: target {MANIFEST_JSON}")
+        self.carried = FrameMap(delta.manifest, what=str(delta.path)).spans
+        self.base = FrameMap(base, what=f"installed {MANIFEST_JSON}")
+        self.donors: dict[tuple[str, int], list[str]] = {}
+        for entry in base.files:
+            self.donors.setdefault((entry.sha256, entry.size), []).append(entry.path)
+        # Chunk frames of the base's large files, by digest: which installed file holds those bytes, and where.
+        self.base_chunks: dict[str, tuple[str, int]] = {}
+        for role in self.base.roles:
+            if role is not None and role.kind == "chunk":
+                self.base_chunks.setdefault(
+                    self.chunk_sha(self.base, role.files[0], role.chunk), (role.files[0].path, role.chunk)
+                )
+
+    @staticmethod
+    def chunk_sha(frames: FrameMap, entry: FileEntry, chunk: int) -> str:
+        return frames.spans[entry.path].frames[1 + chunk].sha256
+
+    def source(self, item: FileEntry) -> Source:
+        span = self.target.spans[item.path]
+        if len(span.frames) == 1:
+            carried = self.carried.get(f"{FRAMES_DIR}/{span.frames[0].sha256}")
+            if carried is not None and carried.size == span.frames[0].size:
+                return (_Piece(item.size, span=carried, skip=span.at + layout.BLOCK),)
+        donors = tuple(self.donors.get((item.sha256, item.size), ()))
+        if donors or len(span.frames) == 1:
+            return donors
+        # A large file changed in part: chunk by chunk, from the delta when it carries the chunk, else from the
+        # installed file the base had it in. The whole is hashed against the target's digest when staged.
+        pieces: list[_Piece] = []
+        start = 0
+        for frame in span.frames[1:]:
+            length = min(frame.size, item.size - start)
+            carried = self.carried.get(f"{FRAMES_DIR}/{frame.sha256}")
+            if carried is not None and carried.size == frame.size:
+                pieces.append(_Piece(length, span=carried))
+            elif frame.sha256 in self.base_chunks:
+                path, number = self.base_chunks[frame.sha256]
+                pieces.append(_Piece(length, path=path, offset=number * layout.CHUNK))
+            else:
+                return ()  # neither has it: refused when staged
+            start += length
+        return tuple(pieces)
+
+
 def _stage(root: Directory, staging: Directory, delta: VerifiedDelta, plan: _Plan, caps: Caps) -> int:
     """Write every staged file (fsynced) under ``staging``; returns how many payload files will be written."""
     for name, (item, source) in sorted(plan.sources.items()):
-        if isinstance(source, FileEntry):
-            # The entry comes from the delta's signed manifest, the bytes from the descriptor that was verified;
-            # the member reader checks size, frame digest and content digest before its last piece.
-            with staging.new_file(name) as out:
-                for piece in reader.member_chunks(delta.stream, source, caps, against="signed"):
-                    out.write(piece)
-            if source.sha256 != item.sha256:
-                raise IntegrityError(f"{item.path}: delta content differs from the signed target")
+        if pieces := tuple(p for p in source if isinstance(p, _Piece)):
+            _assemble(root, staging, name, item, pieces, delta, caps)
         else:
-            _copy_donor(root, staging, name, item, source)
+            _copy_donor(root, staging, name, item, tuple(p for p in source if isinstance(p, str)))
         faults.point("patch-dir-staged-file")
     for name, member in plan.metadata.items():
         with staging.new_file(name) as out:
@@ -663,4 +720,60 @@ def _copy_donor(root: Directory, staging: Directory, name: str, item: FileEntry,
         if digest.hexdigest() == item.sha256:
             return
         staging.unlink(name)
-    raise IntegrityError(f"{item.path}: neither the delta nor the installed kit holds its content")
+    raise _not_held(item)
+
+
+def _not_held(item: FileEntry) -> KitError:
+    return IntegrityError(f"{item.path}: neither the delta nor the installed kit holds its content")
+
+
+def _assemble(
+    root: Directory,
+    staging: Directory,
+    name: str,
+    item: FileEntry,
+    pieces: tuple[_Piece, ...],
+    delta: VerifiedDelta,
+    caps: Caps,
+) -> None:
+    """A file from pieces: frames the delta carries (checked by the member reader), chunks of installed base files.
+
+    Installed files may have been edited since they were installed, so the whole is hashed as it is written
+    and must have the target's digest, else the staged file is removed and the patch stops [4].
+    """
+    digest = hashlib.sha256()
+    with staging.new_file(name) as out:
+        for piece in pieces:
+            left = piece.length
+            if piece.span is not None:
+                # The span comes from the delta's signed manifest, the bytes from the descriptor that was verified;
+                # the member reader checks the frame digest, and the content digest before its last piece, so the
+                # carried frame is read to its end even when this file is only part of it.
+                skip = piece.skip
+                for data in reader.member_chunks(delta.stream, piece.span, caps, against="signed"):
+                    taken = data[skip : skip + left]
+                    skip = max(0, skip - len(data))
+                    digest.update(taken)
+                    out.write(taken)
+                    left -= len(taken)
+                continue
+            fd = root.open_regular(piece.path, refuse=_unsafe)
+            if fd is None:
+                break
+            try:
+                offset = piece.offset
+                while left > 0:
+                    data = os.pread(fd, min(CHUNK, left), offset)
+                    if not data:
+                        break
+                    digest.update(data)
+                    out.write(data)
+                    left -= len(data)
+                    offset += len(data)
+            except OSError as exc:
+                raise host_error(exc, root.name(piece.path), "read") from exc
+            finally:
+                os.close(fd)
+    if digest.hexdigest() != item.sha256:
+        staging.unlink(name)
+        raise _not_held(item)

@@ -8,8 +8,7 @@ from typing import Any
 
 from kitbuilder.core.manifest import KitInfo
 from kitbuilder.errors import UsageError
-from kitbuilder.ops import delta as delta_op
-from kitbuilder.ops import patch_dir
+from kitbuilder.ops import patch_dir, patch_file
 from kitbuilder.ops.trust_choices import TrustChoices
 
 
@@ -17,7 +16,7 @@ from kitbuilder.ops.trust_choices import TrustChoices
 class FilePatch:
     """A kit file patched into ``result.output`` (the base itself with --in-place)."""
 
-    result: delta_op.PatchResult
+    result: patch_file.PatchResult
 
     @property
     def kit(self) -> KitInfo:
@@ -80,7 +79,7 @@ def patch(base: Path, delta: Path, *, output: Path | None, trust: TrustChoices) 
             base, delta, options=trust.verify_options(), allow_downgrade=trust.allow_downgrade
         )
         return DirectoryPatch(base, directory)
-    result = delta_op.patch_kit(
+    result = patch_file.patch_kit(
         base,
         delta,
         output=base if output is None else output,

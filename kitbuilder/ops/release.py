@@ -20,7 +20,7 @@ class ReleaseRequest:
     key_paths: tuple[Path, ...]
     out: Path
     level: int = 3
-    threads: int = 0
+    threads: int | None = None
     builder_id: str | None = None
     provenance: bool = True
     sigstore_bundle: bool = False

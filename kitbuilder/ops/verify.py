@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kitbuilder import inputfile
-from kitbuilder.archive import reader
+from kitbuilder.archive import layout, reader, reader2
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
-from kitbuilder.archive.index import IndexEntry
+from kitbuilder.archive.index import IndexEntry, KitIndex, MemberEntry, MemberSpan
 from kitbuilder.archive.reader import Caps, Expected
 from kitbuilder.core import checksums, jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
@@ -79,6 +79,8 @@ class VerifyOptions:
     # Detached in-toto envelopes (KIT.intoto.jsonl) whose subject must be this kit file's SHA-256.
     detached_attestations: tuple[Path, ...] = ()
     keyless: KeylessCheck | None = None
+    # Format 2: worker threads decoding and hashing frames (None: the usable cores).
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
         raise FormatError(f"{MANIFEST_DSSE}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
     signers = verify_envelope(envelope, policy=policy, what=MANIFEST_DSSE)
     # The statement holds the manifest and one subject per file: bounded by what its kit's members need.
-    budget = MetadataBudget(len(metadata.manifest.files) + len(metadata.members))
+    budget = MetadataBudget(len(metadata.manifest.files) + len(metadata.members), frames=len(metadata.manifest.frames))
     statement = Statement.from_bytes(
         envelope.payload, what=f"{MANIFEST_DSSE} payload", limits=budget.statement_limits()
     )
@@ -169,6 +171,8 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
         raise IntegrityError(f"{MANIFEST_DSSE}: statement subject {name} does not match the manifest/SHA256SUMS")
     # SHA256SUMS.sig is for stock tools and is made by the first build key only; the DSSE subjects already
     # bind SHA256SUMS. It must verify when that key is trusted here; otherwise it is reported unchecked.
+    if isinstance(metadata, KitMetadata):
+        check_index_against(metadata.location.index, signed, metadata.members)
     first_keyid = checksum_keyid(signed, envelope)
     checksum_signer: str | None = None
     if any(key.keyid == first_keyid for key in policy.keys):
@@ -176,6 +180,59 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
             metadata.members[SHA256SUMS_SIG], sums_bytes, policy=policy, what=SHA256SUMS_SIG
         )
     return signers, checksum_signer, signed
+
+
+def check_index_against(index: KitIndex, signed: Manifest, metadata: Mapping[str, bytes]) -> None:
+    """Format 2: the unsigned index says what the signed manifest says (ArchiveError where it does not).
+
+    Its first frames are the manifest's payload frames, field for field; its members are the manifest's files,
+    in order, at the signed frame and offset with the signed size and digest, then the metadata members, each
+    alone in one frame after the payload frames, with the digest of the bytes read. A format-1 manifest needs
+    a format-1 index and the other way round.
+    """
+    if index.format_version != signed.format_version:
+        raise ArchiveError(
+            f"kit index is format {index.format_version}, the signed manifest is format {signed.format_version}"
+        )
+    if index.format_version != 2:
+        return
+    payload = len(signed.frames)
+    if index.frames[:payload] != signed.frames:
+        differing = next(
+            (n for n, (a, b) in enumerate(zip(index.frames, signed.frames, strict=False)) if a != b), payload
+        )
+        raise ArchiveError(f"archive index frame {differing} differs from the signed manifest's frames")
+    members = index.members
+    for member, item in zip(members, signed.files, strict=False):
+        assert isinstance(member, MemberEntry)
+        if member.path != item.path:
+            if member.path not in metadata and member.path not in signed.by_path():
+                raise IntegrityError(f"{member.path}: in the archive index but not in the signed manifest")
+            raise IntegrityError(f"{member.path}: in the archive index where the signed manifest has {item.path}")
+        if (member.frame, member.at, member.size, member.sha256) != (item.frame, item.at, item.size, item.sha256):
+            raise ArchiveError(f"{item.path}: archive index entry differs from the signed manifest")
+    if len(members) < len(signed.files):
+        missing = signed.files[len(members)].path
+        raise IntegrityError(f"{missing}: in the signed manifest but missing from the archive (and its index)")
+    if len(members) != len(signed.files) + len(metadata):
+        extra = next((m.path for m in members[len(signed.files) :] if m.path not in metadata), None)
+        if extra is not None:
+            raise IntegrityError(f"{extra}: in the archive index but not in the signed manifest")
+        raise ArchiveError("kit index lists a member twice")
+    for member in members[len(signed.files) :]:
+        assert isinstance(member, MemberEntry)
+        if member.path not in metadata:
+            raise IntegrityError(f"{member.path}: in the archive index but not in the signed manifest")
+        if (
+            member.frame < payload
+            or member.at != 0
+            or index.frames[member.frame].size != layout.member_bytes(member.size)
+        ):
+            raise ArchiveError(f"{member.path}: a metadata member must be one frame of its own after the payload")
+        if member.sha256 != hashlib.sha256(metadata[member.path]).hexdigest():
+            raise ArchiveError(f"{member.path}: archive index digest differs from the member read")
+    if any(f.frame is None or f.frame >= payload for f in signed.files):
+        raise FormatError(f"{MANIFEST_JSON}: a file lies outside the manifest's payload frames")
 
 
 def checksum_keyid(signed: Manifest, envelope: Envelope) -> str:
@@ -188,7 +245,11 @@ def checksum_keyid(signed: Manifest, envelope: Envelope) -> str:
 
 
 def build_mtime(signed: Manifest) -> int:
-    """The mtime every tar header of the kit carries: the signed ``build.mtime`` (absent in old kits: 0)."""
+    """The mtime every tar header of the kit carries: the signed ``build.mtime`` (absent in old kits: 0).
+
+    Format 2 writes 0 always (the schema refuses any other ``build.mtime``)."""
+    if signed.format_version == 2:
+        return 0
     value = signed.build.get("mtime", 0)
     return value if isinstance(value, int) else 0
 
@@ -371,12 +432,12 @@ def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expect
         entry = by_path.get(item.path)
         if entry is None:
             raise IntegrityError(f"{item.path}: in the signed manifest but missing from the archive (and its index)")
-        signed = (item.offset, item.length, item.size, item.sha256, item.frame_sha256)
-        if (entry.offset, entry.length, entry.size, entry.sha256, entry.frame_sha256) != signed:
+        if not same_as_signed(entry, item, manifest):
             raise ArchiveError(f"{item.path}: archive index entry differs from the signed manifest")
         expected[item.path] = Expected(item.path, item.size, item.sha256, item.offset, item.length, item.frame_sha256)
     for name in metadata.members:
         entry = by_path[name]
+        assert isinstance(entry, IndexEntry)  # format 1 (format 2 is checked by check_index_against)
         expected[name] = Expected(
             name,
             entry.size,
@@ -391,7 +452,19 @@ def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expect
     return expected
 
 
-def read_signed_file(stream: BinaryIO, index: Mapping[str, IndexEntry], signed: FileEntry, caps: Caps) -> bytes:
+def same_as_signed(entry: IndexEntry | MemberSpan, item: FileEntry, manifest: Manifest) -> bool:
+    """Whether an index entry places and describes a file as the signed manifest does (format 1 or 2)."""
+    if isinstance(entry, IndexEntry):
+        signed = (item.offset, item.length, item.size, item.sha256, item.frame_sha256)
+        return (entry.offset, entry.length, entry.size, entry.sha256, entry.frame_sha256) == signed
+    if (entry.frame, entry.at, entry.size, entry.sha256) != (item.frame, item.at, item.size, item.sha256):
+        return False
+    return entry.frames == manifest.frames[entry.frame : entry.frame + len(entry.frames)]
+
+
+def read_signed_file(
+    stream: BinaryIO, index: Mapping[str, IndexEntry | MemberSpan], signed: FileEntry, caps: Caps
+) -> bytes:
     """One (small) payload file through the index, checked against its entry in the signed manifest.
 
     The index entry must say what the manifest says; ``reader.read_member`` then checks the
@@ -401,6 +474,8 @@ def read_signed_file(stream: BinaryIO, index: Mapping[str, IndexEntry], signed: 
     if entry is None:
         raise IntegrityError(f"{signed.path}: listed in the manifest but not in the archive index")
     if (entry.size, entry.sha256) != (signed.size, signed.sha256):
+        raise IntegrityError(f"{signed.path}: archive index entry differs from the signed manifest")
+    if isinstance(entry, MemberSpan) and (entry.frame, entry.at) != (signed.frame, signed.at):
         raise IntegrityError(f"{signed.path}: archive index entry differs from the signed manifest")
     return reader.read_member(stream, entry, caps)
 
@@ -477,24 +552,39 @@ def verify_kit(
             downgrade_note = options.freshness.check(kit.name, kit.channel, kit.sequence)
         check_policy(manifest, policy_options)
         attestations, sigstore = check_kit_attestations(metadata, manifest, options)
-        expected = _expectations(metadata, manifest)
+        v2 = metadata.location.index.format_version == 2
+        expected = {} if v2 else _expectations(metadata, manifest)
         # Content and frame digests on one worker, the whole file's digest on another: on two cores the
         # three SHA-256 passes no longer queue behind one thread while the main thread decompresses.
         worker = HashWorker()
         file_worker = HashWorker()
         hashing = _HashingReader(stream, file_worker)
         try:
-            result = reader.scan(
-                hashing,  # type: ignore[arg-type]
-                expected=expected,
-                location=metadata.location,
-                caps=options.caps,
-                on_bytes=on_bytes,
-                extract_to=extract_to,
-                hasher=worker,
-                extract_only=extract_only,
-                mtime=build_mtime(manifest),
-            )
+            if v2:
+                # check_signed_metadata matched the index with the signed manifest: its map is the signed one.
+                scanned = reader2.scan(
+                    hashing,  # type: ignore[arg-type]
+                    metadata.location.index,
+                    metadata.location.index_offset,
+                    max_window=options.caps.max_window,
+                    on_bytes=on_bytes,
+                    extract_to=extract_to,
+                    extract_only=extract_only,
+                    threads=options.threads,
+                )
+                result = reader.ScanResult(scanned.members, scanned.payload_bytes, metadata.location.file_size)
+            else:
+                result = reader.scan(
+                    hashing,  # type: ignore[arg-type]
+                    expected=expected,
+                    location=metadata.location,
+                    caps=options.caps,
+                    on_bytes=on_bytes,
+                    extract_to=extract_to,
+                    hasher=worker,
+                    extract_only=extract_only,
+                    mtime=build_mtime(manifest),
+                )
             # The scan stopped at the index; hash the tail so the report names the whole file's digest.
             while hashing.read(1 << 20):
                 pass

@@ -12,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kitbuilder.archive.writer import KitWriter
-from kitbuilder.core.manifest import Component, FileEntry, KitInfo, Manifest
+from kitbuilder.archive.writer2 import KitWriter2
+from kitbuilder.core.manifest import Component, KitInfo, Manifest
 from kitbuilder.ops.build import seal
 from tests.factories.hostile import RELEASE
+from tests.factories.kits import TEST_BUILD, write_payload
 
 GOOD_UP = "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT, tenant TEXT, done TEXT);\n"
 GOOD_VERIFY = "SELECT COUNT(*) >= 0 FROM items;\n"
@@ -32,29 +33,13 @@ def craft_apply_kit(
     """``components``: dicts with id, role and optional phase/subject/options; ``files``: path → (component, bytes)."""
     roles = {c["id"]: c["role"] for c in components}
     with out.open("wb") as sink:
-        writer = KitWriter(sink, level=3, threads=0, mtime=0)
-        entries = []
-        for path, (component, data) in files.items():
-            written = writer.add_bytes(path, data)
-            entries.append(
-                FileEntry(
-                    path=path,
-                    size=written.size,
-                    sha256=written.sha256,
-                    role=roles[component],
-                    component=component,
-                    offset=written.offset,
-                    length=written.length,
-                    frame_sha256=written.frame_sha256,
-                )
-            )
+        writer = KitWriter2(sink, level=3)
+        entries, frames = write_payload(
+            writer, ((path, data, roles[component], component) for path, (component, data) in files.items())
+        )
         manifest = Manifest(
             kit=KitInfo("crafted-apply", "1.0.0", sequence, "2099-01-01T00:00:00Z", "demo", "stable"),
-            build={
-                "tool": "tests",
-                "compression": {"algorithm": "zstd", "level": 3, "multithreaded": False},
-                "mtime": 0,
-            },
+            build=TEST_BUILD,
             components=tuple(
                 Component(
                     id=c["id"],
@@ -67,6 +52,8 @@ def craft_apply_kit(
             ),
             files=tuple(entries),
             checks=tuple(dict(c) for c in checks),
+            frames=frames,
+            format_version=2,
         )
         seal(writer, manifest, [RELEASE])
         writer.finish()

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
+
+from kitbuilder.archive.writer2 import KitWriter2
+from kitbuilder.core.manifest import FileEntry, FrameEntry, is_optional_metadata
+
+# What crafted kits record as build (format 2: no mtime, no thread flag).
+TEST_BUILD: dict[str, Any] = {"tool": "tests", "compression": {"algorithm": "zstd", "level": 3}}
 
 SPEC_TEMPLATE = """\
 apiVersion: kitbuilder/v1
@@ -72,19 +79,53 @@ def kit_members(kit: Path) -> dict[str, bytes]:
     caps = reader.Caps()
     with kit.open("rb") as stream:
         location = reader.read_index(stream, caps)
-        return {e.path: reader.read_member(stream, e, caps) for e in location.index.members}
+        return {e.path: reader.read_member(stream, e, caps) for e in location.index.located()}
 
 
-def rewrite_kit(kit: Path, out: Path, replace: Mapping[str, bytes], *, level: int = 3, mtime: int = 0) -> Path:
+def member_end(kit: Path, member: str) -> int:
+    """The file offset where the last frame holding ``member`` ends (its data frame's end, in format 1)."""
+    from kitbuilder.archive import reader
+    from kitbuilder.archive.index import IndexEntry
+
+    with kit.open("rb") as stream:
+        entry = reader.read_index(stream, reader.Caps()).index.locate(member)
+    if isinstance(entry, IndexEntry):
+        return entry.offset + entry.length
+    return entry.frames[-1].offset + entry.frames[-1].length
+
+
+def write_payload(
+    writer: KitWriter2, files: Iterable[tuple[str, bytes, str, str]]
+) -> tuple[tuple[FileEntry, ...], tuple[FrameEntry, ...]]:
+    """Payload members (path, content, role, component) through the format-2 writer, in the order given; the
+    manifest's file entries and payload frames for them. The caller then seals (``ops.build.seal``)."""
+    roles = []
+    for path, data, role, component in files:
+        writer.add_bytes(path, data)
+        roles.append((role, component))
+    payload = writer.finish_payload()
+    entries = tuple(
+        FileEntry(m.path, m.size, m.sha256, role, component, frame=m.frame, at=m.at)
+        for m, (role, component) in zip(payload.members, roles, strict=True)
+    )
+    return entries, payload.frames
+
+
+def rewrite_kit(kit: Path, out: Path, replace: Mapping[str, bytes], *, level: int = 3) -> Path:
     """The same members in the same order with some replaced, and new ones appended: what anyone can do to a kit
-    file without a key. With the kit's own level and mtime, untouched members keep their exact frames."""
-    from kitbuilder.archive.writer import KitWriter
+    file without a key. Payload members are regrouped by the format-2 rules; each metadata member is one frame."""
+    from kitbuilder.core.manifest import METADATA_FILES
 
     members = kit_members(kit)
     members |= {name: data for name, data in replace.items() if name not in members}
+    metadata = [name for name in members if name in METADATA_FILES or is_optional_metadata(name)]
     with out.open("wb") as sink:
-        writer = KitWriter(sink, level=level, threads=0, mtime=mtime)
+        writer = KitWriter2(sink, level=level)
         for name, data in members.items():
-            writer.add_bytes(name, replace.get(name, data))
+            if name not in metadata:
+                writer.add_bytes(name, replace.get(name, data))
+        writer.finish_payload()
+        for name in metadata:
+            writer.add_metadata(name, replace.get(name, members[name]))
         writer.finish()
     return out

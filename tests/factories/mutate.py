@@ -899,7 +899,7 @@ def _replace_members(kit: bytes, replace: dict[str, bytes]) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         source, out = Path(tmp) / "in.kit.tar.zst", Path(tmp) / "out.kit.tar.zst"
         source.write_bytes(kit)
-        return rewrite_kit(source, out, replace, mtime=int(SOURCE_DATE_EPOCH)).read_bytes()
+        return rewrite_kit(source, out, replace).read_bytes()
 
 
 @cache

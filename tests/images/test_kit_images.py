@@ -16,6 +16,7 @@ from kitbuilder.ops import images as images_op
 from kitbuilder.ops.images import EXPORT_TEMP_PREFIX, export_images
 from kitbuilder.ops.verify import verify_kit
 from tests.conftest import run_kit
+from tests.factories.kits import member_end
 from tests.factories.oci_images import ImageSet, sha256
 from tests.images.conftest import KIT_IMAGES, Signing, needs_skopeo, needs_umoci, write_image_spec
 from tests.images.servers import skopeo
@@ -149,10 +150,11 @@ def test_export_of_a_kit_changed_after_verify_writes_nothing(
         report = verify_kit(path, options, stream=stream)
         # Swap the kit's bytes under the exporter: the biggest blob's data frame gets altered in place.
         biggest = max((f for f in report.manifest.files if f.path.startswith("images/blobs/")), key=lambda f: f.size)
+        end = member_end(path, biggest.path)
         with path.open("r+b") as stream:
-            stream.seek(biggest.offset + biggest.length - 200)
+            stream.seek(end - 200)
             data = bytearray(stream.read(100))
-            stream.seek(biggest.offset + biggest.length - 200)
+            stream.seek(end - 200)
             stream.write(bytes(b ^ 0x55 for b in data))
         return report
 

@@ -15,6 +15,7 @@ from kitbuilder.oci.registry import RegistryClient, RetryPolicy, TransferOptions
 from kitbuilder.ops import images as images_op
 from kitbuilder.ops.images import push_images
 from kitbuilder.ops.verify import verify_kit
+from tests.factories.kits import member_end
 from tests.images.conftest import (
     KIT_IMAGES,
     SecureRegistry,
@@ -206,10 +207,11 @@ def test_kit_changed_after_verify_sends_no_altered_blob(
         # Flip content bytes in the stored (raw) block of that blob's data frame: the frame ends with the
         # tar padding (and no checksum: incompressible data is stored), so step back over the padding.
         padding = -biggest.size % 512
+        end = member_end(path, biggest.path)
         with path.open("r+b") as stream:
-            stream.seek(biggest.offset + biggest.length - padding - 200)
+            stream.seek(end - padding - 200)
             data = stream.read(100)
-            stream.seek(biggest.offset + biggest.length - padding - 200)
+            stream.seek(end - padding - 200)
             stream.write(bytes(b ^ 0x55 for b in data))
         return report
 

@@ -59,3 +59,16 @@ def test_diff_reads_no_payload(kit_env: KitEnv, tmp_path: Path) -> None:
     result = run_kit("diff", old, damaged, "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["files"]["changed"] == []
+
+
+def test_diff_of_a_format_1_and_a_format_2_kit(kit_env: KitEnv) -> None:
+    """Files compare alike across formats; the frame summary needs format 2 on both sides."""
+    old = Path(__file__).parent.parent / "vectors/valid-minimal.kit.tar.zst"
+    new = _build(kit_env, "new.kit.tar.zst")
+    code, document = run_json("diff", old, new, "--key", kit_env.ed_pub)
+    assert code == 0, document
+    assert document["frames"] is None
+    assert document["files"]["added"] and document["signers"]["verified"] is True
+    from kitbuilder.core import schemas
+
+    assert schemas.first_error("diff-report", document) is None

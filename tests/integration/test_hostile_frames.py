@@ -19,14 +19,13 @@ import io
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
 from kitbuilder.errors import KitError
-from kitbuilder.ops import delta
-from kitbuilder.trust.signatures import TrustPolicy
 from tests.conftest import run_kit
 from tests.factories.hostile import (
     RELEASE,
@@ -67,7 +66,7 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
 def _one_line_error(stderr: str, code: int) -> None:
     assert stderr.endswith("\n") and stderr.count("\n") == 1, f"not one line: {stderr!r}"
     assert "Traceback" not in stderr
-    kind = {4: "integrity", 5: "archive"}[code]
+    kind = {2: "usage", 4: "integrity", 5: "archive"}[code]
     assert stderr.startswith(f"kit: {kind} error: "), stderr
 
 
@@ -202,61 +201,55 @@ def test_every_member_reader_gives_one_verdict(name: str, tmp_path: Path) -> Non
         assert scanned[0] != "ok"
 
 
-def _target_spec(root: Path, content: bytes) -> Path:
+def _target_spec(root: Path, content: bytes, *, sequence: int = 2) -> Path:
     (root / "src").mkdir(parents=True)
     (root / "src" / "x.md").write_bytes(content)
     (root / "src" / "runbook.md").write_bytes(b"# A file the delta ships\n")
     spec = root / "kit.yaml"
     spec.write_text(
-        "apiVersion: kitbuilder/v1\nname: hostile-kit\nversion: '2.0.0'\nsequence: 2\n"
+        f"apiVersion: kitbuilder/v1\nname: hostile-kit\nversion: '{sequence}.0.0'\nsequence: {sequence}\n"
         "expires: '2099-01-01T00:00:00Z'\nproduct: demo\nchannel: stable\ndescription: target\n"
         "docs:\n  - id: docs\n    source: src\n"
     )
     return spec
 
 
-@pytest.mark.parametrize("name", ["writer_frame", "content_size_absent_raw", *(n for n in NAMES if "fcs0" in n)])
-def test_patch_copies_a_base_frame_only_after_decoding_it(name: str, tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    """kit patch copies unchanged members' frames from the base verbatim; a frame that does not decode is refused.
+def _one_line_format1_refusal(result: Any, what: str) -> None:
+    assert result.exit_code == 2, f"exit {result.exit_code}: {result.stderr}"
+    _one_line_error(result.stderr, 2)
+    assert "format-1 kit" in result.stderr and what in result.stderr, result.stderr
 
-    The base is validly signed and names the hostile frame's digest; the delta is valid and takes that member
-    from the base. Only the base's exact frame as built (writer_frame) may produce a kit.
-    """
-    content, frame, acceptable = _case(name)
+
+@pytest.mark.parametrize("name", ["writer_frame", "content_size_absent_raw", *(n for n in NAMES if "fcs0" in n)])
+def test_patch_from_a_format1_base_holding_a_hostile_frame_is_refused(
+    name: str, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """Format 2: kit patch copies base frames by the target's signed frame digests, so only a format-2 base's
+    frames can be reused; a format-1 base (here one holding a hostile data frame) is refused before anything
+    is copied or written: exit 2, one line, no output. (Format 1 patched by decoding each copied frame.)"""
+    content, frame, _ = _case(name)
     base = tmp_path / "base.kit.tar.zst"
     base.write_bytes(kit(Member("docs/x.md", content, data_frame=frame)))
-    target = tmp_path / "target.kit.tar.zst"
-    built = run_kit("build", _target_spec(tmp_path / "t", content), "--key", keys[0], "--out", target)
+    genuine = tmp_path / "genuine.kit.tar.zst"
+    built = run_kit("build", _target_spec(tmp_path / "g", content, sequence=1), "--key", keys[0], "--out", genuine)
     assert built.exit_code == 0, built.stderr
-    policy = TrustPolicy(keys=(RELEASE.public,), threshold=1)
-    reuse = delta.FrameReuse(base, policy)
-    try:
-        delta_path = tmp_path / "delta.kit.tar.zst"
-        delta.write_delta(target, reuse, keys=[RELEASE], output=delta_path, policy=policy)
-    finally:
-        reuse.close()
+    delta_path = tmp_path / "delta.kit.tar.zst"
+    built = run_kit(
+        "build", _target_spec(tmp_path / "t", content), "--key", keys[0], "--delta-from", genuine, "--out", delta_path
+    )
+    assert built.exit_code == 0, built.stderr
     out = tmp_path / "new.kit.tar.zst"
-    result = run_kit("patch", base, delta_path, "--key", keys[1], "--out", out)
-    if not acceptable:
-        assert result.exit_code == 5, f"{name}: exit {result.exit_code}: {result.stderr}"
-        _one_line_error(result.stderr, 5)
-        assert "docs/x.md" in result.stderr
-    else:
-        # A decodable frame, but not the target's: the target signs its own frame digest.
-        assert result.exit_code in (0, 4), result.stderr
-        if result.exit_code == 4:
-            _one_line_error(result.stderr, 4)
-    if result.exit_code != 0:
-        assert not out.exists()
-        # No output and no half-written one (the patch lock is the patch command's own, not checked here).
-        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".new") and ".part" in p.name] == []
+    before = sorted(p.name for p in tmp_path.iterdir())
+    _one_line_format1_refusal(run_kit("patch", base, delta_path, "--key", keys[1], "--out", out), str(base))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if "fcs0" in n])
-def test_delta_build_refuses_to_reuse_a_base_frame_that_does_not_decode(
+def test_delta_build_from_a_format1_base_holding_a_hostile_frame_is_refused(
     name: str, tmp_path: Path, keys: tuple[Path, Path]
 ) -> None:
-    """`kit build --delta-from BASE` copies the base's frame for unchanged content: decoded on the way, refused."""
+    """`kit build --delta-from BASE` reuses frames of format-2 bases only: a format-1 base (here one holding a
+    frame that does not decode) is refused, exit 2, one line, nothing written."""
     content, frame, _ = _case(name)
     base = tmp_path / "base.kit.tar.zst"
     base.write_bytes(kit(Member("docs/x.md", content, data_frame=frame)))
@@ -264,9 +257,7 @@ def test_delta_build_refuses_to_reuse_a_base_frame_that_does_not_decode(
     result = run_kit(
         "build", _target_spec(tmp_path / "t", content), "--key", keys[0], "--delta-from", base, "--out", out
     )
-    assert result.exit_code == 5, result.stderr
-    _one_line_error(result.stderr, 5)
-    assert "docs/x.md" in result.stderr
+    _one_line_format1_refusal(result, str(base))
     assert not out.exists()
     assert {p.name for p in tmp_path.iterdir()} == {"base.kit.tar.zst", "t", "release.key", "release.pub"}
 

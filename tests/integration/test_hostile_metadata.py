@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from kitbuilder.archive.writer import KitWriter
+from kitbuilder.archive.writer2 import KitWriter2
 from kitbuilder.core import schemas
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import (
@@ -36,7 +36,6 @@ from kitbuilder.core.manifest import (
     SHA256SUMS_SIG,
     SIGSTORE_BUNDLE,
     Component,
-    FileEntry,
     KitInfo,
     Manifest,
 )
@@ -50,6 +49,7 @@ from kitbuilder.trust.sigstore_bundle import render_key_bundle
 from tests.conftest import KitEnv, run_json, run_kit
 from tests.factories.hostile import RELEASE, STRANGER
 from tests.factories.keys import write_pair
+from tests.factories.kits import TEST_BUILD, write_payload
 from tests.factories.kits import kit_members as members
 from tests.factories.kits import rewrite_kit as rewrite
 
@@ -91,38 +91,27 @@ def craft_kit(
     bundle), or a function of what was sealed that returns them.
     """
     with out.open("wb") as sink:
-        writer = KitWriter(sink, level=3, threads=0, mtime=0)
-        entries = []
-        for path, data in files.items():
-            written = writer.add_bytes(path, data)
-            role, component = next((v for k, v in _ROLES.items() if path.startswith(k)), ("doc", "docs"))
-            entries.append(
-                FileEntry(
-                    path=path,
-                    size=written.size,
-                    sha256=written.sha256,
-                    role=role,
-                    component=component,
-                    offset=written.offset,
-                    length=written.length,
-                    frame_sha256=written.frame_sha256,
-                )
-            )
+        writer = KitWriter2(sink, level=3)
+        entries, frames = write_payload(
+            writer,
+            (
+                (path, data, *next((v for k, v in _ROLES.items() if path.startswith(k)), ("doc", "docs")))
+                for path, data in files.items()
+            ),
+        )
         manifest = Manifest(
             kit=KitInfo("hostile-kit", "1.0.0", 1, "2099-01-01T00:00:00Z", "demo", "stable"),
-            build={
-                "tool": "tests",
-                "compression": {"algorithm": "zstd", "level": 3, "multithreaded": False},
-                "mtime": 0,
-            },
+            build=TEST_BUILD,
             components=(Component("docs", "doc"), Component("kit-sbom", "sbom"), Component("kit-images", "image")),
-            files=tuple(entries),
+            files=entries,
             images=tuple(images),
             sboms=tuple(sboms),
+            frames=frames,
+            format_version=2,
         )
         sealed = seal(writer, manifest, [signer])
         for name, data in (extra(sealed) if callable(extra) else extra or {}).items():
-            writer.add_bytes(name, data)
+            writer.add_metadata(name, data)
         writer.finish()
     return out
 

@@ -26,7 +26,7 @@ import pytest
 from kitbuilder.archive import zstdframes
 from kitbuilder.archive.index import MIN_MEMBER_BYTES, KitIndex
 from kitbuilder.archive.reader import Caps
-from kitbuilder.archive.writer import KitWriter
+from kitbuilder.archive.writer2 import KitWriter2
 from kitbuilder.core import checksums, jsonio
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import (
@@ -35,7 +35,6 @@ from kitbuilder.core.manifest import (
     SHA256SUMS,
     SHA256SUMS_SIG,
     Component,
-    FileEntry,
     KitInfo,
     Manifest,
     MetadataBudget,
@@ -46,7 +45,7 @@ from kitbuilder.trust.signatures import sign_envelope
 from tests.conftest import KitEnv, run_kit
 from tests.factories.hostile import RELEASE
 from tests.factories.keys import write_pair
-from tests.factories.kits import kit_members, rewrite_kit
+from tests.factories.kits import TEST_BUILD, kit_members, rewrite_kit, write_payload
 
 MiB = 1 << 20
 RSS_BOUND_KIB = 150 * 1024
@@ -247,41 +246,25 @@ def signed_kit(
     """A kit whose ``kit`` block (merged over a valid one) the trusted key signs, whatever it says."""
     files = files if files is not None else {"docs/a.md": b"hello\n"}
     with out.open("wb") as sink:
-        writer = KitWriter(sink, level=3, threads=0, mtime=0)
-        entries = []
-        for path, data in files.items():
-            written = writer.add_bytes(path, data)
-            entries.append(
-                FileEntry(
-                    path,
-                    written.size,
-                    written.sha256,
-                    "doc",
-                    "docs",
-                    written.offset,
-                    written.length,
-                    written.frame_sha256,
-                )
-            )
+        writer = KitWriter2(sink, level=3)
+        entries, frames = write_payload(writer, ((path, data, "doc", "docs") for path, data in files.items()))
         manifest = Manifest(
             kit=KitInfo("parse-kit", "1.0.0", 1, "2099-01-01T00:00:00Z", "demo", "stable"),
-            build={
-                "tool": "tests",
-                "compression": {"algorithm": "zstd", "level": 3, "multithreaded": False},
-                "mtime": 0,
-            },
+            build=TEST_BUILD,
             components=(Component("docs", "doc"),),
-            files=tuple(entries),
+            files=entries,
+            frames=frames,
+            format_version=2,
         ).to_json()
         manifest["kit"].update(kit or {})
         sums = checksums.render((f.path, f.sha256) for f in entries)
-        sums_entry = writer.add_bytes(SHA256SUMS, sums)
-        writer.add_bytes(SHA256SUMS_SIG, signer.sign(sums))
+        sums_entry = writer.add_metadata(SHA256SUMS, sums)
+        writer.add_metadata(SHA256SUMS_SIG, signer.sign(sums))
         try:
             manifest_bytes = jsonio.dump_pretty(manifest)  # what kit build writes
         except UnicodeEncodeError:
             manifest_bytes = _ascii_json(manifest, pretty=True)  # a lone surrogate: only its escape can be written
-        writer.add_bytes(MANIFEST_JSON, manifest_bytes)
+        writer.add_metadata(MANIFEST_JSON, manifest_bytes)
         subjects = [{"name": f.path, "digest": {"sha256": f.sha256}} for f in entries]
         subjects.append({"name": SHA256SUMS, "digest": {"sha256": sums_entry.sha256}})
         statement = {
@@ -291,7 +274,7 @@ def signed_kit(
             "predicate": manifest,
         }
         envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, _ascii_json(statement, pretty=False), [signer])
-        writer.add_bytes(MANIFEST_DSSE, envelope.to_bytes())
+        writer.add_metadata(MANIFEST_DSSE, envelope.to_bytes())
         writer.finish()
     return out
 

@@ -26,6 +26,7 @@ import pytest
 from kitbuilder.core import jsonio
 from tests.conftest import KitEnv, run_kit
 from tests.factories import hostile
+from tests.factories.deltas import craft_delta
 from tests.factories.kits import kit_members
 from tests.factories.measure import kit_peak
 
@@ -165,9 +166,8 @@ def _resigned_delta(release: Release, out: Path, *, extra: list[hostile.Member],
 
     def predicate(document: dict[str, Any]) -> None:
         files = document["files"]
-        document.update({k: v for k, v in manifest.items() if k != "files"})
-        # The factory writes every tar header with mtime 0, and a header must carry the signed build.mtime.
-        document["build"] = {**manifest["build"], "mtime": 0}
+        # The factory writes format-1 kits: the delta's kit, delta and checks blocks, the factory's own build block.
+        document.update({k: v for k, v in manifest.items() if k not in ("files", "apiVersion", "frames", "build")})
         document["components"] = manifest["components"] + [{"id": "docs", "role": "doc"}]
         document["files"] = files
         if hook is not None:
@@ -380,10 +380,11 @@ def test_link_inside_the_installed_tree_is_not_followed(release: Release, tmp_pa
 def test_target_digest_is_checked_in_both_modes(release: Release, tmp_path: Path) -> None:
     """A delta whose signed targetManifestSha256 does not match its delta/target/manifest.json."""
 
-    def wrong_target(document: dict[str, Any]) -> None:
-        document["delta"]["targetManifestSha256"] = "0" * 64
+    def wrong_target(info: dict[str, Any]) -> None:
+        info["targetManifestSha256"] = "0" * 64
 
-    lying = _resigned_delta(release, tmp_path / "lying.kit.tar.zst", extra=[], hook=wrong_target)
+    key = release.kit_env.ed_key
+    lying = craft_delta(key, release.base, release.full, tmp_path / "lying.kit.tar.zst", edit_info=wrong_target)
     installed = release.install(tmp_path / "installed")
     before = _tree(installed)
     in_dir = _cli("patch", installed, lying, "--key", release.kit_env.ed_pub, "--in-place")
@@ -510,16 +511,19 @@ def test_kill_mid_write_leaves_a_part_file_the_rerun_removes(release: Release, t
 def test_already_patched_output_is_verified_not_assumed(release: Release) -> None:
     args = ["patch", release.base, release.delta, "--key", release.kit_env.ed_pub, "--in-place"]
     assert _cli(*args).returncode == 0
+    from kitbuilder.archive.index import MemberSpan
     from kitbuilder.archive.reader import Caps, read_index
 
     with release.base.open("rb") as stream:
         entry = read_index(stream, Caps()).index.by_path()["docs/operator/blob.bin"]
+    assert isinstance(entry, MemberSpan)
+    frame = entry.frames[-1]  # format 2: the frame holding blob.bin's data (with its group's other members)
     data = bytearray(release.base.read_bytes())
-    data[entry.offset + entry.length - 20] ^= 0x01
+    data[frame.offset + frame.length - 20] ^= 0x01
     release.base.write_bytes(bytes(data))
     rerun = _cli(*args)
     assert rerun.returncode in (4, 5)
-    _one_line(rerun.stderr, "blob.bin")
+    _one_line(rerun.stderr, f"offset {frame.offset}")
 
 
 def test_rerun_of_a_completed_directory_patch_reports_already_patched(release: Release, tmp_path: Path) -> None:

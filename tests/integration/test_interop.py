@@ -165,6 +165,7 @@ def test_incompressible_members_are_stored_raw_and_stock_tools_read_them(kit_env
     """Data that zstd cannot shrink goes into raw blocks (no compressor CPU); any zstd decoder reads them."""
     import os
 
+    from kitbuilder.archive.index import MemberSpan
     from kitbuilder.archive.reader import Caps, read_index
 
     (kit_env.root / "src/docs/random.bin").write_bytes(os.urandom(3 << 20))
@@ -174,11 +175,13 @@ def test_incompressible_members_are_stored_raw_and_stock_tools_read_them(kit_env
     with kit.open("rb") as stream:
         entries = read_index(stream, Caps()).index.by_path()
     random_entry, text_entry = entries["docs/operator/random.bin"], entries["docs/operator/text.log"]
-    # Raw data frame: a 14-byte frame header and a 3-byte header per 128 KiB block; before it, the small
-    # compressed header frame.
-    header_frame = random_entry.length - (3 << 20) - 14 - 3 * 24
-    assert 0 < header_frame < 200
-    assert text_entry.length < 100_000  # compressible data is still compressed
+    assert isinstance(random_entry, MemberSpan) and isinstance(text_entry, MemberSpan)
+    # Format 2: a small compressed header frame, then one raw data frame (3 MiB is under a 4 MiB chunk): a
+    # 14-byte frame header and a 3-byte header per 128 KiB block.
+    header, data = random_entry.frames
+    assert 0 < header.length < 200 and header.size == 512
+    assert data.length == (3 << 20) + 14 + 3 * 24
+    assert sum(f.length for f in text_entry.frames) < 100_000  # compressible data is still compressed
     subprocess.run(["zstd", "-tq", str(kit)], check=True)
     target = tmp_path / "out"
     target.mkdir()

@@ -45,8 +45,9 @@ def test_manifest_and_index_match_schemas(built_kit: Path) -> None:
     with built_kit.open("rb") as stream:
         location = read_index(stream, Caps())
         manifest = read_member(stream, location.index.by_path()["manifest.json"], Caps())
-    _valid("manifest", json.loads(manifest))
-    _valid("index", json.loads(location.index.to_bytes()))
+    # kit build writes format 2 (docs/format.md §0): the v2 manifest and index schemas.
+    _valid("manifest-v2", json.loads(manifest))
+    _valid("index-v2", json.loads(location.index.to_bytes()))
 
 
 def test_every_schema_is_itself_valid() -> None:
@@ -60,6 +61,8 @@ def test_every_schema_is_itself_valid() -> None:
         "trust-root.schema.json",
         "verify-report.schema.json",
         "index.schema.json",
+        "index-v2.schema.json",
+        "manifest-v2.schema.json",
         "inspect-report.schema.json",
     } <= set(names)
     for name in names:

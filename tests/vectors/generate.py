@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder.archive import zstdframes
-from tests.factories import hostile
+from tests.factories import hostile, hostile2
 from tests.factories.hostile import OPS, RELEASE, STRANGER, Member, Recipe
 from tests.factories.mutate import (
     BUNDLE,
@@ -53,6 +53,18 @@ class Vector:
     trust: tuple[str, ...] = ("release",)
     product: str = "demo"
     extra: dict[str, Any] = field(default_factory=dict)
+    kit_format: int = 1
+
+
+# Format-1 vectors that were made by `kit build`, which now writes format 2: their committed files are kept as
+# they are (format 1 is read only) and the same makers give the format-2 vectors named "format2-...".
+FROZEN_FORMAT1 = {
+    "valid-built-with-provenance-and-bundle",
+    "attestation-subject-digest-wrong",
+    "attestation-untrusted-key",
+    "attestation-predicate-type-other",
+    "bundle-digest-of-other-file",
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -619,6 +631,136 @@ VECTORS: tuple[Vector, ...] = (
 )
 
 
+def _v2_files() -> list[tuple[str, bytes]]:
+    """Small files in several groups and one large compressible file (header frame, then a chunk frame)."""
+    files = [(f"docs/n{n:03d}.md", (f"note {n}\n" * (n * 97 % 4000)).encode()) for n in range(60)]
+    files.append(("docs/zz-large.txt", b"compressible line\n" * 70_000))
+    return files
+
+
+def _v2(**hooks: Any) -> Callable[[], bytes]:
+    return lambda: hostile2.crafted2(_v2_files(), **hooks).data
+
+
+def _v2_index(change: Callable[[dict[str, Any]], None]) -> Callable[[], bytes]:
+    return _v2(index_hook=change)
+
+
+def _v2_signed_member(path: str, **changes: int) -> Callable[[], bytes]:
+    import dataclasses
+
+    def change(files: list[Any], frames: list[Any]) -> None:
+        number = next(n for n, f in enumerate(files) if f.path == path)
+        files[number] = dataclasses.replace(
+            files[number], **{k: getattr(files[number], k) + v for k, v in changes.items()}
+        )
+
+    return _v2(signed_hook=change)
+
+
+def _v2_signed_frame(number: int, **values: Any) -> Callable[[], bytes]:
+    import dataclasses
+
+    def change(files: list[Any], frames: list[Any]) -> None:
+        frames[number] = dataclasses.replace(frames[number], **values)
+
+    return _v2(signed_hook=change)
+
+
+def _v2_member(path: str, **changes: int) -> Callable[[dict[str, Any]], None]:
+    def change(index: dict[str, Any]) -> None:
+        member = next(m for m in index["members"] if m["path"] == path)
+        for key, by in changes.items():
+            member[key] += by
+
+    return change
+
+
+def _v2_shift(number: int, by: int) -> Callable[[dict[str, Any]], None]:
+    def change(index: dict[str, Any]) -> None:
+        index["frames"][number]["offset"] += by
+
+    return change
+
+
+FORMAT2_VECTORS: tuple[Vector, ...] = (
+    Vector("format2-valid", _v2(), 0, None, "none: a format-2 kit (groups, a chunked large file)", kit_format=2),
+    Vector(
+        "format2-valid-built-with-provenance-and-bundle",
+        attested_kit,
+        0,
+        None,
+        "none: what `kit build --sigstore-bundle` writes in format 2",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-frames-gapped",
+        _v2_index(_v2_shift(1, 1)),
+        5,
+        "archive",
+        "index frame 1 starts one byte after frame 0 ends (frames do not tile the file)",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-frames-overlapping",
+        _v2_index(_v2_shift(1, -1)),
+        5,
+        "archive",
+        "index frame 1 starts one byte before frame 0 ends",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-member-at-off-by-512",
+        _v2_signed_member("docs/n005.md", at=512),
+        5,
+        "archive",
+        "the signed map puts a member's header 512 bytes after where the one before it ends",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-member-in-wrong-frame",
+        _v2_index(_v2_member("docs/zz-large.txt", frame=1)),
+        5,
+        "archive",
+        "the index puts a large member's header in its first chunk frame",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-frame-sha256-lie-signed",
+        _v2_signed_frame(0, sha256="0" * 64),
+        4,
+        "integrity",
+        "the signed frames table gives frame 0 a digest its bytes do not have",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-frame-size-lie-signed",
+        _v2_signed_frame(0, size=1 << 20),
+        5,
+        "archive",
+        "the signed frames table gives frame 0 another decompressed size",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-frame-sha256-lie-index-only",
+        _v2_index(lambda i: i["frames"][0].update(sha256="0" * 64)),
+        5,
+        "archive",
+        "the unsigned index gives frame 0 another digest than the signed manifest",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-group-member-not-in-index",
+        _v2(signed_hook=lambda files, frames: files.pop(3)),
+        5,
+        "archive",
+        "a group frame decodes to a member the (signed) index does not list",
+        kit_format=2,
+    ),
+)
+VECTORS = VECTORS + FORMAT2_VECTORS
+
+
 def key_document() -> dict[str, Any]:
     return {
         label: {"keyid": key.keyid, "publicKeyPem": key.public.to_pem().decode("ascii")} for label, key in KEYS.items()
@@ -630,8 +772,8 @@ def render() -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     entries = []
     for vector in VECTORS:
-        data = vector.make()
         file = f"{vector.name}.kit.tar.zst"
+        data = (HERE / file).read_bytes() if vector.name in FROZEN_FORMAT1 else vector.make()
         files[file] = data
         entries.append(
             {
@@ -642,6 +784,7 @@ def render() -> dict[str, bytes]:
                 "trust": {"keys": list(vector.trust), "threshold": len(vector.trust)},
                 "policy": {"product": vector.product},
                 "expect": {"exitCode": vector.exit_code, "kind": vector.kind},
+                "kitFormat": vector.kit_format,
             }
         )
     document = {

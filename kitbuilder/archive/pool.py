@@ -1,0 +1,95 @@
+"""A bounded pool of worker threads whose results are consumed in submission order.
+
+Compressing and decompressing zstd frames (python-zstandard) and SHA-256 (hashlib)
+release the GIL, so frames run on all cores. The caller submits jobs in order and
+takes results in the same order; ``submit`` blocks (by taking the oldest result
+first) once the bytes in flight pass ``max_inflight``, so memory stays flat whatever
+the input size. With ``threads`` 0 every job runs inline: the same results, one core.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask), not the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Done(Generic[T]):
+    """A finished result standing in for a future (inline mode)."""
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def result(self) -> T:
+        return self._value
+
+
+class OrderedPool(Generic[T]):
+    """Run ``job()`` calls on ``threads`` workers; hand back their results in submission order.
+
+    ``submit(job, cost, tag)`` queues a job whose memory cost (bytes in and out) is ``cost``; when the
+    queued cost would pass ``max_inflight``, the oldest results are returned to make room, through
+    the list ``submit`` returns. ``drain`` returns every remaining result. A job's exception is raised
+    in the caller's thread when its result is taken, in order. Use as a context manager.
+    """
+
+    def __init__(self, threads: int, *, max_inflight: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kit-frame") if threads else None
+        self._max_inflight = max_inflight
+        self._pending: collections.deque[tuple[Future[T] | _Done[T], int]] = collections.deque()
+        self._inflight = 0
+
+    def __enter__(self) -> OrderedPool[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            for future, _ in self._pending:
+                if isinstance(future, Future):
+                    future.cancel()
+            self._pending.clear()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def submit(self, job: Callable[[], T], cost: int) -> list[T]:
+        """Queue ``job``; the results (in order) that had to be taken first to stay within ``max_inflight``."""
+        ready: list[T] = []
+        while self._pending and self._inflight + cost > self._max_inflight:
+            ready.append(self._take())
+        if self._executor is None:
+            self._pending.append((_Done(job()), cost))
+        else:
+            self._pending.append((self._executor.submit(job), cost))
+        self._inflight += cost
+        return ready
+
+    def _take(self) -> T:
+        future, cost = self._pending.popleft()
+        self._inflight -= cost
+        return future.result()
+
+    def take_done(self) -> list[T]:
+        """Results at the head of the queue that are already finished (never waits)."""
+        ready: list[T] = []
+        while self._pending and (not isinstance(self._pending[0][0], Future) or self._pending[0][0].done()):
+            ready.append(self._take())
+        return ready
+
+    def drain(self) -> Iterator[T]:
+        while self._pending:
+            yield self._take()

@@ -1,0 +1,355 @@
+"""Reading format-2 kits: frames by digest, members inside them, and the whole stream on all cores.
+
+A format-2 frame is read as one piece: its compressed bytes (``length`` of them, at
+``offset``) are hashed and compared with the digest the index gives (for payload frames
+the index's frames equal the signed manifest's, checked before any of this runs), then
+decoded by the strict frame reader (``zstdframes.FrameReader``: no dictionary, window
+cap, declared size, exactly one frame spanning exactly ``length`` bytes) into exactly
+``size`` bytes. Members are then cut out of the decoded frames under the same member
+rules as format 1 (``check_header``), content digests compared last, so a consumer
+never completes with bytes that were not checked.
+
+``scan`` reads the file once from byte 0 to the index, in frame order, and decodes and
+checks frames on a bounded pool of worker threads, consuming results in order: what
+``zstd -dc | tar -x`` would produce is what is checked, and memory stays flat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from kitbuilder.archive import layout, tarfmt, zstdframes
+from kitbuilder.archive.index import KitIndex, MemberSpan
+from kitbuilder.archive.pool import OrderedPool, usable_cores
+from kitbuilder.core import paths
+from kitbuilder.core.manifest import FrameEntry
+from kitbuilder.errors import ArchiveError, IntegrityError
+
+# Bytes (compressed and decoded) the scan keeps in flight across its workers.
+_INFLIGHT = 16 << 20
+
+
+def _frame_words(against: str) -> str:
+    return "their signed digest" if against == "signed" else "the index's frame digest"
+
+
+def decode_frame(
+    compressed: bytes, frame: FrameEntry, number: int, *, max_window: int, against: str = "index"
+) -> bytes:
+    """The decoded bytes of frame ``number``, checked: digest first, then one strict zstd frame of ``size`` bytes.
+
+    IntegrityError when the compressed bytes are not the ones whose digest is given (an altered kit);
+    ArchiveError for a frame that is malformed, longer or shorter than listed, or decodes to another size.
+    """
+    what = f"frame {number} at offset {frame.offset}"
+    if len(compressed) != frame.length:
+        raise ArchiveError(
+            f"archive truncated at offset {frame.offset + len(compressed)}: {what} needs {frame.length} bytes"
+        )
+    if hashlib.sha256(compressed).hexdigest() != frame.sha256:
+        raise IntegrityError(f"{what}: compressed bytes differ from {_frame_words(against)}")
+    return zstdframes.decode_whole(compressed, size=frame.size, max_window=max_window, what=what)
+
+
+def read_frame(stream: BinaryIO, frame: FrameEntry, number: int, *, max_window: int, against: str = "index") -> bytes:
+    stream.seek(frame.offset)
+    return decode_frame(stream.read(frame.length), frame, number, max_window=max_window, against=against)
+
+
+def check_member(
+    block: bytes,
+    span: MemberSpan,
+    *,
+    against: str,
+    seen: dict[str, str] | None = None,
+) -> tarfmt.MemberHeader:
+    """The member's 512-byte header under the member rules, naming the expected path and size; mtime must be 0.
+
+    A format-2 header is exactly the one the writer makes for the expected path and size, so the common case is
+    one comparison with that; anything else is parsed under every rule to name what is wrong.
+    """
+    if seen is None and block == tarfmt.build_header(span.path, span.size, 0):
+        problem = paths.problem_with(span.path)
+        if problem is None:
+            return tarfmt.MemberHeader(path=span.path, size=span.size, mode=tarfmt.FILE_MODE, mtime=0)
+    header = tarfmt.parse_header(block, offset=span.stream_offset)
+    if seen is not None:
+        clash = paths.claim(header.path, seen)
+        if clash is not None:
+            raise ArchiveError(f"member {header.path}: {clash}")
+    placer = "the signed index" if against == "signed" else "the index"
+    if header.path != span.path:
+        error = IntegrityError if against == "signed" else ArchiveError
+        raise error(
+            f"{header.path}: found in frame {span.frame} at byte {span.at}, expected {span.path} "
+            f"({placer} says {span.path} there)"
+        )
+    if header.size != span.size:
+        said = "signed size is" if against == "signed" else "index says"
+        raise IntegrityError(f"member {span.path}: tar header says {header.size} bytes, {said} {span.size}")
+    if header.mtime != 0:
+        raise ArchiveError(f"member {span.path}: tar header mtime {header.mtime}, format 2 writes 0")
+    if block != tarfmt.build_header(span.path, span.size, 0):
+        # Every field parse_header accepts is the writer's, so only a path split another way (prefix/name) is left.
+        raise ArchiveError(f"member {span.path}: tar header is not the one kits write for this path")
+    return header
+
+
+def _content_mismatch(span: MemberSpan, observed: str, against: str) -> IntegrityError:
+    whose = "the signed one" if against == "signed" else "the index"
+    return IntegrityError(
+        f"member {span.path}: sha256 differs from {whose}: expected sha256 {span.sha256}, got {observed}"
+    )
+
+
+def _check_padding(data: bytes, span: MemberSpan) -> None:
+    if data.count(0) != len(data):
+        raise ArchiveError(f"member {span.path}: non-zero bytes in tar padding")
+
+
+def member_in_frame(decoded: bytes, span: MemberSpan, *, against: str, seen: dict[str, str] | None = None) -> bytes:
+    """A member lying wholly in one decoded frame: header checked, padding zero, content digest compared."""
+    at = span.at
+    check_member(decoded[at : at + tarfmt.BLOCK], span, against=against, seen=seen)
+    start = at + tarfmt.BLOCK
+    data = decoded[start : start + span.size]
+    _check_padding(decoded[start + span.size : start + layout.padded(span.size)], span)
+    observed = hashlib.sha256(data).hexdigest()
+    if observed != span.sha256:
+        raise _content_mismatch(span, observed, against)
+    return data
+
+
+def span_chunks(stream: BinaryIO, span: MemberSpan, *, max_window: int, against: str = "index") -> Iterator[bytes]:
+    """The content of one member found through the index, in non-empty pieces, every check done before the last."""
+    first = read_frame(stream, span.frames[0], span.frame, max_window=max_window, against=against)
+    if len(span.frames) == 1:
+        data = member_in_frame(first, span, against=against)
+        if data:
+            yield data
+        return
+    check_member(first, span, against=against)
+    digest = hashlib.sha256()
+    left = span.size
+    held = b""
+    for number, frame in enumerate(span.frames[1:], start=span.frame + 1):
+        decoded = read_frame(stream, frame, number, max_window=max_window, against=against)
+        take = min(left, len(decoded))
+        piece = decoded[:take] if take < len(decoded) else decoded
+        if take < len(decoded):
+            _check_padding(decoded[take:], span)
+        left -= take
+        if piece:
+            digest.update(piece)
+        if held:
+            yield held
+        held = piece
+    observed = digest.hexdigest()
+    if observed != span.sha256:
+        raise _content_mismatch(span, observed, against)
+    if held:
+        yield held
+
+
+# ------------------------------------------------------------------------------------------------ the scan
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One frame of the scan: the members it holds whole, or the large member it is the header or a chunk of."""
+
+    number: int
+    frame: FrameEntry
+    whole: tuple[MemberSpan, ...] = ()
+    header_of: MemberSpan | None = None
+    chunk_of: MemberSpan | None = None
+    data_before: int = 0  # chunk: content bytes of the member in earlier chunks
+
+
+@dataclass
+class _Result:
+    job: _Job
+    decoded: bytes | None  # kept only when the main thread needs the bytes (a chunk, or extraction)
+
+
+def _plan(index: KitIndex) -> list[_Job]:
+    spans = index.spans()
+    by_frame: dict[int, list[MemberSpan]] = {}
+    jobs: list[_Job] = []
+    chunks: dict[int, tuple[MemberSpan, int]] = {}
+    for span in spans:
+        if len(span.frames) == 1:
+            by_frame.setdefault(span.frame, []).append(span)
+        else:
+            chunks[span.frame] = (span, -1)
+            before = 0
+            for number, frame in enumerate(span.frames[1:], start=span.frame + 1):
+                chunks[number] = (span, before)
+                before += frame.size
+    for number, frame in enumerate(index.frames[: index.end]):
+        if number in by_frame:
+            jobs.append(_Job(number, frame, whole=tuple(by_frame[number])))
+        else:
+            span, before = chunks[number]
+            if before < 0:
+                jobs.append(_Job(number, frame, header_of=span))
+            else:
+                jobs.append(_Job(number, frame, chunk_of=span, data_before=before))
+    return jobs
+
+
+def _run_job(job: _Job, compressed: bytes, max_window: int, keep: bool) -> Callable[[], _Result]:
+    def run() -> _Result:
+        decoded = decode_frame(compressed, job.frame, job.number, max_window=max_window, against="signed")
+        for span in job.whole:
+            member_in_frame(decoded, span, against="signed")
+        if job.header_of is not None:
+            check_member(decoded, job.header_of, against="signed")
+        if job.chunk_of is not None:
+            span = job.chunk_of
+            take = max(0, min(span.size - job.data_before, len(decoded)))
+            if take < len(decoded):
+                _check_padding(decoded[take:], span)
+            return _Result(job, decoded[:take] if take < len(decoded) else decoded)
+        return _Result(job, decoded if keep else None)
+
+    return run
+
+
+@dataclass(frozen=True)
+class Scanned:
+    members: int
+    payload_bytes: int
+
+
+def scan(
+    stream: BinaryIO,
+    index: KitIndex,
+    index_offset: int,
+    *,
+    max_window: int,
+    on_bytes: Callable[[int], None] | None = None,
+    extract_to: Path | None = None,
+    extract_only: Callable[[str], bool] | None = None,
+    threads: int | None = None,
+) -> Scanned:
+    """Read the kit from byte 0 to the index once, decoding and checking every frame (on worker threads).
+
+    Every member is checked against ``index`` (whose payload part the caller has matched with the signed
+    manifest): header, size, mtime 0, padding, content digest; every path is claimed in order (no two
+    names that collide on a filesystem). With ``extract_to`` (a fresh, empty directory) each member is
+    written there as its frame is consumed (those ``extract_only`` accepts); on error the caller discards it.
+    """
+    workers = usable_cores() if threads is None else threads
+    jobs = _plan(index)
+    seen: dict[str, str] = {}
+    members = 0
+    payload = 0
+    stream.seek(0)
+    end = index.frames[index.end]
+    large: dict[str, Any] = {}  # the large member being consumed: its digest and open file
+
+    def consume(result: _Result) -> None:
+        nonlocal members, payload
+        job = result.job
+        for span in job.whole:
+            _claim(span, seen)
+            members += 1
+            payload += span.size
+            if extract_to is not None and (extract_only is None or extract_only(span.path)):
+                assert result.decoded is not None
+                start = span.at + tarfmt.BLOCK
+                _write_member(extract_to, span.path, result.decoded[start : start + span.size])
+            if on_bytes is not None and span.size:
+                on_bytes(span.size)
+        if job.header_of is not None:
+            span = job.header_of
+            _claim(span, seen)
+            members += 1
+            payload += span.size
+            large["digest"] = hashlib.sha256()
+            large["sink"] = (
+                _create_member_file(extract_to, span.path)
+                if extract_to is not None and (extract_only is None or extract_only(span.path))
+                else None
+            )
+        if job.chunk_of is not None:
+            span = job.chunk_of
+            piece = result.decoded or b""
+            large["digest"].update(piece)
+            sink = large["sink"]
+            if sink is not None:
+                sink.write(piece)
+            if on_bytes is not None and piece:
+                on_bytes(len(piece))
+            if job.data_before + job.frame.size >= layout.padded(span.size):
+                if sink is not None:
+                    sink.close()
+                observed = large.pop("digest").hexdigest()
+                large.clear()
+                if observed != span.sha256:
+                    raise _content_mismatch(span, observed, "signed")
+
+    try:
+        with OrderedPool[_Result](workers, max_inflight=_INFLIGHT) as pool:
+            for job in jobs:
+                compressed = stream.read(job.frame.length)
+                if len(compressed) != job.frame.length:
+                    raise ArchiveError(
+                        f"archive truncated at offset {job.frame.offset + len(compressed)}: frame {job.number} "
+                        f"needs {job.frame.length} bytes"
+                    )
+                cost = job.frame.length + job.frame.size
+                for result in pool.submit(_run_job(job, compressed, max_window, extract_to is not None), cost):
+                    consume(result)
+                for result in pool.take_done():
+                    consume(result)
+            for result in pool.drain():
+                consume(result)
+        compressed = stream.read(end.length)
+        if decode_frame(compressed, end, index.end, max_window=max_window) != tarfmt.END_OF_ARCHIVE:
+            raise ArchiveError(f"frame {index.end}: the end-of-archive frame is not 1024 zero bytes")
+        if end.offset + end.length != index_offset:
+            raise ArchiveError(
+                f"{index_offset - end.offset - end.length} bytes of data after the end of the tar archive"
+            )
+    finally:
+        sink = large.get("sink")
+        if sink is not None:
+            sink.close()
+    return Scanned(members=members, payload_bytes=payload)
+
+
+def _claim(span: MemberSpan, seen: dict[str, str]) -> None:
+    clash = paths.claim(span.path, seen)
+    if clash is not None:
+        raise ArchiveError(f"member {span.path}: {clash}")
+
+
+def _create_member_file(root: Path, member: str) -> BinaryIO:
+    # The path passed the member rules (relative, no '..', portable); the root is a directory we created,
+    # so O_EXCL|O_NOFOLLOW only guards against races.
+    target = root.joinpath(*member.split("/"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    return os.fdopen(fd, "wb")
+
+
+def _write_member(root: Path, member: str, data: bytes) -> None:
+    with _create_member_file(root, member) as sink:
+        sink.write(data)
+
+
+def frames_of(index: KitIndex, spans: Sequence[MemberSpan]) -> list[int]:
+    """The numbers of the frames that hold ``spans`` (for copying them verbatim), in order, once each."""
+    out: list[int] = []
+    for span in spans:
+        for number in range(span.frame, span.frame + len(span.frames)):
+            if not out or out[-1] != number:
+                out.append(number)
+    return out

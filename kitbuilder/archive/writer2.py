@@ -1,0 +1,471 @@
+"""Format-2 kit writer: frames, not members, are the unit (docs/format.md §1.2).
+
+API (what ``kit build``, ``kit patch`` and delta kits call, in this order):
+
+1. payload, in archive order, any mix of
+   - ``add_file(path, source, size)``: a file read from ``source`` (hashed and compressed here); small
+     members join the open group frame, a large one becomes a header frame and CHUNK frames;
+   - ``add_frame(data, size=, sha256=, members=)``: one already compressed frame appended **verbatim**
+     (closing the open group first); ``sha256`` is the digest the caller trusts (a signed one): the bytes
+     are hashed on a worker and IntegrityError is raised unless they match. ``members`` lists the members
+     whose 512-byte header lies in the frame (``FrameMember(path, at, size, sha256)``; none for a chunk of
+     a large member);
+   - ``add_frame_range(fd, offset, length=, size=, sha256=, members=)``: the same, read from ``fd`` at
+     ``offset`` (``os.pread``, on a worker thread, so the bytes checked are the bytes written);
+2. ``finish_payload()`` -> ``Payload(frames, members)``: every payload frame written, their table and the
+   member entries (content digests included), for the signed manifest;
+3. ``add_metadata(path, data)``: one metadata member, one frame;
+4. ``finish()`` -> the ``KitIndex``: end-of-archive frame, index frame, footer; the index is checked
+   (``KitIndex.check_tiling``) before it is written, so a caller's misplaced verbatim frame fails here.
+
+With ``reuse`` (a ``FrameReuse``), a group whose member list (path, size, sha256, in order) or a chunk
+(member content sha256 and size, chunk number) the reuse source knows is taken from it verbatim instead
+of being compressed: the output is the same bytes either way (same input, same level, one libzstd thread).
+
+Every frame is compressed independently (single-threaded libzstd, checksum, content size, no dictionary)
+on ``threads`` workers; results are written in order and at most ``max_inflight`` bytes are in flight, so
+the output is identical for any thread count and memory stays flat. Not thread-safe itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol
+
+import zstandard
+
+from kitbuilder.archive import layout, tarfmt, zstdframes
+from kitbuilder.archive.hashing import HashWorker, QueuedDigest
+from kitbuilder.archive.index import KitIndex, MemberEntry
+from kitbuilder.archive.pool import OrderedPool
+from kitbuilder.core.manifest import FrameEntry
+from kitbuilder.errors import IntegrityError, UsageError
+
+_READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class FrameMember:
+    """A member whose header lies in a frame appended verbatim: at byte ``at`` of its decompressed bytes."""
+
+    path: str
+    at: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Verbatim:
+    """A compressed frame offered for reuse and the digest it must have (the signed one)."""
+
+    data: bytes
+    sha256: str
+
+
+class FrameReuse(Protocol):
+    """Where a build may take frames from instead of compressing (a verified base kit)."""
+
+    def group(self, members: tuple[tuple[str, int, str], ...]) -> Verbatim | None:
+        """A frame holding exactly these members ((path, size, sha256) in order), or None."""
+
+    def chunk(self, sha256: str, size: int, number: int) -> Verbatim | None:
+        """Data frame ``number`` of a large member with this content, or None."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    frames: tuple[FrameEntry, ...]
+    members: tuple[MemberEntry, ...]
+
+
+@dataclass
+class _Record:
+    """A member as placed; ``sha256`` is filled in when its digest is known."""
+
+    path: str
+    frame: int
+    at: int
+    size: int
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A frame ready to be written, in order: compressed bytes, their digest, decompressed size."""
+
+    data: bytes
+    sha256: str
+    size: int
+    fill: tuple[tuple[_Record, str], ...] = ()  # member digests computed by the job
+
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> Any:
+    """This thread's compressor (a ZstdCompressor is not safe to share between threads)."""
+    cached = getattr(_local, "compressors", None)
+    if cached is None:
+        cached = _local.compressors = {}
+    compressor = cached.get(level)
+    if compressor is None:
+        compressor = cached[level] = zstandard.ZstdCompressor(
+            level=level, threads=0, write_checksum=True, write_content_size=True, write_dict_id=False
+        )
+    return compressor
+
+
+def compress_frame(data: bytes, level: int) -> bytes:
+    """One independent zstd frame of ``data`` as every format-2 frame is made (the same bytes on any thread)."""
+    return bytes(_compressor(level).compress(data))
+
+
+def raw_frame(data: bytes) -> bytes:
+    frame = zstdframes.RawFrameWriter(len(data))
+    return frame.header + b"".join(frame.blocks(data))
+
+
+def _group_job(members: list[tuple[_Record, bytes]], level: int, known: bool) -> Callable[[], _Done]:
+    def run() -> _Done:
+        parts: list[bytes] = []
+        fill: list[tuple[_Record, str]] = []
+        for record, data in members:
+            parts.append(tarfmt.build_header(record.path, record.size, 0))
+            parts.append(data)
+            pad = layout.padded(record.size) - record.size
+            if pad:
+                parts.append(bytes(pad))
+            if not known:
+                fill.append((record, hashlib.sha256(data).hexdigest()))
+        raw = b"".join(parts)
+        frame = compress_frame(raw, level)
+        return _Done(frame, hashlib.sha256(frame).hexdigest(), len(raw), tuple(fill))
+
+    return run
+
+
+def _frame_job(raw: bytes, level: int, store: bool) -> Callable[[], _Done]:
+    def run() -> _Done:
+        frame = raw_frame(raw) if store else compress_frame(raw, level)
+        return _Done(frame, hashlib.sha256(frame).hexdigest(), len(raw))
+
+    return run
+
+
+def _verbatim_job(data: bytes, size: int, sha256: str, what: str) -> Callable[[], _Done]:
+    def run() -> _Done:
+        observed = hashlib.sha256(data).hexdigest()
+        if observed != sha256:
+            raise IntegrityError(f"{what}: compressed bytes differ from their signed digest; not copied")
+        return _Done(data, sha256, size)
+
+    return run
+
+
+def _range_job(fd: int, offset: int, length: int, size: int, sha256: str, what: str) -> Callable[[], _Done]:
+    def run() -> _Done:
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise IntegrityError(f"{what}: source ends inside the frame (wanted {length} bytes at offset {offset})")
+        return _verbatim_job(data, size, sha256, what)()
+
+    return run
+
+
+class KitWriter2:
+    """Writes a format-2 kit to ``out``; see the module docstring for the call order."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        *,
+        level: int,
+        threads: int = 0,
+        digest_output: bool = False,
+        output_hasher: HashWorker | None = None,
+        reuse: FrameReuse | None = None,
+        max_inflight: int | None = None,
+    ) -> None:
+        self._out = out
+        self._level = level
+        self._reuse = reuse
+        self._pool: OrderedPool[_Done] = OrderedPool(
+            threads, max_inflight=max_inflight or (threads + 1) * 3 * layout.GROUP_MAX
+        )
+        self._content_hasher = HashWorker()
+        self._output_hasher = output_hasher
+        self._own_output_hasher = False
+        self._output_digest: Any = None
+        if digest_output:
+            if self._output_hasher is None:
+                self._output_hasher = HashWorker()
+                self._own_output_hasher = True
+            self._output_digest = QueuedDigest(self._output_hasher, hashlib.sha256())
+        self._trial = zstandard.ZstdCompressor(level=1, threads=0, write_checksum=False, write_content_size=False)
+        self._offset = 0
+        self._frames: list[FrameEntry] = []
+        self._submitted = 0  # frames numbered so far (written or in flight)
+        self._records: list[_Record] = []
+        self._group: list[tuple[_Record, bytes]] = []
+        self._group_size = 0
+        self._large_digests: list[tuple[_Record, QueuedDigest]] = []
+        self._payload_frames: int | None = None
+        self._closed = False
+
+    # ----------------------------------------------------------------- plumbing
+
+    @property
+    def offset(self) -> int:
+        """Bytes written so far (frames still in flight not counted)."""
+        return self._offset
+
+    def close(self) -> None:
+        """Stop the workers (also after an error); ``finish`` calls it."""
+        if not self._closed:
+            self._closed = True
+            self._pool.close()
+            self._content_hasher.close()
+            if self._own_output_hasher and self._output_hasher is not None:
+                self._output_hasher.close()
+
+    def __enter__(self) -> KitWriter2:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, data: bytes) -> None:
+        self._out.write(data)
+        self._offset += len(data)
+        if self._output_digest is not None:
+            self._output_digest.update(data)
+
+    def _emit(self, done: _Done) -> None:
+        for record, sha256 in done.fill:
+            record.sha256 = sha256
+        self._frames.append(FrameEntry(self._offset, len(done.data), done.size, done.sha256))
+        self._write(done.data)
+
+    def _submit(self, job: Callable[[], _Done], cost: int) -> int:
+        """Queue one frame; its number."""
+        number = self._submitted
+        self._submitted += 1
+        for done in self._pool.submit(job, cost):
+            self._emit(done)
+        return number
+
+    def _drain(self) -> None:
+        for done in self._pool.drain():
+            self._emit(done)
+
+    def _payload_open(self) -> None:
+        if self._payload_frames is not None:
+            raise ValueError("payload added after finish_payload()")
+
+    # ----------------------------------------------------------------- payload
+
+    def add_file(
+        self, path: str, source: BinaryIO, size: int, *, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        """Add member ``path`` with ``size`` bytes read from ``source``; UsageError if the source changes size."""
+        self._payload_open()
+        if layout.is_large(size):
+            self._close_group()
+            self._add_large(path, source, size, on_bytes)
+            return
+        data = _read_exact(source, size, path)
+        if on_bytes is not None:
+            on_bytes(size)
+        self._group_add(path, data)
+
+    def add_bytes(self, path: str, data: bytes) -> None:
+        """A payload member from memory (the kit's SBOM); grouped like any file of its size."""
+        self._payload_open()
+        if layout.is_large(len(data)):
+            import io
+
+            self._close_group()
+            self._add_large(path, io.BytesIO(data), len(data), None)
+        else:
+            self._group_add(path, data)
+
+    def _group_add(self, path: str, data: bytes) -> None:
+        record = _Record(path, self._submitted, self._group_size, len(data), None)
+        if self._reuse is not None:
+            record.sha256 = hashlib.sha256(data).hexdigest()
+        self._records.append(record)
+        self._group.append((record, data))
+        self._group_size += layout.member_bytes(len(data))
+        if layout.closes_group(self._group_size, path):
+            self._close_group()
+
+    def _close_group(self) -> None:
+        if not self._group:
+            return
+        group, size = self._group, self._group_size
+        self._group, self._group_size = [], 0
+        if self._reuse is not None:
+            key = tuple((r.path, r.size, r.sha256 or "") for r, _ in group)
+            found = self._reuse.group(key)
+            if found is not None:
+                self._submit(_verbatim_job(found.data, size, found.sha256, f"group frame of {key[0][0]}"), 2 * size)
+                return
+        self._submit(_group_job(group, self._level, self._reuse is not None), 2 * size)
+
+    def _add_large(self, path: str, source: BinaryIO, size: int, on_bytes: Callable[[int], None] | None) -> None:
+        record = _Record(path, self._submitted, 0, size, None)
+        self._records.append(record)
+        header = tarfmt.build_header(path, size, 0)
+        self._submit(_frame_job(header, self._level, False), 2 * layout.BLOCK)
+        known = None
+        if self._reuse is not None:
+            # The reuse source is asked by content digest: hash the file first (it is read again below).
+            digest = hashlib.sha256()
+            left = size
+            while left:
+                chunk = source.read(min(_READ, left))
+                if not chunk:
+                    raise UsageError(f"{path}: input shrank while being read (expected {size} bytes); rerun the build")
+                digest.update(chunk)
+                left -= len(chunk)
+            known = digest.hexdigest()
+            source.seek(0)
+        queued = QueuedDigest(self._content_hasher, hashlib.sha256())
+        padded = layout.padded(size)
+        left = size
+        number = 0
+        store: bool | None = None
+        while left:
+            want = min(layout.CHUNK, left)
+            data = _read_exact(source, want, path, more=left > want)
+            left -= want
+            queued.update(data)
+            if not left and padded > size:
+                data += bytes(padded - size)
+            if store is None:
+                # Decided once per member from its start: < 3% saved at level 1 means raw-block frames throughout.
+                sample = data[: layout.RAW_TRIAL]
+                store = len(self._trial.compress(sample)) >= len(sample) * 0.97
+            found = self._reuse.chunk(known, size, number) if self._reuse is not None and known else None
+            if found is not None:
+                self._submit(_verbatim_job(found.data, len(data), found.sha256, f"{path} chunk {number}"), len(data))
+            else:
+                self._submit(_frame_job(data, self._level, store), 2 * len(data))
+            number += 1
+            if on_bytes is not None:
+                on_bytes(want)
+        if source.read(1):
+            raise UsageError(f"{path}: input grew while being read (expected {size} bytes); rerun the build")
+        queued.flush()
+        self._large_digests.append((record, queued))
+
+    def add_frame(self, data: bytes, *, size: int, sha256: str, members: Sequence[FrameMember] = ()) -> None:
+        """Append one compressed frame verbatim; IntegrityError (when it is written) unless sha256(data) matches."""
+        self._payload_open()
+        self._close_group()
+        number = self._place(members)
+        what = f"frame of {members[0].path}" if members else f"frame {number}"
+        self._submit(_verbatim_job(data, size, sha256, what), len(data) + size)
+
+    def add_frame_range(
+        self, fd: int, offset: int, *, length: int, size: int, sha256: str, members: Sequence[FrameMember] = ()
+    ) -> None:
+        """``add_frame`` with the bytes read from ``fd`` at ``offset`` (on a worker: read once, checked, written)."""
+        self._payload_open()
+        self._close_group()
+        number = self._place(members)
+        what = f"frame of {members[0].path}" if members else f"frame {number}"
+        self._submit(_range_job(fd, offset, length, size, sha256, what), 2 * length)
+
+    def _place(self, members: Sequence[FrameMember]) -> int:
+        number = self._submitted
+        for member in members:
+            self._records.append(_Record(member.path, number, member.at, member.size, member.sha256))
+        return number
+
+    def entries(self) -> tuple[MemberEntry, ...]:
+        """The members added so far with their digests (waits for the frames in flight; the open group stays open)."""
+        self._drain()
+        self._sync_large()
+        for record, data in self._group:
+            if record.sha256 is None:
+                record.sha256 = hashlib.sha256(data).hexdigest()
+        return self._entries()
+
+    def _sync_large(self) -> None:
+        self._content_hasher.sync()
+        for record, queued in self._large_digests:
+            record.sha256 = queued.hexdigest()
+        self._large_digests = []
+
+    def finish_payload(self) -> Payload:
+        """Close the payload: every payload frame written; their table and the member entries."""
+        self._payload_open()
+        self._close_group()
+        self._drain()
+        self._sync_large()
+        self._payload_frames = len(self._frames)
+        return Payload(tuple(self._frames), self._entries())
+
+    def _entries(self) -> tuple[MemberEntry, ...]:
+        out = []
+        for r in self._records:
+            assert r.sha256 is not None
+            out.append(MemberEntry(r.path, r.frame, r.at, r.size, r.sha256))
+        return tuple(out)
+
+    # ----------------------------------------------------------------- metadata and end
+
+    def add_metadata(self, path: str, data: bytes) -> MemberEntry:
+        """One metadata member as one frame (after ``finish_payload``); its entry."""
+        if self._payload_frames is None:
+            raise ValueError("add_metadata() before finish_payload()")
+        sha256 = hashlib.sha256(data).hexdigest()
+        record = _Record(path, self._submitted, 0, len(data), sha256)
+        self._records.append(record)
+        raw = tarfmt.build_header(path, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
+        self._submit(_frame_job(raw, self._level, False), 2 * len(raw))
+        return MemberEntry(path, record.frame, 0, len(data), sha256)
+
+    def finish(self) -> KitIndex:
+        """Write the end-of-archive frame, the index frame and the footer; stop the workers."""
+        try:
+            if self._payload_frames is None:
+                self.finish_payload()
+            self._submit(_frame_job(tarfmt.END_OF_ARCHIVE, self._level, False), 2 * layout.END_SIZE)
+            self._drain()
+            index = KitIndex.v2(tuple(self._frames), self._entries(), len(self._frames) - 1)
+            index.check_tiling()
+            index_offset = self._offset
+            self._write(zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, index.to_bytes()))
+            self._write(zstdframes.footer_frame(index_offset))
+            if self._output_digest is not None:
+                self._output_digest.flush()
+            return index
+        finally:
+            self.close()
+
+    def output_sha256(self) -> str:
+        """SHA-256 of every byte written; after ``finish`` and only with ``digest_output``."""
+        if self._output_digest is None or self._output_hasher is None:
+            raise ValueError("KitWriter2 was created without digest_output")
+        if not self._own_output_hasher:
+            self._output_hasher.sync()
+        return str(self._output_digest.hexdigest())
+
+
+def _read_exact(source: BinaryIO, size: int, path: str, *, more: bool = False) -> bytes:
+    """``size`` bytes from ``source``; UsageError if it ends early, or (unless ``more``) has more."""
+    data = source.read(size) if size else b""
+    while len(data) < size:
+        chunk = source.read(size - len(data))
+        if not chunk:
+            raise UsageError(f"{path}: input shrank while being read (expected more bytes); rerun the build")
+        data += chunk
+    if not more and size < layout.LARGE and source.read(1):
+        raise UsageError(f"{path}: input grew while being read (expected {size} bytes); rerun the build")
+    return data

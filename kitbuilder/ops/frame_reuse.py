@@ -1,0 +1,196 @@
+"""What a format-2 kit's signed manifest says about its frames, and a base kit a build may take frames from.
+
+Format 2 (docs/format.md §1.2) makes the zstd frame the unit: a *group* frame holds
+whole small members, a large member is a 512-byte *header* frame then CHUNK-sized
+*chunk* frames. ``FrameMap`` reads that structure off a signed manifest (``frames``
+and each file's ``frame``/``at``), so delta, patch and diff never need the
+unsigned index for it. ``BaseFrames`` is the verified base of ``kit build
+--delta-from``: the format-2 writer asks it for a group by its member list and for
+a chunk by (content, chunk number) and copies what it returns verbatim, after
+checking the bytes against the base's signed frame digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from kitbuilder.archive import layout
+from kitbuilder.archive.index import MemberSpan
+from kitbuilder.archive.reader import Caps
+from kitbuilder.archive.writer2 import Verbatim
+from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
+from kitbuilder.errors import HostIOError, IntegrityError, UsageError
+from kitbuilder.ops.kitfile import open_kit, read_metadata
+from kitbuilder.ops.verify import check_signed_metadata
+from kitbuilder.trust.signatures import TrustPolicy
+
+FrameKind = Literal["group", "header", "chunk"]
+
+
+def full_kit_needed(path: object, what: str) -> UsageError:
+    """The one refusal of a format-1 kit where frames are reused (delta, patch): exit 2, one line."""
+    return UsageError(
+        f"{path}: {what} is a format-1 kit (kitbuilder/v1); deltas and patches need format-2 kits on both sides: "
+        "ship and install a full kit of this release instead"
+    )
+
+
+@dataclass(frozen=True)
+class FrameRole:
+    """What one payload frame holds: whole members (a group), a large member's header, or one of its chunks."""
+
+    kind: FrameKind
+    files: tuple[FileEntry, ...]  # group: its members in order; header/chunk: the large member
+    chunk: int = 0  # chunk number within the large member
+
+
+class FrameMap:
+    """The payload frames of a format-2 manifest and what each holds, derived from signed fields only.
+
+    The manifest was verified (signature) but its frame/member layout is checked here again, as a reader
+    would: members in frame order, each group frame holding whole small members, each large member a
+    header frame then exactly its padded data in chunk frames. IntegrityError names the first fault.
+    """
+
+    def __init__(self, manifest: Manifest, *, what: str) -> None:
+        if manifest.format_version != 2:
+            raise full_kit_needed(what, "it")
+        self.manifest = manifest
+        self.frames = manifest.frames
+        self.roles: list[FrameRole | None] = [None] * len(self.frames)
+        self.spans: dict[str, MemberSpan] = {}
+        starts = [0]
+        for frame in self.frames:
+            starts.append(starts[-1] + frame.size)
+        groups: dict[int, list[FileEntry]] = {}
+        for entry in manifest.files:
+            number = entry.frame
+            if number is None or not 0 <= number < len(self.frames):
+                raise IntegrityError(f"{what}: {entry.path} names frame {number}, not one of its payload frames")
+            first = self.frames[number]
+            if entry.at + layout.member_bytes(entry.size) <= first.size:
+                held: tuple[FrameEntry, ...] = (first,)
+                groups.setdefault(number, []).append(entry)
+            elif entry.at == 0 and first.size == layout.BLOCK:
+                # Its header alone, then frames holding exactly its padded data (as the index reader requires).
+                self._claim(number, FrameRole("header", (entry,)), what)
+                left, last = layout.padded(entry.size), number + 1
+                while left > 0:
+                    if last >= len(self.frames) or self.frames[last].size > left:
+                        raise IntegrityError(f"{what}: {entry.path}: its data frames do not hold exactly its data")
+                    self._claim(last, FrameRole("chunk", (entry,), last - number - 1), what)
+                    left -= self.frames[last].size
+                    last += 1
+                held = self.frames[number:last]
+            else:
+                raise IntegrityError(f"{what}: {entry.path} overruns frame {number}, which is not its header alone")
+            self.spans[entry.path] = MemberSpan(
+                entry.path, entry.size, entry.sha256, number, entry.at, tuple(held), starts[number] + entry.at
+            )
+        for number, members in groups.items():
+            self._claim(number, FrameRole("group", tuple(sorted(members, key=lambda e: e.at))), what)
+        for number, role in enumerate(self.roles):
+            if role is None:
+                raise IntegrityError(f"{what}: payload frame {number} holds no member")
+
+    def _claim(self, number: int, role: FrameRole, what: str) -> None:
+        if self.roles[number] is not None:
+            raise IntegrityError(f"{what}: payload frame {number} is claimed by two members' bytes")
+        self.roles[number] = role
+
+    def by_sha256(self) -> dict[str, tuple[int, FrameEntry]]:
+        """Each distinct frame digest, with the first frame that has it."""
+        found: dict[str, tuple[int, FrameEntry]] = {}
+        for number, frame in enumerate(self.frames):
+            found.setdefault(frame.sha256, (number, frame))
+        return found
+
+    def chunk_frames(self, entry: FileEntry) -> tuple[FrameEntry, ...]:
+        """The chunk frames of a large member, in order."""
+        return self.spans[entry.path].frames[1:]
+
+
+def group_key(files: Iterable[FileEntry]) -> tuple[tuple[str, int, str], ...]:
+    return tuple((f.path, f.size, f.sha256) for f in files)
+
+
+class BaseFrames:
+    """A verified format-2 base kit whose frames ``kit build --delta-from`` may copy (the writer's reuse hook).
+
+    Only the base's signed metadata is verified here (signatures with the build keys, threshold 1); each
+    frame handed out is read from the one open descriptor and checked by the writer against its signed
+    digest (``Verbatim.sha256``) before it is written, so a damaged base frame fails the build [4].
+    """
+
+    def __init__(self, path: Path, policy: TrustPolicy, caps: Caps | None = None) -> None:
+        self.path = path
+        self.caps = caps or Caps()
+        self._stream = open_kit(path)
+        try:
+            self.metadata = read_metadata(self._stream, self.caps)
+            if self.metadata.manifest.format_version != 2:
+                raise full_kit_needed(f"--delta-from {path}", "the base")
+            _, _, self.manifest = check_signed_metadata(self.metadata, policy)
+            self.map = FrameMap(self.manifest, what=f"--delta-from {path}")
+        except BaseException:
+            self._stream.close()
+            raise
+        self.manifest_sha256 = hashlib.sha256(self.metadata.members[MANIFEST_JSON]).hexdigest()
+        self._groups: dict[tuple[tuple[str, int, str], ...], int] = {}
+        self._chunks: dict[tuple[str, int, int], int] = {}
+        for number, role in enumerate(self.map.roles):
+            assert role is not None
+            if role.kind == "group":
+                self._groups.setdefault(group_key(role.files), number)
+            elif role.kind == "chunk":
+                entry = role.files[0]
+                self._chunks.setdefault((entry.sha256, entry.size, role.chunk), number)
+        self.reused_frames = 0
+        self.reused_bytes = 0
+
+    @property
+    def fd(self) -> int:
+        return self._stream.fileno()
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def check_compatible(self, build_info: dict[str, Any]) -> None:
+        """UsageError unless this build compresses frames as the base did (else no frame could be equal)."""
+        base = self.manifest.build.get("compression", {}).get("level")
+        level = build_info["compression"]["level"]
+        if base != level:
+            raise UsageError(
+                f"--delta-from {self.path}: base was compressed at level {base}, this build uses level {level}; "
+                f"build with --level {base} so its frames can be reused"
+            )
+
+    # The format-2 writer's reuse hook (archive.writer2.FrameReuse).
+
+    def group(self, members: tuple[tuple[str, int, str], ...]) -> Verbatim | None:
+        number = self._groups.get(members)
+        return None if number is None else self._read(number)
+
+    def chunk(self, sha256: str, size: int, number: int) -> Verbatim | None:
+        found = self._chunks.get((sha256, size, number))
+        return None if found is None else self._read(found)
+
+    def _read(self, number: int) -> Verbatim:
+        frame = self.frames[number]
+        try:
+            data = os.pread(self.fd, frame.length, frame.offset)
+        except OSError as exc:
+            raise HostIOError.from_os_error(exc, path=self.path, action="read") from exc
+        # A short read is a base that changed after its metadata was verified: the digest check refuses it.
+        self.reused_frames += 1
+        self.reused_bytes += len(data)
+        return Verbatim(data, frame.sha256)
+
+    @property
+    def frames(self) -> tuple[FrameEntry, ...]:
+        return self.map.frames

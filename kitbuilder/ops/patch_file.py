@@ -1,0 +1,220 @@
+"""kit patch on a kit file (format 2): the new kit assembled from the base's and the delta's frames, verbatim.
+
+Every payload frame of the target (its signed manifest's ``frames``) is copied
+from the base or the delta by its signed SHA-256, never decompressed: the
+digest of the bytes that land in the output is the check (``framecopy``). The
+target's metadata members (``delta/target/…`` in the delta, verified) are then
+written as one frame each, compressed as a full build compresses them, then the
+end-of-archive frame, the index and the footer. Same libzstd and level as the
+build: the result is the full build's bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from kitbuilder import faults
+from kitbuilder.archive import layout, tarfmt, zstdframes
+from kitbuilder.archive.index import KitIndex, MemberEntry
+from kitbuilder.archive.writer2 import compress_frame
+from kitbuilder.atomic import check_target
+from kitbuilder.core.manifest import MANIFEST_JSON, FrameEntry, Manifest
+from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
+from kitbuilder.ops.confined import Directory, host_error
+from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
+from kitbuilder.ops.frame_reuse import FrameMap, full_kit_needed
+from kitbuilder.ops.framecopy import Span, copy_frames
+from kitbuilder.ops.kitfile import open_kit, read_metadata
+from kitbuilder.ops.verify import VerifyOptions, check_signed_metadata, verify_kit
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    output: Path
+    manifest: Manifest
+    copied_from_base: int  # payload frames
+    copied_from_delta: int
+    bytes_written: int
+    already_patched: bool = False
+
+
+def patch_kit(
+    base_path: Path,
+    delta_path: Path,
+    *,
+    output: Path,
+    options: VerifyOptions,
+    allow_downgrade: bool = False,
+    threads: int = 0,
+) -> PatchResult:
+    """Apply a verified delta to a verified base; ``output`` (may be ``base_path``) is replaced atomically.
+
+    When ``output`` already holds the delta's target kit (a rerun after a completed
+    patch), it is verified in full and reported as already patched.
+    """
+    caps = options.caps
+    if output.is_dir():
+        raise UsageError(
+            f"--out {output}: is a directory; name the new kit file (for example {output}/NEW.kit.tar.zst)"
+        )
+    check_target(output)  # as for every output: its directory must exist; kit creates none the user did not name
+    with open_verified_delta(delta_path, options) as delta, open_kit(base_path) as base_stream:
+        base = read_metadata(base_stream, caps)
+        if base.manifest.format_version != 2:
+            raise full_kit_needed(base_path, "the base")  # before its signatures: nothing of it could be used
+        _, _, base_manifest = check_signed_metadata(base, options.policy)
+        base_sha256 = hashlib.sha256(base.members[MANIFEST_JSON]).hexdigest()
+        with (
+            _output_directory(output) as directory,
+            directory.lock_file(
+                f".{output.name}.kit-lock", busy=f"{output}: another kit patch is writing it; wait for it to finish"
+            ),
+        ):
+            # Leftovers of a killed patch (its temporary file) are removed under the lock, by the next run.
+            directory.remove_leftovers(output.name)
+            if _holds_target(directory, output, delta, options, base_stream):
+                return PatchResult(output, delta.target_manifest, 0, 0, 0, already_patched=True)
+            delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
+            sources = _Sources(delta, base_path, base_stream, base_manifest)
+            result = _write_patched(directory, output, delta, sources, threads)
+            faults.point("patch-file-renamed")
+            return result
+
+
+@contextlib.contextmanager
+def _output_directory(output: Path) -> Iterator[Directory]:
+    parent = output.parent if str(output.parent) else Path(".")
+    with Directory.open(parent, what="output directory") as directory:
+        yield directory
+
+
+def _holds_target(
+    directory: Directory, output: Path, delta: VerifiedDelta, options: VerifyOptions, base_stream: BinaryIO
+) -> bool:
+    """True when ``output`` already is the delta's target kit, verified in full through one descriptor.
+
+    Another file there is simply replaced; but when the output is the base itself
+    (``--in-place``) and names the target without verifying, that error is the answer.
+    """
+    fd = directory.open_regular(output.name, refuse=UsageError)
+    if fd is None:
+        return False
+    with os.fdopen(fd, "rb") as stream:
+        held, base = os.fstat(stream.fileno()), os.fstat(base_stream.fileno())
+        is_base = (held.st_dev, held.st_ino) == (base.st_dev, base.st_ino)
+        try:
+            current = read_metadata(stream, options.caps)
+            if hashlib.sha256(current.members[MANIFEST_JSON]).hexdigest() != delta.target_sha256:
+                return False
+            verify_kit(output, options, stream=stream)
+        except KitError:
+            if is_base:
+                raise
+            return False
+    return True
+
+
+class _Sources:
+    """Where each frame digest can be copied from: the base's signed frames, then the delta's."""
+
+    def __init__(self, delta: VerifiedDelta, base_path: Path, base_stream: BinaryIO, base: Manifest) -> None:
+        self.delta = delta
+        self.base_path = base_path
+        self.base_fd = base_stream.fileno()
+        self.delta_fd = delta.stream.fileno()
+        # Signed on both sides: the base's manifest (verified above) and the delta's (verified in full).
+        self.base = {f.sha256: f for f in base.frames}
+        self.shipped = {f.sha256: f for f in delta.manifest.frames}
+
+    def span(self, number: int, frame: FrameEntry, what: str) -> tuple[Span, bool]:
+        """The span that copies target frame ``number``, and whether it comes from the base."""
+        # Base first: its frames lie in target order, so long runs of them are one kernel copy each.
+        for table, fd, name, from_base in (
+            (self.base, self.base_fd, str(self.base_path), True),
+            (self.shipped, self.delta_fd, str(self.delta.path), False),
+        ):
+            found = table.get(frame.sha256)
+            if found is None:
+                continue
+            if (found.length, found.size) != (frame.length, frame.size):
+                raise IntegrityError(
+                    f"{name}: frame at offset {found.offset} has the digest of target frame {number} ({what}) but "
+                    f"{found.length} bytes (decoding to {found.size}), the target signs {frame.length} ({frame.size})"
+                )
+            return Span(fd, found.offset, found.length, frame.sha256, f"{name}: frame of {what}", name), from_base
+        raise IntegrityError(
+            f"{self.delta.path}: target frame {number} ({what}, sha256 {frame.sha256[:16]}…) is neither in the base "
+            f"{self.base_path} nor in the delta; the delta was not made for this base: obtain the matching one"
+        )
+
+
+def _describe(frames: FrameMap, number: int) -> str:
+    role = frames.roles[number]
+    assert role is not None
+    first = role.files[0].path
+    if role.kind == "group":
+        return f"{first}" + (f" and {len(role.files) - 1} more" if len(role.files) > 1 else "")
+    return f"{first} header" if role.kind == "header" else f"{first} chunk {role.chunk}"
+
+
+def _write_patched(
+    directory: Directory, output: Path, delta: VerifiedDelta, sources: _Sources, threads: int
+) -> PatchResult:
+    target = delta.target_manifest
+    frames = FrameMap(target, what=f"{delta.path}: {MANIFEST_JSON} of the target")
+    spans: list[Span] = []
+    from_base = 0
+    position = 0
+    for number, frame in enumerate(target.frames):
+        if frame.offset != position:
+            raise IntegrityError(
+                f"{delta.path}: the target's signed frame {number} is not where frame {number - 1} ends"
+            )
+        position += frame.length
+        span, base = sources.span(number, frame, _describe(frames, number))
+        spans.append(span)
+        from_base += base
+    level = target.build["compression"]["level"]
+    shown = str(output)
+    with directory.atomic_file(output.name) as out:
+        out.flush()
+        end = copy_frames(
+            spans, out.fileno(), 0, out_name=shown, threads=threads, on_run=lambda: faults.point("patch-file-frames")
+        )
+        out.seek(end)
+        written = list(target.frames)
+        members = [MemberEntry(f.path, f.frame or 0, f.at, f.size, f.sha256) for f in target.files]
+        position = end
+        for name, data in delta.target.members.items():
+            raw = tarfmt.build_header(name, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
+            frame_bytes = compress_frame(raw, level)
+            out.write(frame_bytes)
+            members.append(MemberEntry(name, len(written), 0, len(data), hashlib.sha256(data).hexdigest()))
+            written.append(FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest()))
+            position += len(frame_bytes)
+            faults.point("patch-file-member")
+        closing = compress_frame(tarfmt.END_OF_ARCHIVE, level)
+        out.write(closing)
+        written.append(
+            FrameEntry(position, len(closing), len(tarfmt.END_OF_ARCHIVE), hashlib.sha256(closing).hexdigest())
+        )
+        position += len(closing)
+        index = KitIndex.v2(tuple(written), tuple(members), len(written) - 1)
+        try:
+            index.check_tiling()
+        except ArchiveError as exc:
+            raise IntegrityError(f"{delta.path}: the target's signed layout is not a kit ({exc.message})") from exc
+        out.write(zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, index.to_bytes()))
+        out.write(zstdframes.footer_frame(position))
+        try:
+            out.flush()
+            size = out.tell()
+        except OSError as exc:
+            raise host_error(exc, shown, "write") from exc
+    return PatchResult(output, target, from_base, len(target.frames) - from_base, size)

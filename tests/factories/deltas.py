@@ -1,0 +1,75 @@
+"""Signed format-2 delta kits made on purpose wrong, through the writer kit itself uses.
+
+What a holder of a release key (or a buggy release pipeline) could ship: the frames it carries, the target
+metadata and the delta block are chosen by the test, everything is validly signed with the given key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kitbuilder.archive.reader import Caps
+from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
+from kitbuilder.core.manifest import MANIFEST_DSSE, MANIFEST_JSON, SHA256SUMS, Manifest
+from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
+from kitbuilder.ops.delta import write_delta_kit
+from kitbuilder.ops.frame_reuse import FrameMap
+from kitbuilder.ops.kitfile import open_kit, read_metadata
+from kitbuilder.ops.trust_inputs import load_private
+from kitbuilder.trust.signatures import sign_envelope
+
+
+def craft_delta(
+    key: Path,
+    base: Path,
+    full: Path,
+    out: Path,
+    *,
+    ship: str = "changed",
+    edit_target: dict[str, Any] | None = None,
+    edit_info: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """A delta from ``full`` to ``base`` signed with ``key``: it ships the frames the base lacks
+    (``ship="changed"``) or none (``"none"``); ``edit_target`` replaces fields of the target manifest, which is
+    then signed again (its provenance, which names the old manifest, is left out); ``edit_info`` edits the
+    ``delta`` block last."""
+    caps = Caps()
+    private = load_private(key)
+    with open_kit(base) as stream:
+        base_meta = read_metadata(stream, caps)
+    with open_kit(full) as stream:
+        target = read_metadata(stream, caps)
+        frames = FrameMap(target.manifest, what=str(full))
+        have = {f.sha256 for f in base_meta.manifest.frames}
+        numbered = enumerate(target.manifest.frames)
+        shipped = [n for n, f in numbered if f.sha256 not in have] if ship == "changed" else []
+        members = dict(target.members)
+        if edit_target is not None:
+            document = json.loads(members[MANIFEST_JSON])
+            document.update(edit_target)
+            manifest = Manifest.from_json(document)
+            members = {name: data for name, data in members.items() if not name.startswith("attestations/")}
+            members[MANIFEST_JSON] = manifest.to_bytes()
+            statement = Statement(
+                subjects=tuple(Subject(name=f.path, sha256=f.sha256) for f in manifest.files)
+                + (Subject(name=SHA256SUMS, sha256=hashlib.sha256(members[SHA256SUMS]).hexdigest()),),
+                predicate_type=MANIFEST_PREDICATE_TYPE,
+                predicate=manifest.to_json(),
+            )
+            members[MANIFEST_DSSE] = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), [private]).to_bytes()
+        info: dict[str, Any] = {
+            "baseManifestSha256": hashlib.sha256(base_meta.members[MANIFEST_JSON]).hexdigest(),
+            "baseSequence": base_meta.manifest.kit.sequence,
+            "baseVersion": base_meta.manifest.kit.version,
+            "removed": [],
+            "targetManifestSha256": hashlib.sha256(members[MANIFEST_JSON]).hexdigest(),
+        }
+        if edit_info is not None:
+            edit_info(info)
+        with out.open("wb") as sink:
+            write_delta_kit(sink, stream, frames, shipped, members, info, [private])
+    return out
