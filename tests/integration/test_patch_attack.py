@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,10 +19,11 @@ import pytest
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import FileEntry, FrameEntry
 from kitbuilder.ops.kitfile import open_kit, read_metadata
-from tests.conftest import run_kit
+from tests.conftest import KitEnv, run_kit
 from tests.factories.hostile import RELEASE
 from tests.factories.hostile2 import crafted2, small_files
 from tests.factories.keys import write_pair
+from tests.integration.test_delta_format2 import Release, _release
 
 # kit build puts a docs component's files under docs/<id>/: the crafted base uses the same paths.
 FILES = [("docs/" + path, data) for path, data in small_files()]
@@ -113,3 +116,61 @@ def test_delta_build_from_an_honest_crafted_base_still_reuses_its_frames(tmp_pat
     with open_kit(full) as stream:
         full_frames = read_metadata(stream, Caps()).manifest.frames
     assert full_frames[: len(base_frames)] == base_frames  # the docs group, z.bin's header and both chunks
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# kit patch on a kit file
+
+
+@pytest.fixture
+def release(kit_env: KitEnv) -> Release:
+    return _release(kit_env, "chunk")
+
+
+def _tree(root: Path) -> dict[str, bytes | str]:
+    found: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            found[str(path.relative_to(root))] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def test_in_place_patch_through_a_symbolic_link_is_refused(release: Release, kit_env: KitEnv) -> None:
+    """`kit patch LINK DELTA --in-place` read the base through the link, then renamed the new kit over the link:
+    exit 0 "patched", the link gone, and the kit it pointed to still the old release. --in-place replaces the
+    kit file itself, so a link there is refused [2], one line naming it and where it points; nothing changes."""
+    real = kit_env.root / "kits" / "base.kit.tar.zst"
+    real.parent.mkdir()
+    real.write_bytes(release.base.read_bytes())
+    link = kit_env.root / "current.kit.tar.zst"
+    link.symlink_to("kits/base.kit.tar.zst")
+    before = _tree(kit_env.root)
+    result = run_kit("patch", link, release.delta, "--key", kit_env.ed_pub, "--in-place")
+    assert result.exit_code == 2, result.output
+    _one_line(result.stderr, 2, str(link), "symbolic link", str(real))
+    assert _tree(kit_env.root) == before
+    result = run_kit("patch", real, release.delta, "--key", kit_env.ed_pub, "--in-place")
+    assert result.exit_code == 0, result.output
+    assert real.read_bytes() == release.full.read_bytes()
+
+
+def test_patch_with_the_delta_on_another_filesystem(release: Release, kit_env: KitEnv) -> None:
+    """The base beside the output (the kernel copies its frames) and the delta on another filesystem (the
+    kernel refuses: EXDEV): the copier closed the descriptor its hash jobs for the base's frames still read
+    through, and the patch failed "cannot read (Bad file descriptor)", exit 12. Now it is the full build's bytes."""
+    other = kit_env.root / "usb"
+    other.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(other)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs; this test needs root (CAP_SYS_ADMIN)")
+    try:
+        delta = other / "delta.kit.tar.zst"
+        delta.write_bytes(release.delta.read_bytes())
+        out = kit_env.root / "new.kit.tar.zst"
+        result = run_kit("patch", release.base, delta, "--key", kit_env.ed_pub, "--out", out)
+        assert result.exit_code == 0, result.output
+        assert out.read_bytes() == release.full.read_bytes()
+    finally:
+        if subprocess.run(["umount", str(other)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(other)])
