@@ -150,7 +150,9 @@ class _Sources:
         self.delta_fd = delta.stream.fileno()
         # Signed on both sides: the base's manifest (verified above) and the delta's (verified in full).
         self.base = {f.sha256: f for f in base.frames}
-        self.shipped = {f.sha256: f for f in delta.manifest.frames}
+        # The target frames the delta carries (each ``delta/frames/<digest>`` member's one data frame, bound to its
+        # name when the delta was opened): the same frames directory mode takes, by the same digests.
+        self.shipped = {digest: span.frames[1] for digest, span in delta.carried.items()}
 
     def span(self, number: int, frame: FrameEntry, what: str) -> tuple[Span, bool]:
         """The span that copies target frame ``number``, and whether it comes from the base."""

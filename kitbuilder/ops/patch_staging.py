@@ -17,7 +17,7 @@ from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, Manifest
 from kitbuilder.errors import HostIOError, IntegrityError, KitError
 from kitbuilder.ops.confined import CHUNK, Directory, host_error
-from kitbuilder.ops.delta import FRAMES_DIR, VerifiedDelta
+from kitbuilder.ops.delta import VerifiedDelta
 from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.kitfile import Metadata, check_layout
 from kitbuilder.ops.patch_journal import Operation, hash_fd, unsafe
@@ -184,7 +184,7 @@ class _Sources:
     def __init__(self, delta: VerifiedDelta, base: Manifest) -> None:
         self.delta = delta
         self.target = FrameMap(delta.target_manifest, what=f"{delta.path}: target {MANIFEST_JSON}")
-        self.carried = FrameMap(delta.manifest, what=str(delta.path)).spans
+        self.carried = delta.carried
         self.base = FrameMap(base, what=f"installed {MANIFEST_JSON}")
         self.donors: dict[tuple[str, int], list[str]] = {}
         for entry in base.files:
@@ -204,7 +204,7 @@ class _Sources:
     def source(self, item: FileEntry) -> Source:
         span = self.target.spans[item.path]
         if len(span.frames) == 1:
-            carried = self.carried.get(f"{FRAMES_DIR}/{span.frames[0].sha256}")
+            carried = self.carried.get(span.frames[0].sha256)
             if carried is not None and carried.size == span.frames[0].size:
                 return (_Piece(item.size, span=carried, skip=span.at + layout.BLOCK),)
         donors = tuple(self.donors.get((item.sha256, item.size), ()))
@@ -216,7 +216,7 @@ class _Sources:
         start = 0
         for frame in span.frames[1:]:
             length = min(frame.size, item.size - start)
-            carried = self.carried.get(f"{FRAMES_DIR}/{frame.sha256}")
+            carried = self.carried.get(frame.sha256)
             if carried is not None and carried.size == frame.size:
                 pieces.append(_Piece(length, span=carried))
             elif frame.sha256 in self.base_chunks:

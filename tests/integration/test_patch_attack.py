@@ -18,12 +18,14 @@ import pytest
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import FileEntry, FrameEntry
+from kitbuilder.ops.delta import FRAMES_DIR
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from tests.conftest import KitEnv, run_kit
+from tests.factories.deltas import craft_delta
 from tests.factories.hostile import RELEASE
 from tests.factories.hostile2 import crafted2, small_files
 from tests.factories.keys import write_pair
-from tests.integration.test_delta_format2 import Release, _release
+from tests.integration.test_delta_format2 import Release, _extract, _release
 
 # kit build puts a docs component's files under docs/<id>/: the crafted base uses the same paths.
 FILES = [("docs/" + path, data) for path, data in small_files()]
@@ -174,3 +176,25 @@ def test_patch_with_the_delta_on_another_filesystem(release: Release, kit_env: K
     finally:
         if subprocess.run(["umount", str(other)]).returncode != 0:
             subprocess.run(["umount", "-l", str(other)])
+
+
+def test_delta_whose_frame_members_are_misnamed_is_refused_in_both_modes(release: Release, kit_env: KitEnv) -> None:
+    """A signed delta carries each shipped frame under another frame's name (`delta/frames/<sha256>`). File mode
+    took frames by the delta's frame table and ignored the names (exit 0), while directory mode took them by
+    name and failed later with "neither the delta nor the installed kit holds its content": the two modes read
+    one delta two ways. Now a member must be exactly the one frame its name gives, checked when the delta is
+    opened: both modes refuse [4], one line naming the member, nothing written."""
+    delta = craft_delta(kit_env.ed_key, release.base, release.full, kit_env.root / "bad.kit.tar.zst", misname=True)
+    assert run_kit("verify", delta, "--key", kit_env.ed_pub, "--no-state").exit_code == 0  # signed, a valid kit
+    out = kit_env.root / "new.kit.tar.zst"
+    result = run_kit("patch", release.base, delta, "--key", kit_env.ed_pub, "--out", out)
+    assert result.exit_code == 4, result.output
+    _one_line(result.stderr, 4, f"{FRAMES_DIR}/", "does not hold the frame its name gives")
+    assert not out.exists()
+    installed = kit_env.root / "installed"
+    _extract(release.base, installed)
+    before = _tree(installed)
+    result = run_kit("patch", installed, delta, "--key", kit_env.ed_pub, "--in-place")
+    assert result.exit_code == 4, result.output
+    _one_line(result.stderr, 4, f"{FRAMES_DIR}/", "does not hold the frame its name gives")
+    assert _tree(installed) == before
