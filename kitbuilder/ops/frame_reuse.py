@@ -159,19 +159,34 @@ class BaseFrames:
         self.manifest_sha256 = hashlib.sha256(self.metadata.members[MANIFEST_JSON]).hexdigest()
         self._groups: dict[tuple[tuple[str, int, str], ...], int] = {}
         self._chunks: dict[tuple[str, int, int], int] = {}
+        cut: dict[str, bool] = {}
         for number, role in enumerate(self.map.roles):
             assert role is not None
             # Only frames laid out exactly as this build's writer cuts them are offered: the writer records its
             # own decompressed size for a reused frame, so a frame of any other size could never be equal.
             if role.kind == "group" and _group_bytes(role.files) == self.frames[number].size:
                 self._groups.setdefault(group_key(role.files), number)
-            elif role.kind == "chunk" and _chunk_bytes(role.files[0].size, role.chunk) == self.frames[number].size:
+            elif role.kind == "chunk":
                 entry = role.files[0]
+                if entry.path not in cut:
+                    cut[entry.path] = self._cut_as_written(entry)
+                if not cut[entry.path]:
+                    continue
                 self._chunks.setdefault((entry.sha256, entry.size, role.chunk), number)
         # Large members whose chunk frames were decoded and found to hold their signed content (sha256, size).
         self._checked: set[tuple[str, int]] = set()
         self.reused_frames = 0
         self.reused_bytes = 0
+
+    def _cut_as_written(self, entry: FileEntry) -> bool:
+        """Every chunk frame of large member ``entry`` has the size the writer cuts (CHUNK, the last one shorter).
+
+        Its chunks are reused only after all of them are decoded (``_check_large``): this also bounds what each
+        decoding may allocate by CHUNK, whatever sizes a base's signed manifest declares.
+        """
+        return all(
+            frame.size == _chunk_bytes(entry.size, chunk) for chunk, frame in enumerate(self.map.chunk_frames(entry))
+        )
 
     @property
     def fd(self) -> int:
