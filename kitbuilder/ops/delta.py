@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import layout, reader2, tarfmt
+from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame
@@ -166,12 +167,43 @@ def _ship_frame(
     frame = frames.frames[number]
     # The frame is the target kit's own, just written by this build: decoded only to digest its content.
     decoded = reader2.read_frame(stream, frame, number, max_window=Caps().max_window)
-    name = f"{FRAMES_DIR}/{frame.sha256}"
+    name = frame_member_name(frame.sha256)
     header = compress_frame(tarfmt.build_header(name, frame.size, 0), level)
     member = FrameMember(name, 0, frame.size, hashlib.sha256(decoded).hexdigest())
     writer.add_frame(header, size=layout.BLOCK, sha256=hashlib.sha256(header).hexdigest(), members=[member])
     roles[name] = (FRAME_ROLE, DELTA_COMPONENT.id)
     writer.add_frame_range(stream.fileno(), frame.offset, length=frame.length, size=frame.size, sha256=frame.sha256)
+
+
+def frame_member_name(sha256: str) -> str:
+    """The delta member that carries the target frame with this compressed-bytes digest."""
+    return f"{FRAMES_DIR}/{sha256}"
+
+
+def carried_frames(manifest: Manifest, path: Path) -> dict[str, MemberSpan]:
+    """The target frames a verified delta carries, by digest: each ``delta/frames/<sha256>`` member's span.
+
+    The member's name is the one thing that says which target frame it is, and directory mode takes the frame by
+    that name, while file mode takes frames by the delta's signed frame digests. So the two must agree: the member
+    is a header frame then exactly one data frame whose signed digest is the name and which decodes to the
+    member's bytes; else the delta is refused [4] before either mode uses it.
+    """
+    frames = FrameMap(manifest, what=str(path))
+    carried: dict[str, MemberSpan] = {}
+    for entry in manifest.files:
+        if not entry.path.startswith(f"{FRAMES_DIR}/"):
+            continue
+        span = frames.spans[entry.path]
+        data = span.frames[1:]
+        digest = entry.path[len(FRAMES_DIR) + 1 :]
+        if len(data) != 1 or data[0].sha256 != digest or data[0].size != entry.size:
+            raise IntegrityError(
+                f"{path}: {entry.path}: does not hold the frame its name gives (its data is "
+                f"{len(data)} frame(s), sha256 {data[0].sha256[:16] if data else '-'}…); the delta is corrupt or "
+                "was not made by kit: obtain it again"
+            )
+        carried[digest] = span
+    return carried
 
 
 def _add_single(writer: KitWriter2, path: str, data: bytes, level: int) -> None:
@@ -203,6 +235,7 @@ class VerifiedDelta:
     target: Metadata
     target_manifest: Manifest
     target_sha256: str
+    carried: dict[str, MemberSpan]  # target frame digest -> the delta member carrying it (``carried_frames``)
 
     def check_applies(self, base: Manifest, base_sha256: str, shown: object, *, allow_downgrade: bool) -> None:
         """PolicyError unless this delta turns exactly ``base`` (its manifest digest) into a newer kit of that name."""
@@ -248,6 +281,7 @@ def open_verified_delta(path: Path, options: VerifyOptions) -> Iterator[Verified
             )
         _, _, target_manifest = check_signed_metadata(target, options.policy)
         check_policy(target_manifest, options)
+        carried = carried_frames(report.manifest, path)
         yield VerifiedDelta(
             path=path,
             stream=stream,
@@ -257,6 +291,7 @@ def open_verified_delta(path: Path, options: VerifyOptions) -> Iterator[Verified
             target=target,
             target_manifest=target_manifest,
             target_sha256=target_sha256,
+            carried=carried,
         )
 
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kitbuilder.archive import layout
+from kitbuilder.archive import layout, reader2, tarfmt
 from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import Verbatim
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
-from kitbuilder.errors import HostIOError, IntegrityError, UsageError
+from kitbuilder.errors import HostIOError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from kitbuilder.ops.verify import check_signed_metadata
 from kitbuilder.trust.signatures import TrustPolicy
@@ -119,6 +119,22 @@ def group_key(files: Iterable[FileEntry]) -> tuple[tuple[str, int, str], ...]:
     return tuple((f.path, f.size, f.sha256) for f in files)
 
 
+def _group_bytes(files: Iterable[FileEntry]) -> int:
+    """The decompressed size of a group frame holding exactly ``files`` back to back from byte 0 (as the writer
+    cuts it), or -1 when they do not lie so."""
+    position = 0
+    for entry in files:
+        if entry.at != position:
+            return -1
+        position += layout.member_bytes(entry.size)
+    return position
+
+
+def _chunk_bytes(size: int, chunk: int) -> int:
+    """The decompressed size of chunk frame ``chunk`` of a large member of ``size`` bytes, as the writer cuts it."""
+    return min(layout.CHUNK, layout.padded(size) - chunk * layout.CHUNK)
+
+
 class BaseFrames:
     """A verified format-2 base kit whose frames ``kit build --delta-from`` may copy (the writer's reuse hook).
 
@@ -143,15 +159,34 @@ class BaseFrames:
         self.manifest_sha256 = hashlib.sha256(self.metadata.members[MANIFEST_JSON]).hexdigest()
         self._groups: dict[tuple[tuple[str, int, str], ...], int] = {}
         self._chunks: dict[tuple[str, int, int], int] = {}
+        cut: dict[str, bool] = {}
         for number, role in enumerate(self.map.roles):
             assert role is not None
-            if role.kind == "group":
+            # Only frames laid out exactly as this build's writer cuts them are offered: the writer records its
+            # own decompressed size for a reused frame, so a frame of any other size could never be equal.
+            if role.kind == "group" and _group_bytes(role.files) == self.frames[number].size:
                 self._groups.setdefault(group_key(role.files), number)
             elif role.kind == "chunk":
                 entry = role.files[0]
+                if entry.path not in cut:
+                    cut[entry.path] = self._cut_as_written(entry)
+                if not cut[entry.path]:
+                    continue
                 self._chunks.setdefault((entry.sha256, entry.size, role.chunk), number)
+        # Large members whose chunk frames were decoded and found to hold their signed content (sha256, size).
+        self._checked: set[tuple[str, int]] = set()
         self.reused_frames = 0
         self.reused_bytes = 0
+
+    def _cut_as_written(self, entry: FileEntry) -> bool:
+        """Every chunk frame of large member ``entry`` has the size the writer cuts (CHUNK, the last one shorter).
+
+        Its chunks are reused only after all of them are decoded (``_check_large``): this also bounds what each
+        decoding may allocate by CHUNK, whatever sizes a base's signed manifest declares.
+        """
+        return all(
+            frame.size == _chunk_bytes(entry.size, chunk) for chunk, frame in enumerate(self.map.chunk_frames(entry))
+        )
 
     @property
     def fd(self) -> int:
@@ -171,25 +206,91 @@ class BaseFrames:
             )
 
     # The format-2 writer's reuse hook (archive.writer2.FrameReuse).
+    #
+    # The base's manifest is signed, but a signature says who made it, not that its frames hold what it lists:
+    # a signer's broken pipeline (or a hostile signer) can list a frame under members it does not contain. So a
+    # frame is offered only after it was decoded and found to hold exactly the bytes this build would compress
+    # (for a group: each member's header as the writer makes it, its content digest, zero padding; for a chunk:
+    # the member's chunk frames decode to its signed content). The writer then checks the bytes it copies
+    # against the same signed digest, so they are the bytes decoded here.
 
     def group(self, members: tuple[tuple[str, int, str], ...]) -> Verbatim | None:
         number = self._groups.get(members)
-        return None if number is None else self._read(number)
+        if number is None:
+            return None
+        data, decoded = self._decode(number)
+        role = self.map.roles[number]
+        assert role is not None
+        position = 0
+        for entry in role.files:
+            header_end = position + layout.BLOCK
+            data_end = header_end + entry.size
+            end = position + layout.member_bytes(entry.size)
+            if (
+                decoded[position:header_end] != tarfmt.build_header(entry.path, entry.size, 0)
+                or hashlib.sha256(decoded[header_end:data_end]).hexdigest() != entry.sha256
+                or decoded[data_end:end] != bytes(end - data_end)
+            ):
+                raise self._lies(number, f"it does not hold {entry.path} as signed")
+            position = end
+        return self._offer(number, data)
 
     def chunk(self, sha256: str, size: int, number: int) -> Verbatim | None:
         found = self._chunks.get((sha256, size, number))
-        return None if found is None else self._read(found)
+        if found is None:
+            return None
+        if (sha256, size) not in self._checked:
+            role = self.map.roles[found]
+            assert role is not None
+            self._check_large(role.files[0])
+            self._checked.add((sha256, size))
+        data = self._pread(found)
+        return self._offer(found, data)
 
-    def _read(self, number: int) -> Verbatim:
+    def _check_large(self, entry: FileEntry) -> None:
+        """The chunk frames of large member ``entry`` decode, one at a time, to its signed content and padding."""
+        first = self.map.spans[entry.path].frame + 1
+        digest = hashlib.sha256()
+        left = entry.size
+        for number in range(first, first + len(self.map.chunk_frames(entry))):
+            _, decoded = self._decode(number)
+            content = decoded[: min(left, len(decoded))]
+            digest.update(content)
+            left -= len(content)
+            if decoded[len(content) :] != bytes(len(decoded) - len(content)):
+                raise self._lies(number, f"its padding after the data of {entry.path} is not zero")
+        if digest.hexdigest() != entry.sha256:
+            raise self._lies(first, f"the chunk frames of {entry.path} do not decode to its signed content")
+
+    def _decode(self, number: int) -> tuple[bytes, bytes]:
+        """Base frame ``number``: its compressed bytes and, checked against its signed digest, their decoding."""
+        data = self._pread(number)
+        try:
+            decoded = reader2.decode_frame(
+                data, self.frames[number], number, max_window=self.caps.max_window, against="signed"
+            )
+        except KitError as exc:
+            raise type(exc)(f"--delta-from {self.path}: {exc.message}; the base is damaged, obtain it again") from exc
+        return data, decoded
+
+    def _pread(self, number: int) -> bytes:
         frame = self.frames[number]
         try:
-            data = os.pread(self.fd, frame.length, frame.offset)
+            return os.pread(self.fd, frame.length, frame.offset)
         except OSError as exc:
             raise HostIOError.from_os_error(exc, path=self.path, action="read") from exc
+
+    def _offer(self, number: int, data: bytes) -> Verbatim:
         # A short read is a base that changed after its metadata was verified: the digest check refuses it.
         self.reused_frames += 1
         self.reused_bytes += len(data)
-        return Verbatim(data, frame.sha256)
+        return Verbatim(data, self.frames[number].sha256)
+
+    def _lies(self, number: int, what: str) -> KitError:
+        return IntegrityError(
+            f"--delta-from {self.path}: payload frame {number} does not hold what the base's signed manifest lists "
+            f"({what}); its signers built it wrongly: build without --delta-from, or obtain a genuine base"
+        )
 
     @property
     def frames(self) -> tuple[FrameEntry, ...]:

@@ -80,14 +80,22 @@ def copy_frames(
     ``on_run`` is called after each run of frames is handed to the kernel or the workers (kill tests hook there).
     """
     workers = threads if threads > 0 else usable_cores()
+    # Closed only after the pool has stopped: hash jobs of earlier runs may still be reading through it.
     reader = _reopen_for_reading(out) if kernel_copy else None
+    # Sources the kernel refused to copy from into ``out`` (another filesystem): refusal is per pair of files,
+    # so a delta on a USB stick does not stop the base beside the output from being copied by the kernel.
+    refused: set[int] = set()
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-frames") as pool:
             pending: deque[tuple[Span, Future[str]]] = deque()
             try:
                 position = at
                 for run in _runs(spans):
-                    copied = reader is not None and _kernel_copy(run, out, position, out_name)
+                    copied = (
+                        reader is not None
+                        and run[0].source not in refused
+                        and _kernel_copy(run, out, position, out_name)
+                    )
                     for span in run:
                         if copied:
                             assert reader is not None
@@ -100,9 +108,8 @@ def copy_frames(
                             _check(*pending.popleft())
                     if on_run is not None:
                         on_run()
-                    if not copied and reader is not None:
-                        os.close(reader)  # the kernel refused this pair of files: it will refuse the others too
-                        reader = None
+                    if not copied:
+                        refused.add(run[0].source)  # it will refuse this pair of files again
                 while pending:
                     _check(*pending.popleft())
                 return position

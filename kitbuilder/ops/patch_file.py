@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,8 @@ def patch_kit(
         ):
             # Leftovers of a killed patch (its temporary file) are removed under the lock, by the next run.
             directory.remove_leftovers(output.name)
+            if output == base_path:
+                _check_in_place(directory, output, base_stream)
             if _holds_target(directory, output, delta, options, base_stream):
                 return PatchResult(output, delta.target_manifest, 0, 0, 0, already_patched=True)
             delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
@@ -92,6 +95,23 @@ def _output_directory(output: Path) -> Iterator[Directory]:
     parent = output.parent if str(output.parent) else Path(".")
     with Directory.open(parent, what="output directory") as directory:
         yield directory
+
+
+def _check_in_place(directory: Directory, output: Path, base_stream: BinaryIO) -> None:
+    """With --in-place the name must hold the very file verified as the base: the new kit is renamed over the
+    name, so through a symbolic link it would replace the link and leave the kit it points to as it was."""
+    try:
+        held = os.stat(output.name, dir_fd=directory.fd, follow_symlinks=False)
+    except OSError as exc:
+        raise host_error(exc, str(output), "read") from exc
+    base = os.fstat(base_stream.fileno())
+    if stat.S_ISLNK(held.st_mode):
+        raise UsageError(
+            f"{output}: is a symbolic link; --in-place replaces the kit file itself: name the file it points to "
+            f"({os.path.realpath(output)}), or write the new kit elsewhere with --out"
+        )
+    if (held.st_dev, held.st_ino) != (base.st_dev, base.st_ino):
+        raise UsageError(f"{output}: was replaced by another file while kit patch read it; rerun")
 
 
 def _holds_target(
@@ -130,7 +150,9 @@ class _Sources:
         self.delta_fd = delta.stream.fileno()
         # Signed on both sides: the base's manifest (verified above) and the delta's (verified in full).
         self.base = {f.sha256: f for f in base.frames}
-        self.shipped = {f.sha256: f for f in delta.manifest.frames}
+        # The target frames the delta carries (each ``delta/frames/<digest>`` member's one data frame, bound to its
+        # name when the delta was opened): the same frames directory mode takes, by the same digests.
+        self.shipped = {digest: span.frames[1] for digest, span in delta.carried.items()}
 
     def span(self, number: int, frame: FrameEntry, what: str) -> tuple[Span, bool]:
         """The span that copies target frame ``number``, and whether it comes from the base."""

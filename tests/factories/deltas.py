@@ -6,9 +6,10 @@ metadata and the delta block are chosen by the test, everything is validly signe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from kitbuilder.archive.reader import Caps
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import MANIFEST_DSSE, MANIFEST_JSON, SHA256SUMS, Manifest
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
+from kitbuilder.ops import delta as delta_module
 from kitbuilder.ops.delta import write_delta_kit
 from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.kitfile import open_kit, read_metadata
@@ -32,11 +34,13 @@ def craft_delta(
     ship: str = "changed",
     edit_target: dict[str, Any] | None = None,
     edit_info: Callable[[dict[str, Any]], None] | None = None,
+    misname: bool = False,
 ) -> Path:
     """A delta from ``full`` to ``base`` signed with ``key``: it ships the frames the base lacks
     (``ship="changed"``) or none (``"none"``); ``edit_target`` replaces fields of the target manifest, which is
     then signed again (its provenance, which names the old manifest, is left out); ``edit_info`` edits the
-    ``delta`` block last."""
+    ``delta`` block last; ``misname`` carries each shipped frame under the name of the next one (the last under
+    the first's), so every ``delta/frames/<sha256>`` member holds another frame than its name says."""
     caps = Caps()
     private = load_private(key)
     with open_kit(base) as stream:
@@ -70,6 +74,19 @@ def craft_delta(
         }
         if edit_info is not None:
             edit_info(info)
-        with out.open("wb") as sink:
+        with out.open("wb") as sink, _misnamed(frames, shipped) if misname else contextlib.nullcontext():
             write_delta_kit(sink, stream, frames, shipped, members, info, [private])
     return out
+
+
+@contextlib.contextmanager
+def _misnamed(frames: FrameMap, shipped: list[int]) -> Iterator[None]:
+    """While a delta is written, name each shipped frame's member after the next shipped frame."""
+    digests = [frames.frames[number].sha256 for number in shipped]
+    swap = dict(zip(digests, digests[1:] + digests[:1], strict=True))
+    genuine = delta_module.frame_member_name
+    delta_module.frame_member_name = lambda sha256: genuine(swap.get(sha256, sha256))
+    try:
+        yield
+    finally:
+        delta_module.frame_member_name = genuine

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,46 @@ def test_a_source_that_ends_inside_a_frame_is_refused(tmp_path: Path, kernel_cop
     finally:
         os.close(fd)
         os.close(out)
+
+
+@pytest.fixture
+def other_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of our own: the kernel refuses copy_file_range from it into a file on another filesystem."""
+    path = tmp_path / "other"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs; this test needs root (CAP_SYS_ADMIN)")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_source_the_kernel_cannot_copy_from_does_not_stop_the_others(tmp_path: Path, other_filesystem: Path) -> None:
+    """kit patch with the base beside the output and the delta on another filesystem (a USB stick): the kernel
+    copied the base's run, refused the delta's (EXDEV), and the copier then closed the descriptor through which
+    the base run's frames were still being hashed: `cannot read (Bad file descriptor)`, exit 12, every time.
+    Refusal is per source; the reading descriptor lives until every hash job has ended."""
+    near = random.Random(5).randbytes(16 * PIECE)
+    far = random.Random(6).randbytes(PIECE // 3)
+    (tmp_path / "near").write_bytes(near)
+    (other_filesystem / "far").write_bytes(far)
+    assert os.stat(tmp_path / "near").st_dev != os.stat(other_filesystem / "far").st_dev
+    fd_near = os.open(tmp_path / "near", os.O_RDONLY)
+    fd_far = os.open(other_filesystem / "far", os.O_RDONLY)
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        # Many frames in the first run and one hash worker: their hash jobs are still queued when the far
+        # source is refused.
+        cuts = list(range(0, 8 * PIECE, PIECE // 4)) + [8 * PIECE]
+        first = _spans(fd_near, near, cuts, "near")
+        middle = _spans(fd_far, far, [0, len(far)], "far")
+        last = _spans(fd_near, near, [8 * PIECE, 12 * PIECE, len(near)], "near")
+        end = copy_frames([*first, *middle, *last], out, 0, out_name="out", threads=1)
+    finally:
+        for fd in (fd_near, fd_far, out):
+            os.close(fd)
+    assert end == len(near) + len(far)
+    assert (tmp_path / "out").read_bytes() == near[: 8 * PIECE] + far + near[8 * PIECE :]
