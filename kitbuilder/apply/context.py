@@ -26,7 +26,7 @@ class ApplyOptions:
     workers: int = 1  # parallel backfill workers, each on its own key range and connection (PostgreSQL)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunContext:
     db: Database
     run_id: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Literal
 
 from kitbuilder import faults
 from kitbuilder.apply import sqlsplit, state
@@ -32,7 +33,7 @@ def _drift_message(step: Step, recorded: str) -> str:
     )
 
 
-def status_of(ctx: RunContext, step: Step) -> str:
+def status_of(ctx: RunContext, step: Step) -> Literal["applied", "pending", "interrupted"]:
     """'applied', 'pending', 'interrupted' or raises DatabaseError on checksum drift."""
     row = ctx.state.migrations().get(step.id)
     if row is None or row.status in ("failed", "reverted", "pending"):
@@ -159,7 +160,7 @@ def apply_migration(ctx: RunContext, step: Step) -> MigrationResult:
     )
 
 
-def revert_step(ctx: RunContext, step: Step) -> dict[str, object]:
+def revert_step(ctx: RunContext, step: Step) -> None:
     script = (
         step.text("revert") if step.kind == "migration" else (step.backfill.revert if step.kind == "backfill" else None)
     )
@@ -191,7 +192,6 @@ def revert_step(ctx: RunContext, step: Step) -> dict[str, object]:
                 ctx.state.record_event(ctx.run_id, "revert", step.id, None)
     except DriverError as exc:
         raise DatabaseError(f"revert of {step.kind} {step.id} failed: {exc.reason}") from exc
-    return {"id": step.id, "kind": step.kind, "phase": step.phase, "status": "reverted"}
 
 
 def apply_seed(ctx: RunContext, step: Step) -> SeedResult:

@@ -10,10 +10,14 @@ milliseconds (``durationMs``) everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from kitbuilder.apply.checks import CheckResult
 from kitbuilder.core import schemas
+from kitbuilder.core.manifest import KitInfo
+
+# A backfill key as the state tables keep it (a cursor, a range bound): a JSON scalar; None before the first batch.
+KeyValue = int | float | str | None
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class MigrationResult:
     resolved_by: Literal["verify"] | None = None
 
     def to_json(self) -> dict[str, object]:
-        data: dict[str, Any] = {"id": self.id, "phase": self.phase, "kind": self.kind, "checksum": self.checksum}
+        data: dict[str, object] = {"id": self.id, "phase": self.phase, "kind": self.kind, "checksum": self.checksum}
         data["status"] = self.status
         if self.reason is not None:
             data["reason"] = self.reason
@@ -55,7 +59,7 @@ class SeedResult:
     duration_ms: int | None = None
 
     def to_json(self) -> dict[str, object]:
-        data: dict[str, Any] = {"id": self.id, "phase": self.phase, "kind": self.kind, "checksum": self.checksum}
+        data: dict[str, object] = {"id": self.id, "phase": self.phase, "kind": self.kind, "checksum": self.checksum}
         data["status"] = self.status
         if self.reason is not None:
             data["reason"] = self.reason
@@ -72,16 +76,16 @@ class RangeProgress:
     """
 
     number: int
-    lo: Any
-    hi: Any
-    resumed_from: Any
-    cursor: Any
+    lo: KeyValue
+    hi: KeyValue
+    resumed_from: KeyValue
+    cursor: KeyValue
     rows_processed: int
     rows_failed: int
     batches: int
     rows_this_run: int
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "range": self.number,
             "lo": self.lo,
@@ -109,8 +113,8 @@ class BackfillResult:
     rows_processed: int
     rows_failed: int
     reason: str | None = None
-    resumed_from: Any = None
-    cursor: Any = None
+    resumed_from: KeyValue = None
+    cursor: KeyValue = None
     batches: int = 0
     rows_this_run: int = 0
     failed_this_run: int = 0
@@ -125,7 +129,7 @@ class BackfillResult:
     ranges: tuple[RangeProgress, ...] = ()  # the key ranges the job ran in (one, unbounded, when unsplit)
 
     def to_json(self) -> dict[str, object]:
-        data: dict[str, Any] = {
+        data: dict[str, object] = {
             "id": self.id,
             "phase": self.phase,
             "kind": self.kind,
@@ -199,7 +203,7 @@ class DryStep:
     files: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        data: dict[str, Any] = {
+        data: dict[str, object] = {
             "id": self.id,
             "kind": self.kind,
             "phase": self.phase,
@@ -244,7 +248,7 @@ class DryBackfill:
     kind: ClassVar[str] = "backfill"
 
     def to_json(self) -> dict[str, object]:
-        data: dict[str, Any] = {
+        data: dict[str, object] = {
             "id": self.id,
             "kind": self.kind,
             "phase": self.phase,
@@ -300,14 +304,38 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class AppliedKit:
+    """The kit a run applied: where it was read, its digest, and the manifest's kit block."""
+
+    path: str
+    sha256: str
+    info: KitInfo
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "sha256": self.sha256, **self.info.to_json()}
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    """The database a command worked on, as apply and status report it."""
+
+    dialect: str
+    version: str
+    url: str  # the --db URL with any password replaced
+
+    def to_json(self) -> dict[str, object]:
+        return {"dialect": self.dialect, "version": self.version, "url": self.url}
+
+
+@dataclass(frozen=True)
 class ApplyReport:
     run_id: str
     argv: tuple[str, ...]
     dry_run: bool
-    kit: dict[str, Any]  # path, sha256 and the manifest's kit block
+    kit: AppliedKit
     signers: tuple[str, ...]
     verify_checks: tuple[str, ...]
-    database: dict[str, str]  # dialect, version, url (password hidden)
+    database: DatabaseInfo
     status: Literal["dry-run", "running", "succeeded", "failed", "interrupted"]
     plan: tuple[PlanEntry, ...] = ()
     steps: tuple[StepResult, ...] = ()
@@ -318,21 +346,21 @@ class ApplyReport:
     deferred: Deferred | None = None
     error: RunError | None = None
     evidence: Evidence | None = None
-    images: dict[str, Any] | None = None  # `--registry`: the push document, added by the CLI after the run
+    images: dict[str, object] | None = None  # `--registry`: the push document (ops/apply_and_push)
 
     @property
     def kit_name(self) -> str:
-        return str(self.kit["name"])
+        return self.kit.info.name
 
     def to_json(self) -> dict[str, object]:
-        data: dict[str, Any] = {
+        data: dict[str, object] = {
             "reportVersion": 1,
             "runId": self.run_id,
             "argv": list(self.argv),
             "dryRun": self.dry_run,
-            "kit": dict(self.kit),
+            "kit": self.kit.to_json(),
             "verify": {"signers": list(self.signers), "checks": list(self.verify_checks)},
-            "database": dict(self.database),
+            "database": self.database.to_json(),
             "plan": [entry.to_json() for entry in self.plan],
             "steps": [step.to_json() for step in self.steps],
             "checks": {"before": dict(self.checks_before), "after": [c.to_json() for c in self.checks_after]},

@@ -133,7 +133,7 @@ def rollback(
     as_json: bool,
 ) -> None:
     """Run revert scripts, newest first, for every phase after --to-phase."""
-    from kitbuilder.cli.render_apply import db_json, rollback_text
+    from kitbuilder.cli.render_apply import rollback_text
     from kitbuilder.ops import apply as apply_op
 
     with exit_on_error(as_json):
@@ -146,9 +146,9 @@ def rollback(
             dry_run=dry_run,
         )
     if as_json:
-        emit_json(db_json(result))
+        emit_json(result.to_json())
     else:
-        rollback_text(result, dry_run=dry_run)
+        rollback_text(result)
 
 
 @main.command()
@@ -156,13 +156,13 @@ def rollback(
 @json_option
 def status(db_url: str, as_json: bool) -> None:
     """What is applied, running or paused in --db, with backfill progress."""
-    from kitbuilder.cli.render_apply import db_json, status_text
+    from kitbuilder.cli.render_apply import status_text
     from kitbuilder.ops import apply as apply_op
 
     with exit_on_error(as_json):
         result = apply_op.status(db_url)
     if as_json:
-        emit_json(db_json(result))
+        emit_json(result.to_json())
     else:
         status_text(result)
 
@@ -193,7 +193,7 @@ def repair(
     as_json: bool,
 ) -> None:
     """Record an operator decision the state tables cannot make alone."""
-    from kitbuilder.cli.render_apply import db_json, repair_text
+    from kitbuilder.cli.render_apply import repair_text
     from kitbuilder.ops import apply as apply_op
 
     with exit_on_error(as_json):
@@ -210,6 +210,6 @@ def repair(
             lock_timeout=lock_timeout,
         )
     if as_json:
-        emit_json(db_json(result))
+        emit_json(result.to_json())
     else:
         repair_text(result)

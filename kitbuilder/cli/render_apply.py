@@ -1,17 +1,16 @@
-"""Text for ``kit apply``, ``rollback``, ``status`` and ``repair``.
+"""Text for ``kit apply``, ``rollback``, ``status`` and ``repair``, from their typed results.
 
-The apply report is typed (apply/results.py). Rollback, status and repair results are still the documents
-ops/apply.py builds (their schemas: rollback-, status-, repair-report); these renderers read them as such
-until ops/apply.py returns models for them.
+The results are apply/results.py (the apply report) and apply/db_results.py (rollback, status, repair);
+``--json`` prints their ``to_json``.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
+from kitbuilder.apply.db_results import BackfillProgress, RepairResult, RollbackResult, StatusReport
 from kitbuilder.apply.results import (
     ApplyReport,
     BackfillResult,
@@ -37,9 +36,9 @@ def applied_text(run: AppliedRun) -> None:
 
 
 def apply_text(report: ApplyReport) -> None:
-    kit, database = report.kit, report.database
+    kit, database = report.kit.info, report.database
     click.echo(
-        f"{kit['name']} {kit['version']} (sequence {kit['sequence']}) → {database['dialect']} ({database['version']})"
+        f"{kit.name} {kit.version} (sequence {kit.sequence}) → {database.dialect} ({database.version})"
         + (f", tenant {report.tenant}" if report.tenant is not None else "")
     )
     if report.status == "dry-run":
@@ -94,46 +93,36 @@ def _step_detail(step: StepResult) -> str:
     return step.reason or ""
 
 
-def rollback_text(result: dict[str, Any], *, dry_run: bool) -> None:
-    entries = result.get("wouldRevert", result.get("reverted", []))
-    click.echo(("would revert" if dry_run else "reverted") + f" {len(entries)} step(s)")
-    for entry in entries:
-        click.echo(f"  {entry['kind']:<9} {entry['id']:<28} {entry.get('status', '')}")
+def rollback_text(result: RollbackResult) -> None:
+    click.echo(("would revert" if result.dry_run else "reverted") + f" {len(result.steps)} step(s)")
+    for step in result.steps:
+        click.echo(f"  {step.kind:<9} {step.id:<28} {result.step_status}")
 
 
-def status_text(result: dict[str, Any]) -> None:
-    for row in result["migrations"]:
-        click.echo(
-            f"  {row['kind']:<9} {row['id']:<28} {row['status']:<10} phase {row['phase']}  {row['finishedAt'] or ''}"
-        )
-    for row in result["backfills"]:
-        click.echo(f"  backfill  {row['job']:<28} {row['status']:<10} {_backfill_progress(row)}")
-    lock = result["lock"]
-    if lock:
-        click.echo(
-            f"  lock held by run {lock['runId']} (pid {lock['pid']} on {lock['host']}, lease until {lock['expiresAt']})"
-        )
-    if not result["migrations"] and not result["backfills"]:
+def status_text(result: StatusReport) -> None:
+    for row in result.migrations:
+        click.echo(f"  {row.kind:<9} {row.id:<28} {row.status:<10} phase {row.phase}  {row.finished_at or ''}")
+    for job in result.backfills:
+        click.echo(f"  backfill  {job.job:<28} {job.status:<10} {_backfill_progress(job)}")
+    lock = result.lock
+    if lock is not None:
+        click.echo(f"  lock held by run {lock.run_id} (pid {lock.pid} on {lock.host}, lease until {lock.expires_at})")
+    if not result.migrations and not result.backfills:
         click.echo("nothing applied")
 
 
-def _backfill_progress(row: dict[str, Any]) -> str:
+def _backfill_progress(job: BackfillProgress) -> str:
     """One status line's worth of a backfill: rows, quarantine, cursor, rate, remaining, ETA, why paused."""
-    parts = [f"{row['rowsProcessed']} rows", f"{row['rowsFailed']} quarantined", f"cursor {json.dumps(row['cursor'])}"]
-    if row["rowsPerSecond"] is not None:
-        parts.append(f"{row['rowsPerSecond']:,.0f} rows/s")
-    if row["remaining"] is not None:
-        parts.append(f"{row['remaining']} remaining")
-    if row["etaSeconds"] is not None:
-        parts.append(f"ETA {row['etaSeconds']:.0f}s")
-    reason = f"  ({row['pauseReason']})" if row["pauseReason"] else ""
+    parts = [f"{job.rows_processed} rows", f"{job.rows_failed} quarantined", f"cursor {json.dumps(job.cursor)}"]
+    if job.rows_per_second is not None:
+        parts.append(f"{job.rows_per_second:,.0f} rows/s")
+    if job.remaining is not None:
+        parts.append(f"{job.remaining} remaining")
+    if job.eta_seconds is not None:
+        parts.append(f"ETA {job.eta_seconds:.0f}s")
+    reason = f"  ({job.pause_reason})" if job.pause_reason else ""
     return ", ".join(parts) + reason
 
 
-def repair_text(result: dict[str, Any]) -> None:
-    click.echo(f"{result['id']}: {result['detail']}")
-
-
-def db_json(result: dict[str, Any]) -> dict[str, Any]:
-    """rollback/status/repair documents: ops/apply.py returns them without ``ok``."""
-    return {"ok": True, **result}
+def repair_text(result: RepairResult) -> None:
+    click.echo(f"{result.id}: {result.detail}")

@@ -189,6 +189,7 @@ def test_every_typed_result_field_fits_the_published_schema() -> None:
     """The report's to_json (all optional parts filled) against schemas/apply-report.schema.json."""
     from kitbuilder.apply import results
     from kitbuilder.apply.checks import CheckResult
+    from kitbuilder.core.manifest import KitInfo
 
     check = CheckResult("c", "count", True, "halt", 3, 3, "before 3")
     backfill = results.BackfillResult(
@@ -222,20 +223,12 @@ def test_every_typed_result_field_fits_the_published_schema() -> None:
         run_id="a" * 32,
         argv=("kit",),
         dry_run=False,
-        kit={
-            "path": "k",
-            "sha256": "0" * 64,
-            "name": "k",
-            "version": "1",
-            "sequence": 1,
-            "expires": "2099-01-01T00:00:00Z",
-            "product": "p",
-            "channel": "stable",
-            "description": "",
-        },
+        kit=results.AppliedKit(
+            "k", "0" * 64, KitInfo("k", "1", 1, "2099-01-01T00:00:00Z", product="p", channel="stable")
+        ),
         signers=("b" * 64,),
         verify_checks=("ok",),
-        database={"dialect": "sqlite", "version": "3", "url": "x.db"},
+        database=results.DatabaseInfo("sqlite", "3", "x.db"),
         status="succeeded",
         plan=(results.PlannedStep("b", "backfill", "1", "0" * 64),),
         steps=(
