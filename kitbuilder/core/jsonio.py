@@ -35,11 +35,15 @@ def dump_compact(value: Any) -> bytes:
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
+    # Called once per JSON object: build the dict in C and look for the duplicate only when sizes differ
+    # (a manifest of 10,000 files holds 30,000 objects; a per-key Python loop was a third of its parse).
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return result
 
 

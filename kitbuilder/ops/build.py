@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,24 +15,18 @@ from kitbuilder.archive.index import MemberEntry
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.writer2 import FrameReuse, KitWriter2
 from kitbuilder.atomic import AtomicFile, check_target, commit_together, os_error
-from kitbuilder.core import checksums, jsonio, paths, timefmt
+from kitbuilder.core import jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
 from kitbuilder.core.manifest import (
-    ATTESTATIONS_DIR,
     IMAGES_COMPONENT,
-    IMAGES_DIR,
     KIT_SBOM_COMPONENT,
-    MANIFEST_DSSE,
     MANIFEST_JSON,
-    METADATA_FILES,
     SHA256SUMS,
-    SHA256SUMS_SIG,
     SIGSTORE_BUNDLE,
     Component,
     FileEntry,
     KitInfo,
     Manifest,
-    is_optional_metadata,
 )
 from kitbuilder.core.provenance import (
     DETACHED_SUFFIX,
@@ -54,18 +46,23 @@ from kitbuilder.core.sbom import (
     check_sbom,
     render_kit_sbom,
 )
-from kitbuilder.core.spec import ComponentSpec, KitSpec
-from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
+from kitbuilder.core.spec import KitSpec
+from kitbuilder.core.statement import Statement, Subject
 from kitbuilder.errors import IntegrityError, UsageError
+
+# Split out of this module; re-exported here, where callers have always found them.
+from kitbuilder.ops.build_inputs import USTAR_NUMBER_LIMIT as USTAR_NUMBER_LIMIT
+from kitbuilder.ops.build_inputs import InputFile as InputFile
+from kitbuilder.ops.build_inputs import collect_inputs as collect_inputs
+from kitbuilder.ops.build_inputs import source_date_epoch_from_env as source_date_epoch_from_env
+from kitbuilder.ops.seal import Sealed as Sealed
+from kitbuilder.ops.seal import seal as seal
 from kitbuilder.ops.specfile import load_spec
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import sign_envelope
 
 if TYPE_CHECKING:
     from kitbuilder.oci.plan import ImagePlan
-
-# ustar's 12-byte octal fields hold values below 8**11: files up to 8 GiB, times before year 4147.
-USTAR_NUMBER_LIMIT = 8**11
 
 
 class BaseFrames(FrameReuse, Protocol):
@@ -88,14 +85,6 @@ class BuildOptions:
 
 
 @dataclass(frozen=True)
-class InputFile:
-    kit_path: str
-    source: Path
-    size: int
-    component: ComponentSpec
-
-
-@dataclass(frozen=True)
 class BuildResult:
     output: Path
     manifest: Manifest
@@ -104,74 +93,6 @@ class BuildResult:
     kit_sha256: str = ""
     metadata: tuple[str, ...] = ()  # optional metadata members written (attestations, Sigstore bundle)
     detached_provenance: Path | None = None
-
-
-def source_date_epoch_from_env() -> int | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value is None or value == "":
-        return None
-    if not (value.isascii() and value.isdigit()) or int(value) >= USTAR_NUMBER_LIMIT:
-        raise UsageError(f"SOURCE_DATE_EPOCH={value!r}: expected a non-negative integer (seconds since 1970)")
-    return int(value)
-
-
-def _reserved(kit_path: str) -> str | None:
-    """Why an input may not use ``kit_path``: kit build writes that path itself."""
-    if kit_path == KIT_SBOM_PATH:
-        return "is the kit's own SBOM"
-    top = kit_path.split("/", 1)[0]
-    if top in (IMAGES_DIR, ATTESTATIONS_DIR, "delta"):
-        return f"is under {top}/, which kit build fills itself"
-    if kit_path in METADATA_FILES or is_optional_metadata(kit_path):
-        return "is a kit metadata member"
-    return None
-
-
-def collect_inputs(spec: KitSpec) -> list[InputFile]:
-    """Every input file with its kit path, sorted by kit path; UsageError on collisions or odd files."""
-    found: list[InputFile] = []
-    for component in spec.components:
-        if component.source.is_file():
-            candidates = [(component.source, component.source.name)]
-        else:
-            candidates = []
-            for root, dirs, files in os.walk(component.source):
-                dirs.sort()
-                for name in sorted(files) + [d for d in dirs if Path(root, d).is_symlink()]:
-                    full = Path(root, name)
-                    candidates.append((full, full.relative_to(component.source).as_posix()))
-        for source, relative in candidates:
-            info = source.lstat()
-            if not stat.S_ISREG(info.st_mode):
-                raise UsageError(
-                    f"{spec.path}: {component.id}: {source} is not a regular file (symlinks and devices are not packed)"
-                )
-            if info.st_size >= USTAR_NUMBER_LIMIT:
-                raise UsageError(f"{source}: {info.st_size} bytes; kit members are limited to 8 GiB (ustar)")
-            kit_path = f"{component.dest}/{relative}"
-            problem = paths.problem_with(kit_path)
-            if problem:
-                raise UsageError(f"{spec.path}: {component.id}: {source}: kit path {kit_path!r}: {problem}")
-            found.append(InputFile(kit_path=kit_path, source=source, size=info.st_size, component=component))
-    if not found and not spec.images:
-        raise UsageError(f"{spec.path}: the components hold no files; a kit needs at least one payload file")
-    for item in found:
-        reserved = _reserved(item.kit_path)
-        if reserved:
-            raise UsageError(
-                f"{spec.path}: {item.component.id}: {item.source} maps to kit path {item.kit_path}, "
-                f"which {reserved}; set dest: to another directory"
-            )
-    found.sort(key=lambda f: f.kit_path)
-    seen: dict[str, str] = {}
-    for item in found:
-        clash = paths.claim(item.kit_path, seen)
-        if clash is not None:
-            raise UsageError(
-                f"{spec.path}: {item.source} maps to kit path {item.kit_path}, which clashes with another input: "
-                f"{clash}; set dest: on one component"
-            )
-    return found
 
 
 def build_kit(
@@ -199,50 +120,9 @@ def build_kit(
         raise UsageError("--key: the same key is given twice")
     if not 1 <= options.level <= 19:
         raise UsageError(f"--level {options.level}: expected 1..19")
-    spec = load_spec(spec_path)
-    started = time.time()
-    inputs = collect_inputs(spec)
-    faults.point("build-inputs-collected")
-    if on_start is not None:
-        on_start(sum(i.size for i in inputs))
-    epoch = options.source_date_epoch
-    kit_info = KitInfo(
-        name=spec.name,
-        version=spec.version,
-        sequence=spec.sequence,
-        expires=timefmt.format_utc(spec.expires),
-        product=spec.product,
-        channel=spec.channel,
-        description=spec.description,
-        created=timefmt.format_utc(timefmt.from_epoch(epoch)) if epoch is not None else None,
-    )
-    build_info = {
-        "tool": f"kitbuilder {__version__}",
-        # Format 2: no mtime (every header carries 0) and no thread flag (the bytes never depend on threads).
-        "compression": {"algorithm": "zstd", "level": options.level},
-        # Which key makes SHA256SUMS.sig and the Sigstore bundle, signed: verify checks both when it trusts this
-        # key, whatever signatures an attacker adds in front of the envelope's.
-        "checksumKeyId": keys[0].keyid,
-    }
-    for component in spec.components:
-        if component.id in (KIT_SBOM_COMPONENT, IMAGES_COMPONENT):
-            raise UsageError(f"{spec.path}: component id {component.id!r} is reserved for what kit build adds")
-    shipped = check_shipped_sboms(spec, inputs)
-    image_plan = None
-    if spec.images:
-        from kitbuilder.oci.plan import plan_images
-
-        image_plan = plan_images(spec.images, spec_path=spec.path)
-        if on_start is not None:
-            on_start(sum(i.size for i in inputs) + image_plan.size)
-    generated = [Component(id=KIT_SBOM_COMPONENT, role="sbom", subject=spec.name)]
-    if image_plan is not None:
-        generated.append(Component(id=IMAGES_COMPONENT, role="image"))
-    components = tuple(
-        Component(id=c.id, role=c.role, phase=c.phase, subject=c.subject, options=c.options) for c in spec.components
-    ) + tuple(generated)
+    plan = _plan(spec_path, keys, options, on_start)
     if reuse is not None:
-        reuse.check_compatible(build_info)
+        reuse.check_compatible(plan.build_info)
     sibling = output.with_name(output.name + DETACHED_SUFFIX)
     with_sibling = options.provenance and detached_provenance
     # A bad output path fails now, not after minutes of compression.
@@ -255,7 +135,6 @@ def build_kit(
         # on a second core while this one reads, hashes the input and compresses.
         hasher, output_hasher = HashWorker(), HashWorker()
         try:
-            plan = _Plan(spec, options, keys, inputs, image_plan, shipped, kit_info, build_info, components, started)
             written = _write_kit(kit_file.stream, plan, reuse, (hasher, output_hasher), on_bytes)
         finally:
             hasher.close()
@@ -301,6 +180,55 @@ class _Plan:
     build_info: dict[str, Any]
     components: tuple[Component, ...]
     started: float
+
+
+def _plan(
+    spec_path: Path, keys: list[PrivateKey], options: BuildOptions, on_start: Callable[[int], None] | None
+) -> _Plan:
+    """Read the spec and everything it names (inputs, shipped SBOMs, images) and decide the manifest's parts."""
+    spec = load_spec(spec_path)
+    started = time.time()
+    inputs = collect_inputs(spec)
+    faults.point("build-inputs-collected")
+    if on_start is not None:
+        on_start(sum(i.size for i in inputs))
+    epoch = options.source_date_epoch
+    kit_info = KitInfo(
+        name=spec.name,
+        version=spec.version,
+        sequence=spec.sequence,
+        expires=timefmt.format_utc(spec.expires),
+        product=spec.product,
+        channel=spec.channel,
+        description=spec.description,
+        created=timefmt.format_utc(timefmt.from_epoch(epoch)) if epoch is not None else None,
+    )
+    build_info = {
+        "tool": f"kitbuilder {__version__}",
+        # Format 2: no mtime (every header carries 0) and no thread flag (the bytes never depend on threads).
+        "compression": {"algorithm": "zstd", "level": options.level},
+        # Which key makes SHA256SUMS.sig and the Sigstore bundle, signed: verify checks both when it trusts this
+        # key, whatever signatures an attacker adds in front of the envelope's.
+        "checksumKeyId": keys[0].keyid,
+    }
+    for component in spec.components:
+        if component.id in (KIT_SBOM_COMPONENT, IMAGES_COMPONENT):
+            raise UsageError(f"{spec.path}: component id {component.id!r} is reserved for what kit build adds")
+    shipped = check_shipped_sboms(spec, inputs)
+    image_plan = None
+    if spec.images:
+        from kitbuilder.oci.plan import plan_images
+
+        image_plan = plan_images(spec.images, spec_path=spec.path)
+        if on_start is not None:
+            on_start(sum(i.size for i in inputs) + image_plan.size)
+    generated = [Component(id=KIT_SBOM_COMPONENT, role="sbom", subject=spec.name)]
+    if image_plan is not None:
+        generated.append(Component(id=IMAGES_COMPONENT, role="image"))
+    components = tuple(
+        Component(id=c.id, role=c.role, phase=c.phase, subject=c.subject, options=c.options) for c in spec.components
+    ) + tuple(generated)
+    return _Plan(spec, options, keys, inputs, image_plan, shipped, kit_info, build_info, components, started)
 
 
 @dataclass(frozen=True)
@@ -558,32 +486,3 @@ def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
         invocation_id=builder.invocation_id,
         ci=builder.ci,
     )
-
-
-@dataclass(frozen=True)
-class Sealed:
-    sums: bytes
-    sums_sha256: str
-    manifest_sha256: str
-
-
-def seal(writer: KitWriter2, manifest: Manifest, keys: list[PrivateKey]) -> Sealed:
-    """Write the required metadata members (SHA256SUMS, its signature, manifest, DSSE envelope).
-
-    Optional metadata (attestations, a Sigstore bundle) may follow; the caller then calls ``writer.finish()``.
-    """
-    files = manifest.files
-    sums = checksums.render((f.path, f.sha256) for f in files)
-    sums_entry = writer.add_metadata(SHA256SUMS, sums)
-    writer.add_metadata(SHA256SUMS_SIG, keys[0].sign(sums))
-    manifest_bytes = manifest.to_bytes()
-    writer.add_metadata(MANIFEST_JSON, manifest_bytes)
-    statement = Statement(
-        subjects=tuple(Subject(name=f.path, sha256=f.sha256) for f in files)
-        + (Subject(name=SHA256SUMS, sha256=sums_entry.sha256),),
-        predicate_type=MANIFEST_PREDICATE_TYPE,
-        predicate=manifest.to_json(),
-    )
-    envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
-    writer.add_metadata(MANIFEST_DSSE, envelope.to_bytes())
-    return Sealed(sums=sums, sums_sha256=sums_entry.sha256, manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest())

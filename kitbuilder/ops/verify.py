@@ -18,20 +18,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from kitbuilder import inputfile
 from kitbuilder.archive import layout, reader, reader2
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import IndexEntry, KitIndex, MemberEntry, MemberSpan
 from kitbuilder.archive.reader import Caps, Expected
 from kitbuilder.core import checksums, jsonio, timefmt
-from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
+from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.jobs import KitJobs
 from kitbuilder.core.manifest import (
-    ATTESTATIONS_DIR,
     IMAGES_DIR,
     MANIFEST_DSSE,
     MANIFEST_JSON,
-    MAX_ATTESTATIONS,
     SHA256SUMS,
     SHA256SUMS_SIG,
     SIGSTORE_BUNDLE,
@@ -39,9 +36,18 @@ from kitbuilder.core.manifest import (
     Manifest,
     MetadataBudget,
 )
-from kitbuilder.core.provenance import PROVENANCE_MEMBER, PROVENANCE_PREDICATE_TYPE, read_predicate
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement
-from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyError, UsageError
+from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyError
+
+# The attestation checks live in attestations; re-exported here, where callers have always found them.
+from kitbuilder.ops.attestations import MAX_DETACHED as MAX_DETACHED
+from kitbuilder.ops.attestations import MAX_PREDICATE_DEPTH as MAX_PREDICATE_DEPTH
+from kitbuilder.ops.attestations import AttestationReport as AttestationReport
+from kitbuilder.ops.attestations import KeylessCheck as KeylessCheck
+from kitbuilder.ops.attestations import check_attestation as check_attestation
+from kitbuilder.ops.attestations import check_detached as check_detached
+from kitbuilder.ops.attestations import check_kit_attestations
+from kitbuilder.ops.attestations import checksum_keyid as checksum_keyid
 
 # The one metadata reader lives in kitfile; re-exported here, where callers have always found it.
 from kitbuilder.ops.kitfile import KitMetadata as KitMetadata
@@ -50,21 +56,6 @@ from kitbuilder.ops.kitfile import open_kit as open_kit
 from kitbuilder.ops.kitfile import read_metadata as read_metadata
 from kitbuilder.trust.freshness import Freshness
 from kitbuilder.trust.signatures import TrustPolicy, verify_detached, verify_envelope
-
-# A detached KIT.intoto.jsonl holds a few envelopes; like a metadata member it is read whole, so it is bounded:
-# at most as many envelopes as a kit may carry attestations, each at most what an attestation of this kit may be.
-MAX_DETACHED = 64 << 20
-_MAX_DETACHED_LINES = 4 * MAX_ATTESTATIONS  # blank lines are skipped, but not millions of them
-
-
-@dataclass(frozen=True)
-class KeylessCheck:
-    """A keyless Sigstore bundle over the kit's SHA256SUMS and who must have signed it."""
-
-    bundle: Path
-    trusted_root: Path
-    identity: str
-    issuer: str
 
 
 @dataclass(frozen=True)
@@ -81,24 +72,6 @@ class VerifyOptions:
     keyless: KeylessCheck | None = None
     # Format 2: worker threads decoding and hashing frames (None: the usable cores).
     threads: int | None = None
-
-
-@dataclass(frozen=True)
-class AttestationReport:
-    path: str
-    predicate_type: str
-    signers: tuple[str, ...]
-    subjects: tuple[str, ...]
-    detached: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "predicateType": self.predicate_type,
-            "signers": list(self.signers),
-            "subjects": list(self.subjects),
-            "detached": self.detached,
-        }
 
 
 @dataclass(frozen=True)
@@ -148,8 +121,14 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
         raise FormatError(
             f"{MANIFEST_DSSE}: predicateType {statement.predicate_type!r}, expected {MANIFEST_PREDICATE_TYPE}"
         )
-    signed = Manifest.from_json(statement.predicate, what=f"{MANIFEST_DSSE} predicate")
-    if metadata.members[MANIFEST_JSON] != jsonio.dump_pretty(statement.predicate):
+    # metadata.manifest was parsed and schema-checked from the manifest.json bytes. When those bytes are the
+    # pretty form of the predicate, the predicate is the same JSON value (the strict parser round-trips it), so
+    # that Manifest is the signed one: parsed and validated once, compared once. Only on a mismatch is the
+    # predicate parsed on its own, so a predicate that breaks the schema is still named as such.
+    if metadata.members[MANIFEST_JSON] == jsonio.dump_pretty(statement.predicate):
+        signed = metadata.manifest
+    else:
+        Manifest.from_json(statement.predicate, what=f"{MANIFEST_DSSE} predicate")
         raise IntegrityError(f"{MANIFEST_JSON}: differs from the signed predicate in {MANIFEST_DSSE}")
     sums_bytes = metadata.members[SHA256SUMS]
     sums = checksums.parse(sums_bytes)
@@ -235,15 +214,6 @@ def check_index_against(index: KitIndex, signed: Manifest, metadata: Mapping[str
         raise FormatError(f"{MANIFEST_JSON}: a file lies outside the manifest's payload frames")
 
 
-def checksum_keyid(signed: Manifest, envelope: Envelope) -> str:
-    """The key id of the key that made SHA256SUMS.sig: named in the signed predicate by kits built since it is.
-
-    Older kits fall back to the envelope's first signature, which an attacker can put a junk one in front of.
-    """
-    named = signed.build.get("checksumKeyId")
-    return named if isinstance(named, str) else envelope.signatures[0].keyid
-
-
 def build_mtime(signed: Manifest) -> int:
     """The mtime every tar header of the kit carries: the signed ``build.mtime`` (absent in old kits: 0).
 
@@ -266,160 +236,6 @@ def check_policy(manifest: Manifest, options: VerifyOptions) -> None:
         raise PolicyError(
             f"trust root does not vouch for product {kit.product!r} (only {', '.join(options.policy.products)})"
         )
-
-
-def check_attestation(
-    data: bytes, policy: TrustPolicy, subjects: dict[str, str], *, what: str, by_digest: bool = False
-) -> AttestationReport:
-    """One DSSE in-toto attestation: signed by trusted keys, well-formed, every subject matching.
-
-    ``subjects`` maps names to SHA-256 digests the kit vouches for. With ``by_digest`` (a detached
-    attestation about the kit file, whose name may have changed) a subject matches by digest alone.
-    """
-    envelope = Envelope.from_bytes(data, what=what)
-    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
-        raise FormatError(f"{what}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
-    signers = verify_envelope(envelope, policy=policy, what=what)
-    statement = Statement.from_bytes(envelope.payload, what=f"{what} payload")
-    _check_statement_shape(envelope.payload, what=what)
-    for subject in statement.subjects:
-        if by_digest:
-            if subject.sha256 not in subjects.values():
-                raise IntegrityError(
-                    f"{what}: subject {subject.name} has SHA-256 {subject.sha256[:16]}…, "
-                    "which is not this kit file's; the attestation is for another file"
-                )
-            continue
-        if subject.name not in subjects:
-            raise IntegrityError(f"{what}: names subject {subject.name!r}, which this kit does not hold")
-        if subjects[subject.name] != subject.sha256:
-            raise IntegrityError(f"{what}: subject {subject.name} digest does not match the kit's {subject.name}")
-    if statement.predicate_type == PROVENANCE_PREDICATE_TYPE:
-        read_predicate(statement.predicate, what=what)
-    return AttestationReport(
-        path=what,
-        predicate_type=statement.predicate_type,
-        signers=signers,
-        subjects=tuple(s.name for s in statement.subjects),
-        detached=by_digest,
-    )
-
-
-def _check_statement_shape(payload: bytes, *, what: str) -> None:
-    """Second opinion from the in-toto-attestation library on the Statement's shape (not its bytes)."""
-    from google.protobuf import json_format
-    from in_toto_attestation.v1 import statement_pb2
-    from in_toto_attestation.v1.statement import Statement as InTotoStatement
-
-    try:
-        parsed = json_format.Parse(payload, statement_pb2.Statement())
-        InTotoStatement.copy_from_pb(parsed).validate()
-    except (json_format.ParseError, ValueError) as exc:
-        raise FormatError(f"{what}: not a valid in-toto Statement v1 ({str(exc).splitlines()[0]})") from exc
-
-
-def check_kit_attestations(
-    metadata: Metadata, manifest: Manifest, options: VerifyOptions
-) -> tuple[tuple[AttestationReport, ...], dict[str, Any] | None]:
-    """Every attestation and the Sigstore bundle inside the kit; PolicyError if provenance is required and absent."""
-    members = metadata.members
-    subjects = {f.path: f.sha256 for f in manifest.files}
-    subjects[MANIFEST_JSON] = hashlib.sha256(members[MANIFEST_JSON]).hexdigest()
-    subjects[SHA256SUMS] = hashlib.sha256(members[SHA256SUMS]).hexdigest()
-    reports = tuple(
-        check_attestation(members[name], options.policy, subjects, what=name)
-        for name in members
-        if name.startswith(f"{ATTESTATIONS_DIR}/")
-    )
-    for report in reports:
-        # The name kit build gives its SLSA provenance, which `kit inspect --provenance` reads as such.
-        if report.path == PROVENANCE_MEMBER and report.predicate_type != PROVENANCE_PREDICATE_TYPE:
-            raise FormatError(
-                f"{PROVENANCE_MEMBER}: predicateType {report.predicate_type!r}; this name holds "
-                f"{PROVENANCE_PREDICATE_TYPE} provenance only, put other attestations under another name"
-            )
-    sigstore: dict[str, Any] | None = None
-    if SIGSTORE_BUNDLE in members:
-        from kitbuilder.trust.sigstore_bundle import parse_key_bundle, verify_key_bundle
-
-        # Made by the first build key, like SHA256SUMS.sig: checked when that key is trusted here.
-        first_keyid = checksum_keyid(manifest, metadata.envelope)
-        signer: str | None = None
-        if any(k.keyid == first_keyid for k in options.policy.keys):
-            signer = verify_key_bundle(
-                members[SHA256SUMS], members[SIGSTORE_BUNDLE], policy=options.policy, what=SIGSTORE_BUNDLE
-            )
-        else:
-            parse_key_bundle(members[SIGSTORE_BUNDLE], what=SIGSTORE_BUNDLE)  # malformed is still a format error
-        sigstore = {"bundle": SIGSTORE_BUNDLE, "kind": "key", "signer": signer}
-    if options.keyless is not None:
-        from kitbuilder.ops.trust_inputs import verify_keyless
-
-        keyless = options.keyless
-        result = verify_keyless(
-            members[SHA256SUMS],
-            bundle=keyless.bundle,
-            trusted_root=keyless.trusted_root,
-            identity=keyless.identity,
-            issuer=keyless.issuer,
-        )
-        sigstore = {
-            "bundle": str(keyless.bundle),
-            "kind": "keyless",
-            "identity": result.identity,
-            "issuer": result.issuer,
-            "logIndex": result.log_index,
-            "integratedTime": result.integrated_time,
-            "certificateSha256": result.certificate_sha256,
-            **({"keyBundleSigner": sigstore["signer"]} if sigstore else {}),
-        }
-    if options.require_provenance and not any(r.predicate_type == PROVENANCE_PREDICATE_TYPE for r in reports):
-        raise PolicyError(
-            f"kit carries no {PROVENANCE_MEMBER} (SLSA provenance) and --require-provenance is set; "
-            "rebuild it with provenance (the default) or drop the flag"
-        )
-    return reports, sigstore
-
-
-def check_detached(path: Path, kit_sha256: str, policy: TrustPolicy, *, members: int) -> list[AttestationReport]:
-    """A KIT.intoto.jsonl file: one DSSE envelope per line, each about this kit file.
-
-    ``members`` is the verified kit's member count: each line may be as large as an attestation inside a
-    kit of that many members, and the file may hold at most ``MAX_ATTESTATIONS`` of them. The lines are
-    found in the bytes one at a time, never as a list of every line (64 MiB of newlines is 64 million).
-    """
-    line_limit = MetadataBudget(members).attestation_bytes()
-    limit = min(MAX_DETACHED, MAX_ATTESTATIONS * (line_limit + 1))
-    try:
-        data = inputfile.read_small(path, limit=limit, what="KIT.intoto.jsonl of this kit", too_big=FormatError)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read attestation ({exc.strerror})") from exc
-    lines = data.count(b"\n") + 1
-    if lines > _MAX_DETACHED_LINES:
-        raise FormatError(
-            f"{path}: {lines} lines; a KIT.intoto.jsonl holds one DSSE envelope per line, "
-            f"at most {MAX_ATTESTATIONS} (and at most {_MAX_DETACHED_LINES} lines)"
-        )
-    reports: list[AttestationReport] = []
-    start = 0
-    while start < len(data):
-        end = data.find(b"\n", start)
-        end = len(data) if end < 0 else end
-        line = data[start:end]
-        start = end + 1
-        if not line.strip():
-            continue
-        number = len(reports) + 1
-        if number > MAX_ATTESTATIONS:
-            raise FormatError(f"{path}: more than {MAX_ATTESTATIONS} attestations (one DSSE envelope per line)")
-        if len(line) > line_limit:
-            raise FormatError(
-                f"{path}:{number}: {len(line)} bytes, more than the {line_limit} an attestation of this kit may have"
-            )
-        reports.append(check_attestation(line, policy, {"kit": kit_sha256}, what=f"{path}:{number}", by_digest=True))
-    if not reports:
-        raise FormatError(f"{path}: no attestation in the file (expected one DSSE envelope per line)")
-    return reports
 
 
 def _expectations(metadata: KitMetadata, manifest: Manifest) -> dict[str, Expected]:
@@ -519,6 +335,118 @@ class _HashingReader:
         return self._stream.seek(offset, whence)
 
 
+def _scan(
+    stream: BinaryIO,
+    metadata: KitMetadata,
+    manifest: Manifest,
+    options: VerifyOptions,
+    *,
+    on_bytes: Callable[[int], None] | None,
+    extract_to: Path | None,
+    extract_only: Callable[[str], bool] | None,
+) -> tuple[reader.ScanResult, str]:
+    """The streaming pass over the whole file against the signed manifest; returns its result and the file's SHA-256."""
+    v2 = metadata.location.index.format_version == 2
+    expected = {} if v2 else _expectations(metadata, manifest)
+    # Content and frame digests on one worker, the whole file's digest on another: on two cores the
+    # three SHA-256 passes no longer queue behind one thread while the main thread decompresses.
+    worker = HashWorker()
+    file_worker = HashWorker()
+    hashing = _HashingReader(stream, file_worker)
+    try:
+        if v2:
+            # check_signed_metadata matched the index with the signed manifest: its map is the signed one.
+            scanned = reader2.scan(
+                hashing,  # type: ignore[arg-type]
+                metadata.location.index,
+                metadata.location.index_offset,
+                max_window=options.caps.max_window,
+                on_bytes=on_bytes,
+                extract_to=extract_to,
+                extract_only=extract_only,
+                threads=options.threads,
+            )
+            result = reader.ScanResult(scanned.members, scanned.payload_bytes, metadata.location.file_size)
+        else:
+            result = reader.scan(
+                hashing,  # type: ignore[arg-type]
+                expected=expected,
+                location=metadata.location,
+                caps=options.caps,
+                on_bytes=on_bytes,
+                extract_to=extract_to,
+                hasher=worker,
+                extract_only=extract_only,
+                mtime=build_mtime(manifest),
+            )
+        # The scan stopped at the index; hash the tail so the report names the whole file's digest.
+        while hashing.read(1 << 20):
+            pass
+        hashing.digest.flush()
+        worker.sync()
+        file_worker.sync()
+    finally:
+        worker.close()
+        file_worker.close()
+    return result, hashing.digest.hexdigest()
+
+
+def _check_lines(
+    options: VerifyOptions,
+    manifest: Manifest,
+    *,
+    signers: tuple[str, ...],
+    checksum_signer: str | None,
+    members: int,
+    downgrade_note: str | None,
+    images_check: str | None,
+    attestations: tuple[AttestationReport, ...],
+    sigstore: dict[str, Any] | None,
+) -> tuple[str, ...]:
+    """What the report says was checked, one line per check, in the order verify_kit ran them."""
+    kit = manifest.kit
+    checks: tuple[str, ...] = (
+        "archive index and footer well-formed",
+        f"{MANIFEST_DSSE} signed by {len(signers)} trusted key(s) (threshold {options.policy.threshold})",
+        f"{MANIFEST_JSON} equals the signed predicate",
+        f"{SHA256SUMS} matches the manifest; {SHA256SUMS_SIG} "
+        + ("valid" if checksum_signer else "made by a key not trusted here (not checked; DSSE covers SHA256SUMS)"),
+        f"not expired (expires {manifest.kit.expires}, checked at {timefmt.format_utc(options.now)})",
+        f"{members} members safe, sizes and SHA-256 match; nothing missing or unlisted",
+        "tar stream ends exactly at the index; no trailing data",
+    )
+    if options.freshness is not None:
+        checks += (
+            downgrade_note
+            or f"not a rollback: sequence {kit.sequence} >= the highest accepted here "
+            f"(state in {options.freshness.directory})",
+        )
+    if images_check is not None:
+        checks += (images_check,)
+    checks += tuple(
+        f"{a.path}: {a.predicate_type} signed by {len(a.signers)} trusted key(s); "
+        + ("subject is this kit file" if a.detached else f"subjects {', '.join(a.subjects)} match")
+        for a in attestations
+    )
+    if sigstore is not None and sigstore["kind"] == "key":
+        checks += (
+            f"{SIGSTORE_BUNDLE}: Sigstore bundle over {SHA256SUMS} signed by trusted key {sigstore['signer']}"
+            if sigstore["signer"]
+            else f"{SIGSTORE_BUNDLE}: made by a key not trusted here (not checked; DSSE covers SHA256SUMS)",
+        )
+    elif sigstore is not None:
+        checks += (
+            f"{sigstore['bundle']}: keyless Sigstore signature over {SHA256SUMS} by {sigstore['identity']} "
+            f"({sigstore['issuer']}), transparency log index {sigstore['logIndex']}",
+        )
+    if manifest.delta is not None:
+        checks += (
+            f"this is a DELTA kit for base {manifest.kit.name} sequence {manifest.delta['baseSequence']} "
+            f"(manifest sha256 {manifest.delta['baseManifestSha256']}); use `kit patch` to apply it",
+        )
+    return checks
+
+
 def verify_kit(
     path: Path,
     options: VerifyOptions,
@@ -551,98 +479,37 @@ def verify_kit(
             policy_options = dataclasses.replace(options, now=effective)
             downgrade_note = options.freshness.check(kit.name, kit.channel, kit.sequence)
         check_policy(manifest, policy_options)
-        attestations, sigstore = check_kit_attestations(metadata, manifest, options)
-        v2 = metadata.location.index.format_version == 2
-        expected = {} if v2 else _expectations(metadata, manifest)
-        # Content and frame digests on one worker, the whole file's digest on another: on two cores the
-        # three SHA-256 passes no longer queue behind one thread while the main thread decompresses.
-        worker = HashWorker()
-        file_worker = HashWorker()
-        hashing = _HashingReader(stream, file_worker)
-        try:
-            if v2:
-                # check_signed_metadata matched the index with the signed manifest: its map is the signed one.
-                scanned = reader2.scan(
-                    hashing,  # type: ignore[arg-type]
-                    metadata.location.index,
-                    metadata.location.index_offset,
-                    max_window=options.caps.max_window,
-                    on_bytes=on_bytes,
-                    extract_to=extract_to,
-                    extract_only=extract_only,
-                    threads=options.threads,
-                )
-                result = reader.ScanResult(scanned.members, scanned.payload_bytes, metadata.location.file_size)
-            else:
-                result = reader.scan(
-                    hashing,  # type: ignore[arg-type]
-                    expected=expected,
-                    location=metadata.location,
-                    caps=options.caps,
-                    on_bytes=on_bytes,
-                    extract_to=extract_to,
-                    hasher=worker,
-                    extract_only=extract_only,
-                    mtime=build_mtime(manifest),
-                )
-            # The scan stopped at the index; hash the tail so the report names the whole file's digest.
-            while hashing.read(1 << 20):
-                pass
-            hashing.digest.flush()
-            worker.sync()
-            file_worker.sync()
-        finally:
-            worker.close()
-            file_worker.close()
+        attestations, sigstore = check_kit_attestations(
+            metadata.members,
+            metadata.envelope,
+            manifest,
+            policy=options.policy,
+            keyless=options.keyless,
+            require_provenance=options.require_provenance,
+        )
+        result, kit_sha256 = _scan(
+            stream, metadata, manifest, options, on_bytes=on_bytes, extract_to=extract_to, extract_only=extract_only
+        )
         images_check = _check_images(stream, metadata, manifest, options.caps)
         # What apply will read (component options, checks, backfill jobs), parsed as apply parses it: exit 5 here.
         KitJobs.from_manifest(
             manifest, lambda f: read_signed_file(stream, metadata.location.index.by_path(), f, options.caps)
         )
-    kit_sha256 = hashing.digest.hexdigest()
     for detached in options.detached_attestations:
         attestations += tuple(check_detached(detached, kit_sha256, options.policy, members=result.members))
     if options.freshness is not None:
         options.freshness.record(kit.name, kit.channel, kit.sequence, options.now)
-    checks: tuple[str, ...] = (
-        "archive index and footer well-formed",
-        f"{MANIFEST_DSSE} signed by {len(signers)} trusted key(s) (threshold {options.policy.threshold})",
-        f"{MANIFEST_JSON} equals the signed predicate",
-        f"{SHA256SUMS} matches the manifest; {SHA256SUMS_SIG} "
-        + ("valid" if checksum_signer else "made by a key not trusted here (not checked; DSSE covers SHA256SUMS)"),
-        f"not expired (expires {manifest.kit.expires}, checked at {timefmt.format_utc(options.now)})",
-        f"{result.members} members safe, sizes and SHA-256 match; nothing missing or unlisted",
-        "tar stream ends exactly at the index; no trailing data",
+    checks = _check_lines(
+        options,
+        manifest,
+        signers=signers,
+        checksum_signer=checksum_signer,
+        members=result.members,
+        downgrade_note=downgrade_note,
+        images_check=images_check,
+        attestations=attestations,
+        sigstore=sigstore,
     )
-    if options.freshness is not None:
-        checks += (
-            downgrade_note
-            or f"not a rollback: sequence {kit.sequence} >= the highest accepted here "
-            f"(state in {options.freshness.directory})",
-        )
-    if images_check is not None:
-        checks += (images_check,)
-    checks += tuple(
-        f"{a.path}: {a.predicate_type} signed by {len(a.signers)} trusted key(s); "
-        + ("subject is this kit file" if a.detached else f"subjects {', '.join(a.subjects)} match")
-        for a in attestations
-    )
-    if sigstore is not None and sigstore["kind"] == "key":
-        checks += (
-            f"{SIGSTORE_BUNDLE}: Sigstore bundle over {SHA256SUMS} signed by trusted key {sigstore['signer']}"
-            if sigstore["signer"]
-            else f"{SIGSTORE_BUNDLE}: made by a key not trusted here (not checked; DSSE covers SHA256SUMS)",
-        )
-    elif sigstore is not None:
-        checks += (
-            f"{sigstore['bundle']}: keyless Sigstore signature over {SHA256SUMS} by {sigstore['identity']} "
-            f"({sigstore['issuer']}), transparency log index {sigstore['logIndex']}",
-        )
-    if manifest.delta is not None:
-        checks += (
-            f"this is a DELTA kit for base {manifest.kit.name} sequence {manifest.delta['baseSequence']} "
-            f"(manifest sha256 {manifest.delta['baseManifestSha256']}); use `kit patch` to apply it",
-        )
     return VerifyReport(
         path=path,
         kit_sha256=kit_sha256,

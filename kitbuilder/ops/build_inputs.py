@@ -1,0 +1,93 @@
+"""kit build's inputs: every file a spec's components name, with its kit path, checked before anything is read."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from kitbuilder.core import paths
+from kitbuilder.core.manifest import ATTESTATIONS_DIR, IMAGES_DIR, METADATA_FILES, is_optional_metadata
+from kitbuilder.core.sbom import KIT_SBOM_PATH
+from kitbuilder.core.spec import ComponentSpec, KitSpec
+from kitbuilder.errors import UsageError
+
+# ustar's 12-byte octal fields hold values below 8**11: files up to 8 GiB, times before year 4147.
+USTAR_NUMBER_LIMIT = 8**11
+
+
+@dataclass(frozen=True)
+class InputFile:
+    kit_path: str
+    source: Path
+    size: int
+    component: ComponentSpec
+
+
+def source_date_epoch_from_env() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) >= USTAR_NUMBER_LIMIT:
+        raise UsageError(f"SOURCE_DATE_EPOCH={value!r}: expected a non-negative integer (seconds since 1970)")
+    return int(value)
+
+
+def _reserved(kit_path: str) -> str | None:
+    """Why an input may not use ``kit_path``: kit build writes that path itself."""
+    if kit_path == KIT_SBOM_PATH:
+        return "is the kit's own SBOM"
+    top = kit_path.split("/", 1)[0]
+    if top in (IMAGES_DIR, ATTESTATIONS_DIR, "delta"):
+        return f"is under {top}/, which kit build fills itself"
+    if kit_path in METADATA_FILES or is_optional_metadata(kit_path):
+        return "is a kit metadata member"
+    return None
+
+
+def collect_inputs(spec: KitSpec) -> list[InputFile]:
+    """Every input file with its kit path, sorted by kit path; UsageError on collisions or odd files."""
+    found: list[InputFile] = []
+    for component in spec.components:
+        if component.source.is_file():
+            candidates = [(component.source, component.source.name)]
+        else:
+            candidates = []
+            for root, dirs, files in os.walk(component.source):
+                dirs.sort()
+                for name in sorted(files) + [d for d in dirs if Path(root, d).is_symlink()]:
+                    full = Path(root, name)
+                    candidates.append((full, full.relative_to(component.source).as_posix()))
+        for source, relative in candidates:
+            info = source.lstat()
+            if not stat.S_ISREG(info.st_mode):
+                raise UsageError(
+                    f"{spec.path}: {component.id}: {source} is not a regular file (symlinks and devices are not packed)"
+                )
+            if info.st_size >= USTAR_NUMBER_LIMIT:
+                raise UsageError(f"{source}: {info.st_size} bytes; kit members are limited to 8 GiB (ustar)")
+            kit_path = f"{component.dest}/{relative}"
+            problem = paths.problem_with(kit_path)
+            if problem:
+                raise UsageError(f"{spec.path}: {component.id}: {source}: kit path {kit_path!r}: {problem}")
+            found.append(InputFile(kit_path=kit_path, source=source, size=info.st_size, component=component))
+    if not found and not spec.images:
+        raise UsageError(f"{spec.path}: the components hold no files; a kit needs at least one payload file")
+    for item in found:
+        reserved = _reserved(item.kit_path)
+        if reserved:
+            raise UsageError(
+                f"{spec.path}: {item.component.id}: {item.source} maps to kit path {item.kit_path}, "
+                f"which {reserved}; set dest: to another directory"
+            )
+    found.sort(key=lambda f: f.kit_path)
+    seen: dict[str, str] = {}
+    for item in found:
+        clash = paths.claim(item.kit_path, seen)
+        if clash is not None:
+            raise UsageError(
+                f"{spec.path}: {item.source} maps to kit path {item.kit_path}, which clashes with another input: "
+                f"{clash}; set dest: on one component"
+            )
+    return found
