@@ -38,10 +38,11 @@ from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
+from kitbuilder import faults
 from kitbuilder.archive import layout, tarfmt, zstdframes
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import KitIndex, MemberEntry
-from kitbuilder.archive.pool import OrderedPool
+from kitbuilder.archive.pool import MAX_THREADS, OrderedPool, usable_cores
 from kitbuilder.core.manifest import FrameEntry
 from kitbuilder.errors import IntegrityError, UsageError
 
@@ -193,8 +194,13 @@ class KitWriter2:
         self._out = out
         self._level = level
         self._reuse = reuse
+        if not 0 <= threads <= MAX_THREADS:
+            raise UsageError(f"--threads {threads}: use 0 (compress on one thread) to {MAX_THREADS}")
+        # Memory in flight follows the threads that can run at once, not the count asked for: more threads than
+        # cores compress nothing sooner, and a budget that grew with the count would hold the whole input.
+        busy = min(threads, usable_cores())
         self._pool: OrderedPool[_Done] = OrderedPool(
-            threads, max_inflight=max_inflight or (threads + 1) * 3 * layout.GROUP_MAX
+            threads, max_inflight=max_inflight or (busy + 1) * 3 * layout.GROUP_MAX
         )
         self._content_hasher = HashWorker()
         self._output_hasher = output_hasher
@@ -254,6 +260,7 @@ class KitWriter2:
         """Queue one frame; its number."""
         number = self._submitted
         self._submitted += 1
+        faults.point("build-frame")  # frames before it are in flight on the workers
         for done in self._pool.submit(job, cost):
             self._emit(done)
         return number
