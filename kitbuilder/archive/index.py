@@ -272,15 +272,16 @@ class KitIndex:
         runs past the signed frames, or a frame between them and the metadata, is refused (ArchiveError, after
         ``check_tiling``, which makes the first metadata member's place decide where every other member lies).
         """
-        first = next((n for n, m in enumerate(self.members) if m.path in metadata), None)
+        members: tuple[IndexEntry | MemberEntry, ...] = self.members
+        first = next((n for n, m in enumerate(members) if m.path in metadata), None)
         if first is None:
             return
-        member = self.members[first]
+        member = members[first]
         assert isinstance(member, MemberEntry)
         if (member.frame, member.at) == (payload, 0):
             return
         if member.frame >= payload and first > 0:
-            before = self.members[first - 1]
+            before = members[first - 1]
             raise ArchiveError(
                 f"{before.path}: lies in frames past the {payload} payload frames the manifest lists (frame "
                 f"{payload} on is not signed); the first metadata member, {member.path}, starts at frame {member.frame}"

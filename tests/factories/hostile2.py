@@ -114,12 +114,10 @@ def crafted_frames(frames: list[SignedFrame]) -> bytes:
     sink = io.BytesIO()
     writer = KitWriter2(sink, level=3)
     for frame in frames:
-        members = [FrameMember(p, at, size, hashlib.sha256(content).hexdigest()) for p, at, size, content in frame.members]
+        members = [FrameMember(p, at, n, hashlib.sha256(content).hexdigest()) for p, at, n, content in frame.members]
         writer.add_frame(frame.data, size=frame.size, sha256=hashlib.sha256(frame.data).hexdigest(), members=members)
     payload = writer.finish_payload()
-    files = tuple(
-        FileEntry(m.path, m.size, m.sha256, "doc", "docs", frame=m.frame, at=m.at) for m in payload.members
-    )
+    files = tuple(FileEntry(m.path, m.size, m.sha256, "doc", "docs", frame=m.frame, at=m.at) for m in payload.members)
     manifest = Manifest(
         kit=KitInfo("hostile-kit", "1.0.0", 1, "2099-01-01T00:00:00Z", "demo", "stable"),
         build=TEST_BUILD,

@@ -405,3 +405,33 @@ def test_a_one_file_kit_is_the_same_for_any_thread_count(tmp_path: Path) -> None
         built.add(out.read_bytes())
     assert len(built) == 1
     assert run_kit("verify", tmp_path / "t0.kit.tar.zst", "--key", public).exit_code == 0
+
+
+def test_delta_build_from_a_base_whose_chunks_are_cut_elsewhere_writes_a_kit_that_verifies(tmp_path: Path) -> None:
+    """A signed base whose large member is cut into 2+4+4+2 MiB frames (the writer cuts 4+4+4): its chunk N is not
+    this build's chunk N, though the digests and sizes of the member agree. `kit build --delta-from` used to copy it
+    by number (a full kit that failed verify, exit 0); now a reused frame must decode to the bytes it replaces."""
+    from kitbuilder.archive.writer2 import compress_frame, raw_frame
+    from tests.factories.kits import write_spec
+
+    spec = write_spec(tmp_path, name="hostile-kit")
+    key, public = write_pair(RELEASE, tmp_path / "rel")
+    data = pseudo_random(12 * MiB)[: 12 * MiB]
+    (tmp_path / "src" / "docs" / "big.bin").write_bytes(data)
+    header = tarfmt.build_header("docs/big.bin", len(data), 0)
+    frames = [SignedFrame(compress_frame(header, 3), tarfmt.BLOCK, (("docs/big.bin", 0, len(data), data),))]
+    for start, end in ((0, 2), (2, 6), (6, 10), (10, 12)):
+        frames.append(SignedFrame(raw_frame(data[start * MiB : end * MiB]), (end - start) * MiB))
+    base = tmp_path / "base.kit.tar.zst"
+    base.write_bytes(crafted_frames(frames))
+    full = tmp_path / "full.kit.tar.zst"
+    result = run_kit(
+        "build", spec, "--key", key, "--out", tmp_path / "delta.kit.tar.zst", "--full-out", full, "--delta-from", base
+    )
+    assert result.exit_code == 0, result.output
+    verified = run_kit("verify", full, "--key", public)
+    assert verified.exit_code == 0, verified.output
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(f"zstd -dc {full} | tar -x -C {out}", shell=True, check=True)
+    assert (out / "docs" / "operator" / "big.bin").read_bytes() == data
