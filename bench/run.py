@@ -483,27 +483,34 @@ def measure_scale(work: Path, files: int, keys: Keys, timeout: float) -> dict[st
     return result
 
 
-def measure_backfill(rows: int, workers: Sequence[int], timeout: float) -> dict[str, Any]:
-    """bench/backfill_bench.py as a subprocess: its JSON file in bench/out if it writes one, else its stdout."""
+def measure_backfill(rows: int, workers: Sequence[int], timeout: float, repeat: int = 3) -> dict[str, Any]:
+    """bench/backfill_bench.py as one subprocess (it times every worker count itself, paired with the
+    set-based UPDATE in each round): its JSON file in bench/out if it writes one, else its stdout."""
     script = BENCH / "backfill_bench.py"
     help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True).stdout
-    has_workers = "--workers" in help_text
+    has_workers = "workers" in help_text
+    started = time.time()
+    with tempfile.NamedTemporaryFile(suffix=".out") as out:
+        command = [sys.executable, str(script), "--rows", str(rows)]
+        if "--runs" in help_text:
+            command += ["--runs", str(repeat)]
+        result = run(command, stdout=Path(out.name), timeout=timeout)
+        text = Path(out.name).read_text(errors="replace")
+    figures: Any = None
+    source = ""
+    if result.ok:
+        figures, source = read_backfill_figures(text, started)
     runs: list[dict[str, Any]] = []
     for count in workers if has_workers else [1]:
-        started = time.time()
-        with tempfile.NamedTemporaryFile(suffix=".out") as out:
-            command = [sys.executable, str(script), "--rows", str(rows)]
-            if has_workers:
-                command += ["--workers", str(count)]
-            result = run(command, stdout=Path(out.name), timeout=timeout)
-            text = Path(out.name).read_text(errors="replace")
-        entry: dict[str, Any] = {"workers": count, "run": result.as_json()}
-        if result.ok:
-            figures, source = read_backfill_figures(text, started)
-            entry["source"] = source
+        entry: dict[str, Any] = {"workers": count, "run": result.as_json(), "source": source}
+        per_count = figures.get("workers", {}).get(str(count)) if isinstance(figures, dict) else None
+        if isinstance(per_count, dict):
+            entry["figures"] = per_count
+            if isinstance(per_count.get("ratio"), int | float):
+                entry["ratio"] = per_count["ratio"]
+        elif isinstance(figures, dict) and isinstance(figures.get("ratio"), int | float):
             entry["figures"] = figures
-            if isinstance(figures, dict) and isinstance(figures.get("ratio"), int | float):
-                entry["ratio"] = figures["ratio"]
+            entry["ratio"] = figures["ratio"]
         runs.append(entry)
     return {"rows": rows, "workersOption": has_workers, "runs": runs}
 
@@ -737,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"[{time.strftime('%H:%M:%S')}] backfill, {args.backfill_rows:,} rows", file=sys.stderr)
             workers = [int(n) for n in args.backfill_workers.split(",") if n.strip()]
-            results["backfill"] = measure_backfill(args.backfill_rows, workers, args.timeout)
+            results["backfill"] = measure_backfill(args.backfill_rows, workers, args.timeout, args.repeat)
     finally:
         if not args.keep:
             remove(work)
