@@ -311,6 +311,8 @@ def scan(
                 faults.point("scan-frame")  # frames before it are in flight on the workers
                 compressed = stream.read(job.frame.length)
                 if len(compressed) != job.frame.length:
+                    # The file shrank under us: the frames before it are still in flight, and one of them may hold
+                    # the first fault in file order, which is the one to report.
                     raise ArchiveError(
                         f"archive truncated at offset {job.frame.offset + len(compressed)}: frame {job.number} "
                         f"needs {job.frame.length} bytes"

@@ -435,3 +435,26 @@ def test_delta_build_from_a_base_whose_chunks_are_cut_elsewhere_writes_a_kit_tha
     out.mkdir()
     subprocess.run(f"zstd -dc {full} | tar -x -C {out}", shell=True, check=True)
     assert (out / "docs" / "operator" / "big.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("threads", [0, 1, 4])
+def test_a_file_that_shrinks_during_the_scan_reports_the_first_fault_in_file_order(threads: int) -> None:
+    """Frame 2 corrupt and the file cut inside frame 3 (as if truncated while read): frame 2's fault comes first,
+    whatever the workers were doing when the main thread met the short read."""
+    import io
+
+    from kitbuilder.archive import reader, reader2
+    from kitbuilder.errors import ArchiveError, IntegrityError
+
+    crafted = crafted2(raw_hook=_corrupt_frames(2))
+    location = reader.read_index(io.BytesIO(crafted.data), reader.Caps())
+    cut = location.index.frames[3].offset + 10
+    with pytest.raises((ArchiveError, IntegrityError)) as caught:
+        reader2.scan(
+            io.BytesIO(crafted.data[:cut]),
+            location.index,
+            location.index_offset,
+            max_window=reader.Caps().max_window,
+            threads=threads,
+        )
+    assert "frame 2 " in str(caught.value), caught.value
