@@ -313,6 +313,8 @@ def scan(
                 if len(compressed) != job.frame.length:
                     # The file shrank under us: the frames before it are still in flight, and one of them may hold
                     # the first fault in file order, which is the one to report.
+                    for result in pool.drain():
+                        consume(result)
                     raise ArchiveError(
                         f"archive truncated at offset {job.frame.offset + len(compressed)}: frame {job.number} "
                         f"needs {job.frame.length} bytes"
