@@ -24,9 +24,10 @@ import json
 import time
 from typing import Any
 
+from kitbuilder import faults
 from kitbuilder.apply import checks as checkmod
-from kitbuilder.apply import signals, state
-from kitbuilder.apply.backfill.pool import run_parallel
+from kitbuilder.apply import state
+from kitbuilder.apply.backfill.pool import run_parallel, worker_connections
 from kitbuilder.apply.backfill.ranges import last_cursor, plan_bounds, progress, row_cursor
 from kitbuilder.apply.backfill.sql import JobSql
 from kitbuilder.apply.backfill.worker import (
@@ -325,7 +326,9 @@ class BackfillJob:
         checkmod.measure_before(self.ctx.db, self.job.pre_checks + self.job.post_checks, book)
         pre_results = self._job_checks("pre_check", self.job.pre_checks, book)
         clock = time.monotonic()  # the job's time includes cutting and recording its ranges
+        self._refuse_null_keys()
         ranges = self._start(record)
+        faults.point("backfill-ranges-recorded")
         started = ranges
         self._retry_quarantined()
         ranges = self._passes(ranges)
@@ -372,6 +375,7 @@ class BackfillJob:
             behind = self._remaining - len(self.shared.failing)
             if behind <= 0:
                 return ranges
+            self._refuse_null_keys(ranges)
             if rescans == MAX_RESCANS:
                 with self.ctx.db.transaction():
                     self._save("active", ranges, reason=f"{behind} rows keep appearing behind the cursor")
@@ -387,6 +391,21 @@ class BackfillJob:
                 )
             ranges = [dataclasses.replace(r, cursor=None) for r in ranges]
             self._cursor = None
+
+    def _refuse_null_keys(self, ranges: list[KeyRange] | None = None) -> None:
+        """Rows in scope with a NULL key stop the job (exit 10): no range or cursor reaches them. Checked before
+        the first batch, and when rows are left after a pass (recorded paused), not taken for rows behind a cursor."""
+        nulls = int(self.ctx.db.query_value(*self.sql.null_keys()) or 0)
+        if not nulls:
+            return
+        reason = f"{nulls} rows of {self.table} matching the predicate have {self.key} NULL"
+        if ranges is not None:
+            with self.ctx.db.transaction():
+                self._save("paused", ranges, reason=reason)
+        raise CheckFailedError(
+            f"backfill {self.step.id}: {reason}; a backfill pages by its key (unique, not null), so it cannot reach "
+            f"them: give them a key, or leave them out with AND {self.key} IS NOT NULL in the predicate, then rerun"
+        )
 
     def _forward_pass(self, ranges: list[KeyRange]) -> list[KeyRange]:
         """Every range from its cursor to its end; returns the ranges with their new cursors."""
@@ -451,12 +470,8 @@ class BackfillJob:
 
         try:
             with contextlib.ExitStack() as stack:
-                connections = []
-                for _ in range(min(self.workers, len(ranges))):
-                    db = self.ctx.db.another()
-                    stack.callback(db.close)
-                    stack.enter_context(signals.deferred(db.interrupt))
-                    connections.append(db)
+                count = min(self.workers, len(ranges))
+                connections = worker_connections(self.ctx.db, count, stack, job=self.step.id, workers=self.workers)
                 run_parallel(connections, ranges, work, shared.stop)
         finally:
             with contextlib.suppress(DatabaseError):

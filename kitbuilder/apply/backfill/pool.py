@@ -12,14 +12,44 @@ and through ``signals.received()``, which every worker checks between batches.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from kitbuilder.apply.db import Database
+from kitbuilder.apply import signals
+from kitbuilder.apply.db import Database, SystemicError
+from kitbuilder.errors import DatabaseError
 
 T = TypeVar("T")
+
+
+def worker_connections(
+    db: Database, count: int, stack: contextlib.ExitStack, *, job: str, workers: int
+) -> list[Database]:
+    """``count`` connections of their own for the workers of ``job``, closed by ``stack``, each cancelled by a signal.
+
+    The server refusing one is the environment's limit, not a failed batch (nothing ran on it yet): exit 8
+    naming the connection, how many the run needs and the remedy, not "stopped at its start" (the ranges may
+    be half done) and never a bug.
+    """
+    connections = []
+    for number in range(count):
+        try:
+            other = db.another()
+        except SystemicError as exc:
+            raise DatabaseError(
+                f"backfill {job}: cannot open worker connection {number + 1} of {count} ({exc.reason}); "
+                f"--workers {workers} needs {count + 1} connections (one per worker and the run's own): if the "
+                "server's limit is reached (max_connections, or a role's or database's CONNECTION LIMIT), rerun "
+                "with a lower --workers or raise the limit, else check the database server; the job resumes where "
+                "it stopped"
+            ) from exc
+        stack.callback(other.close)
+        stack.enter_context(signals.deferred(other.interrupt))
+        connections.append(other)
+    return connections
 
 
 def run_parallel(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kitbuilder.apply import state
 from kitbuilder.core.jobs import BackfillJob as JobSpec
 from kitbuilder.core.jobs import named_parameters
 
@@ -49,8 +50,12 @@ class JobSql:
         return f"({self.job.predicate}){self.tenant_filter()}"
 
     def scope(self, cursor: Any, hi: Any) -> Sql:
-        """Keys after ``cursor`` (exclusive) up to ``hi`` (inclusive); None leaves that side open."""
-        text, params = "", self.params()
+        """Keys after ``cursor`` (exclusive) up to ``hi`` (inclusive); None leaves that side open.
+
+        Never a NULL key, even with both sides open: a batch ending in NULL has no last key to move the
+        cursor to (it stayed at the start, forever). Rows with a NULL key are refused by the job instead.
+        """
+        text, params = f" AND {self.key} IS NOT NULL", self.params()
         if cursor is not None:
             text += f" AND {self.key} > :cursor"
             params["cursor"] = cursor
@@ -85,6 +90,10 @@ class JobSql:
     def remaining(self) -> Sql:
         return f"SELECT COUNT(*) FROM {self.table} WHERE {self._in_scope()}", self.params()
 
+    def null_keys(self) -> Sql:
+        """Rows in scope whose key is NULL: keyset pagination cannot reach them."""
+        return f"SELECT COUNT(*) FROM {self.table} WHERE {self.key} IS NULL AND {self._in_scope()}", self.params()
+
     def remaining_by_tenant(self) -> Sql:
         column = self.job.tenant_column
         return (
@@ -101,23 +110,43 @@ class JobSql:
             params,
         )
 
-    def fused_batch(self, cursor: Any, hi: Any, size: int) -> Sql:
-        """Find and update the next batch in one statement (PostgreSQL, ``set:`` jobs): last key, rows, changed.
+    def fused_batch(self, cursor: Any, hi: Any, size: int, record: Sql) -> Sql:
+        """Find, update and record the next batch in one statement (PostgreSQL, ``set:`` jobs): last key, rows.
 
-        The UPDATE takes the keys after ``cursor`` up to the batch's last key: one index range scan,
-        the rows the batch found (no second sort for its first key).
+        The batch's edge is the ``size``-th matching key after ``cursor`` (an index scan that keeps no
+        list of keys and sorts nothing); the UPDATE takes the keys after ``cursor`` up to it: one index
+        range scan. With fewer rows left the batch runs to the range's upper bound (or the table's last
+        key), and its last key is the greatest it updated. The last key is NULL only when nothing was
+        left: the range is done. ``record`` (from the state store) appends the CTEs that move the cursor
+        and the totals and add the batch row, reading ``kit_done``; run on its own (autocommit) the
+        statement is the batch's whole transaction.
         """
         scope, params = self.scope(cursor, hi)
-        after = f" AND {self.key} > :cursor" if cursor is not None else ""
+        key, table = self.key, self.table
+        after = f" AND {key} > :cursor" if cursor is not None else ""
+        # A bound the planner can use as an index condition, also when no edge was found.
+        end = (
+            ":range_hi"
+            if hi is not None
+            else f"(SELECT {key} FROM {table} WHERE {key} IS NOT NULL ORDER BY {key} DESC LIMIT 1)"
+        )
+        record_text, record_params = record
         return (
-            f"WITH kit_batch AS (SELECT {self.key} AS kit_k FROM {self.table} WHERE {self._in_scope()}{scope} "
-            f"ORDER BY {self.key} LIMIT {int(size)}), "
-            "kit_bounds AS (SELECT (SELECT kit_k FROM kit_batch ORDER BY kit_k DESC LIMIT 1) AS hi, "
-            "(SELECT COUNT(*) FROM kit_batch) AS n), "
-            f"kit_updated AS (UPDATE {self.table} SET {self._assignments()} WHERE {self.key} <= "
-            f"(SELECT hi FROM kit_bounds){after} AND {self._in_scope()} RETURNING 1) "
-            "SELECT hi, n, (SELECT COUNT(*) FROM kit_updated) FROM kit_bounds",
-            params,
+            f"WITH kit_edge AS (SELECT (SELECT {key} FROM {table} WHERE {self._in_scope()}{scope} "
+            f"ORDER BY {key} OFFSET {int(size) - 1} LIMIT 1) AS edge), "
+            f"kit_updated AS (UPDATE {table} SET {self._assignments()} WHERE {key} <= "
+            f"COALESCE((SELECT edge FROM kit_edge), {end}){after} AND {self._in_scope()} RETURNING {key} AS kit_k), "
+            "kit_last AS (SELECT COALESCE((SELECT edge FROM kit_edge), "
+            "(SELECT kit_k FROM kit_updated ORDER BY kit_k DESC LIMIT 1)) AS last, "
+            "(SELECT COUNT(*) FROM kit_updated) AS changed), "
+            # kit_last is complete (every row updated) before this reads the clock: the batch's time.
+            f"kit_done AS (SELECT {state.encode_key_sql('l.last')} AS cursor_to, l.changed AS size, "
+            "l.changed AS processed, "
+            "CAST(1000 * EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) AS INTEGER) AS duration_ms "
+            "FROM kit_last l WHERE l.last IS NOT NULL)"
+            f"{record_text} "
+            "SELECT last, changed FROM kit_last",
+            {**params, **record_params},
         )
 
     def keys_between(self, first: Any, last: Any) -> Sql:

@@ -213,24 +213,31 @@ class RangeWorker:
         self.shared.committed(delta, state.JobTotals(delta.processed, delta.failed, 1))
 
     def _fused_batch(self, cursor: Any) -> tuple[Any, bool]:
-        """Find and apply the next batch in one statement; returns (new cursor, range finished)."""
-        clock = time.monotonic()
-        sql, params = self.shared.sql.fused_batch(self._after(cursor), self.range.hi, self.shared.batch_size)
+        """Find, apply and record the next batch in one statement; returns (new cursor, range finished).
+
+        One round trip: the connection is in autocommit, so the statement is the batch's transaction
+        (rows, cursor, totals and batch row commit together, or nothing does, whenever a kill comes).
+        """
+        shared = self.shared
+        self._fault()
+        record = self.store.batch_record_ctes(
+            job=shared.state_key,
+            run_id=shared.ctx.run_id,
+            range_no=self.range.number,
+            cursor_from=cursor,
+            source="kit_done",
+        )
+        sql, params = shared.sql.fused_batch(self._after(cursor), self.range.hi, shared.batch_size, record)
         try:
-            with self.db.transaction():
-                last, count, changed = self.db.query(sql, params)[0]
-                if not count:
-                    return cursor, True
-                last = self._key(last)
-                self._fault()
-                delta = state.JobTotals(changed, 0, 1)
-                self.db.execute_batch(self._state_writes(cursor, last, delta, count, 0, clock))
+            last, changed = self.db.query(sql, params)[0]
         except RowError:
-            # Some row in the batch fails: find the batch again and bisect it the portable way.
+            # Some row in the batch fails (the statement changed nothing): find the batch again and bisect it.
             first, last, count = self._next_batch(cursor)
             return self._process(first, last, count, cursor), False
-        self._commit_batch(delta)
-        return last, False
+        if last is None:
+            return cursor, True
+        self._commit_batch(state.JobTotals(int(changed), 0, 1))
+        return self._key(last), False
 
     def _process(self, first: Any, last: Any, count: int, cursor: Any) -> Any:
         """Apply the batch [first, last] of ``count`` rows (bisecting on a row error); returns the new cursor."""

@@ -178,6 +178,45 @@ class JobState:
             )
         return statements
 
+    def batch_record_ctes(
+        self, *, job: str, run_id: str, range_no: int | None, cursor_from: Any, source: str
+    ) -> tuple[str, dict[str, Any]]:
+        """PostgreSQL: what ``batch_statements`` writes, as data-modifying CTEs of the batch's own statement.
+
+        ``source`` names a CTE of that statement holding one row per batch (none for an empty one) with
+        ``cursor_to`` (the last key, as ``encode_key_sql`` makes it), ``size``, ``processed`` and
+        ``duration_ms``. Rows, cursor, totals and the batch record then commit as one statement: one round
+        trip, and nothing a kill could separate. Returns the text (``, kit_state_… AS (…)`` to append to a
+        WITH list) and its parameters (``kit_state_*``, clear of the job's own).
+        """
+        params: dict[str, Any] = {
+            "kit_state_job": job,
+            "kit_state_run": run_id,
+            "kit_state_from": encode_key(cursor_from) if cursor_from is not None else None,
+            "kit_state_now": utc_now(),
+        }
+        job_cursor = "cursor_value = d.cursor_to, " if range_no is None else ""
+        text = (
+            f", kit_state_job AS (UPDATE kit_backfill_runs SET {job_cursor}"
+            "rows_processed = rows_processed + d.processed, batches = batches + 1, "
+            "remaining = CASE WHEN remaining IS NULL THEN NULL WHEN remaining > d.processed "
+            "THEN remaining - d.processed ELSE 0 END, updated_at = :kit_state_now "
+            f"FROM {source} d WHERE job = :kit_state_job RETURNING 1), "
+            "kit_state_batch AS (INSERT INTO kit_backfill_batches (job, run_id, cursor_from, cursor_to, batch_size, "
+            "rows_processed, rows_failed, duration_ms, at) SELECT :kit_state_job, :kit_state_run, "
+            f"CAST(:kit_state_from AS TEXT), d.cursor_to, d.size, d.processed, 0, d.duration_ms, :kit_state_now "
+            f"FROM {source} d RETURNING 1)"
+        )
+        if range_no is not None:
+            params["kit_state_range"] = range_no
+            text += (
+                ", kit_state_range AS (UPDATE kit_backfill_ranges SET cursor_value = d.cursor_to, "
+                "rows_processed = rows_processed + d.processed, batches = batches + 1, "
+                f"updated_at = :kit_state_now FROM {source} d WHERE job = :kit_state_job "
+                "AND range_no = :kit_state_range RETURNING 1)"
+            )
+        return text, params
+
     # Key ranges of a split job ---------------------------------------------------------------------------------
 
     def _range_table(self) -> bool:

@@ -200,6 +200,19 @@ def encode_key(value: Any) -> str:
     return json.dumps(value)
 
 
+def encode_key_sql(expression: str) -> str:
+    """PostgreSQL: the text ``encode_key(key_value(k))`` stores, computed by the server for a key expression.
+
+    Integers are JSON numbers; every other key (text, numeric, date/time, UUID) a JSON string of its text
+    form, which ``decode_cursor`` reads back as the str PostgreSQL casts to the column's type. Lets a batch
+    record its own cursor in the statement that updates its rows.
+    """
+    return (
+        f"CASE WHEN pg_typeof({expression}) IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) "
+        f"THEN CAST({expression} AS TEXT) ELSE CAST(to_jsonb(CAST({expression} AS TEXT)) AS TEXT) END"
+    )
+
+
 def decode_cursor(job: str, text: Any, *, field: str = "kit_backfill_runs: cursor") -> Any:
     """A stored key (a cursor, a range bound) back to a key value; anything else is a DatabaseError naming the repair.
 
