@@ -19,6 +19,7 @@ Two formats (docs/format.md §3):
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,6 +262,34 @@ class KitIndex:
     def payload_frames(self) -> int:
         """Format 2: frames before the first metadata frame; callers compare them with the signed manifest."""
         return self.end
+
+    def check_payload_split(self, payload: int, metadata: Collection[str]) -> None:
+        """Format 2: the first ``payload`` frames are exactly the frames before the first metadata member.
+
+        The signed manifest lists the payload frames (docs/format.md §0.5: every frame before the first metadata
+        frame); ``kit patch`` assembles a kit from them alone and every payload byte is read from a frame whose
+        digest is signed. So the first member named in ``metadata`` must start frame ``payload``: a file whose data
+        runs past the signed frames, or a frame between them and the metadata, is refused (ArchiveError, after
+        ``check_tiling``, which makes the first metadata member's place decide where every other member lies).
+        """
+        members: tuple[IndexEntry | MemberEntry, ...] = self.members
+        first = next((n for n, m in enumerate(members) if m.path in metadata), None)
+        if first is None:
+            return
+        member = members[first]
+        assert isinstance(member, MemberEntry)
+        if (member.frame, member.at) == (payload, 0):
+            return
+        if member.frame >= payload and first > 0:
+            before = members[first - 1]
+            raise ArchiveError(
+                f"{before.path}: lies in frames past the {payload} payload frames the manifest lists (frame "
+                f"{payload} on is not signed); the first metadata member, {member.path}, starts at frame {member.frame}"
+            )
+        raise ArchiveError(
+            f"{member.path}: a metadata member must start the frames after the {payload} payload frames the manifest "
+            f"lists, not frame {member.frame} byte {member.at}"
+        )
 
     def check_tiling(self) -> None:
         """Format 2: ArchiveError unless frames tile the file and members tile the tar stream (docs/format.md §3.2).

@@ -17,6 +17,10 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+# The most worker threads a pool may be asked for: far more than any host's cores, few enough that every thread a
+# pool may start (one per job in flight, at most this many) is affordable.
+MAX_THREADS = 256
+
 
 def usable_cores() -> int:
     """CPUs this process may run on (its affinity mask), not the machine's count."""
@@ -46,6 +50,8 @@ class OrderedPool(Generic[T]):
     """
 
     def __init__(self, threads: int, *, max_inflight: int) -> None:
+        if not 0 <= threads <= MAX_THREADS:
+            raise ValueError(f"worker threads must be 0 to {MAX_THREADS}, not {threads}")
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kit-frame") if threads else None
         self._max_inflight = max_inflight
         self._pending: collections.deque[tuple[Future[T] | _Done[T], int]] = collections.deque()

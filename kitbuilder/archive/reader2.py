@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kitbuilder import faults
 from kitbuilder.archive import layout, tarfmt, zstdframes
 from kitbuilder.archive.index import KitIndex, MemberSpan
 from kitbuilder.archive.pool import OrderedPool, usable_cores
@@ -112,17 +113,26 @@ def _check_padding(data: bytes, span: MemberSpan) -> None:
         raise ArchiveError(f"member {span.path}: non-zero bytes in tar padding")
 
 
-def member_in_frame(decoded: bytes, span: MemberSpan, *, against: str, seen: dict[str, str] | None = None) -> bytes:
-    """A member lying wholly in one decoded frame: header checked, padding zero, content digest compared."""
+def check_in_frame(decoded: bytes, span: MemberSpan, *, against: str, seen: dict[str, str] | None = None) -> None:
+    """A member lying wholly in one decoded frame: header checked, padding zero, content digest compared.
+
+    The content is hashed in place (a view, not a copy): a frame may decode to 64 MiB.
+    """
     at = span.at
     check_member(decoded[at : at + tarfmt.BLOCK], span, against=against, seen=seen)
     start = at + tarfmt.BLOCK
-    data = decoded[start : start + span.size]
     _check_padding(decoded[start + span.size : start + layout.padded(span.size)], span)
-    observed = hashlib.sha256(data).hexdigest()
+    with memoryview(decoded) as view:
+        observed = hashlib.sha256(view[start : start + span.size]).hexdigest()
     if observed != span.sha256:
         raise _content_mismatch(span, observed, against)
-    return data
+
+
+def member_in_frame(decoded: bytes, span: MemberSpan, *, against: str, seen: dict[str, str] | None = None) -> bytes:
+    """``check_in_frame``, then the member's content."""
+    check_in_frame(decoded, span, against=against, seen=seen)
+    start = span.at + tarfmt.BLOCK
+    return decoded[start : start + span.size]
 
 
 def span_chunks(stream: BinaryIO, span: MemberSpan, *, max_window: int, against: str = "index") -> Iterator[bytes]:
@@ -207,7 +217,7 @@ def _run_job(job: _Job, compressed: bytes, max_window: int, keep: bool) -> Calla
     def run() -> _Result:
         decoded = decode_frame(compressed, job.frame, job.number, max_window=max_window, against="signed")
         for span in job.whole:
-            member_in_frame(decoded, span, against="signed")
+            check_in_frame(decoded, span, against="signed")
         if job.header_of is not None:
             check_member(decoded, job.header_of, against="signed")
         if job.chunk_of is not None:
@@ -298,8 +308,13 @@ def scan(
     try:
         with OrderedPool[_Result](workers, max_inflight=_INFLIGHT) as pool:
             for job in jobs:
+                faults.point("scan-frame")  # frames before it are in flight on the workers
                 compressed = stream.read(job.frame.length)
                 if len(compressed) != job.frame.length:
+                    # The file shrank under us: the frames before it are still in flight, and one of them may hold
+                    # the first fault in file order, which is the one to report.
+                    for result in pool.drain():
+                        consume(result)
                     raise ArchiveError(
                         f"archive truncated at offset {job.frame.offset + len(compressed)}: frame {job.number} "
                         f"needs {job.frame.length} bytes"

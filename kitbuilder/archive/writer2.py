@@ -38,14 +38,17 @@ from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
+from kitbuilder import faults
 from kitbuilder.archive import layout, tarfmt, zstdframes
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import KitIndex, MemberEntry
-from kitbuilder.archive.pool import OrderedPool
+from kitbuilder.archive.pool import MAX_THREADS, OrderedPool, usable_cores
 from kitbuilder.core.manifest import FrameEntry
-from kitbuilder.errors import IntegrityError, UsageError
+from kitbuilder.errors import ArchiveError, IntegrityError, UsageError
 
 _READ = 1 << 20
+# A reused frame is decoded whole into a buffer of its known size; the window does not add to that.
+_REUSE_WINDOW = layout.MAX_FRAME_SIZE
 
 
 @dataclass(frozen=True)
@@ -129,21 +132,65 @@ def raw_frame(data: bytes) -> bytes:
     return frame.header + b"".join(frame.blocks(data))
 
 
+def _group_raw(members: list[tuple[_Record, bytes]]) -> bytes:
+    parts: list[bytes] = []
+    for record, data in members:
+        parts.append(tarfmt.build_header(record.path, record.size, 0))
+        parts.append(data)
+        pad = layout.padded(record.size) - record.size
+        if pad:
+            parts.append(bytes(pad))
+    return b"".join(parts)
+
+
 def _group_job(members: list[tuple[_Record, bytes]], level: int, known: bool) -> Callable[[], _Done]:
     def run() -> _Done:
-        parts: list[bytes] = []
-        fill: list[tuple[_Record, str]] = []
-        for record, data in members:
-            parts.append(tarfmt.build_header(record.path, record.size, 0))
-            parts.append(data)
-            pad = layout.padded(record.size) - record.size
-            if pad:
-                parts.append(bytes(pad))
-            if not known:
-                fill.append((record, hashlib.sha256(data).hexdigest()))
-        raw = b"".join(parts)
+        fill = () if known else tuple((record, hashlib.sha256(data).hexdigest()) for record, data in members)
+        raw = _group_raw(members)
         frame = compress_frame(raw, level)
-        return _Done(frame, hashlib.sha256(frame).hexdigest(), len(raw), tuple(fill))
+        return _Done(frame, hashlib.sha256(frame).hexdigest(), len(raw), fill)
+
+    return run
+
+
+def _given(data: bytes) -> Callable[[], bytes]:
+    return lambda: data
+
+
+def _given_group(members: list[tuple[_Record, bytes]]) -> Callable[[], bytes]:
+    return lambda: _group_raw(members)
+
+
+def _encoder(level: int, store: bool) -> Callable[[bytes], bytes]:
+    """How this build makes a frame of given bytes: raw blocks, or compressed at ``level``."""
+    return raw_frame if store else lambda raw: compress_frame(raw, level)
+
+
+def _reuse_job(
+    found: Verbatim, raw: Callable[[], bytes], make: Callable[[bytes], bytes], what: str
+) -> Callable[[], _Done]:
+    """A frame offered for reuse, written only if it is the signed one *and* decodes to exactly ``raw()``, the bytes
+    this build would compress there; otherwise ``make(raw)`` compresses them as usual.
+
+    The reuse source vouches for a frame by its signed digest and its signed map (which members, which chunk), but
+    nothing read the frame itself: a base whose map says other than its frames hold (a chunk cut at other offsets,
+    a group of other bytes) would otherwise put those bytes under this build's signature. Decoding is cheap next to
+    the compression it saves.
+    """
+
+    def run() -> _Done:
+        observed = hashlib.sha256(found.data).hexdigest()
+        if observed != found.sha256:
+            raise IntegrityError(f"{what}: compressed bytes differ from their signed digest; not copied")
+        wanted = raw()
+        try:
+            same = zstdframes.decode_whole(found.data, size=len(wanted), max_window=_REUSE_WINDOW, what=what) == wanted
+        except ArchiveError:
+            same = False
+        if same:
+            return _Done(found.data, found.sha256, len(wanted))
+        frame = make(wanted)
+        return _Done(frame, hashlib.sha256(frame).hexdigest(), len(wanted))
 
     return run
 
@@ -193,8 +240,13 @@ class KitWriter2:
         self._out = out
         self._level = level
         self._reuse = reuse
+        if not 0 <= threads <= MAX_THREADS:
+            raise UsageError(f"--threads {threads}: use 0 (compress on one thread) to {MAX_THREADS}")
+        # Memory in flight follows the threads that can run at once, not the count asked for: more threads than
+        # cores compress nothing sooner, and a budget that grew with the count would hold the whole input.
+        busy = min(threads, usable_cores())
         self._pool: OrderedPool[_Done] = OrderedPool(
-            threads, max_inflight=max_inflight or (threads + 1) * 3 * layout.GROUP_MAX
+            threads, max_inflight=max_inflight or (busy + 1) * 3 * layout.GROUP_MAX
         )
         self._content_hasher = HashWorker()
         self._output_hasher = output_hasher
@@ -254,6 +306,7 @@ class KitWriter2:
         """Queue one frame; its number."""
         number = self._submitted
         self._submitted += 1
+        faults.point("build-frame")  # frames before it are in flight on the workers
         for done in self._pool.submit(job, cost):
             self._emit(done)
         return number
@@ -312,7 +365,10 @@ class KitWriter2:
             key = tuple((r.path, r.size, r.sha256 or "") for r, _ in group)
             found = self._reuse.group(key)
             if found is not None:
-                self._submit(_verbatim_job(found.data, size, found.sha256, f"group frame of {key[0][0]}"), 2 * size)
+                job = _reuse_job(
+                    found, _given_group(group), _encoder(self._level, False), f"group frame of {key[0][0]}"
+                )
+                self._submit(job, 3 * size)
                 return
         self._submit(_group_job(group, self._level, self._reuse is not None), 2 * size)
 
@@ -352,7 +408,8 @@ class KitWriter2:
                 store = len(self._trial.compress(sample)) >= len(sample) * 0.97
             found = self._reuse.chunk(known, size, number) if self._reuse is not None and known else None
             if found is not None:
-                self._submit(_verbatim_job(found.data, len(data), found.sha256, f"{path} chunk {number}"), len(data))
+                job = _reuse_job(found, _given(data), _encoder(self._level, store), f"{path} chunk {number}")
+                self._submit(job, 3 * len(data))
             else:
                 self._submit(_frame_job(data, self._level, store), 2 * len(data))
             number += 1

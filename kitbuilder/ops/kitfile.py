@@ -91,6 +91,10 @@ def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
         what=lambda name: name,
         missing=missing,
     )
+    if index.format_version == 2 and manifest.format_version == 2:
+        # Where the payload ends is signed (the manifest's frames); the index must end it there too. Checked here,
+        # for every reader of a kit file, on the manifest that check_signed_metadata then proves is the signed one.
+        index.check_payload_split(len(manifest.frames), members)
     return KitMetadata(members=members, envelope=envelope, manifest=manifest, location=location)
 
 

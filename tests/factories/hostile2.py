@@ -91,3 +91,48 @@ def crafted2(
     out += zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, body)
     out += zstdframes.footer_frame(len(out) - len(body) - 8)
     return Crafted2(bytes(out), index)
+
+
+@dataclass(frozen=True)
+class SignedFrame:
+    """A payload frame a hostile signer writes: its compressed bytes, decompressed size, and the members its index
+    entry lists in it (their headers' offsets in its decoded bytes)."""
+
+    data: bytes
+    size: int
+    members: tuple[tuple[str, int, int, bytes], ...] = ()  # (path, at, size, content) as the signer lists them
+
+
+def crafted_frames(frames: list[SignedFrame]) -> bytes:
+    """A format-2 kit signed by RELEASE whose payload is exactly ``frames`` (appended verbatim, signed as they
+    are): what a signer can make that the writer never would. The index agrees with what is signed."""
+    import hashlib
+    import io
+
+    from kitbuilder.archive.writer2 import FrameMember
+
+    sink = io.BytesIO()
+    writer = KitWriter2(sink, level=3)
+    for frame in frames:
+        members = [FrameMember(p, at, n, hashlib.sha256(content).hexdigest()) for p, at, n, content in frame.members]
+        writer.add_frame(frame.data, size=frame.size, sha256=hashlib.sha256(frame.data).hexdigest(), members=members)
+    payload = writer.finish_payload()
+    files = tuple(FileEntry(m.path, m.size, m.sha256, "doc", "docs", frame=m.frame, at=m.at) for m in payload.members)
+    manifest = Manifest(
+        kit=KitInfo("hostile-kit", "1.0.0", 1, "2099-01-01T00:00:00Z", "demo", "stable"),
+        build=TEST_BUILD,
+        components=(Component("docs", "doc"),),
+        files=files,
+        frames=payload.frames,
+        format_version=2,
+    )
+    seal(writer, manifest, [RELEASE])
+    writer.finish()
+    return sink.getvalue()
+
+
+def tar_member(path: str, content: bytes) -> bytes:
+    """A member's tar bytes as format 2 writes them: header (mtime 0), content, zero padding."""
+    from kitbuilder.archive import layout, tarfmt
+
+    return tarfmt.build_header(path, len(content), 0) + content + bytes(layout.padded(len(content)) - len(content))
