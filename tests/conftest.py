@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,12 @@ from click.testing import CliRunner, Result
 from kitbuilder.cli import main
 from tests.factories.keys import ecdsa_key, ed25519_key, write_pair
 from tests.factories.kits import write_spec
+
+# A suite started in the background by a shell without job control inherits SIGINT ignored, and an
+# ignored signal stays ignored across exec: every kit child would then ignore the SIGINT the signal
+# tests send it. A Python-level handler here is reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass

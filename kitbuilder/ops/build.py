@@ -75,7 +75,8 @@ class BaseFrames(FrameReuse, Protocol):
 @dataclass(frozen=True)
 class BuildOptions:
     level: int = 3
-    # Worker threads compressing frames; None (or -1) = the usable cores, 0 = all on the calling thread.
+    # Worker threads compressing frames; None = the usable cores, 0 = all on the calling thread (the writer
+    # refuses anything outside 0..MAX_THREADS, negatives included).
     # Every value gives the same bytes: each frame is compressed on its own, single-threaded.
     threads: int | None = None
     source_date_epoch: int | None = None
@@ -252,7 +253,7 @@ def _write_kit(
     writer = KitWriter2(
         out,
         level=plan.options.level,
-        threads=usable_cores() if threads is None or threads < 0 else threads,
+        threads=usable_cores() if threads is None else threads,
         digest_output=True,
         output_hasher=hashers[1],
         reuse=reuse,

@@ -307,11 +307,6 @@ def test_thread_counts_past_the_cap_are_refused_before_anything_is_written(
     assert list(out_dir.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ops/build.py turns a negative --threads into the usable cores; the CLI option needs click.IntRange(0, "
-    "MAX_THREADS) (archive.pool.MAX_THREADS) so -3 is refused, not silently taken as the default",
-)
 def test_negative_thread_count_is_refused(kit_env: KitEnv, tmp_path: Path) -> None:
     out = tmp_path / "k.kit.tar.zst"
     result = run_kit("build", kit_env.spec, "--key", kit_env.ed_key, "--out", out, "--threads", "-3")
