@@ -14,13 +14,18 @@ import threading
 from typing import Any
 
 _BATCH = 256 * 1024
+_MAX_QUEUED = 16 << 20
 
 
 class HashWorker:
     """One background thread applying ``digest.update(data)`` calls in order."""
 
-    def __init__(self, depth: int = 32) -> None:
+    def __init__(self, depth: int = 32, max_bytes: int = _MAX_QUEUED) -> None:
         self._queue: queue.Queue[tuple[Any, Any]] = queue.Queue(maxsize=depth)
+        # Bytes queued, bounded too: ``depth`` pieces of a 4 MiB frame would otherwise hold 128 MiB.
+        self._max_bytes = max_bytes
+        self._queued = 0
+        self._room = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="kit-hash", daemon=True)
         self._thread.start()
@@ -30,15 +35,22 @@ class HashWorker:
             digest, data = self._queue.get()
             if digest is None:
                 return
+            if isinstance(data, threading.Event):
+                data.set()
+                continue
             try:
-                if isinstance(data, threading.Event):
-                    data.set()
-                else:
-                    digest.update(data)
+                digest.update(data)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by sync()
                 self._error = exc
+            with self._room:
+                self._queued -= len(data)
+                self._room.notify()
 
     def update(self, digest: Any, data: bytes) -> None:
+        with self._room:
+            while self._queued and self._queued + len(data) > self._max_bytes:
+                self._room.wait()
+            self._queued += len(data)
         self._queue.put((digest, data))
 
     def sync(self) -> None:

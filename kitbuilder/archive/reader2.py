@@ -21,10 +21,11 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import layout, tarfmt, zstdframes
+from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import KitIndex, MemberSpan
 from kitbuilder.archive.pool import OrderedPool, usable_cores
 from kitbuilder.core import paths
@@ -32,7 +33,7 @@ from kitbuilder.core.manifest import FrameEntry
 from kitbuilder.errors import ArchiveError, IntegrityError
 
 # Bytes (compressed and decoded) the scan keeps in flight across its workers.
-_INFLIGHT = 16 << 20
+_INFLIGHT = 48 << 20
 
 
 def _frame_words(against: str) -> str:
@@ -62,6 +63,47 @@ def read_frame(stream: BinaryIO, frame: FrameEntry, number: int, *, max_window: 
     return decode_frame(stream.read(frame.length), frame, number, max_window=max_window, against=against)
 
 
+# Who said what about a member, by where the expectation comes from (the signed manifest or only the index): it
+# changes the wording of errors and one exit code (a member at the place of another is an index fault [5] when the
+# index placed it, an altered kit [4] when the signed manifest did; docs/format.md §8.2, §8.9).
+_PLACER = {"signed": "the signed index", "index": "the index"}
+_SIZE_WORDS = {"signed": "signed size is", "index": "index says"}
+
+
+def check_parsed_header(
+    header: tarfmt.MemberHeader,
+    *,
+    path: str,
+    size: int,
+    against: str,
+    found: str,
+    placed: str,
+    label: str,
+    seen: dict[str, str] | None = None,
+) -> None:
+    """The one check of a parsed tar header against the member expected there (both formats, every reader).
+
+    ``found`` says where the header was read (``at offset 123``), ``placed`` where the placer put ``path``
+    (``there``); ``seen`` (when given) claims the header's path first, so two names that collide on a
+    filesystem are refused in order. The mtime rule differs by format: the callers check it.
+    """
+    if seen is not None:
+        clash = paths.claim(header.path, seen)
+        if clash is not None:
+            raise ArchiveError(f"member {header.path}: {clash}")
+    if header.path != path:
+        error = IntegrityError if against == "signed" else ArchiveError
+        raise error(f"{header.path}: found {found}, expected {path} ({_PLACER[against]} says {path} {placed})")
+    if header.size != size:
+        raise IntegrityError(f"{label}: tar header says {header.size} bytes, {_SIZE_WORDS[against]} {size}")
+
+
+def check_padding(data: bytes, label: str) -> None:
+    """Tar padding must be zero bytes (both formats, every reader)."""
+    if data.count(0) != len(data):
+        raise ArchiveError(f"{label}: non-zero bytes in tar padding")
+
+
 def check_member(
     block: bytes,
     span: MemberSpan,
@@ -74,28 +116,20 @@ def check_member(
     A format-2 header is exactly the one the writer makes for the expected path and size, so the common case is
     one comparison with that; anything else is parsed under every rule to name what is wrong.
     """
-    if seen is None and block == tarfmt.build_header(span.path, span.size, 0):
+    expected = tarfmt.build_header(span.path, span.size, 0)
+    if seen is None and block == expected:
         problem = paths.problem_with(span.path)
         if problem is None:
             return tarfmt.MemberHeader(path=span.path, size=span.size, mode=tarfmt.FILE_MODE, mtime=0)
     header = tarfmt.parse_header(block, offset=span.stream_offset)
-    if seen is not None:
-        clash = paths.claim(header.path, seen)
-        if clash is not None:
-            raise ArchiveError(f"member {header.path}: {clash}")
-    placer = "the signed index" if against == "signed" else "the index"
-    if header.path != span.path:
-        error = IntegrityError if against == "signed" else ArchiveError
-        raise error(
-            f"{header.path}: found in frame {span.frame} at byte {span.at}, expected {span.path} "
-            f"({placer} says {span.path} there)"
-        )
-    if header.size != span.size:
-        said = "signed size is" if against == "signed" else "index says"
-        raise IntegrityError(f"member {span.path}: tar header says {header.size} bytes, {said} {span.size}")
+    found = f"in frame {span.frame} at byte {span.at}"
+    label = f"member {span.path}"
+    check_parsed_header(
+        header, path=span.path, size=span.size, against=against, found=found, placed="there", label=label, seen=seen
+    )
     if header.mtime != 0:
         raise ArchiveError(f"member {span.path}: tar header mtime {header.mtime}, format 2 writes 0")
-    if block != tarfmt.build_header(span.path, span.size, 0):
+    if block != expected:
         # Every field parse_header accepts is the writer's, so only a path split another way (prefix/name) is left.
         raise ArchiveError(f"member {span.path}: tar header is not the one kits write for this path")
     return header
@@ -108,11 +142,6 @@ def _content_mismatch(span: MemberSpan, observed: str, against: str) -> Integrit
     )
 
 
-def _check_padding(data: bytes, span: MemberSpan) -> None:
-    if data.count(0) != len(data):
-        raise ArchiveError(f"member {span.path}: non-zero bytes in tar padding")
-
-
 def check_in_frame(decoded: bytes, span: MemberSpan, *, against: str, seen: dict[str, str] | None = None) -> None:
     """A member lying wholly in one decoded frame: header checked, padding zero, content digest compared.
 
@@ -121,27 +150,21 @@ def check_in_frame(decoded: bytes, span: MemberSpan, *, against: str, seen: dict
     at = span.at
     check_member(decoded[at : at + tarfmt.BLOCK], span, against=against, seen=seen)
     start = at + tarfmt.BLOCK
-    _check_padding(decoded[start + span.size : start + layout.padded(span.size)], span)
+    check_padding(decoded[start + span.size : start + layout.padded(span.size)], f"member {span.path}")
     with memoryview(decoded) as view:
         observed = hashlib.sha256(view[start : start + span.size]).hexdigest()
     if observed != span.sha256:
         raise _content_mismatch(span, observed, against)
 
 
-def member_in_frame(decoded: bytes, span: MemberSpan, *, against: str, seen: dict[str, str] | None = None) -> bytes:
-    """``check_in_frame``, then the member's content."""
-    check_in_frame(decoded, span, against=against, seen=seen)
-    start = span.at + tarfmt.BLOCK
-    return decoded[start : start + span.size]
-
-
 def span_chunks(stream: BinaryIO, span: MemberSpan, *, max_window: int, against: str = "index") -> Iterator[bytes]:
     """The content of one member found through the index, in non-empty pieces, every check done before the last."""
     first = read_frame(stream, span.frames[0], span.frame, max_window=max_window, against=against)
     if len(span.frames) == 1:
-        data = member_in_frame(first, span, against=against)
-        if data:
-            yield data
+        check_in_frame(first, span, against=against)
+        start = span.at + tarfmt.BLOCK
+        if span.size:
+            yield first[start : start + span.size]
         return
     check_member(first, span, against=against)
     digest = hashlib.sha256()
@@ -152,7 +175,7 @@ def span_chunks(stream: BinaryIO, span: MemberSpan, *, max_window: int, against:
         take = min(left, len(decoded))
         piece = decoded[:take] if take < len(decoded) else decoded
         if take < len(decoded):
-            _check_padding(decoded[take:], span)
+            check_padding(decoded[take:], f"member {span.path}")
         left -= take
         if piece:
             digest.update(piece)
@@ -224,7 +247,7 @@ def _run_job(job: _Job, compressed: bytes, max_window: int, keep: bool) -> Calla
             span = job.chunk_of
             take = max(0, min(span.size - job.data_before, len(decoded)))
             if take < len(decoded):
-                _check_padding(decoded[take:], span)
+                check_padding(decoded[take:], f"member {span.path}")
             return _Result(job, decoded[:take] if take < len(decoded) else decoded)
         return _Result(job, decoded if keep else None)
 
@@ -235,6 +258,86 @@ def _run_job(job: _Job, compressed: bytes, max_window: int, keep: bool) -> Calla
 class Scanned:
     members: int
     payload_bytes: int
+
+
+class _Consumer:
+    """The in-order half of the scan: claims each path, extracts, and feeds a large member's content digest.
+
+    A large member's digest runs across its chunk frames in order, so it cannot run on the frame workers; it runs
+    on a hash thread instead of this one, which meanwhile reads and hands out the next frames. It is compared
+    when the member's last chunk is consumed, so faults are still reported in file order.
+    """
+
+    def __init__(
+        self,
+        hasher: HashWorker,
+        on_bytes: Callable[[int], None] | None,
+        extract_to: Path | None,
+        extract_only: Callable[[str], bool] | None,
+    ) -> None:
+        self._hasher = hasher
+        self._on_bytes = on_bytes
+        self._extract_to = extract_to
+        self._extract_only = extract_only
+        self.seen: dict[str, str] = {}
+        self.members = 0
+        self.payload = 0
+        self._large: tuple[QueuedDigest, BinaryIO | None] | None = None
+
+    def _extracted(self, path: str) -> bool:
+        return self._extract_to is not None and (self._extract_only is None or self._extract_only(path))
+
+    def _member(self, span: MemberSpan) -> None:
+        clash = paths.claim(span.path, self.seen)
+        if clash is not None:
+            raise ArchiveError(f"member {span.path}: {clash}")
+        self.members += 1
+        self.payload += span.size
+
+    def __call__(self, result: _Result) -> None:
+        job = result.job
+        for span in job.whole:
+            self._member(span)
+            if self._extract_to is not None and self._extracted(span.path):
+                assert result.decoded is not None
+                start = span.at + tarfmt.BLOCK
+                _write_member(self._extract_to, span.path, result.decoded[start : start + span.size])
+            if self._on_bytes is not None and span.size:
+                self._on_bytes(span.size)
+        if job.header_of is not None:
+            span = job.header_of
+            self._member(span)
+            sink = (
+                _create_member_file(self._extract_to, span.path)
+                if self._extract_to and self._extracted(span.path)
+                else None
+            )
+            self._large = (QueuedDigest(self._hasher, hashlib.sha256()), sink)
+        if job.chunk_of is not None:
+            self._chunk(job, result.decoded or b"")
+
+    def _chunk(self, job: _Job, piece: bytes) -> None:
+        assert self._large is not None and job.chunk_of is not None
+        span, (digest, sink) = job.chunk_of, self._large
+        digest.update(piece)
+        if sink is not None:
+            sink.write(piece)
+        if self._on_bytes is not None and piece:
+            self._on_bytes(len(piece))
+        if job.data_before + job.frame.size >= layout.padded(span.size):
+            self.close()
+            digest.flush()
+            self._hasher.sync()
+            observed = digest.hexdigest()
+            if observed != span.sha256:
+                raise _content_mismatch(span, observed, "signed")
+
+    def close(self) -> None:
+        if self._large is not None:
+            sink = self._large[1]
+            self._large = None
+            if sink is not None:
+                sink.close()
 
 
 def scan(
@@ -256,58 +359,12 @@ def scan(
     written there as its frame is consumed (those ``extract_only`` accepts); on error the caller discards it.
     """
     workers = usable_cores() if threads is None else threads
-    jobs = _plan(index)
-    seen: dict[str, str] = {}
-    members = 0
-    payload = 0
+    hasher = HashWorker(max_bytes=_INFLIGHT // 4)
+    consume = _Consumer(hasher, on_bytes, extract_to, extract_only)
     stream.seek(0)
-    end = index.frames[index.end]
-    large: dict[str, Any] = {}  # the large member being consumed: its digest and open file
-
-    def consume(result: _Result) -> None:
-        nonlocal members, payload
-        job = result.job
-        for span in job.whole:
-            _claim(span, seen)
-            members += 1
-            payload += span.size
-            if extract_to is not None and (extract_only is None or extract_only(span.path)):
-                assert result.decoded is not None
-                start = span.at + tarfmt.BLOCK
-                _write_member(extract_to, span.path, result.decoded[start : start + span.size])
-            if on_bytes is not None and span.size:
-                on_bytes(span.size)
-        if job.header_of is not None:
-            span = job.header_of
-            _claim(span, seen)
-            members += 1
-            payload += span.size
-            large["digest"] = hashlib.sha256()
-            large["sink"] = (
-                _create_member_file(extract_to, span.path)
-                if extract_to is not None and (extract_only is None or extract_only(span.path))
-                else None
-            )
-        if job.chunk_of is not None:
-            span = job.chunk_of
-            piece = result.decoded or b""
-            large["digest"].update(piece)
-            sink = large["sink"]
-            if sink is not None:
-                sink.write(piece)
-            if on_bytes is not None and piece:
-                on_bytes(len(piece))
-            if job.data_before + job.frame.size >= layout.padded(span.size):
-                if sink is not None:
-                    sink.close()
-                observed = large.pop("digest").hexdigest()
-                large.clear()
-                if observed != span.sha256:
-                    raise _content_mismatch(span, observed, "signed")
-
     try:
         with OrderedPool[_Result](workers, max_inflight=_INFLIGHT) as pool:
-            for job in jobs:
+            for job in _plan(index):
                 faults.point("scan-frame")  # frames before it are in flight on the workers
                 compressed = stream.read(job.frame.length)
                 if len(compressed) != job.frame.length:
@@ -319,31 +376,28 @@ def scan(
                         f"archive truncated at offset {job.frame.offset + len(compressed)}: frame {job.number} "
                         f"needs {job.frame.length} bytes"
                     )
-                cost = job.frame.length + job.frame.size
-                for result in pool.submit(_run_job(job, compressed, max_window, extract_to is not None), cost):
+                run = _run_job(job, compressed, max_window, extract_to is not None)
+                for result in pool.submit(run, job.frame.length + job.frame.size):
                     consume(result)
                 for result in pool.take_done():
                     consume(result)
             for result in pool.drain():
                 consume(result)
-        compressed = stream.read(end.length)
-        if decode_frame(compressed, end, index.end, max_window=max_window) != tarfmt.END_OF_ARCHIVE:
-            raise ArchiveError(f"frame {index.end}: the end-of-archive frame is not 1024 zero bytes")
-        if end.offset + end.length != index_offset:
-            raise ArchiveError(
-                f"{index_offset - end.offset - end.length} bytes of data after the end of the tar archive"
-            )
+        _check_end(stream, index, index_offset, max_window)
     finally:
-        sink = large.get("sink")
-        if sink is not None:
-            sink.close()
-    return Scanned(members=members, payload_bytes=payload)
+        consume.close()
+        hasher.close()
+    return Scanned(members=consume.members, payload_bytes=consume.payload)
 
 
-def _claim(span: MemberSpan, seen: dict[str, str]) -> None:
-    clash = paths.claim(span.path, seen)
-    if clash is not None:
-        raise ArchiveError(f"member {span.path}: {clash}")
+def _check_end(stream: BinaryIO, index: KitIndex, index_offset: int, max_window: int) -> None:
+    """After the payload and metadata frames: the end-of-archive frame, then the index straight after it."""
+    end = index.frames[index.end]
+    compressed = stream.read(end.length)
+    if decode_frame(compressed, end, index.end, max_window=max_window) != tarfmt.END_OF_ARCHIVE:
+        raise ArchiveError(f"frame {index.end}: the end-of-archive frame is not 1024 zero bytes")
+    if end.offset + end.length != index_offset:
+        raise ArchiveError(f"{index_offset - end.offset - end.length} bytes of data after the end of the tar archive")
 
 
 def _create_member_file(root: Path, member: str) -> BinaryIO:

@@ -29,26 +29,29 @@ the output is identical for any thread count and memory stays flat. Not thread-s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
-import threading
-from collections.abc import Callable, Sequence
+import io
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 import zstandard
 
 from kitbuilder import faults
-from kitbuilder.archive import layout, tarfmt, zstdframes
+from kitbuilder.archive import framejobs, layout, tarfmt, zstdframes
+from kitbuilder.archive.framejobs import Done, FrameReuse, Record, Verbatim, read_exact
+from kitbuilder.archive.framejobs import compress_frame as compress_frame  # the one way frames are made
+from kitbuilder.archive.framejobs import raw_frame as raw_frame
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import KitIndex, MemberEntry
 from kitbuilder.archive.pool import MAX_THREADS, OrderedPool, usable_cores
 from kitbuilder.core.manifest import FrameEntry
-from kitbuilder.errors import ArchiveError, IntegrityError, UsageError
+from kitbuilder.errors import UsageError
+
+__all__ = ["FrameMember", "FrameReuse", "KitWriter2", "Payload", "Verbatim", "compress_frame", "raw_frame"]
 
 _READ = 1 << 20
-# A reused frame is decoded whole into a buffer of its known size; the window does not add to that.
-_REUSE_WINDOW = layout.MAX_FRAME_SIZE
 
 
 @dataclass(frozen=True)
@@ -62,165 +65,9 @@ class FrameMember:
 
 
 @dataclass(frozen=True)
-class Verbatim:
-    """A compressed frame offered for reuse and the digest it must have (the signed one)."""
-
-    data: bytes
-    sha256: str
-
-
-class FrameReuse(Protocol):
-    """Where a build may take frames from instead of compressing (a verified base kit)."""
-
-    def group(self, members: tuple[tuple[str, int, str], ...]) -> Verbatim | None:
-        """A frame holding exactly these members ((path, size, sha256) in order), or None."""
-
-    def chunk(self, sha256: str, size: int, number: int) -> Verbatim | None:
-        """Data frame ``number`` of a large member with this content, or None."""
-
-
-@dataclass(frozen=True)
 class Payload:
     frames: tuple[FrameEntry, ...]
     members: tuple[MemberEntry, ...]
-
-
-@dataclass
-class _Record:
-    """A member as placed; ``sha256`` is filled in when its digest is known."""
-
-    path: str
-    frame: int
-    at: int
-    size: int
-    sha256: str | None
-
-
-@dataclass(frozen=True)
-class _Done:
-    """A frame ready to be written, in order: compressed bytes, their digest, decompressed size."""
-
-    data: bytes
-    sha256: str
-    size: int
-    fill: tuple[tuple[_Record, str], ...] = ()  # member digests computed by the job
-
-
-_local = threading.local()
-
-
-def _compressor(level: int) -> Any:
-    """This thread's compressor (a ZstdCompressor is not safe to share between threads)."""
-    cached = getattr(_local, "compressors", None)
-    if cached is None:
-        cached = _local.compressors = {}
-    compressor = cached.get(level)
-    if compressor is None:
-        compressor = cached[level] = zstandard.ZstdCompressor(
-            level=level, threads=0, write_checksum=True, write_content_size=True, write_dict_id=False
-        )
-    return compressor
-
-
-def compress_frame(data: bytes, level: int) -> bytes:
-    """One independent zstd frame of ``data`` as every format-2 frame is made (the same bytes on any thread)."""
-    return bytes(_compressor(level).compress(data))
-
-
-def raw_frame(data: bytes) -> bytes:
-    frame = zstdframes.RawFrameWriter(len(data))
-    return frame.header + b"".join(frame.blocks(data))
-
-
-def _group_raw(members: list[tuple[_Record, bytes]]) -> bytes:
-    parts: list[bytes] = []
-    for record, data in members:
-        parts.append(tarfmt.build_header(record.path, record.size, 0))
-        parts.append(data)
-        pad = layout.padded(record.size) - record.size
-        if pad:
-            parts.append(bytes(pad))
-    return b"".join(parts)
-
-
-def _group_job(members: list[tuple[_Record, bytes]], level: int, known: bool) -> Callable[[], _Done]:
-    def run() -> _Done:
-        fill = () if known else tuple((record, hashlib.sha256(data).hexdigest()) for record, data in members)
-        raw = _group_raw(members)
-        frame = compress_frame(raw, level)
-        return _Done(frame, hashlib.sha256(frame).hexdigest(), len(raw), fill)
-
-    return run
-
-
-def _given(data: bytes) -> Callable[[], bytes]:
-    return lambda: data
-
-
-def _given_group(members: list[tuple[_Record, bytes]]) -> Callable[[], bytes]:
-    return lambda: _group_raw(members)
-
-
-def _encoder(level: int, store: bool) -> Callable[[bytes], bytes]:
-    """How this build makes a frame of given bytes: raw blocks, or compressed at ``level``."""
-    return raw_frame if store else lambda raw: compress_frame(raw, level)
-
-
-def _reuse_job(
-    found: Verbatim, raw: Callable[[], bytes], make: Callable[[bytes], bytes], what: str
-) -> Callable[[], _Done]:
-    """A frame offered for reuse, written only if it is the signed one *and* decodes to exactly ``raw()``, the bytes
-    this build would compress there; otherwise ``make(raw)`` compresses them as usual.
-
-    The reuse source vouches for a frame by its signed digest and its signed map (which members, which chunk), but
-    nothing read the frame itself: a base whose map says other than its frames hold (a chunk cut at other offsets,
-    a group of other bytes) would otherwise put those bytes under this build's signature. Decoding is cheap next to
-    the compression it saves.
-    """
-
-    def run() -> _Done:
-        observed = hashlib.sha256(found.data).hexdigest()
-        if observed != found.sha256:
-            raise IntegrityError(f"{what}: compressed bytes differ from their signed digest; not copied")
-        wanted = raw()
-        try:
-            same = zstdframes.decode_whole(found.data, size=len(wanted), max_window=_REUSE_WINDOW, what=what) == wanted
-        except ArchiveError:
-            same = False
-        if same:
-            return _Done(found.data, found.sha256, len(wanted))
-        frame = make(wanted)
-        return _Done(frame, hashlib.sha256(frame).hexdigest(), len(wanted))
-
-    return run
-
-
-def _frame_job(raw: bytes, level: int, store: bool) -> Callable[[], _Done]:
-    def run() -> _Done:
-        frame = raw_frame(raw) if store else compress_frame(raw, level)
-        return _Done(frame, hashlib.sha256(frame).hexdigest(), len(raw))
-
-    return run
-
-
-def _verbatim_job(data: bytes, size: int, sha256: str, what: str) -> Callable[[], _Done]:
-    def run() -> _Done:
-        observed = hashlib.sha256(data).hexdigest()
-        if observed != sha256:
-            raise IntegrityError(f"{what}: compressed bytes differ from their signed digest; not copied")
-        return _Done(data, sha256, size)
-
-    return run
-
-
-def _range_job(fd: int, offset: int, length: int, size: int, sha256: str, what: str) -> Callable[[], _Done]:
-    def run() -> _Done:
-        data = os.pread(fd, length, offset)
-        if len(data) != length:
-            raise IntegrityError(f"{what}: source ends inside the frame (wanted {length} bytes at offset {offset})")
-        return _verbatim_job(data, size, sha256, what)()
-
-    return run
 
 
 class KitWriter2:
@@ -245,7 +92,7 @@ class KitWriter2:
         # Memory in flight follows the threads that can run at once, not the count asked for: more threads than
         # cores compress nothing sooner, and a budget that grew with the count would hold the whole input.
         busy = min(threads, usable_cores())
-        self._pool: OrderedPool[_Done] = OrderedPool(
+        self._pool: OrderedPool[Done] = OrderedPool(
             threads, max_inflight=max_inflight or (busy + 1) * 3 * layout.GROUP_MAX
         )
         self._content_hasher = HashWorker()
@@ -261,10 +108,10 @@ class KitWriter2:
         self._offset = 0
         self._frames: list[FrameEntry] = []
         self._submitted = 0  # frames numbered so far (written or in flight)
-        self._records: list[_Record] = []
-        self._group: list[tuple[_Record, bytes]] = []
+        self._records: list[Record] = []
+        self._group: list[tuple[Record, bytes]] = []
         self._group_size = 0
-        self._large_digests: list[tuple[_Record, QueuedDigest]] = []
+        self._large_digests: list[tuple[Record, QueuedDigest]] = []
         self._payload_frames: int | None = None
         self._closed = False
 
@@ -296,13 +143,13 @@ class KitWriter2:
         if self._output_digest is not None:
             self._output_digest.update(data)
 
-    def _emit(self, done: _Done) -> None:
+    def _emit(self, done: Done) -> None:
         for record, sha256 in done.fill:
             record.sha256 = sha256
         self._frames.append(FrameEntry(self._offset, len(done.data), done.size, done.sha256))
         self._write(done.data)
 
-    def _submit(self, job: Callable[[], _Done], cost: int) -> int:
+    def _submit(self, job: Callable[[], Done], cost: int) -> int:
         """Queue one frame; its number."""
         number = self._submitted
         self._submitted += 1
@@ -321,6 +168,16 @@ class KitWriter2:
 
     # ----------------------------------------------------------------- payload
 
+    @contextlib.contextmanager
+    def _in_file_order(self) -> Iterator[None]:
+        """A fault met on this thread (a large input that shrank) is reported only if no earlier frame, still in
+        flight on the workers, holds one: the first fault in archive order is the one to report."""
+        try:
+            yield
+        except BaseException:
+            self._drain()
+            raise
+
     def add_file(
         self, path: str, source: BinaryIO, size: int, *, on_bytes: Callable[[int], None] | None = None
     ) -> None:
@@ -328,31 +185,29 @@ class KitWriter2:
         self._payload_open()
         if layout.is_large(size):
             self._close_group()
-            self._add_large(path, source, size, on_bytes)
+            with self._in_file_order():
+                self._add_large(path, source, size, on_bytes)
             return
-        data = _read_exact(source, size, path)
+        with self._in_file_order():
+            data = read_exact(source, size, path)
         if on_bytes is not None:
             on_bytes(size)
-        self._group_add(path, data)
+        self._group_add(path, size, data)
 
     def add_bytes(self, path: str, data: bytes) -> None:
         """A payload member from memory (the kit's SBOM); grouped like any file of its size."""
         self._payload_open()
         if layout.is_large(len(data)):
-            import io
-
             self._close_group()
             self._add_large(path, io.BytesIO(data), len(data), None)
         else:
-            self._group_add(path, data)
+            self._group_add(path, len(data), data)
 
-    def _group_add(self, path: str, data: bytes) -> None:
-        record = _Record(path, self._submitted, self._group_size, len(data), None)
-        if self._reuse is not None:
-            record.sha256 = hashlib.sha256(data).hexdigest()
+    def _group_add(self, path: str, size: int, data: bytes) -> None:
+        record = Record(path, self._submitted, self._group_size, size, None)
         self._records.append(record)
         self._group.append((record, data))
-        self._group_size += layout.member_bytes(len(data))
+        self._group_size += layout.member_bytes(size)
         if layout.closes_group(self._group_size, path):
             self._close_group()
 
@@ -361,25 +216,17 @@ class KitWriter2:
             return
         group, size = self._group, self._group_size
         self._group, self._group_size = [], 0
-        if self._reuse is not None:
-            key = tuple((r.path, r.size, r.sha256 or "") for r, _ in group)
-            found = self._reuse.group(key)
-            if found is not None:
-                job = _reuse_job(
-                    found, _given_group(group), _encoder(self._level, False), f"group frame of {key[0][0]}"
-                )
-                self._submit(job, 3 * size)
-                return
-        self._submit(_group_job(group, self._level, self._reuse is not None), 2 * size)
+        self._submit(framejobs.group_job(group, self._level, self._reuse), 3 * size)
 
     def _add_large(self, path: str, source: BinaryIO, size: int, on_bytes: Callable[[int], None] | None) -> None:
-        record = _Record(path, self._submitted, 0, size, None)
+        record = Record(path, self._submitted, 0, size, None)
         self._records.append(record)
         header = tarfmt.build_header(path, size, 0)
-        self._submit(_frame_job(header, self._level, False), 2 * layout.BLOCK)
+        self._submit(framejobs.frame_job(header, self._level), 2 * layout.BLOCK)
         known = None
         if self._reuse is not None:
-            # The reuse source is asked by content digest: hash the file first (it is read again below).
+            # The reuse source is asked by content digest: hash the file first (it is read again below, and hashed
+            # again: the digest recorded is the one of the bytes packed, should the file change in between).
             digest = hashlib.sha256()
             left = size
             while left:
@@ -397,7 +244,7 @@ class KitWriter2:
         store: bool | None = None
         while left:
             want = min(layout.CHUNK, left)
-            data = _read_exact(source, want, path, more=left > want)
+            data = read_exact(source, want, path, more=left > want)
             left -= want
             queued.update(data)
             if not left and padded > size:
@@ -407,11 +254,8 @@ class KitWriter2:
                 sample = data[: layout.RAW_TRIAL]
                 store = len(self._trial.compress(sample)) >= len(sample) * 0.97
             found = self._reuse.chunk(known, size, number) if self._reuse is not None and known else None
-            if found is not None:
-                job = _reuse_job(found, _given(data), _encoder(self._level, store), f"{path} chunk {number}")
-                self._submit(job, 3 * len(data))
-            else:
-                self._submit(_frame_job(data, self._level, store), 2 * len(data))
+            what = f"{path} chunk {number}"
+            self._submit(framejobs.chunk_job(found, data, self._level, store, what), 3 * len(data))
             number += 1
             if on_bytes is not None:
                 on_bytes(want)
@@ -426,7 +270,7 @@ class KitWriter2:
         self._close_group()
         number = self._place(members)
         what = f"frame of {members[0].path}" if members else f"frame {number}"
-        self._submit(_verbatim_job(data, size, sha256, what), len(data) + size)
+        self._submit(framejobs.verbatim_job(data, size, sha256, what), len(data) + size)
 
     def add_frame_range(
         self, fd: int, offset: int, *, length: int, size: int, sha256: str, members: Sequence[FrameMember] = ()
@@ -436,12 +280,12 @@ class KitWriter2:
         self._close_group()
         number = self._place(members)
         what = f"frame of {members[0].path}" if members else f"frame {number}"
-        self._submit(_range_job(fd, offset, length, size, sha256, what), 2 * length)
+        self._submit(framejobs.range_job(fd, offset, length, size, sha256, what), 2 * length)
 
     def _place(self, members: Sequence[FrameMember]) -> int:
         number = self._submitted
         for member in members:
-            self._records.append(_Record(member.path, number, member.at, member.size, member.sha256))
+            self._records.append(Record(member.path, number, member.at, member.size, member.sha256))
         return number
 
     def entries(self) -> tuple[MemberEntry, ...]:
@@ -482,10 +326,10 @@ class KitWriter2:
         if self._payload_frames is None:
             raise ValueError("add_metadata() before finish_payload()")
         sha256 = hashlib.sha256(data).hexdigest()
-        record = _Record(path, self._submitted, 0, len(data), sha256)
+        record = Record(path, self._submitted, 0, len(data), sha256)
         self._records.append(record)
         raw = tarfmt.build_header(path, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
-        self._submit(_frame_job(raw, self._level, False), 2 * len(raw))
+        self._submit(framejobs.frame_job(raw, self._level), 2 * len(raw))
         return MemberEntry(path, record.frame, 0, len(data), sha256)
 
     def finish(self) -> KitIndex:
@@ -493,7 +337,7 @@ class KitWriter2:
         try:
             if self._payload_frames is None:
                 self.finish_payload()
-            self._submit(_frame_job(tarfmt.END_OF_ARCHIVE, self._level, False), 2 * layout.END_SIZE)
+            self._submit(framejobs.frame_job(tarfmt.END_OF_ARCHIVE, self._level), 2 * layout.END_SIZE)
             self._drain()
             index = KitIndex.v2(tuple(self._frames), self._entries(), len(self._frames) - 1)
             index.check_tiling()
@@ -513,16 +357,3 @@ class KitWriter2:
         if not self._own_output_hasher:
             self._output_hasher.sync()
         return str(self._output_digest.hexdigest())
-
-
-def _read_exact(source: BinaryIO, size: int, path: str, *, more: bool = False) -> bytes:
-    """``size`` bytes from ``source``; UsageError if it ends early, or (unless ``more``) has more."""
-    data = source.read(size) if size else b""
-    while len(data) < size:
-        chunk = source.read(size - len(data))
-        if not chunk:
-            raise UsageError(f"{path}: input shrank while being read (expected more bytes); rerun the build")
-        data += chunk
-    if not more and size < layout.LARGE and source.read(1):
-        raise UsageError(f"{path}: input grew while being read (expected {size} bytes); rerun the build")
-    return data

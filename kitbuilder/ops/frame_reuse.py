@@ -7,22 +7,24 @@ and each file's ``frame``/``at``), so delta, patch and diff never need the
 unsigned index for it. ``BaseFrames`` is the verified base of ``kit build
 --delta-from``: the format-2 writer asks it for a group by its member list and for
 a chunk by (content, chunk number) and copies what it returns verbatim, after
-checking the bytes against the base's signed frame digest.
+checking the bytes against the base's signed frame digest and decoding them to
+exactly the bytes it would have compressed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kitbuilder.archive import layout, reader2, tarfmt
+from kitbuilder.archive import layout
+from kitbuilder.archive.framejobs import Verbatim
 from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.reader import Caps
-from kitbuilder.archive.writer2 import Verbatim
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
 from kitbuilder.errors import HostIOError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.kitfile import open_kit, read_metadata
@@ -140,7 +142,8 @@ class BaseFrames:
 
     Only the base's signed metadata is verified here (signatures with the build keys, threshold 1); each
     frame handed out is read from the one open descriptor and checked by the writer against its signed
-    digest (``Verbatim.sha256``) before it is written, so a damaged base frame fails the build [4].
+    digest (``Verbatim.sha256``) and decoded before it is written, so a damaged or lying base frame fails the
+    build [4].
     """
 
     def __init__(self, path: Path, policy: TrustPolicy, caps: Caps | None = None) -> None:
@@ -173,16 +176,15 @@ class BaseFrames:
                 if not cut[entry.path]:
                     continue
                 self._chunks.setdefault((entry.sha256, entry.size, role.chunk), number)
-        # Large members whose chunk frames were decoded and found to hold their signed content (sha256, size).
-        self._checked: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()  # the writer asks from its worker threads
         self.reused_frames = 0
         self.reused_bytes = 0
 
     def _cut_as_written(self, entry: FileEntry) -> bool:
         """Every chunk frame of large member ``entry`` has the size the writer cuts (CHUNK, the last one shorter).
 
-        Its chunks are reused only after all of them are decoded (``_check_large``): this also bounds what each
-        decoding may allocate by CHUNK, whatever sizes a base's signed manifest declares.
+        This also bounds what the writer's decoding of each offered chunk may allocate by CHUNK, whatever sizes a
+        base's signed manifest declares.
         """
         return all(
             frame.size == _chunk_bytes(entry.size, chunk) for chunk, frame in enumerate(self.map.chunk_frames(entry))
@@ -205,73 +207,27 @@ class BaseFrames:
                 f"build with --level {base} so its frames can be reused"
             )
 
-    # The format-2 writer's reuse hook (archive.writer2.FrameReuse).
+    # The format-2 writer's reuse hook (archive.framejobs.FrameReuse), called from its worker threads.
     #
     # The base's manifest is signed, but a signature says who made it, not that its frames hold what it lists:
-    # a signer's broken pipeline (or a hostile signer) can list a frame under members it does not contain. So a
-    # frame is offered only after it was decoded and found to hold exactly the bytes this build would compress
-    # (for a group: each member's header as the writer makes it, its content digest, zero padding; for a chunk:
-    # the member's chunk frames decode to its signed content). The writer then checks the bytes it copies
-    # against the same signed digest, so they are the bytes decoded here.
+    # a signer's broken pipeline (or a hostile signer) can list a frame under members it does not contain. So the
+    # writer uses a frame offered here only after checking it against the signed digest and decoding it to exactly
+    # the bytes this build would compress (archive.framejobs.reused, once per frame, on the worker); a frame that
+    # decodes to anything else is refused with the words ``_lies`` gives.
 
     def group(self, members: tuple[tuple[str, int, str], ...]) -> Verbatim | None:
         number = self._groups.get(members)
         if number is None:
             return None
-        data, decoded = self._decode(number)
-        role = self.map.roles[number]
-        assert role is not None
-        position = 0
-        for entry in role.files:
-            header_end = position + layout.BLOCK
-            data_end = header_end + entry.size
-            end = position + layout.member_bytes(entry.size)
-            if (
-                decoded[position:header_end] != tarfmt.build_header(entry.path, entry.size, 0)
-                or hashlib.sha256(decoded[header_end:data_end]).hexdigest() != entry.sha256
-                or decoded[data_end:end] != bytes(end - data_end)
-            ):
-                raise self._lies(number, f"it does not hold {entry.path} as signed")
-            position = end
-        return self._offer(number, data)
+        return self._offer(number, f"it does not hold {members[0][0]} and the rest of its group as signed")
 
     def chunk(self, sha256: str, size: int, number: int) -> Verbatim | None:
         found = self._chunks.get((sha256, size, number))
         if found is None:
             return None
-        if (sha256, size) not in self._checked:
-            role = self.map.roles[found]
-            assert role is not None
-            self._check_large(role.files[0])
-            self._checked.add((sha256, size))
-        data = self._pread(found)
-        return self._offer(found, data)
-
-    def _check_large(self, entry: FileEntry) -> None:
-        """The chunk frames of large member ``entry`` decode, one at a time, to its signed content and padding."""
-        first = self.map.spans[entry.path].frame + 1
-        digest = hashlib.sha256()
-        left = entry.size
-        for number in range(first, first + len(self.map.chunk_frames(entry))):
-            _, decoded = self._decode(number)
-            content = decoded[: min(left, len(decoded))]
-            digest.update(content)
-            left -= len(content)
-            if decoded[len(content) :] != bytes(len(decoded) - len(content)):
-                raise self._lies(number, f"its padding after the data of {entry.path} is not zero")
-        if digest.hexdigest() != entry.sha256:
-            raise self._lies(first, f"the chunk frames of {entry.path} do not decode to its signed content")
-
-    def _decode(self, number: int) -> tuple[bytes, bytes]:
-        """Base frame ``number``: its compressed bytes and, checked against its signed digest, their decoding."""
-        data = self._pread(number)
-        try:
-            decoded = reader2.decode_frame(
-                data, self.frames[number], number, max_window=self.caps.max_window, against="signed"
-            )
-        except KitError as exc:
-            raise type(exc)(f"--delta-from {self.path}: {exc.message}; the base is damaged, obtain it again") from exc
-        return data, decoded
+        role = self.map.roles[found]
+        assert role is not None
+        return self._offer(found, f"its chunk {number} does not decode to the signed content of {role.files[0].path}")
 
     def _pread(self, number: int) -> bytes:
         frame = self.frames[number]
@@ -280,11 +236,13 @@ class BaseFrames:
         except OSError as exc:
             raise HostIOError.from_os_error(exc, path=self.path, action="read") from exc
 
-    def _offer(self, number: int, data: bytes) -> Verbatim:
+    def _offer(self, number: int, lie: str) -> Verbatim:
         # A short read is a base that changed after its metadata was verified: the digest check refuses it.
-        self.reused_frames += 1
-        self.reused_bytes += len(data)
-        return Verbatim(data, self.frames[number].sha256)
+        data = self._pread(number)
+        with self._lock:
+            self.reused_frames += 1
+            self.reused_bytes += len(data)
+        return Verbatim(data, self.frames[number].sha256, self._lies(number, lie).message)
 
     def _lies(self, number: int, what: str) -> KitError:
         return IntegrityError(

@@ -21,18 +21,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 from kitbuilder import faults
-from kitbuilder.archive import layout, tarfmt, zstdframes
+from kitbuilder.archive import layout, reader, tarfmt, zstdframes
 from kitbuilder.archive.index import KitIndex, MemberEntry
+from kitbuilder.archive.locate import Caps
 from kitbuilder.archive.writer2 import compress_frame
 from kitbuilder.atomic import check_target
-from kitbuilder.core.manifest import MANIFEST_JSON, FrameEntry, Manifest
+from kitbuilder.core.manifest import MANIFEST_JSON, FrameEntry, Manifest, MetadataBudget
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import Directory, host_error
 from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
 from kitbuilder.ops.frame_reuse import FrameMap, full_kit_needed
 from kitbuilder.ops.framecopy import Span, copy_frames
 from kitbuilder.ops.kitfile import open_kit, read_metadata
-from kitbuilder.ops.verify import VerifyOptions, check_signed_metadata, verify_kit
+from kitbuilder.ops.verify import VerifyOptions, verify_kit
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,7 @@ def patch_kit(
         )
     check_target(output)  # as for every output: its directory must exist; kit creates none the user did not name
     with open_verified_delta(delta_path, options) as delta, open_kit(base_path) as base_stream:
-        base = read_metadata(base_stream, caps)
-        if base.manifest.format_version != 2:
-            raise full_kit_needed(base_path, "the base")  # before its signatures: nothing of it could be used
-        _, _, base_manifest = check_signed_metadata(base, options.policy)
-        base_sha256 = hashlib.sha256(base.members[MANIFEST_JSON]).hexdigest()
+        base_manifest, base_sha256 = _base_manifest(base_stream, caps, base_path)
         with (
             _output_directory(output) as directory,
             directory.lock_file(
@@ -88,6 +85,29 @@ def patch_kit(
             result = _write_patched(directory, output, delta, sources, threads)
             faults.point("patch-file-renamed")
             return result
+
+
+def _base_manifest(stream: BinaryIO, caps: Caps, base_path: Path) -> tuple[Manifest, str]:
+    """The base's ``manifest.json``, parsed, and its SHA-256: the one base document a file patch uses.
+
+    The base is not verified again. Its manifest is bound by digest to the delta's signed ``baseManifestSha256``
+    (``VerifiedDelta.check_applies``, before anything is written), which makes its frame table as trusted as the
+    delta's signature; every frame then copied from the base must have the digest the *target* signs
+    (``framecopy``). So its signatures, SHA256SUMS, file list and payload are not read: they could only refuse a
+    base whose copied frames are checked anyway, and reading them costs time (and memory) in the number of files.
+    """
+    index = reader.read_index(stream, caps).index
+    try:
+        entry = index.locate(MANIFEST_JSON)
+    except (KeyError, StopIteration):
+        raise ArchiveError(f"{base_path}: kit index has no {MANIFEST_JSON}: not a complete kit") from None
+    budget = MetadataBudget(len(index.members), frames=len(index.frames))
+    budget.check_size(MANIFEST_JSON, entry.size)
+    data = reader.read_member(stream, entry, caps)
+    manifest = Manifest.from_bytes(data, what=f"{base_path}: {MANIFEST_JSON}", limits=budget.manifest_limits())
+    if manifest.format_version != 2:
+        raise full_kit_needed(base_path, "the base")
+    return manifest, hashlib.sha256(data).hexdigest()
 
 
 @contextlib.contextmanager
