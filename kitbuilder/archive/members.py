@@ -17,7 +17,6 @@ from typing import Any, BinaryIO, Literal, Protocol
 from kitbuilder.archive import reader2, tarfmt, zstdframes
 from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.locate import Caps
-from kitbuilder.core import paths
 from kitbuilder.errors import ArchiveError, IntegrityError
 
 
@@ -110,18 +109,16 @@ def member_header(
         raise ArchiveError(f"{label}: offset {frame_offset}: header frame holds {len(block)} bytes, not 512")
     where = None if stream_offset is not None else f"{label}: tar header in the frame at offset {frame_offset}"
     header = tarfmt.parse_header(block, offset=stream_offset or 0, where=where)
-    if seen is not None:
-        clash = paths.claim(header.path, seen)
-        if clash is not None:
-            raise ArchiveError(f"member {header.path}: {clash}")
-    if header.path != entry.path:
-        error = IntegrityError if against == "signed" else ArchiveError
-        raise error(
-            f"{header.path}: found at offset {frame_offset}, expected {entry.path} "
-            f"({_WORDS[against].placer} says {entry.path} at offset {entry.offset})"
-        )
-    if header.size != entry.size:
-        raise IntegrityError(f"{label}: tar header says {header.size} bytes, {_WORDS[against].size} {entry.size}")
+    reader2.check_parsed_header(
+        header,
+        path=entry.path,
+        size=entry.size,
+        against=against,
+        found=f"at offset {frame_offset}",
+        placed=f"at offset {entry.offset}",
+        label=label,
+        seen=seen,
+    )
     if mtime is not None and header.mtime != mtime:
         raise ArchiveError(f"{label}: tar header mtime {header.mtime}, the signed build.mtime is {mtime}")
     return header
@@ -163,8 +160,8 @@ def member_data(
                     data = b""
             else:
                 data = b""
-            if take < len(chunk) and any(chunk[take:]):
-                raise ArchiveError(f"{label}: non-zero bytes in tar padding")
+            if take < len(chunk):
+                reader2.check_padding(chunk[take:], label)
             yield data
     except ArchiveError as exc:
         # A frame that is not the one whose digest was given is reported as that (an altered kit [4]),
