@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,6 @@ from typing import BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import layout, tarfmt, zstdframes
-from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import KitIndex, MemberSpan
 from kitbuilder.archive.pool import OrderedPool, usable_cores
 from kitbuilder.core import paths
@@ -33,7 +33,7 @@ from kitbuilder.core.manifest import FrameEntry
 from kitbuilder.errors import ArchiveError, IntegrityError
 
 # Bytes (compressed and decoded) the scan keeps in flight across its workers.
-_INFLIGHT = 48 << 20
+_INFLIGHT = 32 << 20
 
 
 def _frame_words(against: str) -> str:
@@ -192,6 +192,34 @@ def span_chunks(stream: BinaryIO, span: MemberSpan, *, max_window: int, against:
 # ------------------------------------------------------------------------------------------------ the scan
 
 
+class _Chain:
+    """A large member's content digest, fed by its chunk jobs in chunk order whichever worker runs them.
+
+    SHA-256 cannot be split across chunks, but each chunk job decodes and checks its frame in parallel with the
+    others and only then waits for its turn to feed the digest: the hashing runs on the workers, next to the
+    decoding of later chunks, and no decoded chunk is kept for another thread. The executor starts jobs in
+    submission order, so the chunk a job waits for has always started: no job waits for one that cannot run.
+    """
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self._turn = 0
+        self._moved = threading.Condition()
+
+    def feed(self, step: int, piece: bytes | None) -> None:
+        """Wait until chunks before ``step`` have fed, feed ``piece`` (None: this chunk failed, skip it), move on."""
+        with self._moved:
+            while self._turn != step:
+                self._moved.wait()
+        try:
+            if piece:
+                self.digest.update(piece)
+        finally:
+            with self._moved:
+                self._turn += 1
+                self._moved.notify_all()
+
+
 @dataclass(frozen=True)
 class _Job:
     """One frame of the scan: the members it holds whole, or the large member it is the header or a chunk of."""
@@ -202,56 +230,71 @@ class _Job:
     header_of: MemberSpan | None = None
     chunk_of: MemberSpan | None = None
     data_before: int = 0  # chunk: content bytes of the member in earlier chunks
+    chain: _Chain | None = None  # chunk: its member's digest
+    step: int = 0  # chunk: its number within the member
 
 
 @dataclass
 class _Result:
     job: _Job
-    decoded: bytes | None  # kept only when the main thread needs the bytes (a chunk, or extraction)
+    decoded: bytes | None  # kept only when the main thread writes the bytes (extraction)
 
 
 def _plan(index: KitIndex) -> list[_Job]:
     spans = index.spans()
     by_frame: dict[int, list[MemberSpan]] = {}
     jobs: list[_Job] = []
-    chunks: dict[int, tuple[MemberSpan, int]] = {}
+    chunks: dict[int, tuple[MemberSpan, int, _Chain | None]] = {}
     for span in spans:
         if len(span.frames) == 1:
             by_frame.setdefault(span.frame, []).append(span)
         else:
-            chunks[span.frame] = (span, -1)
+            chain = _Chain()
+            chunks[span.frame] = (span, -1, chain)
             before = 0
             for number, frame in enumerate(span.frames[1:], start=span.frame + 1):
-                chunks[number] = (span, before)
+                chunks[number] = (span, before, chain)
                 before += frame.size
     for number, frame in enumerate(index.frames[: index.end]):
         if number in by_frame:
             jobs.append(_Job(number, frame, whole=tuple(by_frame[number])))
         else:
-            span, before = chunks[number]
+            span, before, owner = chunks[number]
             if before < 0:
                 jobs.append(_Job(number, frame, header_of=span))
             else:
-                jobs.append(_Job(number, frame, chunk_of=span, data_before=before))
+                step = number - span.frame - 1
+                jobs.append(_Job(number, frame, chunk_of=span, data_before=before, chain=owner, step=step))
     return jobs
 
 
 def _run_job(job: _Job, compressed: bytes, max_window: int, keep: bool) -> Callable[[], _Result]:
     def run() -> _Result:
+        if job.chunk_of is not None:
+            return _run_chunk(job, compressed, max_window, keep)
         decoded = decode_frame(compressed, job.frame, job.number, max_window=max_window, against="signed")
         for span in job.whole:
             check_in_frame(decoded, span, against="signed")
         if job.header_of is not None:
             check_member(decoded, job.header_of, against="signed")
-        if job.chunk_of is not None:
-            span = job.chunk_of
-            take = max(0, min(span.size - job.data_before, len(decoded)))
-            if take < len(decoded):
-                check_padding(decoded[take:], f"member {span.path}")
-            return _Result(job, decoded[:take] if take < len(decoded) else decoded)
         return _Result(job, decoded if keep else None)
 
     return run
+
+
+def _run_chunk(job: _Job, compressed: bytes, max_window: int, keep: bool) -> _Result:
+    """A chunk frame: decoded and its padding checked, then its content fed to the member's digest in turn."""
+    assert job.chunk_of is not None and job.chain is not None
+    span, piece = job.chunk_of, None
+    try:
+        decoded = decode_frame(compressed, job.frame, job.number, max_window=max_window, against="signed")
+        take = max(0, min(span.size - job.data_before, len(decoded)))
+        if take < len(decoded):
+            check_padding(decoded[take:], f"member {span.path}")
+        piece = decoded[:take] if take < len(decoded) else decoded
+    finally:
+        job.chain.feed(job.step, piece)  # a failed chunk still passes its turn, so later ones never wait forever
+    return _Result(job, piece if keep else None)
 
 
 @dataclass(frozen=True)
@@ -261,28 +304,21 @@ class Scanned:
 
 
 class _Consumer:
-    """The in-order half of the scan: claims each path, extracts, and feeds a large member's content digest.
-
-    A large member's digest runs across its chunk frames in order, so it cannot run on the frame workers; it runs
-    on a hash thread instead of this one, which meanwhile reads and hands out the next frames. It is compared
-    when the member's last chunk is consumed, so faults are still reported in file order.
-    """
+    """The in-order half of the scan: claims each path, extracts, and compares a large member's digest at its end."""
 
     def __init__(
         self,
-        hasher: HashWorker,
         on_bytes: Callable[[int], None] | None,
         extract_to: Path | None,
         extract_only: Callable[[str], bool] | None,
     ) -> None:
-        self._hasher = hasher
         self._on_bytes = on_bytes
         self._extract_to = extract_to
         self._extract_only = extract_only
         self.seen: dict[str, str] = {}
         self.members = 0
         self.payload = 0
-        self._large: tuple[QueuedDigest, BinaryIO | None] | None = None
+        self._sink: BinaryIO | None = None  # the large member being extracted
 
     def _extracted(self, path: str) -> bool:
         return self._extract_to is not None and (self._extract_only is None or self._extract_only(path))
@@ -307,37 +343,29 @@ class _Consumer:
         if job.header_of is not None:
             span = job.header_of
             self._member(span)
-            sink = (
-                _create_member_file(self._extract_to, span.path)
-                if self._extract_to and self._extracted(span.path)
-                else None
-            )
-            self._large = (QueuedDigest(self._hasher, hashlib.sha256()), sink)
+            if self._extract_to is not None and self._extracted(span.path):
+                self._sink = _create_member_file(self._extract_to, span.path)
         if job.chunk_of is not None:
-            self._chunk(job, result.decoded or b"")
+            self._chunk(job, result.decoded)
 
-    def _chunk(self, job: _Job, piece: bytes) -> None:
-        assert self._large is not None and job.chunk_of is not None
-        span, (digest, sink) = job.chunk_of, self._large
-        digest.update(piece)
-        if sink is not None:
-            sink.write(piece)
-        if self._on_bytes is not None and piece:
-            self._on_bytes(len(piece))
+    def _chunk(self, job: _Job, piece: bytes | None) -> None:
+        assert job.chunk_of is not None and job.chain is not None
+        span = job.chunk_of
+        if self._sink is not None and piece:
+            self._sink.write(piece)
+        done = min(span.size - job.data_before, job.frame.size)
+        if self._on_bytes is not None and done > 0:
+            self._on_bytes(done)
         if job.data_before + job.frame.size >= layout.padded(span.size):
             self.close()
-            digest.flush()
-            self._hasher.sync()
-            observed = digest.hexdigest()
+            observed = job.chain.digest.hexdigest()  # every chunk fed it before its result was handed out
             if observed != span.sha256:
                 raise _content_mismatch(span, observed, "signed")
 
     def close(self) -> None:
-        if self._large is not None:
-            sink = self._large[1]
-            self._large = None
-            if sink is not None:
-                sink.close()
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.close()
 
 
 def scan(
@@ -359,8 +387,7 @@ def scan(
     written there as its frame is consumed (those ``extract_only`` accepts); on error the caller discards it.
     """
     workers = usable_cores() if threads is None else threads
-    hasher = HashWorker(max_bytes=_INFLIGHT // 4)
-    consume = _Consumer(hasher, on_bytes, extract_to, extract_only)
+    consume = _Consumer(on_bytes, extract_to, extract_only)
     stream.seek(0)
     try:
         with OrderedPool[_Result](workers, max_inflight=_INFLIGHT) as pool:
@@ -386,7 +413,6 @@ def scan(
         _check_end(stream, index, index_offset, max_window)
     finally:
         consume.close()
-        hasher.close()
     return Scanned(members=consume.members, payload_bytes=consume.payload)
 
 
