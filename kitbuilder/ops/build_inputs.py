@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,21 +47,57 @@ def _reserved(kit_path: str) -> str | None:
     return None
 
 
+def _candidates(top: Path) -> Iterator[tuple[Path, str, os.stat_result | None]]:
+    """Every entry under the directory ``top`` that could be an input, in ``os.walk`` order (per directory: its
+    non-directories sorted, then its links to directories, then its subdirectories in sorted order; nothing
+    below a link is visited), as (path, path relative to ``top``, its lstat when known).
+
+    One ``scandir`` per directory and one lstat per entry (cached by the entry), no path arithmetic per file:
+    a tree of many small files costs little more than listing it. Unreadable directories are skipped, as
+    ``os.walk`` skips them.
+    """
+    pending: list[tuple[str, str]] = [(str(top), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            continue
+        subdirectories: list[tuple[str, str]] = []
+        linked: list[os.DirEntry[str]] = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                try:
+                    info: os.stat_result | None = entry.stat(follow_symlinks=False)
+                except OSError:
+                    info = None
+                yield Path(entry.path), prefix + entry.name, info
+            elif entry.is_symlink():
+                linked.append(entry)
+            else:
+                subdirectories.append((entry.path, f"{prefix}{entry.name}/"))
+        for entry in linked:
+            yield Path(entry.path), prefix + entry.name, None
+        pending.extend(reversed(subdirectories))
+
+
 def collect_inputs(spec: KitSpec) -> list[InputFile]:
     """Every input file with its kit path, sorted by kit path; UsageError on collisions or odd files."""
     found: list[InputFile] = []
     for component in spec.components:
         if component.source.is_file():
-            candidates = [(component.source, component.source.name)]
+            candidates: Iterable[tuple[Path, str, os.stat_result | None]] = [
+                (component.source, component.source.name, None)
+            ]
         else:
-            candidates = []
-            for root, dirs, files in os.walk(component.source):
-                dirs.sort()
-                for name in sorted(files) + [d for d in dirs if Path(root, d).is_symlink()]:
-                    full = Path(root, name)
-                    candidates.append((full, full.relative_to(component.source).as_posix()))
-        for source, relative in candidates:
-            info = source.lstat()
+            candidates = _candidates(component.source)
+        for source, relative, known in candidates:
+            info = known or source.lstat()
             if not stat.S_ISREG(info.st_mode):
                 raise UsageError(
                     f"{spec.path}: {component.id}: {source} is not a regular file (symlinks and devices are not packed)"
