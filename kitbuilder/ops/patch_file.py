@@ -11,6 +11,7 @@ build: the result is the full build's bytes.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
@@ -26,11 +27,11 @@ from kitbuilder.archive.index import KitIndex, MemberEntry
 from kitbuilder.archive.locate import Caps
 from kitbuilder.archive.writer2 import compress_frame
 from kitbuilder.atomic import check_target
-from kitbuilder.core.manifest import MANIFEST_JSON, FrameEntry, Manifest, MetadataBudget
+from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest, MetadataBudget
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import Directory, host_error
 from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
-from kitbuilder.ops.frame_reuse import FrameMap, full_kit_needed
+from kitbuilder.ops.frame_reuse import full_kit_needed
 from kitbuilder.ops.framecopy import Span, copy_frames
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from kitbuilder.ops.verify import VerifyOptions, verify_kit
@@ -196,20 +197,38 @@ class _Sources:
         )
 
 
-def _describe(frames: FrameMap, number: int) -> str:
-    role = frames.roles[number]
-    assert role is not None
-    first = role.files[0].path
-    if role.kind == "group":
-        return f"{first}" + (f" and {len(role.files) - 1} more" if len(role.files) > 1 else "")
-    return f"{first} header" if role.kind == "header" else f"{first} chunk {role.chunk}"
+class _Names:
+    """What each target payload frame holds, for messages: its first member and how many more (a group), or a
+    large member's header or chunk. One pass over the signed file list, a dictionary entry per frame: the layout
+    itself is checked when the index is built (``check_tiling``), not here."""
+
+    def __init__(self, target: Manifest) -> None:
+        self._frames = target.frames
+        self._first: dict[int, tuple[FileEntry, int]] = {}
+        for entry in target.files:
+            number = entry.frame or 0
+            found = self._first.get(number)
+            self._first[number] = (entry, 1) if found is None else (found[0], found[1] + 1)
+        self._starts = sorted(self._first)
+
+    def __call__(self, number: int) -> str:
+        found = self._first.get(number)
+        if found is None:  # a chunk: of the large member whose header frame comes last before it
+            before = self._starts[max(0, bisect.bisect_left(self._starts, number) - 1)]
+            return (
+                f"{self._first[before][0].path} chunk {number - before - 1}" if before < number else f"frame {number}"
+            )
+        entry, count = found
+        if number < len(self._frames) and entry.at + layout.member_bytes(entry.size) > self._frames[number].size:
+            return f"{entry.path} header"
+        return entry.path + (f" and {count - 1} more" if count > 1 else "")
 
 
 def _write_patched(
     directory: Directory, output: Path, delta: VerifiedDelta, sources: _Sources, threads: int
 ) -> PatchResult:
     target = delta.target_manifest
-    frames = FrameMap(target, what=f"{delta.path}: {MANIFEST_JSON} of the target")
+    describe = _Names(target)
     spans: list[Span] = []
     from_base = 0
     position = 0
@@ -219,7 +238,7 @@ def _write_patched(
                 f"{delta.path}: the target's signed frame {number} is not where frame {number - 1} ends"
             )
         position += frame.length
-        span, base = sources.span(number, frame, _describe(frames, number))
+        span, base = sources.span(number, frame, describe(number))
         spans.append(span)
         from_base += base
     level = target.build["compression"]["level"]
