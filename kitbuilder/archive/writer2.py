@@ -29,10 +29,9 @@ the output is identical for any thread count and memory stays flat. Not thread-s
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -168,28 +167,25 @@ class KitWriter2:
 
     # ----------------------------------------------------------------- payload
 
-    @contextlib.contextmanager
-    def _in_file_order(self) -> Iterator[None]:
-        """A fault met on this thread (a large input that shrank) is reported only if no earlier frame, still in
-        flight on the workers, holds one: the first fault in archive order is the one to report."""
-        try:
-            yield
-        except BaseException:
-            self._drain()
-            raise
+    def settle(self) -> None:
+        """Write the frames in flight, raising the first fault among them: a caller that meets a fault of its own
+        (an input it cannot open) calls this first, so the first fault in archive order is the one reported."""
+        self._drain()
 
     def add_file(
         self, path: str, source: BinaryIO, size: int, *, on_bytes: Callable[[int], None] | None = None
     ) -> None:
         """Add member ``path`` with ``size`` bytes read from ``source``; UsageError if the source changes size."""
         self._payload_open()
-        if layout.is_large(size):
-            self._close_group()
-            with self._in_file_order():
+        try:
+            if layout.is_large(size):
+                self._close_group()
                 self._add_large(path, source, size, on_bytes)
-            return
-        with self._in_file_order():
+                return
             data = read_exact(source, size, path)
+        except BaseException:
+            self._drain()  # an earlier frame still in flight may hold the first fault in archive order
+            raise
         if on_bytes is not None:
             on_bytes(size)
         self._group_add(path, size, data)

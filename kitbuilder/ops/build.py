@@ -309,7 +309,11 @@ def _write_inputs(
             with _open_input(item) as source:
                 writer.add_file(item.kit_path, source, item.size, on_bytes=on_bytes)
         except OSError as exc:
+            writer.settle()  # a fault in an earlier frame, still in flight, is the first one
             raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
+        except UsageError:
+            writer.settle()
+            raise
         roles.append((item.component.role, item.component.id))
     return roles
 

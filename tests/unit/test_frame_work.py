@@ -1,0 +1,117 @@
+"""The frame work that runs on worker threads: the scan's in-order digest of a large member, a reused frame's check.
+
+The scan decodes a large member's chunk frames on any worker and feeds its content digest from there, in chunk
+order; the writer takes a frame a reuse source offers only if it decodes to the bytes it would have written.
+Real kits from the real writer; corruption by flipping bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+
+import pytest
+
+from kitbuilder.archive import framejobs, reader, reader2, tarfmt
+from kitbuilder.archive.framejobs import Record, Verbatim
+from kitbuilder.core.manifest import FileEntry, FrameEntry
+from kitbuilder.errors import ArchiveError, IntegrityError
+from tests.factories.hostile import pseudo_random
+from tests.factories.hostile2 import crafted2
+
+MiB = 1 << 20
+# A group frame, then a 21 MiB member: its header frame and six chunk frames (five of 4 MiB, one of 1 MiB).
+FILES = [("docs/a.md", b"# notes\n" * 40), ("docs/big.bin", pseudo_random(21 * MiB))]
+
+
+def _scan(data: bytes, threads: int) -> reader2.Scanned:
+    location = reader.read_index(io.BytesIO(data), reader.Caps())
+    return reader2.scan(
+        io.BytesIO(data),
+        location.index,
+        location.index_offset,
+        max_window=reader.Caps().max_window,
+        threads=threads,
+    )
+
+
+@pytest.mark.parametrize("threads", [0, 1, 2, 8])
+def test_a_large_member_is_checked_whole_whatever_worker_decodes_each_chunk(threads: int) -> None:
+    data = crafted2(FILES).data
+    scanned = _scan(data, threads)
+    location = reader.read_index(io.BytesIO(data), reader.Caps())
+    assert scanned.members == len(location.index.members)  # the two files and the kit's metadata members
+    assert scanned.payload_bytes == sum(member.size for member in location.index.members)
+
+
+@pytest.mark.parametrize("threads", [0, 1, 2, 8])
+def test_a_large_member_whose_content_is_not_the_signed_one_is_refused(threads: int) -> None:
+    def wrong_digest(files: list[FileEntry], frames: list[FrameEntry]) -> None:
+        files[1] = dataclasses.replace(files[1], sha256=hashlib.sha256(b"other").hexdigest())
+
+    with pytest.raises(IntegrityError, match="member docs/big.bin: sha256 differs from the signed one"):
+        _scan(crafted2(FILES, signed_hook=wrong_digest).data, threads)
+
+
+@pytest.mark.parametrize("threads", [0, 1, 2, 8])
+def test_a_bad_middle_chunk_is_the_fault_reported_and_later_chunks_do_not_wait_for_it_forever(threads: int) -> None:
+    """Frame 4 (the third chunk) is damaged: its job fails before feeding the digest, yet passes its turn, so the
+    chunks after it finish, and the fault reported is frame 4's, the first in file order."""
+
+    def damage(out: bytearray, index: dict[str, object]) -> None:
+        frames = index["frames"]
+        assert isinstance(frames, list)
+        frame = frames[4]
+        out[frame["offset"] + frame["length"] // 2] ^= 0xFF
+
+    with pytest.raises((ArchiveError, IntegrityError), match="frame 4 "):
+        _scan(crafted2(FILES, raw_hook=damage).data, threads)
+
+
+def _group(members: list[tuple[str, bytes]]) -> tuple[list[tuple[Record, bytes]], bytes]:
+    records = [(Record(path, 0, 0, len(data), None), data) for path, data in members]
+    return records, framejobs.group_raw(records)
+
+
+class _Offers:
+    """A reuse source offering one frame for any group (what a base kit's signed map would name)."""
+
+    def __init__(self, frame: bytes, words: str) -> None:
+        self.offer = Verbatim(frame, hashlib.sha256(frame).hexdigest(), words)
+        self.asked: list[tuple[tuple[str, int, str], ...]] = []
+
+    def group(self, members: tuple[tuple[str, int, str], ...]) -> Verbatim | None:
+        self.asked.append(members)
+        return self.offer
+
+    def chunk(self, sha256: str, size: int, number: int) -> Verbatim | None:
+        return None
+
+
+def test_a_reused_group_frame_is_taken_verbatim_when_it_holds_exactly_these_members() -> None:
+    members, raw = _group([("docs/a.md", b"alpha\n"), ("docs/b.md", b"beta\n" * 300)])
+    frame = framejobs.compress_frame(raw, 3)
+    source = _Offers(frame, "unused")
+    done = framejobs.group_job(members, 3, source)()
+    assert done.data == frame and done.size == len(raw)
+    assert source.asked == [tuple((r.path, r.size, hashlib.sha256(d).hexdigest()) for r, d in members)]
+    assert [digest for _, digest in done.fill] == [hashlib.sha256(d).hexdigest() for _, d in members]
+
+
+def test_a_reused_group_frame_holding_other_bytes_is_refused_with_the_sources_words() -> None:
+    """The source's map names these members, but its frame holds an older a.md: copying it would sign bytes that
+    are not the files'. Refused, never silently recompressed or copied."""
+    members, _ = _group([("docs/a.md", b"alpha\n"), ("docs/b.md", b"beta\n" * 300)])
+    _, old = _group([("docs/a.md", b"alphA\n"), ("docs/b.md", b"beta\n" * 300)])
+    source = _Offers(framejobs.compress_frame(old, 3), "base.kit: frame 0 does not hold what it lists")
+    with pytest.raises(IntegrityError, match="base.kit: frame 0 does not hold what it lists"):
+        framejobs.group_job(members, 3, source)()
+
+
+def test_a_reused_frame_whose_bytes_are_not_the_signed_ones_is_refused() -> None:
+    raw = tarfmt.build_header("docs/a.md", 6, 0) + b"alpha\n" + bytes(506)
+    frame = framejobs.compress_frame(raw, 3)
+    offered = Verbatim(frame, hashlib.sha256(b"another frame").hexdigest(), "unused")
+    with pytest.raises(IntegrityError, match="compressed bytes differ from their signed digest"):
+        framejobs.reused(offered, raw, "group frame of docs/a.md")
