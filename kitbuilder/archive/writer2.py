@@ -21,10 +21,14 @@ API (what ``kit build``, ``kit patch`` and delta kits call, in this order):
 With ``reuse`` (a ``FrameReuse``), a group whose member list (path, size, sha256, in order) or a chunk
 (member content sha256 and size, chunk number) the reuse source knows is taken from it verbatim instead
 of being compressed: the output is the same bytes either way (same input, same level, one libzstd thread).
+The offered frame is checked against its signed digest and decoded once, on the worker, and must decode
+to exactly the bytes this build would compress there, else IntegrityError (``framejobs.reused``).
 
-Every frame is compressed independently (single-threaded libzstd, checksum, content size, no dictionary)
-on ``threads`` workers; results are written in order and at most ``max_inflight`` bytes are in flight, so
-the output is identical for any thread count and memory stays flat. Not thread-safe itself.
+Every frame is made by a job on ``threads`` workers (``framejobs``: hashing the group's members, laying
+out and compressing its tar bytes, all off this thread); results are written in order and at most
+``max_inflight`` bytes are in flight, so the output is identical for any thread count and memory stays
+flat. A fault is reported in archive order: one met on the calling thread (an input that shrank) waits
+for the frames before it (``settle``). Not thread-safe itself.
 """
 
 from __future__ import annotations
