@@ -216,7 +216,8 @@ class KitWriter2:
             return
         group, size = self._group, self._group_size
         self._group, self._group_size = [], 0
-        self._submit(framejobs.group_job(group, self._level, self._reuse), 3 * size)
+        # A reused frame is decoded beside the bytes it replaces: one more copy in memory while its job runs.
+        self._submit(framejobs.group_job(group, self._level, self._reuse), (3 if self._reuse else 2) * size)
 
     def _add_large(self, path: str, source: BinaryIO, size: int, on_bytes: Callable[[int], None] | None) -> None:
         record = Record(path, self._submitted, 0, size, None)
@@ -255,7 +256,7 @@ class KitWriter2:
                 store = len(self._trial.compress(sample)) >= len(sample) * 0.97
             found = self._reuse.chunk(known, size, number) if self._reuse is not None and known else None
             what = f"{path} chunk {number}"
-            self._submit(framejobs.chunk_job(found, data, self._level, store, what), 3 * len(data))
+            self._submit(framejobs.chunk_job(found, data, self._level, store, what), (3 if found else 2) * len(data))
             number += 1
             if on_bytes is not None:
                 on_bytes(want)
