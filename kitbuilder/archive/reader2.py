@@ -204,13 +204,16 @@ class _Chain:
     def __init__(self) -> None:
         self.digest = hashlib.sha256()
         self._turn = 0
+        self._abandoned = False
         self._moved = threading.Condition()
 
     def feed(self, step: int, piece: bytes | None) -> None:
         """Wait until chunks before ``step`` have fed, feed ``piece`` (None: this chunk failed, skip it), move on."""
         with self._moved:
-            while self._turn != step:
+            while self._turn != step and not self._abandoned:
                 self._moved.wait()
+            if self._abandoned:
+                return
         try:
             if piece:
                 self.digest.update(piece)
@@ -218,6 +221,12 @@ class _Chain:
             with self._moved:
                 self._turn += 1
                 self._moved.notify_all()
+
+    def abandon(self) -> None:
+        """The scan stopped: a chunk before some waiting one may never run (its job cancelled), so stop waiting."""
+        with self._moved:
+            self._abandoned = True
+            self._moved.notify_all()
 
 
 @dataclass(frozen=True)
@@ -389,31 +398,46 @@ def scan(
     workers = usable_cores() if threads is None else threads
     consume = _Consumer(on_bytes, extract_to, extract_only)
     stream.seek(0)
+    jobs = _plan(index)
     try:
         with OrderedPool[_Result](workers, max_inflight=_INFLIGHT) as pool:
-            for job in _plan(index):
-                faults.point("scan-frame")  # frames before it are in flight on the workers
-                compressed = stream.read(job.frame.length)
-                if len(compressed) != job.frame.length:
-                    # The file shrank under us: the frames before it are still in flight, and one of them may hold
-                    # the first fault in file order, which is the one to report.
-                    for result in pool.drain():
-                        consume(result)
-                    raise ArchiveError(
-                        f"archive truncated at offset {job.frame.offset + len(compressed)}: frame {job.number} "
-                        f"needs {job.frame.length} bytes"
-                    )
-                run = _run_job(job, compressed, max_window, extract_to is not None)
-                for result in pool.submit(run, job.frame.length + job.frame.size):
-                    consume(result)
-                for result in pool.take_done():
-                    consume(result)
-            for result in pool.drain():
-                consume(result)
+            try:
+                _feed(stream, jobs, pool, consume, max_window, keep=extract_to is not None)
+            except BaseException:
+                # The pool cancels the jobs not yet started; a chunk job already waiting for one of them must not
+                # wait forever (the pool waits for the running ones when it closes).
+                for job in jobs:
+                    if job.chain is not None:
+                        job.chain.abandon()
+                raise
         _check_end(stream, index, index_offset, max_window)
     finally:
         consume.close()
     return Scanned(members=consume.members, payload_bytes=consume.payload)
+
+
+def _feed(
+    stream: BinaryIO, jobs: list[_Job], pool: OrderedPool[_Result], consume: _Consumer, max_window: int, keep: bool
+) -> None:
+    """Read each frame in file order, hand it to the pool, and consume the results in the same order."""
+    for job in jobs:
+        faults.point("scan-frame")  # frames before it are in flight on the workers
+        compressed = stream.read(job.frame.length)
+        if len(compressed) != job.frame.length:
+            # The file shrank under us: the frames before it are still in flight, and one of them may hold
+            # the first fault in file order, which is the one to report.
+            for result in pool.drain():
+                consume(result)
+            raise ArchiveError(
+                f"archive truncated at offset {job.frame.offset + len(compressed)}: frame {job.number} "
+                f"needs {job.frame.length} bytes"
+            )
+        for result in pool.submit(_run_job(job, compressed, max_window, keep), job.frame.length + job.frame.size):
+            consume(result)
+        for result in pool.take_done():
+            consume(result)
+    for result in pool.drain():
+        consume(result)
 
 
 def _check_end(stream: BinaryIO, index: KitIndex, index_offset: int, max_window: int) -> None:

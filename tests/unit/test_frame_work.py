@@ -115,3 +115,25 @@ def test_a_reused_frame_whose_bytes_are_not_the_signed_ones_is_refused() -> None
     offered = Verbatim(frame, hashlib.sha256(b"another frame").hexdigest(), "unused")
     with pytest.raises(IntegrityError, match="compressed bytes differ from their signed digest"):
         framejobs.reused(offered, raw, "group frame of docs/a.md")
+
+
+def test_a_chunk_waiting_for_one_that_will_never_run_is_released_when_the_scan_stops() -> None:
+    """A scan that stops (a fault, a signal) cancels the chunk jobs not yet started; one already waiting for its
+    turn behind a cancelled one is released by ``abandon`` instead of holding the pool's shutdown forever."""
+    import threading
+
+    chain = reader2._Chain()
+    returned: list[bool] = []
+
+    def later_chunk() -> None:
+        chain.feed(1, b"later")
+        returned.append(True)
+
+    waiter = threading.Thread(target=later_chunk)
+    waiter.start()
+    waiter.join(timeout=0.2)
+    assert waiter.is_alive()  # waiting for chunk 0, which never comes
+    chain.abandon()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and returned == [True]
+    assert chain.digest.hexdigest() == hashlib.sha256().hexdigest()  # nothing fed out of turn
