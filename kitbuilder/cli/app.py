@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import logging
 import os
 import signal
@@ -24,8 +25,41 @@ def _terminated(signal_number: int, frame: object) -> None:
     )
 
 
+# Which module of kitbuilder.cli defines each top-level command. A command's module (and the operations it
+# imports) is loaded only when that command runs, so `kit inspect` does not pay for importing `kit apply`'s
+# database and YAML stack: start-up is part of every command's time (tests/unit/test_cli_lazy.py checks
+# this table against the commands the modules register).
+COMMAND_MODULES: dict[str, str] = {
+    "keygen": "keys",
+    "trust": "keys",
+    "build": "release",
+    "patch": "release",
+    "verify": "reading",
+    "inspect": "reading",
+    "sbom": "reading",
+    "diff": "reading",
+    "images": "images",
+    "apply": "apply",
+    "rollback": "apply",
+    "status": "apply",
+    "repair": "apply",
+}
+
+
 class KitGroup(click.Group):
-    """The ``kit`` group: an OSError outside ``exit_on_error`` (a report to a full disk) is one line, exit 12."""
+    """The ``kit`` group: an OSError outside ``exit_on_error`` (a report to a full disk) is one line, exit 12.
+
+    Commands are registered by their modules when those are imported, on first use (``COMMAND_MODULES``).
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(f"kitbuilder.cli.{module}")
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         previous = signal.signal(signal.SIGTERM, _terminated)
