@@ -93,6 +93,21 @@ def test_ranges_are_disjoint_cover_every_key_and_a_rerun_keeps_them(
         assert ranges(database) == recorded
         assert database.query_value("SELECT MAX(attempts) FROM items") == 1
 
+        # Part-way, kit status shows the split job range by range: each range's bounds and cursor (the job has none).
+        shown = run_kit("status", "--db", pg_dsn, "--json")
+        assert shown.exit_code == 0, shown.output
+        status = json.loads(shown.stdout)
+        schemas.validate("status-report", status, what="status report")
+        (job,) = status["backfills"]
+        assert job["cursor"] is None
+        assert [(r["range"], r["lo"], r["hi"]) for r in job["ranges"]] == [
+            (number, lo, hi) for number, (lo, hi) in zip([0, 1, 2], bounds, strict=True)
+        ]
+        assert sum(r["rowsProcessed"] for r in job["ranges"]) == job["rowsProcessed"] > 0
+        assert all(r["cursor"] is not None for r in job["ranges"] if r["batches"])
+        text = run_kit("status", "--db", pg_dsn)
+        assert text.exit_code == 0 and "3 ranges" in text.stdout and "range 2 (" in text.stdout, text.output
+
         finished = applier.run(pg_dsn, "--json")
         assert finished.returncode == 0, finished.stderr
         report = json.loads(finished.stdout)
