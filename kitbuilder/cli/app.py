@@ -12,17 +12,14 @@ from typing import Any
 import click
 
 from kitbuilder import __version__
-from kitbuilder.cli.errors import environment_error, fail
-from kitbuilder.errors import InterruptedRun
+from kitbuilder.cli.errors import environment_error, fail, stopped_by
 
 
 def _terminated(signal_number: int, frame: object) -> None:
     # SIGTERM's default ends the process on the spot: no line on stderr and temporary files left behind.
     # Raised as an error instead, it unwinds like Ctrl-C: each open output discards its temporary file.
     # (`kit apply` installs its own handler for the run, which stops at a safe point, and restores this one.)
-    raise InterruptedRun(
-        "stopped by SIGTERM; nothing was left under a final name, rerun the same command", signal_number=signal_number
-    )
+    raise stopped_by(signal_number)
 
 
 # Which module of kitbuilder.cli defines each top-level command. A command's module (and the operations it
