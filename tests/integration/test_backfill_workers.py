@@ -225,3 +225,41 @@ def test_a_row_error_in_one_range_is_bisected_and_quarantined_as_with_one_worker
         assert bad == [(300,)]  # every other row exactly once; the failing one untouched
     finally:
         database.close()
+
+
+def test_bisecting_a_batch_the_site_changed_meanwhile_quarantines_the_row_left(
+    kit_env: KitEnv, pg_dsn: str, tmp_path: Path
+) -> None:
+    """A live table: between the failing batch and its bisection, the site finishes every row of the batch but
+    the bad one. Halving a batch of one row repeated for ever (exit 70 by RecursionError); now that row is
+    quarantined and the job goes on."""
+    from tests.factories.apply_runs import wait_for
+
+    applier = _applier(kit_env, tmp_path, done=FAILS_AT_300)
+    gate = tmp_path / "go"
+    run = applier.start(pg_dsn, "--json", env={"KIT_FAULT_WAIT": f"backfill-bisect:1:{gate}"})
+    try:
+        wait_for(Path(f"{gate}.waiting"), run)  # the batch (275, 300] failed and rolled back
+        site = connect(pg_dsn)
+        try:
+            assert site.execute("UPDATE items SET done = 'site' WHERE id > 275 AND id < 300") == 24
+        finally:
+            site.close()
+        gate.touch()
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        gate.touch()
+        if run.returncode is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, stderr
+    (step,) = [s for s in json.loads(stdout)["steps"] if s["kind"] == "backfill"]
+    assert step["rowsFailed"] == 1
+    database = connect(pg_dsn)
+    try:
+        assert database.query("SELECT row_key FROM kit_backfill_quarantine WHERE job = 'touch'") == [("300",)]
+        assert database.query("SELECT id FROM items WHERE done IS NULL") == [(300,)]
+        assert database.query_value("SELECT COUNT(*) FROM items WHERE done = 'site'") == 24
+        assert database.query_value("SELECT MAX(attempts) FROM items") == 1
+    finally:
+        database.close()
