@@ -150,10 +150,11 @@ def group_job(members: list[tuple[Record, bytes]], level: int, reuse: FrameReuse
     def run() -> Done:
         fill = tuple((record, hashlib.sha256(data).hexdigest()) for record, data in members)
         raw = group_raw(members)
+        members.clear()  # this job holds the only reference: the members' bytes now live on in ``raw`` alone
         if reuse is not None:
             found = reuse.group(tuple((r.path, r.size, digest) for r, digest in fill))
             if found is not None:
-                done = reused(found, raw, f"group frame of {members[0][0].path}")
+                done = reused(found, raw, f"group frame of {fill[0][0].path}")
                 return Done(done.data, done.sha256, done.size, fill)
         done = framed(raw, level)
         return Done(done.data, done.sha256, done.size, fill)
