@@ -93,10 +93,11 @@ def test_a_reused_group_frame_is_taken_verbatim_when_it_holds_exactly_these_memb
     members, raw = _group([("docs/a.md", b"alpha\n"), ("docs/b.md", b"beta\n" * 300)])
     frame = framejobs.compress_frame(raw, 3)
     source = _Offers(frame, "unused")
+    expected = tuple((r.path, r.size, hashlib.sha256(d).hexdigest()) for r, d in members)
     done = framejobs.group_job(members, 3, source)()
     assert done.data == frame and done.size == len(raw)
-    assert source.asked == [tuple((r.path, r.size, hashlib.sha256(d).hexdigest()) for r, d in members)]
-    assert [digest for _, digest in done.fill] == [hashlib.sha256(d).hexdigest() for _, d in members]
+    assert source.asked == [expected]
+    assert [(record.path, record.size, digest) for record, digest in done.fill] == list(expected)
 
 
 def test_a_reused_group_frame_holding_other_bytes_is_refused_with_the_sources_words() -> None:
