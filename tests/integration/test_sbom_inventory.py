@@ -42,6 +42,21 @@ while read -r digest c; do
 done
 """
 
+# The provenance check from docs/provenance.md, with the `kit inspect --provenance --json` output in report.json.
+PROVENANCE_CHECK = r"""
+set -eu
+jq -r '.provenance.inputs[] | "\(.digest.sha256) \(.name)"' report.json |
+while read -r digest name; do
+  image=$(jq -r --arg n "$name" '.images[]? | select(.ref == $n) | .digest | ltrimstr("sha256:")' manifest.json)
+  if [ -n "$image" ]; then
+    [ "$image" = "$digest" ] && echo "ok $name" || echo "MISMATCH $name"
+  else
+    jq -r --arg c "$name" '.files[] | select(.component == $c) | "\(.sha256)  \(.path)"' manifest.json \
+      | { grep -Fxf - SHA256SUMS || true; } | sha256sum | grep -q "^$digest " && echo "ok $name" || echo "MISMATCH $name"
+  fi
+done
+"""
+
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("zstd", "tar", "sha256sum", "jq", "grep")),
     reason="needs zstd, tar, sha256sum, jq and grep on PATH",
@@ -96,6 +111,14 @@ def test_stock_tools_recompute_every_component_inventory(kit_env: KitEnv, tmp_pa
     for name, item in inputs.items():
         assert item["digest"]["sha256"] == groups[name]["hashes"][0]["content"]
     assert inputs["deep"]["uri"] == "file:src/deep"
+    (out / "report.json").write_text(json.dumps(report))
+    audited = subprocess.run(["bash", "-c", PROVENANCE_CHECK], cwd=out, capture_output=True, text=True, check=True)
+    assert audited.stdout.splitlines() == [f"ok {name}" for name in inputs], audited.stderr
+    # A provenance naming another inventory is caught the same way.
+    report["provenance"]["inputs"][0]["digest"]["sha256"] = "0" * 64
+    (out / "report.json").write_text(json.dumps(report))
+    audited = subprocess.run(["bash", "-c", PROVENANCE_CHECK], cwd=out, capture_output=True, text=True, check=True)
+    assert audited.stdout.splitlines()[0] == "MISMATCH 21-101-shard-index"
 
 
 FILES = {"docs/a.md": b"# Runbook\n", "docs/b.md": b"second page\n"}
