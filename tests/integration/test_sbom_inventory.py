@@ -52,7 +52,8 @@ while read -r digest name; do
     [ "$image" = "$digest" ] && echo "ok $name" || echo "MISMATCH $name"
   else
     jq -r --arg c "$name" '.files[] | select(.component == $c) | "\(.sha256)  \(.path)"' manifest.json \
-      | { grep -Fxf - SHA256SUMS || true; } | sha256sum | grep -q "^$digest " && echo "ok $name" || echo "MISMATCH $name"
+      | { grep -Fxf - SHA256SUMS || true; } | sha256sum | grep -q "^$digest " \
+      && echo "ok $name" || echo "MISMATCH $name"
   fi
 done
 """

@@ -106,7 +106,9 @@ DOCUMENTS: dict[str, dict[str, Any]] = {
     "valid": document(),
     "example": EXAMPLE,
     "asset": ASSET,
-    "relationship_to_a_missing_id": _changed(relationships=_add(_relationship("SPDXRef-App", "DEPENDS_ON", "SPDXRef-X"))),
+    "relationship_to_a_missing_id": _changed(
+        relationships=_add(_relationship("SPDXRef-App", "DEPENDS_ON", "SPDXRef-X"))
+    ),
     "relationship_from_a_missing_id": _changed(
         relationships=_add(_relationship("SPDXRef-Gone", "CONTAINS", "SPDXRef-App"))
     ),
