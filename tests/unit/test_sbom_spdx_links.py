@@ -206,6 +206,24 @@ def test_has_files_that_is_not_a_list_of_ids_is_refused_by_its_path() -> None:
     assert error.value.json_path == "$.packages[0].hasFiles"
 
 
+@pytest.mark.parametrize(
+    ("document_", "path"),
+    [
+        (
+            _changed(packages=_first_package({"hasFiles": ["SPDXRef-File-0", "SPDXRef-Nothing"]})),
+            "$.packages[0].hasFiles",
+        ),
+        (_changed(documentDescribes=lambda d: [*d, "SPDXRef-Nobody"]), "$.documentDescribes"),
+        (_changed(relationships=_add(_relationship("SPDXRef-App", "DEPENDS_ON", "SPDXRef-X"))), "$.relationships[2]"),
+    ],
+)
+def test_a_link_to_a_missing_element_is_refused_where_it_is_stated(document_: dict[str, Any], path: str) -> None:
+    with pytest.raises(SbomError) as error:
+        check_sbom(json.dumps(document_).encode(), "sbom/x.spdx.json")
+    assert error.value.json_path == path
+    assert "did not find the referenced spdx_id" in error.value.problem
+
+
 def _python_calls(data: bytes) -> int:
     """How many Python and C functions ``check_sbom`` calls on ``data``: work, counted the same on every machine."""
     calls = 0

@@ -148,6 +148,14 @@ def _spdx_location(document: dict[str, Any], context: Any) -> str:
                 str(getattr(relationship, "related_spdx_element_id", None)),
             ):
                 return json_path(["relationships", index])
+        # Not stated: made from documentDescribes or a package's hasFiles (spdx_links.expand_links).
+        origin = getattr(relationship, "spdx_element_id", None)
+        target = str(getattr(relationship, "related_spdx_element_id", None))
+        if origin == document.get("SPDXID") and target in document.get("documentDescribes", []):
+            return "$.documentDescribes"
+        for index, package in enumerate(document.get("packages", [])):
+            if package.get("SPDXID") == origin and target in package.get("hasFiles", []):
+                return json_path(["packages", index, "hasFiles"])
         return "$.relationships"
     if kind == "CREATION_INFO" or kind == "ACTOR":
         return "$.creationInfo"
