@@ -23,7 +23,7 @@ from kitbuilder.archive import reader
 from kitbuilder.archive.index import IndexEntry, MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.atomic import TempPattern, clear_stale, fsync_path, os_error, scratch_dir
-from kitbuilder.core.images import ImageRecord, image_records
+from kitbuilder.core.images import ImageRecord
 from kitbuilder.core.manifest import Manifest
 from kitbuilder.errors import IntegrityError, UsageError
 from kitbuilder.oci import layout
@@ -135,7 +135,7 @@ def _member_chunks(stream: BinaryIO, entry: IndexEntry | MemberSpan, caps: Caps,
 def _records(kit: Path, manifest: Manifest) -> tuple[ImageRecord, ...]:
     if not manifest.images:
         raise UsageError(f"{kit}: the kit carries no container images")
-    return image_records(manifest.images)
+    return manifest.images
 
 
 def _check(images: _KitImages, manifest: Manifest) -> CheckedLayout:
