@@ -61,4 +61,3 @@ def _texts(read: fields.Fields, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise read.fail(name, f"expected a list of strings, got {fields.type_name(value)} {fields.show(value)}")
     return tuple(value)
-
