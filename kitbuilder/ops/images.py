@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import reader
@@ -45,8 +45,7 @@ class ExportResult:
     blobs: int
     bytes: int
 
-    # Any, not object: cli.py's text renderer still reads this document by key (issue 13 item 4 moves it).
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "outDir": str(self.out_dir),
             "images": [image.to_json() for image in self.images],

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.dsse import Envelope
@@ -52,7 +52,7 @@ class InspectReport:
             roles[entry.role]["bytes"] += entry.size
         return dict(sorted(roles.items()))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "reportVersion": 1,
             "kit": {"path": str(self.path), "bytes": self.kit_bytes, **self.manifest.kit.to_json()},
