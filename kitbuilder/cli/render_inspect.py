@@ -3,13 +3,17 @@ oci/check.py ``LayoutSummary``); every string a kit supplies is shown through ``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from kitbuilder.core import text
 from kitbuilder.core.sbom.model import SbomSummary
-from kitbuilder.oci.check import LayoutSummary
 from kitbuilder.ops.inspect import InspectReport
 from kitbuilder.ops.inspect_sections import ProvenanceSection, SbomSection
+
+if TYPE_CHECKING:
+    from kitbuilder.oci.check import LayoutSummary
 
 p = text.printable
 
