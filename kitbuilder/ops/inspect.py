@@ -143,7 +143,14 @@ def inspect_kit(
 
 
 def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> SbomSection:
-    from kitbuilder.core.sbom import KIT_SBOM_PATH, SbomError, check_sbom, check_sbom_document, listed_files, load_sbom
+    from kitbuilder.core.sbom import (
+        KIT_SBOM_PATH,
+        SbomError,
+        check_sbom,
+        check_sbom_document,
+        kit_sbom_matches,
+        load_sbom,
+    )
 
     shipped: list[ShippedSbomView] = []
     for record in manifest.sboms:
@@ -165,12 +172,12 @@ def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> S
         if info.format != "CycloneDX":
             raise FormatError(f"{KIT_SBOM_PATH}: $: an {info.format} document; kit build writes CycloneDX here")
         summary = info.summary
-        signed = {f.path: f.sha256 for f in manifest.files if f.path != KIT_SBOM_PATH}
         spec_version, serial = document.get("specVersion"), document.get("serialNumber")
         kit_sbom = KitSbomView(
             path=KIT_SBOM_PATH,
-            # The SBOM lists exactly the manifest's files with the same digests (it is signed, but says so itself).
-            matches_manifest=listed_files(document) == signed,
+            # Each component's file count, bytes and inventory digest, as the SBOM states them, are what the
+            # manifest's files give (it is signed, but says so itself).
+            matches_manifest=kit_sbom_matches(document, (c.id for c in manifest.components), manifest.files),
             spec_version=spec_version if isinstance(spec_version, str) else None,
             serial_number=serial if isinstance(serial, str) else None,
             summary=summary,

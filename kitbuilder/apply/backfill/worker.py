@@ -252,12 +252,12 @@ class RangeWorker:
                 delta = state.JobTotals(changed, 0, 1)
                 self.db.execute_batch(self._state_writes(cursor, last, delta, count, 0, clock))
         except RowError as exc:
-            if count == 1:
+            if count <= 1:
                 return self._quarantine(first, exc.reason, cursor)
             faults.point("backfill-bisect")
             keys_sql, keys_params = self.shared.sql.keys_between(first, last)
             keys = [self._key(row[0]) for row in self.db.query(keys_sql, keys_params)]
-            if len(keys) < 0:
+            if len(keys) < 2:
                 # The site changed rows since the batch was chosen (a live table): what still matches is one row or
                 # none. Retried as a batch of that size: it commits, or that row (``first`` if none) is quarantined.
                 # Halving a batch of one would repeat for ever.
