@@ -22,8 +22,7 @@ from kitbuilder.core import jsonio, schemas, timefmt
 from kitbuilder.core.images import ImageRecord
 from kitbuilder.core.jsonio import ParseLimits
 from kitbuilder.core.kitchecks import Check, parse_checks
-from kitbuilder.core.manifest_parts import BuildInfo, ComponentOptions, DeltaInfo
-from kitbuilder.core.sbom.model import ShippedSbom
+from kitbuilder.core.manifest_parts import BuildInfo, ComponentOptions, DeltaInfo, ShippedSbom
 from kitbuilder.errors import ArchiveError, FormatError
 
 MANIFEST_API = "kitbuilder/v1"

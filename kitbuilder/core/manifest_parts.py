@@ -1,15 +1,16 @@
-"""The typed parts of a kit manifest: its ``build`` and ``delta`` blocks and each component's ``options``.
+"""The typed parts of a kit manifest: its ``build`` and ``delta`` blocks, ``sboms[]`` and each component's ``options``.
 
 Each model reads its (schema-checked) JSON strictly with ``from_json`` (a FormatError names the
 field) and writes it back with ``to_json``; a field the JSON did not have stays absent (None), so
 ``to_json(from_json(x)) == x`` and a re-signed manifest (a delta's) says what the original said.
-The other parts have their own modules: ``images[]`` is core/images.py ``ImageRecord``, ``sboms[]``
-core/sbom/model.py ``ShippedSbom``, ``checks[]`` core/kitchecks.py ``Check``. Pure: no I/O.
+The other parts have their own modules: ``images[]`` is core/images.py ``ImageRecord``, ``checks[]``
+core/kitchecks.py ``Check``. Pure: no I/O, and no SBOM code (core/sbom imports the manifest).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kitbuilder.core.fields import IDENTIFIER, INT64_MAX, TABLE, Fields, integer, show, type_name
@@ -18,6 +19,7 @@ from kitbuilder.errors import FormatError
 # A file name relative to its component's directory (the manifest's path rule, one level or more).
 COMPONENT_FILE = re.compile(r"(?!\.{1,2}(/|$))(?!.*/\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+SBOM_FORMATS = ("CycloneDX", "SPDX")
 
 
 # build --------------------------------------------------------------------------------------------------------
@@ -124,6 +126,45 @@ class DeltaInfo:
         target = read.text("targetManifestSha256", pattern=_SHA256)
         read.finish()
         return cls(base, sequence, version, removed, target)
+
+
+# sboms[] ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShippedSbom:
+    """A component SBOM the kit ships, as manifest.json ``sboms[]`` records it (schemas/manifest.schema.json)."""
+
+    path: str
+    component: str
+    subject: str
+    format: str  # "CycloneDX" | "SPDX"
+    spec_version: str  # "1.6", "2.3", ...
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "component": self.component,
+            "subject": self.subject,
+            "format": self.format,
+            "specVersion": self.spec_version,
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, object], *, what: str = "manifest.json: sboms[]") -> ShippedSbom:
+        """The record of a (schema-checked) ``sboms[]`` entry; FormatError naming the field if it is not one."""
+        read = Fields(document, what)
+        shipped = cls(
+            path=read.required_text("path"),
+            component=read.required_text("component"),
+            subject=read.required_text("subject"),
+            format=read.required_text("format"),
+            spec_version=read.required_text("specVersion"),
+        )
+        read.finish()
+        if shipped.format not in SBOM_FORMATS:
+            raise read.fail("format", f"{show(shipped.format)} is not one of {', '.join(SBOM_FORMATS)}")
+        return shipped
 
 
 # component options --------------------------------------------------------------------------------------------

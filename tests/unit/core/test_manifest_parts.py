@@ -194,3 +194,13 @@ def test_options_a_role_would_not_honour_are_refused(role: str, options: dict[st
     document = manifest_document(components=[component])
     with pytest.raises(FormatError, match=rf"^manifest components\[0\] \({role} c1\): options: .*{field}"):
         Manifest.from_json(document)
+
+
+def test_the_manifest_imports_first_on_its_own() -> None:
+    # core/sbom imports the manifest; the manifest's parts must not import core/sbom back (an import cycle that
+    # only shows when the manifest is the first module loaded, as in `kit inspect`).
+    import subprocess
+    import sys
+
+    for module in ("kitbuilder.core.manifest", "kitbuilder.core.sbom", "kitbuilder.core.manifest_parts"):
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
