@@ -108,7 +108,7 @@ def _truthy(value: Any) -> bool:
 
 
 def _evaluate(db: Database, check: Check, book: CheckBook) -> CheckResult:
-    on_fail = check.on_fail
+    on_fail = check.action
     if isinstance(check, CountCheck):
         before = book.before.get(check.id, 0)
         after = _count(db, check)
@@ -154,7 +154,7 @@ def evaluate(db: Database, check: Check, book: CheckBook) -> CheckResult:
     except (dbmod.RowError, dbmod.StatementError) as exc:
         # The check's own SQL fails on this database: a failed check. A systemic error (disk, connection,
         # interrupt) propagates and stops the run.
-        return CheckResult(check.id, check.kind, False, check.on_fail, None, None, f"error: {exc.reason}")
+        return CheckResult(check.id, check.kind, False, check.action, None, None, f"error: {exc.reason}")
 
 
 def failure_message(result: CheckResult, context: str = "") -> str:

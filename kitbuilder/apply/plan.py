@@ -32,6 +32,7 @@ from kitbuilder.core.jobs import (
     SeedJob,
 )
 from kitbuilder.core.manifest import FileEntry, Manifest
+from kitbuilder.core.manifest_parts import ComponentOptions
 from kitbuilder.core.text import printable
 from kitbuilder.errors import DatabaseError, FormatError, UsageError
 
@@ -124,8 +125,10 @@ class Plan:
         )
 
 
-def _checksum(files: Mapping[str, FileEntry], options: Mapping[str, Any]) -> str:
-    # kit-sha256-v1: recorded in kit_migrations, so it must not change for the same component.
+def _checksum(files: Mapping[str, FileEntry], signed: ComponentOptions) -> str:
+    # kit-sha256-v1: recorded in kit_migrations, so it must not change for the same component: the options as
+    # the manifest signs them (JSON values, their Python repr), not as apply reads them.
+    options = signed.to_json()
     lines = [f"{name}:{entry.sha256}" for name, entry in sorted(files.items())]
     lines += [f"option:{key}={options[key]!r}" for key in sorted(options)]
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from kitbuilder.ops.images import ExportResult, PushResult
 
 
-def push_json(result: PushResult) -> dict[str, Any]:
+def push_json(result: PushResult) -> dict[str, object]:
     return {"ok": True, **result.to_json()}
 
 
@@ -22,7 +20,7 @@ def push_text(result: PushResult) -> None:
         )
 
 
-def export_json(result: ExportResult) -> dict[str, Any]:
+def export_json(result: ExportResult) -> dict[str, object]:
     return {"ok": True, **result.to_json()}
 
 

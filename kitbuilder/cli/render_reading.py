@@ -29,38 +29,47 @@ def sbom_text(export: SbomExport) -> None:
 
 
 def diff_text(diff: KitDiff) -> None:
-    # KitDiff's sections are computed in its to_json (ops/diff.py); shown here from that one computation.
-    document = text.printable_tree(diff.to_json())
-    old, new = document["old"], document["new"]
+    p = text.printable
+    old, new = diff.old, diff.new
     click.echo(
-        f"{old['name']} {old['version']} (sequence {old['sequence']}) → "
-        f"{new['name']} {new['version']} (sequence {new['sequence']})"
+        f"{p(old.name)} {p(old.version)} (sequence {old.sequence}) → "
+        f"{p(new.name)} {p(new.version)} (sequence {new.sequence})"
     )
-    for field, change in document["kit"].items():
-        click.echo(f"  kit.{field}: {change['old']} → {change['new']}")
-    files = document["files"]
-    for entry in files["added"]:
-        click.echo(f"  + {entry['path']} ({entry['size']} bytes)")
-    for entry in files["removed"]:
-        click.echo(f"  - {entry['path']} ({entry['size']} bytes)")
-    for entry in files["changed"]:
-        click.echo(f"  ~ {entry['path']} ({entry['oldSize']} → {entry['newSize']} bytes)")
-    click.echo(f"  {files['unchanged']} files unchanged")
-    frames = document.get("frames")
+    for field, change in diff.kit:
+        click.echo(f"  kit.{p(field)}: {_shown(change.old)} → {_shown(change.new)}")
+    files = diff.files
+    for entry in files.added:
+        click.echo(f"  + {p(entry.path)} ({entry.size} bytes)")
+    for entry in files.removed:
+        click.echo(f"  - {p(entry.path)} ({entry.size} bytes)")
+    for modified in files.changed:
+        click.echo(f"  ~ {p(modified.path)} ({modified.old_size} → {modified.new_size} bytes)")
+    click.echo(f"  {files.unchanged} files unchanged")
+    frames = diff.frames
     if frames is not None:
         click.echo(
-            f"  {frames['shared']} of {frames['new']} payload frames shared; a delta would ship "
-            f"{frames['newFrames']} ({frames['newBytes']} bytes compressed)"
+            f"  {frames.shared} of {frames.new} payload frames shared; a delta would ship "
+            f"{frames.new_frames} ({frames.new_bytes} bytes compressed)"
         )
-    for kind in ("components", "checks", "images", "sboms"):
-        for verb, ids in document[kind].items():
+    for kind, changes in (
+        ("component", diff.components),
+        ("check", diff.checks),
+        ("image", diff.images),
+        ("sbom", diff.sboms),
+    ):
+        for verb, ids in (("added", changes.added), ("removed", changes.removed), ("changed", changes.changed)):
             for item in ids:
-                click.echo(f"  {kind[:-1]} {verb}: {item}")
-    signers = document["signers"]
-    state = "verified" if signers["verified"] else "claimed, unverified"
-    for verb in ("added", "removed"):
-        for keyid in signers[verb]:
-            click.echo(f"  signer {verb}: {keyid} ({state})")
+                click.echo(f"  {kind} {verb}: {p(item)}")
+    signers = diff.signers
+    state = "verified" if signers.verified else "claimed, unverified"
+    for verb, keyids in (("added", signers.added), ("removed", signers.removed)):
+        for keyid in keyids:
+            click.echo(f"  signer {verb}: {p(keyid)} ({state})")
+
+
+def _shown(value: str | int | None) -> str:
+    """A kit field's value as the text report always showed it (None when one kit lacks the field)."""
+    return text.printable(value) if isinstance(value, str) else str(value)
 
 
 def diff_json(diff: KitDiff) -> dict[str, object]:

@@ -7,7 +7,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kitbuilder.core import fields
@@ -61,15 +61,3 @@ def _texts(read: fields.Fields, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise read.fail(name, f"expected a list of strings, got {fields.type_name(value)} {fields.show(value)}")
     return tuple(value)
-
-
-def image_records(items: Iterable[ImageRecord | Mapping[str, object]]) -> tuple[ImageRecord, ...]:
-    """Records from manifest.json ``images``, whether already typed or still the parsed JSON objects.
-
-    Transitional: ``Manifest.images`` holds the schema-checked objects until core/manifest.py builds
-    ``ImageRecord``s itself; then every caller passes records and this is the identity.
-    """
-    return tuple(
-        item if isinstance(item, ImageRecord) else ImageRecord.from_json(item, what=f"manifest.json: images[{n}]")
-        for n, item in enumerate(items)
-    )

@@ -13,10 +13,9 @@ Pure: bytes come in through a ``read`` callback, nothing touches paths or databa
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from kitbuilder.core.backfilljob import METRIC as METRIC
 from kitbuilder.core.backfilljob import PARAMETER as PARAMETER
@@ -26,7 +25,7 @@ from kitbuilder.core.backfilljob import named_parameters as named_parameters
 from kitbuilder.core.fields import IDENTIFIER as IDENTIFIER
 from kitbuilder.core.fields import PHASE as PHASE
 from kitbuilder.core.fields import TABLE as TABLE
-from kitbuilder.core.fields import Fields, show
+from kitbuilder.core.fields import show
 from kitbuilder.core.kitchecks import CHECK_KINDS as CHECK_KINDS
 from kitbuilder.core.kitchecks import Check as Check
 from kitbuilder.core.kitchecks import CountCheck as CountCheck
@@ -38,59 +37,14 @@ from kitbuilder.core.kitchecks import UniqueCheck as UniqueCheck
 from kitbuilder.core.kitchecks import parse_check as parse_check
 from kitbuilder.core.kitchecks import parse_checks as parse_checks
 from kitbuilder.core.manifest import Component, FileEntry, Manifest
+from kitbuilder.core.manifest_parts import COMPONENT_FILE as COMPONENT_FILE
+from kitbuilder.core.manifest_parts import ComponentOptions
+from kitbuilder.core.manifest_parts import MigrationOptions as MigrationOptions
+from kitbuilder.core.manifest_parts import SeedOptions as SeedOptions
 from kitbuilder.errors import FormatError
 
-# A file name relative to its component's directory (the manifest's path rule, one level or more).
-COMPONENT_FILE = re.compile(r"(?!\.{1,2}(/|$))(?!.*/\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*")
 SEED_SUFFIXES = (".ndjson", ".jsonl", ".csv")
 APPLY_ROLES = ("migration", "seed", "backfill")
-
-
-# Component options -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MigrationOptions:
-    """``up``/``verify``/``revert`` name files of the component; None = the default name, when present."""
-
-    up: str = "up.sql"
-    verify: str | None = None
-    revert: str | None = None
-    transactional: bool = True
-    idempotent: bool = False
-
-    @classmethod
-    def from_json(cls, options: Any, where: str) -> MigrationOptions:
-        fields = Fields(options, where)
-        # The spec schema's defaults are written into the manifest (`verify: verify.sql` on every migration),
-        # so a default name means "when present"; any other name must be a file of the component.
-        verify = fields.text("verify", pattern=COMPONENT_FILE)
-        revert = fields.text("revert", pattern=COMPONENT_FILE)
-        result = cls(
-            up=fields.text("up", pattern=COMPONENT_FILE) or "up.sql",
-            verify=None if verify == "verify.sql" else verify,
-            revert=None if revert == "revert.sql" else revert,
-            transactional=fields.flag("transactional", True),
-            idempotent=fields.flag("idempotent", False),
-        )
-        fields.finish()
-        return result
-
-
-@dataclass(frozen=True)
-class SeedOptions:
-    table: str
-    key: tuple[str, ...]
-
-    @classmethod
-    def from_json(cls, options: Any, where: str) -> SeedOptions:
-        fields = Fields(options, where)
-        result = cls(
-            table=fields.required_text("table", pattern=TABLE),
-            key=fields.names("key", pattern=IDENTIFIER, required=True),
-        )
-        fields.finish()
-        return result
 
 
 # Jobs of a kit -----------------------------------------------------------------------------------------------
@@ -106,7 +60,7 @@ class MigrationJob:
     verify: str | None
     revert: str | None
     files: Mapping[str, FileEntry]
-    raw_options: Mapping[str, Any] = field(default_factory=dict)
+    raw_options: ComponentOptions = field(default_factory=ComponentOptions)  # as signed, for the step checksum
 
 
 @dataclass(frozen=True)
@@ -117,7 +71,7 @@ class SeedJob:
     options: SeedOptions
     data: tuple[str, ...]  # the .ndjson/.jsonl/.csv files, loaded in this order
     files: Mapping[str, FileEntry]
-    raw_options: Mapping[str, Any] = field(default_factory=dict)
+    raw_options: ComponentOptions = field(default_factory=ComponentOptions)  # as signed, for the step checksum
 
 
 @dataclass(frozen=True)
@@ -128,7 +82,7 @@ class BackfillComponent:
     job_file: str
     job: BackfillJob
     files: Mapping[str, FileEntry]
-    raw_options: Mapping[str, Any] = field(default_factory=dict)
+    raw_options: ComponentOptions = field(default_factory=ComponentOptions)  # as signed, for the step checksum
 
 
 Job = MigrationJob | SeedJob | BackfillComponent
@@ -152,8 +106,7 @@ def component_files(manifest: Manifest, component_id: str) -> dict[str, FileEntr
 def _job(manifest: Manifest, position: int, read: Callable[[FileEntry], bytes]) -> Job | None:
     component = manifest.components[position]
     if component.role not in APPLY_ROLES:
-        # No other role has options (kit build writes none); one that did would be silently ignored.
-        Fields(component.options, f"{manifest_where(position)} ({component.role} {component.id}): options").finish()
+        # No other role has options (kit build writes none): Manifest.from_json refused any it had.
         return None
     where = f"{manifest_where(position)} ({component.role} {component.id})"
     if component.phase is not None and not PHASE.fullmatch(component.phase):
@@ -170,7 +123,7 @@ def _job(manifest: Manifest, position: int, read: Callable[[FileEntry], bytes]) 
 
 def _migration_job(component: Component, files: dict[str, FileEntry], where: str) -> MigrationJob:
     options_where = f"{where}: options"
-    options = MigrationOptions.from_json(component.options, options_where)
+    options = component.options.migration()
 
     def named(role: str, given: str | None, default: str) -> str | None:
         name = given or default
@@ -201,7 +154,7 @@ def _migration_job(component: Component, files: dict[str, FileEntry], where: str
 
 
 def _seed_job(component: Component, files: dict[str, FileEntry], where: str) -> SeedJob:
-    seed = SeedOptions.from_json(component.options, f"{where}: options")
+    seed = component.options.seed()
     data = tuple(sorted(name for name in files if name.endswith(SEED_SUFFIXES)))
     if not data:
         raise FormatError(f"{where}: no {'/'.join(SEED_SUFFIXES)} file to load")
@@ -213,7 +166,7 @@ def _seed_job(component: Component, files: dict[str, FileEntry], where: str) -> 
 def _backfill_component(
     component: Component, files: dict[str, FileEntry], where: str, read: Callable[[FileEntry], bytes]
 ) -> BackfillComponent:
-    Fields(component.options, f"{where}: options").finish()  # a backfill's options live in its job file
+    # A backfill's options live in its job file: Manifest.from_json refused any in the manifest.
     yaml_files = sorted(name for name in files if name.endswith((".yaml", ".yml")))
     job_file = "job.yaml" if "job.yaml" in files else (yaml_files[0] if len(yaml_files) == 1 else None)
     if job_file is None:
@@ -259,7 +212,7 @@ class KitJobs:
         for number, job_id in enumerate(ids):
             if job_id in ids[:number]:
                 raise FormatError(f"manifest components: id {show(job_id)} is used twice")
-        checks = parse_checks(list(manifest.checks), "manifest checks")
+        checks = manifest.checks  # parsed (and ids checked unique) by Manifest.from_json
         phases = {job.phase for job in jobs if job.phase is not None}
         for number, check in enumerate(checks):
             if check.phase is not None and check.phase not in phases:

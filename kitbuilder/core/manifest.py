@@ -19,7 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from kitbuilder.core import jsonio, schemas, timefmt
+from kitbuilder.core.images import ImageRecord
 from kitbuilder.core.jsonio import ParseLimits
+from kitbuilder.core.kitchecks import Check, parse_checks
+from kitbuilder.core.manifest_parts import BuildInfo, ComponentOptions, DeltaInfo, ShippedSbom
 from kitbuilder.errors import ArchiveError, FormatError
 
 MANIFEST_API = "kitbuilder/v1"
@@ -90,7 +93,7 @@ class Component:
     role: str
     phase: str | None = None
     subject: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ComponentOptions = field(default_factory=ComponentOptions)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "role": self.role}
@@ -98,8 +101,8 @@ class Component:
             data["phase"] = self.phase
         if self.subject is not None:
             data["subject"] = self.subject
-        if self.options:
-            data["options"] = self.options
+        if options := self.options.to_json():
+            data["options"] = options
         return data
 
 
@@ -162,14 +165,14 @@ class FileEntry:
 @dataclass(frozen=True)
 class Manifest:
     kit: KitInfo
-    build: dict[str, Any]
+    build: BuildInfo
     components: tuple[Component, ...]
     files: tuple[FileEntry, ...]
-    checks: tuple[dict[str, Any], ...] = ()
-    delta: dict[str, Any] | None = None
+    checks: tuple[Check, ...] = ()
+    delta: DeltaInfo | None = None
     # Container images under images/ (one record per image) and the shipped SBOMs with what they describe.
-    images: tuple[dict[str, Any], ...] = ()
-    sboms: tuple[dict[str, Any], ...] = ()
+    images: tuple[ImageRecord, ...] = ()
+    sboms: tuple[ShippedSbom, ...] = ()
     # Format 2: the payload frames (every frame before the first metadata frame), as the index lists them.
     frames: tuple[FrameEntry, ...] = ()
     format_version: int = 1
@@ -179,20 +182,20 @@ class Manifest:
             "apiVersion": MANIFEST_API_V2 if self.format_version == 2 else MANIFEST_API,
             "kind": "KitManifest",
             "kit": self.kit.to_json(),
-            "build": self.build,
+            "build": self.build.to_json(),
             "components": [c.to_json() for c in self.components],
             "files": [f.to_json() for f in self.files],
         }
         if self.format_version == 2:
             data["frames"] = [f.to_json() for f in self.frames]
         if self.checks:
-            data["checks"] = list(self.checks)
+            data["checks"] = [c.to_json() for c in self.checks]
         if self.images:
-            data["images"] = list(self.images)
+            data["images"] = [i.to_json() for i in self.images]
         if self.sboms:
-            data["sboms"] = list(self.sboms)
+            data["sboms"] = [s.to_json() for s in self.sboms]
         if self.delta is not None:
-            data["delta"] = self.delta
+            data["delta"] = self.delta.to_json()
         return data
 
     def to_bytes(self) -> bytes:
@@ -229,22 +232,30 @@ class Manifest:
                 description=kit.get("description", ""),
                 created=kit.get("created"),
             ),
-            build=document["build"],
+            build=BuildInfo.from_json(document["build"], what=f"{what}: build"),
             components=tuple(
                 Component(
                     id=c["id"],
                     role=c["role"],
                     phase=c.get("phase"),
                     subject=c.get("subject"),
-                    options=c.get("options", {}),
+                    options=ComponentOptions.from_json(
+                        c.get("options", {}),
+                        role=c["role"],
+                        where=f"manifest components[{n}] ({c['role']} {c['id']}): options",
+                    ),
                 )
-                for c in document["components"]
+                for n, c in enumerate(document["components"])
             ),
             files=tuple(_file_entry(f) for f in document["files"]),
-            checks=tuple(document.get("checks", [])),
-            delta=document.get("delta"),
-            images=tuple(document.get("images", [])),
-            sboms=tuple(document.get("sboms", [])),
+            checks=parse_checks(document.get("checks", []), "manifest checks"),
+            delta=DeltaInfo.from_json(document["delta"], what=f"{what}: delta") if "delta" in document else None,
+            images=tuple(
+                ImageRecord.from_json(r, what=f"{what}: images[{n}]") for n, r in enumerate(document.get("images", []))
+            ),
+            sboms=tuple(
+                ShippedSbom.from_json(r, what=f"{what}: sboms[{n}]") for n, r in enumerate(document.get("sboms", []))
+            ),
             frames=tuple(FrameEntry.from_json(f) for f in document.get("frames", ())),
             format_version=version,
         )

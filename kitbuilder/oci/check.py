@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from kitbuilder.core.images import ImageRecord, image_records
+from kitbuilder.core.images import ImageRecord
 from kitbuilder.errors import FormatError, IntegrityError
 from kitbuilder.oci import layout
 from kitbuilder.oci.layout import Descriptor, ImageTree
@@ -32,15 +32,11 @@ class ImageSummary:
         return self.record.ref
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "ref": self.record.ref,
-            "digest": self.record.digest,
-            "mediaType": self.record.media_type,
-            "platforms": list(self.record.platforms),
-            "layers": self.record.layers,
-            "layerBytes": self.layer_bytes,
-            "totalBytes": self.record.size,
-        }
+        # The signed record as the manifest writes it, its size named for what it is beside the layers' bytes.
+        data = self.record.to_json()
+        data["totalBytes"] = data.pop("size")
+        data["layerBytes"] = self.layer_bytes
+        return data
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,7 @@ def check_layout(
     entries: Mapping[str, tuple[int, str]],
     read_member: Callable[[str], bytes],
     *,
-    records: Sequence[ImageRecord | Mapping[str, object]],
+    records: Sequence[ImageRecord],
 ) -> LayoutSummary:
     """Check images/ against itself and the manifest's image records; return what inspect shows.
 
@@ -96,11 +92,11 @@ def walk_layout(
     entries: Mapping[str, tuple[int, str]],
     read_member: Callable[[str], bytes],
     *,
-    records: Sequence[ImageRecord | Mapping[str, object]],
+    records: Sequence[ImageRecord],
     keep_documents: bool = True,
 ) -> CheckedLayout:
     """``check_layout``, also returning every image's tree (with its manifests' bytes unless not ``keep_documents``)."""
-    signed = image_records(records)
+    signed = tuple(records)
     files = {path[len(PREFIX) :]: value for path, value in entries.items() if path.startswith(PREFIX)}
     if not files:
         if signed:

@@ -68,8 +68,8 @@ def checksum_keyid(signed: Manifest, envelope: Envelope) -> str:
 
     Older kits fall back to the envelope's first signature, which an attacker can put a junk one in front of.
     """
-    named = signed.build.get("checksumKeyId")
-    return named if isinstance(named, str) else envelope.signatures[0].keyid
+    named = signed.build.checksum_key_id
+    return named if named is not None else envelope.signatures[0].keyid
 
 
 def check_attestation(

@@ -28,6 +28,7 @@ from kitbuilder.core.manifest import (
     KitInfo,
     Manifest,
 )
+from kitbuilder.core.manifest_parts import BuildInfo, ComponentOptions, Compression
 from kitbuilder.core.provenance import (
     DETACHED_SUFFIX,
     PROVENANCE_MEMBER,
@@ -47,9 +48,9 @@ from kitbuilder.core.sbom import (
     component_inventories,
     render_kit_sbom,
 )
-from kitbuilder.core.spec import KitSpec
+from kitbuilder.core.spec import ComponentSpec, KitSpec
 from kitbuilder.core.statement import Statement, Subject
-from kitbuilder.errors import IntegrityError, UsageError
+from kitbuilder.errors import FormatError, IntegrityError, SpecError, UsageError
 
 # Split out of this module; re-exported here, where callers have always found them.
 from kitbuilder.ops.build_inputs import USTAR_NUMBER_LIMIT as USTAR_NUMBER_LIMIT
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
 class BaseFrames(FrameReuse, Protocol):
     """A verified base kit a build may take frames from (``kit build --delta-from``)."""
 
-    def check_compatible(self, build_info: dict[str, Any]) -> None:
+    def check_compatible(self, build_info: BuildInfo) -> None:
         """UsageError when the base was compressed otherwise (its frames would not be this build's bytes)."""
 
 
@@ -179,7 +180,7 @@ class _Plan:
     image_plan: ImagePlan | None
     shipped: list[ShippedSbom]
     kit_info: KitInfo
-    build_info: dict[str, Any]
+    build_info: BuildInfo
     components: tuple[Component, ...]
     started: float
 
@@ -205,14 +206,14 @@ def _plan(
         description=spec.description,
         created=timefmt.format_utc(timefmt.from_epoch(epoch)) if epoch is not None else None,
     )
-    build_info = {
-        "tool": f"kitbuilder {__version__}",
+    build_info = BuildInfo(
+        tool=f"kitbuilder {__version__}",
         # Format 2: no mtime (every header carries 0) and no thread flag (the bytes never depend on threads).
-        "compression": {"algorithm": "zstd", "level": options.level},
+        compression=Compression(level=options.level),
         # Which key makes SHA256SUMS.sig and the Sigstore bundle, signed: verify checks both when it trusts this
         # key, whatever signatures an attacker adds in front of the envelope's.
-        "checksumKeyId": keys[0].keyid,
-    }
+        checksum_key_id=keys[0].keyid,
+    )
     for component in spec.components:
         if component.id in (KIT_SBOM_COMPONENT, IMAGES_COMPONENT):
             raise UsageError(f"{spec.path}: component id {component.id!r} is reserved for what kit build adds")
@@ -228,7 +229,8 @@ def _plan(
     if image_plan is not None:
         generated.append(Component(id=IMAGES_COMPONENT, role="image"))
     components = tuple(
-        Component(id=c.id, role=c.role, phase=c.phase, subject=c.subject, options=c.options) for c in spec.components
+        Component(id=c.id, role=c.role, phase=c.phase, subject=c.subject, options=_options(spec, c))
+        for c in spec.components
     ) + tuple(generated)
     return _Plan(spec, options, keys, inputs, image_plan, shipped, kit_info, build_info, components, started)
 
@@ -277,9 +279,9 @@ def _write_kit(
             build=plan.build_info,
             components=plan.components,
             files=tuple(files),
-            checks=plan.spec.checks,
-            images=tuple(r.to_json() for r in plan.image_plan.images) if plan.image_plan else (),
-            sboms=tuple(_shipped_record(s) for s in plan.shipped),
+            checks=plan.spec.parsed_checks,
+            images=plan.image_plan.images if plan.image_plan else (),
+            sboms=tuple(plan.shipped),
             frames=payload.frames,
             format_version=2,
         )
@@ -360,15 +362,13 @@ def _check_image_digests(files: list[FileEntry], plan: ImagePlan | None) -> None
             )
 
 
-def _shipped_record(sbom: ShippedSbom) -> dict[str, Any]:
-    """A shipped SBOM as manifest.json records it (schemas/manifest.schema.json, sboms)."""
-    return {
-        "path": sbom.path,
-        "component": sbom.component,
-        "subject": sbom.subject,
-        "format": sbom.format,
-        "specVersion": sbom.spec_version,
-    }
+def _options(spec: KitSpec, component: ComponentSpec) -> ComponentOptions:
+    """A spec component's options as the manifest signs them; SpecError for one its role would not honour."""
+    where = f"{spec.path}: {component.role} {component.id}: options"
+    try:
+        return ComponentOptions.from_json(component.options, role=component.role, where=where)
+    except FormatError as exc:
+        raise SpecError(exc.message) from exc
 
 
 def _attestation(subjects: tuple[Subject, ...], predicate: dict[str, Any], keys: list[PrivateKey]) -> Envelope:

@@ -32,7 +32,8 @@ from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
 from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest
-from kitbuilder.errors import IntegrityError, PolicyError, UsageError
+from kitbuilder.core.manifest_parts import DeltaInfo
+from kitbuilder.errors import FormatError, IntegrityError, PolicyError, UsageError
 from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap, full_kit_needed
 from kitbuilder.ops.kitfile import TARGET_DIR, Metadata, open_kit, read_metadata, read_target_metadata
 from kitbuilder.ops.verify import VerifyOptions, VerifyReport, check_policy, check_signed_metadata, verify_kit
@@ -83,13 +84,13 @@ def write_delta(
         added = tuple(sorted(p for p in fresh if p not in base_files))
         changed = tuple(sorted(p for p in fresh if p in base_files))
         removed = tuple(sorted(base_files - {f.path for f in manifest.files}))
-        info = {
-            "baseManifestSha256": base.manifest_sha256,
-            "baseSequence": base.manifest.kit.sequence,
-            "baseVersion": base.manifest.kit.version,
-            "removed": list(removed),
-            "targetManifestSha256": hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
-        }
+        info = DeltaInfo(
+            base_manifest_sha256=base.manifest_sha256,
+            base_sequence=base.manifest.kit.sequence,
+            base_version=base.manifest.kit.version,
+            removed=removed,
+            target_manifest_sha256=hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
+        )
         with atomic_output(output) as out:
             size = write_delta_kit(out, stream, frames, shipped, target.members, info, keys, threads=threads)
     return DeltaResult(
@@ -111,7 +112,7 @@ def write_delta_kit(
     frames: FrameMap,
     shipped: list[int],
     target_members: dict[str, bytes],
-    info: dict[str, Any],
+    info: DeltaInfo,
     keys: list[PrivateKey],
     *,
     threads: int = 0,
@@ -122,7 +123,7 @@ def write_delta_kit(
     from kitbuilder.ops.build import seal
 
     manifest = frames.manifest
-    level = manifest.build["compression"]["level"]
+    level = manifest.build.compression.level
     roles = {f.path: (f.role, f.component) for f in manifest.files}
     with KitWriter2(out, level=level, threads=threads) as writer:
         for number in shipped:
@@ -239,11 +240,11 @@ class VerifiedDelta:
 
     def check_applies(self, base: Manifest, base_sha256: str, shown: object, *, allow_downgrade: bool) -> None:
         """PolicyError unless this delta turns exactly ``base`` (its manifest digest) into a newer kit of that name."""
-        info = self.manifest.delta or {}
+        sequence = None if self.manifest.delta is None else self.manifest.delta.base_sequence
         if base_sha256 != self.base_sha256:
             raise PolicyError(
                 f"{self.path}: this delta applies to the kit whose manifest has SHA-256 "
-                f"{self.base_sha256[:16]}… (sequence {info.get('baseSequence')}), not to "
+                f"{self.base_sha256[:16]}… (sequence {sequence}), not to "
                 f"{shown} ({base.kit.name} sequence {base.kit.sequence})"
             )
         if self.target_manifest.kit.name != base.kit.name:
@@ -274,10 +275,15 @@ def open_verified_delta(path: Path, options: VerifyOptions) -> Iterator[Verified
             raise UsageError(f"{path}: not a delta kit (its manifest has no delta block); use it as a full kit")
         target = read_target_metadata(stream, options.caps)
         target_sha256 = hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest()
-        if target_sha256 != info["targetManifestSha256"]:
+        if info.target_manifest_sha256 is None:
+            raise FormatError(
+                f"{path}: {MANIFEST_JSON}: delta: targetManifestSha256 is missing, so {TARGET_DIR}/{MANIFEST_JSON} "
+                "cannot be checked; rebuild the delta with this kit"
+            )
+        if target_sha256 != info.target_manifest_sha256:
             raise IntegrityError(
                 f"{path}: {TARGET_DIR}/{MANIFEST_JSON} has SHA-256 {target_sha256[:16]}…, the delta signed "
-                f"{str(info['targetManifestSha256'])[:16]}… as its target; the delta is corrupt, obtain it again"
+                f"{info.target_manifest_sha256[:16]}… as its target; the delta is corrupt, obtain it again"
             )
         _, _, target_manifest = check_signed_metadata(target, options.policy)
         check_policy(target_manifest, options)
@@ -287,7 +293,7 @@ def open_verified_delta(path: Path, options: VerifyOptions) -> Iterator[Verified
             stream=stream,
             report=report,
             manifest=report.manifest,
-            base_sha256=info["baseManifestSha256"],
+            base_sha256=info.base_manifest_sha256,
             target=target,
             target_manifest=target_manifest,
             target_sha256=target_sha256,

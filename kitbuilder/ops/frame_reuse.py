@@ -19,13 +19,14 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from kitbuilder.archive import layout
 from kitbuilder.archive.framejobs import Verbatim
 from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
+from kitbuilder.core.manifest_parts import BuildInfo
 from kitbuilder.errors import HostIOError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from kitbuilder.ops.verify import check_signed_metadata
@@ -197,10 +198,10 @@ class BaseFrames:
     def close(self) -> None:
         self._stream.close()
 
-    def check_compatible(self, build_info: dict[str, Any]) -> None:
+    def check_compatible(self, build_info: BuildInfo) -> None:
         """UsageError unless this build compresses frames as the base did (else no frame could be equal)."""
-        base = self.manifest.build.get("compression", {}).get("level")
-        level = build_info["compression"]["level"]
+        base = self.manifest.build.compression.level
+        level = build_info.compression.level
         if base != level:
             raise UsageError(
                 f"--delta-from {self.path}: base was compressed at level {base}, this build uses level {level}; "

@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import reader
 from kitbuilder.archive.index import IndexEntry, MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.atomic import TempPattern, clear_stale, fsync_path, os_error, scratch_dir
-from kitbuilder.core.images import ImageRecord, image_records
+from kitbuilder.core.images import ImageRecord
 from kitbuilder.core.manifest import Manifest
 from kitbuilder.errors import IntegrityError, UsageError
 from kitbuilder.oci import layout
@@ -45,8 +45,7 @@ class ExportResult:
     blobs: int
     bytes: int
 
-    # Any, not object: cli.py's text renderer still reads this document by key (issue 13 item 4 moves it).
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "outDir": str(self.out_dir),
             "images": [image.to_json() for image in self.images],
@@ -135,7 +134,7 @@ def _member_chunks(stream: BinaryIO, entry: IndexEntry | MemberSpan, caps: Caps,
 def _records(kit: Path, manifest: Manifest) -> tuple[ImageRecord, ...]:
     if not manifest.images:
         raise UsageError(f"{kit}: the kit carries no container images")
-    return image_records(manifest.images)
+    return manifest.images
 
 
 def _check(images: _KitImages, manifest: Manifest) -> CheckedLayout:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.dsse import Envelope
@@ -15,8 +15,18 @@ from kitbuilder.core.manifest import IMAGES_DIR, MANIFEST_JSON, METADATA_FILES, 
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, read_predicate
 from kitbuilder.core.statement import Statement
 from kitbuilder.errors import FormatError, IntegrityError, KitError
+from kitbuilder.ops.inspect_sections import (
+    KitSbomView,
+    ProvenanceAttestation,
+    ProvenanceSection,
+    SbomSection,
+    ShippedSbomView,
+)
 from kitbuilder.ops.verify import KitMetadata, check_signed_metadata, open_kit, read_metadata, read_signed_file
 from kitbuilder.trust.signatures import TrustPolicy, verify_envelope
+
+if TYPE_CHECKING:
+    from kitbuilder.oci.check import LayoutSummary
 
 
 @dataclass(frozen=True)
@@ -29,20 +39,24 @@ class InspectReport:
     verification_error: str | None
     verification_exit_code: int = 0
     # Optional sections (`--sbom`, `--provenance`, `--images`); None when not asked for.
-    sbom: dict[str, Any] | None = None
-    provenance: dict[str, Any] | None = None
-    images: dict[str, Any] | None = None
+    sbom: SbomSection | None = None
+    provenance: ProvenanceSection | None = None
+    images: LayoutSummary | None = None
     metadata_members: tuple[str, ...] = ()  # in archive order: the required four, then attestations
 
-    def to_json(self) -> dict[str, Any]:
+    def roles(self) -> dict[str, dict[str, int]]:
+        """Files and bytes per role, by role name."""
         roles: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
         for entry in self.manifest.files:
             roles[entry.role]["files"] += 1
             roles[entry.role]["bytes"] += entry.size
+        return dict(sorted(roles.items()))
+
+    def to_json(self) -> dict[str, object]:
         return {
             "reportVersion": 1,
             "kit": {"path": str(self.path), "bytes": self.kit_bytes, **self.manifest.kit.to_json()},
-            "build": self.manifest.build,
+            "build": self.manifest.build.to_json(),
             "signatures": {
                 "verified": self.verified_signers is not None,
                 "claimedKeyIds": list(self.claimed_signers),
@@ -50,15 +64,19 @@ class InspectReport:
                 "error": self.verification_error,
             },
             "components": [c.to_json() for c in self.manifest.components],
-            "roles": dict(sorted(roles.items())),
+            "roles": self.roles(),
             "files": [
                 {"path": f.path, "size": f.size, "sha256": f.sha256, "role": f.role, "component": f.component}
                 for f in self.manifest.files
             ],
             "payloadBytes": self.manifest.payload_bytes,
-            "delta": self.manifest.delta,
+            "delta": None if self.manifest.delta is None else self.manifest.delta.to_json(),
             "optionalMetadata": self.optional_metadata(),
-            **{k: v for k, v in (("sbom", self.sbom), ("provenance", self.provenance), ("images", self.images)) if v},
+            **{
+                name: section.to_json()
+                for name, section in (("sbom", self.sbom), ("provenance", self.provenance), ("images", self.images))
+                if section is not None
+            },
         }
 
     def optional_metadata(self) -> list[str]:
@@ -124,7 +142,7 @@ def inspect_kit(
     )
 
 
-def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> dict[str, Any]:
+def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> SbomSection:
     from kitbuilder.core.sbom import (
         KIT_SBOM_PATH,
         SbomError,
@@ -134,16 +152,16 @@ def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> d
         load_sbom,
     )
 
-    shipped: list[dict[str, Any]] = []
+    shipped: list[ShippedSbomView] = []
     for record in manifest.sboms:
         # Each shipped SBOM is checked again (a forged kit's could be anything) and summarised: its
         # licences and suppliers are what an auditor asks about; the kit's own SBOM lists files only.
         try:
-            info = check_sbom(read_checked(record["path"]), record["path"])
+            info = check_sbom(read_checked(record.path), record.path)
         except SbomError as exc:
             raise FormatError(exc.message) from exc
-        shipped.append({**record, "describes": info.to_json()["subject"], **info.summary.to_json()})
-    section: dict[str, Any] = {"kitSbom": None, "shipped": shipped}
+        shipped.append(ShippedSbomView(record, info.subject_name, info.subject_version, info.summary))
+    kit_sbom = None
     if KIT_SBOM_PATH in manifest.by_path():
         # Validated like a shipped SBOM before it is summarised: a forged kit's SBOM is anything at all.
         try:
@@ -154,22 +172,23 @@ def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> d
         if info.format != "CycloneDX":
             raise FormatError(f"{KIT_SBOM_PATH}: $: an {info.format} document; kit build writes CycloneDX here")
         summary = info.summary
-        section["kitSbom"] = {
-            "path": KIT_SBOM_PATH,
+        spec_version, serial = document.get("specVersion"), document.get("serialNumber")
+        kit_sbom = KitSbomView(
+            path=KIT_SBOM_PATH,
             # Each component's file count, bytes and inventory digest, as the SBOM states them, are what the
             # manifest's files give (it is signed, but says so itself).
-            "matchesManifest": kit_sbom_matches(document, (c.id for c in manifest.components), manifest.files),
-            "specVersion": document.get("specVersion"),
-            "serialNumber": document.get("serialNumber"),
-            **summary.to_json(),
-        }
-    return section
+            matches_manifest=kit_sbom_matches(document, (c.id for c in manifest.components), manifest.files),
+            spec_version=spec_version if isinstance(spec_version, str) else None,
+            serial_number=serial if isinstance(serial, str) else None,
+            summary=summary,
+        )
+    return SbomSection(kit_sbom, tuple(shipped))
 
 
-def _provenance_section(metadata: KitMetadata, policy: TrustPolicy | None) -> dict[str, Any] | None:
+def _provenance_section(metadata: KitMetadata, policy: TrustPolicy | None) -> ProvenanceSection:
     data = metadata.members.get(PROVENANCE_MEMBER)
     if data is None:
-        return {"present": False}
+        return ProvenanceSection(None)
     envelope = Envelope.from_bytes(data, what=PROVENANCE_MEMBER)
     signers: tuple[str, ...] | None = None
     error = None
@@ -183,25 +202,25 @@ def _provenance_section(metadata: KitMetadata, policy: TrustPolicy | None) -> di
     metadata_digests = {
         name: hashlib.sha256(metadata.members[name]).hexdigest() for name in (MANIFEST_JSON, SHA256SUMS)
     }
-    return {
-        "present": True,
-        "path": PROVENANCE_MEMBER,
-        "predicateType": statement.predicate_type,
-        "subjects": [{"name": s.name, "sha256": s.sha256} for s in statement.subjects],
-        # Whether the statement is about this kit's signed metadata (kit verify fails when it is not).
-        "subjectsMatch": all(metadata_digests.get(s.name) == s.sha256 for s in statement.subjects),
-        "verified": signers is not None,
-        "verifiedKeyIds": list(signers or ()),
-        "error": error,
-        **view.to_json(),
-    }
+    return ProvenanceSection(
+        ProvenanceAttestation(
+            path=PROVENANCE_MEMBER,
+            predicate_type=statement.predicate_type,
+            subjects=statement.subjects,
+            # Whether the statement is about this kit's signed metadata (kit verify fails when it is not).
+            subjects_match=all(metadata_digests.get(s.name) == s.sha256 for s in statement.subjects),
+            verified_key_ids=signers,
+            error=error,
+            view=view,
+        )
+    )
 
 
-def _images_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> dict[str, Any] | None:
+def _images_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> LayoutSummary:
+    from kitbuilder.oci.check import LayoutSummary, check_layout
+
     prefix = f"{IMAGES_DIR}/"
     entries = {f.path: (f.size, f.sha256) for f in manifest.files if f.path.startswith(prefix)}
     if not entries and not manifest.images:
-        return {"images": [], "blobs": 0, "storedBytes": 0, "referencedBytes": 0, "sharedBytesSaved": 0}
-    from kitbuilder.oci.check import check_layout
-
-    return check_layout(entries, read_checked, records=manifest.images).to_json()
+        return LayoutSummary(images=(), blob_count=0, stored_bytes=0, referenced_bytes=0)
+    return check_layout(entries, read_checked, records=manifest.images)

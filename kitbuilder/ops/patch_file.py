@@ -241,7 +241,7 @@ def _write_patched(
         span, base = sources.span(number, frame, describe(number))
         spans.append(span)
         from_base += base
-    level = target.build["compression"]["level"]
+    level = target.build.compression.level
     shown = str(output)
     with directory.atomic_file(output.name) as out:
         out.flush()

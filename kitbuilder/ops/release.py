@@ -49,7 +49,7 @@ class FullRelease:
             "sha256": self.result.kit_sha256,
             "metadata": list(self.result.metadata),
             "provenance": str(provenance) if provenance else None,
-            "images": list(manifest.images),
+            "images": [image.to_json() for image in manifest.images],
         }
 
 

@@ -41,15 +41,15 @@ def _choose(manifest: Manifest, subject: str | None) -> tuple[str, str, str | No
         if KIT_SBOM_PATH not in manifest.by_path():
             raise UsageError(f"kit has no {KIT_SBOM_PATH} (built before kits carried one); use --subject")
         return KIT_SBOM_PATH, "CycloneDX", manifest.kit.name
-    matches = [s for s in manifest.sboms if subject in (s["subject"], s["component"])]
+    matches = [s for s in manifest.sboms if subject in (s.subject, s.component)]
     if not matches:
-        offered = ", ".join(sorted({s["subject"] for s in manifest.sboms})) or "none"
+        offered = ", ".join(sorted({s.subject for s in manifest.sboms})) or "none"
         raise UsageError(f"--subject {subject!r}: no shipped SBOM describes it (subjects in this kit: {offered})")
     if len(matches) > 1:
-        paths = ", ".join(s["path"] for s in matches)
+        paths = ", ".join(s.path for s in matches)
         raise UsageError(f"--subject {subject!r}: several SBOMs describe it ({paths}); give the component id instead")
     chosen = matches[0]
-    return chosen["path"], chosen["format"], chosen["subject"]
+    return chosen.path, chosen.format, chosen.subject
 
 
 def extract_sbom(

@@ -100,7 +100,7 @@ class VerifyReport:
             "files": len(self.manifest.files),
             "members": self.members,
             "payloadBytes": self.payload_bytes,
-            "delta": self.manifest.delta,
+            "delta": None if self.manifest.delta is None else self.manifest.delta.to_json(),
             "attestations": [a.to_json() for a in self.attestations],
             "sigstore": self.sigstore,
         }
@@ -139,8 +139,8 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
         differing = sorted(set(sums.items()) ^ set(listed.items()))
         raise IntegrityError(f"{SHA256SUMS}: differs from the signed manifest at {differing[0][0]}")
     for number, record in enumerate(signed.sboms):
-        if record["path"] not in listed:
-            raise IntegrityError(f"{MANIFEST_JSON}: sboms[{number}].path {record['path']!r} is not a file of the kit")
+        if record.path not in listed:
+            raise IntegrityError(f"{MANIFEST_JSON}: sboms[{number}].path {record.path!r} is not a file of the kit")
     subjects = {s.name: s.sha256 for s in statement.subjects}
     wanted = dict(listed)
     wanted[SHA256SUMS] = hashlib.sha256(sums_bytes).hexdigest()
@@ -220,8 +220,7 @@ def build_mtime(signed: Manifest) -> int:
     Format 2 writes 0 always (the schema refuses any other ``build.mtime``)."""
     if signed.format_version == 2:
         return 0
-    value = signed.build.get("mtime", 0)
-    return value if isinstance(value, int) else 0
+    return signed.build.mtime or 0
 
 
 def check_policy(manifest: Manifest, options: VerifyOptions) -> None:
@@ -441,8 +440,8 @@ def _check_lines(
         )
     if manifest.delta is not None:
         checks += (
-            f"this is a DELTA kit for base {manifest.kit.name} sequence {manifest.delta['baseSequence']} "
-            f"(manifest sha256 {manifest.delta['baseManifestSha256']}); use `kit patch` to apply it",
+            f"this is a DELTA kit for base {manifest.kit.name} sequence {manifest.delta.base_sequence} "
+            f"(manifest sha256 {manifest.delta.base_manifest_sha256}); use `kit patch` to apply it",
         )
     return checks
 

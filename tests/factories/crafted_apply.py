@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from kitbuilder.archive.writer2 import KitWriter2
-from kitbuilder.core.manifest import Component, KitInfo, Manifest
+from kitbuilder.core.manifest import Component, KitInfo
 from kitbuilder.ops.build import seal
 from tests.factories.hostile import RELEASE
-from tests.factories.kits import TEST_BUILD, write_payload
+from tests.factories.kits import TEST_BUILD, CraftedManifest, write_payload
 
 GOOD_UP = "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT, tenant TEXT, done TEXT);\n"
 GOOD_VERIFY = "SELECT COUNT(*) >= 0 FROM items;\n"
@@ -37,23 +37,18 @@ def craft_apply_kit(
         entries, frames = write_payload(
             writer, ((path, data, roles[component], component) for path, (component, data) in files.items())
         )
-        manifest = Manifest(
+        # Components and checks go into the signed JSON as given: many are hostile on purpose.
+        manifest = CraftedManifest(
             kit=KitInfo("crafted-apply", "1.0.0", sequence, "2099-01-01T00:00:00Z", "demo", "stable"),
             build=TEST_BUILD,
-            components=tuple(
-                Component(
-                    id=c["id"],
-                    role=c["role"],
-                    phase=c.get("phase"),
-                    subject=c.get("subject"),
-                    options=dict(c.get("options", {})),
-                )
-                for c in components
-            ),
+            components=tuple(Component(id=c["id"], role=c["role"]) for c in components),
             files=tuple(entries),
-            checks=tuple(dict(c) for c in checks),
             frames=frames,
             format_version=2,
+            replace={
+                "components": [dict(c) for c in components],
+                **({"checks": [dict(c) for c in checks]} if checks else {}),
+            },
         )
         seal(writer, manifest, [RELEASE])
         writer.finish()

@@ -16,6 +16,7 @@ from typing import Any
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import MANIFEST_DSSE, MANIFEST_JSON, SHA256SUMS, Manifest
+from kitbuilder.core.manifest_parts import DeltaInfo
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
 from kitbuilder.ops import delta as delta_module
 from kitbuilder.ops.delta import write_delta_kit
@@ -75,7 +76,7 @@ def craft_delta(
         if edit_info is not None:
             edit_info(info)
         with out.open("wb") as sink, _misnamed(frames, shipped) if misname else contextlib.nullcontext():
-            write_delta_kit(sink, stream, frames, shipped, members, info, [private])
+            write_delta_kit(sink, stream, frames, shipped, members, DeltaInfo.from_json(info), [private])
     return out
 
 

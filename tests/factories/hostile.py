@@ -52,6 +52,7 @@ from kitbuilder.core.manifest import (
     KitInfo,
     Manifest,
 )
+from kitbuilder.core.manifest_parts import BuildInfo, Compression
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import sign_envelope
@@ -362,11 +363,11 @@ class Recipe:
         kit.update(self.kit)
         manifest = Manifest(
             kit=KitInfo(**kit),
-            build={
-                "tool": "tests/factories/hostile.py",
-                "compression": {"algorithm": "zstd", "level": 3, "multithreaded": False},
-                "mtime": 0,
-            },
+            build=BuildInfo(
+                tool="tests/factories/hostile.py",
+                compression=Compression(level=3, multithreaded=False),
+                mtime=0,
+            ),
             components=(Component(id="docs", role="doc"),),
             files=tuple(files),
         ).to_json()

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kitbuilder.archive.writer2 import KitWriter2
-from kitbuilder.core.manifest import FileEntry, FrameEntry, is_optional_metadata
+from kitbuilder.core.manifest import FileEntry, FrameEntry, Manifest, is_optional_metadata
+from kitbuilder.core.manifest_parts import BuildInfo, Compression
 
 # What crafted kits record as build (format 2: no mtime, no thread flag).
-TEST_BUILD: dict[str, Any] = {"tool": "tests", "compression": {"algorithm": "zstd", "level": 3}}
+TEST_BUILD = BuildInfo(tool="tests", compression=Compression(level=3))
+
+
+@dataclass(frozen=True)
+class CraftedManifest(Manifest):
+    """A manifest whose JSON has top-level parts replaced verbatim by ``replace``: hostile values (an option
+    of the wrong type, a check of no kind) that the typed models refuse to hold, signed as they are."""
+
+    replace: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), **self.replace}
+
 
 SPEC_TEMPLATE = """\
 apiVersion: kitbuilder/v1

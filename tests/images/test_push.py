@@ -43,8 +43,8 @@ def push(kit: Path, host: str, signing: Signing, **kwargs: Any) -> images_op.Pus
     return push_images(kit, host, signing.options(), **kwargs)
 
 
-def records(kit: Path, signing: Signing) -> list[dict[str, Any]]:
-    return list(verify_kit(kit, signing.options()).manifest.images)
+def records(kit: Path, signing: Signing) -> list[dict[str, object]]:
+    return [r.to_json() for r in verify_kit(kit, signing.options()).manifest.images]
 
 
 @needs_skopeo

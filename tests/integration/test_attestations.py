@@ -37,7 +37,7 @@ def _build(kit_env: KitEnv, out: Path, *extra: Any) -> dict[str, Any]:
 def _rewrite(kit: Path, out: Path, replace: dict[str, bytes]) -> None:
     """The same kit with metadata members replaced or added (same compression, so payload frames are identical)."""
     build = Manifest.from_bytes(kit_members(kit)["manifest.json"]).build
-    rewrite_kit(kit, out, replace, level=build["compression"]["level"])
+    rewrite_kit(kit, out, replace, level=build.compression.level)
 
 
 def _sslib_key(pub: Path) -> SSlibKey:

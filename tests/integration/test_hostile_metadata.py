@@ -37,7 +37,6 @@ from kitbuilder.core.manifest import (
     SIGSTORE_BUNDLE,
     Component,
     KitInfo,
-    Manifest,
 )
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, PROVENANCE_PREDICATE_TYPE
 from kitbuilder.core.sbom import KIT_SBOM_PATH
@@ -49,7 +48,7 @@ from kitbuilder.trust.sigstore_bundle import render_key_bundle
 from tests.conftest import KitEnv, run_json, run_kit
 from tests.factories.hostile import RELEASE, STRANGER
 from tests.factories.keys import write_pair
-from tests.factories.kits import TEST_BUILD, write_payload
+from tests.factories.kits import TEST_BUILD, CraftedManifest, write_payload
 from tests.factories.kits import kit_members as members
 from tests.factories.kits import rewrite_kit as rewrite
 
@@ -99,15 +98,16 @@ def craft_kit(
                 for path, data in files.items()
             ),
         )
-        manifest = Manifest(
+        # The records go into the signed JSON as given: some are hostile on purpose.
+        records = {name: list(items) for name, items in (("images", images), ("sboms", sboms)) if items}
+        manifest = CraftedManifest(
             kit=KitInfo("hostile-kit", "1.0.0", 1, "2099-01-01T00:00:00Z", "demo", "stable"),
             build=TEST_BUILD,
             components=(Component("docs", "doc"), Component("kit-sbom", "sbom"), Component("kit-images", "image")),
             files=entries,
-            images=tuple(images),
-            sboms=tuple(sboms),
             frames=frames,
             format_version=2,
+            replace=records,
         )
         sealed = seal(writer, manifest, [signer])
         for name, data in (extra(sealed) if callable(extra) else extra or {}).items():

@@ -9,7 +9,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from kitbuilder.core.images import ImageRecord, image_records
+from kitbuilder.core.images import ImageRecord
+from kitbuilder.core.manifest import Manifest
 from kitbuilder.core.sbom import ShippedSbom
 from kitbuilder.errors import FormatError
 
@@ -78,7 +79,12 @@ def test_a_shipped_sbom_of_an_unknown_format_is_refused() -> None:
         ShippedSbom.from_json(document)
 
 
-def test_image_records_takes_parsed_entries_or_records_and_names_the_bad_one() -> None:
-    assert image_records([IMAGE.to_json(), IMAGE]) == (IMAGE, IMAGE)
-    with pytest.raises(FormatError, match=r"^manifest.json: images\[1\]: ref: expected a string, got null None$"):
-        image_records([IMAGE.to_json(), {**IMAGE.to_json(), "ref": None}])
+def test_the_manifest_names_the_bad_image_record() -> None:
+    # Manifest.from_json builds the records itself: the one bad entry is named by its position.
+    from tests.unit.core.test_manifest_parts import manifest_document
+
+    document = manifest_document(images=[IMAGE.to_json(), {**IMAGE.to_json(), "ref": None}])
+    with pytest.raises(FormatError, match=r"^manifest.json: \$.images\[1\].ref: None is not of type 'string'"):
+        Manifest.from_json(document)
+    good = manifest_document(images=[IMAGE.to_json(), IMAGE.to_json()])
+    assert Manifest.from_json(good).images == (IMAGE, IMAGE)

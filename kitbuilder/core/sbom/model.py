@@ -7,16 +7,17 @@ live here, beside the frozen dataclasses, where nothing imports a schema or vali
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kitbuilder.core import fields
+# The manifest's sboms[] record is a manifest part (core/manifest imports no SBOM code); named here too.
+from kitbuilder.core.manifest_parts import SBOM_FORMATS as SBOM_FORMATS
+from kitbuilder.core.manifest_parts import ShippedSbom as ShippedSbom
 
 KIT_SBOM_PATH = "sbom/kit.cdx.json"
 KIT_SPEC_VERSION = "1.6"
 CYCLONEDX_VERSIONS = ("1.4", "1.5", "1.6")
 SPDX_VERSIONS = ("SPDX-2.3", "SPDX-2.2")
-SBOM_FORMATS = ("CycloneDX", "SPDX")
 # The longest problem an SbomError spells out: enough for any schema message, short enough for one line.
 MAX_MESSAGE = 240
 
@@ -85,42 +86,6 @@ class KitComponent:
     phase: str | None = None
     subject: str | None = None
     inventory: Inventory = Inventory()
-
-
-@dataclass(frozen=True)
-class ShippedSbom:
-    """A component SBOM the kit ships, as manifest.json ``sboms[]`` records it (schemas/manifest.schema.json)."""
-
-    path: str
-    component: str
-    subject: str
-    format: str  # "CycloneDX" | "SPDX"
-    spec_version: str  # "1.6", "2.3", ...
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "path": self.path,
-            "component": self.component,
-            "subject": self.subject,
-            "format": self.format,
-            "specVersion": self.spec_version,
-        }
-
-    @classmethod
-    def from_json(cls, document: Mapping[str, object], *, what: str = "manifest.json: sboms[]") -> ShippedSbom:
-        """The record of a (schema-checked) ``sboms[]`` entry; FormatError naming the field if it is not one."""
-        read = fields.Fields(document, what)
-        shipped = cls(
-            path=read.required_text("path"),
-            component=read.required_text("component"),
-            subject=read.required_text("subject"),
-            format=read.required_text("format"),
-            spec_version=read.required_text("specVersion"),
-        )
-        read.finish()
-        if shipped.format not in SBOM_FORMATS:
-            raise read.fail("format", f"{fields.show(shipped.format)} is not one of {', '.join(SBOM_FORMATS)}")
-        return shipped
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,267 @@
+"""The typed parts of a kit manifest: its ``build`` and ``delta`` blocks, ``sboms[]`` and each component's ``options``.
+
+Each model reads its (schema-checked) JSON strictly with ``from_json`` (a FormatError names the
+field) and writes it back with ``to_json``; a field the JSON did not have stays absent (None), so
+``to_json(from_json(x)) == x`` and a re-signed manifest (a delta's) says what the original said.
+The other parts have their own modules: ``images[]`` is core/images.py ``ImageRecord``, ``checks[]``
+core/kitchecks.py ``Check``. Pure: no I/O, and no SBOM code (core/sbom imports the manifest).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kitbuilder.core.fields import IDENTIFIER, INT64_MAX, TABLE, Fields, integer, show, type_name
+from kitbuilder.errors import FormatError
+
+# A file name relative to its component's directory (the manifest's path rule, one level or more).
+COMPONENT_FILE = re.compile(r"(?!\.{1,2}(/|$))(?!.*/\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+SBOM_FORMATS = ("CycloneDX", "SPDX")
+
+
+# build --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compression:
+    """``build.compression``: zstd at ``level``; format 1 also said whether it compressed multithreaded."""
+
+    level: int
+    algorithm: str = "zstd"
+    multithreaded: bool | None = None  # format 1 only
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"algorithm": self.algorithm, "level": self.level}
+        if self.multithreaded is not None:
+            data["multithreaded"] = self.multithreaded
+        return data
+
+    @classmethod
+    def from_json(cls, document: object, *, what: str = "manifest.json: build.compression") -> Compression:
+        read = Fields(document, what)
+        algorithm = read.required_text("algorithm")
+        if algorithm != "zstd":
+            raise read.fail("algorithm", f"{show(algorithm)} is not zstd")
+        level = integer(read.get("level", True), 1, 19, lambda message: read.fail("level", message))
+        multithreaded = _optional_flag(read, "multithreaded")
+        read.finish()
+        return cls(level=level, algorithm=algorithm, multithreaded=multithreaded)
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """``build``: the tool, the compression, the mtime of every tar header (format 1) and the key id that
+    made SHA256SUMS.sig (signed, so a junk signature put first cannot pick another key; absent in old kits)."""
+
+    tool: str
+    compression: Compression
+    mtime: int | None = None
+    checksum_key_id: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"tool": self.tool, "compression": self.compression.to_json()}
+        if self.mtime is not None:
+            data["mtime"] = self.mtime
+        if self.checksum_key_id is not None:
+            data["checksumKeyId"] = self.checksum_key_id
+        return data
+
+    @classmethod
+    def from_json(cls, document: object, *, what: str = "manifest.json: build") -> BuildInfo:
+        read = Fields(document, what)
+        tool = read.required_text("tool")
+        compression = Compression.from_json(read.get("compression", True), what=f"{what}.compression")
+        mtime_value = read.get("mtime", False)
+        mtime = (
+            None if "mtime" not in read.data else integer(mtime_value, 0, INT64_MAX, lambda m: read.fail("mtime", m))
+        )
+        key_id = read.text("checksumKeyId", nonempty=True)
+        read.finish()
+        return cls(tool=tool, compression=compression, mtime=mtime, checksum_key_id=key_id)
+
+
+# delta --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeltaInfo:
+    """``delta`` (delta kits only): the one base it applies to (its manifest digest), the paths it removes and
+    the digest of the target manifest it carries under delta/target/."""
+
+    base_manifest_sha256: str
+    base_sequence: int
+    base_version: str
+    removed: tuple[str, ...] | None = None
+    target_manifest_sha256: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "baseManifestSha256": self.base_manifest_sha256,
+            "baseSequence": self.base_sequence,
+            "baseVersion": self.base_version,
+        }
+        if self.removed is not None:
+            data["removed"] = list(self.removed)
+        if self.target_manifest_sha256 is not None:
+            data["targetManifestSha256"] = self.target_manifest_sha256
+        return data
+
+    @classmethod
+    def from_json(cls, document: object, *, what: str = "manifest.json: delta") -> DeltaInfo:
+        read = Fields(document, what)
+        base = read.required_text("baseManifestSha256", pattern=_SHA256)
+        sequence = integer(
+            read.get("baseSequence", True), -INT64_MAX, INT64_MAX, lambda m: read.fail("baseSequence", m)
+        )
+        version = read.required_text("baseVersion")
+        removed_value = read.get("removed", False)
+        removed: tuple[str, ...] | None = None
+        if "removed" in read.data:
+            if not isinstance(removed_value, list) or not all(isinstance(p, str) for p in removed_value):
+                raise read.fail("removed", f"expected a list of paths, got {type_name(removed_value)}")
+            removed = tuple(removed_value)
+        target = read.text("targetManifestSha256", pattern=_SHA256)
+        read.finish()
+        return cls(base, sequence, version, removed, target)
+
+
+# sboms[] ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShippedSbom:
+    """A component SBOM the kit ships, as manifest.json ``sboms[]`` records it (schemas/manifest.schema.json)."""
+
+    path: str
+    component: str
+    subject: str
+    format: str  # "CycloneDX" | "SPDX"
+    spec_version: str  # "1.6", "2.3", ...
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "component": self.component,
+            "subject": self.subject,
+            "format": self.format,
+            "specVersion": self.spec_version,
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, object], *, what: str = "manifest.json: sboms[]") -> ShippedSbom:
+        """The record of a (schema-checked) ``sboms[]`` entry; FormatError naming the field if it is not one."""
+        read = Fields(document, what)
+        shipped = cls(
+            path=read.required_text("path"),
+            component=read.required_text("component"),
+            subject=read.required_text("subject"),
+            format=read.required_text("format"),
+            spec_version=read.required_text("specVersion"),
+        )
+        read.finish()
+        if shipped.format not in SBOM_FORMATS:
+            raise read.fail("format", f"{show(shipped.format)} is not one of {', '.join(SBOM_FORMATS)}")
+        return shipped
+
+
+# component options --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    """``up``/``verify``/``revert`` name files of the component; None = the default name, when present."""
+
+    up: str = "up.sql"
+    verify: str | None = None
+    revert: str | None = None
+    transactional: bool = True
+    idempotent: bool = False
+
+    @classmethod
+    def from_json(cls, options: object, where: str) -> MigrationOptions:
+        return ComponentOptions.from_json(options, role="migration", where=where).migration()
+
+
+@dataclass(frozen=True)
+class SeedOptions:
+    table: str
+    key: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, options: object, where: str) -> SeedOptions:
+        return ComponentOptions.from_json(options, role="seed", where=where).seed()
+
+
+@dataclass(frozen=True)
+class ComponentOptions:
+    """A component's ``options`` as signed, each field as written (None: absent), read strictly per role:
+    a migration's up/verify/revert/transactional/idempotent, a seed's table and key, nothing for the others
+    (a backfill's options live in its job file). ``migration()``/``seed()`` give what apply acts on."""
+
+    up: str | None = None
+    verify: str | None = None
+    revert: str | None = None
+    transactional: bool | None = None
+    idempotent: bool | None = None
+    table: str | None = None
+    key: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {}
+        for name in ("up", "verify", "revert", "transactional", "idempotent", "table"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        if self.key is not None:
+            data["key"] = list(self.key)
+        return data
+
+    @classmethod
+    def from_json(cls, options: object, *, role: str, where: str) -> ComponentOptions:
+        """FormatError naming ``where`` and the field for a wrong type, a missing or an unknown field."""
+        read = Fields(options, where)
+        parsed = cls()
+        if role == "migration":
+            # The spec schema's defaults are written into the manifest (`verify: verify.sql` on every migration),
+            # so a default name means "when present" (see ``migration``); any other name must be a file of it.
+            verify = read.text("verify", pattern=COMPONENT_FILE)
+            revert = read.text("revert", pattern=COMPONENT_FILE)
+            parsed = cls(
+                up=read.text("up", pattern=COMPONENT_FILE),
+                verify=verify,
+                revert=revert,
+                transactional=_optional_flag(read, "transactional"),
+                idempotent=_optional_flag(read, "idempotent"),
+            )
+        elif role == "seed":
+            parsed = cls(
+                table=read.required_text("table", pattern=TABLE),
+                key=read.names("key", pattern=IDENTIFIER, required=True),
+            )
+        read.finish()
+        return parsed
+
+    def migration(self) -> MigrationOptions:
+        return MigrationOptions(
+            up=self.up or "up.sql",
+            verify=None if self.verify == "verify.sql" else self.verify,
+            revert=None if self.revert == "revert.sql" else self.revert,
+            transactional=True if self.transactional is None else self.transactional,
+            idempotent=bool(self.idempotent),
+        )
+
+    def seed(self) -> SeedOptions:
+        if self.table is None or self.key is None:
+            raise FormatError("seed options: table and key are required")  # from_json(role="seed") made sure
+        return SeedOptions(table=self.table, key=self.key)
+
+
+def _optional_flag(read: Fields, name: str) -> bool | None:
+    """A boolean field that may be absent (None), kept apart from a written default."""
+    if name not in read.data:
+        read.read.append(name)
+        return None
+    return read.flag(name, False)
