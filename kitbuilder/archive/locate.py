@@ -87,7 +87,7 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
         index = KitIndex.from_bytes(data, max_members=member_bound, max_frames=frame_bound)
     else:
         index = KitIndex.from_bytes(data, max_members=bound)
-    if len(index.members) > caps.max_members:
+    if index.format_version == 1 and len(index.members) > caps.max_members:
         raise ArchiveError(f"kit index lists {len(index.members)} members, more than the cap of {caps.max_members}")
     if index.format_version == 2:
         if len(index.frames) > caps.max_frames:

@@ -11,10 +11,11 @@ from typing import Any
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.dsse import Envelope
-from kitbuilder.core.manifest import IMAGES_DIR, MANIFEST_JSON, METADATA_FILES, SHA256SUMS, Manifest
+from kitbuilder.core.manifest import IMAGES_DIR, MANIFEST_JSON, SHA256SUMS, Manifest, is_optional_metadata
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, read_predicate
 from kitbuilder.core.statement import Statement
 from kitbuilder.errors import FormatError, IntegrityError, KitError
+from kitbuilder.ops.kitfile import load_files
 from kitbuilder.ops.verify import KitMetadata, check_signed_metadata, open_kit, read_metadata, read_signed_file
 from kitbuilder.trust.signatures import TrustPolicy, verify_envelope
 
@@ -32,7 +33,7 @@ class InspectReport:
     sbom: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
     images: dict[str, Any] | None = None
-    metadata_members: tuple[str, ...] = ()  # in archive order: the required four, then attestations
+    metadata_members: tuple[str, ...] = ()  # in archive order: the required ones, then attestations
 
     def to_json(self) -> dict[str, Any]:
         roles: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
@@ -62,7 +63,7 @@ class InspectReport:
         }
 
     def optional_metadata(self) -> list[str]:
-        return list(self.metadata_members[len(METADATA_FILES) :])
+        return [name for name in self.metadata_members if is_optional_metadata(name)]
 
 
 def inspect_kit(
@@ -82,7 +83,9 @@ def inspect_kit(
     """
     caps = caps or Caps()
     with open_kit(path) as stream:
-        metadata = read_metadata(stream, caps)
+        # Format 2: the file list is read after the signatures when they are checked (check_signed_metadata),
+        # else when the report needs it (it lists every file): either way once, line by line.
+        metadata = read_metadata(stream, caps, defer_files=True)
         claimed = tuple(sorted({s.keyid for s in metadata.envelope.signatures}))
         verified: tuple[str, ...] | None = None
         error: str | None = None
@@ -94,6 +97,8 @@ def inspect_kit(
             except KitError as exc:
                 error = str(exc)
                 exit_code = exc.exit_code
+        if metadata.files_pending:
+            manifest = load_files(metadata)
         files = manifest.by_path()
         index = metadata.location.index
         listed = set(index.sizes())

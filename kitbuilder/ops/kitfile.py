@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from kitbuilder import inputfile
 from kitbuilder.archive import reader
+from kitbuilder.archive.index import KitIndex
 from kitbuilder.archive.reader import Caps, IndexLocation
 from kitbuilder.core import checksums, filelist, paths
 from kitbuilder.core.dsse import Envelope
@@ -127,6 +128,12 @@ def read_metadata(stream: BinaryIO, caps: Caps, *, defer_files: bool = False) ->
     if not defer_files:
         load_files(metadata)
     return metadata
+
+
+def located_index(stream: BinaryIO, caps: Caps) -> KitIndex:
+    """A kit file's index with every member located (format 2: payload members from its file list, which is read
+    and checked against manifest.json and SHA256SUMS, but not against any signature)."""
+    return read_metadata(stream, caps).location.index
 
 
 def read_target_metadata(stream: BinaryIO, caps: Caps) -> Metadata:

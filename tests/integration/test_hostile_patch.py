@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from kitbuilder.core import jsonio
+from kitbuilder.ops.kitfile import located_index
 from tests.conftest import KitEnv, run_kit
 from tests.factories import hostile
 from tests.factories.deltas import craft_delta
@@ -512,10 +513,10 @@ def test_already_patched_output_is_verified_not_assumed(release: Release) -> Non
     args = ["patch", release.base, release.delta, "--key", release.kit_env.ed_pub, "--in-place"]
     assert _cli(*args).returncode == 0
     from kitbuilder.archive.index import MemberSpan
-    from kitbuilder.archive.reader import Caps, read_index
+    from kitbuilder.archive.reader import Caps
 
     with release.base.open("rb") as stream:
-        entry = read_index(stream, Caps()).index.by_path()["docs/operator/blob.bin"]
+        entry = located_index(stream, Caps()).by_path()["docs/operator/blob.bin"]
     assert isinstance(entry, MemberSpan)
     frame = entry.frames[-1]  # format 2: the frame holding blob.bin's data (with its group's other members)
     data = bytearray(release.base.read_bytes())

@@ -166,14 +166,15 @@ def test_incompressible_members_are_stored_raw_and_stock_tools_read_them(kit_env
     import os
 
     from kitbuilder.archive.index import MemberSpan
-    from kitbuilder.archive.reader import Caps, read_index
+    from kitbuilder.archive.reader import Caps
+    from kitbuilder.ops.kitfile import located_index
 
     (kit_env.root / "src/docs/random.bin").write_bytes(os.urandom(3 << 20))
     (kit_env.root / "src/docs/text.log").write_bytes(b"the same line again\n" * 200_000)
     kit = kit_env.kit()
     assert run_kit("build", kit_env.spec, "--key", kit_env.ed_key, "--out", kit).exit_code == 0
     with kit.open("rb") as stream:
-        entries = read_index(stream, Caps()).index.by_path()
+        entries = located_index(stream, Caps()).by_path()
     random_entry, text_entry = entries["docs/operator/random.bin"], entries["docs/operator/text.log"]
     assert isinstance(random_entry, MemberSpan) and isinstance(text_entry, MemberSpan)
     # Format 2: a small compressed header frame, then one raw data frame (3 MiB is under a 4 MiB chunk): a
