@@ -30,8 +30,10 @@ _LINE = re.compile(r"([0-9a-f]{64})  ([^\n\\]+)")
 
 def render(entries: Iterable[tuple[str, str]]) -> bytes:
     """SHA256SUMS bytes for ``(path, sha256_hex)`` pairs, sorted by path."""
-    lines = [f"{digest}  {path}\n" for path, digest in sorted(entries)]
-    return "".join(lines).encode("utf-8")
+    out = bytearray()
+    for path, digest in sorted(entries):
+        out += f"{digest}  {path}\n".encode()
+    return bytes(out)
 
 
 def parse(data: bytes) -> dict[str, str]:

@@ -37,6 +37,16 @@ _LINE = re.compile(
     rb'\{"at":' + _INT + rb',"component":"' + _COMPONENT + rb'","frame":' + _INT + rb',"path":"' + _PATH
     + rb'","role":"' + _ROLE + rb'","sha256":"([0-9a-f]{64})","size":' + _INT + rb"\}\n"
 )  # fmt: skip
+_LINE_TEXT = re.compile(_LINE.pattern.decode("ascii"))
+# The common line: a path every component of which starts with a character other than "." and which fits a
+# ustar name field (at most 100 bytes), for which the kit path rule (core/paths.py) holds without asking. A line
+# with any other path is matched by _LINE_TEXT and its path put to that rule.
+_PLAIN_LINE = re.compile(
+    _LINE.pattern.decode("ascii").replace(
+        _PATH.decode("ascii"),
+        r'((?=[^"]{1,100}")[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]*(?:/[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]*)*)',
+    )
+)
 _FIELDS = ("at", "component", "frame", "path", "role", "sha256", "size")
 
 
@@ -112,13 +122,14 @@ class FileListRef:
 def render(files: Iterable[FileEntry]) -> bytes:
     """The file list's bytes for ``files`` (format-2 entries, in archive order); every line is checked as
     the reader would check it, so a kit is never sealed with a list its readers refuse."""
-    lines = []
+    # Written into one buffer line by line: no list of a million line strings next to the result.
+    out = bytearray()
     for entry in files:
-        line = entry.line()
-        if entry.frame is None or _LINE.fullmatch(line.encode("utf-8")) is None or paths.problem_with(entry.path):
+        line = entry.line().encode("utf-8")
+        if entry.frame is None or _LINE.fullmatch(line) is None or paths.problem_with(entry.path):
             raise FormatError(f"{FILE_LIST}: cannot list {entry.path!r} (not a format-2 entry of the line grammar)")
-        lines.append(line)
-    return "".join(lines).encode("utf-8")
+        out += line
+    return bytes(out)
 
 
 def describe(data: bytes, files: Sequence[FileEntry]) -> FileListRef:
@@ -132,46 +143,61 @@ def parse(data: bytes, *, count: int, frame_sizes: Sequence[int], what: str = FI
 
     FormatError naming the line for anything ``render`` would not have written. Role and component strings
     are shared between entries (one object per distinct value)."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        # Every byte of a list is ASCII (paths are portable, never escaped): find the line to name it.
+        text = data.decode("ascii", "replace")
     out: list[FileEntry] = []
-    shared: dict[bytes, str] = {}
+    append = out.append
+    shared: dict[str, str] = {}
     position = 0
     frames = len(frame_sizes)
-    for match in _LINE.finditer(data):
-        number = len(out) + 1
-        if match.start() != position:
-            break
-        if number > count:
+    end = len(text)
+    plain, general = _PLAIN_LINE.match, _LINE_TEXT.match
+    while position < end:
+        match = plain(text, position)
+        checked = match is not None
+        if match is None:
+            match = general(text, position)
+            if match is None:
+                break
+        if len(out) == count:
             raise FormatError(f"{what}: more than the {count} lines manifest.json fileList.count says")
-        at_b, component_b, frame_b, path_b, role_b, sha_b, size_b = match.groups()
-        frame, at, size = int(frame_b), int(at_b), int(size_b)
-        if frame >= frames:
-            raise FormatError(
-                f"{what} line {number}: frame {frame} is not one of the manifest's {frames} payload frames"
+        at_s, component, frame_s, path, role, sha256, size_s = match.groups()
+        frame, at, size = int(frame_s), int(at_s), int(size_s)
+        if frame >= frames or at >= frame_sizes[frame] or at % 512 or size > MAX_SAFE:
+            raise FormatError(f"{what} line {len(out) + 1}: {_placement(frame, at, size, frame_sizes)}")
+        if not checked:
+            # Not the common form: the one path rule decides (., .., reserved names, ustar fit).
+            problem = paths.problem_with(path)
+            if problem is not None:
+                raise FormatError(f"{what} line {len(out) + 1}: path {path!r}: {problem}")
+        append(
+            FileEntry(
+                path,
+                size,
+                sha256,
+                shared.setdefault(role, role),
+                shared.setdefault(component, component),
+                frame=frame,
+                at=at,
             )
-        if at >= frame_sizes[frame] or at % 512:
-            raise FormatError(
-                f"{what} line {number}: at {at} is not a 512-byte boundary inside frame {frame} "
-                f"({frame_sizes[frame]} bytes)"
-            )
-        if size > MAX_SAFE:
-            raise FormatError(f"{what} line {number}: size {size} exceeds 2^53-1")
-        path = path_b.decode("ascii")
-        problem = paths.problem_with(path)
-        if problem is not None:
-            raise FormatError(f"{what} line {number}: path {path!r}: {problem}")
-        component = shared.get(component_b)
-        if component is None:
-            component = shared[component_b] = component_b.decode("ascii")
-        role = shared.get(role_b)
-        if role is None:
-            role = shared[role_b] = role_b.decode("ascii")
-        out.append(FileEntry(path, size, sha_b.decode("ascii"), role, component, frame=frame, at=at))
+        )
         position = match.end()
-    if position != len(data):
-        raise FormatError(f"{what} line {len(out) + 1}: {_fault(data, position)}")
+    if position != len(text):
+        raise FormatError(f"{what} line {len(out) + 1}: {_fault(data, len(text[:position].encode()))}")
     if len(out) != count:
         raise FormatError(f"{what}: {len(out)} lines, but manifest.json fileList.count says {count}")
     return tuple(out)
+
+
+def _placement(frame: int, at: int, size: int, frame_sizes: Sequence[int]) -> str:
+    if frame >= len(frame_sizes):
+        return f"frame {frame} is not one of the manifest's {len(frame_sizes)} payload frames"
+    if at >= frame_sizes[frame] or at % 512:
+        return f"at {at} is not a 512-byte boundary inside frame {frame} ({frame_sizes[frame]} bytes)"
+    return f"size {size} exceeds 2^53-1"
 
 
 def _fault(data: bytes, position: int) -> str:
