@@ -170,8 +170,11 @@ class KitIndex:
                 "end": self.end,
                 "format": INDEX_FORMAT_V2,
                 "frames": [f.to_json() for f in self.frames],
-                # Payload members are placed by the signed file list, not here (docs/format.md §0.4).
-                "members": [m.to_json() for m in self.members if is_metadata(m.path)],
+                # Payload members are placed by the signed file list, not here (docs/format.md §0.4): the members
+                # from the first metadata member on are listed (a reader refuses any that is not metadata).
+                "members": [
+                    m.to_json() for m in self.members if isinstance(m, MemberEntry) and m.frame >= self.payload_frames
+                ],
             }
         )
 

@@ -295,6 +295,7 @@ _CONTAINERS_PER_MEMBER = 4  # a file entry holds 2 objects; a subject 2
 # Format 2: the statement is the manifest plus two subjects and the statement's own fields.
 _STATEMENT_EXTRA_BYTES = 4 << 10
 _STATEMENT_EXTRA_VALUES = 64
+_METADATA_MEMBERS = 22  # the most metadata members a format-2 kit has (five, 16 attestations, a bundle)
 
 
 @dataclass(frozen=True)
@@ -338,7 +339,9 @@ class MetadataBudget:
 
     def attestation_bytes(self) -> int:
         """The most bytes one attestation envelope may have (in the kit, or one line of KIT.intoto.jsonl)."""
-        statement = _ATTESTATION_BASE_BYTES + self.members * _ATTESTATION_BYTES_PER_MEMBER
+        # Format 2: a share per file and per metadata member (an attestation's subjects may name those too).
+        members = self.members + _METADATA_MEMBERS if self.format_version == 2 else self.members
+        statement = _ATTESTATION_BASE_BYTES + members * _ATTESTATION_BYTES_PER_MEMBER
         return statement * 4 // 3 + 4 + _SIGNATURE_BYTES
 
     def check_size(self, name: str, size: int) -> None:
