@@ -118,10 +118,8 @@ def read_metadata(stream: BinaryIO, caps: Caps, *, defer_files: bool = False) ->
         what=lambda name: name,
         missing=missing,
     )
-    if index.format_version == 2 and manifest.format_version == 2:
-        # Where the payload ends is signed (the manifest's frames); the index must end it there too. Checked here,
-        # for every reader of a kit file, on the manifest that check_signed_metadata then proves is the signed one.
-        index.check_payload_split(len(manifest.frames), members)
+    # Where the payload ends is signed (the manifest's frames); the index must end it there too: checked on the
+    # full index (load_files), where the file lying past the signed frames can be named.
     metadata = KitMetadata(
         members=members, envelope=envelope, manifest=manifest, read_file_list=read_list, location=location
     )
@@ -346,6 +344,8 @@ def load_files(metadata: Metadata) -> Manifest:
     metadata.read_file_list = None
     if isinstance(metadata, KitMetadata):
         location = metadata.location
+        if location.index.format_version != 2:
+            raise ArchiveError(f"kit index is format {location.index.format_version}, {MANIFEST_JSON} is format 2")
         index = location.index.with_payload(files)
         index.check_payload_split(len(manifest.frames), metadata.members)
         metadata.location = dataclasses.replace(location, index=index)
