@@ -311,12 +311,13 @@ class SqliteDatabase(Database):
 class PostgresDatabase(Database):
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
+    def __init__(self, url: str, *, read_only: bool = False, lock_timeout: float = 30.0) -> None:
         import psycopg
 
         self._secrets = url_secrets(url)
         self._conninfo = url  # kept only to open another connection; never printed (``url`` is the redacted form)
         self._read_only = read_only
+        self._lock_timeout = lock_timeout
         self.url = scrub(redact(url), self._secrets)
         self._psycopg = psycopg
         self._driver_errors = (psycopg.Error,)
@@ -328,6 +329,12 @@ class PostgresDatabase(Database):
         if read_only:
             # The server enforces it: a dry run or status cannot change anything by mistake.
             self.execute("SET default_transaction_read_only = on")
+        if lock_timeout > 0:
+            # Every statement of the session (a migration's DDL, a backfill batch, a seed) waits at most
+            # --lock-timeout for a lock another session holds, then fails with SQLSTATE 55P03 (BusyError): the
+            # run stops with one line instead of hanging behind a long transaction, and queueing DDL behind
+            # it never blocks the site's own queries for longer than that either.
+            self.execute(f"SET lock_timeout = {max(1, round(lock_timeout * 1000))}")
         # kit_sha256() is created by StateStore.ensure_tables, with the apply lock held: created here, at
         # connect, two runs starting together collided in the catalog (pg_proc) before either held the lock.
 
@@ -387,7 +394,7 @@ class PostgresDatabase(Database):
         self._conn.cancel()
 
     def another(self) -> Database:
-        return PostgresDatabase(self._conninfo, read_only=self._read_only)
+        return PostgresDatabase(self._conninfo, read_only=self._read_only, lock_timeout=self._lock_timeout)
 
     def table_exists(self, name: str) -> bool:
         return bool(self.query("SELECT to_regclass(:n) IS NOT NULL", {"n": name})[0][0])
@@ -421,7 +428,7 @@ def connect(url: str, *, read_only: bool = False, create: bool = True, lock_time
     ``lock_timeout`` is how long a statement waits for another connection's lock.
     """
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresDatabase(url, read_only=read_only)
+        return PostgresDatabase(url, read_only=read_only, lock_timeout=lock_timeout)
     if url.startswith("sqlite:///"):
         return SqliteDatabase(
             Path(url[len("sqlite:///") :]), read_only=read_only, create=create, busy_timeout=lock_timeout

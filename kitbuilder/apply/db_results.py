@@ -55,6 +55,30 @@ class RollbackResult:
 
 
 @dataclass(frozen=True)
+class RangeState:
+    """One recorded key range of a split backfill (kit_backfill_ranges): keys in (lo, hi], done up to cursor."""
+
+    number: int
+    lo: KeyValue
+    hi: KeyValue
+    cursor: KeyValue
+    rows_processed: int
+    rows_failed: int
+    batches: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "range": self.number,
+            "lo": self.lo,
+            "hi": self.hi,
+            "cursor": self.cursor,
+            "rowsProcessed": self.rows_processed,
+            "rowsFailed": self.rows_failed,
+            "batches": self.batches,
+        }
+
+
+@dataclass(frozen=True)
 class BackfillProgress:
     """One backfill job's state with its measured rate and what is left (``kit status``)."""
 
@@ -69,6 +93,8 @@ class BackfillProgress:
     remaining: int | None
     rows_per_second: float | None
     eta_seconds: float | None
+    # A job split for --workers: its ranges, each with its own cursor (the job's own cursor is then null).
+    ranges: tuple[RangeState, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -83,6 +109,7 @@ class BackfillProgress:
             "remaining": self.remaining,
             "rowsPerSecond": self.rows_per_second,
             "etaSeconds": self.eta_seconds,
+            "ranges": [r.to_json() for r in self.ranges],
         }
 
 

@@ -153,4 +153,7 @@ def wrap_driver_error(exc: Exception, where: str, secrets: Sequence[str] = ()) -
         cls = _classify_postgres(exc)
         reason, sqlstate = first_line(exc), getattr(exc, "sqlstate", None)
     reason = scrub(reason, secrets)
+    if sqlstate == "55P03":
+        # PostgreSQL's "canceling statement due to lock timeout" does not say whose limit it was.
+        reason += " (another session held a lock it needs longer than --lock-timeout)"
     return cls(f"{where}: {reason}", reason=reason, sqlstate=sqlstate)

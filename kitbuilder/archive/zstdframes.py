@@ -13,6 +13,7 @@ import hashlib
 import struct
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import zstandard
@@ -91,6 +92,61 @@ def parse_footer(data: bytes) -> int:
         raise ArchiveError("kit footer: the file does not end with a kitbuilder index footer (not a kit, or truncated)")
     (offset,) = struct.unpack_from("<Q", data, 16)
     return int(offset)
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """What a zstd frame header (RFC 8878 3.1.1.1) declares, once it has passed the kit rules."""
+
+    has_checksum: bool
+    content_size: int  # -1: not declared
+    window: int
+
+
+def header_length(data: bytes, *, where: str) -> int:
+    """The length of the frame header that starts ``data`` (at least its first 5 bytes: magic, descriptor).
+
+    ArchiveError (``where`` names the frame) if it is not a zstd frame or sets the reserved bit.
+    """
+    magic = int(struct.unpack_from("<I", data)[0])
+    if magic != ZSTD_MAGIC:
+        raise ArchiveError(f"{where}: not a zstd frame (magic {magic:#010x})")
+    descriptor = data[4]
+    if descriptor & 0x08:
+        raise ArchiveError(f"{where}: reserved bit set in zstd frame header")
+    single_segment = (descriptor >> 5) & 1
+    dict_size = (0, 1, 2, 4)[descriptor & 3]
+    fcs_size = (single_segment, 2, 4, 8)[descriptor >> 6]
+    return 5 + (0 if single_segment else 1) + dict_size + fcs_size
+
+
+def parse_frame_header(data: bytes, *, max_window: int, where: str) -> FrameHeader:
+    """The one parser of zstd frame headers, for the streaming reader and the whole-frame decoder alike.
+
+    ``data`` holds at least the whole header (``header_length``). Kits refuse, on top of what libzstd
+    refuses: a dictionary id, the reserved bit, and a window over ``max_window``.
+    """
+    length = header_length(data, where=where)
+    descriptor = data[4]
+    single_segment = (descriptor >> 5) & 1
+    dict_size = (0, 1, 2, 4)[descriptor & 3]
+    fcs_size = (single_segment, 2, 4, 8)[descriptor >> 6]
+    start = 5 + (0 if single_segment else 1)
+    if dict_size and any(data[start : start + dict_size]):
+        raise ArchiveError(f"{where}: zstd frame needs a dictionary; kits never use one")
+    content_size = -1
+    if fcs_size:
+        raw = data[start + dict_size : length]
+        content_size = int.from_bytes(raw, "little") + (256 if fcs_size == 2 else 0)
+    if single_segment:
+        window = content_size
+    else:
+        exponent, mantissa = data[5] >> 3, data[5] & 7
+        base = 1 << (10 + exponent)
+        window = base + (base // 8) * mantissa
+    if window > max_window:
+        raise ArchiveError(f"{where}: zstd window of {window} bytes exceeds the cap of {max_window}")
+    return FrameHeader(has_checksum=bool((descriptor >> 2) & 1), content_size=content_size, window=window)
 
 
 class FrameReader:
@@ -180,6 +236,29 @@ class FrameReader:
         self._eof = False
         return digest.hexdigest()
 
+    def _skip_block(self, has_checksum: bool, what: str) -> tuple[bool, int]:
+        """Step over the next block of the frame being read (and the checksum after the last one), in the buffer.
+
+        Returns whether it was the last block and the most bytes it can decode to. ArchiveError for a reserved
+        block type, a block over 128 KiB, or a file that ends inside the block.
+        """
+        if not self._fill(3):
+            raise ArchiveError(f"archive truncated at offset {self.offset}: {what}: block header")
+        buffer, position = self._buffer, self._position
+        value = buffer[position] | (buffer[position + 1] << 8) | (buffer[position + 2] << 16)
+        last = bool(value & 1)
+        block_type = (value >> 1) & 3
+        block_size = value >> 3
+        if block_type == 3:
+            raise ArchiveError(f"{what}: offset {self.offset}: reserved zstd block type")
+        if block_size > MAX_BLOCK:
+            raise ArchiveError(f"{what}: offset {self.offset}: zstd block larger than 128 KiB")
+        need = 3 + (1 if block_type == 1 else block_size) + (4 if last and has_checksum else 0)
+        if not self._fill(need):
+            raise ArchiveError(f"archive truncated at offset {self.offset}: {what}: block needs {need} bytes")
+        self._position += need
+        return last, (block_size if block_type != 2 else MAX_BLOCK)
+
     def iter_zstd_frame(self, *, max_output: int, what: str) -> Iterator[bytes]:
         """Yield the decompressed content of the next zstd frame, batch by batch, never more than ``max_output`` bytes.
 
@@ -189,37 +268,13 @@ class FrameReader:
         kits refuse on top of that (dictionaries, reserved bits, windows over the cap, output over the bound).
         """
         frame_start = self.offset
-        header = self._take(5, f"{what}: frame header")
-        magic, descriptor = struct.unpack_from("<IB", header)
-        if magic != ZSTD_MAGIC:
-            raise ArchiveError(f"{what}: offset {frame_start}: not a zstd frame (magic {magic:#010x})")
-        fcs_flag = descriptor >> 6
-        single_segment = (descriptor >> 5) & 1
-        if descriptor & 0x08:
-            raise ArchiveError(f"{what}: offset {frame_start}: reserved bit set in zstd frame header")
-        has_checksum = (descriptor >> 2) & 1
-        dict_size = (0, 1, 2, 4)[descriptor & 3]
-        fcs_size = (single_segment, 2, 4, 8)[fcs_flag]
-        rest = self._take((0 if single_segment else 1) + dict_size + fcs_size, f"{what}: frame header")
-        window = 0
-        content_size = -1  # not declared
-        if not single_segment:
-            exponent, mantissa = rest[0] >> 3, rest[0] & 7
-            base = 1 << (10 + exponent)
-            window = base + (base // 8) * mantissa
-        if dict_size and any(rest[1 - single_segment : 1 - single_segment + dict_size]):
-            raise ArchiveError(f"{what}: zstd frame needs a dictionary; kits never use one")
-        if fcs_size:
-            raw = rest[len(rest) - fcs_size :]
-            content_size = int.from_bytes(raw, "little") + (256 if fcs_size == 2 else 0)
-            if content_size > max_output:
-                raise ArchiveError(
-                    f"{what}: zstd frame declares {content_size} bytes, more than the {max_output} allowed"
-                )
-            if single_segment:
-                window = content_size
-        if window > self.max_window:
-            raise ArchiveError(f"{what}: zstd window of {window} bytes exceeds the cap of {self.max_window}")
+        where = f"{what}: offset {frame_start}"
+        first = self._take(5, f"{what}: frame header")
+        rest = self._take(header_length(first, where=where) - 5, f"{what}: frame header")
+        header = parse_frame_header(first + rest, max_window=self.max_window, where=where)
+        content_size, has_checksum = header.content_size, header.has_checksum
+        if content_size > max_output:
+            raise ArchiveError(f"{what}: zstd frame declares {content_size} bytes, more than the {max_output} allowed")
         # A frame that declares a small, non-zero size (already checked against the bound) is gathered whole
         # and decompressed in one call, which is markedly faster than the streaming object. Not a declared
         # size of 0: python-zstandard's one-shot call returns b"" for it without decoding a single block.
@@ -228,28 +283,14 @@ class FrameReader:
         one_shot = 0 < content_size <= _ONE_SHOT_MAX
         decompressor = self._decompressor.decompressobj()
         produced = 0
-        prefix = header + rest
+        prefix = first + rest
         batch_output = 0
         # Blocks are walked in place in the read buffer; only each batch is copied out, once.
         self._pin = self._position
         try:
             while True:
-                if not self._fill(3):
-                    raise ArchiveError(f"archive truncated at offset {self.offset}: {what}: block header")
-                buffer, position = self._buffer, self._position
-                value = buffer[position] | (buffer[position + 1] << 8) | (buffer[position + 2] << 16)
-                last = value & 1
-                block_type = (value >> 1) & 3
-                block_size = value >> 3
-                if block_type == 3:
-                    raise ArchiveError(f"{what}: offset {self.offset}: reserved zstd block type")
-                if block_size > MAX_BLOCK:
-                    raise ArchiveError(f"{what}: offset {self.offset}: zstd block larger than 128 KiB")
-                need = 3 + (1 if block_type == 1 else block_size) + (4 if last and has_checksum else 0)
-                if not self._fill(need):
-                    raise ArchiveError(f"archive truncated at offset {self.offset}: {what}: block needs {need} bytes")
-                self._position += need
-                batch_output += block_size if block_type != 2 else MAX_BLOCK
+                last, block_output = self._skip_block(has_checksum, what)
+                batch_output += block_output
                 pin = self._pin
                 assert pin is not None
                 if not last and (self._position - pin >= _BATCH_INPUT or batch_output >= _BATCH_OUTPUT):
@@ -310,34 +351,15 @@ def decode_whole(data: bytes, *, size: int, max_window: int, what: str) -> bytes
     decodes every block, verifies the XXH64 checksum when present, and refuses trailing bytes: what
     ``zstd -t`` accepts, exactly one frame long. ArchiveError otherwise. Safe to call from worker threads.
     """
-    if len(data) < 6 or struct.unpack_from("<I", data)[0] != ZSTD_MAGIC:
+    if len(data) < 5:
         raise ArchiveError(f"{what}: not a zstd frame")
-    descriptor = data[4]
-    if descriptor & 0x08:
-        raise ArchiveError(f"{what}: reserved bit set in zstd frame header")
-    fcs_flag = descriptor >> 6
-    single_segment = (descriptor >> 5) & 1
-    dict_size = (0, 1, 2, 4)[descriptor & 3]
-    fcs_size = (single_segment, 2, 4, 8)[fcs_flag]
-    start = 5 + (0 if single_segment else 1)
-    if len(data) < start + dict_size + fcs_size:
+    if len(data) < header_length(data, where=what):
         raise ArchiveError(f"{what}: zstd frame header is truncated")
-    if dict_size and any(data[start : start + dict_size]):
-        raise ArchiveError(f"{what}: zstd frame needs a dictionary; kits never use one")
-    if not fcs_size:
+    header = parse_frame_header(data, max_window=max_window, where=what)
+    if header.content_size < 0:
         raise ArchiveError(f"{what}: zstd frame does not declare its content size (format 2 frames do)")
-    raw = data[start + dict_size : start + dict_size + fcs_size]
-    declared = int.from_bytes(raw, "little") + (256 if fcs_size == 2 else 0)
-    if declared != size:
-        raise ArchiveError(f"{what}: zstd frame declares {declared} bytes, the index says {size}")
-    if single_segment:
-        window = declared
-    else:
-        exponent, mantissa = data[5] >> 3, data[5] & 7
-        base = 1 << (10 + exponent)
-        window = base + (base // 8) * mantissa
-    if window > max_window:
-        raise ArchiveError(f"{what}: zstd window of {window} bytes exceeds the cap of {max_window}")
+    if header.content_size != size:
+        raise ArchiveError(f"{what}: zstd frame declares {header.content_size} bytes, the index says {size}")
     try:
         out: bytes = _thread_decompressor(max_window).decompress(data, allow_extra_data=False)
     except zstandard.ZstdError as exc:

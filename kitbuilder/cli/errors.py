@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -12,7 +13,7 @@ import click
 
 from kitbuilder.atomic import action_for
 from kitbuilder.cli.render import emit_json, one_line
-from kitbuilder.errors import EXIT_CODES, FailedRunError, HostIOError, KitError
+from kitbuilder.errors import EXIT_CODES, FailedRunError, HostIOError, InterruptedRun, KitError
 
 
 def fail(error: KitError, *, as_json: bool) -> NoReturn:
@@ -40,6 +41,15 @@ def environment_error(exc: OSError, *, unnamed: str = "(unknown path)") -> HostI
     return HostIOError.from_os_error(exc, path=where, action=action_for(exc))
 
 
+def stopped_by(signal_number: int) -> InterruptedRun:
+    """SIGINT or SIGTERM outside `kit apply`'s safe points: the exception unwound every open output, so each
+    discarded its temporary file (exit 130 or 143, the same line for both signals)."""
+    name = signal.Signals(signal_number).name
+    return InterruptedRun(
+        f"stopped by {name}; nothing was left under a final name, rerun the same command", signal_number=signal_number
+    )
+
+
 @contextlib.contextmanager
 def exit_on_error(as_json: bool) -> Iterator[None]:
     """Run a command's operation: library errors become messages and exit codes, bugs exit 70 in one line."""
@@ -48,10 +58,7 @@ def exit_on_error(as_json: bool) -> Iterator[None]:
     except KitError as error:
         fail(error, as_json=as_json)
     except KeyboardInterrupt:
-        if as_json:
-            emit_json({"ok": False, "error": {"kind": "interrupted", "exitCode": 130, "message": "interrupted"}})
-        click.echo("kit: interrupted", err=True)
-        sys.exit(130)
+        fail(stopped_by(signal.SIGINT), as_json=as_json)
     except Exception as exc:
         if os.environ.get("KIT_DEBUG"):
             raise

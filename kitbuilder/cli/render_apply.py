@@ -104,6 +104,12 @@ def status_text(result: StatusReport) -> None:
         click.echo(f"  {row.kind:<9} {row.id:<28} {row.status:<10} phase {row.phase}  {row.finished_at or ''}")
     for job in result.backfills:
         click.echo(f"  backfill  {job.job:<28} {job.status:<10} {_backfill_progress(job)}")
+        for part in job.ranges:
+            click.echo(
+                f"            range {part.number} ({json.dumps(part.lo)}, {json.dumps(part.hi)}]: "
+                f"cursor {json.dumps(part.cursor)}, {part.rows_processed} rows, {part.rows_failed} quarantined, "
+                f"{part.batches} batches"
+            )
     lock = result.lock
     if lock is not None:
         click.echo(f"  lock held by run {lock.run_id} (pid {lock.pid} on {lock.host}, lease until {lock.expires_at})")
@@ -113,7 +119,9 @@ def status_text(result: StatusReport) -> None:
 
 def _backfill_progress(job: BackfillProgress) -> str:
     """One status line's worth of a backfill: rows, quarantine, cursor, rate, remaining, ETA, why paused."""
-    parts = [f"{job.rows_processed} rows", f"{job.rows_failed} quarantined", f"cursor {json.dumps(job.cursor)}"]
+    parts = [f"{job.rows_processed} rows", f"{job.rows_failed} quarantined"]
+    # A split job keeps a cursor per range (listed below it), none of its own.
+    parts.append(f"{len(job.ranges)} ranges" if job.ranges else f"cursor {json.dumps(job.cursor)}")
     if job.rows_per_second is not None:
         parts.append(f"{job.rows_per_second:,.0f} rows/s")
     if job.remaining is not None:

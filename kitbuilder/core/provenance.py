@@ -30,11 +30,11 @@ LOCAL_BUILDER_ID = "https://kitbuilder.dev/builders/local"
 
 @dataclass(frozen=True)
 class Dependency:
-    """One build input: what the kit was made from, by digest."""
+    """One build input: what the kit was made from, by digest (docs/provenance.md)."""
 
-    name: str  # kit path of the file (or image reference) the input became
+    name: str  # the spec component's id (or the image's reference)
     uri: str  # where it came from, relative to the spec's directory (stays the same across checkouts)
-    sha256: str
+    sha256: str  # the component's inventory digest (its SHA256SUMS lines), or the image's manifest digest
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "uri": self.uri, "digest": {"sha256": self.sha256}}

@@ -38,12 +38,13 @@ from kitbuilder.core.provenance import (
 )
 from kitbuilder.core.sbom import (
     KIT_SBOM_PATH,
+    Inventory,
     KitComponent,
     SbomError,
-    SbomFile,
     SbomImage,
     ShippedSbom,
     check_sbom,
+    component_inventories,
     render_kit_sbom,
 )
 from kitbuilder.core.spec import KitSpec
@@ -261,10 +262,12 @@ def _write_kit(
     with writer:
         roles = _write_inputs(writer, plan.inputs, on_bytes)
         roles += _write_images(writer, plan.image_plan, on_bytes)
-        # The kit's SBOM lists every file by digest: the digests so far, then the SBOM joins the payload.
+        # The kit's SBOM (and the provenance) give each component the inventory of its files, by digest: the
+        # digests so far, then the SBOM joins the payload.
         files = [_entry(m, role, component) for m, (role, component) in zip(writer.entries(), roles, strict=True)]
         _check_image_digests(files, plan.image_plan)
-        sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, plan.image_plan, plan.shipped)
+        inventories = component_inventories(files)
+        sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, inventories, plan.image_plan, plan.shipped)
         writer.add_bytes(KIT_SBOM_PATH, sbom_bytes)
         roles.append(("sbom", KIT_SBOM_COMPONENT))
         payload = writer.finish_payload()
@@ -285,7 +288,7 @@ def _write_kit(
         extra: list[str] = []
         predicate = None
         if plan.options.provenance:
-            predicate = _provenance(plan, manifest).predicate()
+            predicate = _provenance(plan, inventories).predicate()
             subjects = (Subject(MANIFEST_JSON, sealed.manifest_sha256), Subject(SHA256SUMS, sealed.sums_sha256))
             writer.add_metadata(PROVENANCE_MEMBER, _attestation(subjects, predicate, plan.keys).to_bytes())
             extra.append(PROVENANCE_MEMBER)
@@ -401,9 +404,11 @@ def _kit_sbom(
     kit: KitInfo,
     components: tuple[Component, ...],
     files: list[FileEntry],
+    inventories: dict[str, Inventory],
     image_plan: ImagePlan | None,
     shipped: list[ShippedSbom],
 ) -> bytes:
+    shipped_paths = {s.path for s in shipped}
     try:
         return render_kit_sbom(
             name=kit.name,
@@ -413,16 +418,18 @@ def _kit_sbom(
             created=kit.created,
             # The kit SBOM's own component would be an empty group: the SBOM does not list itself.
             components=[
-                KitComponent(id=c.id, role=c.role, phase=c.phase, subject=c.subject)
+                KitComponent(
+                    id=c.id, role=c.role, phase=c.phase, subject=c.subject, inventory=inventories.get(c.id, Inventory())
+                )
                 for c in components
                 if c.id != KIT_SBOM_COMPONENT
             ],
-            files=[SbomFile(f.path, f.sha256, f.size, f.role, f.component) for f in files],
             images=[
                 SbomImage(ref=r.ref, digest=r.digest, media_type=r.media_type, platforms=r.platforms, size=r.size)
                 for r in (image_plan.images if image_plan else ())
             ],
             shipped=shipped,
+            shipped_sha256={f.path: f.sha256 for f in files if f.path in shipped_paths},
         )
     except SbomError as exc:
         # Our own output failed the CycloneDX schema: a bug, but say which part.
@@ -433,11 +440,11 @@ def _entry(entry: MemberEntry, role: str, component: str) -> FileEntry:
     return FileEntry(entry.path, entry.size, entry.sha256, role, component, frame=entry.frame, at=entry.at)
 
 
-def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
-    """SLSA provenance: the spec and every input by digest; times from SOURCE_DATE_EPOCH when set (reproducible)."""
+def _provenance(plan: _Plan, inventories: dict[str, Inventory]) -> Provenance:
+    """SLSA provenance: the spec, each component by the inventory of its files and each image by its digest;
+    times from SOURCE_DATE_EPOCH when set (reproducible)."""
     spec, options, image_plan = plan.spec, plan.options, plan.image_plan
     base = spec.path.parent.resolve()
-    digests = {f.path: f.sha256 for f in manifest.files}
 
     def relative(path: Path) -> str:
         try:
@@ -445,22 +452,14 @@ def _provenance(plan: _Plan, manifest: Manifest) -> Provenance:
         except ValueError:
             return os.path.relpath(path.resolve(), base).replace(os.sep, "/")
 
-    # Resolving every input costs an lstat per path component; inputs are regular files found by walking their
-    # component's directory (links are refused), so each one's path is its resolved root's plus the walked part.
-    roots: dict[Path, str] = {}
-
-    def input_uri(item: InputFile) -> str:
-        root = item.component.source
-        if item.source == root:
-            return relative(item.source)
-        if root not in roots:
-            roots[root] = relative(root)
-        walked = item.kit_path[len(item.component.dest) + 1 :]
-        return walked if roots[root] == "." else f"{roots[root]}/{walked}"
-
+    # A component is an input by its inventory digest (docs/provenance.md): SHA256SUMS already names each file.
     dependencies = [
-        Dependency(name=item.kit_path, uri=f"file:{input_uri(item)}", sha256=digests[item.kit_path])
-        for item in plan.inputs
+        Dependency(
+            name=component.id,
+            uri=f"file:{relative(component.source)}",
+            sha256=inventories.get(component.id, Inventory()).sha256,
+        )
+        for component in spec.components
     ]
     # An image is an input by its manifest digest: that one digest pins every blob it references.
     for image_spec, record in zip(spec.images, image_plan.images if image_plan else (), strict=True):

@@ -130,7 +130,14 @@ def inspect_kit(
 
 
 def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> dict[str, Any]:
-    from kitbuilder.core.sbom import KIT_SBOM_PATH, SbomError, check_sbom, check_sbom_document, listed_files, load_sbom
+    from kitbuilder.core.sbom import (
+        KIT_SBOM_PATH,
+        SbomError,
+        check_sbom,
+        check_sbom_document,
+        kit_sbom_matches,
+        load_sbom,
+    )
 
     shipped: list[dict[str, Any]] = []
     for record in manifest.sboms:
@@ -152,11 +159,11 @@ def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> d
         if info.format != "CycloneDX":
             raise FormatError(f"{KIT_SBOM_PATH}: $: an {info.format} document; kit build writes CycloneDX here")
         summary = info.summary
-        signed = {f.path: f.sha256 for f in manifest.files if f.path != KIT_SBOM_PATH}
         section["kitSbom"] = {
             "path": KIT_SBOM_PATH,
-            # The SBOM lists exactly the manifest's files with the same digests (it is signed, but says so itself).
-            "matchesManifest": listed_files(document) == signed,
+            # Each component's file count, bytes and inventory digest, as the SBOM states them, are what the
+            # manifest's files give (it is signed, but says so itself).
+            "matchesManifest": kit_sbom_matches(document, (c.id for c in manifest.components), manifest.files),
             "specVersion": document.get("specVersion"),
             "serialNumber": document.get("serialNumber"),
             **summary.to_json(),

@@ -98,3 +98,35 @@ def test_sqlite_write_transaction_held_elsewhere_is_lock_busy_within_lock_timeou
     assert "another connection holds a write transaction" in result.stderr
     assert result.stderr.count("\n") == 1
     assert Applier(kit, pub, tmp_path / "a").run(f"sqlite:///{path}").returncode == 0
+
+
+def test_postgresql_batch_behind_another_sessions_lock_stops_after_lock_timeout(
+    applier_parts: tuple[Path, Path], pg_dsn: str, tmp_path: Path
+) -> None:
+    """A batch waiting on a lock another session holds gives up after --lock-timeout (it waited for ever)."""
+    import psycopg
+
+    kit, pub = applier_parts
+    gate = tmp_path / "go"
+    run = Applier(kit, pub, tmp_path / "a").start(
+        pg_dsn, "--lock-timeout", "1", env={"KIT_FAULT_WAIT": f"backfill-batch:{gate}"}
+    )
+    holder = psycopg.connect(pg_dsn)
+    try:
+        wait_for(Path(f"{gate}.waiting"), run)  # migrations done: the table exists, no batch has run
+        holder.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")  # held until the rollback below
+        gate.touch()
+        code, stderr = _finish(run)
+    finally:
+        gate.touch()
+        holder.rollback()
+        holder.close()
+        if run.returncode is None:
+            run.kill()
+    assert code == 8, stderr
+    assert stderr.count("\n") == 1 and "lock timeout" in stderr and "--lock-timeout" in stderr, stderr
+    # Nothing was quarantined for it, and the rerun converges on what one uninterrupted run leaves.
+    assert Applier(kit, pub, tmp_path / "a").run(pg_dsn).returncode == 0
+    reference = tmp_path / "reference.db"
+    assert Applier(kit, pub, tmp_path / "ref").run(f"sqlite:///{reference}").returncode == 0
+    assert snapshot_of(pg_dsn) == snapshot_of(f"sqlite:///{reference}")

@@ -93,6 +93,21 @@ def test_ranges_are_disjoint_cover_every_key_and_a_rerun_keeps_them(
         assert ranges(database) == recorded
         assert database.query_value("SELECT MAX(attempts) FROM items") == 1
 
+        # Part-way, kit status shows the split job range by range: each range's bounds and cursor (the job has none).
+        shown = run_kit("status", "--db", pg_dsn, "--json")
+        assert shown.exit_code == 0, shown.output
+        status = json.loads(shown.stdout)
+        schemas.validate("status-report", status, what="status report")
+        (job,) = status["backfills"]
+        assert job["cursor"] is None
+        assert [(r["range"], r["lo"], r["hi"]) for r in job["ranges"]] == [
+            (number, lo, hi) for number, (lo, hi) in zip([0, 1, 2], bounds, strict=True)
+        ]
+        assert sum(r["rowsProcessed"] for r in job["ranges"]) == job["rowsProcessed"] > 0
+        assert all(r["cursor"] is not None for r in job["ranges"] if r["batches"])
+        text = run_kit("status", "--db", pg_dsn)
+        assert text.exit_code == 0 and "3 ranges" in text.stdout and "range 2 (" in text.stdout, text.output
+
         finished = applier.run(pg_dsn, "--json")
         assert finished.returncode == 0, finished.stderr
         report = json.loads(finished.stdout)
@@ -208,5 +223,43 @@ def test_a_row_error_in_one_range_is_bisected_and_quarantined_as_with_one_worker
         assert database.query("SELECT row_key FROM kit_backfill_quarantine WHERE job = 'touch'") == [("300",)]
         bad = database.query("SELECT id FROM items WHERE done IS DISTINCT FROM 'v2:' || payload OR attempts <> 1")
         assert bad == [(300,)]  # every other row exactly once; the failing one untouched
+    finally:
+        database.close()
+
+
+def test_bisecting_a_batch_the_site_changed_meanwhile_quarantines_the_row_left(
+    kit_env: KitEnv, pg_dsn: str, tmp_path: Path
+) -> None:
+    """A live table: between the failing batch and its bisection, the site finishes every row of the batch but
+    the bad one. Halving a batch of one row repeated for ever (exit 70 by RecursionError); now that row is
+    quarantined and the job goes on."""
+    from tests.factories.apply_runs import wait_for
+
+    applier = _applier(kit_env, tmp_path, done=FAILS_AT_300)
+    gate = tmp_path / "go"
+    run = applier.start(pg_dsn, "--json", env={"KIT_FAULT_WAIT": f"backfill-bisect:1:{gate}"})
+    try:
+        wait_for(Path(f"{gate}.waiting"), run)  # the batch (275, 300] failed and rolled back
+        site = connect(pg_dsn)
+        try:
+            assert site.execute("UPDATE items SET done = 'site' WHERE id > 275 AND id < 300") == 24
+        finally:
+            site.close()
+        gate.touch()
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        gate.touch()
+        if run.returncode is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, stderr
+    (step,) = [s for s in json.loads(stdout)["steps"] if s["kind"] == "backfill"]
+    assert step["rowsFailed"] == 1
+    database = connect(pg_dsn)
+    try:
+        assert database.query("SELECT row_key FROM kit_backfill_quarantine WHERE job = 'touch'") == [("300",)]
+        assert database.query("SELECT id FROM items WHERE done IS NULL") == [(300,)]
+        assert database.query_value("SELECT COUNT(*) FROM items WHERE done = 'site'") == 24
+        assert database.query_value("SELECT MAX(attempts) FROM items") == 1
     finally:
         database.close()

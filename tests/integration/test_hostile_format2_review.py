@@ -291,6 +291,8 @@ def test_signal_during_a_parallel_build_leaves_nothing(signal: str, code: int, k
     )
     assert result.returncode == code, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("kit: interrupted"), result.stderr
+    # Both signals say the same: what was stopped, that nothing is left half-written, what to do.
+    assert f"stopped by SIG{signal}; nothing was left under a final name, rerun" in result.stderr, result.stderr
     assert list(out_dir.iterdir()) == []
 
 

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,21 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
+from kitbuilder.core import checksums
+from kitbuilder.core.manifest import FileEntry
 from kitbuilder.core.sbom import (
     KIT_SBOM_PATH,
+    Inventory,
     KitComponent,
     SbomError,
-    SbomFile,
     SbomImage,
     ShippedSbom,
     check_sbom,
+    component_inventories,
+    kit_sbom_matches,
     listed_files,
     render_kit_sbom,
+    stated_inventories,
     summarize_sbom,
 )
 
@@ -38,31 +44,40 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+FILES = (
+    FileEntry("migrations/21-101/up.sql", 120, sha("up"), "migration", "21-101"),
+    FileEntry("migrations/21-101/revert.sql", 80, sha("revert"), "migration", "21-101"),
+    FileEntry("seeds/object-store/rows.ndjson", 4096, sha("rows"), "seed", "object-store"),
+    FileEntry("sbom/runner/runner.spdx.json", 2000, sha("spdx"), "sbom", "runner"),
+    FileEntry("sbom/worker/worker.cdx.json", 1500, sha("cdx"), "sbom", "worker"),
+    FileEntry("docs/operator/RUNBOOK.md", 31, sha("runbook"), "doc", "operator"),
+    FileEntry("images/index.json", 400, sha("index"), "image", "kit-images"),
+    FileEntry(KIT_SBOM_PATH, 1, sha("itself"), "sbom", "kit-sbom"),
+)
+COMPONENTS = (
+    KitComponent("21-101", "migration", phase="21-101"),
+    KitComponent("object-store", "seed"),
+    KitComponent("runner", "sbom", subject=RUNNER),
+    KitComponent("worker", "sbom", subject="concelier-worker"),
+    KitComponent("operator", "doc"),
+    KitComponent("empty", "doc"),
+    KitComponent("kit-images", "image"),
+)
+
+
+def with_inventories(components: tuple[KitComponent, ...], files: tuple[FileEntry, ...]) -> list[KitComponent]:
+    inventories = component_inventories(files)
+    return [dataclasses.replace(c, inventory=inventories.get(c.id, Inventory())) for c in components]
+
+
 def kit_inputs(**changes: Any) -> dict[str, Any]:
-    files = [
-        SbomFile("migrations/21-101/up.sql", sha("up"), 120, "migration", "21-101"),
-        SbomFile("migrations/21-101/revert.sql", sha("revert"), 80, "migration", "21-101"),
-        SbomFile("seeds/object-store/rows.ndjson", sha("rows"), 4096, "seed", "object-store"),
-        SbomFile("sbom/runner/runner.spdx.json", sha("spdx"), 2000, "sbom", "runner"),
-        SbomFile("sbom/worker/worker.cdx.json", sha("cdx"), 1500, "sbom", "worker"),
-        SbomFile("docs/operator/RUNBOOK.md", sha("runbook"), 31, "doc", "operator"),
-        SbomFile("images/index.json", sha("index"), 400, "image", "images"),
-        SbomFile(KIT_SBOM_PATH, sha("itself"), 1, "sbom", "kit-sbom"),
-    ]
     inputs: dict[str, Any] = {
         "name": "lnm-release",
         "version": "2025.11.1",
         "product": "concelier",
         "tool_version": "0.1.0",
         "created": "2025-12-01T00:00:00Z",
-        "components": [
-            KitComponent("21-101", "migration", phase="21-101"),
-            KitComponent("object-store", "seed"),
-            KitComponent("runner", "sbom", subject=RUNNER),
-            KitComponent("worker", "sbom", subject="concelier-worker"),
-            KitComponent("operator", "doc"),
-        ],
-        "files": files,
+        "components": with_inventories(COMPONENTS, FILES),
         "images": [
             SbomImage(
                 f"{RUNNER}:2025.11",
@@ -76,6 +91,7 @@ def kit_inputs(**changes: Any) -> dict[str, Any]:
             ShippedSbom("sbom/runner/runner.spdx.json", "runner", RUNNER, "SPDX", "2.3"),
             ShippedSbom("sbom/worker/worker.cdx.json", "worker", "concelier-worker", "CycloneDX", "1.5"),
         ],
+        "shipped_sha256": {f.path: f.sha256 for f in FILES},
     }
     inputs.update(changes)
     return inputs
@@ -96,6 +112,10 @@ def by_ref(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def properties(component: dict[str, Any]) -> dict[str, str]:
+    return {p["name"]: p["value"] for p in component.get("properties", [])}
+
+
 # --- the kit's own SBOM -----------------------------------------------------------------------------------------
 
 
@@ -106,10 +126,12 @@ def test_kit_sbom_is_byte_identical_for_identical_inputs(kit_sbom: bytes) -> Non
 
 
 def test_serial_number_changes_with_content_and_timestamp_only_when_created(kit_sbom: bytes) -> None:
-    files = kit_inputs()["files"]
-    changed = [dataclasses.replace(files[0], sha256=sha("up v2")), *files[1:]]
+    changed = (dataclasses.replace(FILES[0], sha256=sha("up v2")), *FILES[1:])
     serial = json.loads(kit_sbom)["serialNumber"]
-    assert json.loads(render_kit_sbom(**kit_inputs(files=changed)))["serialNumber"] != serial
+    assert (
+        json.loads(render_kit_sbom(**kit_inputs(components=with_inventories(COMPONENTS, changed))))["serialNumber"]
+        != serial
+    )
     undated = json.loads(render_kit_sbom(**kit_inputs(created=None)))
     assert "timestamp" not in undated["metadata"]
     assert undated["serialNumber"] != serial
@@ -120,7 +142,7 @@ def test_kit_sbom_passes_cyclonedx_python_lib_strict_1_6_validator(kit_sbom: byt
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(kit_sbom.decode()) is None
 
 
-def test_kit_sbom_shows_the_kit_structure(kit_sbom: bytes) -> None:
+def test_kit_sbom_shows_the_kit_structure_by_component_not_by_file(kit_sbom: bytes) -> None:
     document = json.loads(kit_sbom)
     assert (document["bomFormat"], document["specVersion"]) == ("CycloneDX", "1.6")
     subject = document["metadata"]["component"]
@@ -130,45 +152,123 @@ def test_kit_sbom_shows_the_kit_structure(kit_sbom: bytes) -> None:
         "kit:lnm-release@2025.11.1",
     )
     assert document["metadata"]["tools"]["components"][0]["name"] == "kitbuilder"
+    assert [c["bom-ref"] for c in document["components"]] == [
+        *(f"component:{c.id}" for c in COMPONENTS),
+        f"image:{RUNNER}:2025.11",
+    ]
     refs = by_ref(document)
+    assert not any(ref.startswith("file:") for ref in refs)  # no file is listed: SHA256SUMS does that
     migration = refs["component:21-101"]
-    assert migration["type"] == "application"
-    assert {"name": "kitbuilder:phase", "value": "21-101"} in migration["properties"]
-    assert [c["bom-ref"] for c in migration["components"]] == [
-        "file:migrations/21-101/revert.sql",
-        "file:migrations/21-101/up.sql",
-    ]
-    assert refs["file:migrations/21-101/up.sql"]["hashes"] == [{"alg": "SHA-256", "content": sha("up")}]
+    assert migration["type"] == "application" and "components" not in migration
+    assert properties(migration) == {
+        "kitbuilder:role": "migration",
+        "kitbuilder:phase": "21-101",
+        "kitbuilder:fileCount": "2",
+        "kitbuilder:size": "200",
+    }
+    # The digest of the component's SHA256SUMS lines, in SHA256SUMS order (by path), newlines included.
+    lines = f"{sha('revert')}  migrations/21-101/revert.sql\n{sha('up')}  migrations/21-101/up.sql\n"
+    assert migration["hashes"] == [{"alg": "SHA-256", "content": hashlib.sha256(lines.encode()).hexdigest()}]
     assert refs["component:object-store"]["type"] == "data"
-    # Files of a component nobody listed still get a group; the SBOM does not list itself.
-    assert [c["name"] for c in refs["component:images"]["components"]] == ["images/index.json"]
-    assert f"file:{KIT_SBOM_PATH}" not in refs
+    assert properties(refs["component:kit-images"])["kitbuilder:fileCount"] == "1"
+    # A component without files states an empty inventory; the kit SBOM is in no inventory.
+    assert properties(refs["component:empty"])["kitbuilder:fileCount"] == "0"
+    assert refs["component:empty"]["hashes"][0]["content"] == hashlib.sha256(b"").hexdigest()
 
 
-def test_images_are_containers_and_shipped_sboms_bom_references(kit_sbom: bytes) -> None:
-    refs = by_ref(json.loads(kit_sbom))
-    image = refs[f"image:{RUNNER}:2025.11"]
-    assert image["type"] == "container"
-    assert image["hashes"] == [{"alg": "SHA-256", "content": sha("manifest")}]
-    assert image["purl"] == (
-        f"pkg:oci/migration-runner@sha256:{sha('manifest')}?arch=amd64&repository_url={RUNNER}&tag=2025.11"
-    )
-    # The runner SBOM describes the image, so its reference sits on the container component.
-    assert image["externalReferences"] == [
-        {
-            "type": "bom",
-            "url": "sbom/runner/runner.spdx.json",
-            "comment": f"SPDX 2.3 SBOM of {RUNNER}",
-            "hashes": [{"alg": "SHA-256", "content": sha("spdx")}],
-        }
-    ]
-    # A subject that is nothing in the kit: the reference sits on the SBOM's own component.
-    assert refs["component:worker"]["externalReferences"][0]["url"] == "sbom/worker/worker.cdx.json"
+def test_the_kit_sbom_grows_with_components_not_with_files() -> None:
+    many = tuple(FileEntry(f"docs/operator/page-{n:05d}.md", n, sha(str(n)), "doc", "operator") for n in range(5000))
+    small = render_kit_sbom(**kit_inputs())
+    large = render_kit_sbom(**kit_inputs(components=with_inventories(COMPONENTS, FILES + many)))
+    assert len(large) - len(small) < 20  # only the count, size and digest of one component changed
 
 
-def test_listed_files_are_the_payload_files_with_their_digests(kit_sbom: bytes) -> None:
-    expected = {f.path: f.sha256 for f in kit_inputs()["files"] if f.path != KIT_SBOM_PATH}
-    assert listed_files(json.loads(kit_sbom)) == expected
+def test_inventories_follow_sha256sums_and_leave_out_the_kit_sbom() -> None:
+    inventories = component_inventories(reversed(FILES))  # any order in: SHA256SUMS order is by path
+    sums = checksums.render((f.path, f.sha256) for f in FILES)
+    for component, inventory in inventories.items():
+        paths = {f.path for f in FILES if f.component == component}
+        lines = b"".join(line + b"\n" for line in sums.splitlines() if line.split(b"  ", 1)[1].decode() in paths)
+        assert inventory == Inventory(
+            files=len(paths),
+            bytes=sum(f.size for f in FILES if f.component == component),
+            sha256=hashlib.sha256(lines).hexdigest(),
+        )
+    assert "kit-sbom" not in inventories and "empty" not in inventories
+
+
+def test_kit_sbom_matches_exactly_the_signed_files(kit_sbom: bytes) -> None:
+    document = json.loads(kit_sbom)
+    ids = [c.id for c in COMPONENTS] + ["kit-sbom"]
+    assert kit_sbom_matches(document, ids, FILES)
+    assert stated_inventories(document)["21-101"] == component_inventories(FILES)["21-101"]
+    # One byte of one file, one file more or less, a file moved to another component, a component more: no match.
+    changed = (dataclasses.replace(FILES[0], sha256=sha("other")), *FILES[1:])
+    extra = (*FILES, FileEntry("docs/operator/extra.md", 0, sha(""), "doc", "operator"))
+    moved = (dataclasses.replace(FILES[0], component="object-store"), *FILES[1:])
+    bigger = (dataclasses.replace(FILES[0], size=121), *FILES[1:])
+    stray = (*FILES, FileEntry("docs/ghost/x.md", 1, sha("x"), "doc", "ghost"))
+    for files in (changed, extra, FILES[1:], moved, bigger, stray):
+        assert not kit_sbom_matches(document, ids, files)
+    assert not kit_sbom_matches(document, [*ids, "undeclared"], FILES)
+    assert not kit_sbom_matches(document, [i for i in ids if i != "empty"], FILES)
+    # The kit SBOM's own file, in kit-sbom, is in no inventory: its digest cannot be inside it.
+    itself = (*FILES[:-1], dataclasses.replace(FILES[-1], sha256=sha("changed")))
+    assert kit_sbom_matches(document, ids, itself)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "what"),
+    [
+        (lambda c: c.pop("hashes"), "no hash"),
+        (lambda c: c["hashes"].append({"alg": "SHA-512", "content": "0" * 128}), "two hashes"),
+        (lambda c: c["hashes"][0].update(alg="SHA-1"), "another algorithm"),
+        (lambda c: c["properties"].append({"name": "kitbuilder:fileCount", "value": "2"}), "count stated twice"),
+        (lambda c: c["properties"].pop(), "no size"),
+        (lambda c: c["properties"][-2].update(value="02"), "count not canonical"),
+        (lambda c: c["properties"][-2].update(value="-1"), "negative count"),
+    ],
+)
+def test_a_kit_sbom_stating_a_malformed_inventory_matches_nothing(
+    kit_sbom: bytes, mutate: Callable[[dict[str, Any]], Any], what: str
+) -> None:
+    document = json.loads(kit_sbom)
+    mutate(document["components"][0])
+    assert stated_inventories(document)["21-101"] is None, what
+    assert not kit_sbom_matches(document, [c.id for c in COMPONENTS], FILES), what
+
+
+def test_a_kit_sbom_stating_one_component_twice_matches_nothing(kit_sbom: bytes) -> None:
+    document = json.loads(kit_sbom)
+    document["components"].append(document["components"][0])
+    assert not kit_sbom_matches(document, [c.id for c in COMPONENTS], FILES)
+
+
+def test_a_kit_sbom_from_before_inventories_is_compared_file_by_file() -> None:
+    """Kits built before inventories nest one ``file`` component per file; inspect still checks those."""
+    legacy = {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "components": [
+            {
+                "bom-ref": "component:21-101",
+                "type": "application",
+                "name": "21-101",
+                "components": [
+                    {
+                        "bom-ref": f"file:{f.path}",
+                        "type": "file",
+                        "name": f.path,
+                        "hashes": [{"alg": "SHA-256", "content": f.sha256}],
+                    }
+                    for f in FILES[:-1]
+                ],
+            }
+        ],
+    }
+    assert listed_files(legacy) == {f.path: f.sha256 for f in FILES[:-1]}
+    assert kit_sbom_matches(legacy, [c.id for c in COMPONENTS], FILES)
+    assert not kit_sbom_matches(legacy, [c.id for c in COMPONENTS], FILES[1:])
 
 
 def test_kit_sbom_checks_and_summarises_as_a_shipped_one(kit_sbom: bytes) -> None:
@@ -180,8 +280,8 @@ def test_kit_sbom_checks_and_summarises_as_a_shipped_one(kit_sbom: bytes) -> Non
         "2025.11.1",
     )
     assert info.summary.to_json() == {
-        "componentCount": 14,
-        "byType": {"application": 1, "container": 1, "data": 5, "file": 7},
+        "componentCount": 8,
+        "byType": {"application": 1, "container": 1, "data": 6},
         "licenses": {},
         "suppliers": {},
     }
@@ -191,8 +291,12 @@ def test_kit_sbom_checks_and_summarises_as_a_shipped_one(kit_sbom: bytes) -> Non
     ("change", "message"),
     [
         (
-            {"files": [SbomFile("docs/a/x.md", "ZZ", 1, "doc", "a")]},
-            "sbom/kit.cdx.json: file:docs/a/x.md: sha256 'ZZ' is not 64 lowercase hex digits",
+            {"components": [KitComponent("a", "doc", inventory=Inventory(1, 1, "ZZ"))]},
+            "sbom/kit.cdx.json: component:a: sha256 'ZZ' is not 64 lowercase hex digits",
+        ),
+        (
+            {"components": [KitComponent("a", "doc", inventory=Inventory(-1, 1, sha("")))], "shipped": []},
+            "component:a: a file count or size below 0",
         ),
         (
             {"images": [SbomImage("a:1", "sha512:" + "0" * 128, "m", (), 1)]},
@@ -202,19 +306,16 @@ def test_kit_sbom_checks_and_summarises_as_a_shipped_one(kit_sbom: bytes) -> Non
             {"shipped": [ShippedSbom("sbom/x/missing.spdx.json", "x", "x", "SPDX", "2.3")]},
             "file:sbom/x/missing.spdx.json: a shipped SBOM must be one of the kit's files",
         ),
+        (
+            {"shipped_sha256": {"sbom/runner/runner.spdx.json": "zz", "sbom/worker/worker.cdx.json": sha("cdx")}},
+            "file:sbom/runner/runner.spdx.json: sha256 'zz' is not 64 lowercase hex digits",
+        ),
+        (
+            {"shipped": [ShippedSbom("sbom/runner/runner.spdx.json", "nowhere", "nothing", "SPDX", "2.3")]},
+            "file:sbom/runner/runner.spdx.json: its component 'nowhere' is not a kit component",
+        ),
         ({"components": [KitComponent("a", "doc"), KitComponent("a", "seed")]}, "component:a: two kit components"),
         ({"created": "1 Dec 2025"}, "$.metadata.timestamp: '1 Dec 2025' is not a 'date-time'"),
-        (
-            {
-                "files": [
-                    SbomFile("docs/a/x.md", sha("1"), 1, "doc", "a"),
-                    SbomFile("docs/a/x.md", sha("2"), 1, "doc", "a"),
-                ],
-                "shipped": [],
-            },
-            "$.components[5].components[1].bom-ref: bom-ref 'file:docs/a/x.md' is already used at "
-            "$.components[5].components[0]",
-        ),
     ],
 )
 def test_inputs_that_make_no_valid_sbom_are_refused(change: dict[str, Any], message: str) -> None:

@@ -61,7 +61,7 @@ MAX_RESCANS = 2
 _SYSTEMIC_HINTS: tuple[tuple[type[SystemicError], str], ...] = (
     (StorageFullError, "free space where the database keeps its files"),
     (ConnectionLostError, "check the database server"),
-    (BusyError, "another connection holds a lock the batch needs"),
+    (BusyError, "another connection holds a lock the batch needs: end that transaction or raise --lock-timeout"),
     (AccessError, "check the database's permissions"),
 )
 

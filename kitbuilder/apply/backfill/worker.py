@@ -233,6 +233,8 @@ class RangeWorker:
         except RowError:
             # Some row in the batch fails (the statement changed nothing): find the batch again and bisect it.
             first, last, count = self._next_batch(cursor)
+            if not count:
+                return cursor, False  # the failing rows no longer match (the site changed them): look again
             return self._process(first, last, count, cursor), False
         if last is None:
             return cursor, True
@@ -250,10 +252,16 @@ class RangeWorker:
                 delta = state.JobTotals(changed, 0, 1)
                 self.db.execute_batch(self._state_writes(cursor, last, delta, count, 0, clock))
         except RowError as exc:
-            if count == 1:
+            if count <= 1:
                 return self._quarantine(first, exc.reason, cursor)
+            faults.point("backfill-bisect")
             keys_sql, keys_params = self.shared.sql.keys_between(first, last)
             keys = [self._key(row[0]) for row in self.db.query(keys_sql, keys_params)]
+            if len(keys) < 2:
+                # The site changed rows since the batch was chosen (a live table): what still matches is one row or
+                # none. Retried as a batch of that size: it commits, or that row (``first`` if none) is quarantined.
+                # Halving a batch of one would repeat for ever.
+                return self._process(keys[0] if keys else first, last, len(keys), cursor)
             middle = len(keys) // 2
             cursor = self._process(keys[0], keys[middle - 1], middle, cursor)
             return self._process(keys[middle], keys[-1], len(keys) - middle, cursor)

@@ -6,6 +6,7 @@ live here, beside the frozen dataclasses, where nothing imports a schema or vali
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -53,15 +54,6 @@ def json_kind(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class SbomFile:
-    path: str
-    sha256: str
-    size: int
-    role: str  # migration|backfill|seed|sbom|doc|image|...
-    component: str
-
-
-@dataclass(frozen=True)
 class SbomImage:
     ref: str
     digest: str  # "sha256:<hex>" of the image manifest or index
@@ -70,12 +62,29 @@ class SbomImage:
     size: int
 
 
+# The inventory digest of no lines at all: a component whose source holds no file.
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A component's files as ``SHA256SUMS`` lists them: how many, their total size, the SHA-256 of their lines
+    (``inventory.component_inventories`` computes it; docs/sbom.md defines it)."""
+
+    files: int = 0
+    bytes: int = 0
+    sha256: str = EMPTY_SHA256
+
+
 @dataclass(frozen=True)
 class KitComponent:
+    """A component of the kit SBOM: a spec component (or ``kit-images``) with the inventory of its files."""
+
     id: str
     role: str
     phase: str | None = None
     subject: str | None = None
+    inventory: Inventory = Inventory()
 
 
 @dataclass(frozen=True)

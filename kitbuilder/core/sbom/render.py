@@ -1,9 +1,11 @@
 """The kit's own SBOM: ``render_kit_sbom`` writes ``sbom/kit.cdx.json`` in CycloneDX 1.6.
 
-The kit is ``metadata.component``; each kit component is a component with its files nested in it; container
-images carry their manifest digests and an ``oci`` purl; shipped SBOMs are ``bom`` external references on
-what they describe. The bytes depend only on the inputs, so rebuilds stay identical, and the document is
-checked against the 1.6 schema (``cyclonedx``) before it is written.
+The kit is ``metadata.component``; each kit component is a component carrying the inventory of its files (count,
+bytes, digest of its ``SHA256SUMS`` lines), not the files themselves, so the SBOM's size follows the number of
+components, never the number of files; container images carry their manifest digests and an ``oci`` purl;
+shipped SBOMs are ``bom`` external references on what they describe. The bytes depend only on the inputs,
+so rebuilds stay identical, and the document is checked against the 1.6 schema (``cyclonedx``) before it is
+written.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kitbuilder.core import jsonio
@@ -21,7 +23,6 @@ from kitbuilder.core.sbom.model import (
     KIT_SPEC_VERSION,
     KitComponent,
     SbomError,
-    SbomFile,
     SbomImage,
     ShippedSbom,
 )
@@ -44,25 +45,25 @@ def render_kit_sbom(
     tool_version: str,
     created: str | None,
     components: Sequence[KitComponent],
-    files: Sequence[SbomFile],
     images: Sequence[SbomImage],
     shipped: Sequence[ShippedSbom],
+    shipped_sha256: Mapping[str, str],
 ) -> bytes:
     """The CycloneDX 1.6 JSON SBOM of a kit, checked against the 1.6 schema; identical inputs, identical bytes.
 
-    ``created`` (RFC 3339 UTC, from SOURCE_DATE_EPOCH) becomes ``metadata.timestamp``; without it there is
-    none. A file at ``KIT_SBOM_PATH`` is left out (the SBOM cannot hold its own digest). Raises SbomError when
-    the inputs do not make a valid SBOM (a malformed digest, a shipped SBOM that is not among the files, two
-    components with one bom-ref).
+    ``components`` carry their inventories (``component_inventories`` of the kit's files); ``shipped_sha256``
+    maps the kit path of each shipped SBOM to its SHA-256. ``created`` (RFC 3339 UTC, from SOURCE_DATE_EPOCH)
+    becomes ``metadata.timestamp``; without it there is none. Raises SbomError when the inputs do not make a
+    valid SBOM (a malformed digest, a shipped SBOM that is not among the files, two components with one bom-ref).
     """
     where = KIT_SBOM_PATH
-    groups, by_path = _groups(components, files, where)
+    groups = _groups(components, where)
     containers: dict[str, _Json] = {}
     for image in images:
         if image.ref in containers:
             raise SbomError(where, f"image:{image.ref}", "two images have this ref")
         containers[image.ref] = _container(image, where)
-    _attach_shipped(shipped, groups, containers, by_path, where)
+    _attach_shipped(shipped, groups, containers, shipped_sha256, where)
     for component in (*groups.values(), *containers.values()):
         if "externalReferences" in component:
             component["externalReferences"].sort(key=lambda r: r["url"])
@@ -108,48 +109,34 @@ def _metadata(name: str, version: str, product: str, tool_version: str, created:
     return metadata
 
 
-def _groups(
-    components: Sequence[KitComponent], files: Sequence[SbomFile], where: str
-) -> tuple[dict[str, _Json], dict[str, SbomFile]]:
-    """One component per kit component (id → component) with its files nested in it; the files by path."""
+def _groups(components: Sequence[KitComponent], where: str) -> dict[str, _Json]:
+    """One component per kit component (id → component), in the given order, with its inventory."""
     groups: dict[str, _Json] = {}
-    group_roles: dict[str, str] = {}
     for kit_component in components:
         if kit_component.id in groups:
             raise SbomError(where, f"component:{kit_component.id}", "two kit components have this id")
-        groups[kit_component.id] = _group(
-            kit_component.id, kit_component.role, kit_component.phase, kit_component.subject
-        )
-        group_roles[kit_component.id] = kit_component.role
-    by_path: dict[str, SbomFile] = {}
-    for file in sorted(files, key=lambda f: f.path):
-        if file.path == KIT_SBOM_PATH:
-            continue
-        if not _SHA256_HEX.fullmatch(file.sha256):
-            raise SbomError(where, f"file:{file.path}", f"sha256 {file.sha256!r} is not 64 lowercase hex digits")
-        if file.component not in groups:
-            # Files of a component the caller did not list (e.g. the OCI layout under images/) still get a group.
-            groups[file.component] = _group(file.component, file.role, None, None)
-            group_roles[file.component] = file.role
-        entry: _Json = {
-            "bom-ref": f"file:{file.path}",
-            "type": "file",
-            "name": file.path,
-            "hashes": [{"alg": "SHA-256", "content": file.sha256}],
-            "properties": [{"name": "kitbuilder:size", "value": str(file.size)}],
-        }
-        if file.role != group_roles[file.component]:
-            entry["properties"].append({"name": "kitbuilder:role", "value": file.role})
-        groups[file.component].setdefault("components", []).append(entry)
-        by_path[file.path] = file
-    return groups, by_path
+        inventory = kit_component.inventory
+        if not _SHA256_HEX.fullmatch(inventory.sha256):
+            raise SbomError(
+                where, f"component:{kit_component.id}", f"sha256 {inventory.sha256!r} is not 64 lowercase hex digits"
+            )
+        if inventory.files < 0 or inventory.bytes < 0:
+            raise SbomError(where, f"component:{kit_component.id}", "a file count or size below 0")
+        group = _group(kit_component.id, kit_component.role, kit_component.phase, kit_component.subject)
+        group["hashes"] = [{"alg": "SHA-256", "content": inventory.sha256}]
+        group["properties"] += [
+            {"name": "kitbuilder:fileCount", "value": str(inventory.files)},
+            {"name": "kitbuilder:size", "value": str(inventory.bytes)},
+        ]
+        groups[kit_component.id] = group
+    return groups
 
 
 def _attach_shipped(
     shipped: Sequence[ShippedSbom],
     groups: dict[str, _Json],
     containers: dict[str, _Json],
-    by_path: dict[str, SbomFile],
+    shipped_sha256: Mapping[str, str],
     where: str,
 ) -> None:
     """A ``bom`` external reference for each shipped SBOM, on the image, repository or component it describes."""
@@ -157,22 +144,25 @@ def _attach_shipped(
     for ref, container in containers.items():
         repositories.setdefault(_split_ref(ref)[0], container)  # the first image of a repository
     for sbom in shipped:
-        sbom_file = by_path.get(sbom.path)
-        if sbom_file is None:
+        sha256 = shipped_sha256.get(sbom.path)
+        if sha256 is None:
             raise SbomError(where, f"file:{sbom.path}", "a shipped SBOM must be one of the kit's files")
+        if not _SHA256_HEX.fullmatch(sha256):
+            raise SbomError(where, f"file:{sbom.path}", f"sha256 {sha256!r} is not 64 lowercase hex digits")
         target = (
             containers.get(sbom.subject)
             or repositories.get(sbom.subject)
             or groups.get(sbom.subject)
             or groups.get(sbom.component)
-            or groups.setdefault(sbom.component, _group(sbom.component, "sbom", None, sbom.subject))
         )
+        if target is None:
+            raise SbomError(where, f"file:{sbom.path}", f"its component {sbom.component!r} is not a kit component")
         target.setdefault("externalReferences", []).append(
             {
                 "type": "bom",
                 "url": sbom.path,
                 "comment": f"{sbom.format} {sbom.spec_version} SBOM of {sbom.subject}",
-                "hashes": [{"alg": "SHA-256", "content": sbom_file.sha256}],
+                "hashes": [{"alg": "SHA-256", "content": sha256}],
             }
         )
 

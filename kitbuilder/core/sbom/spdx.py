@@ -60,19 +60,19 @@ def validate_spdx(document: dict[str, Any], where: str) -> None:
     from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import (
         JsonLikeDictParser,
     )
-    from spdx_tools.spdx.validation.document_validator import (
-        validate_full_spdx_document,
-    )
 
+    from kitbuilder.core.sbom.spdx_links import expand_links, link_messages
+
+    # spdx-tools' parser and its whole-document validator are quadratic in the number of elements (spdx_links);
+    # the links are made and checked here in linear time, and spdx-tools checks each element.
     try:
-        parsed = JsonLikeDictParser().parse(document)  # type: ignore[no-untyped-call]
+        parsed = JsonLikeDictParser().parse(expand_links(document, where))  # type: ignore[no-untyped-call]
     except SPDXParsingError as exc:
         raise _spdx_parse_error(document, where, list(exc.messages)) from None
     except _SPDX_TOOLS_CRASHES as exc:
         raise _spdx_parse_error(document, where, [_crash(exc)]) from None
-    messages = validate_full_spdx_document(parsed)
-    if messages:
-        first = messages[0]
+    first = next(link_messages(parsed), None)
+    if first is not None:
         raise SbomError(where, _spdx_location(document, first.context), first.validation_message)
 
 
@@ -148,6 +148,14 @@ def _spdx_location(document: dict[str, Any], context: Any) -> str:
                 str(getattr(relationship, "related_spdx_element_id", None)),
             ):
                 return json_path(["relationships", index])
+        # Not stated: made from documentDescribes or a package's hasFiles (spdx_links.expand_links).
+        origin = getattr(relationship, "spdx_element_id", None)
+        target = str(getattr(relationship, "related_spdx_element_id", None))
+        if origin == document.get("SPDXID") and target in document.get("documentDescribes", []):
+            return "$.documentDescribes"
+        for index, package in enumerate(document.get("packages", [])):
+            if package.get("SPDXID") == origin and target in package.get("hasFiles", []):
+                return json_path(["packages", index, "hasFiles"])
         return "$.relationships"
     if kind == "CREATION_INFO" or kind == "ACTOR":
         return "$.creationInfo"

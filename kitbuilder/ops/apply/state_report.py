@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kitbuilder.apply import signals
-from kitbuilder.apply.db_results import BackfillProgress, LockHolder, StatusReport
+from kitbuilder.apply.db_results import BackfillProgress, LockHolder, RangeState, StatusReport
 from kitbuilder.apply.state import JobRecord, StateStore
 from kitbuilder.ops.apply.session import connected, describe
 
@@ -42,4 +42,8 @@ def _progress(store: StateStore, job: JobRecord) -> BackfillProgress:
         remaining=remaining,
         rows_per_second=round(rate, 1) if rate is not None else None,
         eta_seconds=eta,
+        ranges=tuple(
+            RangeState(r.range_no, r.lo, r.hi, r.cursor, r.rows_processed, r.rows_failed, r.batches)
+            for r in store.ranges(job.job)
+        ),
     )
