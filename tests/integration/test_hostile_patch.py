@@ -232,6 +232,8 @@ def _plant(release: Release, installed: Path, ops: list[dict[str, str]], **overr
     staging = installed / ".kit-patch"
     staging.mkdir(exist_ok=True)
     (staging / "base-manifest.json").write_bytes(override.get("base_manifest", base_manifest))
+    # Format 2: the base's signed file list beside it, as kit keeps it (anyone can copy the installed one).
+    (staging / "base-files.jsonl").write_bytes((installed / "manifest.files.jsonl").read_bytes())
     (staging / "journal.json").write_bytes(jsonio.dump_pretty(document))
 
 
@@ -281,6 +283,19 @@ def test_malformed_journal_is_refused(release: Release, tmp_path: Path, override
     result = release.patch_dir(installed)
     assert result.returncode == 5
     _one_line(result.stderr, "journal.json")
+    assert _tree(installed) == before
+
+
+def test_journal_beside_another_base_file_list_is_refused(release: Release, tmp_path: Path) -> None:
+    """The base's file list kept beside the journal must be the one its manifest signs (it bounds the deletes)."""
+    installed = release.install(tmp_path / "installed")
+    _plant(release, installed, [{"op": "delete", "path": "notes.txt"}])
+    listed = installed / ".kit-patch/base-files.jsonl"
+    listed.write_bytes(listed.read_bytes() + b'{"at":0,"component":"docs","frame":0,"path":"notes.txt",' + b"}\n")
+    before = _tree(installed)
+    result = release.patch_dir(installed)
+    assert result.returncode == 5, result.stderr
+    _one_line(result.stderr, "base-files.jsonl", "kit did not write this journal")
     assert _tree(installed) == before
 
 
