@@ -163,12 +163,15 @@ def _resigned_delta(release: Release, out: Path, *, extra: list[hostile.Member],
     """The release's delta, re-made member by member and validly signed by the trusted key, plus ``extra``."""
     members = kit_members(release.delta)
     manifest = json.loads(members["manifest.json"])
-    payload = [hostile.Member(f["path"], members[f["path"]]) for f in manifest["files"]]
+    listed = [json.loads(line) for line in members["manifest.files.jsonl"].splitlines()]
+    payload = [hostile.Member(f["path"], members[f["path"]]) for f in listed]
 
     def predicate(document: dict[str, Any]) -> None:
         files = document["files"]
         # The factory writes format-1 kits: the delta's kit, delta and checks blocks, the factory's own build block.
-        document.update({k: v for k, v in manifest.items() if k not in ("files", "apiVersion", "frames", "build")})
+        document.update(
+            {k: v for k, v in manifest.items() if k not in ("files", "fileList", "apiVersion", "frames", "build")}
+        )
         document["components"] = manifest["components"] + [{"id": "docs", "role": "doc"}]
         document["files"] = files
         if hook is not None:
