@@ -236,9 +236,13 @@ def metadata_sizes(kit: Path, timeout: float) -> dict[str, Any]:
             continue
         members += 1
         name = fields[5]
-        if name in ("SHA256SUMS", "manifest.json", "manifest.dsse.json", "sbom/kit.cdx.json") or name.startswith(
-            "attestations/"
-        ):
+        if name in (
+            "SHA256SUMS",
+            "manifest.files.jsonl",
+            "manifest.json",
+            "manifest.dsse.json",
+            "sbom/kit.cdx.json",
+        ) or name.startswith("attestations/"):
             sizes[name] = int(fields[2])
     process.wait()
     timer.cancel()

@@ -10,11 +10,15 @@ Two formats (docs/format.md §3):
   file offset and length of its two frames (header, data) and the data frame's digest.
 - format 2 (``kitbuilder-index/v2``): a ``frames`` table listing every zstd frame
   (file offset, compressed length, decompressed size, digest of the compressed
-  bytes) and one entry per member naming the frame that holds its header
+  bytes) and one entry per *metadata* member naming the frame that holds its header
   (``frame``) and where in that frame's decompressed bytes the header starts
-  (``at``). ``KitIndex.from_bytes`` checks that the frames tile the file and that
-  the members tile the tar stream under the frame rules, so every reader after it
-  works on a consistent map (``MemberSpan``).
+  (``at``). Payload files are not listed: the signed file list
+  (``manifest.files.jsonl``) places them. ``KitIndex.from_bytes`` checks that the
+  frames tile the file and that the metadata members tile the frames before the
+  end-of-archive frame, one frame each; ``with_payload`` adds the payload members
+  from the (checked) file list and checks that all members tile the tar stream
+  under the frame rules, so every reader after it works on a consistent map
+  (``MemberSpan``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 from kitbuilder.archive import layout
 from kitbuilder.core import jsonio, schemas
-from kitbuilder.core.manifest import FrameEntry
+from kitbuilder.core.manifest import FileEntry, FrameEntry, is_metadata
 from kitbuilder.errors import ArchiveError
 
 INDEX_FORMAT = "kitbuilder-index/v1"
@@ -42,7 +46,9 @@ _VALUES_PER_ENTRY = 13
 # 255-byte portable (ASCII, never escaped) path come to 512 bytes.
 _BYTES_PER_ENTRY = 640
 # Format 2: a member entry has five fields (11 values and keys, at most ~420 bytes compact), a frame entry four
-# (9 values and keys, at most ~180 bytes compact).
+# (9 values and keys, at most ~180 bytes compact). Only metadata members are listed: at most the five required,
+# MAX_ATTESTATIONS (16) attestations and a Sigstore bundle.
+MAX_METADATA_MEMBERS = 22
 _VALUES_PER_MEMBER_V2 = 11
 _VALUES_PER_FRAME = 9
 _BYTES_PER_MEMBER_V2 = 512
@@ -79,7 +85,7 @@ class IndexEntry:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemberEntry:
     """A format-2 member: ``frame`` holds its 512-byte header at byte ``at`` of the frame's decompressed bytes."""
 
@@ -121,7 +127,9 @@ class KitIndex:
 
     Format 1: ``members`` are ``IndexEntry``; ``end_offset``/``end_length`` the end-of-archive frame.
     Format 2: ``members`` are ``MemberEntry``, ``frames`` every zstd frame, ``end`` the index of the
-    end-of-archive frame (``end_offset``/``end_length`` are derived from it).
+    end-of-archive frame (``end_offset``/``end_length`` are derived from it). As read from a kit
+    (``complete`` False) the members are the metadata members only; ``with_payload`` adds the payload
+    members from the signed file list. The bytes written (``to_bytes``) list the metadata members only.
     """
 
     format_version: int
@@ -130,10 +138,23 @@ class KitIndex:
     end_length: int
     frames: tuple[FrameEntry, ...] = ()
     end: int = 0
+    complete: bool = True
 
     @classmethod
-    def v2(cls, frames: tuple[FrameEntry, ...], members: tuple[MemberEntry, ...], end: int) -> KitIndex:
-        return cls(2, members, frames[end].offset, frames[end].length, frames, end)
+    def v2(
+        cls, frames: tuple[FrameEntry, ...], members: tuple[MemberEntry, ...], end: int, *, complete: bool = True
+    ) -> KitIndex:
+        return cls(2, members, frames[end].offset, frames[end].length, frames, end, complete)
+
+    def with_payload(self, files: tuple[FileEntry, ...]) -> KitIndex:
+        """Format 2: this index (as read: frames and metadata members) with the payload members ``files`` (the
+        signed file list, in archive order) before the metadata members; ArchiveError unless they all tile
+        the tar stream (``check_tiling``). Paths and digests are the file entries' own string objects."""
+        members = tuple(MemberEntry(f.path, f.frame or 0, f.at, f.size, f.sha256) for f in files)
+        metadata = tuple(m for m in self.members if isinstance(m, MemberEntry))
+        index = KitIndex.v2(self.frames, members + metadata, self.end)
+        index.check_tiling()
+        return index
 
     def to_bytes(self) -> bytes:
         if self.format_version == 1:
@@ -149,7 +170,11 @@ class KitIndex:
                 "end": self.end,
                 "format": INDEX_FORMAT_V2,
                 "frames": [f.to_json() for f in self.frames],
-                "members": [m.to_json() for m in self.members],
+                # Payload members are placed by the signed file list, not here (docs/format.md §0.4): the members
+                # from the first metadata member on are listed (a reader refuses any that is not metadata).
+                "members": [
+                    m.to_json() for m in self.members if isinstance(m, MemberEntry) and m.frame >= self.payload_frames
+                ],
             }
         )
 
@@ -186,8 +211,15 @@ class KitIndex:
             end = document["end"]
             if end >= len(frame_list):
                 raise ArchiveError(f"kit index: end frame {end} is not one of its {len(frame_list)} frames")
-            index = cls.v2(frame_list, members, end)
-            index.check_tiling()
+            for member in members:
+                if not is_metadata(member.path):
+                    raise ArchiveError(
+                        f"kit index: member {member.path} is not a metadata member; a format-2 index lists only "
+                        "those (payload files are placed by the signed manifest.files.jsonl)"
+                    )
+            index = cls.v2(frame_list, members, end, complete=False)
+            index.check_frames()
+            index.check_members(start=members[0].frame if members else end)
             return index
         schemas.validate("index", document, what="archive index")
         return cls(
@@ -260,8 +292,11 @@ class KitIndex:
 
     @property
     def payload_frames(self) -> int:
-        """Format 2: frames before the first metadata frame; callers compare them with the signed manifest."""
-        return self.end
+        """Format 2: frames before the first metadata member's frame; callers compare them with the signed
+        manifest (an index as read holds only metadata members, so its first member is the first of them)."""
+        members: tuple[IndexEntry | MemberEntry, ...] = self.members
+        first = next((m for m in members if isinstance(m, MemberEntry) and is_metadata(m.path)), None)
+        return first.frame if first is not None else self.end
 
     def check_payload_split(self, payload: int, metadata: Collection[str]) -> None:
         """Format 2: the first ``payload`` frames are exactly the frames before the first metadata member.
@@ -301,6 +336,11 @@ class KitIndex:
         exactly its padded data; after the last member, the end-of-archive frame. So no frame holds bytes of
         no member, no member is read from frames that are not its own, and nothing is skipped or read twice.
         """
+        self.check_frames()
+        self.check_members(start=0)
+
+    def check_frames(self) -> None:
+        """Format 2: the frame part of ``check_tiling`` (the frames tile the file up to the index)."""
         frames = self.frames
         offset = 0
         for number, entry in enumerate(frames):
@@ -327,7 +367,12 @@ class KitIndex:
             raise ArchiveError(f"kit index: end frame {self.end} is not the last of its {len(frames)} frames")
         if frames[self.end].size != layout.END_SIZE:
             raise ArchiveError(f"kit index: end frame decompresses to {frames[self.end].size} bytes, not 1024")
-        frame = 0  # the frame the next member's header must be in
+
+    def check_members(self, *, start: int) -> None:
+        """Format 2: the member part of ``check_tiling``, the members tiling the frames from frame ``start`` (0
+        for a complete index; an index as read starts at its first metadata member) to the end-of-archive frame."""
+        frames = self.frames
+        frame = start  # the frame the next member's header must be in
         at = 0  # where in it
         for member in self.members:
             assert isinstance(member, MemberEntry)

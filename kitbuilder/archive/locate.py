@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from kitbuilder.archive import zstdframes
-from kitbuilder.archive.index import MIN_FRAME_BYTES, MIN_MEMBER_BYTES, KitIndex
+from kitbuilder.archive.index import MAX_METADATA_MEMBERS, MIN_FRAME_BYTES, MIN_MEMBER_BYTES, KitIndex
 from kitbuilder.errors import ArchiveError
 
 
@@ -52,10 +52,11 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     # The index is one skippable frame of raw bytes, read with one read of its declared size: its cost is
     # bounded before reading (by the members the bytes before it could hold, and by twice the cap, so an
     # index a little over the cap is still parsed and the refusal below can say by how much) and before parsing.
-    # Format 1: every member takes two frames of at least 9 bytes before the index. Format 2: small members share
-    # frames, so members are bounded by the cap alone, frames by the bytes before the index (9 at least each).
+    # Format 1: every member takes two frames of at least 9 bytes before the index. Format 2: the index lists the
+    # metadata members only (at most MAX_METADATA_MEMBERS), frames are bounded by the bytes before the index (9 at
+    # least each) and by the cap.
     bound = min(2 * caps.max_members + 16, index_offset // MIN_MEMBER_BYTES)
-    member_bound = caps.max_members + 16
+    member_bound = MAX_METADATA_MEMBERS
     frame_bound = min(caps.max_frames, index_offset // MIN_FRAME_BYTES)
     stream.seek(index_offset)
     header = stream.read(8)
@@ -68,7 +69,7 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     if size > limit:
         raise ArchiveError(
             f"offset {index_offset}: skippable frame of {size} bytes exceeds the cap of {limit} "
-            f"(an index of at most {max(bound, member_bound)} members and {frame_bound} frames)"
+            f"(an index of at most {bound} members, or of {frame_bound} frames and {member_bound} metadata members)"
         )
     data = stream.read(size)
     if len(data) != size:
@@ -86,7 +87,7 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
         index = KitIndex.from_bytes(data, max_members=member_bound, max_frames=frame_bound)
     else:
         index = KitIndex.from_bytes(data, max_members=bound)
-    if len(index.members) > caps.max_members:
+    if index.format_version == 1 and len(index.members) > caps.max_members:
         raise ArchiveError(f"kit index lists {len(index.members)} members, more than the cap of {caps.max_members}")
     if index.format_version == 2:
         if len(index.frames) > caps.max_frames:

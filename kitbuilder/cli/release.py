@@ -31,6 +31,12 @@ from kitbuilder.progress import byte_progress, progress_enabled
 @click.option("--delta-from", type=click.Path(path_type=Path), help="Write a delta kit against this base kit.")
 @click.option("--full-out", type=click.Path(path_type=Path), help="With --delta-from: also keep the full new kit here.")
 @click.option(
+    "--max-members",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --delta-from: the most files the base and the new kit may hold when read back (default 50,000).",
+)
+@click.option(
     "--builder-id",
     help="SLSA builder id recorded in the provenance (default: derived from GitHub Actions / GitLab CI, else local).",
 )
@@ -54,6 +60,7 @@ def build(
     threads: int | None,
     delta_from: Path | None,
     full_out: Path | None,
+    max_members: int | None,
     builder_id: str | None,
     no_provenance: bool,
     sigstore_bundle: bool,
@@ -77,6 +84,7 @@ def build(
             sigstore_bundle=sigstore_bundle,
             delta_from=delta_from,
             full_out=full_out,
+            max_members=max_members,
         )
         with byte_progress("build", None, enabled=progress_enabled(quiet or as_json)) as bar:
             built = release.build_release(

@@ -3,23 +3,37 @@
 Each line is ``<64 lowercase hex><space><space><path>\\n`` (text mode), sorted by
 path, so ``sha256sum -c --strict SHA256SUMS`` checks an extracted kit. Paths
 never contain newlines or backslashes (the spec forbids them), so no escaping
-form is ever needed or accepted.
+form is ever needed or accepted. Format 2 readers compare it with the signed file
+list by a merge in this order (``check_listing``), holding no second copy of it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
-from kitbuilder.errors import FormatError
+from kitbuilder.errors import FormatError, IntegrityError
+
+SHA256SUMS_NAME = "SHA256SUMS"
+
+
+class _Listed(Protocol):
+    @property
+    def path(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+
 
 _LINE = re.compile(r"([0-9a-f]{64})  ([^\n\\]+)")
 
 
 def render(entries: Iterable[tuple[str, str]]) -> bytes:
     """SHA256SUMS bytes for ``(path, sha256_hex)`` pairs, sorted by path."""
-    lines = [f"{digest}  {path}\n" for path, digest in sorted(entries)]
-    return "".join(lines).encode("utf-8")
+    out = bytearray()
+    for path, digest in sorted(entries):
+        out += f"{digest}  {path}\n".encode()
+    return bytes(out)
 
 
 def parse(data: bytes) -> dict[str, str]:
@@ -42,3 +56,27 @@ def parse(data: bytes) -> dict[str, str]:
     if render(result.items()) != data:
         raise FormatError("SHA256SUMS: lines are not in canonical sorted order")
     return result
+
+
+def check_listing(files: Sequence[_Listed], data: bytes, *, what: str) -> None:
+    """SHA256SUMS ``data`` says exactly what the file list ``files`` says: one line per file, same digest.
+
+    A merge in SHA256SUMS's order (sorted by path) that holds no second copy of either: the list's entries are
+    sorted by path (references, not copies), each one's line is compared with the bytes at that point. FormatError
+    for a path the list holds twice; IntegrityError naming the first path where they differ.
+    """
+    ordered = sorted(files, key=lambda f: f.path)
+    position = 0
+    previous = None
+    with memoryview(data) as view:
+        for entry in ordered:
+            if entry.path == previous:
+                raise FormatError(f"{what}: {entry.path} listed twice")
+            previous = entry.path
+            line = f"{entry.sha256}  {entry.path}\n".encode()
+            if view[position : position + len(line)] != line:
+                raise IntegrityError(f"{SHA256SUMS_NAME}: differs from the signed file list at {entry.path}")
+            position += len(line)
+    if position != len(data):
+        extra = data[position:].split(b"\n", 1)[0][66:].decode("utf-8", "replace")
+        raise IntegrityError(f"{SHA256SUMS_NAME}: lists {extra!r}, which is not in the signed file list")

@@ -4,14 +4,18 @@
 object is the predicate of the signed in-toto statement in
 ``manifest.dsse.json``. Each file entry also records where the file lies in
 the kit, which makes that part of the archive index signed: format 1 (read
-only) the file offset, length and data-frame digest of its two frames; format 2
-(``kitbuilder/v2``) the payload ``frames`` table (offset, length, decompressed
-size, digest of each payload frame) and per file the frame holding its header
-(``frame``) and the header's offset in that frame (``at``).
+only) lists the files inline, each with the file offset, length and data-frame
+digest of its two frames; format 2 (``kitbuilder/v2``) lists the payload
+``frames`` table (offset, length, decompressed size, digest of each payload
+frame) and signs the file list ``manifest.files.jsonl`` by digest, size and
+count (``fileList``, core/filelist.py), whose lines give per file the frame
+holding its header (``frame``) and the header's offset in that frame (``at``).
+So manifest.json grows with frames, not files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from kitbuilder.core import jsonio, schemas, timefmt
+from kitbuilder.core.filelist import FILE_LIST, MAX_LINE_BYTES, FileListRef
+from kitbuilder.core.filelist import FileEntry as FileEntry
 from kitbuilder.core.images import ImageRecord
 from kitbuilder.core.jsonio import ParseLimits
 from kitbuilder.core.kitchecks import Check, parse_checks
@@ -31,8 +37,10 @@ MANIFEST_JSON = "manifest.json"
 MANIFEST_DSSE = "manifest.dsse.json"
 SHA256SUMS = "SHA256SUMS"
 SHA256SUMS_SIG = "SHA256SUMS.sig"
-# Written after the payload, in this order, so every input byte is read once.
-METADATA_FILES = (SHA256SUMS, SHA256SUMS_SIG, MANIFEST_JSON, MANIFEST_DSSE)
+# Written after the payload, in this order, so every input byte is read once. Format 2 adds the signed file
+# list (manifest.files.jsonl) before manifest.json, which signs it by digest; format 1 (read only) has none.
+METADATA_FILES = (SHA256SUMS, SHA256SUMS_SIG, FILE_LIST, MANIFEST_JSON, MANIFEST_DSSE)
+METADATA_FILES_V1 = (SHA256SUMS, SHA256SUMS_SIG, MANIFEST_JSON, MANIFEST_DSSE)
 # Optional metadata after those: signed statements about the kit's metadata (they name manifest.json and
 # SHA256SUMS by digest, so neither can list them) and the Sigstore form of the SHA256SUMS signature.
 ATTESTATIONS_DIR = "attestations"
@@ -49,12 +57,17 @@ def is_optional_metadata(name: str) -> bool:
     return name == SIGSTORE_BUNDLE or _ATTESTATION_NAME.fullmatch(name) is not None
 
 
-def metadata_names(present: Iterable[str]) -> tuple[str, ...]:
+def is_metadata(name: str) -> bool:
+    """Whether ``name`` is a metadata member's name (of either format); no payload file may have one."""
+    return name in METADATA_FILES or is_optional_metadata(name)
+
+
+def metadata_names(present: Iterable[str], format_version: int = 2) -> tuple[str, ...]:
     """The metadata members of a kit holding ``present`` (its member names), in archive order."""
     optional = [name for name in present if is_optional_metadata(name)]
     attestations = sorted(name for name in optional if name != SIGSTORE_BUNDLE)
     bundle = [SIGSTORE_BUNDLE] if SIGSTORE_BUNDLE in optional else []
-    return (*METADATA_FILES, *attestations, *bundle)
+    return (*(METADATA_FILES if format_version == 2 else METADATA_FILES_V1), *attestations, *bundle)
 
 
 @dataclass(frozen=True)
@@ -125,44 +138,6 @@ class FrameEntry:
 
 
 @dataclass(frozen=True)
-class FileEntry:
-    """A payload file. Format 1 (read only): ``offset``/``length``/``frame_sha256`` of its two frames.
-    Format 2: ``frame`` (index into the manifest's ``frames``) holds its header at byte ``at``; the
-    format-1 fields are then unused (0 and "")."""
-
-    path: str
-    size: int
-    sha256: str
-    role: str
-    component: str
-    offset: int = 0
-    length: int = 0
-    frame_sha256: str = ""
-    frame: int | None = None
-    at: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        if self.frame is not None:
-            return {
-                "path": self.path,
-                "size": self.size,
-                "sha256": self.sha256,
-                "role": self.role,
-                "component": self.component,
-                "frame": self.frame,
-                "at": self.at,
-            }
-        return {
-            "path": self.path,
-            "size": self.size,
-            "sha256": self.sha256,
-            "role": self.role,
-            "component": self.component,
-            "frame": {"offset": self.offset, "length": self.length, "sha256": self.frame_sha256},
-        }
-
-
-@dataclass(frozen=True)
 class Manifest:
     kit: KitInfo
     build: BuildInfo
@@ -176,6 +151,10 @@ class Manifest:
     # Format 2: the payload frames (every frame before the first metadata frame), as the index lists them.
     frames: tuple[FrameEntry, ...] = ()
     format_version: int = 1
+    # Format 2: what manifest.json signs about manifest.files.jsonl. A manifest read from a kit has its files
+    # only after that list was read and checked against this record (``with_files``); one being sealed has its
+    # files, and ``seal`` sets this record from the list it writes.
+    file_list: FileListRef | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -184,10 +163,14 @@ class Manifest:
             "kit": self.kit.to_json(),
             "build": self.build.to_json(),
             "components": [c.to_json() for c in self.components],
-            "files": [f.to_json() for f in self.files],
         }
         if self.format_version == 2:
+            if self.file_list is None:
+                raise ValueError("a format-2 manifest is written with its fileList (ops.seal sets it)")
+            data["fileList"] = self.file_list.to_json()
             data["frames"] = [f.to_json() for f in self.frames]
+        else:
+            data["files"] = [f.to_json() for f in self.files]
         if self.checks:
             data["checks"] = [c.to_json() for c in self.checks]
         if self.images:
@@ -203,7 +186,18 @@ class Manifest:
 
     @property
     def payload_bytes(self) -> int:
+        if self.file_list is not None:
+            return self.file_list.payload_bytes
         return sum(f.size for f in self.files)
+
+    @property
+    def file_count(self) -> int:
+        """How many payload files the kit has (format 2: the signed count, whether or not the list was read)."""
+        return self.file_list.count if self.file_list is not None else len(self.files)
+
+    def with_files(self, files: tuple[FileEntry, ...]) -> Manifest:
+        """This manifest with its payload files (format 2: read from the file list and checked by the caller)."""
+        return dataclasses.replace(self, files=files)
 
     def by_path(self) -> dict[str, FileEntry]:
         return {f.path: f for f in self.files}
@@ -212,6 +206,11 @@ class Manifest:
     def from_json(cls, document: dict[str, Any], *, what: str = MANIFEST_JSON) -> Manifest:
         """Build from a parsed document; FormatError with the JSON path if it breaks the schema."""
         version = 2 if document.get("apiVersion") == MANIFEST_API_V2 else 1
+        if version == 2 and "files" in document:
+            raise FormatError(
+                f"{what}: lists its files inline: a kit made by a development build of format 2, which kit no "
+                "longer reads; rebuild the kit with this kitbuilder"
+            )
         schemas.validate("manifest-v2" if version == 2 else "manifest", document, what=what)
         kit = document["kit"]
         for name in ("expires", "created"):
@@ -247,7 +246,7 @@ class Manifest:
                 )
                 for n, c in enumerate(document["components"])
             ),
-            files=tuple(_file_entry(f) for f in document["files"]),
+            files=tuple(_file_entry(f) for f in document["files"]) if version == 1 else (),
             checks=parse_checks(document.get("checks", []), "manifest checks"),
             delta=DeltaInfo.from_json(document["delta"], what=f"{what}: delta") if "delta" in document else None,
             images=tuple(
@@ -258,6 +257,7 @@ class Manifest:
             ),
             frames=tuple(FrameEntry.from_json(f) for f in document.get("frames", ())),
             format_version=version,
+            file_list=FileListRef.from_json(document["fileList"]) if version == 2 else None,
         )
 
     @classmethod
@@ -267,8 +267,6 @@ class Manifest:
 
 
 def _file_entry(f: dict[str, Any]) -> FileEntry:
-    if isinstance(f["frame"], int):
-        return FileEntry(f["path"], f["size"], f["sha256"], f["role"], f["component"], frame=f["frame"], at=f["at"])
     return FileEntry(
         path=f["path"],
         size=f["size"],
@@ -281,10 +279,12 @@ def _file_entry(f: dict[str, Any]) -> FileEntry:
     )
 
 
-# What an honest kit spends on its metadata, per member of its index (docs/parse-limits.md). Every limit is
-# a base for what the spec contributes (description, component options, checks, a delta's removed paths)
-# plus a share per member; a document over its limit is refused before it is read or parsed, so a kit costs
-# at most what an honest kit with as many members would.
+# What an honest kit spends on its metadata (docs/parse-limits.md). Format 1 (read only): a base for what the
+# spec contributes (description, component options, checks, a delta's removed paths) plus a share per member
+# of its index. Format 2: manifest.json and its statement grow with frames only (a base plus a share per
+# frame); SHA256SUMS, the file list and attestations with the file count manifest.json signs (fileList.count,
+# itself at most --max-members). A document over its limit is refused before it is read or parsed, so a kit
+# costs at most what an honest kit of as many files and frames would.
 _BASE_BYTES = 8 << 20
 _MANIFEST_BYTES_PER_MEMBER = 4 << 10  # a pretty file entry is ~450 bytes plus its path (<= 255, escaped <= 6x)
 _SUBJECT_BYTES_PER_MEMBER = 2 << 10  # a compact statement subject: name, digest
@@ -303,26 +303,43 @@ _BASE_CONTAINERS = 16 << 10
 _MANIFEST_BYTES_PER_FRAME = 256
 _VALUES_PER_FRAME = 9
 _CONTAINERS_PER_MEMBER = 4  # a file entry holds 2 objects; a subject 2
+# Format 2: the statement is the manifest plus two subjects and the statement's own fields.
+_STATEMENT_EXTRA_BYTES = 4 << 10
+_STATEMENT_EXTRA_VALUES = 64
+_METADATA_MEMBERS = 22  # the most metadata members a format-2 kit has (five, 16 attestations, a bundle)
 
 
 @dataclass(frozen=True)
 class MetadataBudget:
-    """Limits on a kit's metadata documents, scaled by the number of members its index lists."""
+    """Limits on a kit's metadata documents. Format 1: scaled by the members its index lists. Format 2:
+    manifest.json and manifest.dsse.json by ``frames`` alone; the rest by ``members``, the file count
+    manifest.json states (``fileList.count``, which readers refuse over --max-members)."""
 
     members: int
     frames: int = 0  # format 2: the frames the index lists (the manifest repeats the payload ones)
+    format_version: int = 1
+
+    def _manifest_bytes(self) -> int:
+        if self.format_version == 2:
+            return _BASE_BYTES + self.frames * _MANIFEST_BYTES_PER_FRAME
+        return _BASE_BYTES + self.members * _MANIFEST_BYTES_PER_MEMBER + self.frames * _MANIFEST_BYTES_PER_FRAME
 
     def max_bytes(self, name: str) -> int | None:
         """The most bytes the metadata member ``name`` may have; None for members bounded elsewhere."""
-        manifest = _BASE_BYTES + self.members * _MANIFEST_BYTES_PER_MEMBER + self.frames * _MANIFEST_BYTES_PER_FRAME
+        manifest = self._manifest_bytes()
         if name == MANIFEST_JSON:
             return manifest
         if name == MANIFEST_DSSE:
+            if self.format_version == 2:
+                # Base64 of the compact statement (predicate = the manifest, two subjects) and the signatures.
+                return (manifest + _STATEMENT_EXTRA_BYTES) * 4 // 3 + 4 + _SIGNATURE_BYTES
             # Base64 of the compact statement (predicate = the manifest, plus one subject per file) and signatures.
             statement = manifest + self.members * _SUBJECT_BYTES_PER_MEMBER
             return statement * 4 // 3 + 4 + _SIGNATURE_BYTES
         if name == SHA256SUMS:
             return self.members * _SUMS_BYTES_PER_MEMBER
+        if name == FILE_LIST:
+            return self.members * MAX_LINE_BYTES
         if name == SHA256SUMS_SIG:
             return _SIGNATURE_BYTES
         if name == SIGSTORE_BUNDLE:
@@ -333,19 +350,31 @@ class MetadataBudget:
 
     def attestation_bytes(self) -> int:
         """The most bytes one attestation envelope may have (in the kit, or one line of KIT.intoto.jsonl)."""
-        statement = _ATTESTATION_BASE_BYTES + self.members * _ATTESTATION_BYTES_PER_MEMBER
+        # Format 2: a share per file and per metadata member (an attestation's subjects may name those too).
+        members = self.members + _METADATA_MEMBERS if self.format_version == 2 else self.members
+        statement = _ATTESTATION_BASE_BYTES + members * _ATTESTATION_BYTES_PER_MEMBER
         return statement * 4 // 3 + 4 + _SIGNATURE_BYTES
 
     def check_size(self, name: str, size: int) -> None:
-        """ArchiveError if the index says ``name`` is larger than an honest kit of this many members needs."""
+        """ArchiveError if ``name`` is larger than an honest kit of this many members (files) and frames needs."""
         limit = self.max_bytes(name)
         if limit is not None and size > limit:
+            what = (
+                f"{self.members} files and {self.frames} frames"
+                if self.format_version == 2
+                else f"{self.members} members"
+            )
             raise ArchiveError(
-                f"{name}: {size} bytes exceeds the metadata cap of {limit} for a kit of {self.members} members "
-                "(docs/parse-limits.md)"
+                f"{name}: {size} bytes exceeds the metadata cap of {limit} for a kit of {what} (docs/parse-limits.md)"
             )
 
     def manifest_limits(self) -> ParseLimits:
+        if self.format_version == 2:
+            return ParseLimits(
+                max_values=_BASE_VALUES + self.frames * _VALUES_PER_FRAME,
+                max_containers=_BASE_CONTAINERS + self.frames,
+                why=f"the manifest of a kit of {self.frames} frames",
+            )
         return ParseLimits(
             max_values=_BASE_VALUES + self.members * _VALUES_PER_MEMBER + self.frames * _VALUES_PER_FRAME,
             max_containers=_BASE_CONTAINERS + self.members * _CONTAINERS_PER_MEMBER + self.frames,
@@ -354,6 +383,12 @@ class MetadataBudget:
 
     def statement_limits(self) -> ParseLimits:
         manifest = self.manifest_limits()
+        if self.format_version == 2:
+            return ParseLimits(
+                max_values=manifest.max_values + _STATEMENT_EXTRA_VALUES,
+                max_containers=manifest.max_containers + 16,
+                why=f"the signed statement of a kit of {self.frames} frames",
+            )
         return ParseLimits(
             max_values=manifest.max_values + self.members * 8,
             max_containers=manifest.max_containers + self.members * 2,

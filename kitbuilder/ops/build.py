@@ -286,6 +286,7 @@ def _write_kit(
             format_version=2,
         )
         sealed = seal(writer, manifest, plan.keys)
+        manifest = sealed.manifest
         extra: list[str] = []
         predicate = None
         if plan.options.provenance:

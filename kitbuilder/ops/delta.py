@@ -329,6 +329,7 @@ def build_delta(
     output: Path,
     full_output: Path | None,
     options: Any,
+    max_members: int | None = None,
 ) -> DeltaResult:
     """``kit build --delta-from``: build the full new kit reusing the base's frames, then cut the delta from it."""
     from kitbuilder.ops.build import build_kit
@@ -336,7 +337,8 @@ def build_delta(
     directory = check_target(output)  # a bad --out fails before anything is built
     _check_distinct(("--out", output), ("--full-out", full_output), ("--delta-from", base_path))
     policy = TrustPolicy(keys=tuple(k.public for k in keys), threshold=1)
-    base = BaseFrames(base_path, policy)
+    # The base and the new full kit are read back under --max-members (a kit of more files needs it raised).
+    base = BaseFrames(base_path, policy, Caps(max_members=max_members) if max_members is not None else None)
     threads = usable_cores() if options.threads is None or options.threads < 0 else options.threads
     try:
         if full_output is not None:

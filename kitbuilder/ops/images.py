@@ -30,7 +30,7 @@ from kitbuilder.oci import layout
 from kitbuilder.oci.check import PREFIX, CheckedLayout, walk_layout
 from kitbuilder.oci.reference import parse_registry, push_target
 from kitbuilder.oci.registry import RegistryClient, TransferOptions
-from kitbuilder.ops.kitfile import SameFileReader
+from kitbuilder.ops.kitfile import SameFileReader, located_index
 from kitbuilder.ops.verify import VerifyOptions, open_kit, same_as_signed, verify_kit
 
 EXPORT_TEMP_PREFIX = ".kit-export-tmp-"
@@ -102,7 +102,8 @@ class _KitImages:
         self.caps = caps
         self.stream = stream
         self.signed = {f.path: f for f in manifest.files if f.path.startswith(PREFIX)}
-        index = reader.read_index(stream, caps).index.by_path()
+        # Format 2: payload members are located from the kit's file list (checked against the signed manifest below).
+        index = located_index(stream, caps).by_path()
         self.entries: dict[str, IndexEntry | MemberSpan] = {}
         for path, item in self.signed.items():
             entry = index.get(path)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.dsse import Envelope
-from kitbuilder.core.manifest import IMAGES_DIR, MANIFEST_JSON, METADATA_FILES, SHA256SUMS, Manifest
+from kitbuilder.core.manifest import IMAGES_DIR, MANIFEST_JSON, SHA256SUMS, Manifest, is_optional_metadata
 from kitbuilder.core.provenance import PROVENANCE_MEMBER, read_predicate
 from kitbuilder.core.statement import Statement
 from kitbuilder.errors import FormatError, IntegrityError, KitError
@@ -22,6 +22,7 @@ from kitbuilder.ops.inspect_sections import (
     SbomSection,
     ShippedSbomView,
 )
+from kitbuilder.ops.kitfile import load_files
 from kitbuilder.ops.verify import KitMetadata, check_signed_metadata, open_kit, read_metadata, read_signed_file
 from kitbuilder.trust.signatures import TrustPolicy, verify_envelope
 
@@ -42,7 +43,7 @@ class InspectReport:
     sbom: SbomSection | None = None
     provenance: ProvenanceSection | None = None
     images: LayoutSummary | None = None
-    metadata_members: tuple[str, ...] = ()  # in archive order: the required four, then attestations
+    metadata_members: tuple[str, ...] = ()  # in archive order: the required ones, then attestations
 
     def roles(self) -> dict[str, dict[str, int]]:
         """Files and bytes per role, by role name."""
@@ -80,7 +81,7 @@ class InspectReport:
         }
 
     def optional_metadata(self) -> list[str]:
-        return list(self.metadata_members[len(METADATA_FILES) :])
+        return [name for name in self.metadata_members if is_optional_metadata(name)]
 
 
 def inspect_kit(
@@ -100,7 +101,9 @@ def inspect_kit(
     """
     caps = caps or Caps()
     with open_kit(path) as stream:
-        metadata = read_metadata(stream, caps)
+        # Format 2: the file list is read after the signatures when they are checked (check_signed_metadata),
+        # else when the report needs it (it lists every file): either way once, line by line.
+        metadata = read_metadata(stream, caps, defer_files=True)
         claimed = tuple(sorted({s.keyid for s in metadata.envelope.signatures}))
         verified: tuple[str, ...] | None = None
         error: str | None = None
@@ -112,6 +115,8 @@ def inspect_kit(
             except KitError as exc:
                 error = str(exc)
                 exit_code = exc.exit_code
+        if metadata.files_pending:
+            manifest = load_files(metadata)
         files = manifest.by_path()
         index = metadata.location.index
         listed = set(index.sizes())

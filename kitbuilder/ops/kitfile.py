@@ -1,7 +1,8 @@
 """The one reader of a kit's metadata members, wherever they live.
 
-A kit's metadata (``SHA256SUMS``, ``SHA256SUMS.sig``, ``manifest.json``,
-``manifest.dsse.json``, optional attestations and Sigstore bundle) is read
+A kit's metadata (``SHA256SUMS``, ``SHA256SUMS.sig``, format 2's signed file
+list ``manifest.files.jsonl``, ``manifest.json``, ``manifest.dsse.json``,
+optional attestations and Sigstore bundle) is read
 from three places: a kit file (through its index), a delta kit's
 ``delta/target/`` (the new kit's metadata, through the delta's index) and an
 installed kit directory (files at its top). All three go through
@@ -16,24 +17,29 @@ everything after: verify, then read, never re-open by name.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from kitbuilder import inputfile
 from kitbuilder.archive import reader
+from kitbuilder.archive.index import KitIndex
 from kitbuilder.archive.reader import Caps, IndexLocation
-from kitbuilder.core import paths
+from kitbuilder.core import checksums, filelist, paths
 from kitbuilder.core.dsse import Envelope
+from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import (
     ATTESTATIONS_DIR,
     MANIFEST_DSSE,
     MANIFEST_JSON,
     MAX_ATTESTATIONS,
     METADATA_FILES,
+    SHA256SUMS,
     SIGSTORE_BUNDLE,
     Manifest,
     MetadataBudget,
@@ -45,20 +51,33 @@ from kitbuilder.ops import confined
 TARGET_DIR = "delta/target"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Metadata:
-    """The metadata members of a kit and the two documents parsed from them; nothing here is verified yet."""
+    """The metadata members of a kit and the two documents parsed from them; nothing here is verified yet.
+
+    Format 2: the file list (``manifest.files.jsonl``) may still be unread (``files_pending``): then
+    ``manifest.files`` is empty until ``load_files`` reads the list, checks it against the manifest's
+    ``fileList`` and SHA256SUMS and fills ``manifest``, ``members`` (and a kit file's ``location``) in
+    place. ``kit verify`` reads it only after the signatures (``check_signed_metadata`` calls it).
+    """
 
     members: dict[str, bytes]
     envelope: Envelope
     manifest: Manifest
+    read_file_list: Callable[[], bytes] | None = None  # format 2, until the list is read: its bytes (bounded)
+    file_list_name: str = FILE_LIST  # how errors name it (a delta's target: delta/target/manifest.files.jsonl)
+
+    @property
+    def files_pending(self) -> bool:
+        return self.read_file_list is not None
 
 
-@dataclass(frozen=True)
+@dataclass
 class KitMetadata(Metadata):
-    """Metadata read through a kit file's index, with where that index lies."""
+    """Metadata read through a kit file's index, with where that index lies (format 2: the index as read, frames
+    and metadata members, until ``load_files`` replaces it by the full index with the payload members)."""
 
-    location: IndexLocation
+    location: IndexLocation = field(kw_only=True)
 
 
 def open_kit(path: Path) -> BinaryIO:
@@ -73,56 +92,83 @@ def open_kit(path: Path) -> BinaryIO:
         raise HostIOError.from_os_error(exc, path=path, action="open kit") from exc
 
 
-def read_metadata(stream: BinaryIO, caps: Caps) -> KitMetadata:
-    """A kit file's metadata members, read through its index (small, bounded reads)."""
+def read_metadata(stream: BinaryIO, caps: Caps, *, defer_files: bool = False) -> KitMetadata:
+    """A kit file's metadata members, read through its index (small, bounded reads).
+
+    Format 2: the signed file list is read too and the full index built from it (``load_files``), unless
+    ``defer_files``: then the caller reads it later (after the signatures, or never when it needs no file).
+    """
     location = reader.read_index(stream, caps)
     index = location.index
 
     def missing(name: str) -> KitError:
         return ArchiveError(f"kit index has no {name}: not a complete kit")
 
+    if index.format_version == 2:
+        head = MetadataBudget(0, frames=len(index.frames), format_version=2)
+    else:
+        head = MetadataBudget(len(index.members), frames=len(index.frames))
     # Only the metadata members are located and read (inspect of a kit of many files reads nothing else).
-    members, envelope, manifest = _assemble(
+    members, envelope, manifest, read_list = _assemble(
         index.sizes(),
         lambda name: reader.read_member(stream, index.locate(name), caps),
         caps,
-        MetadataBudget(len(location.index.members), frames=len(location.index.frames)),
+        head,
         source="kit index",
         what=lambda name: name,
         missing=missing,
     )
-    if index.format_version == 2 and manifest.format_version == 2:
-        # Where the payload ends is signed (the manifest's frames); the index must end it there too. Checked here,
-        # for every reader of a kit file, on the manifest that check_signed_metadata then proves is the signed one.
-        index.check_payload_split(len(manifest.frames), members)
-    return KitMetadata(members=members, envelope=envelope, manifest=manifest, location=location)
+    # Where the payload ends is signed (the manifest's frames); the index must end it there too: checked on the
+    # full index (load_files), where the file lying past the signed frames can be named.
+    metadata = KitMetadata(
+        members=members, envelope=envelope, manifest=manifest, read_file_list=read_list, location=location
+    )
+    if not defer_files:
+        load_files(metadata)
+    return metadata
+
+
+def located_index(stream: BinaryIO, caps: Caps) -> KitIndex:
+    """A kit file's index with every member located (format 2: payload members from its file list, which is read
+    and checked against manifest.json and SHA256SUMS, but not against any signature)."""
+    return read_metadata(stream, caps).location.index
 
 
 def read_target_metadata(stream: BinaryIO, caps: Caps) -> Metadata:
-    """The new kit's metadata a delta carries under ``delta/target/``, read through the delta's index."""
-    index = reader.read_index(stream, caps).index
+    """The new kit's metadata a delta carries under ``delta/target/``, read through the delta's index (its payload
+    members placed by the delta's own file list), file list included."""
+    index = read_metadata(stream, caps).location.index
     prefix = f"{TARGET_DIR}/"
     sizes = {path[len(prefix) :]: size for path, size in index.sizes().items() if path.startswith(prefix)}
 
     def missing(name: str) -> KitError:
         return IntegrityError(f"delta kit lacks {TARGET_DIR}/{name}")
 
-    members, envelope, manifest = _assemble(
+    members, envelope, manifest, read_list = _assemble(
         sizes,
         lambda name: reader.read_member(stream, index.locate(prefix + name), caps),
         caps,
         # The target's members are content of the delta its signature covers (verified before this is read), so
         # the budget is the largest kit the caps allow, not one derived from unsigned counts.
-        MetadataBudget(caps.max_members),
+        MetadataBudget(caps.max_members, frames=caps.max_frames),
         source=f"delta kit index ({prefix})",
         what=lambda name: prefix + name,
         missing=missing,
     )
-    return Metadata(members=members, envelope=envelope, manifest=manifest)
+    metadata = Metadata(
+        members=members,
+        envelope=envelope,
+        manifest=manifest,
+        read_file_list=read_list,
+        file_list_name=prefix + FILE_LIST,
+    )
+    load_files(metadata)
+    return metadata
 
 
 def read_installed_metadata(directory: confined.Directory, caps: Caps) -> Metadata:
-    """An installed kit's metadata files at the top of ``directory``; links and special files are refused."""
+    """An installed kit's metadata files at the top of ``directory`` (format 2: manifest.files.jsonl too); links
+    and special files are refused."""
 
     def refuse(message: str) -> KitError:
         return UsageError(f"{message}; an installed kit's metadata must be regular files")
@@ -156,44 +202,72 @@ def read_installed_metadata(directory: confined.Directory, caps: Caps) -> Metada
             )
 
         # An installed directory lists no member count before its manifest is read: the caps' largest kit.
-        members, envelope, manifest = _assemble(
+        members, envelope, manifest, read_list = _assemble(
             sizes,
             read,
             caps,
-            MetadataBudget(caps.max_members),
+            MetadataBudget(caps.max_members, frames=caps.max_frames),
             source=directory.shown,
             what=lambda name: directory.name(name),
             missing=missing,
         )
+        metadata = Metadata(
+            members=members,
+            envelope=envelope,
+            manifest=manifest,
+            read_file_list=read_list,
+            file_list_name=directory.name(FILE_LIST),
+        )
+        load_files(metadata)
     finally:
         for fd in fds.values():
             os.close(fd)
-    return Metadata(members=members, envelope=envelope, manifest=manifest)
+    return metadata
 
 
 def _assemble(
     sizes: Mapping[str, int],
     read: Callable[[str], bytes],
     caps: Caps,
-    budget: MetadataBudget,
+    head: MetadataBudget,
     *,
     source: str,
     what: Callable[[str], str],
     missing: Callable[[str], KitError],
-) -> tuple[dict[str, bytes], Envelope, Manifest]:
-    """The shared rules: which names, how many, how big, parsed how. ``sizes`` holds every name present."""
-    names = metadata_names(sizes)
+) -> tuple[dict[str, bytes], Envelope, Manifest, Callable[[], bytes] | None]:
+    """The shared rules: which names, how many, how big, parsed how. ``sizes`` holds every name present.
+
+    manifest.json and manifest.dsse.json are read first, bounded by ``head`` (format 2: the frames alone); the
+    count of files manifest.json states (refused over --max-members) then bounds SHA256SUMS, the file list and
+    the attestations, which are read next. The file list is not read here: the returned callable reads it."""
+    for name in (MANIFEST_JSON, MANIFEST_DSSE):
+        _check_present(name, sizes, caps, head, what, missing)
+    envelope_bytes = read(MANIFEST_DSSE)
+    manifest_bytes = read(MANIFEST_JSON)
+    envelope = Envelope.from_bytes(envelope_bytes, what=what(MANIFEST_DSSE))
+    manifest = Manifest.from_bytes(manifest_bytes, what=what(MANIFEST_JSON), limits=head.manifest_limits())
+    budget = head
+    if manifest.file_list is not None:
+        count = manifest.file_list.count
+        if count > caps.max_members:
+            raise ArchiveError(
+                f"{what(MANIFEST_JSON)}: fileList.count is {count} files, more than --max-members {caps.max_members}; "
+                f"pass --max-members {count} to read a kit this large"
+            )
+        budget = MetadataBudget(count, frames=head.frames, format_version=2)
+    names = metadata_names(sizes, manifest.format_version)
     attestations = [name for name in names if name.startswith(f"{ATTESTATIONS_DIR}/")]
     if len(attestations) > MAX_ATTESTATIONS:
         raise ArchiveError(f"{source} lists {len(attestations)} attestations; at most {MAX_ATTESTATIONS} are allowed")
     for name in names:
-        if name not in sizes:
-            raise missing(name)
-        if sizes[name] > caps.max_metadata:
-            raise ArchiveError(f"{what(name)}: {sizes[name]} bytes exceeds the metadata cap of {caps.max_metadata}")
-        # Each required document may cost what it would in an honest kit of this many members
-        # (docs/parse-limits.md): checked on sizes before anything is read, on structure before parsing.
-        budget.check_size(name, sizes[name])
+        # Each document may cost what it would in an honest kit of this many files (docs/parse-limits.md):
+        # checked on sizes before anything is read, on structure before parsing.
+        _check_present(name, sizes, caps, budget, what, missing)
+    if manifest.file_list is not None and sizes[FILE_LIST] != manifest.file_list.size:
+        raise ArchiveError(
+            f"{what(FILE_LIST)}: {sizes[FILE_LIST]} bytes, but {MANIFEST_JSON} fileList.size says "
+            f"{manifest.file_list.size}"
+        )
     # Optional members are unsigned: bound them together, from their sizes, before any is read.
     optional_bytes = sum(sizes[name] for name in names if name not in METADATA_FILES)
     if optional_bytes > caps.max_metadata:
@@ -201,14 +275,81 @@ def _assemble(
             f"{source} lists {optional_bytes} bytes of attestations and Sigstore bundle; "
             f"at most {caps.max_metadata} are allowed together"
         )
-    members = {name: read(name) for name in names}
-    envelope = Envelope.from_bytes(members[MANIFEST_DSSE], what=what(MANIFEST_DSSE))
-    manifest = Manifest.from_bytes(members[MANIFEST_JSON], what=what(MANIFEST_JSON), limits=budget.manifest_limits())
+    members: dict[str, bytes] = {}
+    for name in names:
+        if name == MANIFEST_JSON:
+            members[name] = manifest_bytes
+        elif name == MANIFEST_DSSE:
+            members[name] = envelope_bytes
+        elif name != FILE_LIST:
+            members[name] = read(name)
     for path in (f.path for f in manifest.files):
         problem = paths.problem_with(path)
         if problem is not None:
             raise FormatError(f"{what(MANIFEST_JSON)}: file {path!r}: {problem}")
-    return members, envelope, manifest
+    read_list = (lambda: read(FILE_LIST)) if manifest.file_list is not None else None
+    return members, envelope, manifest, read_list
+
+
+def _check_present(
+    name: str,
+    sizes: Mapping[str, int],
+    caps: Caps,
+    budget: MetadataBudget,
+    what: Callable[[str], str],
+    missing: Callable[[str], KitError],
+) -> None:
+    if name not in sizes:
+        raise missing(name)
+    if sizes[name] > caps.max_metadata:
+        raise ArchiveError(f"{what(name)}: {sizes[name]} bytes exceeds the metadata cap of {caps.max_metadata}")
+    budget.check_size(name, sizes[name])
+
+
+def load_files(metadata: Metadata) -> Manifest:
+    """Format 2: read the file list and fill ``metadata`` in place with what it says; the manifest with its files.
+
+    The list must have the size and SHA-256 ``metadata.manifest`` states in ``fileList`` (IntegrityError), be in
+    its one byte form with ``fileList.count`` lines and ``payloadBytes`` bytes, and say exactly what SHA256SUMS
+    says (FormatError, IntegrityError); a kit file's full index (payload members from the list, then the metadata
+    members of its index) must then tile the stream (ArchiveError). Called after the signatures when the caller
+    checks them, so the count that bounds the work is the signed one. Nothing to do for format 1 or when done.
+    """
+    read_list = metadata.read_file_list
+    manifest = metadata.manifest
+    ref = manifest.file_list
+    what = metadata.file_list_name
+    if read_list is None or ref is None:
+        return manifest
+    data = read_list()
+    if len(data) != ref.size:
+        raise ArchiveError(f"{what}: {len(data)} bytes, but {MANIFEST_JSON} fileList.size says {ref.size}")
+    observed = hashlib.sha256(data).hexdigest()
+    if observed != ref.sha256:
+        raise IntegrityError(
+            f"{what}: sha256 {observed} differs from {MANIFEST_JSON} fileList.sha256 {ref.sha256}; the kit was altered"
+        )
+    files = filelist.parse(data, count=ref.count, frame_sizes=[f.size for f in manifest.frames], what=what)
+    payload = sum(f.size for f in files)
+    if payload != ref.payload_bytes:
+        raise FormatError(
+            f"{what}: files hold {payload} bytes, but {MANIFEST_JSON} fileList.payloadBytes says {ref.payload_bytes}"
+        )
+    checksums.check_listing(files, metadata.members[SHA256SUMS], what=what)
+    manifest = manifest.with_files(files)
+    members = dict(metadata.members)
+    members[FILE_LIST] = data
+    metadata.members = {name: members[name] for name in metadata_names(members)}
+    metadata.manifest = manifest
+    metadata.read_file_list = None
+    if isinstance(metadata, KitMetadata):
+        location = metadata.location
+        if location.index.format_version != 2:
+            raise ArchiveError(f"kit index is format {location.index.format_version}, {MANIFEST_JSON} is format 2")
+        index = location.index.with_payload(files)
+        index.check_payload_split(len(manifest.frames), metadata.members)
+        metadata.location = dataclasses.replace(location, index=index)
+    return manifest
 
 
 def check_layout(files: Iterable[str], metadata: Iterable[str], *, what: str) -> None:

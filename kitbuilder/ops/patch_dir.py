@@ -34,12 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kitbuilder import faults
+from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_JSON, Manifest
 from kitbuilder.errors import IntegrityError, KitError
 from kitbuilder.ops.confined import Directory, host_error
 from kitbuilder.ops.delta import open_verified_delta
 from kitbuilder.ops.kitfile import read_installed_metadata
 from kitbuilder.ops.patch_journal import (
+    BASE_FILES,
     BASE_MANIFEST,
     JOURNAL,
     JOURNAL_TEMP,
@@ -97,6 +99,9 @@ def patch_directory(
             with staging:
                 written = stage(root, staging, delta, plan, options.caps)
                 faults.point("patch-dir-staged")
+                if FILE_LIST in installed.members:
+                    with staging.new_file(BASE_FILES) as out:
+                        out.write(installed.members[FILE_LIST])
                 with staging.new_file(BASE_MANIFEST) as out:
                     out.write(installed.members[MANIFEST_JSON])
                 with staging.new_file(JOURNAL_TEMP) as out:

@@ -102,7 +102,10 @@ def _base_manifest(stream: BinaryIO, caps: Caps, base_path: Path) -> tuple[Manif
         entry = index.locate(MANIFEST_JSON)
     except (KeyError, StopIteration):
         raise ArchiveError(f"{base_path}: kit index has no {MANIFEST_JSON}: not a complete kit") from None
-    budget = MetadataBudget(len(index.members), frames=len(index.frames))
+    if index.format_version != 2:
+        raise full_kit_needed(base_path, "the base")
+    # Format 2: the manifest grows with the frames only (the files are in its signed file list, not read here).
+    budget = MetadataBudget(0, frames=len(index.frames), format_version=2)
     budget.check_size(MANIFEST_JSON, entry.size)
     data = reader.read_member(stream, entry, caps)
     manifest = Manifest.from_bytes(data, what=f"{base_path}: {MANIFEST_JSON}", limits=budget.manifest_limits())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from kitbuilder import faults
 from kitbuilder.archive.reader import Caps
-from kitbuilder.core import jsonio, paths
+from kitbuilder.core import filelist, jsonio, paths
 from kitbuilder.core.manifest import MANIFEST_JSON, MAX_ATTESTATIONS, Manifest, is_optional_metadata
 from kitbuilder.errors import FormatError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import CHUNK, Directory, host_error, read_bounded, remove_directories
@@ -27,6 +27,8 @@ STAGING = ".kit-patch"
 JOURNAL = "journal.json"
 JOURNAL_TEMP = "journal.part"
 BASE_MANIFEST = "base-manifest.json"
+# Format 2: the base's signed file list beside its manifest (which names it by digest), for the files it lists.
+BASE_FILES = "base-files.jsonl"
 # A journal holds one small operation per file of the base or the target (and a few directories); its size
 # is bounded by that before it is parsed, so a planted one cannot cost more than a genuine one would.
 JOURNAL_SLACK = 1 << 20
@@ -200,9 +202,30 @@ def _read_base_manifest(staging: Directory, delta: VerifiedDelta, caps: Caps) ->
     if hashlib.sha256(data).hexdigest() != delta.base_sha256:
         return None  # changed between the two reads
     try:
-        return Manifest.from_bytes(data, what=what)
+        manifest = Manifest.from_bytes(data, what=what)
+        return _with_base_files(staging, manifest)
     except FormatError as exc:
         raise _foreign_journal(exc, staging.shown) from exc
+
+
+def _with_base_files(staging: Directory, manifest: Manifest) -> Manifest:
+    """Format 2: ``manifest`` (the delta's base, by digest) with the files of its file list kept beside it, which
+    must be exactly the list it signs (size and SHA-256); FormatError otherwise."""
+    ref = manifest.file_list
+    if ref is None:
+        return manifest
+    what = staging.name(BASE_FILES)
+    fd = staging.open_regular(BASE_FILES, refuse=state_error)
+    if fd is None:
+        raise FormatError(f"{what}: missing or not a regular file")
+    try:
+        data = read_bounded(fd, ref.size, what=what, too_big=FormatError)
+    finally:
+        os.close(fd)
+    if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
+        raise FormatError(f"{what}: not the file list {BASE_MANIFEST} signs")
+    frame_sizes = [f.size for f in manifest.frames]
+    return manifest.with_files(filelist.parse(data, count=ref.count, frame_sizes=frame_sizes, what=what))
 
 
 def _read_staged(staging: Directory, name: str, limit: int) -> bytes:

@@ -26,6 +26,7 @@ class ReleaseRequest:
     sigstore_bundle: bool = False
     delta_from: Path | None = None  # a base kit: write a delta against it
     full_out: Path | None = None  # with delta_from: also keep the full new kit here
+    max_members: int | None = None  # with delta_from: the base's (and new kit's) file cap when read back
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def build_release(
             output=request.out,
             full_output=request.full_out,
             options=options,
+            max_members=request.max_members,
         )
         return DeltaRelease(request.out, request.delta_from, request.full_out, delta)
     result = build_op.build_kit(

@@ -1,16 +1,19 @@
-"""Sealing a kit: its required metadata members (SHA256SUMS, its signature, manifest.json, the DSSE envelope).
+"""Sealing a kit: its required metadata members (SHA256SUMS, its signature, the signed file list, manifest.json,
+the DSSE envelope).
 
 Shared by kit build, delta builds and the test factories that craft kits with kit's own writer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
 from kitbuilder.archive.writer2 import KitWriter2
-from kitbuilder.core import checksums
+from kitbuilder.core import checksums, filelist
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
+from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_DSSE, MANIFEST_JSON, SHA256SUMS, SHA256SUMS_SIG, Manifest
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
 from kitbuilder.trust.keys import PrivateKey
@@ -22,25 +25,39 @@ class Sealed:
     sums: bytes
     sums_sha256: str
     manifest_sha256: str
+    manifest: Manifest  # as sealed: with its fileList record
 
 
 def seal(writer: KitWriter2, manifest: Manifest, keys: list[PrivateKey]) -> Sealed:
-    """Write the required metadata members (SHA256SUMS, its signature, manifest, DSSE envelope).
+    """Write the required metadata members (SHA256SUMS, its signature, manifest.files.jsonl, manifest, DSSE envelope).
 
+    ``manifest`` is a format-2 manifest with its files; its ``fileList`` record is made here from the list written.
+    The statement's subjects are the file list and SHA256SUMS (docs/format.md §0.3), not one per file.
     Optional metadata (attestations, a Sigstore bundle) may follow; the caller then calls ``writer.finish()``.
     """
     files = manifest.files
     sums = checksums.render((f.path, f.sha256) for f in files)
     sums_entry = writer.add_metadata(SHA256SUMS, sums)
     writer.add_metadata(SHA256SUMS_SIG, keys[0].sign(sums))
+    listed = filelist.render(files)
+    list_entry = writer.add_metadata(FILE_LIST, listed)
+    manifest = dataclasses.replace(manifest, file_list=filelist.describe(listed, files))
+    del listed
     manifest_bytes = manifest.to_bytes()
     writer.add_metadata(MANIFEST_JSON, manifest_bytes)
     statement = Statement(
-        subjects=tuple(Subject(name=f.path, sha256=f.sha256) for f in files)
-        + (Subject(name=SHA256SUMS, sha256=sums_entry.sha256),),
+        subjects=(
+            Subject(name=FILE_LIST, sha256=list_entry.sha256),
+            Subject(name=SHA256SUMS, sha256=sums_entry.sha256),
+        ),
         predicate_type=MANIFEST_PREDICATE_TYPE,
         predicate=manifest.to_json(),
     )
     envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
     writer.add_metadata(MANIFEST_DSSE, envelope.to_bytes())
-    return Sealed(sums=sums, sums_sha256=sums_entry.sha256, manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest())
+    return Sealed(
+        sums=sums,
+        sums_sha256=sums_entry.sha256,
+        manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        manifest=manifest,
+    )

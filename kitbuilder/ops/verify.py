@@ -18,12 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from kitbuilder.archive import layout, reader, reader2
+from kitbuilder.archive import reader, reader2
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
-from kitbuilder.archive.index import IndexEntry, KitIndex, MemberEntry, MemberSpan
+from kitbuilder.archive.index import IndexEntry, MemberSpan
 from kitbuilder.archive.reader import Caps, Expected
-from kitbuilder.core import checksums, jsonio, timefmt
-from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
+from kitbuilder.core import timefmt
 from kitbuilder.core.jobs import KitJobs
 from kitbuilder.core.manifest import (
     IMAGES_DIR,
@@ -34,10 +33,8 @@ from kitbuilder.core.manifest import (
     SIGSTORE_BUNDLE,
     FileEntry,
     Manifest,
-    MetadataBudget,
 )
-from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement
-from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyError
+from kitbuilder.errors import ArchiveError, IntegrityError, PolicyError
 
 # The attestation checks live in attestations; re-exported here, where callers have always found them.
 from kitbuilder.ops.attestations import MAX_DETACHED as MAX_DETACHED
@@ -54,8 +51,12 @@ from kitbuilder.ops.kitfile import KitMetadata as KitMetadata
 from kitbuilder.ops.kitfile import Metadata as Metadata
 from kitbuilder.ops.kitfile import open_kit as open_kit
 from kitbuilder.ops.kitfile import read_metadata as read_metadata
+
+# The signed-metadata checks live in signed_metadata; re-exported here, where callers have always found them.
+from kitbuilder.ops.signed_metadata import check_index_against as check_index_against
+from kitbuilder.ops.signed_metadata import check_signed_metadata as check_signed_metadata
 from kitbuilder.trust.freshness import Freshness
-from kitbuilder.trust.signatures import TrustPolicy, verify_detached, verify_envelope
+from kitbuilder.trust.signatures import TrustPolicy
 
 
 @dataclass(frozen=True)
@@ -104,114 +105,6 @@ class VerifyReport:
             "attestations": [a.to_json() for a in self.attestations],
             "sigstore": self.sigstore,
         }
-
-
-def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tuple[str, ...], str | None, Manifest]:
-    """Signatures, statement, manifest and SHA256SUMS against each other; returns signers and the signed manifest."""
-    envelope = metadata.envelope
-    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
-        raise FormatError(f"{MANIFEST_DSSE}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
-    signers = verify_envelope(envelope, policy=policy, what=MANIFEST_DSSE)
-    # The statement holds the manifest and one subject per file: bounded by what its kit's members need.
-    budget = MetadataBudget(len(metadata.manifest.files) + len(metadata.members), frames=len(metadata.manifest.frames))
-    statement = Statement.from_bytes(
-        envelope.payload, what=f"{MANIFEST_DSSE} payload", limits=budget.statement_limits()
-    )
-    if statement.predicate_type != MANIFEST_PREDICATE_TYPE:
-        raise FormatError(
-            f"{MANIFEST_DSSE}: predicateType {statement.predicate_type!r}, expected {MANIFEST_PREDICATE_TYPE}"
-        )
-    # metadata.manifest was parsed and schema-checked from the manifest.json bytes. When those bytes are the
-    # pretty form of the predicate, the predicate is the same JSON value (the strict parser round-trips it), so
-    # that Manifest is the signed one: parsed and validated once, compared once. Only on a mismatch is the
-    # predicate parsed on its own, so a predicate that breaks the schema is still named as such.
-    if metadata.members[MANIFEST_JSON] == jsonio.dump_pretty(statement.predicate):
-        signed = metadata.manifest
-    else:
-        Manifest.from_json(statement.predicate, what=f"{MANIFEST_DSSE} predicate")
-        raise IntegrityError(f"{MANIFEST_JSON}: differs from the signed predicate in {MANIFEST_DSSE}")
-    sums_bytes = metadata.members[SHA256SUMS]
-    sums = checksums.parse(sums_bytes)
-    listed = {f.path: f.sha256 for f in signed.files}
-    if len(listed) != len(signed.files):
-        raise FormatError(f"{MANIFEST_JSON}: a file is listed twice")
-    if sums != listed:
-        differing = sorted(set(sums.items()) ^ set(listed.items()))
-        raise IntegrityError(f"{SHA256SUMS}: differs from the signed manifest at {differing[0][0]}")
-    for number, record in enumerate(signed.sboms):
-        if record.path not in listed:
-            raise IntegrityError(f"{MANIFEST_JSON}: sboms[{number}].path {record.path!r} is not a file of the kit")
-    subjects = {s.name: s.sha256 for s in statement.subjects}
-    wanted = dict(listed)
-    wanted[SHA256SUMS] = hashlib.sha256(sums_bytes).hexdigest()
-    if subjects != wanted or len(subjects) != len(statement.subjects):
-        differing = sorted(set(subjects.items()) ^ set(wanted.items()))
-        name = differing[0][0] if differing else "(duplicate subject)"
-        raise IntegrityError(f"{MANIFEST_DSSE}: statement subject {name} does not match the manifest/SHA256SUMS")
-    # SHA256SUMS.sig is for stock tools and is made by the first build key only; the DSSE subjects already
-    # bind SHA256SUMS. It must verify when that key is trusted here; otherwise it is reported unchecked.
-    if isinstance(metadata, KitMetadata):
-        check_index_against(metadata.location.index, signed, metadata.members)
-    first_keyid = checksum_keyid(signed, envelope)
-    checksum_signer: str | None = None
-    if any(key.keyid == first_keyid for key in policy.keys):
-        checksum_signer = verify_detached(
-            metadata.members[SHA256SUMS_SIG], sums_bytes, policy=policy, what=SHA256SUMS_SIG
-        )
-    return signers, checksum_signer, signed
-
-
-def check_index_against(index: KitIndex, signed: Manifest, metadata: Mapping[str, bytes]) -> None:
-    """Format 2: the unsigned index says what the signed manifest says (ArchiveError where it does not).
-
-    Its first frames are the manifest's payload frames, field for field; its members are the manifest's files,
-    in order, at the signed frame and offset with the signed size and digest, then the metadata members, each
-    alone in one frame after the payload frames, with the digest of the bytes read. A format-1 manifest needs
-    a format-1 index and the other way round.
-    """
-    if index.format_version != signed.format_version:
-        raise ArchiveError(
-            f"kit index is format {index.format_version}, the signed manifest is format {signed.format_version}"
-        )
-    if index.format_version != 2:
-        return
-    payload = len(signed.frames)
-    if index.frames[:payload] != signed.frames:
-        differing = next(
-            (n for n, (a, b) in enumerate(zip(index.frames, signed.frames, strict=False)) if a != b), payload
-        )
-        raise ArchiveError(f"archive index frame {differing} differs from the signed manifest's frames")
-    members = index.members
-    for member, item in zip(members, signed.files, strict=False):
-        assert isinstance(member, MemberEntry)
-        if member.path != item.path:
-            if member.path not in metadata and member.path not in signed.by_path():
-                raise IntegrityError(f"{member.path}: in the archive index but not in the signed manifest")
-            raise IntegrityError(f"{member.path}: in the archive index where the signed manifest has {item.path}")
-        if (member.frame, member.at, member.size, member.sha256) != (item.frame, item.at, item.size, item.sha256):
-            raise ArchiveError(f"{item.path}: archive index entry differs from the signed manifest")
-    if len(members) < len(signed.files):
-        missing = signed.files[len(members)].path
-        raise IntegrityError(f"{missing}: in the signed manifest but missing from the archive (and its index)")
-    if len(members) != len(signed.files) + len(metadata):
-        extra = next((m.path for m in members[len(signed.files) :] if m.path not in metadata), None)
-        if extra is not None:
-            raise IntegrityError(f"{extra}: in the archive index but not in the signed manifest")
-        raise ArchiveError("kit index lists a member twice")
-    for member in members[len(signed.files) :]:
-        assert isinstance(member, MemberEntry)
-        if member.path not in metadata:
-            raise IntegrityError(f"{member.path}: in the archive index but not in the signed manifest")
-        if (
-            member.frame < payload
-            or member.at != 0
-            or index.frames[member.frame].size != layout.member_bytes(member.size)
-        ):
-            raise ArchiveError(f"{member.path}: a metadata member must be one frame of its own after the payload")
-        if member.sha256 != hashlib.sha256(metadata[member.path]).hexdigest():
-            raise ArchiveError(f"{member.path}: archive index digest differs from the member read")
-    if any(f.frame is None or f.frame >= payload for f in signed.files):
-        raise FormatError(f"{MANIFEST_JSON}: a file lies outside the manifest's payload frames")
 
 
 def build_mtime(signed: Manifest) -> int:
@@ -467,7 +360,8 @@ def verify_kit(
     with contextlib.ExitStack() as owned:
         if stream is None:
             stream = owned.enter_context(open_kit(path))
-        metadata = read_metadata(stream, options.caps)
+        # Format 2: the file list is read after the signatures, bounded by the signed count (check_signed_metadata).
+        metadata = read_metadata(stream, options.caps, defer_files=True)
         signers, checksum_signer, manifest = check_signed_metadata(metadata, options.policy)
         kit = manifest.kit
         downgrade_note = None

@@ -44,7 +44,7 @@ from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
 from kitbuilder.core.manifest import (
     MANIFEST_DSSE,
     MANIFEST_JSON,
-    METADATA_FILES,
+    METADATA_FILES_V1,
     SHA256SUMS,
     SHA256SUMS_SIG,
     Component,
@@ -401,7 +401,7 @@ class Recipe:
             MANIFEST_JSON: manifest_bytes,
             MANIFEST_DSSE: jsonio.dump_pretty(envelope),
         }
-        for name in METADATA_FILES:
+        for name in METADATA_FILES_V1:
             member = Member(name, metadata[name])
             if self.metadata_hook is not None:
                 self.metadata_hook(member)

@@ -10,6 +10,7 @@ from typing import Any
 from kitbuilder.archive.writer2 import KitWriter2
 from kitbuilder.core.manifest import FileEntry, FrameEntry, Manifest, is_optional_metadata
 from kitbuilder.core.manifest_parts import BuildInfo, Compression
+from kitbuilder.ops.kitfile import located_index
 
 # What crafted kits record as build (format 2: no mtime, no thread flag).
 TEST_BUILD = BuildInfo(tool="tests", compression=Compression(level=3))
@@ -92,8 +93,8 @@ def kit_members(kit: Path) -> dict[str, bytes]:
 
     caps = reader.Caps()
     with kit.open("rb") as stream:
-        location = reader.read_index(stream, caps)
-        return {e.path: reader.read_member(stream, e, caps) for e in location.index.located()}
+        index = located_index(stream, caps)
+        return {e.path: reader.read_member(stream, e, caps) for e in index.located()}
 
 
 def member_end(kit: Path, member: str) -> int:
@@ -102,7 +103,7 @@ def member_end(kit: Path, member: str) -> int:
     from kitbuilder.archive.index import IndexEntry
 
     with kit.open("rb") as stream:
-        entry = reader.read_index(stream, reader.Caps()).index.locate(member)
+        entry = located_index(stream, reader.Caps()).locate(member)
     if isinstance(entry, IndexEntry):
         return entry.offset + entry.length
     return entry.frames[-1].offset + entry.frames[-1].length

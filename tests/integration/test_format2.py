@@ -12,6 +12,7 @@ import pytest
 from kitbuilder.archive import layout, reader
 from kitbuilder.archive.index import KitIndex
 from kitbuilder.core.manifest import METADATA_FILES
+from kitbuilder.ops.kitfile import located_index
 from tests.conftest import KitEnv, run_kit
 from tests.factories.hostile import pseudo_random
 
@@ -37,7 +38,7 @@ def _build(env: KitEnv, out: Path, *extra: str) -> bytes:
 
 def _index(kit: Path) -> KitIndex:
     with kit.open("rb") as stream:
-        return reader.read_index(stream, reader.Caps()).index
+        return located_index(stream, reader.Caps())
 
 
 def test_same_bytes_for_any_thread_count(mixed_env: KitEnv, tmp_path: Path) -> None:

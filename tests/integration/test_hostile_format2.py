@@ -116,8 +116,9 @@ CASES: dict[str, tuple[Callable[[], Crafted2], int, str]] = {
     "frames_gapped": (_index(_shift_frame(1, 1)), 5, "frame 1"),
     "frames_overlapping": (_index(_shift_frame(2, -1)), 5, "frame 2"),
     "frames_not_tiling_to_the_index": (_index(_set_frame("last-metadata", length=1)), 5, "frame"),
-    "member_in_a_wrong_frame": (_index(_member("docs/b.sql", frame=1)), 5, "docs/b.sql"),
-    "member_at_off_by_512": (_index(_member("docs/c.txt", at=512)), 5, "docs/c.txt"),
+    # The index places metadata members only (payload files are placed by the signed file list).
+    "metadata_member_in_a_wrong_frame": (_index(_member("SHA256SUMS.sig", frame=1)), 5, "SHA256SUMS.sig"),
+    "metadata_member_at_off_by_512": (_index(_member("manifest.json", at=512)), 5, "manifest.json"),
     "signed_member_at_off_by_512": (_signed(_signed_member("docs/c.txt", at=512)), 5, "docs/c.txt"),
     "signed_large_member_in_its_chunk_frame": (_signed(_signed_member("docs/z.bin", frame=1)), 5, "docs/z.bin"),
     "index_frame_sha256_lie": (_index(_set_frame(0, sha256="0" * 64)), 5, "frame 0"),
@@ -162,7 +163,7 @@ def test_lying_frame_map_is_refused(name: str, tmp_path: Path, trusted: Path) ->
 
 def test_lying_index_is_refused_by_inspect_too(tmp_path: Path) -> None:
     """inspect reads the index and the metadata frames only: a map that does not tile is refused before that."""
-    for name in ("frames_gapped", "member_at_off_by_512", "metadata_frame_sha256_lie"):
+    for name in ("frames_gapped", "metadata_member_at_off_by_512", "metadata_frame_sha256_lie"):
         make, code, _ = CASES[name]
         kit = tmp_path / f"{name}.kit.tar.zst"
         kit.write_bytes(make().data)

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from kitbuilder.core import jsonio
+from kitbuilder.ops.kitfile import located_index
 from tests.conftest import KitEnv, run_kit
 from tests.factories import hostile
 from tests.factories.deltas import craft_delta
@@ -162,12 +163,15 @@ def _resigned_delta(release: Release, out: Path, *, extra: list[hostile.Member],
     """The release's delta, re-made member by member and validly signed by the trusted key, plus ``extra``."""
     members = kit_members(release.delta)
     manifest = json.loads(members["manifest.json"])
-    payload = [hostile.Member(f["path"], members[f["path"]]) for f in manifest["files"]]
+    listed = [json.loads(line) for line in members["manifest.files.jsonl"].splitlines()]
+    payload = [hostile.Member(f["path"], members[f["path"]]) for f in listed]
 
     def predicate(document: dict[str, Any]) -> None:
         files = document["files"]
         # The factory writes format-1 kits: the delta's kit, delta and checks blocks, the factory's own build block.
-        document.update({k: v for k, v in manifest.items() if k not in ("files", "apiVersion", "frames", "build")})
+        document.update(
+            {k: v for k, v in manifest.items() if k not in ("files", "fileList", "apiVersion", "frames", "build")}
+        )
         document["components"] = manifest["components"] + [{"id": "docs", "role": "doc"}]
         document["files"] = files
         if hook is not None:
@@ -231,6 +235,8 @@ def _plant(release: Release, installed: Path, ops: list[dict[str, str]], **overr
     staging = installed / ".kit-patch"
     staging.mkdir(exist_ok=True)
     (staging / "base-manifest.json").write_bytes(override.get("base_manifest", base_manifest))
+    # Format 2: the base's signed file list beside it, as kit keeps it (anyone can copy the installed one).
+    (staging / "base-files.jsonl").write_bytes((installed / "manifest.files.jsonl").read_bytes())
     (staging / "journal.json").write_bytes(jsonio.dump_pretty(document))
 
 
@@ -280,6 +286,19 @@ def test_malformed_journal_is_refused(release: Release, tmp_path: Path, override
     result = release.patch_dir(installed)
     assert result.returncode == 5
     _one_line(result.stderr, "journal.json")
+    assert _tree(installed) == before
+
+
+def test_journal_beside_another_base_file_list_is_refused(release: Release, tmp_path: Path) -> None:
+    """The base's file list kept beside the journal must be the one its manifest signs (it bounds the deletes)."""
+    installed = release.install(tmp_path / "installed")
+    _plant(release, installed, [{"op": "delete", "path": "notes.txt"}])
+    listed = installed / ".kit-patch/base-files.jsonl"
+    listed.write_bytes(listed.read_bytes() + b'{"at":0,"component":"docs","frame":0,"path":"notes.txt",' + b"}\n")
+    before = _tree(installed)
+    result = release.patch_dir(installed)
+    assert result.returncode == 5, result.stderr
+    _one_line(result.stderr, "base-files.jsonl", "kit did not write this journal")
     assert _tree(installed) == before
 
 
@@ -512,10 +531,10 @@ def test_already_patched_output_is_verified_not_assumed(release: Release) -> Non
     args = ["patch", release.base, release.delta, "--key", release.kit_env.ed_pub, "--in-place"]
     assert _cli(*args).returncode == 0
     from kitbuilder.archive.index import MemberSpan
-    from kitbuilder.archive.reader import Caps, read_index
+    from kitbuilder.archive.reader import Caps
 
     with release.base.open("rb") as stream:
-        entry = read_index(stream, Caps()).index.by_path()["docs/operator/blob.bin"]
+        entry = located_index(stream, Caps()).by_path()["docs/operator/blob.bin"]
     assert isinstance(entry, MemberSpan)
     frame = entry.frames[-1]  # format 2: the frame holding blob.bin's data (with its group's other members)
     data = bytearray(release.base.read_bytes())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -32,10 +33,12 @@ def extracted(built_kit: Path, tmp_path: Path) -> Path:
 def test_stock_zstd_and_tar_extract_every_member(extracted: Path) -> None:
     names = sorted(p.relative_to(extracted).as_posix() for p in extracted.rglob("*") if p.is_file())
     assert "manifest.json" in names and "SHA256SUMS" in names and "docs/operator/blob.bin" in names
-    manifest = json.loads((extracted / "manifest.json").read_text())
-    assert {f["path"] for f in manifest["files"]} | {
+    # Format 2: the signed file list names every payload file, one JSON object per line.
+    listed = [json.loads(line) for line in (extracted / "manifest.files.jsonl").read_text().splitlines()]
+    assert {f["path"] for f in listed} | {
         "SHA256SUMS",
         "SHA256SUMS.sig",
+        "manifest.files.jsonl",
         "manifest.json",
         "manifest.dsse.json",
         "attestations/provenance.dsse.json",
@@ -143,8 +146,11 @@ def test_in_toto_attestation_parses_the_statement(extracted: Path) -> None:
     parsed = json_format.Parse(payload, statement_pb2.Statement())
     assert parsed.predicate_type == "https://kitbuilder.dev/manifest/v1"
     subjects = {s.name: s.digest["sha256"] for s in parsed.subject}
-    sums = dict(reversed(line.split("  ", 1)) for line in (extracted / "SHA256SUMS").read_text().splitlines())
-    assert {k: v for k, v in subjects.items() if k != "SHA256SUMS"} == sums
+    # Format 2: two subjects, the signed file list and SHA256SUMS, by the digests of the extracted files.
+    assert subjects == {
+        name: hashlib.sha256((extracted / name).read_bytes()).hexdigest()
+        for name in ("manifest.files.jsonl", "SHA256SUMS")
+    }
 
 
 def test_python_tarfile_reads_the_same_members(built_kit: Path) -> None:
@@ -158,7 +164,7 @@ def test_python_tarfile_reads_the_same_members(built_kit: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         members = archive.getmembers()
     assert all(m.isfile() and m.mode == 0o644 and m.uid == 0 for m in members)
-    assert len(members) == 12  # 6 inputs, the kit SBOM, 4 metadata members, the provenance attestation
+    assert len(members) == 13  # 6 inputs, the kit SBOM, 5 metadata members, the provenance attestation
 
 
 def test_incompressible_members_are_stored_raw_and_stock_tools_read_them(kit_env: KitEnv, tmp_path: Path) -> None:
@@ -166,14 +172,15 @@ def test_incompressible_members_are_stored_raw_and_stock_tools_read_them(kit_env
     import os
 
     from kitbuilder.archive.index import MemberSpan
-    from kitbuilder.archive.reader import Caps, read_index
+    from kitbuilder.archive.reader import Caps
+    from kitbuilder.ops.kitfile import located_index
 
     (kit_env.root / "src/docs/random.bin").write_bytes(os.urandom(3 << 20))
     (kit_env.root / "src/docs/text.log").write_bytes(b"the same line again\n" * 200_000)
     kit = kit_env.kit()
     assert run_kit("build", kit_env.spec, "--key", kit_env.ed_key, "--out", kit).exit_code == 0
     with kit.open("rb") as stream:
-        entries = read_index(stream, Caps()).index.by_path()
+        entries = located_index(stream, Caps()).by_path()
     random_entry, text_entry = entries["docs/operator/random.bin"], entries["docs/operator/text.log"]
     assert isinstance(random_entry, MemberSpan) and isinstance(text_entry, MemberSpan)
     # Format 2: a small compressed header frame, then one raw data frame (3 MiB is under a 4 MiB chunk): a

@@ -31,13 +31,14 @@ from tests.factories.kits import TEST_BUILD, write_payload
 SDE = {"SOURCE_DATE_EPOCH": "1700000000"}
 
 # The auditor's check from docs/sbom.md, run as written: for every kit component of the SBOM, the digest of its
-# lines of SHA256SUMS (which files are the component's, from manifest.json) against the SBOM's hash.
+# lines of SHA256SUMS (which files are the component's, from the signed file list manifest.files.jsonl) against
+# the SBOM's hash.
 STOCK_CHECK = r"""
 set -eu
 jq -r '.components[] | select(."bom-ref" | startswith("component:")) | "\(.hashes[0].content) \(.name)"' \
     sbom/kit.cdx.json |
 while read -r digest c; do
-  jq -r --arg c "$c" '.files[] | select(.component == $c) | "\(.sha256)  \(.path)"' manifest.json \
+  jq -r --arg c "$c" 'select(.component == $c) | "\(.sha256)  \(.path)"' manifest.files.jsonl \
     | { grep -Fxf - SHA256SUMS || true; } | sha256sum | grep -q "^$digest " && echo "ok $c" || echo "MISMATCH $c"
 done
 """
@@ -51,7 +52,7 @@ while read -r digest name; do
   if [ -n "$image" ]; then
     [ "$image" = "$digest" ] && echo "ok $name" || echo "MISMATCH $name"
   else
-    jq -r --arg c "$name" '.files[] | select(.component == $c) | "\(.sha256)  \(.path)"' manifest.json \
+    jq -r --arg c "$name" 'select(.component == $c) | "\(.sha256)  \(.path)"' manifest.files.jsonl \
       | { grep -Fxf - SHA256SUMS || true; } | sha256sum | grep -q "^$digest " \
       && echo "ok $name" || echo "MISMATCH $name"
   fi

@@ -32,7 +32,14 @@ from tests.factories.hostile import RELEASE
 from tests.factories.mutate import pae
 
 METADATA = frozenset(
-    {"SHA256SUMS", "SHA256SUMS.sig", "manifest.json", "manifest.dsse.json", "SHA256SUMS.sigstore.json"}
+    {
+        "SHA256SUMS",
+        "SHA256SUMS.sig",
+        "manifest.files.jsonl",
+        "manifest.json",
+        "manifest.dsse.json",
+        "SHA256SUMS.sigstore.json",
+    }
 )
 
 
@@ -128,6 +135,13 @@ def acceptance_problems(data: bytes, kit: Path) -> list[str]:
         problems, files = extract_with_stock_tools(kit, Path(tmp) / "out")
     try:
         listing = index_listing(data)
+        # Format 2: the index lists the metadata members; the signed file list (checked against the signature
+        # below) lists the payload files.
+        if "manifest.files.jsonl" in files:
+            for line in files["manifest.files.jsonl"].splitlines():
+                entry = json.loads(line)
+                assert entry["path"] not in listing, f"{entry['path']} twice in the index and the file list"
+                listing[entry["path"]] = entry
     except (AssertionError, ValueError, KeyError, TypeError, IndexError) as exc:
         return [*problems, f"the accepted kit's index does not parse: {exc}"]
     if set(files) != set(listing):
@@ -163,7 +177,16 @@ def _signature_problems(files: dict[str, bytes]) -> list[str]:
         statement = json.loads(payload)
         predicate = statement["predicate"]
         subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
-        signed = {f["path"]: f["sha256"] for f in predicate["files"]}
+        if "fileList" in predicate:
+            # Format 2: the statement signs the file list by digest; the list names every payload file.
+            listed = files["manifest.files.jsonl"]
+            assert subjects["manifest.files.jsonl"] == hashlib.sha256(listed).hexdigest(), "file list not signed"
+            assert predicate["fileList"]["sha256"] == subjects["manifest.files.jsonl"], "fileList digest differs"
+            entries = [json.loads(line) for line in listed.splitlines()]
+            signed = {f["path"]: f["sha256"] for f in entries}
+            subjects.update(signed)
+        else:
+            signed = {f["path"]: f["sha256"] for f in predicate["files"]}
     except Exception as exc:  # noqa: BLE001 - an accepted kit whose signed metadata a plain reader cannot read
         return [f"the accepted kit's signed metadata does not read: {type(exc).__name__}: {exc}"]
     problems = []

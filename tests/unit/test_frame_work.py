@@ -17,6 +17,7 @@ from kitbuilder.archive import framejobs, reader, reader2, tarfmt
 from kitbuilder.archive.framejobs import Record, Verbatim
 from kitbuilder.core.manifest import FileEntry, FrameEntry
 from kitbuilder.errors import ArchiveError, IntegrityError
+from kitbuilder.ops import kitfile
 from tests.factories.hostile import pseudo_random
 from tests.factories.hostile2 import crafted2
 
@@ -26,7 +27,7 @@ FILES = [("docs/a.md", b"# notes\n" * 40), ("docs/big.bin", pseudo_random(21 * M
 
 
 def _scan(data: bytes, threads: int) -> reader2.Scanned:
-    location = reader.read_index(io.BytesIO(data), reader.Caps())
+    location = kitfile.read_metadata(io.BytesIO(data), reader.Caps()).location  # payload placed by the file list
     return reader2.scan(
         io.BytesIO(data),
         location.index,
@@ -40,7 +41,7 @@ def _scan(data: bytes, threads: int) -> reader2.Scanned:
 def test_a_large_member_is_checked_whole_whatever_worker_decodes_each_chunk(threads: int) -> None:
     data = crafted2(FILES).data
     scanned = _scan(data, threads)
-    location = reader.read_index(io.BytesIO(data), reader.Caps())
+    location = kitfile.read_metadata(io.BytesIO(data), reader.Caps()).location  # payload placed by the file list
     assert scanned.members == len(location.index.members)  # the two files and the kit's metadata members
     assert scanned.payload_bytes == sum(member.size for member in location.index.members)
 

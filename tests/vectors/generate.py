@@ -24,6 +24,7 @@ from typing import Any
 
 from kitbuilder.archive import zstdframes
 from tests.factories import hostile, hostile2
+from tests.factories.filelist_kits import first_line
 from tests.factories.hostile import OPS, RELEASE, STRANGER, Member, Recipe
 from tests.factories.mutate import (
     BUNDLE,
@@ -667,13 +668,20 @@ def _v2_signed_frame(number: int, **values: Any) -> Callable[[], bytes]:
     return _v2(signed_hook=change)
 
 
-def _v2_member(path: str, **changes: int) -> Callable[[dict[str, Any]], None]:
-    def change(index: dict[str, Any]) -> None:
-        member = next(m for m in index["members"] if m["path"] == path)
-        for key, by in changes.items():
-            member[key] += by
+def _v2_payload_in_index(index: dict[str, Any]) -> None:
+    index["members"].insert(0, {"at": 0, "frame": 0, "path": "docs/n000.md", "sha256": "0" * 64, "size": 0})
 
-    return change
+
+def _v2_list(**hooks: Any) -> Callable[[], bytes]:
+    from tests.factories.filelist_kits import crafted_list
+
+    return lambda: crafted_list(files=_v2_files(), **hooks)
+
+
+def _v2_swap_list_digit(members: dict[str, bytes]) -> None:
+    data = members["manifest.files.jsonl"]
+    at = data.index(b'"sha256":"') + len(b'"sha256":"')
+    members["manifest.files.jsonl"] = data[:at] + (b"0" if data[at : at + 1] != b"0" else b"1") + data[at + 1 :]
 
 
 def _v2_shift(number: int, by: int) -> Callable[[dict[str, Any]], None]:
@@ -718,11 +726,11 @@ FORMAT2_VECTORS: tuple[Vector, ...] = (
         kit_format=2,
     ),
     Vector(
-        "format2-member-in-wrong-frame",
-        _v2_index(_v2_member("docs/zz-large.txt", frame=1)),
+        "format2-index-lists-a-payload-member",
+        _v2_index(_v2_payload_in_index),
         5,
         "archive",
-        "the index puts a large member's header in its first chunk frame",
+        "the unsigned index lists a payload file (format-2 indexes list metadata members only)",
         kit_format=2,
     ),
     Vector(
@@ -754,7 +762,47 @@ FORMAT2_VECTORS: tuple[Vector, ...] = (
         _v2(signed_hook=lambda files, frames: files.pop(3)),
         5,
         "archive",
-        "a group frame decodes to a member the (signed) index does not list",
+        "the signed file list leaves out a member of a group frame (the next entry is not where it ends)",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-file-list-line-not-canonical",
+        _v2_list(list_hook=first_line(lambda line: line.replace(b",", b", ", 1))),
+        5,
+        "format",
+        "a line of the signed file list has a space after a comma (not its one byte form)",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-file-list-count-lies",
+        _v2_list(ref_hook=lambda ref: ref.update(count=ref["count"] + 1)),
+        5,
+        "format",
+        "manifest.json fileList.count is one more than the lines of the signed file list",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-file-list-changed-after-signing",
+        _v2_list(after_signing=_v2_swap_list_digit),
+        4,
+        "integrity",
+        "one digit of manifest.files.jsonl changed after signing (same size, other digest)",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-sha256sums-differs-from-file-list",
+        _v2_list(sums_hook=lambda sums: (b"0" if sums[:1] != b"0" else b"1") + sums[1:]),
+        4,
+        "integrity",
+        "the signed SHA256SUMS gives the first file another digest than the signed file list",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-manifest-lists-files-inline",
+        _v2_list(manifest_hook=lambda manifest: manifest.update(files=[])),
+        5,
+        "format",
+        "a format-2 manifest with a files array: a kit of the development build of format 2",
         kit_format=2,
     ),
 )

@@ -44,9 +44,8 @@ def manifest_document(*, version: int = 2, **parts: Any) -> dict[str, Any]:
         },
         "build": {"tool": "kitbuilder test", "compression": {"algorithm": "zstd", "level": 3}, "checksumKeyId": SHA},
         "components": [{"id": "docs", "role": "doc"}],
-        "files": [
-            {"path": "docs/a.md", "size": 1, "sha256": SHA, "role": "doc", "component": "docs", "frame": 0, "at": 0}
-        ],
+        # Format 2: the files are in the signed file list, which the manifest names by digest.
+        "fileList": {"count": 1, "path": "manifest.files.jsonl", "payloadBytes": 1, "sha256": SHA, "size": 101},
         "frames": [{"offset": 0, "length": 10, "size": 1024, "sha256": SHA}],
     }
     if version == 1:
@@ -63,6 +62,7 @@ def manifest_document(*, version: int = 2, **parts: Any) -> dict[str, Any]:
             }
         ]
         del document["frames"]
+        del document["fileList"]
     document.update(parts)
     return document
 

@@ -1,0 +1,234 @@
+"""``manifest.files.jsonl``: the signed file list of a format-2 kit (docs/format.md §0.3).
+
+One line per payload file, in archive order, each exactly the compact, sorted-key JSON of
+``{"at":A,"component":C,"frame":F,"path":P,"role":R,"sha256":H,"size":N}`` and a newline: one byte
+form per list, so "same bytes" means "same list". The manifest signs the list by digest, size and
+line count (``fileList``); the list places every payload file (``frame``, ``at``), so the archive
+index need not, and no unsigned byte says where a payload file lies.
+
+The reader accepts only that form: each line is matched by one pattern that admits nothing else
+(field order, no whitespace, integers without leading zeros, strings that need no escape), and a
+line that does not match is parsed again only to name what is wrong with it. Entries are built
+line by line into ``FileEntry`` values; no dict per file is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kitbuilder.core import paths
+from kitbuilder.errors import FormatError
+
+FILE_LIST = "manifest.files.jsonl"
+MAX_SAFE = (1 << 53) - 1
+# The longest line: fixed keys and punctuation (68 bytes), three integers of at most 16 digits, a component id of
+# at most 100 bytes, a role of at most 64, a 255-byte path (portable ASCII, never escaped), a digest of 64.
+MAX_LINE_BYTES = 68 + 3 * 16 + 100 + 64 + 255 + 64 + 1
+_INT = rb"(0|[1-9][0-9]{0,15})"
+_COMPONENT = rb"([A-Za-z0-9][A-Za-z0-9._-]{0,99})"
+_ROLE = rb"([a-z][a-z0-9-]{0,63})"
+_PATH = rb"([A-Za-z0-9._+@=,/-]{1,255})"
+_LINE = re.compile(
+    rb'\{"at":' + _INT + rb',"component":"' + _COMPONENT + rb'","frame":' + _INT + rb',"path":"' + _PATH
+    + rb'","role":"' + _ROLE + rb'","sha256":"([0-9a-f]{64})","size":' + _INT + rb"\}\n"
+)  # fmt: skip
+_LINE_TEXT = re.compile(_LINE.pattern.decode("ascii"))
+# The common line: a path every component of which starts with a character other than "." and which fits a
+# ustar name field (at most 100 bytes), for which the kit path rule (core/paths.py) holds without asking. A line
+# with any other path is matched by _LINE_TEXT and its path put to that rule.
+_PLAIN_LINE = re.compile(
+    _LINE.pattern.decode("ascii").replace(
+        _PATH.decode("ascii"),
+        r'((?=[^"]{1,100}")[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]*(?:/[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]*)*)',
+    )
+)
+_FIELDS = ("at", "component", "frame", "path", "role", "sha256", "size")
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """A payload file. Format 1 (read only): ``offset``/``length``/``frame_sha256`` of its two frames.
+    Format 2: ``frame`` (index into the manifest's ``frames``) holds its header at byte ``at``; the
+    format-1 fields are then unused (0 and "")."""
+
+    path: str
+    size: int
+    sha256: str
+    role: str
+    component: str
+    offset: int = 0
+    length: int = 0
+    frame_sha256: str = ""
+    frame: int | None = None
+    at: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        if self.frame is not None:
+            return {
+                "path": self.path,
+                "size": self.size,
+                "sha256": self.sha256,
+                "role": self.role,
+                "component": self.component,
+                "frame": self.frame,
+                "at": self.at,
+            }
+        return {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "role": self.role,
+            "component": self.component,
+            "frame": {"offset": self.offset, "length": self.length, "sha256": self.frame_sha256},
+        }
+
+    def line(self) -> str:
+        """This file's line of the file list (format 2), newline included."""
+        return (
+            f'{{"at":{self.at},"component":"{self.component}","frame":{self.frame},"path":"{self.path}",'
+            f'"role":"{self.role}","sha256":"{self.sha256}","size":{self.size}}}\n'
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileListRef:
+    """What manifest.json signs about the file list: its name, line count, byte size, digest and payload bytes."""
+
+    count: int
+    size: int
+    sha256: str
+    payload_bytes: int
+    path: str = FILE_LIST
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "path": self.path,
+            "payloadBytes": self.payload_bytes,
+            "sha256": self.sha256,
+            "size": self.size,
+        }
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> FileListRef:
+        return cls(item["count"], item["size"], item["sha256"], item["payloadBytes"], item["path"])
+
+
+def render(files: Iterable[FileEntry]) -> bytes:
+    """The file list's bytes for ``files`` (format-2 entries, in archive order); every line is checked as
+    the reader would check it, so a kit is never sealed with a list its readers refuse."""
+    # Written into one buffer line by line: no list of a million line strings next to the result.
+    out = bytearray()
+    for entry in files:
+        line = entry.line().encode("utf-8")
+        if entry.frame is None or _LINE.fullmatch(line) is None or paths.problem_with(entry.path):
+            raise FormatError(f"{FILE_LIST}: cannot list {entry.path!r} (not a format-2 entry of the line grammar)")
+        out += line
+    return bytes(out)
+
+
+def describe(data: bytes, files: Sequence[FileEntry]) -> FileListRef:
+    """The ``fileList`` record for the rendered list ``data`` of ``files``."""
+    return FileListRef(len(files), len(data), hashlib.sha256(data).hexdigest(), sum(f.size for f in files))
+
+
+def parse(data: bytes, *, count: int, frame_sizes: Sequence[int], what: str = FILE_LIST) -> tuple[FileEntry, ...]:
+    """The entries of a file list of ``count`` lines whose ``frame`` must index ``frame_sizes`` (the payload
+    frames' decompressed sizes) and whose ``at`` must lie in that frame.
+
+    FormatError naming the line for anything ``render`` would not have written. Role and component strings
+    are shared between entries (one object per distinct value)."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        # Every byte of a list is ASCII (paths are portable, never escaped): find the line to name it.
+        text = data.decode("ascii", "replace")
+    out: list[FileEntry] = []
+    append = out.append
+    shared: dict[str, str] = {}
+    position = 0
+    frames = len(frame_sizes)
+    end = len(text)
+    plain, general = _PLAIN_LINE.match, _LINE_TEXT.match
+    while position < end:
+        match = plain(text, position)
+        checked = match is not None
+        if match is None:
+            match = general(text, position)
+            if match is None:
+                break
+        if len(out) == count:
+            raise FormatError(f"{what}: more than the {count} lines manifest.json fileList.count says")
+        at_s, component, frame_s, path, role, sha256, size_s = match.groups()
+        frame, at, size = int(frame_s), int(at_s), int(size_s)
+        if frame >= frames or at >= frame_sizes[frame] or at % 512 or size > MAX_SAFE:
+            raise FormatError(f"{what} line {len(out) + 1}: {_placement(frame, at, size, frame_sizes)}")
+        if not checked:
+            # Not the common form: the one path rule decides (., .., reserved names, ustar fit).
+            problem = paths.problem_with(path)
+            if problem is not None:
+                raise FormatError(f"{what} line {len(out) + 1}: path {path!r}: {problem}")
+        append(
+            FileEntry(
+                path,
+                size,
+                sha256,
+                shared.setdefault(role, role),
+                shared.setdefault(component, component),
+                frame=frame,
+                at=at,
+            )
+        )
+        position = match.end()
+    if position != len(text):
+        raise FormatError(f"{what} line {len(out) + 1}: {_fault(data, len(text[:position].encode()))}")
+    if len(out) != count:
+        raise FormatError(f"{what}: {len(out)} lines, but manifest.json fileList.count says {count}")
+    return tuple(out)
+
+
+def _placement(frame: int, at: int, size: int, frame_sizes: Sequence[int]) -> str:
+    if frame >= len(frame_sizes):
+        return f"frame {frame} is not one of the manifest's {len(frame_sizes)} payload frames"
+    if at >= frame_sizes[frame] or at % 512:
+        return f"at {at} is not a 512-byte boundary inside frame {frame} ({frame_sizes[frame]} bytes)"
+    return f"size {size} exceeds 2^53-1"
+
+
+def _fault(data: bytes, position: int) -> str:
+    """What is wrong with the line at ``position`` (it did not match the one form of a line)."""
+    end = data.find(b"\n", position)
+    if end < 0:
+        return "last line has no newline"
+    line = data[position:end]
+    try:
+        value = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "not a JSON object"
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    if sorted(value) != list(_FIELDS):
+        return f"expected exactly the fields {', '.join(_FIELDS)}"
+    for name in ("at", "frame", "size"):
+        if type(value[name]) is not int or not 0 <= value[name] <= MAX_SAFE:
+            return f"{name}: not an integer from 0 to 2^53-1"
+    for name in ("component", "path", "role", "sha256"):
+        if not isinstance(value[name], str):
+            return f"{name}: not a string"
+    if re.fullmatch(r"[0-9a-f]{64}", value["sha256"]) is None:
+        return "sha256: not 64 lowercase hex digits"
+    problem = paths.problem_with(value["path"])
+    if problem is not None:
+        return f"path {value['path']!r}: {problem}"
+    if re.fullmatch(r"[A-Za-z0-9._+@=,/-]{1,255}", value["path"]) is None:
+        return f"path {value['path']!r}: not a portable kit path (docs/format.md §0.3)"
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value["component"]) is None:
+        return f"component {value['component']!r}: not a component id"
+    if re.fullmatch(r"[a-z][a-z0-9-]{0,63}", value["role"]) is None:
+        return f"role {value['role']!r}: not a role name"
+    return "not in the one form of a line (compact JSON, sorted keys, no other whitespace): rebuild the kit"

@@ -1,0 +1,105 @@
+"""Format-2 kits whose signed file list (manifest.files.jsonl, docs/format.md §0.7) or its record lies.
+
+``crafted_list`` writes a kit with the real writer and seals it by hand, so a case can change each signed part
+before signing (a hostile signer: ``list_hook``, ``ref_hook``, ``manifest_hook``, ``sums_hook``,
+``subjects_hook``) or a member after signing (anyone: ``after_signing``). Each case is named after its defect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from typing import Any
+
+from kitbuilder.archive.writer2 import KitWriter2
+from kitbuilder.core import checksums, filelist, jsonio
+from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
+from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.manifest import (
+    MANIFEST_DSSE,
+    MANIFEST_JSON,
+    SHA256SUMS,
+    SHA256SUMS_SIG,
+    Component,
+    KitInfo,
+    Manifest,
+)
+from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
+from kitbuilder.trust.signatures import sign_envelope
+from tests.factories.hostile import RELEASE
+from tests.factories.hostile2 import small_files
+from tests.factories.kits import TEST_BUILD, write_payload
+
+Bytes = Callable[[bytes], bytes]
+
+
+def crafted_list(
+    *,
+    files: list[tuple[str, bytes]] | None = None,
+    list_hook: Bytes | None = None,
+    ref_hook: Callable[[dict[str, Any]], None] | None = None,
+    manifest_hook: Callable[[dict[str, Any]], None] | None = None,
+    sums_hook: Bytes | None = None,
+    subjects_hook: Callable[[list[Subject]], list[Subject]] | None = None,
+    after_signing: Callable[[dict[str, bytes]], None] | None = None,
+) -> bytes:
+    """A format-2 kit signed by RELEASE, its metadata changed by the hooks (signed parts, then members)."""
+    sink = io.BytesIO()
+    writer = KitWriter2(sink, level=3)
+    entries, frames = write_payload(writer, ((p, d, "doc", "docs") for p, d in files or small_files()))
+    sums = checksums.render((f.path, f.sha256) for f in entries)
+    if sums_hook is not None:
+        sums = sums_hook(sums)
+    listed = filelist.render(entries)
+    ref = filelist.describe(listed, entries).to_json()
+    if list_hook is not None:
+        listed = list_hook(listed)
+        ref.update(size=len(listed), sha256=hashlib.sha256(listed).hexdigest())
+    if ref_hook is not None:
+        ref_hook(ref)
+    manifest = Manifest(
+        kit=KitInfo("hostile-kit", "1.0.0", 1, "2099-01-01T00:00:00Z", "demo", "stable"),
+        build=TEST_BUILD,
+        components=(Component("docs", "doc"),),
+        files=entries,
+        frames=frames,
+        format_version=2,
+        file_list=filelist.FileListRef.from_json(ref),
+    ).to_json()
+    if manifest_hook is not None:
+        manifest_hook(manifest)
+    subjects = [
+        Subject(FILE_LIST, hashlib.sha256(listed).hexdigest()),
+        Subject(SHA256SUMS, hashlib.sha256(sums).hexdigest()),
+    ]
+    if subjects_hook is not None:
+        subjects = subjects_hook(subjects)
+    statement = Statement(tuple(subjects), MANIFEST_PREDICATE_TYPE, manifest)
+    envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), [RELEASE])
+    members = {
+        SHA256SUMS: sums,
+        SHA256SUMS_SIG: RELEASE.sign(sums),
+        FILE_LIST: listed,
+        MANIFEST_JSON: jsonio.dump_pretty(manifest),
+        MANIFEST_DSSE: envelope.to_bytes(),
+    }
+    if after_signing is not None:
+        after_signing(members)
+    for name, data in members.items():
+        writer.add_metadata(name, data)
+    writer.finish()
+    return sink.getvalue()
+
+
+def lines(change: Callable[[list[bytes]], list[bytes]]) -> Bytes:
+    """A list hook changing the lines (each without its newline)."""
+
+    def hook(data: bytes) -> bytes:
+        return b"".join(line + b"\n" for line in change(data.split(b"\n")[:-1]))
+
+    return hook
+
+
+def first_line(change: Callable[[bytes], bytes]) -> Bytes:
+    return lines(lambda items: [change(items[0]), *items[1:]])

@@ -1,0 +1,248 @@
+"""Signed file lists that lie or break their one form, through kit verify and kit inspect (docs/format.md §0.7).
+
+Every case is a format-2 kit validly signed by the trusted key whose file list, fileList record, SHA256SUMS or
+statement a hostile signer made wrong, or whose members someone without a key changed after signing. Each must
+be refused with its documented exit code, one line on stderr naming what is wrong, and nothing written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kitbuilder.archive import zstdframes
+from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS
+from kitbuilder.core.statement import Subject
+from tests.conftest import run_kit
+from tests.factories.filelist_kits import crafted_list, first_line, lines
+from tests.factories.hostile import RELEASE
+from tests.factories.hostile2 import small_files
+from tests.factories.keys import write_pair
+
+
+def _swap_digit(data: bytes) -> bytes:
+    """The same length, one hex digit of the first digest changed: a list anyone could write, not the signed one."""
+    at = data.index(b'"sha256":"') + len(b'"sha256":"')
+    return data[:at] + (b"0" if data[at : at + 1] != b"0" else b"1") + data[at + 1 :]
+
+
+def _replace_member(name: str, change: Callable[[bytes], bytes]) -> Callable[[dict[str, bytes]], None]:
+    def hook(members: dict[str, bytes]) -> None:
+        members[name] = change(members[name])
+
+    return hook
+
+
+def _field(name: str, value: Any) -> Callable[[bytes], bytes]:
+    def change(line: bytes) -> bytes:
+        item = json.loads(line)
+        item[name] = value
+        return json.dumps(item, sort_keys=True, separators=(",", ":")).encode()
+
+    return change
+
+
+def _inline_files(manifest: dict[str, Any]) -> None:
+    manifest["files"] = [{"path": "docs/a.md"}]
+
+
+def _one_subject_per_file(subjects: list[Subject]) -> list[Subject]:
+    return [Subject("docs/a.md", "0" * 64), *subjects]
+
+
+def _ref(**values: Any) -> Callable[[dict[str, Any]], None]:
+    def hook(ref: dict[str, Any]) -> None:
+        for name, value in values.items():
+            ref[name] = ref[name] + value if isinstance(value, int) and name in ("count", "size") else value
+
+    return hook
+
+
+CASES: dict[str, tuple[Callable[[], bytes], int, str]] = {
+    # The one byte form of a line (a hostile signer signs a list in another form).
+    "line_with_a_space": (lambda: crafted_list(list_hook=first_line(lambda b: b.replace(b",", b", ", 1))), 5, "line 1"),
+    "line_keys_unsorted": (
+        lambda: crafted_list(list_hook=first_line(lambda b: b'{"path"' + b[1:].replace(b',"path"', b"", 1))),
+        5,
+        "line 1",
+    ),
+    "line_not_json": (lambda: crafted_list(list_hook=first_line(lambda b: b"{not json}")), 5, "not a JSON object"),
+    "line_leading_zero": (
+        lambda: crafted_list(list_hook=first_line(lambda b: b.replace(b'"at":0', b'"at":00'))),
+        5,
+        "line 1",
+    ),
+    "line_extra_field": (
+        lambda: crafted_list(list_hook=first_line(_field("mode", 420))),
+        5,
+        "expected exactly the fields",
+    ),
+    "last_line_without_newline": (lambda: crafted_list(list_hook=lambda d: d[:-1]), 5, "no newline"),
+    "blank_line": (lambda: crafted_list(list_hook=lambda d: d + b"\n"), 5, "line 5"),
+    "path_with_dotdot": (lambda: crafted_list(list_hook=first_line(_field("path", "docs/../a.md"))), 5, "docs/../a.md"),
+    "path_needing_escape": (lambda: crafted_list(list_hook=first_line(_field("path", "docs/\u00e9.md"))), 5, "path"),
+    "frame_past_the_payload_frames": (lambda: crafted_list(list_hook=first_line(_field("frame", 99))), 5, "frame 99"),
+    "at_outside_its_frame": (lambda: crafted_list(list_hook=first_line(_field("at", 1 << 30))), 5, "at 1073741824"),
+    "at_not_where_the_file_before_ends": (
+        lambda: crafted_list(list_hook=lines(lambda ls: [ls[0], _field("at", 1536)(ls[1]), *ls[2:]])),
+        5,
+        "kit index: member docs/b.sql",
+    ),
+    "path_listed_twice": (
+        lambda: crafted_list(
+            list_hook=lines(lambda ls: [ls[0], *ls]),
+            ref_hook=lambda r: r.update(count=5, payloadBytes=r["payloadBytes"] + len(small_files()[0][1])),
+        ),
+        5,
+        "listed twice",
+    ),
+    # The fileList record against the list.
+    "count_says_one_more": (
+        lambda: crafted_list(ref_hook=_ref(count=1)),
+        5,
+        "fileList.count",
+    ),
+    "count_says_one_less": (
+        lambda: crafted_list(ref_hook=_ref(count=-1)),
+        5,
+        "fileList.count",
+    ),
+    "size_says_one_more": (lambda: crafted_list(ref_hook=_ref(size=1)), 5, "fileList.size"),
+    "payload_bytes_lie": (lambda: crafted_list(ref_hook=_ref(payloadBytes=1)), 5, "payloadBytes"),
+    "digest_in_record_lies": (
+        lambda: crafted_list(ref_hook=lambda r: r.update(sha256="0" * 64)),
+        4,
+        f"statement subject {FILE_LIST}",
+    ),
+    # SHA256SUMS and the statement against the list.
+    "sums_differ_from_the_list": (lambda: crafted_list(sums_hook=_swap_digit_sums), 4, "SHA256SUMS: differs"),
+    "sums_list_one_more_file": (
+        lambda: crafted_list(sums_hook=lambda d: d + b"0" * 64 + b"  docs/zz.md\n"),
+        4,
+        "docs/zz.md",
+    ),
+    "subject_per_file_as_the_development_build": (
+        lambda: crafted_list(subjects_hook=_one_subject_per_file),
+        4,
+        "statement subject",
+    ),
+    "manifest_lists_files_inline": (lambda: crafted_list(manifest_hook=_inline_files), 5, "development build"),
+    # Someone without the key changes a member after signing.
+    "list_changed_after_signing": (
+        lambda: crafted_list(after_signing=_replace_member(FILE_LIST, _swap_digit)),
+        4,
+        f"{FILE_LIST}: sha256",
+    ),
+    "list_dropped_a_line_after_signing": (
+        lambda: crafted_list(after_signing=_replace_member(FILE_LIST, lambda d: d[: d.index(b"\n") + 1])),
+        5,
+        "fileList.size",
+    ),
+}
+
+
+def _swap_digit_sums(data: bytes) -> bytes:
+    return (b"0" if data[:1] != b"0" else b"1") + data[1:]
+
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _, public = write_pair(RELEASE, tmp_path_factory.mktemp("keys") / "release")
+    return public
+
+
+def _refused(result: Any, code: int, word: str, name: str) -> None:
+    assert result.exit_code == code, f"{name}: exit {result.exit_code}: {result.output}"
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("kit: "), result.stderr
+    assert word in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_the_untouched_kit_verifies_and_lists_its_files(tmp_path: Path, trusted: Path) -> None:
+    kit = tmp_path / "good.kit.tar.zst"
+    kit.write_bytes(crafted_list())
+    result = run_kit("verify", kit, "--key", trusted, "--product", "demo")
+    assert result.exit_code == 0, result.output
+    report = run_kit("inspect", kit, "--json")
+    assert report.exit_code == 0, report.output
+    listed = json.loads(report.stdout)
+    assert [f["path"] for f in listed["files"]] == ["docs/a.md", "docs/b.sql", "docs/c.txt", "docs/z.bin"]
+    assert listed["payloadBytes"] == sum(f["size"] for f in listed["files"])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_lying_file_list_is_refused(name: str, tmp_path: Path, trusted: Path) -> None:
+    make, code, word = CASES[name]
+    kit = tmp_path / f"{name}.kit.tar.zst"
+    kit.write_bytes(make())
+    before = sorted(tmp_path.rglob("*"))
+    result = run_kit("verify", kit, "--key", trusted, "--product", "demo")
+    _refused(result, code, word, name)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.parametrize("name", ["line_with_a_space", "list_changed_after_signing", "manifest_lists_files_inline"])
+def test_lying_file_list_is_refused_by_inspect_too(name: str, tmp_path: Path) -> None:
+    """inspect lists every file: it reads the list under the same rules, key or no key."""
+    make, code, word = CASES[name]
+    kit = tmp_path / f"{name}.kit.tar.zst"
+    kit.write_bytes(make())
+    _refused(run_kit("inspect", kit), code, word, name)
+
+
+def test_file_count_over_max_members_names_the_option(tmp_path: Path, trusted: Path) -> None:
+    kit = tmp_path / "four.kit.tar.zst"
+    kit.write_bytes(crafted_list())
+    result = run_kit("verify", kit, "--key", trusted, "--max-members", "3")
+    _refused(result, 5, "--max-members", "count over the cap")
+    assert "fileList.count is 4" in result.stderr
+    assert run_kit("verify", kit, "--key", trusted, "--max-members", "4").exit_code == 0
+
+
+def test_index_listing_a_payload_member_is_refused(tmp_path: Path, trusted: Path) -> None:
+    """Payload files are placed by the signed list only: an index that lists one is refused before use."""
+    data = crafted_list()
+    index_offset = int.from_bytes(data[-8:], "little")
+    index = json.loads(data[index_offset + 8 : len(data) - zstdframes.FOOTER_SIZE])
+    index["members"].insert(0, {"at": 0, "frame": 0, "path": "docs/a.md", "sha256": "0" * 64, "size": 1})
+    body = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+    kit = tmp_path / "payload-in-index.kit.tar.zst"
+    kit.write_bytes(
+        data[:index_offset]
+        + zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, body)
+        + zstdframes.footer_frame(index_offset)
+    )
+    _refused(run_kit("verify", kit, "--key", trusted), 5, "not a metadata member", "payload in index")
+
+
+def test_the_metadata_is_small_and_the_statement_names_two_subjects(tmp_path: Path) -> None:
+    """manifest.json carries no per-file entry; the statement's subjects are the list and SHA256SUMS."""
+    many = [(f"docs/f{n:04d}.md", b"x" * (n % 7)) for n in range(600)]
+    kit = tmp_path / "many.kit.tar.zst"
+    kit.write_bytes(crafted_list(files=many))
+    from kitbuilder.archive.reader import Caps
+    from kitbuilder.core.dsse import Envelope
+    from kitbuilder.core.statement import Statement
+    from kitbuilder.ops.kitfile import open_kit, read_metadata
+
+    with open_kit(kit) as stream:
+        metadata = read_metadata(stream, Caps())
+    manifest = json.loads(metadata.members[MANIFEST_JSON])
+    assert "files" not in manifest and manifest["fileList"]["count"] == 600
+    assert len(metadata.members[MANIFEST_JSON]) < 4096
+    statement = Statement.from_bytes(
+        Envelope.from_bytes(metadata.members["manifest.dsse.json"], what="dsse").payload, what="statement"
+    )
+    listed = metadata.members[FILE_LIST]
+    assert {s.name: s.sha256 for s in statement.subjects} == {
+        FILE_LIST: hashlib.sha256(listed).hexdigest(),
+        SHA256SUMS: hashlib.sha256(metadata.members[SHA256SUMS]).hexdigest(),
+    }
+    assert len(listed.splitlines()) == 600 and listed.endswith(b"\n")
+    assert metadata.location.index.complete and len(metadata.location.index.members) == 600 + 5

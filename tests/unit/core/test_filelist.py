@@ -1,0 +1,89 @@
+"""manifest.files.jsonl (docs/format.md §0.7): one byte form per list, every other form refused by line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kitbuilder.core import checksums, filelist
+from kitbuilder.core.filelist import FileEntry
+from kitbuilder.core.manifest import Manifest
+from kitbuilder.errors import FormatError, IntegrityError
+
+FILES = (
+    FileEntry("docs/a.md", 32, "a" * 64, "doc", "docs", frame=0, at=0),
+    FileEntry(".github/b.yml", 0, "b" * 64, "doc", "docs", frame=0, at=1024),
+    FileEntry("db/up.sql", 700, "c" * 64, "migration", "db", frame=1, at=0),
+)
+FRAMES = [2048, 2048]
+
+
+def _parse(data: bytes, count: int = 3) -> tuple[FileEntry, ...]:
+    return filelist.parse(data, count=count, frame_sizes=FRAMES)
+
+
+def test_round_trip_is_the_one_byte_form() -> None:
+    data = filelist.render(FILES)
+    assert _parse(data) == FILES
+    for line, entry in zip(data.splitlines(), FILES, strict=True):
+        # Each line is the compact, sorted-key JSON of the entry: what any JSON library writes.
+        item = {k: v for k, v in entry.to_json().items()}
+        assert line == json.dumps(item, sort_keys=True, separators=(",", ":")).encode()
+    assert filelist.render(()) == b"" and filelist.parse(b"", count=0, frame_sizes=[]) == ()
+
+
+def test_role_and_component_strings_are_shared() -> None:
+    parsed = _parse(filelist.render(FILES))
+    assert parsed[0].role is parsed[1].role and parsed[0].component is parsed[1].component
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.replace(b'"at":0,', b'"at": 0,', 1), "line 1: not in the one form"),
+        (lambda d: d.replace(b'"size":32', b'"size":32.0', 1), "line 1: size: not an integer"),
+        (lambda d: d.replace(b'"size":32', b'"size":-1', 1), "line 1: size: not an integer"),
+        (lambda d: d.replace(b"docs/a.md", b"docs/\\u0061.md", 1), "line 1: not in the one form"),
+        (lambda d: d.replace(b"docs/a.md", b"docs/../a.md", 1), "component '..' is not allowed"),
+        (lambda d: d.replace(b"docs/a.md", b".kit-patch/a", 1), "reserved for kit's own state"),
+        (lambda d: d.replace(b'"role":"doc"', b'"role":"Doc"', 1), "role 'Doc'"),
+        (lambda d: d.replace(b'"frame":1', b'"frame":2', 1), "line 3: frame 2 is not one of"),
+        (lambda d: d.replace(b'"at":1024', b'"at":1000', 1), "line 2: at 1000 is not a 512-byte boundary"),
+        (lambda d: d.replace(b'"at":1024', b'"at":2048', 1), "line 2: at 2048"),
+        (lambda d: d[:-1], "line 3: last line has no newline"),
+        (lambda d: d + b"\n", "line 4: not a JSON object"),
+        (lambda d: d.replace(b"\n", b"\r\n", 1), "line 1"),
+        (lambda d: d.replace(b"docs/a.md", "docs/\u00e4.md".encode(), 1), "line 1"),
+    ],
+)
+def test_any_other_form_is_refused_naming_the_line(change: object, message: str) -> None:
+    data = change(filelist.render(FILES))  # type: ignore[operator]
+    with pytest.raises(FormatError) as caught:
+        _parse(data)
+    assert message in str(caught.value)
+
+
+def test_the_count_is_exact_and_bounds_the_work() -> None:
+    data = filelist.render(FILES)
+    with pytest.raises(FormatError, match="more than the 2 lines"):
+        _parse(data, count=2)
+    with pytest.raises(FormatError, match="3 lines, but manifest.json fileList.count says 4"):
+        _parse(data, count=4)
+
+
+def test_sha256sums_is_compared_by_a_merge_in_path_order() -> None:
+    sums = checksums.render((f.path, f.sha256) for f in FILES)
+    checksums.check_listing(FILES, sums, what="x")
+    with pytest.raises(IntegrityError, match="differs from the signed file list at db/up.sql"):
+        checksums.check_listing(FILES, sums.replace(b"c" * 64, b"d" * 64), what="x")
+    with pytest.raises(IntegrityError, match="'zz'"):
+        checksums.check_listing(FILES, sums + b"e" * 64 + b"  zz\n", what="x")
+    with pytest.raises(FormatError, match="docs/a.md listed twice"):
+        checksums.check_listing((*FILES, FILES[0]), sums, what="x")
+
+
+def test_a_development_build_manifest_is_refused() -> None:
+    document = {"apiVersion": "kitbuilder/v2", "files": []}
+    with pytest.raises(FormatError, match="development build of format 2.*rebuild"):
+        Manifest.from_json(document)
