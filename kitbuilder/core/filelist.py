@@ -1,4 +1,4 @@
-"""``manifest.files.jsonl``: the signed file list of a format-2 kit (docs/format.md §0.3).
+"""``manifest.files.jsonl``: the signed file list of a format-2 kit (docs/format.md §0.7).
 
 One line per payload file, in archive order, each exactly the compact, sorted-key JSON of
 ``{"at":A,"component":C,"frame":F,"path":P,"role":R,"sha256":H,"size":N}`` and a newline: one byte
