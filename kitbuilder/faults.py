@@ -12,7 +12,9 @@ hoping the child is where they think it is:
   at the N-th hit the process sends itself that signal.
 - ``KIT_FAULT_WAIT=name:PATH`` or ``name:N:PATH``: at the N-th hit the
   process creates ``PATH.waiting`` and then waits until ``PATH`` exists, so a
-  test can act while the process is held at that exact point.
+  test can act while the process is held at that exact point. Several holds
+  are separated by ``;`` (``a:PATH1;b:PATH2``): a test can act at two points
+  of one run.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def point(name: str) -> None:
     if not (kill or send or hold):
         return
     hit = _hits[name] = _hits.get(name, 0) + 1
-    if hold:
-        target, count, path = _split(hold)
+    for spec in hold.split(";") if hold else ():
+        target, count, path = _split(spec)
         if target == name and count == hit and path:
             Path(path + ".waiting").touch()
             while not Path(path).exists():

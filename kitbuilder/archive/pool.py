@@ -31,13 +31,23 @@ def usable_cores() -> int:
 
 
 class _Done(Generic[T]):
-    """A finished result standing in for a future (inline mode)."""
+    """A finished job standing in for a future (inline mode): its result, or the exception it raised, which is
+    raised when the result is taken, in order, as a worker's would be."""
 
-    def __init__(self, value: T) -> None:
-        self._value = value
+    def __init__(self, job: Callable[[], T]) -> None:
+        self._error: BaseException | None = None
+        try:
+            self._value: T | None = job()
+        except Exception as exc:  # a fault of the job; BaseException (a signal) stops the caller at once
+            self._value, self._error = None, exc
+
+    def failed(self) -> bool:
+        return self._error is not None
 
     def result(self) -> T:
-        return self._value
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
 
 
 class OrderedPool(Generic[T]):
@@ -46,7 +56,9 @@ class OrderedPool(Generic[T]):
     ``submit(job, cost, tag)`` queues a job whose memory cost (bytes in and out) is ``cost``; when the
     queued cost would pass ``max_inflight``, the oldest results are returned to make room, through
     the list ``submit`` returns. ``drain`` returns every remaining result. A job's exception is raised
-    in the caller's thread when its result is taken, in order. Use as a context manager.
+    in the caller's thread when its result is taken, in order, and never in a batch with results before it:
+    ``submit`` and ``take_done`` hand those back first (their consumer may find an earlier fault in them) and
+    leave the failed job at the head, for the next take to raise. Use as a context manager.
     """
 
     def __init__(self, threads: int, *, max_inflight: int) -> None:
@@ -76,13 +88,22 @@ class OrderedPool(Generic[T]):
         """Queue ``job``; the results (in order) that had to be taken first to stay within ``max_inflight``."""
         ready: list[T] = []
         while self._pending and self._inflight + cost > self._max_inflight:
+            if ready and self._head_failed():
+                break  # over budget by this one job at most: the next take raises and the caller stops
             ready.append(self._take())
         if self._executor is None:
-            self._pending.append((_Done(job()), cost))
+            self._pending.append((_Done(job), cost))
         else:
             self._pending.append((self._executor.submit(job), cost))
         self._inflight += cost
         return ready
+
+    def _head_failed(self) -> bool:
+        """Whether the oldest job failed (waiting for it to finish)."""
+        future = self._pending[0][0]
+        if isinstance(future, _Done):
+            return future.failed()
+        return future.exception() is not None
 
     def _take(self) -> T:
         future, cost = self._pending.popleft()
@@ -93,6 +114,8 @@ class OrderedPool(Generic[T]):
         """Results at the head of the queue that are already finished (never waits)."""
         ready: list[T] = []
         while self._pending and (not isinstance(self._pending[0][0], Future) or self._pending[0][0].done()):
+            if ready and self._head_failed():
+                break
             ready.append(self._take())
         return ready
 

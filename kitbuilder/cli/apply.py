@@ -11,6 +11,7 @@ import click
 from kitbuilder.cli.app import main
 from kitbuilder.cli.errors import exit_on_error
 from kitbuilder.cli.options import (
+    FiniteRange,
     RegistryArgs,
     TrustArgs,
     db_option,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 )
 @click.option("--tenant", help="Limit backfills to this tenant.")
 @click.option("--stop-on-error", is_flag=True, help="Stop a backfill at its first failing row.")
-@click.option("--error-rate", type=click.FloatRange(0, 1), help="Pause a backfill above this failed-row rate (0.01).")
+@click.option("--error-rate", type=FiniteRange(0, 1), help="Pause a backfill above this failed-row rate (0.01).")
 @click.option("--min-sample", type=click.IntRange(min=1), help="Rows seen before the error rate counts (100).")
 @click.option(
     "--workers",

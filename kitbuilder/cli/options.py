@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -204,6 +205,28 @@ db_option = click.option(
     help="sqlite:///PATH or a file path (SQLite), or postgresql://… (keep passwords out of it: libpq reads "
     "PGPASSWORD, PGPASSFILE and service files; see docs/apply.md).",
 )
+
+
+class FiniteRange(click.FloatRange):
+    """A float in [min, max], refusing ``nan`` (which passes every comparison, so FloatRange lets it through)."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
+# PostgreSQL's lock_timeout holds at most 2^31 - 1 milliseconds: a longer wait would be honoured by SQLite and
+# refused by the server (a database error after connecting), so one bound for every database.
+LONGEST_LOCK_TIMEOUT = 2_147_483
+
 lock_option = click.option(
-    "--lock-timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for another apply to finish."
+    "--lock-timeout",
+    type=FiniteRange(0, LONGEST_LOCK_TIMEOUT),
+    default=30.0,
+    show_default=True,
+    help=f"Seconds to wait for another apply to finish (0 to {LONGEST_LOCK_TIMEOUT}).",
 )

@@ -43,6 +43,21 @@ def full_kit_needed(path: object, what: str) -> UsageError:
     )
 
 
+def check_full_kit(manifest: Manifest, path: object, what: str) -> None:
+    """UsageError unless ``manifest`` is a full format-2 kit's: the only kind a delta or a patch may start from.
+
+    A delta kit carries frames, not the kit: a delta built from it would apply to that delta file, which no site
+    holds (the mistake would show only at the site, after shipping), and a patch of it is that mistake's other half.
+    """
+    if manifest.format_version != 2:
+        raise full_kit_needed(path, what)
+    if manifest.delta is not None:
+        raise UsageError(
+            f"{path}: {what} is a delta kit (of {manifest.kit.name} sequence {manifest.kit.sequence}), not a kit: "
+            "name the full kit of that release (`kit patch` makes it from its own base and this delta)"
+        )
+
+
 @dataclass(frozen=True)
 class FrameRole:
     """What one payload frame holds: whole members (a group), a large member's header, or one of its chunks."""
@@ -153,8 +168,7 @@ class BaseFrames:
         self._stream = open_kit(path)
         try:
             self.metadata = read_metadata(self._stream, self.caps)
-            if self.metadata.manifest.format_version != 2:
-                raise full_kit_needed(f"--delta-from {path}", "the base")
+            check_full_kit(self.metadata.manifest, f"--delta-from {path}", "the base")
             _, _, self.manifest = check_signed_metadata(self.metadata, policy)
             self.map = FrameMap(self.manifest, what=f"--delta-from {path}")
         except BaseException:

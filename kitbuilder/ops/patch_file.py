@@ -31,7 +31,7 @@ from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manif
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import Directory, host_error
 from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
-from kitbuilder.ops.frame_reuse import full_kit_needed
+from kitbuilder.ops.frame_reuse import check_full_kit, full_kit_needed
 from kitbuilder.ops.framecopy import Span, copy_frames
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from kitbuilder.ops.verify import VerifyOptions, verify_kit
@@ -109,8 +109,7 @@ def _base_manifest(stream: BinaryIO, caps: Caps, base_path: Path) -> tuple[Manif
     budget.check_size(MANIFEST_JSON, entry.size)
     data = reader.read_member(stream, entry, caps)
     manifest = Manifest.from_bytes(data, what=f"{base_path}: {MANIFEST_JSON}", limits=budget.manifest_limits())
-    if manifest.format_version != 2:
-        raise full_kit_needed(base_path, "the base")
+    check_full_kit(manifest, base_path, "the base")
     return manifest, hashlib.sha256(data).hexdigest()
 
 

@@ -257,11 +257,16 @@ class RangeWorker:
             faults.point("backfill-bisect")
             keys_sql, keys_params = self.shared.sql.keys_between(first, last)
             keys = [self._key(row[0]) for row in self.db.query(keys_sql, keys_params)]
-            if len(keys) < 2:
-                # The site changed rows since the batch was chosen (a live table): what still matches is one row or
-                # none. Retried as a batch of that size: it commits, or that row (``first`` if none) is quarantined.
-                # Halving a batch of one would repeat for ever.
-                return self._process(keys[0] if keys else first, last, len(keys), cursor)
+            faults.point("backfill-bisect-keys")
+            if not keys:
+                # The site changed every row of the batch since it was chosen (a live table): nothing of it is left
+                # to apply or to quarantine. The next batch starts after the cursor, as it would have.
+                return cursor
+            if len(keys) == 1:
+                # One row still matches. Retried as the range of exactly that row: it commits, or that row is
+                # quarantined. A wider range would also take a row the site adds or changes meanwhile, and that
+                # row's failure would quarantine this one; halving a batch of one would repeat for ever.
+                return self._process(keys[0], keys[0], 1, cursor)
             middle = len(keys) // 2
             cursor = self._process(keys[0], keys[middle - 1], middle, cursor)
             return self._process(keys[middle], keys[-1], len(keys) - middle, cursor)
