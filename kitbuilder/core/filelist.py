@@ -15,13 +15,12 @@ line by line into ``FileEntry`` values; no dict per file is kept.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kitbuilder.core import paths
+from kitbuilder.core import jsonio, paths
 from kitbuilder.errors import FormatError
 
 FILE_LIST = "manifest.files.jsonl"
@@ -207,7 +206,9 @@ def _fault(data: bytes, position: int) -> str:
         return "last line has no newline"
     line = data[position:end]
     try:
-        value = json.loads(line.decode("utf-8"))
+        # The strict parser: a refused line can be anything up to the list's cap (1,500 "[" would overflow
+        # the plain parser's recursion), and its diagnosis must not fail where the line was refused.
+        value = jsonio.loads_strict(line.decode("utf-8"), floats=True)
     except (UnicodeDecodeError, ValueError):
         return "not a JSON object"
     if not isinstance(value, dict):
