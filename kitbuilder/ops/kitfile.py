@@ -118,6 +118,14 @@ def read_metadata(stream: BinaryIO, caps: Caps, *, defer_files: bool = False) ->
         what=lambda name: name,
         missing=missing,
     )
+    if manifest.format_version != index.format_version:
+        # docs/format.md §0: one kit, one format. Checked here, where every reader of a kit file gets its metadata
+        # (inspect without a key included), not only against the signed manifest: the index's format decides how
+        # payload is located and what bounds the metadata, so a manifest of the other format is no kit at all.
+        raise ArchiveError(
+            f"kit index is format {index.format_version}, {MANIFEST_JSON} is format {manifest.format_version}: "
+            "not one kit (rebuild it)"
+        )
     # Where the payload ends is signed (the manifest's frames); the index must end it there too: checked on the
     # full index (load_files), where the file lying past the signed frames can be named.
     metadata = KitMetadata(
@@ -343,9 +351,7 @@ def load_files(metadata: Metadata) -> Manifest:
     metadata.manifest = manifest
     metadata.read_file_list = None
     if isinstance(metadata, KitMetadata):
-        location = metadata.location
-        if location.index.format_version != 2:
-            raise ArchiveError(f"kit index is format {location.index.format_version}, {MANIFEST_JSON} is format 2")
+        location = metadata.location  # of format 2 too: read_metadata refuses an index of another format
         index = location.index.with_payload(files)
         index.check_payload_split(len(manifest.frames), metadata.members)
         metadata.location = dataclasses.replace(location, index=index)

@@ -6,12 +6,15 @@ its documented exit code and one line on stderr naming the member, never exit 70
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kitbuilder.core import jsonio
 from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS
 from tests.conftest import run_kit
 from tests.factories.filelist_kits import crafted_list
 from tests.factories.hostile import RELEASE
@@ -46,3 +49,32 @@ def test_deeply_nested_file_list_line_is_a_format_error(tmp_path: Path, trusted:
     _refused(run_kit("verify", kit, "--key", trusted, "--product", "demo"), 5, f"{FILE_LIST} line 1")
     _refused(run_kit("inspect", kit), 5, f"{FILE_LIST} line 1")
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def _format1_manifest(members: dict[str, bytes]) -> None:
+    """After signing: manifest.json replaced by a well-formed format-1 manifest listing a file inline, SHA256SUMS
+    emptied (a format-1 reading of a format-2 index has no file count to size it by); the index stays format 2."""
+    manifest = json.loads(members[MANIFEST_JSON])
+    manifest["apiVersion"] = "kitbuilder/v1"
+    del manifest["fileList"], manifest["frames"]
+    manifest["build"]["compression"]["multithreaded"] = False
+    manifest["build"]["mtime"] = 0
+    frame = {"offset": 0, "length": 20, "sha256": "1" * 64}
+    manifest["files"] = [
+        {"path": "docs/a.md", "size": 6, "sha256": "0" * 64, "role": "doc", "component": "docs", "frame": frame}
+    ]
+    members[MANIFEST_JSON] = jsonio.dump_pretty(manifest)
+    members[SHA256SUMS] = b""
+
+
+def test_format2_index_with_a_format1_manifest_is_refused_without_a_key(tmp_path: Path, trusted: Path) -> None:
+    """docs/format.md §0: a reader MUST refuse a kit whose index and manifest are not of the same format. inspect
+    without a key checks no signature, so the rule must hold where the metadata is read, not only where it is
+    checked against the signed manifest; else inspect lists files placed by a format the kit is not in."""
+    kit = tmp_path / "mixed.kit.tar.zst"
+    kit.write_bytes(crafted_list(after_signing=_format1_manifest))
+    for command in (("inspect", kit), ("inspect", kit, "--json"), ("verify", kit, "--key", trusted)):
+        result = run_kit(*command)
+        assert result.exit_code == 5, f"{command}: {result.output}"
+        if "--json" not in command:
+            _refused(result, 5, "kit index is format 2", f"{MANIFEST_JSON} is format 1")
