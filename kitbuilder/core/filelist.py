@@ -138,9 +138,12 @@ def describe(data: bytes, files: Sequence[FileEntry]) -> FileListRef:
     return FileListRef(len(files), len(data), hashlib.sha256(data).hexdigest(), sum(f.size for f in files))
 
 
-def parse(data: bytes, *, count: int, frame_sizes: Sequence[int], what: str = FILE_LIST) -> tuple[FileEntry, ...]:
+def parse(
+    data: bytes, *, count: int, frame_sizes: Sequence[int], what: str = FILE_LIST, signed_by: str = "manifest.json"
+) -> tuple[FileEntry, ...]:
     """The entries of a file list of ``count`` lines whose ``frame`` must index ``frame_sizes`` (the payload
-    frames' decompressed sizes) and whose ``at`` must lie in that frame.
+    frames' decompressed sizes) and whose ``at`` must lie in that frame. ``what`` names the list in errors,
+    ``signed_by`` the manifest whose fileList states ``count`` (a delta's target's, an installed kit's).
 
     FormatError naming the line for anything ``render`` would not have written. Role and component strings
     are shared between entries (one object per distinct value)."""
@@ -164,7 +167,7 @@ def parse(data: bytes, *, count: int, frame_sizes: Sequence[int], what: str = FI
             if match is None:
                 break
         if len(out) == count:
-            raise FormatError(f"{what}: more than the {count} lines manifest.json fileList.count says")
+            raise FormatError(f"{what}: more than the {count} lines {signed_by} fileList.count says")
         at_s, component, frame_s, path, role, sha256, size_s = match.groups()
         frame, at, size = int(frame_s), int(at_s), int(size_s)
         if frame >= frames or at >= frame_sizes[frame] or at % 512 or size > MAX_SAFE:
@@ -189,7 +192,7 @@ def parse(data: bytes, *, count: int, frame_sizes: Sequence[int], what: str = FI
     if position != len(text):
         raise FormatError(f"{what} line {len(out) + 1}: {_fault(data, len(text[:position].encode()))}")
     if len(out) != count:
-        raise FormatError(f"{what}: {len(out)} lines, but manifest.json fileList.count says {count}")
+        raise FormatError(f"{what}: {len(out)} lines, but {signed_by} fileList.count says {count}")
     return tuple(out)
 
 

@@ -15,10 +15,12 @@ import pytest
 from kitbuilder.core import jsonio
 from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS
-from tests.conftest import run_kit
+from tests.conftest import KitEnv, run_kit
+from tests.factories.deltas import craft_delta
 from tests.factories.filelist_kits import crafted_list
 from tests.factories.hostile import RELEASE
 from tests.factories.keys import write_pair
+from tests.factories.kits import kit_members
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +80,35 @@ def test_format2_index_with_a_format1_manifest_is_refused_without_a_key(tmp_path
         assert result.exit_code == 5, f"{command}: {result.output}"
         if "--json" not in command:
             _refused(result, 5, "kit index is format 2", f"{MANIFEST_JSON} is format 1")
+
+
+def _build(kit_env: KitEnv, out: Path, epoch: str) -> None:
+    result = run_kit("build", kit_env.spec, "--key", kit_env.ed_key, "--out", out, env={"SOURCE_DATE_EPOCH": epoch})
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "change", "code", "said"),
+    [
+        ("count", 1, 5, "fileList.count"),
+        ("payloadBytes", 1, 5, "fileList.payloadBytes"),
+        ("sha256", "0" * 64, 4, "fileList.sha256"),
+    ],
+)
+def test_delta_target_file_list_against_its_own_manifest_names_it(
+    kit_env: KitEnv, tmp_path: Path, field: str, change: Any, code: int, said: str
+) -> None:
+    """A signed delta whose target manifest's fileList does not describe the target file list it ships: refused
+    naming delta/target/manifest.json, the manifest that says so (not the delta's own manifest.json)."""
+    base, full = tmp_path / "base.kit.tar.zst", tmp_path / "full.kit.tar.zst"
+    _build(kit_env, base, "1700000000")
+    (kit_env.root / "src/docs/NEW.md").write_text("new file\n")
+    kit_env.spec.write_text(kit_env.spec.read_text().replace("sequence: 1", "sequence: 2"))
+    _build(kit_env, full, "1700086400")
+    record = json.loads(kit_members(full)[MANIFEST_JSON])["fileList"]
+    record[field] = record[field] + change if isinstance(change, int) else change
+    delta = craft_delta(kit_env.ed_key, base, full, tmp_path / "delta.kit.tar.zst", edit_target={"fileList": record})
+    out = tmp_path / "patched.kit.tar.zst"
+    result = run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--out", out)
+    _refused(result, code, f"delta/target/{FILE_LIST}", f"delta/target/{MANIFEST_JSON} {said}")
+    assert not out.exists()
