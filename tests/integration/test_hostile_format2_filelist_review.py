@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from kitbuilder.apply.db import connect
 from kitbuilder.core import jsonio
 from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS
 from tests.conftest import KitEnv, run_kit
+from tests.factories.crafted_apply import craft_apply_kit, good_migration
 from tests.factories.deltas import craft_delta
 from tests.factories.filelist_kits import crafted_list
 from tests.factories.hostile import RELEASE
@@ -112,3 +114,24 @@ def test_delta_target_file_list_against_its_own_manifest_names_it(
     result = run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--out", out)
     _refused(result, code, f"delta/target/{FILE_LIST}", f"delta/target/{MANIFEST_JSON} {said}")
     assert not out.exists()
+
+
+def test_seed_line_nested_past_the_recursion_limit_is_refused_before_the_first_statement(
+    tmp_path: Path, trusted: Path, db_url: str
+) -> None:
+    """The same class as the file list's nested line, in the other line-by-line JSON reader of signed payload: an
+    ndjson seed line of 1,500 "[" is a format error naming the line, before any statement (was exit 70)."""
+    component, files = good_migration("m1", "1")
+    seed = {"id": "s1", "role": "seed", "phase": "2", "options": {"table": "items", "key": ["id"]}}
+    kit = craft_apply_kit(
+        tmp_path / "seed.kit.tar.zst", [component, seed], {**files, "seeds/s1/rows.ndjson": ("s1", b"[" * 1500 + b"\n")}
+    )
+    assert run_kit("verify", kit, "--key", trusted).exit_code == 0
+    result = run_kit("apply", kit, "--key", trusted, "--db", db_url, "--artifacts", tmp_path / "a")
+    _refused(result, 5, "seed s1", "rows.ndjson:1")
+    if db_url.startswith("sqlite:///") and Path(db_url[len("sqlite:///") :]).exists():
+        database = connect(db_url, read_only=True)
+        try:
+            assert not database.table_exists("kit_runs")
+        finally:
+            database.close()
