@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-import json
 import signal
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from kitbuilder.cli import main
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.keys import ecdsa_key, ed25519_key, write_pair
 from tests.factories.kits import write_spec
 
@@ -19,31 +16,6 @@ from tests.factories.kits import write_spec
 # tests send it. A Python-level handler here is reset to the default in each child at exec.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-@dataclass
-class KitEnv:
-    root: Path
-    spec: Path
-    ed_key: Path
-    ed_pub: Path
-    ec_key: Path
-    ec_pub: Path
-    other_pub: Path
-
-    def kit(self, name: str = "demo.kit.tar.zst") -> Path:
-        return self.root / name
-
-
-def run_kit(*args: Any, env: dict[str, str] | None = None) -> Result:
-    """Invoke the CLI in-process; exit code and output as a user would see them."""
-    runner = CliRunner()
-    return runner.invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
-
-
-def run_json(*args: Any) -> tuple[int, dict[str, Any]]:
-    result = run_kit(*args, "--json")
-    return result.exit_code, json.loads(result.stdout)
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +52,6 @@ def built_kit(kit_env: KitEnv) -> Path:
     return out
 
 
-BuildFn = Callable[..., Path]
-
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Any]:
     """One real PostgreSQL server per test session (Debian's postgresql; .ci/run installs it)."""
@@ -117,20 +86,3 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'site.db'}"
     return str(request.getfixturevalue("pg_dsn"))
-
-
-def apply_json(kit_env: KitEnv, kit: Path, db_url: str, *extra: Any) -> tuple[int, dict[str, Any], str]:
-    """`kit apply --json` with the test key and a per-test artifacts dir: (exit code, report, stderr)."""
-    result = run_kit(
-        "apply",
-        kit,
-        "--key",
-        kit_env.ed_pub,
-        "--db",
-        db_url,
-        "--artifacts",
-        kit_env.root / "artifacts",
-        "--json",
-        *extra,
-    )
-    return result.exit_code, json.loads(result.stdout), result.stderr

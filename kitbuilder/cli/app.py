@@ -24,7 +24,7 @@ def _terminated(signal_number: int, frame: object) -> None:
 
 # Which module of kitbuilder.cli defines each top-level command. A command's module (and the operations it
 # imports) is loaded only when that command runs, so `kit inspect` does not pay for importing `kit apply`'s
-# database and YAML stack: start-up is part of every command's time (tests/unit/test_cli_lazy.py checks
+# database and YAML stack: start-up is part of every command's time (tests/unit/cli/test_app.py checks
 # this table against the commands the modules register).
 COMMAND_MODULES: dict[str, str] = {
     "keygen": "keys",

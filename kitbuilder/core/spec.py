@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kitbuilder.core import jobs, paths, schemas, timefmt
+from kitbuilder.core.manifest_parts import ComponentOptions
 from kitbuilder.core.yamllines import field_name, load_with_lines
 from kitbuilder.errors import FormatError, SpecError
 
@@ -48,7 +49,8 @@ class ComponentSpec:
     dest: str
     phase: str | None = None
     subject: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    # As the manifest signs them, read strictly for the role (a field the role would not honour is a SpecError).
+    options: ComponentOptions = field(default_factory=ComponentOptions)
     # Where the entry is in the spec: ("migrations", 0).
     location: Location = ()
     # ``source`` as the spec spells it, for messages.
@@ -91,10 +93,9 @@ class KitSpec:
     channel: str
     description: str
     components: tuple[ComponentSpec, ...]
-    # As written: the manifest carries them so; ``parsed_checks`` is what build and apply act on.
-    checks: tuple[dict[str, Any], ...]
+    # The spec's checks, typed; the manifest signs their ``to_json`` (the same JSON as written).
+    checks: tuple[jobs.Check, ...]
     images: tuple[ImageSpec, ...] = ()
-    parsed_checks: tuple[jobs.Check, ...] = ()
     # SHA-256 of the spec bytes parsed, which the provenance records.
     sha256: str = ""
     lines: Mapping[Location, int] = field(default_factory=dict, repr=False, compare=False)
@@ -147,9 +148,8 @@ def parse_spec(data: bytes, *, path: Path) -> KitSpec:
         channel=document.get("channel", "stable"),
         description=document.get("description", ""),
         components=components,
-        checks=tuple(document.get("checks", [])),
         images=images,
-        parsed_checks=checks,
+        checks=checks,
         sha256=hashlib.sha256(data).hexdigest(),
         lines=lines,
     )
@@ -174,6 +174,11 @@ def _components(document: dict[str, Any], base: Path, fail: Fail) -> tuple[Compo
             problem = paths.problem_with(dest)
             if problem:
                 raise fail((*location, "dest"), f"{dest!r}: {problem}")
+            written = {k: v for k, v in entry.items() if k not in _COMPONENT_FIELDS}
+            try:
+                options = ComponentOptions.from_json(written, role=role, where=f"{role} {component_id}: options")
+            except FormatError as exc:
+                raise fail(location, exc.message) from exc
             component = ComponentSpec(
                 role=role,
                 id=component_id,
@@ -181,7 +186,7 @@ def _components(document: dict[str, Any], base: Path, fail: Fail) -> tuple[Compo
                 dest=dest,
                 phase=entry.get("phase"),
                 subject=entry.get("subject"),
-                options={k: v for k, v in entry.items() if k not in _COMPONENT_FIELDS},
+                options=options,
                 location=location,
                 source_text=entry["source"],
             )
@@ -274,7 +279,7 @@ def check_sources(spec: KitSpec, listings: Mapping[str, SourceListing], read_job
 
 def _check_migration_files(component: ComponentSpec, listing: SourceListing, fail: Any) -> None:
     """The files a migration names (or the defaults apply looks for) exist in its source directory."""
-    options = jobs.MigrationOptions.from_json(component.options, f"migration {component.id}")
+    options = component.options.migration()
     if not listing.is_dir:
         raise fail("source", f"migration {component.id}: expected a directory holding {options.up}")
     for option, name, required in (

@@ -28,7 +28,7 @@ from kitbuilder.core.manifest import (
     KitInfo,
     Manifest,
 )
-from kitbuilder.core.manifest_parts import BuildInfo, ComponentOptions, Compression
+from kitbuilder.core.manifest_parts import BuildInfo, Compression
 from kitbuilder.core.provenance import (
     DETACHED_SUFFIX,
     PROVENANCE_MEMBER,
@@ -48,9 +48,9 @@ from kitbuilder.core.sbom import (
     component_inventories,
     render_kit_sbom,
 )
-from kitbuilder.core.spec import ComponentSpec, KitSpec
+from kitbuilder.core.spec import KitSpec
 from kitbuilder.core.statement import Statement, Subject
-from kitbuilder.errors import FormatError, IntegrityError, SpecError, UsageError
+from kitbuilder.errors import IntegrityError, UsageError
 
 # Split out of this module; re-exported here, where callers have always found them.
 from kitbuilder.ops.build_inputs import USTAR_NUMBER_LIMIT as USTAR_NUMBER_LIMIT
@@ -229,8 +229,7 @@ def _plan(
     if image_plan is not None:
         generated.append(Component(id=IMAGES_COMPONENT, role="image"))
     components = tuple(
-        Component(id=c.id, role=c.role, phase=c.phase, subject=c.subject, options=_options(spec, c))
-        for c in spec.components
+        Component(id=c.id, role=c.role, phase=c.phase, subject=c.subject, options=c.options) for c in spec.components
     ) + tuple(generated)
     return _Plan(spec, options, keys, inputs, image_plan, shipped, kit_info, build_info, components, started)
 
@@ -279,7 +278,7 @@ def _write_kit(
             build=plan.build_info,
             components=plan.components,
             files=tuple(files),
-            checks=plan.spec.parsed_checks,
+            checks=plan.spec.checks,
             images=plan.image_plan.images if plan.image_plan else (),
             sboms=tuple(plan.shipped),
             frames=payload.frames,
@@ -361,15 +360,6 @@ def _check_image_digests(files: list[FileEntry], plan: ImagePlan | None) -> None
                 f"{member.label or member.kit_path}: content has sha256:{written[member.kit_path]}, not its digest "
                 f"sha256:{member.sha256}; the image source is damaged, re-export it"
             )
-
-
-def _options(spec: KitSpec, component: ComponentSpec) -> ComponentOptions:
-    """A spec component's options as the manifest signs them; SpecError for one its role would not honour."""
-    where = f"{spec.path}: {component.role} {component.id}: options"
-    try:
-        return ComponentOptions.from_json(component.options, role=component.role, where=where)
-    except FormatError as exc:
-        raise SpecError(exc.message) from exc
 
 
 def _attestation(subjects: tuple[Subject, ...], predicate: dict[str, Any], keys: list[PrivateKey]) -> Envelope:

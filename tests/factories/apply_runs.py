@@ -93,7 +93,7 @@ FaultKit = tuple[Path, Path, tuple[object, ...]]
 
 def build_fault_kit(root: Path, key: Path) -> Path:
     """The fault kit built and signed with ``key`` under ``root``."""
-    from tests.conftest import run_kit  # the in-process CLI; conftest does not import this module
+    from tests.factories.cli import run_kit  # the in-process CLI; conftest does not import this module
 
     kit = root / "fault.kit.tar.zst"
     built = run_kit("build", write_fault_kit_source(root / "src"), "--key", key, "--out", kit)

@@ -14,7 +14,7 @@ import yaml
 
 from kitbuilder.ops.verify import VerifyOptions
 from kitbuilder.trust.signatures import TrustPolicy
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.keys import ed25519_key, write_pair
 from tests.factories.oci_images import ImageSet, build_image_set
 from tests.images.servers import REGISTRY_BIN, RegistryServer, TlsFiles, TokenService, bcrypt_hash, make_tls

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 from tests.images.conftest import needs_skopeo
 from tests.images.servers import RegistryServer, skopeo_raw_digest
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from kitbuilder.cli import main
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.images.conftest import KIT_IMAGES, SecureRegistry, Signing
 from tests.images.servers import REGISTRY_BIN, FakeRegistry, RegistryServer, Witness, bcrypt_hash, make_tls
 from tests.integration.test_json_outputs import assert_matches

@@ -32,7 +32,7 @@ import pytest
 from kitbuilder.core.spec import ImageSpec
 from kitbuilder.errors import FormatError, IntegrityError, KitError, UsageError
 from kitbuilder.oci.plan import ImagePlan, plan_images
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.hostile import RELEASE
 from tests.factories.keys import write_pair
 from tests.factories.oci_images import (

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.oci_images import ImageSet
 from tests.images.conftest import KIT_IMAGES, Signing, write_image_spec
 from tests.images.servers import RegistryServer

@@ -15,7 +15,7 @@ from kitbuilder.errors import KitError, UsageError
 from kitbuilder.ops import images as images_op
 from kitbuilder.ops.images import EXPORT_TEMP_PREFIX, export_images
 from kitbuilder.ops.verify import verify_kit
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.kits import member_end
 from tests.factories.oci_images import ImageSet, sha256
 from tests.images.conftest import KIT_IMAGES, Signing, needs_skopeo, needs_umoci, write_image_spec

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from kitbuilder.apply.db import Database, connect
-from tests.conftest import KitEnv, apply_json, run_kit
 from tests.factories.apply_kits import UP_101, populate_observations_sql, write_apply_kit_source
+from tests.factories.cli import KitEnv, apply_json, run_kit
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kitbuilder.apply.db import Database, connect
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.crafted_apply import craft_apply_kit
 from tests.factories.hostile import RELEASE
 from tests.factories.keys import write_pair

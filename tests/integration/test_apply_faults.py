@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from kitbuilder.apply.db import connect
-from tests.conftest import run_kit
 from tests.factories.apply_runs import (
     ROWS,
     Applier,
@@ -22,6 +21,7 @@ from tests.factories.apply_runs import (
     snapshot_of,
     wait_for,
 )
+from tests.factories.cli import run_kit
 from tests.factories.keys import ed25519_key, write_pair
 
 

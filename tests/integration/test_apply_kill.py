@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kitbuilder.apply.db import connect
-from tests.conftest import KitEnv, run_kit
 from tests.factories.apply_runs import ROWS, Applier, snapshot_of, wait_for, write_fault_kit_source
+from tests.factories.cli import KitEnv, run_kit
 
 
 def test_database_going_away_mid_run_is_a_clear_error_and_rerun_resumes(

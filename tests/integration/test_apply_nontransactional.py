@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from kitbuilder.apply.db import connect
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 
 SPEC = """\
 apiVersion: kitbuilder/v1

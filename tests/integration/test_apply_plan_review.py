@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kitbuilder.apply.db import connect
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.crafted_apply import GOOD_UP, craft_apply_kit, good_migration
 from tests.factories.hostile import RELEASE
 from tests.factories.keys import write_pair

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from kitbuilder.apply.db import connect
-from tests.conftest import run_kit
 from tests.factories.apply_runs import (
     Applier,
     FaultKit,
@@ -28,6 +27,7 @@ from tests.factories.apply_runs import (
     snapshot_of,
     wait_for,
 )
+from tests.factories.cli import run_kit
 from tests.factories.keys import ed25519_key, write_pair
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from kitbuilder.apply.db import connect
 from kitbuilder.core import schemas
-from tests.conftest import run_kit
 from tests.factories.apply_runs import Applier, FaultKit, fault_kit_with_reference, snapshot_of
+from tests.factories.cli import run_kit
 from tests.factories.keys import ed25519_key, write_pair
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from kitbuilder.core.provenance import PROVENANCE_MEMBER
 from kitbuilder.ops.verify import MAX_PREDICATE_DEPTH
-from tests.conftest import run_json, run_kit
+from tests.factories.cli import run_json, run_kit
 from tests.integration.test_hostile_metadata import (
     DOCS,
     GOOD_PREDICATE,

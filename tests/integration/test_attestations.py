@@ -20,7 +20,7 @@ from kitbuilder.core.provenance import PROVENANCE_MEMBER, PROVENANCE_PREDICATE_T
 from kitbuilder.core.statement import Statement, Subject
 from kitbuilder.ops.trust_inputs import load_private
 from kitbuilder.trust.signatures import sign_envelope
-from tests.conftest import KitEnv, run_json, run_kit
+from tests.factories.cli import KitEnv, run_json, run_kit
 from tests.factories.keys import ed25519_key
 from tests.factories.kits import kit_members, rewrite_kit
 

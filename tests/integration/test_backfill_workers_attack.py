@@ -17,9 +17,9 @@ import pytest
 
 from kitbuilder.apply.db import Database, connect
 from kitbuilder.core import schemas
-from tests.conftest import KitEnv, run_kit
 from tests.factories.apply_runs import Applier
 from tests.factories.backfill_kits import ROWS, assert_every_row_once, items, ranges, write_kit_source
+from tests.factories.cli import KitEnv, run_kit
 
 
 def _applier(kit_env: KitEnv, root: Path, key: str = "int", **source: Any) -> Applier:

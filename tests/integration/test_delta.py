@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KitEnv, run_json, run_kit
+from tests.factories.cli import KitEnv, run_json, run_kit
 
 
 def _build(kit_env: KitEnv, out: Path, epoch: str, *extra: object) -> None:

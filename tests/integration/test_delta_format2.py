@@ -22,7 +22,7 @@ from kitbuilder.core.manifest import Manifest
 from kitbuilder.ops.delta import FRAMES_DIR
 from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.kitfile import open_kit, read_metadata
-from tests.conftest import KitEnv, run_json, run_kit
+from tests.factories.cli import KitEnv, run_json, run_kit
 
 BIG = 9 << 20  # three chunk frames: 4 + 4 + 1 MiB
 SMALL_FILES = 90  # 16 KiB each: a few groups

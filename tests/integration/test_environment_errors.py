@@ -26,7 +26,7 @@ import yaml
 
 from kitbuilder import atomic
 from kitbuilder.errors import HostIOError, UsageError
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.keys import ed25519_key, write_pair
 from tests.factories.kits import write_spec
 from tests.factories.oci_images import build_image_set

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kitbuilder.apply.db import connect
-from tests.conftest import KitEnv, apply_json, run_kit
+from tests.factories.cli import KitEnv, apply_json, run_kit
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from kitbuilder.archive import layout, reader
 from kitbuilder.archive.index import KitIndex
 from kitbuilder.core.manifest import METADATA_FILES
 from kitbuilder.ops.kitfile import located_index
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.hostile import pseudo_random
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1700000000"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 
 
 def _kit(kit_env: KitEnv, name: str, *, sequence: int, expires: str = "2099-01-01T00:00:00Z") -> Path:

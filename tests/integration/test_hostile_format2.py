@@ -17,7 +17,7 @@ import pytest
 from kitbuilder.archive import zstdframes
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import FileEntry, FrameEntry
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.hostile import RELEASE
 from tests.factories.hostile2 import Crafted2, crafted2, small_files
 from tests.factories.keys import write_pair

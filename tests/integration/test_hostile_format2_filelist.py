@@ -19,7 +19,7 @@ from kitbuilder.archive import zstdframes
 from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS
 from kitbuilder.core.statement import Subject
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.filelist_kits import crafted_list, first_line, lines
 from tests.factories.hostile import RELEASE
 from tests.factories.hostile2 import small_files

@@ -20,7 +20,7 @@ import zstandard
 
 from kitbuilder.archive import tarfmt, zstdframes
 from kitbuilder.ops.kitfile import located_index
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.hostile import RELEASE, pseudo_random
 from tests.factories.hostile2 import SignedFrame, crafted2, crafted_frames, tar_member
 from tests.factories.keys import write_pair

@@ -26,7 +26,7 @@ import pytest
 from kitbuilder.archive import reader
 from kitbuilder.archive.reader import Caps
 from kitbuilder.errors import KitError
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.hostile import (
     RELEASE,
     Member,

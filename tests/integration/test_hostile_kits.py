@@ -38,7 +38,7 @@ import pytest
 
 from kitbuilder.archive import tarfmt, zstdframes
 from kitbuilder.archive.tarfmt import END_OF_ARCHIVE
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 from tests.factories.hostile import (
     OPS,
     RELEASE,

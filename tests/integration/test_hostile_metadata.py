@@ -45,7 +45,7 @@ from kitbuilder.ops.build import Sealed, seal
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import sign_envelope
 from kitbuilder.trust.sigstore_bundle import render_key_bundle
-from tests.conftest import KitEnv, run_json, run_kit
+from tests.factories.cli import KitEnv, run_json, run_kit
 from tests.factories.hostile import RELEASE, STRANGER
 from tests.factories.keys import write_pair
 from tests.factories.kits import TEST_BUILD, CraftedManifest, write_payload

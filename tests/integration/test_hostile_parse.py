@@ -44,7 +44,7 @@ from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import sign_envelope
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.hostile import RELEASE
 from tests.factories.keys import write_pair
 from tests.factories.kits import TEST_BUILD, kit_members, rewrite_kit, write_payload

@@ -25,8 +25,8 @@ import pytest
 
 from kitbuilder.core import jsonio
 from kitbuilder.ops.kitfile import located_index
-from tests.conftest import KitEnv, run_kit
 from tests.factories import hostile
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.deltas import craft_delta
 from tests.factories.kits import kit_members
 from tests.factories.measure import kit_peak

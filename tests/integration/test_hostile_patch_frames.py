@@ -14,7 +14,7 @@ import pytest
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.ops.kitfile import open_kit, read_metadata
-from tests.conftest import KitEnv, run_json, run_kit
+from tests.factories.cli import KitEnv, run_json, run_kit
 from tests.factories.deltas import craft_delta
 from tests.integration.test_delta_format2 import Release, _extract, _release
 

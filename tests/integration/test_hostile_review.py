@@ -26,7 +26,7 @@ from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import SHA256SUMS, SIGSTORE_BUNDLE
 from kitbuilder.ops.kitfile import located_index
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.kits import rewrite_kit
 from tests.integration.test_hostile_parse import assert_refused, assert_refused_cheaply, run_measured
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from kitbuilder.core import jsonio
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.hostile import OPS, RELEASE, STRANGER
 from tests.factories.keys import ed25519_key, write_pair
 from tests.integration.test_hostile_parse import RSS_BOUND_KIB, assert_refused, run_measured

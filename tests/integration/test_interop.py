@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey
 
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("zstd", "tar", "sha256sum", "openssl")),
@@ -83,7 +83,7 @@ def test_openssl_verifies_ed25519_checksum_signature(extracted: Path, kit_env: K
 
 
 def test_openssl_verifies_ecdsa_checksum_signature(kit_env: KitEnv, tmp_path: Path) -> None:
-    from tests.conftest import run_kit
+    from tests.factories.cli import run_kit
 
     kit = tmp_path / "ec.kit.tar.zst"
     assert run_kit("build", kit_env.spec, "--key", kit_env.ec_key, "--out", kit).exit_code == 0

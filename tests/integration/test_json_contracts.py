@@ -8,7 +8,7 @@ from pathlib import Path
 import zstandard
 
 from kitbuilder.core import schemas
-from tests.conftest import KitEnv, run_json, run_kit
+from tests.factories.cli import KitEnv, run_json, run_kit
 
 
 def _valid(name: str, document: object) -> None:

@@ -22,8 +22,8 @@ from jsonschema.exceptions import ValidationError
 from kitbuilder.apply.db import connect
 from kitbuilder.cli import main
 from kitbuilder.core import schemas
-from tests.conftest import KitEnv, apply_json, run_json, run_kit
 from tests.factories.apply_kits import write_apply_kit_source
+from tests.factories.cli import KitEnv, apply_json, run_json, run_kit
 from tests.factories.keys import ed25519_key, write_pair
 
 # Every command with a --json option → the schema its output follows. A new command needs an entry (and a schema).

@@ -20,7 +20,7 @@ from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import FileEntry, FrameEntry
 from kitbuilder.ops.delta import FRAMES_DIR
 from kitbuilder.ops.kitfile import open_kit, read_metadata
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.deltas import craft_delta
 from tests.factories.hostile import RELEASE
 from tests.factories.hostile2 import crafted2, small_files

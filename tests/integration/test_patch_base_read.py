@@ -15,7 +15,7 @@ import pytest
 
 from kitbuilder.archive import reader
 from kitbuilder.archive.index import MemberEntry
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 from tests.integration.test_delta_format2 import Release, _release
 
 

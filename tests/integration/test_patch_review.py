@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KitEnv
 from tests.factories.apply_runs import wait_for
+from tests.factories.cli import KitEnv
 from tests.factories.measure import kit_peak
 from tests.integration.test_hostile_patch import (
     Release,

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from tests.conftest import KitEnv, run_json, run_kit
+from tests.factories.cli import KitEnv, run_json, run_kit
 
 
 def test_round_trip_verifies_with_both_keys(kit_env: KitEnv, built_kit: Path) -> None:

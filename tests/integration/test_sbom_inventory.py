@@ -23,7 +23,7 @@ from kitbuilder.core.sbom import (
     render_kit_sbom,
 )
 from kitbuilder.ops.build import seal
-from tests.conftest import KitEnv, run_json, run_kit
+from tests.factories.cli import KitEnv, run_json, run_kit
 from tests.factories.hostile import RELEASE
 from tests.factories.keys import write_pair
 from tests.factories.kits import TEST_BUILD, write_payload

@@ -28,7 +28,7 @@ from kitbuilder.trust.keyless import KeylessResult
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import TrustPolicy
 from kitbuilder.trust.sigstore_bundle import SIGSTORE_BUNDLE_NAME, render_key_bundle, verify_key_bundle
-from tests.conftest import KitEnv
+from tests.factories.cli import KitEnv
 from tests.factories.keys import ecdsa_key, ed25519_key
 from tests.factories.sigstore_testroot import GITHUB_ISSUER, RELEASE_IDENTITY, SIGNED_AT, PrivateSigstore
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 
 
 def _build(kit_env: KitEnv, spec_text: str, tmp_path: Path) -> tuple[int, str]:

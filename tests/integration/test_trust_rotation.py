@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.keys import ed25519_key, write_pair
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_kit
+from tests.factories.cli import run_kit
 
 HERE = Path(__file__).resolve().parent
 DOCUMENT: dict[str, Any] = json.loads((HERE / "vectors.json").read_text())

@@ -17,7 +17,7 @@ from spdx_tools.spdx.validation.document_validator import validate_full_spdx_doc
 from kitbuilder.core.sbom import SbomError, check_sbom
 from kitbuilder.core.sbom.spdx_links import expand_links, link_messages
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = json.loads((ROOT / "examples/lnm-release/sbom/migration-runner.spdx.json").read_text())
 ASSET = json.loads((ROOT / "tests/assets/sbom/spdx-2.3.spdx.json").read_text())
 

@@ -25,7 +25,7 @@ from kitbuilder.errors import CheckFailedError, FailedRunError, RegistryError, T
 from kitbuilder.ops import patching, release
 from kitbuilder.ops.pushing import RegistryAccess
 from kitbuilder.ops.trust_choices import TrustChoices
-from tests.conftest import KitEnv, run_kit
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.keys import ed25519_key, write_pair
 from tests.factories.kits import write_spec
 

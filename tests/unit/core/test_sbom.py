@@ -34,7 +34,7 @@ from kitbuilder.core.sbom import (
     summarize_sbom,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ASSETS = ROOT / "tests" / "assets" / "sbom"
 EXAMPLE_SPDX = ROOT / "examples" / "lnm-release" / "sbom" / "migration-runner.spdx.json"
 RUNNER = "registry.local/stellaops/migration-runner"
