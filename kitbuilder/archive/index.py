@@ -4,7 +4,7 @@ The index lets ``inspect`` and ``patch`` seek to a member without decompressing
 anything else. It is only a map: its payload part is repeated in the signed
 manifest, and the verifier checks both against the stream it decompresses.
 
-Two formats (docs/format.md §3):
+Two formats (docs/format.md §0.4, §1.3):
 
 - format 1 (``kitbuilder-index/v1``, read only): one entry per member with the
   file offset and length of its two frames (header, data) and the data frame's digest.
@@ -327,7 +327,7 @@ class KitIndex:
         )
 
     def check_tiling(self) -> None:
-        """Format 2: ArchiveError unless frames tile the file and members tile the tar stream (docs/format.md §3.2).
+        """Format 2: ArchiveError unless frames tile the file and members tile the tar stream (docs/format.md §0.3).
 
         Frames: frame 0 at offset 0, each next one where the previous ends, sizes multiples of 512 and non-zero,
         the end-of-archive frame last and 1024 bytes. Members, in order: each header at a 512-byte boundary of

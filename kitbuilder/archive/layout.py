@@ -1,4 +1,4 @@
-"""Format-2 layout constants and the one grouping rule (docs/format.md §1.2), in one place.
+"""Format-2 layout constants and the one grouping rule (docs/format.md §0.1, §0.2), in one place.
 
 A format-2 kit's unit is the zstd frame, not the member: runs of small members share a
 *group* frame, a large member is its header frame then fixed-size *chunk* frames, and each

@@ -16,7 +16,7 @@ from kitbuilder.core import paths
 from kitbuilder.errors import ArchiveError
 
 BLOCK = 512
-# docs/format.md §8.4: the whole field is octal digits, then only NUL or space padding (always fullmatch:
+# docs/format.md §2.1: the whole field is octal digits, then only NUL or space padding (always fullmatch:
 # `$` would also match before a trailing newline).
 _OCTAL_FIELD = re.compile(rb"[0-7]+[\0 ]*")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")

@@ -1,4 +1,4 @@
-"""Format-2 kit writer: frames, not members, are the unit (docs/format.md §1.2).
+"""Format-2 kit writer: frames, not members, are the unit (docs/format.md §0.2).
 
 API (what ``kit build``, ``kit patch`` and delta kits call, in this order):
 

@@ -1,4 +1,4 @@
-"""``manifest.files.jsonl``: the signed file list of a format-2 kit (docs/format.md §0.3).
+"""``manifest.files.jsonl``: the signed file list of a format-2 kit (docs/format.md §0.7).
 
 One line per payload file, in archive order, each exactly the compact, sorted-key JSON of
 ``{"at":A,"component":C,"frame":F,"path":P,"role":R,"sha256":H,"size":N}`` and a newline: one byte
@@ -232,7 +232,7 @@ def _fault(data: bytes, position: int) -> str:
     if problem is not None:
         return f"path {value['path']!r}: {problem}"
     if re.fullmatch(r"[A-Za-z0-9._+@=,/-]{1,255}", value["path"]) is None:
-        return f"path {value['path']!r}: not a portable kit path (docs/format.md §0.3)"
+        return f"path {value['path']!r}: not a portable kit path (docs/format.md §0.7)"
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value["component"]) is None:
         return f"component {value['component']!r}: not a component id"
     if re.fullmatch(r"[a-z][a-z0-9-]{0,63}", value["role"]) is None:

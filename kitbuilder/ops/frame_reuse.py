@@ -1,6 +1,6 @@
 """What a format-2 kit's signed manifest says about its frames, and a base kit a build may take frames from.
 
-Format 2 (docs/format.md §1.2) makes the zstd frame the unit: a *group* frame holds
+Format 2 (docs/format.md §0) makes the zstd frame the unit: a *group* frame holds
 whole small members, a large member is a 512-byte *header* frame then CHUNK-sized
 *chunk* frames. ``FrameMap`` reads that structure off a signed manifest (``frames``
 and each file's ``frame``/``at``), so delta, patch and diff never need the

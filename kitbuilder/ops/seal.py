@@ -32,7 +32,7 @@ def seal(writer: KitWriter2, manifest: Manifest, keys: list[PrivateKey]) -> Seal
     """Write the required metadata members (SHA256SUMS, its signature, manifest.files.jsonl, manifest, DSSE envelope).
 
     ``manifest`` is a format-2 manifest with its files; its ``fileList`` record is made here from the list written.
-    The statement's subjects are the file list and SHA256SUMS (docs/format.md §0.3), not one per file.
+    The statement's subjects are the file list and SHA256SUMS (docs/format.md §0.8), not one per file.
     Optional metadata (attestations, a Sigstore bundle) may follow; the caller then calls ``writer.finish()``.
     """
     files = manifest.files

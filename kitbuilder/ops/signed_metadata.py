@@ -1,5 +1,5 @@
 """The signed metadata of a kit checked against itself and the index: signatures, statement, manifest, file list,
-SHA256SUMS, and (format 2) the unsigned index against all of them (docs/format.md §0.6).
+SHA256SUMS, and (format 2) the unsigned index against all of them (docs/format.md §8.14).
 
 Works on what ``kitfile`` read; the only read it causes is the format-2 file list, after the signatures, through
 the reader ``kitfile`` set up (``load_files``), so the work it costs is bounded by the signed file count.

@@ -476,7 +476,7 @@ def index_entry(index: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# zstd frame encodings as a class (docs/format.md §8.3): the same bytes, or bytes that only look the same
+# zstd frame encodings as a class (docs/format.md §1.5): the same bytes, or bytes that only look the same
 
 
 _PLAIN = zstandard.ZstdCompressor(level=3, write_checksum=False, write_content_size=False)

@@ -1,4 +1,4 @@
-"""zstd frame encodings as a class, through every command that reads members (docs/format.md §8.3).
+"""zstd frame encodings as a class, through every command that reads members (docs/format.md §1.5).
 
 Each encoding in ``hostile.frame_encodings`` is put where a member's data frame goes, in a kit that is
 validly signed (the frame digest signs the hostile frame itself), and run through:

@@ -259,7 +259,7 @@ ESC_NAME = "docs/\x1b[2J\x1b[1;1Hkit verify: OK.md"  # clears the screen and wri
 # the cases: name -> (kit, exit code, words the one-line error must contain)
 
 CASES: dict[str, Case] = {
-    # --- tar member types: regular files only (format.md §8.4.4) ---
+    # --- tar member types: regular files only (format.md §2.1 rule 4) ---
     "symlink_member": Case(lambda: typed(b"2", linkname=b"/etc/passwd"), 5, ("member docs/x.md", "symbolic link")),
     "hardlink_member": Case(lambda: typed(b"1", linkname=b"docs/a.md"), 5, ("member docs/x.md", "hard link")),
     "char_device": Case(lambda: typed(b"3"), 5, ("member docs/x.md", "character device")),

@@ -297,5 +297,5 @@ def test_index_at_or_past_the_member_cap_is_read_under_the_memory_bound(kit_env:
     if times > 1:
         assert_refused_cheaply(run_measured("verify", hostile, "--key", kit_env.ed_pub), "index")
         return
-    # manifest.json and its envelope are read first (docs/format.md §0.6); neither is there.
+    # manifest.json and its envelope are read first (docs/format.md §8.14); neither is there.
     assert_refused_cheaply(run_measured("verify", hostile, "--key", kit_env.ed_pub), "not a complete kit")

@@ -245,7 +245,7 @@ VECTORS: tuple[Vector, ...] = (
         None,
         "none: what `kit build --sigstore-bundle` writes (kit SBOM, SLSA provenance, Sigstore key bundle)",
     ),
-    # --- zstd frames (docs/format.md §1.1, §8.3) ---
+    # --- zstd frames (docs/format.md §1.1, §1.5) ---
     Vector(
         "frame-fcs0-raw-block",
         hidden_in_empty_member,
@@ -402,7 +402,7 @@ VECTORS: tuple[Vector, ...] = (
         "integrity",
         "the (unsigned) index entry of manifest.json gives a wrong SHA-256",
     ),
-    # --- tar headers (docs/format.md §2, §8.4) ---
+    # --- tar headers (docs/format.md §2, §2.1) ---
     Vector(
         "tar-size-trailing-newline",
         lambda: header_field("size", spelling=1),

@@ -1,4 +1,4 @@
-"""Numeric tar header fields as a class (docs/format.md §8.4): the whole field is octal digits then NUL/space.
+"""Numeric tar header fields as a class (docs/format.md §2.1): the whole field is octal digits then NUL/space.
 
 Every numeric field the header parser reads (checksum, mode, uid, gid, size, mtime) is tried with every
 encoding of the same value that some tar reads and kit does not write: a trailing newline (which a `$`
