@@ -58,8 +58,8 @@ def _staged(tmp_path: Path) -> Path:
 
 
 def _expected_checksum(cid: str) -> str:
-    """kit-sha256-v1 as docs/apply.md (kit_migrations) defines it: each file (name inside the component: digest), sorted, then
-    each signed option (key=repr of its JSON value), sorted, joined by newlines."""
+    """kit-sha256-v1 as docs/apply.md (kit_migrations) defines it: each file (name inside the component: digest),
+    sorted, then each signed option (key=repr of its JSON value), sorted, joined by newlines."""
     _, _, paths, options = COMPONENTS[cid]
     prefix = {"m10": "db/m10/", "m9": "db/m9/", "late": "db/late/", "s1": "seeds/s1/", "b1": "backfills/b1/"}[cid]
     lines = sorted(f"{path[len(prefix) :]}:{hashlib.sha256(SOURCES[path]).hexdigest()}" for path in paths)
