@@ -275,7 +275,7 @@ def seed_rows(path: Path) -> Iterator[dict[str, Any]]:
                     continue
                 try:
                     row = json.loads(line)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:  # a line nested past the recursion limit too
                     raise FormatError(f"{path.name}:{number}: not a JSON object ({exc})") from exc
                 if not isinstance(row, dict):
                     raise FormatError(f"{path.name}:{number}: expected a JSON object per line")

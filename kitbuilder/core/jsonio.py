@@ -143,14 +143,18 @@ def loads_strict(text: str, *, floats: bool = False) -> Any:
 
     Floats are refused unless ``floats``: kit's own documents hold integers only, while
     documents kit merely checks (OCI configs, SBOMs) may carry floats. Raises ValueError,
-    or RecursionError for absurd nesting; callers turn those into their own typed errors.
+    also for absurd nesting (never RecursionError, which no caller expects from a parse and which would
+    surface as an internal error); callers turn it into their own typed error.
     """
-    value = json.loads(
-        text,
-        object_pairs_hook=_reject_duplicates,
-        parse_constant=_reject_constant,
-        parse_float=None if floats else _reject_float,
-    )
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=None if floats else _reject_float,
+        )
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     # Valid UTF-8 cannot encode a surrogate, so one can only come from an escape; look for the tree walk's
     # reason on the text first, which keeps the walk off every document that has none.
     if _SURROGATE_ESCAPE_TEXT.search(text):

@@ -118,6 +118,14 @@ def read_metadata(stream: BinaryIO, caps: Caps, *, defer_files: bool = False) ->
         what=lambda name: name,
         missing=missing,
     )
+    if manifest.format_version != index.format_version:
+        # docs/format.md §0: one kit, one format. Checked here, where every reader of a kit file gets its metadata
+        # (inspect without a key included), not only against the signed manifest: the index's format decides how
+        # payload is located and what bounds the metadata, so a manifest of the other format is no kit at all.
+        raise ArchiveError(
+            f"kit index is format {index.format_version}, {MANIFEST_JSON} is format {manifest.format_version}: "
+            "not one kit (rebuild it)"
+        )
     # Where the payload ends is signed (the manifest's frames); the index must end it there too: checked on the
     # full index (load_files), where the file lying past the signed frames can be named.
     metadata = KitMetadata(
@@ -265,7 +273,7 @@ def _assemble(
         _check_present(name, sizes, caps, budget, what, missing)
     if manifest.file_list is not None and sizes[FILE_LIST] != manifest.file_list.size:
         raise ArchiveError(
-            f"{what(FILE_LIST)}: {sizes[FILE_LIST]} bytes, but {MANIFEST_JSON} fileList.size says "
+            f"{what(FILE_LIST)}: {sizes[FILE_LIST]} bytes, but {what(MANIFEST_JSON)} fileList.size says "
             f"{manifest.file_list.size}"
         )
     # Optional members are unsigned: bound them together, from their sizes, before any is read.
@@ -321,19 +329,22 @@ def load_files(metadata: Metadata) -> Manifest:
     what = metadata.file_list_name
     if read_list is None or ref is None:
         return manifest
+    # The manifest.json beside the list (a delta's delta/target/, an installed directory's), named as the list is.
+    signed_by = what[: -len(FILE_LIST)] + MANIFEST_JSON if what.endswith(FILE_LIST) else MANIFEST_JSON
     data = read_list()
     if len(data) != ref.size:
-        raise ArchiveError(f"{what}: {len(data)} bytes, but {MANIFEST_JSON} fileList.size says {ref.size}")
+        raise ArchiveError(f"{what}: {len(data)} bytes, but {signed_by} fileList.size says {ref.size}")
     observed = hashlib.sha256(data).hexdigest()
     if observed != ref.sha256:
         raise IntegrityError(
-            f"{what}: sha256 {observed} differs from {MANIFEST_JSON} fileList.sha256 {ref.sha256}; the kit was altered"
+            f"{what}: sha256 {observed} differs from {signed_by} fileList.sha256 {ref.sha256}; the kit was altered"
         )
-    files = filelist.parse(data, count=ref.count, frame_sizes=[f.size for f in manifest.frames], what=what)
+    frame_sizes = [f.size for f in manifest.frames]
+    files = filelist.parse(data, count=ref.count, frame_sizes=frame_sizes, what=what, signed_by=signed_by)
     payload = sum(f.size for f in files)
     if payload != ref.payload_bytes:
         raise FormatError(
-            f"{what}: files hold {payload} bytes, but {MANIFEST_JSON} fileList.payloadBytes says {ref.payload_bytes}"
+            f"{what}: files hold {payload} bytes, but {signed_by} fileList.payloadBytes says {ref.payload_bytes}"
         )
     checksums.check_listing(files, metadata.members[SHA256SUMS], what=what)
     manifest = manifest.with_files(files)
@@ -343,9 +354,7 @@ def load_files(metadata: Metadata) -> Manifest:
     metadata.manifest = manifest
     metadata.read_file_list = None
     if isinstance(metadata, KitMetadata):
-        location = metadata.location
-        if location.index.format_version != 2:
-            raise ArchiveError(f"kit index is format {location.index.format_version}, {MANIFEST_JSON} is format 2")
+        location = metadata.location  # of format 2 too: read_metadata refuses an index of another format
         index = location.index.with_payload(files)
         index.check_payload_split(len(manifest.frames), metadata.members)
         metadata.location = dataclasses.replace(location, index=index)
