@@ -106,14 +106,15 @@ def test_disk_full_mid_backfill_quarantines_nothing_and_rerun_resumes_exactly(
 # State that lies ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("text", ["{oops", "[" * 5000], ids=["broken", "nested-past-the-recursion-limit"])
 def test_cursor_that_is_not_json_is_exit_8_naming_repair(
-    fault_kit: tuple[Path, Path, tuple[object, ...]], db_url: str, tmp_path: Path
+    fault_kit: tuple[Path, Path, tuple[object, ...]], db_url: str, tmp_path: Path, text: str
 ) -> None:
     kit, pub, reference = fault_kit
     applier = Applier(kit, pub, tmp_path / "artifacts")
     _stop_mid_backfill(applier, db_url)
     database = connect(db_url, create=False)
-    database.execute("UPDATE kit_backfill_runs SET cursor_value = '{oops' WHERE job = 'touch'")
+    database.execute("UPDATE kit_backfill_runs SET cursor_value = :text WHERE job = 'touch'", {"text": text})
     database.close()
     for result in (
         run_kit("apply", kit, "--key", pub, "--db", db_url, "--artifacts", tmp_path / "a", "--quiet"),

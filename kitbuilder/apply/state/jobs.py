@@ -298,7 +298,7 @@ class JobState:
         ):
             try:
                 keys.append(json.loads(text))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):  # nested past the limit: not a key either
                 raise DatabaseError(
                     f"kit_backfill_quarantine: row_key {str(text)[:40]!r} of backfill {job} is not valid JSON; "
                     "delete that row (the row it names is retried by the next run)"

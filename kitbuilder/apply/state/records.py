@@ -222,7 +222,7 @@ def decode_cursor(job: str, text: Any, *, field: str = "kit_backfill_runs: curso
         return None
     try:
         value = json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # nested past the limit: not a key either
         raise DatabaseError(
             f"{field} of backfill {job} is not valid JSON ({str(text)[:40]!r}); {_repair_hint(job)}"
         ) from None
