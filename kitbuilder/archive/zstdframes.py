@@ -103,11 +103,8 @@ class FrameHeader:
     window: int
 
 
-def header_length(data: bytes, *, where: str) -> int:
-    """The length of the frame header that starts ``data`` (at least its first 5 bytes: magic, descriptor).
-
-    ArchiveError (``where`` names the frame) if it is not a zstd frame or sets the reserved bit.
-    """
+def _layout(data: bytes, where: str) -> tuple[int, int, int, int]:
+    """Magic and descriptor checked; (single_segment, dictionary id size, content size field size, header length)."""
     magic = int(struct.unpack_from("<I", data)[0])
     if magic != ZSTD_MAGIC:
         raise ArchiveError(f"{where}: not a zstd frame (magic {magic:#010x})")
@@ -117,7 +114,15 @@ def header_length(data: bytes, *, where: str) -> int:
     single_segment = (descriptor >> 5) & 1
     dict_size = (0, 1, 2, 4)[descriptor & 3]
     fcs_size = (single_segment, 2, 4, 8)[descriptor >> 6]
-    return 5 + (0 if single_segment else 1) + dict_size + fcs_size
+    return single_segment, dict_size, fcs_size, 5 + (0 if single_segment else 1) + dict_size + fcs_size
+
+
+def header_length(data: bytes, *, where: str) -> int:
+    """The length of the frame header that starts ``data`` (at least its first 5 bytes: magic, descriptor).
+
+    ArchiveError (``where`` names the frame) if it is not a zstd frame or sets the reserved bit.
+    """
+    return _layout(data, where)[3]
 
 
 def parse_frame_header(data: bytes, *, max_window: int, where: str) -> FrameHeader:
@@ -126,11 +131,8 @@ def parse_frame_header(data: bytes, *, max_window: int, where: str) -> FrameHead
     ``data`` holds at least the whole header (``header_length``). Kits refuse, on top of what libzstd
     refuses: a dictionary id, the reserved bit, and a window over ``max_window``.
     """
-    length = header_length(data, where=where)
+    single_segment, dict_size, fcs_size, length = _layout(data, where)
     descriptor = data[4]
-    single_segment = (descriptor >> 5) & 1
-    dict_size = (0, 1, 2, 4)[descriptor & 3]
-    fcs_size = (single_segment, 2, 4, 8)[descriptor >> 6]
     start = 5 + (0 if single_segment else 1)
     if dict_size and any(data[start : start + dict_size]):
         raise ArchiveError(f"{where}: zstd frame needs a dictionary; kits never use one")
