@@ -165,6 +165,8 @@ class KitIndex:
                     "end": {"offset": self.end_offset, "length": self.end_length},
                 }
             )
+        # Computed once: payload_frames walks the members (calling it per member was quadratic in files).
+        payload_frames = self.payload_frames
         return jsonio.dump_compact(
             {
                 "end": self.end,
@@ -173,7 +175,7 @@ class KitIndex:
                 # Payload members are placed by the signed file list, not here (docs/format.md §0.4): the members
                 # from the first metadata member on are listed (a reader refuses any that is not metadata).
                 "members": [
-                    m.to_json() for m in self.members if isinstance(m, MemberEntry) and m.frame >= self.payload_frames
+                    m.to_json() for m in self.members if isinstance(m, MemberEntry) and m.frame >= payload_frames
                 ],
             }
         )
