@@ -11,18 +11,22 @@ never completes with bytes that were not checked.
 
 ``scan`` reads the file once from byte 0 to the index, in frame order, and decodes and
 checks frames on a bounded pool of worker threads, consuming results in order: what
-``zstd -dc | tar -x`` would produce is what is checked, and memory stays flat.
+``zstd -dc | tar -x`` would produce is what is checked, and memory stays flat. Each job
+reads its own frame (``os.pread`` on the one descriptor, so the calling thread only plans,
+claims paths and writes extracted files) and, in frame order, feeds the whole file's
+digest from the bytes it just read: every byte is read once and stays on one core.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import layout, tarfmt, zstdframes
@@ -193,7 +197,8 @@ def span_chunks(stream: BinaryIO, span: MemberSpan, *, max_window: int, against:
 
 
 class _Chain:
-    """A large member's content digest, fed by its chunk jobs in chunk order whichever worker runs them.
+    """A digest fed by jobs in their order whichever worker runs them: a large member's content digest (fed by its
+    chunk jobs, in chunk order), or the whole file's (fed by every frame job, in frame order, with the bytes it read).
 
     SHA-256 cannot be split across chunks, but each chunk job decodes and checks its frame in parallel with the
     others and only then waits for its turn to feed the digest: the hashing runs on the workers, next to the
@@ -201,8 +206,8 @@ class _Chain:
     submission order, so the chunk a job waits for has always started: no job waits for one that cannot run.
     """
 
-    def __init__(self) -> None:
-        self.digest = hashlib.sha256()
+    def __init__(self, digest: Any = None) -> None:
+        self.digest = hashlib.sha256() if digest is None else digest
         self._turn = 0
         self._abandoned = False
         self._moved = threading.Condition()
@@ -277,8 +282,53 @@ def _plan(index: KitIndex) -> list[_Job]:
     return jobs
 
 
-def _run_job(job: _Job, compressed: bytes, max_window: int, keep: bool) -> Callable[[], _Result]:
+ReadAt = Callable[[int, int], bytes]
+
+
+def reader_at(stream: BinaryIO) -> ReadAt:
+    """``read_at(offset, length)``: up to ``length`` bytes of ``stream`` at ``offset`` (fewer only at its end),
+    callable from any thread: ``os.pread`` on its descriptor, or (a stream without one) a locked seek and read."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        lock = threading.Lock()
+
+        def locked(offset: int, length: int) -> bytes:
+            with lock:
+                stream.seek(offset)
+                return stream.read(length)
+
+        return locked
+
+    def pread(offset: int, length: int) -> bytes:
+        data = os.pread(fd, length, offset)
+        if len(data) == length or not data:
+            return data
+        parts = [data]  # a regular file returns less only at its end; a read over 2 GiB is cut by the kernel
+        got = len(data)
+        while got < length and (more := os.pread(fd, length - got, offset + got)):
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    return pread
+
+
+def _run_job(
+    job: _Job, read_at: ReadAt, file_chain: _Chain | None, max_window: int, keep: bool
+) -> Callable[[], _Result]:
     def run() -> _Result:
+        compressed = b""
+        try:
+            compressed = read_at(job.frame.offset, job.frame.length)
+        finally:
+            if file_chain is not None:
+                file_chain.feed(job.number, compressed)  # a failed read still passes its turn
+        if len(compressed) != job.frame.length:
+            raise ArchiveError(
+                f"archive truncated at offset {job.frame.offset + len(compressed)}: frame {job.number} "
+                f"needs {job.frame.length} bytes"
+            )
         if job.chunk_of is not None:
             return _run_chunk(job, compressed, max_window, keep)
         decoded = decode_frame(compressed, job.frame, job.number, max_window=max_window, against="signed")
@@ -387,6 +437,7 @@ def scan(
     extract_to: Path | None = None,
     extract_only: Callable[[str], bool] | None = None,
     threads: int | None = None,
+    file_digest: Any = None,
 ) -> Scanned:
     """Read the kit from byte 0 to the index once, decoding and checking every frame (on worker threads).
 
@@ -394,45 +445,51 @@ def scan(
     manifest): header, size, mtime 0, padding, content digest; every path is claimed in order (no two
     names that collide on a filesystem). With ``extract_to`` (a fresh, empty directory) each member is
     written there as its frame is consumed (those ``extract_only`` accepts); on error the caller discards it.
+    With ``file_digest`` (a hashlib object) every byte before the index is fed to it, in order, from the same reads
+    (the frames tile the file from byte 0: ``KitIndex.check_tiling``).
     """
     workers = usable_cores() if threads is None else threads
     consume = _Consumer(on_bytes, extract_to, extract_only)
-    stream.seek(0)
+    read_at = reader_at(stream)
     jobs = _plan(index)
+    file_chain = None if file_digest is None else _Chain(file_digest)
     try:
         with OrderedPool[_Result](workers, max_inflight=_INFLIGHT) as pool:
             try:
-                _feed(stream, jobs, pool, consume, max_window, keep=extract_to is not None)
+                _feed(read_at, jobs, file_chain, pool, consume, max_window, keep=extract_to is not None)
             except BaseException:
-                # The pool cancels the jobs not yet started; a chunk job already waiting for one of them must not
-                # wait forever (the pool waits for the running ones when it closes).
+                # The pool cancels the jobs not yet started; a job already waiting for the turn of one of them must
+                # not wait forever (the pool waits for the running ones when it closes).
                 for job in jobs:
                     if job.chain is not None:
                         job.chain.abandon()
+                if file_chain is not None:
+                    file_chain.abandon()
                 raise
-        _check_end(stream, index, index_offset, max_window)
+        _check_end(read_at, index, index_offset, max_window, file_digest)
     finally:
         consume.close()
     return Scanned(members=consume.members, payload_bytes=consume.payload)
 
 
 def _feed(
-    stream: BinaryIO, jobs: list[_Job], pool: OrderedPool[_Result], consume: _Consumer, max_window: int, keep: bool
+    read_at: ReadAt,
+    jobs: list[_Job],
+    file_chain: _Chain | None,
+    pool: OrderedPool[_Result],
+    consume: _Consumer,
+    max_window: int,
+    keep: bool,
 ) -> None:
-    """Read each frame in file order, hand it to the pool, and consume the results in the same order."""
+    """Hand each frame's job to the pool in file order (the job reads the frame), consume results in that order.
+
+    A read that comes back short (the file shrank under us) fails its own job, so the faults of the frames before
+    it, still in flight, are reported first, in file order.
+    """
     for job in jobs:
         faults.point("scan-frame")  # frames before it are in flight on the workers
-        compressed = stream.read(job.frame.length)
-        if len(compressed) != job.frame.length:
-            # The file shrank under us: the frames before it are still in flight, and one of them may hold
-            # the first fault in file order, which is the one to report.
-            for result in pool.drain():
-                consume(result)
-            raise ArchiveError(
-                f"archive truncated at offset {job.frame.offset + len(compressed)}: frame {job.number} "
-                f"needs {job.frame.length} bytes"
-            )
-        for result in pool.submit(_run_job(job, compressed, max_window, keep), job.frame.length + job.frame.size):
+        run = _run_job(job, read_at, file_chain, max_window, keep)
+        for result in pool.submit(run, job.frame.length + job.frame.size):
             consume(result)
         for result in pool.take_done():
             consume(result)
@@ -440,10 +497,12 @@ def _feed(
         consume(result)
 
 
-def _check_end(stream: BinaryIO, index: KitIndex, index_offset: int, max_window: int) -> None:
+def _check_end(read_at: ReadAt, index: KitIndex, index_offset: int, max_window: int, file_digest: Any) -> None:
     """After the payload and metadata frames: the end-of-archive frame, then the index straight after it."""
     end = index.frames[index.end]
-    compressed = stream.read(end.length)
+    compressed = read_at(end.offset, end.length)
+    if file_digest is not None:
+        file_digest.update(compressed)
     if decode_frame(compressed, end, index.end, max_window=max_window) != tarfmt.END_OF_ARCHIVE:
         raise ArchiveError(f"frame {index.end}: the end-of-archive frame is not 1024 zero bytes")
     if end.offset + end.length != index_offset:
