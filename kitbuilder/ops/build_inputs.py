@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from kitbuilder import inputfile
+from kitbuilder.archive import layout
 from kitbuilder.core import paths
 from kitbuilder.core.manifest import ATTESTATIONS_DIR, IMAGES_DIR, METADATA_FILES, is_optional_metadata
 from kitbuilder.core.sbom import KIT_SBOM_PATH
@@ -128,3 +132,62 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
                 f"{clash}; set dest: on one component"
             )
     return found
+
+
+def changed_input(item: InputFile) -> UsageError:
+    """An input that is not the regular file ``collect_inputs`` found (replaced by a link, a FIFO, a directory)."""
+    return UsageError(f"{item.source}: is no longer the regular file it was when the build started; rerun the build")
+
+
+class ReadAhead:
+    """The inputs in order, each small one (that joins a group frame) read whole ahead on a reader thread.
+
+    Iterating gives ``(item, read)``: ``read()`` returns a small input's bytes (one byte past its listed size
+    when it grew, fewer when it shrank: the writer refuses either) or raises what reading it raised, OSError or
+    UsageError (``changed_input``); ``read`` is None for a large input, which the caller streams itself. At
+    most ``max_bytes`` of inputs (and ``max_files`` files) are held ahead, so memory stays flat. Reading one
+    small file is one open, one fstat, its bytes, one close (``inputfile.read_regular``, links not followed).
+    """
+
+    def __init__(self, inputs: list[InputFile], *, max_bytes: int = 16 << 20, max_files: int = 1024) -> None:
+        self._inputs = inputs
+        self._max_bytes = max_bytes
+        self._max_files = max_files
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-read")
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._reader.shutdown(wait=True, cancel_futures=True)
+
+    def __iter__(self) -> Iterator[tuple[InputFile, Callable[[], bytes] | None]]:
+        inputs = self._inputs
+        ahead: collections.deque[Future[bytes] | None] = collections.deque()
+        held = 0  # bytes of small inputs scheduled and not yet handed out
+        scheduled = 0
+        for number, item in enumerate(inputs):
+            while scheduled < len(inputs) and (
+                scheduled == number
+                or (held + inputs[scheduled].size <= self._max_bytes and scheduled - number < self._max_files)
+            ):
+                upcoming = inputs[scheduled]
+                if layout.is_large(upcoming.size):
+                    ahead.append(None)
+                else:
+                    ahead.append(self._reader.submit(_read_small, upcoming))
+                    held += upcoming.size
+                scheduled += 1
+            read = ahead.popleft()
+            if read is None:
+                yield item, None
+            else:
+                held -= item.size
+                yield item, read.result
+
+
+def _read_small(item: InputFile) -> bytes:
+    try:
+        return inputfile.read_regular(item.source, item.size + 1, follow_links=False)
+    except inputfile.NotRegularFile as exc:
+        raise changed_input(item) from exc

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from kitbuilder.archive import reader, reader2
+from kitbuilder.archive import reader, scan2
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import IndexEntry, MemberSpan
 from kitbuilder.archive.reader import Caps, Expected
@@ -284,7 +284,7 @@ def _scan2(
     one."""
     location = metadata.location
     digest = hashlib.sha256()
-    scanned = reader2.scan(
+    scanned = scan2.scan(
         stream,
         location.index,
         location.index_offset,
@@ -295,7 +295,7 @@ def _scan2(
         threads=options.threads,
         file_digest=digest,
     )
-    read_at = reader2.reader_at(stream)
+    read_at = scan2.reader_at(stream)
     offset = location.index_offset
     while piece := read_at(offset, 1 << 20):
         digest.update(piece)
