@@ -90,6 +90,19 @@ def _candidates(top: Path) -> Iterator[tuple[Path, str, os.stat_result | None]]:
         pending.extend(reversed(subdirectories))
 
 
+def files_under(top: Path) -> frozenset[str]:
+    """The files under the directory ``top`` (``/``-separated, relative), as ``rglob("*")`` + ``is_file()`` finds
+    them (links to files included, nothing below a link to a directory), from the same one-scandir-per-directory
+    walk as the inputs instead of a Path object and a stat per entry."""
+
+    def is_file(path: Path, known: os.stat_result | None) -> bool:
+        if known is not None and not stat.S_ISLNK(known.st_mode):
+            return stat.S_ISREG(known.st_mode)
+        return path.is_file()  # a link (or an entry not stat'ed): followed, as rglob's is_file() does
+
+    return frozenset(relative for path, relative, known in _candidates(top) if is_file(path, known))
+
+
 def collect_inputs(spec: KitSpec) -> list[InputFile]:
     """Every input file with its kit path, sorted by kit path; UsageError on collisions or odd files."""
     found: list[InputFile] = []

@@ -18,7 +18,7 @@ import pytest
 from kitbuilder.archive import layout
 from kitbuilder.core.spec import ComponentSpec
 from kitbuilder.errors import UsageError
-from kitbuilder.ops.build_inputs import InputFile, ReadAhead
+from kitbuilder.ops.build_inputs import InputFile, ReadAhead, files_under
 from tests.factories.cli import KitEnv
 
 
@@ -100,3 +100,20 @@ def test_a_build_whose_small_input_grows_after_the_scan_is_refused_naming_it(kit
     assert child.returncode == 2, (child.returncode, text)
     assert text.count("\n") == 1 and "RUNBOOK.md" in text and "grew while being read" in text, text
     assert not out.exists()
+
+
+def test_the_listing_of_a_source_tree_is_what_rglob_and_is_file_find(tmp_path: Path) -> None:
+    """files_under replaced ``rglob("*")`` + ``is_file()`` (a Path and a stat per entry) in the spec's source
+    listing: links to files count, links to directories are not entered, FIFOs and broken links are not files."""
+    top = tmp_path / "src"
+    (top / "a" / "b").mkdir(parents=True)
+    (top / "a" / "b" / "f.sql").write_text("x")
+    (top / ".hidden").write_text("y")
+    (top / "d" / "sub").mkdir(parents=True)
+    (top / "d" / "sub" / "g").write_text("z")
+    os.symlink(top / "a" / "b" / "f.sql", top / "to-file")
+    os.symlink(top / "a", top / "to-dir")
+    os.symlink(top / "nowhere", top / "broken")
+    os.mkfifo(top / "fifo")
+    expected = frozenset(p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_file())
+    assert files_under(top) == expected == {".hidden", "a/b/f.sql", "d/sub/g", "to-file"}
