@@ -18,10 +18,15 @@ MAX_PATH_BYTES = 255
 # (a delta shipping .kit-patch/journal.json would otherwise steer the next patch). Case-insensitive:
 # some filesystems fold case.
 RESERVED_COMPONENT = re.compile(r"\.kit-.*|\..*\.kit-lock|\..*\.part", re.IGNORECASE)
+# The common case in one match: portable components that do not start with "." (so none is "", ".", ".." or
+# reserved, every reserved name starting with a dot), at most 100 bytes (ustar's name field holds it whole).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]*(?:/[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]*)*")
 
 
 def problem_with(path: str) -> str | None:
     """Why ``path`` is not a valid kit path, or None when it is."""
+    if len(path) <= 100 and _PLAIN_PATH.fullmatch(path) is not None:
+        return None
     if not path:
         return "empty path"
     if path.startswith("/"):
