@@ -162,7 +162,7 @@ class ReadAhead:
     small file is one open, one fstat, its bytes, one close (``inputfile.read_regular``, links not followed).
     """
 
-    def __init__(self, inputs: list[InputFile], *, max_bytes: int = 16 << 20, max_files: int = 1024) -> None:
+    def __init__(self, inputs: list[InputFile], *, max_bytes: int = 8 << 20, max_files: int = 1024) -> None:
         self._inputs = inputs
         self._max_bytes = max_bytes
         self._max_files = max_files
