@@ -51,14 +51,14 @@ def _reserved(kit_path: str) -> str | None:
     return None
 
 
-def _candidates(top: Path) -> Iterator[tuple[Path, str, os.stat_result | None]]:
+def _candidates(top: Path) -> Iterator[tuple[str, str, os.DirEntry[str]]]:
     """Every entry under the directory ``top`` that could be an input, in ``os.walk`` order (per directory: its
     non-directories sorted, then its links to directories, then its subdirectories in sorted order; nothing
-    below a link is visited), as (path, path relative to ``top``, its lstat when known).
+    below a link is visited), as (path, path relative to ``top``, its directory entry).
 
-    One ``scandir`` per directory and one lstat per entry (cached by the entry), no path arithmetic per file:
-    a tree of many small files costs little more than listing it. Unreadable directories are skipped, as
-    ``os.walk`` skips them.
+    One ``scandir`` per directory, no path arithmetic per file: the entry caches its type (from the directory
+    listing) and its lstat, so a tree of many small files costs little more than listing it. Unreadable
+    directories are skipped, as ``os.walk`` skips them.
     """
     pending: list[tuple[str, str]] = [(str(top), "")]
     while pending:
@@ -76,31 +76,37 @@ def _candidates(top: Path) -> Iterator[tuple[Path, str, os.stat_result | None]]:
             except OSError:
                 is_dir = False
             if not is_dir:
-                try:
-                    info: os.stat_result | None = entry.stat(follow_symlinks=False)
-                except OSError:
-                    info = None
-                yield Path(entry.path), prefix + entry.name, info
+                yield entry.path, prefix + entry.name, entry
             elif entry.is_symlink():
                 linked.append(entry)
             else:
                 subdirectories.append((entry.path, f"{prefix}{entry.name}/"))
         for entry in linked:
-            yield Path(entry.path), prefix + entry.name, None
+            yield entry.path, prefix + entry.name, entry
         pending.extend(reversed(subdirectories))
 
 
 def files_under(top: Path) -> frozenset[str]:
     """The files under the directory ``top`` (``/``-separated, relative), as ``rglob("*")`` + ``is_file()`` finds
     them (links to files included, nothing below a link to a directory), from the same one-scandir-per-directory
-    walk as the inputs instead of a Path object and a stat per entry."""
+    walk as the inputs: no Path object per entry, and no stat but for links (the listing gives the type)."""
 
-    def is_file(path: Path, known: os.stat_result | None) -> bool:
-        if known is not None and not stat.S_ISLNK(known.st_mode):
-            return stat.S_ISREG(known.st_mode)
-        return path.is_file()  # a link (or an entry not stat'ed): followed, as rglob's is_file() does
+    def is_file(entry: os.DirEntry[str]) -> bool:
+        try:
+            return entry.is_file()  # a link is followed, as rglob's is_file() does
+        except OSError:
+            return False
 
-    return frozenset(relative for path, relative, known in _candidates(top) if is_file(path, known))
+    return frozenset(relative for _, relative, entry in _candidates(top) if is_file(entry))
+
+
+def _lstat(entry: os.DirEntry[str] | None) -> os.stat_result | None:
+    if entry is None:
+        return None
+    try:
+        return entry.stat(follow_symlinks=False)
+    except OSError:
+        return None  # looked at again by path, which names the error
 
 
 def collect_inputs(spec: KitSpec) -> list[InputFile]:
@@ -108,13 +114,14 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
     found: list[InputFile] = []
     for component in spec.components:
         if component.source.is_file():
-            candidates: Iterable[tuple[Path, str, os.stat_result | None]] = [
-                (component.source, component.source.name, None)
+            candidates: Iterable[tuple[str, str, os.DirEntry[str] | None]] = [
+                (str(component.source), component.source.name, None)
             ]
         else:
             candidates = _candidates(component.source)
-        for source, relative, known in candidates:
-            info = known or source.lstat()
+        for name, relative, entry in candidates:
+            source = Path(name)
+            info = _lstat(entry) or source.lstat()
             if not stat.S_ISREG(info.st_mode):
                 raise UsageError(
                     f"{spec.path}: {component.id}: {source} is not a regular file (symlinks and devices are not packed)"
