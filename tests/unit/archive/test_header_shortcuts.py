@@ -1,19 +1,22 @@
-"""The per-member shortcuts of build and verify agree with the definitions they replace, on generated input.
+"""The per-member and per-frame shortcuts of build and verify agree with the definitions they replace.
 
 ``tarfmt.build_header`` sums only the bytes that vary into the checksum; ``paths.problem_with`` accepts the common
 path with one pattern before the component-by-component rules. Each is compared with the straightforward form:
-the checksum over the whole block (Python's tarfile agrees on it), every rule applied to every component.
+the checksum over the whole block (Python's tarfile agrees on it), every rule applied to every component;
+``zstdframes.raw_frame`` builds a stored frame in one copy, compared with the streaming raw writer.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import tarfile
 
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kitbuilder.archive import tarfmt
+from kitbuilder.archive import tarfmt, zstdframes
 from kitbuilder.core import paths
 
 _component = st.text(alphabet="aZ09._+@=,-/", min_size=1, max_size=12)
@@ -68,3 +71,17 @@ def test_the_reserved_names_all_start_with_a_dot() -> None:
     """The shortcut never looks at RESERVED_COMPONENT: it relies on every reserved name starting with '.'."""
     assert re.match(r"\\\.", paths.RESERVED_COMPONENT.pattern)
     assert all(alternative.startswith("\\.") for alternative in paths.RESERVED_COMPONENT.pattern.split("|"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=1, max_value=3 * zstdframes.MAX_BLOCK + 5), st.integers(min_value=1, max_value=5))
+def test_a_whole_raw_frame_is_what_the_streaming_raw_writer_makes(size: int, pieces: int) -> None:
+    """zstdframes.raw_frame builds the frame in one copy; the streaming writer (fed in pieces) is the definition,
+    and stock libzstd must read it back."""
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    writer = zstdframes.RawFrameWriter(size)
+    cut = [size * k // pieces for k in range(pieces + 1)]
+    streamed = writer.header + b"".join(b"".join(writer.blocks(data[a:b])) for a, b in itertools.pairwise(cut))
+    frame = zstdframes.raw_frame(data)
+    assert frame == streamed
+    assert zstandard.ZstdDecompressor().decompress(frame) == data
