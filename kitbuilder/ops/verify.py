@@ -188,6 +188,19 @@ def read_signed_file(
     return reader.read_member(stream, entry, caps)
 
 
+def _signed_file_reader(stream: BinaryIO, metadata: KitMetadata, caps: Caps) -> Callable[[FileEntry], bytes]:
+    """``read_signed_file`` for any number of files, locating the members once (on the first read), not per file:
+    ``by_path`` walks every member, and a kit may hold many jobs among very many files."""
+    located: dict[str, IndexEntry | MemberSpan] = {}
+
+    def read(signed: FileEntry) -> bytes:
+        if not located:
+            located.update(metadata.location.index.by_path())
+        return read_signed_file(stream, located, signed, caps)
+
+    return read
+
+
 def _check_images(stream: BinaryIO, metadata: KitMetadata, manifest: Manifest, caps: Caps) -> str | None:
     """The OCI layout under images/ against itself: blob names, descriptor sizes, references, nothing unreferenced.
 
@@ -405,9 +418,7 @@ def verify_kit(
         )
         images_check = _check_images(stream, metadata, manifest, options.caps)
         # What apply will read (component options, checks, backfill jobs), parsed as apply parses it: exit 5 here.
-        KitJobs.from_manifest(
-            manifest, lambda f: read_signed_file(stream, metadata.location.index.by_path(), f, options.caps)
-        )
+        KitJobs.from_manifest(manifest, _signed_file_reader(stream, metadata, options.caps))
     for detached in options.detached_attestations:
         attestations += tuple(check_detached(detached, kit_sha256, options.policy, members=result.members))
     if options.freshness is not None:
