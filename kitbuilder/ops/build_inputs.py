@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -159,14 +160,22 @@ def changed_input(item: InputFile) -> UsageError:
     return UsageError(f"{item.source}: is no longer the regular file it was when the build started; rerun the build")
 
 
+# Small inputs are read in batches (one task for the reader thread per batch, not per file).
+_BATCH_FILES = 64
+_BATCH_BYTES = 1 << 20
+
+_Read = bytes | OSError | UsageError
+
+
 class ReadAhead:
     """The inputs in order, each small one (that joins a group frame) read whole ahead on a reader thread.
 
     Iterating gives ``(item, read)``: ``read()`` returns a small input's bytes (one byte past its listed size
     when it grew, fewer when it shrank: the writer refuses either) or raises what reading it raised, OSError or
     UsageError (``changed_input``); ``read`` is None for a large input, which the caller streams itself. At
-    most ``max_bytes`` of inputs (and ``max_files`` files) are held ahead, so memory stays flat. Reading one
-    small file is one open, one fstat, its bytes, one close (``inputfile.read_regular``, links not followed).
+    most about ``max_bytes`` of inputs (and ``max_files`` files) are held ahead, so memory stays flat. Reading
+    one small file is one open, one fstat, its bytes, one close (``inputfile.read_regular``, links not followed);
+    the reader thread takes them in batches of up to 64 files or 1 MiB.
     """
 
     def __init__(self, inputs: list[InputFile], *, max_bytes: int = 8 << 20, max_files: int = 1024) -> None:
@@ -174,6 +183,9 @@ class ReadAhead:
         self._max_bytes = max_bytes
         self._max_files = max_files
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-read")
+        self._batches: collections.deque[Future[list[_Read]] | None] = collections.deque()  # None: a large input
+        self._scheduled = 0  # inputs scheduled so far
+        self._held = 0  # bytes of small inputs scheduled and not yet handed out
 
     def __enter__(self) -> ReadAhead:
         return self
@@ -183,27 +195,67 @@ class ReadAhead:
 
     def __iter__(self) -> Iterator[tuple[InputFile, Callable[[], bytes] | None]]:
         inputs = self._inputs
-        ahead: collections.deque[Future[bytes] | None] = collections.deque()
-        held = 0  # bytes of small inputs scheduled and not yet handed out
-        scheduled = 0
+        results: list[_Read] = []
+        taken = 0
         for number, item in enumerate(inputs):
-            while scheduled < len(inputs) and (
-                scheduled == number
-                or (held + inputs[scheduled].size <= self._max_bytes and scheduled - number < self._max_files)
+            while self._scheduled < len(inputs) and (
+                self._scheduled == number
+                or (
+                    self._held + inputs[self._scheduled].size <= self._max_bytes
+                    and self._scheduled - number < self._max_files
+                )
             ):
-                upcoming = inputs[scheduled]
-                if layout.is_large(upcoming.size):
-                    ahead.append(None)
-                else:
-                    ahead.append(self._reader.submit(_read_small, upcoming))
-                    held += upcoming.size
-                scheduled += 1
-            read = ahead.popleft()
-            if read is None:
+                self._schedule()
+            if layout.is_large(item.size):
+                self._batches.popleft()  # its place holder: the batches before it are all handed out
                 yield item, None
-            else:
-                held -= item.size
-                yield item, read.result
+                continue
+            if taken == len(results):
+                batch = self._batches.popleft()
+                assert batch is not None
+                results, taken = batch.result(), 0
+            result = results[taken]
+            results[taken] = b""  # handed out: the writer holds it from here
+            taken += 1
+            self._held -= item.size
+            yield item, functools.partial(_outcome, result)
+
+    def _schedule(self) -> None:
+        """Schedule the next large input (a place holder) or the next batch of small ones."""
+        inputs, first = self._inputs, self._inputs[self._scheduled]
+        if layout.is_large(first.size):
+            self._batches.append(None)
+            self._scheduled += 1
+            return
+        batch, size = [first], first.size
+        end = self._scheduled + 1
+        while end < len(inputs) and len(batch) < _BATCH_FILES and size < _BATCH_BYTES:
+            upcoming = inputs[end]
+            if layout.is_large(upcoming.size) or self._held + size + upcoming.size > self._max_bytes:
+                break
+            batch.append(upcoming)
+            size += upcoming.size
+            end += 1
+        self._batches.append(self._reader.submit(_read_batch, batch))
+        self._scheduled = end
+        self._held += size
+
+
+def _outcome(result: _Read) -> bytes:
+    if isinstance(result, bytes):
+        return result
+    raise result
+
+
+def _read_batch(batch: list[InputFile]) -> list[_Read]:
+    """Each input's bytes, or the error reading it raised (raised in its turn, when the caller reaches it)."""
+    out: list[_Read] = []
+    for item in batch:
+        try:
+            out.append(_read_small(item))
+        except (OSError, UsageError) as exc:
+            out.append(exc)
+    return out
 
 
 def _read_small(item: InputFile) -> bytes:
