@@ -30,9 +30,12 @@ from kitbuilder.ops.kitfile import KitMetadata, Metadata, load_files
 from kitbuilder.trust.signatures import TrustPolicy, verify_detached, verify_envelope
 
 
-def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tuple[str, ...], str | None, Manifest]:
+def check_signed_metadata(
+    metadata: Metadata, policy: TrustPolicy, *, files: bool = True
+) -> tuple[tuple[str, ...], str | None, Manifest]:
     """Signatures, statement, manifest, file list and SHA256SUMS against each other; returns signers and the signed
-    manifest (format 2: with its files, read from the file list after the signatures, ``kitfile.load_files``)."""
+    manifest (format 2: with its files, read from the file list after the signatures, ``kitfile.load_files``).
+    Format 2 without ``files`` (kit inspect without --files): the signed manifest alone, the list left unread."""
     envelope = metadata.envelope
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise FormatError(f"{MANIFEST_DSSE}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
@@ -64,6 +67,8 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
         # digest. Then the list is read, bounded by the signed count, and checked against both (load_files).
         wanted = {FILE_LIST: head.file_list.sha256, SHA256SUMS: hashlib.sha256(sums_bytes).hexdigest()}
         _check_subjects(statement, wanted, what=f"the {MANIFEST_JSON} fileList/{SHA256SUMS}")
+        if not files:
+            return signers, None, head
         signed = load_files(metadata)
     else:
         signed = head
