@@ -38,7 +38,7 @@ from kitbuilder.core.manifest_parts import (
     ShippedSbom,
     count_payloads,
 )
-from kitbuilder.errors import ArchiveError, FormatError, IntegrityError
+from kitbuilder.errors import ArchiveError, FormatError
 
 MANIFEST_API = "kitbuilder/v1"
 MANIFEST_API_V2 = "kitbuilder/v2"
@@ -315,9 +315,9 @@ def _check_totals(components: tuple[Component, ...], ref: FileListRef, *, what: 
     files = sum(c.payload.files for c in components if c.payload is not None)
     size = sum(c.payload.bytes for c in components if c.payload is not None)
     if (files, size) != (ref.count, ref.payload_bytes):
-        raise IntegrityError(
+        raise FormatError(
             f"{what}: the components hold {files} files and {size} bytes, but fileList states {ref.count} files "
-            f"and {ref.payload_bytes} bytes; the signed manifest is inconsistent, rebuild the kit"
+            f"and {ref.payload_bytes} bytes"
         )
 
 

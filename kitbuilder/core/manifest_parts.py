@@ -15,10 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from operator import attrgetter
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from kitbuilder.core.fields import IDENTIFIER, INT64_MAX, TABLE, Fields, integer, show, type_name
 from kitbuilder.errors import FormatError, IntegrityError
+
+if TYPE_CHECKING:
+    from kitbuilder.core.filelist import FileEntry
 
 # A file name relative to its component's directory (the manifest's path rule, one level or more).
 COMPONENT_FILE = re.compile(r"(?!\.{1,2}(/|$))(?!.*/\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*")
@@ -308,7 +311,7 @@ class ComponentPayload:
 
     @classmethod
     def from_json(cls, document: Mapping[str, object], *, what: str) -> ComponentPayload:
-        """The totals of a (schema-checked) component; IntegrityError when ``byRole`` does not add up to them."""
+        """The totals of a (schema-checked) component; FormatError when ``byRole`` does not add up to them."""
         component = Fields(document, what)  # the component's other fields are read by its other parts
         files, size = _count(component, "files"), _count(component, "bytes")
         roles = component.get("byRole", True)
@@ -326,25 +329,14 @@ class ComponentPayload:
         role_files = sum(t.files for _, t in payload.by_role)
         role_bytes = sum(t.bytes for _, t in payload.by_role)
         if (role_files, role_bytes) != (files, size):
-            raise IntegrityError(
+            raise FormatError(
                 f"{what}: byRole adds up to {role_files} files and {role_bytes} bytes, but the component states "
-                f"{files} files and {size} bytes; the signed manifest is inconsistent, rebuild the kit"
+                f"{files} files and {size} bytes"
             )
         return payload
 
 
-class _PayloadFile(Protocol):
-    """What the totals are counted from: a file list entry (core/filelist.py ``FileEntry``)."""
-
-    @property
-    def component(self) -> str: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def size(self) -> int: ...
-
-
-def count_payloads(files: Iterable[_PayloadFile]) -> dict[str, ComponentPayload]:
+def count_payloads(files: Iterable[FileEntry]) -> dict[str, ComponentPayload]:
     """Each component's totals (by component id) as ``files`` give them, in one pass over them."""
     counted: dict[str, dict[str, list[int]]] = {}
     # Files come in archive order, where a component's files (of one role) are runs: one step per run, not per file.
@@ -367,7 +359,7 @@ EMPTY_PAYLOAD = ComponentPayload(files=0, bytes=0, by_role=())
 
 def check_component_payloads(
     stated: Sequence[tuple[str, ComponentPayload | None]],
-    files: Iterable[_PayloadFile],
+    files: Iterable[FileEntry],
     *,
     what: str,
     signed_by: str = "manifest.json",

@@ -169,11 +169,15 @@ def test_the_untouched_kit_verifies_and_lists_its_files(tmp_path: Path, trusted:
     kit.write_bytes(crafted_list())
     result = run_kit("verify", kit, "--key", trusted, "--product", "demo")
     assert result.exit_code == 0, result.output
-    report = run_kit("inspect", kit, "--json")
+    report = run_kit("inspect", kit, "--json", "--files")
     assert report.exit_code == 0, report.output
     listed = json.loads(report.stdout)
     assert [f["path"] for f in listed["files"]] == ["docs/a.md", "docs/b.sql", "docs/c.txt", "docs/z.bin"]
     assert listed["payloadBytes"] == sum(f["size"] for f in listed["files"])
+    # Without --files: the same totals, from the signed manifest alone, and no listing.
+    summary = json.loads(run_kit("inspect", kit, "--json").stdout)
+    assert "files" not in summary and summary["fileCount"] == 4
+    assert summary["components"][0]["files"] == 4 and summary["payloadBytes"] == listed["payloadBytes"]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -189,11 +193,24 @@ def test_lying_file_list_is_refused(name: str, tmp_path: Path, trusted: Path) ->
 
 @pytest.mark.parametrize("name", ["line_with_a_space", "list_changed_after_signing", "manifest_lists_files_inline"])
 def test_lying_file_list_is_refused_by_inspect_too(name: str, tmp_path: Path) -> None:
-    """inspect lists every file: it reads the list under the same rules, key or no key."""
+    """inspect --files lists every file: it reads the list under the same rules, key or no key."""
     make, code, word = CASES[name]
     kit = tmp_path / f"{name}.kit.tar.zst"
     kit.write_bytes(make())
-    _refused(run_kit("inspect", kit), code, word, name)
+    _refused(run_kit("inspect", kit, "--files"), code, word, name)
+    _refused(run_kit("inspect", kit, "--files", "--json"), code, word, name)
+
+
+@pytest.mark.parametrize("name", ["line_with_a_space", "list_changed_after_signing"])
+def test_inspect_without_files_does_not_read_the_list(name: str, tmp_path: Path) -> None:
+    """Without --files, inspect shows what the signed manifest says (totals included) and reads no file list: a
+    broken list is reported by whatever reads it (verify, inspect --files), not by a summary that never did."""
+    make, _, _ = CASES[name]
+    kit = tmp_path / f"{name}.kit.tar.zst"
+    kit.write_bytes(make())
+    result = run_kit("inspect", kit)
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    assert "component docs (doc): 4 files" in result.stdout and "docs/a.md" not in result.stdout
 
 
 def test_file_count_over_max_members_names_the_option(tmp_path: Path, trusted: Path) -> None:
