@@ -316,8 +316,8 @@ def _check_totals(components: tuple[Component, ...], ref: FileListRef, *, what: 
     size = sum(c.payload.bytes for c in components if c.payload is not None)
     if (files, size) != (ref.count, ref.payload_bytes):
         raise FormatError(
-            f"{what}: the components hold {files} files and {size} bytes, but fileList states {ref.count} files "
-            f"and {ref.payload_bytes} bytes"
+            f"{what}: the components hold {files} files and {size} bytes, but fileList.count is {ref.count} and "
+            f"fileList.payloadBytes {ref.payload_bytes}"
         )
 
 

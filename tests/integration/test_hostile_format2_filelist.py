@@ -56,6 +56,44 @@ def _one_subject_per_file(subjects: list[Subject]) -> list[Subject]:
     return [Subject("docs/a.md", "0" * 64), *subjects]
 
 
+def _move_first_file_to(component: str) -> Callable[[dict[str, Any]], None]:
+    """Signed totals that still add up to fileList but count the first file under another (listed) component."""
+    size = len(small_files()[0][1])
+
+    def hook(manifest: dict[str, Any]) -> None:
+        docs = manifest["components"][0]
+        docs.update(files=docs["files"] - 1, bytes=docs["bytes"] - size)
+        docs["byRole"] = {"doc": {"files": docs["files"], "bytes": docs["bytes"]}}
+        totals = {"files": 1, "bytes": size}
+        manifest["components"].append({"id": component, "role": "doc", **totals, "byRole": {"doc": totals}})
+
+    return hook
+
+
+def _relabel_by_role(role: str) -> Callable[[dict[str, Any]], None]:
+    def hook(manifest: dict[str, Any]) -> None:
+        docs = manifest["components"][0]
+        docs["byRole"] = {role: docs["byRole"]["doc"]}
+
+    return hook
+
+
+def _drop_totals(manifest: dict[str, Any]) -> None:
+    for component in manifest["components"]:
+        for name in ("files", "bytes", "byRole"):
+            del component[name]
+
+
+def _add_to_totals(**extra: int) -> Callable[[dict[str, Any]], None]:
+    def hook(manifest: dict[str, Any]) -> None:
+        docs = manifest["components"][0]
+        for name, value in extra.items():
+            docs[name] += value
+            docs["byRole"]["doc"][name] += value
+
+    return hook
+
+
 def _ref(**values: Any) -> Callable[[dict[str, Any]], None]:
     def hook(ref: dict[str, Any]) -> None:
         for name, value in values.items():
@@ -133,6 +171,32 @@ CASES: dict[str, tuple[Callable[[], bytes], int, str]] = {
         "statement subject",
     ),
     "manifest_lists_files_inline": (lambda: crafted_list(manifest_hook=_inline_files), 5, "development build"),
+    # The components' signed totals (manifest.json) against the list: they add up, but not per component.
+    "component_totals_give_a_file_to_another_component": (
+        lambda: crafted_list(manifest_hook=_move_first_file_to("notes")),
+        4,
+        "component 'docs' states 3 files, manifest.files.jsonl holds 4",
+    ),
+    "component_totals_by_role_lie": (
+        lambda: crafted_list(manifest_hook=_relabel_by_role("sbom")),
+        4,
+        "component 'docs' states files/bytes by role sbom",
+    ),
+    "line_names_a_component_manifest_does_not_list": (
+        lambda: crafted_list(list_hook=first_line(_field("component", "ghost"))),
+        4,
+        "component 'ghost', which manifest.json does not list",
+    ),
+    "components_without_totals_as_the_development_build": (
+        lambda: crafted_list(manifest_hook=_drop_totals),
+        5,
+        "development build",
+    ),
+    "component_totals_do_not_add_up_to_file_list": (
+        lambda: crafted_list(manifest_hook=_add_to_totals(files=1)),
+        5,
+        "the components hold 5 files",
+    ),
     # Someone without the key changes a member after signing.
     "list_changed_after_signing": (
         lambda: crafted_list(after_signing=_replace_member(FILE_LIST, _swap_digit)),
@@ -202,15 +266,17 @@ def test_lying_file_list_is_refused_by_inspect_too(name: str, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("name", ["line_with_a_space", "list_changed_after_signing"])
-def test_inspect_without_files_does_not_read_the_list(name: str, tmp_path: Path) -> None:
+def test_inspect_without_files_does_not_read_the_list(name: str, tmp_path: Path, trusted: Path) -> None:
     """Without --files, inspect shows what the signed manifest says (totals included) and reads no file list: a
     broken list is reported by whatever reads it (verify, inspect --files), not by a summary that never did."""
-    make, _, _ = CASES[name]
+    make, code, word = CASES[name]
     kit = tmp_path / f"{name}.kit.tar.zst"
     kit.write_bytes(make())
-    result = run_kit("inspect", kit)
-    assert result.exit_code == 0 and result.stderr == "", result.output
-    assert "component docs (doc): 4 files" in result.stdout and "docs/a.md" not in result.stdout
+    for trust in ((), ("--key", trusted)):
+        result = run_kit("inspect", kit, *trust)
+        assert result.exit_code == 0 and result.stderr == "", result.output
+        assert "component docs (doc): 4 files" in result.stdout and "docs/a.md" not in result.stdout
+        _refused(run_kit("inspect", kit, "--files", *trust), code, word, name)
 
 
 def test_file_count_over_max_members_names_the_option(tmp_path: Path, trusted: Path) -> None:
