@@ -3,8 +3,8 @@
 By default the signed manifest alone: the kit, its signers, its components with their signed payload totals
 (format 2: ``files``, ``bytes``, ``byRole``), optional metadata. The file list (format 2's
 manifest.files.jsonl, which grows with the files) is read and checked only when the report needs it: the
-listing (``files``), or a section that reads members (``sbom``, ``images``), so a plain inspect costs the same
-for a kit of ten files as for one of a million.
+listing (``files``), or a section that reads members (``sbom``, ``images``): a plain inspect reads no file list
+and builds no entry per file.
 """
 
 from __future__ import annotations
