@@ -17,7 +17,7 @@ import pytest
 
 from kitbuilder.archive import zstdframes
 from kitbuilder.core.filelist import FILE_LIST
-from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS
+from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS, SHA256SUMS_SIG
 from kitbuilder.core.statement import Subject
 from tests.factories.cli import run_kit
 from tests.factories.filelist_kits import crafted_list, first_line, lines
@@ -329,3 +329,17 @@ def test_the_metadata_is_small_and_the_statement_names_two_subjects(tmp_path: Pa
     }
     assert len(listed.splitlines()) == 600 and listed.endswith(b"\n")
     assert metadata.location.index.complete and len(metadata.location.index.members) == 600 + 5
+
+
+def test_inspect_without_files_still_checks_the_signed_metadata_it_reads(tmp_path: Path, trusted: Path) -> None:
+    """Leaving the file list unread leaves out only the checks that need it: a junk SHA256SUMS.sig by the trusted
+    build key fails inspect --key as it fails verify (exit 3, one line), list or no list."""
+    kit = tmp_path / "junk-sig.kit.tar.zst"
+    kit.write_bytes(crafted_list(after_signing=_replace_member(SHA256SUMS_SIG, lambda data: bytes(len(data)))))
+    assert run_kit("verify", kit, "--key", trusted, "--product", "demo").exit_code == 3
+    for extra in ((), ("--files",)):
+        result = run_kit("inspect", kit, "--key", trusted, *extra)
+        assert result.exit_code == 3, result.output
+        assert result.stderr.startswith("kit: signatures not verified: ") and result.stderr.count("\n") == 1
+        assert SHA256SUMS_SIG in result.stderr
+    assert run_kit("inspect", kit).exit_code == 0  # without a key nothing is verified, and says so
