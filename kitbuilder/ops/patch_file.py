@@ -17,7 +17,6 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -244,59 +243,41 @@ def _write_patched(
         span, base = sources.span(number, frame, describe(number))
         spans.append(span)
         from_base += base
-    shown = str(output)
-    # What follows the payload (metadata frames, end of archive, index, footer) depends only on signed documents
-    # and on where the payload ends: it is made on a thread of its own while the frames are copied.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-tail") as prepare:
-        tail = prepare.submit(_tail, delta, position)
-        with directory.atomic_file(output.name) as out:
-            out.flush()
-            end = copy_frames(
-                spans,
-                out.fileno(),
-                0,
-                out_name=shown,
-                threads=threads,
-                on_run=lambda: faults.point("patch-file-frames"),
-            )
-            out.seek(end)
-            frames, closing = tail.result()
-            for frame_bytes in frames:
-                out.write(frame_bytes)
-                faults.point("patch-file-member")
-            out.write(closing)
-            try:
-                out.flush()
-                size = out.tell()
-            except OSError as exc:
-                raise host_error(exc, shown, "write") from exc
-    return PatchResult(output, target, from_base, len(target.frames) - from_base, size)
-
-
-def _tail(delta: VerifiedDelta, end: int) -> tuple[list[bytes], bytes]:
-    """Everything after the payload frames, which end at ``end``: one frame per target metadata member (compressed
-    as the full build compresses it), and then the end-of-archive frame, the index and the footer in one piece.
-    IntegrityError when the target's signed layout does not tile as a kit."""
-    target = delta.target_manifest
     level = target.build.compression.level
-    written = list(target.frames)
-    members = [MemberEntry(f.path, f.frame or 0, f.at, f.size, f.sha256) for f in target.files]
-    position = end
-    pieces: list[bytes] = []
-    for name, data in delta.target.members.items():
-        raw = tarfmt.build_header(name, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
-        frame_bytes = compress_frame(raw, level)
-        pieces.append(frame_bytes)
-        members.append(MemberEntry(name, len(written), 0, len(data), hashlib.sha256(data).hexdigest()))
-        written.append(FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest()))
-        position += len(frame_bytes)
-    closing = compress_frame(tarfmt.END_OF_ARCHIVE, level)
-    written.append(FrameEntry(position, len(closing), len(tarfmt.END_OF_ARCHIVE), hashlib.sha256(closing).hexdigest()))
-    position += len(closing)
-    index = KitIndex.v2(tuple(written), tuple(members), len(written) - 1)
-    try:
-        index.check_tiling()
-    except ArchiveError as exc:
-        raise IntegrityError(f"{delta.path}: the target's signed layout is not a kit ({exc.message})") from exc
-    index_frame = zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, index.to_bytes())
-    return pieces, closing + index_frame + zstdframes.footer_frame(position)
+    shown = str(output)
+    with directory.atomic_file(output.name) as out:
+        out.flush()
+        end = copy_frames(
+            spans, out.fileno(), 0, out_name=shown, threads=threads, on_run=lambda: faults.point("patch-file-frames")
+        )
+        out.seek(end)
+        written = list(target.frames)
+        members = [MemberEntry(f.path, f.frame or 0, f.at, f.size, f.sha256) for f in target.files]
+        position = end
+        for name, data in delta.target.members.items():
+            raw = tarfmt.build_header(name, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
+            frame_bytes = compress_frame(raw, level)
+            out.write(frame_bytes)
+            members.append(MemberEntry(name, len(written), 0, len(data), hashlib.sha256(data).hexdigest()))
+            written.append(FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest()))
+            position += len(frame_bytes)
+            faults.point("patch-file-member")
+        closing = compress_frame(tarfmt.END_OF_ARCHIVE, level)
+        out.write(closing)
+        written.append(
+            FrameEntry(position, len(closing), len(tarfmt.END_OF_ARCHIVE), hashlib.sha256(closing).hexdigest())
+        )
+        position += len(closing)
+        index = KitIndex.v2(tuple(written), tuple(members), len(written) - 1)
+        try:
+            index.check_tiling()
+        except ArchiveError as exc:
+            raise IntegrityError(f"{delta.path}: the target's signed layout is not a kit ({exc.message})") from exc
+        out.write(zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, index.to_bytes()))
+        out.write(zstdframes.footer_frame(position))
+        try:
+            out.flush()
+            size = out.tell()
+        except OSError as exc:
+            raise host_error(exc, shown, "write") from exc
+    return PatchResult(output, target, from_base, len(target.frames) - from_base, size)
