@@ -6,7 +6,6 @@ Shared by kit build, delta builds and the test factories that craft kits with ki
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ def seal(writer: KitWriter2, manifest: Manifest, keys: list[PrivateKey]) -> Seal
     writer.add_metadata(SHA256SUMS_SIG, keys[0].sign(sums))
     listed = filelist.render(files)
     list_entry = writer.add_metadata(FILE_LIST, listed)
-    manifest = dataclasses.replace(manifest, file_list=filelist.describe(listed, files))
+    manifest = manifest.sealed_with(filelist.describe(listed, files))
     del listed
     manifest_bytes = manifest.to_bytes()
     writer.add_metadata(MANIFEST_JSON, manifest_bytes)
