@@ -241,6 +241,7 @@ class _HashingReader:
 
 
 def _scan(
+    path: Path,
     stream: BinaryIO,
     metadata: KitMetadata,
     manifest: Manifest,
@@ -252,7 +253,9 @@ def _scan(
 ) -> tuple[reader.ScanResult, str]:
     """The streaming pass over the whole file against the signed manifest; returns its result and the file's SHA-256."""
     if metadata.location.index.format_version == 2:
-        return _scan2(stream, metadata, options, on_bytes=on_bytes, extract_to=extract_to, extract_only=extract_only)
+        return _scan2(
+            path, stream, metadata, options, on_bytes=on_bytes, extract_to=extract_to, extract_only=extract_only
+        )
     expected = _expectations(metadata, manifest)
     # Content and frame digests on one worker, the whole file's digest on another: on two cores the
     # three SHA-256 passes no longer queue behind one thread while the main thread decompresses.
@@ -272,8 +275,12 @@ def _scan(
             mtime=build_mtime(manifest),
         )
         # The scan stopped at the index; hash the tail so the report names the whole file's digest.
-        while hashing.read(1 << 20):
-            pass
+        at = stream.tell()
+        while at < metadata.location.file_size and (
+            piece := hashing.read(min(1 << 20, metadata.location.file_size - at))
+        ):
+            at += len(piece)
+        _check_unchanged(path, metadata.location.file_size, at, stream.read(1))
         hashing.digest.flush()
         worker.sync()
         file_worker.sync()
@@ -283,7 +290,19 @@ def _scan(
     return result, hashing.digest.hexdigest()
 
 
+def _check_unchanged(path: Path, size: int, hashed_to: int, beyond: bytes) -> None:
+    """The digest covers exactly the ``size`` bytes whose index and footer were checked, and the file still ends
+    there: a kit that shrank or grew after its footer was read is not the one verified, whatever its digest."""
+    if hashed_to != size or beyond:
+        now = "shorter" if hashed_to < size else "longer"
+        raise ArchiveError(
+            f"{path}: the kit changed while it was being verified (now {now} than the {size} bytes its footer was "
+            "read at); verify it again once nothing is writing to it"
+        )
+
+
 def _scan2(
+    path: Path,
     stream: BinaryIO,
     metadata: KitMetadata,
     options: VerifyOptions,
@@ -310,9 +329,10 @@ def _scan2(
     )
     read_at = scan2.reader_at(stream)
     offset = location.index_offset
-    while piece := read_at(offset, 1 << 20):
+    while offset < location.file_size and (piece := read_at(offset, min(1 << 20, location.file_size - offset))):
         digest.update(piece)
         offset += len(piece)
+    _check_unchanged(path, location.file_size, offset, read_at(offset, 1))
     return reader.ScanResult(scanned.members, scanned.payload_bytes, location.file_size), digest.hexdigest()
 
 
@@ -414,7 +434,14 @@ def verify_kit(
             require_provenance=options.require_provenance,
         )
         result, kit_sha256 = _scan(
-            stream, metadata, manifest, options, on_bytes=on_bytes, extract_to=extract_to, extract_only=extract_only
+            path,
+            stream,
+            metadata,
+            manifest,
+            options,
+            on_bytes=on_bytes,
+            extract_to=extract_to,
+            extract_only=extract_only,
         )
         images_check = _check_images(stream, metadata, manifest, options.caps)
         # What apply will read (component options, checks, backfill jobs), parsed as apply parses it: exit 5 here.
