@@ -17,7 +17,7 @@ import pytest
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.ops.kitfile import read_metadata
-from tests.factories.hostile import RELEASE
+from tests.factories.hostile import RELEASE, kit
 from tests.factories.hostile2 import crafted2
 from tests.factories.keys import write_pair
 
@@ -46,14 +46,16 @@ def _cut_footer(kit: Path) -> None:
     os.truncate(kit, kit.stat().st_size - 1)
 
 
-def _held_verify(kit: Path, trusted: Path, tmp_path: Path, change: Callable[[Path], None]) -> tuple[int, str]:
+def _held_verify(
+    kit: Path, trusted: Path, tmp_path: Path, change: Callable[[Path], None], point: str
+) -> tuple[int, str]:
     hold = tmp_path / "hold"
     child = subprocess.Popen(
         [sys.executable, "-c", "from kitbuilder.cli import main; main()", "verify", str(kit), "--key", str(trusted)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "KIT_FAULT_WAIT": f"scan-frame:1:{hold}"},
+        env={**os.environ, "KIT_FAULT_WAIT": f"{point}:1:{hold}"},
     )
     try:
         waiting = Path(f"{hold}.waiting")
@@ -71,13 +73,18 @@ def _held_verify(kit: Path, trusted: Path, tmp_path: Path, change: Callable[[Pat
     return child.returncode, stderr
 
 
+@pytest.mark.parametrize(
+    ("make", "point"),
+    [(lambda: crafted2().data, "scan-frame"), (lambda: crafted2().data, "verify-scan"), (kit, "verify-scan")],
+    ids=["format2-mid-scan", "format2", "format1"],
+)
 @pytest.mark.parametrize("change", [_grow, _cut_tail, _cut_footer], ids=["grows", "tail-cut", "footer-cut"])
 def test_a_kit_changed_after_its_index_was_read_is_refused(
-    change: Callable[[Path], None], tmp_path: Path, trusted: Path
+    change: Callable[[Path], None], make: Callable[[], bytes], point: str, tmp_path: Path, trusted: Path
 ) -> None:
-    kit = tmp_path / "k.kit.tar.zst"
-    kit.write_bytes(crafted2().data)
-    code, stderr = _held_verify(kit, trusted, tmp_path, change)
+    path = tmp_path / "k.kit.tar.zst"
+    path.write_bytes(make())
+    code, stderr = _held_verify(path, trusted, tmp_path, change, point)
     assert code == 5, stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
     assert "changed while" in stderr and "k.kit.tar.zst" in stderr, stderr
