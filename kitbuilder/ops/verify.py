@@ -247,7 +247,6 @@ def _scan(
     metadata: KitMetadata,
     manifest: Manifest,
     options: VerifyOptions,
-    *,
     on_bytes: Callable[[int], None] | None,
     extract_to: Path | None,
     extract_only: Callable[[str], bool] | None,
@@ -435,16 +434,7 @@ def verify_kit(
             keyless=options.keyless,
             require_provenance=options.require_provenance,
         )
-        result, kit_sha256 = _scan(
-            path,
-            stream,
-            metadata,
-            manifest,
-            options,
-            on_bytes=on_bytes,
-            extract_to=extract_to,
-            extract_only=extract_only,
-        )
+        result, kit_sha256 = _scan(path, stream, metadata, manifest, options, on_bytes, extract_to, extract_only)
         images_check = _check_images(stream, metadata, manifest, options.caps)
         # What apply will read (component options, checks, backfill jobs), parsed as apply parses it: exit 5 here.
         KitJobs.from_manifest(manifest, _signed_file_reader(stream, metadata, options.caps))
