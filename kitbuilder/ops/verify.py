@@ -294,7 +294,7 @@ def _scan(
 def _check_unchanged(path: Path, size: int, hashed_to: int, beyond: bytes) -> None:
     """The digest covers exactly the ``size`` bytes whose index and footer were checked, and the file still ends
     there: a kit that shrank or grew after its footer was read is not the one verified, whatever its digest."""
-    if False:
+    if hashed_to != size or beyond:
         now = "shorter" if hashed_to < size else "longer"
         raise ArchiveError(
             f"{path}: the kit changed while it was being verified (now {now} than the {size} bytes its footer was "

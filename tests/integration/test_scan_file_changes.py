@@ -17,6 +17,7 @@ import pytest
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.ops.kitfile import read_metadata
+from tests.factories.apply_runs import wait_for
 from tests.factories.hostile import RELEASE, kit
 from tests.factories.hostile2 import crafted2
 from tests.factories.keys import write_pair
@@ -58,11 +59,7 @@ def _held_verify(
         env={**os.environ, "KIT_FAULT_WAIT": f"{point}:1:{hold}"},
     )
     try:
-        waiting = Path(f"{hold}.waiting")
-        while not waiting.exists():
-            if child.poll() is not None:
-                raise AssertionError(child.communicate())
-            subprocess.run(["sleep", "0.01"], check=True)  # polling for the child's hold file, not a timing bet
+        wait_for(Path(f"{hold}.waiting"), child)
         change(kit)
         hold.touch()
         _, stderr = child.communicate(timeout=120)
@@ -88,3 +85,4 @@ def test_a_kit_changed_after_its_index_was_read_is_refused(
     assert code == 5, stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
     assert "changed while" in stderr and "k.kit.tar.zst" in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hold", "hold.waiting", "k.kit.tar.zst"]
