@@ -23,7 +23,7 @@ Two formats (docs/format.md §0.4, §1.3):
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,7 +146,7 @@ class KitIndex:
     ) -> KitIndex:
         return cls(2, members, frames[end].offset, frames[end].length, frames, end, complete)
 
-    def with_payload(self, files: tuple[FileEntry, ...]) -> KitIndex:
+    def with_payload(self, files: Sequence[FileEntry]) -> KitIndex:
         """Format 2: this index (as read: frames and metadata members) with the payload members ``files`` (the
         signed file list, in archive order) before the metadata members; ArchiveError unless they all tile
         the tar stream (``check_tiling``). Paths and digests are the file entries' own string objects."""

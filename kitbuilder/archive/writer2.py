@@ -14,7 +14,8 @@ API (what ``kit build``, ``kit patch`` and delta kits call, in this order):
      ``offset`` (``os.pread``, on a worker thread, so the bytes checked are the bytes written);
 2. ``finish_payload()`` -> ``Payload(frames, members)``: every payload frame written, their table and the
    member entries (content digests included), for the signed manifest;
-3. ``add_metadata(path, data)``: one metadata member, one frame;
+3. ``add_metadata(path, data)`` or ``add_metadata_stream(path, size, pieces)``: one metadata member, one frame,
+   or (from LARGE bytes on) a header frame and CHUNK frames like a large payload member;
 4. ``finish()`` -> the ``KitIndex``: end-of-archive frame, index frame, footer; the index is checked
    (``KitIndex.check_tiling``) before it is written, so a caller's misplaced verbatim frame fails here.
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -52,7 +53,16 @@ from kitbuilder.archive.pool import MAX_THREADS, OrderedPool, usable_cores
 from kitbuilder.core.manifest import FrameEntry
 from kitbuilder.errors import UsageError
 
-__all__ = ["FrameMember", "FrameReuse", "KitWriter2", "Payload", "Verbatim", "compress_frame", "raw_frame"]
+__all__ = [
+    "FrameMember",
+    "FrameReuse",
+    "KitWriter2",
+    "Payload",
+    "Verbatim",
+    "compress_frame",
+    "metadata_frames",
+    "raw_frame",
+]
 
 _READ = 1 << 20
 
@@ -73,6 +83,42 @@ class Payload:
     members: tuple[MemberEntry, ...]
 
 
+def metadata_frames(path: str, size: int, pieces: Iterable[bytes], chunk: int = layout.CHUNK) -> Iterator[bytes]:
+    """The decompressed bytes of each frame a metadata member ``path`` of ``size`` bytes (given in ``pieces``) is
+    written as: ``KitWriter2.add_metadata_stream``'s layout, for writers that compress frames themselves
+    (``kit patch``, a delta's ``delta/target/`` members). ValueError unless the pieces hold ``size`` bytes."""
+    if not layout.is_large(size) and layout.padded(size) <= chunk:
+        data = b"".join(pieces)
+        if len(data) != size:
+            raise ValueError(f"{path}: {len(data)} bytes given for a member of {size}")
+        yield tarfmt.build_header(path, size, 0) + data + bytes(layout.padded(size) - size)
+        return
+    yield tarfmt.build_header(path, size, 0)
+    held = bytearray()
+    seen = 0
+    for piece in pieces:
+        seen += len(piece)
+        if seen > size:
+            raise ValueError(f"{path}: more than the {size} bytes announced")
+        with memoryview(piece) as view:
+            start = 0
+            if held:
+                start = min(chunk - len(held), len(view))
+                held += view[:start]
+                if len(held) == chunk:
+                    yield bytes(held)
+                    held = bytearray()
+            while len(view) - start >= chunk:
+                yield bytes(view[start : start + chunk])
+                start += chunk
+            held += view[start:]
+    if seen != size:
+        raise ValueError(f"{path}: {seen} bytes given for a member of {size}")
+    held += bytes(layout.padded(size) - size)
+    if held:
+        yield bytes(held)
+
+
 class KitWriter2:
     """Writes a format-2 kit to ``out``; see the module docstring for the call order."""
 
@@ -86,8 +132,14 @@ class KitWriter2:
         output_hasher: HashWorker | None = None,
         reuse: FrameReuse | None = None,
         max_inflight: int | None = None,
+        metadata_chunk: int = layout.CHUNK,
     ) -> None:
         self._out = out
+        if metadata_chunk <= 0 or metadata_chunk % layout.BLOCK:
+            raise ValueError("metadata_chunk must be a positive multiple of 512")
+        # The data frame size of a large metadata member: CHUNK (docs/format.md §0.2); tests pass a smaller one
+        # to make many-frame file lists of a few files (readers accept any split that tiles, §0.3 rule 3).
+        self._metadata_chunk = metadata_chunk
         self._level = level
         self._reuse = reuse
         if not 0 <= threads <= MAX_THREADS:
@@ -323,15 +375,32 @@ class KitWriter2:
     # ----------------------------------------------------------------- metadata and end
 
     def add_metadata(self, path: str, data: bytes) -> MemberEntry:
-        """One metadata member as one frame (after ``finish_payload``); its entry."""
+        """One metadata member (after ``finish_payload``); its entry. See ``add_metadata_stream``."""
+        return self.add_metadata_stream(path, len(data), (data,))
+
+    def add_metadata_stream(self, path: str, size: int, pieces: Iterable[bytes]) -> MemberEntry:
+        """One metadata member of ``size`` bytes given in ``pieces`` (after ``finish_payload``); its entry.
+
+        A member under LARGE is one frame (header, data, padding); a larger one (a file list or SHA256SUMS of many
+        files) is laid out like a large payload member: its header frame, then its padded data in compressed
+        frames of ``metadata_chunk`` bytes (CHUNK), so no frame, and no reader, ever holds all of it
+        (docs/format.md §0.2). ValueError unless the pieces hold exactly ``size`` bytes (a caller's bug).
+        """
         if self._payload_frames is None:
             raise ValueError("add_metadata() before finish_payload()")
-        sha256 = hashlib.sha256(data).hexdigest()
-        record = Record(path, self._submitted, 0, len(data), sha256)
-        self._records.append(record)
-        raw = tarfmt.build_header(path, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
-        self._submit(framejobs.frame_job(raw, self._level), 2 * len(raw))
-        return MemberEntry(path, record.frame, 0, len(data), sha256)
+        digest = hashlib.sha256()
+        first = self._submitted
+
+        def hashed() -> Iterator[bytes]:
+            for piece in pieces:
+                digest.update(piece)
+                yield piece
+
+        for raw in metadata_frames(path, size, hashed(), self._metadata_chunk):
+            self._submit(framejobs.frame_job(raw, self._level), 2 * len(raw))
+        sha256 = digest.hexdigest()
+        self._records.append(Record(path, first, 0, size, sha256))
+        return MemberEntry(path, first, 0, size, sha256)
 
     def finish(self) -> KitIndex:
         """Write the end-of-archive frame, the index frame and the footer; stop the workers."""

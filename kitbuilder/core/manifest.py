@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -142,7 +142,8 @@ class Manifest:
     kit: KitInfo
     build: BuildInfo
     components: tuple[Component, ...]
-    files: tuple[FileEntry, ...]
+    # A tuple as built; format 2 as read: the file list's compact ``FileTable`` (filelist.py), which hands out entries.
+    files: Sequence[FileEntry]
     checks: tuple[Check, ...] = ()
     delta: DeltaInfo | None = None
     # Container images under images/ (one record per image) and the shipped SBOMs with what they describe.
@@ -195,7 +196,7 @@ class Manifest:
         """How many payload files the kit has (format 2: the signed count, whether or not the list was read)."""
         return self.file_list.count if self.file_list is not None else len(self.files)
 
-    def with_files(self, files: tuple[FileEntry, ...]) -> Manifest:
+    def with_files(self, files: Sequence[FileEntry]) -> Manifest:
         """This manifest with its payload files (format 2: read from the file list and checked by the caller)."""
         return dataclasses.replace(self, files=files)
 

@@ -25,7 +25,7 @@ from kitbuilder import faults
 from kitbuilder.archive import layout, reader, tarfmt, zstdframes
 from kitbuilder.archive.index import KitIndex, MemberEntry
 from kitbuilder.archive.locate import Caps
-from kitbuilder.archive.writer2 import compress_frame
+from kitbuilder.archive.writer2 import compress_frame, metadata_frames
 from kitbuilder.atomic import check_target
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest, MetadataBudget
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
@@ -255,12 +255,14 @@ def _write_patched(
         members = [MemberEntry(f.path, f.frame or 0, f.at, f.size, f.sha256) for f in target.files]
         position = end
         for name, data in delta.target.members.items():
-            raw = tarfmt.build_header(name, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
-            frame_bytes = compress_frame(raw, level)
-            out.write(frame_bytes)
             members.append(MemberEntry(name, len(written), 0, len(data), hashlib.sha256(data).hexdigest()))
-            written.append(FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest()))
-            position += len(frame_bytes)
+            for raw in metadata_frames(name, len(data), (data,)):  # one frame, or a header frame and data frames
+                frame_bytes = compress_frame(raw, level)
+                out.write(frame_bytes)
+                written.append(
+                    FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest())
+                )
+                position += len(frame_bytes)
             faults.point("patch-file-member")
         closing = compress_frame(tarfmt.END_OF_ARCHIVE, level)
         out.write(closing)
