@@ -48,8 +48,9 @@ from kitbuilder.archive.framejobs import Done, FrameReuse, Record, Verbatim, rea
 from kitbuilder.archive.framejobs import compress_frame as compress_frame  # the one way frames are made
 from kitbuilder.archive.framejobs import raw_frame as raw_frame
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
-from kitbuilder.archive.index import KitIndex, MemberEntry
+from kitbuilder.archive.index import KitIndex, MemberEntry, MemberList
 from kitbuilder.archive.pool import MAX_THREADS, OrderedPool, usable_cores
+from kitbuilder.core.filelist import FileTable
 from kitbuilder.core.manifest import FrameEntry
 from kitbuilder.errors import UsageError
 
@@ -80,7 +81,8 @@ class FrameMember:
 @dataclass(frozen=True)
 class Payload:
     frames: tuple[FrameEntry, ...]
-    members: tuple[MemberEntry, ...]
+    members: Sequence[MemberEntry]  # made on access from ``table``
+    table: FileTable  # the members' paths, places, sizes and digests (no roles: ``FileTable.with_kinds`` adds them)
 
 
 def metadata_frames(path: str, size: int, pieces: Iterable[bytes], chunk: int = layout.CHUNK) -> Iterator[bytes]:
@@ -168,6 +170,7 @@ class KitWriter2:
         self._group_size = 0
         self._large_digests: list[tuple[Record, QueuedDigest]] = []
         self._payload_frames: int | None = None
+        self._payload_table: FileTable | None = None
         self._closed = False
 
     # ----------------------------------------------------------------- plumbing
@@ -341,14 +344,15 @@ class KitWriter2:
             self._records.append(Record(member.path, number, member.at, member.size, member.sha256))
         return number
 
-    def entries(self) -> tuple[MemberEntry, ...]:
-        """The members added so far with their digests (waits for the frames in flight; the open group stays open)."""
+    def entries(self) -> Sequence[MemberEntry]:
+        """The members added so far with their digests (waits for the frames in flight; the open group stays open).
+        Made on access from the writer's records, as long as no member is added."""
         self._drain()
         self._sync_large()
         for record, data in self._group:
             if record.sha256 is None:
                 record.sha256 = hashlib.sha256(data).hexdigest()
-        return self._entries()
+        return self._members()
 
     def _sync_large(self) -> None:
         self._content_hasher.sync()
@@ -363,14 +367,29 @@ class KitWriter2:
         self._drain()
         self._sync_large()
         self._payload_frames = len(self._frames)
-        return Payload(tuple(self._frames), self._entries())
-
-    def _entries(self) -> tuple[MemberEntry, ...]:
-        out = []
+        # The payload members as a compact table (core/filelist.py): a record per file would cost three times as much
+        # for the rest of the build (the index, the manifest's files share its strings and columns).
+        table = FileTable()
         for r in self._records:
             assert r.sha256 is not None
-            out.append(MemberEntry(r.path, r.frame, r.at, r.size, r.sha256))
-        return tuple(out)
+            table.append(r.path, r.size, r.sha256, "", "", r.frame, r.at)
+        self._payload_table = table
+        self._records = []
+        return Payload(tuple(self._frames), MemberList.of_files(table, ()), table)
+
+    def _members(self) -> MemberList:
+        """The members written: before ``finish_payload`` made on access from the records, after it the payload table
+        then the metadata members."""
+        records = self._records
+
+        def made(number: int) -> MemberEntry:
+            r = records[number]
+            assert r.sha256 is not None
+            return MemberEntry(r.path, r.frame, r.at, r.size, r.sha256)
+
+        if self._payload_table is None:
+            return MemberList(len(records), made, ())
+        return MemberList.of_files(self._payload_table, tuple(made(n) for n in range(len(records))))
 
     # ----------------------------------------------------------------- metadata and end
 
@@ -409,7 +428,7 @@ class KitWriter2:
                 self.finish_payload()
             self._submit(framejobs.frame_job(tarfmt.END_OF_ARCHIVE, self._level), 2 * layout.END_SIZE)
             self._drain()
-            index = KitIndex.v2(tuple(self._frames), self._entries(), len(self._frames) - 1)
+            index = KitIndex.v2(tuple(self._frames), self._members(), len(self._frames) - 1)
             index.check_tiling()
             index_offset = self._offset
             self._write(zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, index.to_bytes()))

@@ -159,6 +159,23 @@ class FileTable(Sequence[FileEntry]):
             table.append(entry.path, entry.size, entry.sha256, entry.role, entry.component, entry.frame or 0, entry.at)
         return table
 
+    def with_kinds(self, kinds: Sequence[tuple[str, str]]) -> FileTable:
+        """This table with each file's (role, component) from ``kinds`` (in order, one per file); the columns are
+        shared, not copied (the writer's table of a build becomes its manifest's)."""
+        if len(kinds) != len(self.paths):
+            raise ValueError(f"{len(kinds)} roles for {len(self.paths)} files")
+        table = FileTable()
+        table.paths, table._digests, table._sizes = self.paths, self._digests, self._sizes
+        table._frames, table._ats = self._frames, self._ats
+        numbers = table._kinds
+        for kind in kinds:
+            number = table._kind_of.get(kind)
+            if number is None:
+                number = table._kind_of[kind] = len(table._kind_list)
+                table._kind_list.append(kind)
+            numbers.append(number)
+        return table
+
     def __len__(self) -> int:
         return len(self.paths)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -17,6 +17,7 @@ from kitbuilder.archive.writer2 import FrameReuse, KitWriter2
 from kitbuilder.atomic import AtomicFile, check_target, commit_together, os_error
 from kitbuilder.core import jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
+from kitbuilder.core.filelist import FileTable
 from kitbuilder.core.manifest import (
     IMAGES_COMPONENT,
     KIT_SBOM_COMPONENT,
@@ -262,22 +263,28 @@ def _write_kit(
     )
     with writer:
         roles = _write_inputs(writer, plan.inputs, on_bytes)
+        # Written: nothing after this reads the inputs, and a million of them is a few hundred MiB (the paths the
+        # writer keeps are their kit_path strings).
+        plan.inputs.clear()
         roles += _write_images(writer, plan.image_plan, on_bytes)
         # The kit's SBOM (and the provenance) give each component the inventory of its files, by digest: the
         # digests so far, then the SBOM joins the payload.
-        files = [_entry(m, role, component) for m, (role, component) in zip(writer.entries(), roles, strict=True)]
+        files = FileTable.of(
+            _entry(m, role, component) for m, (role, component) in zip(writer.entries(), roles, strict=True)
+        )
         _check_image_digests(files, plan.image_plan)
         inventories = component_inventories(files)
         sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, inventories, plan.image_plan, plan.shipped)
         writer.add_bytes(KIT_SBOM_PATH, sbom_bytes)
         roles.append(("sbom", KIT_SBOM_COMPONENT))
         payload = writer.finish_payload()
-        files = [_entry(m, role, component) for m, (role, component) in zip(payload.members, roles, strict=True)]
+        # One compact table of the files (core/filelist.py), not an entry object per file.
+        files = payload.table.with_kinds(roles)
         manifest = Manifest(
             kit=plan.kit_info,
             build=plan.build_info,
             components=plan.components,
-            files=tuple(files),
+            files=files,
             checks=plan.spec.checks,
             images=plan.image_plan.images if plan.image_plan else (),
             sboms=tuple(plan.shipped),
@@ -308,6 +315,7 @@ def _write_inputs(
 ) -> list[tuple[str, str]]:
     """Every input file into the writer, in order; their (role, component), in the same order."""
     roles: list[tuple[str, str]] = []
+    kinds: dict[str, tuple[str, str]] = {}  # one (role, component) pair per component, shared by its files
     for item in inputs:
         try:
             # One open file for reading and checking: what was hashed is what is packed.
@@ -319,7 +327,11 @@ def _write_inputs(
         except UsageError:
             writer.settle()
             raise
-        roles.append((item.component.role, item.component.id))
+        component = item.component
+        kind = kinds.get(component.id)
+        if kind is None:
+            kind = kinds[component.id] = (component.role, component.id)
+        roles.append(kind)
     return roles
 
 
@@ -349,7 +361,7 @@ def _write_images(
     return roles
 
 
-def _check_image_digests(files: list[FileEntry], plan: ImagePlan | None) -> None:
+def _check_image_digests(files: Sequence[FileEntry], plan: ImagePlan | None) -> None:
     """The writer hashed what it read; that digest must be the blob's name, or the image source is damaged."""
     if plan is None:
         return
@@ -397,7 +409,7 @@ def check_shipped_sboms(spec: KitSpec, inputs: list[InputFile]) -> list[ShippedS
 def _kit_sbom(
     kit: KitInfo,
     components: tuple[Component, ...],
-    files: list[FileEntry],
+    files: Sequence[FileEntry],
     inventories: dict[str, Inventory],
     image_plan: ImagePlan | None,
     shipped: list[ShippedSbom],

@@ -18,12 +18,19 @@ from kitbuilder.errors import UsageError
 USTAR_NUMBER_LIMIT = 8**11
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputFile:
+    """One input file. Its source path is kept as a string (a ``Path`` is made on use): a ``Path`` per file costs
+    several hundred bytes, which a build of a million files cannot hold side by side."""
+
     kit_path: str
-    source: Path
+    source_name: str
     size: int
     component: ComponentSpec
+
+    @property
+    def source(self) -> Path:
+        return Path(self.source_name)
 
 
 def source_date_epoch_from_env() -> int | None:
@@ -108,7 +115,7 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
             problem = paths.problem_with(kit_path)
             if problem:
                 raise UsageError(f"{spec.path}: {component.id}: {source}: kit path {kit_path!r}: {problem}")
-            found.append(InputFile(kit_path=kit_path, source=source, size=info.st_size, component=component))
+            found.append(InputFile(kit_path=kit_path, source_name=str(source), size=info.st_size, component=component))
     if not found and not spec.images:
         raise UsageError(f"{spec.path}: the components hold no files; a kit needs at least one payload file")
     for item in found:
