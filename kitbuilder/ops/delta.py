@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,7 +31,7 @@ from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame, metadata_frames
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
-from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.filelist import FILE_LIST, FileTable
 from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest, metadata_names
 from kitbuilder.core.manifest_parts import DeltaInfo
 from kitbuilder.errors import FormatError, IntegrityError, PolicyError, UsageError
@@ -84,14 +84,7 @@ def write_delta(
             if frame.sha256 not in have and frame.sha256 not in seen:
                 seen.add(frame.sha256)
                 shipped.append(number)
-        # The summary is by content, as a user thinks of it: a file whose content the base lacks is new or changed
-        # (the frames shipped for it may carry unchanged neighbours of its group too).
-        base_content = {(f.sha256, f.size) for f in base.manifest.files}
-        fresh = [f.path for f in manifest.files if (f.sha256, f.size) not in base_content]
-        base_files = {f.path for f in base.manifest.files}
-        added = tuple(sorted(p for p in fresh if p not in base_files))
-        changed = tuple(sorted(p for p in fresh if p in base_files))
-        removed = tuple(sorted(base_files - {f.path for f in manifest.files}))
+        added, changed, removed = _summary(base.manifest.files, manifest, have)
         info = DeltaInfo(
             base_manifest_sha256=base.manifest_sha256,
             base_sequence=base.manifest.kit.sequence,
@@ -110,11 +103,37 @@ def write_delta(
         added,
         changed,
         removed,
-        len(manifest.files) - len(fresh),
+        len(manifest.files) - len(added) - len(changed),
         size,
         len(shipped),
         len(manifest.frames) - len(shipped),
     )
+
+
+def _summary(
+    base: Sequence[FileEntry], target: Manifest, have: set[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Added, changed and removed paths. By content, as a user thinks of it: a file whose content the base lacks is
+    new or changed (the frames shipped for it may carry unchanged neighbours of its group too).
+
+    Only the target's files in frames the base lacks (``have``: the base's frame digests), and large ones, can
+    hold content the base lacks: a frame the base has decodes to the same bytes there. So the sets held are of
+    those few files and of the target's paths, not of every file of both kits (a million of each)."""
+    fresh_frames = {n for n, frame in enumerate(target.frames) if frame.sha256 not in have}
+    candidates = [f for f in target.files if f.frame in fresh_frames or layout.is_large(f.size)]
+    wanted = {(f.sha256, f.size) for f in candidates}
+    in_base = {(f.sha256, f.size) for f in base if (f.sha256, f.size) in wanted}
+    fresh = {f.path for f in candidates if (f.sha256, f.size) not in in_base}
+    target_paths = set(_paths(target.files))
+    base_had = {path for path in _paths(base) if path in fresh}
+    added = tuple(sorted(fresh - base_had))
+    changed = tuple(sorted(base_had))
+    removed = tuple(sorted(path for path in _paths(base) if path not in target_paths))
+    return added, changed, removed
+
+
+def _paths(files: Sequence[FileEntry]) -> Sequence[str]:
+    return files.paths if isinstance(files, FileTable) else [f.path for f in files]
 
 
 @dataclass(frozen=True)
