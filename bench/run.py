@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import resource
 import signal
 import statistics
 import struct
@@ -412,6 +413,92 @@ class Mix:
         }
 
 
+def measure_patch(work: Path, size_mib: int, keys: Keys, repeat: int) -> dict[str, Any]:
+    """The issue's patch target as it states it: a kit of `size_mib` MiB of the many-small mix (~24 files per
+    MiB), 1% of its files changed, the delta from `kit build --delta-from`; then, `repeat` times paired,
+    `kit patch BASE DELTA --out NEW` against `cp BASE COPY && sync COPY` and a full build of the new spec.
+
+    CPU seconds (user + sys, of each command and its children) come from this process's RUSAGE_CHILDREN
+    around each command: a loaded machine stretches wall time, not CPU time.
+    """
+    root = work / "patch-size"
+    root.mkdir()
+    generated = gen.many_small(root / "src", size_mib * MiB)
+    files = sum(1 for path in (root / "src").rglob("*") if path.is_file())
+    spec = root / "spec.yaml"
+    base, delta = root / "base.kit.tar.zst", root / "delta.kit.tar.zst"
+    patched, full, copy = root / "patched.kit.tar.zst", root / "full.kit.tar.zst", root / "copy.kit.tar.zst"
+
+    def spec_for(sequence: int) -> None:
+        write_spec(spec, sequence, sql=True, seeds=True, docs=[("bin", "src/bin")])
+
+    def build(out: Path, epoch: str, extra: Sequence[str] = ()) -> list[str]:
+        remove(out, Path(f"{out}.intoto.jsonl"))
+        return [*KIT, "build", str(spec), "--key", str(keys.private), "--out", str(out), "--level", "3", *extra, "-q"]
+
+    def timed(command: Sequence[str] | str, env: dict[str, str] | None = None) -> tuple[Run, float]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = checked(command, env=env)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return result, cpu
+
+    spec_for(1)
+    warm(root / "src")
+    checked(build(base, BASE_EPOCH), env={"SOURCE_DATE_EPOCH": BASE_EPOCH})
+    changed_files, changed_bytes = gen.change(generated, 0.01)
+    spec_for(2)
+    warm(root / "src")
+    delta_command = build(delta, NEXT_EPOCH, ["--delta-from", str(base), *member_cap("build", files)])
+    delta_build, delta_cpu = timed(delta_command, env={"SOURCE_DATE_EPOCH": NEXT_EPOCH})
+    patch_command = [
+        *KIT, "patch", str(base), str(delta), "--key", str(keys.public), "--no-state", *member_cap("patch", files)
+    ]  # fmt: skip
+    rounds: dict[str, list[tuple[Run, float]]] = {"patch": [], "cpSync": [], "fullBuild": []}
+    for _ in range(repeat):
+        remove(patched)
+        rounds["patch"].append(timed([*patch_command, "--out", str(patched)]))
+        remove(copy)
+        rounds["cpSync"].append(timed(f"cp '{base}' '{copy}' && sync '{copy}'"))
+        remove(copy)
+        rounds["fullBuild"].append(timed(build(full, NEXT_EPOCH), env={"SOURCE_DATE_EPOCH": NEXT_EPOCH}))
+    identical = filecmp.cmp(patched, full, shallow=False)
+    kit_bytes = base.stat().st_size
+
+    def seconds(name: str) -> dict[str, Any]:
+        return summary([r.seconds for r, _ in rounds[name]])
+
+    def cpu(name: str) -> dict[str, Any]:
+        return summary([c for _, c in rounds[name]])
+
+    def ratio(a: str, b: str) -> dict[str, Any]:
+        return summary([x.seconds / y.seconds for (x, _), (y, _) in zip(rounds[a], rounds[b], strict=True)])
+
+    result = {
+        "sizeMiB": size_mib,
+        "files": files,
+        "kitBytes": kit_bytes,
+        "changedFiles": changed_files,
+        "changedFileFraction": round(changed_files / files, 4),
+        "changedFileBytes": changed_bytes,
+        "deltaBytes": delta.stat().st_size,
+        "deltaBuild": {**delta_build.as_json(), "cpuSeconds": round(delta_cpu, 3)},
+        "kitSeconds": seconds("patch"),
+        "kitCpuSeconds": cpu("patch"),
+        "cpSyncSeconds": seconds("cpSync"),
+        "cpSyncCpuSeconds": cpu("cpSync"),
+        "fullBuildSeconds": seconds("fullBuild"),
+        "fullBuildCpuSeconds": cpu("fullBuild"),
+        "ratioVsCpSync": ratio("patch", "cpSync"),
+        "speedupVsFullBuild": ratio("fullBuild", "patch"),
+        "peakRssMiB": round(max(r.peak_rss_mib for r, _ in rounds["patch"]), 1),
+        "fullBuildPeakRssMiB": round(max(r.peak_rss_mib for r, _ in rounds["fullBuild"]), 1),
+        "patchedEqualsFullBuild": identical,
+    }
+    remove(root)
+    return result
+
+
 def measure_inspect_files(work: Path, files: int, keys: Keys, repeat: int) -> dict[str, Any]:
     """Inspect of a kit of `files` small files (the issue's 25,000-file target)."""
     root = work / "inspect-files"
@@ -611,6 +698,51 @@ def target_rows(results: dict[str, Any], args: argparse.Namespace) -> list[dict[
             ("delta build", p["deltaBuild"]["peakRssMiB"]),
         ):
             add(f"{name}: peak RSS {command}", "< 150 MiB", peak, f"{peak:.0f} MiB", peak < RSS_MAX)
+    patch = results["patchAtSize"]
+    size = f"{patch.get('sizeMiB', args.patch_size_mib):,} MiB"
+    if "error" in patch:
+        add(f"patch, {size} kit: all measurements", "complete", None, patch["error"][:60], False)
+    else:
+        what = f"patch, {size} kit ({patch['files']:,} files, {patch['changedFileFraction']:.0%} changed)"
+        add(
+            f"{what}: time vs cp + sync",
+            "<= 1.5x",
+            patch["ratioVsCpSync"]["median"],
+            ranged(patch["ratioVsCpSync"]),
+            patch["ratioVsCpSync"]["median"] <= PATCH_CP_MAX,
+        )
+        add(
+            f"{what}: speed-up vs full build",
+            ">= 10x",
+            patch["speedupVsFullBuild"]["median"],
+            ranged(patch["speedupVsFullBuild"]),
+            patch["speedupVsFullBuild"]["median"] >= PATCH_BUILD_MIN,
+        )
+        for name, key in (("patch", "kit"), ("cp + sync", "cpSync"), ("full build", "fullBuild")):
+            add(
+                f"{what}: {name} wall / CPU",
+                "(shown)",
+                patch[f"{key}Seconds"]["median"],
+                f"{ranged(patch[f'{key}Seconds'], ' s')} / {ranged(patch[f'{key}CpuSeconds'], ' s')}",
+                None,
+            )
+        add(
+            f"{what}: delta build (kit build --delta-from)",
+            "(shown)",
+            patch["deltaBuild"]["seconds"],
+            f"{patch['deltaBuild']['seconds']:.2f} s, CPU {patch['deltaBuild']['cpuSeconds']:.2f} s, "
+            f"{patch['deltaBuild']['peakRssMiB']:.0f} MiB",
+            None,
+        )
+        peak = patch["peakRssMiB"]
+        add(f"{what}: peak RSS patch", "< 150 MiB", peak, f"{peak:.0f} MiB", peak < RSS_MAX)
+        add(
+            f"{what}: patched kit == full build",
+            "yes",
+            None,
+            "yes" if patch["patchedEqualsFullBuild"] else "NO",
+            patch["patchedEqualsFullBuild"],
+        )
     files = results["inspectFiles"]
     if "kitSeconds" in files:
         seconds, peak = files["kitSeconds"]["median"], files["peakRssMiB"]
@@ -700,6 +832,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale-files", type=int, default=1_000_000, help="files in the scale run (default 1M)")
     parser.add_argument("--inspect-files", type=int, default=25_000, help="files in the inspect kit (default 25k)")
     parser.add_argument("--repeat", type=int, default=3, help="paired runs per comparison (default 3)")
+    parser.add_argument(
+        "--patch-size-mib", type=int, default=2048, help="many-small kit the patch target is measured on (2048)"
+    )
     parser.add_argument("--backfill-rows", type=int, default=200_000, help="rows for bench/backfill_bench.py")
     parser.add_argument("--backfill-workers", default="1,2", help="worker counts, if backfill_bench has --workers")
     parser.add_argument("--no-backfill", action="store_true", help="skip the PostgreSQL backfill bench")
@@ -713,6 +848,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.size_mib, args.big_size_mib = 4, 4
         args.scale_files, args.inspect_files, args.repeat, args.backfill_rows = 2000, 1000, 1, 2000
+        args.patch_size_mib = 4
     big_size = args.big_size_mib if args.big_size_mib is not None else args.size_mib
     started = time.time()
     compile_bytecode()
@@ -727,6 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scaleFiles": args.scale_files,
             "inspectFiles": args.inspect_files,
             "repeat": args.repeat,
+            "patchSizeMiB": args.patch_size_mib,
             "backfillRows": None if args.no_backfill else args.backfill_rows,
             "quick": args.quick,
         },
@@ -755,6 +892,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mixes[name] = {"error": str(failure)}
             remove(work / name)
         results["mixes"] = mixes
+        print(f"[{time.strftime('%H:%M:%S')}] patch, {args.patch_size_mib:,} MiB kit", file=sys.stderr)
+        try:
+            results["patchAtSize"] = measure_patch(work, args.patch_size_mib, keys, args.repeat)
+        except CommandFailed as failure:
+            results["patchAtSize"] = {"error": str(failure)}
+        remove(work / "patch-size")
         print(f"[{time.strftime('%H:%M:%S')}] inspect, {args.inspect_files:,} files", file=sys.stderr)
         results["inspectFiles"] = measure_inspect_files(work, args.inspect_files, keys, args.repeat)
         print(f"[{time.strftime('%H:%M:%S')}] scale run, {args.scale_files:,} files", file=sys.stderr)

@@ -47,6 +47,27 @@ MIX_KEYS = {
         "totalBytesPerMember",
     ],
 }
+PATCH_AT_SIZE_KEYS = [
+    "sizeMiB",
+    "files",
+    "kitBytes",
+    "changedFiles",
+    "changedFileFraction",
+    "changedFileBytes",
+    "deltaBytes",
+    "deltaBuild",
+    "kitSeconds",
+    "kitCpuSeconds",
+    "cpSyncSeconds",
+    "cpSyncCpuSeconds",
+    "fullBuildSeconds",
+    "fullBuildCpuSeconds",
+    "ratioVsCpSync",
+    "speedupVsFullBuild",
+    "peakRssMiB",
+    "fullBuildPeakRssMiB",
+    "patchedEqualsFullBuild",
+]
 SUMMARY_KEYS = ["median", "min", "max", "runs"]
 STEP_KEYS = ["ok", "exitCode", "seconds", "peakRssMiB", "error", "timedOut"]
 
@@ -71,7 +92,18 @@ def test_quick_bench_run_writes_every_key(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert list(tmp_path.iterdir()) == [out]  # the work directory is gone
     assert results["schema"] == "kitbuilder-bench/v1"
-    for key in ("startedAt", "host", "options", "mixes", "inspectFiles", "scale", "backfill", "targets", "seconds"):
+    for key in (
+        "startedAt",
+        "host",
+        "options",
+        "mixes",
+        "patchAtSize",
+        "inspectFiles",
+        "scale",
+        "backfill",
+        "targets",
+        "seconds",
+    ):
         assert key in results, key
     assert sorted(results["mixes"]) == ["few-big", "many-small"]
     for name, mix in results["mixes"].items():
@@ -97,6 +129,17 @@ def test_quick_bench_run_writes_every_key(tmp_path: Path) -> None:
         assert mix["patch"]["deltaBuild"]["ok"] is True
         assert mix["metadata"]["members"] > mix["inputs"]["files"]
 
+    patch = results["patchAtSize"]
+    assert "error" not in patch, patch.get("error")
+    assert sorted(patch) == sorted(PATCH_AT_SIZE_KEYS)
+    assert patch["sizeMiB"] == 4 and patch["files"] > 1 and patch["changedFiles"] >= 1
+    for key in PATCH_AT_SIZE_KEYS:
+        if key.endswith("Seconds") or key in ("ratioVsCpSync", "speedupVsFullBuild"):
+            _summary(patch[key])
+    assert patch["deltaBuild"]["ok"] is True and patch["deltaBuild"]["cpuSeconds"] > 0
+    assert patch["kitCpuSeconds"]["median"] > 0 and patch["peakRssMiB"] > 0
+    assert patch["patchedEqualsFullBuild"] is True
+
     inspect = results["inspectFiles"]
     assert inspect["build"]["ok"] is True and inspect["files"] == 1000
     _summary(inspect["kitSeconds"])
@@ -120,7 +163,7 @@ def test_quick_bench_run_writes_every_key(tmp_path: Path) -> None:
     rows = results["targets"]
     assert all(sorted(row) == ["measured", "met", "target", "value", "what"] for row in rows)
     identity = [row for row in rows if row["what"].endswith("patched kit == full build")]
-    assert len(identity) == 2 and all(row["met"] is True for row in identity)
+    assert len(identity) == 3 and all(row["met"] is True for row in identity)  # two mixes and the patch target
     # The printed table has one line per target row.
     for row in rows:
         assert row["what"] in done.stdout
