@@ -170,6 +170,10 @@ class KitWriter2:
         self._group_size = 0
         self._large_digests: list[tuple[Record, QueuedDigest]] = []
         self._payload_frames: int | None = None
+        # Payload members whose digest is known move from their records into this compact table (core/filelist.py)
+        # as their frames are written, in order: a record and its digest string per file would hold three times as
+        # much until the payload is done (a build of a million files).
+        self._table = FileTable()
         self._payload_table: FileTable | None = None
         self._closed = False
 
@@ -204,6 +208,8 @@ class KitWriter2:
     def _emit(self, done: Done) -> None:
         for record, sha256 in done.fill:
             record.sha256 = sha256
+        if self._payload_frames is None and self._records and self._records[0].sha256 is not None:
+            self._flush()
         self._frames.append(FrameEntry(self._offset, len(done.data), done.size, done.sha256))
         self._write(done.data)
 
@@ -352,7 +358,20 @@ class KitWriter2:
         for record, data in self._group:
             if record.sha256 is None:
                 record.sha256 = hashlib.sha256(data).hexdigest()
+        self._flush()
         return self._members()
+
+    def _flush(self) -> None:
+        """Move the leading payload records whose digest is known into the table (in order: the table is a prefix)."""
+        records = self._records
+        table = self._table
+        moved = 0
+        for r in records:
+            if r.sha256 is None:
+                break
+            table.append(r.path, r.size, r.sha256, "", "", r.frame, r.at)
+            moved += 1
+        del records[:moved]
 
     def _sync_large(self) -> None:
         self._content_hasher.sync()
@@ -367,14 +386,10 @@ class KitWriter2:
         self._drain()
         self._sync_large()
         self._payload_frames = len(self._frames)
-        # The payload members as a compact table (core/filelist.py): a record per file would cost three times as much
-        # for the rest of the build (the index, the manifest's files share its strings and columns).
-        table = FileTable()
-        for r in self._records:
-            assert r.sha256 is not None
-            table.append(r.path, r.size, r.sha256, "", "", r.frame, r.at)
-        self._payload_table = table
-        self._records = []
+        # The payload members as a compact table (the index and the manifest's files share its strings and columns).
+        self._flush()
+        assert not self._records
+        table = self._payload_table = self._table
         return Payload(tuple(self._frames), MemberList.of_files(table, ()), table)
 
     def _members(self) -> MemberList:
@@ -388,7 +403,14 @@ class KitWriter2:
             return MemberEntry(r.path, r.frame, r.at, r.size, r.sha256)
 
         if self._payload_table is None:
-            return MemberList(len(records), made, ())
+            table = self._table
+            moved = len(table)
+            listed = MemberList.of_files(table, ())
+
+            def either(number: int) -> MemberEntry:
+                return listed[number] if number < moved else made(number - moved)
+
+            return MemberList(moved + len(records), either, ())
         return MemberList.of_files(self._payload_table, tuple(made(n) for n in range(len(records))))
 
     # ----------------------------------------------------------------- metadata and end
