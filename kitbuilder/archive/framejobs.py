@@ -90,8 +90,7 @@ def compress_frame(data: bytes, level: int) -> bytes:
 
 
 def raw_frame(data: bytes) -> bytes:
-    frame = zstdframes.RawFrameWriter(len(data))
-    return frame.header + b"".join(frame.blocks(data))
+    return zstdframes.raw_frame(data)
 
 
 def read_exact(source: BinaryIO, size: int, path: str, *, more: bool = False) -> bytes:

@@ -60,6 +60,9 @@ def _octal(value: int, width: int) -> bytes:
 # type '0', no link, ustar magic, no owner names, device numbers 0 (after the checksum, before the prefix).
 _OWNER = _octal(FILE_MODE, 8) + _octal(0, 8) + _octal(0, 8)
 _AFTER_CHECKSUM = b"0" + bytes(100) + b"ustar\x0000" + bytes(64) + _octal(0, 8) + _octal(0, 8)
+# The checksum of every header counts these fixed bytes and the checksum field as eight spaces; only the name,
+# prefix, size and mtime vary (their padding is NUL, which adds nothing).
+_FIXED_SUM = sum(_OWNER) + sum(_AFTER_CHECKSUM) + 8 * 32
 
 
 def build_header(path: str, size: int, mtime: int) -> bytes:
@@ -71,9 +74,11 @@ def build_header(path: str, size: int, mtime: int) -> bytes:
     if split is None:
         raise ValueError(f"{path} does not fit a ustar header")
     prefix, name = split
-    head = name.encode("ascii").ljust(100, b"\0") + _OWNER + _octal(size, 12) + _octal(mtime, 12)
-    tail = _AFTER_CHECKSUM + prefix.encode("ascii").ljust(155, b"\0") + bytes(12)
-    checksum = sum(head) + sum(tail) + 8 * 32  # the checksum field counts as eight spaces
+    name_bytes, prefix_bytes = name.encode("ascii"), prefix.encode("ascii")
+    numbers = _octal(size, 12) + _octal(mtime, 12)
+    checksum = _FIXED_SUM + sum(name_bytes) + sum(prefix_bytes) + sum(numbers)
+    head = name_bytes.ljust(100, b"\0") + _OWNER + numbers
+    tail = _AFTER_CHECKSUM + prefix_bytes.ljust(155, b"\0") + bytes(12)
     return head + f"{checksum:06o}".encode("ascii") + b"\0 " + tail
 
 

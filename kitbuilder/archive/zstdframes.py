@@ -79,6 +79,21 @@ class RawFrameWriter:
         return out
 
 
+def raw_frame(data: bytes) -> bytes:
+    """``data`` (non-empty) as one whole raw-block frame: the bytes ``RawFrameWriter`` makes when fed it at once,
+    built with one copy of ``data`` (its blocks are views into it) instead of three."""
+    writer = RawFrameWriter(len(data))
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = [writer.header]
+    total = len(data)
+    for position in range(0, total, MAX_BLOCK):
+        size = min(MAX_BLOCK, total - position)
+        last = 1 if position + size == total else 0
+        parts.append(struct.pack("<I", last | (size << 3))[:3])
+        parts.append(view[position : position + size])
+    return b"".join(parts)
+
+
 def footer_frame(index_offset: int) -> bytes:
     return skippable_frame(FOOTER_MAGIC, FOOTER_TAG + struct.pack("<Q", index_offset))
 

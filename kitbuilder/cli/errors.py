@@ -11,7 +11,6 @@ from typing import Any, NoReturn
 
 import click
 
-from kitbuilder.atomic import action_for
 from kitbuilder.cli.render import emit_json, one_line
 from kitbuilder.errors import EXIT_CODES, FailedRunError, HostIOError, InterruptedRun, KitError
 
@@ -35,6 +34,8 @@ def environment_error(exc: OSError, *, unnamed: str = "(unknown path)") -> HostI
 
     Each writing site names its own path and action (kitbuilder.atomic); this is the net under them.
     """
+    from kitbuilder.atomic import action_for  # only on this path: every command imports this module
+
     where = exc.filename if exc.filename is not None else unnamed
     if exc.filename2 is not None:
         where = f"{where} -> {exc.filename2}"

@@ -10,16 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from kitbuilder.archive.reader import Caps
+from kitbuilder.archive.locate import Caps
 from kitbuilder.core import timefmt
 from kitbuilder.errors import UsageError
-from kitbuilder.ops.pushing import RegistryAccess
-from kitbuilder.ops.trust_choices import TrustChoices
-from kitbuilder.ops.verify import KeylessCheck
+
+if TYPE_CHECKING:
+    # Loaded by the methods that build them: every command imports this module, and `kit inspect` needs
+    # neither a registry nor a full verification's options (start-up is part of every command's time).
+    from kitbuilder.ops.attestations import KeylessCheck
+    from kitbuilder.ops.pushing import RegistryAccess
+    from kitbuilder.ops.trust_choices import TrustChoices
 
 json_option = click.option("--json", "as_json", is_flag=True)
 quiet_option = click.option("--quiet", "-q", is_flag=True)
@@ -56,6 +60,8 @@ class TrustArgs:
         With ``trust_optional`` (commands that read metadata without keys), --now is only judged when keys
         or a trust root are given: without them nothing expires.
         """
+        from kitbuilder.ops.trust_choices import TrustChoices
+
         given = bool(self.keys) or self.trust_root is not None
         return TrustChoices(
             keys=self.keys,
@@ -150,6 +156,8 @@ def keyless_check(
         raise UsageError(f"keyless Sigstore verification needs {', '.join(missing)} as well")
     if bundle is None or trusted_root is None or identity is None or issuer is None:
         return None
+    from kitbuilder.ops.attestations import KeylessCheck
+
     return KeylessCheck(bundle, trusted_root, identity, issuer)
 
 
@@ -164,6 +172,8 @@ class RegistryArgs:
 
     def access(self) -> RegistryAccess:
         """The typed access, reading the password once (standard input, else $KIT_REGISTRY_PASSWORD)."""
+        from kitbuilder.ops.pushing import RegistryAccess
+
         return RegistryAccess(
             tls_verify=self.tls_verify, ca_cert=self.ca_cert, username=self.username, password=self._password()
         )

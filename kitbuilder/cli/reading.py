@@ -74,6 +74,9 @@ def verify(
 @click.option("--sbom", "show_sbom", is_flag=True, help="Summarise the kit SBOM: components, licenses, suppliers.")
 @click.option("--provenance", "show_provenance", is_flag=True, help="Show the SLSA provenance: builder, inputs, times.")
 @click.option("--images", "show_images", is_flag=True, help="Check and show the container images (OCI layout).")
+@click.option(
+    "--files", "show_files", is_flag=True, help="List every payload file (reads and checks the signed file list)."
+)
 @json_option
 def inspect(
     kit: Path,
@@ -81,9 +84,10 @@ def inspect(
     show_sbom: bool,
     show_provenance: bool,
     show_images: bool,
+    show_files: bool,
     as_json: bool,
 ) -> None:
-    """Show what KIT contains, reading only its index and metadata."""
+    """Show what KIT contains, reading only its index and metadata (the file list too with --files)."""
     from kitbuilder.cli.render_inspect import inspect_text
     from kitbuilder.ops import inspect as inspect_op
 
@@ -95,6 +99,7 @@ def inspect(
             sbom=show_sbom,
             provenance=show_provenance,
             images=show_images,
+            files=show_files,
             caps=inputs.caps,
         )
     if as_json:

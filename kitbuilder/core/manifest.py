@@ -10,7 +10,9 @@ digest of its two frames; format 2 (``kitbuilder/v2``) lists the payload
 frame) and signs the file list ``manifest.files.jsonl`` by digest, size and
 count (``fileList``, core/filelist.py), whose lines give per file the frame
 holding its header (``frame``) and the header's offset in that frame (``at``).
-So manifest.json grows with frames, not files.
+So manifest.json grows with frames, not files. Format 2 also signs each component's payload
+totals (``files``, ``bytes``, ``byRole``): what ``kit inspect`` shows without reading the list,
+and what every reader of the list holds it to.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from kitbuilder.core.filelist import FileEntry as FileEntry
 from kitbuilder.core.images import ImageRecord
 from kitbuilder.core.jsonio import ParseLimits
 from kitbuilder.core.kitchecks import Check, parse_checks
-from kitbuilder.core.manifest_parts import BuildInfo, ComponentOptions, DeltaInfo, ShippedSbom
+from kitbuilder.core.manifest_parts import (
+    BuildInfo,
+    ComponentOptions,
+    ComponentPayload,
+    DeltaInfo,
+    ShippedSbom,
+    count_payloads,
+)
 from kitbuilder.errors import ArchiveError, FormatError
 
 MANIFEST_API = "kitbuilder/v1"
@@ -107,6 +116,10 @@ class Component:
     phase: str | None = None
     subject: str | None = None
     options: ComponentOptions = field(default_factory=ComponentOptions)
+    # Format 2: the component's files and bytes as signed (``Manifest.sealed_with`` counts them from the files);
+    # None in format 1, which states none. Not part of equality: two components are the same component (kit
+    # diff's "changed") by what they are, not by how many files they hold this time.
+    payload: ComponentPayload | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "role": self.role}
@@ -116,6 +129,8 @@ class Component:
             data["subject"] = self.subject
         if options := self.options.to_json():
             data["options"] = options
+        if self.payload is not None:
+            data.update(self.payload.to_json())
         return data
 
 
@@ -166,8 +181,8 @@ class Manifest:
             "components": [c.to_json() for c in self.components],
         }
         if self.format_version == 2:
-            if self.file_list is None:
-                raise ValueError("a format-2 manifest is written with its fileList (ops.seal sets it)")
+            if self.file_list is None or any(c.payload is None for c in self.components):
+                raise ValueError("a format-2 manifest is written with its fileList and totals (ops.seal sets them)")
             data["fileList"] = self.file_list.to_json()
             data["frames"] = [f.to_json() for f in self.frames]
         else:
@@ -196,6 +211,23 @@ class Manifest:
         """How many payload files the kit has (format 2: the signed count, whether or not the list was read)."""
         return self.file_list.count if self.file_list is not None else len(self.files)
 
+    def component_payloads(self) -> dict[str, ComponentPayload]:
+        """Each component's payload totals by id: format 2 as signed (the file list need not be read), format 1
+        counted from the files it lists inline."""
+        if self.format_version == 2:
+            return {c.id: c.payload for c in self.components if c.payload is not None}
+        return count_payloads(self.files)
+
+    def sealed_with(self, file_list: FileListRef) -> Manifest:
+        """This format-2 manifest as sealed: with the ``fileList`` record of its list and each component's totals
+        counted from its files (one pass), so what it signs about its files is made from them, never passed in."""
+        counted = count_payloads(self.files)
+        components = tuple(
+            dataclasses.replace(c, payload=counted.get(c.id, ComponentPayload(files=0, bytes=0, by_role=())))
+            for c in self.components
+        )
+        return dataclasses.replace(self, file_list=file_list, components=components)
+
     def with_files(self, files: Sequence[FileEntry]) -> Manifest:
         """This manifest with its payload files (format 2: read from the file list and checked by the caller)."""
         return dataclasses.replace(self, files=files)
@@ -212,6 +244,11 @@ class Manifest:
                 f"{what}: lists its files inline: a kit made by a development build of format 2, which kit no "
                 "longer reads; rebuild the kit with this kitbuilder"
             )
+        if version == 2 and _lacks_totals(document):
+            raise FormatError(
+                f"{what}: its components state no payload totals (files, bytes): a kit made by a development build "
+                "of format 2, which kit no longer reads; rebuild the kit with this kitbuilder"
+            )
         schemas.validate("manifest-v2" if version == 2 else "manifest", document, what=what)
         kit = document["kit"]
         for name in ("expires", "created"):
@@ -221,7 +258,7 @@ class Manifest:
                     timefmt.parse_canonical(kit[name])
                 except timefmt.TimeFormatError as exc:
                     raise FormatError(f"{what}: $.kit.{name}: {exc}") from exc
-        return cls(
+        manifest = cls(
             kit=KitInfo(
                 name=kit["name"],
                 version=kit["version"],
@@ -244,6 +281,9 @@ class Manifest:
                         role=c["role"],
                         where=f"manifest components[{n}] ({c['role']} {c['id']}): options",
                     ),
+                    payload=ComponentPayload.from_json(c, what=f"{what}: components[{n}] ({c['id']})")
+                    if version == 2
+                    else None,
                 )
                 for n, c in enumerate(document["components"])
             ),
@@ -260,11 +300,31 @@ class Manifest:
             format_version=version,
             file_list=FileListRef.from_json(document["fileList"]) if version == 2 else None,
         )
+        if manifest.file_list is not None:
+            _check_totals(manifest.components, manifest.file_list, what=what)
+        return manifest
 
     @classmethod
     def from_bytes(cls, data: bytes, *, what: str = MANIFEST_JSON, limits: ParseLimits | None = None) -> Manifest:
         """Parse and check a manifest; ``limits`` (see ``MetadataBudget``) bound the parse before it starts."""
         return cls.from_json(jsonio.load_object(data, what=what, limits=limits), what=what)
+
+
+def _check_totals(components: tuple[Component, ...], ref: FileListRef, *, what: str) -> None:
+    """The components' totals add up to what fileList states: checked on parse, so ``kit inspect``, which shows
+    them without reading the list, never shows totals that contradict the signed count and bytes."""
+    files = sum(c.payload.files for c in components if c.payload is not None)
+    size = sum(c.payload.bytes for c in components if c.payload is not None)
+    if (files, size) != (ref.count, ref.payload_bytes):
+        raise FormatError(
+            f"{what}: the components hold {files} files and {size} bytes, but fileList.count is {ref.count} and "
+            f"fileList.payloadBytes {ref.payload_bytes}"
+        )
+
+
+def _lacks_totals(document: dict[str, Any]) -> bool:
+    components = document.get("components")
+    return isinstance(components, list) and any(isinstance(c, dict) and "files" not in c for c in components)
 
 
 def _file_entry(f: dict[str, Any]) -> FileEntry:

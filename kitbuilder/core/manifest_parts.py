@@ -1,4 +1,5 @@
-"""The typed parts of a kit manifest: its ``build`` and ``delta`` blocks, ``sboms[]`` and each component's ``options``.
+"""The typed parts of a kit manifest: its ``build`` and ``delta`` blocks, ``sboms[]``, each component's ``options``
+and (format 2) each component's signed payload totals.
 
 Each model reads its (schema-checked) JSON strictly with ``from_json`` (a FormatError names the
 field) and writes it back with ``to_json``; a field the JSON did not have stays absent (None), so
@@ -10,15 +11,24 @@ core/kitchecks.py ``Check``. Pure: no I/O, and no SBOM code (core/sbom imports t
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from kitbuilder.core.fields import IDENTIFIER, INT64_MAX, TABLE, Fields, integer, show, type_name
-from kitbuilder.errors import FormatError
+from kitbuilder.errors import FormatError, IntegrityError
+
+if TYPE_CHECKING:
+    from kitbuilder.core.filelist import FileEntry
 
 # A file name relative to its component's directory (the manifest's path rule, one level or more).
 COMPONENT_FILE = re.compile(r"(?!\.{1,2}(/|$))(?!.*/\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# A file role, as the file list's line grammar admits it (core/filelist.py).
+_FILE_ROLE = re.compile(r"[a-z][a-z0-9-]{0,63}")
+_SAFE_INTEGER = (1 << 53) - 1
 SBOM_FORMATS = ("CycloneDX", "SPDX")
 
 
@@ -265,3 +275,129 @@ def _optional_flag(read: Fields, name: str) -> bool | None:
         read.read.append(name)
         return None
     return read.flag(name, False)
+
+
+# component payload totals (format 2) --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PayloadTotals:
+    """How many payload files, and how many bytes of content they hold."""
+
+    files: int
+    bytes: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"bytes": self.bytes, "files": self.files}
+
+
+@dataclass(frozen=True)
+class ComponentPayload:
+    """Format 2: a component's payload as manifest.json signs it (``files``, ``bytes``, ``byRole``): how many
+    files of the file list name the component and their bytes, in all and by file role (a delta's ``kit-delta``
+    holds ``delta-frame`` and ``delta-target`` files). ``kit inspect`` shows a kit from these without reading
+    the file list; every reader of the list holds them to it (``check_component_payloads``)."""
+
+    files: int
+    bytes: int
+    by_role: tuple[tuple[str, PayloadTotals], ...]  # sorted by role; the roles of no file are absent
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "files": self.files,
+            "bytes": self.bytes,
+            "byRole": {role: totals.to_json() for role, totals in self.by_role},
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, object], *, what: str) -> ComponentPayload:
+        """The totals of a (schema-checked) component; FormatError when ``byRole`` does not add up to them."""
+        component = Fields(document, what)  # the component's other fields are read by its other parts
+        files, size = _count(component, "files"), _count(component, "bytes")
+        roles = component.get("byRole", True)
+        if not isinstance(roles, dict):
+            raise component.fail("byRole", f"expected a mapping, got {type_name(roles)}")
+        by_role: list[tuple[str, PayloadTotals]] = []
+        for role in sorted(roles):
+            if _FILE_ROLE.fullmatch(role) is None:
+                raise FormatError(f"{what}: byRole: {show(role)} is not a role name")
+            read = Fields(roles[role], f"{what}: byRole.{role}")
+            totals = PayloadTotals(files=_count(read, "files"), bytes=_count(read, "bytes"))
+            read.finish()
+            by_role.append((role, totals))
+        payload = cls(files, size, tuple(by_role))
+        role_files = sum(t.files for _, t in payload.by_role)
+        role_bytes = sum(t.bytes for _, t in payload.by_role)
+        if (role_files, role_bytes) != (files, size):
+            raise FormatError(
+                f"{what}: byRole adds up to {role_files} files and {role_bytes} bytes, but the component states "
+                f"{files} files and {size} bytes"
+            )
+        return payload
+
+
+def count_payloads(files: Iterable[FileEntry]) -> dict[str, ComponentPayload]:
+    """Each component's totals (by component id) as ``files`` give them, in one pass over them."""
+    counted: dict[str, dict[str, list[int]]] = {}
+    # Files come in archive order, where a component's files (of one role) are runs: one step per run, not per file.
+    for (component, role), run in groupby(files, key=attrgetter("component", "role")):
+        sizes = [entry.size for entry in run]
+        totals = counted.setdefault(component, {}).setdefault(role, [0, 0])
+        totals[0] += len(sizes)
+        totals[1] += sum(sizes)
+    payloads: dict[str, ComponentPayload] = {}
+    for component, roles in counted.items():
+        by_role = tuple((role, PayloadTotals(n, size)) for role, (n, size) in sorted(roles.items()))
+        payloads[component] = ComponentPayload(
+            files=sum(t.files for _, t in by_role), bytes=sum(t.bytes for _, t in by_role), by_role=by_role
+        )
+    return payloads
+
+
+EMPTY_PAYLOAD = ComponentPayload(files=0, bytes=0, by_role=())
+
+
+def check_component_payloads(
+    stated: Sequence[tuple[str, ComponentPayload | None]],
+    files: Iterable[FileEntry],
+    *,
+    what: str,
+    signed_by: str = "manifest.json",
+) -> None:
+    """The totals ``signed_by`` states per component (id, payload) are exactly what the file list ``what`` holds.
+
+    IntegrityError (exit 4) with one line naming the component and both numbers where they differ, or the
+    first component the list names that ``signed_by`` does not list. Format 1 (payload None) states none.
+    """
+    counted = count_payloads(files)
+    listed = {component for component, _ in stated}
+    for component in counted:
+        if component not in listed:
+            raise IntegrityError(
+                f"{what}: files of component {component!r}, which {signed_by} does not list; the kit was altered"
+            )
+    for component, payload in stated:
+        if payload is None:
+            continue
+        observed = counted.get(component, EMPTY_PAYLOAD)
+        for label, said, has in (
+            ("files", payload.files, observed.files),
+            ("bytes", payload.bytes, observed.bytes),
+        ):
+            if said != has:
+                raise IntegrityError(
+                    f"{signed_by}: component {component!r} states {said} {label}, {what} holds {has}; "
+                    "the kit was altered"
+                )
+        if payload.by_role != observed.by_role:
+            said_roles = ", ".join(f"{role} {t.files}/{t.bytes}" for role, t in payload.by_role) or "none"
+            has_roles = ", ".join(f"{role} {t.files}/{t.bytes}" for role, t in observed.by_role) or "none"
+            raise IntegrityError(
+                f"{signed_by}: component {component!r} states files/bytes by role {said_roles}, {what} holds "
+                f"{has_roles}; the kit was altered"
+            )
+
+
+def _count(read: Fields, name: str) -> int:
+    """A required count (of files or bytes): an integer from 0 to 2^53-1."""
+    return integer(read.get(name, True), 0, _SAFE_INTEGER, lambda message: read.fail(name, message))

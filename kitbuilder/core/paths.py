@@ -18,10 +18,15 @@ MAX_PATH_BYTES = 255
 # (a delta shipping .kit-patch/journal.json would otherwise steer the next patch). Case-insensitive:
 # some filesystems fold case.
 RESERVED_COMPONENT = re.compile(r"\.kit-.*|\..*\.kit-lock|\..*\.part", re.IGNORECASE)
+# The common case in one match: portable components that do not start with "." (so none is "", ".", ".." or
+# reserved, every reserved name starting with a dot), at most 100 bytes (ustar's name field holds it whole).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]*(?:/[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]*)*")
 
 
 def problem_with(path: str) -> str | None:
     """Why ``path`` is not a valid kit path, or None when it is."""
+    if len(path) <= 100 and _PLAIN_PATH.fullmatch(path) is not None:
+        return None
     if not path:
         return "empty path"
     if path.startswith("/"):
@@ -51,6 +56,12 @@ def ustar_split(path: str) -> tuple[str, str] | None:
 
 def collision_key(path: str) -> str:
     """Two paths with the same key land on the same file on some filesystem (case, Unicode, ./)."""
+    if path.isascii():
+        # NFC leaves ASCII as it is and casefold folds only A-Z there: lower() is the same key, much cheaper.
+        parts = path.split("/")
+        if "" not in parts and "." not in parts:
+            return path.lower()
+        return "/".join(p for p in parts if p not in ("", ".")).lower()
     normal = unicodedata.normalize("NFC", path)
     parts = [p for p in normal.split("/") if p not in ("", ".")]
     return "/".join(parts).casefold()
@@ -62,6 +73,10 @@ def claim(path: str, seen: dict[str, str]) -> str | None:
     Two paths clash when they name the same file on some filesystem (see ``collision_key``),
     or when one would have to be both a file and a directory (``docs/d`` and ``docs/d/e.md``),
     which `tar -x` cannot extract. Directory prefixes are kept in ``seen`` under a leading "/".
+
+    O(1) per path once its directory is known: ``seen`` only ever holds a directory together with all of its
+    own prefixes, and never a key both as a file and as a directory, so a path whose parent is already a
+    directory there needs no walk of its prefixes (none can be a file, all are recorded).
     """
     key = collision_key(path)
     if key == path:
@@ -70,6 +85,10 @@ def claim(path: str, seen: dict[str, str]) -> str | None:
         return f"duplicate of {seen[key]} (same name up to case, Unicode form or ./)"
     if "/" + key in seen:
         return f"is a file, but {seen['/' + key]} needs it to be a directory"
+    parent, slash, _ = key.rpartition("/")
+    if not slash or "/" + parent in seen:
+        seen[key] = path
+        return None
     parts = key.split("/")
     for end in range(1, len(parts)):
         prefix = "/".join(parts[:end])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +57,7 @@ from kitbuilder.errors import IntegrityError, UsageError
 # Split out of this module; re-exported here, where callers have always found them.
 from kitbuilder.ops.build_inputs import USTAR_NUMBER_LIMIT as USTAR_NUMBER_LIMIT
 from kitbuilder.ops.build_inputs import InputFile as InputFile
+from kitbuilder.ops.build_inputs import ReadAhead, changed_input
 from kitbuilder.ops.build_inputs import collect_inputs as collect_inputs
 from kitbuilder.ops.build_inputs import source_date_epoch_from_env as source_date_epoch_from_env
 from kitbuilder.ops.seal import Sealed as Sealed
@@ -313,25 +315,30 @@ def _write_kit(
 def _write_inputs(
     writer: KitWriter2, inputs: list[InputFile], on_bytes: Callable[[int], None] | None
 ) -> list[tuple[str, str]]:
-    """Every input file into the writer, in order; their (role, component), in the same order."""
+    """Every input file into the writer, in order; their (role, component), in the same order.
+
+    Small inputs come read whole from ``ReadAhead`` (a reader thread), a large one streams from here; either
+    read's fault is raised here, in input order, after the frames in flight (``settle``).
+    """
     roles: list[tuple[str, str]] = []
     kinds: dict[str, tuple[str, str]] = {}  # one (role, component) pair per component, shared by its files
-    for item in inputs:
-        try:
-            # One open file for reading and checking: what was hashed is what is packed.
-            with _open_input(item) as source:
-                writer.add_file(item.kit_path, source, item.size, on_bytes=on_bytes)
-        except OSError as exc:
-            writer.settle()  # a fault in an earlier frame, still in flight, is the first one
-            raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
-        except UsageError:
-            writer.settle()
-            raise
-        component = item.component
-        kind = kinds.get(component.id)
-        if kind is None:
-            kind = kinds[component.id] = (component.role, component.id)
-        roles.append(kind)
+    with ReadAhead(inputs) as reads:
+        for item, read in reads:
+            try:
+                if read is None:
+                    # One open file for reading and checking: what was hashed is what is packed.
+                    with _open_input(item) as source:
+                        writer.add_file(item.kit_path, source, item.size, on_bytes=on_bytes)
+                else:
+                    writer.add_file(item.kit_path, io.BytesIO(read()), item.size, on_bytes=on_bytes)
+            except OSError as exc:
+                writer.settle()  # a fault in an earlier frame, still in flight, is the first one
+                raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
+            except UsageError:
+                writer.settle()
+                raise
+            component = item.component
+            roles.append(kinds.setdefault(component.id, (component.role, component.id)))
     return roles
 
 
@@ -344,9 +351,7 @@ def _open_input(item: InputFile) -> BinaryIO:
     try:
         return inputfile.open_regular(item.source, follow_links=False)
     except inputfile.NotRegularFile as exc:
-        raise UsageError(
-            f"{item.source}: is no longer the regular file it was when the build started; rerun the build"
-        ) from exc
+        raise changed_input(item) from exc
 
 
 def _write_images(

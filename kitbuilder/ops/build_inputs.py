@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from kitbuilder import inputfile
+from kitbuilder.archive import layout
 from kitbuilder.core import paths
 from kitbuilder.core.manifest import ATTESTATIONS_DIR, IMAGES_DIR, METADATA_FILES, is_optional_metadata
 from kitbuilder.core.sbom import KIT_SBOM_PATH
@@ -57,14 +62,14 @@ def _reserved(kit_path: str) -> str | None:
     return None
 
 
-def _candidates(top: Path) -> Iterator[tuple[Path, str, os.stat_result | None]]:
+def _candidates(top: Path) -> Iterator[tuple[str, str, os.DirEntry[str]]]:
     """Every entry under the directory ``top`` that could be an input, in ``os.walk`` order (per directory: its
     non-directories sorted, then its links to directories, then its subdirectories in sorted order; nothing
-    below a link is visited), as (path, path relative to ``top``, its lstat when known).
+    below a link is visited), as (path, path relative to ``top``, its directory entry).
 
-    One ``scandir`` per directory and one lstat per entry (cached by the entry), no path arithmetic per file:
-    a tree of many small files costs little more than listing it. Unreadable directories are skipped, as
-    ``os.walk`` skips them.
+    One ``scandir`` per directory, no path arithmetic per file: the entry caches its type (from the directory
+    listing) and its lstat, so a tree of many small files costs little more than listing it. Unreadable
+    directories are skipped, as ``os.walk`` skips them.
     """
     pending: list[tuple[str, str]] = [(str(top), "")]
     while pending:
@@ -82,18 +87,37 @@ def _candidates(top: Path) -> Iterator[tuple[Path, str, os.stat_result | None]]:
             except OSError:
                 is_dir = False
             if not is_dir:
-                try:
-                    info: os.stat_result | None = entry.stat(follow_symlinks=False)
-                except OSError:
-                    info = None
-                yield Path(entry.path), prefix + entry.name, info
+                yield entry.path, prefix + entry.name, entry
             elif entry.is_symlink():
                 linked.append(entry)
             else:
                 subdirectories.append((entry.path, f"{prefix}{entry.name}/"))
         for entry in linked:
-            yield Path(entry.path), prefix + entry.name, None
+            yield entry.path, prefix + entry.name, entry
         pending.extend(reversed(subdirectories))
+
+
+def files_under(top: Path) -> frozenset[str]:
+    """The files under the directory ``top`` (``/``-separated, relative), as ``rglob("*")`` + ``is_file()`` finds
+    them (links to files included, nothing below a link to a directory), from the same one-scandir-per-directory
+    walk as the inputs: no Path object per entry, and no stat but for links (the listing gives the type)."""
+
+    def is_file(entry: os.DirEntry[str]) -> bool:
+        try:
+            return entry.is_file()  # a link is followed, as rglob's is_file() does
+        except OSError:
+            return False
+
+    return frozenset(relative for _, relative, entry in _candidates(top) if is_file(entry))
+
+
+def _lstat(entry: os.DirEntry[str] | None) -> os.stat_result | None:
+    if entry is None:
+        return None
+    try:
+        return entry.stat(follow_symlinks=False)
+    except OSError:
+        return None  # looked at again by path, which names the error
 
 
 def collect_inputs(spec: KitSpec) -> list[InputFile]:
@@ -102,13 +126,14 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
     for component in spec.components:
         whole = component.source.is_file()
         if whole:
-            candidates: Iterable[tuple[Path, str, os.stat_result | None]] = [
-                (component.source, component.source.name, None)
+            candidates: Iterable[tuple[str, str, os.DirEntry[str] | None]] = [
+                (str(component.source), component.source.name, None)
             ]
         else:
             candidates = _candidates(component.source)
-        for source, relative, known in candidates:
-            info = known or source.lstat()
+        for name, relative, entry in candidates:
+            source = Path(name)
+            info = _lstat(entry) or source.lstat()
             if not stat.S_ISREG(info.st_mode):
                 raise UsageError(
                     f"{spec.path}: {component.id}: {source} is not a regular file (symlinks and devices are not packed)"
@@ -139,3 +164,113 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
                 f"{clash}; set dest: on one component"
             )
     return found
+
+
+def changed_input(item: InputFile) -> UsageError:
+    """An input that is not the regular file ``collect_inputs`` found (replaced by a link, a FIFO, a directory)."""
+    return UsageError(f"{item.source}: is no longer the regular file it was when the build started; rerun the build")
+
+
+# Small inputs are read in batches (one task for the reader thread per batch, not per file).
+_BATCH_FILES = 64
+_BATCH_BYTES = 1 << 20
+
+_Read = bytes | OSError | UsageError
+
+
+class ReadAhead:
+    """The inputs in order, each small one (that joins a group frame) read whole ahead on a reader thread.
+
+    Iterating gives ``(item, read)``: ``read()`` returns a small input's bytes (one byte past its listed size
+    when it grew, fewer when it shrank: the writer refuses either) or raises what reading it raised, OSError or
+    UsageError (``changed_input``); ``read`` is None for a large input, which the caller streams itself. At
+    most about ``max_bytes`` of inputs (and ``max_files`` files) are held ahead, so memory stays flat. Reading
+    one small file is one open, one fstat, its bytes, one close (``inputfile.read_regular``, links not followed);
+    the reader thread takes them in batches of up to 64 files or 1 MiB.
+    """
+
+    def __init__(self, inputs: list[InputFile], *, max_bytes: int = 8 << 20, max_files: int = 1024) -> None:
+        self._inputs = inputs
+        self._max_bytes = max_bytes
+        self._max_files = max_files
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-read")
+        self._batches: collections.deque[Future[list[_Read]] | None] = collections.deque()  # None: a large input
+        self._scheduled = 0  # inputs scheduled so far
+        self._held = 0  # bytes of small inputs scheduled and not yet handed out
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._reader.shutdown(wait=True, cancel_futures=True)
+
+    def __iter__(self) -> Iterator[tuple[InputFile, Callable[[], bytes] | None]]:
+        inputs = self._inputs
+        results: list[_Read] = []
+        taken = 0
+        for number, item in enumerate(inputs):
+            while self._scheduled < len(inputs) and (
+                self._scheduled == number
+                or (
+                    self._held + inputs[self._scheduled].size <= self._max_bytes
+                    and self._scheduled - number < self._max_files
+                )
+            ):
+                self._schedule()
+            if layout.is_large(item.size):
+                self._batches.popleft()  # its place holder: the batches before it are all handed out
+                yield item, None
+                continue
+            if taken == len(results):
+                batch = self._batches.popleft()
+                assert batch is not None
+                results, taken = batch.result(), 0
+            result = results[taken]
+            results[taken] = b""  # handed out: the writer holds it from here
+            taken += 1
+            self._held -= item.size
+            yield item, functools.partial(_outcome, result)
+
+    def _schedule(self) -> None:
+        """Schedule the next large input (a place holder) or the next batch of small ones."""
+        inputs, first = self._inputs, self._inputs[self._scheduled]
+        if layout.is_large(first.size):
+            self._batches.append(None)
+            self._scheduled += 1
+            return
+        batch, size = [first], first.size
+        end = self._scheduled + 1
+        while end < len(inputs) and len(batch) < _BATCH_FILES and size < _BATCH_BYTES:
+            upcoming = inputs[end]
+            if layout.is_large(upcoming.size) or self._held + size + upcoming.size > self._max_bytes:
+                break
+            batch.append(upcoming)
+            size += upcoming.size
+            end += 1
+        self._batches.append(self._reader.submit(_read_batch, batch))
+        self._scheduled = end
+        self._held += size
+
+
+def _outcome(result: _Read) -> bytes:
+    if isinstance(result, bytes):
+        return result
+    raise result
+
+
+def _read_batch(batch: list[InputFile]) -> list[_Read]:
+    """Each input's bytes, or the error reading it raised (raised in its turn, when the caller reaches it)."""
+    out: list[_Read] = []
+    for item in batch:
+        try:
+            out.append(_read_small(item))
+        except (OSError, UsageError) as exc:
+            out.append(exc)
+    return out
+
+
+def _read_small(item: InputFile) -> bytes:
+    try:
+        return inputfile.read_regular(item.source, item.size + 1, follow_links=False)
+    except inputfile.NotRegularFile as exc:
+        raise changed_input(item) from exc

@@ -1,39 +1,38 @@
-"""kit inspect: what a kit says it is, read from the index and metadata frames only."""
+"""kit inspect: what a kit says it is, read from the index and metadata frames only.
+
+By default the signed manifest alone: the kit, its signers, its components with their signed payload totals
+(format 2: ``files``, ``bytes``, ``byRole``), optional metadata. The file list (format 2's
+manifest.files.jsonl, which grows with the files) is read and checked only when the report needs it: the
+listing (``files``), or a section that reads members (``sbom``, ``images``): a plain inspect reads no file list
+and builds no entry per file.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.dsse import Envelope
 from kitbuilder.core.manifest import IMAGES_DIR, MANIFEST_JSON, SHA256SUMS, Manifest, is_optional_metadata
-from kitbuilder.core.provenance import PROVENANCE_MEMBER, read_predicate
-from kitbuilder.core.statement import Statement
+from kitbuilder.core.manifest_parts import EMPTY_PAYLOAD, ComponentPayload
 from kitbuilder.errors import FormatError, IntegrityError, KitError
-from kitbuilder.ops.inspect_sections import (
-    KitSbomView,
-    ProvenanceAttestation,
-    ProvenanceSection,
-    SbomSection,
-    ShippedSbomView,
-)
-from kitbuilder.ops.kitfile import load_files
-from kitbuilder.ops.verify import KitMetadata, check_signed_metadata, open_kit, read_metadata, read_signed_file
+from kitbuilder.ops.kitfile import KitMetadata, load_files, open_kit, read_metadata
+from kitbuilder.ops.signed_metadata import check_signed_metadata
 from kitbuilder.trust.signatures import TrustPolicy, verify_envelope
 
 if TYPE_CHECKING:
     from kitbuilder.oci.check import LayoutSummary
+    from kitbuilder.ops.inspect_sections import ProvenanceSection, SbomSection
 
 
 @dataclass(frozen=True)
 class InspectReport:
     path: Path
-    manifest: Manifest
+    manifest: Manifest  # with its files when ``files_listed`` (or a section read them), else format 2: without
     kit_bytes: int
     claimed_signers: tuple[str, ...]
     verified_signers: tuple[str, ...] | None
@@ -44,17 +43,26 @@ class InspectReport:
     provenance: ProvenanceSection | None = None
     images: LayoutSummary | None = None
     metadata_members: tuple[str, ...] = ()  # in archive order: the required ones, then attestations
+    files_listed: bool = False  # `--files`: the report lists every payload file (read from the checked list)
+
+    def component_payloads(self) -> list[tuple[str, ComponentPayload]]:
+        """Each component's payload totals (format 2: as signed; format 1: counted from its inline files)."""
+        payloads = self.manifest.component_payloads()
+        return [(c.id, payloads.get(c.id, EMPTY_PAYLOAD)) for c in self.manifest.components]
 
     def roles(self) -> dict[str, dict[str, int]]:
-        """Files and bytes per role, by role name."""
-        roles: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
-        for entry in self.manifest.files:
-            roles[entry.role]["files"] += 1
-            roles[entry.role]["bytes"] += entry.size
+        """Files and bytes per file role, by role name (from the components' totals)."""
+        roles: dict[str, dict[str, int]] = {}
+        for _, payload in self.component_payloads():
+            for role, totals in payload.by_role:
+                summed = roles.setdefault(role, {"files": 0, "bytes": 0})
+                summed["files"] += totals.files
+                summed["bytes"] += totals.bytes
         return dict(sorted(roles.items()))
 
     def to_json(self) -> dict[str, object]:
-        return {
+        payloads = dict(self.component_payloads())
+        document: dict[str, object] = {
             "reportVersion": 1,
             "kit": {"path": str(self.path), "bytes": self.kit_bytes, **self.manifest.kit.to_json()},
             "build": self.manifest.build.to_json(),
@@ -64,12 +72,9 @@ class InspectReport:
                 "verifiedKeyIds": list(self.verified_signers or ()),
                 "error": self.verification_error,
             },
-            "components": [c.to_json() for c in self.manifest.components],
+            "components": [{**c.to_json(), **payloads[c.id].to_json()} for c in self.manifest.components],
             "roles": self.roles(),
-            "files": [
-                {"path": f.path, "size": f.size, "sha256": f.sha256, "role": f.role, "component": f.component}
-                for f in self.manifest.files
-            ],
+            "fileCount": self.manifest.file_count,
             "payloadBytes": self.manifest.payload_bytes,
             "delta": None if self.manifest.delta is None else self.manifest.delta.to_json(),
             "optionalMetadata": self.optional_metadata(),
@@ -79,6 +84,12 @@ class InspectReport:
                 if section is not None
             },
         }
+        if self.files_listed:
+            document["files"] = [
+                {"path": f.path, "size": f.size, "sha256": f.sha256, "role": f.role, "component": f.component}
+                for f in self.manifest.files
+            ]
+        return document
 
     def optional_metadata(self) -> list[str]:
         return [name for name in self.metadata_members if is_optional_metadata(name)]
@@ -92,17 +103,21 @@ def inspect_kit(
     sbom: bool = False,
     provenance: bool = False,
     images: bool = False,
+    files: bool = False,
 ) -> InspectReport:
     """Read metadata (and, per section, a few small members) without decompressing payload.
 
     With a policy, the signatures are checked too; every member read for a section is
     checked against the manifest's digest either way, so a report never shows bytes
-    the manifest does not vouch for.
+    the manifest does not vouch for. Format 2: the file list is read (and checked against
+    the manifest, its totals included) only for ``files``, ``sbom`` or ``images``.
     """
     caps = caps or Caps()
+    # The sections that read members locate them through the file list; the listing is the list.
+    needs_list = files or sbom or images
     with open_kit(path) as stream:
         # Format 2: the file list is read after the signatures when they are checked (check_signed_metadata),
-        # else when the report needs it (it lists every file): either way once, line by line.
+        # else here when the report needs it: either way once, line by line.
         metadata = read_metadata(stream, caps, defer_files=True)
         claimed = tuple(sorted({s.keyid for s in metadata.envelope.signatures}))
         verified: tuple[str, ...] | None = None
@@ -111,27 +126,16 @@ def inspect_kit(
         manifest = metadata.manifest
         if policy is not None:
             try:
-                verified, _, manifest = check_signed_metadata(metadata, policy)
+                verified, _, manifest = check_signed_metadata(metadata, policy, files=needs_list)
             except KitError as exc:
                 error = str(exc)
                 exit_code = exc.exit_code
-        if metadata.files_pending:
+        if needs_list and metadata.files_pending:
             manifest = load_files(metadata)
-        files = manifest.by_path()
-        index = metadata.location.index
-        listed = set(index.sizes())
-
-        def read_checked(kit_path: str) -> bytes:
-            signed = files.get(kit_path)
-            if signed is None:
-                raise IntegrityError(f"{kit_path}: not a file of the signed manifest")
-            # Located on demand: a plain inspect locates nothing beyond the metadata.
-            located = {kit_path: index.locate(kit_path)} if kit_path in listed else {}
-            return read_signed_file(stream, located, signed, caps)
-
-        sbom_section = _sbom_section(manifest, read_checked) if sbom else None
+        read_checked = _member_reader(stream, metadata, manifest, caps) if sbom or images else None
+        sbom_section = _sbom_section(manifest, read_checked) if read_checked and sbom else None
         provenance_section = _provenance_section(metadata, policy) if provenance else None
-        images_section = _images_section(manifest, read_checked) if images else None
+        images_section = _images_section(manifest, read_checked) if read_checked and images else None
     return InspectReport(
         path=path,
         manifest=manifest,
@@ -144,7 +148,27 @@ def inspect_kit(
         provenance=provenance_section,
         images=images_section,
         metadata_members=tuple(metadata.members),
+        files_listed=files,
     )
+
+
+def _member_reader(stream: BinaryIO, metadata: KitMetadata, manifest: Manifest, caps: Caps) -> Callable[[str], bytes]:
+    """A reader of payload files by path, each checked against the manifest's digest (the list is read)."""
+    from kitbuilder.ops.verify import read_signed_file
+
+    by_path = manifest.by_path()
+    index = metadata.location.index
+    listed = set(index.sizes())
+
+    def read_checked(kit_path: str) -> bytes:
+        signed = by_path.get(kit_path)
+        if signed is None:
+            raise IntegrityError(f"{kit_path}: not a file of the signed manifest")
+        # Located on demand: a plain inspect locates nothing beyond the metadata.
+        located = {kit_path: index.locate(kit_path)} if kit_path in listed else {}
+        return read_signed_file(stream, located, signed, caps)
+
+    return read_checked
 
 
 def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> SbomSection:
@@ -156,6 +180,7 @@ def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> S
         kit_sbom_matches,
         load_sbom,
     )
+    from kitbuilder.ops.inspect_sections import KitSbomView, SbomSection, ShippedSbomView
 
     shipped: list[ShippedSbomView] = []
     for record in manifest.sboms:
@@ -191,6 +216,10 @@ def _sbom_section(manifest: Manifest, read_checked: Callable[[str], bytes]) -> S
 
 
 def _provenance_section(metadata: KitMetadata, policy: TrustPolicy | None) -> ProvenanceSection:
+    from kitbuilder.core.provenance import PROVENANCE_MEMBER, read_predicate
+    from kitbuilder.core.statement import Statement
+    from kitbuilder.ops.inspect_sections import ProvenanceAttestation, ProvenanceSection
+
     data = metadata.members.get(PROVENANCE_MEMBER)
     if data is None:
         return ProvenanceSection(None)

@@ -46,6 +46,7 @@ from kitbuilder.core.manifest import (
     MetadataBudget,
     metadata_names,
 )
+from kitbuilder.core.manifest_parts import check_component_payloads
 from kitbuilder.errors import ArchiveError, FormatError, HostIOError, IntegrityError, KitError, UsageError
 from kitbuilder.ops import confined
 
@@ -400,6 +401,7 @@ def load_files(metadata: Metadata) -> Manifest:
         raise FormatError(
             f"{what}: files hold {payload} bytes, but {signed_by} fileList.payloadBytes says {ref.payload_bytes}"
         )
+    check_component_payloads([(c.id, c.payload) for c in manifest.components], files, what=what, signed_by=signed_by)
     checksums.check_listing(files, metadata.members[SHA256SUMS], what=what)
     manifest = manifest.with_files(files)
     if kept is not None:

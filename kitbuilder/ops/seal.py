@@ -6,7 +6,6 @@ Shared by kit build, delta builds and the test factories that craft kits with ki
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -43,7 +42,7 @@ def seal(writer: KitWriter2, manifest: Manifest, keys: list[PrivateKey]) -> Seal
     # into the frames): a list of a million files is never held whole.
     ref = filelist.describe(filelist.render_pieces(files), files)
     list_entry = writer.add_metadata_stream(FILE_LIST, ref.size, filelist.render_pieces(files))
-    manifest = dataclasses.replace(manifest, file_list=ref)
+    manifest = manifest.sealed_with(ref)
     manifest_bytes = manifest.to_bytes()
     writer.add_metadata(MANIFEST_JSON, manifest_bytes)
     statement = Statement(

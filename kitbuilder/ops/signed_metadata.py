@@ -30,9 +30,13 @@ from kitbuilder.ops.kitfile import KitMetadata, Metadata, load_files
 from kitbuilder.trust.signatures import TrustPolicy, verify_detached, verify_envelope
 
 
-def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tuple[str, ...], str | None, Manifest]:
+def check_signed_metadata(
+    metadata: Metadata, policy: TrustPolicy, *, files: bool = True
+) -> tuple[tuple[str, ...], str | None, Manifest]:
     """Signatures, statement, manifest, file list and SHA256SUMS against each other; returns signers and the signed
-    manifest (format 2: with its files, read from the file list after the signatures, ``kitfile.load_files``)."""
+    manifest (format 2: with its files, read from the file list after the signatures, ``kitfile.load_files``).
+    Format 2 without ``files`` (kit inspect without --files): the list is left unread, so are the checks that need
+    it (sboms paths, the index's payload); the signatures, statement, subjects and SHA256SUMS.sig are checked."""
     envelope = metadata.envelope
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise FormatError(f"{MANIFEST_DSSE}: payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE}")
@@ -67,7 +71,7 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
         wanted = {FILE_LIST: head.file_list.sha256, SHA256SUMS: digests[SHA256SUMS]}
         digests[FILE_LIST] = head.file_list.sha256
         _check_subjects(statement, wanted, what=f"the {MANIFEST_JSON} fileList/{SHA256SUMS}")
-        signed = load_files(metadata)
+        signed = load_files(metadata) if files else head
     else:
         signed = head
         sums = checksums.parse(sums_bytes)
@@ -80,14 +84,14 @@ def check_signed_metadata(metadata: Metadata, policy: TrustPolicy) -> tuple[tupl
         wanted = dict(listed)
         wanted[SHA256SUMS] = digests[SHA256SUMS]
         _check_subjects(statement, wanted, what=f"the manifest/{SHA256SUMS}")
-    if signed.sboms:
+    if signed.sboms and not metadata.files_pending:
         listed_paths = {f.path for f in signed.files}
         for number, record in enumerate(signed.sboms):
             if record.path not in listed_paths:
                 raise IntegrityError(f"{MANIFEST_JSON}: sboms[{number}].path {record.path!r} is not a file of the kit")
     # SHA256SUMS.sig is for stock tools and is made by the first build key only; the DSSE subjects already
     # bind SHA256SUMS. It must verify when that key is trusted here; otherwise it is reported unchecked.
-    if isinstance(metadata, KitMetadata):
+    if isinstance(metadata, KitMetadata) and not metadata.files_pending:
         check_index_against(metadata.location.index, signed, digests)
     first_keyid = checksum_keyid(signed, envelope)
     checksum_signer: str | None = None

@@ -11,6 +11,7 @@ from kitbuilder import inputfile
 from kitbuilder.core.jobs import APPLY_ROLES
 from kitbuilder.core.spec import ComponentSpec, KitSpec, SourceListing, check_sources, parse_spec
 from kitbuilder.errors import SpecError
+from kitbuilder.ops.build_inputs import files_under
 
 # A spec lists components and images: a few KiB. A backfill job is a table, a predicate and a statement.
 SPEC_BYTES = 16 << 20
@@ -56,8 +57,7 @@ def _listing(component: ComponentSpec) -> SourceListing:
     source = component.source
     if source.is_file():
         return SourceListing(is_dir=False, files=frozenset({source.name}))
-    files = frozenset(path.relative_to(source).as_posix() for path in source.rglob("*") if path.is_file())
-    return SourceListing(is_dir=True, files=files)
+    return SourceListing(is_dir=True, files=files_under(source))
 
 
 def _read_job(path: Path) -> bytes:

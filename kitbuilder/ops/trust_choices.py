@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.ops.trust_inputs import file_freshness, load_policy
-from kitbuilder.ops.verify import KeylessCheck, VerifyOptions
 from kitbuilder.trust.freshness import Freshness
 from kitbuilder.trust.signatures import TrustPolicy
+
+if TYPE_CHECKING:
+    from kitbuilder.ops.verify import KeylessCheck, VerifyOptions
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +68,8 @@ class TrustChoices:
         keyless: KeylessCheck | None = None,
     ) -> VerifyOptions:
         """Everything a full verification needs: the policy, the clock, the caps and the freshness store."""
+        from kitbuilder.ops.verify import VerifyOptions  # only verify needs it: inspect does not load ops.verify
+
         freshness = self.freshness()
         return VerifyOptions(
             policy=self.policy(),

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from kitbuilder.archive import reader, reader2
+from kitbuilder.archive import reader, scan2
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import IndexEntry, MemberSpan
 from kitbuilder.archive.reader import Caps, Expected
@@ -188,6 +188,19 @@ def read_signed_file(
     return reader.read_member(stream, entry, caps)
 
 
+def _signed_file_reader(stream: BinaryIO, metadata: KitMetadata, caps: Caps) -> Callable[[FileEntry], bytes]:
+    """``read_signed_file`` for any number of files, locating the members once (on the first read), not per file:
+    ``by_path`` walks every member, and a kit may hold many jobs among very many files."""
+    located: dict[str, IndexEntry | MemberSpan] = {}
+
+    def read(signed: FileEntry) -> bytes:
+        if not located:
+            located.update(metadata.location.index.by_path())
+        return read_signed_file(stream, located, signed, caps)
+
+    return read
+
+
 def _check_images(stream: BinaryIO, metadata: KitMetadata, manifest: Manifest, caps: Caps) -> str | None:
     """The OCI layout under images/ against itself: blob names, descriptor sizes, references, nothing unreferenced.
 
@@ -212,7 +225,7 @@ def _check_images(stream: BinaryIO, metadata: KitMetadata, manifest: Manifest, c
 
 
 class _HashingReader:
-    """Wraps the kit stream so its SHA-256 is computed (on the hash worker) from the same single read."""
+    """Wraps the kit stream so its SHA-256 is computed (on the hash worker) from the same single read (format 1)."""
 
     def __init__(self, stream: BinaryIO, worker: HashWorker) -> None:
         self._stream = stream
@@ -238,39 +251,26 @@ def _scan(
     extract_only: Callable[[str], bool] | None,
 ) -> tuple[reader.ScanResult, str]:
     """The streaming pass over the whole file against the signed manifest; returns its result and the file's SHA-256."""
-    v2 = metadata.location.index.format_version == 2
-    expected = {} if v2 else _expectations(metadata, manifest)
+    if metadata.location.index.format_version == 2:
+        return _scan2(stream, metadata, options, on_bytes=on_bytes, extract_to=extract_to, extract_only=extract_only)
+    expected = _expectations(metadata, manifest)
     # Content and frame digests on one worker, the whole file's digest on another: on two cores the
     # three SHA-256 passes no longer queue behind one thread while the main thread decompresses.
     worker = HashWorker()
     file_worker = HashWorker()
     hashing = _HashingReader(stream, file_worker)
     try:
-        if v2:
-            # check_signed_metadata matched the index with the signed manifest: its map is the signed one.
-            scanned = reader2.scan(
-                hashing,  # type: ignore[arg-type]
-                metadata.location.index,
-                metadata.location.index_offset,
-                max_window=options.caps.max_window,
-                on_bytes=on_bytes,
-                extract_to=extract_to,
-                extract_only=extract_only,
-                threads=options.threads,
-            )
-            result = reader.ScanResult(scanned.members, scanned.payload_bytes, metadata.location.file_size)
-        else:
-            result = reader.scan(
-                hashing,  # type: ignore[arg-type]
-                expected=expected,
-                location=metadata.location,
-                caps=options.caps,
-                on_bytes=on_bytes,
-                extract_to=extract_to,
-                hasher=worker,
-                extract_only=extract_only,
-                mtime=build_mtime(manifest),
-            )
+        result = reader.scan(
+            hashing,  # type: ignore[arg-type]
+            expected=expected,
+            location=metadata.location,
+            caps=options.caps,
+            on_bytes=on_bytes,
+            extract_to=extract_to,
+            hasher=worker,
+            extract_only=extract_only,
+            mtime=build_mtime(manifest),
+        )
         # The scan stopped at the index; hash the tail so the report names the whole file's digest.
         while hashing.read(1 << 20):
             pass
@@ -281,6 +281,39 @@ def _scan(
         worker.close()
         file_worker.close()
     return result, hashing.digest.hexdigest()
+
+
+def _scan2(
+    stream: BinaryIO,
+    metadata: KitMetadata,
+    options: VerifyOptions,
+    *,
+    on_bytes: Callable[[int], None] | None,
+    extract_to: Path | None,
+    extract_only: Callable[[str], bool] | None,
+) -> tuple[reader.ScanResult, str]:
+    """Format 2: the scan's workers read the frames and feed the whole file's digest in order; the tail (index,
+    footer) is hashed here. check_signed_metadata matched the index with the signed manifest: its map is the signed
+    one."""
+    location = metadata.location
+    digest = hashlib.sha256()
+    scanned = scan2.scan(
+        stream,
+        location.index,
+        location.index_offset,
+        max_window=options.caps.max_window,
+        on_bytes=on_bytes,
+        extract_to=extract_to,
+        extract_only=extract_only,
+        threads=options.threads,
+        file_digest=digest,
+    )
+    read_at = scan2.reader_at(stream)
+    offset = location.index_offset
+    while piece := read_at(offset, 1 << 20):
+        digest.update(piece)
+        offset += len(piece)
+    return reader.ScanResult(scanned.members, scanned.payload_bytes, location.file_size), digest.hexdigest()
 
 
 def _check_lines(
@@ -385,9 +418,7 @@ def verify_kit(
         )
         images_check = _check_images(stream, metadata, manifest, options.caps)
         # What apply will read (component options, checks, backfill jobs), parsed as apply parses it: exit 5 here.
-        KitJobs.from_manifest(
-            manifest, lambda f: read_signed_file(stream, metadata.location.index.by_path(), f, options.caps)
-        )
+        KitJobs.from_manifest(manifest, _signed_file_reader(stream, metadata, options.caps))
     for detached in options.detached_attestations:
         attestations += tuple(check_detached(detached, kit_sha256, options.policy, members=result.members))
     if options.freshness is not None:

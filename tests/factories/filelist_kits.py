@@ -62,15 +62,23 @@ def crafted_list(
         ref.update(size=len(listed), sha256=hashlib.sha256(listed).hexdigest())
     if ref_hook is not None:
         ref_hook(ref)
-    manifest = Manifest(
-        kit=KitInfo("hostile-kit", "1.0.0", 1, "2099-01-01T00:00:00Z", "demo", "stable"),
-        build=TEST_BUILD,
-        components=(Component("docs", "doc"),),
-        files=entries,
-        frames=frames,
-        format_version=2,
-        file_list=filelist.FileListRef.from_json(ref),
-    ).to_json()
+    manifest = (
+        Manifest(
+            kit=KitInfo("hostile-kit", "1.0.0", 1, "2099-01-01T00:00:00Z", "demo", "stable"),
+            build=TEST_BUILD,
+            components=(Component("docs", "doc"),),
+            files=entries,
+            frames=frames,
+            format_version=2,
+        )
+        .sealed_with(filelist.FileListRef.from_json(ref))
+        .to_json()
+    )
+    # The one component's totals say what the (hooked) fileList says, so a list that lies to its record is refused
+    # by the rule about that record, not by the totals adding up to something else.
+    docs = manifest["components"][0]
+    docs.update(files=ref["count"], bytes=ref["payloadBytes"])
+    docs["byRole"] = {"doc": {"files": ref["count"], "bytes": ref["payloadBytes"]}} if ref["count"] else {}
     if manifest_hook is not None:
         manifest_hook(manifest)
     subjects = [

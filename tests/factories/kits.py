@@ -24,7 +24,18 @@ class CraftedManifest(Manifest):
     replace: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), **self.replace}
+        document = super().to_json()
+        replaced = dict(self.replace)
+        if self.format_version == 2 and "components" in replaced:
+            # Format 2: each replaced component keeps the payload totals seal counted for its id (unless it states
+            # its own), so the kit is refused for the hostile value it carries, not for missing totals.
+            sealed = {c["id"]: c for c in document["components"]}
+            totals = ("files", "bytes", "byRole")
+            replaced["components"] = [
+                {**{k: sealed[c["id"]][k] for k in totals if c.get("id") in sealed and "files" not in c}, **c}
+                for c in replaced["components"]
+            ]
+        return {**document, **replaced}
 
 
 SPEC_TEMPLATE = """\

@@ -17,7 +17,7 @@ import pytest
 
 from kitbuilder.archive import zstdframes
 from kitbuilder.core.filelist import FILE_LIST
-from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS
+from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS, SHA256SUMS_SIG
 from kitbuilder.core.statement import Subject
 from tests.factories.cli import run_kit
 from tests.factories.filelist_kits import crafted_list, first_line, lines
@@ -54,6 +54,44 @@ def _inline_files(manifest: dict[str, Any]) -> None:
 
 def _one_subject_per_file(subjects: list[Subject]) -> list[Subject]:
     return [Subject("docs/a.md", "0" * 64), *subjects]
+
+
+def _move_first_file_to(component: str) -> Callable[[dict[str, Any]], None]:
+    """Signed totals that still add up to fileList but count the first file under another (listed) component."""
+    size = len(small_files()[0][1])
+
+    def hook(manifest: dict[str, Any]) -> None:
+        docs = manifest["components"][0]
+        docs.update(files=docs["files"] - 1, bytes=docs["bytes"] - size)
+        docs["byRole"] = {"doc": {"files": docs["files"], "bytes": docs["bytes"]}}
+        totals = {"files": 1, "bytes": size}
+        manifest["components"].append({"id": component, "role": "doc", **totals, "byRole": {"doc": totals}})
+
+    return hook
+
+
+def _relabel_by_role(role: str) -> Callable[[dict[str, Any]], None]:
+    def hook(manifest: dict[str, Any]) -> None:
+        docs = manifest["components"][0]
+        docs["byRole"] = {role: docs["byRole"]["doc"]}
+
+    return hook
+
+
+def _drop_totals(manifest: dict[str, Any]) -> None:
+    for component in manifest["components"]:
+        for name in ("files", "bytes", "byRole"):
+            del component[name]
+
+
+def _add_to_totals(**extra: int) -> Callable[[dict[str, Any]], None]:
+    def hook(manifest: dict[str, Any]) -> None:
+        docs = manifest["components"][0]
+        for name, value in extra.items():
+            docs[name] += value
+            docs["byRole"]["doc"][name] += value
+
+    return hook
 
 
 def _ref(**values: Any) -> Callable[[dict[str, Any]], None]:
@@ -133,6 +171,32 @@ CASES: dict[str, tuple[Callable[[], bytes], int, str]] = {
         "statement subject",
     ),
     "manifest_lists_files_inline": (lambda: crafted_list(manifest_hook=_inline_files), 5, "development build"),
+    # The components' signed totals (manifest.json) against the list: they add up, but not per component.
+    "component_totals_give_a_file_to_another_component": (
+        lambda: crafted_list(manifest_hook=_move_first_file_to("notes")),
+        4,
+        "component 'docs' states 3 files, manifest.files.jsonl holds 4",
+    ),
+    "component_totals_by_role_lie": (
+        lambda: crafted_list(manifest_hook=_relabel_by_role("sbom")),
+        4,
+        "component 'docs' states files/bytes by role sbom",
+    ),
+    "line_names_a_component_manifest_does_not_list": (
+        lambda: crafted_list(list_hook=first_line(_field("component", "ghost"))),
+        4,
+        "component 'ghost', which manifest.json does not list",
+    ),
+    "components_without_totals_as_the_development_build": (
+        lambda: crafted_list(manifest_hook=_drop_totals),
+        5,
+        "development build",
+    ),
+    "component_totals_do_not_add_up_to_file_list": (
+        lambda: crafted_list(manifest_hook=_add_to_totals(files=1)),
+        5,
+        "the components hold 5 files",
+    ),
     # Someone without the key changes a member after signing.
     "list_changed_after_signing": (
         lambda: crafted_list(after_signing=_replace_member(FILE_LIST, _swap_digit)),
@@ -169,11 +233,15 @@ def test_the_untouched_kit_verifies_and_lists_its_files(tmp_path: Path, trusted:
     kit.write_bytes(crafted_list())
     result = run_kit("verify", kit, "--key", trusted, "--product", "demo")
     assert result.exit_code == 0, result.output
-    report = run_kit("inspect", kit, "--json")
+    report = run_kit("inspect", kit, "--json", "--files")
     assert report.exit_code == 0, report.output
     listed = json.loads(report.stdout)
     assert [f["path"] for f in listed["files"]] == ["docs/a.md", "docs/b.sql", "docs/c.txt", "docs/z.bin"]
     assert listed["payloadBytes"] == sum(f["size"] for f in listed["files"])
+    # Without --files: the same totals, from the signed manifest alone, and no listing.
+    summary = json.loads(run_kit("inspect", kit, "--json").stdout)
+    assert "files" not in summary and summary["fileCount"] == 4
+    assert summary["components"][0]["files"] == 4 and summary["payloadBytes"] == listed["payloadBytes"]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -189,11 +257,26 @@ def test_lying_file_list_is_refused(name: str, tmp_path: Path, trusted: Path) ->
 
 @pytest.mark.parametrize("name", ["line_with_a_space", "list_changed_after_signing", "manifest_lists_files_inline"])
 def test_lying_file_list_is_refused_by_inspect_too(name: str, tmp_path: Path) -> None:
-    """inspect lists every file: it reads the list under the same rules, key or no key."""
+    """inspect --files lists every file: it reads the list under the same rules, key or no key."""
     make, code, word = CASES[name]
     kit = tmp_path / f"{name}.kit.tar.zst"
     kit.write_bytes(make())
-    _refused(run_kit("inspect", kit), code, word, name)
+    _refused(run_kit("inspect", kit, "--files"), code, word, name)
+    _refused(run_kit("inspect", kit, "--files", "--json"), code, word, name)
+
+
+@pytest.mark.parametrize("name", ["line_with_a_space", "list_changed_after_signing"])
+def test_inspect_without_files_does_not_read_the_list(name: str, tmp_path: Path, trusted: Path) -> None:
+    """Without --files, inspect shows what the signed manifest says (totals included) and reads no file list: a
+    broken list is reported by whatever reads it (verify, inspect --files), not by a summary that never did."""
+    make, code, word = CASES[name]
+    kit = tmp_path / f"{name}.kit.tar.zst"
+    kit.write_bytes(make())
+    for trust in ((), ("--key", trusted)):
+        result = run_kit("inspect", kit, *trust)
+        assert result.exit_code == 0 and result.stderr == "", result.output
+        assert "component docs (doc): 4 files" in result.stdout and "docs/a.md" not in result.stdout
+        _refused(run_kit("inspect", kit, "--files", *trust), code, word, name)
 
 
 def test_file_count_over_max_members_names_the_option(tmp_path: Path, trusted: Path) -> None:
@@ -249,3 +332,17 @@ def test_the_metadata_is_small_and_the_statement_names_two_subjects(tmp_path: Pa
     }
     assert len(listed.splitlines()) == 600 and listed.endswith(b"\n")
     assert metadata.location.index.complete and len(metadata.location.index.members) == 600 + 5
+
+
+def test_inspect_without_files_still_checks_the_signed_metadata_it_reads(tmp_path: Path, trusted: Path) -> None:
+    """Leaving the file list unread leaves out only the checks that need it: a junk SHA256SUMS.sig by the trusted
+    build key fails inspect --key as it fails verify (exit 3, one line), list or no list."""
+    kit = tmp_path / "junk-sig.kit.tar.zst"
+    kit.write_bytes(crafted_list(after_signing=_replace_member(SHA256SUMS_SIG, lambda data: bytes(len(data)))))
+    assert run_kit("verify", kit, "--key", trusted, "--product", "demo").exit_code == 3
+    for extra in ((), ("--files",)):
+        result = run_kit("inspect", kit, "--key", trusted, *extra)
+        assert result.exit_code == 3, result.output
+        assert result.stderr.startswith("kit: signatures not verified: ") and result.stderr.count("\n") == 1
+        assert SHA256SUMS_SIG in result.stderr
+    assert run_kit("inspect", kit).exit_code == 0  # without a key nothing is verified, and says so

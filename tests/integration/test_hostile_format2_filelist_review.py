@@ -51,7 +51,7 @@ def test_deeply_nested_file_list_line_is_a_format_error(tmp_path: Path, trusted:
     kit.write_bytes(crafted_list(list_hook=_nested_first_line))
     before = sorted(tmp_path.rglob("*"))
     _refused(run_kit("verify", kit, "--key", trusted, "--product", "demo"), 5, f"{FILE_LIST} line 1")
-    _refused(run_kit("inspect", kit), 5, f"{FILE_LIST} line 1")
+    _refused(run_kit("inspect", kit, "--files"), 5, f"{FILE_LIST} line 1")
     assert sorted(tmp_path.rglob("*")) == before
 
 
@@ -63,6 +63,7 @@ def _format1_manifest(members: dict[str, bytes]) -> None:
     del manifest["fileList"], manifest["frames"]
     manifest["build"]["compression"]["multithreaded"] = False
     manifest["build"]["mtime"] = 0
+    manifest["components"] = [{"id": c["id"], "role": c["role"]} for c in manifest["components"]]  # no totals in v1
     frame = {"offset": 0, "length": 20, "sha256": "1" * 64}
     manifest["files"] = [
         {"path": "docs/a.md", "size": 6, "sha256": "0" * 64, "role": "doc", "component": "docs", "frame": frame}
@@ -107,9 +108,16 @@ def test_delta_target_file_list_against_its_own_manifest_names_it(
     (kit_env.root / "src/docs/NEW.md").write_text("new file\n")
     kit_env.spec.write_text(kit_env.spec.read_text().replace("sequence: 1", "sequence: 2"))
     _build(kit_env, full, "1700086400")
-    record = json.loads(kit_members(full)[MANIFEST_JSON])["fileList"]
+    target = json.loads(kit_members(full)[MANIFEST_JSON])
+    record, components = target["fileList"], target["components"]
     record[field] = record[field] + change if isinstance(change, int) else change
-    delta = craft_delta(kit_env.ed_key, base, full, tmp_path / "delta.kit.tar.zst", edit_target={"fileList": record})
+    if isinstance(change, int):
+        # The components' totals say the same (they must add up to fileList): the lie is about the list itself.
+        totals = "files" if field == "count" else "bytes"
+        components[0][totals] += change
+        next(iter(components[0]["byRole"].values()))[totals] += change
+    edit = {"fileList": record, "components": components}
+    delta = craft_delta(kit_env.ed_key, base, full, tmp_path / "delta.kit.tar.zst", edit_target=edit)
     out = tmp_path / "patched.kit.tar.zst"
     result = run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--out", out)
     _refused(result, code, f"delta/target/{FILE_LIST}", f"delta/target/{MANIFEST_JSON} {said}")

@@ -441,7 +441,7 @@ def test_a_file_that_shrinks_during_the_scan_reports_the_first_fault_in_file_ord
     whatever the workers were doing when the main thread met the short read."""
     import io
 
-    from kitbuilder.archive import reader, reader2
+    from kitbuilder.archive import reader, scan2
     from kitbuilder.errors import ArchiveError, IntegrityError
 
     crafted = crafted2(raw_hook=_corrupt_frames(2))
@@ -451,7 +451,7 @@ def test_a_file_that_shrinks_during_the_scan_reports_the_first_fault_in_file_ord
     location = read_metadata(io.BytesIO(crafted.data), reader.Caps()).location
     cut = location.index.frames[3].offset + 10
     with pytest.raises((ArchiveError, IntegrityError)) as caught:
-        reader2.scan(
+        scan2.scan(
             io.BytesIO(crafted.data[:cut]),
             location.index,
             location.index_offset,

@@ -255,15 +255,18 @@ def signed_kit(
         writer = KitWriter2(sink, level=3)
         entries, frames = write_payload(writer, ((path, data, "doc", "docs") for path, data in files.items()))
         listed = filelist.render(entries)
-        manifest = Manifest(
-            kit=KitInfo("parse-kit", "1.0.0", 1, "2099-01-01T00:00:00Z", "demo", "stable"),
-            build=TEST_BUILD,
-            components=(Component("docs", "doc"),),
-            files=entries,
-            frames=frames,
-            format_version=2,
-            file_list=filelist.describe(listed, entries),
-        ).to_json()
+        manifest = (
+            Manifest(
+                kit=KitInfo("parse-kit", "1.0.0", 1, "2099-01-01T00:00:00Z", "demo", "stable"),
+                build=TEST_BUILD,
+                components=(Component("docs", "doc"),),
+                files=entries,
+                frames=frames,
+                format_version=2,
+            )
+            .sealed_with(filelist.describe(listed, entries))
+            .to_json()
+        )
         manifest["kit"].update(kit or {})
         sums = checksums.render((f.path, f.sha256) for f in entries)
         sums_entry = writer.add_metadata(SHA256SUMS, sums)

@@ -172,7 +172,11 @@ def _resigned_delta(release: Release, out: Path, *, extra: list[hostile.Member],
         document.update(
             {k: v for k, v in manifest.items() if k not in ("files", "fileList", "apiVersion", "frames", "build")}
         )
-        document["components"] = manifest["components"] + [{"id": "docs", "role": "doc"}]
+        # Format 1 states no component totals (format 2's files, bytes, byRole).
+        components = [
+            {k: v for k, v in c.items() if k not in ("files", "bytes", "byRole")} for c in manifest["components"]
+        ]
+        document["components"] = components + [{"id": "docs", "role": "doc"}]
         document["files"] = files
         if hook is not None:
             hook(document)

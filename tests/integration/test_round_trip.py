@@ -112,7 +112,7 @@ def test_no_trust_given_is_a_usage_error(built_kit: Path) -> None:
 
 
 def test_inspect_reads_metadata_and_marks_signers_unverified(built_kit: Path) -> None:
-    code, document = run_json("inspect", built_kit)
+    code, document = run_json("inspect", built_kit, "--files")
     assert code == 0
     assert document["signatures"]["verified"] is False
     assert len(document["signatures"]["claimedKeyIds"]) == 2
@@ -136,12 +136,13 @@ def test_inspect_with_wrong_key_exits_with_trust_error(kit_env: KitEnv, built_ki
 
 def test_inspect_does_not_read_payload_frames(built_kit: Path, tmp_path: Path) -> None:
     """Corrupting a payload frame must not affect inspect: it reads only the index and metadata."""
-    document = run_json("inspect", built_kit)[1]
+    document = run_json("inspect", built_kit, "--files")[1]
     assert document["files"]
     data = bytearray(built_kit.read_bytes())
     data[100:200] = bytes(100)  # inside the first payload frame
     damaged = tmp_path / "damaged.kit.tar.zst"
     damaged.write_bytes(bytes(data))
+    assert run_json("inspect", damaged, "--files")[0] == 0
     assert run_json("inspect", damaged)[0] == 0
 
 

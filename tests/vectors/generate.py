@@ -684,6 +684,17 @@ def _v2_swap_list_digit(members: dict[str, bytes]) -> None:
     members["manifest.files.jsonl"] = data[:at] + (b"0" if data[at : at + 1] != b"0" else b"1") + data[at + 1 :]
 
 
+def _v2_move_a_file_to_another_component(manifest: dict[str, Any]) -> None:
+    """Signed totals that add up (to fileList) but give one file of ``docs`` to a component no line names."""
+    docs = manifest["components"][0]
+    docs["files"] -= 1
+    docs["bytes"] -= 6
+    docs["byRole"]["doc"] = {"files": docs["files"], "bytes": docs["bytes"]}
+    manifest["components"].append(
+        {"id": "notes", "role": "doc", "files": 1, "bytes": 6, "byRole": {"doc": {"files": 1, "bytes": 6}}}
+    )
+
+
 def _v2_shift(number: int, by: int) -> Callable[[dict[str, Any]], None]:
     def change(index: dict[str, Any]) -> None:
         index["frames"][number]["offset"] += by
@@ -795,6 +806,27 @@ FORMAT2_VECTORS: tuple[Vector, ...] = (
         4,
         "integrity",
         "the signed SHA256SUMS gives the first file another digest than the signed file list",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-component-totals-disagree-with-file-list",
+        _v2_list(manifest_hook=_v2_move_a_file_to_another_component),
+        4,
+        "integrity",
+        "the signed components' totals add up to fileList but give component docs one file fewer than the signed "
+        "file list names",
+        kit_format=2,
+    ),
+    Vector(
+        "format2-components-without-totals",
+        _v2_list(
+            manifest_hook=lambda manifest: [
+                component.pop(name) for component in manifest["components"] for name in ("files", "bytes", "byRole")
+            ]
+        ),
+        5,
+        "format",
+        "format-2 components that state no payload totals: a kit of the development build of format 2",
         kit_format=2,
     ),
     Vector(

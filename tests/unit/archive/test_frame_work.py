@@ -13,7 +13,7 @@ import io
 
 import pytest
 
-from kitbuilder.archive import framejobs, reader, reader2, tarfmt
+from kitbuilder.archive import framejobs, reader, scan2, tarfmt
 from kitbuilder.archive.framejobs import Record, Verbatim
 from kitbuilder.core.manifest import FileEntry, FrameEntry
 from kitbuilder.errors import ArchiveError, IntegrityError
@@ -26,9 +26,9 @@ MiB = 1 << 20
 FILES = [("docs/a.md", b"# notes\n" * 40), ("docs/big.bin", pseudo_random(21 * MiB))]
 
 
-def _scan(data: bytes, threads: int) -> reader2.Scanned:
+def _scan(data: bytes, threads: int) -> scan2.Scanned:
     location = kitfile.read_metadata(io.BytesIO(data), reader.Caps()).location  # payload placed by the file list
-    return reader2.scan(
+    return scan2.scan(
         io.BytesIO(data),
         location.index,
         location.index_offset,
@@ -124,7 +124,7 @@ def test_a_chunk_waiting_for_one_that_will_never_run_is_released_when_the_scan_s
     turn behind a cancelled one is released by ``abandon`` instead of holding the pool's shutdown forever."""
     import threading
 
-    chain = reader2._Chain()
+    chain = scan2._Chain()
     returned: list[bool] = []
 
     def later_chunk() -> None:

@@ -28,6 +28,11 @@ from kitbuilder.errors import FormatError
 SHA = "ab" * 32
 
 
+def payload(files: int = 0, size: int = 0, role: str = "doc") -> dict[str, Any]:
+    """A format-2 component's payload totals: ``files`` files of ``role`` holding ``size`` bytes."""
+    return {"files": files, "bytes": size, "byRole": {role: {"files": files, "bytes": size}} if files else {}}
+
+
 def manifest_document(*, version: int = 2, **parts: Any) -> dict[str, Any]:
     """A small manifest the schema of format ``version`` accepts, with ``parts`` (build, delta, ...) replaced."""
     document: dict[str, Any] = {
@@ -43,7 +48,8 @@ def manifest_document(*, version: int = 2, **parts: Any) -> dict[str, Any]:
             "description": "",
         },
         "build": {"tool": "kitbuilder test", "compression": {"algorithm": "zstd", "level": 3}, "checksumKeyId": SHA},
-        "components": [{"id": "docs", "role": "doc"}],
+        # Format 2: each component states its payload totals, which add up to fileList's count and payloadBytes.
+        "components": [{"id": "docs", "role": "doc", **payload(1, 1)}],
         # Format 2: the files are in the signed file list, which the manifest names by digest.
         "fileList": {"count": 1, "path": "manifest.files.jsonl", "payloadBytes": 1, "sha256": SHA, "size": 101},
         "frames": [{"offset": 0, "length": 10, "size": 1024, "sha256": SHA}],
@@ -63,6 +69,7 @@ def manifest_document(*, version: int = 2, **parts: Any) -> dict[str, Any]:
         ]
         del document["frames"]
         del document["fileList"]
+        document["components"] = [{"id": "docs", "role": "doc"}]
     document.update(parts)
     return document
 
@@ -162,8 +169,8 @@ OPTIONS = [
 
 @pytest.mark.parametrize(("role", "options"), OPTIONS)
 def test_component_options_round_trip(role: str, options: dict[str, Any]) -> None:
-    component = {"id": "c1", "role": role, "phase": "21-101", "options": options}
-    document = manifest_document(components=[{"id": "docs", "role": "doc"}, component])
+    component = {"id": "c1", "role": role, "phase": "21-101", "options": options, **payload()}
+    document = manifest_document(components=[{"id": "docs", "role": "doc", **payload(1, 1)}, component])
     assert round_trip(document)["components"][1] == component
     parsed = ComponentOptions.from_json(options, role=role, where="w")
     assert parsed.to_json() == options
@@ -190,7 +197,7 @@ def test_migration_defaults_are_read_but_not_written() -> None:
     ],
 )
 def test_options_a_role_would_not_honour_are_refused(role: str, options: dict[str, Any], field: str) -> None:
-    component = {"id": "c1", "role": role, "options": options}
+    component = {"id": "c1", "role": role, "options": options, **payload(1, 1, role)}
     document = manifest_document(components=[component])
     with pytest.raises(FormatError, match=rf"^manifest components\[0\] \({role} c1\): options: .*{field}"):
         Manifest.from_json(document)

@@ -1,0 +1,360 @@
+"""The streaming check of a format-2 kit: the whole file from byte 0 to the index, on all cores.
+
+``scan`` reads the file once from byte 0 to the index, in frame order, and decodes and
+checks frames on a bounded pool of worker threads, consuming results in order: what
+``zstd -dc | tar -x`` would produce is what is checked, and memory stays flat. Each job
+reads its own frame (``os.pread`` on the one descriptor, so the calling thread only plans,
+claims paths and writes extracted files) and, in frame order, feeds the whole file's
+digest from the bytes it just read: every byte is read once and stays on one core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from kitbuilder import faults
+from kitbuilder.archive import layout, tarfmt
+from kitbuilder.archive.index import KitIndex, MemberSpan
+from kitbuilder.archive.pool import OrderedPool, usable_cores
+from kitbuilder.archive.reader2 import check_in_frame, check_member, check_padding, content_mismatch, decode_frame
+from kitbuilder.core import paths
+from kitbuilder.core.manifest import FrameEntry
+from kitbuilder.errors import ArchiveError
+
+# Bytes (compressed and decoded) the scan keeps in flight across its workers.
+_INFLIGHT = 32 << 20
+
+
+class _Chain:
+    """A digest fed by jobs in their order whichever worker runs them: a large member's content digest (fed by its
+    chunk jobs, in chunk order), or the whole file's (fed by every frame job, in frame order, with the bytes it read).
+
+    SHA-256 cannot be split across chunks, but each chunk job decodes and checks its frame in parallel with the
+    others and only then waits for its turn to feed the digest: the hashing runs on the workers, next to the
+    decoding of later chunks, and no decoded chunk is kept for another thread. The executor starts jobs in
+    submission order, so the chunk a job waits for has always started: no job waits for one that cannot run.
+    """
+
+    def __init__(self, digest: Any = None) -> None:
+        self.digest = hashlib.sha256() if digest is None else digest
+        self._turn = 0
+        self._abandoned = False
+        self._moved = threading.Condition()
+
+    def feed(self, step: int, piece: bytes | None) -> None:
+        """Wait until chunks before ``step`` have fed, feed ``piece`` (None: this chunk failed, skip it), move on."""
+        with self._moved:
+            while self._turn != step and not self._abandoned:
+                self._moved.wait()
+            if self._abandoned:
+                return
+        try:
+            if piece:
+                self.digest.update(piece)
+        finally:
+            with self._moved:
+                self._turn += 1
+                self._moved.notify_all()
+
+    def abandon(self) -> None:
+        """The scan stopped: a chunk before some waiting one may never run (its job cancelled), so stop waiting."""
+        with self._moved:
+            self._abandoned = True
+            self._moved.notify_all()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One frame of the scan: the members it holds whole, or the large member it is the header or a chunk of."""
+
+    number: int
+    frame: FrameEntry
+    whole: tuple[MemberSpan, ...] = ()
+    header_of: MemberSpan | None = None
+    chunk_of: MemberSpan | None = None
+    data_before: int = 0  # chunk: content bytes of the member in earlier chunks
+    chain: _Chain | None = None  # chunk: its member's digest
+    step: int = 0  # chunk: its number within the member
+
+
+@dataclass
+class _Result:
+    job: _Job
+    decoded: bytes | None  # kept only when the main thread writes the bytes (extraction)
+
+
+def _plan(index: KitIndex, chains: list[_Chain]) -> Iterator[_Job]:
+    """Each frame's job, in frame order, made as the scan reaches it: the members tile the frames in order (checked
+    when the index was built), so no span of every member is held at once. ``chains`` collects the large members'
+    digest chains (for ``abandon``)."""
+    frames = index.frames
+    whole: list[MemberSpan] = []
+    current = -1
+    for span in index.iter_spans():
+        if len(span.frames) == 1:
+            if span.frame != current and whole:
+                yield _Job(current, frames[current], whole=tuple(whole))
+                whole = []
+            current = span.frame
+            whole.append(span)
+            continue
+        if whole:
+            yield _Job(current, frames[current], whole=tuple(whole))
+            whole = []
+        chain = _Chain()
+        chains.append(chain)
+        yield _Job(span.frame, span.frames[0], header_of=span)
+        before = 0
+        for step, frame in enumerate(span.frames[1:]):
+            yield _Job(span.frame + 1 + step, frame, chunk_of=span, data_before=before, chain=chain, step=step)
+            before += frame.size
+    if whole:
+        yield _Job(current, frames[current], whole=tuple(whole))
+
+
+ReadAt = Callable[[int, int], bytes]
+
+
+def reader_at(stream: BinaryIO) -> ReadAt:
+    """``read_at(offset, length)``: up to ``length`` bytes of ``stream`` at ``offset`` (fewer only at its end),
+    callable from any thread: ``os.pread`` on its descriptor, or (a stream without one) a locked seek and read."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        lock = threading.Lock()
+
+        def locked(offset: int, length: int) -> bytes:
+            with lock:
+                stream.seek(offset)
+                return stream.read(length)
+
+        return locked
+
+    def pread(offset: int, length: int) -> bytes:
+        data = os.pread(fd, length, offset)
+        if len(data) == length or not data:
+            return data
+        parts = [data]  # a regular file returns less only at its end; a read over 2 GiB is cut by the kernel
+        got = len(data)
+        while got < length and (more := os.pread(fd, length - got, offset + got)):
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    return pread
+
+
+def _run_job(
+    job: _Job, read_at: ReadAt, file_chain: _Chain | None, max_window: int, keep: bool
+) -> Callable[[], _Result]:
+    def run() -> _Result:
+        compressed = b""
+        try:
+            compressed = read_at(job.frame.offset, job.frame.length)
+        finally:
+            if file_chain is not None:
+                file_chain.feed(job.number, compressed)  # a failed read still passes its turn
+        if len(compressed) != job.frame.length:
+            raise ArchiveError(
+                f"archive truncated at offset {job.frame.offset + len(compressed)}: frame {job.number} "
+                f"needs {job.frame.length} bytes"
+            )
+        if job.chunk_of is not None:
+            return _run_chunk(job, compressed, max_window, keep)
+        decoded = decode_frame(compressed, job.frame, job.number, max_window=max_window, against="signed")
+        for span in job.whole:
+            check_in_frame(decoded, span, against="signed")
+        if job.header_of is not None:
+            check_member(decoded, job.header_of, against="signed")
+        return _Result(job, decoded if keep else None)
+
+    return run
+
+
+def _run_chunk(job: _Job, compressed: bytes, max_window: int, keep: bool) -> _Result:
+    """A chunk frame: decoded and its padding checked, then its content fed to the member's digest in turn."""
+    assert job.chunk_of is not None and job.chain is not None
+    span, piece = job.chunk_of, None
+    try:
+        decoded = decode_frame(compressed, job.frame, job.number, max_window=max_window, against="signed")
+        take = max(0, min(span.size - job.data_before, len(decoded)))
+        if take < len(decoded):
+            check_padding(decoded[take:], f"member {span.path}")
+        piece = decoded[:take] if take < len(decoded) else decoded
+    finally:
+        job.chain.feed(job.step, piece)  # a failed chunk still passes its turn, so later ones never wait forever
+    return _Result(job, piece if keep else None)
+
+
+@dataclass(frozen=True)
+class Scanned:
+    members: int
+    payload_bytes: int
+
+
+class _Consumer:
+    """The in-order half of the scan: claims each path, extracts, and compares a large member's digest at its end."""
+
+    def __init__(
+        self,
+        on_bytes: Callable[[int], None] | None,
+        extract_to: Path | None,
+        extract_only: Callable[[str], bool] | None,
+    ) -> None:
+        self._on_bytes = on_bytes
+        self._extract_to = extract_to
+        self._extract_only = extract_only
+        self.seen: dict[str, str] = {}
+        self.members = 0
+        self.payload = 0
+        self._sink: BinaryIO | None = None  # the large member being extracted
+
+    def _extracted(self, path: str) -> bool:
+        return self._extract_to is not None and (self._extract_only is None or self._extract_only(path))
+
+    def _member(self, span: MemberSpan) -> None:
+        clash = paths.claim(span.path, self.seen)
+        if clash is not None:
+            raise ArchiveError(f"member {span.path}: {clash}")
+        self.members += 1
+        self.payload += span.size
+
+    def __call__(self, result: _Result) -> None:
+        job = result.job
+        for span in job.whole:
+            self._member(span)
+            if self._extract_to is not None and self._extracted(span.path):
+                assert result.decoded is not None
+                start = span.at + tarfmt.BLOCK
+                _write_member(self._extract_to, span.path, result.decoded[start : start + span.size])
+            if self._on_bytes is not None and span.size:
+                self._on_bytes(span.size)
+        if job.header_of is not None:
+            span = job.header_of
+            self._member(span)
+            if self._extract_to is not None and self._extracted(span.path):
+                self._sink = _create_member_file(self._extract_to, span.path)
+        if job.chunk_of is not None:
+            self._chunk(job, result.decoded)
+
+    def _chunk(self, job: _Job, piece: bytes | None) -> None:
+        assert job.chunk_of is not None and job.chain is not None
+        span = job.chunk_of
+        if self._sink is not None and piece:
+            self._sink.write(piece)
+        done = min(span.size - job.data_before, job.frame.size)
+        if self._on_bytes is not None and done > 0:
+            self._on_bytes(done)
+        if job.data_before + job.frame.size >= layout.padded(span.size):
+            self.close()
+            observed = job.chain.digest.hexdigest()  # every chunk fed it before its result was handed out
+            if observed != span.sha256:
+                raise content_mismatch(span, observed, "signed")
+
+    def close(self) -> None:
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.close()
+
+
+def scan(
+    stream: BinaryIO,
+    index: KitIndex,
+    index_offset: int,
+    *,
+    max_window: int,
+    on_bytes: Callable[[int], None] | None = None,
+    extract_to: Path | None = None,
+    extract_only: Callable[[str], bool] | None = None,
+    threads: int | None = None,
+    file_digest: Any = None,
+) -> Scanned:
+    """Read the kit from byte 0 to the index once, decoding and checking every frame (on worker threads).
+
+    Every member is checked against ``index`` (whose payload part the caller has matched with the signed
+    manifest): header, size, mtime 0, padding, content digest; every path is claimed in order (no two
+    names that collide on a filesystem). With ``extract_to`` (a fresh, empty directory) each member is
+    written there as its frame is consumed (those ``extract_only`` accepts); on error the caller discards it.
+    With ``file_digest`` (a hashlib object) every byte before the index is fed to it, in order, from the same reads
+    (the frames tile the file from byte 0: ``KitIndex.check_tiling``).
+    """
+    workers = usable_cores() if threads is None else threads
+    consume = _Consumer(on_bytes, extract_to, extract_only)
+    read_at = reader_at(stream)
+    chains: list[_Chain] = []
+    jobs = _plan(index, chains)
+    file_chain = None if file_digest is None else _Chain(file_digest)
+    try:
+        with OrderedPool[_Result](workers, max_inflight=_INFLIGHT) as pool:
+            try:
+                _feed(read_at, jobs, file_chain, pool, consume, max_window, keep=extract_to is not None)
+            except BaseException:
+                # The pool cancels the jobs not yet started; a job already waiting for the turn of one of them must
+                # not wait forever (the pool waits for the running ones when it closes).
+                for chain in chains:
+                    chain.abandon()
+                if file_chain is not None:
+                    file_chain.abandon()
+                raise
+        _check_end(read_at, index, index_offset, max_window, file_digest)
+    finally:
+        consume.close()
+    return Scanned(members=consume.members, payload_bytes=consume.payload)
+
+
+def _feed(
+    read_at: ReadAt,
+    jobs: Iterator[_Job],
+    file_chain: _Chain | None,
+    pool: OrderedPool[_Result],
+    consume: _Consumer,
+    max_window: int,
+    keep: bool,
+) -> None:
+    """Hand each frame's job to the pool in file order (the job reads the frame), consume results in that order.
+
+    A read that comes back short (the file shrank under us) fails its own job, so the faults of the frames before
+    it, still in flight, are reported first, in file order.
+    """
+    for job in jobs:
+        faults.point("scan-frame")  # frames before it are in flight on the workers
+        run = _run_job(job, read_at, file_chain, max_window, keep)
+        for result in pool.submit(run, job.frame.length + job.frame.size):
+            consume(result)
+        for result in pool.take_done():
+            consume(result)
+    for result in pool.drain():
+        consume(result)
+
+
+def _check_end(read_at: ReadAt, index: KitIndex, index_offset: int, max_window: int, file_digest: Any) -> None:
+    """After the payload and metadata frames: the end-of-archive frame, then the index straight after it."""
+    end = index.frames[index.end]
+    compressed = read_at(end.offset, end.length)
+    if file_digest is not None:
+        file_digest.update(compressed)
+    if decode_frame(compressed, end, index.end, max_window=max_window) != tarfmt.END_OF_ARCHIVE:
+        raise ArchiveError(f"frame {index.end}: the end-of-archive frame is not 1024 zero bytes")
+    if end.offset + end.length != index_offset:
+        raise ArchiveError(f"{index_offset - end.offset - end.length} bytes of data after the end of the tar archive")
+
+
+def _create_member_file(root: Path, member: str) -> BinaryIO:
+    # The path passed the member rules (relative, no '..', portable); the root is a directory we created,
+    # so O_EXCL|O_NOFOLLOW only guards against races.
+    target = root.joinpath(*member.split("/"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    return os.fdopen(fd, "wb")
+
+
+def _write_member(root: Path, member: str, data: bytes) -> None:
+    with _create_member_file(root, member) as sink:
+        sink.write(data)
