@@ -88,7 +88,7 @@ def test_a_file_list_over_many_frames_verifies_inspects_and_reads_back(
     assert all(frame.size == CHUNK for frame in listed.frames[1:-1])
     assert sums.frames[0].size == layout.BLOCK and len(sums.frames) > 3
     assert run_kit("verify", kit, "--key", trusted, "--product", "demo").exit_code == 0
-    report = run_kit("inspect", kit, "--json")
+    report = run_kit("inspect", kit, "--json", "--files")
     assert report.exit_code == 0, report.output
     assert [f["path"] for f in json.loads(report.stdout)["files"]] == [p for p, _ in _many()]
     with open_kit(kit) as stream:
