@@ -47,7 +47,7 @@ class FrameReuse(Protocol):
         """Data frame ``number`` of a large member with this content, or None."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """A member as placed; ``sha256`` is filled in when its digest is known."""
 

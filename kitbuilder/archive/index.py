@@ -23,12 +23,13 @@ Two formats (docs/format.md §0.4, §1.3):
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from kitbuilder.archive import layout
 from kitbuilder.core import jsonio, schemas
+from kitbuilder.core.filelist import FileTable
 from kitbuilder.core.manifest import FileEntry, FrameEntry, is_metadata
 from kitbuilder.errors import ArchiveError
 
@@ -99,7 +100,69 @@ class MemberEntry:
         return {"at": self.at, "frame": self.frame, "path": self.path, "sha256": self.sha256, "size": self.size}
 
 
-@dataclass(frozen=True)
+class MemberList(Sequence[MemberEntry]):
+    """Format 2: a full index's members, the payload members made on access (from the signed file list, or the
+    writer's records) and the metadata members after them. A kit of a million files is not a million entry objects
+    held side by side: each is made when it is looked at, its path the list's own string."""
+
+    __slots__ = ("_count", "_payload", "metadata")
+
+    def __init__(self, count: int, payload: Callable[[int], MemberEntry], metadata: tuple[MemberEntry, ...]) -> None:
+        self._count = count
+        self._payload = payload
+        self.metadata = metadata
+
+    @classmethod
+    def of_files(cls, files: Sequence[FileEntry], metadata: tuple[MemberEntry, ...]) -> MemberList:
+        if isinstance(files, FileTable):
+            table = files
+            paths = table.paths
+
+            def made(number: int) -> MemberEntry:
+                return MemberEntry(
+                    paths[number], table.frame(number), table.at(number), table.size(number), table.sha256(number)
+                )
+
+            return cls(len(table), made, metadata)
+        return cls(len(files), lambda n: _member_of(files[n]), metadata)
+
+    def __len__(self) -> int:
+        return self._count + len(self.metadata)
+
+    @overload
+    def __getitem__(self, number: int) -> MemberEntry: ...
+    @overload
+    def __getitem__(self, number: slice) -> tuple[MemberEntry, ...]: ...
+    def __getitem__(self, number: int | slice) -> MemberEntry | tuple[MemberEntry, ...]:
+        if isinstance(number, slice):
+            return tuple(self[n] for n in range(*number.indices(len(self))))
+        if number < 0:
+            number += len(self)
+        if not 0 <= number < len(self):
+            raise IndexError(number)
+        if number < self._count:
+            return self._payload(number)
+        return self.metadata[number - self._count]
+
+    def __iter__(self) -> Iterator[MemberEntry]:
+        made = self._payload
+        for number in range(self._count):
+            yield made(number)
+        yield from self.metadata
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _member_of(entry: FileEntry) -> MemberEntry:
+    return MemberEntry(entry.path, entry.frame or 0, entry.at, entry.size, entry.sha256)
+
+
+@dataclass(frozen=True, slots=True)
 class MemberSpan:
     """A format-2 member located: the frames that hold it, in order, the first one holding its header at ``at``.
 
@@ -133,7 +196,7 @@ class KitIndex:
     """
 
     format_version: int
-    members: tuple[IndexEntry, ...] | tuple[MemberEntry, ...]
+    members: tuple[IndexEntry, ...] | Sequence[MemberEntry]
     end_offset: int
     end_length: int
     frames: tuple[FrameEntry, ...] = ()
@@ -142,17 +205,16 @@ class KitIndex:
 
     @classmethod
     def v2(
-        cls, frames: tuple[FrameEntry, ...], members: tuple[MemberEntry, ...], end: int, *, complete: bool = True
+        cls, frames: tuple[FrameEntry, ...], members: Sequence[MemberEntry], end: int, *, complete: bool = True
     ) -> KitIndex:
         return cls(2, members, frames[end].offset, frames[end].length, frames, end, complete)
 
-    def with_payload(self, files: tuple[FileEntry, ...]) -> KitIndex:
+    def with_payload(self, files: Sequence[FileEntry]) -> KitIndex:
         """Format 2: this index (as read: frames and metadata members) with the payload members ``files`` (the
         signed file list, in archive order) before the metadata members; ArchiveError unless they all tile
         the tar stream (``check_tiling``). Paths and digests are the file entries' own string objects."""
-        members = tuple(MemberEntry(f.path, f.frame or 0, f.at, f.size, f.sha256) for f in files)
         metadata = tuple(m for m in self.members if isinstance(m, MemberEntry))
-        index = KitIndex.v2(self.frames, members + metadata, self.end)
+        index = KitIndex.v2(self.frames, MemberList.of_files(files, metadata), self.end)
         index.check_tiling()
         return index
 
@@ -165,18 +227,20 @@ class KitIndex:
                     "end": {"offset": self.end_offset, "length": self.end_length},
                 }
             )
-        # Computed once: payload_frames walks the members (calling it per member was quadratic in files).
-        payload_frames = self.payload_frames
+        # Payload members are placed by the signed file list, not here (docs/format.md §0.4): the members from the
+        # first metadata member on are listed (a reader refuses any that is not metadata).
+        if isinstance(self.members, MemberList):
+            listed: Sequence[IndexEntry | MemberEntry] = self.members.metadata
+        else:
+            # Computed once: payload_frames walks the members (calling it per member was quadratic in files).
+            payload_frames = self.payload_frames
+            listed = [m for m in self.members if isinstance(m, MemberEntry) and m.frame >= payload_frames]
         return jsonio.dump_compact(
             {
                 "end": self.end,
                 "format": INDEX_FORMAT_V2,
                 "frames": [f.to_json() for f in self.frames],
-                # Payload members are placed by the signed file list, not here (docs/format.md §0.4): the members
-                # from the first metadata member on are listed (a reader refuses any that is not metadata).
-                "members": [
-                    m.to_json() for m in self.members if isinstance(m, MemberEntry) and m.frame >= payload_frames
-                ],
+                "members": [m.to_json() for m in listed],
             }
         )
 
@@ -248,7 +312,7 @@ class KitIndex:
         """One member by path (the last one listed with it), located; StopIteration if none is."""
         if self.format_version == 1:
             return self.by_path()[path]
-        members: tuple[IndexEntry | MemberEntry, ...] = self.members
+        members: Sequence[IndexEntry | MemberEntry] = self.members
         member = next(m for m in reversed(members) if m.path == path)
         assert isinstance(member, MemberEntry)
         start = sum(f.size for f in self.frames[: member.frame]) + member.at
@@ -262,12 +326,14 @@ class KitIndex:
 
     def spans(self) -> list[MemberSpan]:
         """Format 2: every member with the frames that hold it, in index order (the index is already checked)."""
+        return list(self.iter_spans())
+
+    def iter_spans(self) -> Iterator[MemberSpan]:
+        """``spans``, one at a time (a reader of every member need not hold a span per member)."""
         starts = self.stream_starts()
-        out: list[MemberSpan] = []
         for member in self.members:
             assert isinstance(member, MemberEntry)
-            out.append(self._span(member, starts[member.frame] + member.at))
-        return out
+            yield self._span(member, starts[member.frame] + member.at)
 
     def _span(self, member: MemberEntry, start: int) -> MemberSpan:
         frames = self.frames
@@ -296,7 +362,9 @@ class KitIndex:
     def payload_frames(self) -> int:
         """Format 2: frames before the first metadata member's frame; callers compare them with the signed
         manifest (an index as read holds only metadata members, so its first member is the first of them)."""
-        members: tuple[IndexEntry | MemberEntry, ...] = self.members
+        members: Sequence[IndexEntry | MemberEntry] = self.members
+        if isinstance(members, MemberList):
+            return members.metadata[0].frame if members.metadata else self.end
         first = next((m for m in members if isinstance(m, MemberEntry) and is_metadata(m.path)), None)
         return first.frame if first is not None else self.end
 
@@ -309,8 +377,13 @@ class KitIndex:
         runs past the signed frames, or a frame between them and the metadata, is refused (ArchiveError, after
         ``check_tiling``, which makes the first metadata member's place decide where every other member lies).
         """
-        members: tuple[IndexEntry | MemberEntry, ...] = self.members
-        first = next((n for n, m in enumerate(members) if m.path in metadata), None)
+        members: Sequence[IndexEntry | MemberEntry] = self.members
+        if isinstance(members, MemberList):
+            # Its payload part comes from the signed file list, whose paths are never metadata names (§0.7).
+            named = [n for n, m in enumerate(members.metadata) if m.path in metadata]
+            first = len(members) - len(members.metadata) + named[0] if named else None
+        else:
+            first = next((n for n, m in enumerate(members) if m.path in metadata), None)
         if first is None:
             return
         member = members[first]

@@ -18,9 +18,11 @@ CHUNK = 4 << 20
 # Bounds of a group frame's decompressed size.
 GROUP_MIN = 512 << 10
 GROUP_MAX = 4 << 20
-# The most one frame may decompress to: a metadata member is one frame whatever its size (at most the 64 MiB
-# metadata cap, plus its header). Groups stay under GROUP_MAX + LARGE + 512, chunks at CHUNK.
-MAX_FRAME_SIZE = (64 << 20) + BLOCK
+# The most one frame may decompress to (docs/format.md §0.3 rule 2): a group stays under GROUP_MAX + LARGE + 512
+# (it is closed once past GROUP_MAX and a small member takes under LARGE + 512), a chunk is CHUNK, and a metadata
+# member is one frame only below LARGE (a larger one is a header frame and CHUNK frames). Sizes are multiples of
+# 512, so GROUP_MAX + LARGE bounds them all: a reader decoding a frame never holds more than this.
+MAX_FRAME_SIZE = GROUP_MAX + LARGE
 # A cut point after a member whose path hashes below this (1 in 4 paths), once the group is past GROUP_MIN.
 _CUT_BELOW = 64
 # Decided once per large member from this much of its start: < 3% saved at level 1 => raw-block frames.

@@ -14,7 +14,7 @@ import hashlib
 import io
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -90,32 +90,33 @@ class _Result:
     decoded: bytes | None  # kept only when the main thread writes the bytes (extraction)
 
 
-def _plan(index: KitIndex) -> list[_Job]:
-    spans = index.spans()
-    by_frame: dict[int, list[MemberSpan]] = {}
-    jobs: list[_Job] = []
-    chunks: dict[int, tuple[MemberSpan, int, _Chain | None]] = {}
-    for span in spans:
+def _plan(index: KitIndex, chains: list[_Chain]) -> Iterator[_Job]:
+    """Each frame's job, in frame order, made as the scan reaches it: the members tile the frames in order (checked
+    when the index was built), so no span of every member is held at once. ``chains`` collects the large members'
+    digest chains (for ``abandon``)."""
+    frames = index.frames
+    whole: list[MemberSpan] = []
+    current = -1
+    for span in index.iter_spans():
         if len(span.frames) == 1:
-            by_frame.setdefault(span.frame, []).append(span)
-        else:
-            chain = _Chain()
-            chunks[span.frame] = (span, -1, chain)
-            before = 0
-            for number, frame in enumerate(span.frames[1:], start=span.frame + 1):
-                chunks[number] = (span, before, chain)
-                before += frame.size
-    for number, frame in enumerate(index.frames[: index.end]):
-        if number in by_frame:
-            jobs.append(_Job(number, frame, whole=tuple(by_frame[number])))
-        else:
-            span, before, owner = chunks[number]
-            if before < 0:
-                jobs.append(_Job(number, frame, header_of=span))
-            else:
-                step = number - span.frame - 1
-                jobs.append(_Job(number, frame, chunk_of=span, data_before=before, chain=owner, step=step))
-    return jobs
+            if span.frame != current and whole:
+                yield _Job(current, frames[current], whole=tuple(whole))
+                whole = []
+            current = span.frame
+            whole.append(span)
+            continue
+        if whole:
+            yield _Job(current, frames[current], whole=tuple(whole))
+            whole = []
+        chain = _Chain()
+        chains.append(chain)
+        yield _Job(span.frame, span.frames[0], header_of=span)
+        before = 0
+        for step, frame in enumerate(span.frames[1:]):
+            yield _Job(span.frame + 1 + step, frame, chunk_of=span, data_before=before, chain=chain, step=step)
+            before += frame.size
+    if whole:
+        yield _Job(current, frames[current], whole=tuple(whole))
 
 
 ReadAt = Callable[[int, int], bytes]
@@ -287,7 +288,8 @@ def scan(
     workers = usable_cores() if threads is None else threads
     consume = _Consumer(on_bytes, extract_to, extract_only)
     read_at = reader_at(stream)
-    jobs = _plan(index)
+    chains: list[_Chain] = []
+    jobs = _plan(index, chains)
     file_chain = None if file_digest is None else _Chain(file_digest)
     try:
         with OrderedPool[_Result](workers, max_inflight=_INFLIGHT) as pool:
@@ -296,9 +298,8 @@ def scan(
             except BaseException:
                 # The pool cancels the jobs not yet started; a job already waiting for the turn of one of them must
                 # not wait forever (the pool waits for the running ones when it closes).
-                for job in jobs:
-                    if job.chain is not None:
-                        job.chain.abandon()
+                for chain in chains:
+                    chain.abandon()
                 if file_chain is not None:
                     file_chain.abandon()
                 raise
@@ -310,7 +311,7 @@ def scan(
 
 def _feed(
     read_at: ReadAt,
-    jobs: list[_Job],
+    jobs: Iterator[_Job],
     file_chain: _Chain | None,
     pool: OrderedPool[_Result],
     consume: _Consumer,

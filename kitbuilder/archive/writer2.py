@@ -14,7 +14,8 @@ API (what ``kit build``, ``kit patch`` and delta kits call, in this order):
      ``offset`` (``os.pread``, on a worker thread, so the bytes checked are the bytes written);
 2. ``finish_payload()`` -> ``Payload(frames, members)``: every payload frame written, their table and the
    member entries (content digests included), for the signed manifest;
-3. ``add_metadata(path, data)``: one metadata member, one frame;
+3. ``add_metadata(path, data)`` or ``add_metadata_stream(path, size, pieces)``: one metadata member, one frame,
+   or (from LARGE bytes on) a header frame and CHUNK frames like a large payload member;
 4. ``finish()`` -> the ``KitIndex``: end-of-archive frame, index frame, footer; the index is checked
    (``KitIndex.check_tiling``) before it is written, so a caller's misplaced verbatim frame fails here.
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -47,12 +48,22 @@ from kitbuilder.archive.framejobs import Done, FrameReuse, Record, Verbatim, rea
 from kitbuilder.archive.framejobs import compress_frame as compress_frame  # the one way frames are made
 from kitbuilder.archive.framejobs import raw_frame as raw_frame
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
-from kitbuilder.archive.index import KitIndex, MemberEntry
+from kitbuilder.archive.index import KitIndex, MemberEntry, MemberList
 from kitbuilder.archive.pool import MAX_THREADS, OrderedPool, usable_cores
+from kitbuilder.core.filelist import FileTable
 from kitbuilder.core.manifest import FrameEntry
 from kitbuilder.errors import UsageError
 
-__all__ = ["FrameMember", "FrameReuse", "KitWriter2", "Payload", "Verbatim", "compress_frame", "raw_frame"]
+__all__ = [
+    "FrameMember",
+    "FrameReuse",
+    "KitWriter2",
+    "Payload",
+    "Verbatim",
+    "compress_frame",
+    "metadata_frames",
+    "raw_frame",
+]
 
 _READ = 1 << 20
 
@@ -70,7 +81,44 @@ class FrameMember:
 @dataclass(frozen=True)
 class Payload:
     frames: tuple[FrameEntry, ...]
-    members: tuple[MemberEntry, ...]
+    members: Sequence[MemberEntry]  # made on access from ``table``
+    table: FileTable  # the members' paths, places, sizes and digests (no roles: ``FileTable.with_kinds`` adds them)
+
+
+def metadata_frames(path: str, size: int, pieces: Iterable[bytes], chunk: int = layout.CHUNK) -> Iterator[bytes]:
+    """The decompressed bytes of each frame a metadata member ``path`` of ``size`` bytes (given in ``pieces``) is
+    written as: ``KitWriter2.add_metadata_stream``'s layout, for writers that compress frames themselves
+    (``kit patch``, a delta's ``delta/target/`` members). ValueError unless the pieces hold ``size`` bytes."""
+    if not layout.is_large(size) and layout.padded(size) <= chunk:
+        data = b"".join(pieces)
+        if len(data) != size:
+            raise ValueError(f"{path}: {len(data)} bytes given for a member of {size}")
+        yield tarfmt.build_header(path, size, 0) + data + bytes(layout.padded(size) - size)
+        return
+    yield tarfmt.build_header(path, size, 0)
+    held = bytearray()
+    seen = 0
+    for piece in pieces:
+        seen += len(piece)
+        if seen > size:
+            raise ValueError(f"{path}: more than the {size} bytes announced")
+        with memoryview(piece) as view:
+            start = 0
+            if held:
+                start = min(chunk - len(held), len(view))
+                held += view[:start]
+                if len(held) == chunk:
+                    yield bytes(held)
+                    held = bytearray()
+            while len(view) - start >= chunk:
+                yield bytes(view[start : start + chunk])
+                start += chunk
+            held += view[start:]
+    if seen != size:
+        raise ValueError(f"{path}: {seen} bytes given for a member of {size}")
+    held += bytes(layout.padded(size) - size)
+    if held:
+        yield bytes(held)
 
 
 class KitWriter2:
@@ -86,8 +134,14 @@ class KitWriter2:
         output_hasher: HashWorker | None = None,
         reuse: FrameReuse | None = None,
         max_inflight: int | None = None,
+        metadata_chunk: int = layout.CHUNK,
     ) -> None:
         self._out = out
+        if metadata_chunk <= 0 or metadata_chunk % layout.BLOCK:
+            raise ValueError("metadata_chunk must be a positive multiple of 512")
+        # The data frame size of a large metadata member: CHUNK (docs/format.md §0.2); tests pass a smaller one
+        # to make many-frame file lists of a few files (readers accept any split that tiles, §0.3 rule 3).
+        self._metadata_chunk = metadata_chunk
         self._level = level
         self._reuse = reuse
         if not 0 <= threads <= MAX_THREADS:
@@ -116,6 +170,11 @@ class KitWriter2:
         self._group_size = 0
         self._large_digests: list[tuple[Record, QueuedDigest]] = []
         self._payload_frames: int | None = None
+        # Payload members whose digest is known move from their records into this compact table (core/filelist.py)
+        # as their frames are written, in order: a record and its digest string per file would hold three times as
+        # much until the payload is done (a build of a million files).
+        self._table = FileTable()
+        self._payload_table: FileTable | None = None
         self._closed = False
 
     # ----------------------------------------------------------------- plumbing
@@ -149,6 +208,8 @@ class KitWriter2:
     def _emit(self, done: Done) -> None:
         for record, sha256 in done.fill:
             record.sha256 = sha256
+        if self._payload_frames is None and self._records and self._records[0].sha256 is not None:
+            self._flush()
         self._frames.append(FrameEntry(self._offset, len(done.data), done.size, done.sha256))
         self._write(done.data)
 
@@ -289,14 +350,28 @@ class KitWriter2:
             self._records.append(Record(member.path, number, member.at, member.size, member.sha256))
         return number
 
-    def entries(self) -> tuple[MemberEntry, ...]:
-        """The members added so far with their digests (waits for the frames in flight; the open group stays open)."""
+    def entries(self) -> Sequence[MemberEntry]:
+        """The members added so far with their digests (waits for the frames in flight; the open group stays open).
+        Made on access from the writer's records, as long as no member is added."""
         self._drain()
         self._sync_large()
         for record, data in self._group:
             if record.sha256 is None:
                 record.sha256 = hashlib.sha256(data).hexdigest()
-        return self._entries()
+        self._flush()
+        return self._members()
+
+    def _flush(self) -> None:
+        """Move the leading payload records whose digest is known into the table (in order: the table is a prefix)."""
+        records = self._records
+        table = self._table
+        moved = 0
+        for r in records:
+            if r.sha256 is None:
+                break
+            table.append(r.path, r.size, r.sha256, "", "", r.frame, r.at)
+            moved += 1
+        del records[:moved]
 
     def _sync_large(self) -> None:
         self._content_hasher.sync()
@@ -311,27 +386,62 @@ class KitWriter2:
         self._drain()
         self._sync_large()
         self._payload_frames = len(self._frames)
-        return Payload(tuple(self._frames), self._entries())
+        # The payload members as a compact table (the index and the manifest's files share its strings and columns).
+        self._flush()
+        assert not self._records
+        table = self._payload_table = self._table
+        return Payload(tuple(self._frames), MemberList.of_files(table, ()), table)
 
-    def _entries(self) -> tuple[MemberEntry, ...]:
-        out = []
-        for r in self._records:
+    def _members(self) -> MemberList:
+        """The members written: before ``finish_payload`` made on access from the records, after it the payload table
+        then the metadata members."""
+        records = self._records
+
+        def made(number: int) -> MemberEntry:
+            r = records[number]
             assert r.sha256 is not None
-            out.append(MemberEntry(r.path, r.frame, r.at, r.size, r.sha256))
-        return tuple(out)
+            return MemberEntry(r.path, r.frame, r.at, r.size, r.sha256)
+
+        if self._payload_table is None:
+            table = self._table
+            moved = len(table)
+            listed = MemberList.of_files(table, ())
+
+            def either(number: int) -> MemberEntry:
+                return listed[number] if number < moved else made(number - moved)
+
+            return MemberList(moved + len(records), either, ())
+        return MemberList.of_files(self._payload_table, tuple(made(n) for n in range(len(records))))
 
     # ----------------------------------------------------------------- metadata and end
 
     def add_metadata(self, path: str, data: bytes) -> MemberEntry:
-        """One metadata member as one frame (after ``finish_payload``); its entry."""
+        """One metadata member (after ``finish_payload``); its entry. See ``add_metadata_stream``."""
+        return self.add_metadata_stream(path, len(data), (data,))
+
+    def add_metadata_stream(self, path: str, size: int, pieces: Iterable[bytes]) -> MemberEntry:
+        """One metadata member of ``size`` bytes given in ``pieces`` (after ``finish_payload``); its entry.
+
+        A member under LARGE is one frame (header, data, padding); a larger one (a file list or SHA256SUMS of many
+        files) is laid out like a large payload member: its header frame, then its padded data in compressed
+        frames of ``metadata_chunk`` bytes (CHUNK), so no frame, and no reader, ever holds all of it
+        (docs/format.md §0.2). ValueError unless the pieces hold exactly ``size`` bytes (a caller's bug).
+        """
         if self._payload_frames is None:
             raise ValueError("add_metadata() before finish_payload()")
-        sha256 = hashlib.sha256(data).hexdigest()
-        record = Record(path, self._submitted, 0, len(data), sha256)
-        self._records.append(record)
-        raw = tarfmt.build_header(path, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
-        self._submit(framejobs.frame_job(raw, self._level), 2 * len(raw))
-        return MemberEntry(path, record.frame, 0, len(data), sha256)
+        digest = hashlib.sha256()
+        first = self._submitted
+
+        def hashed() -> Iterator[bytes]:
+            for piece in pieces:
+                digest.update(piece)
+                yield piece
+
+        for raw in metadata_frames(path, size, hashed(), self._metadata_chunk):
+            self._submit(framejobs.frame_job(raw, self._level), 2 * len(raw))
+        sha256 = digest.hexdigest()
+        self._records.append(Record(path, first, 0, size, sha256))
+        return MemberEntry(path, first, 0, size, sha256)
 
     def finish(self) -> KitIndex:
         """Write the end-of-archive frame, the index frame and the footer; stop the workers."""
@@ -340,7 +450,7 @@ class KitWriter2:
                 self.finish_payload()
             self._submit(framejobs.frame_job(tarfmt.END_OF_ARCHIVE, self._level), 2 * layout.END_SIZE)
             self._drain()
-            index = KitIndex.v2(tuple(self._frames), self._entries(), len(self._frames) - 1)
+            index = KitIndex.v2(tuple(self._frames), self._members(), len(self._frames) - 1)
             index.check_tiling()
             index_offset = self._offset
             self._write(zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, index.to_bytes()))

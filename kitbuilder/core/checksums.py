@@ -9,10 +9,12 @@ list by a merge in this order (``check_listing``), holding no second copy of it.
 
 from __future__ import annotations
 
+import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from kitbuilder.core.filelist import FileTable
 from kitbuilder.errors import FormatError, IntegrityError
 
 SHA256SUMS_NAME = "SHA256SUMS"
@@ -61,22 +63,36 @@ def parse(data: bytes) -> dict[str, str]:
 def check_listing(files: Sequence[_Listed], data: bytes, *, what: str) -> None:
     """SHA256SUMS ``data`` says exactly what the file list ``files`` says: one line per file, same digest.
 
-    A merge in SHA256SUMS's order (sorted by path) that holds no second copy of either: the list's entries are
-    sorted by path (references, not copies), each one's line is compared with the bytes at that point. FormatError
-    for a path the list holds twice; IntegrityError naming the first path where they differ.
+    A merge in SHA256SUMS's order (sorted by path) that holds no second copy of either: the list's positions are
+    sorted by path (one small integer each, no entry objects), each one's line is compared with the bytes at that
+    point. FormatError for a path the list holds twice; IntegrityError naming the first path where they differ.
     """
-    ordered = sorted(files, key=lambda f: f.path)
+    paths: Sequence[str] = files.paths if isinstance(files, FileTable) else [f.path for f in files]
+    digest: Callable[[int], str] = files.sha256 if isinstance(files, FileTable) else (lambda n: files[n].sha256)
+    order = sorted(range(len(paths)), key=paths.__getitem__)
     position = 0
     previous = None
     with memoryview(data) as view:
-        for entry in ordered:
-            if entry.path == previous:
-                raise FormatError(f"{what}: {entry.path} listed twice")
-            previous = entry.path
-            line = f"{entry.sha256}  {entry.path}\n".encode()
+        for number in order:
+            path = paths[number]
+            if path == previous:
+                raise FormatError(f"{what}: {path} listed twice")
+            previous = path
+            line = f"{digest(number)}  {path}\n".encode()
             if view[position : position + len(line)] != line:
-                raise IntegrityError(f"{SHA256SUMS_NAME}: differs from the signed file list at {entry.path}")
+                raise IntegrityError(f"{SHA256SUMS_NAME}: differs from the signed file list at {path}")
             position += len(line)
     if position != len(data):
         extra = data[position:].split(b"\n", 1)[0][66:].decode("utf-8", "replace")
         raise IntegrityError(f"{SHA256SUMS_NAME}: lists {extra!r}, which is not in the signed file list")
+
+
+def render_files(files: Sequence[_Listed]) -> bytes:
+    """SHA256SUMS bytes for a file list (``FileTable`` or entries): like ``render``, without a list of pairs."""
+    paths: Sequence[str] = files.paths if isinstance(files, FileTable) else [f.path for f in files]
+    digest: Callable[[int], str] = files.sha256 if isinstance(files, FileTable) else (lambda n: files[n].sha256)
+    order = sorted(range(len(paths)), key=paths.__getitem__)
+    out = io.BytesIO()  # its getvalue() hands out the buffer: no second copy of 100 MB of lines
+    for number in order:
+        out.write(f"{digest(number)}  {paths[number]}\n".encode())
+    return out.getvalue()

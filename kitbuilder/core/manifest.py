@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -157,7 +157,8 @@ class Manifest:
     kit: KitInfo
     build: BuildInfo
     components: tuple[Component, ...]
-    files: tuple[FileEntry, ...]
+    # A tuple as built; format 2 as read: the file list's compact ``FileTable`` (filelist.py), which hands out entries.
+    files: Sequence[FileEntry]
     checks: tuple[Check, ...] = ()
     delta: DeltaInfo | None = None
     # Container images under images/ (one record per image) and the shipped SBOMs with what they describe.
@@ -227,7 +228,7 @@ class Manifest:
         )
         return dataclasses.replace(self, file_list=file_list, components=components)
 
-    def with_files(self, files: tuple[FileEntry, ...]) -> Manifest:
+    def with_files(self, files: Sequence[FileEntry]) -> Manifest:
         """This manifest with its payload files (format 2: read from the file list and checked by the caller)."""
         return dataclasses.replace(self, files=files)
 

@@ -79,6 +79,8 @@ def claim(path: str, seen: dict[str, str]) -> str | None:
     directory there needs no walk of its prefixes (none can be a file, all are recorded).
     """
     key = collision_key(path)
+    if key == path:
+        key = path  # the caller's string, not a second copy of it (most paths are their own key)
     if key in seen:
         return f"duplicate of {seen[key]} (same name up to case, Unicode form or ./)"
     if "/" + key in seen:

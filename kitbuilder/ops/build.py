@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -18,6 +18,7 @@ from kitbuilder.archive.writer2 import FrameReuse, KitWriter2
 from kitbuilder.atomic import AtomicFile, check_target, commit_together, os_error
 from kitbuilder.core import jsonio, timefmt
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
+from kitbuilder.core.filelist import FileTable
 from kitbuilder.core.manifest import (
     IMAGES_COMPONENT,
     KIT_SBOM_COMPONENT,
@@ -264,22 +265,28 @@ def _write_kit(
     )
     with writer:
         roles = _write_inputs(writer, plan.inputs, on_bytes)
+        # Written: nothing after this reads the inputs, and a million of them is a few hundred MiB (the paths the
+        # writer keeps are their kit_path strings).
+        plan.inputs.clear()
         roles += _write_images(writer, plan.image_plan, on_bytes)
         # The kit's SBOM (and the provenance) give each component the inventory of its files, by digest: the
         # digests so far, then the SBOM joins the payload.
-        files = [_entry(m, role, component) for m, (role, component) in zip(writer.entries(), roles, strict=True)]
+        files = FileTable.of(
+            _entry(m, role, component) for m, (role, component) in zip(writer.entries(), roles, strict=True)
+        )
         _check_image_digests(files, plan.image_plan)
         inventories = component_inventories(files)
         sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, inventories, plan.image_plan, plan.shipped)
         writer.add_bytes(KIT_SBOM_PATH, sbom_bytes)
         roles.append(("sbom", KIT_SBOM_COMPONENT))
         payload = writer.finish_payload()
-        files = [_entry(m, role, component) for m, (role, component) in zip(payload.members, roles, strict=True)]
+        # One compact table of the files (core/filelist.py), not an entry object per file.
+        files = payload.table.with_kinds(roles)
         manifest = Manifest(
             kit=plan.kit_info,
             build=plan.build_info,
             components=plan.components,
-            files=tuple(files),
+            files=files,
             checks=plan.spec.checks,
             images=plan.image_plan.images if plan.image_plan else (),
             sboms=tuple(plan.shipped),
@@ -310,11 +317,11 @@ def _write_inputs(
 ) -> list[tuple[str, str]]:
     """Every input file into the writer, in order; their (role, component), in the same order.
 
-    Small inputs come read whole from ``ReadAhead`` (a reader thread), so this thread only hands bytes to the
-    writer while its workers hash and compress; a large one streams from here. Either read's fault is raised
-    here, in input order, after the frames in flight (``settle``).
+    Small inputs come read whole from ``ReadAhead`` (a reader thread), a large one streams from here; either
+    read's fault is raised here, in input order, after the frames in flight (``settle``).
     """
     roles: list[tuple[str, str]] = []
+    kinds: dict[str, tuple[str, str]] = {}  # one (role, component) pair per component, shared by its files
     with ReadAhead(inputs) as reads:
         for item, read in reads:
             try:
@@ -330,7 +337,8 @@ def _write_inputs(
             except UsageError:
                 writer.settle()
                 raise
-            roles.append((item.component.role, item.component.id))
+            component = item.component
+            roles.append(kinds.setdefault(component.id, (component.role, component.id)))
     return roles
 
 
@@ -358,7 +366,7 @@ def _write_images(
     return roles
 
 
-def _check_image_digests(files: list[FileEntry], plan: ImagePlan | None) -> None:
+def _check_image_digests(files: Sequence[FileEntry], plan: ImagePlan | None) -> None:
     """The writer hashed what it read; that digest must be the blob's name, or the image source is damaged."""
     if plan is None:
         return
@@ -406,7 +414,7 @@ def check_shipped_sboms(spec: KitSpec, inputs: list[InputFile]) -> list[ShippedS
 def _kit_sbom(
     kit: KitInfo,
     components: tuple[Component, ...],
-    files: list[FileEntry],
+    files: Sequence[FileEntry],
     inventories: dict[str, Inventory],
     image_plan: ImagePlan | None,
     shipped: list[ShippedSbom],

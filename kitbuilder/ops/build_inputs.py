@@ -23,12 +23,22 @@ from kitbuilder.errors import UsageError
 USTAR_NUMBER_LIMIT = 8**11
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputFile:
+    """One input file. Its source path is made on use from the component and the kit path (``source``): a ``Path``
+    per file costs several hundred bytes, which a build of a million files cannot hold side by side."""
+
     kit_path: str
-    source: Path
     size: int
     component: ComponentSpec
+    whole: bool = False  # the component's source is this one file (else a directory holding it)
+
+    @property
+    def source(self) -> Path:
+        top = self.component.source
+        if self.whole:
+            return top
+        return Path(f"{top}/{self.kit_path[len(self.component.dest) + 1 :]}")
 
 
 def source_date_epoch_from_env() -> int | None:
@@ -114,7 +124,8 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
     """Every input file with its kit path, sorted by kit path; UsageError on collisions or odd files."""
     found: list[InputFile] = []
     for component in spec.components:
-        if component.source.is_file():
+        whole = component.source.is_file()
+        if whole:
             candidates: Iterable[tuple[str, str, os.DirEntry[str] | None]] = [
                 (str(component.source), component.source.name, None)
             ]
@@ -133,7 +144,7 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
             problem = paths.problem_with(kit_path)
             if problem:
                 raise UsageError(f"{spec.path}: {component.id}: {source}: kit path {kit_path!r}: {problem}")
-            found.append(InputFile(kit_path=kit_path, source=source, size=info.st_size, component=component))
+            found.append(InputFile(kit_path=kit_path, size=info.st_size, component=component, whole=whole))
     if not found and not spec.images:
         raise UsageError(f"{spec.path}: the components hold no files; a kit needs at least one payload file")
     for item in found:

@@ -9,7 +9,7 @@ each as the data of a member ``delta/frames/<frame sha256>`` behind a 512-byte
 header frame of the delta's own, so that the delta's tar stream is a stream of
 whole members and never holds part of the target's payload under its paths;
 
-then the target's metadata members under ``delta/target/`` (one frame each), then
+then the target's metadata members under ``delta/target/`` (laid out as metadata members are), then
 the delta's own metadata. ``kit patch`` (``patch_file``, ``patch_dir``) rebuilds
 the target from the base's and the delta's frames by their signed digests.
 """
@@ -19,23 +19,31 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from kitbuilder import faults
-from kitbuilder.archive import layout, reader2, tarfmt
+from kitbuilder.archive import layout, reader, reader2, tarfmt
 from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
-from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame
+from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame, metadata_frames
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
-from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest
+from kitbuilder.core.filelist import FILE_LIST, FileTable
+from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest, metadata_names
 from kitbuilder.core.manifest_parts import DeltaInfo
 from kitbuilder.errors import FormatError, IntegrityError, PolicyError, UsageError
 from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap, full_kit_needed
-from kitbuilder.ops.kitfile import TARGET_DIR, Metadata, open_kit, read_metadata, read_target_metadata
+from kitbuilder.ops.kitfile import (
+    TARGET_DIR,
+    KitMetadata,
+    Metadata,
+    open_kit,
+    read_metadata,
+    read_target_metadata,
+)
 from kitbuilder.ops.verify import VerifyOptions, VerifyReport, check_policy, check_signed_metadata, verify_kit
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import TrustPolicy
@@ -76,14 +84,7 @@ def write_delta(
             if frame.sha256 not in have and frame.sha256 not in seen:
                 seen.add(frame.sha256)
                 shipped.append(number)
-        # The summary is by content, as a user thinks of it: a file whose content the base lacks is new or changed
-        # (the frames shipped for it may carry unchanged neighbours of its group too).
-        base_content = {(f.sha256, f.size) for f in base.manifest.files}
-        fresh = [f.path for f in manifest.files if (f.sha256, f.size) not in base_content]
-        base_files = {f.path for f in base.manifest.files}
-        added = tuple(sorted(p for p in fresh if p not in base_files))
-        changed = tuple(sorted(p for p in fresh if p in base_files))
-        removed = tuple(sorted(base_files - {f.path for f in manifest.files}))
+        added, changed, removed = _summary(base.manifest.files, manifest, have)
         info = DeltaInfo(
             base_manifest_sha256=base.manifest_sha256,
             base_sequence=base.manifest.kit.sequence,
@@ -91,19 +92,68 @@ def write_delta(
             removed=removed,
             target_manifest_sha256=hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
         )
+        file_list = target_list(target, stream, base.caps)
         with atomic_output(output) as out:
-            size = write_delta_kit(out, stream, frames, shipped, target.members, info, keys, threads=threads)
+            size = write_delta_kit(
+                out, stream, frames, shipped, target.members, info, keys, threads=threads, file_list=file_list
+            )
     return DeltaResult(
         output,
         full_kit,
         added,
         changed,
         removed,
-        len(manifest.files) - len(fresh),
+        len(manifest.files) - len(added) - len(changed),
         size,
         len(shipped),
         len(manifest.frames) - len(shipped),
     )
+
+
+def _summary(
+    base: Sequence[FileEntry], target: Manifest, have: set[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Added, changed and removed paths. By content, as a user thinks of it: a file whose content the base lacks is
+    new or changed (the frames shipped for it may carry unchanged neighbours of its group too).
+
+    Only the target's files in frames the base lacks (``have``: the base's frame digests), and large ones, can
+    hold content the base lacks: a frame the base has decodes to the same bytes there. So the sets held are of
+    those few files and of the target's paths, not of every file of both kits (a million of each)."""
+    fresh_frames = {n for n, frame in enumerate(target.frames) if frame.sha256 not in have}
+    candidates = [f for f in target.files if f.frame in fresh_frames or layout.is_large(f.size)]
+    wanted = {(f.sha256, f.size) for f in candidates}
+    in_base = {(f.sha256, f.size) for f in base if (f.sha256, f.size) in wanted}
+    fresh = {f.path for f in candidates if (f.sha256, f.size) not in in_base}
+    target_paths = set(_paths(target.files))
+    base_had = {path for path in _paths(base) if path in fresh}
+    added = tuple(sorted(fresh - base_had))
+    changed = tuple(sorted(base_had))
+    removed = tuple(sorted(path for path in _paths(base) if path not in target_paths))
+    return added, changed, removed
+
+
+def _paths(files: Sequence[FileEntry]) -> Sequence[str]:
+    return files.paths if isinstance(files, FileTable) else [f.path for f in files]
+
+
+@dataclass(frozen=True)
+class TargetList:
+    """The target's file list for a delta: its size and digest (signed by the target), its bytes in pieces."""
+
+    size: int
+    sha256: str
+    pieces: Callable[[], Iterator[bytes]]
+
+
+def target_list(target: KitMetadata, stream: BinaryIO, caps: Caps) -> TargetList | None:
+    """The file list of the target kit ``target`` (read from ``stream``) as a delta carries it: read again piece by
+    piece when written (each piece checked against the index as it is read; the list was checked against the
+    signed manifest when ``target`` was read), never held whole."""
+    ref = target.manifest.file_list
+    if ref is None:
+        return None
+    span = target.location.index.locate(FILE_LIST)
+    return TargetList(ref.size, ref.sha256, lambda: reader.member_chunks(stream, span, caps))
 
 
 def write_delta_kit(
@@ -111,15 +161,16 @@ def write_delta_kit(
     stream: BinaryIO,
     frames: FrameMap,
     shipped: list[int],
-    target_members: dict[str, bytes],
+    target_members: Mapping[str, bytes],
     info: DeltaInfo,
     keys: list[PrivateKey],
     *,
     threads: int = 0,
+    file_list: TargetList | None = None,
 ) -> int:
     """Write a delta kit to ``out``: target frames ``shipped`` (read from the target kit ``stream``), the target
-    metadata ``target_members`` under delta/target/, the delta's signed metadata with the ``delta`` block ``info``.
-    Returns the delta's size."""
+    metadata ``target_members`` (and ``file_list``, streamed) under delta/target/, in metadata order, the delta's
+    signed metadata with the ``delta`` block ``info``. Returns the delta's size."""
     from kitbuilder.ops.build import seal
 
     manifest = frames.manifest
@@ -128,9 +179,16 @@ def write_delta_kit(
     with KitWriter2(out, level=level, threads=threads) as writer:
         for number in shipped:
             _ship_frame(writer, stream, frames, number, level, roles)
-        for name, data in target_members.items():
+        names = metadata_names([*target_members, *([FILE_LIST] if file_list is not None else [])])
+        for name in names:
             path = f"{TARGET_DIR}/{name}"
-            _add_single(writer, path, data, level)
+            if name in target_members:
+                data = target_members[name]
+                _add_single(writer, path, len(data), hashlib.sha256(data).hexdigest(), (data,), level)
+            elif name == FILE_LIST and file_list is not None:
+                _add_single(writer, path, file_list.size, file_list.sha256, file_list.pieces(), level)
+            else:
+                continue
             roles[path] = (TARGET_ROLE, DELTA_COMPONENT.id)
         payload = writer.finish_payload()
         files = tuple(
@@ -207,12 +265,13 @@ def carried_frames(manifest: Manifest, path: Path) -> dict[str, MemberSpan]:
     return carried
 
 
-def _add_single(writer: KitWriter2, path: str, data: bytes, level: int) -> None:
-    """A payload member alone in its frame, compressed as a metadata member is (so it can be copied as one)."""
-    raw = tarfmt.build_header(path, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
-    packed = compress_frame(raw, level)
-    member = FrameMember(path, 0, len(data), hashlib.sha256(data).hexdigest())
-    writer.add_frame(packed, size=len(raw), sha256=hashlib.sha256(packed).hexdigest(), members=[member])
+def _add_single(writer: KitWriter2, path: str, size: int, sha256: str, pieces: Iterable[bytes], level: int) -> None:
+    """A payload member in frames of its own, laid out and compressed as a metadata member is (one frame, or from
+    LARGE on a header frame and CHUNK frames): what patch writes for it in the target is the same layout."""
+    for number, raw in enumerate(metadata_frames(path, size, pieces)):
+        packed = compress_frame(raw, level)
+        members = [FrameMember(path, 0, size, sha256)] if number == 0 else []
+        writer.add_frame(packed, size=len(raw), sha256=hashlib.sha256(packed).hexdigest(), members=members)
 
 
 # ---------------------------------------------------------------------------------------------------------------

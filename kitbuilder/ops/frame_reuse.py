@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -60,11 +61,20 @@ def check_full_kit(manifest: Manifest, path: object, what: str) -> None:
 
 @dataclass(frozen=True)
 class FrameRole:
-    """What one payload frame holds: whole members (a group), a large member's header, or one of its chunks."""
+    """What one payload frame holds: whole members (a group), a large member's header, or one of its chunks.
+
+    A group names its members by their numbers in the manifest's files (``numbers``, in frame order) and makes
+    their entries on access (``files``): a map of a million files holds no entry object per file."""
 
     kind: FrameKind
-    files: tuple[FileEntry, ...]  # group: its members in order; header/chunk: the large member
+    held: Sequence[FileEntry]  # group: the manifest's files; header/chunk: the large member alone
     chunk: int = 0  # chunk number within the large member
+    numbers: Sequence[int] = (0,)  # group: its members' numbers in ``held``, in order of ``at``
+
+    @property
+    def files(self) -> tuple[FileEntry, ...]:
+        """group: its members in order; header/chunk: the large member."""
+        return tuple(self.held[n] for n in self.numbers)
 
 
 class FrameMap:
@@ -81,20 +91,24 @@ class FrameMap:
         self.manifest = manifest
         self.frames = manifest.frames
         self.roles: list[FrameRole | None] = [None] * len(self.frames)
-        self.spans: dict[str, MemberSpan] = {}
+        self.spans: dict[str, MemberSpan] = {}  # the large members (``span_of`` for any member)
         starts = [0]
         for frame in self.frames:
             starts.append(starts[-1] + frame.size)
-        groups: dict[int, list[FileEntry]] = {}
-        for entry in manifest.files:
+        self._starts = starts
+        groups: dict[int, tuple[array[int], array[int]]] = {}  # frame: its small members' numbers and places
+        for position, entry in enumerate(manifest.files):
             number = entry.frame
             if number is None or not 0 <= number < len(self.frames):
                 raise IntegrityError(f"{what}: {entry.path} names frame {number}, not one of its payload frames")
             first = self.frames[number]
             if entry.at + layout.member_bytes(entry.size) <= first.size:
-                held: tuple[FrameEntry, ...] = (first,)
-                groups.setdefault(number, []).append(entry)
-            elif entry.at == 0 and first.size == layout.BLOCK:
+                # A small member: its span is made when asked for (``span_of``), not kept.
+                numbers, places = groups.setdefault(number, (array("q"), array("q")))
+                numbers.append(position)
+                places.append(entry.at)
+                continue
+            if entry.at == 0 and first.size == layout.BLOCK:
                 # Its header alone, then frames holding exactly its padded data (as the index reader requires).
                 self._claim(number, FrameRole("header", (entry,)), what)
                 left, last = layout.padded(entry.size), number + 1
@@ -110,8 +124,11 @@ class FrameMap:
             self.spans[entry.path] = MemberSpan(
                 entry.path, entry.size, entry.sha256, number, entry.at, tuple(held), starts[number] + entry.at
             )
-        for number, members in groups.items():
-            self._claim(number, FrameRole("group", tuple(sorted(members, key=lambda e: e.at))), what)
+        for number, (numbers, places) in groups.items():
+            if any(a > b for a, b in zip(places, places[1:], strict=False)):
+                order = sorted(range(len(numbers)), key=places.__getitem__)
+                numbers = array("q", (numbers[n] for n in order))
+            self._claim(number, FrameRole("group", manifest.files, numbers=numbers), what)
         for number, role in enumerate(self.roles):
             if role is None:
                 raise IntegrityError(f"{what}: payload frame {number} holds no member")
@@ -128,6 +145,15 @@ class FrameMap:
             found.setdefault(frame.sha256, (number, frame))
         return found
 
+    def span_of(self, entry: FileEntry) -> MemberSpan:
+        """The frames holding a member of the manifest (``spans`` holds the large ones; a small one's is made)."""
+        span = self.spans.get(entry.path)
+        if span is not None:
+            return span
+        number = entry.frame or 0
+        start = self._starts[number] + entry.at
+        return MemberSpan(entry.path, entry.size, entry.sha256, number, entry.at, (self.frames[number],), start)
+
     def chunk_frames(self, entry: FileEntry) -> tuple[FrameEntry, ...]:
         """The chunk frames of a large member, in order."""
         return self.spans[entry.path].frames[1:]
@@ -135,6 +161,13 @@ class FrameMap:
 
 def group_key(files: Iterable[FileEntry]) -> tuple[tuple[str, int, str], ...]:
     return tuple((f.path, f.size, f.sha256) for f in files)
+
+
+def _list_digest(members: tuple[tuple[str, int, str], ...]) -> bytes:
+    digest = hashlib.sha256()
+    for path, size, sha256 in members:
+        digest.update(f"{path}\0{size}\0{sha256}\n".encode())
+    return digest.digest()
 
 
 def _group_bytes(files: Iterable[FileEntry]) -> int:
@@ -175,7 +208,8 @@ class BaseFrames:
             self._stream.close()
             raise
         self.manifest_sha256 = hashlib.sha256(self.metadata.members[MANIFEST_JSON]).hexdigest()
-        self._groups: dict[tuple[tuple[str, int, str], ...], int] = {}
+        # Keyed by the digest of the member list (``group_key``), not the list: one key per frame, not per file.
+        self._groups: dict[bytes, int] = {}
         self._chunks: dict[tuple[str, int, int], int] = {}
         cut: dict[str, bool] = {}
         for number, role in enumerate(self.map.roles):
@@ -183,7 +217,7 @@ class BaseFrames:
             # Only frames laid out exactly as this build's writer cuts them are offered: the writer records its
             # own decompressed size for a reused frame, so a frame of any other size could never be equal.
             if role.kind == "group" and _group_bytes(role.files) == self.frames[number].size:
-                self._groups.setdefault(group_key(role.files), number)
+                self._groups.setdefault(_list_digest(group_key(role.files)), number)
             elif role.kind == "chunk":
                 entry = role.files[0]
                 if entry.path not in cut:
@@ -231,9 +265,12 @@ class BaseFrames:
     # decodes to anything else is refused with the words ``_lies`` gives.
 
     def group(self, members: tuple[tuple[str, int, str], ...]) -> Verbatim | None:
-        number = self._groups.get(members)
+        number = self._groups.get(_list_digest(members))
         if number is None:
             return None
+        role = self.map.roles[number]
+        if role is None or group_key(role.files) != members:
+            return None  # another list with the same digest: never, but the list decides
         return self._offer(number, f"it does not hold {members[0][0]} and the rest of its group as signed")
 
     def chunk(self, sha256: str, size: int, number: int) -> Verbatim | None:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import io
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -32,7 +33,7 @@ from kitbuilder.archive.index import KitIndex
 from kitbuilder.archive.reader import Caps, IndexLocation
 from kitbuilder.core import checksums, filelist, paths
 from kitbuilder.core.dsse import Envelope
-from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.filelist import FILE_LIST, FileListRef
 from kitbuilder.core.manifest import (
     ATTESTATIONS_DIR,
     MANIFEST_DSSE,
@@ -50,6 +51,7 @@ from kitbuilder.errors import ArchiveError, FormatError, HostIOError, IntegrityE
 from kitbuilder.ops import confined
 
 TARGET_DIR = "delta/target"
+_PIECE = 1 << 20
 
 
 @dataclass
@@ -65,8 +67,12 @@ class Metadata:
     members: dict[str, bytes]
     envelope: Envelope
     manifest: Manifest
-    read_file_list: Callable[[], bytes] | None = None  # format 2, until the list is read: its bytes (bounded)
+    # Format 2, until the list is read: its bytes in pieces, in order (a list of many files is never held whole).
+    read_file_list: Callable[[], Iterator[bytes]] | None = None
     file_list_name: str = FILE_LIST  # how errors name it (a delta's target: delta/target/manifest.files.jsonl)
+    # Whether ``load_files`` keeps the list's bytes in ``members`` (a delta's target and an installed directory,
+    # whose list is written out again); a kit file's list is parsed as it is read and not kept.
+    keep_file_list: bool = False
 
     @property
     def files_pending(self) -> bool:
@@ -112,7 +118,7 @@ def read_metadata(stream: BinaryIO, caps: Caps, *, defer_files: bool = False) ->
     # Only the metadata members are located and read (inspect of a kit of many files reads nothing else).
     members, envelope, manifest, read_list = _assemble(
         index.sizes(),
-        lambda name: reader.read_member(stream, index.locate(name), caps),
+        lambda name: reader.member_chunks(stream, index.locate(name), caps),
         caps,
         head,
         source="kit index",
@@ -155,7 +161,7 @@ def read_target_metadata(stream: BinaryIO, caps: Caps) -> Metadata:
 
     members, envelope, manifest, read_list = _assemble(
         sizes,
-        lambda name: reader.read_member(stream, index.locate(prefix + name), caps),
+        lambda name: reader.member_chunks(stream, index.locate(prefix + name), caps),
         caps,
         # The target's members are content of the delta its signature covers (verified before this is read), so
         # the budget is the largest kit the caps allow, not one derived from unsigned counts.
@@ -170,6 +176,7 @@ def read_target_metadata(stream: BinaryIO, caps: Caps) -> Metadata:
         manifest=manifest,
         read_file_list=read_list,
         file_list_name=prefix + FILE_LIST,
+        keep_file_list=True,
     )
     load_files(metadata)
     return metadata
@@ -205,10 +212,22 @@ def read_installed_metadata(directory: confined.Directory, caps: Caps) -> Metada
             fds[name] = fd
             sizes[name] = os.fstat(fd).st_size
 
-        def read(name: str) -> bytes:
-            return confined.read_bounded(
-                fds[name], caps.max_metadata, what=directory.name(name), too_big=lambda m: ArchiveError(m)
-            )
+        def read(name: str) -> Iterator[bytes]:
+            # Read up to the size the directory listed (checked against the caps before anything is read); a file
+            # that grew meanwhile is refused, one that shrank ends short and fails its size check.
+            fd, left = fds[name], sizes[name]
+            os.lseek(fd, 0, os.SEEK_SET)
+            while left:
+                try:
+                    piece = os.read(fd, min(left, _PIECE))
+                except OSError as exc:
+                    raise confined.host_error(exc, directory.name(name), "read") from exc
+                if not piece:
+                    return
+                left -= len(piece)
+                yield piece
+            if os.read(fd, 1):
+                raise ArchiveError(f"{directory.name(name)}: grew while being read")
 
         # An installed directory lists no member count before its manifest is read: the caps' largest kit.
         members, envelope, manifest, read_list = _assemble(
@@ -226,6 +245,7 @@ def read_installed_metadata(directory: confined.Directory, caps: Caps) -> Metada
             manifest=manifest,
             read_file_list=read_list,
             file_list_name=directory.name(FILE_LIST),
+            keep_file_list=True,
         )
         load_files(metadata)
     finally:
@@ -234,21 +254,36 @@ def read_installed_metadata(directory: confined.Directory, caps: Caps) -> Metada
     return metadata
 
 
+def _joined(pieces: Iterable[bytes], size: int) -> bytes:
+    """A member's pieces as one bytes object; without a second copy of a large one (BytesIO hands out its buffer)."""
+    buffer = io.BytesIO()
+    for piece in pieces:
+        if buffer.tell() + len(piece) > size:
+            raise ArchiveError(f"member holds more than the {size} bytes listed")
+        buffer.write(piece)
+    return buffer.getvalue()
+
+
 def _assemble(
     sizes: Mapping[str, int],
-    read: Callable[[str], bytes],
+    read_pieces: Callable[[str], Iterator[bytes]],
     caps: Caps,
     head: MetadataBudget,
     *,
     source: str,
     what: Callable[[str], str],
     missing: Callable[[str], KitError],
-) -> tuple[dict[str, bytes], Envelope, Manifest, Callable[[], bytes] | None]:
+) -> tuple[dict[str, bytes], Envelope, Manifest, Callable[[], Iterator[bytes]] | None]:
     """The shared rules: which names, how many, how big, parsed how. ``sizes`` holds every name present.
 
     manifest.json and manifest.dsse.json are read first, bounded by ``head`` (format 2: the frames alone); the
     count of files manifest.json states (refused over --max-members) then bounds SHA256SUMS, the file list and
-    the attestations, which are read next. The file list is not read here: the returned callable reads it."""
+    the attestations, which are read next. The file list is not read here: the returned callable reads it.
+    ``read_pieces`` hands out a member's bytes in pieces, every member check done by the last one."""
+
+    def read(name: str) -> bytes:
+        return _joined(read_pieces(name), sizes[name])
+
     for name in (MANIFEST_JSON, MANIFEST_DSSE):
         _check_present(name, sizes, caps, head, what, missing)
     envelope_bytes = read(MANIFEST_DSSE)
@@ -296,7 +331,7 @@ def _assemble(
         problem = paths.problem_with(path)
         if problem is not None:
             raise FormatError(f"{what(MANIFEST_JSON)}: file {path!r}: {problem}")
-    read_list = (lambda: read(FILE_LIST)) if manifest.file_list is not None else None
+    read_list = (lambda: read_pieces(FILE_LIST)) if manifest.file_list is not None else None
     return members, envelope, manifest, read_list
 
 
@@ -310,7 +345,9 @@ def _check_present(
 ) -> None:
     if name not in sizes:
         raise missing(name)
-    if sizes[name] > caps.max_metadata:
+    # Format 2's file list and SHA256SUMS grow with the signed file count and span many frames (docs/format.md §0.9):
+    # their caps are the budget's, not the one-document cap.
+    if sizes[name] > caps.max_metadata and not (budget.format_version == 2 and name in (FILE_LIST, SHA256SUMS)):
         raise ArchiveError(f"{what(name)}: {sizes[name]} bytes exceeds the metadata cap of {caps.max_metadata}")
     budget.check_size(name, sizes[name])
 
@@ -332,17 +369,34 @@ def load_files(metadata: Metadata) -> Manifest:
         return manifest
     # The manifest.json beside the list (a delta's delta/target/, an installed directory's), named as the list is.
     signed_by = what[: -len(FILE_LIST)] + MANIFEST_JSON if what.endswith(FILE_LIST) else MANIFEST_JSON
-    data = read_list()
-    if len(data) != ref.size:
-        raise ArchiveError(f"{what}: {len(data)} bytes, but {signed_by} fileList.size says {ref.size}")
-    observed = hashlib.sha256(data).hexdigest()
-    if observed != ref.sha256:
-        raise IntegrityError(
-            f"{what}: sha256 {observed} differs from {signed_by} fileList.sha256 {ref.sha256}; the kit was altered"
-        )
+    digest = hashlib.sha256()
+    read = 0
+    kept = io.BytesIO() if metadata.keep_file_list else None
+
+    def pieces() -> Iterator[bytes]:
+        nonlocal read
+        for piece in read_list():
+            read += len(piece)
+            if read > ref.size:
+                raise ArchiveError(f"{what}: more than the {ref.size} bytes {signed_by} fileList.size says")
+            digest.update(piece)
+            if kept is not None:
+                kept.write(piece)
+            yield piece
+
+    stream = pieces()
     frame_sizes = [f.size for f in manifest.frames]
-    files = filelist.parse(data, count=ref.count, frame_sizes=frame_sizes, what=what, signed_by=signed_by)
-    payload = sum(f.size for f in files)
+    try:
+        files = filelist.parse(stream, count=ref.count, frame_sizes=frame_sizes, what=what, signed_by=signed_by)
+    except FormatError:
+        # Parsed piece by piece as it is read: a list that breaks the grammar may be one that was altered, which is
+        # what its digest says first (read to its end, bounded by fileList.size).
+        for _ in stream:
+            pass
+        _check_list_digest(digest.hexdigest(), read, ref, what, signed_by)
+        raise
+    _check_list_digest(digest.hexdigest(), read, ref, what, signed_by)
+    payload = files.payload_bytes()
     if payload != ref.payload_bytes:
         raise FormatError(
             f"{what}: files hold {payload} bytes, but {signed_by} fileList.payloadBytes says {ref.payload_bytes}"
@@ -350,9 +404,10 @@ def load_files(metadata: Metadata) -> Manifest:
     check_component_payloads([(c.id, c.payload) for c in manifest.components], files, what=what, signed_by=signed_by)
     checksums.check_listing(files, metadata.members[SHA256SUMS], what=what)
     manifest = manifest.with_files(files)
-    members = dict(metadata.members)
-    members[FILE_LIST] = data
-    metadata.members = {name: members[name] for name in metadata_names(members)}
+    if kept is not None:
+        members = dict(metadata.members)
+        members[FILE_LIST] = kept.getvalue()
+        metadata.members = {name: members[name] for name in metadata_names(members)}
     metadata.manifest = manifest
     metadata.read_file_list = None
     if isinstance(metadata, KitMetadata):
@@ -361,6 +416,15 @@ def load_files(metadata: Metadata) -> Manifest:
         index.check_payload_split(len(manifest.frames), metadata.members)
         metadata.location = dataclasses.replace(location, index=index)
     return manifest
+
+
+def _check_list_digest(observed: str, read: int, ref: FileListRef, what: str, signed_by: str) -> None:
+    if read != ref.size:
+        raise ArchiveError(f"{what}: {read} bytes, but {signed_by} fileList.size says {ref.size}")
+    if observed != ref.sha256:
+        raise IntegrityError(
+            f"{what}: sha256 {observed} differs from {signed_by} fileList.sha256 {ref.sha256}; the kit was altered"
+        )
 
 
 def check_layout(files: Iterable[str], metadata: Iterable[str], *, what: str) -> None:

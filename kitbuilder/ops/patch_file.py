@@ -23,9 +23,9 @@ from typing import BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import layout, reader, tarfmt, zstdframes
-from kitbuilder.archive.index import KitIndex, MemberEntry
+from kitbuilder.archive.index import KitIndex, MemberEntry, MemberList
 from kitbuilder.archive.locate import Caps
-from kitbuilder.archive.writer2 import compress_frame
+from kitbuilder.archive.writer2 import compress_frame, metadata_frames
 from kitbuilder.atomic import check_target
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest, MetadataBudget
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
@@ -252,15 +252,17 @@ def _write_patched(
         )
         out.seek(end)
         written = list(target.frames)
-        members = [MemberEntry(f.path, f.frame or 0, f.at, f.size, f.sha256) for f in target.files]
+        metadata: list[MemberEntry] = []  # the payload members are the target's file list's, made on access
         position = end
         for name, data in delta.target.members.items():
-            raw = tarfmt.build_header(name, len(data), 0) + data + bytes(layout.padded(len(data)) - len(data))
-            frame_bytes = compress_frame(raw, level)
-            out.write(frame_bytes)
-            members.append(MemberEntry(name, len(written), 0, len(data), hashlib.sha256(data).hexdigest()))
-            written.append(FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest()))
-            position += len(frame_bytes)
+            metadata.append(MemberEntry(name, len(written), 0, len(data), hashlib.sha256(data).hexdigest()))
+            for raw in metadata_frames(name, len(data), (data,)):  # one frame, or a header frame and data frames
+                frame_bytes = compress_frame(raw, level)
+                out.write(frame_bytes)
+                written.append(
+                    FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest())
+                )
+                position += len(frame_bytes)
             faults.point("patch-file-member")
         closing = compress_frame(tarfmt.END_OF_ARCHIVE, level)
         out.write(closing)
@@ -268,7 +270,7 @@ def _write_patched(
             FrameEntry(position, len(closing), len(tarfmt.END_OF_ARCHIVE), hashlib.sha256(closing).hexdigest())
         )
         position += len(closing)
-        index = KitIndex.v2(tuple(written), tuple(members), len(written) - 1)
+        index = KitIndex.v2(tuple(written), MemberList.of_files(target.files, tuple(metadata)), len(written) - 1)
         try:
             index.check_tiling()
         except ArchiveError as exc:

@@ -202,7 +202,7 @@ class _Sources:
         return frames.spans[entry.path].frames[1 + chunk].sha256
 
     def source(self, item: FileEntry) -> Source:
-        span = self.target.spans[item.path]
+        span = self.target.span_of(item)
         if len(span.frames) == 1:
             carried = self.carried.get(span.frames[0].sha256)
             if carried is not None and carried.size == span.frames[0].size:

@@ -35,13 +35,14 @@ def seal(writer: KitWriter2, manifest: Manifest, keys: list[PrivateKey]) -> Seal
     Optional metadata (attestations, a Sigstore bundle) may follow; the caller then calls ``writer.finish()``.
     """
     files = manifest.files
-    sums = checksums.render((f.path, f.sha256) for f in files)
+    sums = checksums.render_files(files)
     sums_entry = writer.add_metadata(SHA256SUMS, sums)
     writer.add_metadata(SHA256SUMS_SIG, keys[0].sign(sums))
-    listed = filelist.render(files)
-    list_entry = writer.add_metadata(FILE_LIST, listed)
-    manifest = manifest.sealed_with(filelist.describe(listed, files))
-    del listed
+    # The list is rendered twice, piece by piece (its size and digest first, for the header and fileList; then
+    # into the frames): a list of a million files is never held whole.
+    ref = filelist.describe(filelist.render_pieces(files), files)
+    list_entry = writer.add_metadata_stream(FILE_LIST, ref.size, filelist.render_pieces(files))
+    manifest = manifest.sealed_with(ref)
     manifest_bytes = manifest.to_bytes()
     writer.add_metadata(MANIFEST_JSON, manifest_bytes)
     statement = Statement(

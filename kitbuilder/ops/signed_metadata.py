@@ -63,10 +63,13 @@ def check_signed_metadata(
         Manifest.from_json(statement.predicate, what=f"{MANIFEST_DSSE} predicate")
         raise IntegrityError(f"{MANIFEST_JSON}: differs from the signed predicate in {MANIFEST_DSSE}")
     sums_bytes = metadata.members[SHA256SUMS]
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in metadata.members.items()}
     if head.file_list is not None:
         # Format 2: the statement names the file list and SHA256SUMS; the manifest names the list by the same
-        # digest. Then the list is read, bounded by the signed count, and checked against both (load_files).
-        wanted = {FILE_LIST: head.file_list.sha256, SHA256SUMS: hashlib.sha256(sums_bytes).hexdigest()}
+        # digest. Then the list is read, bounded by the signed count, and checked against both (load_files),
+        # so the bytes read have the digest fileList states.
+        wanted = {FILE_LIST: head.file_list.sha256, SHA256SUMS: digests[SHA256SUMS]}
+        digests[FILE_LIST] = head.file_list.sha256
         _check_subjects(statement, wanted, what=f"the {MANIFEST_JSON} fileList/{SHA256SUMS}")
         signed = load_files(metadata) if files else head
     else:
@@ -79,7 +82,7 @@ def check_signed_metadata(
             differing = sorted(set(sums.items()) ^ set(listed.items()))
             raise IntegrityError(f"{SHA256SUMS}: differs from the signed manifest at {differing[0][0]}")
         wanted = dict(listed)
-        wanted[SHA256SUMS] = hashlib.sha256(sums_bytes).hexdigest()
+        wanted[SHA256SUMS] = digests[SHA256SUMS]
         _check_subjects(statement, wanted, what=f"the manifest/{SHA256SUMS}")
     if signed.sboms and not metadata.files_pending:
         listed_paths = {f.path for f in signed.files}
@@ -89,7 +92,7 @@ def check_signed_metadata(
     # SHA256SUMS.sig is for stock tools and is made by the first build key only; the DSSE subjects already
     # bind SHA256SUMS. It must verify when that key is trusted here; otherwise it is reported unchecked.
     if isinstance(metadata, KitMetadata) and not metadata.files_pending:
-        check_index_against(metadata.location.index, signed, metadata.members)
+        check_index_against(metadata.location.index, signed, digests)
     first_keyid = checksum_keyid(signed, envelope)
     checksum_signer: str | None = None
     if any(key.keyid == first_keyid for key in policy.keys):
@@ -107,13 +110,13 @@ def _check_subjects(statement: Statement, wanted: Mapping[str, str], *, what: st
         raise IntegrityError(f"{MANIFEST_DSSE}: statement subject {name} does not match {what}")
 
 
-def check_index_against(index: KitIndex, signed: Manifest, metadata: Mapping[str, bytes]) -> None:
+def check_index_against(index: KitIndex, signed: Manifest, digests: Mapping[str, str]) -> None:
     """Format 2: the unsigned index says what the signed manifest says (ArchiveError where it does not).
 
     Its first frames are the manifest's payload frames, field for field; its payload members are the signed file
-    list's (``load_files`` built them from it); its own entries are exactly the metadata members read, each alone
-    in one frame after the payload frames, with the digest of the bytes read. A format-1 manifest needs a
-    format-1 index and the other way round.
+    list's (``load_files`` built them from it); its own entries are exactly the metadata members read (``digests``:
+    name to the SHA-256 of the bytes read), each alone in its frames after the payload frames, with that digest.
+    A format-1 manifest needs a format-1 index and the other way round.
     """
     if index.format_version != signed.format_version:
         raise ArchiveError(
@@ -128,17 +131,19 @@ def check_index_against(index: KitIndex, signed: Manifest, metadata: Mapping[str
         )
         raise ArchiveError(f"archive index frame {differing} differs from the signed manifest's frames")
     listed = index.members[len(signed.files) :]
-    if len(listed) != len(metadata):
-        raise ArchiveError(f"kit index lists {len(listed)} metadata members, {len(metadata)} were read: one twice")
+    if len(listed) != len(digests):
+        raise ArchiveError(f"kit index lists {len(listed)} metadata members, {len(digests)} were read: one twice")
     for member in listed:
         assert isinstance(member, MemberEntry)
-        if member.path not in metadata:
+        if member.path not in digests:
             raise IntegrityError(f"{member.path}: in the archive index but not a metadata member read")
-        if (
-            member.frame < payload
-            or member.at != 0
-            or index.frames[member.frame].size != layout.member_bytes(member.size)
-        ):
-            raise ArchiveError(f"{member.path}: a metadata member must be one frame of its own after the payload")
-        if member.sha256 != hashlib.sha256(metadata[member.path]).hexdigest():
+        # Alone in its frames: one frame holding exactly it, or (a large one) a frame holding its header alone, the
+        # following frames its padded data (check_tiling made sure those hold nothing else).
+        first = index.frames[member.frame].size if member.frame < len(index.frames) else -1
+        if member.frame < payload or member.at != 0 or first not in (layout.member_bytes(member.size), layout.BLOCK):
+            raise ArchiveError(
+                f"{member.path}: a metadata member must lie in frames of its own after the payload (one frame, or "
+                "a header frame and its data frames)"
+            )
+        if member.sha256 != digests[member.path]:
             raise ArchiveError(f"{member.path}: archive index digest differs from the member read")

@@ -76,7 +76,10 @@ def craft_delta(
         if edit_info is not None:
             edit_info(info)
         with out.open("wb") as sink, _misnamed(frames, shipped) if misname else contextlib.nullcontext():
-            write_delta_kit(sink, stream, frames, shipped, members, DeltaInfo.from_json(info), [private])
+            file_list = delta_module.target_list(target, stream, caps)
+            write_delta_kit(
+                sink, stream, frames, shipped, members, DeltaInfo.from_json(info), [private], file_list=file_list
+            )
     return out
 
 

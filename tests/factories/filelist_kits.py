@@ -12,6 +12,7 @@ import io
 from collections.abc import Callable
 from typing import Any
 
+from kitbuilder.archive import layout
 from kitbuilder.archive.writer2 import KitWriter2
 from kitbuilder.core import checksums, filelist, jsonio
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
@@ -32,6 +33,9 @@ from tests.factories.hostile2 import small_files
 from tests.factories.kits import TEST_BUILD, write_payload
 
 Bytes = Callable[[bytes], bytes]
+# The data frame size of a large metadata member (the writer's ``metadata_chunk``): tests set a small one so that a
+# list of a few files spans many frames (docs/format.md §0.2 writes CHUNK; readers accept any split that tiles).
+METADATA_CHUNK = layout.CHUNK
 
 
 def crafted_list(
@@ -46,7 +50,7 @@ def crafted_list(
 ) -> bytes:
     """A format-2 kit signed by RELEASE, its metadata changed by the hooks (signed parts, then members)."""
     sink = io.BytesIO()
-    writer = KitWriter2(sink, level=3)
+    writer = KitWriter2(sink, level=3, metadata_chunk=METADATA_CHUNK)
     entries, frames = write_payload(writer, ((p, d, "doc", "docs") for p, d in files or small_files()))
     sums = checksums.render((f.path, f.sha256) for f in entries)
     if sums_hook is not None:

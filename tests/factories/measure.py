@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -15,17 +17,30 @@ def under_coverage() -> bool:
 
 
 def kit_peak(*args: object) -> tuple[int, str, int]:
-    """`kit ARGS` in a child process: exit code, stderr and the child's own peak RSS in bytes (from wait4).
+    """`kit ARGS` in a child process: exit code, stderr and the child's own peak RSS in bytes.
+
+    The peak comes from GNU time when it is installed: a process's ru_maxrss starts at the RSS of the process it
+    was forked from (exec keeps the old address space's high-water mark), so wait4() here would report at least
+    this test process's own peak, and a bound below it could never fail. GNU time forks kit from a process of a
+    few MiB. Without it, wait4() (then the figure is only an upper bound).
 
     Skips the calling test under coverage: the tracer's own memory would be measured, not kit's.
     """
     if under_coverage():
         pytest.skip("a memory bound measured under coverage measures the tracer, not kit")
-    with subprocess.Popen(
-        [sys.executable, "-m", "kitbuilder.cli", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    ) as child:
-        assert child.stderr is not None
-        stderr = child.stderr.read().decode()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, stderr, usage.ru_maxrss * 1024
+    command = [sys.executable, "-m", "kitbuilder.cli", *map(str, args)]
+    timer = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+    with tempfile.NamedTemporaryFile(prefix="kit-peak-") as report:
+        if timer is not None:
+            command = [timer, "-f", "%M", "-o", report.name, *command]
+        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
+            assert child.stderr is not None
+            stderr = child.stderr.read().decode()
+            _, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+        peak = usage.ru_maxrss
+        if timer is not None:
+            # time writes "Command exited with non-zero status N" first when it does; %M is the last line.
+            reported = [line.strip() for line in Path(report.name).read_text().splitlines() if line.strip()]
+            peak = int(reported[-1]) if reported and reported[-1].isdigit() else peak
+    return child.returncode, stderr, peak * 1024

@@ -87,3 +87,30 @@ def test_a_development_build_manifest_is_refused() -> None:
     document = {"apiVersion": "kitbuilder/v2", "files": []}
     with pytest.raises(FormatError, match="development build of format 2.*rebuild"):
         Manifest.from_json(document)
+
+
+def test_a_list_in_pieces_parses_as_the_whole_wherever_it_is_cut() -> None:
+    """Read frame by frame, a line may span two pieces (or many): the entries are the same."""
+    data = filelist.render(FILES)
+    for cut in range(1, len(data)):
+        assert filelist.parse([data[:cut], data[cut:]], count=3, frame_sizes=FRAMES) == FILES
+    assert filelist.parse([data[n : n + 7] for n in range(0, len(data), 7)], count=3, frame_sizes=FRAMES) == FILES
+
+
+def test_a_run_without_a_newline_is_refused_at_one_line_of_bytes() -> None:
+    """A partial line is held only up to the longest line: a piece running on is refused before it ends."""
+    data = filelist.render(FILES)
+    with pytest.raises(FormatError, match=r"line 2: longer than 615 bytes"):
+        filelist.parse([data[: data.index(b"\n") + 1], b"{" * 700, b"x" * 1000], count=3, frame_sizes=FRAMES)
+
+
+def test_the_table_hands_out_the_entries_and_shares_columns() -> None:
+    table = filelist.FileTable.of(FILES)
+    assert len(table) == 3 and table[1] == FILES[1] and table[-1] == FILES[-1] and table[0:2] == FILES[0:2]
+    assert list(table) == list(FILES) and table.sha256(2) == "c" * 64 and table.payload_bytes() == 732
+    renamed = table.with_kinds([("doc", "x")] * 3)
+    assert renamed.paths is table.paths and [f.component for f in renamed] == ["x"] * 3
+    with pytest.raises(IndexError):
+        table[3]
+    lines = [f"{f.sha256}  {f.path}\n".encode() for f in sorted(FILES, key=lambda f: f.path)]
+    assert checksums.render_files(table) == b"".join(lines) == checksums.render((f.path, f.sha256) for f in FILES)
