@@ -43,8 +43,10 @@ def inspect_text(report: InspectReport) -> None:
         for keyid in report.verified_signers:
             echo(f"signer {p(keyid)} (verified)")
     else:
+        # A key was given and the check failed (the reason is on stderr), or no key was given at all.
+        state = "NOT verified" if report.verification_error else "unverified: pass --key or --trust-root to check"
         for keyid in report.claimed_signers:
-            echo(f"signer {p(keyid)} (unverified: pass --key or --trust-root to check)")
+            echo(f"signer {p(keyid)} ({state})")
     roles = {c.id: c.role for c in report.manifest.components}
     for component, payload in report.component_payloads():
         echo(f"component {p(component)} ({p(roles[component])}): {payload.files} files, {payload.bytes} bytes")

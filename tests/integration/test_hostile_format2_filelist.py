@@ -345,4 +345,7 @@ def test_inspect_without_files_still_checks_the_signed_metadata_it_reads(tmp_pat
         assert result.exit_code == 3, result.output
         assert result.stderr.startswith("kit: signatures not verified: ") and result.stderr.count("\n") == 1
         assert SHA256SUMS_SIG in result.stderr
-    assert run_kit("inspect", kit).exit_code == 0  # without a key nothing is verified, and says so
+        # stdout must not suggest the key was missing: it was given, and the check failed
+        assert "(NOT verified)" in result.stdout and "pass --key" not in result.stdout
+    plain = run_kit("inspect", kit)
+    assert plain.exit_code == 0 and "(unverified: pass --key" in plain.stdout  # no key: nothing verified, and says so
