@@ -28,7 +28,9 @@ def _inputs(root: Path, sizes: list[int]) -> list[InputFile]:
     for number, size in enumerate(sizes):
         path = root / f"f{number:03d}"
         path.write_bytes(bytes([number % 251]) * size)
-        out.append(InputFile(kit_path=f"docs/f{number:03d}", source=path, size=size, component=component))
+        item = InputFile(kit_path=f"docs/f{number:03d}", size=size, component=component)
+        assert item.source == path  # made from the component's source and the kit path
+        out.append(item)
     return out
 
 
