@@ -1,0 +1,48 @@
+"""Review of the streamed file list: a payload path that is a metadata member's name (docs/format.md §0.7).
+
+``kit build`` never lists one (build_inputs refuses it), but a signed list can: a payload file named
+``attestations/x.dsse.json`` or ``SHA256SUMS.sigstore.json`` verified (exit 0) and, once ``tar -x`` put it in an
+installed directory, was read there as an attestation or a Sigstore bundle; one named ``manifest.json`` was refused by
+verify's scan only, while inspect, patch and ``build --delta-from`` read the list and went on. The list's reader
+refuses it, so every reader of the same bytes refuses it the same way, before any payload frame is read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.factories.cli import run_kit
+from tests.factories.filelist_kits import crafted_list
+from tests.factories.hostile import RELEASE
+from tests.factories.keys import write_pair
+
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _, public = write_pair(RELEASE, tmp_path_factory.mktemp("keys") / "release")
+    return public
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["attestations/extra.dsse.json", "SHA256SUMS.sigstore.json", "manifest.json", "SHA256SUMS", "manifest.files.jsonl"],
+)
+def test_a_payload_file_named_as_a_metadata_member_is_refused_by_every_reader(
+    tmp_path: Path, trusted: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KIT_STATE_DIR", str(tmp_path / "state"))
+    kit = tmp_path / "named.kit.tar.zst"
+    kit.write_bytes(crafted_list(files=[("docs/a.md", b"a\n"), (name, b"{}\n")]))
+    for command in (
+        ("verify", kit, "--key", trusted, "--product", "demo"),
+        ("inspect", kit, "--files"),
+        ("inspect", kit, "--json", "--files"),
+        ("diff", kit, kit),
+    ):
+        result = run_kit(*command)
+        assert result.exit_code == 5, (command, result.output)
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("kit: "), result.stderr
+        assert "line 2" in result.stderr and name in result.stderr and "metadata" in result.stderr, result.stderr
+        assert "Traceback" not in result.output
