@@ -277,12 +277,18 @@ class KitIndex:
             end = document["end"]
             if end >= len(frame_list):
                 raise ArchiveError(f"kit index: end frame {end} is not one of its {len(frame_list)} frames")
+            seen: set[str] = set()
             for member in members:
                 if not is_metadata(member.path):
                     raise ArchiveError(
                         f"kit index: member {member.path} is not a metadata member; a format-2 index lists only "
                         "those (payload files are placed by the signed manifest.files.jsonl)"
                     )
+                if member.path in seen:
+                    # Each metadata member is one file of the kit: a second copy in the stream is one that a reader
+                    # keeping the last (tar -x) and one keeping the first (tar -x -k) would see differently.
+                    raise ArchiveError(f"kit index: member {member.path} listed twice; a kit has one of each")
+                seen.add(member.path)
             index = cls.v2(frame_list, members, end, complete=False)
             index.check_frames()
             index.check_members(start=members[0].frame if members else end)
