@@ -292,6 +292,19 @@ class KitIndex:
             index = cls.v2(frame_list, members, end, complete=False)
             index.check_frames()
             index.check_members(start=members[0].frame if members else end)
+            for member in members:
+                # Each metadata member lies in frames of its own (docs/format.md §0.2): one frame holding exactly it,
+                # or its header frame and its data frames (check_members: exactly its data). Checked here, where
+                # every reader gets the index, not only against the signed manifest (verify, build --delta-from).
+                if member.at != 0 or frame_list[member.frame].size not in (
+                    layout.member_bytes(member.size),
+                    layout.BLOCK,
+                ):
+                    raise ArchiveError(
+                        f"kit index: member {member.path}: a metadata member must lie in frames of its own (one "
+                        f"frame, or a header frame and its data frames), not at frame {member.frame} byte "
+                        f"{member.at} of {frame_list[member.frame].size}"
+                    )
             return index
         schemas.validate("index", document, what="archive index")
         return cls(

@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import zstandard
+
 from kitbuilder.archive import layout, tarfmt, zstdframes
 from kitbuilder.archive.framejobs import compress_frame
 from kitbuilder.archive.writer2 import KitWriter2
@@ -156,4 +158,24 @@ def extra_metadata_member(kit: bytes, before: str, path: str, content: bytes) ->
     digest = hashlib.sha256(content).hexdigest()
     members.insert(place, {"at": 0, "frame": number, "path": path, "sha256": digest, "size": len(content)})
     index["end"] += 1
+    return _with_frames(kit, index, frames)
+
+
+def shared_metadata_frame(kit: bytes, name: str) -> bytes:
+    """``kit`` with metadata member ``name`` (one frame) and the member after it in one frame: the members still tile
+    the stream (``tar -x`` extracts the same files), but neither lies in frames of its own."""
+    _, index = _index_of(kit)
+    members = index["members"]
+    place = next(n for n, m in enumerate(members) if m["path"] == name)
+    number = members[place]["frame"]
+    if members[place + 1]["frame"] != number + 1:
+        raise ValueError(f"{name} is not one frame followed by the next member")
+    listed = index["frames"]
+    frames = [(kit[f["offset"] : f["offset"] + f["length"]], f["size"]) for f in listed]
+    raw = b"".join(zstandard.ZstdDecompressor().decompress(frames[n][0]) for n in (number, number + 1))
+    frames[number : number + 2] = [(compress_frame(raw, 3), len(raw))]
+    members[place + 1].update(frame=number, at=listed[number]["size"])
+    for member in members[place + 2 :]:
+        member["frame"] -= 1
+    index["end"] -= 1
     return _with_frames(kit, index, frames)

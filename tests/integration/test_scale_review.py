@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories.cli import run_kit
-from tests.factories.filelist_kits import crafted_list, extra_metadata_member
+from tests.factories.filelist_kits import crafted_list, extra_metadata_member, shared_metadata_frame
 from tests.factories.hostile import RELEASE
 from tests.factories.keys import write_pair
 from tests.factories.kits import kit_members
@@ -82,3 +82,25 @@ def kit_members_of(data: bytes) -> dict[str, bytes]:
         path = Path(tmp) / "kit.kit.tar.zst"
         path.write_bytes(data)
         return kit_members(path)
+
+
+@pytest.mark.parametrize("name", ["SHA256SUMS", "SHA256SUMS.sig", "manifest.files.jsonl", "manifest.json"])
+def test_two_metadata_members_in_one_frame_are_refused_by_every_reader(
+    tmp_path: Path, trusted: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each metadata member lies in frames of its own (docs/format.md §0.2, §0.4). That rule was checked against the
+    # signed manifest only (verify, build --delta-from: exit 5), not where the index is read: inspect and kit patch
+    # (of such a base) took the same bytes.
+    monkeypatch.setenv("KIT_STATE_DIR", str(tmp_path / "state"))
+    kit = tmp_path / "shared.kit.tar.zst"
+    kit.write_bytes(shared_metadata_frame(crafted_list(), name))
+    for command in (
+        ("verify", kit, "--key", trusted, "--product", "demo"),
+        ("inspect", kit),
+        ("inspect", kit, "--json", "--files"),
+    ):
+        result = run_kit(*command)
+        assert result.exit_code == 5, (command, result.output)
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("kit: "), result.stderr
+        assert "frames of its own" in result.stderr, result.stderr
+        assert "Traceback" not in result.output
