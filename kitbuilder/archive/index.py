@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
-from kitbuilder.archive import layout
+from kitbuilder.archive import layout, metadata_members
 from kitbuilder.core import jsonio, schemas
 from kitbuilder.core.filelist import FileTable
 from kitbuilder.core.manifest import FileEntry, FrameEntry, is_metadata
@@ -277,34 +277,11 @@ class KitIndex:
             end = document["end"]
             if end >= len(frame_list):
                 raise ArchiveError(f"kit index: end frame {end} is not one of its {len(frame_list)} frames")
-            seen: set[str] = set()
-            for member in members:
-                if not is_metadata(member.path):
-                    raise ArchiveError(
-                        f"kit index: member {member.path} is not a metadata member; a format-2 index lists only "
-                        "those (payload files are placed by the signed manifest.files.jsonl)"
-                    )
-                if member.path in seen:
-                    # Each metadata member is one file of the kit: a second copy in the stream is one that a reader
-                    # keeping the last (tar -x) and one keeping the first (tar -x -k) would see differently.
-                    raise ArchiveError(f"kit index: member {member.path} listed twice; a kit has one of each")
-                seen.add(member.path)
+            metadata_members.check_names(members)
             index = cls.v2(frame_list, members, end, complete=False)
             index.check_frames()
             index.check_members(start=members[0].frame if members else end)
-            for member in members:
-                # Each metadata member lies in frames of its own (docs/format.md §0.2): one frame holding exactly it,
-                # or its header frame and its data frames (check_members: exactly its data). Checked here, where
-                # every reader gets the index, not only against the signed manifest (verify, build --delta-from).
-                if member.at != 0 or frame_list[member.frame].size not in (
-                    layout.member_bytes(member.size),
-                    layout.BLOCK,
-                ):
-                    raise ArchiveError(
-                        f"kit index: member {member.path}: a metadata member must lie in frames of its own (one "
-                        f"frame, or a header frame and its data frames), not at frame {member.frame} byte "
-                        f"{member.at} of {frame_list[member.frame].size}"
-                    )
+            metadata_members.check_own_frames(members, [f.size for f in frame_list])
             return index
         schemas.validate("index", document, what="archive index")
         return cls(
