@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
-from kitbuilder.archive import layout
+from kitbuilder.archive import layout, metadata_members
 from kitbuilder.core import jsonio, schemas
 from kitbuilder.core.filelist import FileTable
 from kitbuilder.core.manifest import FileEntry, FrameEntry, is_metadata
@@ -277,15 +277,11 @@ class KitIndex:
             end = document["end"]
             if end >= len(frame_list):
                 raise ArchiveError(f"kit index: end frame {end} is not one of its {len(frame_list)} frames")
-            for member in members:
-                if not is_metadata(member.path):
-                    raise ArchiveError(
-                        f"kit index: member {member.path} is not a metadata member; a format-2 index lists only "
-                        "those (payload files are placed by the signed manifest.files.jsonl)"
-                    )
+            metadata_members.check_names(members)
             index = cls.v2(frame_list, members, end, complete=False)
             index.check_frames()
             index.check_members(start=members[0].frame if members else end)
+            metadata_members.check_own_frames(members, [f.size for f in frame_list])
             return index
         schemas.validate("index", document, what="archive index")
         return cls(

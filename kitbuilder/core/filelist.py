@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 from kitbuilder.core import jsonio, paths
+from kitbuilder.core.metanames import FILE_LIST as FILE_LIST
+from kitbuilder.core.metanames import METADATA_PREFIXES, is_metadata
 from kitbuilder.errors import FormatError
 
-FILE_LIST = "manifest.files.jsonl"
 MAX_SAFE = (1 << 53) - 1
 # The longest line the one form admits: fixed keys and punctuation with the newline (72 bytes), three integers of
 # at most 16 digits, a component id of at most 100 bytes, a role of at most 64, a 255-byte path (portable ASCII,
@@ -250,7 +251,12 @@ def render_pieces(files: Iterable[FileEntry], piece: int = 1 << 20) -> Iterator[
     out = bytearray()
     for entry in files:
         line = entry.line().encode("utf-8")
-        if entry.frame is None or _LINE.fullmatch(line) is None or paths.problem_with(entry.path):
+        if (
+            entry.frame is None
+            or _LINE.fullmatch(line) is None
+            or paths.problem_with(entry.path)
+            or is_metadata(entry.path)
+        ):
             raise FormatError(f"{FILE_LIST}: cannot list {entry.path!r} (not a format-2 entry of the line grammar)")
         out += line
         if len(out) >= piece:
@@ -360,12 +366,19 @@ class _Parser:
                     problem = paths.problem_with(path)
                     if problem is not None:
                         raise FormatError(f"{what} line {line + 1}: path {path!r}: {problem}")
+                if path.startswith(METADATA_PREFIXES) and is_metadata(path):
+                    # A payload file of a metadata member's name would be one of them wherever the kit is
+                    # extracted (an installed directory reads attestations/ and the Sigstore bundle as the kit's).
+                    raise FormatError(f"{what} line {line + 1}: path {path!r}: {_METADATA_NAME}")
                 append(path, size, sha256, shared.setdefault(role, role), shared.setdefault(component, component),
                        frame, at)  # fmt: skip
                 line += 1
                 position = match.end()
         finally:
             self._line = line
+
+
+_METADATA_NAME = "is a metadata member's name, which no payload file may have (docs/format.md §0.7): rebuild the kit"
 
 
 def _placement(frame: int, at: int, size: int, frame_sizes: Sequence[int]) -> str:
@@ -403,6 +416,8 @@ def _fault(data: bytes, position: int) -> str:
     problem = paths.problem_with(value["path"])
     if problem is not None:
         return f"path {value['path']!r}: {problem}"
+    if is_metadata(value["path"]):
+        return f"path {value['path']!r}: {_METADATA_NAME}"
     if re.fullmatch(r"[A-Za-z0-9._+@=,/-]{1,255}", value["path"]) is None:
         return f"path {value['path']!r}: not a portable kit path (docs/format.md §0.7)"
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value["component"]) is None:

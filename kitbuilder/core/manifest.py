@@ -18,7 +18,6 @@ and what every reader of the list holds it to.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,37 +37,26 @@ from kitbuilder.core.manifest_parts import (
     ShippedSbom,
     count_payloads,
 )
+from kitbuilder.core.metanames import ATTESTATION_NAME as _ATTESTATION_NAME
+from kitbuilder.core.metanames import ATTESTATIONS_DIR as ATTESTATIONS_DIR
+from kitbuilder.core.metanames import MANIFEST_DSSE as MANIFEST_DSSE
+from kitbuilder.core.metanames import MANIFEST_JSON as MANIFEST_JSON
+from kitbuilder.core.metanames import METADATA_FILES as METADATA_FILES
+from kitbuilder.core.metanames import METADATA_FILES_V1 as METADATA_FILES_V1
+from kitbuilder.core.metanames import SHA256SUMS as SHA256SUMS
+from kitbuilder.core.metanames import SHA256SUMS_SIG as SHA256SUMS_SIG
+from kitbuilder.core.metanames import SIGSTORE_BUNDLE as SIGSTORE_BUNDLE
+from kitbuilder.core.metanames import is_metadata as is_metadata
+from kitbuilder.core.metanames import is_optional_metadata as is_optional_metadata
 from kitbuilder.errors import ArchiveError, FormatError
 
 MANIFEST_API = "kitbuilder/v1"
 MANIFEST_API_V2 = "kitbuilder/v2"
-MANIFEST_JSON = "manifest.json"
-MANIFEST_DSSE = "manifest.dsse.json"
-SHA256SUMS = "SHA256SUMS"
-SHA256SUMS_SIG = "SHA256SUMS.sig"
-# Written after the payload, in this order, so every input byte is read once. Format 2 adds the signed file
-# list (manifest.files.jsonl) before manifest.json, which signs it by digest; format 1 (read only) has none.
-METADATA_FILES = (SHA256SUMS, SHA256SUMS_SIG, FILE_LIST, MANIFEST_JSON, MANIFEST_DSSE)
-METADATA_FILES_V1 = (SHA256SUMS, SHA256SUMS_SIG, MANIFEST_JSON, MANIFEST_DSSE)
-# Optional metadata after those: signed statements about the kit's metadata (they name manifest.json and
-# SHA256SUMS by digest, so neither can list them) and the Sigstore form of the SHA256SUMS signature.
-ATTESTATIONS_DIR = "attestations"
-SIGSTORE_BUNDLE = "SHA256SUMS.sigstore.json"
 MAX_ATTESTATIONS = 16
-_ATTESTATION_NAME = re.compile(r"attestations/[a-z0-9][a-z0-9._-]{0,100}\.dsse\.json")
 # Payload members kit build generates itself; inputs cannot use these paths or component ids.
 KIT_SBOM_COMPONENT = "kit-sbom"
 IMAGES_COMPONENT = "kit-images"
 IMAGES_DIR = "images"
-
-
-def is_optional_metadata(name: str) -> bool:
-    return name == SIGSTORE_BUNDLE or _ATTESTATION_NAME.fullmatch(name) is not None
-
-
-def is_metadata(name: str) -> bool:
-    """Whether ``name`` is a metadata member's name (of either format); no payload file may have one."""
-    return name in METADATA_FILES or is_optional_metadata(name)
 
 
 def metadata_names(present: Iterable[str], format_version: int = 2) -> tuple[str, ...]:

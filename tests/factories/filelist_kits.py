@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
-from kitbuilder.archive import layout
+import zstandard
+
+from kitbuilder.archive import layout, tarfmt, zstdframes
+from kitbuilder.archive.framejobs import compress_frame
 from kitbuilder.archive.writer2 import KitWriter2
 from kitbuilder.core import checksums, filelist, jsonio
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
@@ -55,7 +59,9 @@ def crafted_list(
     sums = checksums.render((f.path, f.sha256) for f in entries)
     if sums_hook is not None:
         sums = sums_hook(sums)
-    listed = filelist.render(entries)
+    # Each entry's line as it is, not through ``filelist.render``: a hostile signer is not held to what the writer
+    # refuses to list (for a valid list the bytes are the same).
+    listed = b"".join(entry.line().encode() for entry in entries)
     ref = filelist.describe(listed, entries).to_json()
     if list_hook is not None:
         listed = list_hook(listed)
@@ -115,3 +121,61 @@ def lines(change: Callable[[list[bytes]], list[bytes]]) -> Bytes:
 
 def first_line(change: Callable[[bytes], bytes]) -> Bytes:
     return lines(lambda items: [change(items[0]), *items[1:]])
+
+
+def _index_of(kit: bytes) -> tuple[int, dict[str, Any]]:
+    offset = int.from_bytes(kit[-8:], "little")
+    return offset, json.loads(kit[offset + 8 : len(kit) - zstdframes.FOOTER_SIZE])
+
+
+def _with_frames(kit: bytes, index: dict[str, Any], frames: list[tuple[bytes, int]]) -> bytes:
+    """``kit`` rewritten as ``frames`` (compressed bytes, decompressed size) and ``index`` (its frame table made
+    anew from them): what anyone can do to the unsigned layout of the metadata."""
+    body = bytearray()
+    index["frames"] = []
+    for data, size in frames:
+        digest = hashlib.sha256(data).hexdigest()
+        index["frames"].append({"length": len(data), "offset": len(body), "sha256": digest, "size": size})
+        body += data
+    encoded = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+    return (
+        bytes(body) + zstdframes.skippable_frame(zstdframes.INDEX_MAGIC, encoded) + zstdframes.footer_frame(len(body))
+    )
+
+
+def extra_metadata_member(kit: bytes, before: str, path: str, content: bytes) -> bytes:
+    """``kit`` with one more metadata member ``path`` (one frame, listed in the index) just before member
+    ``before``: e.g. a second manifest.json, which ``tar -x`` extracts first and then overwrites."""
+    _, index = _index_of(kit)
+    members = index["members"]
+    place = next(n for n, m in enumerate(members) if m["path"] == before)
+    number = members[place]["frame"]
+    raw = tarfmt.build_header(path, len(content), 0) + content + bytes(layout.padded(len(content)) - len(content))
+    frames = [(kit[f["offset"] : f["offset"] + f["length"]], f["size"]) for f in index["frames"]]
+    frames.insert(number, (compress_frame(raw, 3), len(raw)))
+    for member in members[place:]:
+        member["frame"] += 1
+    digest = hashlib.sha256(content).hexdigest()
+    members.insert(place, {"at": 0, "frame": number, "path": path, "sha256": digest, "size": len(content)})
+    index["end"] += 1
+    return _with_frames(kit, index, frames)
+
+
+def shared_metadata_frame(kit: bytes, name: str) -> bytes:
+    """``kit`` with metadata member ``name`` (one frame) and the member after it in one frame: the members still tile
+    the stream (``tar -x`` extracts the same files), but neither lies in frames of its own."""
+    _, index = _index_of(kit)
+    members = index["members"]
+    place = next(n for n, m in enumerate(members) if m["path"] == name)
+    number = members[place]["frame"]
+    if members[place + 1]["frame"] != number + 1:
+        raise ValueError(f"{name} is not one frame followed by the next member")
+    listed = index["frames"]
+    frames = [(kit[f["offset"] : f["offset"] + f["length"]], f["size"]) for f in listed]
+    raw = b"".join(zstandard.ZstdDecompressor().decompress(frames[n][0]) for n in (number, number + 1))
+    frames[number : number + 2] = [(compress_frame(raw, 3), len(raw))]
+    members[place + 1].update(frame=number, at=listed[number]["size"])
+    for member in members[place + 2 :]:
+        member["frame"] -= 1
+    index["end"] -= 1
+    return _with_frames(kit, index, frames)
