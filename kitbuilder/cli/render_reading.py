@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from kitbuilder.core import text
-from kitbuilder.ops.diff import KitDiff
-from kitbuilder.ops.reading import SbomExport
-from kitbuilder.ops.verify import VerifyReport
+
+if TYPE_CHECKING:
+    # Only named in annotations: `kit verify` would otherwise import diff's and sbom's operations too.
+    from kitbuilder.ops.diff import KitDiff
+    from kitbuilder.ops.reading import SbomExport
+    from kitbuilder.ops.verify import VerifyReport
 
 
 def verify_text(report: VerifyReport) -> None:

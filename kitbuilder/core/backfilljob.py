@@ -9,7 +9,6 @@ from typing import Any
 from kitbuilder.core import schemas
 from kitbuilder.core.fields import IDENTIFIER, TABLE, Fields, show
 from kitbuilder.core.kitchecks import Check, parse_checks
-from kitbuilder.core.yamllines import field_name, load_with_lines
 from kitbuilder.errors import FormatError, KitError
 
 DEFAULT_BATCH = 500
@@ -112,6 +111,9 @@ def load_backfill_job(data: bytes | str, where: str, *, error: type[KitError] = 
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as exc:
         raise error(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    # PyYAML loads with the first job file: a kit without backfill jobs (and every `kit verify` of one) needs none.
+    from kitbuilder.core.yamllines import field_name, load_with_lines
+
     document, lines = load_with_lines(text, where, error=error, empty="the job file is empty; expected a mapping")
     problem = schemas.first_error("backfill", document)
     if problem is not None:

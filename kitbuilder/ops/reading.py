@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kitbuilder.ops import sbom as sbom_op
 from kitbuilder.ops import verify as verify_op
-from kitbuilder.ops.trust_choices import TrustChoices
+
+if TYPE_CHECKING:
+    # Loaded by export_sbom: `kit verify` imports this module and needs no SBOM code.
+    from kitbuilder.ops import sbom as sbom_op
+    from kitbuilder.ops.trust_choices import TrustChoices
 
 
 def verify_file(
@@ -41,6 +44,8 @@ def export_sbom(kit: Path, trust: TrustChoices, *, subject: str | None, output: 
 
     Signatures are checked when trust was given; raises what ops.sbom raises.
     """
+    from kitbuilder.ops import sbom as sbom_op
+
     extracted = sbom_op.extract_sbom(kit, policy=trust.optional_policy(), subject=subject, caps=trust.caps)
     if output is not None:
         sbom_op.save_sbom(extracted, output)
