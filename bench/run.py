@@ -11,6 +11,8 @@ runs every kit command right beside the plain command it is compared with, warm 
   verify   kit verify                       vs  zstd -dc PLAIN > /dev/null           target >= 0.9x
   stock    zstd -dc KIT > /dev/null         vs  zstd -dc PLAIN > /dev/null           target <= 1.2x the time
            kit verify                       vs  zstd -dc KIT | tar -x && sha256sum -c  (shown, no target)
+  floor    kit build, kit verify            vs  the same work with stock tools on all cores: compress or
+                                                decompress, plus the SHA-256 passes kit makes (shown)
   inspect  kit inspect                                                               (time, RSS)
   patch    kit patch BASE DELTA (1% of files changed; DELTA from kit build --delta-from)
                                             vs  cp BASE NEW && sync NEW              target <= 1.5x the time
@@ -32,7 +34,6 @@ import json
 import os
 import platform
 import re
-import resource
 import signal
 import statistics
 import struct
@@ -79,6 +80,7 @@ class Run:
     peak_rss_mib: float
     error: str
     timed_out: bool
+    cpu_seconds: float = 0.0  # user + sys of the command and every descendant it waited for (wait4)
 
     @property
     def ok(self) -> bool:
@@ -147,7 +149,8 @@ def run(
             reported = [line.strip() for line in Path(rss.name).read_text().splitlines() if line.strip()]
             peak_kib = int(reported[-1]) if reported and reported[-1].isdigit() else 0
     error = "" if process.returncode == 0 else (lines[-1][:400] if lines else "")
-    return Run(elapsed, process.returncode, peak_kib / 1024, error, timed_out.is_set())
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(elapsed, process.returncode, peak_kib / 1024, error, timed_out.is_set(), cpu)
 
 
 def checked(command: Sequence[str] | str, **kwargs: Any) -> Run:
@@ -165,6 +168,46 @@ def summary(values: Sequence[float], digits: int = 3) -> dict[str, Any]:
         "max": round(max(values), digits),
         "runs": [round(v, digits) for v in values],
     }
+
+
+# Paired rounds: each list holds one Run per round, in round order, so lists of one round pair up by position.
+
+
+def seconds(runs: Sequence[Run]) -> dict[str, Any]:
+    return summary([r.seconds for r in runs])
+
+
+def cpu_seconds(runs: Sequence[Run]) -> dict[str, Any]:
+    return summary([r.cpu_seconds for r in runs])
+
+
+def ratio(a: Sequence[Run], b: Sequence[Run]) -> dict[str, Any]:
+    """Per round, ``a``'s time over ``b``'s (the rounds paired), then summarised."""
+    return summary([x.seconds / y.seconds for x, y in zip(a, b, strict=True)])
+
+
+def peak(runs: Sequence[Run]) -> float:
+    return round(max(r.peak_rss_mib for r in runs), 1)
+
+
+def verify_floor(kit: Path) -> str:
+    """The least work any verifier of ``kit`` does, with stock tools on all cores: decompress the whole stream and
+    hash it (the members' content digests), and hash the compressed bytes twice (each frame's signed digest and
+    the whole file's digest). openssl, not sha256sum: coreutils' SHA-256 may not use the CPU's SHA instructions."""
+    return (
+        f"openssl dgst -sha256 '{kit}' '{kit}' >/dev/null & hashing=$!; "
+        f"zstd -dcq '{kit}' | openssl dgst -sha256 >/dev/null; wait $hashing"
+    )
+
+
+def build_floor(src: Path, out: Path) -> str:
+    """The least work any builder of ``src`` does with stock tools: tar | zstd -3 -T2 (as compared with), plus
+    each file's digest (the signed file list) beside it, and the output hashed twice (frame digests, file digest)."""
+    return (
+        f"(find '{src}' -type f -print0 | xargs -0 openssl dgst -sha256 >/dev/null) & hashing=$!; "
+        f"tar -cf - -C '{src}' . | zstd -3 -T2 -q | tee '{out}' | openssl dgst -sha256 >/dev/null; "
+        f"openssl dgst -sha256 '{out}' >/dev/null; wait $hashing"
+    )
 
 
 def remove(*paths: Path) -> None:
@@ -309,13 +352,19 @@ class Mix:
         stock_plain: list[Run] = []
         pipeline: list[Run] = []
         inspect: list[Run] = []
+        floor_build: list[Run] = []
+        floor_verify: list[Run] = []
         extract = self.work / "x"
+        floor_out = self.work / "floor.tar.zst"
         for _ in range(repeat):
             build.append(self.build(self.base, BASE_EPOCH))
             remove(self.plain)
             tar.append(checked(f"tar -I 'zstd -3 -T2' -cf '{self.plain}' -C '{self.src}' ."))
+            floor_build.append(checked(build_floor(self.src, floor_out)))
+            remove(floor_out)
             verify.append(checked([*KIT, "verify", str(self.base), *pub, *member_cap("verify", cap), "-q"]))
             verify_plain.append(checked(["zstd", "-dcq", str(self.plain)]))
+            floor_verify.append(checked(verify_floor(self.base)))
             stock_kit.append(checked(["zstd", "-dcq", str(self.base)]))
             stock_plain.append(checked(["zstd", "-dcq", str(self.plain)]))
             remove(extract)
@@ -351,16 +400,7 @@ class Mix:
             remove(copy)
             full_build.append(self.build(full, NEXT_EPOCH))
         identical = filecmp.cmp(patched, full, shallow=False)
-
-        def times(runs: list[Run]) -> dict[str, Any]:
-            return summary([r.seconds for r in runs])
-
-        def rss(runs: list[Run]) -> float:
-            return round(max(r.peak_rss_mib for r in runs), 1)
-
-        def ratio(a: list[Run], b: list[Run]) -> dict[str, Any]:
-            return summary([x.seconds / y.seconds for x, y in zip(a, b, strict=True)])
-
+        times, rss = seconds, peak
         megabytes = self.bytes / 1e6
         return {
             "inputs": {
@@ -376,12 +416,24 @@ class Mix:
                 "tarZstdMBps": round(megabytes / statistics.median(r.seconds for r in tar), 1),
                 "ratio": ratio(tar, build),
                 "peakRssMiB": rss(build),
+                "kitCpuSeconds": cpu_seconds(build),
+                "tarZstdCpuSeconds": cpu_seconds(tar),
             },
             "verify": {
                 "kitSeconds": times(verify),
                 "zstdPlainSeconds": times(verify_plain),
                 "ratio": ratio(verify_plain, verify),
                 "peakRssMiB": rss(verify),
+                "kitCpuSeconds": cpu_seconds(verify),
+                "zstdPlainCpuSeconds": cpu_seconds(verify_plain),
+            },
+            "floor": {
+                "buildSeconds": times(floor_build),
+                "buildCpuSeconds": cpu_seconds(floor_build),
+                "buildRatio": ratio(floor_build, build),
+                "verifySeconds": times(floor_verify),
+                "verifyCpuSeconds": cpu_seconds(floor_verify),
+                "verifyRatio": ratio(floor_verify, verify),
             },
             "stockZstd": {
                 "kitSeconds": times(stock_kit),
@@ -418,8 +470,8 @@ def measure_patch(work: Path, size_mib: int, keys: Keys, repeat: int) -> dict[st
     MiB), 1% of its files changed, the delta from `kit build --delta-from`; then, `repeat` times paired,
     `kit patch BASE DELTA --out NEW` against `cp BASE COPY && sync COPY` and a full build of the new spec.
 
-    CPU seconds (user + sys, of each command and its children) come from this process's RUSAGE_CHILDREN
-    around each command: a loaded machine stretches wall time, not CPU time.
+    CPU seconds (user + sys, of each command and its children) come from wait4 (``Run.cpu_seconds``): a loaded
+    machine stretches wall time, not CPU time.
     """
     root = work / "patch-size"
     root.mkdir()
@@ -436,13 +488,6 @@ def measure_patch(work: Path, size_mib: int, keys: Keys, repeat: int) -> dict[st
         remove(out, Path(f"{out}.intoto.jsonl"))
         return [*KIT, "build", str(spec), "--key", str(keys.private), "--out", str(out), "--level", "3", *extra, "-q"]
 
-    def timed(command: Sequence[str] | str, env: dict[str, str] | None = None) -> tuple[Run, float]:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        result = checked(command, env=env)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return result, cpu
-
     spec_for(1)
     warm(root / "src")
     checked(build(base, BASE_EPOCH), env={"SOURCE_DATE_EPOCH": BASE_EPOCH})
@@ -450,29 +495,22 @@ def measure_patch(work: Path, size_mib: int, keys: Keys, repeat: int) -> dict[st
     spec_for(2)
     warm(root / "src")
     delta_command = build(delta, NEXT_EPOCH, ["--delta-from", str(base), *member_cap("build", files)])
-    delta_build, delta_cpu = timed(delta_command, env={"SOURCE_DATE_EPOCH": NEXT_EPOCH})
+    delta_build = checked(delta_command, env={"SOURCE_DATE_EPOCH": NEXT_EPOCH})
     patch_command = [
         *KIT, "patch", str(base), str(delta), "--key", str(keys.public), "--no-state", *member_cap("patch", files)
     ]  # fmt: skip
-    rounds: dict[str, list[tuple[Run, float]]] = {"patch": [], "cpSync": [], "fullBuild": []}
+    patch: list[Run] = []
+    cp_sync: list[Run] = []
+    full_build: list[Run] = []
     for _ in range(repeat):
         remove(patched)
-        rounds["patch"].append(timed([*patch_command, "--out", str(patched)]))
+        patch.append(checked([*patch_command, "--out", str(patched)]))
         remove(copy)
-        rounds["cpSync"].append(timed(f"cp '{base}' '{copy}' && sync '{copy}'"))
+        cp_sync.append(checked(f"cp '{base}' '{copy}' && sync '{copy}'"))
         remove(copy)
-        rounds["fullBuild"].append(timed(build(full, NEXT_EPOCH), env={"SOURCE_DATE_EPOCH": NEXT_EPOCH}))
+        full_build.append(checked(build(full, NEXT_EPOCH), env={"SOURCE_DATE_EPOCH": NEXT_EPOCH}))
     identical = filecmp.cmp(patched, full, shallow=False)
     kit_bytes = base.stat().st_size
-
-    def seconds(name: str) -> dict[str, Any]:
-        return summary([r.seconds for r, _ in rounds[name]])
-
-    def cpu(name: str) -> dict[str, Any]:
-        return summary([c for _, c in rounds[name]])
-
-    def ratio(a: str, b: str) -> dict[str, Any]:
-        return summary([x.seconds / y.seconds for (x, _), (y, _) in zip(rounds[a], rounds[b], strict=True)])
 
     result = {
         "sizeMiB": size_mib,
@@ -482,17 +520,17 @@ def measure_patch(work: Path, size_mib: int, keys: Keys, repeat: int) -> dict[st
         "changedFileFraction": round(changed_files / files, 4),
         "changedFileBytes": changed_bytes,
         "deltaBytes": delta.stat().st_size,
-        "deltaBuild": {**delta_build.as_json(), "cpuSeconds": round(delta_cpu, 3)},
-        "kitSeconds": seconds("patch"),
-        "kitCpuSeconds": cpu("patch"),
-        "cpSyncSeconds": seconds("cpSync"),
-        "cpSyncCpuSeconds": cpu("cpSync"),
-        "fullBuildSeconds": seconds("fullBuild"),
-        "fullBuildCpuSeconds": cpu("fullBuild"),
-        "ratioVsCpSync": ratio("patch", "cpSync"),
-        "speedupVsFullBuild": ratio("fullBuild", "patch"),
-        "peakRssMiB": round(max(r.peak_rss_mib for r, _ in rounds["patch"]), 1),
-        "fullBuildPeakRssMiB": round(max(r.peak_rss_mib for r, _ in rounds["fullBuild"]), 1),
+        "deltaBuild": {**delta_build.as_json(), "cpuSeconds": round(delta_build.cpu_seconds, 3)},
+        "kitSeconds": seconds(patch),
+        "kitCpuSeconds": cpu_seconds(patch),
+        "cpSyncSeconds": seconds(cp_sync),
+        "cpSyncCpuSeconds": cpu_seconds(cp_sync),
+        "fullBuildSeconds": seconds(full_build),
+        "fullBuildCpuSeconds": cpu_seconds(full_build),
+        "ratioVsCpSync": ratio(patch, cp_sync),
+        "speedupVsFullBuild": ratio(full_build, patch),
+        "peakRssMiB": peak(patch),
+        "fullBuildPeakRssMiB": peak(full_build),
         "patchedEqualsFullBuild": identical,
     }
     remove(root)
@@ -654,6 +692,17 @@ def target_rows(results: dict[str, Any], args: argparse.Namespace) -> list[dict[
             ranged(v["ratio"]),
             v["ratio"]["median"] >= VERIFY_MIN,
         )
+        if "floor" in mix:
+            f = mix["floor"]
+            for command, kit, floor in (("build", b, "build"), ("verify", v, "verify")):
+                add(
+                    f"{name}: {command} vs its floor (stock tools, all cores)",
+                    "(shown)",
+                    f[f"{floor}Ratio"]["median"],
+                    f"{ranged(f[f'{floor}Ratio'])}; CPU {kit['kitCpuSeconds']['median']:.2f} s vs "
+                    f"{f[f'{floor}CpuSeconds']['median']:.2f} s",
+                    None,
+                )
         add(
             f"{name}: zstd -dc KIT time vs zstd -dc PLAIN",
             "<= 1.2x",

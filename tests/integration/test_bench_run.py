@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 MIX_KEYS = {
     "inputs": ["files", "bytes", "kitBytes", "plainBytes"],
-    "build": ["kitSeconds", "tarZstdSeconds", "kitMBps", "tarZstdMBps", "ratio", "peakRssMiB"],
-    "verify": ["kitSeconds", "zstdPlainSeconds", "ratio", "peakRssMiB"],
+    "build": ["kitSeconds", "tarZstdSeconds", "kitMBps", "tarZstdMBps", "ratio", "peakRssMiB", "kitCpuSeconds"],
+    "verify": ["kitSeconds", "zstdPlainSeconds", "ratio", "peakRssMiB", "kitCpuSeconds", "zstdPlainCpuSeconds"],
+    "floor": ["buildSeconds", "buildCpuSeconds", "buildRatio", "verifySeconds", "verifyCpuSeconds", "verifyRatio"],
     "stockZstd": ["kitSeconds", "plainSeconds", "ratio"],
     "verifyVsPipeline": ["kitSeconds", "pipelineSeconds", "ratio"],
     "inspect": ["kitSeconds", "peakRssMiB"],
@@ -120,6 +121,8 @@ def test_quick_bench_run_writes_every_key(tmp_path: Path) -> None:
             ("inspect", "kitSeconds"),
             ("patch", "ratioVsCpSync"),
             ("patch", "speedupVsFullBuild"),
+            ("floor", "buildRatio"),
+            ("floor", "verifyRatio"),
         ):
             _summary(mix[section][key])
         assert mix["patch"]["patchedEqualsFullBuild"] is True, name
