@@ -7,7 +7,7 @@ small file they read themselves (a detached attestation), against a trust policy
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 from kitbuilder import inputfile
 from kitbuilder.core import jsonio
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
+from kitbuilder.core.filelist import FileEntry, FileTable
 from kitbuilder.core.manifest import (
     ATTESTATIONS_DIR,
     MANIFEST_JSON,
@@ -72,8 +73,42 @@ def checksum_keyid(signed: Manifest, envelope: Envelope) -> str:
     return named if named is not None else envelope.signatures[0].keyid
 
 
+class _Subjects(Mapping[str, str]):
+    """What an attestation inside a kit may name: each signed file's SHA-256 by path, and ``extra`` names.
+
+    Looked up, not built: a statement names a few subjects, and a dict of every file of a large kit (one
+    ``FileEntry`` made per file) cost more than checking the attestation. The path index is made on the first
+    lookup of a name that is not in ``extra``.
+    """
+
+    def __init__(self, files: Sequence[FileEntry], extra: dict[str, str]) -> None:
+        self._files = files
+        self._extra = extra
+        self._number: dict[str, int] | None = None
+
+    def _numbers(self) -> dict[str, int]:
+        if self._number is None:
+            paths = self._files.paths if isinstance(self._files, FileTable) else [f.path for f in self._files]
+            self._number = dict(zip(paths, range(len(paths)), strict=True))
+        return self._number
+
+    def __getitem__(self, name: str) -> str:
+        if name in self._extra:
+            return self._extra[name]
+        number = self._numbers()[name]  # KeyError: not a file of the kit
+        files = self._files
+        return files.sha256(number) if isinstance(files, FileTable) else files[number].sha256
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._extra
+        yield from (name for name in self._numbers() if name not in self._extra)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 def check_attestation(
-    data: bytes, policy: TrustPolicy, subjects: dict[str, str], *, what: str, by_digest: bool = False
+    data: bytes, policy: TrustPolicy, subjects: Mapping[str, str], *, what: str, by_digest: bool = False
 ) -> AttestationReport:
     """One DSSE in-toto attestation: signed by trusted keys, well-formed, every subject matching.
 
@@ -165,9 +200,13 @@ def check_kit_attestations(
 ) -> tuple[tuple[AttestationReport, ...], dict[str, Any] | None]:
     """Every attestation and the Sigstore bundle among a kit's metadata ``members``; ``envelope`` is its
     manifest.dsse.json, ``manifest`` the signed manifest. PolicyError if provenance is required and absent."""
-    subjects = {f.path: f.sha256 for f in manifest.files}
-    subjects[MANIFEST_JSON] = hashlib.sha256(members[MANIFEST_JSON]).hexdigest()
-    subjects[SHA256SUMS] = hashlib.sha256(members[SHA256SUMS]).hexdigest()
+    subjects = _Subjects(
+        manifest.files,
+        {
+            MANIFEST_JSON: hashlib.sha256(members[MANIFEST_JSON]).hexdigest(),
+            SHA256SUMS: hashlib.sha256(members[SHA256SUMS]).hexdigest(),
+        },
+    )
     reports = tuple(
         check_attestation(members[name], policy, subjects, what=name)
         for name in members

@@ -24,6 +24,7 @@ from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import IndexEntry, MemberSpan
 from kitbuilder.archive.reader import Caps, Expected
 from kitbuilder.core import timefmt
+from kitbuilder.core.filelist import FileTable
 from kitbuilder.core.jobs import KitJobs
 from kitbuilder.core.manifest import (
     IMAGES_DIR,
@@ -209,7 +210,10 @@ def _check_images(stream: BinaryIO, metadata: KitMetadata, manifest: Manifest, c
     documents are read again through the index and checked against those digests once more.
     """
     prefix = f"{IMAGES_DIR}/"
-    signed = {f.path: f for f in manifest.files if f.path.startswith(prefix)}
+    files = manifest.files
+    # By path first: a FileEntry is made per file handed out, and most kits have no image at all.
+    paths = files.paths if isinstance(files, FileTable) else [f.path for f in files]
+    signed = {path: files[number] for number, path in enumerate(paths) if path.startswith(prefix)}
     if not signed and not manifest.images:
         return None
     from kitbuilder.oci.check import check_layout
