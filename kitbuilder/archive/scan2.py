@@ -28,45 +28,73 @@ from kitbuilder.core import paths
 from kitbuilder.core.manifest import FrameEntry
 from kitbuilder.errors import ArchiveError
 
-# Bytes (compressed and decoded) the scan keeps in flight across its workers.
-_INFLIGHT = 32 << 20
+# Bytes (compressed and decoded) the scan keeps in flight, per worker thread and at least: a 4 MiB chunk costs up to
+# 8 MiB (its compressed and decoded bytes), and two per worker (one being worked on, one whose piece waits for its
+# digest's turn) keep every core busy.
+_INFLIGHT_PER_WORKER = 16 << 20
+_INFLIGHT_MIN = 32 << 20
 
 
 class _Chain:
     """A digest fed by jobs in their order whichever worker runs them: a large member's content digest (fed by its
     chunk jobs, in chunk order), or the whole file's (fed by every frame job, in frame order, with the bytes it read).
 
-    SHA-256 cannot be split across chunks, but each chunk job decodes and checks its frame in parallel with the
-    others and only then waits for its turn to feed the digest: the hashing runs on the workers, next to the
-    decoding of later chunks, and no decoded chunk is kept for another thread. The executor starts jobs in
-    submission order, so the chunk a job waits for has always started: no job waits for one that cannot run.
+    SHA-256 cannot be split across chunks, so pieces are fed in order, but a job seldom waits for its turn: one
+    whose piece cannot be fed yet leaves it here and goes on (its next frame), and the job whose turn it is feeds
+    its own piece and then every later one already left, in order. A worker that waited for its turn sat idle
+    while the job before it was decoded or preempted: on two cores, most of the time the scan lost. Only
+    ``SLACK`` pieces may wait here (each may be a decoded 4 MiB chunk); a job finding that many waits for its turn,
+    as every job did before, so memory grows by at most that much. The executor starts jobs in submission order,
+    so the job holding the turn has always started: no job waits for one that cannot run. Every piece up to a
+    job's own is fed before any later result can be taken: the job that feeds it is an earlier one or this one,
+    and the pool hands results out in order.
     """
+
+    SLACK = 2
 
     def __init__(self, digest: Any = None) -> None:
         self.digest = hashlib.sha256() if digest is None else digest
         self._turn = 0
+        self._left: dict[int, bytes | None] = {}
+        self._feeding = False
         self._abandoned = False
         self._moved = threading.Condition()
 
     def feed(self, step: int, piece: bytes | None) -> None:
-        """Wait until chunks before ``step`` have fed, feed ``piece`` (None: this chunk failed, skip it), move on."""
+        """Feed ``piece`` (None: this chunk failed, skip it) at ``step``, now or by the job holding the turn."""
         with self._moved:
-            while self._turn != step and not self._abandoned:
+            while step != self._turn and len(self._left) >= self.SLACK and not self._abandoned:
                 self._moved.wait()
             if self._abandoned:
                 return
-        try:
-            if piece:
-                self.digest.update(piece)
-        finally:
+            self._left[step] = piece
+            if self._feeding or step != self._turn:
+                return  # whoever holds the turn feeds it when it comes
+            self._feeding = True
+        while True:
+            with self._moved:
+                # Checked and given up in one step: a piece left after this finds the turn free and feeds itself.
+                if self._abandoned or self._turn not in self._left:
+                    self._feeding = False
+                    self._moved.notify_all()
+                    return
+                piece = self._left.pop(self._turn)
+            try:
+                if piece:
+                    self.digest.update(piece)  # outside the lock: hashing releases the GIL
+            except BaseException:
+                self.abandon()  # the digest is unusable; the job raising this fails the scan
+                raise
             with self._moved:
                 self._turn += 1
                 self._moved.notify_all()
 
     def abandon(self) -> None:
-        """The scan stopped: a chunk before some waiting one may never run (its job cancelled), so stop waiting."""
+        """The scan stopped: a job before some waiting one may never run (its job cancelled), so stop waiting, and
+        drop what is left: nothing more is fed."""
         with self._moved:
             self._abandoned = True
+            self._left.clear()
             self._moved.notify_all()
 
 
@@ -254,7 +282,7 @@ class _Consumer:
             self._on_bytes(done)
         if job.data_before + job.frame.size >= layout.padded(span.size):
             self.close()
-            observed = job.chain.digest.hexdigest()  # every chunk fed it before its result was handed out
+            observed = job.chain.digest.hexdigest()  # every chunk is fed before a later result is handed out
             if observed != span.sha256:
                 raise content_mismatch(span, observed, "signed")
 
@@ -292,7 +320,8 @@ def scan(
     jobs = _plan(index, chains)
     file_chain = None if file_digest is None else _Chain(file_digest)
     try:
-        with OrderedPool[_Result](workers, max_inflight=_INFLIGHT) as pool:
+        inflight = max(_INFLIGHT_MIN, workers * _INFLIGHT_PER_WORKER)
+        with OrderedPool[_Result](workers, max_inflight=inflight) as pool:
             try:
                 _feed(read_at, jobs, file_chain, pool, consume, max_window, keep=extract_to is not None)
             except BaseException:

@@ -121,21 +121,37 @@ def test_a_reused_frame_whose_bytes_are_not_the_signed_ones_is_refused() -> None
 
 def test_a_chunk_waiting_for_one_that_will_never_run_is_released_when_the_scan_stops() -> None:
     """A scan that stops (a fault, a signal) cancels the chunk jobs not yet started; one already waiting for its
-    turn behind a cancelled one is released by ``abandon`` instead of holding the pool's shutdown forever."""
+    turn behind a cancelled one (the pieces that may wait for their turn are all taken) is released by ``abandon``
+    instead of holding the pool's shutdown forever."""
     import threading
 
     chain = scan2._Chain()
+    for step in range(1, 1 + chain.SLACK):
+        chain.feed(step, b"left")  # chunk 0 has not come: these wait here, their jobs go on
     returned: list[bool] = []
 
     def later_chunk() -> None:
-        chain.feed(1, b"later")
+        chain.feed(1 + chain.SLACK, b"later")
         returned.append(True)
 
     waiter = threading.Thread(target=later_chunk)
     waiter.start()
     waiter.join(timeout=0.2)
-    assert waiter.is_alive()  # waiting for chunk 0, which never comes
+    assert waiter.is_alive()  # no room left: waiting for chunk 0, which never comes
     chain.abandon()
     waiter.join(timeout=10)
     assert not waiter.is_alive() and returned == [True]
     assert chain.digest.hexdigest() == hashlib.sha256().hexdigest()  # nothing fed out of turn
+
+
+def test_pieces_left_out_of_turn_are_fed_in_order_by_the_job_whose_turn_comes() -> None:
+    """No job waits for its turn while there is room: later pieces are left, and the job holding the turn feeds
+    them after its own, in order; a failed chunk (None) passes its turn without feeding."""
+    pieces = [b"zero ", b"one ", None, b"three"]
+    chain = scan2._Chain()
+    for step in (3, 2):
+        chain.feed(step, pieces[step])  # returns at once: chunk 0 is not there yet
+    assert chain.digest.hexdigest() == hashlib.sha256().hexdigest()
+    chain.feed(0, pieces[0])  # feeds 0, finds no 1: stops
+    chain.feed(1, pieces[1])  # its turn: feeds 1, then 2 (nothing) and 3, left earlier
+    assert chain.digest.hexdigest() == hashlib.sha256(b"zero one three").hexdigest()
