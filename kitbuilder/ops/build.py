@@ -5,14 +5,13 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from kitbuilder import __version__, faults, inputfile
 from kitbuilder.archive.hashing import HashWorker
-from kitbuilder.archive.index import MemberEntry
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.writer2 import FrameReuse, KitWriter2
 from kitbuilder.atomic import AtomicFile, check_target, commit_together, os_error
@@ -26,7 +25,6 @@ from kitbuilder.core.manifest import (
     SHA256SUMS,
     SIGSTORE_BUNDLE,
     Component,
-    FileEntry,
     KitInfo,
     Manifest,
 )
@@ -270,13 +268,12 @@ def _write_kit(
         plan.inputs.clear()
         roles += _write_images(writer, plan.image_plan, on_bytes)
         # The kit's SBOM (and the provenance) give each component the inventory of its files, by digest: the
-        # digests so far, then the SBOM joins the payload.
-        files = FileTable.of(
-            _entry(m, role, component) for m, (role, component) in zip(writer.entries(), roles, strict=True)
-        )
-        _check_image_digests(files, plan.image_plan)
-        inventories = component_inventories(files)
-        sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, inventories, plan.image_plan, plan.shipped)
+        # digests so far (the writer's own table, not a copy of it: a million files), then the SBOM joins the payload.
+        so_far = writer.table().with_kinds(roles)
+        _check_image_digests(so_far, plan.image_plan)
+        inventories = component_inventories(so_far)
+        sbom_bytes = _kit_sbom(plan.kit_info, plan.components, so_far, inventories, plan.image_plan, plan.shipped)
+        del so_far  # its columns are the writer's, which the SBOM's entry extends
         writer.add_bytes(KIT_SBOM_PATH, sbom_bytes)
         roles.append(("sbom", KIT_SBOM_COMPONENT))
         payload = writer.finish_payload()
@@ -366,11 +363,12 @@ def _write_images(
     return roles
 
 
-def _check_image_digests(files: Sequence[FileEntry], plan: ImagePlan | None) -> None:
+def _check_image_digests(files: FileTable, plan: ImagePlan | None) -> None:
     """The writer hashed what it read; that digest must be the blob's name, or the image source is damaged."""
     if plan is None:
         return
-    written = {f.path: f.sha256 for f in files}
+    wanted = {member.kit_path for member in plan.members}
+    written = {path: files.sha256(number) for number, path in enumerate(files.paths) if path in wanted}
     for member in plan.members:
         if written[member.kit_path] != member.sha256:
             raise IntegrityError(
@@ -414,7 +412,7 @@ def check_shipped_sboms(spec: KitSpec, inputs: list[InputFile]) -> list[ShippedS
 def _kit_sbom(
     kit: KitInfo,
     components: tuple[Component, ...],
-    files: Sequence[FileEntry],
+    files: FileTable,
     inventories: dict[str, Inventory],
     image_plan: ImagePlan | None,
     shipped: list[ShippedSbom],
@@ -440,15 +438,11 @@ def _kit_sbom(
                 for r in (image_plan.images if image_plan else ())
             ],
             shipped=shipped,
-            shipped_sha256={f.path: f.sha256 for f in files if f.path in shipped_paths},
+            shipped_sha256={path: files.sha256(n) for n, path in enumerate(files.paths) if path in shipped_paths},
         )
     except SbomError as exc:
         # Our own output failed the CycloneDX schema: a bug, but say which part.
         raise UsageError(f"{KIT_SBOM_PATH}: generated SBOM is invalid ({exc.message}); please report this") from exc
-
-
-def _entry(entry: MemberEntry, role: str, component: str) -> FileEntry:
-    return FileEntry(entry.path, entry.size, entry.sha256, role, component, frame=entry.frame, at=entry.at)
 
 
 def _provenance(plan: _Plan, inventories: dict[str, Inventory]) -> Provenance:
