@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -55,7 +55,7 @@ from kitbuilder.errors import IntegrityError, UsageError
 # Split out of this module; re-exported here, where callers have always found them.
 from kitbuilder.ops.build_inputs import USTAR_NUMBER_LIMIT as USTAR_NUMBER_LIMIT
 from kitbuilder.ops.build_inputs import InputFile as InputFile
-from kitbuilder.ops.build_inputs import ReadAhead, changed_input
+from kitbuilder.ops.build_inputs import InputList, ReadAhead, changed_input
 from kitbuilder.ops.build_inputs import collect_inputs as collect_inputs
 from kitbuilder.ops.build_inputs import source_date_epoch_from_env as source_date_epoch_from_env
 from kitbuilder.ops.seal import Sealed as Sealed
@@ -177,7 +177,7 @@ class _Plan:
     spec: KitSpec
     options: BuildOptions
     keys: list[PrivateKey]
-    inputs: list[InputFile]
+    inputs: InputList
     image_plan: ImagePlan | None
     shipped: list[ShippedSbom]
     kit_info: KitInfo
@@ -195,7 +195,7 @@ def _plan(
     inputs = collect_inputs(spec)
     faults.point("build-inputs-collected")
     if on_start is not None:
-        on_start(sum(i.size for i in inputs))
+        on_start(inputs.total_size())
     epoch = options.source_date_epoch
     kit_info = KitInfo(
         name=spec.name,
@@ -225,7 +225,7 @@ def _plan(
 
         image_plan = plan_images(spec.images, spec_path=spec.path)
         if on_start is not None:
-            on_start(sum(i.size for i in inputs) + image_plan.size)
+            on_start(inputs.total_size() + image_plan.size)
     generated = [Component(id=KIT_SBOM_COMPONENT, role="sbom", subject=spec.name)]
     if image_plan is not None:
         generated.append(Component(id=IMAGES_COMPONENT, role="image"))
@@ -310,7 +310,7 @@ def _write_kit(
 
 
 def _write_inputs(
-    writer: KitWriter2, inputs: list[InputFile], on_bytes: Callable[[int], None] | None
+    writer: KitWriter2, inputs: Sequence[InputFile], on_bytes: Callable[[int], None] | None
 ) -> list[tuple[str, str]]:
     """Every input file into the writer, in order; their (role, component), in the same order.
 
@@ -382,7 +382,7 @@ def _attestation(subjects: tuple[Subject, ...], predicate: dict[str, Any], keys:
     return sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
 
 
-def check_shipped_sboms(spec: KitSpec, inputs: list[InputFile]) -> list[ShippedSbom]:
+def check_shipped_sboms(spec: KitSpec, inputs: Sequence[InputFile]) -> list[ShippedSbom]:
     """Validate each SBOM the spec ships (CycloneDX 1.4-1.6, SPDX 2.2/2.3 JSON); UsageError names file and JSON path."""
     shipped: list[ShippedSbom] = []
     for item in inputs:

@@ -175,7 +175,8 @@ def write_delta_kit(
 
     manifest = frames.manifest
     level = manifest.build.compression.level
-    roles = {f.path: (f.role, f.component) for f in manifest.files}
+    # The roles of the delta's own members (shipped frames, delta/target/): never one per target file.
+    roles: dict[str, tuple[str, str]] = {}
     with KitWriter2(out, level=level, threads=threads) as writer:
         for number in shipped:
             _ship_frame(writer, stream, frames, number, level, roles)
