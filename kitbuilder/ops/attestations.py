@@ -7,7 +7,7 @@ small file they read themselves (a detached attestation), against a trust policy
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from kitbuilder.core.manifest import (
     MAX_ATTESTATIONS,
     SHA256SUMS,
     SIGSTORE_BUNDLE,
+    FileEntry,
     Manifest,
     MetadataBudget,
 )
@@ -72,8 +73,38 @@ def checksum_keyid(signed: Manifest, envelope: Envelope) -> str:
     return named if named is not None else envelope.signatures[0].keyid
 
 
+class _KitSubjects(Mapping[str, str]):
+    """The names a kit vouches for (its files, then its metadata ``extra``) with their SHA-256, looked up by name.
+
+    The files' map is made on the first name that is not metadata: a kit's own provenance names only manifest.json
+    and SHA256SUMS, and a dict of a million paths and hex digests would be the largest thing kit verify holds.
+    """
+
+    def __init__(self, files: Sequence[FileEntry], extra: Mapping[str, str]) -> None:
+        self._files = files
+        self._extra = dict(extra)
+        self._by_path: dict[str, str] | None = None
+
+    def _all(self) -> dict[str, str]:
+        if self._by_path is None:
+            self._by_path = {f.path: f.sha256 for f in self._files}
+            self._by_path.update(self._extra)
+        return self._by_path
+
+    def __getitem__(self, name: str) -> str:
+        if name in self._extra:
+            return self._extra[name]
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
 def check_attestation(
-    data: bytes, policy: TrustPolicy, subjects: dict[str, str], *, what: str, by_digest: bool = False
+    data: bytes, policy: TrustPolicy, subjects: Mapping[str, str], *, what: str, by_digest: bool = False
 ) -> AttestationReport:
     """One DSSE in-toto attestation: signed by trusted keys, well-formed, every subject matching.
 
@@ -165,9 +196,13 @@ def check_kit_attestations(
 ) -> tuple[tuple[AttestationReport, ...], dict[str, Any] | None]:
     """Every attestation and the Sigstore bundle among a kit's metadata ``members``; ``envelope`` is its
     manifest.dsse.json, ``manifest`` the signed manifest. PolicyError if provenance is required and absent."""
-    subjects = {f.path: f.sha256 for f in manifest.files}
-    subjects[MANIFEST_JSON] = hashlib.sha256(members[MANIFEST_JSON]).hexdigest()
-    subjects[SHA256SUMS] = hashlib.sha256(members[SHA256SUMS]).hexdigest()
+    subjects = _KitSubjects(
+        manifest.files,
+        {
+            MANIFEST_JSON: hashlib.sha256(members[MANIFEST_JSON]).hexdigest(),
+            SHA256SUMS: hashlib.sha256(members[SHA256SUMS]).hexdigest(),
+        },
+    )
     reports = tuple(
         check_attestation(members[name], policy, subjects, what=name)
         for name in members
