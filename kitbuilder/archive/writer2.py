@@ -361,6 +361,15 @@ class KitWriter2:
         self._flush()
         return self._members()
 
+    def table(self) -> FileTable:
+        """The payload members added so far with their digests, as the writer's own table (``entries`` waits for the
+        frames in flight): shared, not copied, so it grows with the next member added; read it before that."""
+        self._payload_open()
+        self.entries()
+        if self._records:
+            raise ValueError("a payload member's digest is not known yet")
+        return self._table
+
     def _flush(self) -> None:
         """Move the leading payload records whose digest is known into the table (in order: the table is a prefix)."""
         records = self._records

@@ -15,6 +15,7 @@ line by line into ``FileEntry`` values; no dict per file is kept.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import re
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -231,6 +232,9 @@ class FileTable(Sequence[FileEntry]):
     def at(self, number: int) -> int:
         return self._ats[number]
 
+    def component(self, number: int) -> str:
+        return self._kind_list[self._kinds[number]][1]
+
     def payload_bytes(self) -> int:
         return sum(self._sizes)
 
@@ -243,6 +247,35 @@ class FileTable(Sequence[FileEntry]):
 
     def __repr__(self) -> str:
         return f"FileTable({len(self)} files)"
+
+
+# path_order merges at most this many ascending runs; a list in any other order is sorted as a whole.
+_MAX_RUNS = 64
+
+
+def path_order(paths: Sequence[str]) -> Iterator[int]:
+    """The positions of ``paths`` in path order (SHA256SUMS order; equal paths by position), one at a time.
+
+    A kit's file list is in archive order, which is path order but for a few runs (a build's inputs, then images/,
+    then its SBOM): those ascending runs are merged as they are, with no list of a million positions (an int object
+    each) beside them. A list of more runs than ``_MAX_RUNS`` (not one kit build writes) is sorted whole.
+    """
+    runs: list[range] = []
+    start = 0
+    for number in range(1, len(paths)):
+        if paths[number] < paths[number - 1]:
+            runs.append(range(start, number))
+            start = number
+            if len(runs) >= _MAX_RUNS:
+                yield from sorted(range(len(paths)), key=paths.__getitem__)
+                return
+    if paths:
+        runs.append(range(start, len(paths)))
+    if len(runs) == 1:
+        yield from runs[0]
+        return
+    # heapq.merge is stable across its inputs (ties go to the earlier run): the same order as sorted() gives.
+    yield from heapq.merge(*runs, key=paths.__getitem__)
 
 
 def render_pieces(files: Iterable[FileEntry], piece: int = 1 << 20) -> Iterator[bytes]:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from kitbuilder import __version__, faults, inputfile
 from kitbuilder.archive.hashing import HashWorker
-from kitbuilder.archive.index import MemberEntry
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.writer2 import FrameReuse, KitWriter2
 from kitbuilder.atomic import AtomicFile, check_target, commit_together, os_error
@@ -26,7 +25,6 @@ from kitbuilder.core.manifest import (
     SHA256SUMS,
     SIGSTORE_BUNDLE,
     Component,
-    FileEntry,
     KitInfo,
     Manifest,
 )
@@ -57,7 +55,7 @@ from kitbuilder.errors import IntegrityError, UsageError
 # Split out of this module; re-exported here, where callers have always found them.
 from kitbuilder.ops.build_inputs import USTAR_NUMBER_LIMIT as USTAR_NUMBER_LIMIT
 from kitbuilder.ops.build_inputs import InputFile as InputFile
-from kitbuilder.ops.build_inputs import ReadAhead, changed_input
+from kitbuilder.ops.build_inputs import InputList, ReadAhead, changed_input
 from kitbuilder.ops.build_inputs import collect_inputs as collect_inputs
 from kitbuilder.ops.build_inputs import source_date_epoch_from_env as source_date_epoch_from_env
 from kitbuilder.ops.seal import Sealed as Sealed
@@ -179,7 +177,7 @@ class _Plan:
     spec: KitSpec
     options: BuildOptions
     keys: list[PrivateKey]
-    inputs: list[InputFile]
+    inputs: InputList
     image_plan: ImagePlan | None
     shipped: list[ShippedSbom]
     kit_info: KitInfo
@@ -197,7 +195,7 @@ def _plan(
     inputs = collect_inputs(spec)
     faults.point("build-inputs-collected")
     if on_start is not None:
-        on_start(sum(i.size for i in inputs))
+        on_start(inputs.total_size())
     epoch = options.source_date_epoch
     kit_info = KitInfo(
         name=spec.name,
@@ -227,7 +225,7 @@ def _plan(
 
         image_plan = plan_images(spec.images, spec_path=spec.path)
         if on_start is not None:
-            on_start(sum(i.size for i in inputs) + image_plan.size)
+            on_start(inputs.total_size() + image_plan.size)
     generated = [Component(id=KIT_SBOM_COMPONENT, role="sbom", subject=spec.name)]
     if image_plan is not None:
         generated.append(Component(id=IMAGES_COMPONENT, role="image"))
@@ -270,13 +268,12 @@ def _write_kit(
         plan.inputs.clear()
         roles += _write_images(writer, plan.image_plan, on_bytes)
         # The kit's SBOM (and the provenance) give each component the inventory of its files, by digest: the
-        # digests so far, then the SBOM joins the payload.
-        files = FileTable.of(
-            _entry(m, role, component) for m, (role, component) in zip(writer.entries(), roles, strict=True)
-        )
-        _check_image_digests(files, plan.image_plan)
-        inventories = component_inventories(files)
-        sbom_bytes = _kit_sbom(plan.kit_info, plan.components, files, inventories, plan.image_plan, plan.shipped)
+        # digests so far (the writer's own table, not a copy of it: a million files), then the SBOM joins the payload.
+        so_far = writer.table().with_kinds(roles)
+        _check_image_digests(so_far, plan.image_plan)
+        inventories = component_inventories(so_far)
+        sbom_bytes = _kit_sbom(plan.kit_info, plan.components, so_far, inventories, plan.image_plan, plan.shipped)
+        del so_far  # its columns are the writer's, which the SBOM's entry extends
         writer.add_bytes(KIT_SBOM_PATH, sbom_bytes)
         roles.append(("sbom", KIT_SBOM_COMPONENT))
         payload = writer.finish_payload()
@@ -313,7 +310,7 @@ def _write_kit(
 
 
 def _write_inputs(
-    writer: KitWriter2, inputs: list[InputFile], on_bytes: Callable[[int], None] | None
+    writer: KitWriter2, inputs: Sequence[InputFile], on_bytes: Callable[[int], None] | None
 ) -> list[tuple[str, str]]:
     """Every input file into the writer, in order; their (role, component), in the same order.
 
@@ -366,11 +363,12 @@ def _write_images(
     return roles
 
 
-def _check_image_digests(files: Sequence[FileEntry], plan: ImagePlan | None) -> None:
+def _check_image_digests(files: FileTable, plan: ImagePlan | None) -> None:
     """The writer hashed what it read; that digest must be the blob's name, or the image source is damaged."""
     if plan is None:
         return
-    written = {f.path: f.sha256 for f in files}
+    wanted = {member.kit_path for member in plan.members}
+    written = {path: files.sha256(number) for number, path in enumerate(files.paths) if path in wanted}
     for member in plan.members:
         if written[member.kit_path] != member.sha256:
             raise IntegrityError(
@@ -384,7 +382,7 @@ def _attestation(subjects: tuple[Subject, ...], predicate: dict[str, Any], keys:
     return sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
 
 
-def check_shipped_sboms(spec: KitSpec, inputs: list[InputFile]) -> list[ShippedSbom]:
+def check_shipped_sboms(spec: KitSpec, inputs: Sequence[InputFile]) -> list[ShippedSbom]:
     """Validate each SBOM the spec ships (CycloneDX 1.4-1.6, SPDX 2.2/2.3 JSON); UsageError names file and JSON path."""
     shipped: list[ShippedSbom] = []
     for item in inputs:
@@ -414,7 +412,7 @@ def check_shipped_sboms(spec: KitSpec, inputs: list[InputFile]) -> list[ShippedS
 def _kit_sbom(
     kit: KitInfo,
     components: tuple[Component, ...],
-    files: Sequence[FileEntry],
+    files: FileTable,
     inventories: dict[str, Inventory],
     image_plan: ImagePlan | None,
     shipped: list[ShippedSbom],
@@ -440,15 +438,11 @@ def _kit_sbom(
                 for r in (image_plan.images if image_plan else ())
             ],
             shipped=shipped,
-            shipped_sha256={f.path: f.sha256 for f in files if f.path in shipped_paths},
+            shipped_sha256={path: files.sha256(n) for n, path in enumerate(files.paths) if path in shipped_paths},
         )
     except SbomError as exc:
         # Our own output failed the CycloneDX schema: a bug, but say which part.
         raise UsageError(f"{KIT_SBOM_PATH}: generated SBOM is invalid ({exc.message}); please report this") from exc
-
-
-def _entry(entry: MemberEntry, role: str, component: str) -> FileEntry:
-    return FileEntry(entry.path, entry.size, entry.sha256, role, component, frame=entry.frame, at=entry.at)
 
 
 def _provenance(plan: _Plan, inventories: dict[str, Inventory]) -> Provenance:

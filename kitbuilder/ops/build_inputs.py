@@ -6,14 +6,17 @@ import collections
 import functools
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 from kitbuilder import inputfile
 from kitbuilder.archive import layout
 from kitbuilder.core import paths
+from kitbuilder.core.filelist import path_order
 from kitbuilder.core.manifest import ATTESTATIONS_DIR, IMAGES_DIR, METADATA_FILES, is_optional_metadata
 from kitbuilder.core.sbom import KIT_SBOM_PATH
 from kitbuilder.core.spec import ComponentSpec, KitSpec
@@ -120,11 +123,61 @@ def _lstat(entry: os.DirEntry[str] | None) -> os.stat_result | None:
         return None  # looked at again by path, which names the error
 
 
-def collect_inputs(spec: KitSpec) -> list[InputFile]:
+class InputList(Sequence[InputFile]):
+    """The inputs of a build, in kit path order, stored by column: each ``InputFile`` is made on access.
+
+    A million inputs held as objects cost a few hundred bytes each beside the writer's table; here each is its kit
+    path (the string the writer's table and the manifest then share), its size and its component's number.
+    """
+
+    __slots__ = ("_components", "_kinds", "_sizes", "kit_paths")
+
+    def __init__(self, components: Sequence[tuple[ComponentSpec, bool]] = ()) -> None:
+        self.kit_paths: list[str] = []
+        self._sizes = array("q")
+        self._kinds = array("I")  # the number of (component, whole) in ``_components``
+        self._components = list(components)
+
+    def append(self, kit_path: str, size: int, kind: int) -> None:
+        self.kit_paths.append(kit_path)
+        self._sizes.append(size)
+        self._kinds.append(kind)
+
+    def sorted(self) -> InputList:
+        """These inputs in kit path order (equal paths in their order here)."""
+        ordered = InputList(self._components)
+        for number in path_order(self.kit_paths):
+            ordered.append(self.kit_paths[number], self._sizes[number], self._kinds[number])
+        return ordered
+
+    def clear(self) -> None:
+        self.kit_paths = []
+        self._sizes = array("q")
+        self._kinds = array("I")
+
+    def total_size(self) -> int:
+        return sum(self._sizes)
+
+    def __len__(self) -> int:
+        return len(self.kit_paths)
+
+    @overload
+    def __getitem__(self, number: int) -> InputFile: ...
+    @overload
+    def __getitem__(self, number: slice) -> list[InputFile]: ...
+    def __getitem__(self, number: int | slice) -> InputFile | list[InputFile]:
+        if isinstance(number, slice):
+            return [self[n] for n in range(*number.indices(len(self)))]
+        kit_path = self.kit_paths[number]  # IndexError past the end
+        component, whole = self._components[self._kinds[number]]
+        return InputFile(kit_path=kit_path, size=self._sizes[number], component=component, whole=whole)
+
+
+def collect_inputs(spec: KitSpec) -> InputList:
     """Every input file with its kit path, sorted by kit path; UsageError on collisions or odd files."""
-    found: list[InputFile] = []
-    for component in spec.components:
-        whole = component.source.is_file()
+    kinds = [(component, component.source.is_file()) for component in spec.components]
+    found = InputList(kinds)
+    for kind, (component, whole) in enumerate(kinds):
         if whole:
             candidates: Iterable[tuple[str, str, os.DirEntry[str] | None]] = [
                 (str(component.source), component.source.name, None)
@@ -132,35 +185,35 @@ def collect_inputs(spec: KitSpec) -> list[InputFile]:
         else:
             candidates = _candidates(component.source)
         for name, relative, entry in candidates:
-            source = Path(name)
-            info = _lstat(entry) or source.lstat()
+            info = _lstat(entry) or Path(name).lstat()
             if not stat.S_ISREG(info.st_mode):
                 raise UsageError(
-                    f"{spec.path}: {component.id}: {source} is not a regular file (symlinks and devices are not packed)"
+                    f"{spec.path}: {component.id}: {name} is not a regular file (symlinks and devices are not packed)"
                 )
             if info.st_size >= USTAR_NUMBER_LIMIT:
-                raise UsageError(f"{source}: {info.st_size} bytes; kit members are limited to 8 GiB (ustar)")
+                raise UsageError(f"{name}: {info.st_size} bytes; kit members are limited to 8 GiB (ustar)")
             kit_path = f"{component.dest}/{relative}"
             problem = paths.problem_with(kit_path)
             if problem:
-                raise UsageError(f"{spec.path}: {component.id}: {source}: kit path {kit_path!r}: {problem}")
-            found.append(InputFile(kit_path=kit_path, size=info.st_size, component=component, whole=whole))
+                raise UsageError(f"{spec.path}: {component.id}: {name}: kit path {kit_path!r}: {problem}")
+            found.append(kit_path, info.st_size, kind)
     if not found and not spec.images:
         raise UsageError(f"{spec.path}: the components hold no files; a kit needs at least one payload file")
-    for item in found:
-        reserved = _reserved(item.kit_path)
+    for number, kit_path in enumerate(found.kit_paths):
+        reserved = _reserved(kit_path)
         if reserved:
+            item = found[number]
             raise UsageError(
                 f"{spec.path}: {item.component.id}: {item.source} maps to kit path {item.kit_path}, "
                 f"which {reserved}; set dest: to another directory"
             )
-    found.sort(key=lambda f: f.kit_path)
+    found = found.sorted()
     seen: dict[str, str] = {}
-    for item in found:
-        clash = paths.claim(item.kit_path, seen)
+    for number, kit_path in enumerate(found.kit_paths):
+        clash = paths.claim(kit_path, seen)
         if clash is not None:
             raise UsageError(
-                f"{spec.path}: {item.source} maps to kit path {item.kit_path}, which clashes with another input: "
+                f"{spec.path}: {found[number].source} maps to kit path {kit_path}, which clashes with another input: "
                 f"{clash}; set dest: on one component"
             )
     return found
@@ -189,7 +242,7 @@ class ReadAhead:
     the reader thread takes them in batches of up to 64 files or 1 MiB.
     """
 
-    def __init__(self, inputs: list[InputFile], *, max_bytes: int = 8 << 20, max_files: int = 1024) -> None:
+    def __init__(self, inputs: Sequence[InputFile], *, max_bytes: int = 8 << 20, max_files: int = 1024) -> None:
         self._inputs = inputs
         self._max_bytes = max_bytes
         self._max_files = max_files

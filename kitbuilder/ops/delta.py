@@ -31,7 +31,7 @@ from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame, metadata_frames
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
-from kitbuilder.core.filelist import FILE_LIST, FileTable
+from kitbuilder.core.filelist import FILE_LIST, FileTable, path_order
 from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest, metadata_names
 from kitbuilder.core.manifest_parts import DeltaInfo
 from kitbuilder.errors import FormatError, IntegrityError, PolicyError, UsageError
@@ -117,23 +117,46 @@ def _summary(
     new or changed (the frames shipped for it may carry unchanged neighbours of its group too).
 
     Only the target's files in frames the base lacks (``have``: the base's frame digests), and large ones, can
-    hold content the base lacks: a frame the base has decodes to the same bytes there. So the sets held are of
-    those few files and of the target's paths, not of every file of both kits (a million of each)."""
+    hold content the base lacks: a frame the base has decodes to the same bytes there. The two lists are walked
+    side by side in path order (``path_order``: each is in archive order, a few sorted runs), so what is held is
+    the few files whose content differs from the base's file of the same path, never a set of every path or digest
+    of either kit (a million of each: a few changed files spread over every group frame make every file a
+    candidate)."""
+    old, new = _table(base), _table(target.files)
     fresh_frames = {n for n, frame in enumerate(target.frames) if frame.sha256 not in have}
-    candidates = [f for f in target.files if f.frame in fresh_frames or layout.is_large(f.size)]
-    wanted = {(f.sha256, f.size) for f in candidates}
-    in_base = {(f.sha256, f.size) for f in base if (f.sha256, f.size) in wanted}
-    fresh = {f.path for f in candidates if (f.sha256, f.size) not in in_base}
-    target_paths = set(_paths(target.files))
-    base_had = {path for path in _paths(base) if path in fresh}
-    added = tuple(sorted(fresh - base_had))
-    changed = tuple(sorted(base_had))
-    removed = tuple(sorted(path for path in _paths(base) if path not in target_paths))
-    return added, changed, removed
+    removed: list[str] = []
+    # The target files whose content the base may lack, with whether the base has a file of that path.
+    differing: list[tuple[int, bool]] = []
+    olds, news = path_order(old.paths), path_order(new.paths)
+    o, n = next(olds, None), next(news, None)
+    while o is not None or n is not None:
+        if n is None or (o is not None and old.paths[o] < new.paths[n]):
+            assert o is not None
+            removed.append(old.paths[o])
+            o = next(olds, None)
+            continue
+        same_path = o is not None and old.paths[o] == new.paths[n]
+        if new.frame(n) in fresh_frames or layout.is_large(new.size(n)):
+            content = (new.sha256(n), new.size(n))
+            if o is None or not same_path or (old.sha256(o), old.size(o)) != content:
+                differing.append((n, same_path))
+        if same_path:
+            o = next(olds, None)
+        n = next(news, None)
+    wanted = {(new.sha256(n), new.size(n)) for n, _ in differing}
+    in_base = (
+        {(old.sha256(o), old.size(o)) for o in range(len(old)) if (old.sha256(o), old.size(o)) in wanted}
+        if wanted
+        else set()
+    )
+    fresh = [(new.paths[n], had) for n, had in differing if (new.sha256(n), new.size(n)) not in in_base]
+    added = tuple(sorted(path for path, had in fresh if not had))
+    changed = tuple(sorted(path for path, had in fresh if had))
+    return added, changed, tuple(removed)
 
 
-def _paths(files: Sequence[FileEntry]) -> Sequence[str]:
-    return files.paths if isinstance(files, FileTable) else [f.path for f in files]
+def _table(files: Sequence[FileEntry]) -> FileTable:
+    return files if isinstance(files, FileTable) else FileTable.of(files)
 
 
 @dataclass(frozen=True)
@@ -175,7 +198,8 @@ def write_delta_kit(
 
     manifest = frames.manifest
     level = manifest.build.compression.level
-    roles = {f.path: (f.role, f.component) for f in manifest.files}
+    # The roles of the delta's own members (shipped frames, delta/target/): never one per target file.
+    roles: dict[str, tuple[str, str]] = {}
     with KitWriter2(out, level=level, threads=threads) as writer:
         for number in shipped:
             _ship_frame(writer, stream, frames, number, level, roles)

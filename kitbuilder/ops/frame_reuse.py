@@ -200,14 +200,16 @@ class BaseFrames:
         self.caps = caps or Caps()
         self._stream = open_kit(path)
         try:
-            self.metadata = read_metadata(self._stream, self.caps)
-            check_full_kit(self.metadata.manifest, f"--delta-from {path}", "the base")
-            _, _, self.manifest = check_signed_metadata(self.metadata, policy)
+            # Not kept: its members (SHA256SUMS, ~95 bytes a file) would lie beside the new kit's while it is built.
+            metadata = read_metadata(self._stream, self.caps)
+            check_full_kit(metadata.manifest, f"--delta-from {path}", "the base")
+            _, _, self.manifest = check_signed_metadata(metadata, policy)
             self.map = FrameMap(self.manifest, what=f"--delta-from {path}")
         except BaseException:
             self._stream.close()
             raise
-        self.manifest_sha256 = hashlib.sha256(self.metadata.members[MANIFEST_JSON]).hexdigest()
+        self.manifest_sha256 = hashlib.sha256(metadata.members[MANIFEST_JSON]).hexdigest()
+        del metadata
         # Keyed by the digest of the member list (``group_key``), not the list: one key per frame, not per file.
         self._groups: dict[bytes, int] = {}
         self._chunks: dict[tuple[str, int, int], int] = {}

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.dsse import Envelope
-from kitbuilder.core.manifest import IMAGES_DIR, MANIFEST_JSON, SHA256SUMS, Manifest, is_optional_metadata
+from kitbuilder.core.manifest import (
+    IMAGES_DIR,
+    MANIFEST_JSON,
+    SHA256SUMS,
+    Manifest,
+    is_optional_metadata,
+    metadata_names,
+)
 from kitbuilder.core.manifest_parts import EMPTY_PAYLOAD, ComponentPayload
 from kitbuilder.errors import FormatError, IntegrityError, KitError
 from kitbuilder.ops.kitfile import KitMetadata, load_files, open_kit, read_metadata
@@ -118,7 +125,13 @@ def inspect_kit(
     with open_kit(path) as stream:
         # Format 2: the file list is read after the signatures when they are checked (check_signed_metadata),
         # else here when the report needs it: either way once, line by line.
-        metadata = read_metadata(stream, caps, defer_files=True)
+        # SHA256SUMS (~95 bytes a file) is read only when something is checked against it: the signatures (its
+        # digest is a subject; its own signature), the file list, the provenance's subjects. A plain inspect reads
+        # the manifest and its envelope only, whatever the number of files.
+        flat = policy is None and not (needs_list or provenance)
+        metadata = read_metadata(
+            stream, caps, defer_files=True, unread=frozenset({SHA256SUMS}) if flat else frozenset()
+        )
         claimed = tuple(sorted({s.keyid for s in metadata.envelope.signatures}))
         verified: tuple[str, ...] | None = None
         error: str | None = None
@@ -147,7 +160,7 @@ def inspect_kit(
         sbom=sbom_section,
         provenance=provenance_section,
         images=images_section,
-        metadata_members=tuple(metadata.members),
+        metadata_members=metadata_names(metadata.members, manifest.format_version),
         files_listed=files,
     )
 

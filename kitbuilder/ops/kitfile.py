@@ -99,11 +99,15 @@ def open_kit(path: Path) -> BinaryIO:
         raise HostIOError.from_os_error(exc, path=path, action="open kit") from exc
 
 
-def read_metadata(stream: BinaryIO, caps: Caps, *, defer_files: bool = False) -> KitMetadata:
+def read_metadata(
+    stream: BinaryIO, caps: Caps, *, defer_files: bool = False, unread: frozenset[str] = frozenset()
+) -> KitMetadata:
     """A kit file's metadata members, read through its index (small, bounded reads).
 
     Format 2: the signed file list is read too and the full index built from it (``load_files``), unless
     ``defer_files``: then the caller reads it later (after the signatures, or never when it needs no file).
+    Members named in ``unread`` (SHA256SUMS, for a caller that checks nothing against it: ``kit inspect`` without a
+    key) are bounded by their sizes like the rest but not read, and are not in ``members``.
     """
     location = reader.read_index(stream, caps)
     index = location.index
@@ -124,6 +128,7 @@ def read_metadata(stream: BinaryIO, caps: Caps, *, defer_files: bool = False) ->
         source="kit index",
         what=lambda name: name,
         missing=missing,
+        unread=unread,
     )
     if manifest.format_version != index.format_version:
         # docs/format.md §0: one kit, one format. Checked here, where every reader of a kit file gets its metadata
@@ -273,6 +278,7 @@ def _assemble(
     source: str,
     what: Callable[[str], str],
     missing: Callable[[str], KitError],
+    unread: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, bytes], Envelope, Manifest, Callable[[], Iterator[bytes]] | None]:
     """The shared rules: which names, how many, how big, parsed how. ``sizes`` holds every name present.
 
@@ -325,7 +331,7 @@ def _assemble(
             members[name] = manifest_bytes
         elif name == MANIFEST_DSSE:
             members[name] = envelope_bytes
-        elif name != FILE_LIST:
+        elif name != FILE_LIST and name not in unread:
             members[name] = read(name)
     for path in (f.path for f in manifest.files):
         problem = paths.problem_with(path)

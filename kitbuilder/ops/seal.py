@@ -21,10 +21,14 @@ from kitbuilder.trust.signatures import sign_envelope
 
 @dataclass(frozen=True)
 class Sealed:
-    sums: bytes
     sums_sha256: str
     manifest_sha256: str
     manifest: Manifest  # as sealed: with its fileList record
+
+    @property
+    def sums(self) -> bytes:
+        """The SHA256SUMS bytes written, made again from the sealed files: not kept (~95 MB at a million files)."""
+        return checksums.render_files(self.manifest.files)
 
 
 def seal(writer: KitWriter2, manifest: Manifest, keys: list[PrivateKey]) -> Sealed:
@@ -37,7 +41,10 @@ def seal(writer: KitWriter2, manifest: Manifest, keys: list[PrivateKey]) -> Seal
     files = manifest.files
     sums = checksums.render_files(files)
     sums_entry = writer.add_metadata(SHA256SUMS, sums)
+    # Ed25519 hashes the message twice, so the one signature over SHA256SUMS needs it whole, once: it is let go here,
+    # before the file list is rendered, so the two never lie side by side.
     writer.add_metadata(SHA256SUMS_SIG, keys[0].sign(sums))
+    del sums
     # The list is rendered twice, piece by piece (its size and digest first, for the header and fileList; then
     # into the frames): a list of a million files is never held whole.
     ref = filelist.describe(filelist.render_pieces(files), files)
@@ -56,7 +63,6 @@ def seal(writer: KitWriter2, manifest: Manifest, keys: list[PrivateKey]) -> Seal
     envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
     writer.add_metadata(MANIFEST_DSSE, envelope.to_bytes())
     return Sealed(
-        sums=sums,
         sums_sha256=sums_entry.sha256,
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
         manifest=manifest,
