@@ -23,17 +23,18 @@ from typing import BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import layout, reader, tarfmt, zstdframes
-from kitbuilder.archive.index import KitIndex, MemberEntry, MemberList
+from kitbuilder.archive.index import KitIndex, MemberEntry, MemberList, MemberSpan
 from kitbuilder.archive.locate import Caps
 from kitbuilder.archive.writer2 import compress_frame, metadata_frames
 from kitbuilder.atomic import check_target
-from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest, MetadataBudget
+from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest, MetadataBudget, metadata_names
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import Directory, host_error
-from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
+from kitbuilder.ops.delta import DeltaMetadata, open_delta_metadata
 from kitbuilder.ops.frame_reuse import check_full_kit, full_kit_needed
 from kitbuilder.ops.framecopy import Span, copy_frames
-from kitbuilder.ops.kitfile import open_kit, read_metadata
+from kitbuilder.ops.kitfile import TARGET_DIR, open_kit, read_metadata
 from kitbuilder.ops.verify import VerifyOptions, verify_kit
 
 
@@ -67,7 +68,7 @@ def patch_kit(
             f"--out {output}: is a directory; name the new kit file (for example {output}/NEW.kit.tar.zst)"
         )
     check_target(output)  # as for every output: its directory must exist; kit creates none the user did not name
-    with open_verified_delta(delta_path, options) as delta, open_kit(base_path) as base_stream:
+    with open_delta_metadata(delta_path, options) as delta, open_kit(base_path) as base_stream:
         base_manifest, base_sha256 = _base_manifest(base_stream, caps, base_path)
         with (
             _output_directory(output) as directory,
@@ -83,7 +84,7 @@ def patch_kit(
                 return PatchResult(output, delta.target_manifest, 0, 0, 0, already_patched=True)
             delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
             sources = _Sources(delta, base_path, base_stream, base_manifest)
-            result = _write_patched(directory, output, delta, sources, threads)
+            result = _write_patched(directory, output, delta, sources, threads, caps)
             faults.point("patch-file-renamed")
             return result
 
@@ -138,7 +139,7 @@ def _check_in_place(directory: Directory, output: Path, base_stream: BinaryIO) -
 
 
 def _holds_target(
-    directory: Directory, output: Path, delta: VerifiedDelta, options: VerifyOptions, base_stream: BinaryIO
+    directory: Directory, output: Path, delta: DeltaMetadata, options: VerifyOptions, base_stream: BinaryIO
 ) -> bool:
     """True when ``output`` already is the delta's target kit, verified in full through one descriptor.
 
@@ -166,7 +167,7 @@ def _holds_target(
 class _Sources:
     """Where each frame digest can be copied from: the base's signed frames, then the delta's."""
 
-    def __init__(self, delta: VerifiedDelta, base_path: Path, base_stream: BinaryIO, base: Manifest) -> None:
+    def __init__(self, delta: DeltaMetadata, base_path: Path, base_stream: BinaryIO, base: Manifest) -> None:
         self.delta = delta
         self.base_path = base_path
         self.base_fd = base_stream.fileno()
@@ -227,7 +228,7 @@ class _Names:
 
 
 def _write_patched(
-    directory: Directory, output: Path, delta: VerifiedDelta, sources: _Sources, threads: int
+    directory: Directory, output: Path, delta: DeltaMetadata, sources: _Sources, threads: int, caps: Caps
 ) -> PatchResult:
     target = delta.target_manifest
     describe = _Names(target)
@@ -254,15 +255,8 @@ def _write_patched(
         written = list(target.frames)
         metadata: list[MemberEntry] = []  # the payload members are the target's file list's, made on access
         position = end
-        for name, data in delta.target.members.items():
-            metadata.append(MemberEntry(name, len(written), 0, len(data), hashlib.sha256(data).hexdigest()))
-            for raw in metadata_frames(name, len(data), (data,)):  # one frame, or a header frame and data frames
-                frame_bytes = compress_frame(raw, level)
-                out.write(frame_bytes)
-                written.append(
-                    FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest())
-                )
-                position += len(frame_bytes)
+        for name in _metadata_order(delta):
+            position = _write_member(out, name, delta, written, metadata, position, level, shown, threads, caps)
             faults.point("patch-file-member")
         closing = compress_frame(tarfmt.END_OF_ARCHIVE, level)
         out.write(closing)
@@ -283,3 +277,85 @@ def _write_patched(
         except OSError as exc:
             raise host_error(exc, shown, "write") from exc
     return PatchResult(output, target, from_base, len(target.frames) - from_base, size)
+
+
+def _metadata_order(delta: DeltaMetadata) -> tuple[str, ...]:
+    """The target's metadata members in the order a build writes them (its file list is not held in memory)."""
+    members = list(delta.target.members)
+    if delta.target_manifest.file_list is not None and FILE_LIST not in delta.target.members:
+        members.append(FILE_LIST)
+    return metadata_names(members)
+
+
+def _write_member(
+    out: BinaryIO,
+    name: str,
+    delta: DeltaMetadata,
+    written: list[FrameEntry],
+    metadata: list[MemberEntry],
+    position: int,
+    level: int,
+    shown: str,
+    threads: int,
+    caps: Caps,
+) -> int:
+    """Write the target's metadata member ``name`` at ``position`` as a build lays it out; return where it ends.
+
+    A member under LARGE is one frame holding its tar header, so it is compressed here from its checked bytes. A
+    larger one (a file list or SHA256SUMS of many files) is a header frame, compressed here, then its padded data in
+    CHUNK frames, which are the very frames the delta carries for ``delta/target/<name>`` (the header is the only
+    frame that names the member): those are copied verbatim and each must hash, as written, to the delta's signed
+    frame digest, whose content was decoded and checked against the target's signed digest when the target
+    metadata was read. Nothing is decompressed or compressed again, and no such member is held whole.
+    """
+    span = delta.index.locate(f"{TARGET_DIR}/{name}")
+    assert isinstance(span, MemberSpan)  # a format-2 delta (checked when opened)
+    data = delta.target.members.get(name)
+    ref = delta.target_manifest.file_list
+    if data is not None:
+        sha256, size = hashlib.sha256(data).hexdigest(), len(data)
+    else:  # the file list, read and checked when the target metadata was (_metadata_order lists it only then)
+        assert ref is not None
+        sha256, size = ref.sha256, ref.size
+    if (span.sha256, span.size) != (sha256, size):
+        raise IntegrityError(
+            f"{delta.path}: {TARGET_DIR}/{name}: the delta's signed digest {span.sha256[:16]}… is not the target "
+            f"metadata's {sha256[:16]}…; the delta is corrupt, obtain it again"
+        )
+    metadata.append(MemberEntry(name, len(written), 0, span.size, sha256))
+    sizes = [frame.size for frame in span.frames[1:]]
+    if not layout.is_large(span.size):
+        if data is None:  # a small file list, not held: read again through the delta, checked as any member read
+            data = reader.read_member(delta.stream, span, caps)
+        raws: list[bytes] = list(metadata_frames(name, len(data), (data,)))
+    elif sizes != _chunk_sizes(span.size):
+        raise IntegrityError(
+            f"{delta.path}: {TARGET_DIR}/{name}: its data lies in frames of {sizes[:4]}… bytes, not in the CHUNK "
+            "frames a kit lays a large metadata member out in; the delta was not made by kit, obtain it again"
+        )
+    else:
+        raws = [tarfmt.build_header(name, span.size, 0)]
+    for raw in raws:
+        frame_bytes = compress_frame(raw, level)
+        out.write(frame_bytes)
+        written.append(FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest()))
+        position += len(frame_bytes)
+    if not layout.is_large(span.size):
+        return position
+    label = f"{delta.path}: {TARGET_DIR}/{name}"
+    copies = [
+        Span(delta.stream.fileno(), f.offset, f.length, f.sha256, label, str(delta.path)) for f in span.frames[1:]
+    ]
+    out.flush()
+    end = copy_frames(copies, out.fileno(), position, out_name=shown, threads=threads)
+    out.seek(end)
+    for frame in span.frames[1:]:
+        written.append(FrameEntry(position, frame.length, frame.size, frame.sha256))
+        position += frame.length
+    return position
+
+
+def _chunk_sizes(size: int) -> list[int]:
+    """The decompressed sizes of a large metadata member's data frames (``writer2.metadata_frames``)."""
+    padded = layout.padded(size)
+    return [layout.CHUNK] * (padded // layout.CHUNK) + ([padded % layout.CHUNK] if padded % layout.CHUNK else [])
