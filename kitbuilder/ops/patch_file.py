@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -178,7 +179,7 @@ class _Sources:
         # name when the delta was opened): the same frames directory mode takes, by the same digests.
         self.shipped = {digest: span.frames[1] for digest, span in delta.carried.items()}
 
-    def span(self, number: int, frame: FrameEntry, what: str) -> tuple[Span, bool]:
+    def span(self, number: int, frame: FrameEntry, what: object) -> tuple[Span, bool]:
         """The span that copies target frame ``number``, and whether it comes from the base."""
         # Base first: its frames lie in target order, so long runs of them are one kernel copy each.
         for table, fd, name, from_base in (
@@ -193,7 +194,8 @@ class _Sources:
                     f"{name}: frame at offset {found.offset} has the digest of target frame {number} ({what}) but "
                     f"{found.length} bytes (decoding to {found.size}), the target signs {frame.length} ({frame.size})"
                 )
-            return Span(fd, found.offset, found.length, frame.sha256, f"{name}: frame of {what}", name), from_base
+            label = _Said(functools.partial("{}: frame of {}".format, name, what))
+            return Span(fd, found.offset, found.length, frame.sha256, label, name), from_base
         raise IntegrityError(
             f"{self.delta.path}: target frame {number} ({what}, sha256 {frame.sha256[:16]}…) is neither in the base "
             f"{self.base_path} nor in the delta; the delta was not made for this base: obtain the matching one"
@@ -202,29 +204,44 @@ class _Sources:
 
 class _Names:
     """What each target payload frame holds, for messages: its first member and how many more (a group), or a
-    large member's header or chunk. One pass over the signed file list, a dictionary entry per frame: the layout
-    itself is checked when the index is built (``check_tiling``), not here."""
+    large member's header or chunk. Worked out on the first call only (one pass over the signed file list, a
+    dictionary entry per frame): a patch that succeeds names no frame. The layout itself is checked when the index
+    is built (``check_tiling``), not here."""
 
     def __init__(self, target: Manifest) -> None:
-        self._frames = target.frames
-        self._first: dict[int, tuple[FileEntry, int]] = {}
-        for entry in target.files:
-            number = entry.frame or 0
-            found = self._first.get(number)
-            self._first[number] = (entry, 1) if found is None else (found[0], found[1] + 1)
-        self._starts = sorted(self._first)
+        self._target = target
+        self._first: dict[int, tuple[FileEntry, int]] | None = None
+        self._starts: list[int] = []
 
     def __call__(self, number: int) -> str:
+        if self._first is None:
+            self._first = {}
+            for entry in self._target.files:
+                at = entry.frame or 0
+                found = self._first.get(at)
+                self._first[at] = (entry, 1) if found is None else (found[0], found[1] + 1)
+            self._starts = sorted(self._first)
+        frames = self._target.frames
         found = self._first.get(number)
         if found is None:  # a chunk: of the large member whose header frame comes last before it
-            before = self._starts[max(0, bisect.bisect_left(self._starts, number) - 1)]
+            before = self._starts[max(0, bisect.bisect_left(self._starts, number) - 1)] if self._starts else number
             return (
                 f"{self._first[before][0].path} chunk {number - before - 1}" if before < number else f"frame {number}"
             )
         entry, count = found
-        if number < len(self._frames) and entry.at + layout.member_bytes(entry.size) > self._frames[number].size:
+        if number < len(frames) and entry.at + layout.member_bytes(entry.size) > frames[number].size:
             return f"{entry.path} header"
         return entry.path + (f" and {count - 1} more" if count > 1 else "")
+
+
+@dataclass(frozen=True)
+class _Said:
+    """Text made when it is shown (an error message), not when the frame is planned: ``f"{_Said(...)}"``."""
+
+    make: Callable[[], str]
+
+    def __str__(self) -> str:
+        return self.make()
 
 
 def _write_patched(
@@ -241,7 +258,7 @@ def _write_patched(
                 f"{delta.path}: the target's signed frame {number} is not where frame {number - 1} ends"
             )
         position += frame.length
-        span, base = sources.span(number, frame, describe(number))
+        span, base = sources.span(number, frame, _Said(functools.partial(describe, number)))
         spans.append(span)
         from_base += base
     level = target.build.compression.level
