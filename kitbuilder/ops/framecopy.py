@@ -19,14 +19,18 @@ hashing, which is the floor. When the kernel cannot copy between the two files
 reads the run's frames in pieces, hashes and writes them at their place.
 Memory is flat: one ``PIECE`` buffer per worker, a bounded number of runs in
 flight. The output is not fsynced here: the caller fsyncs once, at the end, as
-``cp`` + ``sync`` does. (Starting writeback early, with POSIX_FADV_DONTNEED per
-checked run, made the final fsync free but the copy 2-3x slower here.)
+``cp`` + ``sync`` does; but each run, once hashed, is handed to the kernel to
+write back (``sync_file_range(SYNC_FILE_RANGE_WRITE)``: start writing, do not
+wait, keep the pages cached), so the disk writes while the next runs are copied
+and hashed and the final fsync finds little left (2 GiB kit, 1 GB file: fsync
+0.4-0.6 s -> under 0.03 s). (POSIX_FADV_DONTNEED per checked run did the same
+for the fsync but made the copy 2-3x slower here.)
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
+import functools
 import hashlib
 import os
 import threading
@@ -165,9 +169,12 @@ class _Copier:
         return digests
 
 
+@functools.cache
 def _writeback_call() -> Callable[[int, int, int], None] | None:
     """``sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)`` from the C library, or None where there is
-    none (Python's ``os`` does not offer it)."""
+    none (Python's ``os`` does not offer it). Looked up on first use, not when kit starts."""
+    import ctypes
+
     try:
         call = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
@@ -178,7 +185,6 @@ def _writeback_call() -> Callable[[int, int, int], None] | None:
 
 
 _SYNC_FILE_RANGE_WRITE = 2
-_WRITEBACK = _writeback_call() if os.environ.get("KIT_WRITEBACK", "sfr") == "sfr" else None
 
 
 def _start_writeback(out: int, offset: int, length: int) -> None:
@@ -186,10 +192,9 @@ def _start_writeback(out: int, offset: int, length: int) -> None:
     from the page cache). Only a hint: the caller's final fsync is what makes the file durable and reports any
     write error, but it then finds little left to write, so the disk works while the next runs are copied and
     hashed instead of after the last one (cp + sync waits for all of it at the end)."""
-    if _WRITEBACK is not None:
-        _WRITEBACK(out, offset, length)
-    elif os.environ.get("KIT_WRITEBACK") == "fadv":
-        os.posix_fadvise(out, offset, length, os.POSIX_FADV_DONTNEED)
+    call = _writeback_call()
+    if call is not None:
+        call(out, offset, length)
 
 
 def _reopen_for_reading(out: int) -> int | None:
