@@ -288,13 +288,12 @@ def _add_single(writer: KitWriter2, path: str, size: int, sha256: str, pieces: I
 
 @dataclass(frozen=True)
 class DeltaMetadata:
-    """A delta kit whose signed metadata is checked, with the open descriptor it was read through and its checked
-    target metadata.
+    """A delta kit whose signed metadata is checked, with the open descriptor it was read through, its full index
+    (checked against ``manifest``) and its checked target metadata.
 
-    Everything a patch takes from the delta is read through ``stream`` and checked
-    against ``manifest`` (the delta's signed manifest) or ``target``: the path is
-    never opened again, so a file renamed over it mid-run is never used.
-    ``index`` is the delta's full index, checked against ``manifest``.
+    Everything a patch takes from the delta is read through ``stream`` and checked against ``manifest`` (the delta's
+    signed manifest) or ``target``: the path is never opened again, so a file renamed over it mid-run is never used.
+    File mode: ``target_manifest`` lacks its files until ``target_files`` has read the target's file list.
     """
 
     path: Path
@@ -306,6 +305,14 @@ class DeltaMetadata:
     target_manifest: Manifest
     target_sha256: str
     carried: dict[str, MemberSpan]  # target frame digest -> the delta member carrying it (``carried_frames``)
+
+    def target_files(self, policy: TrustPolicy) -> Manifest:
+        """The target's signed manifest with its files: its file list read through ``stream``, bounded by the
+        signed count, parsed and checked against the manifest and SHA256SUMS as any kit's (``load_files``), the
+        signatures checked again with it (``check_signed_metadata``)."""
+        if not self.target.files_pending:
+            return self.target_manifest
+        return check_signed_metadata(self.target, policy)[2]
 
     def check_applies(self, base: Manifest, base_sha256: str, shown: object, *, allow_downgrade: bool) -> None:
         """PolicyError unless this delta turns exactly ``base`` (its manifest digest) into a newer kit of that name."""
@@ -335,12 +342,8 @@ class VerifiedDelta(DeltaMetadata):
 
 @contextlib.contextmanager
 def open_verified_delta(path: Path, options: VerifyOptions) -> Iterator[VerifiedDelta]:
-    """Open ``path`` once, verify it in full through that descriptor, check its target metadata; yield both.
-
-    The target's ``manifest.json`` must have the digest the delta signed as
-    ``targetManifestSha256`` (IntegrityError), and its signed metadata must
-    verify and pass the policy checks with the same trust.
-    """
+    """Open ``path`` once, verify it in full through that descriptor, check its target metadata (``_check_delta``);
+    yield both."""
     with open_kit(path) as stream:
         report = verify_kit(path, options, stream=stream)
         # Between verifying and using: kill/swap tests hook here; only ``stream`` is used from now on.
@@ -368,6 +371,7 @@ def open_delta_metadata(path: Path, options: VerifyOptions) -> Iterator[DeltaMet
         checked = check_kit_metadata(stream, options)
         faults.point("patch-verified")
         manifest = checked.manifest
+        # The target's file list is read by the caller (``target_files``), while it copies the payload.
         delta = _check_delta(path, stream, manifest, checked.metadata.location.index, options, keep_file_list=False)
         _check_carried_frames(delta, options.caps)
         if options.freshness is not None:
@@ -406,7 +410,9 @@ def _check_delta(
         raise full_kit_needed(path, "the delta")
     if info is None:
         raise UsageError(f"{path}: not a delta kit (its manifest has no delta block); use it as a full kit")
-    target = read_target_metadata(stream, options.caps, index=index, keep_file_list=keep_file_list)
+    target = read_target_metadata(
+        stream, options.caps, index=index, keep_file_list=keep_file_list, defer_files=not keep_file_list
+    )
     target_sha256 = hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest()
     if info.target_manifest_sha256 is None:
         raise FormatError(
@@ -418,7 +424,7 @@ def _check_delta(
             f"{path}: {TARGET_DIR}/{MANIFEST_JSON} has SHA-256 {target_sha256[:16]}…, the delta signed "
             f"{info.target_manifest_sha256[:16]}… as its target; the delta is corrupt, obtain it again"
         )
-    _, _, target_manifest = check_signed_metadata(target, options.policy)
+    _, _, target_manifest = check_signed_metadata(target, options.policy, files=keep_file_list)
     check_policy(target_manifest, options)
     carried = carried_frames(manifest, path)
     return DeltaMetadata(

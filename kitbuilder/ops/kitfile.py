@@ -150,11 +150,17 @@ def located_index(stream: BinaryIO, caps: Caps) -> KitIndex:
 
 
 def read_target_metadata(
-    stream: BinaryIO, caps: Caps, *, index: KitIndex | None = None, keep_file_list: bool = True
+    stream: BinaryIO,
+    caps: Caps,
+    *,
+    index: KitIndex | None = None,
+    keep_file_list: bool = True,
+    defer_files: bool = False,
 ) -> Metadata:
     """The new kit's metadata a delta carries under ``delta/target/``, read through the delta's index (its payload
     members placed by the delta's own file list; ``index``: that full index, when the caller has read it), file
-    list included (its bytes kept in ``members`` unless ``keep_file_list`` is False: parsed as read, not held)."""
+    list included (its bytes kept in ``members`` unless ``keep_file_list`` is False: parsed as read, not held),
+    unless ``defer_files``: then the caller reads it later (``load_files``, after the signatures)."""
     if index is None:
         index = read_metadata(stream, caps).location.index
     prefix = f"{TARGET_DIR}/"
@@ -182,7 +188,8 @@ def read_target_metadata(
         file_list_name=prefix + FILE_LIST,
         keep_file_list=keep_file_list,
     )
-    load_files(metadata)
+    if not defer_files:
+        load_files(metadata)
     return metadata
 
 

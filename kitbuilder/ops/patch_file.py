@@ -17,6 +17,7 @@ import functools
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from kitbuilder.ops.confined import Directory, host_error
 from kitbuilder.ops.delta import DeltaMetadata, open_delta_metadata
 from kitbuilder.ops.frame_reuse import check_full_kit, full_kit_needed
 from kitbuilder.ops.framecopy import Span, copy_frames
-from kitbuilder.ops.kitfile import TARGET_DIR, open_kit, read_metadata
+from kitbuilder.ops.kitfile import TARGET_DIR, Metadata, open_kit, read_metadata
 from kitbuilder.ops.verify import VerifyOptions, verify_kit
 
 
@@ -85,7 +86,7 @@ def patch_kit(
                 return PatchResult(output, delta.target_manifest, 0, 0, 0, already_patched=True)
             delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
             sources = _Sources(delta, base_path, base_stream, base_manifest)
-            result = _write_patched(directory, output, delta, sources, threads, caps)
+            result = _write_patched(directory, output, delta, sources, threads, options)
             faults.point("patch-file-renamed")
             return result
 
@@ -202,26 +203,66 @@ class _Sources:
         )
 
 
+class _Stopped(Exception):
+    """The copy was asked to stop (the target's file list failed its checks): its error is the one raised."""
+
+
+class _Copy:
+    """``copy_frames`` on a thread of its own; ``result`` waits for it and raises what it raised."""
+
+    def __init__(self, spans: list[Span], out: int, shown: str, threads: int) -> None:
+        self._stopping = threading.Event()
+        self._end = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(spans, out, shown, threads), name="kit-patch-copy")
+        self._thread.start()
+
+    def _run(self, spans: list[Span], out: int, shown: str, threads: int) -> None:
+        try:
+            self._end = copy_frames(spans, out, 0, out_name=shown, threads=threads, on_run=self._after_run)
+        except BaseException as exc:  # handed to the main thread by result()
+            self._error = exc
+
+    def _after_run(self) -> None:
+        faults.point("patch-file-frames")
+        if self._stopping.is_set():
+            raise _Stopped
+
+    def stop(self) -> None:
+        """Stop handing out runs and wait until no worker writes to the output any more (its descriptor is closed
+        next, and its number may then name another file)."""
+        self._stopping.set()
+        self._thread.join()
+
+    def result(self) -> int:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._end
+
+
 class _Names:
     """What each target payload frame holds, for messages: its first member and how many more (a group), or a
     large member's header or chunk. Worked out on the first call only (one pass over the signed file list, a
     dictionary entry per frame): a patch that succeeds names no frame. The layout itself is checked when the index
     is built (``check_tiling``), not here."""
 
-    def __init__(self, target: Manifest) -> None:
-        self._target = target
+    def __init__(self, target: Metadata) -> None:
+        self._target = target  # its manifest gains its files once the file list is read (Metadata.files_pending)
         self._first: dict[int, tuple[FileEntry, int]] | None = None
         self._starts: list[int] = []
 
     def __call__(self, number: int) -> str:
+        if self._target.files_pending:
+            return f"frame {number}"
         if self._first is None:
             self._first = {}
-            for entry in self._target.files:
+            for entry in self._target.manifest.files:
                 at = entry.frame or 0
                 found = self._first.get(at)
                 self._first[at] = (entry, 1) if found is None else (found[0], found[1] + 1)
             self._starts = sorted(self._first)
-        frames = self._target.frames
+        frames = self._target.manifest.frames
         found = self._first.get(number)
         if found is None:  # a chunk: of the large member whose header frame comes last before it
             before = self._starts[max(0, bisect.bisect_left(self._starts, number) - 1)] if self._starts else number
@@ -245,14 +286,14 @@ class _Said:
 
 
 def _write_patched(
-    directory: Directory, output: Path, delta: DeltaMetadata, sources: _Sources, threads: int, caps: Caps
+    directory: Directory, output: Path, delta: DeltaMetadata, sources: _Sources, threads: int, options: VerifyOptions
 ) -> PatchResult:
-    target = delta.target_manifest
-    describe = _Names(target)
+    head = delta.target_manifest  # signed; its file list is read while the payload is copied
+    describe = _Names(delta.target)
     spans: list[Span] = []
     from_base = 0
     position = 0
-    for number, frame in enumerate(target.frames):
+    for number, frame in enumerate(head.frames):
         if frame.offset != position:
             raise IntegrityError(
                 f"{delta.path}: the target's signed frame {number} is not where frame {number - 1} ends"
@@ -261,13 +302,21 @@ def _write_patched(
         span, base = sources.span(number, frame, _Said(functools.partial(describe, number)))
         spans.append(span)
         from_base += base
-    level = target.build.compression.level
+    level = head.build.compression.level
     shown = str(output)
+    caps = options.caps
     with directory.atomic_file(output.name) as out:
         out.flush()
-        end = copy_frames(
-            spans, out.fileno(), 0, out_name=shown, threads=threads, on_run=lambda: faults.point("patch-file-frames")
-        )
+        # The payload is copied and hashed by worker threads while this thread reads and checks the target's file
+        # list (nothing of it is needed to copy frames by digest): what was a wait before the copy runs beside it.
+        # Nothing is renamed unless both succeed; on any failure the copy is stopped before the file is closed.
+        copy = _Copy(spans, out.fileno(), shown, threads)
+        try:
+            target = delta.target_files(options.policy)
+        except BaseException:
+            copy.stop()
+            raise
+        end = copy.result()
         out.seek(end)
         written = list(target.frames)
         metadata: list[MemberEntry] = []  # the payload members are the target's file list's, made on access
