@@ -10,6 +10,7 @@ patch copies from the delta verbatim (the only frames of the delta it copies tha
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,10 +23,11 @@ from kitbuilder.archive import layout, zstdframes
 from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.filelist import FILE_LIST
-from kitbuilder.core.manifest import SHA256SUMS
+from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from tests.factories.apply_runs import wait_for
 from tests.factories.cli import run_kit
+from tests.factories.deltas import craft_delta
 from tests.factories.hostile import RELEASE
 from tests.factories.keys import write_pair
 
@@ -38,6 +40,7 @@ class Release:
     base: Path
     full: Path
     delta: Path
+    key: Path
     public: Path
 
 
@@ -67,7 +70,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
     assert run_kit("build", spec, "--key", key, "--out", full, "-q", env=EPOCH).exit_code == 0
     built = run_kit("build", spec, "--key", key, "--delta-from", base, "--out", delta, "-q", env=EPOCH)
     assert built.exit_code == 0, built.output
-    return Release(base, full, delta, public)
+    return Release(base, full, delta, key, public)
 
 
 def _spans(kit: Path) -> dict[str, MemberSpan]:
@@ -199,3 +202,19 @@ def test_a_delta_whose_index_frames_do_not_tile_is_refused(release: Release, tmp
     out = tmp_path / "new.kit.tar.zst"
     result = _patch(release, crafted, out)
     _refused(result, 5, out, "frame")
+
+
+def test_a_target_file_list_refused_while_the_payload_is_copied_leaves_nothing(
+    release: Release, tmp_path: Path
+) -> None:
+    """The target's file list is read while worker threads copy the payload: a list that is not the one its signed
+    manifest names stops the copy and the patch, with the list's error and nothing under the output's name."""
+    with open_kit(release.full) as stream:
+        target = json.loads(read_metadata(stream, Caps()).members[MANIFEST_JSON])
+    record = dict(target["fileList"], sha256="0" * 64)
+    delta = craft_delta(
+        release.key, release.base, release.full, tmp_path / "d.kit.tar.zst", edit_target={"fileList": record}
+    )
+    out = tmp_path / "new.kit.tar.zst"
+    result = _patch(release, delta, out)
+    _refused(result, 4, out, f"{TARGET}/{FILE_LIST}", "fileList.sha256")
