@@ -98,23 +98,23 @@ def copy_frames(
     copier = _Copier(out, out_name, kernel_copy)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-frames") as pool:
-            pending: deque[tuple[list[Span], Future[list[str]]]] = deque()
+            pending: deque[tuple[list[Span], int, Future[list[str]]]] = deque()
             try:
                 position = at
                 for run in _runs(spans):
-                    pending.append((run, pool.submit(copier.run, run, position)))
+                    pending.append((run, position, pool.submit(copier.run, run, position)))
                     position += sum(span.length for span in run)
                     if on_run is not None:
                         on_run()
                     # A few runs queued per worker keep every worker busy without reading far past a failure.
                     while len(pending) > 2 * workers:
-                        _check(*pending.popleft())
+                        _check(out, *pending.popleft())
                 while pending:
-                    _check(*pending.popleft())
+                    _check(out, *pending.popleft())
                 return position
             finally:
                 copier.stop.set()
-                for _, job in pending:
+                for _, _, job in pending:
                     job.cancel()
     finally:
         # Closed only after the pool has stopped: jobs may still be reading through it until then.
@@ -148,11 +148,6 @@ class _Copier:
         """Copy one run to ``position`` and return the digest of each of its frames as written."""
         if self.stop.is_set():
             return []  # an earlier run failed: its error is the one raised; this one is not needed
-        digests = self._copy(run, position)
-        _start_writeback(self.out, position, sum(span.length for span in run))
-        return digests
-
-    def _copy(self, run: list[Span], position: int) -> list[str]:
         buffer = self._buffer()
         if self.reader is not None and run[0].source not in self.refused:
             if _kernel_copy(run, self.out, position, self.out_name):
@@ -294,10 +289,13 @@ def _copy_piecewise(span: Span, out: int, position: int, out_name: str, buffer: 
     return digest.hexdigest()
 
 
-def _check(run: list[Span], job: Future[list[str]]) -> None:
+def _check(out: int, run: list[Span], position: int, job: Future[list[str]]) -> None:
+    """The run's frames as written must have their signed digests; then the run is handed to writeback (here, not
+    on a worker: the call may wait while the disk's queue is full, and the workers keep copying meanwhile)."""
     for span, got in zip(run, job.result(), strict=True):
         if got != span.sha256:
             raise IntegrityError(
                 f"{span.name}: compressed frames differ from their signed digest (expected sha256 "
                 f"{span.sha256[:16]}…, got {got[:16]}…); not copied: {span.source_name} is damaged, obtain it again"
             )
+    _start_writeback(out, position, sum(span.length for span in run))
