@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
 from typing import Any, overload
 
 from kitbuilder.archive import layout, metadata_members
@@ -105,12 +107,18 @@ class MemberList(Sequence[MemberEntry]):
     writer's records) and the metadata members after them. A kit of a million files is not a million entry objects
     held side by side: each is made when it is looked at, its path the list's own string."""
 
-    __slots__ = ("_count", "_payload", "metadata")
+    __slots__ = ("_count", "_payload", "_table", "metadata")
 
     def __init__(self, count: int, payload: Callable[[int], MemberEntry], metadata: tuple[MemberEntry, ...]) -> None:
         self._count = count
         self._payload = payload
         self.metadata = metadata
+        self._table: FileTable | None = None  # the columns ``payload`` reads (check_members reads them, not entries)
+
+    def placements(self) -> Iterator[tuple[int, int, int]]:
+        """Each member's (frame, at, size), in order; from a file table's columns, without making the entries."""
+        rows = self._table.placements() if self._table else map(_placement, map(self._payload, range(self._count)))
+        return chain(rows, map(_placement, self.metadata))
 
     @classmethod
     def of_files(cls, files: Sequence[FileEntry], metadata: tuple[MemberEntry, ...]) -> MemberList:
@@ -123,7 +131,9 @@ class MemberList(Sequence[MemberEntry]):
                     paths[number], table.frame(number), table.at(number), table.size(number), table.sha256(number)
                 )
 
-            return cls(len(table), made, metadata)
+            members = cls(len(table), made, metadata)
+            members._table = table
+            return members
         return cls(len(files), lambda n: _member_of(files[n]), metadata)
 
     def __len__(self) -> int:
@@ -156,6 +166,9 @@ class MemberList(Sequence[MemberEntry]):
         return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
 
     __hash__ = None  # type: ignore[assignment]
+
+
+_placement: Callable[[IndexEntry | MemberEntry], tuple[int, int, int]] = attrgetter("frame", "at", "size")
 
 
 def _member_of(entry: FileEntry) -> MemberEntry:
@@ -440,47 +453,47 @@ class KitIndex:
             raise ArchiveError(f"kit index: end frame decompresses to {frames[self.end].size} bytes, not 1024")
 
     def check_members(self, *, start: int) -> None:
-        """Format 2: the member part of ``check_tiling``, the members tiling the frames from frame ``start`` (0
-        for a complete index; an index as read starts at its first metadata member) to the end-of-archive frame."""
-        frames = self.frames
-        frame = start  # the frame the next member's header must be in
-        at = 0  # where in it
-        for member in self.members:
-            assert isinstance(member, MemberEntry)
-            where = f"kit index: member {member.path}"
-            if (member.frame, member.at) != (frame, at):
-                raise ArchiveError(
-                    f"{where}: header at frame {member.frame} byte {member.at}, but the member before it ends "
-                    f"at frame {frame} byte {at}"
-                )
-            if frame >= self.end:
-                raise ArchiveError(f"{where}: lies in or after the end-of-archive frame")
-            size = frames[frame].size
-            whole = layout.member_bytes(member.size)
-            if at + whole <= size:
-                at += whole
-            elif at == 0 and size == layout.BLOCK:
-                left = layout.padded(member.size)
-                frame += 1
-                while left > 0:
-                    if frame >= self.end:
-                        raise ArchiveError(f"{where}: data runs into the end-of-archive frame")
-                    if frames[frame].size > left:
-                        raise ArchiveError(
-                            f"{where}: frame {frame} holds {frames[frame].size} bytes, more than the "
-                            f"{left} left of the member's data"
-                        )
-                    left -= frames[frame].size
+        """Format 2: the member part of ``check_tiling``: the members tile the frames from frame ``start`` (0 for a
+        complete index; an index as read: its first metadata member's) to the end-of-archive frame."""
+        frames, members, number = self.frames, self.members, 0
+        frame, at = start, 0  # the frame the next member's header must be in, and where in it
+        placements = members.placements() if isinstance(members, MemberList) else map(_placement, members)
+        try:  # a kit of a million files: one tuple per member from the columns, a member's path only for a message
+            for number, (member_frame, member_at, member_size) in enumerate(placements):  # noqa: B007
+                if (member_frame, member_at) != (frame, at):
+                    raise ArchiveError(
+                        f"header at frame {member_frame} byte {member_at}, but the member before it ends at frame "
+                        f"{frame} byte {at}"
+                    )
+                if frame >= self.end:
+                    raise ArchiveError("lies in or after the end-of-archive frame")
+                size, whole = frames[frame].size, layout.member_bytes(member_size)
+                if at + whole <= size:
+                    at += whole
+                elif at == 0 and size == layout.BLOCK:
+                    left = layout.padded(member_size)
                     frame += 1
-                at = 0
-                continue
-            else:
-                raise ArchiveError(
-                    f"{where}: {whole} bytes from byte {at} overrun frame {frame} ({size} bytes), and the "
-                    "frame does not hold its header alone"
-                )
-            if at == size:
-                frame, at = frame + 1, 0
+                    while left > 0:
+                        if frame >= self.end:
+                            raise ArchiveError("data runs into the end-of-archive frame")
+                        if frames[frame].size > left:
+                            raise ArchiveError(
+                                f"frame {frame} holds {frames[frame].size} bytes, more than the {left} left of the "
+                                "member's data"
+                            )
+                        left -= frames[frame].size
+                        frame += 1
+                    at = 0
+                    continue
+                else:
+                    raise ArchiveError(
+                        f"{whole} bytes from byte {at} overrun frame {frame} ({size} bytes), and the frame does not "
+                        "hold its header alone"
+                    )
+                if at == size:
+                    frame, at = frame + 1, 0
+        except ArchiveError as exc:
+            raise ArchiveError(f"kit index: member {members[number].path}: {exc.message}") from None
         if (frame, at) != (self.end, 0):
             raise ArchiveError(
                 f"kit index: members end at frame {frame} byte {at}, but the end-of-archive frame is frame {self.end}"

@@ -20,6 +20,7 @@ import re
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, overload
 
 from kitbuilder.core import jsonio, paths
@@ -237,6 +238,22 @@ class FileTable(Sequence[FileEntry]):
 
     def payload_bytes(self) -> int:
         return sum(self._sizes)
+
+    def placements(self) -> Iterator[tuple[int, int, int]]:
+        """Each file's (frame, at, size), in order, from the columns (no entry object made per file)."""
+        return zip(self._frames, self._ats, self._sizes, strict=True)
+
+    def kind_totals(self) -> list[tuple[str, str, int, int]]:
+        """(role, component, files, bytes) for each run of files of one role and component, in order: the runs are
+        found and summed at C speed (a list of a million files holds a handful of runs)."""
+        totals: list[tuple[str, str, int, int]] = []
+        start = 0
+        for kind, run in groupby(self._kinds):
+            count = len(list(run))
+            role, component = self._kind_list[kind]
+            totals.append((role, component, count, sum(self._sizes[start : start + count])))
+            start += count
+        return totals
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):

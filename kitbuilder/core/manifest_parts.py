@@ -18,6 +18,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from kitbuilder.core.fields import IDENTIFIER, INT64_MAX, TABLE, Fields, integer, show, type_name
+from kitbuilder.core.filelist import FileTable
 from kitbuilder.errors import FormatError, IntegrityError
 
 if TYPE_CHECKING:
@@ -339,12 +340,19 @@ class ComponentPayload:
 def count_payloads(files: Iterable[FileEntry]) -> dict[str, ComponentPayload]:
     """Each component's totals (by component id) as ``files`` give them, in one pass over them."""
     counted: dict[str, dict[str, list[int]]] = {}
-    # Files come in archive order, where a component's files (of one role) are runs: one step per run, not per file.
-    for (component, role), run in groupby(files, key=attrgetter("component", "role")):
-        sizes = [entry.size for entry in run]
+    # Files come in archive order, where a component's files (of one role) are runs: one step per run, not per file
+    # (a parsed file list finds its runs in its columns, without an entry object per file).
+    if isinstance(files, FileTable):
+        runs = files.kind_totals()
+    else:
+        runs = []
+        for (component, role), run in groupby(files, key=attrgetter("component", "role")):
+            sizes = [entry.size for entry in run]
+            runs.append((role, component, len(sizes), sum(sizes)))
+    for role, component, count, size in runs:
         totals = counted.setdefault(component, {}).setdefault(role, [0, 0])
-        totals[0] += len(sizes)
-        totals[1] += sum(sizes)
+        totals[0] += count
+        totals[1] += size
     payloads: dict[str, ComponentPayload] = {}
     for component, roles in counted.items():
         by_role = tuple((role, PayloadTotals(n, size)) for role, (n, size) in sorted(roles.items()))

@@ -19,13 +19,18 @@ hashing, which is the floor. When the kernel cannot copy between the two files
 reads the run's frames in pieces, hashes and writes them at their place.
 Memory is flat: one ``PIECE`` buffer per worker, a bounded number of runs in
 flight. The output is not fsynced here: the caller fsyncs once, at the end, as
-``cp`` + ``sync`` does. (Starting writeback early, with POSIX_FADV_DONTNEED per
-checked run, made the final fsync free but the copy 2-3x slower here.)
+``cp`` + ``sync`` does; but each run, once hashed, is handed to the kernel to
+write back (``sync_file_range(SYNC_FILE_RANGE_WRITE)``: start writing, do not
+wait, keep the pages cached), so the disk writes while the next runs are copied
+and hashed and the final fsync finds little left (2 GiB kit, 1 GB file: fsync
+0.4-0.6 s -> under 0.03 s). (POSIX_FADV_DONTNEED per checked run did the same
+for the fsync but made the copy 2-3x slower here.)
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import threading
@@ -50,14 +55,16 @@ class Span:
     """One frame to copy: ``length`` bytes at ``offset`` of the open file ``source`` (read by offset only).
 
     ``sha256`` is the signed digest of exactly those bytes; ``name`` is what an error calls the frame
-    (for example ``base.kit.tar.zst frame 12``) and ``source_name`` the file it is read from.
+    (for example ``base.kit.tar.zst frame 12``), any object whose ``str()`` says it: made only for an error, so a
+    caller naming frames by the files they hold need not work that out for every frame; ``source_name`` is the
+    file it is read from.
     """
 
     source: int
     offset: int
     length: int
     sha256: str
-    name: str
+    name: object
     source_name: str
 
 
@@ -91,23 +98,23 @@ def copy_frames(
     copier = _Copier(out, out_name, kernel_copy)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-frames") as pool:
-            pending: deque[tuple[list[Span], Future[list[str]]]] = deque()
+            pending: deque[tuple[list[Span], int, Future[list[str]]]] = deque()
             try:
                 position = at
                 for run in _runs(spans):
-                    pending.append((run, pool.submit(copier.run, run, position)))
+                    pending.append((run, position, pool.submit(copier.run, run, position)))
                     position += sum(span.length for span in run)
                     if on_run is not None:
                         on_run()
                     # A few runs queued per worker keep every worker busy without reading far past a failure.
                     while len(pending) > 2 * workers:
-                        _check(*pending.popleft())
+                        _check(out, *pending.popleft())
                 while pending:
-                    _check(*pending.popleft())
+                    _check(out, *pending.popleft())
                 return position
             finally:
                 copier.stop.set()
-                for _, job in pending:
+                for _, _, job in pending:
                     job.cancel()
     finally:
         # Closed only after the pool has stopped: jobs may still be reading through it until then.
@@ -155,6 +162,34 @@ class _Copier:
             digests.append(_copy_piecewise(span, self.out, position, self.out_name, buffer))
             position += span.length
         return digests
+
+
+@functools.cache
+def _writeback_call() -> Callable[[int, int, int], None] | None:
+    """``sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)`` from the C library, or None where there is
+    none (Python's ``os`` does not offer it). Looked up on first use, not when kit starts."""
+    import ctypes
+
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return lambda fd, offset, length: call(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(out: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a checked run to disk now, without waiting for it (and without dropping it
+    from the page cache). Only a hint: the caller's final fsync is what makes the file durable and reports any
+    write error, but it then finds little left to write, so the disk works while the next runs are copied and
+    hashed instead of after the last one (cp + sync waits for all of it at the end)."""
+    call = _writeback_call()
+    if call is not None:
+        call(out, offset, length)
 
 
 def _reopen_for_reading(out: int) -> int | None:
@@ -254,10 +289,13 @@ def _copy_piecewise(span: Span, out: int, position: int, out_name: str, buffer: 
     return digest.hexdigest()
 
 
-def _check(run: list[Span], job: Future[list[str]]) -> None:
+def _check(out: int, run: list[Span], position: int, job: Future[list[str]]) -> None:
+    """The run's frames as written must have their signed digests; then the run is handed to writeback (here, not
+    on a worker: the call may wait while the disk's queue is full, and the workers keep copying meanwhile)."""
     for span, got in zip(run, job.result(), strict=True):
         if got != span.sha256:
             raise IntegrityError(
                 f"{span.name}: compressed frames differ from their signed digest (expected sha256 "
                 f"{span.sha256[:16]}…, got {got[:16]}…); not copied: {span.source_name} is damaged, obtain it again"
             )
+    _start_writeback(out, position, sum(span.length for span in run))

@@ -154,10 +154,20 @@ def located_index(stream: BinaryIO, caps: Caps) -> KitIndex:
     return read_metadata(stream, caps).location.index
 
 
-def read_target_metadata(stream: BinaryIO, caps: Caps) -> Metadata:
+def read_target_metadata(
+    stream: BinaryIO,
+    caps: Caps,
+    *,
+    index: KitIndex | None = None,
+    keep_file_list: bool = True,
+    defer_files: bool = False,
+) -> Metadata:
     """The new kit's metadata a delta carries under ``delta/target/``, read through the delta's index (its payload
-    members placed by the delta's own file list), file list included."""
-    index = read_metadata(stream, caps).location.index
+    members placed by the delta's own file list; ``index``: that full index, when the caller has read it), file
+    list included (its bytes kept in ``members`` unless ``keep_file_list`` is False: parsed as read, not held),
+    unless ``defer_files``: then the caller reads it later (``load_files``, after the signatures)."""
+    if index is None:
+        index = read_metadata(stream, caps).location.index
     prefix = f"{TARGET_DIR}/"
     sizes = {path[len(prefix) :]: size for path, size in index.sizes().items() if path.startswith(prefix)}
 
@@ -181,9 +191,10 @@ def read_target_metadata(stream: BinaryIO, caps: Caps) -> Metadata:
         manifest=manifest,
         read_file_list=read_list,
         file_list_name=prefix + FILE_LIST,
-        keep_file_list=True,
+        keep_file_list=keep_file_list,
     )
-    load_files(metadata)
+    if not defer_files:
+        load_files(metadata)
     return metadata
 
 

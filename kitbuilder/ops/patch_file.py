@@ -13,27 +13,30 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from kitbuilder import faults
 from kitbuilder.archive import layout, reader, tarfmt, zstdframes
-from kitbuilder.archive.index import KitIndex, MemberEntry, MemberList
+from kitbuilder.archive.index import KitIndex, MemberEntry, MemberList, MemberSpan
 from kitbuilder.archive.locate import Caps
 from kitbuilder.archive.writer2 import compress_frame, metadata_frames
 from kitbuilder.atomic import check_target
-from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest, MetadataBudget
+from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest, MetadataBudget, metadata_names
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import Directory, host_error
-from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
+from kitbuilder.ops.delta import DeltaMetadata, open_delta_metadata
 from kitbuilder.ops.frame_reuse import check_full_kit, full_kit_needed
 from kitbuilder.ops.framecopy import Span, copy_frames
-from kitbuilder.ops.kitfile import open_kit, read_metadata
+from kitbuilder.ops.kitfile import TARGET_DIR, Metadata, open_kit, read_metadata
 from kitbuilder.ops.verify import VerifyOptions, verify_kit
 
 
@@ -67,7 +70,7 @@ def patch_kit(
             f"--out {output}: is a directory; name the new kit file (for example {output}/NEW.kit.tar.zst)"
         )
     check_target(output)  # as for every output: its directory must exist; kit creates none the user did not name
-    with open_verified_delta(delta_path, options) as delta, open_kit(base_path) as base_stream:
+    with open_delta_metadata(delta_path, options) as delta, open_kit(base_path) as base_stream:
         base_manifest, base_sha256 = _base_manifest(base_stream, caps, base_path)
         with (
             _output_directory(output) as directory,
@@ -83,7 +86,7 @@ def patch_kit(
                 return PatchResult(output, delta.target_manifest, 0, 0, 0, already_patched=True)
             delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
             sources = _Sources(delta, base_path, base_stream, base_manifest)
-            result = _write_patched(directory, output, delta, sources, threads)
+            result = _write_patched(directory, output, delta, sources, threads, options)
             faults.point("patch-file-renamed")
             return result
 
@@ -138,7 +141,7 @@ def _check_in_place(directory: Directory, output: Path, base_stream: BinaryIO) -
 
 
 def _holds_target(
-    directory: Directory, output: Path, delta: VerifiedDelta, options: VerifyOptions, base_stream: BinaryIO
+    directory: Directory, output: Path, delta: DeltaMetadata, options: VerifyOptions, base_stream: BinaryIO
 ) -> bool:
     """True when ``output`` already is the delta's target kit, verified in full through one descriptor.
 
@@ -166,7 +169,7 @@ def _holds_target(
 class _Sources:
     """Where each frame digest can be copied from: the base's signed frames, then the delta's."""
 
-    def __init__(self, delta: VerifiedDelta, base_path: Path, base_stream: BinaryIO, base: Manifest) -> None:
+    def __init__(self, delta: DeltaMetadata, base_path: Path, base_stream: BinaryIO, base: Manifest) -> None:
         self.delta = delta
         self.base_path = base_path
         self.base_fd = base_stream.fileno()
@@ -177,7 +180,7 @@ class _Sources:
         # name when the delta was opened): the same frames directory mode takes, by the same digests.
         self.shipped = {digest: span.frames[1] for digest, span in delta.carried.items()}
 
-    def span(self, number: int, frame: FrameEntry, what: str) -> tuple[Span, bool]:
+    def span(self, number: int, frame: FrameEntry, what: object) -> tuple[Span, bool]:
         """The span that copies target frame ``number``, and whether it comes from the base."""
         # Base first: its frames lie in target order, so long runs of them are one kernel copy each.
         for table, fd, name, from_base in (
@@ -192,77 +195,134 @@ class _Sources:
                     f"{name}: frame at offset {found.offset} has the digest of target frame {number} ({what}) but "
                     f"{found.length} bytes (decoding to {found.size}), the target signs {frame.length} ({frame.size})"
                 )
-            return Span(fd, found.offset, found.length, frame.sha256, f"{name}: frame of {what}", name), from_base
+            label = _Said(functools.partial("{}: frame of {}".format, name, what))
+            return Span(fd, found.offset, found.length, frame.sha256, label, name), from_base
         raise IntegrityError(
             f"{self.delta.path}: target frame {number} ({what}, sha256 {frame.sha256[:16]}…) is neither in the base "
             f"{self.base_path} nor in the delta; the delta was not made for this base: obtain the matching one"
         )
 
 
+class _Stopped(Exception):
+    """The copy was asked to stop (the target's file list failed its checks): its error is the one raised."""
+
+
+class _Copy:
+    """``copy_frames`` on a thread of its own; ``result`` waits for it and raises what it raised."""
+
+    def __init__(self, spans: list[Span], out: int, shown: str, threads: int) -> None:
+        self._stopping = threading.Event()
+        self._end = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(spans, out, shown, threads), name="kit-patch-copy")
+        self._thread.start()
+
+    def _run(self, spans: list[Span], out: int, shown: str, threads: int) -> None:
+        try:
+            self._end = copy_frames(spans, out, 0, out_name=shown, threads=threads, on_run=self._after_run)
+        except BaseException as exc:  # handed to the main thread by result()
+            self._error = exc
+
+    def _after_run(self) -> None:
+        faults.point("patch-file-frames")
+        if self._stopping.is_set():
+            raise _Stopped
+
+    def stop(self) -> None:
+        """Stop handing out runs and wait until no worker writes to the output any more (its descriptor is closed
+        next, and its number may then name another file)."""
+        self._stopping.set()
+        self._thread.join()
+
+    def result(self) -> int:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._end
+
+
 class _Names:
     """What each target payload frame holds, for messages: its first member and how many more (a group), or a
-    large member's header or chunk. One pass over the signed file list, a dictionary entry per frame: the layout
-    itself is checked when the index is built (``check_tiling``), not here."""
+    large member's header or chunk. Worked out on the first call only (one pass over the signed file list, a
+    dictionary entry per frame): a patch that succeeds names no frame. The layout itself is checked when the index
+    is built (``check_tiling``), not here."""
 
-    def __init__(self, target: Manifest) -> None:
-        self._frames = target.frames
-        self._first: dict[int, tuple[FileEntry, int]] = {}
-        for entry in target.files:
-            number = entry.frame or 0
-            found = self._first.get(number)
-            self._first[number] = (entry, 1) if found is None else (found[0], found[1] + 1)
-        self._starts = sorted(self._first)
+    def __init__(self, target: Metadata) -> None:
+        self._target = target  # its manifest gains its files once the file list is read (Metadata.files_pending)
+        self._first: dict[int, tuple[FileEntry, int]] | None = None
+        self._starts: list[int] = []
 
     def __call__(self, number: int) -> str:
+        if self._target.files_pending:
+            return f"frame {number}"
+        if self._first is None:
+            self._first = {}
+            for entry in self._target.manifest.files:
+                at = entry.frame or 0
+                found = self._first.get(at)
+                self._first[at] = (entry, 1) if found is None else (found[0], found[1] + 1)
+            self._starts = sorted(self._first)
+        frames = self._target.manifest.frames
         found = self._first.get(number)
         if found is None:  # a chunk: of the large member whose header frame comes last before it
-            before = self._starts[max(0, bisect.bisect_left(self._starts, number) - 1)]
+            before = self._starts[max(0, bisect.bisect_left(self._starts, number) - 1)] if self._starts else number
             return (
                 f"{self._first[before][0].path} chunk {number - before - 1}" if before < number else f"frame {number}"
             )
         entry, count = found
-        if number < len(self._frames) and entry.at + layout.member_bytes(entry.size) > self._frames[number].size:
+        if number < len(frames) and entry.at + layout.member_bytes(entry.size) > frames[number].size:
             return f"{entry.path} header"
         return entry.path + (f" and {count - 1} more" if count > 1 else "")
 
 
+@dataclass(frozen=True)
+class _Said:
+    """Text made when it is shown (an error message), not when the frame is planned: ``f"{_Said(...)}"``."""
+
+    make: Callable[[], str]
+
+    def __str__(self) -> str:
+        return self.make()
+
+
 def _write_patched(
-    directory: Directory, output: Path, delta: VerifiedDelta, sources: _Sources, threads: int
+    directory: Directory, output: Path, delta: DeltaMetadata, sources: _Sources, threads: int, options: VerifyOptions
 ) -> PatchResult:
-    target = delta.target_manifest
-    describe = _Names(target)
+    head = delta.target_manifest  # signed; its file list is read while the payload is copied
+    describe = _Names(delta.target)
     spans: list[Span] = []
     from_base = 0
     position = 0
-    for number, frame in enumerate(target.frames):
+    for number, frame in enumerate(head.frames):
         if frame.offset != position:
             raise IntegrityError(
                 f"{delta.path}: the target's signed frame {number} is not where frame {number - 1} ends"
             )
         position += frame.length
-        span, base = sources.span(number, frame, describe(number))
+        span, base = sources.span(number, frame, _Said(functools.partial(describe, number)))
         spans.append(span)
         from_base += base
-    level = target.build.compression.level
+    level = head.build.compression.level
     shown = str(output)
+    caps = options.caps
     with directory.atomic_file(output.name) as out:
         out.flush()
-        end = copy_frames(
-            spans, out.fileno(), 0, out_name=shown, threads=threads, on_run=lambda: faults.point("patch-file-frames")
-        )
+        # The payload is copied and hashed by worker threads while this thread reads and checks the target's file
+        # list (nothing of it is needed to copy frames by digest): what was a wait before the copy runs beside it.
+        # Nothing is renamed unless both succeed; on any failure the copy is stopped before the file is closed.
+        copy = _Copy(spans, out.fileno(), shown, threads)
+        try:
+            target = delta.target_files(options.policy)
+        except BaseException:
+            copy.stop()
+            raise
+        end = copy.result()
         out.seek(end)
         written = list(target.frames)
         metadata: list[MemberEntry] = []  # the payload members are the target's file list's, made on access
         position = end
-        for name, data in delta.target.members.items():
-            metadata.append(MemberEntry(name, len(written), 0, len(data), hashlib.sha256(data).hexdigest()))
-            for raw in metadata_frames(name, len(data), (data,)):  # one frame, or a header frame and data frames
-                frame_bytes = compress_frame(raw, level)
-                out.write(frame_bytes)
-                written.append(
-                    FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest())
-                )
-                position += len(frame_bytes)
+        for name in _metadata_order(delta):
+            position = _write_member(out, name, delta, written, metadata, position, level, shown, threads, caps)
             faults.point("patch-file-member")
         closing = compress_frame(tarfmt.END_OF_ARCHIVE, level)
         out.write(closing)
@@ -283,3 +343,85 @@ def _write_patched(
         except OSError as exc:
             raise host_error(exc, shown, "write") from exc
     return PatchResult(output, target, from_base, len(target.frames) - from_base, size)
+
+
+def _metadata_order(delta: DeltaMetadata) -> tuple[str, ...]:
+    """The target's metadata members in the order a build writes them (its file list is not held in memory)."""
+    members = list(delta.target.members)
+    if delta.target_manifest.file_list is not None and FILE_LIST not in delta.target.members:
+        members.append(FILE_LIST)
+    return metadata_names(members)
+
+
+def _write_member(
+    out: BinaryIO,
+    name: str,
+    delta: DeltaMetadata,
+    written: list[FrameEntry],
+    metadata: list[MemberEntry],
+    position: int,
+    level: int,
+    shown: str,
+    threads: int,
+    caps: Caps,
+) -> int:
+    """Write the target's metadata member ``name`` at ``position`` as a build lays it out; return where it ends.
+
+    A member under LARGE is one frame holding its tar header, so it is compressed here from its checked bytes. A
+    larger one (a file list or SHA256SUMS of many files) is a header frame, compressed here, then its padded data in
+    CHUNK frames, which are the very frames the delta carries for ``delta/target/<name>`` (the header is the only
+    frame that names the member): those are copied verbatim and each must hash, as written, to the delta's signed
+    frame digest, whose content was decoded and checked against the target's signed digest when the target
+    metadata was read. Nothing is decompressed or compressed again, and no such member is held whole.
+    """
+    span = delta.index.locate(f"{TARGET_DIR}/{name}")
+    assert isinstance(span, MemberSpan)  # a format-2 delta (checked when opened)
+    data = delta.target.members.get(name)
+    ref = delta.target_manifest.file_list
+    if data is not None:
+        sha256, size = hashlib.sha256(data).hexdigest(), len(data)
+    else:  # the file list, read and checked when the target metadata was (_metadata_order lists it only then)
+        assert ref is not None
+        sha256, size = ref.sha256, ref.size
+    if (span.sha256, span.size) != (sha256, size):
+        raise IntegrityError(
+            f"{delta.path}: {TARGET_DIR}/{name}: the delta's signed digest {span.sha256[:16]}… is not the target "
+            f"metadata's {sha256[:16]}…; the delta is corrupt, obtain it again"
+        )
+    metadata.append(MemberEntry(name, len(written), 0, span.size, sha256))
+    sizes = [frame.size for frame in span.frames[1:]]
+    if not layout.is_large(span.size):
+        if data is None:  # a small file list, not held: read again through the delta, checked as any member read
+            data = reader.read_member(delta.stream, span, caps)
+        raws: list[bytes] = list(metadata_frames(name, len(data), (data,)))
+    elif sizes != _chunk_sizes(span.size):
+        raise IntegrityError(
+            f"{delta.path}: {TARGET_DIR}/{name}: its data lies in frames of {sizes[:4]}… bytes, not in the CHUNK "
+            "frames a kit lays a large metadata member out in; the delta was not made by kit, obtain it again"
+        )
+    else:
+        raws = [tarfmt.build_header(name, span.size, 0)]
+    for raw in raws:
+        frame_bytes = compress_frame(raw, level)
+        out.write(frame_bytes)
+        written.append(FrameEntry(position, len(frame_bytes), len(raw), hashlib.sha256(frame_bytes).hexdigest()))
+        position += len(frame_bytes)
+    if not layout.is_large(span.size):
+        return position
+    label = f"{delta.path}: {TARGET_DIR}/{name}"
+    copies = [
+        Span(delta.stream.fileno(), f.offset, f.length, f.sha256, label, str(delta.path)) for f in span.frames[1:]
+    ]
+    out.flush()
+    end = copy_frames(copies, out.fileno(), position, out_name=shown, threads=threads)
+    out.seek(end)
+    for frame in span.frames[1:]:
+        written.append(FrameEntry(position, frame.length, frame.size, frame.sha256))
+        position += frame.length
+    return position
+
+
+def _chunk_sizes(size: int) -> list[int]:
+    """The decompressed sizes of a large metadata member's data frames (``writer2.metadata_frames``)."""
+    padded = layout.padded(size)
+    return [layout.CHUNK] * (padded // layout.CHUNK) + ([padded % layout.CHUNK] if padded % layout.CHUNK else [])

@@ -397,6 +397,48 @@ def _check_lines(
     return checks
 
 
+@dataclass(frozen=True)
+class MetadataCheck:
+    """What ``check_kit_metadata`` checked: the kit's metadata (format 2: its signed file list read and its full
+    index built and checked against the signed manifest), signers, attestations; its payload not read."""
+
+    metadata: KitMetadata
+    manifest: Manifest
+    signers: tuple[str, ...]
+    checksum_signer: str | None
+    downgrade_note: str | None
+    attestations: tuple[AttestationReport, ...]
+    sigstore: dict[str, Any] | None
+
+
+def check_kit_metadata(stream: BinaryIO, options: VerifyOptions) -> MetadataCheck:
+    """The first half of ``verify_kit``: the signed metadata read through the index and checked (signatures,
+    manifest, file list, SHA256SUMS, the index against them), policy, anti-rollback (checked, not recorded) and
+    the attestations inside the kit. Nothing of the payload is read: a caller that stops here must check every
+    payload byte it uses against the signed digests itself (``kit patch`` on a file does, frame by frame)."""
+    # Format 2: the file list is read after the signatures, bounded by the signed count (check_signed_metadata).
+    metadata = read_metadata(stream, options.caps, defer_files=True)
+    signers, checksum_signer, manifest = check_signed_metadata(metadata, options.policy)
+    kit = manifest.kit
+    downgrade_note = None
+    policy_options = options
+    if options.freshness is not None:
+        # Judge expiry against the latest time this host has seen, so a clock set back does not help.
+        effective = options.freshness.effective_now(kit.name, kit.channel, options.now)
+        policy_options = dataclasses.replace(options, now=effective)
+        downgrade_note = options.freshness.check(kit.name, kit.channel, kit.sequence)
+    check_policy(manifest, policy_options)
+    attestations, sigstore = check_kit_attestations(
+        metadata.members,
+        metadata.envelope,
+        manifest,
+        policy=options.policy,
+        keyless=options.keyless,
+        require_provenance=options.require_provenance,
+    )
+    return MetadataCheck(metadata, manifest, signers, checksum_signer, downgrade_note, attestations, sigstore)
+
+
 def verify_kit(
     path: Path,
     options: VerifyOptions,
@@ -418,26 +460,10 @@ def verify_kit(
     with contextlib.ExitStack() as owned:
         if stream is None:
             stream = owned.enter_context(open_kit(path))
-        # Format 2: the file list is read after the signatures, bounded by the signed count (check_signed_metadata).
-        metadata = read_metadata(stream, options.caps, defer_files=True)
-        signers, checksum_signer, manifest = check_signed_metadata(metadata, options.policy)
-        kit = manifest.kit
-        downgrade_note = None
-        policy_options = options
-        if options.freshness is not None:
-            # Judge expiry against the latest time this host has seen, so a clock set back does not help.
-            effective = options.freshness.effective_now(kit.name, kit.channel, options.now)
-            policy_options = dataclasses.replace(options, now=effective)
-            downgrade_note = options.freshness.check(kit.name, kit.channel, kit.sequence)
-        check_policy(manifest, policy_options)
-        attestations, sigstore = check_kit_attestations(
-            metadata.members,
-            metadata.envelope,
-            manifest,
-            policy=options.policy,
-            keyless=options.keyless,
-            require_provenance=options.require_provenance,
-        )
+        checked = check_kit_metadata(stream, options)
+        metadata, manifest, kit = checked.metadata, checked.manifest, checked.manifest.kit
+        signers, checksum_signer, downgrade_note = checked.signers, checked.checksum_signer, checked.downgrade_note
+        attestations, sigstore = checked.attestations, checked.sigstore
         result, kit_sha256 = _scan(path, stream, metadata, manifest, options, on_bytes, extract_to, extract_only)
         images_check = _check_images(stream, metadata, manifest, options.caps)
         # What apply will read (component options, checks, backfill jobs), parsed as apply parses it: exit 5 here.

@@ -15,6 +15,7 @@ from typing import Any
 
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.dsse import IN_TOTO_PAYLOAD_TYPE
+from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_DSSE, MANIFEST_JSON, SHA256SUMS, Manifest
 from kitbuilder.core.manifest_parts import DeltaInfo
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
@@ -59,9 +60,14 @@ def craft_delta(
             manifest = Manifest.from_json(document)
             members = {name: data for name, data in members.items() if not name.startswith("attestations/")}
             members[MANIFEST_JSON] = manifest.to_bytes()
+            # Format 2 signs the file list by the digest its fileList states (and SHA256SUMS); format 1 every file.
+            listed = (
+                (Subject(name=FILE_LIST, sha256=manifest.file_list.sha256),)
+                if manifest.file_list is not None
+                else tuple(Subject(name=f.path, sha256=f.sha256) for f in manifest.files)
+            )
             statement = Statement(
-                subjects=tuple(Subject(name=f.path, sha256=f.sha256) for f in manifest.files)
-                + (Subject(name=SHA256SUMS, sha256=hashlib.sha256(members[SHA256SUMS]).hexdigest()),),
+                subjects=listed + (Subject(name=SHA256SUMS, sha256=hashlib.sha256(members[SHA256SUMS]).hexdigest()),),
                 predicate_type=MANIFEST_PREDICATE_TYPE,
                 predicate=manifest.to_json(),
             )
