@@ -35,6 +35,7 @@ from kitbuilder.core.filelist import FILE_LIST, FileTable
 from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest, metadata_names
 from kitbuilder.core.manifest_parts import DeltaInfo
 from kitbuilder.errors import FormatError, IntegrityError, PolicyError, UsageError
+from kitbuilder.ops.delta_content import CONTENT, ContentShipper
 from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap, full_kit_needed
 from kitbuilder.ops.kitfile import (
     TARGET_DIR,
@@ -66,10 +67,20 @@ class DeltaResult:
     delta_bytes: int
     frames_shipped: int = 0
     frames_reused: int = 0
+    patches: int = 0  # changed files carried as content deltas (delta/patches/...)
+    files_shipped: int = 0  # files carried whole (delta/files/...), their group frame rebuilt by kit patch
+    frames_rebuilt: int = 0  # target frames the delta carries as those members instead of verbatim
 
 
 def write_delta(
-    full_kit: Path, base: BaseFrames, *, keys: list[PrivateKey], output: Path, policy: TrustPolicy, threads: int = 0
+    full_kit: Path,
+    base: BaseFrames,
+    *,
+    keys: list[PrivateKey],
+    output: Path,
+    policy: TrustPolicy,
+    threads: int = 0,
+    mode: str = CONTENT,
 ) -> DeltaResult:
     """Write the delta that turns ``base`` into ``full_kit`` (both format 2, verified metadata, same signers)."""
 
@@ -91,11 +102,23 @@ def write_delta(
             base_version=base.manifest.kit.version,
             removed=removed,
             target_manifest_sha256=hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
+            frames=mode,
         )
         file_list = target_list(target, stream, base.caps)
+        level = manifest.build.compression.level
+        content = ContentShipper(base, frames, shipped, level) if mode == CONTENT else None
         with atomic_output(output) as out:
             size = write_delta_kit(
-                out, stream, frames, shipped, target.members, info, keys, threads=threads, file_list=file_list
+                out,
+                stream,
+                frames,
+                shipped,
+                target.members,
+                info,
+                keys,
+                threads=threads,
+                file_list=file_list,
+                content=content,
             )
     return DeltaResult(
         output,
@@ -105,8 +128,11 @@ def write_delta(
         removed,
         len(manifest.files) - len(added) - len(changed),
         size,
-        len(shipped),
+        len(shipped) - (content.rebuilt if content else 0),
         len(manifest.frames) - len(shipped),
+        content.patches if content else 0,
+        content.files if content else 0,
+        content.rebuilt if content else 0,
     )
 
 
@@ -167,8 +193,10 @@ def write_delta_kit(
     *,
     threads: int = 0,
     file_list: TargetList | None = None,
+    content: ContentShipper | None = None,
 ) -> int:
-    """Write a delta kit to ``out``: target frames ``shipped`` (read from the target kit ``stream``), the target
+    """Write a delta kit to ``out``: target frames ``shipped`` (read from the target kit ``stream``; with
+    ``content``, a group frame as the members that let kit patch rebuild it, when it chooses so), the target
     metadata ``target_members`` (and ``file_list``, streamed) under delta/target/, in metadata order, the delta's
     signed metadata with the ``delta`` block ``info``. Returns the delta's size."""
     from kitbuilder.ops.build import seal
@@ -178,7 +206,7 @@ def write_delta_kit(
     roles = {f.path: (f.role, f.component) for f in manifest.files}
     with KitWriter2(out, level=level, threads=threads) as writer:
         for number in shipped:
-            _ship_frame(writer, stream, frames, number, level, roles)
+            _ship_frame(writer, stream, frames, number, level, roles, content)
         names = metadata_names([*target_members, *([FILE_LIST] if file_list is not None else [])])
         for name in names:
             path = f"{TARGET_DIR}/{name}"
@@ -216,8 +244,10 @@ def _ship_frame(
     number: int,
     level: int,
     roles: dict[str, tuple[str, str]],
+    content: ContentShipper | None = None,
 ) -> None:
-    """Copy target frame ``number`` into the delta verbatim, as the data of member ``delta/frames/<digest>``.
+    """Copy target frame ``number`` into the delta verbatim, as the data of member ``delta/frames/<digest>``; or,
+    when ``content`` chooses so, as the patches and files of its members the base lacks (``delta_content``).
 
     Every shipped frame travels wrapped, a group too: the delta then never holds part of the target's payload
     under the target's paths (half an OCI layout, an SBOM without what it describes), which ``kit verify``
@@ -226,6 +256,11 @@ def _ship_frame(
     frame = frames.frames[number]
     # The frame is the target kit's own, just written by this build: decoded only to digest its content.
     decoded = reader2.read_frame(stream, frame, number, max_window=Caps().max_window)
+    if content is not None and (members := content.members_for(number, decoded)) is not None:
+        for item in members:
+            writer.add_bytes(item.name, item.data)
+            roles[item.name] = (item.role, DELTA_COMPONENT.id)
+        return
     name = frame_member_name(frame.sha256)
     header = compress_frame(tarfmt.build_header(name, frame.size, 0), level)
     member = FrameMember(name, 0, frame.size, hashlib.sha256(decoded).hexdigest())
@@ -389,6 +424,7 @@ def build_delta(
     full_output: Path | None,
     options: Any,
     max_members: int | None = None,
+    mode: str = CONTENT,
 ) -> DeltaResult:
     """``kit build --delta-from``: build the full new kit reusing the base's frames, then cut the delta from it."""
     from kitbuilder.ops.build import build_kit
@@ -402,7 +438,7 @@ def build_delta(
     try:
         if full_output is not None:
             build_kit(spec, keys=keys, output=full_output, options=options, reuse=base)
-            return write_delta(full_output, base, keys=keys, output=output, policy=policy, threads=threads)
+            return write_delta(full_output, base, keys=keys, output=output, policy=policy, threads=threads, mode=mode)
         # Without --full-out the full kit lives in a private directory kit creates beside the output
         # (never a fixed name someone could plant), removed at the end; one a killed run left is cleared.
         pattern = temp_pattern(output, DIR_SUFFIX)
@@ -412,6 +448,6 @@ def build_delta(
             build_kit(
                 spec, keys=keys, output=full, options=options, reuse=base, detached_provenance=False, shown_as=output
             )
-            return write_delta(full, base, keys=keys, output=output, policy=policy, threads=threads)
+            return write_delta(full, base, keys=keys, output=output, policy=policy, threads=threads, mode=mode)
     finally:
         base.close()

@@ -31,6 +31,7 @@ from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manif
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import Directory, host_error
 from kitbuilder.ops.delta import VerifiedDelta, open_verified_delta
+from kitbuilder.ops.frame_rebuild import FrameRebuilder
 from kitbuilder.ops.frame_reuse import check_full_kit, full_kit_needed
 from kitbuilder.ops.framecopy import Span, copy_frames
 from kitbuilder.ops.kitfile import open_kit, read_metadata
@@ -82,7 +83,7 @@ def patch_kit(
             if _holds_target(directory, output, delta, options, base_stream):
                 return PatchResult(output, delta.target_manifest, 0, 0, 0, already_patched=True)
             delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
-            sources = _Sources(delta, base_path, base_stream, base_manifest)
+            sources = _Sources(delta, base_path, base_stream, base_manifest, directory, caps)
             result = _write_patched(directory, output, delta, sources, threads)
             faults.point("patch-file-renamed")
             return result
@@ -166,8 +167,18 @@ def _holds_target(
 class _Sources:
     """Where each frame digest can be copied from: the base's signed frames, then the delta's."""
 
-    def __init__(self, delta: VerifiedDelta, base_path: Path, base_stream: BinaryIO, base: Manifest) -> None:
+    def __init__(
+        self,
+        delta: VerifiedDelta,
+        base_path: Path,
+        base_stream: BinaryIO,
+        base: Manifest,
+        scratch: Directory,
+        caps: Caps,
+    ) -> None:
         self.delta = delta
+        # Group frames a content delta carries as their members' contents: rebuilt (ops/frame_rebuild.py).
+        self.rebuilt = FrameRebuilder(delta, base_path, base_stream, base, scratch, caps)
         self.base_path = base_path
         self.base_fd = base_stream.fileno()
         self.delta_fd = delta.stream.fileno()
@@ -193,6 +204,8 @@ class _Sources:
                     f"{found.length} bytes (decoding to {found.size}), the target signs {frame.length} ({frame.size})"
                 )
             return Span(fd, found.offset, found.length, frame.sha256, f"{name}: frame of {what}", name), from_base
+        if (rebuilt := self.rebuilt.span(frame)) is not None:
+            return rebuilt, False
         raise IntegrityError(
             f"{self.delta.path}: target frame {number} ({what}, sha256 {frame.sha256[:16]}…) is neither in the base "
             f"{self.base_path} nor in the delta; the delta was not made for this base: obtain the matching one"
