@@ -23,7 +23,7 @@ import os
 import tempfile
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +32,13 @@ from typing import BinaryIO
 import zstandard
 
 from kitbuilder import faults
-from kitbuilder.archive import content_delta, framejobs, layout, reader2
+from kitbuilder.archive import content_delta, framejobs, layout, reader, reader2
 from kitbuilder.archive.framejobs import Record
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import compress_frame
+from kitbuilder.core import filelist
+from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError
 from kitbuilder.ops.confined import Directory, host_error
@@ -44,7 +46,6 @@ from kitbuilder.ops.delta import VerifiedDelta
 from kitbuilder.ops.delta_content import CONTENT, Carried, carried_contents
 from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.framecopy import Span
-from kitbuilder.ops.kitfile import read_metadata
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,15 @@ class FrameRebuilder:
         base_path: Path,
         base_stream: BinaryIO,
         base: Manifest,
-        scratch: Directory,
+        scratch: tuple[Directory, Path],
         caps: Caps | None = None,
     ) -> None:
         self.delta = delta
         self.base_path = base_path
         self.base_stream = base_stream
         self.base = base
-        self.scratch = scratch
+        # The output's directory (the temporary file of rebuilt frames goes there) and the output, for messages.
+        self.scratch, self.output = scratch
         self.caps = caps or Caps()
         self._spans: dict[str, Span] | None = None
         self._fd = -1
@@ -153,11 +155,41 @@ class FrameRebuilder:
         return spans
 
     def _base_map(self) -> FrameMap:
-        """The base's signed file list, read through the base's descriptor (the manifest the delta names)."""
-        metadata = read_metadata(self.base_stream, self.caps)
-        if hashlib.sha256(metadata.members[MANIFEST_JSON]).hexdigest() != self.delta.base_sha256:
-            raise IntegrityError(f"{self.base_path}: changed while kit patch read it; rerun")
-        return FrameMap(metadata.manifest, what=str(self.base_path))
+        """The base's file list, read through the base's descriptor and held to the ``fileList`` size and digest of
+        the base manifest the delta names (as trusted as the delta's signature); no other base member is read."""
+        ref = self.base.file_list
+        what = f"{self.base_path}: {FILE_LIST}"
+        if ref is None:
+            raise IntegrityError(f"{what}: the base manifest lists no file list; obtain a genuine base")
+        index = reader.read_index(self.base_stream, self.caps).index
+        try:
+            span = index.locate(FILE_LIST)
+        except (KeyError, StopIteration):
+            raise ArchiveError(f"{self.base_path}: kit index has no {FILE_LIST}: not a complete kit") from None
+        digest = hashlib.sha256()
+        read = 0
+
+        def pieces() -> Iterator[bytes]:
+            nonlocal read
+            for piece in reader.member_chunks(self.base_stream, span, self.caps):
+                read += len(piece)
+                if read > ref.size:
+                    break
+                digest.update(piece)
+                yield piece
+
+        files = filelist.parse(
+            pieces(),
+            count=ref.count,
+            frame_sizes=[f.size for f in self.base.frames],
+            what=what,
+            signed_by=f"{self.base_path}: {MANIFEST_JSON}",
+        )
+        if read != ref.size or digest.hexdigest() != ref.sha256:
+            raise IntegrityError(
+                f"{what}: not the list its signed manifest states; the base is damaged: obtain it again"
+            )
+        return FrameMap(self.base.with_files(files), what=str(self.base_path))
 
     def _plan(
         self,
@@ -232,7 +264,7 @@ class FrameRebuilder:
                 self._fd, name = tempfile.mkstemp(dir=f"/proc/self/fd/{self.scratch.fd}", prefix=".kit-rebuild-")
                 os.unlink(name)
         except OSError as exc:
-            raise host_error(exc, self.scratch.shown, "write") from exc
+            raise host_error(exc, str(self.output), "write") from exc
         self._finalizer = weakref.finalize(self, _close, self._fd)
 
     def _write(self, data: bytes, position: int) -> None:
@@ -243,7 +275,7 @@ class FrameRebuilder:
                 view = view[written:]
                 position += written
         except OSError as exc:
-            raise host_error(exc, f"{self.scratch.shown} (temporary file of rebuilt frames)", "write") from exc
+            raise host_error(exc, str(self.output), "write") from exc
 
     def _pread(self, frame: FrameEntry) -> bytes:
         try:

@@ -83,7 +83,7 @@ def patch_kit(
             if _holds_target(directory, output, delta, options, base_stream):
                 return PatchResult(output, delta.target_manifest, 0, 0, 0, already_patched=True)
             delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
-            sources = _Sources(delta, base_path, base_stream, base_manifest, directory, caps)
+            sources = _Sources(delta, base_path, base_stream, base_manifest, (directory, output), caps)
             result = _write_patched(directory, output, delta, sources, threads)
             faults.point("patch-file-renamed")
             return result
@@ -173,7 +173,7 @@ class _Sources:
         base_path: Path,
         base_stream: BinaryIO,
         base: Manifest,
-        scratch: Directory,
+        scratch: tuple[Directory, Path],
         caps: Caps,
     ) -> None:
         self.delta = delta
