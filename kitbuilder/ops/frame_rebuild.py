@@ -111,15 +111,15 @@ class FrameRebuilder:
         for number, frame in enumerate(target.frames):
             if frame.sha256 not in have:
                 missing.setdefault(frame.sha256, number)
+        # Only a content delta says its missing frames are to be rebuilt (one whose group lost a file may need
+        # no content member at all); for any other, a missing frame is the caller's error.
+        if not missing or delta.manifest.delta is None or delta.manifest.delta.frames != CONTENT:
+            return {}
         contents = carried_contents(delta.manifest, delta.path)
-        if not missing or not contents:
-            return {}
-        if delta.manifest.delta is not None and delta.manifest.delta.frames != CONTENT:
-            return {}
         target_map = FrameMap(target, what=f"{delta.path}: target {MANIFEST_JSON}")
         base_map = self._base_map()
         base_places = _places(base_map.manifest.files, target_map, missing.values(), contents)
-        reader = _DeltaReader(delta, self.caps)
+        delta_reader = _DeltaReader(delta, self.caps)
         self._open_scratch()
         spans: dict[str, Span] = {}
         workers = usable_cores()
@@ -134,14 +134,19 @@ class FrameRebuilder:
                 data = future.result()
                 self._write(data, position)
                 spans[job.frame.sha256] = Span(
-                    self._fd, position, len(data), job.frame.sha256, f"rebuilt frame of {job.what}", "(rebuilt)"
+                    self._fd,
+                    position,
+                    len(data),
+                    job.frame.sha256,
+                    f"rebuilt frame of {job.what}",
+                    f"{self.output} (its rebuilt frames)",
                 )
                 position += len(data)
                 faults.point("patch-file-rebuilt")
 
             try:
                 for number in missing.values():
-                    job = self._plan(number, target_map, base_map, base_places, contents, reader)
+                    job = self._plan(number, target_map, base_map, base_places, contents, delta_reader)
                     if job is None:
                         continue
                     pending.append((job, pool.submit(_rebuild, job, level, self.caps, str(self.delta.path))))
@@ -198,7 +203,7 @@ class FrameRebuilder:
         base_map: FrameMap,
         base_places: dict[str, FileEntry],
         contents: dict[str, Carried],
-        reader: _DeltaReader,
+        delta_reader: _DeltaReader,
     ) -> _Job | None:
         role = target_map.roles[number]
         frame = target_map.frames[number]
@@ -224,7 +229,7 @@ class FrameRebuilder:
             carried = contents.get(entry.sha256)
             if carried is None:
                 return None  # neither holds it: the caller's error names the frame
-            data = reader.content(carried.entry)
+            data = delta_reader.content(carried.entry)
             if carried.base_sha256 is None:
                 parts.append(_Part(entry, carried=data))
                 continue

@@ -361,3 +361,22 @@ def test_rebuilt_frame_this_zstd_compresses_otherwise_is_refused(
     assert _files(out) == set()
     result = _cli("patch", base, verbatim, "--key", kit_env.ed_pub, "--no-state", "--out", out / "new.kit")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_removed_file_rebuilds_its_group_from_the_base_alone(kit_env: KitEnv, tmp_path: Path) -> None:
+    """A group that only lost a file holds nothing new: the delta carries nothing for it, patch rebuilds it."""
+    _grow_tree(kit_env)
+    base = kit_env.root / "base.kit.tar.zst"
+    _build(kit_env, base)
+    (kit_env.root / "src/docs/notes/050.md").unlink()
+    kit_env.spec.write_text(kit_env.spec.read_text().replace("sequence: 1", "sequence: 2"))
+    full, delta = kit_env.root / "full.kit.tar.zst", kit_env.root / "delta.kit.tar.zst"
+    _build(kit_env, full)
+    _build(kit_env, delta, "--delta-from", base)
+    carried = [f.path for f in _manifest(delta).files if not f.path.startswith("delta/target/")]
+    assert not any(path.startswith(f"{FRAMES_DIR}/") for path in carried), carried
+    assert not any("notes/" in path for path in carried)
+    out = tmp_path / "new.kit"
+    result = _cli("patch", base, delta, "--key", kit_env.ed_pub, "--no-state", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == full.read_bytes()
