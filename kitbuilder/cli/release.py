@@ -37,6 +37,13 @@ from kitbuilder.progress import byte_progress, progress_enabled
     help="With --delta-from: the most files the base and the new kit may hold when read back (default 50,000).",
 )
 @click.option(
+    "--delta-frames",
+    type=click.Choice(["content", "verbatim"]),
+    default=None,
+    help="With --delta-from: carry changed small files as content deltas that kit patch rebuilds frames from "
+    "(content, the default), or the new kit's frames as they are (verbatim: patch only copies, any libzstd).",
+)
+@click.option(
     "--builder-id",
     help="SLSA builder id recorded in the provenance (default: derived from GitHub Actions / GitLab CI, else local).",
 )
@@ -61,6 +68,7 @@ def build(
     delta_from: Path | None,
     full_out: Path | None,
     max_members: int | None,
+    delta_frames: str | None,
     builder_id: str | None,
     no_provenance: bool,
     sigstore_bundle: bool,
@@ -85,6 +93,7 @@ def build(
             delta_from=delta_from,
             full_out=full_out,
             max_members=max_members,
+            delta_frames=delta_frames,
         )
         with byte_progress("build", None, enabled=progress_enabled(quiet or as_json)) as bar:
             built = release.build_release(

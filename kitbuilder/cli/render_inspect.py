@@ -37,7 +37,9 @@ def inspect_text(report: InspectReport) -> None:
     if delta is not None:
         echo(
             f"DELTA kit for base sequence {delta.base_sequence} ({p(delta.base_version)}), base manifest "
-            f"sha256 {p(delta.base_manifest_sha256)}; {len(delta.removed or ())} path(s) removed"
+            f"sha256 {p(delta.base_manifest_sha256)}; {len(delta.removed or ())} path(s) removed; "
+            f"changed files travel as {'content deltas' if delta.frames == 'content' else 'verbatim frames'} "
+            "(roles delta-patch, delta-file: content; delta-frame: frames)"
         )
     if report.verified_signers is not None:
         for keyid in report.verified_signers:

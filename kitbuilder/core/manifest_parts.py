@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # A file name relative to its component's directory (the manifest's path rule, one level or more).
 COMPONENT_FILE = re.compile(r"(?!\.{1,2}(/|$))(?!.*/\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_DELTA_FRAMES = re.compile(r"content|verbatim")
 # A file role, as the file list's line grammar admits it (core/filelist.py).
 _FILE_ROLE = re.compile(r"[a-z][a-z0-9-]{0,63}")
 _SAFE_INTEGER = (1 << 53) - 1
@@ -107,6 +108,9 @@ class DeltaInfo:
     base_version: str
     removed: tuple[str, ...] | None = None
     target_manifest_sha256: str | None = None
+    # How the delta carries changed small files (docs/delta.md): "content" (per-file content deltas; kit patch
+    # rebuilds their group frames) or "verbatim" (the target's frames as they are). Absent: verbatim.
+    frames: str | None = None
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -118,6 +122,8 @@ class DeltaInfo:
             data["removed"] = list(self.removed)
         if self.target_manifest_sha256 is not None:
             data["targetManifestSha256"] = self.target_manifest_sha256
+        if self.frames is not None:
+            data["frames"] = self.frames
         return data
 
     @classmethod
@@ -135,8 +141,9 @@ class DeltaInfo:
                 raise read.fail("removed", f"expected a list of paths, got {type_name(removed_value)}")
             removed = tuple(removed_value)
         target = read.text("targetManifestSha256", pattern=_SHA256)
+        frames = read.text("frames", pattern=_DELTA_FRAMES)
         read.finish()
-        return cls(base, sequence, version, removed, target)
+        return cls(base, sequence, version, removed, target, frames)
 
 
 # sboms[] ------------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ the target from the base's and the delta's frames by their signed digests.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from kitbuilder import faults
 from kitbuilder.archive import layout, reader, reader2, tarfmt
-from kitbuilder.archive.index import KitIndex, MemberSpan
+from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame, metadata_frames
@@ -35,23 +33,17 @@ from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_sta
 from kitbuilder.core.filelist import FILE_LIST, FileTable, path_order
 from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest, metadata_names
 from kitbuilder.core.manifest_parts import DeltaInfo
-from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyError, UsageError
-from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap, full_kit_needed
+from kitbuilder.errors import IntegrityError, UsageError
+from kitbuilder.ops.delta_content import CONTENT, ContentShipper
+from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap
 from kitbuilder.ops.kitfile import (
     TARGET_DIR,
     KitMetadata,
-    Metadata,
     open_kit,
     read_metadata,
-    read_target_metadata,
 )
 from kitbuilder.ops.verify import (
-    VerifyOptions,
-    VerifyReport,
-    check_kit_metadata,
-    check_policy,
     check_signed_metadata,
-    verify_kit,
 )
 from kitbuilder.trust.keys import PrivateKey
 from kitbuilder.trust.signatures import TrustPolicy
@@ -74,10 +66,20 @@ class DeltaResult:
     delta_bytes: int
     frames_shipped: int = 0
     frames_reused: int = 0
+    patches: int = 0  # changed files carried as content deltas (delta/patches/...)
+    files_shipped: int = 0  # files carried whole (delta/files/...), their group frame rebuilt by kit patch
+    frames_rebuilt: int = 0  # target frames the delta carries as those members instead of verbatim
 
 
 def write_delta(
-    full_kit: Path, base: BaseFrames, *, keys: list[PrivateKey], output: Path, policy: TrustPolicy, threads: int = 0
+    full_kit: Path,
+    base: BaseFrames,
+    *,
+    keys: list[PrivateKey],
+    output: Path,
+    policy: TrustPolicy,
+    threads: int = 0,
+    mode: str = CONTENT,
 ) -> DeltaResult:
     """Write the delta that turns ``base`` into ``full_kit`` (both format 2, verified metadata, same signers)."""
 
@@ -99,11 +101,23 @@ def write_delta(
             base_version=base.manifest.kit.version,
             removed=removed,
             target_manifest_sha256=hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
+            frames=mode,
         )
         file_list = target_list(target, stream, base.caps)
+        level = manifest.build.compression.level
+        content = ContentShipper(base, frames, shipped, level) if mode == CONTENT else None
         with atomic_output(output) as out:
             size = write_delta_kit(
-                out, stream, frames, shipped, target.members, info, keys, threads=threads, file_list=file_list
+                out,
+                stream,
+                frames,
+                shipped,
+                target.members,
+                info,
+                keys,
+                threads=threads,
+                file_list=file_list,
+                content=content,
             )
     return DeltaResult(
         output,
@@ -113,8 +127,11 @@ def write_delta(
         removed,
         len(manifest.files) - len(added) - len(changed),
         size,
-        len(shipped),
+        len(shipped) - (content.rebuilt if content else 0),
         len(manifest.frames) - len(shipped),
+        content.patches if content else 0,
+        content.files if content else 0,
+        content.rebuilt if content else 0,
     )
 
 
@@ -198,8 +215,10 @@ def write_delta_kit(
     *,
     threads: int = 0,
     file_list: TargetList | None = None,
+    content: ContentShipper | None = None,
 ) -> int:
-    """Write a delta kit to ``out``: target frames ``shipped`` (read from the target kit ``stream``), the target
+    """Write a delta kit to ``out``: target frames ``shipped`` (read from the target kit ``stream``; with
+    ``content``, a group frame as the members that let kit patch rebuild it, when it chooses so), the target
     metadata ``target_members`` (and ``file_list``, streamed) under delta/target/, in metadata order, the delta's
     signed metadata with the ``delta`` block ``info``. Returns the delta's size."""
     from kitbuilder.ops.build import seal
@@ -210,7 +229,7 @@ def write_delta_kit(
     roles: dict[str, tuple[str, str]] = {}
     with KitWriter2(out, level=level, threads=threads) as writer:
         for number in shipped:
-            _ship_frame(writer, stream, frames, number, level, roles)
+            _ship_frame(writer, stream, frames, number, level, roles, content)
         names = metadata_names([*target_members, *([FILE_LIST] if file_list is not None else [])])
         for name in names:
             path = f"{TARGET_DIR}/{name}"
@@ -248,8 +267,10 @@ def _ship_frame(
     number: int,
     level: int,
     roles: dict[str, tuple[str, str]],
+    content: ContentShipper | None = None,
 ) -> None:
-    """Copy target frame ``number`` into the delta verbatim, as the data of member ``delta/frames/<digest>``.
+    """Copy target frame ``number`` into the delta verbatim, as the data of member ``delta/frames/<digest>``; or,
+    when ``content`` chooses so, as the patches and files of its members the base lacks (``delta_content``).
 
     Every shipped frame travels wrapped, a group too: the delta then never holds part of the target's payload
     under the target's paths (half an OCI layout, an SBOM without what it describes), which ``kit verify``
@@ -258,6 +279,11 @@ def _ship_frame(
     frame = frames.frames[number]
     # The frame is the target kit's own, just written by this build: decoded only to digest its content.
     decoded = reader2.read_frame(stream, frame, number, max_window=Caps().max_window)
+    if content is not None and (members := content.members_for(number, decoded)) is not None:
+        for item in members:
+            writer.add_bytes(item.name, item.data)
+            roles[item.name] = (item.role, DELTA_COMPONENT.id)
+        return
     name = frame_member_name(frame.sha256)
     header = compress_frame(tarfmt.build_header(name, frame.size, 0), level)
     member = FrameMember(name, 0, frame.size, hashlib.sha256(decoded).hexdigest())
@@ -310,160 +336,6 @@ def _add_single(writer: KitWriter2, path: str, size: int, sha256: str, pieces: I
 # the verified delta, as kit patch (file and directory mode) uses it
 
 
-@dataclass(frozen=True)
-class DeltaMetadata:
-    """A delta kit whose signed metadata is checked, with the open descriptor it was read through, its full index
-    (checked against ``manifest``) and its checked target metadata.
-
-    Everything a patch takes from the delta is read through ``stream`` and checked against ``manifest`` (the delta's
-    signed manifest) or ``target``: the path is never opened again, so a file renamed over it mid-run is never used.
-    File mode: ``target_manifest`` lacks its files until ``target_files`` has read the target's file list.
-    """
-
-    path: Path
-    stream: BinaryIO
-    manifest: Manifest
-    index: KitIndex
-    base_sha256: str
-    target: Metadata
-    target_manifest: Manifest
-    target_sha256: str
-    carried: dict[str, MemberSpan]  # target frame digest -> the delta member carrying it (``carried_frames``)
-
-    def target_files(self, policy: TrustPolicy) -> Manifest:
-        """The target's signed manifest with its files: its file list read through ``stream``, bounded by the
-        signed count, parsed and checked against the manifest and SHA256SUMS as any kit's (``load_files``), the
-        signatures checked again with it (``check_signed_metadata``)."""
-        if not self.target.files_pending:
-            return self.target_manifest
-        return check_signed_metadata(self.target, policy)[2]
-
-    def check_applies(self, base: Manifest, base_sha256: str, shown: object, *, allow_downgrade: bool) -> None:
-        """PolicyError unless this delta turns exactly ``base`` (its manifest digest) into a newer kit of that name."""
-        sequence = None if self.manifest.delta is None else self.manifest.delta.base_sequence
-        if base_sha256 != self.base_sha256:
-            raise PolicyError(
-                f"{self.path}: this delta applies to the kit whose manifest has SHA-256 "
-                f"{self.base_sha256[:16]}… (sequence {sequence}), not to "
-                f"{shown} ({base.kit.name} sequence {base.kit.sequence})"
-            )
-        if self.target_manifest.kit.name != base.kit.name:
-            raise PolicyError(f"{self.path}: delta is for kit {self.target_manifest.kit.name}, base is {base.kit.name}")
-        if self.target_manifest.kit.sequence <= base.kit.sequence and not allow_downgrade:
-            raise PolicyError(
-                f"{self.path}: target sequence {self.target_manifest.kit.sequence} does not grow from the base's "
-                f"{base.kit.sequence}; refusing a downgrade (--allow-downgrade to override)"
-            )
-
-
-@dataclass(frozen=True)
-class VerifiedDelta(DeltaMetadata):
-    """A delta kit verified in full (``kit verify``'s report: every frame and member decoded and checked), as
-    directory mode needs it: it stages files from the carried frames' decompressed contents."""
-
-    report: VerifyReport
-
-
-@contextlib.contextmanager
-def open_verified_delta(path: Path, options: VerifyOptions) -> Iterator[VerifiedDelta]:
-    """Open ``path`` once, verify it in full through that descriptor, check its target metadata (``_check_delta``);
-    yield both."""
-    with open_kit(path) as stream:
-        report = verify_kit(path, options, stream=stream)
-        # Between verifying and using: kill/swap tests hook here; only ``stream`` is used from now on.
-        faults.point("patch-verified")
-        index = read_metadata(stream, options.caps).location.index
-        checked = _check_delta(path, stream, report.manifest, index, options, keep_file_list=True)
-        yield VerifiedDelta(**{f.name: getattr(checked, f.name) for f in dataclasses.fields(checked)}, report=report)
-
-
-@contextlib.contextmanager
-def open_delta_metadata(path: Path, options: VerifyOptions) -> Iterator[DeltaMetadata]:
-    """Open ``path`` once and check its signed metadata as ``kit verify`` does (signatures, manifest, file list,
-    index, policy, anti-rollback: recorded once all passed), but not its payload; check its target metadata.
-
-    For ``kit patch`` on a kit file, which decompresses nothing of the payload: every byte it takes from the delta
-    is checked against a signed digest before it lands under the final name (a carried frame: the target's signed
-    frame digest, hashed as it lies in the output; a ``delta/target/`` member: its content digest as it is read,
-    its frames' digests as they are copied). The delta's frames must tile and match its signed manifest and file
-    list (checked on the index, as verify checks it), and the carried members' header frames are checked here
-    (``_check_carried_frames``). What only a full scan adds is decoding the carried data frames the target takes
-    (their digests are the target's signed ones: what lands is what the target's signer built) and the delta
-    file's own digest.
-    """
-    with open_kit(path) as stream:
-        checked = check_kit_metadata(stream, options)
-        faults.point("patch-verified")
-        manifest = checked.manifest
-        # The target's file list is read by the caller (``target_files``), while it copies the payload.
-        delta = _check_delta(path, stream, manifest, checked.metadata.location.index, options, keep_file_list=False)
-        _check_carried_frames(delta, options.caps)
-        if options.freshness is not None:
-            # As verify_kit records it: the delta's kit block is the new kit's (docs/delta.md, anti-rollback).
-            options.freshness.record(manifest.kit.name, manifest.kit.channel, manifest.kit.sequence, options.now)
-        yield delta
-
-
-def _check_carried_frames(delta: DeltaMetadata, caps: Caps) -> None:
-    """What a full verify would check of the ``delta/frames/…`` members that file mode does not copy: each member's
-    header frame (its signed digest, then the exact tar header kit writes for that name and size) and the data frame
-    of any member the target does not take (its signed digest, decoded). A few hundred small reads for a delta of a
-    1% change; the data frames the target takes are hashed as they are copied, not here."""
-    wanted = {frame.sha256 for frame in delta.target_manifest.frames}
-    window = caps.max_window
-    for digest, span in delta.carried.items():
-        try:
-            header = reader2.read_frame(delta.stream, span.frames[0], span.frame, max_window=window, against="signed")
-            reader2.check_member(header, span, against="signed")
-            if digest not in wanted:
-                reader2.read_frame(delta.stream, span.frames[1], span.frame + 1, max_window=window, against="signed")
-        except (ArchiveError, IntegrityError) as exc:
-            raise type(exc)(f"{delta.path}: {span.path}: {exc.message}; the delta is corrupt, obtain it again") from exc
-
-
-def _check_delta(
-    path: Path, stream: BinaryIO, manifest: Manifest, index: KitIndex, options: VerifyOptions, *, keep_file_list: bool
-) -> DeltaMetadata:
-    """The delta's own rules on its checked ``manifest`` and ``index``, and its target metadata, checked.
-
-    The target's ``manifest.json`` must have the digest the delta signed as ``targetManifestSha256``
-    (IntegrityError), and its signed metadata must verify and pass the policy checks with the same trust.
-    """
-    info = manifest.delta
-    if manifest.format_version != 2:
-        raise full_kit_needed(path, "the delta")
-    if info is None:
-        raise UsageError(f"{path}: not a delta kit (its manifest has no delta block); use it as a full kit")
-    target = read_target_metadata(
-        stream, options.caps, index=index, keep_file_list=keep_file_list, defer_files=not keep_file_list
-    )
-    target_sha256 = hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest()
-    if info.target_manifest_sha256 is None:
-        raise FormatError(
-            f"{path}: {MANIFEST_JSON}: delta: targetManifestSha256 is missing, so {TARGET_DIR}/{MANIFEST_JSON} "
-            "cannot be checked; rebuild the delta with this kit"
-        )
-    if target_sha256 != info.target_manifest_sha256:
-        raise IntegrityError(
-            f"{path}: {TARGET_DIR}/{MANIFEST_JSON} has SHA-256 {target_sha256[:16]}…, the delta signed "
-            f"{info.target_manifest_sha256[:16]}… as its target; the delta is corrupt, obtain it again"
-        )
-    _, _, target_manifest = check_signed_metadata(target, options.policy, files=keep_file_list)
-    check_policy(target_manifest, options)
-    carried = carried_frames(manifest, path)
-    return DeltaMetadata(
-        path=path,
-        stream=stream,
-        manifest=manifest,
-        index=index,
-        base_sha256=info.base_manifest_sha256,
-        target=target,
-        target_manifest=target_manifest,
-        target_sha256=target_sha256,
-        carried=carried,
-    )
-
-
 def _check_distinct(*named: tuple[str, Path | None]) -> None:
     """UsageError when two of the named paths are one file: one output would replace the other, or the base."""
     given = [(option, path) for option, path in named if path is not None]
@@ -493,6 +365,7 @@ def build_delta(
     full_output: Path | None,
     options: Any,
     max_members: int | None = None,
+    mode: str = CONTENT,
 ) -> DeltaResult:
     """``kit build --delta-from``: build the full new kit reusing the base's frames, then cut the delta from it."""
     from kitbuilder.ops.build import build_kit
@@ -506,7 +379,7 @@ def build_delta(
     try:
         if full_output is not None:
             build_kit(spec, keys=keys, output=full_output, options=options, reuse=base)
-            return write_delta(full_output, base, keys=keys, output=output, policy=policy, threads=threads)
+            return write_delta(full_output, base, keys=keys, output=output, policy=policy, threads=threads, mode=mode)
         # Without --full-out the full kit lives in a private directory kit creates beside the output
         # (never a fixed name someone could plant), removed at the end; one a killed run left is cleared.
         pattern = temp_pattern(output, DIR_SUFFIX)
@@ -516,6 +389,6 @@ def build_delta(
             build_kit(
                 spec, keys=keys, output=full, options=options, reuse=base, detached_provenance=False, shown_as=output
             )
-            return write_delta(full, base, keys=keys, output=output, policy=policy, threads=threads)
+            return write_delta(full, base, keys=keys, output=output, policy=policy, threads=threads, mode=mode)
     finally:
         base.close()

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from kitbuilder.archive import layout
+from kitbuilder.archive import layout, reader2
 from kitbuilder.archive.framejobs import Verbatim
 from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
 from kitbuilder.core.manifest_parts import BuildInfo
-from kitbuilder.errors import HostIOError, IntegrityError, KitError, UsageError
+from kitbuilder.errors import ArchiveError, HostIOError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from kitbuilder.ops.verify import check_signed_metadata
 from kitbuilder.trust.signatures import TrustPolicy
@@ -230,6 +230,7 @@ class BaseFrames:
         self._lock = threading.Lock()  # the writer asks from its worker threads
         self.reused_frames = 0
         self.reused_bytes = 0
+        self._decoded: tuple[int, bytes] | None = None  # the last group frame ``content`` decoded
 
     def _cut_as_written(self, entry: FileEntry) -> bool:
         """Every chunk frame of large member ``entry`` has the size the writer cuts (CHUNK, the last one shorter).
@@ -282,6 +283,33 @@ class BaseFrames:
         role = self.map.roles[found]
         assert role is not None
         return self._offer(found, f"its chunk {number} does not decode to the signed content of {role.files[0].path}")
+
+    def content(self, entry: FileEntry) -> bytes:
+        """The content of the base's small member ``entry`` (one of its signed files), cut out of its group frame.
+
+        The frame must have its signed digest and the member its signed header and content digest, else the
+        base's signers built it wrongly [4] (``_lies``). The last frame decoded is kept: a delta asks for the
+        members of one group in turn. Called from one thread (the delta writer's).
+        """
+        span = self.map.span_of(entry)
+        number = span.frame
+        if len(span.frames) != 1:
+            raise ValueError(f"{entry.path}: a large member has no one-frame content")
+        if self._decoded is None or self._decoded[0] != number:
+            try:
+                decoded = reader2.decode_frame(
+                    self._pread(number), span.frames[0], number, max_window=self.caps.max_window, against="signed"
+                )
+            except (ArchiveError, IntegrityError) as exc:
+                raise self._lies(number, exc.message) from exc
+            self._decoded = (number, decoded)
+        decoded = self._decoded[1]
+        try:
+            reader2.check_in_frame(decoded, span, against="signed")
+        except (ArchiveError, IntegrityError) as exc:
+            raise self._lies(number, exc.message) from exc
+        start = span.at + layout.BLOCK
+        return decoded[start : start + entry.size]
 
     def _pread(self, number: int) -> bytes:
         frame = self.frames[number]

@@ -4,7 +4,7 @@ Order of work, all under an flock on the directory and all relative to one
 open descriptor of it (no link inside it is ever followed):
 
 1. the delta is verified in full through one open descriptor, and its target
-   metadata checked (``delta.open_verified_delta``); nothing else reads it;
+   metadata checked (``delta_open.open_verified_delta``); nothing else reads it;
 2. a journal left by a killed run is finished first (roll forward), but only
    when it belongs to this delta's base and target; staging without a journal
    is discarded;
@@ -38,7 +38,7 @@ from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_JSON, Manifest
 from kitbuilder.errors import IntegrityError, KitError
 from kitbuilder.ops.confined import Directory, host_error
-from kitbuilder.ops.delta import open_verified_delta
+from kitbuilder.ops.delta_open import open_verified_delta
 from kitbuilder.ops.kitfile import read_installed_metadata
 from kitbuilder.ops.patch_journal import (
     BASE_FILES,

@@ -33,7 +33,8 @@ from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest, MetadataBudget, metadata_names
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import Directory, host_error
-from kitbuilder.ops.delta import DeltaMetadata, open_delta_metadata
+from kitbuilder.ops.delta_open import DeltaMetadata, open_delta_metadata
+from kitbuilder.ops.frame_rebuild import FrameRebuilder
 from kitbuilder.ops.frame_reuse import check_full_kit, full_kit_needed
 from kitbuilder.ops.framecopy import Span, copy_frames
 from kitbuilder.ops.kitfile import TARGET_DIR, Metadata, open_kit, read_metadata
@@ -85,7 +86,8 @@ def patch_kit(
             if _holds_target(directory, output, delta, options, base_stream):
                 return PatchResult(output, delta.target_manifest, 0, 0, 0, already_patched=True)
             delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
-            sources = _Sources(delta, base_path, base_stream, base_manifest)
+            target = _TargetFiles(delta, options)
+            sources = _Sources(delta, base_path, base_stream, base_manifest, (directory, output), caps, target)
             result = _write_patched(directory, output, delta, sources, threads, options)
             faults.point("patch-file-renamed")
             return result
@@ -169,8 +171,21 @@ def _holds_target(
 class _Sources:
     """Where each frame digest can be copied from: the base's signed frames, then the delta's."""
 
-    def __init__(self, delta: DeltaMetadata, base_path: Path, base_stream: BinaryIO, base: Manifest) -> None:
+    def __init__(
+        self,
+        delta: DeltaMetadata,
+        base_path: Path,
+        base_stream: BinaryIO,
+        base: Manifest,
+        scratch: tuple[Directory, Path],
+        caps: Caps,
+        target_files: _TargetFiles,
+    ) -> None:
         self.delta = delta
+        self.target_files = target_files
+        # Group frames a content delta carries as their members' contents: rebuilt (ops/frame_rebuild.py). They
+        # need the target's file list first; otherwise it is read while the payload is copied.
+        self.rebuilt = FrameRebuilder(delta, base_path, base_stream, base, scratch, caps, target_files)
         self.base_path = base_path
         self.base_fd = base_stream.fileno()
         self.delta_fd = delta.stream.fileno()
@@ -197,6 +212,8 @@ class _Sources:
                 )
             label = _Said(functools.partial("{}: frame of {}".format, name, what))
             return Span(fd, found.offset, found.length, frame.sha256, label, name), from_base
+        if (rebuilt := self.rebuilt.span(frame)) is not None:
+            return rebuilt, False
         raise IntegrityError(
             f"{self.delta.path}: target frame {number} ({what}, sha256 {frame.sha256[:16]}…) is neither in the base "
             f"{self.base_path} nor in the delta; the delta was not made for this base: obtain the matching one"
@@ -275,6 +292,21 @@ class _Names:
         return entry.path + (f" and {count - 1} more" if count > 1 else "")
 
 
+class _TargetFiles:
+    """The target's signed manifest with its files, read once (``DeltaMetadata.target_files``): by the frame
+    rebuilder before the copy when a content delta needs it, else while the payload is copied."""
+
+    def __init__(self, delta: DeltaMetadata, options: VerifyOptions) -> None:
+        self._delta = delta
+        self._options = options
+        self._read: Manifest | None = None
+
+    def __call__(self) -> Manifest:
+        if self._read is None:
+            self._read = self._delta.target_files(self._options.policy)
+        return self._read
+
+
 @dataclass(frozen=True)
 class _Said:
     """Text made when it is shown (an error message), not when the frame is planned: ``f"{_Said(...)}"``."""
@@ -312,7 +344,7 @@ def _write_patched(
         # Nothing is renamed unless both succeed; on any failure the copy is stopped before the file is closed.
         copy = _Copy(spans, out.fileno(), shown, threads)
         try:
-            target = delta.target_files(options.policy)
+            target = sources.target_files()
         except BaseException:
             copy.stop()
             raise

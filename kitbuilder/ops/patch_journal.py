@@ -21,7 +21,7 @@ from kitbuilder.core import filelist, jsonio, paths
 from kitbuilder.core.manifest import MANIFEST_JSON, MAX_ATTESTATIONS, Manifest, is_optional_metadata
 from kitbuilder.errors import FormatError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.confined import CHUNK, Directory, host_error, read_bounded, remove_directories
-from kitbuilder.ops.delta import VerifiedDelta
+from kitbuilder.ops.delta_open import VerifiedDelta
 
 STAGING = ".kit-patch"
 JOURNAL = "journal.json"

@@ -11,13 +11,14 @@ import os
 from dataclasses import dataclass
 
 from kitbuilder import faults
-from kitbuilder.archive import layout, reader
+from kitbuilder.archive import content_delta, layout, reader
 from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, Manifest
 from kitbuilder.errors import HostIOError, IntegrityError, KitError
 from kitbuilder.ops.confined import CHUNK, Directory, host_error
-from kitbuilder.ops.delta import VerifiedDelta
+from kitbuilder.ops.delta_content import carried_contents
+from kitbuilder.ops.delta_open import VerifiedDelta
 from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.kitfile import Metadata, check_layout
 from kitbuilder.ops.patch_journal import Operation, hash_fd, unsafe
@@ -36,10 +37,23 @@ class _Piece:
     skip: int = 0  # delta pieces: bytes of the carried frame before this file's content (a group's other members)
 
 
+@dataclass(frozen=True)
+class _Patch:
+    """A target file the delta carries as a content delta (``delta/patches/<target>/<base>``, member ``span``),
+    decoded against an installed base file with the base content ``base_sha256`` (``donors``: the base's
+    signed paths holding it, each re-hashed before use)."""
+
+    span: MemberSpan
+    base_sha256: str
+    base_size: int
+    donors: tuple[str, ...]
+
+
 # Where a staged file's bytes come from: installed base files with its content (any of them), or pieces: its
-# group frame as the delta carries it, or for a large file its chunks one by one (from the delta, or from the
-# installed base files that held them).
-Source = tuple[str, ...] | tuple[_Piece, ...]
+# group frame as the delta carries it, its content as the delta carries it (``delta/files/…``), or for a large
+# file its chunks one by one (from the delta, or from the installed base files that held them); or a content
+# delta against an installed base file.
+Source = tuple[str, ...] | tuple[_Piece, ...] | tuple[_Patch]
 
 
 @dataclass(frozen=True)
@@ -186,9 +200,16 @@ class _Sources:
         self.target = FrameMap(delta.target_manifest, what=f"{delta.path}: target {MANIFEST_JSON}")
         self.carried = delta.carried
         self.base = FrameMap(base, what=f"installed {MANIFEST_JSON}")
+        # Target contents the delta carries as content members (a content delta, or whole), checked by name.
+        self.contents = carried_contents(delta.manifest, delta.path)
+        self.delta_map = FrameMap(delta.manifest, what=str(delta.path)) if self.contents else None
+        patch_bases = {c.base_sha256 for c in self.contents.values() if c.base_sha256 is not None}
         self.donors: dict[tuple[str, int], list[str]] = {}
+        self.patch_donors: dict[str, list[FileEntry]] = {}
         for entry in base.files:
             self.donors.setdefault((entry.sha256, entry.size), []).append(entry.path)
+            if entry.sha256 in patch_bases:
+                self.patch_donors.setdefault(entry.sha256, []).append(entry)
         # Chunk frames of the base's large files, by digest: which installed file holds those bytes, and where.
         self.base_chunks: dict[str, tuple[str, int]] = {}
         for role in self.base.roles:
@@ -208,8 +229,23 @@ class _Sources:
             if carried is not None and carried.size == span.frames[0].size:
                 return (_Piece(item.size, span=carried, skip=span.at + layout.BLOCK),)
         donors = tuple(self.donors.get((item.sha256, item.size), ()))
-        if donors or len(span.frames) == 1:
+        if donors:
             return donors
+        held = self.contents.get(item.sha256)
+        if held is not None and self.delta_map is not None and len(span.frames) == 1:
+            member = self.delta_map.span_of(held.entry)
+            if held.base_sha256 is None:
+                return (_Piece(item.size, span=member),)
+            bases = [e for e in self.patch_donors.get(held.base_sha256, ()) if not layout.is_large(e.size)]
+            if not bases:
+                raise IntegrityError(
+                    f"{self.delta.path}: {held.entry.path}: a content delta against a base content (sha256 "
+                    f"{held.base_sha256[:16]}…) the installed kit does not hold as a small file; the delta was "
+                    "not made for this base: obtain the matching one"
+                )
+            return (_Patch(member, held.base_sha256, bases[0].size, tuple(e.path for e in bases)),)
+        if len(span.frames) == 1:
+            return ()
         # A large file changed in part: chunk by chunk, from the delta when it carries the chunk, else from the
         # installed file the base had it in. The whole is hashed against the target's digest when staged.
         pieces: list[_Piece] = []
@@ -231,7 +267,9 @@ class _Sources:
 def stage(root: Directory, staging: Directory, delta: VerifiedDelta, plan: Plan, caps: Caps) -> int:
     """Write every staged file (fsynced) under ``staging``; returns how many payload files will be written."""
     for name, (item, source) in sorted(plan.sources.items()):
-        if pieces := tuple(p for p in source if isinstance(p, _Piece)):
+        if patches := tuple(p for p in source if isinstance(p, _Patch)):
+            _decode_patch(root, staging, name, item, patches[0], delta, caps)
+        elif pieces := tuple(p for p in source if isinstance(p, _Piece)):
             _assemble(root, staging, name, item, pieces, delta, caps)
         else:
             _copy_donor(root, staging, name, item, tuple(p for p in source if isinstance(p, str)))
@@ -258,6 +296,43 @@ def _copy_donor(root: Directory, staging: Directory, name: str, item: FileEntry,
             return
         staging.unlink(name)
     raise _not_held(item)
+
+
+def _decode_patch(
+    root: Directory, staging: Directory, name: str, item: FileEntry, patch: _Patch, delta: VerifiedDelta, caps: Caps
+) -> None:
+    """A file from a content delta decoded against an installed base file, which is re-hashed first (it may have
+    been edited since it was installed); the result must be the target's signed size and digest [4]."""
+    # The patch member is read through the verified descriptor, frame and content checked by the member reader.
+    data = b"".join(reader.member_chunks(delta.stream, patch.span, caps, against="signed"))
+    base = _installed_content(root, patch)
+    if base is None:
+        raise IntegrityError(
+            f"{item.path}: the installed base file its content delta needs ({patch.donors[0]}, sha256 "
+            f"{patch.base_sha256[:16]}…) is missing or was changed; reinstall the kit from a full kit"
+        )
+    content = content_delta.decode(
+        data, base, size=item.size, sha256=item.sha256, what=f"{delta.path}: {patch.span.path}"
+    )
+    with staging.new_file(name) as out:
+        out.write(content)
+
+
+def _installed_content(root: Directory, patch: _Patch) -> bytes | None:
+    """The bytes of an installed base file that holds the signed base content, or None (read to one byte past
+    the signed size at most: a file grown since cannot make this read large)."""
+    for donor in patch.donors:
+        fd = root.open_regular(donor, refuse=unsafe)
+        if fd is None:
+            continue
+        try:
+            with os.fdopen(fd, "rb") as source:
+                data = source.read(patch.base_size + 1)
+        except OSError as exc:
+            raise host_error(exc, root.name(donor), "read") from exc
+        if len(data) == patch.base_size and hashlib.sha256(data).hexdigest() == patch.base_sha256:
+            return data
+    return None
 
 
 def _not_held(item: FileEntry) -> KitError:

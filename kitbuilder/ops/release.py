@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kitbuilder.errors import UsageError
 from kitbuilder.ops import build as build_op
 from kitbuilder.ops import delta as delta_op
 from kitbuilder.ops.trust_inputs import load_private
@@ -27,6 +28,7 @@ class ReleaseRequest:
     delta_from: Path | None = None  # a base kit: write a delta against it
     full_out: Path | None = None  # with delta_from: also keep the full new kit here
     max_members: int | None = None  # with delta_from: the base's (and new kit's) file cap when read back
+    delta_frames: str | None = None  # with delta_from: "content" (default) or "verbatim" (docs/delta.md)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ def build_release(
         provenance=request.provenance,
         sigstore_bundle=request.sigstore_bundle,
     )
+    if request.delta_frames is not None and request.delta_from is None:
+        raise UsageError("--delta-frames: only with --delta-from (it says how a delta carries changed files)")
     if request.delta_from is not None:
         delta = delta_op.build_delta(
             request.spec,
@@ -111,6 +115,7 @@ def build_release(
             full_output=request.full_out,
             options=options,
             max_members=request.max_members,
+            mode=request.delta_frames or "content",
         )
         return DeltaRelease(request.out, request.delta_from, request.full_out, delta)
     result = build_op.build_kit(

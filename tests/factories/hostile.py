@@ -310,7 +310,11 @@ class Recipe:
             """Lay ``member`` out (unless absent); returns its honest entry: where it is and what it holds."""
             out.extend(member.before)
             start = len(out)
-            head = member.header if member.header is not None else ustar_header(member.path, len(member.data))
+            # A name over 100 bytes (a delta's delta/patches/<sha256>/<sha256>) is split into prefix and name.
+            honest = (
+                ustar_header if len(member.path) <= 100 else (lambda path, size: tarfmt.build_header(path, size, 0))
+            )
+            head = member.header if member.header is not None else honest(member.path, len(member.data))
             head_frame = member.header_frame if member.header_frame is not None else zframe(head)
             pad = member.padding if member.padding is not None else padding_for(member.data)
             data_frame = member.data_frame if member.data_frame is not None else zframe(member.data + pad)

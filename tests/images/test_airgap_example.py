@@ -44,6 +44,14 @@ def test_airgap_kit_applies_migrations_and_lands_its_images(kit_env: KitEnv, fre
         assert skopeo_raw_digest(f"docker://{image['pushedAs']}", "--tls-verify=false") == record["digest"]
 
 
+def document_sha(kit: Path, path: str) -> str:
+    from kitbuilder.archive.reader import Caps
+    from kitbuilder.ops.kitfile import open_kit, read_metadata
+
+    with open_kit(kit) as stream:
+        return next(f.sha256 for f in read_metadata(stream, Caps()).manifest.files if f.path == path)
+
+
 def test_delta_of_an_image_kit_reuses_every_unchanged_blob(kit_env: KitEnv) -> None:
     base = kit_env.root / "base.kit.tar.zst"
     assert run_kit("build", ROOT / "manifests/airgap-kit.yaml", "--key", kit_env.ed_key, "--out", base).exit_code == 0
@@ -63,14 +71,17 @@ def test_delta_of_an_image_kit_reuses_every_unchanged_blob(kit_env: KitEnv) -> N
     assert diff.exit_code == 0
     changes = json.loads(diff.stdout)
     # Format 2 ships frames: this small kit's images share group frames with the SBOM, so the delta carries
-    # exactly the new kit's frames the base lacks (what kit diff counts), not one frame per changed file.
+    # exactly the new kit's frames the base lacks (what kit diff counts), not one frame per changed file; by
+    # default that group travels as the SBOM's content delta (docs/delta.md, "Content deltas").
     from kitbuilder.archive.reader import Caps
     from kitbuilder.ops.kitfile import open_kit, read_metadata
 
     with open_kit(delta) as stream:
         carried = read_metadata(stream, Caps()).manifest
     shipped = [f for f in carried.files if f.path.startswith("delta/frames/")]  # each behind a header frame
-    assert len(shipped) == changes["frames"]["newFrames"] <= changes["frames"]["new"]
+    patches = [f.path for f in carried.files if f.path.startswith("delta/patches/")]
+    assert changes["frames"]["newFrames"] == 1 <= changes["frames"]["new"]
+    assert not shipped and len(patches) == 1 and patches[0].split("/")[2] == document_sha(full, "sbom/kit.cdx.json")
     assert changes["images"] == {"added": [], "removed": [], "changed": []}
     assert [f["path"] for f in changes["files"]["changed"]] == ["sbom/kit.cdx.json"]
     patched = kit_env.root / "patched.kit.tar.zst"

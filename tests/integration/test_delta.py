@@ -45,9 +45,14 @@ def release_pair(kit_env: KitEnv) -> tuple[Path, Path, Path]:
 
 def test_delta_is_small_and_verifies_on_its_own(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
     base, delta, full = release_pair
-    # Format 2: this small kit's payload is one group frame, so the delta ships that frame verbatim (frames, not
-    # files, are the unit; tests/integration/test_delta_format2.py shows deltas in proportion to the change).
-    assert _frames(delta)[1] == _frames(full)[0]  # behind the 512-byte header frame of delta/frames/<its digest>
+    # Format 2: this small kit's payload is one group frame. With --delta-frames verbatim the delta ships that frame
+    # as it is (behind the 512-byte header frame of delta/frames/<its digest>); by default it ships the changed
+    # files' contents instead (tests/integration/test_content_delta.py), which is smaller.
+    verbatim = kit_env.root / "verbatim.kit.tar.zst"
+    _build(kit_env, verbatim, "1700086400", "--delta-from", base, "--delta-frames", "verbatim")
+    assert _frames(verbatim)[1] == _frames(full)[0]
+    assert _frames(full)[0] not in _frames(delta)
+    assert delta.stat().st_size < verbatim.stat().st_size
     code, report = run_json("verify", delta, "--key", kit_env.ed_pub)
     assert code == 0
     assert report["delta"]["baseSequence"] == 1
@@ -198,8 +203,11 @@ def test_patch_installed_directory_matches_extracted_new_kit(
 
 def test_patch_directory_rehashes_reused_files(kit_env: KitEnv, release_pair: tuple[Path, Path, Path]) -> None:
     """A file the new kit keeps is re-hashed, not trusted: edited since it was installed, it is replaced by the
-    signed content (here the delta carries it: this small kit's one group frame changed)."""
-    base, delta, full = release_pair
+    signed content (here the delta carries it: this small kit's one group frame changed, shipped verbatim; a
+    content delta does not carry it: tests/integration/test_content_delta.py)."""
+    base, _, full = release_pair
+    delta = kit_env.root / "verbatim.kit.tar.zst"
+    _build(kit_env, delta, "1700086400", "--delta-from", base, "--delta-frames", "verbatim")
     installed = kit_env.root / "installed"
     _extract(base, installed)
     (installed / "docs/operator/blob.bin").write_bytes(b"tampered after install")

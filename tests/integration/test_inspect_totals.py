@@ -81,10 +81,12 @@ def test_a_delta_kit_states_its_own_totals_by_role(kit_env: KitEnv) -> None:
     code, listed = run_json("inspect", delta, "--key", kit_env.ed_pub, "--files")
     assert code == 0
     counted = _totals_of(listed["files"])
-    assert set(counted["kit-delta"]["byRole"]) == {"delta-frame", "delta-target"}
+    # The changed group travels as content (docs/delta.md, "Content deltas"): its changed files as patches, the
+    # new file whole; a verbatim delta would carry the frame (delta-frame).
+    assert set(counted["kit-delta"]["byRole"]) == {"delta-patch", "delta-file", "delta-target"}
     summary = run_json("inspect", delta, "--key", kit_env.ed_pub)[1]
     # Every component with what the delta itself holds of it: the target's components hold nothing here (their
-    # frames travel wrapped, as files of kit-delta).
+    # frames and contents travel wrapped, as files of kit-delta).
     stated = _components(summary)
     assert set(counted) <= set(stated)
     assert stated == {c: counted.get(c, {"files": 0, "bytes": 0, "byRole": {}}) for c in stated}

@@ -9,516 +9,3044 @@ from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException
 
 
 REGEX_PATTERNS = {
-    '^[a-z0-9][a-z0-9._-]*$': re.compile('^[a-z0-9][a-z0-9._-]*\\Z'),
-    '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$': re.compile('^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z\\Z'),
-    '^[A-Za-z0-9][A-Za-z0-9._-]*$': re.compile('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z'),
-    '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$': re.compile('^(?!\\.{1,2}(/|\\Z))(?!.*/\\.{1,2}(/|\\Z))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*\\Z'),
-    '^[0-9a-f]{64}$': re.compile('^[0-9a-f]{64}\\Z'),
-    '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$': re.compile('^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?\\Z'),
-    '^sha256:[0-9a-f]{64}$': re.compile('^sha256:[0-9a-f]{64}\\Z')
+    "^[a-z0-9][a-z0-9._-]*$": re.compile("^[a-z0-9][a-z0-9._-]*\\Z"),
+    "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$": re.compile("^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z\\Z"),
+    "^[A-Za-z0-9][A-Za-z0-9._-]*$": re.compile("^[A-Za-z0-9][A-Za-z0-9._-]*\\Z"),
+    "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$": re.compile(
+        "^(?!\\.{1,2}(/|\\Z))(?!.*/\\.{1,2}(/|\\Z))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*\\Z"
+    ),
+    "^[0-9a-f]{64}$": re.compile("^[0-9a-f]{64}\\Z"),
+    "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$": re.compile(
+        "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?\\Z"
+    ),
+    "^sha256:[0-9a-f]{64}$": re.compile("^sha256:[0-9a-f]{64}\\Z"),
 }
 
 NoneType = type(None)
 
+
 def validate_https___kitbuilder_dev_schemas_manifest_schema_json(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/manifest.schema.json', 'title': 'kitbuilder kit manifest (manifest.json, and the predicate of manifest.dsse.json)', 'type': 'object', 'required': ['apiVersion', 'kind', 'kit', 'build', 'components', 'files'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'kind': {'const': 'KitManifest'}, 'kit': {'type': 'object', 'required': ['name', 'version', 'sequence', 'expires', 'product', 'channel'], 'additionalProperties': False, 'properties': {'name': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'version': {'type': 'string', 'minLength': 1}, 'sequence': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.'}, 'expires': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}, 'product': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'channel': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'description': {'type': 'string'}, 'created': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}}}, 'build': {'type': 'object', 'required': ['tool', 'compression'], 'properties': {'tool': {'type': 'string'}, 'compression': {'type': 'object', 'required': ['algorithm', 'level', 'multithreaded'], 'properties': {'algorithm': {'const': 'zstd'}, 'level': {'type': 'integer', 'minimum': 1, 'maximum': 19}, 'multithreaded': {'type': 'boolean'}}}, 'mtime': {'type': 'integer', 'minimum': 0, 'description': 'mtime written in every tar header.'}}}, 'components': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'role'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'role': {'enum': ['migration', 'backfill', 'seed', 'sbom', 'doc', 'image', 'attestation', 'delta']}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'subject': {'type': 'string'}, 'options': {'type': 'object', 'description': "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply')."}}}}, 'files': {'type': 'array', 'items': {'type': 'object', 'required': ['path', 'size', 'sha256', 'role', 'component', 'frame'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$', 'maxLength': 255}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'role': {'type': 'string'}, 'component': {'type': 'string'}, 'frame': {'type': 'object', 'required': ['offset', 'length', 'sha256'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}}}}}}, 'checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': "Checks from the spec, verbatim (kit-spec.schema.json#/$defs/check); each kind's own fields are checked by kitbuilder/core/jobs.py when the kit is verified."}, 'images': {'type': 'array', 'maxItems': 1000, 'description': 'Container images stored under images/ as one OCI image layout (docs/images.md).', 'items': {'type': 'object', 'required': ['ref', 'digest', 'mediaType', 'platforms', 'size', 'layers'], 'additionalProperties': False, 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, 'digest': {'type': 'string', 'pattern': '^sha256:[0-9a-f]{64}$'}, 'mediaType': {'type': 'string', 'minLength': 1}, 'platforms': {'type': 'array', 'items': {'type': 'string'}}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'Bytes of every blob the image references, manifests included.'}, 'layers': {'type': 'integer', 'minimum': 0}}}}, 'sboms': {'type': 'array', 'description': 'Component SBOMs shipped in the kit, validated at build time.', 'items': {'type': 'object', 'required': ['path', 'component', 'subject', 'format', 'specVersion'], 'additionalProperties': False, 'properties': {'path': {'type': 'string'}, 'component': {'type': 'string'}, 'subject': {'type': 'string'}, 'format': {'enum': ['CycloneDX', 'SPDX']}, 'specVersion': {'type': 'string'}}}}, 'delta': {'type': 'object', 'required': ['baseManifestSha256', 'baseSequence', 'baseVersion'], 'additionalProperties': False, 'properties': {'baseManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the base kit's manifest.json: the only base this delta applies to."}, 'baseSequence': {'type': 'integer'}, 'baseVersion': {'type': 'string'}, 'removed': {'type': 'array', 'items': {'type': 'string'}}, 'targetManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}}, 'description': 'Present only in delta kits.'}}}, rule='type')
+        raise JsonSchemaValueException(
+            "" + (name_prefix or "data") + " must be object",
+            value=data,
+            name="" + (name_prefix or "data") + "",
+            definition={
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "$id": "https://kitbuilder.dev/schemas/manifest.schema.json",
+                "title": "kitbuilder kit manifest (manifest.json, and the predicate of manifest.dsse.json)",
+                "type": "object",
+                "required": ["apiVersion", "kind", "kit", "build", "components", "files"],
+                "additionalProperties": False,
+                "properties": {
+                    "apiVersion": {"const": "kitbuilder/v1"},
+                    "kind": {"const": "KitManifest"},
+                    "kit": {
+                        "type": "object",
+                        "required": ["name", "version", "sequence", "expires", "product", "channel"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                            "version": {"type": "string", "minLength": 1},
+                            "sequence": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 9007199254740991,
+                                "description": "As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.",
+                            },
+                            "expires": {"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$"},
+                            "product": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                            "channel": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                            "description": {"type": "string"},
+                            "created": {"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$"},
+                        },
+                    },
+                    "build": {
+                        "type": "object",
+                        "required": ["tool", "compression"],
+                        "properties": {
+                            "tool": {"type": "string"},
+                            "compression": {
+                                "type": "object",
+                                "required": ["algorithm", "level", "multithreaded"],
+                                "properties": {
+                                    "algorithm": {"const": "zstd"},
+                                    "level": {"type": "integer", "minimum": 1, "maximum": 19},
+                                    "multithreaded": {"type": "boolean"},
+                                },
+                            },
+                            "mtime": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "description": "mtime written in every tar header.",
+                            },
+                        },
+                    },
+                    "components": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "role"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                "role": {
+                                    "enum": [
+                                        "migration",
+                                        "backfill",
+                                        "seed",
+                                        "sbom",
+                                        "doc",
+                                        "image",
+                                        "attestation",
+                                        "delta",
+                                    ]
+                                },
+                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                "subject": {"type": "string"},
+                                "options": {
+                                    "type": "object",
+                                    "description": "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply').",
+                                },
+                            },
+                        },
+                    },
+                    "files": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["path", "size", "sha256", "role", "component", "frame"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "path": {
+                                    "type": "string",
+                                    "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                    "maxLength": 255,
+                                },
+                                "size": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                "role": {"type": "string"},
+                                "component": {"type": "string"},
+                                "frame": {
+                                    "type": "object",
+                                    "required": ["offset", "length", "sha256"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "offset": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                        "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
+                                        "sha256": {
+                                            "type": "string",
+                                            "pattern": "^[0-9a-f]{64}$",
+                                            "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                    "checks": {
+                        "type": "array",
+                        "items": {"type": "object", "required": ["id", "kind"]},
+                        "description": "Checks from the spec, verbatim (kit-spec.schema.json#/$defs/check); each kind's own fields are checked by kitbuilder/core/jobs.py when the kit is verified.",
+                    },
+                    "images": {
+                        "type": "array",
+                        "maxItems": 1000,
+                        "description": "Container images stored under images/ as one OCI image layout (docs/images.md).",
+                        "items": {
+                            "type": "object",
+                            "required": ["ref", "digest", "mediaType", "platforms", "size", "layers"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "ref": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "maxLength": 255,
+                                    "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                },
+                                "digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                                "mediaType": {"type": "string", "minLength": 1},
+                                "platforms": {"type": "array", "items": {"type": "string"}},
+                                "size": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "Bytes of every blob the image references, manifests included.",
+                                },
+                                "layers": {"type": "integer", "minimum": 0},
+                            },
+                        },
+                    },
+                    "sboms": {
+                        "type": "array",
+                        "description": "Component SBOMs shipped in the kit, validated at build time.",
+                        "items": {
+                            "type": "object",
+                            "required": ["path", "component", "subject", "format", "specVersion"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "path": {"type": "string"},
+                                "component": {"type": "string"},
+                                "subject": {"type": "string"},
+                                "format": {"enum": ["CycloneDX", "SPDX"]},
+                                "specVersion": {"type": "string"},
+                            },
+                        },
+                    },
+                    "delta": {
+                        "type": "object",
+                        "required": ["baseManifestSha256", "baseSequence", "baseVersion"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "baseManifestSha256": {
+                                "type": "string",
+                                "pattern": "^[0-9a-f]{64}$",
+                                "description": "SHA-256 of the base kit's manifest.json: the only base this delta applies to.",
+                            },
+                            "baseSequence": {"type": "integer"},
+                            "baseVersion": {"type": "string"},
+                            "removed": {"type": "array", "items": {"type": "string"}},
+                            "targetManifestSha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        },
+                        "description": "Present only in delta kits.",
+                    },
+                },
+            },
+            rule="type",
+        )
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(['apiVersion', 'kind', 'kit', 'build', 'components', 'files']) - data.keys()
+        data__missing_keys = set(["apiVersion", "kind", "kit", "build", "components", "files"]) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/manifest.schema.json', 'title': 'kitbuilder kit manifest (manifest.json, and the predicate of manifest.dsse.json)', 'type': 'object', 'required': ['apiVersion', 'kind', 'kit', 'build', 'components', 'files'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'kind': {'const': 'KitManifest'}, 'kit': {'type': 'object', 'required': ['name', 'version', 'sequence', 'expires', 'product', 'channel'], 'additionalProperties': False, 'properties': {'name': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'version': {'type': 'string', 'minLength': 1}, 'sequence': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.'}, 'expires': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}, 'product': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'channel': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'description': {'type': 'string'}, 'created': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}}}, 'build': {'type': 'object', 'required': ['tool', 'compression'], 'properties': {'tool': {'type': 'string'}, 'compression': {'type': 'object', 'required': ['algorithm', 'level', 'multithreaded'], 'properties': {'algorithm': {'const': 'zstd'}, 'level': {'type': 'integer', 'minimum': 1, 'maximum': 19}, 'multithreaded': {'type': 'boolean'}}}, 'mtime': {'type': 'integer', 'minimum': 0, 'description': 'mtime written in every tar header.'}}}, 'components': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'role'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'role': {'enum': ['migration', 'backfill', 'seed', 'sbom', 'doc', 'image', 'attestation', 'delta']}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'subject': {'type': 'string'}, 'options': {'type': 'object', 'description': "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply')."}}}}, 'files': {'type': 'array', 'items': {'type': 'object', 'required': ['path', 'size', 'sha256', 'role', 'component', 'frame'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$', 'maxLength': 255}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'role': {'type': 'string'}, 'component': {'type': 'string'}, 'frame': {'type': 'object', 'required': ['offset', 'length', 'sha256'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}}}}}}, 'checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': "Checks from the spec, verbatim (kit-spec.schema.json#/$defs/check); each kind's own fields are checked by kitbuilder/core/jobs.py when the kit is verified."}, 'images': {'type': 'array', 'maxItems': 1000, 'description': 'Container images stored under images/ as one OCI image layout (docs/images.md).', 'items': {'type': 'object', 'required': ['ref', 'digest', 'mediaType', 'platforms', 'size', 'layers'], 'additionalProperties': False, 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, 'digest': {'type': 'string', 'pattern': '^sha256:[0-9a-f]{64}$'}, 'mediaType': {'type': 'string', 'minLength': 1}, 'platforms': {'type': 'array', 'items': {'type': 'string'}}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'Bytes of every blob the image references, manifests included.'}, 'layers': {'type': 'integer', 'minimum': 0}}}}, 'sboms': {'type': 'array', 'description': 'Component SBOMs shipped in the kit, validated at build time.', 'items': {'type': 'object', 'required': ['path', 'component', 'subject', 'format', 'specVersion'], 'additionalProperties': False, 'properties': {'path': {'type': 'string'}, 'component': {'type': 'string'}, 'subject': {'type': 'string'}, 'format': {'enum': ['CycloneDX', 'SPDX']}, 'specVersion': {'type': 'string'}}}}, 'delta': {'type': 'object', 'required': ['baseManifestSha256', 'baseSequence', 'baseVersion'], 'additionalProperties': False, 'properties': {'baseManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the base kit's manifest.json: the only base this delta applies to."}, 'baseSequence': {'type': 'integer'}, 'baseVersion': {'type': 'string'}, 'removed': {'type': 'array', 'items': {'type': 'string'}}, 'targetManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}}, 'description': 'Present only in delta kits.'}}}, rule='required')
+            raise JsonSchemaValueException(
+                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
+                value=data,
+                name="" + (name_prefix or "data") + "",
+                definition={
+                    "$schema": "http://json-schema.org/draft-07/schema#",
+                    "$id": "https://kitbuilder.dev/schemas/manifest.schema.json",
+                    "title": "kitbuilder kit manifest (manifest.json, and the predicate of manifest.dsse.json)",
+                    "type": "object",
+                    "required": ["apiVersion", "kind", "kit", "build", "components", "files"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "apiVersion": {"const": "kitbuilder/v1"},
+                        "kind": {"const": "KitManifest"},
+                        "kit": {
+                            "type": "object",
+                            "required": ["name", "version", "sequence", "expires", "product", "channel"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "version": {"type": "string", "minLength": 1},
+                                "sequence": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": 9007199254740991,
+                                    "description": "As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.",
+                                },
+                                "expires": {
+                                    "type": "string",
+                                    "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                },
+                                "product": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "channel": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "description": {"type": "string"},
+                                "created": {
+                                    "type": "string",
+                                    "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                },
+                            },
+                        },
+                        "build": {
+                            "type": "object",
+                            "required": ["tool", "compression"],
+                            "properties": {
+                                "tool": {"type": "string"},
+                                "compression": {
+                                    "type": "object",
+                                    "required": ["algorithm", "level", "multithreaded"],
+                                    "properties": {
+                                        "algorithm": {"const": "zstd"},
+                                        "level": {"type": "integer", "minimum": 1, "maximum": 19},
+                                        "multithreaded": {"type": "boolean"},
+                                    },
+                                },
+                                "mtime": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "mtime written in every tar header.",
+                                },
+                            },
+                        },
+                        "components": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["id", "role"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                    "role": {
+                                        "enum": [
+                                            "migration",
+                                            "backfill",
+                                            "seed",
+                                            "sbom",
+                                            "doc",
+                                            "image",
+                                            "attestation",
+                                            "delta",
+                                        ]
+                                    },
+                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                    "subject": {"type": "string"},
+                                    "options": {
+                                        "type": "object",
+                                        "description": "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply').",
+                                    },
+                                },
+                            },
+                        },
+                        "files": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["path", "size", "sha256", "role", "component", "frame"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "path": {
+                                        "type": "string",
+                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                        "maxLength": 255,
+                                    },
+                                    "size": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                    "role": {"type": "string"},
+                                    "component": {"type": "string"},
+                                    "frame": {
+                                        "type": "object",
+                                        "required": ["offset", "length", "sha256"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "offset": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                            "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
+                                            "sha256": {
+                                                "type": "string",
+                                                "pattern": "^[0-9a-f]{64}$",
+                                                "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "checks": {
+                            "type": "array",
+                            "items": {"type": "object", "required": ["id", "kind"]},
+                            "description": "Checks from the spec, verbatim (kit-spec.schema.json#/$defs/check); each kind's own fields are checked by kitbuilder/core/jobs.py when the kit is verified.",
+                        },
+                        "images": {
+                            "type": "array",
+                            "maxItems": 1000,
+                            "description": "Container images stored under images/ as one OCI image layout (docs/images.md).",
+                            "items": {
+                                "type": "object",
+                                "required": ["ref", "digest", "mediaType", "platforms", "size", "layers"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "ref": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": 255,
+                                        "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                    },
+                                    "digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                                    "mediaType": {"type": "string", "minLength": 1},
+                                    "platforms": {"type": "array", "items": {"type": "string"}},
+                                    "size": {
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "description": "Bytes of every blob the image references, manifests included.",
+                                    },
+                                    "layers": {"type": "integer", "minimum": 0},
+                                },
+                            },
+                        },
+                        "sboms": {
+                            "type": "array",
+                            "description": "Component SBOMs shipped in the kit, validated at build time.",
+                            "items": {
+                                "type": "object",
+                                "required": ["path", "component", "subject", "format", "specVersion"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "path": {"type": "string"},
+                                    "component": {"type": "string"},
+                                    "subject": {"type": "string"},
+                                    "format": {"enum": ["CycloneDX", "SPDX"]},
+                                    "specVersion": {"type": "string"},
+                                },
+                            },
+                        },
+                        "delta": {
+                            "type": "object",
+                            "required": ["baseManifestSha256", "baseSequence", "baseVersion"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "baseManifestSha256": {
+                                    "type": "string",
+                                    "pattern": "^[0-9a-f]{64}$",
+                                    "description": "SHA-256 of the base kit's manifest.json: the only base this delta applies to.",
+                                },
+                                "baseSequence": {"type": "integer"},
+                                "baseVersion": {"type": "string"},
+                                "removed": {"type": "array", "items": {"type": "string"}},
+                                "targetManifestSha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            },
+                            "description": "Present only in delta kits.",
+                        },
+                    },
+                },
+                rule="required",
+            )
         data_keys = set(data.keys())
         if "apiVersion" in data_keys:
             data_keys.remove("apiVersion")
             data__apiVersion = data["apiVersion"]
-            if not (isinstance(data__apiVersion, str) and data__apiVersion == 'kitbuilder/v1'):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".apiVersion must be same as const definition: kitbuilder/v1", value=data__apiVersion, name="" + (name_prefix or "data") + ".apiVersion", definition={'const': 'kitbuilder/v1'}, rule='const')
+            if not (isinstance(data__apiVersion, str) and data__apiVersion == "kitbuilder/v1"):
+                raise JsonSchemaValueException(
+                    "" + (name_prefix or "data") + ".apiVersion must be same as const definition: kitbuilder/v1",
+                    value=data__apiVersion,
+                    name="" + (name_prefix or "data") + ".apiVersion",
+                    definition={"const": "kitbuilder/v1"},
+                    rule="const",
+                )
         if "kind" in data_keys:
             data_keys.remove("kind")
             data__kind = data["kind"]
-            if not (isinstance(data__kind, str) and data__kind == 'KitManifest'):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".kind must be same as const definition: KitManifest", value=data__kind, name="" + (name_prefix or "data") + ".kind", definition={'const': 'KitManifest'}, rule='const')
+            if not (isinstance(data__kind, str) and data__kind == "KitManifest"):
+                raise JsonSchemaValueException(
+                    "" + (name_prefix or "data") + ".kind must be same as const definition: KitManifest",
+                    value=data__kind,
+                    name="" + (name_prefix or "data") + ".kind",
+                    definition={"const": "KitManifest"},
+                    rule="const",
+                )
         if "kit" in data_keys:
             data_keys.remove("kit")
             data__kit = data["kit"]
             if not isinstance(data__kit, (dict)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit must be object", value=data__kit, name="" + (name_prefix or "data") + ".kit", definition={'type': 'object', 'required': ['name', 'version', 'sequence', 'expires', 'product', 'channel'], 'additionalProperties': False, 'properties': {'name': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'version': {'type': 'string', 'minLength': 1}, 'sequence': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.'}, 'expires': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}, 'product': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'channel': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'description': {'type': 'string'}, 'created': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}}}, rule='type')
+                raise JsonSchemaValueException(
+                    "" + (name_prefix or "data") + ".kit must be object",
+                    value=data__kit,
+                    name="" + (name_prefix or "data") + ".kit",
+                    definition={
+                        "type": "object",
+                        "required": ["name", "version", "sequence", "expires", "product", "channel"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                            "version": {"type": "string", "minLength": 1},
+                            "sequence": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 9007199254740991,
+                                "description": "As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.",
+                            },
+                            "expires": {"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$"},
+                            "product": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                            "channel": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                            "description": {"type": "string"},
+                            "created": {"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$"},
+                        },
+                    },
+                    rule="type",
+                )
             data__kit_is_dict = isinstance(data__kit, dict)
             if data__kit_is_dict:
-                data__kit__missing_keys = set(['name', 'version', 'sequence', 'expires', 'product', 'channel']) - data__kit.keys()
+                data__kit__missing_keys = (
+                    set(["name", "version", "sequence", "expires", "product", "channel"]) - data__kit.keys()
+                )
                 if data__kit__missing_keys:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit must contain " + (str(sorted(data__kit__missing_keys)) + " properties"), value=data__kit, name="" + (name_prefix or "data") + ".kit", definition={'type': 'object', 'required': ['name', 'version', 'sequence', 'expires', 'product', 'channel'], 'additionalProperties': False, 'properties': {'name': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'version': {'type': 'string', 'minLength': 1}, 'sequence': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.'}, 'expires': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}, 'product': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'channel': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'description': {'type': 'string'}, 'created': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}}}, rule='required')
+                    raise JsonSchemaValueException(
+                        ""
+                        + (name_prefix or "data")
+                        + ".kit must contain "
+                        + (str(sorted(data__kit__missing_keys)) + " properties"),
+                        value=data__kit,
+                        name="" + (name_prefix or "data") + ".kit",
+                        definition={
+                            "type": "object",
+                            "required": ["name", "version", "sequence", "expires", "product", "channel"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "version": {"type": "string", "minLength": 1},
+                                "sequence": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": 9007199254740991,
+                                    "description": "As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.",
+                                },
+                                "expires": {
+                                    "type": "string",
+                                    "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                },
+                                "product": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "channel": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "description": {"type": "string"},
+                                "created": {
+                                    "type": "string",
+                                    "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                },
+                            },
+                        },
+                        rule="required",
+                    )
                 data__kit_keys = set(data__kit.keys())
                 if "name" in data__kit_keys:
                     data__kit_keys.remove("name")
                     data__kit__name = data__kit["name"]
                     if not isinstance(data__kit__name, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.name must be string", value=data__kit__name, name="" + (name_prefix or "data") + ".kit.name", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".kit.name must be string",
+                            value=data__kit__name,
+                            name="" + (name_prefix or "data") + ".kit.name",
+                            definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                            rule="type",
+                        )
                     if isinstance(data__kit__name, str):
                         data__kit__name_len = len(data__kit__name)
                         if data__kit__name_len > 100:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.name must be shorter than or equal to 100 characters", value=data__kit__name, name="" + (name_prefix or "data") + ".kit.name", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='maxLength')
-                        if not REGEX_PATTERNS['^[a-z0-9][a-z0-9._-]*$'].search(data__kit__name):
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.name must match pattern ^[a-z0-9][a-z0-9._-]*$", value=data__kit__name, name="" + (name_prefix or "data") + ".kit.name", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='pattern')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".kit.name must be shorter than or equal to 100 characters",
+                                value=data__kit__name,
+                                name="" + (name_prefix or "data") + ".kit.name",
+                                definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                rule="maxLength",
+                            )
+                        if not REGEX_PATTERNS["^[a-z0-9][a-z0-9._-]*$"].search(data__kit__name):
+                            raise JsonSchemaValueException(
+                                "" + (name_prefix or "data") + ".kit.name must match pattern ^[a-z0-9][a-z0-9._-]*$",
+                                value=data__kit__name,
+                                name="" + (name_prefix or "data") + ".kit.name",
+                                definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                rule="pattern",
+                            )
                 if "version" in data__kit_keys:
                     data__kit_keys.remove("version")
                     data__kit__version = data__kit["version"]
                     if not isinstance(data__kit__version, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.version must be string", value=data__kit__version, name="" + (name_prefix or "data") + ".kit.version", definition={'type': 'string', 'minLength': 1}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".kit.version must be string",
+                            value=data__kit__version,
+                            name="" + (name_prefix or "data") + ".kit.version",
+                            definition={"type": "string", "minLength": 1},
+                            rule="type",
+                        )
                     if isinstance(data__kit__version, str):
                         data__kit__version_len = len(data__kit__version)
                         if data__kit__version_len < 1:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.version must be longer than or equal to 1 characters", value=data__kit__version, name="" + (name_prefix or "data") + ".kit.version", definition={'type': 'string', 'minLength': 1}, rule='minLength')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".kit.version must be longer than or equal to 1 characters",
+                                value=data__kit__version,
+                                name="" + (name_prefix or "data") + ".kit.version",
+                                definition={"type": "string", "minLength": 1},
+                                rule="minLength",
+                            )
                 if "sequence" in data__kit_keys:
                     data__kit_keys.remove("sequence")
                     data__kit__sequence = data__kit["sequence"]
-                    if not isinstance(data__kit__sequence, (int)) and not (isinstance(data__kit__sequence, float) and data__kit__sequence.is_integer()) or isinstance(data__kit__sequence, bool):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.sequence must be integer", value=data__kit__sequence, name="" + (name_prefix or "data") + ".kit.sequence", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.'}, rule='type')
-                    if isinstance(data__kit__sequence, (int, float, Decimal)) and not isinstance(data__kit__sequence, bool):
+                    if (
+                        not isinstance(data__kit__sequence, (int))
+                        and not (isinstance(data__kit__sequence, float) and data__kit__sequence.is_integer())
+                        or isinstance(data__kit__sequence, bool)
+                    ):
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".kit.sequence must be integer",
+                            value=data__kit__sequence,
+                            name="" + (name_prefix or "data") + ".kit.sequence",
+                            definition={
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 9007199254740991,
+                                "description": "As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.",
+                            },
+                            rule="type",
+                        )
+                    if isinstance(data__kit__sequence, (int, float, Decimal)) and not isinstance(
+                        data__kit__sequence, bool
+                    ):
                         if data__kit__sequence < 1:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.sequence must be bigger than or equal to 1", value=data__kit__sequence, name="" + (name_prefix or "data") + ".kit.sequence", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.'}, rule='minimum')
+                            raise JsonSchemaValueException(
+                                "" + (name_prefix or "data") + ".kit.sequence must be bigger than or equal to 1",
+                                value=data__kit__sequence,
+                                name="" + (name_prefix or "data") + ".kit.sequence",
+                                definition={
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": 9007199254740991,
+                                    "description": "As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.",
+                                },
+                                rule="minimum",
+                            )
                         if data__kit__sequence > 9007199254740991:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.sequence must be smaller than or equal to 9007199254740991", value=data__kit__sequence, name="" + (name_prefix or "data") + ".kit.sequence", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.'}, rule='maximum')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".kit.sequence must be smaller than or equal to 9007199254740991",
+                                value=data__kit__sequence,
+                                name="" + (name_prefix or "data") + ".kit.sequence",
+                                definition={
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": 9007199254740991,
+                                    "description": "As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.",
+                                },
+                                rule="maximum",
+                            )
                 if "expires" in data__kit_keys:
                     data__kit_keys.remove("expires")
                     data__kit__expires = data__kit["expires"]
                     if not isinstance(data__kit__expires, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.expires must be string", value=data__kit__expires, name="" + (name_prefix or "data") + ".kit.expires", definition={'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".kit.expires must be string",
+                            value=data__kit__expires,
+                            name="" + (name_prefix or "data") + ".kit.expires",
+                            definition={"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$"},
+                            rule="type",
+                        )
                     if isinstance(data__kit__expires, str):
-                        if not REGEX_PATTERNS['^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'].search(data__kit__expires):
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.expires must match pattern ^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$", value=data__kit__expires, name="" + (name_prefix or "data") + ".kit.expires", definition={'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}, rule='pattern')
+                        if not REGEX_PATTERNS["^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$"].search(
+                            data__kit__expires
+                        ):
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".kit.expires must match pattern ^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                value=data__kit__expires,
+                                name="" + (name_prefix or "data") + ".kit.expires",
+                                definition={
+                                    "type": "string",
+                                    "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                },
+                                rule="pattern",
+                            )
                 if "product" in data__kit_keys:
                     data__kit_keys.remove("product")
                     data__kit__product = data__kit["product"]
                     if not isinstance(data__kit__product, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.product must be string", value=data__kit__product, name="" + (name_prefix or "data") + ".kit.product", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".kit.product must be string",
+                            value=data__kit__product,
+                            name="" + (name_prefix or "data") + ".kit.product",
+                            definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                            rule="type",
+                        )
                     if isinstance(data__kit__product, str):
                         data__kit__product_len = len(data__kit__product)
                         if data__kit__product_len > 100:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.product must be shorter than or equal to 100 characters", value=data__kit__product, name="" + (name_prefix or "data") + ".kit.product", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='maxLength')
-                        if not REGEX_PATTERNS['^[a-z0-9][a-z0-9._-]*$'].search(data__kit__product):
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.product must match pattern ^[a-z0-9][a-z0-9._-]*$", value=data__kit__product, name="" + (name_prefix or "data") + ".kit.product", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='pattern')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".kit.product must be shorter than or equal to 100 characters",
+                                value=data__kit__product,
+                                name="" + (name_prefix or "data") + ".kit.product",
+                                definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                rule="maxLength",
+                            )
+                        if not REGEX_PATTERNS["^[a-z0-9][a-z0-9._-]*$"].search(data__kit__product):
+                            raise JsonSchemaValueException(
+                                "" + (name_prefix or "data") + ".kit.product must match pattern ^[a-z0-9][a-z0-9._-]*$",
+                                value=data__kit__product,
+                                name="" + (name_prefix or "data") + ".kit.product",
+                                definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                rule="pattern",
+                            )
                 if "channel" in data__kit_keys:
                     data__kit_keys.remove("channel")
                     data__kit__channel = data__kit["channel"]
                     if not isinstance(data__kit__channel, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.channel must be string", value=data__kit__channel, name="" + (name_prefix or "data") + ".kit.channel", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".kit.channel must be string",
+                            value=data__kit__channel,
+                            name="" + (name_prefix or "data") + ".kit.channel",
+                            definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                            rule="type",
+                        )
                     if isinstance(data__kit__channel, str):
                         data__kit__channel_len = len(data__kit__channel)
                         if data__kit__channel_len > 100:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.channel must be shorter than or equal to 100 characters", value=data__kit__channel, name="" + (name_prefix or "data") + ".kit.channel", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='maxLength')
-                        if not REGEX_PATTERNS['^[a-z0-9][a-z0-9._-]*$'].search(data__kit__channel):
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.channel must match pattern ^[a-z0-9][a-z0-9._-]*$", value=data__kit__channel, name="" + (name_prefix or "data") + ".kit.channel", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='pattern')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".kit.channel must be shorter than or equal to 100 characters",
+                                value=data__kit__channel,
+                                name="" + (name_prefix or "data") + ".kit.channel",
+                                definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                rule="maxLength",
+                            )
+                        if not REGEX_PATTERNS["^[a-z0-9][a-z0-9._-]*$"].search(data__kit__channel):
+                            raise JsonSchemaValueException(
+                                "" + (name_prefix or "data") + ".kit.channel must match pattern ^[a-z0-9][a-z0-9._-]*$",
+                                value=data__kit__channel,
+                                name="" + (name_prefix or "data") + ".kit.channel",
+                                definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                rule="pattern",
+                            )
                 if "description" in data__kit_keys:
                     data__kit_keys.remove("description")
                     data__kit__description = data__kit["description"]
                     if not isinstance(data__kit__description, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.description must be string", value=data__kit__description, name="" + (name_prefix or "data") + ".kit.description", definition={'type': 'string'}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".kit.description must be string",
+                            value=data__kit__description,
+                            name="" + (name_prefix or "data") + ".kit.description",
+                            definition={"type": "string"},
+                            rule="type",
+                        )
                 if "created" in data__kit_keys:
                     data__kit_keys.remove("created")
                     data__kit__created = data__kit["created"]
                     if not isinstance(data__kit__created, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.created must be string", value=data__kit__created, name="" + (name_prefix or "data") + ".kit.created", definition={'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".kit.created must be string",
+                            value=data__kit__created,
+                            name="" + (name_prefix or "data") + ".kit.created",
+                            definition={"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$"},
+                            rule="type",
+                        )
                     if isinstance(data__kit__created, str):
-                        if not REGEX_PATTERNS['^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'].search(data__kit__created):
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit.created must match pattern ^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$", value=data__kit__created, name="" + (name_prefix or "data") + ".kit.created", definition={'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}, rule='pattern')
+                        if not REGEX_PATTERNS["^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$"].search(
+                            data__kit__created
+                        ):
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".kit.created must match pattern ^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                value=data__kit__created,
+                                name="" + (name_prefix or "data") + ".kit.created",
+                                definition={
+                                    "type": "string",
+                                    "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                },
+                                rule="pattern",
+                            )
                 if data__kit_keys:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".kit must not contain "+str(data__kit_keys)+" properties", value=data__kit, name="" + (name_prefix or "data") + ".kit", definition={'type': 'object', 'required': ['name', 'version', 'sequence', 'expires', 'product', 'channel'], 'additionalProperties': False, 'properties': {'name': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'version': {'type': 'string', 'minLength': 1}, 'sequence': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.'}, 'expires': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}, 'product': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'channel': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'description': {'type': 'string'}, 'created': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}}}, rule='additionalProperties')
+                    raise JsonSchemaValueException(
+                        "" + (name_prefix or "data") + ".kit must not contain " + str(data__kit_keys) + " properties",
+                        value=data__kit,
+                        name="" + (name_prefix or "data") + ".kit",
+                        definition={
+                            "type": "object",
+                            "required": ["name", "version", "sequence", "expires", "product", "channel"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "version": {"type": "string", "minLength": 1},
+                                "sequence": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": 9007199254740991,
+                                    "description": "As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.",
+                                },
+                                "expires": {
+                                    "type": "string",
+                                    "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                },
+                                "product": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "channel": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "description": {"type": "string"},
+                                "created": {
+                                    "type": "string",
+                                    "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                },
+                            },
+                        },
+                        rule="additionalProperties",
+                    )
         if "build" in data_keys:
             data_keys.remove("build")
             data__build = data["build"]
             if not isinstance(data__build, (dict)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".build must be object", value=data__build, name="" + (name_prefix or "data") + ".build", definition={'type': 'object', 'required': ['tool', 'compression'], 'properties': {'tool': {'type': 'string'}, 'compression': {'type': 'object', 'required': ['algorithm', 'level', 'multithreaded'], 'properties': {'algorithm': {'const': 'zstd'}, 'level': {'type': 'integer', 'minimum': 1, 'maximum': 19}, 'multithreaded': {'type': 'boolean'}}}, 'mtime': {'type': 'integer', 'minimum': 0, 'description': 'mtime written in every tar header.'}}}, rule='type')
+                raise JsonSchemaValueException(
+                    "" + (name_prefix or "data") + ".build must be object",
+                    value=data__build,
+                    name="" + (name_prefix or "data") + ".build",
+                    definition={
+                        "type": "object",
+                        "required": ["tool", "compression"],
+                        "properties": {
+                            "tool": {"type": "string"},
+                            "compression": {
+                                "type": "object",
+                                "required": ["algorithm", "level", "multithreaded"],
+                                "properties": {
+                                    "algorithm": {"const": "zstd"},
+                                    "level": {"type": "integer", "minimum": 1, "maximum": 19},
+                                    "multithreaded": {"type": "boolean"},
+                                },
+                            },
+                            "mtime": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "description": "mtime written in every tar header.",
+                            },
+                        },
+                    },
+                    rule="type",
+                )
             data__build_is_dict = isinstance(data__build, dict)
             if data__build_is_dict:
-                data__build__missing_keys = set(['tool', 'compression']) - data__build.keys()
+                data__build__missing_keys = set(["tool", "compression"]) - data__build.keys()
                 if data__build__missing_keys:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".build must contain " + (str(sorted(data__build__missing_keys)) + " properties"), value=data__build, name="" + (name_prefix or "data") + ".build", definition={'type': 'object', 'required': ['tool', 'compression'], 'properties': {'tool': {'type': 'string'}, 'compression': {'type': 'object', 'required': ['algorithm', 'level', 'multithreaded'], 'properties': {'algorithm': {'const': 'zstd'}, 'level': {'type': 'integer', 'minimum': 1, 'maximum': 19}, 'multithreaded': {'type': 'boolean'}}}, 'mtime': {'type': 'integer', 'minimum': 0, 'description': 'mtime written in every tar header.'}}}, rule='required')
+                    raise JsonSchemaValueException(
+                        ""
+                        + (name_prefix or "data")
+                        + ".build must contain "
+                        + (str(sorted(data__build__missing_keys)) + " properties"),
+                        value=data__build,
+                        name="" + (name_prefix or "data") + ".build",
+                        definition={
+                            "type": "object",
+                            "required": ["tool", "compression"],
+                            "properties": {
+                                "tool": {"type": "string"},
+                                "compression": {
+                                    "type": "object",
+                                    "required": ["algorithm", "level", "multithreaded"],
+                                    "properties": {
+                                        "algorithm": {"const": "zstd"},
+                                        "level": {"type": "integer", "minimum": 1, "maximum": 19},
+                                        "multithreaded": {"type": "boolean"},
+                                    },
+                                },
+                                "mtime": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "mtime written in every tar header.",
+                                },
+                            },
+                        },
+                        rule="required",
+                    )
                 data__build_keys = set(data__build.keys())
                 if "tool" in data__build_keys:
                     data__build_keys.remove("tool")
                     data__build__tool = data__build["tool"]
                     if not isinstance(data__build__tool, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".build.tool must be string", value=data__build__tool, name="" + (name_prefix or "data") + ".build.tool", definition={'type': 'string'}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".build.tool must be string",
+                            value=data__build__tool,
+                            name="" + (name_prefix or "data") + ".build.tool",
+                            definition={"type": "string"},
+                            rule="type",
+                        )
                 if "compression" in data__build_keys:
                     data__build_keys.remove("compression")
                     data__build__compression = data__build["compression"]
                     if not isinstance(data__build__compression, (dict)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".build.compression must be object", value=data__build__compression, name="" + (name_prefix or "data") + ".build.compression", definition={'type': 'object', 'required': ['algorithm', 'level', 'multithreaded'], 'properties': {'algorithm': {'const': 'zstd'}, 'level': {'type': 'integer', 'minimum': 1, 'maximum': 19}, 'multithreaded': {'type': 'boolean'}}}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".build.compression must be object",
+                            value=data__build__compression,
+                            name="" + (name_prefix or "data") + ".build.compression",
+                            definition={
+                                "type": "object",
+                                "required": ["algorithm", "level", "multithreaded"],
+                                "properties": {
+                                    "algorithm": {"const": "zstd"},
+                                    "level": {"type": "integer", "minimum": 1, "maximum": 19},
+                                    "multithreaded": {"type": "boolean"},
+                                },
+                            },
+                            rule="type",
+                        )
                     data__build__compression_is_dict = isinstance(data__build__compression, dict)
                     if data__build__compression_is_dict:
-                        data__build__compression__missing_keys = set(['algorithm', 'level', 'multithreaded']) - data__build__compression.keys()
+                        data__build__compression__missing_keys = (
+                            set(["algorithm", "level", "multithreaded"]) - data__build__compression.keys()
+                        )
                         if data__build__compression__missing_keys:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".build.compression must contain " + (str(sorted(data__build__compression__missing_keys)) + " properties"), value=data__build__compression, name="" + (name_prefix or "data") + ".build.compression", definition={'type': 'object', 'required': ['algorithm', 'level', 'multithreaded'], 'properties': {'algorithm': {'const': 'zstd'}, 'level': {'type': 'integer', 'minimum': 1, 'maximum': 19}, 'multithreaded': {'type': 'boolean'}}}, rule='required')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".build.compression must contain "
+                                + (str(sorted(data__build__compression__missing_keys)) + " properties"),
+                                value=data__build__compression,
+                                name="" + (name_prefix or "data") + ".build.compression",
+                                definition={
+                                    "type": "object",
+                                    "required": ["algorithm", "level", "multithreaded"],
+                                    "properties": {
+                                        "algorithm": {"const": "zstd"},
+                                        "level": {"type": "integer", "minimum": 1, "maximum": 19},
+                                        "multithreaded": {"type": "boolean"},
+                                    },
+                                },
+                                rule="required",
+                            )
                         data__build__compression_keys = set(data__build__compression.keys())
                         if "algorithm" in data__build__compression_keys:
                             data__build__compression_keys.remove("algorithm")
                             data__build__compression__algorithm = data__build__compression["algorithm"]
-                            if not (isinstance(data__build__compression__algorithm, str) and data__build__compression__algorithm == 'zstd'):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".build.compression.algorithm must be same as const definition: zstd", value=data__build__compression__algorithm, name="" + (name_prefix or "data") + ".build.compression.algorithm", definition={'const': 'zstd'}, rule='const')
+                            if not (
+                                isinstance(data__build__compression__algorithm, str)
+                                and data__build__compression__algorithm == "zstd"
+                            ):
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".build.compression.algorithm must be same as const definition: zstd",
+                                    value=data__build__compression__algorithm,
+                                    name="" + (name_prefix or "data") + ".build.compression.algorithm",
+                                    definition={"const": "zstd"},
+                                    rule="const",
+                                )
                         if "level" in data__build__compression_keys:
                             data__build__compression_keys.remove("level")
                             data__build__compression__level = data__build__compression["level"]
-                            if not isinstance(data__build__compression__level, (int)) and not (isinstance(data__build__compression__level, float) and data__build__compression__level.is_integer()) or isinstance(data__build__compression__level, bool):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".build.compression.level must be integer", value=data__build__compression__level, name="" + (name_prefix or "data") + ".build.compression.level", definition={'type': 'integer', 'minimum': 1, 'maximum': 19}, rule='type')
-                            if isinstance(data__build__compression__level, (int, float, Decimal)) and not isinstance(data__build__compression__level, bool):
+                            if (
+                                not isinstance(data__build__compression__level, (int))
+                                and not (
+                                    isinstance(data__build__compression__level, float)
+                                    and data__build__compression__level.is_integer()
+                                )
+                                or isinstance(data__build__compression__level, bool)
+                            ):
+                                raise JsonSchemaValueException(
+                                    "" + (name_prefix or "data") + ".build.compression.level must be integer",
+                                    value=data__build__compression__level,
+                                    name="" + (name_prefix or "data") + ".build.compression.level",
+                                    definition={"type": "integer", "minimum": 1, "maximum": 19},
+                                    rule="type",
+                                )
+                            if isinstance(data__build__compression__level, (int, float, Decimal)) and not isinstance(
+                                data__build__compression__level, bool
+                            ):
                                 if data__build__compression__level < 1:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".build.compression.level must be bigger than or equal to 1", value=data__build__compression__level, name="" + (name_prefix or "data") + ".build.compression.level", definition={'type': 'integer', 'minimum': 1, 'maximum': 19}, rule='minimum')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".build.compression.level must be bigger than or equal to 1",
+                                        value=data__build__compression__level,
+                                        name="" + (name_prefix or "data") + ".build.compression.level",
+                                        definition={"type": "integer", "minimum": 1, "maximum": 19},
+                                        rule="minimum",
+                                    )
                                 if data__build__compression__level > 19:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".build.compression.level must be smaller than or equal to 19", value=data__build__compression__level, name="" + (name_prefix or "data") + ".build.compression.level", definition={'type': 'integer', 'minimum': 1, 'maximum': 19}, rule='maximum')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".build.compression.level must be smaller than or equal to 19",
+                                        value=data__build__compression__level,
+                                        name="" + (name_prefix or "data") + ".build.compression.level",
+                                        definition={"type": "integer", "minimum": 1, "maximum": 19},
+                                        rule="maximum",
+                                    )
                         if "multithreaded" in data__build__compression_keys:
                             data__build__compression_keys.remove("multithreaded")
                             data__build__compression__multithreaded = data__build__compression["multithreaded"]
                             if not isinstance(data__build__compression__multithreaded, (bool)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".build.compression.multithreaded must be boolean", value=data__build__compression__multithreaded, name="" + (name_prefix or "data") + ".build.compression.multithreaded", definition={'type': 'boolean'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    "" + (name_prefix or "data") + ".build.compression.multithreaded must be boolean",
+                                    value=data__build__compression__multithreaded,
+                                    name="" + (name_prefix or "data") + ".build.compression.multithreaded",
+                                    definition={"type": "boolean"},
+                                    rule="type",
+                                )
                 if "mtime" in data__build_keys:
                     data__build_keys.remove("mtime")
                     data__build__mtime = data__build["mtime"]
-                    if not isinstance(data__build__mtime, (int)) and not (isinstance(data__build__mtime, float) and data__build__mtime.is_integer()) or isinstance(data__build__mtime, bool):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".build.mtime must be integer", value=data__build__mtime, name="" + (name_prefix or "data") + ".build.mtime", definition={'type': 'integer', 'minimum': 0, 'description': 'mtime written in every tar header.'}, rule='type')
-                    if isinstance(data__build__mtime, (int, float, Decimal)) and not isinstance(data__build__mtime, bool):
+                    if (
+                        not isinstance(data__build__mtime, (int))
+                        and not (isinstance(data__build__mtime, float) and data__build__mtime.is_integer())
+                        or isinstance(data__build__mtime, bool)
+                    ):
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".build.mtime must be integer",
+                            value=data__build__mtime,
+                            name="" + (name_prefix or "data") + ".build.mtime",
+                            definition={
+                                "type": "integer",
+                                "minimum": 0,
+                                "description": "mtime written in every tar header.",
+                            },
+                            rule="type",
+                        )
+                    if isinstance(data__build__mtime, (int, float, Decimal)) and not isinstance(
+                        data__build__mtime, bool
+                    ):
                         if data__build__mtime < 0:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".build.mtime must be bigger than or equal to 0", value=data__build__mtime, name="" + (name_prefix or "data") + ".build.mtime", definition={'type': 'integer', 'minimum': 0, 'description': 'mtime written in every tar header.'}, rule='minimum')
+                            raise JsonSchemaValueException(
+                                "" + (name_prefix or "data") + ".build.mtime must be bigger than or equal to 0",
+                                value=data__build__mtime,
+                                name="" + (name_prefix or "data") + ".build.mtime",
+                                definition={
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "mtime written in every tar header.",
+                                },
+                                rule="minimum",
+                            )
         if "components" in data_keys:
             data_keys.remove("components")
             data__components = data["components"]
             if not isinstance(data__components, (list, tuple)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".components must be array", value=data__components, name="" + (name_prefix or "data") + ".components", definition={'type': 'array', 'items': {'type': 'object', 'required': ['id', 'role'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'role': {'enum': ['migration', 'backfill', 'seed', 'sbom', 'doc', 'image', 'attestation', 'delta']}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'subject': {'type': 'string'}, 'options': {'type': 'object', 'description': "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply')."}}}}, rule='type')
+                raise JsonSchemaValueException(
+                    "" + (name_prefix or "data") + ".components must be array",
+                    value=data__components,
+                    name="" + (name_prefix or "data") + ".components",
+                    definition={
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "role"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                "role": {
+                                    "enum": [
+                                        "migration",
+                                        "backfill",
+                                        "seed",
+                                        "sbom",
+                                        "doc",
+                                        "image",
+                                        "attestation",
+                                        "delta",
+                                    ]
+                                },
+                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                "subject": {"type": "string"},
+                                "options": {
+                                    "type": "object",
+                                    "description": "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply').",
+                                },
+                            },
+                        },
+                    },
+                    rule="type",
+                )
             data__components_is_list = isinstance(data__components, (list, tuple))
             if data__components_is_list:
                 data__components_len = len(data__components)
                 for data__components_x, data__components_item in enumerate(data__components):
                     if not isinstance(data__components_item, (dict)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".components[{data__components_x}]".format(**locals()) + " must be object", value=data__components_item, name="" + (name_prefix or "data") + ".components[{data__components_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['id', 'role'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'role': {'enum': ['migration', 'backfill', 'seed', 'sbom', 'doc', 'image', 'attestation', 'delta']}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'subject': {'type': 'string'}, 'options': {'type': 'object', 'description': "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply')."}}}, rule='type')
+                        raise JsonSchemaValueException(
+                            ""
+                            + (name_prefix or "data")
+                            + ".components[{data__components_x}]".format(**locals())
+                            + " must be object",
+                            value=data__components_item,
+                            name=""
+                            + (name_prefix or "data")
+                            + ".components[{data__components_x}]".format(**locals())
+                            + "",
+                            definition={
+                                "type": "object",
+                                "required": ["id", "role"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                    "role": {
+                                        "enum": [
+                                            "migration",
+                                            "backfill",
+                                            "seed",
+                                            "sbom",
+                                            "doc",
+                                            "image",
+                                            "attestation",
+                                            "delta",
+                                        ]
+                                    },
+                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                    "subject": {"type": "string"},
+                                    "options": {
+                                        "type": "object",
+                                        "description": "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply').",
+                                    },
+                                },
+                            },
+                            rule="type",
+                        )
                     data__components_item_is_dict = isinstance(data__components_item, dict)
                     if data__components_item_is_dict:
-                        data__components_item__missing_keys = set(['id', 'role']) - data__components_item.keys()
+                        data__components_item__missing_keys = set(["id", "role"]) - data__components_item.keys()
                         if data__components_item__missing_keys:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".components[{data__components_x}]".format(**locals()) + " must contain " + (str(sorted(data__components_item__missing_keys)) + " properties"), value=data__components_item, name="" + (name_prefix or "data") + ".components[{data__components_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['id', 'role'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'role': {'enum': ['migration', 'backfill', 'seed', 'sbom', 'doc', 'image', 'attestation', 'delta']}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'subject': {'type': 'string'}, 'options': {'type': 'object', 'description': "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply')."}}}, rule='required')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".components[{data__components_x}]".format(**locals())
+                                + " must contain "
+                                + (str(sorted(data__components_item__missing_keys)) + " properties"),
+                                value=data__components_item,
+                                name=""
+                                + (name_prefix or "data")
+                                + ".components[{data__components_x}]".format(**locals())
+                                + "",
+                                definition={
+                                    "type": "object",
+                                    "required": ["id", "role"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                        "role": {
+                                            "enum": [
+                                                "migration",
+                                                "backfill",
+                                                "seed",
+                                                "sbom",
+                                                "doc",
+                                                "image",
+                                                "attestation",
+                                                "delta",
+                                            ]
+                                        },
+                                        "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                        "subject": {"type": "string"},
+                                        "options": {
+                                            "type": "object",
+                                            "description": "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply').",
+                                        },
+                                    },
+                                },
+                                rule="required",
+                            )
                         data__components_item_keys = set(data__components_item.keys())
                         if "id" in data__components_item_keys:
                             data__components_item_keys.remove("id")
                             data__components_item__id = data__components_item["id"]
                             if not isinstance(data__components_item__id, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".components[{data__components_x}].id".format(**locals()) + " must be string", value=data__components_item__id, name="" + (name_prefix or "data") + ".components[{data__components_x}].id".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".components[{data__components_x}].id".format(**locals())
+                                    + " must be string",
+                                    value=data__components_item__id,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".components[{data__components_x}].id".format(**locals())
+                                    + "",
+                                    definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                    rule="type",
+                                )
                             if isinstance(data__components_item__id, str):
-                                if not REGEX_PATTERNS['^[A-Za-z0-9][A-Za-z0-9._-]*$'].search(data__components_item__id):
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".components[{data__components_x}].id".format(**locals()) + " must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$", value=data__components_item__id, name="" + (name_prefix or "data") + ".components[{data__components_x}].id".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='pattern')
+                                if not REGEX_PATTERNS["^[A-Za-z0-9][A-Za-z0-9._-]*$"].search(data__components_item__id):
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".components[{data__components_x}].id".format(**locals())
+                                        + " must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                        value=data__components_item__id,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".components[{data__components_x}].id".format(**locals())
+                                        + "",
+                                        definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                        rule="pattern",
+                                    )
                         if "role" in data__components_item_keys:
                             data__components_item_keys.remove("role")
                             data__components_item__role = data__components_item["role"]
-                            if not (isinstance(data__components_item__role, str) and data__components_item__role == 'migration' or isinstance(data__components_item__role, str) and data__components_item__role == 'backfill' or isinstance(data__components_item__role, str) and data__components_item__role == 'seed' or isinstance(data__components_item__role, str) and data__components_item__role == 'sbom' or isinstance(data__components_item__role, str) and data__components_item__role == 'doc' or isinstance(data__components_item__role, str) and data__components_item__role == 'image' or isinstance(data__components_item__role, str) and data__components_item__role == 'attestation' or isinstance(data__components_item__role, str) and data__components_item__role == 'delta'):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".components[{data__components_x}].role".format(**locals()) + " must be one of ['migration', 'backfill', 'seed', 'sbom', 'doc', 'image', 'attestation', 'delta']", value=data__components_item__role, name="" + (name_prefix or "data") + ".components[{data__components_x}].role".format(**locals()) + "", definition={'enum': ['migration', 'backfill', 'seed', 'sbom', 'doc', 'image', 'attestation', 'delta']}, rule='enum')
+                            if not (
+                                isinstance(data__components_item__role, str)
+                                and data__components_item__role == "migration"
+                                or isinstance(data__components_item__role, str)
+                                and data__components_item__role == "backfill"
+                                or isinstance(data__components_item__role, str)
+                                and data__components_item__role == "seed"
+                                or isinstance(data__components_item__role, str)
+                                and data__components_item__role == "sbom"
+                                or isinstance(data__components_item__role, str)
+                                and data__components_item__role == "doc"
+                                or isinstance(data__components_item__role, str)
+                                and data__components_item__role == "image"
+                                or isinstance(data__components_item__role, str)
+                                and data__components_item__role == "attestation"
+                                or isinstance(data__components_item__role, str)
+                                and data__components_item__role == "delta"
+                            ):
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".components[{data__components_x}].role".format(**locals())
+                                    + " must be one of ['migration', 'backfill', 'seed', 'sbom', 'doc', 'image', 'attestation', 'delta']",
+                                    value=data__components_item__role,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".components[{data__components_x}].role".format(**locals())
+                                    + "",
+                                    definition={
+                                        "enum": [
+                                            "migration",
+                                            "backfill",
+                                            "seed",
+                                            "sbom",
+                                            "doc",
+                                            "image",
+                                            "attestation",
+                                            "delta",
+                                        ]
+                                    },
+                                    rule="enum",
+                                )
                         if "phase" in data__components_item_keys:
                             data__components_item_keys.remove("phase")
                             data__components_item__phase = data__components_item["phase"]
                             if not isinstance(data__components_item__phase, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".components[{data__components_x}].phase".format(**locals()) + " must be string", value=data__components_item__phase, name="" + (name_prefix or "data") + ".components[{data__components_x}].phase".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".components[{data__components_x}].phase".format(**locals())
+                                    + " must be string",
+                                    value=data__components_item__phase,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".components[{data__components_x}].phase".format(**locals())
+                                    + "",
+                                    definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                    rule="type",
+                                )
                             if isinstance(data__components_item__phase, str):
-                                if not REGEX_PATTERNS['^[A-Za-z0-9][A-Za-z0-9._-]*$'].search(data__components_item__phase):
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".components[{data__components_x}].phase".format(**locals()) + " must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$", value=data__components_item__phase, name="" + (name_prefix or "data") + ".components[{data__components_x}].phase".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='pattern')
+                                if not REGEX_PATTERNS["^[A-Za-z0-9][A-Za-z0-9._-]*$"].search(
+                                    data__components_item__phase
+                                ):
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".components[{data__components_x}].phase".format(**locals())
+                                        + " must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                        value=data__components_item__phase,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".components[{data__components_x}].phase".format(**locals())
+                                        + "",
+                                        definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                        rule="pattern",
+                                    )
                         if "subject" in data__components_item_keys:
                             data__components_item_keys.remove("subject")
                             data__components_item__subject = data__components_item["subject"]
                             if not isinstance(data__components_item__subject, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".components[{data__components_x}].subject".format(**locals()) + " must be string", value=data__components_item__subject, name="" + (name_prefix or "data") + ".components[{data__components_x}].subject".format(**locals()) + "", definition={'type': 'string'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".components[{data__components_x}].subject".format(**locals())
+                                    + " must be string",
+                                    value=data__components_item__subject,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".components[{data__components_x}].subject".format(**locals())
+                                    + "",
+                                    definition={"type": "string"},
+                                    rule="type",
+                                )
                         if "options" in data__components_item_keys:
                             data__components_item_keys.remove("options")
                             data__components_item__options = data__components_item["options"]
                             if not isinstance(data__components_item__options, (dict)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".components[{data__components_x}].options".format(**locals()) + " must be object", value=data__components_item__options, name="" + (name_prefix or "data") + ".components[{data__components_x}].options".format(**locals()) + "", definition={'type': 'object', 'description': "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply')."}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".components[{data__components_x}].options".format(**locals())
+                                    + " must be object",
+                                    value=data__components_item__options,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".components[{data__components_x}].options".format(**locals())
+                                    + "",
+                                    definition={
+                                        "type": "object",
+                                        "description": "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply').",
+                                    },
+                                    rule="type",
+                                )
                         if data__components_item_keys:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".components[{data__components_x}]".format(**locals()) + " must not contain "+str(data__components_item_keys)+" properties", value=data__components_item, name="" + (name_prefix or "data") + ".components[{data__components_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['id', 'role'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'role': {'enum': ['migration', 'backfill', 'seed', 'sbom', 'doc', 'image', 'attestation', 'delta']}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'subject': {'type': 'string'}, 'options': {'type': 'object', 'description': "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply')."}}}, rule='additionalProperties')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".components[{data__components_x}]".format(**locals())
+                                + " must not contain "
+                                + str(data__components_item_keys)
+                                + " properties",
+                                value=data__components_item,
+                                name=""
+                                + (name_prefix or "data")
+                                + ".components[{data__components_x}]".format(**locals())
+                                + "",
+                                definition={
+                                    "type": "object",
+                                    "required": ["id", "role"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                        "role": {
+                                            "enum": [
+                                                "migration",
+                                                "backfill",
+                                                "seed",
+                                                "sbom",
+                                                "doc",
+                                                "image",
+                                                "attestation",
+                                                "delta",
+                                            ]
+                                        },
+                                        "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                        "subject": {"type": "string"},
+                                        "options": {
+                                            "type": "object",
+                                            "description": "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply').",
+                                        },
+                                    },
+                                },
+                                rule="additionalProperties",
+                            )
         if "files" in data_keys:
             data_keys.remove("files")
             data__files = data["files"]
             if not isinstance(data__files, (list, tuple)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".files must be array", value=data__files, name="" + (name_prefix or "data") + ".files", definition={'type': 'array', 'items': {'type': 'object', 'required': ['path', 'size', 'sha256', 'role', 'component', 'frame'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$', 'maxLength': 255}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'role': {'type': 'string'}, 'component': {'type': 'string'}, 'frame': {'type': 'object', 'required': ['offset', 'length', 'sha256'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}}}}}}, rule='type')
+                raise JsonSchemaValueException(
+                    "" + (name_prefix or "data") + ".files must be array",
+                    value=data__files,
+                    name="" + (name_prefix or "data") + ".files",
+                    definition={
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["path", "size", "sha256", "role", "component", "frame"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "path": {
+                                    "type": "string",
+                                    "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                    "maxLength": 255,
+                                },
+                                "size": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                "role": {"type": "string"},
+                                "component": {"type": "string"},
+                                "frame": {
+                                    "type": "object",
+                                    "required": ["offset", "length", "sha256"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "offset": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                        "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
+                                        "sha256": {
+                                            "type": "string",
+                                            "pattern": "^[0-9a-f]{64}$",
+                                            "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                    rule="type",
+                )
             data__files_is_list = isinstance(data__files, (list, tuple))
             if data__files_is_list:
                 data__files_len = len(data__files)
                 for data__files_x, data__files_item in enumerate(data__files):
                     if not isinstance(data__files_item, (dict)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}]".format(**locals()) + " must be object", value=data__files_item, name="" + (name_prefix or "data") + ".files[{data__files_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['path', 'size', 'sha256', 'role', 'component', 'frame'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$', 'maxLength': 255}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'role': {'type': 'string'}, 'component': {'type': 'string'}, 'frame': {'type': 'object', 'required': ['offset', 'length', 'sha256'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}}}}}, rule='type')
+                        raise JsonSchemaValueException(
+                            ""
+                            + (name_prefix or "data")
+                            + ".files[{data__files_x}]".format(**locals())
+                            + " must be object",
+                            value=data__files_item,
+                            name="" + (name_prefix or "data") + ".files[{data__files_x}]".format(**locals()) + "",
+                            definition={
+                                "type": "object",
+                                "required": ["path", "size", "sha256", "role", "component", "frame"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "path": {
+                                        "type": "string",
+                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                        "maxLength": 255,
+                                    },
+                                    "size": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                    "role": {"type": "string"},
+                                    "component": {"type": "string"},
+                                    "frame": {
+                                        "type": "object",
+                                        "required": ["offset", "length", "sha256"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "offset": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                            "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
+                                            "sha256": {
+                                                "type": "string",
+                                                "pattern": "^[0-9a-f]{64}$",
+                                                "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                            rule="type",
+                        )
                     data__files_item_is_dict = isinstance(data__files_item, dict)
                     if data__files_item_is_dict:
-                        data__files_item__missing_keys = set(['path', 'size', 'sha256', 'role', 'component', 'frame']) - data__files_item.keys()
+                        data__files_item__missing_keys = (
+                            set(["path", "size", "sha256", "role", "component", "frame"]) - data__files_item.keys()
+                        )
                         if data__files_item__missing_keys:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}]".format(**locals()) + " must contain " + (str(sorted(data__files_item__missing_keys)) + " properties"), value=data__files_item, name="" + (name_prefix or "data") + ".files[{data__files_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['path', 'size', 'sha256', 'role', 'component', 'frame'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$', 'maxLength': 255}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'role': {'type': 'string'}, 'component': {'type': 'string'}, 'frame': {'type': 'object', 'required': ['offset', 'length', 'sha256'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}}}}}, rule='required')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".files[{data__files_x}]".format(**locals())
+                                + " must contain "
+                                + (str(sorted(data__files_item__missing_keys)) + " properties"),
+                                value=data__files_item,
+                                name="" + (name_prefix or "data") + ".files[{data__files_x}]".format(**locals()) + "",
+                                definition={
+                                    "type": "object",
+                                    "required": ["path", "size", "sha256", "role", "component", "frame"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "path": {
+                                            "type": "string",
+                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                            "maxLength": 255,
+                                        },
+                                        "size": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                        "role": {"type": "string"},
+                                        "component": {"type": "string"},
+                                        "frame": {
+                                            "type": "object",
+                                            "required": ["offset", "length", "sha256"],
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "offset": {
+                                                    "type": "integer",
+                                                    "minimum": 0,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                "length": {
+                                                    "type": "integer",
+                                                    "minimum": 1,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                "sha256": {
+                                                    "type": "string",
+                                                    "pattern": "^[0-9a-f]{64}$",
+                                                    "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                                rule="required",
+                            )
                         data__files_item_keys = set(data__files_item.keys())
                         if "path" in data__files_item_keys:
                             data__files_item_keys.remove("path")
                             data__files_item__path = data__files_item["path"]
                             if not isinstance(data__files_item__path, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].path".format(**locals()) + " must be string", value=data__files_item__path, name="" + (name_prefix or "data") + ".files[{data__files_x}].path".format(**locals()) + "", definition={'type': 'string', 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$', 'maxLength': 255}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].path".format(**locals())
+                                    + " must be string",
+                                    value=data__files_item__path,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].path".format(**locals())
+                                    + "",
+                                    definition={
+                                        "type": "string",
+                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                        "maxLength": 255,
+                                    },
+                                    rule="type",
+                                )
                             if isinstance(data__files_item__path, str):
                                 data__files_item__path_len = len(data__files_item__path)
                                 if data__files_item__path_len > 255:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].path".format(**locals()) + " must be shorter than or equal to 255 characters", value=data__files_item__path, name="" + (name_prefix or "data") + ".files[{data__files_x}].path".format(**locals()) + "", definition={'type': 'string', 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$', 'maxLength': 255}, rule='maxLength')
-                                if not REGEX_PATTERNS['^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'].search(data__files_item__path):
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].path".format(**locals()) + " must match pattern ^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$", value=data__files_item__path, name="" + (name_prefix or "data") + ".files[{data__files_x}].path".format(**locals()) + "", definition={'type': 'string', 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$', 'maxLength': 255}, rule='pattern')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].path".format(**locals())
+                                        + " must be shorter than or equal to 255 characters",
+                                        value=data__files_item__path,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].path".format(**locals())
+                                        + "",
+                                        definition={
+                                            "type": "string",
+                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                            "maxLength": 255,
+                                        },
+                                        rule="maxLength",
+                                    )
+                                if not REGEX_PATTERNS[
+                                    "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$"
+                                ].search(data__files_item__path):
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].path".format(**locals())
+                                        + " must match pattern ^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                        value=data__files_item__path,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].path".format(**locals())
+                                        + "",
+                                        definition={
+                                            "type": "string",
+                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                            "maxLength": 255,
+                                        },
+                                        rule="pattern",
+                                    )
                         if "size" in data__files_item_keys:
                             data__files_item_keys.remove("size")
                             data__files_item__size = data__files_item["size"]
-                            if not isinstance(data__files_item__size, (int)) and not (isinstance(data__files_item__size, float) and data__files_item__size.is_integer()) or isinstance(data__files_item__size, bool):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].size".format(**locals()) + " must be integer", value=data__files_item__size, name="" + (name_prefix or "data") + ".files[{data__files_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, rule='type')
-                            if isinstance(data__files_item__size, (int, float, Decimal)) and not isinstance(data__files_item__size, bool):
+                            if (
+                                not isinstance(data__files_item__size, (int))
+                                and not (
+                                    isinstance(data__files_item__size, float) and data__files_item__size.is_integer()
+                                )
+                                or isinstance(data__files_item__size, bool)
+                            ):
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].size".format(**locals())
+                                    + " must be integer",
+                                    value=data__files_item__size,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].size".format(**locals())
+                                    + "",
+                                    definition={"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                    rule="type",
+                                )
+                            if isinstance(data__files_item__size, (int, float, Decimal)) and not isinstance(
+                                data__files_item__size, bool
+                            ):
                                 if data__files_item__size < 0:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].size".format(**locals()) + " must be bigger than or equal to 0", value=data__files_item__size, name="" + (name_prefix or "data") + ".files[{data__files_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, rule='minimum')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].size".format(**locals())
+                                        + " must be bigger than or equal to 0",
+                                        value=data__files_item__size,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].size".format(**locals())
+                                        + "",
+                                        definition={"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                        rule="minimum",
+                                    )
                                 if data__files_item__size > 9007199254740991:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].size".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__files_item__size, name="" + (name_prefix or "data") + ".files[{data__files_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, rule='maximum')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].size".format(**locals())
+                                        + " must be smaller than or equal to 9007199254740991",
+                                        value=data__files_item__size,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].size".format(**locals())
+                                        + "",
+                                        definition={"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                        rule="maximum",
+                                    )
                         if "sha256" in data__files_item_keys:
                             data__files_item_keys.remove("sha256")
                             data__files_item__sha256 = data__files_item["sha256"]
                             if not isinstance(data__files_item__sha256, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].sha256".format(**locals()) + " must be string", value=data__files_item__sha256, name="" + (name_prefix or "data") + ".files[{data__files_x}].sha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].sha256".format(**locals())
+                                    + " must be string",
+                                    value=data__files_item__sha256,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].sha256".format(**locals())
+                                    + "",
+                                    definition={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                    rule="type",
+                                )
                             if isinstance(data__files_item__sha256, str):
-                                if not REGEX_PATTERNS['^[0-9a-f]{64}$'].search(data__files_item__sha256):
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].sha256".format(**locals()) + " must match pattern ^[0-9a-f]{64}$", value=data__files_item__sha256, name="" + (name_prefix or "data") + ".files[{data__files_x}].sha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, rule='pattern')
+                                if not REGEX_PATTERNS["^[0-9a-f]{64}$"].search(data__files_item__sha256):
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].sha256".format(**locals())
+                                        + " must match pattern ^[0-9a-f]{64}$",
+                                        value=data__files_item__sha256,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].sha256".format(**locals())
+                                        + "",
+                                        definition={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                        rule="pattern",
+                                    )
                         if "role" in data__files_item_keys:
                             data__files_item_keys.remove("role")
                             data__files_item__role = data__files_item["role"]
                             if not isinstance(data__files_item__role, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].role".format(**locals()) + " must be string", value=data__files_item__role, name="" + (name_prefix or "data") + ".files[{data__files_x}].role".format(**locals()) + "", definition={'type': 'string'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].role".format(**locals())
+                                    + " must be string",
+                                    value=data__files_item__role,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].role".format(**locals())
+                                    + "",
+                                    definition={"type": "string"},
+                                    rule="type",
+                                )
                         if "component" in data__files_item_keys:
                             data__files_item_keys.remove("component")
                             data__files_item__component = data__files_item["component"]
                             if not isinstance(data__files_item__component, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].component".format(**locals()) + " must be string", value=data__files_item__component, name="" + (name_prefix or "data") + ".files[{data__files_x}].component".format(**locals()) + "", definition={'type': 'string'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].component".format(**locals())
+                                    + " must be string",
+                                    value=data__files_item__component,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].component".format(**locals())
+                                    + "",
+                                    definition={"type": "string"},
+                                    rule="type",
+                                )
                         if "frame" in data__files_item_keys:
                             data__files_item_keys.remove("frame")
                             data__files_item__frame = data__files_item["frame"]
                             if not isinstance(data__files_item__frame, (dict)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame".format(**locals()) + " must be object", value=data__files_item__frame, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame".format(**locals()) + "", definition={'type': 'object', 'required': ['offset', 'length', 'sha256'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}}}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].frame".format(**locals())
+                                    + " must be object",
+                                    value=data__files_item__frame,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".files[{data__files_x}].frame".format(**locals())
+                                    + "",
+                                    definition={
+                                        "type": "object",
+                                        "required": ["offset", "length", "sha256"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "offset": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                            "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
+                                            "sha256": {
+                                                "type": "string",
+                                                "pattern": "^[0-9a-f]{64}$",
+                                                "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                            },
+                                        },
+                                    },
+                                    rule="type",
+                                )
                             data__files_item__frame_is_dict = isinstance(data__files_item__frame, dict)
                             if data__files_item__frame_is_dict:
-                                data__files_item__frame__missing_keys = set(['offset', 'length', 'sha256']) - data__files_item__frame.keys()
+                                data__files_item__frame__missing_keys = (
+                                    set(["offset", "length", "sha256"]) - data__files_item__frame.keys()
+                                )
                                 if data__files_item__frame__missing_keys:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame".format(**locals()) + " must contain " + (str(sorted(data__files_item__frame__missing_keys)) + " properties"), value=data__files_item__frame, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame".format(**locals()) + "", definition={'type': 'object', 'required': ['offset', 'length', 'sha256'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}}}, rule='required')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].frame".format(**locals())
+                                        + " must contain "
+                                        + (str(sorted(data__files_item__frame__missing_keys)) + " properties"),
+                                        value=data__files_item__frame,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].frame".format(**locals())
+                                        + "",
+                                        definition={
+                                            "type": "object",
+                                            "required": ["offset", "length", "sha256"],
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "offset": {
+                                                    "type": "integer",
+                                                    "minimum": 0,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                "length": {
+                                                    "type": "integer",
+                                                    "minimum": 1,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                "sha256": {
+                                                    "type": "string",
+                                                    "pattern": "^[0-9a-f]{64}$",
+                                                    "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                                },
+                                            },
+                                        },
+                                        rule="required",
+                                    )
                                 data__files_item__frame_keys = set(data__files_item__frame.keys())
                                 if "offset" in data__files_item__frame_keys:
                                     data__files_item__frame_keys.remove("offset")
                                     data__files_item__frame__offset = data__files_item__frame["offset"]
-                                    if not isinstance(data__files_item__frame__offset, (int)) and not (isinstance(data__files_item__frame__offset, float) and data__files_item__frame__offset.is_integer()) or isinstance(data__files_item__frame__offset, bool):
-                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame.offset".format(**locals()) + " must be integer", value=data__files_item__frame__offset, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame.offset".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, rule='type')
-                                    if isinstance(data__files_item__frame__offset, (int, float, Decimal)) and not isinstance(data__files_item__frame__offset, bool):
+                                    if (
+                                        not isinstance(data__files_item__frame__offset, (int))
+                                        and not (
+                                            isinstance(data__files_item__frame__offset, float)
+                                            and data__files_item__frame__offset.is_integer()
+                                        )
+                                        or isinstance(data__files_item__frame__offset, bool)
+                                    ):
+                                        raise JsonSchemaValueException(
+                                            ""
+                                            + (name_prefix or "data")
+                                            + ".files[{data__files_x}].frame.offset".format(**locals())
+                                            + " must be integer",
+                                            value=data__files_item__frame__offset,
+                                            name=""
+                                            + (name_prefix or "data")
+                                            + ".files[{data__files_x}].frame.offset".format(**locals())
+                                            + "",
+                                            definition={"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                            rule="type",
+                                        )
+                                    if isinstance(
+                                        data__files_item__frame__offset, (int, float, Decimal)
+                                    ) and not isinstance(data__files_item__frame__offset, bool):
                                         if data__files_item__frame__offset < 0:
-                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame.offset".format(**locals()) + " must be bigger than or equal to 0", value=data__files_item__frame__offset, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame.offset".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, rule='minimum')
+                                            raise JsonSchemaValueException(
+                                                ""
+                                                + (name_prefix or "data")
+                                                + ".files[{data__files_x}].frame.offset".format(**locals())
+                                                + " must be bigger than or equal to 0",
+                                                value=data__files_item__frame__offset,
+                                                name=""
+                                                + (name_prefix or "data")
+                                                + ".files[{data__files_x}].frame.offset".format(**locals())
+                                                + "",
+                                                definition={
+                                                    "type": "integer",
+                                                    "minimum": 0,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                rule="minimum",
+                                            )
                                         if data__files_item__frame__offset > 9007199254740991:
-                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame.offset".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__files_item__frame__offset, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame.offset".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, rule='maximum')
+                                            raise JsonSchemaValueException(
+                                                ""
+                                                + (name_prefix or "data")
+                                                + ".files[{data__files_x}].frame.offset".format(**locals())
+                                                + " must be smaller than or equal to 9007199254740991",
+                                                value=data__files_item__frame__offset,
+                                                name=""
+                                                + (name_prefix or "data")
+                                                + ".files[{data__files_x}].frame.offset".format(**locals())
+                                                + "",
+                                                definition={
+                                                    "type": "integer",
+                                                    "minimum": 0,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                rule="maximum",
+                                            )
                                 if "length" in data__files_item__frame_keys:
                                     data__files_item__frame_keys.remove("length")
                                     data__files_item__frame__length = data__files_item__frame["length"]
-                                    if not isinstance(data__files_item__frame__length, (int)) and not (isinstance(data__files_item__frame__length, float) and data__files_item__frame__length.is_integer()) or isinstance(data__files_item__frame__length, bool):
-                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame.length".format(**locals()) + " must be integer", value=data__files_item__frame__length, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame.length".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, rule='type')
-                                    if isinstance(data__files_item__frame__length, (int, float, Decimal)) and not isinstance(data__files_item__frame__length, bool):
+                                    if (
+                                        not isinstance(data__files_item__frame__length, (int))
+                                        and not (
+                                            isinstance(data__files_item__frame__length, float)
+                                            and data__files_item__frame__length.is_integer()
+                                        )
+                                        or isinstance(data__files_item__frame__length, bool)
+                                    ):
+                                        raise JsonSchemaValueException(
+                                            ""
+                                            + (name_prefix or "data")
+                                            + ".files[{data__files_x}].frame.length".format(**locals())
+                                            + " must be integer",
+                                            value=data__files_item__frame__length,
+                                            name=""
+                                            + (name_prefix or "data")
+                                            + ".files[{data__files_x}].frame.length".format(**locals())
+                                            + "",
+                                            definition={"type": "integer", "minimum": 1, "maximum": 9007199254740991},
+                                            rule="type",
+                                        )
+                                    if isinstance(
+                                        data__files_item__frame__length, (int, float, Decimal)
+                                    ) and not isinstance(data__files_item__frame__length, bool):
                                         if data__files_item__frame__length < 1:
-                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame.length".format(**locals()) + " must be bigger than or equal to 1", value=data__files_item__frame__length, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame.length".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, rule='minimum')
+                                            raise JsonSchemaValueException(
+                                                ""
+                                                + (name_prefix or "data")
+                                                + ".files[{data__files_x}].frame.length".format(**locals())
+                                                + " must be bigger than or equal to 1",
+                                                value=data__files_item__frame__length,
+                                                name=""
+                                                + (name_prefix or "data")
+                                                + ".files[{data__files_x}].frame.length".format(**locals())
+                                                + "",
+                                                definition={
+                                                    "type": "integer",
+                                                    "minimum": 1,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                rule="minimum",
+                                            )
                                         if data__files_item__frame__length > 9007199254740991:
-                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame.length".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__files_item__frame__length, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame.length".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, rule='maximum')
+                                            raise JsonSchemaValueException(
+                                                ""
+                                                + (name_prefix or "data")
+                                                + ".files[{data__files_x}].frame.length".format(**locals())
+                                                + " must be smaller than or equal to 9007199254740991",
+                                                value=data__files_item__frame__length,
+                                                name=""
+                                                + (name_prefix or "data")
+                                                + ".files[{data__files_x}].frame.length".format(**locals())
+                                                + "",
+                                                definition={
+                                                    "type": "integer",
+                                                    "minimum": 1,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                rule="maximum",
+                                            )
                                 if "sha256" in data__files_item__frame_keys:
                                     data__files_item__frame_keys.remove("sha256")
                                     data__files_item__frame__sha256 = data__files_item__frame["sha256"]
                                     if not isinstance(data__files_item__frame__sha256, (str)):
-                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame.sha256".format(**locals()) + " must be string", value=data__files_item__frame__sha256, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame.sha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}, rule='type')
+                                        raise JsonSchemaValueException(
+                                            ""
+                                            + (name_prefix or "data")
+                                            + ".files[{data__files_x}].frame.sha256".format(**locals())
+                                            + " must be string",
+                                            value=data__files_item__frame__sha256,
+                                            name=""
+                                            + (name_prefix or "data")
+                                            + ".files[{data__files_x}].frame.sha256".format(**locals())
+                                            + "",
+                                            definition={
+                                                "type": "string",
+                                                "pattern": "^[0-9a-f]{64}$",
+                                                "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                            },
+                                            rule="type",
+                                        )
                                     if isinstance(data__files_item__frame__sha256, str):
-                                        if not REGEX_PATTERNS['^[0-9a-f]{64}$'].search(data__files_item__frame__sha256):
-                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame.sha256".format(**locals()) + " must match pattern ^[0-9a-f]{64}$", value=data__files_item__frame__sha256, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame.sha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}, rule='pattern')
+                                        if not REGEX_PATTERNS["^[0-9a-f]{64}$"].search(data__files_item__frame__sha256):
+                                            raise JsonSchemaValueException(
+                                                ""
+                                                + (name_prefix or "data")
+                                                + ".files[{data__files_x}].frame.sha256".format(**locals())
+                                                + " must match pattern ^[0-9a-f]{64}$",
+                                                value=data__files_item__frame__sha256,
+                                                name=""
+                                                + (name_prefix or "data")
+                                                + ".files[{data__files_x}].frame.sha256".format(**locals())
+                                                + "",
+                                                definition={
+                                                    "type": "string",
+                                                    "pattern": "^[0-9a-f]{64}$",
+                                                    "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                                },
+                                                rule="pattern",
+                                            )
                                 if data__files_item__frame_keys:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}].frame".format(**locals()) + " must not contain "+str(data__files_item__frame_keys)+" properties", value=data__files_item__frame, name="" + (name_prefix or "data") + ".files[{data__files_x}].frame".format(**locals()) + "", definition={'type': 'object', 'required': ['offset', 'length', 'sha256'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}}}, rule='additionalProperties')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].frame".format(**locals())
+                                        + " must not contain "
+                                        + str(data__files_item__frame_keys)
+                                        + " properties",
+                                        value=data__files_item__frame,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".files[{data__files_x}].frame".format(**locals())
+                                        + "",
+                                        definition={
+                                            "type": "object",
+                                            "required": ["offset", "length", "sha256"],
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "offset": {
+                                                    "type": "integer",
+                                                    "minimum": 0,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                "length": {
+                                                    "type": "integer",
+                                                    "minimum": 1,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                "sha256": {
+                                                    "type": "string",
+                                                    "pattern": "^[0-9a-f]{64}$",
+                                                    "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                                },
+                                            },
+                                        },
+                                        rule="additionalProperties",
+                                    )
                         if data__files_item_keys:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".files[{data__files_x}]".format(**locals()) + " must not contain "+str(data__files_item_keys)+" properties", value=data__files_item, name="" + (name_prefix or "data") + ".files[{data__files_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['path', 'size', 'sha256', 'role', 'component', 'frame'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$', 'maxLength': 255}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'role': {'type': 'string'}, 'component': {'type': 'string'}, 'frame': {'type': 'object', 'required': ['offset', 'length', 'sha256'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}}}}}, rule='additionalProperties')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".files[{data__files_x}]".format(**locals())
+                                + " must not contain "
+                                + str(data__files_item_keys)
+                                + " properties",
+                                value=data__files_item,
+                                name="" + (name_prefix or "data") + ".files[{data__files_x}]".format(**locals()) + "",
+                                definition={
+                                    "type": "object",
+                                    "required": ["path", "size", "sha256", "role", "component", "frame"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "path": {
+                                            "type": "string",
+                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                            "maxLength": 255,
+                                        },
+                                        "size": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                        "role": {"type": "string"},
+                                        "component": {"type": "string"},
+                                        "frame": {
+                                            "type": "object",
+                                            "required": ["offset", "length", "sha256"],
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "offset": {
+                                                    "type": "integer",
+                                                    "minimum": 0,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                "length": {
+                                                    "type": "integer",
+                                                    "minimum": 1,
+                                                    "maximum": 9007199254740991,
+                                                },
+                                                "sha256": {
+                                                    "type": "string",
+                                                    "pattern": "^[0-9a-f]{64}$",
+                                                    "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                                rule="additionalProperties",
+                            )
         if "checks" in data_keys:
             data_keys.remove("checks")
             data__checks = data["checks"]
             if not isinstance(data__checks, (list, tuple)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".checks must be array", value=data__checks, name="" + (name_prefix or "data") + ".checks", definition={'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': "Checks from the spec, verbatim (kit-spec.schema.json#/$defs/check); each kind's own fields are checked by kitbuilder/core/jobs.py when the kit is verified."}, rule='type')
+                raise JsonSchemaValueException(
+                    "" + (name_prefix or "data") + ".checks must be array",
+                    value=data__checks,
+                    name="" + (name_prefix or "data") + ".checks",
+                    definition={
+                        "type": "array",
+                        "items": {"type": "object", "required": ["id", "kind"]},
+                        "description": "Checks from the spec, verbatim (kit-spec.schema.json#/$defs/check); each kind's own fields are checked by kitbuilder/core/jobs.py when the kit is verified.",
+                    },
+                    rule="type",
+                )
             data__checks_is_list = isinstance(data__checks, (list, tuple))
             if data__checks_is_list:
                 data__checks_len = len(data__checks)
                 for data__checks_x, data__checks_item in enumerate(data__checks):
                     if not isinstance(data__checks_item, (dict)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".checks[{data__checks_x}]".format(**locals()) + " must be object", value=data__checks_item, name="" + (name_prefix or "data") + ".checks[{data__checks_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['id', 'kind']}, rule='type')
+                        raise JsonSchemaValueException(
+                            ""
+                            + (name_prefix or "data")
+                            + ".checks[{data__checks_x}]".format(**locals())
+                            + " must be object",
+                            value=data__checks_item,
+                            name="" + (name_prefix or "data") + ".checks[{data__checks_x}]".format(**locals()) + "",
+                            definition={"type": "object", "required": ["id", "kind"]},
+                            rule="type",
+                        )
                     data__checks_item_is_dict = isinstance(data__checks_item, dict)
                     if data__checks_item_is_dict:
-                        data__checks_item__missing_keys = set(['id', 'kind']) - data__checks_item.keys()
+                        data__checks_item__missing_keys = set(["id", "kind"]) - data__checks_item.keys()
                         if data__checks_item__missing_keys:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".checks[{data__checks_x}]".format(**locals()) + " must contain " + (str(sorted(data__checks_item__missing_keys)) + " properties"), value=data__checks_item, name="" + (name_prefix or "data") + ".checks[{data__checks_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['id', 'kind']}, rule='required')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".checks[{data__checks_x}]".format(**locals())
+                                + " must contain "
+                                + (str(sorted(data__checks_item__missing_keys)) + " properties"),
+                                value=data__checks_item,
+                                name="" + (name_prefix or "data") + ".checks[{data__checks_x}]".format(**locals()) + "",
+                                definition={"type": "object", "required": ["id", "kind"]},
+                                rule="required",
+                            )
         if "images" in data_keys:
             data_keys.remove("images")
             data__images = data["images"]
             if not isinstance(data__images, (list, tuple)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".images must be array", value=data__images, name="" + (name_prefix or "data") + ".images", definition={'type': 'array', 'maxItems': 1000, 'description': 'Container images stored under images/ as one OCI image layout (docs/images.md).', 'items': {'type': 'object', 'required': ['ref', 'digest', 'mediaType', 'platforms', 'size', 'layers'], 'additionalProperties': False, 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, 'digest': {'type': 'string', 'pattern': '^sha256:[0-9a-f]{64}$'}, 'mediaType': {'type': 'string', 'minLength': 1}, 'platforms': {'type': 'array', 'items': {'type': 'string'}}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'Bytes of every blob the image references, manifests included.'}, 'layers': {'type': 'integer', 'minimum': 0}}}}, rule='type')
+                raise JsonSchemaValueException(
+                    "" + (name_prefix or "data") + ".images must be array",
+                    value=data__images,
+                    name="" + (name_prefix or "data") + ".images",
+                    definition={
+                        "type": "array",
+                        "maxItems": 1000,
+                        "description": "Container images stored under images/ as one OCI image layout (docs/images.md).",
+                        "items": {
+                            "type": "object",
+                            "required": ["ref", "digest", "mediaType", "platforms", "size", "layers"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "ref": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "maxLength": 255,
+                                    "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                },
+                                "digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                                "mediaType": {"type": "string", "minLength": 1},
+                                "platforms": {"type": "array", "items": {"type": "string"}},
+                                "size": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "Bytes of every blob the image references, manifests included.",
+                                },
+                                "layers": {"type": "integer", "minimum": 0},
+                            },
+                        },
+                    },
+                    rule="type",
+                )
             data__images_is_list = isinstance(data__images, (list, tuple))
             if data__images_is_list:
                 data__images_len = len(data__images)
                 if data__images_len > 1000:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".images must contain less than or equal to 1000 items", value=data__images, name="" + (name_prefix or "data") + ".images", definition={'type': 'array', 'maxItems': 1000, 'description': 'Container images stored under images/ as one OCI image layout (docs/images.md).', 'items': {'type': 'object', 'required': ['ref', 'digest', 'mediaType', 'platforms', 'size', 'layers'], 'additionalProperties': False, 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, 'digest': {'type': 'string', 'pattern': '^sha256:[0-9a-f]{64}$'}, 'mediaType': {'type': 'string', 'minLength': 1}, 'platforms': {'type': 'array', 'items': {'type': 'string'}}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'Bytes of every blob the image references, manifests included.'}, 'layers': {'type': 'integer', 'minimum': 0}}}}, rule='maxItems')
+                    raise JsonSchemaValueException(
+                        "" + (name_prefix or "data") + ".images must contain less than or equal to 1000 items",
+                        value=data__images,
+                        name="" + (name_prefix or "data") + ".images",
+                        definition={
+                            "type": "array",
+                            "maxItems": 1000,
+                            "description": "Container images stored under images/ as one OCI image layout (docs/images.md).",
+                            "items": {
+                                "type": "object",
+                                "required": ["ref", "digest", "mediaType", "platforms", "size", "layers"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "ref": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": 255,
+                                        "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                    },
+                                    "digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                                    "mediaType": {"type": "string", "minLength": 1},
+                                    "platforms": {"type": "array", "items": {"type": "string"}},
+                                    "size": {
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "description": "Bytes of every blob the image references, manifests included.",
+                                    },
+                                    "layers": {"type": "integer", "minimum": 0},
+                                },
+                            },
+                        },
+                        rule="maxItems",
+                    )
                 for data__images_x, data__images_item in enumerate(data__images):
                     if not isinstance(data__images_item, (dict)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()) + " must be object", value=data__images_item, name="" + (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['ref', 'digest', 'mediaType', 'platforms', 'size', 'layers'], 'additionalProperties': False, 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, 'digest': {'type': 'string', 'pattern': '^sha256:[0-9a-f]{64}$'}, 'mediaType': {'type': 'string', 'minLength': 1}, 'platforms': {'type': 'array', 'items': {'type': 'string'}}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'Bytes of every blob the image references, manifests included.'}, 'layers': {'type': 'integer', 'minimum': 0}}}, rule='type')
+                        raise JsonSchemaValueException(
+                            ""
+                            + (name_prefix or "data")
+                            + ".images[{data__images_x}]".format(**locals())
+                            + " must be object",
+                            value=data__images_item,
+                            name="" + (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()) + "",
+                            definition={
+                                "type": "object",
+                                "required": ["ref", "digest", "mediaType", "platforms", "size", "layers"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "ref": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": 255,
+                                        "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                    },
+                                    "digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                                    "mediaType": {"type": "string", "minLength": 1},
+                                    "platforms": {"type": "array", "items": {"type": "string"}},
+                                    "size": {
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "description": "Bytes of every blob the image references, manifests included.",
+                                    },
+                                    "layers": {"type": "integer", "minimum": 0},
+                                },
+                            },
+                            rule="type",
+                        )
                     data__images_item_is_dict = isinstance(data__images_item, dict)
                     if data__images_item_is_dict:
-                        data__images_item__missing_keys = set(['ref', 'digest', 'mediaType', 'platforms', 'size', 'layers']) - data__images_item.keys()
+                        data__images_item__missing_keys = (
+                            set(["ref", "digest", "mediaType", "platforms", "size", "layers"])
+                            - data__images_item.keys()
+                        )
                         if data__images_item__missing_keys:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()) + " must contain " + (str(sorted(data__images_item__missing_keys)) + " properties"), value=data__images_item, name="" + (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['ref', 'digest', 'mediaType', 'platforms', 'size', 'layers'], 'additionalProperties': False, 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, 'digest': {'type': 'string', 'pattern': '^sha256:[0-9a-f]{64}$'}, 'mediaType': {'type': 'string', 'minLength': 1}, 'platforms': {'type': 'array', 'items': {'type': 'string'}}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'Bytes of every blob the image references, manifests included.'}, 'layers': {'type': 'integer', 'minimum': 0}}}, rule='required')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".images[{data__images_x}]".format(**locals())
+                                + " must contain "
+                                + (str(sorted(data__images_item__missing_keys)) + " properties"),
+                                value=data__images_item,
+                                name="" + (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()) + "",
+                                definition={
+                                    "type": "object",
+                                    "required": ["ref", "digest", "mediaType", "platforms", "size", "layers"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "ref": {
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 255,
+                                            "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                        },
+                                        "digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                                        "mediaType": {"type": "string", "minLength": 1},
+                                        "platforms": {"type": "array", "items": {"type": "string"}},
+                                        "size": {
+                                            "type": "integer",
+                                            "minimum": 0,
+                                            "description": "Bytes of every blob the image references, manifests included.",
+                                        },
+                                        "layers": {"type": "integer", "minimum": 0},
+                                    },
+                                },
+                                rule="required",
+                            )
                         data__images_item_keys = set(data__images_item.keys())
                         if "ref" in data__images_item_keys:
                             data__images_item_keys.remove("ref")
                             data__images_item__ref = data__images_item["ref"]
                             if not isinstance(data__images_item__ref, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].ref".format(**locals()) + " must be string", value=data__images_item__ref, name="" + (name_prefix or "data") + ".images[{data__images_x}].ref".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].ref".format(**locals())
+                                    + " must be string",
+                                    value=data__images_item__ref,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].ref".format(**locals())
+                                    + "",
+                                    definition={
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": 255,
+                                        "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                    },
+                                    rule="type",
+                                )
                             if isinstance(data__images_item__ref, str):
                                 data__images_item__ref_len = len(data__images_item__ref)
                                 if data__images_item__ref_len < 1:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].ref".format(**locals()) + " must be longer than or equal to 1 characters", value=data__images_item__ref, name="" + (name_prefix or "data") + ".images[{data__images_x}].ref".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, rule='minLength')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].ref".format(**locals())
+                                        + " must be longer than or equal to 1 characters",
+                                        value=data__images_item__ref,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].ref".format(**locals())
+                                        + "",
+                                        definition={
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 255,
+                                            "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                        },
+                                        rule="minLength",
+                                    )
                                 if data__images_item__ref_len > 255:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].ref".format(**locals()) + " must be shorter than or equal to 255 characters", value=data__images_item__ref, name="" + (name_prefix or "data") + ".images[{data__images_x}].ref".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, rule='maxLength')
-                                if not REGEX_PATTERNS['^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'].search(data__images_item__ref):
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].ref".format(**locals()) + " must match pattern ^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$", value=data__images_item__ref, name="" + (name_prefix or "data") + ".images[{data__images_x}].ref".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, rule='pattern')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].ref".format(**locals())
+                                        + " must be shorter than or equal to 255 characters",
+                                        value=data__images_item__ref,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].ref".format(**locals())
+                                        + "",
+                                        definition={
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 255,
+                                            "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                        },
+                                        rule="maxLength",
+                                    )
+                                if not REGEX_PATTERNS[
+                                    "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
+                                ].search(data__images_item__ref):
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].ref".format(**locals())
+                                        + " must match pattern ^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                        value=data__images_item__ref,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].ref".format(**locals())
+                                        + "",
+                                        definition={
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 255,
+                                            "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                        },
+                                        rule="pattern",
+                                    )
                         if "digest" in data__images_item_keys:
                             data__images_item_keys.remove("digest")
                             data__images_item__digest = data__images_item["digest"]
                             if not isinstance(data__images_item__digest, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].digest".format(**locals()) + " must be string", value=data__images_item__digest, name="" + (name_prefix or "data") + ".images[{data__images_x}].digest".format(**locals()) + "", definition={'type': 'string', 'pattern': '^sha256:[0-9a-f]{64}$'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].digest".format(**locals())
+                                    + " must be string",
+                                    value=data__images_item__digest,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].digest".format(**locals())
+                                    + "",
+                                    definition={"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                                    rule="type",
+                                )
                             if isinstance(data__images_item__digest, str):
-                                if not REGEX_PATTERNS['^sha256:[0-9a-f]{64}$'].search(data__images_item__digest):
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].digest".format(**locals()) + " must match pattern ^sha256:[0-9a-f]{64}$", value=data__images_item__digest, name="" + (name_prefix or "data") + ".images[{data__images_x}].digest".format(**locals()) + "", definition={'type': 'string', 'pattern': '^sha256:[0-9a-f]{64}$'}, rule='pattern')
+                                if not REGEX_PATTERNS["^sha256:[0-9a-f]{64}$"].search(data__images_item__digest):
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].digest".format(**locals())
+                                        + " must match pattern ^sha256:[0-9a-f]{64}$",
+                                        value=data__images_item__digest,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].digest".format(**locals())
+                                        + "",
+                                        definition={"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                                        rule="pattern",
+                                    )
                         if "mediaType" in data__images_item_keys:
                             data__images_item_keys.remove("mediaType")
                             data__images_item__mediaType = data__images_item["mediaType"]
                             if not isinstance(data__images_item__mediaType, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].mediaType".format(**locals()) + " must be string", value=data__images_item__mediaType, name="" + (name_prefix or "data") + ".images[{data__images_x}].mediaType".format(**locals()) + "", definition={'type': 'string', 'minLength': 1}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].mediaType".format(**locals())
+                                    + " must be string",
+                                    value=data__images_item__mediaType,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].mediaType".format(**locals())
+                                    + "",
+                                    definition={"type": "string", "minLength": 1},
+                                    rule="type",
+                                )
                             if isinstance(data__images_item__mediaType, str):
                                 data__images_item__mediaType_len = len(data__images_item__mediaType)
                                 if data__images_item__mediaType_len < 1:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].mediaType".format(**locals()) + " must be longer than or equal to 1 characters", value=data__images_item__mediaType, name="" + (name_prefix or "data") + ".images[{data__images_x}].mediaType".format(**locals()) + "", definition={'type': 'string', 'minLength': 1}, rule='minLength')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].mediaType".format(**locals())
+                                        + " must be longer than or equal to 1 characters",
+                                        value=data__images_item__mediaType,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].mediaType".format(**locals())
+                                        + "",
+                                        definition={"type": "string", "minLength": 1},
+                                        rule="minLength",
+                                    )
                         if "platforms" in data__images_item_keys:
                             data__images_item_keys.remove("platforms")
                             data__images_item__platforms = data__images_item["platforms"]
                             if not isinstance(data__images_item__platforms, (list, tuple)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].platforms".format(**locals()) + " must be array", value=data__images_item__platforms, name="" + (name_prefix or "data") + ".images[{data__images_x}].platforms".format(**locals()) + "", definition={'type': 'array', 'items': {'type': 'string'}}, rule='type')
-                            data__images_item__platforms_is_list = isinstance(data__images_item__platforms, (list, tuple))
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].platforms".format(**locals())
+                                    + " must be array",
+                                    value=data__images_item__platforms,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].platforms".format(**locals())
+                                    + "",
+                                    definition={"type": "array", "items": {"type": "string"}},
+                                    rule="type",
+                                )
+                            data__images_item__platforms_is_list = isinstance(
+                                data__images_item__platforms, (list, tuple)
+                            )
                             if data__images_item__platforms_is_list:
                                 data__images_item__platforms_len = len(data__images_item__platforms)
-                                for data__images_item__platforms_x, data__images_item__platforms_item in enumerate(data__images_item__platforms):
+                                for data__images_item__platforms_x, data__images_item__platforms_item in enumerate(
+                                    data__images_item__platforms
+                                ):
                                     if not isinstance(data__images_item__platforms_item, (str)):
-                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].platforms[{data__images_item__platforms_x}]".format(**locals()) + " must be string", value=data__images_item__platforms_item, name="" + (name_prefix or "data") + ".images[{data__images_x}].platforms[{data__images_item__platforms_x}]".format(**locals()) + "", definition={'type': 'string'}, rule='type')
+                                        raise JsonSchemaValueException(
+                                            ""
+                                            + (name_prefix or "data")
+                                            + ".images[{data__images_x}].platforms[{data__images_item__platforms_x}]".format(
+                                                **locals()
+                                            )
+                                            + " must be string",
+                                            value=data__images_item__platforms_item,
+                                            name=""
+                                            + (name_prefix or "data")
+                                            + ".images[{data__images_x}].platforms[{data__images_item__platforms_x}]".format(
+                                                **locals()
+                                            )
+                                            + "",
+                                            definition={"type": "string"},
+                                            rule="type",
+                                        )
                         if "size" in data__images_item_keys:
                             data__images_item_keys.remove("size")
                             data__images_item__size = data__images_item["size"]
-                            if not isinstance(data__images_item__size, (int)) and not (isinstance(data__images_item__size, float) and data__images_item__size.is_integer()) or isinstance(data__images_item__size, bool):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].size".format(**locals()) + " must be integer", value=data__images_item__size, name="" + (name_prefix or "data") + ".images[{data__images_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'description': 'Bytes of every blob the image references, manifests included.'}, rule='type')
-                            if isinstance(data__images_item__size, (int, float, Decimal)) and not isinstance(data__images_item__size, bool):
+                            if (
+                                not isinstance(data__images_item__size, (int))
+                                and not (
+                                    isinstance(data__images_item__size, float) and data__images_item__size.is_integer()
+                                )
+                                or isinstance(data__images_item__size, bool)
+                            ):
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].size".format(**locals())
+                                    + " must be integer",
+                                    value=data__images_item__size,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].size".format(**locals())
+                                    + "",
+                                    definition={
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "description": "Bytes of every blob the image references, manifests included.",
+                                    },
+                                    rule="type",
+                                )
+                            if isinstance(data__images_item__size, (int, float, Decimal)) and not isinstance(
+                                data__images_item__size, bool
+                            ):
                                 if data__images_item__size < 0:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].size".format(**locals()) + " must be bigger than or equal to 0", value=data__images_item__size, name="" + (name_prefix or "data") + ".images[{data__images_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'description': 'Bytes of every blob the image references, manifests included.'}, rule='minimum')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].size".format(**locals())
+                                        + " must be bigger than or equal to 0",
+                                        value=data__images_item__size,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].size".format(**locals())
+                                        + "",
+                                        definition={
+                                            "type": "integer",
+                                            "minimum": 0,
+                                            "description": "Bytes of every blob the image references, manifests included.",
+                                        },
+                                        rule="minimum",
+                                    )
                         if "layers" in data__images_item_keys:
                             data__images_item_keys.remove("layers")
                             data__images_item__layers = data__images_item["layers"]
-                            if not isinstance(data__images_item__layers, (int)) and not (isinstance(data__images_item__layers, float) and data__images_item__layers.is_integer()) or isinstance(data__images_item__layers, bool):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].layers".format(**locals()) + " must be integer", value=data__images_item__layers, name="" + (name_prefix or "data") + ".images[{data__images_x}].layers".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0}, rule='type')
-                            if isinstance(data__images_item__layers, (int, float, Decimal)) and not isinstance(data__images_item__layers, bool):
+                            if (
+                                not isinstance(data__images_item__layers, (int))
+                                and not (
+                                    isinstance(data__images_item__layers, float)
+                                    and data__images_item__layers.is_integer()
+                                )
+                                or isinstance(data__images_item__layers, bool)
+                            ):
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].layers".format(**locals())
+                                    + " must be integer",
+                                    value=data__images_item__layers,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".images[{data__images_x}].layers".format(**locals())
+                                    + "",
+                                    definition={"type": "integer", "minimum": 0},
+                                    rule="type",
+                                )
+                            if isinstance(data__images_item__layers, (int, float, Decimal)) and not isinstance(
+                                data__images_item__layers, bool
+                            ):
                                 if data__images_item__layers < 0:
-                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}].layers".format(**locals()) + " must be bigger than or equal to 0", value=data__images_item__layers, name="" + (name_prefix or "data") + ".images[{data__images_x}].layers".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0}, rule='minimum')
+                                    raise JsonSchemaValueException(
+                                        ""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].layers".format(**locals())
+                                        + " must be bigger than or equal to 0",
+                                        value=data__images_item__layers,
+                                        name=""
+                                        + (name_prefix or "data")
+                                        + ".images[{data__images_x}].layers".format(**locals())
+                                        + "",
+                                        definition={"type": "integer", "minimum": 0},
+                                        rule="minimum",
+                                    )
                         if data__images_item_keys:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()) + " must not contain "+str(data__images_item_keys)+" properties", value=data__images_item, name="" + (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['ref', 'digest', 'mediaType', 'platforms', 'size', 'layers'], 'additionalProperties': False, 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, 'digest': {'type': 'string', 'pattern': '^sha256:[0-9a-f]{64}$'}, 'mediaType': {'type': 'string', 'minLength': 1}, 'platforms': {'type': 'array', 'items': {'type': 'string'}}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'Bytes of every blob the image references, manifests included.'}, 'layers': {'type': 'integer', 'minimum': 0}}}, rule='additionalProperties')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".images[{data__images_x}]".format(**locals())
+                                + " must not contain "
+                                + str(data__images_item_keys)
+                                + " properties",
+                                value=data__images_item,
+                                name="" + (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()) + "",
+                                definition={
+                                    "type": "object",
+                                    "required": ["ref", "digest", "mediaType", "platforms", "size", "layers"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "ref": {
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 255,
+                                            "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                        },
+                                        "digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                                        "mediaType": {"type": "string", "minLength": 1},
+                                        "platforms": {"type": "array", "items": {"type": "string"}},
+                                        "size": {
+                                            "type": "integer",
+                                            "minimum": 0,
+                                            "description": "Bytes of every blob the image references, manifests included.",
+                                        },
+                                        "layers": {"type": "integer", "minimum": 0},
+                                    },
+                                },
+                                rule="additionalProperties",
+                            )
         if "sboms" in data_keys:
             data_keys.remove("sboms")
             data__sboms = data["sboms"]
             if not isinstance(data__sboms, (list, tuple)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".sboms must be array", value=data__sboms, name="" + (name_prefix or "data") + ".sboms", definition={'type': 'array', 'description': 'Component SBOMs shipped in the kit, validated at build time.', 'items': {'type': 'object', 'required': ['path', 'component', 'subject', 'format', 'specVersion'], 'additionalProperties': False, 'properties': {'path': {'type': 'string'}, 'component': {'type': 'string'}, 'subject': {'type': 'string'}, 'format': {'enum': ['CycloneDX', 'SPDX']}, 'specVersion': {'type': 'string'}}}}, rule='type')
+                raise JsonSchemaValueException(
+                    "" + (name_prefix or "data") + ".sboms must be array",
+                    value=data__sboms,
+                    name="" + (name_prefix or "data") + ".sboms",
+                    definition={
+                        "type": "array",
+                        "description": "Component SBOMs shipped in the kit, validated at build time.",
+                        "items": {
+                            "type": "object",
+                            "required": ["path", "component", "subject", "format", "specVersion"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "path": {"type": "string"},
+                                "component": {"type": "string"},
+                                "subject": {"type": "string"},
+                                "format": {"enum": ["CycloneDX", "SPDX"]},
+                                "specVersion": {"type": "string"},
+                            },
+                        },
+                    },
+                    rule="type",
+                )
             data__sboms_is_list = isinstance(data__sboms, (list, tuple))
             if data__sboms_is_list:
                 data__sboms_len = len(data__sboms)
                 for data__sboms_x, data__sboms_item in enumerate(data__sboms):
                     if not isinstance(data__sboms_item, (dict)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()) + " must be object", value=data__sboms_item, name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['path', 'component', 'subject', 'format', 'specVersion'], 'additionalProperties': False, 'properties': {'path': {'type': 'string'}, 'component': {'type': 'string'}, 'subject': {'type': 'string'}, 'format': {'enum': ['CycloneDX', 'SPDX']}, 'specVersion': {'type': 'string'}}}, rule='type')
+                        raise JsonSchemaValueException(
+                            ""
+                            + (name_prefix or "data")
+                            + ".sboms[{data__sboms_x}]".format(**locals())
+                            + " must be object",
+                            value=data__sboms_item,
+                            name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()) + "",
+                            definition={
+                                "type": "object",
+                                "required": ["path", "component", "subject", "format", "specVersion"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "path": {"type": "string"},
+                                    "component": {"type": "string"},
+                                    "subject": {"type": "string"},
+                                    "format": {"enum": ["CycloneDX", "SPDX"]},
+                                    "specVersion": {"type": "string"},
+                                },
+                            },
+                            rule="type",
+                        )
                     data__sboms_item_is_dict = isinstance(data__sboms_item, dict)
                     if data__sboms_item_is_dict:
-                        data__sboms_item__missing_keys = set(['path', 'component', 'subject', 'format', 'specVersion']) - data__sboms_item.keys()
+                        data__sboms_item__missing_keys = (
+                            set(["path", "component", "subject", "format", "specVersion"]) - data__sboms_item.keys()
+                        )
                         if data__sboms_item__missing_keys:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()) + " must contain " + (str(sorted(data__sboms_item__missing_keys)) + " properties"), value=data__sboms_item, name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['path', 'component', 'subject', 'format', 'specVersion'], 'additionalProperties': False, 'properties': {'path': {'type': 'string'}, 'component': {'type': 'string'}, 'subject': {'type': 'string'}, 'format': {'enum': ['CycloneDX', 'SPDX']}, 'specVersion': {'type': 'string'}}}, rule='required')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".sboms[{data__sboms_x}]".format(**locals())
+                                + " must contain "
+                                + (str(sorted(data__sboms_item__missing_keys)) + " properties"),
+                                value=data__sboms_item,
+                                name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()) + "",
+                                definition={
+                                    "type": "object",
+                                    "required": ["path", "component", "subject", "format", "specVersion"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "path": {"type": "string"},
+                                        "component": {"type": "string"},
+                                        "subject": {"type": "string"},
+                                        "format": {"enum": ["CycloneDX", "SPDX"]},
+                                        "specVersion": {"type": "string"},
+                                    },
+                                },
+                                rule="required",
+                            )
                         data__sboms_item_keys = set(data__sboms_item.keys())
                         if "path" in data__sboms_item_keys:
                             data__sboms_item_keys.remove("path")
                             data__sboms_item__path = data__sboms_item["path"]
                             if not isinstance(data__sboms_item__path, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".sboms[{data__sboms_x}].path".format(**locals()) + " must be string", value=data__sboms_item__path, name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}].path".format(**locals()) + "", definition={'type': 'string'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".sboms[{data__sboms_x}].path".format(**locals())
+                                    + " must be string",
+                                    value=data__sboms_item__path,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".sboms[{data__sboms_x}].path".format(**locals())
+                                    + "",
+                                    definition={"type": "string"},
+                                    rule="type",
+                                )
                         if "component" in data__sboms_item_keys:
                             data__sboms_item_keys.remove("component")
                             data__sboms_item__component = data__sboms_item["component"]
                             if not isinstance(data__sboms_item__component, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".sboms[{data__sboms_x}].component".format(**locals()) + " must be string", value=data__sboms_item__component, name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}].component".format(**locals()) + "", definition={'type': 'string'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".sboms[{data__sboms_x}].component".format(**locals())
+                                    + " must be string",
+                                    value=data__sboms_item__component,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".sboms[{data__sboms_x}].component".format(**locals())
+                                    + "",
+                                    definition={"type": "string"},
+                                    rule="type",
+                                )
                         if "subject" in data__sboms_item_keys:
                             data__sboms_item_keys.remove("subject")
                             data__sboms_item__subject = data__sboms_item["subject"]
                             if not isinstance(data__sboms_item__subject, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".sboms[{data__sboms_x}].subject".format(**locals()) + " must be string", value=data__sboms_item__subject, name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}].subject".format(**locals()) + "", definition={'type': 'string'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".sboms[{data__sboms_x}].subject".format(**locals())
+                                    + " must be string",
+                                    value=data__sboms_item__subject,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".sboms[{data__sboms_x}].subject".format(**locals())
+                                    + "",
+                                    definition={"type": "string"},
+                                    rule="type",
+                                )
                         if "format" in data__sboms_item_keys:
                             data__sboms_item_keys.remove("format")
                             data__sboms_item__format = data__sboms_item["format"]
-                            if not (isinstance(data__sboms_item__format, str) and data__sboms_item__format == 'CycloneDX' or isinstance(data__sboms_item__format, str) and data__sboms_item__format == 'SPDX'):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".sboms[{data__sboms_x}].format".format(**locals()) + " must be one of ['CycloneDX', 'SPDX']", value=data__sboms_item__format, name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}].format".format(**locals()) + "", definition={'enum': ['CycloneDX', 'SPDX']}, rule='enum')
+                            if not (
+                                isinstance(data__sboms_item__format, str)
+                                and data__sboms_item__format == "CycloneDX"
+                                or isinstance(data__sboms_item__format, str)
+                                and data__sboms_item__format == "SPDX"
+                            ):
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".sboms[{data__sboms_x}].format".format(**locals())
+                                    + " must be one of ['CycloneDX', 'SPDX']",
+                                    value=data__sboms_item__format,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".sboms[{data__sboms_x}].format".format(**locals())
+                                    + "",
+                                    definition={"enum": ["CycloneDX", "SPDX"]},
+                                    rule="enum",
+                                )
                         if "specVersion" in data__sboms_item_keys:
                             data__sboms_item_keys.remove("specVersion")
                             data__sboms_item__specVersion = data__sboms_item["specVersion"]
                             if not isinstance(data__sboms_item__specVersion, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".sboms[{data__sboms_x}].specVersion".format(**locals()) + " must be string", value=data__sboms_item__specVersion, name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}].specVersion".format(**locals()) + "", definition={'type': 'string'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".sboms[{data__sboms_x}].specVersion".format(**locals())
+                                    + " must be string",
+                                    value=data__sboms_item__specVersion,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".sboms[{data__sboms_x}].specVersion".format(**locals())
+                                    + "",
+                                    definition={"type": "string"},
+                                    rule="type",
+                                )
                         if data__sboms_item_keys:
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()) + " must not contain "+str(data__sboms_item_keys)+" properties", value=data__sboms_item, name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['path', 'component', 'subject', 'format', 'specVersion'], 'additionalProperties': False, 'properties': {'path': {'type': 'string'}, 'component': {'type': 'string'}, 'subject': {'type': 'string'}, 'format': {'enum': ['CycloneDX', 'SPDX']}, 'specVersion': {'type': 'string'}}}, rule='additionalProperties')
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".sboms[{data__sboms_x}]".format(**locals())
+                                + " must not contain "
+                                + str(data__sboms_item_keys)
+                                + " properties",
+                                value=data__sboms_item,
+                                name="" + (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()) + "",
+                                definition={
+                                    "type": "object",
+                                    "required": ["path", "component", "subject", "format", "specVersion"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "path": {"type": "string"},
+                                        "component": {"type": "string"},
+                                        "subject": {"type": "string"},
+                                        "format": {"enum": ["CycloneDX", "SPDX"]},
+                                        "specVersion": {"type": "string"},
+                                    },
+                                },
+                                rule="additionalProperties",
+                            )
         if "delta" in data_keys:
             data_keys.remove("delta")
             data__delta = data["delta"]
             if not isinstance(data__delta, (dict)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta must be object", value=data__delta, name="" + (name_prefix or "data") + ".delta", definition={'type': 'object', 'required': ['baseManifestSha256', 'baseSequence', 'baseVersion'], 'additionalProperties': False, 'properties': {'baseManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the base kit's manifest.json: the only base this delta applies to."}, 'baseSequence': {'type': 'integer'}, 'baseVersion': {'type': 'string'}, 'removed': {'type': 'array', 'items': {'type': 'string'}}, 'targetManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}}, 'description': 'Present only in delta kits.'}, rule='type')
+                raise JsonSchemaValueException(
+                    "" + (name_prefix or "data") + ".delta must be object",
+                    value=data__delta,
+                    name="" + (name_prefix or "data") + ".delta",
+                    definition={
+                        "type": "object",
+                        "required": ["baseManifestSha256", "baseSequence", "baseVersion"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "baseManifestSha256": {
+                                "type": "string",
+                                "pattern": "^[0-9a-f]{64}$",
+                                "description": "SHA-256 of the base kit's manifest.json: the only base this delta applies to.",
+                            },
+                            "baseSequence": {"type": "integer"},
+                            "baseVersion": {"type": "string"},
+                            "removed": {"type": "array", "items": {"type": "string"}},
+                            "targetManifestSha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        },
+                        "description": "Present only in delta kits.",
+                    },
+                    rule="type",
+                )
             data__delta_is_dict = isinstance(data__delta, dict)
             if data__delta_is_dict:
-                data__delta__missing_keys = set(['baseManifestSha256', 'baseSequence', 'baseVersion']) - data__delta.keys()
+                data__delta__missing_keys = (
+                    set(["baseManifestSha256", "baseSequence", "baseVersion"]) - data__delta.keys()
+                )
                 if data__delta__missing_keys:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta must contain " + (str(sorted(data__delta__missing_keys)) + " properties"), value=data__delta, name="" + (name_prefix or "data") + ".delta", definition={'type': 'object', 'required': ['baseManifestSha256', 'baseSequence', 'baseVersion'], 'additionalProperties': False, 'properties': {'baseManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the base kit's manifest.json: the only base this delta applies to."}, 'baseSequence': {'type': 'integer'}, 'baseVersion': {'type': 'string'}, 'removed': {'type': 'array', 'items': {'type': 'string'}}, 'targetManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}}, 'description': 'Present only in delta kits.'}, rule='required')
+                    raise JsonSchemaValueException(
+                        ""
+                        + (name_prefix or "data")
+                        + ".delta must contain "
+                        + (str(sorted(data__delta__missing_keys)) + " properties"),
+                        value=data__delta,
+                        name="" + (name_prefix or "data") + ".delta",
+                        definition={
+                            "type": "object",
+                            "required": ["baseManifestSha256", "baseSequence", "baseVersion"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "baseManifestSha256": {
+                                    "type": "string",
+                                    "pattern": "^[0-9a-f]{64}$",
+                                    "description": "SHA-256 of the base kit's manifest.json: the only base this delta applies to.",
+                                },
+                                "baseSequence": {"type": "integer"},
+                                "baseVersion": {"type": "string"},
+                                "removed": {"type": "array", "items": {"type": "string"}},
+                                "targetManifestSha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            },
+                            "description": "Present only in delta kits.",
+                        },
+                        rule="required",
+                    )
                 data__delta_keys = set(data__delta.keys())
                 if "baseManifestSha256" in data__delta_keys:
                     data__delta_keys.remove("baseManifestSha256")
                     data__delta__baseManifestSha256 = data__delta["baseManifestSha256"]
                     if not isinstance(data__delta__baseManifestSha256, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta.baseManifestSha256 must be string", value=data__delta__baseManifestSha256, name="" + (name_prefix or "data") + ".delta.baseManifestSha256", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the base kit's manifest.json: the only base this delta applies to."}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".delta.baseManifestSha256 must be string",
+                            value=data__delta__baseManifestSha256,
+                            name="" + (name_prefix or "data") + ".delta.baseManifestSha256",
+                            definition={
+                                "type": "string",
+                                "pattern": "^[0-9a-f]{64}$",
+                                "description": "SHA-256 of the base kit's manifest.json: the only base this delta applies to.",
+                            },
+                            rule="type",
+                        )
                     if isinstance(data__delta__baseManifestSha256, str):
-                        if not REGEX_PATTERNS['^[0-9a-f]{64}$'].search(data__delta__baseManifestSha256):
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta.baseManifestSha256 must match pattern ^[0-9a-f]{64}$", value=data__delta__baseManifestSha256, name="" + (name_prefix or "data") + ".delta.baseManifestSha256", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the base kit's manifest.json: the only base this delta applies to."}, rule='pattern')
+                        if not REGEX_PATTERNS["^[0-9a-f]{64}$"].search(data__delta__baseManifestSha256):
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".delta.baseManifestSha256 must match pattern ^[0-9a-f]{64}$",
+                                value=data__delta__baseManifestSha256,
+                                name="" + (name_prefix or "data") + ".delta.baseManifestSha256",
+                                definition={
+                                    "type": "string",
+                                    "pattern": "^[0-9a-f]{64}$",
+                                    "description": "SHA-256 of the base kit's manifest.json: the only base this delta applies to.",
+                                },
+                                rule="pattern",
+                            )
                 if "baseSequence" in data__delta_keys:
                     data__delta_keys.remove("baseSequence")
                     data__delta__baseSequence = data__delta["baseSequence"]
-                    if not isinstance(data__delta__baseSequence, (int)) and not (isinstance(data__delta__baseSequence, float) and data__delta__baseSequence.is_integer()) or isinstance(data__delta__baseSequence, bool):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta.baseSequence must be integer", value=data__delta__baseSequence, name="" + (name_prefix or "data") + ".delta.baseSequence", definition={'type': 'integer'}, rule='type')
+                    if (
+                        not isinstance(data__delta__baseSequence, (int))
+                        and not (
+                            isinstance(data__delta__baseSequence, float) and data__delta__baseSequence.is_integer()
+                        )
+                        or isinstance(data__delta__baseSequence, bool)
+                    ):
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".delta.baseSequence must be integer",
+                            value=data__delta__baseSequence,
+                            name="" + (name_prefix or "data") + ".delta.baseSequence",
+                            definition={"type": "integer"},
+                            rule="type",
+                        )
                 if "baseVersion" in data__delta_keys:
                     data__delta_keys.remove("baseVersion")
                     data__delta__baseVersion = data__delta["baseVersion"]
                     if not isinstance(data__delta__baseVersion, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta.baseVersion must be string", value=data__delta__baseVersion, name="" + (name_prefix or "data") + ".delta.baseVersion", definition={'type': 'string'}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".delta.baseVersion must be string",
+                            value=data__delta__baseVersion,
+                            name="" + (name_prefix or "data") + ".delta.baseVersion",
+                            definition={"type": "string"},
+                            rule="type",
+                        )
                 if "removed" in data__delta_keys:
                     data__delta_keys.remove("removed")
                     data__delta__removed = data__delta["removed"]
                     if not isinstance(data__delta__removed, (list, tuple)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta.removed must be array", value=data__delta__removed, name="" + (name_prefix or "data") + ".delta.removed", definition={'type': 'array', 'items': {'type': 'string'}}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".delta.removed must be array",
+                            value=data__delta__removed,
+                            name="" + (name_prefix or "data") + ".delta.removed",
+                            definition={"type": "array", "items": {"type": "string"}},
+                            rule="type",
+                        )
                     data__delta__removed_is_list = isinstance(data__delta__removed, (list, tuple))
                     if data__delta__removed_is_list:
                         data__delta__removed_len = len(data__delta__removed)
                         for data__delta__removed_x, data__delta__removed_item in enumerate(data__delta__removed):
                             if not isinstance(data__delta__removed_item, (str)):
-                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta.removed[{data__delta__removed_x}]".format(**locals()) + " must be string", value=data__delta__removed_item, name="" + (name_prefix or "data") + ".delta.removed[{data__delta__removed_x}]".format(**locals()) + "", definition={'type': 'string'}, rule='type')
+                                raise JsonSchemaValueException(
+                                    ""
+                                    + (name_prefix or "data")
+                                    + ".delta.removed[{data__delta__removed_x}]".format(**locals())
+                                    + " must be string",
+                                    value=data__delta__removed_item,
+                                    name=""
+                                    + (name_prefix or "data")
+                                    + ".delta.removed[{data__delta__removed_x}]".format(**locals())
+                                    + "",
+                                    definition={"type": "string"},
+                                    rule="type",
+                                )
                 if "targetManifestSha256" in data__delta_keys:
                     data__delta_keys.remove("targetManifestSha256")
                     data__delta__targetManifestSha256 = data__delta["targetManifestSha256"]
                     if not isinstance(data__delta__targetManifestSha256, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta.targetManifestSha256 must be string", value=data__delta__targetManifestSha256, name="" + (name_prefix or "data") + ".delta.targetManifestSha256", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, rule='type')
+                        raise JsonSchemaValueException(
+                            "" + (name_prefix or "data") + ".delta.targetManifestSha256 must be string",
+                            value=data__delta__targetManifestSha256,
+                            name="" + (name_prefix or "data") + ".delta.targetManifestSha256",
+                            definition={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            rule="type",
+                        )
                     if isinstance(data__delta__targetManifestSha256, str):
-                        if not REGEX_PATTERNS['^[0-9a-f]{64}$'].search(data__delta__targetManifestSha256):
-                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta.targetManifestSha256 must match pattern ^[0-9a-f]{64}$", value=data__delta__targetManifestSha256, name="" + (name_prefix or "data") + ".delta.targetManifestSha256", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, rule='pattern')
+                        if not REGEX_PATTERNS["^[0-9a-f]{64}$"].search(data__delta__targetManifestSha256):
+                            raise JsonSchemaValueException(
+                                ""
+                                + (name_prefix or "data")
+                                + ".delta.targetManifestSha256 must match pattern ^[0-9a-f]{64}$",
+                                value=data__delta__targetManifestSha256,
+                                name="" + (name_prefix or "data") + ".delta.targetManifestSha256",
+                                definition={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                rule="pattern",
+                            )
                 if data__delta_keys:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".delta must not contain "+str(data__delta_keys)+" properties", value=data__delta, name="" + (name_prefix or "data") + ".delta", definition={'type': 'object', 'required': ['baseManifestSha256', 'baseSequence', 'baseVersion'], 'additionalProperties': False, 'properties': {'baseManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the base kit's manifest.json: the only base this delta applies to."}, 'baseSequence': {'type': 'integer'}, 'baseVersion': {'type': 'string'}, 'removed': {'type': 'array', 'items': {'type': 'string'}}, 'targetManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}}, 'description': 'Present only in delta kits.'}, rule='additionalProperties')
+                    raise JsonSchemaValueException(
+                        ""
+                        + (name_prefix or "data")
+                        + ".delta must not contain "
+                        + str(data__delta_keys)
+                        + " properties",
+                        value=data__delta,
+                        name="" + (name_prefix or "data") + ".delta",
+                        definition={
+                            "type": "object",
+                            "required": ["baseManifestSha256", "baseSequence", "baseVersion"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "baseManifestSha256": {
+                                    "type": "string",
+                                    "pattern": "^[0-9a-f]{64}$",
+                                    "description": "SHA-256 of the base kit's manifest.json: the only base this delta applies to.",
+                                },
+                                "baseSequence": {"type": "integer"},
+                                "baseVersion": {"type": "string"},
+                                "removed": {"type": "array", "items": {"type": "string"}},
+                                "targetManifestSha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            },
+                            "description": "Present only in delta kits.",
+                        },
+                        rule="additionalProperties",
+                    )
         if data_keys:
-            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/manifest.schema.json', 'title': 'kitbuilder kit manifest (manifest.json, and the predicate of manifest.dsse.json)', 'type': 'object', 'required': ['apiVersion', 'kind', 'kit', 'build', 'components', 'files'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'kind': {'const': 'KitManifest'}, 'kit': {'type': 'object', 'required': ['name', 'version', 'sequence', 'expires', 'product', 'channel'], 'additionalProperties': False, 'properties': {'name': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'version': {'type': 'string', 'minLength': 1}, 'sequence': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.'}, 'expires': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}, 'product': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'channel': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'description': {'type': 'string'}, 'created': {'type': 'string', 'pattern': '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$'}}}, 'build': {'type': 'object', 'required': ['tool', 'compression'], 'properties': {'tool': {'type': 'string'}, 'compression': {'type': 'object', 'required': ['algorithm', 'level', 'multithreaded'], 'properties': {'algorithm': {'const': 'zstd'}, 'level': {'type': 'integer', 'minimum': 1, 'maximum': 19}, 'multithreaded': {'type': 'boolean'}}}, 'mtime': {'type': 'integer', 'minimum': 0, 'description': 'mtime written in every tar header.'}}}, 'components': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'role'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'role': {'enum': ['migration', 'backfill', 'seed', 'sbom', 'doc', 'image', 'attestation', 'delta']}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'subject': {'type': 'string'}, 'options': {'type': 'object', 'description': "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply')."}}}}, 'files': {'type': 'array', 'items': {'type': 'object', 'required': ['path', 'size', 'sha256', 'role', 'component', 'frame'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$', 'maxLength': 255}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'role': {'type': 'string'}, 'component': {'type': 'string'}, 'frame': {'type': 'object', 'required': ['offset', 'length', 'sha256'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime)."}}}}}}, 'checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': "Checks from the spec, verbatim (kit-spec.schema.json#/$defs/check); each kind's own fields are checked by kitbuilder/core/jobs.py when the kit is verified."}, 'images': {'type': 'array', 'maxItems': 1000, 'description': 'Container images stored under images/ as one OCI image layout (docs/images.md).', 'items': {'type': 'object', 'required': ['ref', 'digest', 'mediaType', 'platforms', 'size', 'layers'], 'additionalProperties': False, 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'}, 'digest': {'type': 'string', 'pattern': '^sha256:[0-9a-f]{64}$'}, 'mediaType': {'type': 'string', 'minLength': 1}, 'platforms': {'type': 'array', 'items': {'type': 'string'}}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'Bytes of every blob the image references, manifests included.'}, 'layers': {'type': 'integer', 'minimum': 0}}}}, 'sboms': {'type': 'array', 'description': 'Component SBOMs shipped in the kit, validated at build time.', 'items': {'type': 'object', 'required': ['path', 'component', 'subject', 'format', 'specVersion'], 'additionalProperties': False, 'properties': {'path': {'type': 'string'}, 'component': {'type': 'string'}, 'subject': {'type': 'string'}, 'format': {'enum': ['CycloneDX', 'SPDX']}, 'specVersion': {'type': 'string'}}}}, 'delta': {'type': 'object', 'required': ['baseManifestSha256', 'baseSequence', 'baseVersion'], 'additionalProperties': False, 'properties': {'baseManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the base kit's manifest.json: the only base this delta applies to."}, 'baseSequence': {'type': 'integer'}, 'baseVersion': {'type': 'string'}, 'removed': {'type': 'array', 'items': {'type': 'string'}}, 'targetManifestSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}}, 'description': 'Present only in delta kits.'}}}, rule='additionalProperties')
+            raise JsonSchemaValueException(
+                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
+                value=data,
+                name="" + (name_prefix or "data") + "",
+                definition={
+                    "$schema": "http://json-schema.org/draft-07/schema#",
+                    "$id": "https://kitbuilder.dev/schemas/manifest.schema.json",
+                    "title": "kitbuilder kit manifest (manifest.json, and the predicate of manifest.dsse.json)",
+                    "type": "object",
+                    "required": ["apiVersion", "kind", "kit", "build", "components", "files"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "apiVersion": {"const": "kitbuilder/v1"},
+                        "kind": {"const": "KitManifest"},
+                        "kit": {
+                            "type": "object",
+                            "required": ["name", "version", "sequence", "expires", "product", "channel"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "version": {"type": "string", "minLength": 1},
+                                "sequence": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": 9007199254740991,
+                                    "description": "As in the spec (at most 2^53-1): exact in every JSON reader and in a 64-bit database column.",
+                                },
+                                "expires": {
+                                    "type": "string",
+                                    "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                },
+                                "product": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "channel": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
+                                "description": {"type": "string"},
+                                "created": {
+                                    "type": "string",
+                                    "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$",
+                                },
+                            },
+                        },
+                        "build": {
+                            "type": "object",
+                            "required": ["tool", "compression"],
+                            "properties": {
+                                "tool": {"type": "string"},
+                                "compression": {
+                                    "type": "object",
+                                    "required": ["algorithm", "level", "multithreaded"],
+                                    "properties": {
+                                        "algorithm": {"const": "zstd"},
+                                        "level": {"type": "integer", "minimum": 1, "maximum": 19},
+                                        "multithreaded": {"type": "boolean"},
+                                    },
+                                },
+                                "mtime": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "mtime written in every tar header.",
+                                },
+                            },
+                        },
+                        "components": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["id", "role"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                    "role": {
+                                        "enum": [
+                                            "migration",
+                                            "backfill",
+                                            "seed",
+                                            "sbom",
+                                            "doc",
+                                            "image",
+                                            "attestation",
+                                            "delta",
+                                        ]
+                                    },
+                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                                    "subject": {"type": "string"},
+                                    "options": {
+                                        "type": "object",
+                                        "description": "Per role: migration {up, verify, revert, transactional, idempotent}; seed {table, key}; none for the others. Checked field by field by kitbuilder/core/jobs.py when the kit is verified (docs/apply.md, 'What verify checks for apply').",
+                                    },
+                                },
+                            },
+                        },
+                        "files": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["path", "size", "sha256", "role", "component", "frame"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "path": {
+                                        "type": "string",
+                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
+                                        "maxLength": 255,
+                                    },
+                                    "size": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                    "role": {"type": "string"},
+                                    "component": {"type": "string"},
+                                    "frame": {
+                                        "type": "object",
+                                        "required": ["offset", "length", "sha256"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "offset": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+                                            "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
+                                            "sha256": {
+                                                "type": "string",
+                                                "pattern": "^[0-9a-f]{64}$",
+                                                "description": "SHA-256 of the member's compressed data frame, so a patched kit can be checked without decompressing (the header frame is rebuilt from path, size and build.mtime).",
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "checks": {
+                            "type": "array",
+                            "items": {"type": "object", "required": ["id", "kind"]},
+                            "description": "Checks from the spec, verbatim (kit-spec.schema.json#/$defs/check); each kind's own fields are checked by kitbuilder/core/jobs.py when the kit is verified.",
+                        },
+                        "images": {
+                            "type": "array",
+                            "maxItems": 1000,
+                            "description": "Container images stored under images/ as one OCI image layout (docs/images.md).",
+                            "items": {
+                                "type": "object",
+                                "required": ["ref", "digest", "mediaType", "platforms", "size", "layers"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "ref": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": 255,
+                                        "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                    },
+                                    "digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                                    "mediaType": {"type": "string", "minLength": 1},
+                                    "platforms": {"type": "array", "items": {"type": "string"}},
+                                    "size": {
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "description": "Bytes of every blob the image references, manifests included.",
+                                    },
+                                    "layers": {"type": "integer", "minimum": 0},
+                                },
+                            },
+                        },
+                        "sboms": {
+                            "type": "array",
+                            "description": "Component SBOMs shipped in the kit, validated at build time.",
+                            "items": {
+                                "type": "object",
+                                "required": ["path", "component", "subject", "format", "specVersion"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "path": {"type": "string"},
+                                    "component": {"type": "string"},
+                                    "subject": {"type": "string"},
+                                    "format": {"enum": ["CycloneDX", "SPDX"]},
+                                    "specVersion": {"type": "string"},
+                                },
+                            },
+                        },
+                        "delta": {
+                            "type": "object",
+                            "required": ["baseManifestSha256", "baseSequence", "baseVersion"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "baseManifestSha256": {
+                                    "type": "string",
+                                    "pattern": "^[0-9a-f]{64}$",
+                                    "description": "SHA-256 of the base kit's manifest.json: the only base this delta applies to.",
+                                },
+                                "baseSequence": {"type": "integer"},
+                                "baseVersion": {"type": "string"},
+                                "removed": {"type": "array", "items": {"type": "string"}},
+                                "targetManifestSha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            },
+                            "description": "Present only in delta kits.",
+                        },
+                    },
+                },
+                rule="additionalProperties",
+            )
     return data
+
 
 validate = validate_https___kitbuilder_dev_schemas_manifest_schema_json

@@ -1,0 +1,166 @@
+"""Content deltas in delta kits (docs/delta.md, "Content deltas"): names, and what a delta build ships per frame.
+
+A delta built with ``--delta-frames content`` (the default) does not ship a changed group frame whole. For each
+target group frame the base lacks it ships, per member whose content the base lacks:
+
+- ``delta/patches/<target sha256>/<base sha256>`` (role ``delta-patch``): the target content as one zstd frame
+  compressed with the content of the base file at the same path as a raw-content dictionary
+  (``archive.content_delta``), when that is smaller than the content compressed alone;
+- else ``delta/files/<target sha256>`` (role ``delta-file``): the content itself.
+
+Both names are signed (the delta's file list), so is the target's size and digest (the target's file list), and
+``kit patch`` rebuilds the frame from them and the base (``frame_rebuild``). A frame is shipped verbatim
+(``delta/frames/<sha256>``) when none of its members comes from the base or a patch, or when its members would
+cost more than the frame.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kitbuilder.archive import content_delta, layout
+from kitbuilder.archive.writer2 import compress_frame
+from kitbuilder.core.manifest import FileEntry, Manifest
+from kitbuilder.errors import IntegrityError
+from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap
+
+CONTENT = "content"
+VERBATIM = "verbatim"
+MODES = (CONTENT, VERBATIM)
+PATCHES_DIR = "delta/patches"
+FILES_DIR = "delta/files"
+PATCH_ROLE = "delta-patch"
+FILE_ROLE = "delta-file"
+_PATCH_NAME = re.compile(r"delta/patches/([0-9a-f]{64})/([0-9a-f]{64})")
+_FILE_NAME = re.compile(r"delta/files/([0-9a-f]{64})")
+
+
+def patch_name(target_sha256: str, base_sha256: str) -> str:
+    return f"{PATCHES_DIR}/{target_sha256}/{base_sha256}"
+
+
+def file_name(target_sha256: str) -> str:
+    return f"{FILES_DIR}/{target_sha256}"
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A target content a delta carries: as a patch against the base content ``base_sha256``, or whole (``None``).
+    ``entry`` is the delta's signed file-list entry of the member that holds it."""
+
+    entry: FileEntry
+    base_sha256: str | None
+
+
+def parse_name(path: str) -> tuple[str, str | None] | None:
+    """(target sha256, base sha256 or None) for a ``delta/patches/…`` or ``delta/files/…`` name, else None."""
+    if found := _PATCH_NAME.fullmatch(path):
+        return found[1], found[2]
+    if found := _FILE_NAME.fullmatch(path):
+        return found[1], None
+    return None
+
+
+def carried_contents(manifest: Manifest, path: object) -> dict[str, Carried]:
+    """The target contents a verified delta carries, by target SHA-256, from its signed file list.
+
+    A ``delta/files/<sha256>`` member is the content itself, so its signed digest must be its name's, else the
+    delta is refused [4]. Other names under ``delta/patches/`` or ``delta/files/`` are refused too: a member there
+    that is not one kit writes would otherwise be silently ignored.
+    """
+    found: dict[str, Carried] = {}
+    for entry in manifest.files:
+        if not entry.path.startswith((f"{PATCHES_DIR}/", f"{FILES_DIR}/")):
+            continue
+        parsed = parse_name(entry.path)
+        if parsed is None:
+            raise IntegrityError(
+                f"{path}: {entry.path}: not a content member kit writes (delta/patches/<sha256>/<sha256> or "
+                "delta/files/<sha256>); the delta is corrupt or was not made by kit: obtain it again"
+            )
+        target, base = parsed
+        if layout.is_large(entry.size):
+            raise IntegrityError(
+                f"{path}: {entry.path}: {entry.size} bytes; a content member is under {layout.LARGE} bytes (it "
+                "carries one small file); the delta is corrupt or was not made by kit: obtain it again"
+            )
+        if base is None and entry.sha256 != target:
+            raise IntegrityError(
+                f"{path}: {entry.path}: holds content of sha256 {entry.sha256[:16]}…, not the one its name gives; "
+                "the delta is corrupt or was not made by kit: obtain it again"
+            )
+        found.setdefault(target, Carried(entry, base))
+    return found
+
+
+@dataclass(frozen=True)
+class Shipped:
+    name: str
+    data: bytes
+    role: str
+
+
+class ContentShipper:
+    """Decides, per target frame the base lacks, whether the delta carries its changed contents or the frame."""
+
+    def __init__(self, base: BaseFrames, target: FrameMap, shipped: Sequence[int], level: int) -> None:
+        self.base = base
+        self.target = target
+        self.level = level
+        # Only the members of shipped group frames are looked up in the base: one pass over the base's files.
+        wanted: set[tuple[str, int]] = set()
+        paths: set[str] = set()
+        for number in shipped:
+            role = target.roles[number]
+            if role is not None and role.kind == "group":
+                for entry in role.files:
+                    wanted.add((entry.sha256, entry.size))
+                    paths.add(entry.path)
+        self.in_base: set[tuple[str, int]] = set()
+        self.base_at: dict[str, FileEntry] = {}
+        for entry in base.manifest.files:
+            if (entry.sha256, entry.size) in wanted:
+                self.in_base.add((entry.sha256, entry.size))
+            if entry.path in paths and not layout.is_large(entry.size):
+                self.base_at[entry.path] = entry
+        self.carried: set[str] = set()  # target contents this delta already carries
+        self.patches = 0
+        self.files = 0
+        self.rebuilt = 0
+
+    def members_for(self, number: int, decoded: bytes) -> list[Shipped] | None:
+        """The members that carry target frame ``number`` (its decoded bytes), or None to ship the frame whole."""
+        role = self.target.roles[number]
+        if role is None or role.kind != "group":
+            return None
+        out: list[Shipped] = []
+        cost = 0
+        from_base = False
+        carried_now: set[str] = set()
+        for entry in role.files:
+            if (entry.sha256, entry.size) in self.in_base or entry.sha256 in self.carried | carried_now:
+                from_base = True
+                continue
+            start = entry.at + layout.BLOCK
+            content = decoded[start : start + entry.size]
+            plain = len(compress_frame(content, self.level))
+            item = Shipped(file_name(entry.sha256), content, FILE_ROLE)
+            weight = plain
+            base = self.base_at.get(entry.path)
+            if base is not None and content_delta.usable(base.size, entry.size):
+                patch = content_delta.encode(content, self.base.content(base))
+                if len(patch) < plain:
+                    item, weight = Shipped(patch_name(entry.sha256, base.sha256), patch, PATCH_ROLE), len(patch)
+                    from_base = True
+            out.append(item)
+            cost += weight + layout.BLOCK
+            carried_now.add(entry.sha256)
+        if not from_base or cost >= self.target.frames[number].length:
+            return None
+        self.carried |= carried_now
+        self.rebuilt += 1
+        self.patches += sum(item.role == PATCH_ROLE for item in out)
+        self.files += sum(item.role == FILE_ROLE for item in out)
+        return out

@@ -1,0 +1,401 @@
+"""kit patch (file mode): target group frames a content delta carries as members, rebuilt (docs/delta.md).
+
+A delta built with ``--delta-frames content`` carries a changed group frame as the contents its members need
+(``delta/patches/…``, ``delta/files/…``, ``ops.delta_content``). Each such target frame is rebuilt here: its
+tar bytes from the target's signed file list (each header as the build writes it, ``framejobs.group_raw``), each
+member's content from the base (cut out of the base frame the base's signed file list places it in), from a
+patch (``archive.content_delta``, decoded against a base content, bounded by the target's signed size) or from
+the delta, every content checked against the target's signed SHA-256; then compressed as the build compresses
+(``writer2.compress_frame``: the signed level, one thread) and checked against the target's signed frame digest.
+A frame this libzstd compresses otherwise is refused [4], naming the frame and what to do instead.
+
+Rebuilt frames are written, one group at a time on a few worker threads, to an anonymous temporary file in the
+output's directory (``O_TMPFILE``: a kill leaves nothing behind), and handed to the frame copier as spans over
+it: the copier hashes them again as they land in the new kit, like every other frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import tempfile
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from kitbuilder import faults
+from kitbuilder.archive import content_delta, framejobs, layout, reader, reader2
+from kitbuilder.archive.framejobs import Record
+from kitbuilder.archive.pool import usable_cores
+from kitbuilder.archive.reader import Caps
+from kitbuilder.archive.writer2 import compress_frame
+from kitbuilder.core import filelist
+from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
+from kitbuilder.errors import ArchiveError, IntegrityError, KitError
+from kitbuilder.ops.confined import Directory, host_error
+from kitbuilder.ops.delta_content import CONTENT, Carried, carried_contents
+from kitbuilder.ops.delta_open import DeltaMetadata
+from kitbuilder.ops.frame_reuse import FrameMap
+from kitbuilder.ops.framecopy import Span
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Where one member of a rebuilt frame comes from: ``base`` frame number (content at ``at``), or delta bytes
+    (``carried``: whole content, or a patch against the base content at base frame ``base``)."""
+
+    entry: FileEntry  # the target's signed entry
+    base: int = -1
+    at: int = 0
+    base_size: int = 0
+    base_sha256: str = ""
+    carried: bytes | None = None
+    patch: bool = False
+
+
+@dataclass(frozen=True)
+class _Job:
+    number: int
+    frame: FrameEntry
+    what: str
+    parts: tuple[_Part, ...]
+    base_frames: dict[int, tuple[FrameEntry, bytes]]  # the base frames the parts need: signed entry, bytes
+
+
+class FrameRebuilder:
+    """The target frames of a content delta that neither the base nor the delta holds verbatim, rebuilt once
+    (on the first ``span`` call) into a temporary file; ``span`` then hands out the copier's span for each."""
+
+    def __init__(
+        self,
+        delta: DeltaMetadata,
+        base_path: Path,
+        base_stream: BinaryIO,
+        base: Manifest,
+        scratch: tuple[Directory, Path],
+        caps: Caps | None = None,
+        target_files: Callable[[], Manifest] | None = None,
+    ) -> None:
+        self.delta = delta
+        # File mode reads the target's file list late (while copying); a rebuild needs it before.
+        self._target_files = target_files or (lambda: delta.target_manifest)
+        self.base_path = base_path
+        self.base_stream = base_stream
+        self.base = base
+        # The output's directory (the temporary file of rebuilt frames goes there) and the output, for messages.
+        self.scratch, self.output = scratch
+        self.caps = caps or Caps()
+        self._spans: dict[str, Span] | None = None
+        self._fd = -1
+        self._finalizer: Callable[[], None] | None = None
+
+    def span(self, frame: FrameEntry) -> Span | None:
+        """The span of the rebuilt target frame ``frame``, or None when the delta does not let it be rebuilt."""
+        if self._spans is None:
+            self._spans = self._rebuild_all()
+        return self._spans.get(frame.sha256)
+
+    # ------------------------------------------------------------------ planning
+
+    def _rebuild_all(self) -> dict[str, Span]:
+        delta = self.delta
+        target = delta.target_manifest
+        have = {f.sha256 for f in self.base.frames} | set(delta.carried)
+        missing: dict[str, int] = {}
+        for number, frame in enumerate(target.frames):
+            if frame.sha256 not in have:
+                missing.setdefault(frame.sha256, number)
+        # Only a content delta says its missing frames are to be rebuilt (one whose group lost a file may need
+        # no content member at all); for any other, a missing frame is the caller's error.
+        if not missing or delta.manifest.delta is None or delta.manifest.delta.frames != CONTENT:
+            return {}
+        contents = carried_contents(delta.manifest, delta.path)
+        target = self._target_files()  # with its files (signed, checked): where each member of a frame is
+        target_map = FrameMap(target, what=f"{delta.path}: target {MANIFEST_JSON}")
+        base_map = self._base_map()
+        base_places = _places(base_map.manifest.files, target_map, missing.values(), contents)
+        delta_reader = _DeltaReader(delta, self.caps)
+        self._open_scratch()
+        spans: dict[str, Span] = {}
+        workers = usable_cores()
+        level = target.build.compression.level
+        position = 0
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-rebuild") as pool:
+            pending: deque[tuple[_Job, Future[bytes]]] = deque()
+
+            def settle() -> None:
+                nonlocal position
+                job, future = pending.popleft()
+                data = future.result()
+                self._write(data, position)
+                spans[job.frame.sha256] = Span(
+                    self._fd,
+                    position,
+                    len(data),
+                    job.frame.sha256,
+                    f"rebuilt frame of {job.what}",
+                    f"{self.output} (its rebuilt frames)",
+                )
+                position += len(data)
+                faults.point("patch-file-rebuilt")
+
+            try:
+                for number in missing.values():
+                    job = self._plan(number, target_map, base_map, base_places, contents, delta_reader)
+                    if job is None:
+                        continue
+                    pending.append((job, pool.submit(_rebuild, job, level, self.caps, str(self.delta.path))))
+                    while len(pending) > 2 * workers:
+                        settle()
+                while pending:
+                    settle()
+            finally:
+                for _, future in pending:
+                    future.cancel()
+        return spans
+
+    def _base_map(self) -> FrameMap:
+        """The base's file list, read through the base's descriptor and held to the ``fileList`` size and digest of
+        the base manifest the delta names (as trusted as the delta's signature); no other base member is read."""
+        ref = self.base.file_list
+        what = f"{self.base_path}: {FILE_LIST}"
+        if ref is None:
+            raise IntegrityError(f"{what}: the base manifest lists no file list; obtain a genuine base")
+        index = reader.read_index(self.base_stream, self.caps).index
+        try:
+            span = index.locate(FILE_LIST)
+        except (KeyError, StopIteration):
+            raise ArchiveError(f"{self.base_path}: kit index has no {FILE_LIST}: not a complete kit") from None
+        digest = hashlib.sha256()
+        read = 0
+
+        def pieces() -> Iterator[bytes]:
+            nonlocal read
+            for piece in reader.member_chunks(self.base_stream, span, self.caps):
+                read += len(piece)
+                if read > ref.size:
+                    break
+                digest.update(piece)
+                yield piece
+
+        files = filelist.parse(
+            pieces(),
+            count=ref.count,
+            frame_sizes=[f.size for f in self.base.frames],
+            what=what,
+            signed_by=f"{self.base_path}: {MANIFEST_JSON}",
+        )
+        if read != ref.size or digest.hexdigest() != ref.sha256:
+            raise IntegrityError(
+                f"{what}: not the list its signed manifest states; the base is damaged: obtain it again"
+            )
+        return FrameMap(self.base.with_files(files), what=str(self.base_path))
+
+    def _plan(
+        self,
+        number: int,
+        target_map: FrameMap,
+        base_map: FrameMap,
+        base_places: dict[str, FileEntry],
+        contents: dict[str, Carried],
+        delta_reader: _DeltaReader,
+    ) -> _Job | None:
+        role = target_map.roles[number]
+        frame = target_map.frames[number]
+        if role is None or role.kind != "group":
+            return None
+        files = role.files
+        what = files[0].path + (f" and {len(files) - 1} more" if len(files) > 1 else "")
+        position = 0
+        for entry in files:  # only a frame laid out as the writer lays out a group can be made again
+            if entry.at != position:
+                return None
+            position += layout.member_bytes(entry.size)
+        if position != frame.size:
+            return None
+        parts: list[_Part] = []
+        wanted: set[int] = set()
+        for entry in files:
+            held = base_places.get(f"{entry.sha256}:{entry.size}")
+            if held is not None:
+                parts.append(_Part(entry, base=held.frame or 0, at=held.at))
+                wanted.add(held.frame or 0)
+                continue
+            carried = contents.get(entry.sha256)
+            if carried is None:
+                return None  # neither holds it: the caller's error names the frame
+            data = delta_reader.content(carried.entry)
+            if carried.base_sha256 is None:
+                parts.append(_Part(entry, carried=data))
+                continue
+            source = base_places.get(carried.base_sha256)
+            if source is None:
+                raise IntegrityError(
+                    f"{self.delta.path}: {carried.entry.path}: a content delta against a base content "
+                    f"(sha256 {carried.base_sha256[:16]}…) that the base {self.base_path} does not hold as a small "
+                    "file; the delta was not made for this base: obtain the matching one"
+                )
+            parts.append(
+                _Part(
+                    entry,
+                    base=source.frame or 0,
+                    at=source.at,
+                    base_size=source.size,
+                    base_sha256=source.sha256,
+                    carried=data,
+                    patch=True,
+                )
+            )
+            wanted.add(source.frame or 0)
+        base_frames = {n: (base_map.frames[n], self._pread(base_map.frames[n])) for n in sorted(wanted)}
+        return _Job(number, frame, what, tuple(parts), base_frames)
+
+    # ------------------------------------------------------------------ the scratch file
+
+    def _open_scratch(self) -> None:
+        """An anonymous file in the output's directory (nothing is left there if the patch is killed)."""
+        try:
+            try:
+                self._fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=self.scratch.fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                # A filesystem without O_TMPFILE: a named file, unlinked at once.
+                self._fd, name = tempfile.mkstemp(dir=f"/proc/self/fd/{self.scratch.fd}", prefix=".kit-rebuild-")
+                os.unlink(name)
+        except OSError as exc:
+            raise host_error(exc, str(self.output), "write") from exc
+        self._finalizer = weakref.finalize(self, _close, self._fd)
+
+    def _write(self, data: bytes, position: int) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self._fd, view, position)
+                view = view[written:]
+                position += written
+        except OSError as exc:
+            raise host_error(exc, str(self.output), "write") from exc
+
+    def _pread(self, frame: FrameEntry) -> bytes:
+        try:
+            return os.pread(self.base_stream.fileno(), frame.length, frame.offset)
+        except OSError as exc:
+            raise host_error(exc, str(self.base_path), "read") from exc
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _places(
+    base_files: Iterable[FileEntry], target_map: FrameMap, numbers: Iterable[int], contents: dict[str, Carried]
+) -> dict[str, FileEntry]:
+    """The base's small files a rebuild may take content from: by ``sha256:size`` for the members of the frames
+    to rebuild, by ``sha256`` for the bases of the delta's patches. One pass over the base's files."""
+    wanted: set[str] = set()
+    for number in numbers:
+        role = target_map.roles[number]
+        if role is not None and role.kind == "group":
+            wanted.update(f"{entry.sha256}:{entry.size}" for entry in role.files)
+    patch_bases = {c.base_sha256 for c in contents.values() if c.base_sha256 is not None}
+    found: dict[str, FileEntry] = {}
+    for entry in base_files:
+        if layout.is_large(entry.size):
+            continue
+        key = f"{entry.sha256}:{entry.size}"
+        if key in wanted:
+            found.setdefault(key, entry)
+        if entry.sha256 in patch_bases:
+            found.setdefault(entry.sha256, entry)
+    return found
+
+
+class _DeltaReader:
+    """Members of the delta's own group frames, read through its verified descriptor, each frame checked against
+    the delta's signed digest and decoded once (its members are asked for in turn), each member's header and
+    content against the delta's signed file list."""
+
+    def __init__(self, delta: DeltaMetadata, caps: Caps) -> None:
+        self.delta = delta
+        self.caps = caps
+        self.map = FrameMap(delta.manifest, what=str(delta.path))
+        self._held: tuple[int, bytes] | None = None
+
+    def content(self, entry: FileEntry) -> bytes:
+        span = self.map.span_of(entry)
+        if len(span.frames) != 1:
+            raise IntegrityError(
+                f"{self.delta.path}: {entry.path}: a content member in frames of its own; kit writes none"
+            )
+        if self._held is None or self._held[0] != span.frame:
+            decoded = reader2.read_frame(
+                self.delta.stream, span.frames[0], span.frame, max_window=self.caps.max_window, against="signed"
+            )
+            self._held = (span.frame, decoded)
+        decoded = self._held[1]
+        reader2.check_in_frame(decoded, span, against="signed")
+        start = span.at + layout.BLOCK
+        return decoded[start : start + entry.size]
+
+
+def _rebuild(job: _Job, level: int, caps: Caps, delta_name: str) -> bytes:
+    """Worker: the target frame of ``job``, compressed, checked against its signed digest."""
+    decoded: dict[int, bytes] = {}
+    for number, (frame, data) in job.base_frames.items():
+        # Checked against the base's signed frame digest, then decoded under the frame rules: a damaged base is
+        # named here, not as a rebuilt frame that differs.
+        try:
+            decoded[number] = reader2.decode_frame(data, frame, number, max_window=caps.max_window, against="signed")
+        except (ArchiveError, KitError) as exc:
+            raise IntegrityError(f"base {exc.message}; the base is damaged: obtain it again") from exc
+    members: list[tuple[Record, bytes]] = []
+    for part in job.parts:
+        entry = part.entry
+        where = f"{delta_name}: target frame {job.number} ({job.what})"
+        if part.carried is not None and not part.patch:
+            content = part.carried
+        else:
+            held = decoded[part.base]
+            start = part.at + layout.BLOCK
+            if part.patch:
+                base = held[start : start + part.base_size]
+                if hashlib.sha256(base).hexdigest() != part.base_sha256:
+                    raise IntegrityError(f"{where}: the base's content of {entry.path}'s patch is not the signed one")
+                assert part.carried is not None
+                content = content_delta.decode(
+                    part.carried, base, size=entry.size, sha256=entry.sha256, what=f"{where}: patch of {entry.path}"
+                )
+            else:
+                content = held[start : start + entry.size]
+                if len(content) != entry.size or hashlib.sha256(content).hexdigest() != entry.sha256:
+                    raise IntegrityError(
+                        f"{where}: the base does not hold {entry.path}'s signed content where its file list says; "
+                        "the base is damaged: obtain it again"
+                    )
+        members.append((Record(entry.path, job.number, entry.at, entry.size, entry.sha256), content))
+    raw = framejobs.group_raw(members)
+    packed = compress_frame(raw, level)
+    got = hashlib.sha256(packed).hexdigest()
+    if len(raw) != job.frame.size or got != job.frame.sha256:
+        raise IntegrityError(
+            f"{delta_name}: target frame {job.number} ({job.what}): rebuilt from the base and the delta's content, "
+            f"it compresses to other bytes than the target signs (sha256 {got[:16]}…, signed "
+            f"{job.frame.sha256[:16]}…): this zstd library ({_zstd_version()}) compresses differently from the "
+            "build's; apply the full kit, or a delta built with `kit build --delta-frames verbatim`"
+        )
+    return packed
+
+
+def _zstd_version() -> str:
+    return "libzstd " + ".".join(str(part) for part in zstandard.ZSTD_VERSION)
