@@ -223,8 +223,11 @@ class _Tampering(ContentShipper):
         return [self.edit(item) if item.role == delta_content.PATCH_ROLE else item for item in members]
 
 
-def _signed_delta(release: Release, out: Path, edit: Callable[[Shipped], Shipped]) -> Path:
-    """The release's content delta, with each patch member edited, validly signed by the release key."""
+def _signed_delta(
+    release: Release, out: Path, edit: Callable[[Shipped], Shipped], *, label: str | None = "content"
+) -> Path:
+    """The release's content delta, with each patch member edited, validly signed by the release key; its delta
+    block says ``label`` as its ``frames`` (``None``: left out, as by an earlier release)."""
     private = load_private(release.kit_env.ed_key)
     caps = Caps()
     base = BaseFrames(release.base, TrustPolicy(keys=(private.public,), threshold=1), caps)
@@ -242,7 +245,7 @@ def _signed_delta(release: Release, out: Path, edit: Callable[[Shipped], Shipped
                 base_version=base.manifest.kit.version,
                 removed=(),
                 target_manifest_sha256=hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
-                frames="content",
+                frames=label,
             )
             with out.open("wb") as sink:
                 write_delta_kit(

@@ -42,6 +42,7 @@ class Release:
     delta: Path
     key: Path
     public: Path
+    verbatim: Path  # the same release as a verbatim delta: it carries the changed group frame as delta/frames/…
 
 
 def _spec(path: Path, sequence: int) -> None:
@@ -73,7 +74,23 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
         "build", spec, "--key", key, "--delta-from", base, "--delta-frames", "verbatim", "--out", delta, "-q", env=EPOCH
     )
     assert built.exit_code == 0, built.output
-    return Release(base, full, delta, key, public)
+    verbatim = root / "verbatim.kit.tar.zst"
+    built = run_kit(
+        "build",
+        spec,
+        "--key",
+        key,
+        "--delta-from",
+        base,
+        "--delta-frames",
+        "verbatim",
+        "--out",
+        verbatim,
+        "-q",
+        env=EPOCH,
+    )
+    assert built.exit_code == 0, built.output
+    return Release(base, full, delta, key, public, verbatim)
 
 
 def _spans(kit: Path) -> dict[str, MemberSpan]:
@@ -81,9 +98,9 @@ def _spans(kit: Path) -> dict[str, MemberSpan]:
         return {span.path: span for span in read_metadata(stream, Caps()).location.index.spans()}
 
 
-def _altered(release: Release, tmp_path: Path, offset: int) -> Path:
-    """A copy of the delta with one byte flipped at ``offset``."""
-    data = bytearray(release.delta.read_bytes())
+def _altered(release: Release, tmp_path: Path, offset: int, *, delta: Path | None = None) -> Path:
+    """A copy of the delta (``release.delta`` unless given) with one byte flipped at ``offset``."""
+    data = bytearray((delta or release.delta).read_bytes())
     data[offset] ^= 0x01
     altered = tmp_path / "altered.kit.tar.zst"
     altered.write_bytes(bytes(data))
@@ -124,19 +141,21 @@ def test_the_patch_is_the_full_build_with_the_target_metadata_copied_as_chunk_fr
 
 
 def test_a_carried_frame_altered_is_refused_and_nothing_is_written(release: Release, tmp_path: Path) -> None:
-    carried = next(s for p, s in _spans(release.delta).items() if p.startswith("delta/frames/"))
+    carried = next(s for p, s in _spans(release.verbatim).items() if p.startswith("delta/frames/"))
     data = carried.frames[1]
     out = tmp_path / "new.kit.tar.zst"
-    result = _patch(release, _altered(release, tmp_path, data.offset + data.length // 2), out)
+    altered = _altered(release, tmp_path, data.offset + data.length // 2, delta=release.verbatim)
+    result = _patch(release, altered, out)
     _refused(result, 4, out, "compressed frames differ from their signed digest")
 
 
 def test_a_carried_members_header_frame_altered_is_refused(release: Release, tmp_path: Path) -> None:
     """File mode never copies it; a full verify decodes it; so does file mode, before anything is written."""
-    path, carried = next((p, s) for p, s in _spans(release.delta).items() if p.startswith("delta/frames/"))
+    path, carried = next((p, s) for p, s in _spans(release.verbatim).items() if p.startswith("delta/frames/"))
     header = carried.frames[0]
     out = tmp_path / "new.kit.tar.zst"
-    result = _patch(release, _altered(release, tmp_path, header.offset + header.length - 6), out)
+    altered = _altered(release, tmp_path, header.offset + header.length - 6, delta=release.verbatim)
+    result = _patch(release, altered, out)
     _refused(result, 4, out, path, "differ from their signed digest")
 
 
