@@ -68,12 +68,22 @@ def carried_contents(manifest: Manifest, path: object) -> dict[str, Carried]:
 
     A ``delta/files/<sha256>`` member is the content itself, so its signed digest must be its name's, else the
     delta is refused [4]. Other names under ``delta/patches/`` or ``delta/files/`` are refused too: a member there
-    that is not one kit writes would otherwise be silently ignored.
+    that is not one kit writes would otherwise be silently ignored. So is any content member of a delta whose
+    ``frames`` is not ``content`` (file mode rebuilds frames only for a content delta, so it would ignore them
+    where directory mode used them), and a second member for a content another already carries (only the first
+    would be used). Both modes call this when the delta is opened (``delta_open``), so they refuse alike.
     """
+    label = None if manifest.delta is None else manifest.delta.frames
     found: dict[str, Carried] = {}
     for entry in manifest.files:
         if not entry.path.startswith((f"{PATCHES_DIR}/", f"{FILES_DIR}/")):
             continue
+        if label != CONTENT:
+            raise IntegrityError(
+                f"{path}: {entry.path}: a content member in a delta whose manifest says frames: "
+                f"{label or 'verbatim (by leaving it out)'}, which carries none; the delta is corrupt or was not "
+                "made by kit: obtain it again"
+            )
         parsed = parse_name(entry.path)
         if parsed is None:
             raise IntegrityError(
@@ -91,7 +101,13 @@ def carried_contents(manifest: Manifest, path: object) -> dict[str, Carried]:
                 f"{path}: {entry.path}: holds content of sha256 {entry.sha256[:16]}…, not the one its name gives; "
                 "the delta is corrupt or was not made by kit: obtain it again"
             )
-        found.setdefault(target, Carried(entry, base))
+        if target in found:
+            raise IntegrityError(
+                f"{path}: {entry.path}: carries the content (sha256 {target[:16]}…) {found[target].entry.path} "
+                "already carries; kit writes one member per content: the delta is corrupt or was not made by kit, "
+                "obtain it again"
+            )
+        found[target] = Carried(entry, base)
     return found
 
 

@@ -20,6 +20,7 @@ from kitbuilder.errors import ArchiveError, FormatError, IntegrityError, PolicyE
 from kitbuilder.ops.delta import (
     carried_frames,
 )
+from kitbuilder.ops.delta_content import Carried, carried_contents
 from kitbuilder.ops.frame_reuse import full_kit_needed
 from kitbuilder.ops.kitfile import (
     TARGET_DIR,
@@ -58,6 +59,9 @@ class DeltaMetadata:
     target_manifest: Manifest
     target_sha256: str
     carried: dict[str, MemberSpan]  # target frame digest -> the delta member carrying it (``carried_frames``)
+    # Target SHA-256 -> the content member carrying it (``carried_contents``): checked when the delta is opened, in
+    # both modes, whether or not a frame needs it, so a member no mode would use is refused in both.
+    contents: dict[str, Carried]
 
     def target_files(self, policy: TrustPolicy) -> Manifest:
         """The target's signed manifest with its files: its file list read through ``stream``, bounded by the
@@ -180,6 +184,7 @@ def _check_delta(
     _, _, target_manifest = check_signed_metadata(target, options.policy, files=keep_file_list)
     check_policy(target_manifest, options)
     carried = carried_frames(manifest, path)
+    contents = carried_contents(manifest, path)
     return DeltaMetadata(
         path=path,
         stream=stream,
@@ -190,4 +195,5 @@ def _check_delta(
         target_manifest=target_manifest,
         target_sha256=target_sha256,
         carried=carried,
+        contents=contents,
     )

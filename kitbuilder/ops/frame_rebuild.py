@@ -42,7 +42,7 @@ from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError
 from kitbuilder.ops.confined import Directory, host_error
-from kitbuilder.ops.delta_content import CONTENT, Carried, carried_contents
+from kitbuilder.ops.delta_content import CONTENT, Carried
 from kitbuilder.ops.delta_open import DeltaMetadata
 from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.framecopy import Span
@@ -68,7 +68,10 @@ class _Job:
     frame: FrameEntry
     what: str
     parts: tuple[_Part, ...]
-    base_frames: dict[int, tuple[FrameEntry, bytes]]  # the base frames the parts need: signed entry, bytes
+    # The base frames the parts need, by number: their signed entries only. The worker reads and decodes them one
+    # at a time (``_rebuild``): a group may draw from every frame of the base, and held at once they would cost
+    # memory in the size of the base, not of the frame.
+    base_frames: dict[int, FrameEntry]
 
 
 class FrameRebuilder:
@@ -118,7 +121,7 @@ class FrameRebuilder:
         # no content member at all); for any other, a missing frame is the caller's error.
         if not missing or delta.manifest.delta is None or delta.manifest.delta.frames != CONTENT:
             return {}
-        contents = carried_contents(delta.manifest, delta.path)
+        contents = delta.contents  # checked when the delta was opened
         target = self._target_files()  # with its files (signed, checked): where each member of a frame is
         target_map = FrameMap(target, what=f"{delta.path}: target {MANIFEST_JSON}")
         base_map = self._base_map()
@@ -128,6 +131,7 @@ class FrameRebuilder:
         spans: dict[str, Span] = {}
         workers = usable_cores()
         level = target.build.compression.level
+        base = _Base(self.base_stream.fileno(), str(self.base_path))
         position = 0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-rebuild") as pool:
             pending: deque[tuple[_Job, Future[bytes]]] = deque()
@@ -153,7 +157,7 @@ class FrameRebuilder:
                     job = self._plan(number, target_map, base_map, base_places, contents, delta_reader)
                     if job is None:
                         continue
-                    pending.append((job, pool.submit(_rebuild, job, level, self.caps, str(self.delta.path))))
+                    pending.append((job, pool.submit(_rebuild, job, level, self.caps, str(self.delta.path), base)))
                     while len(pending) > 2 * workers:
                         settle()
                 while pending:
@@ -177,27 +181,45 @@ class FrameRebuilder:
             raise ArchiveError(f"{self.base_path}: kit index has no {FILE_LIST}: not a complete kit") from None
         digest = hashlib.sha256()
         read = 0
+        unread = False  # a frame of it could not be read (named by that error)
+        damaged = f"{what}: not the list its signed manifest states; the base is damaged: obtain it again"
 
         def pieces() -> Iterator[bytes]:
-            nonlocal read
-            for piece in reader.member_chunks(self.base_stream, span, self.caps):
-                read += len(piece)
-                if read > ref.size:
-                    break
-                digest.update(piece)
-                yield piece
+            nonlocal read, unread
+            try:
+                for piece in reader.member_chunks(self.base_stream, span, self.caps):
+                    read += len(piece)
+                    if read > ref.size:
+                        break
+                    digest.update(piece)
+                    yield piece
+            except (ArchiveError, IntegrityError) as exc:  # its frames, placed by the base's unsigned index
+                unread = True
+                raise IntegrityError(f"{what}: {exc.message}; the base is damaged: obtain it again") from exc
 
-        files = filelist.parse(
-            pieces(),
-            count=ref.count,
-            frame_sizes=[f.size for f in self.base.frames],
-            what=what,
-            signed_by=f"{self.base_path}: {MANIFEST_JSON}",
-        )
-        if read != ref.size or digest.hexdigest() != ref.sha256:
-            raise IntegrityError(
-                f"{what}: not the list its signed manifest states; the base is damaged: obtain it again"
+        def signed() -> bool:
+            return read == ref.size and digest.hexdigest() == ref.sha256
+
+        stream = pieces()
+        try:
+            files = filelist.parse(
+                stream,
+                count=ref.count,
+                frame_sizes=[f.size for f in self.base.frames],
+                what=what,
+                signed_by=f"{self.base_path}: {MANIFEST_JSON}",
             )
+        except KitError as exc:
+            # The list is parsed as it is read, so a list that is not the signed one can fail its parse before its
+            # digest is known: that it is not the signed list is the answer, not what its parse tripped on.
+            if not unread:
+                for _ in stream:
+                    pass
+                if not signed():
+                    raise IntegrityError(damaged) from exc
+            raise
+        if not signed():
+            raise IntegrityError(damaged)
         return FrameMap(self.base.with_files(files), what=str(self.base_path))
 
     def _plan(
@@ -256,8 +278,7 @@ class FrameRebuilder:
                 )
             )
             wanted.add(source.frame or 0)
-        base_frames = {n: (base_map.frames[n], self._pread(base_map.frames[n])) for n in sorted(wanted)}
-        return _Job(number, frame, what, tuple(parts), base_frames)
+        return _Job(number, frame, what, tuple(parts), {n: base_map.frames[n] for n in sorted(wanted)})
 
     # ------------------------------------------------------------------ the scratch file
 
@@ -285,12 +306,6 @@ class FrameRebuilder:
                 position += written
         except OSError as exc:
             raise host_error(exc, str(self.output), "write") from exc
-
-    def _pread(self, frame: FrameEntry) -> bytes:
-        try:
-            return os.pread(self.base_stream.fileno(), frame.length, frame.offset)
-        except OSError as exc:
-            raise host_error(exc, str(self.base_path), "read") from exc
 
 
 def _close(fd: int) -> None:
@@ -349,40 +364,48 @@ class _DeltaReader:
         return decoded[start : start + entry.size]
 
 
-def _rebuild(job: _Job, level: int, caps: Caps, delta_name: str) -> bytes:
-    """Worker: the target frame of ``job``, compressed, checked against its signed digest."""
-    decoded: dict[int, bytes] = {}
-    for number, (frame, data) in job.base_frames.items():
-        # Checked against the base's signed frame digest, then decoded under the frame rules: a damaged base is
-        # named here, not as a rebuilt frame that differs.
+@dataclass(frozen=True)
+class _Base:
+    """The base kit's descriptor (read with ``pread``: workers share it) and its name, for messages."""
+
+    fd: int
+    name: str
+
+    def decoded(self, frame: FrameEntry, number: int, caps: Caps) -> bytes:
+        """Base frame ``number``, read, checked against the base's signed frame digest, then decoded under the
+        frame rules (bounded by its signed size): a damaged base is named here, not as a rebuilt frame that
+        differs."""
         try:
-            decoded[number] = reader2.decode_frame(data, frame, number, max_window=caps.max_window, against="signed")
+            data = os.pread(self.fd, frame.length, frame.offset)
+        except OSError as exc:
+            raise host_error(exc, self.name, "read") from exc
+        try:
+            return reader2.decode_frame(data, frame, number, max_window=caps.max_window, against="signed")
         except (ArchiveError, KitError) as exc:
-            raise IntegrityError(f"base {exc.message}; the base is damaged: obtain it again") from exc
+            raise IntegrityError(f"{self.name}: base {exc.message}; the base is damaged: obtain it again") from exc
+
+
+def _rebuild(job: _Job, level: int, caps: Caps, delta_name: str, base: _Base) -> bytes:
+    """Worker: the target frame of ``job``, compressed, checked against its signed digest.
+
+    The base frames the members come from are read and decoded one at a time, each dropped once the members it
+    holds are cut out of it (and the patches against it decoded): what is held is one base frame and the target
+    frame's own contents (its signed size), however many base frames the group draws from."""
+    where = f"{delta_name}: target frame {job.number} ({job.what})"
+    contents: list[bytes | None] = [p.carried if p.carried is not None and not p.patch else None for p in job.parts]
+    by_frame: dict[int, list[int]] = {}
+    for place, part in enumerate(job.parts):
+        if contents[place] is None:
+            by_frame.setdefault(part.base, []).append(place)
+    for number in sorted(by_frame):
+        held = base.decoded(job.base_frames[number], number, caps)
+        for place in by_frame[number]:
+            contents[place] = _content(job.parts[place], held, where)
+        del held
     members: list[tuple[Record, bytes]] = []
-    for part in job.parts:
+    for part, content in zip(job.parts, contents, strict=True):
+        assert content is not None  # every part is carried whole or cut out of (or patched against) a base frame
         entry = part.entry
-        where = f"{delta_name}: target frame {job.number} ({job.what})"
-        if part.carried is not None and not part.patch:
-            content = part.carried
-        else:
-            held = decoded[part.base]
-            start = part.at + layout.BLOCK
-            if part.patch:
-                base = held[start : start + part.base_size]
-                if hashlib.sha256(base).hexdigest() != part.base_sha256:
-                    raise IntegrityError(f"{where}: the base's content of {entry.path}'s patch is not the signed one")
-                assert part.carried is not None
-                content = content_delta.decode(
-                    part.carried, base, size=entry.size, sha256=entry.sha256, what=f"{where}: patch of {entry.path}"
-                )
-            else:
-                content = held[start : start + entry.size]
-                if len(content) != entry.size or hashlib.sha256(content).hexdigest() != entry.sha256:
-                    raise IntegrityError(
-                        f"{where}: the base does not hold {entry.path}'s signed content where its file list says; "
-                        "the base is damaged: obtain it again"
-                    )
         members.append((Record(entry.path, job.number, entry.at, entry.size, entry.sha256), content))
     raw = framejobs.group_raw(members)
     packed = compress_frame(raw, level)
@@ -395,6 +418,28 @@ def _rebuild(job: _Job, level: int, caps: Caps, delta_name: str) -> bytes:
             "build's; apply the full kit, or a delta built with `kit build --delta-frames verbatim`"
         )
     return packed
+
+
+def _content(part: _Part, held: bytes, where: str) -> bytes:
+    """The target content of ``part`` from the decoded base frame ``held``: cut out of it, or its patch decoded
+    against the base content cut out of it; either checked against the signed SHA-256."""
+    entry = part.entry
+    start = part.at + layout.BLOCK
+    if part.patch:
+        base = held[start : start + part.base_size]
+        if hashlib.sha256(base).hexdigest() != part.base_sha256:
+            raise IntegrityError(f"{where}: the base's content of {entry.path}'s patch is not the signed one")
+        assert part.carried is not None
+        return content_delta.decode(
+            part.carried, base, size=entry.size, sha256=entry.sha256, what=f"{where}: patch of {entry.path}"
+        )
+    content = held[start : start + entry.size]
+    if len(content) != entry.size or hashlib.sha256(content).hexdigest() != entry.sha256:
+        raise IntegrityError(
+            f"{where}: the base does not hold {entry.path}'s signed content where its file list says; "
+            "the base is damaged: obtain it again"
+        )
+    return content
 
 
 def _zstd_version() -> str:
