@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import struct
@@ -38,6 +39,9 @@ class IndexLocation:
     index: KitIndex
     index_offset: int
     file_size: int
+    # SHA-256 of the bytes from ``index_offset`` to the end (index frame, footer) as they were read and parsed: a
+    # reader that hashes the file reads them again, and must get these bytes or refuse the file (it changed).
+    tail_sha256: str
 
 
 def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
@@ -46,7 +50,8 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     if file_size < zstdframes.FOOTER_SIZE:
         raise ArchiveError(f"kit is only {file_size} bytes: not a kit, or truncated")
     stream.seek(file_size - zstdframes.FOOTER_SIZE)
-    index_offset = zstdframes.parse_footer(stream.read(zstdframes.FOOTER_SIZE))
+    footer = stream.read(zstdframes.FOOTER_SIZE)
+    index_offset = zstdframes.parse_footer(footer)
     if index_offset >= file_size - zstdframes.FOOTER_SIZE:
         raise ArchiveError("kit footer: index offset points past the end of the file")
     # The index is one skippable frame of raw bytes, read with one read of its declared size: its cost is
@@ -98,4 +103,7 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
                 f"kit index: its frames end at offset {last.offset + last.length}, but the index frame is at "
                 f"{index_offset}"
             )
-    return IndexLocation(index=index, index_offset=index_offset, file_size=file_size)
+    tail = hashlib.sha256(header)
+    tail.update(data)
+    tail.update(footer)
+    return IndexLocation(index=index, index_offset=index_offset, file_size=file_size, tail_sha256=tail.hexdigest())

@@ -22,7 +22,7 @@ from kitbuilder import faults
 from kitbuilder.archive import reader, scan2
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import IndexEntry, MemberSpan
-from kitbuilder.archive.reader import Caps, Expected
+from kitbuilder.archive.reader import Caps, Expected, IndexLocation
 from kitbuilder.core import timefmt
 from kitbuilder.core.filelist import FileTable
 from kitbuilder.core.jobs import KitJobs
@@ -281,11 +281,13 @@ def _scan(
         )
         # The scan stopped at the index; hash the tail so the report names the whole file's digest.
         at = stream.tell()
+        tail = hashlib.sha256()
         while at < metadata.location.file_size and (
             piece := hashing.read(min(1 << 20, metadata.location.file_size - at))
         ):
+            tail.update(piece)
             at += len(piece)
-        _check_unchanged(path, metadata.location.file_size, at, stream.read(1))
+        _check_unchanged(path, metadata.location, at, tail.hexdigest(), stream.read(1))
         hashing.digest.flush()
         worker.sync()
         file_worker.sync()
@@ -295,14 +297,22 @@ def _scan(
     return result, hashing.digest.hexdigest()
 
 
-def _check_unchanged(path: Path, size: int, hashed_to: int, beyond: bytes) -> None:
+def _check_unchanged(path: Path, location: IndexLocation, hashed_to: int, tail_sha256: str, beyond: bytes) -> None:
     """The digest covers exactly the ``size`` bytes whose index and footer were checked, and the file still ends
-    there: a kit that shrank or grew after its footer was read is not the one verified, whatever its digest."""
+    there: a kit that shrank or grew after its footer was read is not the one verified, whatever its digest. The
+    tail (index and footer) is read again for the digest, so it must be the bytes parsed (``tail_sha256``): else
+    the digest reported would be of an index nothing checked."""
+    size = location.file_size
     if hashed_to != size or beyond:
         now = "shorter" if hashed_to < size else "longer"
         raise ArchiveError(
             f"{path}: the kit changed while it was being verified (now {now} than the {size} bytes its footer was "
             "read at); verify it again once nothing is writing to it"
+        )
+    if tail_sha256 != location.tail_sha256:
+        raise ArchiveError(
+            f"{path}: the kit changed while it was being verified (its index or footer, from offset "
+            f"{location.index_offset}, was rewritten after it was read); verify it again once nothing is writing to it"
         )
 
 
@@ -334,10 +344,12 @@ def _scan2(
     )
     read_at = scan2.reader_at(stream)
     offset = location.index_offset
+    tail = hashlib.sha256()
     while offset < location.file_size and (piece := read_at(offset, min(1 << 20, location.file_size - offset))):
         digest.update(piece)
+        tail.update(piece)
         offset += len(piece)
-    _check_unchanged(path, location.file_size, offset, read_at(offset, 1))
+    _check_unchanged(path, location, offset, tail.hexdigest(), read_at(offset, 1))
     return reader.ScanResult(scanned.members, scanned.payload_bytes, location.file_size), digest.hexdigest()
 
 
