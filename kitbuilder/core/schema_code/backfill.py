@@ -9,752 +9,190 @@ from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException
 
 
 REGEX_PATTERNS = {
-    "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$": re.compile(
-        "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?\\Z"
-    ),
-    "^[A-Za-z_][A-Za-z0-9_]*$": re.compile("^[A-Za-z_][A-Za-z0-9_]*\\Z"),
-    "^(?!kit_)[a-z_][a-z0-9_]*$": re.compile("^(?!kit_)[a-z_][a-z0-9_]*\\Z"),
+    '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$': re.compile('^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?\\Z'),
+    '^[A-Za-z_][A-Za-z0-9_]*$': re.compile('^[A-Za-z_][A-Za-z0-9_]*\\Z'),
+    '^(?!kit_)[a-z_][a-z0-9_]*$': re.compile('^(?!kit_)[a-z_][a-z0-9_]*\\Z')
 }
 
 NoneType = type(None)
 
-
 def validate_https___kitbuilder_dev_schemas_backfill_schema_json(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "$schema": "http://json-schema.org/draft-07/schema#",
-                "$id": "https://kitbuilder.dev/schemas/backfill.schema.json",
-                "title": "kitbuilder backfill job (YAML file shipped in a kit under backfills/)",
-                "type": "object",
-                "required": ["table", "key", "predicate"],
-                "additionalProperties": False,
-                "properties": {
-                    "description": {"type": "string"},
-                    "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                    "key": {
-                        "type": "string",
-                        "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-                        "description": "Unique, ordered key column; batches are key ranges (keyset pagination).",
-                    },
-                    "tenant_column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                    "predicate": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).",
-                    },
-                    "set": {
-                        "type": "object",
-                        "minProperties": 1,
-                        "additionalProperties": {"type": "string"},
-                        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "description": "column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.",
-                    },
-                    "update": {
-                        "type": "string",
-                        "description": "Alternative to set: a full statement restricted to keys between :lo and :hi (both inclusive) and optionally :tenant.",
-                    },
-                    "revert": {"type": "string", "description": "SQL run by kit rollback for this job's phase."},
-                    "batch_size": {"type": "integer", "minimum": 1, "maximum": 1000000},
-                    "error_rate_threshold": {"type": "number", "minimum": 0, "maximum": 1},
-                    "min_sample": {"type": "integer", "minimum": 1, "maximum": 1000000000},
-                    "metric": {
-                        "type": "string",
-                        "pattern": "^(?!kit_)[a-z_][a-z0-9_]*$",
-                        "description": "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own).",
-                    },
-                    "pre_checks": {
-                        "type": "array",
-                        "items": {"type": "object", "required": ["id", "kind"]},
-                        "description": "Checks as in a spec's checks (kit-spec.schema.json#/$defs/check, without phase), run before the first batch; each kind takes only its own fields.",
-                    },
-                    "post_checks": {
-                        "type": "array",
-                        "items": {"type": "object", "required": ["id", "kind"]},
-                        "description": "As pre_checks, run after the last batch; a failing halt check leaves the job paused.",
-                    },
-                },
-                "oneOf": [{"required": ["set"]}, {"required": ["update"]}],
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/backfill.schema.json', 'title': 'kitbuilder backfill job (YAML file shipped in a kit under backfills/)', 'type': 'object', 'required': ['table', 'key', 'predicate'], 'additionalProperties': False, 'properties': {'description': {'type': 'string'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$', 'description': 'Unique, ordered key column; batches are key ranges (keyset pagination).'}, 'tenant_column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'predicate': {'type': 'string', 'minLength': 1, 'description': 'SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).'}, 'set': {'type': 'object', 'minProperties': 1, 'additionalProperties': {'type': 'string'}, 'propertyNames': {'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'description': 'column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.'}, 'update': {'type': 'string', 'description': 'Alternative to set: a full statement restricted to keys between :lo and :hi (both inclusive) and optionally :tenant.'}, 'revert': {'type': 'string', 'description': "SQL run by kit rollback for this job's phase."}, 'batch_size': {'type': 'integer', 'minimum': 1, 'maximum': 1000000}, 'error_rate_threshold': {'type': 'number', 'minimum': 0, 'maximum': 1}, 'min_sample': {'type': 'integer', 'minimum': 1, 'maximum': 1000000000}, 'metric': {'type': 'string', 'pattern': '^(?!kit_)[a-z_][a-z0-9_]*$', 'description': "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own)."}, 'pre_checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': "Checks as in a spec's checks (kit-spec.schema.json#/$defs/check, without phase), run before the first batch; each kind takes only its own fields."}, 'post_checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': 'As pre_checks, run after the last batch; a failing halt check leaves the job paused.'}}, 'oneOf': [{'required': ['set']}, {'required': ['update']}]}, rule='type')
     data_one_of_count1 = 0
     if data_one_of_count1 < 2:
         try:
             data_is_dict = isinstance(data, dict)
             if data_is_dict:
-                data__missing_keys = set(["set"]) - data.keys()
+                data__missing_keys = set(['set']) - data.keys()
                 if data__missing_keys:
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + " must contain "
-                        + (str(sorted(data__missing_keys)) + " properties"),
-                        value=data,
-                        name="" + (name_prefix or "data") + "",
-                        definition={"required": ["set"]},
-                        rule="required",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'required': ['set']}, rule='required')
             data_one_of_count1 += 1
-        except (JsonSchemaValueException, JsonSchemaValuesException):
-            pass
+        except (JsonSchemaValueException, JsonSchemaValuesException): pass
     if data_one_of_count1 < 2:
         try:
             data_is_dict = isinstance(data, dict)
             if data_is_dict:
-                data__missing_keys = set(["update"]) - data.keys()
+                data__missing_keys = set(['update']) - data.keys()
                 if data__missing_keys:
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + " must contain "
-                        + (str(sorted(data__missing_keys)) + " properties"),
-                        value=data,
-                        name="" + (name_prefix or "data") + "",
-                        definition={"required": ["update"]},
-                        rule="required",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'required': ['update']}, rule='required')
             data_one_of_count1 += 1
-        except (JsonSchemaValueException, JsonSchemaValuesException):
-            pass
+        except (JsonSchemaValueException, JsonSchemaValuesException): pass
     if data_one_of_count1 != 1:
-        raise JsonSchemaValueException(
-            ""
-            + (name_prefix or "data")
-            + " must be valid exactly by one definition"
-            + (" (" + str(data_one_of_count1) + " matches found)"),
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "$schema": "http://json-schema.org/draft-07/schema#",
-                "$id": "https://kitbuilder.dev/schemas/backfill.schema.json",
-                "title": "kitbuilder backfill job (YAML file shipped in a kit under backfills/)",
-                "type": "object",
-                "required": ["table", "key", "predicate"],
-                "additionalProperties": False,
-                "properties": {
-                    "description": {"type": "string"},
-                    "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                    "key": {
-                        "type": "string",
-                        "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-                        "description": "Unique, ordered key column; batches are key ranges (keyset pagination).",
-                    },
-                    "tenant_column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                    "predicate": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).",
-                    },
-                    "set": {
-                        "type": "object",
-                        "minProperties": 1,
-                        "additionalProperties": {"type": "string"},
-                        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "description": "column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.",
-                    },
-                    "update": {
-                        "type": "string",
-                        "description": "Alternative to set: a full statement restricted to keys between :lo and :hi (both inclusive) and optionally :tenant.",
-                    },
-                    "revert": {"type": "string", "description": "SQL run by kit rollback for this job's phase."},
-                    "batch_size": {"type": "integer", "minimum": 1, "maximum": 1000000},
-                    "error_rate_threshold": {"type": "number", "minimum": 0, "maximum": 1},
-                    "min_sample": {"type": "integer", "minimum": 1, "maximum": 1000000000},
-                    "metric": {
-                        "type": "string",
-                        "pattern": "^(?!kit_)[a-z_][a-z0-9_]*$",
-                        "description": "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own).",
-                    },
-                    "pre_checks": {
-                        "type": "array",
-                        "items": {"type": "object", "required": ["id", "kind"]},
-                        "description": "Checks as in a spec's checks (kit-spec.schema.json#/$defs/check, without phase), run before the first batch; each kind takes only its own fields.",
-                    },
-                    "post_checks": {
-                        "type": "array",
-                        "items": {"type": "object", "required": ["id", "kind"]},
-                        "description": "As pre_checks, run after the last batch; a failing halt check leaves the job paused.",
-                    },
-                },
-                "oneOf": [{"required": ["set"]}, {"required": ["update"]}],
-            },
-            rule="oneOf",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be valid exactly by one definition" + (" (" + str(data_one_of_count1) + " matches found)"), value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/backfill.schema.json', 'title': 'kitbuilder backfill job (YAML file shipped in a kit under backfills/)', 'type': 'object', 'required': ['table', 'key', 'predicate'], 'additionalProperties': False, 'properties': {'description': {'type': 'string'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$', 'description': 'Unique, ordered key column; batches are key ranges (keyset pagination).'}, 'tenant_column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'predicate': {'type': 'string', 'minLength': 1, 'description': 'SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).'}, 'set': {'type': 'object', 'minProperties': 1, 'additionalProperties': {'type': 'string'}, 'propertyNames': {'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'description': 'column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.'}, 'update': {'type': 'string', 'description': 'Alternative to set: a full statement restricted to keys between :lo and :hi (both inclusive) and optionally :tenant.'}, 'revert': {'type': 'string', 'description': "SQL run by kit rollback for this job's phase."}, 'batch_size': {'type': 'integer', 'minimum': 1, 'maximum': 1000000}, 'error_rate_threshold': {'type': 'number', 'minimum': 0, 'maximum': 1}, 'min_sample': {'type': 'integer', 'minimum': 1, 'maximum': 1000000000}, 'metric': {'type': 'string', 'pattern': '^(?!kit_)[a-z_][a-z0-9_]*$', 'description': "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own)."}, 'pre_checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': "Checks as in a spec's checks (kit-spec.schema.json#/$defs/check, without phase), run before the first batch; each kind takes only its own fields."}, 'post_checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': 'As pre_checks, run after the last batch; a failing halt check leaves the job paused.'}}, 'oneOf': [{'required': ['set']}, {'required': ['update']}]}, rule='oneOf')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["table", "key", "predicate"]) - data.keys()
+        data__missing_keys = set(['table', 'key', 'predicate']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "$schema": "http://json-schema.org/draft-07/schema#",
-                    "$id": "https://kitbuilder.dev/schemas/backfill.schema.json",
-                    "title": "kitbuilder backfill job (YAML file shipped in a kit under backfills/)",
-                    "type": "object",
-                    "required": ["table", "key", "predicate"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "description": {"type": "string"},
-                        "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                        "key": {
-                            "type": "string",
-                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-                            "description": "Unique, ordered key column; batches are key ranges (keyset pagination).",
-                        },
-                        "tenant_column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "predicate": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).",
-                        },
-                        "set": {
-                            "type": "object",
-                            "minProperties": 1,
-                            "additionalProperties": {"type": "string"},
-                            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            "description": "column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.",
-                        },
-                        "update": {
-                            "type": "string",
-                            "description": "Alternative to set: a full statement restricted to keys between :lo and :hi (both inclusive) and optionally :tenant.",
-                        },
-                        "revert": {"type": "string", "description": "SQL run by kit rollback for this job's phase."},
-                        "batch_size": {"type": "integer", "minimum": 1, "maximum": 1000000},
-                        "error_rate_threshold": {"type": "number", "minimum": 0, "maximum": 1},
-                        "min_sample": {"type": "integer", "minimum": 1, "maximum": 1000000000},
-                        "metric": {
-                            "type": "string",
-                            "pattern": "^(?!kit_)[a-z_][a-z0-9_]*$",
-                            "description": "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own).",
-                        },
-                        "pre_checks": {
-                            "type": "array",
-                            "items": {"type": "object", "required": ["id", "kind"]},
-                            "description": "Checks as in a spec's checks (kit-spec.schema.json#/$defs/check, without phase), run before the first batch; each kind takes only its own fields.",
-                        },
-                        "post_checks": {
-                            "type": "array",
-                            "items": {"type": "object", "required": ["id", "kind"]},
-                            "description": "As pre_checks, run after the last batch; a failing halt check leaves the job paused.",
-                        },
-                    },
-                    "oneOf": [{"required": ["set"]}, {"required": ["update"]}],
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/backfill.schema.json', 'title': 'kitbuilder backfill job (YAML file shipped in a kit under backfills/)', 'type': 'object', 'required': ['table', 'key', 'predicate'], 'additionalProperties': False, 'properties': {'description': {'type': 'string'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$', 'description': 'Unique, ordered key column; batches are key ranges (keyset pagination).'}, 'tenant_column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'predicate': {'type': 'string', 'minLength': 1, 'description': 'SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).'}, 'set': {'type': 'object', 'minProperties': 1, 'additionalProperties': {'type': 'string'}, 'propertyNames': {'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'description': 'column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.'}, 'update': {'type': 'string', 'description': 'Alternative to set: a full statement restricted to keys between :lo and :hi (both inclusive) and optionally :tenant.'}, 'revert': {'type': 'string', 'description': "SQL run by kit rollback for this job's phase."}, 'batch_size': {'type': 'integer', 'minimum': 1, 'maximum': 1000000}, 'error_rate_threshold': {'type': 'number', 'minimum': 0, 'maximum': 1}, 'min_sample': {'type': 'integer', 'minimum': 1, 'maximum': 1000000000}, 'metric': {'type': 'string', 'pattern': '^(?!kit_)[a-z_][a-z0-9_]*$', 'description': "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own)."}, 'pre_checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': "Checks as in a spec's checks (kit-spec.schema.json#/$defs/check, without phase), run before the first batch; each kind takes only its own fields."}, 'post_checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': 'As pre_checks, run after the last batch; a failing halt check leaves the job paused.'}}, 'oneOf': [{'required': ['set']}, {'required': ['update']}]}, rule='required')
         data_keys = set(data.keys())
         if "description" in data_keys:
             data_keys.remove("description")
             data__description = data["description"]
             if not isinstance(data__description, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".description must be string",
-                    value=data__description,
-                    name="" + (name_prefix or "data") + ".description",
-                    definition={"type": "string"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".description must be string", value=data__description, name="" + (name_prefix or "data") + ".description", definition={'type': 'string'}, rule='type')
         if "table" in data_keys:
             data_keys.remove("table")
             data__table = data["table"]
             if not isinstance(data__table, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".table must be string",
-                    value=data__table,
-                    name="" + (name_prefix or "data") + ".table",
-                    definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".table must be string", value=data__table, name="" + (name_prefix or "data") + ".table", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, rule='type')
             if isinstance(data__table, str):
-                if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"].search(data__table):
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + ".table must match pattern ^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                        value=data__table,
-                        name="" + (name_prefix or "data") + ".table",
-                        definition={
-                            "type": "string",
-                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                        },
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'].search(data__table):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".table must match pattern ^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$", value=data__table, name="" + (name_prefix or "data") + ".table", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, rule='pattern')
         if "key" in data_keys:
             data_keys.remove("key")
             data__key = data["key"]
             if not isinstance(data__key, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".key must be string",
-                    value=data__key,
-                    name="" + (name_prefix or "data") + ".key",
-                    definition={
-                        "type": "string",
-                        "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-                        "description": "Unique, ordered key column; batches are key ranges (keyset pagination).",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".key must be string", value=data__key, name="" + (name_prefix or "data") + ".key", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$', 'description': 'Unique, ordered key column; batches are key ranges (keyset pagination).'}, rule='type')
             if isinstance(data__key, str):
-                if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*$"].search(data__key):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".key must match pattern ^[A-Za-z_][A-Za-z0-9_]*$",
-                        value=data__key,
-                        name="" + (name_prefix or "data") + ".key",
-                        definition={
-                            "type": "string",
-                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-                            "description": "Unique, ordered key column; batches are key ranges (keyset pagination).",
-                        },
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*$'].search(data__key):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".key must match pattern ^[A-Za-z_][A-Za-z0-9_]*$", value=data__key, name="" + (name_prefix or "data") + ".key", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$', 'description': 'Unique, ordered key column; batches are key ranges (keyset pagination).'}, rule='pattern')
         if "tenant_column" in data_keys:
             data_keys.remove("tenant_column")
             data__tenantcolumn = data["tenant_column"]
             if not isinstance(data__tenantcolumn, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".tenant_column must be string",
-                    value=data__tenantcolumn,
-                    name="" + (name_prefix or "data") + ".tenant_column",
-                    definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".tenant_column must be string", value=data__tenantcolumn, name="" + (name_prefix or "data") + ".tenant_column", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='type')
             if isinstance(data__tenantcolumn, str):
-                if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*$"].search(data__tenantcolumn):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".tenant_column must match pattern ^[A-Za-z_][A-Za-z0-9_]*$",
-                        value=data__tenantcolumn,
-                        name="" + (name_prefix or "data") + ".tenant_column",
-                        definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*$'].search(data__tenantcolumn):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".tenant_column must match pattern ^[A-Za-z_][A-Za-z0-9_]*$", value=data__tenantcolumn, name="" + (name_prefix or "data") + ".tenant_column", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='pattern')
         if "predicate" in data_keys:
             data_keys.remove("predicate")
             data__predicate = data["predicate"]
             if not isinstance(data__predicate, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".predicate must be string",
-                    value=data__predicate,
-                    name="" + (name_prefix or "data") + ".predicate",
-                    definition={
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".predicate must be string", value=data__predicate, name="" + (name_prefix or "data") + ".predicate", definition={'type': 'string', 'minLength': 1, 'description': 'SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).'}, rule='type')
             if isinstance(data__predicate, str):
                 data__predicate_len = len(data__predicate)
                 if data__predicate_len < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".predicate must be longer than or equal to 1 characters",
-                        value=data__predicate,
-                        name="" + (name_prefix or "data") + ".predicate",
-                        definition={
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).",
-                        },
-                        rule="minLength",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".predicate must be longer than or equal to 1 characters", value=data__predicate, name="" + (name_prefix or "data") + ".predicate", definition={'type': 'string', 'minLength': 1, 'description': 'SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).'}, rule='minLength')
         if "set" in data_keys:
             data_keys.remove("set")
             data__set = data["set"]
             if not isinstance(data__set, (dict)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".set must be object",
-                    value=data__set,
-                    name="" + (name_prefix or "data") + ".set",
-                    definition={
-                        "type": "object",
-                        "minProperties": 1,
-                        "additionalProperties": {"type": "string"},
-                        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "description": "column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".set must be object", value=data__set, name="" + (name_prefix or "data") + ".set", definition={'type': 'object', 'minProperties': 1, 'additionalProperties': {'type': 'string'}, 'propertyNames': {'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'description': 'column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.'}, rule='type')
             data__set_is_dict = isinstance(data__set, dict)
             if data__set_is_dict:
                 data__set_len = len(data__set)
                 if data__set_len < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".set must contain at least 1 properties",
-                        value=data__set,
-                        name="" + (name_prefix or "data") + ".set",
-                        definition={
-                            "type": "object",
-                            "minProperties": 1,
-                            "additionalProperties": {"type": "string"},
-                            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            "description": "column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.",
-                        },
-                        rule="minProperties",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".set must contain at least 1 properties", value=data__set, name="" + (name_prefix or "data") + ".set", definition={'type': 'object', 'minProperties': 1, 'additionalProperties': {'type': 'string'}, 'propertyNames': {'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'description': 'column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.'}, rule='minProperties')
                 data__set_keys = set(data__set.keys())
                 for data__set_key in data__set_keys:
                     if data__set_key not in []:
                         data__set_value = data__set.get(data__set_key)
                         if not isinstance(data__set_value, (str)):
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".set.{data__set_key}".format(**locals())
-                                + " must be string",
-                                value=data__set_value,
-                                name="" + (name_prefix or "data") + ".set.{data__set_key}".format(**locals()) + "",
-                                definition={"type": "string"},
-                                rule="type",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".set.{data__set_key}".format(**locals()) + " must be string", value=data__set_value, name="" + (name_prefix or "data") + ".set.{data__set_key}".format(**locals()) + "", definition={'type': 'string'}, rule='type')
                 if data__set_len != 0:
                     data__set_property_names = True
                     for data__set_key in data__set:
                         try:
                             if isinstance(data__set_key, str):
-                                if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*$"].search(data__set_key):
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".set must match pattern ^[A-Za-z_][A-Za-z0-9_]*$",
-                                        value=data__set_key,
-                                        name="" + (name_prefix or "data") + ".set",
-                                        definition={"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                        rule="pattern",
-                                    )
+                                if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*$'].search(data__set_key):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".set must match pattern ^[A-Za-z_][A-Za-z0-9_]*$", value=data__set_key, name="" + (name_prefix or "data") + ".set", definition={'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='pattern')
                         except (JsonSchemaValueException, JsonSchemaValuesException):
                             data__set_property_names = False
                     if not data__set_property_names:
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".set must be named by propertyName definition",
-                            value=data__set,
-                            name="" + (name_prefix or "data") + ".set",
-                            definition={
-                                "type": "object",
-                                "minProperties": 1,
-                                "additionalProperties": {"type": "string"},
-                                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                "description": "column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.",
-                            },
-                            rule="propertyNames",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".set must be named by propertyName definition", value=data__set, name="" + (name_prefix or "data") + ".set", definition={'type': 'object', 'minProperties': 1, 'additionalProperties': {'type': 'string'}, 'propertyNames': {'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'description': 'column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.'}, rule='propertyNames')
         if "update" in data_keys:
             data_keys.remove("update")
             data__update = data["update"]
             if not isinstance(data__update, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".update must be string",
-                    value=data__update,
-                    name="" + (name_prefix or "data") + ".update",
-                    definition={
-                        "type": "string",
-                        "description": "Alternative to set: a full statement restricted to keys between :lo and :hi (both inclusive) and optionally :tenant.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".update must be string", value=data__update, name="" + (name_prefix or "data") + ".update", definition={'type': 'string', 'description': 'Alternative to set: a full statement restricted to keys between :lo and :hi (both inclusive) and optionally :tenant.'}, rule='type')
         if "revert" in data_keys:
             data_keys.remove("revert")
             data__revert = data["revert"]
             if not isinstance(data__revert, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".revert must be string",
-                    value=data__revert,
-                    name="" + (name_prefix or "data") + ".revert",
-                    definition={"type": "string", "description": "SQL run by kit rollback for this job's phase."},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".revert must be string", value=data__revert, name="" + (name_prefix or "data") + ".revert", definition={'type': 'string', 'description': "SQL run by kit rollback for this job's phase."}, rule='type')
         if "batch_size" in data_keys:
             data_keys.remove("batch_size")
             data__batchsize = data["batch_size"]
-            if (
-                not isinstance(data__batchsize, (int))
-                and not (isinstance(data__batchsize, float) and data__batchsize.is_integer())
-                or isinstance(data__batchsize, bool)
-            ):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".batch_size must be integer",
-                    value=data__batchsize,
-                    name="" + (name_prefix or "data") + ".batch_size",
-                    definition={"type": "integer", "minimum": 1, "maximum": 1000000},
-                    rule="type",
-                )
+            if not isinstance(data__batchsize, (int)) and not (isinstance(data__batchsize, float) and data__batchsize.is_integer()) or isinstance(data__batchsize, bool):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".batch_size must be integer", value=data__batchsize, name="" + (name_prefix or "data") + ".batch_size", definition={'type': 'integer', 'minimum': 1, 'maximum': 1000000}, rule='type')
             if isinstance(data__batchsize, (int, float, Decimal)) and not isinstance(data__batchsize, bool):
                 if data__batchsize < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".batch_size must be bigger than or equal to 1",
-                        value=data__batchsize,
-                        name="" + (name_prefix or "data") + ".batch_size",
-                        definition={"type": "integer", "minimum": 1, "maximum": 1000000},
-                        rule="minimum",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".batch_size must be bigger than or equal to 1", value=data__batchsize, name="" + (name_prefix or "data") + ".batch_size", definition={'type': 'integer', 'minimum': 1, 'maximum': 1000000}, rule='minimum')
                 if data__batchsize > 1000000:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".batch_size must be smaller than or equal to 1000000",
-                        value=data__batchsize,
-                        name="" + (name_prefix or "data") + ".batch_size",
-                        definition={"type": "integer", "minimum": 1, "maximum": 1000000},
-                        rule="maximum",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".batch_size must be smaller than or equal to 1000000", value=data__batchsize, name="" + (name_prefix or "data") + ".batch_size", definition={'type': 'integer', 'minimum': 1, 'maximum': 1000000}, rule='maximum')
         if "error_rate_threshold" in data_keys:
             data_keys.remove("error_rate_threshold")
             data__errorratethreshold = data["error_rate_threshold"]
-            if not isinstance(data__errorratethreshold, (int, float, Decimal)) or isinstance(
-                data__errorratethreshold, bool
-            ):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".error_rate_threshold must be number",
-                    value=data__errorratethreshold,
-                    name="" + (name_prefix or "data") + ".error_rate_threshold",
-                    definition={"type": "number", "minimum": 0, "maximum": 1},
-                    rule="type",
-                )
-            if isinstance(data__errorratethreshold, (int, float, Decimal)) and not isinstance(
-                data__errorratethreshold, bool
-            ):
+            if not isinstance(data__errorratethreshold, (int, float, Decimal)) or isinstance(data__errorratethreshold, bool):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".error_rate_threshold must be number", value=data__errorratethreshold, name="" + (name_prefix or "data") + ".error_rate_threshold", definition={'type': 'number', 'minimum': 0, 'maximum': 1}, rule='type')
+            if isinstance(data__errorratethreshold, (int, float, Decimal)) and not isinstance(data__errorratethreshold, bool):
                 if data__errorratethreshold < 0:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".error_rate_threshold must be bigger than or equal to 0",
-                        value=data__errorratethreshold,
-                        name="" + (name_prefix or "data") + ".error_rate_threshold",
-                        definition={"type": "number", "minimum": 0, "maximum": 1},
-                        rule="minimum",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".error_rate_threshold must be bigger than or equal to 0", value=data__errorratethreshold, name="" + (name_prefix or "data") + ".error_rate_threshold", definition={'type': 'number', 'minimum': 0, 'maximum': 1}, rule='minimum')
                 if data__errorratethreshold > 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".error_rate_threshold must be smaller than or equal to 1",
-                        value=data__errorratethreshold,
-                        name="" + (name_prefix or "data") + ".error_rate_threshold",
-                        definition={"type": "number", "minimum": 0, "maximum": 1},
-                        rule="maximum",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".error_rate_threshold must be smaller than or equal to 1", value=data__errorratethreshold, name="" + (name_prefix or "data") + ".error_rate_threshold", definition={'type': 'number', 'minimum': 0, 'maximum': 1}, rule='maximum')
         if "min_sample" in data_keys:
             data_keys.remove("min_sample")
             data__minsample = data["min_sample"]
-            if (
-                not isinstance(data__minsample, (int))
-                and not (isinstance(data__minsample, float) and data__minsample.is_integer())
-                or isinstance(data__minsample, bool)
-            ):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".min_sample must be integer",
-                    value=data__minsample,
-                    name="" + (name_prefix or "data") + ".min_sample",
-                    definition={"type": "integer", "minimum": 1, "maximum": 1000000000},
-                    rule="type",
-                )
+            if not isinstance(data__minsample, (int)) and not (isinstance(data__minsample, float) and data__minsample.is_integer()) or isinstance(data__minsample, bool):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".min_sample must be integer", value=data__minsample, name="" + (name_prefix or "data") + ".min_sample", definition={'type': 'integer', 'minimum': 1, 'maximum': 1000000000}, rule='type')
             if isinstance(data__minsample, (int, float, Decimal)) and not isinstance(data__minsample, bool):
                 if data__minsample < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".min_sample must be bigger than or equal to 1",
-                        value=data__minsample,
-                        name="" + (name_prefix or "data") + ".min_sample",
-                        definition={"type": "integer", "minimum": 1, "maximum": 1000000000},
-                        rule="minimum",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".min_sample must be bigger than or equal to 1", value=data__minsample, name="" + (name_prefix or "data") + ".min_sample", definition={'type': 'integer', 'minimum': 1, 'maximum': 1000000000}, rule='minimum')
                 if data__minsample > 1000000000:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".min_sample must be smaller than or equal to 1000000000",
-                        value=data__minsample,
-                        name="" + (name_prefix or "data") + ".min_sample",
-                        definition={"type": "integer", "minimum": 1, "maximum": 1000000000},
-                        rule="maximum",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".min_sample must be smaller than or equal to 1000000000", value=data__minsample, name="" + (name_prefix or "data") + ".min_sample", definition={'type': 'integer', 'minimum': 1, 'maximum': 1000000000}, rule='maximum')
         if "metric" in data_keys:
             data_keys.remove("metric")
             data__metric = data["metric"]
             if not isinstance(data__metric, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".metric must be string",
-                    value=data__metric,
-                    name="" + (name_prefix or "data") + ".metric",
-                    definition={
-                        "type": "string",
-                        "pattern": "^(?!kit_)[a-z_][a-z0-9_]*$",
-                        "description": "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own).",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".metric must be string", value=data__metric, name="" + (name_prefix or "data") + ".metric", definition={'type': 'string', 'pattern': '^(?!kit_)[a-z_][a-z0-9_]*$', 'description': "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own)."}, rule='type')
             if isinstance(data__metric, str):
-                if not REGEX_PATTERNS["^(?!kit_)[a-z_][a-z0-9_]*$"].search(data__metric):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".metric must match pattern ^(?!kit_)[a-z_][a-z0-9_]*$",
-                        value=data__metric,
-                        name="" + (name_prefix or "data") + ".metric",
-                        definition={
-                            "type": "string",
-                            "pattern": "^(?!kit_)[a-z_][a-z0-9_]*$",
-                            "description": "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own).",
-                        },
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^(?!kit_)[a-z_][a-z0-9_]*$'].search(data__metric):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".metric must match pattern ^(?!kit_)[a-z_][a-z0-9_]*$", value=data__metric, name="" + (name_prefix or "data") + ".metric", definition={'type': 'string', 'pattern': '^(?!kit_)[a-z_][a-z0-9_]*$', 'description': "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own)."}, rule='pattern')
         if "pre_checks" in data_keys:
             data_keys.remove("pre_checks")
             data__prechecks = data["pre_checks"]
             if not isinstance(data__prechecks, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".pre_checks must be array",
-                    value=data__prechecks,
-                    name="" + (name_prefix or "data") + ".pre_checks",
-                    definition={
-                        "type": "array",
-                        "items": {"type": "object", "required": ["id", "kind"]},
-                        "description": "Checks as in a spec's checks (kit-spec.schema.json#/$defs/check, without phase), run before the first batch; each kind takes only its own fields.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".pre_checks must be array", value=data__prechecks, name="" + (name_prefix or "data") + ".pre_checks", definition={'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': "Checks as in a spec's checks (kit-spec.schema.json#/$defs/check, without phase), run before the first batch; each kind takes only its own fields."}, rule='type')
             data__prechecks_is_list = isinstance(data__prechecks, (list, tuple))
             if data__prechecks_is_list:
                 data__prechecks_len = len(data__prechecks)
                 for data__prechecks_x, data__prechecks_item in enumerate(data__prechecks):
                     if not isinstance(data__prechecks_item, (dict)):
-                        raise JsonSchemaValueException(
-                            ""
-                            + (name_prefix or "data")
-                            + ".pre_checks[{data__prechecks_x}]".format(**locals())
-                            + " must be object",
-                            value=data__prechecks_item,
-                            name=""
-                            + (name_prefix or "data")
-                            + ".pre_checks[{data__prechecks_x}]".format(**locals())
-                            + "",
-                            definition={"type": "object", "required": ["id", "kind"]},
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".pre_checks[{data__prechecks_x}]".format(**locals()) + " must be object", value=data__prechecks_item, name="" + (name_prefix or "data") + ".pre_checks[{data__prechecks_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['id', 'kind']}, rule='type')
                     data__prechecks_item_is_dict = isinstance(data__prechecks_item, dict)
                     if data__prechecks_item_is_dict:
-                        data__prechecks_item__missing_keys = set(["id", "kind"]) - data__prechecks_item.keys()
+                        data__prechecks_item__missing_keys = set(['id', 'kind']) - data__prechecks_item.keys()
                         if data__prechecks_item__missing_keys:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".pre_checks[{data__prechecks_x}]".format(**locals())
-                                + " must contain "
-                                + (str(sorted(data__prechecks_item__missing_keys)) + " properties"),
-                                value=data__prechecks_item,
-                                name=""
-                                + (name_prefix or "data")
-                                + ".pre_checks[{data__prechecks_x}]".format(**locals())
-                                + "",
-                                definition={"type": "object", "required": ["id", "kind"]},
-                                rule="required",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".pre_checks[{data__prechecks_x}]".format(**locals()) + " must contain " + (str(sorted(data__prechecks_item__missing_keys)) + " properties"), value=data__prechecks_item, name="" + (name_prefix or "data") + ".pre_checks[{data__prechecks_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['id', 'kind']}, rule='required')
         if "post_checks" in data_keys:
             data_keys.remove("post_checks")
             data__postchecks = data["post_checks"]
             if not isinstance(data__postchecks, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".post_checks must be array",
-                    value=data__postchecks,
-                    name="" + (name_prefix or "data") + ".post_checks",
-                    definition={
-                        "type": "array",
-                        "items": {"type": "object", "required": ["id", "kind"]},
-                        "description": "As pre_checks, run after the last batch; a failing halt check leaves the job paused.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".post_checks must be array", value=data__postchecks, name="" + (name_prefix or "data") + ".post_checks", definition={'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': 'As pre_checks, run after the last batch; a failing halt check leaves the job paused.'}, rule='type')
             data__postchecks_is_list = isinstance(data__postchecks, (list, tuple))
             if data__postchecks_is_list:
                 data__postchecks_len = len(data__postchecks)
                 for data__postchecks_x, data__postchecks_item in enumerate(data__postchecks):
                     if not isinstance(data__postchecks_item, (dict)):
-                        raise JsonSchemaValueException(
-                            ""
-                            + (name_prefix or "data")
-                            + ".post_checks[{data__postchecks_x}]".format(**locals())
-                            + " must be object",
-                            value=data__postchecks_item,
-                            name=""
-                            + (name_prefix or "data")
-                            + ".post_checks[{data__postchecks_x}]".format(**locals())
-                            + "",
-                            definition={"type": "object", "required": ["id", "kind"]},
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".post_checks[{data__postchecks_x}]".format(**locals()) + " must be object", value=data__postchecks_item, name="" + (name_prefix or "data") + ".post_checks[{data__postchecks_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['id', 'kind']}, rule='type')
                     data__postchecks_item_is_dict = isinstance(data__postchecks_item, dict)
                     if data__postchecks_item_is_dict:
-                        data__postchecks_item__missing_keys = set(["id", "kind"]) - data__postchecks_item.keys()
+                        data__postchecks_item__missing_keys = set(['id', 'kind']) - data__postchecks_item.keys()
                         if data__postchecks_item__missing_keys:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".post_checks[{data__postchecks_x}]".format(**locals())
-                                + " must contain "
-                                + (str(sorted(data__postchecks_item__missing_keys)) + " properties"),
-                                value=data__postchecks_item,
-                                name=""
-                                + (name_prefix or "data")
-                                + ".post_checks[{data__postchecks_x}]".format(**locals())
-                                + "",
-                                definition={"type": "object", "required": ["id", "kind"]},
-                                rule="required",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".post_checks[{data__postchecks_x}]".format(**locals()) + " must contain " + (str(sorted(data__postchecks_item__missing_keys)) + " properties"), value=data__postchecks_item, name="" + (name_prefix or "data") + ".post_checks[{data__postchecks_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['id', 'kind']}, rule='required')
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "$schema": "http://json-schema.org/draft-07/schema#",
-                    "$id": "https://kitbuilder.dev/schemas/backfill.schema.json",
-                    "title": "kitbuilder backfill job (YAML file shipped in a kit under backfills/)",
-                    "type": "object",
-                    "required": ["table", "key", "predicate"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "description": {"type": "string"},
-                        "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                        "key": {
-                            "type": "string",
-                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-                            "description": "Unique, ordered key column; batches are key ranges (keyset pagination).",
-                        },
-                        "tenant_column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "predicate": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).",
-                        },
-                        "set": {
-                            "type": "object",
-                            "minProperties": 1,
-                            "additionalProperties": {"type": "string"},
-                            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            "description": "column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.",
-                        },
-                        "update": {
-                            "type": "string",
-                            "description": "Alternative to set: a full statement restricted to keys between :lo and :hi (both inclusive) and optionally :tenant.",
-                        },
-                        "revert": {"type": "string", "description": "SQL run by kit rollback for this job's phase."},
-                        "batch_size": {"type": "integer", "minimum": 1, "maximum": 1000000},
-                        "error_rate_threshold": {"type": "number", "minimum": 0, "maximum": 1},
-                        "min_sample": {"type": "integer", "minimum": 1, "maximum": 1000000000},
-                        "metric": {
-                            "type": "string",
-                            "pattern": "^(?!kit_)[a-z_][a-z0-9_]*$",
-                            "description": "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own).",
-                        },
-                        "pre_checks": {
-                            "type": "array",
-                            "items": {"type": "object", "required": ["id", "kind"]},
-                            "description": "Checks as in a spec's checks (kit-spec.schema.json#/$defs/check, without phase), run before the first batch; each kind takes only its own fields.",
-                        },
-                        "post_checks": {
-                            "type": "array",
-                            "items": {"type": "object", "required": ["id", "kind"]},
-                            "description": "As pre_checks, run after the last batch; a failing halt check leaves the job paused.",
-                        },
-                    },
-                    "oneOf": [{"required": ["set"]}, {"required": ["update"]}],
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/backfill.schema.json', 'title': 'kitbuilder backfill job (YAML file shipped in a kit under backfills/)', 'type': 'object', 'required': ['table', 'key', 'predicate'], 'additionalProperties': False, 'properties': {'description': {'type': 'string'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$', 'description': 'Unique, ordered key column; batches are key ranges (keyset pagination).'}, 'tenant_column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'predicate': {'type': 'string', 'minLength': 1, 'description': 'SQL condition true for rows still needing work, false once done (e.g. raw_linkset IS NULL).'}, 'set': {'type': 'object', 'minProperties': 1, 'additionalProperties': {'type': 'string'}, 'propertyNames': {'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'description': 'column: SQL expression; kit builds UPDATE ... WHERE key in (:lo, :hi] AND predicate.'}, 'update': {'type': 'string', 'description': 'Alternative to set: a full statement restricted to keys between :lo and :hi (both inclusive) and optionally :tenant.'}, 'revert': {'type': 'string', 'description': "SQL run by kit rollback for this job's phase."}, 'batch_size': {'type': 'integer', 'minimum': 1, 'maximum': 1000000}, 'error_rate_threshold': {'type': 'number', 'minimum': 0, 'maximum': 1}, 'min_sample': {'type': 'integer', 'minimum': 1, 'maximum': 1000000000}, 'metric': {'type': 'string', 'pattern': '^(?!kit_)[a-z_][a-z0-9_]*$', 'description': "Prometheus gauge name for rows still matching the predicate (kit_* names are kit's own)."}, 'pre_checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': "Checks as in a spec's checks (kit-spec.schema.json#/$defs/check, without phase), run before the first batch; each kind takes only its own fields."}, 'post_checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind']}, 'description': 'As pre_checks, run after the last batch; a failing halt check leaves the job paused.'}}, 'oneOf': [{'required': ['set']}, {'required': ['update']}]}, rule='additionalProperties')
     return data
-
 
 validate = validate_https___kitbuilder_dev_schemas_backfill_schema_json

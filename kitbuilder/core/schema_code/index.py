@@ -9,980 +9,139 @@ from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException
 
 
 REGEX_PATTERNS = {
-    "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$": re.compile(
-        "^(?!\\.{1,2}(/|\\Z))(?!.*/\\.{1,2}(/|\\Z))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*\\Z"
-    ),
-    "^[0-9a-f]{64}$": re.compile("^[0-9a-f]{64}\\Z"),
+    '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$': re.compile('^(?!\\.{1,2}(/|\\Z))(?!.*/\\.{1,2}(/|\\Z))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*\\Z'),
+    '^[0-9a-f]{64}$': re.compile('^[0-9a-f]{64}\\Z')
 }
 
 NoneType = type(None)
 
-
 def validate_https___kitbuilder_dev_schemas_index_schema_json(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "$schema": "http://json-schema.org/draft-07/schema#",
-                "$id": "https://kitbuilder.dev/schemas/index.schema.json",
-                "title": "kitbuilder archive index (content of the skippable frame with magic 0x184D2A5B)",
-                "type": "object",
-                "required": ["format", "members", "end"],
-                "additionalProperties": False,
-                "properties": {
-                    "format": {"const": "kitbuilder-index/v1"},
-                    "members": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["path", "offset", "length", "size", "sha256", "frameSha256"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "path": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": 255,
-                                    "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                },
-                                "offset": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "File offset of the member's zstd frame.",
-                                    "maximum": 9007199254740991,
-                                },
-                                "length": {
-                                    "type": "integer",
-                                    "minimum": 1,
-                                    "description": "Compressed length of that frame.",
-                                    "maximum": 9007199254740991,
-                                },
-                                "size": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "File size (the tar header and padding excluded).",
-                                    "maximum": 9007199254740991,
-                                },
-                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                "frameSha256": {
-                                    "type": "string",
-                                    "pattern": "^[0-9a-f]{64}$",
-                                    "description": "SHA-256 of the member's compressed data frame.",
-                                },
-                            },
-                        },
-                    },
-                    "end": {
-                        "type": "object",
-                        "required": ["offset", "length"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "offset": {
-                                "type": "integer",
-                                "minimum": 0,
-                                "description": "Frame holding the two zero blocks that end the tar.",
-                                "maximum": 9007199254740991,
-                            },
-                            "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
-                        },
-                    },
-                },
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/index.schema.json', 'title': 'kitbuilder archive index (content of the skippable frame with magic 0x184D2A5B)', 'type': 'object', 'required': ['format', 'members', 'end'], 'additionalProperties': False, 'properties': {'format': {'const': 'kitbuilder-index/v1'}, 'members': {'type': 'array', 'items': {'type': 'object', 'required': ['path', 'offset', 'length', 'size', 'sha256', 'frameSha256'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'offset': {'type': 'integer', 'minimum': 0, 'description': "File offset of the member's zstd frame.", 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'description': 'Compressed length of that frame.', 'maximum': 9007199254740991}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'File size (the tar header and padding excluded).', 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'frameSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame."}}}}, 'end': {'type': 'object', 'required': ['offset', 'length'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'description': 'Frame holding the two zero blocks that end the tar.', 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}}}}}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["format", "members", "end"]) - data.keys()
+        data__missing_keys = set(['format', 'members', 'end']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "$schema": "http://json-schema.org/draft-07/schema#",
-                    "$id": "https://kitbuilder.dev/schemas/index.schema.json",
-                    "title": "kitbuilder archive index (content of the skippable frame with magic 0x184D2A5B)",
-                    "type": "object",
-                    "required": ["format", "members", "end"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "format": {"const": "kitbuilder-index/v1"},
-                        "members": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["path", "offset", "length", "size", "sha256", "frameSha256"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "path": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                    },
-                                    "offset": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "description": "File offset of the member's zstd frame.",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    "length": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "description": "Compressed length of that frame.",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "description": "File size (the tar header and padding excluded).",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                    "frameSha256": {
-                                        "type": "string",
-                                        "pattern": "^[0-9a-f]{64}$",
-                                        "description": "SHA-256 of the member's compressed data frame.",
-                                    },
-                                },
-                            },
-                        },
-                        "end": {
-                            "type": "object",
-                            "required": ["offset", "length"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "offset": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "Frame holding the two zero blocks that end the tar.",
-                                    "maximum": 9007199254740991,
-                                },
-                                "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
-                            },
-                        },
-                    },
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/index.schema.json', 'title': 'kitbuilder archive index (content of the skippable frame with magic 0x184D2A5B)', 'type': 'object', 'required': ['format', 'members', 'end'], 'additionalProperties': False, 'properties': {'format': {'const': 'kitbuilder-index/v1'}, 'members': {'type': 'array', 'items': {'type': 'object', 'required': ['path', 'offset', 'length', 'size', 'sha256', 'frameSha256'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'offset': {'type': 'integer', 'minimum': 0, 'description': "File offset of the member's zstd frame.", 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'description': 'Compressed length of that frame.', 'maximum': 9007199254740991}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'File size (the tar header and padding excluded).', 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'frameSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame."}}}}, 'end': {'type': 'object', 'required': ['offset', 'length'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'description': 'Frame holding the two zero blocks that end the tar.', 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}}}}}, rule='required')
         data_keys = set(data.keys())
         if "format" in data_keys:
             data_keys.remove("format")
             data__format = data["format"]
-            if not (isinstance(data__format, str) and data__format == "kitbuilder-index/v1"):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".format must be same as const definition: kitbuilder-index/v1",
-                    value=data__format,
-                    name="" + (name_prefix or "data") + ".format",
-                    definition={"const": "kitbuilder-index/v1"},
-                    rule="const",
-                )
+            if not (isinstance(data__format, str) and data__format == 'kitbuilder-index/v1'):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".format must be same as const definition: kitbuilder-index/v1", value=data__format, name="" + (name_prefix or "data") + ".format", definition={'const': 'kitbuilder-index/v1'}, rule='const')
         if "members" in data_keys:
             data_keys.remove("members")
             data__members = data["members"]
             if not isinstance(data__members, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".members must be array",
-                    value=data__members,
-                    name="" + (name_prefix or "data") + ".members",
-                    definition={
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["path", "offset", "length", "size", "sha256", "frameSha256"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "path": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": 255,
-                                    "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                },
-                                "offset": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "File offset of the member's zstd frame.",
-                                    "maximum": 9007199254740991,
-                                },
-                                "length": {
-                                    "type": "integer",
-                                    "minimum": 1,
-                                    "description": "Compressed length of that frame.",
-                                    "maximum": 9007199254740991,
-                                },
-                                "size": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "File size (the tar header and padding excluded).",
-                                    "maximum": 9007199254740991,
-                                },
-                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                "frameSha256": {
-                                    "type": "string",
-                                    "pattern": "^[0-9a-f]{64}$",
-                                    "description": "SHA-256 of the member's compressed data frame.",
-                                },
-                            },
-                        },
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members must be array", value=data__members, name="" + (name_prefix or "data") + ".members", definition={'type': 'array', 'items': {'type': 'object', 'required': ['path', 'offset', 'length', 'size', 'sha256', 'frameSha256'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'offset': {'type': 'integer', 'minimum': 0, 'description': "File offset of the member's zstd frame.", 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'description': 'Compressed length of that frame.', 'maximum': 9007199254740991}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'File size (the tar header and padding excluded).', 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'frameSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame."}}}}, rule='type')
             data__members_is_list = isinstance(data__members, (list, tuple))
             if data__members_is_list:
                 data__members_len = len(data__members)
                 for data__members_x, data__members_item in enumerate(data__members):
                     if not isinstance(data__members_item, (dict)):
-                        raise JsonSchemaValueException(
-                            ""
-                            + (name_prefix or "data")
-                            + ".members[{data__members_x}]".format(**locals())
-                            + " must be object",
-                            value=data__members_item,
-                            name="" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + "",
-                            definition={
-                                "type": "object",
-                                "required": ["path", "offset", "length", "size", "sha256", "frameSha256"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "path": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                    },
-                                    "offset": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "description": "File offset of the member's zstd frame.",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    "length": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "description": "Compressed length of that frame.",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "description": "File size (the tar header and padding excluded).",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                    "frameSha256": {
-                                        "type": "string",
-                                        "pattern": "^[0-9a-f]{64}$",
-                                        "description": "SHA-256 of the member's compressed data frame.",
-                                    },
-                                },
-                            },
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + " must be object", value=data__members_item, name="" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['path', 'offset', 'length', 'size', 'sha256', 'frameSha256'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'offset': {'type': 'integer', 'minimum': 0, 'description': "File offset of the member's zstd frame.", 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'description': 'Compressed length of that frame.', 'maximum': 9007199254740991}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'File size (the tar header and padding excluded).', 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'frameSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame."}}}, rule='type')
                     data__members_item_is_dict = isinstance(data__members_item, dict)
                     if data__members_item_is_dict:
-                        data__members_item__missing_keys = (
-                            set(["path", "offset", "length", "size", "sha256", "frameSha256"])
-                            - data__members_item.keys()
-                        )
+                        data__members_item__missing_keys = set(['path', 'offset', 'length', 'size', 'sha256', 'frameSha256']) - data__members_item.keys()
                         if data__members_item__missing_keys:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".members[{data__members_x}]".format(**locals())
-                                + " must contain "
-                                + (str(sorted(data__members_item__missing_keys)) + " properties"),
-                                value=data__members_item,
-                                name=""
-                                + (name_prefix or "data")
-                                + ".members[{data__members_x}]".format(**locals())
-                                + "",
-                                definition={
-                                    "type": "object",
-                                    "required": ["path", "offset", "length", "size", "sha256", "frameSha256"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "path": {
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 255,
-                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        },
-                                        "offset": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "description": "File offset of the member's zstd frame.",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        "length": {
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "description": "Compressed length of that frame.",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        "size": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "description": "File size (the tar header and padding excluded).",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                        "frameSha256": {
-                                            "type": "string",
-                                            "pattern": "^[0-9a-f]{64}$",
-                                            "description": "SHA-256 of the member's compressed data frame.",
-                                        },
-                                    },
-                                },
-                                rule="required",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + " must contain " + (str(sorted(data__members_item__missing_keys)) + " properties"), value=data__members_item, name="" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['path', 'offset', 'length', 'size', 'sha256', 'frameSha256'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'offset': {'type': 'integer', 'minimum': 0, 'description': "File offset of the member's zstd frame.", 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'description': 'Compressed length of that frame.', 'maximum': 9007199254740991}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'File size (the tar header and padding excluded).', 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'frameSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame."}}}, rule='required')
                         data__members_item_keys = set(data__members_item.keys())
                         if "path" in data__members_item_keys:
                             data__members_item_keys.remove("path")
                             data__members_item__path = data__members_item["path"]
                             if not isinstance(data__members_item__path, (str)):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].path".format(**locals())
-                                    + " must be string",
-                                    value=data__members_item__path,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].path".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                    },
-                                    rule="type",
-                                )
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + " must be string", value=data__members_item__path, name="" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, rule='type')
                             if isinstance(data__members_item__path, str):
                                 data__members_item__path_len = len(data__members_item__path)
                                 if data__members_item__path_len < 1:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + " must be longer than or equal to 1 characters",
-                                        value=data__members_item__path,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 255,
-                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        },
-                                        rule="minLength",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + " must be longer than or equal to 1 characters", value=data__members_item__path, name="" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, rule='minLength')
                                 if data__members_item__path_len > 255:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + " must be shorter than or equal to 255 characters",
-                                        value=data__members_item__path,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 255,
-                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        },
-                                        rule="maxLength",
-                                    )
-                                if not REGEX_PATTERNS[
-                                    "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$"
-                                ].search(data__members_item__path):
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + " must match pattern ^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        value=data__members_item__path,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 255,
-                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        },
-                                        rule="pattern",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + " must be shorter than or equal to 255 characters", value=data__members_item__path, name="" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, rule='maxLength')
+                                if not REGEX_PATTERNS['^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'].search(data__members_item__path):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + " must match pattern ^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$", value=data__members_item__path, name="" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, rule='pattern')
                         if "offset" in data__members_item_keys:
                             data__members_item_keys.remove("offset")
                             data__members_item__offset = data__members_item["offset"]
-                            if (
-                                not isinstance(data__members_item__offset, (int))
-                                and not (
-                                    isinstance(data__members_item__offset, float)
-                                    and data__members_item__offset.is_integer()
-                                )
-                                or isinstance(data__members_item__offset, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].offset".format(**locals())
-                                    + " must be integer",
-                                    value=data__members_item__offset,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].offset".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "description": "File offset of the member's zstd frame.",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    rule="type",
-                                )
-                            if isinstance(data__members_item__offset, (int, float, Decimal)) and not isinstance(
-                                data__members_item__offset, bool
-                            ):
+                            if not isinstance(data__members_item__offset, (int)) and not (isinstance(data__members_item__offset, float) and data__members_item__offset.is_integer()) or isinstance(data__members_item__offset, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].offset".format(**locals()) + " must be integer", value=data__members_item__offset, name="" + (name_prefix or "data") + ".members[{data__members_x}].offset".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'description': "File offset of the member's zstd frame.", 'maximum': 9007199254740991}, rule='type')
+                            if isinstance(data__members_item__offset, (int, float, Decimal)) and not isinstance(data__members_item__offset, bool):
                                 if data__members_item__offset < 0:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].offset".format(**locals())
-                                        + " must be bigger than or equal to 0",
-                                        value=data__members_item__offset,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].offset".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "description": "File offset of the member's zstd frame.",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        rule="minimum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].offset".format(**locals()) + " must be bigger than or equal to 0", value=data__members_item__offset, name="" + (name_prefix or "data") + ".members[{data__members_x}].offset".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'description': "File offset of the member's zstd frame.", 'maximum': 9007199254740991}, rule='minimum')
                                 if data__members_item__offset > 9007199254740991:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].offset".format(**locals())
-                                        + " must be smaller than or equal to 9007199254740991",
-                                        value=data__members_item__offset,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].offset".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "description": "File offset of the member's zstd frame.",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        rule="maximum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].offset".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__members_item__offset, name="" + (name_prefix or "data") + ".members[{data__members_x}].offset".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'description': "File offset of the member's zstd frame.", 'maximum': 9007199254740991}, rule='maximum')
                         if "length" in data__members_item_keys:
                             data__members_item_keys.remove("length")
                             data__members_item__length = data__members_item["length"]
-                            if (
-                                not isinstance(data__members_item__length, (int))
-                                and not (
-                                    isinstance(data__members_item__length, float)
-                                    and data__members_item__length.is_integer()
-                                )
-                                or isinstance(data__members_item__length, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].length".format(**locals())
-                                    + " must be integer",
-                                    value=data__members_item__length,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].length".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "description": "Compressed length of that frame.",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    rule="type",
-                                )
-                            if isinstance(data__members_item__length, (int, float, Decimal)) and not isinstance(
-                                data__members_item__length, bool
-                            ):
+                            if not isinstance(data__members_item__length, (int)) and not (isinstance(data__members_item__length, float) and data__members_item__length.is_integer()) or isinstance(data__members_item__length, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].length".format(**locals()) + " must be integer", value=data__members_item__length, name="" + (name_prefix or "data") + ".members[{data__members_x}].length".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'description': 'Compressed length of that frame.', 'maximum': 9007199254740991}, rule='type')
+                            if isinstance(data__members_item__length, (int, float, Decimal)) and not isinstance(data__members_item__length, bool):
                                 if data__members_item__length < 1:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].length".format(**locals())
-                                        + " must be bigger than or equal to 1",
-                                        value=data__members_item__length,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].length".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "description": "Compressed length of that frame.",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        rule="minimum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].length".format(**locals()) + " must be bigger than or equal to 1", value=data__members_item__length, name="" + (name_prefix or "data") + ".members[{data__members_x}].length".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'description': 'Compressed length of that frame.', 'maximum': 9007199254740991}, rule='minimum')
                                 if data__members_item__length > 9007199254740991:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].length".format(**locals())
-                                        + " must be smaller than or equal to 9007199254740991",
-                                        value=data__members_item__length,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].length".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "description": "Compressed length of that frame.",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        rule="maximum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].length".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__members_item__length, name="" + (name_prefix or "data") + ".members[{data__members_x}].length".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'description': 'Compressed length of that frame.', 'maximum': 9007199254740991}, rule='maximum')
                         if "size" in data__members_item_keys:
                             data__members_item_keys.remove("size")
                             data__members_item__size = data__members_item["size"]
-                            if (
-                                not isinstance(data__members_item__size, (int))
-                                and not (
-                                    isinstance(data__members_item__size, float)
-                                    and data__members_item__size.is_integer()
-                                )
-                                or isinstance(data__members_item__size, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].size".format(**locals())
-                                    + " must be integer",
-                                    value=data__members_item__size,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].size".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "description": "File size (the tar header and padding excluded).",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    rule="type",
-                                )
-                            if isinstance(data__members_item__size, (int, float, Decimal)) and not isinstance(
-                                data__members_item__size, bool
-                            ):
+                            if not isinstance(data__members_item__size, (int)) and not (isinstance(data__members_item__size, float) and data__members_item__size.is_integer()) or isinstance(data__members_item__size, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + " must be integer", value=data__members_item__size, name="" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'description': 'File size (the tar header and padding excluded).', 'maximum': 9007199254740991}, rule='type')
+                            if isinstance(data__members_item__size, (int, float, Decimal)) and not isinstance(data__members_item__size, bool):
                                 if data__members_item__size < 0:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].size".format(**locals())
-                                        + " must be bigger than or equal to 0",
-                                        value=data__members_item__size,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].size".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "description": "File size (the tar header and padding excluded).",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        rule="minimum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + " must be bigger than or equal to 0", value=data__members_item__size, name="" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'description': 'File size (the tar header and padding excluded).', 'maximum': 9007199254740991}, rule='minimum')
                                 if data__members_item__size > 9007199254740991:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].size".format(**locals())
-                                        + " must be smaller than or equal to 9007199254740991",
-                                        value=data__members_item__size,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].size".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "description": "File size (the tar header and padding excluded).",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        rule="maximum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__members_item__size, name="" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'description': 'File size (the tar header and padding excluded).', 'maximum': 9007199254740991}, rule='maximum')
                         if "sha256" in data__members_item_keys:
                             data__members_item_keys.remove("sha256")
                             data__members_item__sha256 = data__members_item["sha256"]
                             if not isinstance(data__members_item__sha256, (str)):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].sha256".format(**locals())
-                                    + " must be string",
-                                    value=data__members_item__sha256,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].sha256".format(**locals())
-                                    + "",
-                                    definition={"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                    rule="type",
-                                )
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].sha256".format(**locals()) + " must be string", value=data__members_item__sha256, name="" + (name_prefix or "data") + ".members[{data__members_x}].sha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, rule='type')
                             if isinstance(data__members_item__sha256, str):
-                                if not REGEX_PATTERNS["^[0-9a-f]{64}$"].search(data__members_item__sha256):
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].sha256".format(**locals())
-                                        + " must match pattern ^[0-9a-f]{64}$",
-                                        value=data__members_item__sha256,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].sha256".format(**locals())
-                                        + "",
-                                        definition={"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                        rule="pattern",
-                                    )
+                                if not REGEX_PATTERNS['^[0-9a-f]{64}$'].search(data__members_item__sha256):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].sha256".format(**locals()) + " must match pattern ^[0-9a-f]{64}$", value=data__members_item__sha256, name="" + (name_prefix or "data") + ".members[{data__members_x}].sha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, rule='pattern')
                         if "frameSha256" in data__members_item_keys:
                             data__members_item_keys.remove("frameSha256")
                             data__members_item__frameSha256 = data__members_item["frameSha256"]
                             if not isinstance(data__members_item__frameSha256, (str)):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].frameSha256".format(**locals())
-                                    + " must be string",
-                                    value=data__members_item__frameSha256,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].frameSha256".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "string",
-                                        "pattern": "^[0-9a-f]{64}$",
-                                        "description": "SHA-256 of the member's compressed data frame.",
-                                    },
-                                    rule="type",
-                                )
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].frameSha256".format(**locals()) + " must be string", value=data__members_item__frameSha256, name="" + (name_prefix or "data") + ".members[{data__members_x}].frameSha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame."}, rule='type')
                             if isinstance(data__members_item__frameSha256, str):
-                                if not REGEX_PATTERNS["^[0-9a-f]{64}$"].search(data__members_item__frameSha256):
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].frameSha256".format(**locals())
-                                        + " must match pattern ^[0-9a-f]{64}$",
-                                        value=data__members_item__frameSha256,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].frameSha256".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "string",
-                                            "pattern": "^[0-9a-f]{64}$",
-                                            "description": "SHA-256 of the member's compressed data frame.",
-                                        },
-                                        rule="pattern",
-                                    )
+                                if not REGEX_PATTERNS['^[0-9a-f]{64}$'].search(data__members_item__frameSha256):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].frameSha256".format(**locals()) + " must match pattern ^[0-9a-f]{64}$", value=data__members_item__frameSha256, name="" + (name_prefix or "data") + ".members[{data__members_x}].frameSha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame."}, rule='pattern')
                         if data__members_item_keys:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".members[{data__members_x}]".format(**locals())
-                                + " must not contain "
-                                + str(data__members_item_keys)
-                                + " properties",
-                                value=data__members_item,
-                                name=""
-                                + (name_prefix or "data")
-                                + ".members[{data__members_x}]".format(**locals())
-                                + "",
-                                definition={
-                                    "type": "object",
-                                    "required": ["path", "offset", "length", "size", "sha256", "frameSha256"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "path": {
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 255,
-                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        },
-                                        "offset": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "description": "File offset of the member's zstd frame.",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        "length": {
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "description": "Compressed length of that frame.",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        "size": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "description": "File size (the tar header and padding excluded).",
-                                            "maximum": 9007199254740991,
-                                        },
-                                        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                        "frameSha256": {
-                                            "type": "string",
-                                            "pattern": "^[0-9a-f]{64}$",
-                                            "description": "SHA-256 of the member's compressed data frame.",
-                                        },
-                                    },
-                                },
-                                rule="additionalProperties",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + " must not contain "+str(data__members_item_keys)+" properties", value=data__members_item, name="" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['path', 'offset', 'length', 'size', 'sha256', 'frameSha256'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'offset': {'type': 'integer', 'minimum': 0, 'description': "File offset of the member's zstd frame.", 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'description': 'Compressed length of that frame.', 'maximum': 9007199254740991}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'File size (the tar header and padding excluded).', 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'frameSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame."}}}, rule='additionalProperties')
         if "end" in data_keys:
             data_keys.remove("end")
             data__end = data["end"]
             if not isinstance(data__end, (dict)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".end must be object",
-                    value=data__end,
-                    name="" + (name_prefix or "data") + ".end",
-                    definition={
-                        "type": "object",
-                        "required": ["offset", "length"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "offset": {
-                                "type": "integer",
-                                "minimum": 0,
-                                "description": "Frame holding the two zero blocks that end the tar.",
-                                "maximum": 9007199254740991,
-                            },
-                            "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
-                        },
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".end must be object", value=data__end, name="" + (name_prefix or "data") + ".end", definition={'type': 'object', 'required': ['offset', 'length'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'description': 'Frame holding the two zero blocks that end the tar.', 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}}}, rule='type')
             data__end_is_dict = isinstance(data__end, dict)
             if data__end_is_dict:
-                data__end__missing_keys = set(["offset", "length"]) - data__end.keys()
+                data__end__missing_keys = set(['offset', 'length']) - data__end.keys()
                 if data__end__missing_keys:
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + ".end must contain "
-                        + (str(sorted(data__end__missing_keys)) + " properties"),
-                        value=data__end,
-                        name="" + (name_prefix or "data") + ".end",
-                        definition={
-                            "type": "object",
-                            "required": ["offset", "length"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "offset": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "Frame holding the two zero blocks that end the tar.",
-                                    "maximum": 9007199254740991,
-                                },
-                                "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
-                            },
-                        },
-                        rule="required",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".end must contain " + (str(sorted(data__end__missing_keys)) + " properties"), value=data__end, name="" + (name_prefix or "data") + ".end", definition={'type': 'object', 'required': ['offset', 'length'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'description': 'Frame holding the two zero blocks that end the tar.', 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}}}, rule='required')
                 data__end_keys = set(data__end.keys())
                 if "offset" in data__end_keys:
                     data__end_keys.remove("offset")
                     data__end__offset = data__end["offset"]
-                    if (
-                        not isinstance(data__end__offset, (int))
-                        and not (isinstance(data__end__offset, float) and data__end__offset.is_integer())
-                        or isinstance(data__end__offset, bool)
-                    ):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".end.offset must be integer",
-                            value=data__end__offset,
-                            name="" + (name_prefix or "data") + ".end.offset",
-                            definition={
-                                "type": "integer",
-                                "minimum": 0,
-                                "description": "Frame holding the two zero blocks that end the tar.",
-                                "maximum": 9007199254740991,
-                            },
-                            rule="type",
-                        )
+                    if not isinstance(data__end__offset, (int)) and not (isinstance(data__end__offset, float) and data__end__offset.is_integer()) or isinstance(data__end__offset, bool):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".end.offset must be integer", value=data__end__offset, name="" + (name_prefix or "data") + ".end.offset", definition={'type': 'integer', 'minimum': 0, 'description': 'Frame holding the two zero blocks that end the tar.', 'maximum': 9007199254740991}, rule='type')
                     if isinstance(data__end__offset, (int, float, Decimal)) and not isinstance(data__end__offset, bool):
                         if data__end__offset < 0:
-                            raise JsonSchemaValueException(
-                                "" + (name_prefix or "data") + ".end.offset must be bigger than or equal to 0",
-                                value=data__end__offset,
-                                name="" + (name_prefix or "data") + ".end.offset",
-                                definition={
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "Frame holding the two zero blocks that end the tar.",
-                                    "maximum": 9007199254740991,
-                                },
-                                rule="minimum",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".end.offset must be bigger than or equal to 0", value=data__end__offset, name="" + (name_prefix or "data") + ".end.offset", definition={'type': 'integer', 'minimum': 0, 'description': 'Frame holding the two zero blocks that end the tar.', 'maximum': 9007199254740991}, rule='minimum')
                         if data__end__offset > 9007199254740991:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".end.offset must be smaller than or equal to 9007199254740991",
-                                value=data__end__offset,
-                                name="" + (name_prefix or "data") + ".end.offset",
-                                definition={
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "Frame holding the two zero blocks that end the tar.",
-                                    "maximum": 9007199254740991,
-                                },
-                                rule="maximum",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".end.offset must be smaller than or equal to 9007199254740991", value=data__end__offset, name="" + (name_prefix or "data") + ".end.offset", definition={'type': 'integer', 'minimum': 0, 'description': 'Frame holding the two zero blocks that end the tar.', 'maximum': 9007199254740991}, rule='maximum')
                 if "length" in data__end_keys:
                     data__end_keys.remove("length")
                     data__end__length = data__end["length"]
-                    if (
-                        not isinstance(data__end__length, (int))
-                        and not (isinstance(data__end__length, float) and data__end__length.is_integer())
-                        or isinstance(data__end__length, bool)
-                    ):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".end.length must be integer",
-                            value=data__end__length,
-                            name="" + (name_prefix or "data") + ".end.length",
-                            definition={"type": "integer", "minimum": 1, "maximum": 9007199254740991},
-                            rule="type",
-                        )
+                    if not isinstance(data__end__length, (int)) and not (isinstance(data__end__length, float) and data__end__length.is_integer()) or isinstance(data__end__length, bool):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".end.length must be integer", value=data__end__length, name="" + (name_prefix or "data") + ".end.length", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, rule='type')
                     if isinstance(data__end__length, (int, float, Decimal)) and not isinstance(data__end__length, bool):
                         if data__end__length < 1:
-                            raise JsonSchemaValueException(
-                                "" + (name_prefix or "data") + ".end.length must be bigger than or equal to 1",
-                                value=data__end__length,
-                                name="" + (name_prefix or "data") + ".end.length",
-                                definition={"type": "integer", "minimum": 1, "maximum": 9007199254740991},
-                                rule="minimum",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".end.length must be bigger than or equal to 1", value=data__end__length, name="" + (name_prefix or "data") + ".end.length", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, rule='minimum')
                         if data__end__length > 9007199254740991:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".end.length must be smaller than or equal to 9007199254740991",
-                                value=data__end__length,
-                                name="" + (name_prefix or "data") + ".end.length",
-                                definition={"type": "integer", "minimum": 1, "maximum": 9007199254740991},
-                                rule="maximum",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".end.length must be smaller than or equal to 9007199254740991", value=data__end__length, name="" + (name_prefix or "data") + ".end.length", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}, rule='maximum')
                 if data__end_keys:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".end must not contain " + str(data__end_keys) + " properties",
-                        value=data__end,
-                        name="" + (name_prefix or "data") + ".end",
-                        definition={
-                            "type": "object",
-                            "required": ["offset", "length"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "offset": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "Frame holding the two zero blocks that end the tar.",
-                                    "maximum": 9007199254740991,
-                                },
-                                "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
-                            },
-                        },
-                        rule="additionalProperties",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".end must not contain "+str(data__end_keys)+" properties", value=data__end, name="" + (name_prefix or "data") + ".end", definition={'type': 'object', 'required': ['offset', 'length'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'description': 'Frame holding the two zero blocks that end the tar.', 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}}}, rule='additionalProperties')
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "$schema": "http://json-schema.org/draft-07/schema#",
-                    "$id": "https://kitbuilder.dev/schemas/index.schema.json",
-                    "title": "kitbuilder archive index (content of the skippable frame with magic 0x184D2A5B)",
-                    "type": "object",
-                    "required": ["format", "members", "end"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "format": {"const": "kitbuilder-index/v1"},
-                        "members": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["path", "offset", "length", "size", "sha256", "frameSha256"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "path": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                    },
-                                    "offset": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "description": "File offset of the member's zstd frame.",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    "length": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "description": "Compressed length of that frame.",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "description": "File size (the tar header and padding excluded).",
-                                        "maximum": 9007199254740991,
-                                    },
-                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                    "frameSha256": {
-                                        "type": "string",
-                                        "pattern": "^[0-9a-f]{64}$",
-                                        "description": "SHA-256 of the member's compressed data frame.",
-                                    },
-                                },
-                            },
-                        },
-                        "end": {
-                            "type": "object",
-                            "required": ["offset", "length"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "offset": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "Frame holding the two zero blocks that end the tar.",
-                                    "maximum": 9007199254740991,
-                                },
-                                "length": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
-                            },
-                        },
-                    },
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/index.schema.json', 'title': 'kitbuilder archive index (content of the skippable frame with magic 0x184D2A5B)', 'type': 'object', 'required': ['format', 'members', 'end'], 'additionalProperties': False, 'properties': {'format': {'const': 'kitbuilder-index/v1'}, 'members': {'type': 'array', 'items': {'type': 'object', 'required': ['path', 'offset', 'length', 'size', 'sha256', 'frameSha256'], 'additionalProperties': False, 'properties': {'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'offset': {'type': 'integer', 'minimum': 0, 'description': "File offset of the member's zstd frame.", 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'description': 'Compressed length of that frame.', 'maximum': 9007199254740991}, 'size': {'type': 'integer', 'minimum': 0, 'description': 'File size (the tar header and padding excluded).', 'maximum': 9007199254740991}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'frameSha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the member's compressed data frame."}}}}, 'end': {'type': 'object', 'required': ['offset', 'length'], 'additionalProperties': False, 'properties': {'offset': {'type': 'integer', 'minimum': 0, 'description': 'Frame holding the two zero blocks that end the tar.', 'maximum': 9007199254740991}, 'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991}}}}}, rule='additionalProperties')
     return data
-
 
 validate = validate_https___kitbuilder_dev_schemas_index_schema_json

@@ -9,1446 +9,171 @@ from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException
 
 
 REGEX_PATTERNS = {
-    "^[0-9a-f]{64}$": re.compile("^[0-9a-f]{64}\\Z"),
-    "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$": re.compile(
-        "^(?!\\.{1,2}(/|\\Z))(?!.*/\\.{1,2}(/|\\Z))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*\\Z"
-    ),
+    '^[0-9a-f]{64}$': re.compile('^[0-9a-f]{64}\\Z'),
+    '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$': re.compile('^(?!\\.{1,2}(/|\\Z))(?!.*/\\.{1,2}(/|\\Z))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*\\Z')
 }
 
 NoneType = type(None)
 
-
 def validate_https___kitbuilder_dev_schemas_index_v2_schema_json(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "$schema": "http://json-schema.org/draft-07/schema#",
-                "$id": "https://kitbuilder.dev/schemas/index-v2.schema.json",
-                "title": "kitbuilder archive index, format 2 (content of the skippable frame with magic 0x184D2A5B)",
-                "type": "object",
-                "required": ["end", "format", "frames", "members"],
-                "additionalProperties": False,
-                "properties": {
-                    "end": {
-                        "type": "integer",
-                        "minimum": 0,
-                        "maximum": 9007199254740991,
-                        "description": "Index in frames of the end-of-archive frame (the last one).",
-                    },
-                    "format": {"const": "kitbuilder-index/v2"},
-                    "frames": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["length", "offset", "sha256", "size"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "length": {
-                                    "type": "integer",
-                                    "minimum": 1,
-                                    "maximum": 9007199254740991,
-                                    "description": "Compressed length of the frame (magic to checksum).",
-                                },
-                                "offset": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "maximum": 9007199254740991,
-                                    "description": "File offset of the frame.",
-                                },
-                                "sha256": {
-                                    "type": "string",
-                                    "pattern": "^[0-9a-f]{64}$",
-                                    "description": "SHA-256 of the frame's compressed bytes.",
-                                },
-                                "size": {
-                                    "type": "integer",
-                                    "minimum": 1,
-                                    "maximum": 9007199254740991,
-                                    "description": "Decompressed size (a multiple of 512).",
-                                },
-                            },
-                        },
-                        "description": "Every zstd frame in file order: payload, metadata, end of archive.",
-                    },
-                    "members": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["at", "frame", "path", "sha256", "size"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "at": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "maximum": 9007199254740991,
-                                    "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                },
-                                "frame": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "maximum": 9007199254740991,
-                                    "description": "Index in frames of the frame holding the member's header.",
-                                },
-                                "path": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": 255,
-                                    "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                },
-                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                "size": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "maximum": 9007199254740991,
-                                    "description": "File size (the tar header and padding excluded).",
-                                },
-                            },
-                        },
-                        "minItems": 5,
-                        "maxItems": 22,
-                        "description": "The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).",
-                    },
-                },
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/index-v2.schema.json', 'title': 'kitbuilder archive index, format 2 (content of the skippable frame with magic 0x184D2A5B)', 'type': 'object', 'required': ['end', 'format', 'frames', 'members'], 'additionalProperties': False, 'properties': {'end': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'Index in frames of the end-of-archive frame (the last one).'}, 'format': {'const': 'kitbuilder-index/v2'}, 'frames': {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['length', 'offset', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, 'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the frame's compressed bytes."}, 'size': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}}}, 'description': 'Every zstd frame in file order: payload, metadata, end of archive.'}, 'members': {'type': 'array', 'items': {'type': 'object', 'required': ['at', 'frame', 'path', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'at': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, 'frame': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, 'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}}}, 'minItems': 5, 'maxItems': 22, 'description': 'The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).'}}}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["end", "format", "frames", "members"]) - data.keys()
+        data__missing_keys = set(['end', 'format', 'frames', 'members']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "$schema": "http://json-schema.org/draft-07/schema#",
-                    "$id": "https://kitbuilder.dev/schemas/index-v2.schema.json",
-                    "title": "kitbuilder archive index, format 2 (content of the skippable frame with magic 0x184D2A5B)",
-                    "type": "object",
-                    "required": ["end", "format", "frames", "members"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "end": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": 9007199254740991,
-                            "description": "Index in frames of the end-of-archive frame (the last one).",
-                        },
-                        "format": {"const": "kitbuilder-index/v2"},
-                        "frames": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {
-                                "type": "object",
-                                "required": ["length", "offset", "sha256", "size"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "length": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "maximum": 9007199254740991,
-                                        "description": "Compressed length of the frame (magic to checksum).",
-                                    },
-                                    "offset": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File offset of the frame.",
-                                    },
-                                    "sha256": {
-                                        "type": "string",
-                                        "pattern": "^[0-9a-f]{64}$",
-                                        "description": "SHA-256 of the frame's compressed bytes.",
-                                    },
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "maximum": 9007199254740991,
-                                        "description": "Decompressed size (a multiple of 512).",
-                                    },
-                                },
-                            },
-                            "description": "Every zstd frame in file order: payload, metadata, end of archive.",
-                        },
-                        "members": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["at", "frame", "path", "sha256", "size"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "at": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                    },
-                                    "frame": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Index in frames of the frame holding the member's header.",
-                                    },
-                                    "path": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                    },
-                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File size (the tar header and padding excluded).",
-                                    },
-                                },
-                            },
-                            "minItems": 5,
-                            "maxItems": 22,
-                            "description": "The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).",
-                        },
-                    },
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/index-v2.schema.json', 'title': 'kitbuilder archive index, format 2 (content of the skippable frame with magic 0x184D2A5B)', 'type': 'object', 'required': ['end', 'format', 'frames', 'members'], 'additionalProperties': False, 'properties': {'end': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'Index in frames of the end-of-archive frame (the last one).'}, 'format': {'const': 'kitbuilder-index/v2'}, 'frames': {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['length', 'offset', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, 'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the frame's compressed bytes."}, 'size': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}}}, 'description': 'Every zstd frame in file order: payload, metadata, end of archive.'}, 'members': {'type': 'array', 'items': {'type': 'object', 'required': ['at', 'frame', 'path', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'at': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, 'frame': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, 'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}}}, 'minItems': 5, 'maxItems': 22, 'description': 'The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).'}}}, rule='required')
         data_keys = set(data.keys())
         if "end" in data_keys:
             data_keys.remove("end")
             data__end = data["end"]
-            if (
-                not isinstance(data__end, (int))
-                and not (isinstance(data__end, float) and data__end.is_integer())
-                or isinstance(data__end, bool)
-            ):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".end must be integer",
-                    value=data__end,
-                    name="" + (name_prefix or "data") + ".end",
-                    definition={
-                        "type": "integer",
-                        "minimum": 0,
-                        "maximum": 9007199254740991,
-                        "description": "Index in frames of the end-of-archive frame (the last one).",
-                    },
-                    rule="type",
-                )
+            if not isinstance(data__end, (int)) and not (isinstance(data__end, float) and data__end.is_integer()) or isinstance(data__end, bool):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".end must be integer", value=data__end, name="" + (name_prefix or "data") + ".end", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'Index in frames of the end-of-archive frame (the last one).'}, rule='type')
             if isinstance(data__end, (int, float, Decimal)) and not isinstance(data__end, bool):
                 if data__end < 0:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".end must be bigger than or equal to 0",
-                        value=data__end,
-                        name="" + (name_prefix or "data") + ".end",
-                        definition={
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": 9007199254740991,
-                            "description": "Index in frames of the end-of-archive frame (the last one).",
-                        },
-                        rule="minimum",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".end must be bigger than or equal to 0", value=data__end, name="" + (name_prefix or "data") + ".end", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'Index in frames of the end-of-archive frame (the last one).'}, rule='minimum')
                 if data__end > 9007199254740991:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".end must be smaller than or equal to 9007199254740991",
-                        value=data__end,
-                        name="" + (name_prefix or "data") + ".end",
-                        definition={
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": 9007199254740991,
-                            "description": "Index in frames of the end-of-archive frame (the last one).",
-                        },
-                        rule="maximum",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".end must be smaller than or equal to 9007199254740991", value=data__end, name="" + (name_prefix or "data") + ".end", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'Index in frames of the end-of-archive frame (the last one).'}, rule='maximum')
         if "format" in data_keys:
             data_keys.remove("format")
             data__format = data["format"]
-            if not (isinstance(data__format, str) and data__format == "kitbuilder-index/v2"):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".format must be same as const definition: kitbuilder-index/v2",
-                    value=data__format,
-                    name="" + (name_prefix or "data") + ".format",
-                    definition={"const": "kitbuilder-index/v2"},
-                    rule="const",
-                )
+            if not (isinstance(data__format, str) and data__format == 'kitbuilder-index/v2'):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".format must be same as const definition: kitbuilder-index/v2", value=data__format, name="" + (name_prefix or "data") + ".format", definition={'const': 'kitbuilder-index/v2'}, rule='const')
         if "frames" in data_keys:
             data_keys.remove("frames")
             data__frames = data["frames"]
             if not isinstance(data__frames, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".frames must be array",
-                    value=data__frames,
-                    name="" + (name_prefix or "data") + ".frames",
-                    definition={
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["length", "offset", "sha256", "size"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "length": {
-                                    "type": "integer",
-                                    "minimum": 1,
-                                    "maximum": 9007199254740991,
-                                    "description": "Compressed length of the frame (magic to checksum).",
-                                },
-                                "offset": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "maximum": 9007199254740991,
-                                    "description": "File offset of the frame.",
-                                },
-                                "sha256": {
-                                    "type": "string",
-                                    "pattern": "^[0-9a-f]{64}$",
-                                    "description": "SHA-256 of the frame's compressed bytes.",
-                                },
-                                "size": {
-                                    "type": "integer",
-                                    "minimum": 1,
-                                    "maximum": 9007199254740991,
-                                    "description": "Decompressed size (a multiple of 512).",
-                                },
-                            },
-                        },
-                        "description": "Every zstd frame in file order: payload, metadata, end of archive.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames must be array", value=data__frames, name="" + (name_prefix or "data") + ".frames", definition={'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['length', 'offset', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, 'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the frame's compressed bytes."}, 'size': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}}}, 'description': 'Every zstd frame in file order: payload, metadata, end of archive.'}, rule='type')
             data__frames_is_list = isinstance(data__frames, (list, tuple))
             if data__frames_is_list:
                 data__frames_len = len(data__frames)
                 if data__frames_len < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".frames must contain at least 1 items",
-                        value=data__frames,
-                        name="" + (name_prefix or "data") + ".frames",
-                        definition={
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {
-                                "type": "object",
-                                "required": ["length", "offset", "sha256", "size"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "length": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "maximum": 9007199254740991,
-                                        "description": "Compressed length of the frame (magic to checksum).",
-                                    },
-                                    "offset": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File offset of the frame.",
-                                    },
-                                    "sha256": {
-                                        "type": "string",
-                                        "pattern": "^[0-9a-f]{64}$",
-                                        "description": "SHA-256 of the frame's compressed bytes.",
-                                    },
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "maximum": 9007199254740991,
-                                        "description": "Decompressed size (a multiple of 512).",
-                                    },
-                                },
-                            },
-                            "description": "Every zstd frame in file order: payload, metadata, end of archive.",
-                        },
-                        rule="minItems",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames must contain at least 1 items", value=data__frames, name="" + (name_prefix or "data") + ".frames", definition={'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['length', 'offset', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, 'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the frame's compressed bytes."}, 'size': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}}}, 'description': 'Every zstd frame in file order: payload, metadata, end of archive.'}, rule='minItems')
                 for data__frames_x, data__frames_item in enumerate(data__frames):
                     if not isinstance(data__frames_item, (dict)):
-                        raise JsonSchemaValueException(
-                            ""
-                            + (name_prefix or "data")
-                            + ".frames[{data__frames_x}]".format(**locals())
-                            + " must be object",
-                            value=data__frames_item,
-                            name="" + (name_prefix or "data") + ".frames[{data__frames_x}]".format(**locals()) + "",
-                            definition={
-                                "type": "object",
-                                "required": ["length", "offset", "sha256", "size"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "length": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "maximum": 9007199254740991,
-                                        "description": "Compressed length of the frame (magic to checksum).",
-                                    },
-                                    "offset": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File offset of the frame.",
-                                    },
-                                    "sha256": {
-                                        "type": "string",
-                                        "pattern": "^[0-9a-f]{64}$",
-                                        "description": "SHA-256 of the frame's compressed bytes.",
-                                    },
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "maximum": 9007199254740991,
-                                        "description": "Decompressed size (a multiple of 512).",
-                                    },
-                                },
-                            },
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}]".format(**locals()) + " must be object", value=data__frames_item, name="" + (name_prefix or "data") + ".frames[{data__frames_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['length', 'offset', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, 'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the frame's compressed bytes."}, 'size': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}}}, rule='type')
                     data__frames_item_is_dict = isinstance(data__frames_item, dict)
                     if data__frames_item_is_dict:
-                        data__frames_item__missing_keys = (
-                            set(["length", "offset", "sha256", "size"]) - data__frames_item.keys()
-                        )
+                        data__frames_item__missing_keys = set(['length', 'offset', 'sha256', 'size']) - data__frames_item.keys()
                         if data__frames_item__missing_keys:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".frames[{data__frames_x}]".format(**locals())
-                                + " must contain "
-                                + (str(sorted(data__frames_item__missing_keys)) + " properties"),
-                                value=data__frames_item,
-                                name="" + (name_prefix or "data") + ".frames[{data__frames_x}]".format(**locals()) + "",
-                                definition={
-                                    "type": "object",
-                                    "required": ["length", "offset", "sha256", "size"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "length": {
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": 9007199254740991,
-                                            "description": "Compressed length of the frame (magic to checksum).",
-                                        },
-                                        "offset": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "File offset of the frame.",
-                                        },
-                                        "sha256": {
-                                            "type": "string",
-                                            "pattern": "^[0-9a-f]{64}$",
-                                            "description": "SHA-256 of the frame's compressed bytes.",
-                                        },
-                                        "size": {
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": 9007199254740991,
-                                            "description": "Decompressed size (a multiple of 512).",
-                                        },
-                                    },
-                                },
-                                rule="required",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}]".format(**locals()) + " must contain " + (str(sorted(data__frames_item__missing_keys)) + " properties"), value=data__frames_item, name="" + (name_prefix or "data") + ".frames[{data__frames_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['length', 'offset', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, 'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the frame's compressed bytes."}, 'size': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}}}, rule='required')
                         data__frames_item_keys = set(data__frames_item.keys())
                         if "length" in data__frames_item_keys:
                             data__frames_item_keys.remove("length")
                             data__frames_item__length = data__frames_item["length"]
-                            if (
-                                not isinstance(data__frames_item__length, (int))
-                                and not (
-                                    isinstance(data__frames_item__length, float)
-                                    and data__frames_item__length.is_integer()
-                                )
-                                or isinstance(data__frames_item__length, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".frames[{data__frames_x}].length".format(**locals())
-                                    + " must be integer",
-                                    value=data__frames_item__length,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".frames[{data__frames_x}].length".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "maximum": 9007199254740991,
-                                        "description": "Compressed length of the frame (magic to checksum).",
-                                    },
-                                    rule="type",
-                                )
-                            if isinstance(data__frames_item__length, (int, float, Decimal)) and not isinstance(
-                                data__frames_item__length, bool
-                            ):
+                            if not isinstance(data__frames_item__length, (int)) and not (isinstance(data__frames_item__length, float) and data__frames_item__length.is_integer()) or isinstance(data__frames_item__length, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].length".format(**locals()) + " must be integer", value=data__frames_item__length, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].length".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, rule='type')
+                            if isinstance(data__frames_item__length, (int, float, Decimal)) and not isinstance(data__frames_item__length, bool):
                                 if data__frames_item__length < 1:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].length".format(**locals())
-                                        + " must be bigger than or equal to 1",
-                                        value=data__frames_item__length,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].length".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": 9007199254740991,
-                                            "description": "Compressed length of the frame (magic to checksum).",
-                                        },
-                                        rule="minimum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].length".format(**locals()) + " must be bigger than or equal to 1", value=data__frames_item__length, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].length".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, rule='minimum')
                                 if data__frames_item__length > 9007199254740991:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].length".format(**locals())
-                                        + " must be smaller than or equal to 9007199254740991",
-                                        value=data__frames_item__length,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].length".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": 9007199254740991,
-                                            "description": "Compressed length of the frame (magic to checksum).",
-                                        },
-                                        rule="maximum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].length".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__frames_item__length, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].length".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, rule='maximum')
                         if "offset" in data__frames_item_keys:
                             data__frames_item_keys.remove("offset")
                             data__frames_item__offset = data__frames_item["offset"]
-                            if (
-                                not isinstance(data__frames_item__offset, (int))
-                                and not (
-                                    isinstance(data__frames_item__offset, float)
-                                    and data__frames_item__offset.is_integer()
-                                )
-                                or isinstance(data__frames_item__offset, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".frames[{data__frames_x}].offset".format(**locals())
-                                    + " must be integer",
-                                    value=data__frames_item__offset,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".frames[{data__frames_x}].offset".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File offset of the frame.",
-                                    },
-                                    rule="type",
-                                )
-                            if isinstance(data__frames_item__offset, (int, float, Decimal)) and not isinstance(
-                                data__frames_item__offset, bool
-                            ):
+                            if not isinstance(data__frames_item__offset, (int)) and not (isinstance(data__frames_item__offset, float) and data__frames_item__offset.is_integer()) or isinstance(data__frames_item__offset, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].offset".format(**locals()) + " must be integer", value=data__frames_item__offset, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].offset".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, rule='type')
+                            if isinstance(data__frames_item__offset, (int, float, Decimal)) and not isinstance(data__frames_item__offset, bool):
                                 if data__frames_item__offset < 0:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].offset".format(**locals())
-                                        + " must be bigger than or equal to 0",
-                                        value=data__frames_item__offset,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].offset".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "File offset of the frame.",
-                                        },
-                                        rule="minimum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].offset".format(**locals()) + " must be bigger than or equal to 0", value=data__frames_item__offset, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].offset".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, rule='minimum')
                                 if data__frames_item__offset > 9007199254740991:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].offset".format(**locals())
-                                        + " must be smaller than or equal to 9007199254740991",
-                                        value=data__frames_item__offset,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].offset".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "File offset of the frame.",
-                                        },
-                                        rule="maximum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].offset".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__frames_item__offset, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].offset".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, rule='maximum')
                         if "sha256" in data__frames_item_keys:
                             data__frames_item_keys.remove("sha256")
                             data__frames_item__sha256 = data__frames_item["sha256"]
                             if not isinstance(data__frames_item__sha256, (str)):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".frames[{data__frames_x}].sha256".format(**locals())
-                                    + " must be string",
-                                    value=data__frames_item__sha256,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".frames[{data__frames_x}].sha256".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "string",
-                                        "pattern": "^[0-9a-f]{64}$",
-                                        "description": "SHA-256 of the frame's compressed bytes.",
-                                    },
-                                    rule="type",
-                                )
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].sha256".format(**locals()) + " must be string", value=data__frames_item__sha256, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].sha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the frame's compressed bytes."}, rule='type')
                             if isinstance(data__frames_item__sha256, str):
-                                if not REGEX_PATTERNS["^[0-9a-f]{64}$"].search(data__frames_item__sha256):
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].sha256".format(**locals())
-                                        + " must match pattern ^[0-9a-f]{64}$",
-                                        value=data__frames_item__sha256,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].sha256".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "string",
-                                            "pattern": "^[0-9a-f]{64}$",
-                                            "description": "SHA-256 of the frame's compressed bytes.",
-                                        },
-                                        rule="pattern",
-                                    )
+                                if not REGEX_PATTERNS['^[0-9a-f]{64}$'].search(data__frames_item__sha256):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].sha256".format(**locals()) + " must match pattern ^[0-9a-f]{64}$", value=data__frames_item__sha256, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].sha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the frame's compressed bytes."}, rule='pattern')
                         if "size" in data__frames_item_keys:
                             data__frames_item_keys.remove("size")
                             data__frames_item__size = data__frames_item["size"]
-                            if (
-                                not isinstance(data__frames_item__size, (int))
-                                and not (
-                                    isinstance(data__frames_item__size, float) and data__frames_item__size.is_integer()
-                                )
-                                or isinstance(data__frames_item__size, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".frames[{data__frames_x}].size".format(**locals())
-                                    + " must be integer",
-                                    value=data__frames_item__size,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".frames[{data__frames_x}].size".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "maximum": 9007199254740991,
-                                        "description": "Decompressed size (a multiple of 512).",
-                                    },
-                                    rule="type",
-                                )
-                            if isinstance(data__frames_item__size, (int, float, Decimal)) and not isinstance(
-                                data__frames_item__size, bool
-                            ):
+                            if not isinstance(data__frames_item__size, (int)) and not (isinstance(data__frames_item__size, float) and data__frames_item__size.is_integer()) or isinstance(data__frames_item__size, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].size".format(**locals()) + " must be integer", value=data__frames_item__size, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}, rule='type')
+                            if isinstance(data__frames_item__size, (int, float, Decimal)) and not isinstance(data__frames_item__size, bool):
                                 if data__frames_item__size < 1:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].size".format(**locals())
-                                        + " must be bigger than or equal to 1",
-                                        value=data__frames_item__size,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].size".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": 9007199254740991,
-                                            "description": "Decompressed size (a multiple of 512).",
-                                        },
-                                        rule="minimum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].size".format(**locals()) + " must be bigger than or equal to 1", value=data__frames_item__size, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}, rule='minimum')
                                 if data__frames_item__size > 9007199254740991:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].size".format(**locals())
-                                        + " must be smaller than or equal to 9007199254740991",
-                                        value=data__frames_item__size,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".frames[{data__frames_x}].size".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": 9007199254740991,
-                                            "description": "Decompressed size (a multiple of 512).",
-                                        },
-                                        rule="maximum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}].size".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__frames_item__size, name="" + (name_prefix or "data") + ".frames[{data__frames_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}, rule='maximum')
                         if data__frames_item_keys:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".frames[{data__frames_x}]".format(**locals())
-                                + " must not contain "
-                                + str(data__frames_item_keys)
-                                + " properties",
-                                value=data__frames_item,
-                                name="" + (name_prefix or "data") + ".frames[{data__frames_x}]".format(**locals()) + "",
-                                definition={
-                                    "type": "object",
-                                    "required": ["length", "offset", "sha256", "size"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "length": {
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": 9007199254740991,
-                                            "description": "Compressed length of the frame (magic to checksum).",
-                                        },
-                                        "offset": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "File offset of the frame.",
-                                        },
-                                        "sha256": {
-                                            "type": "string",
-                                            "pattern": "^[0-9a-f]{64}$",
-                                            "description": "SHA-256 of the frame's compressed bytes.",
-                                        },
-                                        "size": {
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": 9007199254740991,
-                                            "description": "Decompressed size (a multiple of 512).",
-                                        },
-                                    },
-                                },
-                                rule="additionalProperties",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".frames[{data__frames_x}]".format(**locals()) + " must not contain "+str(data__frames_item_keys)+" properties", value=data__frames_item, name="" + (name_prefix or "data") + ".frames[{data__frames_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['length', 'offset', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, 'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the frame's compressed bytes."}, 'size': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}}}, rule='additionalProperties')
         if "members" in data_keys:
             data_keys.remove("members")
             data__members = data["members"]
             if not isinstance(data__members, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".members must be array",
-                    value=data__members,
-                    name="" + (name_prefix or "data") + ".members",
-                    definition={
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["at", "frame", "path", "sha256", "size"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "at": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "maximum": 9007199254740991,
-                                    "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                },
-                                "frame": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "maximum": 9007199254740991,
-                                    "description": "Index in frames of the frame holding the member's header.",
-                                },
-                                "path": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": 255,
-                                    "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                },
-                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                "size": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "maximum": 9007199254740991,
-                                    "description": "File size (the tar header and padding excluded).",
-                                },
-                            },
-                        },
-                        "minItems": 5,
-                        "maxItems": 22,
-                        "description": "The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members must be array", value=data__members, name="" + (name_prefix or "data") + ".members", definition={'type': 'array', 'items': {'type': 'object', 'required': ['at', 'frame', 'path', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'at': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, 'frame': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, 'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}}}, 'minItems': 5, 'maxItems': 22, 'description': 'The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).'}, rule='type')
             data__members_is_list = isinstance(data__members, (list, tuple))
             if data__members_is_list:
                 data__members_len = len(data__members)
                 if data__members_len < 5:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".members must contain at least 5 items",
-                        value=data__members,
-                        name="" + (name_prefix or "data") + ".members",
-                        definition={
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["at", "frame", "path", "sha256", "size"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "at": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                    },
-                                    "frame": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Index in frames of the frame holding the member's header.",
-                                    },
-                                    "path": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                    },
-                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File size (the tar header and padding excluded).",
-                                    },
-                                },
-                            },
-                            "minItems": 5,
-                            "maxItems": 22,
-                            "description": "The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).",
-                        },
-                        rule="minItems",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members must contain at least 5 items", value=data__members, name="" + (name_prefix or "data") + ".members", definition={'type': 'array', 'items': {'type': 'object', 'required': ['at', 'frame', 'path', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'at': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, 'frame': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, 'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}}}, 'minItems': 5, 'maxItems': 22, 'description': 'The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).'}, rule='minItems')
                 if data__members_len > 22:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".members must contain less than or equal to 22 items",
-                        value=data__members,
-                        name="" + (name_prefix or "data") + ".members",
-                        definition={
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["at", "frame", "path", "sha256", "size"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "at": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                    },
-                                    "frame": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Index in frames of the frame holding the member's header.",
-                                    },
-                                    "path": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                    },
-                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File size (the tar header and padding excluded).",
-                                    },
-                                },
-                            },
-                            "minItems": 5,
-                            "maxItems": 22,
-                            "description": "The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).",
-                        },
-                        rule="maxItems",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members must contain less than or equal to 22 items", value=data__members, name="" + (name_prefix or "data") + ".members", definition={'type': 'array', 'items': {'type': 'object', 'required': ['at', 'frame', 'path', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'at': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, 'frame': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, 'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}}}, 'minItems': 5, 'maxItems': 22, 'description': 'The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).'}, rule='maxItems')
                 for data__members_x, data__members_item in enumerate(data__members):
                     if not isinstance(data__members_item, (dict)):
-                        raise JsonSchemaValueException(
-                            ""
-                            + (name_prefix or "data")
-                            + ".members[{data__members_x}]".format(**locals())
-                            + " must be object",
-                            value=data__members_item,
-                            name="" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + "",
-                            definition={
-                                "type": "object",
-                                "required": ["at", "frame", "path", "sha256", "size"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "at": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                    },
-                                    "frame": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Index in frames of the frame holding the member's header.",
-                                    },
-                                    "path": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                    },
-                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File size (the tar header and padding excluded).",
-                                    },
-                                },
-                            },
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + " must be object", value=data__members_item, name="" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['at', 'frame', 'path', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'at': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, 'frame': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, 'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}}}, rule='type')
                     data__members_item_is_dict = isinstance(data__members_item, dict)
                     if data__members_item_is_dict:
-                        data__members_item__missing_keys = (
-                            set(["at", "frame", "path", "sha256", "size"]) - data__members_item.keys()
-                        )
+                        data__members_item__missing_keys = set(['at', 'frame', 'path', 'sha256', 'size']) - data__members_item.keys()
                         if data__members_item__missing_keys:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".members[{data__members_x}]".format(**locals())
-                                + " must contain "
-                                + (str(sorted(data__members_item__missing_keys)) + " properties"),
-                                value=data__members_item,
-                                name=""
-                                + (name_prefix or "data")
-                                + ".members[{data__members_x}]".format(**locals())
-                                + "",
-                                definition={
-                                    "type": "object",
-                                    "required": ["at", "frame", "path", "sha256", "size"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "at": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                        },
-                                        "frame": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "Index in frames of the frame holding the member's header.",
-                                        },
-                                        "path": {
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 255,
-                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        },
-                                        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                        "size": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "File size (the tar header and padding excluded).",
-                                        },
-                                    },
-                                },
-                                rule="required",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + " must contain " + (str(sorted(data__members_item__missing_keys)) + " properties"), value=data__members_item, name="" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['at', 'frame', 'path', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'at': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, 'frame': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, 'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}}}, rule='required')
                         data__members_item_keys = set(data__members_item.keys())
                         if "at" in data__members_item_keys:
                             data__members_item_keys.remove("at")
                             data__members_item__at = data__members_item["at"]
-                            if (
-                                not isinstance(data__members_item__at, (int))
-                                and not (
-                                    isinstance(data__members_item__at, float) and data__members_item__at.is_integer()
-                                )
-                                or isinstance(data__members_item__at, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].at".format(**locals())
-                                    + " must be integer",
-                                    value=data__members_item__at,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].at".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                    },
-                                    rule="type",
-                                )
-                            if isinstance(data__members_item__at, (int, float, Decimal)) and not isinstance(
-                                data__members_item__at, bool
-                            ):
+                            if not isinstance(data__members_item__at, (int)) and not (isinstance(data__members_item__at, float) and data__members_item__at.is_integer()) or isinstance(data__members_item__at, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].at".format(**locals()) + " must be integer", value=data__members_item__at, name="" + (name_prefix or "data") + ".members[{data__members_x}].at".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, rule='type')
+                            if isinstance(data__members_item__at, (int, float, Decimal)) and not isinstance(data__members_item__at, bool):
                                 if data__members_item__at < 0:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].at".format(**locals())
-                                        + " must be bigger than or equal to 0",
-                                        value=data__members_item__at,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].at".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                        },
-                                        rule="minimum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].at".format(**locals()) + " must be bigger than or equal to 0", value=data__members_item__at, name="" + (name_prefix or "data") + ".members[{data__members_x}].at".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, rule='minimum')
                                 if data__members_item__at > 9007199254740991:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].at".format(**locals())
-                                        + " must be smaller than or equal to 9007199254740991",
-                                        value=data__members_item__at,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].at".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                        },
-                                        rule="maximum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].at".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__members_item__at, name="" + (name_prefix or "data") + ".members[{data__members_x}].at".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, rule='maximum')
                         if "frame" in data__members_item_keys:
                             data__members_item_keys.remove("frame")
                             data__members_item__frame = data__members_item["frame"]
-                            if (
-                                not isinstance(data__members_item__frame, (int))
-                                and not (
-                                    isinstance(data__members_item__frame, float)
-                                    and data__members_item__frame.is_integer()
-                                )
-                                or isinstance(data__members_item__frame, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].frame".format(**locals())
-                                    + " must be integer",
-                                    value=data__members_item__frame,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].frame".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Index in frames of the frame holding the member's header.",
-                                    },
-                                    rule="type",
-                                )
-                            if isinstance(data__members_item__frame, (int, float, Decimal)) and not isinstance(
-                                data__members_item__frame, bool
-                            ):
+                            if not isinstance(data__members_item__frame, (int)) and not (isinstance(data__members_item__frame, float) and data__members_item__frame.is_integer()) or isinstance(data__members_item__frame, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].frame".format(**locals()) + " must be integer", value=data__members_item__frame, name="" + (name_prefix or "data") + ".members[{data__members_x}].frame".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, rule='type')
+                            if isinstance(data__members_item__frame, (int, float, Decimal)) and not isinstance(data__members_item__frame, bool):
                                 if data__members_item__frame < 0:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].frame".format(**locals())
-                                        + " must be bigger than or equal to 0",
-                                        value=data__members_item__frame,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].frame".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "Index in frames of the frame holding the member's header.",
-                                        },
-                                        rule="minimum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].frame".format(**locals()) + " must be bigger than or equal to 0", value=data__members_item__frame, name="" + (name_prefix or "data") + ".members[{data__members_x}].frame".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, rule='minimum')
                                 if data__members_item__frame > 9007199254740991:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].frame".format(**locals())
-                                        + " must be smaller than or equal to 9007199254740991",
-                                        value=data__members_item__frame,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].frame".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "Index in frames of the frame holding the member's header.",
-                                        },
-                                        rule="maximum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].frame".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__members_item__frame, name="" + (name_prefix or "data") + ".members[{data__members_x}].frame".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, rule='maximum')
                         if "path" in data__members_item_keys:
                             data__members_item_keys.remove("path")
                             data__members_item__path = data__members_item["path"]
                             if not isinstance(data__members_item__path, (str)):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].path".format(**locals())
-                                    + " must be string",
-                                    value=data__members_item__path,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].path".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                    },
-                                    rule="type",
-                                )
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + " must be string", value=data__members_item__path, name="" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, rule='type')
                             if isinstance(data__members_item__path, str):
                                 data__members_item__path_len = len(data__members_item__path)
                                 if data__members_item__path_len < 1:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + " must be longer than or equal to 1 characters",
-                                        value=data__members_item__path,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 255,
-                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        },
-                                        rule="minLength",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + " must be longer than or equal to 1 characters", value=data__members_item__path, name="" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, rule='minLength')
                                 if data__members_item__path_len > 255:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + " must be shorter than or equal to 255 characters",
-                                        value=data__members_item__path,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 255,
-                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        },
-                                        rule="maxLength",
-                                    )
-                                if not REGEX_PATTERNS[
-                                    "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$"
-                                ].search(data__members_item__path):
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + " must match pattern ^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        value=data__members_item__path,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].path".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 255,
-                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        },
-                                        rule="pattern",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + " must be shorter than or equal to 255 characters", value=data__members_item__path, name="" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, rule='maxLength')
+                                if not REGEX_PATTERNS['^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'].search(data__members_item__path):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + " must match pattern ^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$", value=data__members_item__path, name="" + (name_prefix or "data") + ".members[{data__members_x}].path".format(**locals()) + "", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, rule='pattern')
                         if "sha256" in data__members_item_keys:
                             data__members_item_keys.remove("sha256")
                             data__members_item__sha256 = data__members_item["sha256"]
                             if not isinstance(data__members_item__sha256, (str)):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].sha256".format(**locals())
-                                    + " must be string",
-                                    value=data__members_item__sha256,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].sha256".format(**locals())
-                                    + "",
-                                    definition={"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                    rule="type",
-                                )
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].sha256".format(**locals()) + " must be string", value=data__members_item__sha256, name="" + (name_prefix or "data") + ".members[{data__members_x}].sha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, rule='type')
                             if isinstance(data__members_item__sha256, str):
-                                if not REGEX_PATTERNS["^[0-9a-f]{64}$"].search(data__members_item__sha256):
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].sha256".format(**locals())
-                                        + " must match pattern ^[0-9a-f]{64}$",
-                                        value=data__members_item__sha256,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].sha256".format(**locals())
-                                        + "",
-                                        definition={"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                        rule="pattern",
-                                    )
+                                if not REGEX_PATTERNS['^[0-9a-f]{64}$'].search(data__members_item__sha256):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].sha256".format(**locals()) + " must match pattern ^[0-9a-f]{64}$", value=data__members_item__sha256, name="" + (name_prefix or "data") + ".members[{data__members_x}].sha256".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, rule='pattern')
                         if "size" in data__members_item_keys:
                             data__members_item_keys.remove("size")
                             data__members_item__size = data__members_item["size"]
-                            if (
-                                not isinstance(data__members_item__size, (int))
-                                and not (
-                                    isinstance(data__members_item__size, float)
-                                    and data__members_item__size.is_integer()
-                                )
-                                or isinstance(data__members_item__size, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].size".format(**locals())
-                                    + " must be integer",
-                                    value=data__members_item__size,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".members[{data__members_x}].size".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File size (the tar header and padding excluded).",
-                                    },
-                                    rule="type",
-                                )
-                            if isinstance(data__members_item__size, (int, float, Decimal)) and not isinstance(
-                                data__members_item__size, bool
-                            ):
+                            if not isinstance(data__members_item__size, (int)) and not (isinstance(data__members_item__size, float) and data__members_item__size.is_integer()) or isinstance(data__members_item__size, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + " must be integer", value=data__members_item__size, name="" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}, rule='type')
+                            if isinstance(data__members_item__size, (int, float, Decimal)) and not isinstance(data__members_item__size, bool):
                                 if data__members_item__size < 0:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].size".format(**locals())
-                                        + " must be bigger than or equal to 0",
-                                        value=data__members_item__size,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].size".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "File size (the tar header and padding excluded).",
-                                        },
-                                        rule="minimum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + " must be bigger than or equal to 0", value=data__members_item__size, name="" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}, rule='minimum')
                                 if data__members_item__size > 9007199254740991:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].size".format(**locals())
-                                        + " must be smaller than or equal to 9007199254740991",
-                                        value=data__members_item__size,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".members[{data__members_x}].size".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "File size (the tar header and padding excluded).",
-                                        },
-                                        rule="maximum",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + " must be smaller than or equal to 9007199254740991", value=data__members_item__size, name="" + (name_prefix or "data") + ".members[{data__members_x}].size".format(**locals()) + "", definition={'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}, rule='maximum')
                         if data__members_item_keys:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".members[{data__members_x}]".format(**locals())
-                                + " must not contain "
-                                + str(data__members_item_keys)
-                                + " properties",
-                                value=data__members_item,
-                                name=""
-                                + (name_prefix or "data")
-                                + ".members[{data__members_x}]".format(**locals())
-                                + "",
-                                definition={
-                                    "type": "object",
-                                    "required": ["at", "frame", "path", "sha256", "size"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "at": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                        },
-                                        "frame": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "Index in frames of the frame holding the member's header.",
-                                        },
-                                        "path": {
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 255,
-                                            "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                        },
-                                        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                        "size": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 9007199254740991,
-                                            "description": "File size (the tar header and padding excluded).",
-                                        },
-                                    },
-                                },
-                                rule="additionalProperties",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + " must not contain "+str(data__members_item_keys)+" properties", value=data__members_item, name="" + (name_prefix or "data") + ".members[{data__members_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['at', 'frame', 'path', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'at': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, 'frame': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, 'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}}}, rule='additionalProperties')
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "$schema": "http://json-schema.org/draft-07/schema#",
-                    "$id": "https://kitbuilder.dev/schemas/index-v2.schema.json",
-                    "title": "kitbuilder archive index, format 2 (content of the skippable frame with magic 0x184D2A5B)",
-                    "type": "object",
-                    "required": ["end", "format", "frames", "members"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "end": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": 9007199254740991,
-                            "description": "Index in frames of the end-of-archive frame (the last one).",
-                        },
-                        "format": {"const": "kitbuilder-index/v2"},
-                        "frames": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {
-                                "type": "object",
-                                "required": ["length", "offset", "sha256", "size"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "length": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "maximum": 9007199254740991,
-                                        "description": "Compressed length of the frame (magic to checksum).",
-                                    },
-                                    "offset": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File offset of the frame.",
-                                    },
-                                    "sha256": {
-                                        "type": "string",
-                                        "pattern": "^[0-9a-f]{64}$",
-                                        "description": "SHA-256 of the frame's compressed bytes.",
-                                    },
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 1,
-                                        "maximum": 9007199254740991,
-                                        "description": "Decompressed size (a multiple of 512).",
-                                    },
-                                },
-                            },
-                            "description": "Every zstd frame in file order: payload, metadata, end of archive.",
-                        },
-                        "members": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["at", "frame", "path", "sha256", "size"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "at": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Offset of the member's 512-byte header in the frame's decompressed bytes.",
-                                    },
-                                    "frame": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "Index in frames of the frame holding the member's header.",
-                                    },
-                                    "path": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$",
-                                    },
-                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                    "size": {
-                                        "type": "integer",
-                                        "minimum": 0,
-                                        "maximum": 9007199254740991,
-                                        "description": "File size (the tar header and padding excluded).",
-                                    },
-                                },
-                            },
-                            "minItems": 5,
-                            "maxItems": 22,
-                            "description": "The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).",
-                        },
-                    },
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/index-v2.schema.json', 'title': 'kitbuilder archive index, format 2 (content of the skippable frame with magic 0x184D2A5B)', 'type': 'object', 'required': ['end', 'format', 'frames', 'members'], 'additionalProperties': False, 'properties': {'end': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'Index in frames of the end-of-archive frame (the last one).'}, 'format': {'const': 'kitbuilder-index/v2'}, 'frames': {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['length', 'offset', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'length': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Compressed length of the frame (magic to checksum).'}, 'offset': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File offset of the frame.'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': "SHA-256 of the frame's compressed bytes."}, 'size': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Decompressed size (a multiple of 512).'}}}, 'description': 'Every zstd frame in file order: payload, metadata, end of archive.'}, 'members': {'type': 'array', 'items': {'type': 'object', 'required': ['at', 'frame', 'path', 'sha256', 'size'], 'additionalProperties': False, 'properties': {'at': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Offset of the member's 512-byte header in the frame's decompressed bytes."}, 'frame': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': "Index in frames of the frame holding the member's header."}, 'path': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^(?!\\.{1,2}(/|$))(?!.*/\\.{1,2}(/|$))[A-Za-z0-9._+@=,-]+(/[A-Za-z0-9._+@=,-]+)*$'}, 'sha256': {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}, 'size': {'type': 'integer', 'minimum': 0, 'maximum': 9007199254740991, 'description': 'File size (the tar header and padding excluded).'}}}, 'minItems': 5, 'maxItems': 22, 'description': 'The metadata members only (manifest.files.jsonl, SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.dsse.json, then attestations/*.dsse.json and SHA256SUMS.sigstore.json), in archive order, each alone in one frame after the payload frames. Payload files are located from the signed file list, never from the index (docs/format.md §0.4).'}}}, rule='additionalProperties')
     return data
-
 
 validate = validate_https___kitbuilder_dev_schemas_index_v2_schema_json

@@ -9,2152 +9,172 @@ from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException
 
 
 REGEX_PATTERNS = {
-    "^[a-z0-9][a-z0-9._-]*$": re.compile("^[a-z0-9][a-z0-9._-]*\\Z"),
-    "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$": re.compile(
-        "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?\\Z"
-    ),
-    "^[A-Za-z_][A-Za-z0-9_]*$": re.compile("^[A-Za-z_][A-Za-z0-9_]*\\Z"),
-    "^[A-Za-z0-9][A-Za-z0-9._-]*$": re.compile("^[A-Za-z0-9][A-Za-z0-9._-]*\\Z"),
-    "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$": re.compile(
-        "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?\\Z"
-    ),
-    "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$": re.compile("^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?\\Z"),
+    '^[a-z0-9][a-z0-9._-]*$': re.compile('^[a-z0-9][a-z0-9._-]*\\Z'),
+    '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$': re.compile('^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?\\Z'),
+    '^[A-Za-z_][A-Za-z0-9_]*$': re.compile('^[A-Za-z_][A-Za-z0-9_]*\\Z'),
+    '^[A-Za-z0-9][A-Za-z0-9._-]*$': re.compile('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z'),
+    '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$': re.compile('^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?\\Z'),
+    '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$': re.compile('^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?\\Z')
 }
 
 NoneType = type(None)
 
-
 def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "$schema": "http://json-schema.org/draft-07/schema#",
-                "$id": "https://kitbuilder.dev/schemas/kit-spec.schema.json",
-                "title": "kitbuilder kit spec (YAML, read by kit build)",
-                "type": "object",
-                "required": ["apiVersion", "name", "version", "sequence", "expires", "product"],
-                "additionalProperties": False,
-                "properties": {
-                    "apiVersion": {"const": "kitbuilder/v1"},
-                    "name": {
-                        "type": "string",
-                        "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                        "maxLength": 100,
-                        "description": "Kit name; with channel, the key under which sequences must grow.",
-                    },
-                    "version": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": 100,
-                        "description": "Human version; quote it in YAML (2025.11 would otherwise be a number).",
-                    },
-                    "sequence": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": 9007199254740991,
-                        "description": "Monotonic release counter per kit name and channel.",
-                    },
-                    "expires": {
-                        "type": "string",
-                        "description": "RFC 3339 UTC time or YYYY-MM-DD after which verify refuses the kit.",
-                    },
-                    "product": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
-                    "channel": {
-                        "type": "string",
-                        "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                        "maxLength": 100,
-                        "default": "stable",
-                    },
-                    "description": {"type": "string"},
-                    "migrations": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "phase", "source"],
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                "source": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"},
-                                "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                "transactional": {
-                                    "type": "boolean",
-                                    "default": True,
-                                    "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                                },
-                                "idempotent": {"type": "boolean", "default": False},
-                                "up": {"type": "string", "default": "up.sql"},
-                                "verify": {"type": "string", "default": "verify.sql"},
-                                "revert": {"type": "string", "default": "revert.sql"},
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
-                    "backfills": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "source"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "source": {
-                                    "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source",
-                                    "description": "The job YAML file (schemas/backfill.schema.json).",
-                                },
-                                "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                            },
-                        },
-                    },
-                    "seeds": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "source", "table", "key"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "source": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"},
-                                "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "key": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                },
-                            },
-                        },
-                    },
-                    "sboms": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "source", "subject"],
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "source": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"},
-                                "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                "subject": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "The component this SBOM describes.",
-                                },
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
-                    "docs": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "source"],
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "source": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"},
-                                "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
-                    "images": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["ref", "source"],
-                            "properties": {
-                                "ref": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": 255,
-                                    "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                                    "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                                },
-                                "source": {
-                                    "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source",
-                                    "description": "An OCI image layout directory, an oci-archive tarball or a docker save archive.",
-                                },
-                                "format": {
-                                    "enum": ["auto", "oci-layout", "oci-archive", "docker-archive"],
-                                    "default": "auto",
-                                },
-                                "platform": {
-                                    "type": "string",
-                                    "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                                    "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                                },
-                                "sourceRef": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                                },
-                            },
-                            "additionalProperties": False,
-                        },
-                        "description": "Container images stored under images/ as one OCI image layout (see docs/images.md).",
-                    },
-                    "checks": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "kind"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "kind": {"enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]},
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "where": {"type": "string"},
-                                "columns": {
-                                    "type": "array",
-                                    "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    "minItems": 1,
-                                },
-                                "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                "references": {
-                                    "type": "object",
-                                    "required": ["table", "column"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "table": {
-                                            "type": "string",
-                                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                        },
-                                        "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    },
-                                },
-                                "query": {"type": "string"},
-                                "expect": {
-                                    "oneOf": [
-                                        {"const": "stable"},
-                                        {"const": "truthy"},
-                                        {
-                                            "type": "object",
-                                            "additionalProperties": False,
-                                            "minProperties": 1,
-                                            "maxProperties": 1,
-                                            "properties": {
-                                                "delta": {"type": "integer"},
-                                                "equals": {"type": "integer"},
-                                                "min": {"type": "integer"},
-                                                "max": {"type": "integer"},
-                                            },
-                                        },
-                                    ]
-                                },
-                                "phase": {
-                                    "type": "string",
-                                    "description": "Run after this phase completes; default: after all steps.",
-                                },
-                                "on_fail": {"enum": ["halt", "warn"], "default": "halt"},
-                            },
-                            "allOf": [
-                                {
-                                    "if": {"properties": {"kind": {"const": "count"}}},
-                                    "then": {"required": ["table", "expect"]},
-                                },
-                                {
-                                    "if": {"properties": {"kind": {"const": "unique"}}},
-                                    "then": {"required": ["table", "columns"]},
-                                },
-                                {
-                                    "if": {"properties": {"kind": {"const": "foreign-key"}}},
-                                    "then": {"required": ["table", "column", "references"]},
-                                },
-                                {"if": {"properties": {"kind": {"const": "sql"}}}, "then": {"required": ["query"]}},
-                            ],
-                        },
-                        "description": "Database checks kit apply runs before/after (see docs/apply.md).",
-                    },
-                },
-                "$defs": {
-                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                    "source": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                    },
-                    "dest": {
-                        "type": "string",
-                        "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                    },
-                    "component": {
-                        "type": "object",
-                        "required": ["id", "source"],
-                        "properties": {
-                            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                            "source": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                            },
-                            "dest": {
-                                "type": "string",
-                                "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                            },
-                            "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                        },
-                        "additionalProperties": False,
-                    },
-                    "migration": {
-                        "type": "object",
-                        "required": ["id", "phase", "source"],
-                        "properties": {
-                            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                            "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                            "source": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                            },
-                            "dest": {
-                                "type": "string",
-                                "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                            },
-                            "transactional": {
-                                "type": "boolean",
-                                "default": True,
-                                "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                            },
-                            "idempotent": {"type": "boolean", "default": False},
-                            "up": {"type": "string", "default": "up.sql"},
-                            "verify": {"type": "string", "default": "verify.sql"},
-                            "revert": {"type": "string", "default": "revert.sql"},
-                        },
-                        "additionalProperties": False,
-                    },
-                    "sbom": {
-                        "type": "object",
-                        "required": ["id", "source", "subject"],
-                        "properties": {
-                            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                            "source": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                            },
-                            "dest": {
-                                "type": "string",
-                                "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                            },
-                            "subject": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "The component this SBOM describes.",
-                            },
-                        },
-                        "additionalProperties": False,
-                    },
-                    "check": {
-                        "type": "object",
-                        "required": ["id", "kind"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                            "kind": {"enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]},
-                            "table": {
-                                "type": "string",
-                                "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                            },
-                            "where": {"type": "string"},
-                            "columns": {
-                                "type": "array",
-                                "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                "minItems": 1,
-                            },
-                            "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            "references": {
-                                "type": "object",
-                                "required": ["table", "column"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "table": {
-                                        "type": "string",
-                                        "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                    },
-                                    "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                },
-                            },
-                            "query": {"type": "string"},
-                            "expect": {
-                                "oneOf": [
-                                    {"const": "stable"},
-                                    {"const": "truthy"},
-                                    {
-                                        "type": "object",
-                                        "additionalProperties": False,
-                                        "minProperties": 1,
-                                        "maxProperties": 1,
-                                        "properties": {
-                                            "delta": {"type": "integer"},
-                                            "equals": {"type": "integer"},
-                                            "min": {"type": "integer"},
-                                            "max": {"type": "integer"},
-                                        },
-                                    },
-                                ]
-                            },
-                            "phase": {
-                                "type": "string",
-                                "description": "Run after this phase completes; default: after all steps.",
-                            },
-                            "on_fail": {"enum": ["halt", "warn"], "default": "halt"},
-                        },
-                        "allOf": [
-                            {
-                                "if": {"properties": {"kind": {"const": "count"}}},
-                                "then": {"required": ["table", "expect"]},
-                            },
-                            {
-                                "if": {"properties": {"kind": {"const": "unique"}}},
-                                "then": {"required": ["table", "columns"]},
-                            },
-                            {
-                                "if": {"properties": {"kind": {"const": "foreign-key"}}},
-                                "then": {"required": ["table", "column", "references"]},
-                            },
-                            {"if": {"properties": {"kind": {"const": "sql"}}}, "then": {"required": ["query"]}},
-                        ],
-                    },
-                    "seed": {
-                        "type": "object",
-                        "required": ["id", "source", "table", "key"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                            "source": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                            },
-                            "dest": {
-                                "type": "string",
-                                "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                            },
-                            "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                            "table": {
-                                "type": "string",
-                                "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                            },
-                            "key": {
-                                "type": "array",
-                                "minItems": 1,
-                                "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            },
-                        },
-                    },
-                    "backfill": {
-                        "type": "object",
-                        "required": ["id", "source"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                            "source": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                            },
-                            "dest": {
-                                "type": "string",
-                                "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                            },
-                            "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                        },
-                    },
-                    "image": {
-                        "type": "object",
-                        "required": ["ref", "source"],
-                        "properties": {
-                            "ref": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": 255,
-                                "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                                "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                            },
-                            "source": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                            },
-                            "format": {
-                                "enum": ["auto", "oci-layout", "oci-archive", "docker-archive"],
-                                "default": "auto",
-                            },
-                            "platform": {
-                                "type": "string",
-                                "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                                "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                            },
-                            "sourceRef": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                            },
-                        },
-                        "additionalProperties": False,
-                    },
-                },
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/kit-spec.schema.json', 'title': 'kitbuilder kit spec (YAML, read by kit build)', 'type': 'object', 'required': ['apiVersion', 'name', 'version', 'sequence', 'expires', 'product'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'name': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'description': 'Kit name; with channel, the key under which sequences must grow.'}, 'version': {'type': 'string', 'minLength': 1, 'maxLength': 100, 'description': 'Human version; quote it in YAML (2025.11 would otherwise be a number).'}, 'sequence': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Monotonic release counter per kit name and channel.'}, 'expires': {'type': 'string', 'description': 'RFC 3339 UTC time or YYYY-MM-DD after which verify refuses the kit.'}, 'product': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'channel': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'default': 'stable'}, 'description': {'type': 'string'}, 'migrations': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'phase', 'source'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'transactional': {'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, 'idempotent': {'type': 'boolean', 'default': False}, 'up': {'type': 'string', 'default': 'up.sql'}, 'verify': {'type': 'string', 'default': 'verify.sql'}, 'revert': {'type': 'string', 'default': 'revert.sql'}}, 'additionalProperties': False}}, 'backfills': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source', 'description': 'The job YAML file (schemas/backfill.schema.json).'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}}}, 'seeds': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source', 'table', 'key'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}}}, 'sboms': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source', 'subject'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'subject': {'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}}, 'additionalProperties': False}}, 'docs': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}, 'additionalProperties': False}}, 'images': {'type': 'array', 'items': {'type': 'object', 'required': ['ref', 'source'], 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source', 'description': 'An OCI image layout directory, an oci-archive tarball or a docker save archive.'}, 'format': {'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, 'platform': {'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, 'sourceRef': {'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}}, 'additionalProperties': False}, 'description': 'Container images stored under images/ as one OCI image layout (see docs/images.md).'}, 'checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'kind': {'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'where': {'type': 'string'}, 'columns': {'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'references': {'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, 'query': {'type': 'string'}, 'expect': {'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, 'phase': {'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, 'on_fail': {'enum': ['halt', 'warn'], 'default': 'halt'}}, 'allOf': [{'if': {'properties': {'kind': {'const': 'count'}}}, 'then': {'required': ['table', 'expect']}}, {'if': {'properties': {'kind': {'const': 'unique'}}}, 'then': {'required': ['table', 'columns']}}, {'if': {'properties': {'kind': {'const': 'foreign-key'}}}, 'then': {'required': ['table', 'column', 'references']}}, {'if': {'properties': {'kind': {'const': 'sql'}}}, 'then': {'required': ['query']}}]}, 'description': 'Database checks kit apply runs before/after (see docs/apply.md).'}}, '$defs': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'component': {'type': 'object', 'required': ['id', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}, 'additionalProperties': False}, 'migration': {'type': 'object', 'required': ['id', 'phase', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'transactional': {'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, 'idempotent': {'type': 'boolean', 'default': False}, 'up': {'type': 'string', 'default': 'up.sql'}, 'verify': {'type': 'string', 'default': 'verify.sql'}, 'revert': {'type': 'string', 'default': 'revert.sql'}}, 'additionalProperties': False}, 'sbom': {'type': 'object', 'required': ['id', 'source', 'subject'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'subject': {'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}}, 'additionalProperties': False}, 'check': {'type': 'object', 'required': ['id', 'kind'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'kind': {'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'where': {'type': 'string'}, 'columns': {'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'references': {'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, 'query': {'type': 'string'}, 'expect': {'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, 'phase': {'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, 'on_fail': {'enum': ['halt', 'warn'], 'default': 'halt'}}, 'allOf': [{'if': {'properties': {'kind': {'const': 'count'}}}, 'then': {'required': ['table', 'expect']}}, {'if': {'properties': {'kind': {'const': 'unique'}}}, 'then': {'required': ['table', 'columns']}}, {'if': {'properties': {'kind': {'const': 'foreign-key'}}}, 'then': {'required': ['table', 'column', 'references']}}, {'if': {'properties': {'kind': {'const': 'sql'}}}, 'then': {'required': ['query']}}]}, 'seed': {'type': 'object', 'required': ['id', 'source', 'table', 'key'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}}, 'backfill': {'type': 'object', 'required': ['id', 'source'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}}, 'image': {'type': 'object', 'required': ['ref', 'source'], 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'format': {'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, 'platform': {'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, 'sourceRef': {'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}}, 'additionalProperties': False}}}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["apiVersion", "name", "version", "sequence", "expires", "product"]) - data.keys()
+        data__missing_keys = set(['apiVersion', 'name', 'version', 'sequence', 'expires', 'product']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "$schema": "http://json-schema.org/draft-07/schema#",
-                    "$id": "https://kitbuilder.dev/schemas/kit-spec.schema.json",
-                    "title": "kitbuilder kit spec (YAML, read by kit build)",
-                    "type": "object",
-                    "required": ["apiVersion", "name", "version", "sequence", "expires", "product"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "apiVersion": {"const": "kitbuilder/v1"},
-                        "name": {
-                            "type": "string",
-                            "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                            "maxLength": 100,
-                            "description": "Kit name; with channel, the key under which sequences must grow.",
-                        },
-                        "version": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 100,
-                            "description": "Human version; quote it in YAML (2025.11 would otherwise be a number).",
-                        },
-                        "sequence": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": 9007199254740991,
-                            "description": "Monotonic release counter per kit name and channel.",
-                        },
-                        "expires": {
-                            "type": "string",
-                            "description": "RFC 3339 UTC time or YYYY-MM-DD after which verify refuses the kit.",
-                        },
-                        "product": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
-                        "channel": {
-                            "type": "string",
-                            "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                            "maxLength": 100,
-                            "default": "stable",
-                        },
-                        "description": {"type": "string"},
-                        "migrations": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "phase", "source"],
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"
-                                    },
-                                    "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                    "transactional": {
-                                        "type": "boolean",
-                                        "default": True,
-                                        "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                                    },
-                                    "idempotent": {"type": "boolean", "default": False},
-                                    "up": {"type": "string", "default": "up.sql"},
-                                    "verify": {"type": "string", "default": "verify.sql"},
-                                    "revert": {"type": "string", "default": "revert.sql"},
-                                },
-                                "additionalProperties": False,
-                            },
-                        },
-                        "backfills": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "source"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source",
-                                        "description": "The job YAML file (schemas/backfill.schema.json).",
-                                    },
-                                    "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                },
-                            },
-                        },
-                        "seeds": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "source", "table", "key"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"
-                                    },
-                                    "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                    "table": {
-                                        "type": "string",
-                                        "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                    },
-                                    "key": {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    },
-                                },
-                            },
-                        },
-                        "sboms": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "source", "subject"],
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"
-                                    },
-                                    "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                    "subject": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "description": "The component this SBOM describes.",
-                                    },
-                                },
-                                "additionalProperties": False,
-                            },
-                        },
-                        "docs": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "source"],
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"
-                                    },
-                                    "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                },
-                                "additionalProperties": False,
-                            },
-                        },
-                        "images": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["ref", "source"],
-                                "properties": {
-                                    "ref": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                                        "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                                    },
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source",
-                                        "description": "An OCI image layout directory, an oci-archive tarball or a docker save archive.",
-                                    },
-                                    "format": {
-                                        "enum": ["auto", "oci-layout", "oci-archive", "docker-archive"],
-                                        "default": "auto",
-                                    },
-                                    "platform": {
-                                        "type": "string",
-                                        "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                                        "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                                    },
-                                    "sourceRef": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                                    },
-                                },
-                                "additionalProperties": False,
-                            },
-                            "description": "Container images stored under images/ as one OCI image layout (see docs/images.md).",
-                        },
-                        "checks": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "kind"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "kind": {
-                                        "enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]
-                                    },
-                                    "table": {
-                                        "type": "string",
-                                        "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                    },
-                                    "where": {"type": "string"},
-                                    "columns": {
-                                        "type": "array",
-                                        "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                        "minItems": 1,
-                                    },
-                                    "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    "references": {
-                                        "type": "object",
-                                        "required": ["table", "column"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "table": {
-                                                "type": "string",
-                                                "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                            },
-                                            "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                        },
-                                    },
-                                    "query": {"type": "string"},
-                                    "expect": {
-                                        "oneOf": [
-                                            {"const": "stable"},
-                                            {"const": "truthy"},
-                                            {
-                                                "type": "object",
-                                                "additionalProperties": False,
-                                                "minProperties": 1,
-                                                "maxProperties": 1,
-                                                "properties": {
-                                                    "delta": {"type": "integer"},
-                                                    "equals": {"type": "integer"},
-                                                    "min": {"type": "integer"},
-                                                    "max": {"type": "integer"},
-                                                },
-                                            },
-                                        ]
-                                    },
-                                    "phase": {
-                                        "type": "string",
-                                        "description": "Run after this phase completes; default: after all steps.",
-                                    },
-                                    "on_fail": {"enum": ["halt", "warn"], "default": "halt"},
-                                },
-                                "allOf": [
-                                    {
-                                        "if": {"properties": {"kind": {"const": "count"}}},
-                                        "then": {"required": ["table", "expect"]},
-                                    },
-                                    {
-                                        "if": {"properties": {"kind": {"const": "unique"}}},
-                                        "then": {"required": ["table", "columns"]},
-                                    },
-                                    {
-                                        "if": {"properties": {"kind": {"const": "foreign-key"}}},
-                                        "then": {"required": ["table", "column", "references"]},
-                                    },
-                                    {"if": {"properties": {"kind": {"const": "sql"}}}, "then": {"required": ["query"]}},
-                                ],
-                            },
-                            "description": "Database checks kit apply runs before/after (see docs/apply.md).",
-                        },
-                    },
-                    "$defs": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "component": {
-                            "type": "object",
-                            "required": ["id", "source"],
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "dest": {
-                                    "type": "string",
-                                    "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                                },
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                            },
-                            "additionalProperties": False,
-                        },
-                        "migration": {
-                            "type": "object",
-                            "required": ["id", "phase", "source"],
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "dest": {
-                                    "type": "string",
-                                    "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                                },
-                                "transactional": {
-                                    "type": "boolean",
-                                    "default": True,
-                                    "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                                },
-                                "idempotent": {"type": "boolean", "default": False},
-                                "up": {"type": "string", "default": "up.sql"},
-                                "verify": {"type": "string", "default": "verify.sql"},
-                                "revert": {"type": "string", "default": "revert.sql"},
-                            },
-                            "additionalProperties": False,
-                        },
-                        "sbom": {
-                            "type": "object",
-                            "required": ["id", "source", "subject"],
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "dest": {
-                                    "type": "string",
-                                    "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                                },
-                                "subject": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "The component this SBOM describes.",
-                                },
-                            },
-                            "additionalProperties": False,
-                        },
-                        "check": {
-                            "type": "object",
-                            "required": ["id", "kind"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "kind": {"enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]},
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "where": {"type": "string"},
-                                "columns": {
-                                    "type": "array",
-                                    "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    "minItems": 1,
-                                },
-                                "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                "references": {
-                                    "type": "object",
-                                    "required": ["table", "column"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "table": {
-                                            "type": "string",
-                                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                        },
-                                        "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    },
-                                },
-                                "query": {"type": "string"},
-                                "expect": {
-                                    "oneOf": [
-                                        {"const": "stable"},
-                                        {"const": "truthy"},
-                                        {
-                                            "type": "object",
-                                            "additionalProperties": False,
-                                            "minProperties": 1,
-                                            "maxProperties": 1,
-                                            "properties": {
-                                                "delta": {"type": "integer"},
-                                                "equals": {"type": "integer"},
-                                                "min": {"type": "integer"},
-                                                "max": {"type": "integer"},
-                                            },
-                                        },
-                                    ]
-                                },
-                                "phase": {
-                                    "type": "string",
-                                    "description": "Run after this phase completes; default: after all steps.",
-                                },
-                                "on_fail": {"enum": ["halt", "warn"], "default": "halt"},
-                            },
-                            "allOf": [
-                                {
-                                    "if": {"properties": {"kind": {"const": "count"}}},
-                                    "then": {"required": ["table", "expect"]},
-                                },
-                                {
-                                    "if": {"properties": {"kind": {"const": "unique"}}},
-                                    "then": {"required": ["table", "columns"]},
-                                },
-                                {
-                                    "if": {"properties": {"kind": {"const": "foreign-key"}}},
-                                    "then": {"required": ["table", "column", "references"]},
-                                },
-                                {"if": {"properties": {"kind": {"const": "sql"}}}, "then": {"required": ["query"]}},
-                            ],
-                        },
-                        "seed": {
-                            "type": "object",
-                            "required": ["id", "source", "table", "key"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "dest": {
-                                    "type": "string",
-                                    "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                                },
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "key": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                },
-                            },
-                        },
-                        "backfill": {
-                            "type": "object",
-                            "required": ["id", "source"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "dest": {
-                                    "type": "string",
-                                    "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                                },
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                            },
-                        },
-                        "image": {
-                            "type": "object",
-                            "required": ["ref", "source"],
-                            "properties": {
-                                "ref": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": 255,
-                                    "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                                    "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                                },
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "format": {
-                                    "enum": ["auto", "oci-layout", "oci-archive", "docker-archive"],
-                                    "default": "auto",
-                                },
-                                "platform": {
-                                    "type": "string",
-                                    "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                                    "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                                },
-                                "sourceRef": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                                },
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/kit-spec.schema.json', 'title': 'kitbuilder kit spec (YAML, read by kit build)', 'type': 'object', 'required': ['apiVersion', 'name', 'version', 'sequence', 'expires', 'product'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'name': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'description': 'Kit name; with channel, the key under which sequences must grow.'}, 'version': {'type': 'string', 'minLength': 1, 'maxLength': 100, 'description': 'Human version; quote it in YAML (2025.11 would otherwise be a number).'}, 'sequence': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Monotonic release counter per kit name and channel.'}, 'expires': {'type': 'string', 'description': 'RFC 3339 UTC time or YYYY-MM-DD after which verify refuses the kit.'}, 'product': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'channel': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'default': 'stable'}, 'description': {'type': 'string'}, 'migrations': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'phase', 'source'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'transactional': {'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, 'idempotent': {'type': 'boolean', 'default': False}, 'up': {'type': 'string', 'default': 'up.sql'}, 'verify': {'type': 'string', 'default': 'verify.sql'}, 'revert': {'type': 'string', 'default': 'revert.sql'}}, 'additionalProperties': False}}, 'backfills': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source', 'description': 'The job YAML file (schemas/backfill.schema.json).'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}}}, 'seeds': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source', 'table', 'key'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}}}, 'sboms': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source', 'subject'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'subject': {'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}}, 'additionalProperties': False}}, 'docs': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}, 'additionalProperties': False}}, 'images': {'type': 'array', 'items': {'type': 'object', 'required': ['ref', 'source'], 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source', 'description': 'An OCI image layout directory, an oci-archive tarball or a docker save archive.'}, 'format': {'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, 'platform': {'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, 'sourceRef': {'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}}, 'additionalProperties': False}, 'description': 'Container images stored under images/ as one OCI image layout (see docs/images.md).'}, 'checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'kind': {'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'where': {'type': 'string'}, 'columns': {'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'references': {'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, 'query': {'type': 'string'}, 'expect': {'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, 'phase': {'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, 'on_fail': {'enum': ['halt', 'warn'], 'default': 'halt'}}, 'allOf': [{'if': {'properties': {'kind': {'const': 'count'}}}, 'then': {'required': ['table', 'expect']}}, {'if': {'properties': {'kind': {'const': 'unique'}}}, 'then': {'required': ['table', 'columns']}}, {'if': {'properties': {'kind': {'const': 'foreign-key'}}}, 'then': {'required': ['table', 'column', 'references']}}, {'if': {'properties': {'kind': {'const': 'sql'}}}, 'then': {'required': ['query']}}]}, 'description': 'Database checks kit apply runs before/after (see docs/apply.md).'}}, '$defs': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'component': {'type': 'object', 'required': ['id', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}, 'additionalProperties': False}, 'migration': {'type': 'object', 'required': ['id', 'phase', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'transactional': {'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, 'idempotent': {'type': 'boolean', 'default': False}, 'up': {'type': 'string', 'default': 'up.sql'}, 'verify': {'type': 'string', 'default': 'verify.sql'}, 'revert': {'type': 'string', 'default': 'revert.sql'}}, 'additionalProperties': False}, 'sbom': {'type': 'object', 'required': ['id', 'source', 'subject'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'subject': {'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}}, 'additionalProperties': False}, 'check': {'type': 'object', 'required': ['id', 'kind'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'kind': {'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'where': {'type': 'string'}, 'columns': {'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'references': {'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, 'query': {'type': 'string'}, 'expect': {'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, 'phase': {'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, 'on_fail': {'enum': ['halt', 'warn'], 'default': 'halt'}}, 'allOf': [{'if': {'properties': {'kind': {'const': 'count'}}}, 'then': {'required': ['table', 'expect']}}, {'if': {'properties': {'kind': {'const': 'unique'}}}, 'then': {'required': ['table', 'columns']}}, {'if': {'properties': {'kind': {'const': 'foreign-key'}}}, 'then': {'required': ['table', 'column', 'references']}}, {'if': {'properties': {'kind': {'const': 'sql'}}}, 'then': {'required': ['query']}}]}, 'seed': {'type': 'object', 'required': ['id', 'source', 'table', 'key'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}}, 'backfill': {'type': 'object', 'required': ['id', 'source'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}}, 'image': {'type': 'object', 'required': ['ref', 'source'], 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'format': {'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, 'platform': {'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, 'sourceRef': {'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}}, 'additionalProperties': False}}}, rule='required')
         data_keys = set(data.keys())
         if "apiVersion" in data_keys:
             data_keys.remove("apiVersion")
             data__apiVersion = data["apiVersion"]
-            if not (isinstance(data__apiVersion, str) and data__apiVersion == "kitbuilder/v1"):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".apiVersion must be same as const definition: kitbuilder/v1",
-                    value=data__apiVersion,
-                    name="" + (name_prefix or "data") + ".apiVersion",
-                    definition={"const": "kitbuilder/v1"},
-                    rule="const",
-                )
+            if not (isinstance(data__apiVersion, str) and data__apiVersion == 'kitbuilder/v1'):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".apiVersion must be same as const definition: kitbuilder/v1", value=data__apiVersion, name="" + (name_prefix or "data") + ".apiVersion", definition={'const': 'kitbuilder/v1'}, rule='const')
         if "name" in data_keys:
             data_keys.remove("name")
             data__name = data["name"]
             if not isinstance(data__name, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".name must be string",
-                    value=data__name,
-                    name="" + (name_prefix or "data") + ".name",
-                    definition={
-                        "type": "string",
-                        "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                        "maxLength": 100,
-                        "description": "Kit name; with channel, the key under which sequences must grow.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".name must be string", value=data__name, name="" + (name_prefix or "data") + ".name", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'description': 'Kit name; with channel, the key under which sequences must grow.'}, rule='type')
             if isinstance(data__name, str):
                 data__name_len = len(data__name)
                 if data__name_len > 100:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".name must be shorter than or equal to 100 characters",
-                        value=data__name,
-                        name="" + (name_prefix or "data") + ".name",
-                        definition={
-                            "type": "string",
-                            "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                            "maxLength": 100,
-                            "description": "Kit name; with channel, the key under which sequences must grow.",
-                        },
-                        rule="maxLength",
-                    )
-                if not REGEX_PATTERNS["^[a-z0-9][a-z0-9._-]*$"].search(data__name):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".name must match pattern ^[a-z0-9][a-z0-9._-]*$",
-                        value=data__name,
-                        name="" + (name_prefix or "data") + ".name",
-                        definition={
-                            "type": "string",
-                            "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                            "maxLength": 100,
-                            "description": "Kit name; with channel, the key under which sequences must grow.",
-                        },
-                        rule="pattern",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".name must be shorter than or equal to 100 characters", value=data__name, name="" + (name_prefix or "data") + ".name", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'description': 'Kit name; with channel, the key under which sequences must grow.'}, rule='maxLength')
+                if not REGEX_PATTERNS['^[a-z0-9][a-z0-9._-]*$'].search(data__name):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".name must match pattern ^[a-z0-9][a-z0-9._-]*$", value=data__name, name="" + (name_prefix or "data") + ".name", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'description': 'Kit name; with channel, the key under which sequences must grow.'}, rule='pattern')
         if "version" in data_keys:
             data_keys.remove("version")
             data__version = data["version"]
             if not isinstance(data__version, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".version must be string",
-                    value=data__version,
-                    name="" + (name_prefix or "data") + ".version",
-                    definition={
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": 100,
-                        "description": "Human version; quote it in YAML (2025.11 would otherwise be a number).",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".version must be string", value=data__version, name="" + (name_prefix or "data") + ".version", definition={'type': 'string', 'minLength': 1, 'maxLength': 100, 'description': 'Human version; quote it in YAML (2025.11 would otherwise be a number).'}, rule='type')
             if isinstance(data__version, str):
                 data__version_len = len(data__version)
                 if data__version_len < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".version must be longer than or equal to 1 characters",
-                        value=data__version,
-                        name="" + (name_prefix or "data") + ".version",
-                        definition={
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 100,
-                            "description": "Human version; quote it in YAML (2025.11 would otherwise be a number).",
-                        },
-                        rule="minLength",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".version must be longer than or equal to 1 characters", value=data__version, name="" + (name_prefix or "data") + ".version", definition={'type': 'string', 'minLength': 1, 'maxLength': 100, 'description': 'Human version; quote it in YAML (2025.11 would otherwise be a number).'}, rule='minLength')
                 if data__version_len > 100:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".version must be shorter than or equal to 100 characters",
-                        value=data__version,
-                        name="" + (name_prefix or "data") + ".version",
-                        definition={
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 100,
-                            "description": "Human version; quote it in YAML (2025.11 would otherwise be a number).",
-                        },
-                        rule="maxLength",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".version must be shorter than or equal to 100 characters", value=data__version, name="" + (name_prefix or "data") + ".version", definition={'type': 'string', 'minLength': 1, 'maxLength': 100, 'description': 'Human version; quote it in YAML (2025.11 would otherwise be a number).'}, rule='maxLength')
         if "sequence" in data_keys:
             data_keys.remove("sequence")
             data__sequence = data["sequence"]
-            if (
-                not isinstance(data__sequence, (int))
-                and not (isinstance(data__sequence, float) and data__sequence.is_integer())
-                or isinstance(data__sequence, bool)
-            ):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".sequence must be integer",
-                    value=data__sequence,
-                    name="" + (name_prefix or "data") + ".sequence",
-                    definition={
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": 9007199254740991,
-                        "description": "Monotonic release counter per kit name and channel.",
-                    },
-                    rule="type",
-                )
+            if not isinstance(data__sequence, (int)) and not (isinstance(data__sequence, float) and data__sequence.is_integer()) or isinstance(data__sequence, bool):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".sequence must be integer", value=data__sequence, name="" + (name_prefix or "data") + ".sequence", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Monotonic release counter per kit name and channel.'}, rule='type')
             if isinstance(data__sequence, (int, float, Decimal)) and not isinstance(data__sequence, bool):
                 if data__sequence < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".sequence must be bigger than or equal to 1",
-                        value=data__sequence,
-                        name="" + (name_prefix or "data") + ".sequence",
-                        definition={
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": 9007199254740991,
-                            "description": "Monotonic release counter per kit name and channel.",
-                        },
-                        rule="minimum",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".sequence must be bigger than or equal to 1", value=data__sequence, name="" + (name_prefix or "data") + ".sequence", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Monotonic release counter per kit name and channel.'}, rule='minimum')
                 if data__sequence > 9007199254740991:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".sequence must be smaller than or equal to 9007199254740991",
-                        value=data__sequence,
-                        name="" + (name_prefix or "data") + ".sequence",
-                        definition={
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": 9007199254740991,
-                            "description": "Monotonic release counter per kit name and channel.",
-                        },
-                        rule="maximum",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".sequence must be smaller than or equal to 9007199254740991", value=data__sequence, name="" + (name_prefix or "data") + ".sequence", definition={'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Monotonic release counter per kit name and channel.'}, rule='maximum')
         if "expires" in data_keys:
             data_keys.remove("expires")
             data__expires = data["expires"]
             if not isinstance(data__expires, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".expires must be string",
-                    value=data__expires,
-                    name="" + (name_prefix or "data") + ".expires",
-                    definition={
-                        "type": "string",
-                        "description": "RFC 3339 UTC time or YYYY-MM-DD after which verify refuses the kit.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".expires must be string", value=data__expires, name="" + (name_prefix or "data") + ".expires", definition={'type': 'string', 'description': 'RFC 3339 UTC time or YYYY-MM-DD after which verify refuses the kit.'}, rule='type')
         if "product" in data_keys:
             data_keys.remove("product")
             data__product = data["product"]
             if not isinstance(data__product, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".product must be string",
-                    value=data__product,
-                    name="" + (name_prefix or "data") + ".product",
-                    definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".product must be string", value=data__product, name="" + (name_prefix or "data") + ".product", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='type')
             if isinstance(data__product, str):
                 data__product_len = len(data__product)
                 if data__product_len > 100:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".product must be shorter than or equal to 100 characters",
-                        value=data__product,
-                        name="" + (name_prefix or "data") + ".product",
-                        definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
-                        rule="maxLength",
-                    )
-                if not REGEX_PATTERNS["^[a-z0-9][a-z0-9._-]*$"].search(data__product):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".product must match pattern ^[a-z0-9][a-z0-9._-]*$",
-                        value=data__product,
-                        name="" + (name_prefix or "data") + ".product",
-                        definition={"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
-                        rule="pattern",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".product must be shorter than or equal to 100 characters", value=data__product, name="" + (name_prefix or "data") + ".product", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='maxLength')
+                if not REGEX_PATTERNS['^[a-z0-9][a-z0-9._-]*$'].search(data__product):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".product must match pattern ^[a-z0-9][a-z0-9._-]*$", value=data__product, name="" + (name_prefix or "data") + ".product", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, rule='pattern')
         if "channel" in data_keys:
             data_keys.remove("channel")
             data__channel = data["channel"]
             if not isinstance(data__channel, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".channel must be string",
-                    value=data__channel,
-                    name="" + (name_prefix or "data") + ".channel",
-                    definition={
-                        "type": "string",
-                        "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                        "maxLength": 100,
-                        "default": "stable",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".channel must be string", value=data__channel, name="" + (name_prefix or "data") + ".channel", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'default': 'stable'}, rule='type')
             if isinstance(data__channel, str):
                 data__channel_len = len(data__channel)
                 if data__channel_len > 100:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".channel must be shorter than or equal to 100 characters",
-                        value=data__channel,
-                        name="" + (name_prefix or "data") + ".channel",
-                        definition={
-                            "type": "string",
-                            "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                            "maxLength": 100,
-                            "default": "stable",
-                        },
-                        rule="maxLength",
-                    )
-                if not REGEX_PATTERNS["^[a-z0-9][a-z0-9._-]*$"].search(data__channel):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".channel must match pattern ^[a-z0-9][a-z0-9._-]*$",
-                        value=data__channel,
-                        name="" + (name_prefix or "data") + ".channel",
-                        definition={
-                            "type": "string",
-                            "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                            "maxLength": 100,
-                            "default": "stable",
-                        },
-                        rule="pattern",
-                    )
-        else:
-            data["channel"] = "stable"
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".channel must be shorter than or equal to 100 characters", value=data__channel, name="" + (name_prefix or "data") + ".channel", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'default': 'stable'}, rule='maxLength')
+                if not REGEX_PATTERNS['^[a-z0-9][a-z0-9._-]*$'].search(data__channel):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".channel must match pattern ^[a-z0-9][a-z0-9._-]*$", value=data__channel, name="" + (name_prefix or "data") + ".channel", definition={'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'default': 'stable'}, rule='pattern')
+        else: data["channel"] = 'stable'
         if "description" in data_keys:
             data_keys.remove("description")
             data__description = data["description"]
             if not isinstance(data__description, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".description must be string",
-                    value=data__description,
-                    name="" + (name_prefix or "data") + ".description",
-                    definition={"type": "string"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".description must be string", value=data__description, name="" + (name_prefix or "data") + ".description", definition={'type': 'string'}, rule='type')
         if "migrations" in data_keys:
             data_keys.remove("migrations")
             data__migrations = data["migrations"]
             if not isinstance(data__migrations, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".migrations must be array",
-                    value=data__migrations,
-                    name="" + (name_prefix or "data") + ".migrations",
-                    definition={
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "phase", "source"],
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                "source": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"},
-                                "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                "transactional": {
-                                    "type": "boolean",
-                                    "default": True,
-                                    "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                                },
-                                "idempotent": {"type": "boolean", "default": False},
-                                "up": {"type": "string", "default": "up.sql"},
-                                "verify": {"type": "string", "default": "verify.sql"},
-                                "revert": {"type": "string", "default": "revert.sql"},
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".migrations must be array", value=data__migrations, name="" + (name_prefix or "data") + ".migrations", definition={'type': 'array', 'items': {'type': 'object', 'required': ['id', 'phase', 'source'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'transactional': {'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, 'idempotent': {'type': 'boolean', 'default': False}, 'up': {'type': 'string', 'default': 'up.sql'}, 'verify': {'type': 'string', 'default': 'verify.sql'}, 'revert': {'type': 'string', 'default': 'revert.sql'}}, 'additionalProperties': False}}, rule='type')
             data__migrations_is_list = isinstance(data__migrations, (list, tuple))
             if data__migrations_is_list:
                 data__migrations_len = len(data__migrations)
                 for data__migrations_x, data__migrations_item in enumerate(data__migrations):
-                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_migration(
-                        data__migrations_item,
-                        custom_formats,
-                        (name_prefix or "data") + ".migrations[{data__migrations_x}]".format(**locals()),
-                    )
+                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_migration(data__migrations_item, custom_formats, (name_prefix or "data") + ".migrations[{data__migrations_x}]".format(**locals()))
         if "backfills" in data_keys:
             data_keys.remove("backfills")
             data__backfills = data["backfills"]
             if not isinstance(data__backfills, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".backfills must be array",
-                    value=data__backfills,
-                    name="" + (name_prefix or "data") + ".backfills",
-                    definition={
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "source"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "source": {
-                                    "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source",
-                                    "description": "The job YAML file (schemas/backfill.schema.json).",
-                                },
-                                "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                            },
-                        },
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".backfills must be array", value=data__backfills, name="" + (name_prefix or "data") + ".backfills", definition={'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source', 'description': 'The job YAML file (schemas/backfill.schema.json).'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}}}, rule='type')
             data__backfills_is_list = isinstance(data__backfills, (list, tuple))
             if data__backfills_is_list:
                 data__backfills_len = len(data__backfills)
                 for data__backfills_x, data__backfills_item in enumerate(data__backfills):
-                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_backfill(
-                        data__backfills_item,
-                        custom_formats,
-                        (name_prefix or "data") + ".backfills[{data__backfills_x}]".format(**locals()),
-                    )
+                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_backfill(data__backfills_item, custom_formats, (name_prefix or "data") + ".backfills[{data__backfills_x}]".format(**locals()))
         if "seeds" in data_keys:
             data_keys.remove("seeds")
             data__seeds = data["seeds"]
             if not isinstance(data__seeds, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".seeds must be array",
-                    value=data__seeds,
-                    name="" + (name_prefix or "data") + ".seeds",
-                    definition={
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "source", "table", "key"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "source": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"},
-                                "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "key": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                },
-                            },
-                        },
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".seeds must be array", value=data__seeds, name="" + (name_prefix or "data") + ".seeds", definition={'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source', 'table', 'key'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}}}, rule='type')
             data__seeds_is_list = isinstance(data__seeds, (list, tuple))
             if data__seeds_is_list:
                 data__seeds_len = len(data__seeds)
                 for data__seeds_x, data__seeds_item in enumerate(data__seeds):
-                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_seed(
-                        data__seeds_item,
-                        custom_formats,
-                        (name_prefix or "data") + ".seeds[{data__seeds_x}]".format(**locals()),
-                    )
+                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_seed(data__seeds_item, custom_formats, (name_prefix or "data") + ".seeds[{data__seeds_x}]".format(**locals()))
         if "sboms" in data_keys:
             data_keys.remove("sboms")
             data__sboms = data["sboms"]
             if not isinstance(data__sboms, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".sboms must be array",
-                    value=data__sboms,
-                    name="" + (name_prefix or "data") + ".sboms",
-                    definition={
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "source", "subject"],
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "source": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"},
-                                "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                "subject": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "The component this SBOM describes.",
-                                },
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".sboms must be array", value=data__sboms, name="" + (name_prefix or "data") + ".sboms", definition={'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source', 'subject'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'subject': {'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}}, 'additionalProperties': False}}, rule='type')
             data__sboms_is_list = isinstance(data__sboms, (list, tuple))
             if data__sboms_is_list:
                 data__sboms_len = len(data__sboms)
                 for data__sboms_x, data__sboms_item in enumerate(data__sboms):
-                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_sbom(
-                        data__sboms_item,
-                        custom_formats,
-                        (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()),
-                    )
+                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_sbom(data__sboms_item, custom_formats, (name_prefix or "data") + ".sboms[{data__sboms_x}]".format(**locals()))
         if "docs" in data_keys:
             data_keys.remove("docs")
             data__docs = data["docs"]
             if not isinstance(data__docs, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".docs must be array",
-                    value=data__docs,
-                    name="" + (name_prefix or "data") + ".docs",
-                    definition={
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "source"],
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "source": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"},
-                                "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".docs must be array", value=data__docs, name="" + (name_prefix or "data") + ".docs", definition={'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}, 'additionalProperties': False}}, rule='type')
             data__docs_is_list = isinstance(data__docs, (list, tuple))
             if data__docs_is_list:
                 data__docs_len = len(data__docs)
                 for data__docs_x, data__docs_item in enumerate(data__docs):
-                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_component(
-                        data__docs_item,
-                        custom_formats,
-                        (name_prefix or "data") + ".docs[{data__docs_x}]".format(**locals()),
-                    )
+                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_component(data__docs_item, custom_formats, (name_prefix or "data") + ".docs[{data__docs_x}]".format(**locals()))
         if "images" in data_keys:
             data_keys.remove("images")
             data__images = data["images"]
             if not isinstance(data__images, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".images must be array",
-                    value=data__images,
-                    name="" + (name_prefix or "data") + ".images",
-                    definition={
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["ref", "source"],
-                            "properties": {
-                                "ref": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": 255,
-                                    "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                                    "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                                },
-                                "source": {
-                                    "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source",
-                                    "description": "An OCI image layout directory, an oci-archive tarball or a docker save archive.",
-                                },
-                                "format": {
-                                    "enum": ["auto", "oci-layout", "oci-archive", "docker-archive"],
-                                    "default": "auto",
-                                },
-                                "platform": {
-                                    "type": "string",
-                                    "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                                    "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                                },
-                                "sourceRef": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                                },
-                            },
-                            "additionalProperties": False,
-                        },
-                        "description": "Container images stored under images/ as one OCI image layout (see docs/images.md).",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".images must be array", value=data__images, name="" + (name_prefix or "data") + ".images", definition={'type': 'array', 'items': {'type': 'object', 'required': ['ref', 'source'], 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source', 'description': 'An OCI image layout directory, an oci-archive tarball or a docker save archive.'}, 'format': {'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, 'platform': {'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, 'sourceRef': {'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}}, 'additionalProperties': False}, 'description': 'Container images stored under images/ as one OCI image layout (see docs/images.md).'}, rule='type')
             data__images_is_list = isinstance(data__images, (list, tuple))
             if data__images_is_list:
                 data__images_len = len(data__images)
                 for data__images_x, data__images_item in enumerate(data__images):
-                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_image(
-                        data__images_item,
-                        custom_formats,
-                        (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()),
-                    )
+                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_image(data__images_item, custom_formats, (name_prefix or "data") + ".images[{data__images_x}]".format(**locals()))
         if "checks" in data_keys:
             data_keys.remove("checks")
             data__checks = data["checks"]
             if not isinstance(data__checks, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".checks must be array",
-                    value=data__checks,
-                    name="" + (name_prefix or "data") + ".checks",
-                    definition={
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "kind"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                "kind": {"enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]},
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "where": {"type": "string"},
-                                "columns": {
-                                    "type": "array",
-                                    "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    "minItems": 1,
-                                },
-                                "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                "references": {
-                                    "type": "object",
-                                    "required": ["table", "column"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "table": {
-                                            "type": "string",
-                                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                        },
-                                        "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    },
-                                },
-                                "query": {"type": "string"},
-                                "expect": {
-                                    "oneOf": [
-                                        {"const": "stable"},
-                                        {"const": "truthy"},
-                                        {
-                                            "type": "object",
-                                            "additionalProperties": False,
-                                            "minProperties": 1,
-                                            "maxProperties": 1,
-                                            "properties": {
-                                                "delta": {"type": "integer"},
-                                                "equals": {"type": "integer"},
-                                                "min": {"type": "integer"},
-                                                "max": {"type": "integer"},
-                                            },
-                                        },
-                                    ]
-                                },
-                                "phase": {
-                                    "type": "string",
-                                    "description": "Run after this phase completes; default: after all steps.",
-                                },
-                                "on_fail": {"enum": ["halt", "warn"], "default": "halt"},
-                            },
-                            "allOf": [
-                                {
-                                    "if": {"properties": {"kind": {"const": "count"}}},
-                                    "then": {"required": ["table", "expect"]},
-                                },
-                                {
-                                    "if": {"properties": {"kind": {"const": "unique"}}},
-                                    "then": {"required": ["table", "columns"]},
-                                },
-                                {
-                                    "if": {"properties": {"kind": {"const": "foreign-key"}}},
-                                    "then": {"required": ["table", "column", "references"]},
-                                },
-                                {"if": {"properties": {"kind": {"const": "sql"}}}, "then": {"required": ["query"]}},
-                            ],
-                        },
-                        "description": "Database checks kit apply runs before/after (see docs/apply.md).",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".checks must be array", value=data__checks, name="" + (name_prefix or "data") + ".checks", definition={'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'kind': {'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'where': {'type': 'string'}, 'columns': {'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'references': {'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, 'query': {'type': 'string'}, 'expect': {'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, 'phase': {'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, 'on_fail': {'enum': ['halt', 'warn'], 'default': 'halt'}}, 'allOf': [{'if': {'properties': {'kind': {'const': 'count'}}}, 'then': {'required': ['table', 'expect']}}, {'if': {'properties': {'kind': {'const': 'unique'}}}, 'then': {'required': ['table', 'columns']}}, {'if': {'properties': {'kind': {'const': 'foreign-key'}}}, 'then': {'required': ['table', 'column', 'references']}}, {'if': {'properties': {'kind': {'const': 'sql'}}}, 'then': {'required': ['query']}}]}, 'description': 'Database checks kit apply runs before/after (see docs/apply.md).'}, rule='type')
             data__checks_is_list = isinstance(data__checks, (list, tuple))
             if data__checks_is_list:
                 data__checks_len = len(data__checks)
                 for data__checks_x, data__checks_item in enumerate(data__checks):
-                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_check(
-                        data__checks_item,
-                        custom_formats,
-                        (name_prefix or "data") + ".checks[{data__checks_x}]".format(**locals()),
-                    )
+                    validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_check(data__checks_item, custom_formats, (name_prefix or "data") + ".checks[{data__checks_x}]".format(**locals()))
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "$schema": "http://json-schema.org/draft-07/schema#",
-                    "$id": "https://kitbuilder.dev/schemas/kit-spec.schema.json",
-                    "title": "kitbuilder kit spec (YAML, read by kit build)",
-                    "type": "object",
-                    "required": ["apiVersion", "name", "version", "sequence", "expires", "product"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "apiVersion": {"const": "kitbuilder/v1"},
-                        "name": {
-                            "type": "string",
-                            "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                            "maxLength": 100,
-                            "description": "Kit name; with channel, the key under which sequences must grow.",
-                        },
-                        "version": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 100,
-                            "description": "Human version; quote it in YAML (2025.11 would otherwise be a number).",
-                        },
-                        "sequence": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": 9007199254740991,
-                            "description": "Monotonic release counter per kit name and channel.",
-                        },
-                        "expires": {
-                            "type": "string",
-                            "description": "RFC 3339 UTC time or YYYY-MM-DD after which verify refuses the kit.",
-                        },
-                        "product": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 100},
-                        "channel": {
-                            "type": "string",
-                            "pattern": "^[a-z0-9][a-z0-9._-]*$",
-                            "maxLength": 100,
-                            "default": "stable",
-                        },
-                        "description": {"type": "string"},
-                        "migrations": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "phase", "source"],
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"
-                                    },
-                                    "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                    "transactional": {
-                                        "type": "boolean",
-                                        "default": True,
-                                        "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                                    },
-                                    "idempotent": {"type": "boolean", "default": False},
-                                    "up": {"type": "string", "default": "up.sql"},
-                                    "verify": {"type": "string", "default": "verify.sql"},
-                                    "revert": {"type": "string", "default": "revert.sql"},
-                                },
-                                "additionalProperties": False,
-                            },
-                        },
-                        "backfills": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "source"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source",
-                                        "description": "The job YAML file (schemas/backfill.schema.json).",
-                                    },
-                                    "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                },
-                            },
-                        },
-                        "seeds": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "source", "table", "key"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"
-                                    },
-                                    "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                    "table": {
-                                        "type": "string",
-                                        "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                    },
-                                    "key": {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    },
-                                },
-                            },
-                        },
-                        "sboms": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "source", "subject"],
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"
-                                    },
-                                    "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                    "subject": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "description": "The component this SBOM describes.",
-                                    },
-                                },
-                                "additionalProperties": False,
-                            },
-                        },
-                        "docs": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "source"],
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source"
-                                    },
-                                    "dest": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest"},
-                                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                },
-                                "additionalProperties": False,
-                            },
-                        },
-                        "images": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["ref", "source"],
-                                "properties": {
-                                    "ref": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": 255,
-                                        "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                                        "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                                    },
-                                    "source": {
-                                        "$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source",
-                                        "description": "An OCI image layout directory, an oci-archive tarball or a docker save archive.",
-                                    },
-                                    "format": {
-                                        "enum": ["auto", "oci-layout", "oci-archive", "docker-archive"],
-                                        "default": "auto",
-                                    },
-                                    "platform": {
-                                        "type": "string",
-                                        "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                                        "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                                    },
-                                    "sourceRef": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                                    },
-                                },
-                                "additionalProperties": False,
-                            },
-                            "description": "Container images stored under images/ as one OCI image layout (see docs/images.md).",
-                        },
-                        "checks": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "kind"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "id": {"$ref": "https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id"},
-                                    "kind": {
-                                        "enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]
-                                    },
-                                    "table": {
-                                        "type": "string",
-                                        "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                    },
-                                    "where": {"type": "string"},
-                                    "columns": {
-                                        "type": "array",
-                                        "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                        "minItems": 1,
-                                    },
-                                    "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    "references": {
-                                        "type": "object",
-                                        "required": ["table", "column"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "table": {
-                                                "type": "string",
-                                                "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                            },
-                                            "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                        },
-                                    },
-                                    "query": {"type": "string"},
-                                    "expect": {
-                                        "oneOf": [
-                                            {"const": "stable"},
-                                            {"const": "truthy"},
-                                            {
-                                                "type": "object",
-                                                "additionalProperties": False,
-                                                "minProperties": 1,
-                                                "maxProperties": 1,
-                                                "properties": {
-                                                    "delta": {"type": "integer"},
-                                                    "equals": {"type": "integer"},
-                                                    "min": {"type": "integer"},
-                                                    "max": {"type": "integer"},
-                                                },
-                                            },
-                                        ]
-                                    },
-                                    "phase": {
-                                        "type": "string",
-                                        "description": "Run after this phase completes; default: after all steps.",
-                                    },
-                                    "on_fail": {"enum": ["halt", "warn"], "default": "halt"},
-                                },
-                                "allOf": [
-                                    {
-                                        "if": {"properties": {"kind": {"const": "count"}}},
-                                        "then": {"required": ["table", "expect"]},
-                                    },
-                                    {
-                                        "if": {"properties": {"kind": {"const": "unique"}}},
-                                        "then": {"required": ["table", "columns"]},
-                                    },
-                                    {
-                                        "if": {"properties": {"kind": {"const": "foreign-key"}}},
-                                        "then": {"required": ["table", "column", "references"]},
-                                    },
-                                    {"if": {"properties": {"kind": {"const": "sql"}}}, "then": {"required": ["query"]}},
-                                ],
-                            },
-                            "description": "Database checks kit apply runs before/after (see docs/apply.md).",
-                        },
-                    },
-                    "$defs": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "component": {
-                            "type": "object",
-                            "required": ["id", "source"],
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "dest": {
-                                    "type": "string",
-                                    "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                                },
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                            },
-                            "additionalProperties": False,
-                        },
-                        "migration": {
-                            "type": "object",
-                            "required": ["id", "phase", "source"],
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "dest": {
-                                    "type": "string",
-                                    "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                                },
-                                "transactional": {
-                                    "type": "boolean",
-                                    "default": True,
-                                    "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                                },
-                                "idempotent": {"type": "boolean", "default": False},
-                                "up": {"type": "string", "default": "up.sql"},
-                                "verify": {"type": "string", "default": "verify.sql"},
-                                "revert": {"type": "string", "default": "revert.sql"},
-                            },
-                            "additionalProperties": False,
-                        },
-                        "sbom": {
-                            "type": "object",
-                            "required": ["id", "source", "subject"],
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "dest": {
-                                    "type": "string",
-                                    "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                                },
-                                "subject": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "The component this SBOM describes.",
-                                },
-                            },
-                            "additionalProperties": False,
-                        },
-                        "check": {
-                            "type": "object",
-                            "required": ["id", "kind"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "kind": {"enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]},
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "where": {"type": "string"},
-                                "columns": {
-                                    "type": "array",
-                                    "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    "minItems": 1,
-                                },
-                                "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                "references": {
-                                    "type": "object",
-                                    "required": ["table", "column"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "table": {
-                                            "type": "string",
-                                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                        },
-                                        "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                    },
-                                },
-                                "query": {"type": "string"},
-                                "expect": {
-                                    "oneOf": [
-                                        {"const": "stable"},
-                                        {"const": "truthy"},
-                                        {
-                                            "type": "object",
-                                            "additionalProperties": False,
-                                            "minProperties": 1,
-                                            "maxProperties": 1,
-                                            "properties": {
-                                                "delta": {"type": "integer"},
-                                                "equals": {"type": "integer"},
-                                                "min": {"type": "integer"},
-                                                "max": {"type": "integer"},
-                                            },
-                                        },
-                                    ]
-                                },
-                                "phase": {
-                                    "type": "string",
-                                    "description": "Run after this phase completes; default: after all steps.",
-                                },
-                                "on_fail": {"enum": ["halt", "warn"], "default": "halt"},
-                            },
-                            "allOf": [
-                                {
-                                    "if": {"properties": {"kind": {"const": "count"}}},
-                                    "then": {"required": ["table", "expect"]},
-                                },
-                                {
-                                    "if": {"properties": {"kind": {"const": "unique"}}},
-                                    "then": {"required": ["table", "columns"]},
-                                },
-                                {
-                                    "if": {"properties": {"kind": {"const": "foreign-key"}}},
-                                    "then": {"required": ["table", "column", "references"]},
-                                },
-                                {"if": {"properties": {"kind": {"const": "sql"}}}, "then": {"required": ["query"]}},
-                            ],
-                        },
-                        "seed": {
-                            "type": "object",
-                            "required": ["id", "source", "table", "key"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "dest": {
-                                    "type": "string",
-                                    "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                                },
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "key": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                },
-                            },
-                        },
-                        "backfill": {
-                            "type": "object",
-                            "required": ["id", "source"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "dest": {
-                                    "type": "string",
-                                    "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                                },
-                                "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                            },
-                        },
-                        "image": {
-                            "type": "object",
-                            "required": ["ref", "source"],
-                            "properties": {
-                                "ref": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": 255,
-                                    "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                                    "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                                },
-                                "source": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                                },
-                                "format": {
-                                    "enum": ["auto", "oci-layout", "oci-archive", "docker-archive"],
-                                    "default": "auto",
-                                },
-                                "platform": {
-                                    "type": "string",
-                                    "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                                    "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                                },
-                                "sourceRef": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                                },
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/kit-spec.schema.json', 'title': 'kitbuilder kit spec (YAML, read by kit build)', 'type': 'object', 'required': ['apiVersion', 'name', 'version', 'sequence', 'expires', 'product'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'name': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'description': 'Kit name; with channel, the key under which sequences must grow.'}, 'version': {'type': 'string', 'minLength': 1, 'maxLength': 100, 'description': 'Human version; quote it in YAML (2025.11 would otherwise be a number).'}, 'sequence': {'type': 'integer', 'minimum': 1, 'maximum': 9007199254740991, 'description': 'Monotonic release counter per kit name and channel.'}, 'expires': {'type': 'string', 'description': 'RFC 3339 UTC time or YYYY-MM-DD after which verify refuses the kit.'}, 'product': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100}, 'channel': {'type': 'string', 'pattern': '^[a-z0-9][a-z0-9._-]*$', 'maxLength': 100, 'default': 'stable'}, 'description': {'type': 'string'}, 'migrations': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'phase', 'source'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'transactional': {'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, 'idempotent': {'type': 'boolean', 'default': False}, 'up': {'type': 'string', 'default': 'up.sql'}, 'verify': {'type': 'string', 'default': 'verify.sql'}, 'revert': {'type': 'string', 'default': 'revert.sql'}}, 'additionalProperties': False}}, 'backfills': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source', 'description': 'The job YAML file (schemas/backfill.schema.json).'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}}}, 'seeds': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source', 'table', 'key'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}}}, 'sboms': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source', 'subject'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'subject': {'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}}, 'additionalProperties': False}}, 'docs': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'source'], 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source'}, 'dest': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/dest'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}, 'additionalProperties': False}}, 'images': {'type': 'array', 'items': {'type': 'object', 'required': ['ref', 'source'], 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, 'source': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/source', 'description': 'An OCI image layout directory, an oci-archive tarball or a docker save archive.'}, 'format': {'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, 'platform': {'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, 'sourceRef': {'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}}, 'additionalProperties': False}, 'description': 'Container images stored under images/ as one OCI image layout (see docs/images.md).'}, 'checks': {'type': 'array', 'items': {'type': 'object', 'required': ['id', 'kind'], 'additionalProperties': False, 'properties': {'id': {'$ref': 'https://kitbuilder.dev/schemas/kit-spec.schema.json#/$defs/id'}, 'kind': {'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'where': {'type': 'string'}, 'columns': {'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'references': {'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, 'query': {'type': 'string'}, 'expect': {'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, 'phase': {'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, 'on_fail': {'enum': ['halt', 'warn'], 'default': 'halt'}}, 'allOf': [{'if': {'properties': {'kind': {'const': 'count'}}}, 'then': {'required': ['table', 'expect']}}, {'if': {'properties': {'kind': {'const': 'unique'}}}, 'then': {'required': ['table', 'columns']}}, {'if': {'properties': {'kind': {'const': 'foreign-key'}}}, 'then': {'required': ['table', 'column', 'references']}}, {'if': {'properties': {'kind': {'const': 'sql'}}}, 'then': {'required': ['query']}}]}, 'description': 'Database checks kit apply runs before/after (see docs/apply.md).'}}, '$defs': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'component': {'type': 'object', 'required': ['id', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}, 'additionalProperties': False}, 'migration': {'type': 'object', 'required': ['id', 'phase', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'transactional': {'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, 'idempotent': {'type': 'boolean', 'default': False}, 'up': {'type': 'string', 'default': 'up.sql'}, 'verify': {'type': 'string', 'default': 'verify.sql'}, 'revert': {'type': 'string', 'default': 'revert.sql'}}, 'additionalProperties': False}, 'sbom': {'type': 'object', 'required': ['id', 'source', 'subject'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'subject': {'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}}, 'additionalProperties': False}, 'check': {'type': 'object', 'required': ['id', 'kind'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'kind': {'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'where': {'type': 'string'}, 'columns': {'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'references': {'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, 'query': {'type': 'string'}, 'expect': {'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, 'phase': {'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, 'on_fail': {'enum': ['halt', 'warn'], 'default': 'halt'}}, 'allOf': [{'if': {'properties': {'kind': {'const': 'count'}}}, 'then': {'required': ['table', 'expect']}}, {'if': {'properties': {'kind': {'const': 'unique'}}}, 'then': {'required': ['table', 'columns']}}, {'if': {'properties': {'kind': {'const': 'foreign-key'}}}, 'then': {'required': ['table', 'column', 'references']}}, {'if': {'properties': {'kind': {'const': 'sql'}}}, 'then': {'required': ['query']}}]}, 'seed': {'type': 'object', 'required': ['id', 'source', 'table', 'key'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}}, 'backfill': {'type': 'object', 'required': ['id', 'source'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}}, 'image': {'type': 'object', 'required': ['ref', 'source'], 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'format': {'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, 'platform': {'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, 'sourceRef': {'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}}, 'additionalProperties': False}}}, rule='additionalProperties')
     return data
 
-
-def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_check(
-    data, custom_formats={}, name_prefix=None
-):
+def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_check(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "type": "object",
-                "required": ["id", "kind"],
-                "additionalProperties": False,
-                "properties": {
-                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                    "kind": {"enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]},
-                    "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                    "where": {"type": "string"},
-                    "columns": {
-                        "type": "array",
-                        "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "minItems": 1,
-                    },
-                    "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                    "references": {
-                        "type": "object",
-                        "required": ["table", "column"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "table": {
-                                "type": "string",
-                                "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                            },
-                            "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        },
-                    },
-                    "query": {"type": "string"},
-                    "expect": {
-                        "oneOf": [
-                            {"const": "stable"},
-                            {"const": "truthy"},
-                            {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "minProperties": 1,
-                                "maxProperties": 1,
-                                "properties": {
-                                    "delta": {"type": "integer"},
-                                    "equals": {"type": "integer"},
-                                    "min": {"type": "integer"},
-                                    "max": {"type": "integer"},
-                                },
-                            },
-                        ]
-                    },
-                    "phase": {
-                        "type": "string",
-                        "description": "Run after this phase completes; default: after all steps.",
-                    },
-                    "on_fail": {"enum": ["halt", "warn"], "default": "halt"},
-                },
-                "allOf": [
-                    {"if": {"properties": {"kind": {"const": "count"}}}, "then": {"required": ["table", "expect"]}},
-                    {"if": {"properties": {"kind": {"const": "unique"}}}, "then": {"required": ["table", "columns"]}},
-                    {
-                        "if": {"properties": {"kind": {"const": "foreign-key"}}},
-                        "then": {"required": ["table", "column", "references"]},
-                    },
-                    {"if": {"properties": {"kind": {"const": "sql"}}}, "then": {"required": ["query"]}},
-                ],
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'kind'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'kind': {'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'where': {'type': 'string'}, 'columns': {'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'references': {'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, 'query': {'type': 'string'}, 'expect': {'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, 'phase': {'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, 'on_fail': {'enum': ['halt', 'warn'], 'default': 'halt'}}, 'allOf': [{'if': {'properties': {'kind': {'const': 'count'}}}, 'then': {'required': ['table', 'expect']}}, {'if': {'properties': {'kind': {'const': 'unique'}}}, 'then': {'required': ['table', 'columns']}}, {'if': {'properties': {'kind': {'const': 'foreign-key'}}}, 'then': {'required': ['table', 'column', 'references']}}, {'if': {'properties': {'kind': {'const': 'sql'}}}, 'then': {'required': ['query']}}]}, rule='type')
     try:
         data_is_dict = isinstance(data, dict)
         if data_is_dict:
@@ -2162,28 +182,16 @@ def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_check(
             if "kind" in data_keys:
                 data_keys.remove("kind")
                 data__kind = data["kind"]
-                if not (isinstance(data__kind, str) and data__kind == "count"):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".kind must be same as const definition: count",
-                        value=data__kind,
-                        name="" + (name_prefix or "data") + ".kind",
-                        definition={"const": "count"},
-                        rule="const",
-                    )
+                if not (isinstance(data__kind, str) and data__kind == 'count'):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".kind must be same as const definition: count", value=data__kind, name="" + (name_prefix or "data") + ".kind", definition={'const': 'count'}, rule='const')
     except (JsonSchemaValueException, JsonSchemaValuesException):
         pass
     else:
         data_is_dict = isinstance(data, dict)
         if data_is_dict:
-            data__missing_keys = set(["table", "expect"]) - data.keys()
+            data__missing_keys = set(['table', 'expect']) - data.keys()
             if data__missing_keys:
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                    value=data,
-                    name="" + (name_prefix or "data") + "",
-                    definition={"required": ["table", "expect"]},
-                    rule="required",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'required': ['table', 'expect']}, rule='required')
     try:
         data_is_dict = isinstance(data, dict)
         if data_is_dict:
@@ -2191,28 +199,16 @@ def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_check(
             if "kind" in data_keys:
                 data_keys.remove("kind")
                 data__kind = data["kind"]
-                if not (isinstance(data__kind, str) and data__kind == "unique"):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".kind must be same as const definition: unique",
-                        value=data__kind,
-                        name="" + (name_prefix or "data") + ".kind",
-                        definition={"const": "unique"},
-                        rule="const",
-                    )
+                if not (isinstance(data__kind, str) and data__kind == 'unique'):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".kind must be same as const definition: unique", value=data__kind, name="" + (name_prefix or "data") + ".kind", definition={'const': 'unique'}, rule='const')
     except (JsonSchemaValueException, JsonSchemaValuesException):
         pass
     else:
         data_is_dict = isinstance(data, dict)
         if data_is_dict:
-            data__missing_keys = set(["table", "columns"]) - data.keys()
+            data__missing_keys = set(['table', 'columns']) - data.keys()
             if data__missing_keys:
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                    value=data,
-                    name="" + (name_prefix or "data") + "",
-                    definition={"required": ["table", "columns"]},
-                    rule="required",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'required': ['table', 'columns']}, rule='required')
     try:
         data_is_dict = isinstance(data, dict)
         if data_is_dict:
@@ -2220,28 +216,16 @@ def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_check(
             if "kind" in data_keys:
                 data_keys.remove("kind")
                 data__kind = data["kind"]
-                if not (isinstance(data__kind, str) and data__kind == "foreign-key"):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".kind must be same as const definition: foreign-key",
-                        value=data__kind,
-                        name="" + (name_prefix or "data") + ".kind",
-                        definition={"const": "foreign-key"},
-                        rule="const",
-                    )
+                if not (isinstance(data__kind, str) and data__kind == 'foreign-key'):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".kind must be same as const definition: foreign-key", value=data__kind, name="" + (name_prefix or "data") + ".kind", definition={'const': 'foreign-key'}, rule='const')
     except (JsonSchemaValueException, JsonSchemaValuesException):
         pass
     else:
         data_is_dict = isinstance(data, dict)
         if data_is_dict:
-            data__missing_keys = set(["table", "column", "references"]) - data.keys()
+            data__missing_keys = set(['table', 'column', 'references']) - data.keys()
             if data__missing_keys:
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                    value=data,
-                    name="" + (name_prefix or "data") + "",
-                    definition={"required": ["table", "column", "references"]},
-                    rule="required",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'required': ['table', 'column', 'references']}, rule='required')
     try:
         data_is_dict = isinstance(data, dict)
         if data_is_dict:
@@ -2249,1858 +233,467 @@ def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_check(
             if "kind" in data_keys:
                 data_keys.remove("kind")
                 data__kind = data["kind"]
-                if not (isinstance(data__kind, str) and data__kind == "sql"):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".kind must be same as const definition: sql",
-                        value=data__kind,
-                        name="" + (name_prefix or "data") + ".kind",
-                        definition={"const": "sql"},
-                        rule="const",
-                    )
+                if not (isinstance(data__kind, str) and data__kind == 'sql'):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".kind must be same as const definition: sql", value=data__kind, name="" + (name_prefix or "data") + ".kind", definition={'const': 'sql'}, rule='const')
     except (JsonSchemaValueException, JsonSchemaValuesException):
         pass
     else:
         data_is_dict = isinstance(data, dict)
         if data_is_dict:
-            data__missing_keys = set(["query"]) - data.keys()
+            data__missing_keys = set(['query']) - data.keys()
             if data__missing_keys:
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                    value=data,
-                    name="" + (name_prefix or "data") + "",
-                    definition={"required": ["query"]},
-                    rule="required",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'required': ['query']}, rule='required')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["id", "kind"]) - data.keys()
+        data__missing_keys = set(['id', 'kind']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "kind"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "kind": {"enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]},
-                        "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                        "where": {"type": "string"},
-                        "columns": {
-                            "type": "array",
-                            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            "minItems": 1,
-                        },
-                        "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "references": {
-                            "type": "object",
-                            "required": ["table", "column"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            },
-                        },
-                        "query": {"type": "string"},
-                        "expect": {
-                            "oneOf": [
-                                {"const": "stable"},
-                                {"const": "truthy"},
-                                {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "minProperties": 1,
-                                    "maxProperties": 1,
-                                    "properties": {
-                                        "delta": {"type": "integer"},
-                                        "equals": {"type": "integer"},
-                                        "min": {"type": "integer"},
-                                        "max": {"type": "integer"},
-                                    },
-                                },
-                            ]
-                        },
-                        "phase": {
-                            "type": "string",
-                            "description": "Run after this phase completes; default: after all steps.",
-                        },
-                        "on_fail": {"enum": ["halt", "warn"], "default": "halt"},
-                    },
-                    "allOf": [
-                        {"if": {"properties": {"kind": {"const": "count"}}}, "then": {"required": ["table", "expect"]}},
-                        {
-                            "if": {"properties": {"kind": {"const": "unique"}}},
-                            "then": {"required": ["table", "columns"]},
-                        },
-                        {
-                            "if": {"properties": {"kind": {"const": "foreign-key"}}},
-                            "then": {"required": ["table", "column", "references"]},
-                        },
-                        {"if": {"properties": {"kind": {"const": "sql"}}}, "then": {"required": ["query"]}},
-                    ],
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'kind'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'kind': {'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'where': {'type': 'string'}, 'columns': {'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'references': {'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, 'query': {'type': 'string'}, 'expect': {'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, 'phase': {'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, 'on_fail': {'enum': ['halt', 'warn'], 'default': 'halt'}}, 'allOf': [{'if': {'properties': {'kind': {'const': 'count'}}}, 'then': {'required': ['table', 'expect']}}, {'if': {'properties': {'kind': {'const': 'unique'}}}, 'then': {'required': ['table', 'columns']}}, {'if': {'properties': {'kind': {'const': 'foreign-key'}}}, 'then': {'required': ['table', 'column', 'references']}}, {'if': {'properties': {'kind': {'const': 'sql'}}}, 'then': {'required': ['query']}}]}, rule='required')
         data_keys = set(data.keys())
         if "id" in data_keys:
             data_keys.remove("id")
             data__id = data["id"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(
-                data__id, custom_formats, (name_prefix or "data") + ".id"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(data__id, custom_formats, (name_prefix or "data") + ".id")
         if "kind" in data_keys:
             data_keys.remove("kind")
             data__kind = data["kind"]
-            if not (
-                isinstance(data__kind, str)
-                and data__kind == "count"
-                or isinstance(data__kind, str)
-                and data__kind == "unique"
-                or isinstance(data__kind, str)
-                and data__kind == "foreign-key"
-                or isinstance(data__kind, str)
-                and data__kind == "sqlite-foreign-key-check"
-                or isinstance(data__kind, str)
-                and data__kind == "sql"
-            ):
-                raise JsonSchemaValueException(
-                    ""
-                    + (name_prefix or "data")
-                    + ".kind must be one of ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']",
-                    value=data__kind,
-                    name="" + (name_prefix or "data") + ".kind",
-                    definition={"enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]},
-                    rule="enum",
-                )
+            if not (isinstance(data__kind, str) and data__kind == 'count' or isinstance(data__kind, str) and data__kind == 'unique' or isinstance(data__kind, str) and data__kind == 'foreign-key' or isinstance(data__kind, str) and data__kind == 'sqlite-foreign-key-check' or isinstance(data__kind, str) and data__kind == 'sql'):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".kind must be one of ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']", value=data__kind, name="" + (name_prefix or "data") + ".kind", definition={'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, rule='enum')
         if "table" in data_keys:
             data_keys.remove("table")
             data__table = data["table"]
             if not isinstance(data__table, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".table must be string",
-                    value=data__table,
-                    name="" + (name_prefix or "data") + ".table",
-                    definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".table must be string", value=data__table, name="" + (name_prefix or "data") + ".table", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, rule='type')
             if isinstance(data__table, str):
-                if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"].search(data__table):
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + ".table must match pattern ^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                        value=data__table,
-                        name="" + (name_prefix or "data") + ".table",
-                        definition={
-                            "type": "string",
-                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                        },
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'].search(data__table):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".table must match pattern ^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$", value=data__table, name="" + (name_prefix or "data") + ".table", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, rule='pattern')
         if "where" in data_keys:
             data_keys.remove("where")
             data__where = data["where"]
             if not isinstance(data__where, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".where must be string",
-                    value=data__where,
-                    name="" + (name_prefix or "data") + ".where",
-                    definition={"type": "string"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".where must be string", value=data__where, name="" + (name_prefix or "data") + ".where", definition={'type': 'string'}, rule='type')
         if "columns" in data_keys:
             data_keys.remove("columns")
             data__columns = data["columns"]
             if not isinstance(data__columns, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".columns must be array",
-                    value=data__columns,
-                    name="" + (name_prefix or "data") + ".columns",
-                    definition={
-                        "type": "array",
-                        "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "minItems": 1,
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".columns must be array", value=data__columns, name="" + (name_prefix or "data") + ".columns", definition={'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, rule='type')
             data__columns_is_list = isinstance(data__columns, (list, tuple))
             if data__columns_is_list:
                 data__columns_len = len(data__columns)
                 if data__columns_len < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".columns must contain at least 1 items",
-                        value=data__columns,
-                        name="" + (name_prefix or "data") + ".columns",
-                        definition={
-                            "type": "array",
-                            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            "minItems": 1,
-                        },
-                        rule="minItems",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".columns must contain at least 1 items", value=data__columns, name="" + (name_prefix or "data") + ".columns", definition={'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, rule='minItems')
                 for data__columns_x, data__columns_item in enumerate(data__columns):
                     if not isinstance(data__columns_item, (str)):
-                        raise JsonSchemaValueException(
-                            ""
-                            + (name_prefix or "data")
-                            + ".columns[{data__columns_x}]".format(**locals())
-                            + " must be string",
-                            value=data__columns_item,
-                            name="" + (name_prefix or "data") + ".columns[{data__columns_x}]".format(**locals()) + "",
-                            definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".columns[{data__columns_x}]".format(**locals()) + " must be string", value=data__columns_item, name="" + (name_prefix or "data") + ".columns[{data__columns_x}]".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='type')
                     if isinstance(data__columns_item, str):
-                        if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*$"].search(data__columns_item):
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".columns[{data__columns_x}]".format(**locals())
-                                + " must match pattern ^[A-Za-z_][A-Za-z0-9_]*$",
-                                value=data__columns_item,
-                                name=""
-                                + (name_prefix or "data")
-                                + ".columns[{data__columns_x}]".format(**locals())
-                                + "",
-                                definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                rule="pattern",
-                            )
+                        if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*$'].search(data__columns_item):
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".columns[{data__columns_x}]".format(**locals()) + " must match pattern ^[A-Za-z_][A-Za-z0-9_]*$", value=data__columns_item, name="" + (name_prefix or "data") + ".columns[{data__columns_x}]".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='pattern')
         if "column" in data_keys:
             data_keys.remove("column")
             data__column = data["column"]
             if not isinstance(data__column, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".column must be string",
-                    value=data__column,
-                    name="" + (name_prefix or "data") + ".column",
-                    definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".column must be string", value=data__column, name="" + (name_prefix or "data") + ".column", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='type')
             if isinstance(data__column, str):
-                if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*$"].search(data__column):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".column must match pattern ^[A-Za-z_][A-Za-z0-9_]*$",
-                        value=data__column,
-                        name="" + (name_prefix or "data") + ".column",
-                        definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*$'].search(data__column):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".column must match pattern ^[A-Za-z_][A-Za-z0-9_]*$", value=data__column, name="" + (name_prefix or "data") + ".column", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='pattern')
         if "references" in data_keys:
             data_keys.remove("references")
             data__references = data["references"]
             if not isinstance(data__references, (dict)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".references must be object",
-                    value=data__references,
-                    name="" + (name_prefix or "data") + ".references",
-                    definition={
-                        "type": "object",
-                        "required": ["table", "column"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "table": {
-                                "type": "string",
-                                "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                            },
-                            "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        },
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".references must be object", value=data__references, name="" + (name_prefix or "data") + ".references", definition={'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, rule='type')
             data__references_is_dict = isinstance(data__references, dict)
             if data__references_is_dict:
-                data__references__missing_keys = set(["table", "column"]) - data__references.keys()
+                data__references__missing_keys = set(['table', 'column']) - data__references.keys()
                 if data__references__missing_keys:
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + ".references must contain "
-                        + (str(sorted(data__references__missing_keys)) + " properties"),
-                        value=data__references,
-                        name="" + (name_prefix or "data") + ".references",
-                        definition={
-                            "type": "object",
-                            "required": ["table", "column"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            },
-                        },
-                        rule="required",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".references must contain " + (str(sorted(data__references__missing_keys)) + " properties"), value=data__references, name="" + (name_prefix or "data") + ".references", definition={'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, rule='required')
                 data__references_keys = set(data__references.keys())
                 if "table" in data__references_keys:
                     data__references_keys.remove("table")
                     data__references__table = data__references["table"]
                     if not isinstance(data__references__table, (str)):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".references.table must be string",
-                            value=data__references__table,
-                            name="" + (name_prefix or "data") + ".references.table",
-                            definition={
-                                "type": "string",
-                                "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                            },
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".references.table must be string", value=data__references__table, name="" + (name_prefix or "data") + ".references.table", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, rule='type')
                     if isinstance(data__references__table, str):
-                        if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"].search(
-                            data__references__table
-                        ):
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".references.table must match pattern ^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                value=data__references__table,
-                                name="" + (name_prefix or "data") + ".references.table",
-                                definition={
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                rule="pattern",
-                            )
+                        if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'].search(data__references__table):
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".references.table must match pattern ^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$", value=data__references__table, name="" + (name_prefix or "data") + ".references.table", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, rule='pattern')
                 if "column" in data__references_keys:
                     data__references_keys.remove("column")
                     data__references__column = data__references["column"]
                     if not isinstance(data__references__column, (str)):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".references.column must be string",
-                            value=data__references__column,
-                            name="" + (name_prefix or "data") + ".references.column",
-                            definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".references.column must be string", value=data__references__column, name="" + (name_prefix or "data") + ".references.column", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='type')
                     if isinstance(data__references__column, str):
-                        if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*$"].search(data__references__column):
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".references.column must match pattern ^[A-Za-z_][A-Za-z0-9_]*$",
-                                value=data__references__column,
-                                name="" + (name_prefix or "data") + ".references.column",
-                                definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                rule="pattern",
-                            )
+                        if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*$'].search(data__references__column):
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".references.column must match pattern ^[A-Za-z_][A-Za-z0-9_]*$", value=data__references__column, name="" + (name_prefix or "data") + ".references.column", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='pattern')
                 if data__references_keys:
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + ".references must not contain "
-                        + str(data__references_keys)
-                        + " properties",
-                        value=data__references,
-                        name="" + (name_prefix or "data") + ".references",
-                        definition={
-                            "type": "object",
-                            "required": ["table", "column"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            },
-                        },
-                        rule="additionalProperties",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".references must not contain "+str(data__references_keys)+" properties", value=data__references, name="" + (name_prefix or "data") + ".references", definition={'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, rule='additionalProperties')
         if "query" in data_keys:
             data_keys.remove("query")
             data__query = data["query"]
             if not isinstance(data__query, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".query must be string",
-                    value=data__query,
-                    name="" + (name_prefix or "data") + ".query",
-                    definition={"type": "string"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".query must be string", value=data__query, name="" + (name_prefix or "data") + ".query", definition={'type': 'string'}, rule='type')
         if "expect" in data_keys:
             data_keys.remove("expect")
             data__expect = data["expect"]
             data__expect_one_of_count1 = 0
             if data__expect_one_of_count1 < 2:
                 try:
-                    if not (isinstance(data__expect, str) and data__expect == "stable"):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".expect must be same as const definition: stable",
-                            value=data__expect,
-                            name="" + (name_prefix or "data") + ".expect",
-                            definition={"const": "stable"},
-                            rule="const",
-                        )
+                    if not (isinstance(data__expect, str) and data__expect == 'stable'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect must be same as const definition: stable", value=data__expect, name="" + (name_prefix or "data") + ".expect", definition={'const': 'stable'}, rule='const')
                     data__expect_one_of_count1 += 1
-                except (JsonSchemaValueException, JsonSchemaValuesException):
-                    pass
+                except (JsonSchemaValueException, JsonSchemaValuesException): pass
             if data__expect_one_of_count1 < 2:
                 try:
-                    if not (isinstance(data__expect, str) and data__expect == "truthy"):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".expect must be same as const definition: truthy",
-                            value=data__expect,
-                            name="" + (name_prefix or "data") + ".expect",
-                            definition={"const": "truthy"},
-                            rule="const",
-                        )
+                    if not (isinstance(data__expect, str) and data__expect == 'truthy'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect must be same as const definition: truthy", value=data__expect, name="" + (name_prefix or "data") + ".expect", definition={'const': 'truthy'}, rule='const')
                     data__expect_one_of_count1 += 1
-                except (JsonSchemaValueException, JsonSchemaValuesException):
-                    pass
+                except (JsonSchemaValueException, JsonSchemaValuesException): pass
             if data__expect_one_of_count1 < 2:
                 try:
                     if not isinstance(data__expect, (dict)):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".expect must be object",
-                            value=data__expect,
-                            name="" + (name_prefix or "data") + ".expect",
-                            definition={
-                                "type": "object",
-                                "additionalProperties": False,
-                                "minProperties": 1,
-                                "maxProperties": 1,
-                                "properties": {
-                                    "delta": {"type": "integer"},
-                                    "equals": {"type": "integer"},
-                                    "min": {"type": "integer"},
-                                    "max": {"type": "integer"},
-                                },
-                            },
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect must be object", value=data__expect, name="" + (name_prefix or "data") + ".expect", definition={'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}, rule='type')
                     data__expect_is_dict = isinstance(data__expect, dict)
                     if data__expect_is_dict:
                         data__expect_len = len(data__expect)
                         if data__expect_len < 1:
-                            raise JsonSchemaValueException(
-                                "" + (name_prefix or "data") + ".expect must contain at least 1 properties",
-                                value=data__expect,
-                                name="" + (name_prefix or "data") + ".expect",
-                                definition={
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "minProperties": 1,
-                                    "maxProperties": 1,
-                                    "properties": {
-                                        "delta": {"type": "integer"},
-                                        "equals": {"type": "integer"},
-                                        "min": {"type": "integer"},
-                                        "max": {"type": "integer"},
-                                    },
-                                },
-                                rule="minProperties",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect must contain at least 1 properties", value=data__expect, name="" + (name_prefix or "data") + ".expect", definition={'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}, rule='minProperties')
                         if data__expect_len > 1:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".expect must contain less than or equal to 1 properties",
-                                value=data__expect,
-                                name="" + (name_prefix or "data") + ".expect",
-                                definition={
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "minProperties": 1,
-                                    "maxProperties": 1,
-                                    "properties": {
-                                        "delta": {"type": "integer"},
-                                        "equals": {"type": "integer"},
-                                        "min": {"type": "integer"},
-                                        "max": {"type": "integer"},
-                                    },
-                                },
-                                rule="maxProperties",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect must contain less than or equal to 1 properties", value=data__expect, name="" + (name_prefix or "data") + ".expect", definition={'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}, rule='maxProperties')
                         data__expect_keys = set(data__expect.keys())
                         if "delta" in data__expect_keys:
                             data__expect_keys.remove("delta")
                             data__expect__delta = data__expect["delta"]
-                            if (
-                                not isinstance(data__expect__delta, (int))
-                                and not (isinstance(data__expect__delta, float) and data__expect__delta.is_integer())
-                                or isinstance(data__expect__delta, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    "" + (name_prefix or "data") + ".expect.delta must be integer",
-                                    value=data__expect__delta,
-                                    name="" + (name_prefix or "data") + ".expect.delta",
-                                    definition={"type": "integer"},
-                                    rule="type",
-                                )
+                            if not isinstance(data__expect__delta, (int)) and not (isinstance(data__expect__delta, float) and data__expect__delta.is_integer()) or isinstance(data__expect__delta, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect.delta must be integer", value=data__expect__delta, name="" + (name_prefix or "data") + ".expect.delta", definition={'type': 'integer'}, rule='type')
                         if "equals" in data__expect_keys:
                             data__expect_keys.remove("equals")
                             data__expect__equals = data__expect["equals"]
-                            if (
-                                not isinstance(data__expect__equals, (int))
-                                and not (isinstance(data__expect__equals, float) and data__expect__equals.is_integer())
-                                or isinstance(data__expect__equals, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    "" + (name_prefix or "data") + ".expect.equals must be integer",
-                                    value=data__expect__equals,
-                                    name="" + (name_prefix or "data") + ".expect.equals",
-                                    definition={"type": "integer"},
-                                    rule="type",
-                                )
+                            if not isinstance(data__expect__equals, (int)) and not (isinstance(data__expect__equals, float) and data__expect__equals.is_integer()) or isinstance(data__expect__equals, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect.equals must be integer", value=data__expect__equals, name="" + (name_prefix or "data") + ".expect.equals", definition={'type': 'integer'}, rule='type')
                         if "min" in data__expect_keys:
                             data__expect_keys.remove("min")
                             data__expect__min = data__expect["min"]
-                            if (
-                                not isinstance(data__expect__min, (int))
-                                and not (isinstance(data__expect__min, float) and data__expect__min.is_integer())
-                                or isinstance(data__expect__min, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    "" + (name_prefix or "data") + ".expect.min must be integer",
-                                    value=data__expect__min,
-                                    name="" + (name_prefix or "data") + ".expect.min",
-                                    definition={"type": "integer"},
-                                    rule="type",
-                                )
+                            if not isinstance(data__expect__min, (int)) and not (isinstance(data__expect__min, float) and data__expect__min.is_integer()) or isinstance(data__expect__min, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect.min must be integer", value=data__expect__min, name="" + (name_prefix or "data") + ".expect.min", definition={'type': 'integer'}, rule='type')
                         if "max" in data__expect_keys:
                             data__expect_keys.remove("max")
                             data__expect__max = data__expect["max"]
-                            if (
-                                not isinstance(data__expect__max, (int))
-                                and not (isinstance(data__expect__max, float) and data__expect__max.is_integer())
-                                or isinstance(data__expect__max, bool)
-                            ):
-                                raise JsonSchemaValueException(
-                                    "" + (name_prefix or "data") + ".expect.max must be integer",
-                                    value=data__expect__max,
-                                    name="" + (name_prefix or "data") + ".expect.max",
-                                    definition={"type": "integer"},
-                                    rule="type",
-                                )
+                            if not isinstance(data__expect__max, (int)) and not (isinstance(data__expect__max, float) and data__expect__max.is_integer()) or isinstance(data__expect__max, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect.max must be integer", value=data__expect__max, name="" + (name_prefix or "data") + ".expect.max", definition={'type': 'integer'}, rule='type')
                         if data__expect_keys:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".expect must not contain "
-                                + str(data__expect_keys)
-                                + " properties",
-                                value=data__expect,
-                                name="" + (name_prefix or "data") + ".expect",
-                                definition={
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "minProperties": 1,
-                                    "maxProperties": 1,
-                                    "properties": {
-                                        "delta": {"type": "integer"},
-                                        "equals": {"type": "integer"},
-                                        "min": {"type": "integer"},
-                                        "max": {"type": "integer"},
-                                    },
-                                },
-                                rule="additionalProperties",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect must not contain "+str(data__expect_keys)+" properties", value=data__expect, name="" + (name_prefix or "data") + ".expect", definition={'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}, rule='additionalProperties')
                     data__expect_one_of_count1 += 1
-                except (JsonSchemaValueException, JsonSchemaValuesException):
-                    pass
+                except (JsonSchemaValueException, JsonSchemaValuesException): pass
             if data__expect_one_of_count1 != 1:
-                raise JsonSchemaValueException(
-                    ""
-                    + (name_prefix or "data")
-                    + ".expect must be valid exactly by one definition"
-                    + (" (" + str(data__expect_one_of_count1) + " matches found)"),
-                    value=data__expect,
-                    name="" + (name_prefix or "data") + ".expect",
-                    definition={
-                        "oneOf": [
-                            {"const": "stable"},
-                            {"const": "truthy"},
-                            {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "minProperties": 1,
-                                "maxProperties": 1,
-                                "properties": {
-                                    "delta": {"type": "integer"},
-                                    "equals": {"type": "integer"},
-                                    "min": {"type": "integer"},
-                                    "max": {"type": "integer"},
-                                },
-                            },
-                        ]
-                    },
-                    rule="oneOf",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".expect must be valid exactly by one definition" + (" (" + str(data__expect_one_of_count1) + " matches found)"), value=data__expect, name="" + (name_prefix or "data") + ".expect", definition={'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, rule='oneOf')
         if "phase" in data_keys:
             data_keys.remove("phase")
             data__phase = data["phase"]
             if not isinstance(data__phase, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".phase must be string",
-                    value=data__phase,
-                    name="" + (name_prefix or "data") + ".phase",
-                    definition={
-                        "type": "string",
-                        "description": "Run after this phase completes; default: after all steps.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".phase must be string", value=data__phase, name="" + (name_prefix or "data") + ".phase", definition={'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, rule='type')
         if "on_fail" in data_keys:
             data_keys.remove("on_fail")
             data__onfail = data["on_fail"]
-            if not (
-                isinstance(data__onfail, str)
-                and data__onfail == "halt"
-                or isinstance(data__onfail, str)
-                and data__onfail == "warn"
-            ):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".on_fail must be one of ['halt', 'warn']",
-                    value=data__onfail,
-                    name="" + (name_prefix or "data") + ".on_fail",
-                    definition={"enum": ["halt", "warn"], "default": "halt"},
-                    rule="enum",
-                )
-        else:
-            data["on_fail"] = "halt"
+            if not (isinstance(data__onfail, str) and data__onfail == 'halt' or isinstance(data__onfail, str) and data__onfail == 'warn'):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".on_fail must be one of ['halt', 'warn']", value=data__onfail, name="" + (name_prefix or "data") + ".on_fail", definition={'enum': ['halt', 'warn'], 'default': 'halt'}, rule='enum')
+        else: data["on_fail"] = 'halt'
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "kind"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "kind": {"enum": ["count", "unique", "foreign-key", "sqlite-foreign-key-check", "sql"]},
-                        "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                        "where": {"type": "string"},
-                        "columns": {
-                            "type": "array",
-                            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            "minItems": 1,
-                        },
-                        "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "references": {
-                            "type": "object",
-                            "required": ["table", "column"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "table": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                                },
-                                "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            },
-                        },
-                        "query": {"type": "string"},
-                        "expect": {
-                            "oneOf": [
-                                {"const": "stable"},
-                                {"const": "truthy"},
-                                {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "minProperties": 1,
-                                    "maxProperties": 1,
-                                    "properties": {
-                                        "delta": {"type": "integer"},
-                                        "equals": {"type": "integer"},
-                                        "min": {"type": "integer"},
-                                        "max": {"type": "integer"},
-                                    },
-                                },
-                            ]
-                        },
-                        "phase": {
-                            "type": "string",
-                            "description": "Run after this phase completes; default: after all steps.",
-                        },
-                        "on_fail": {"enum": ["halt", "warn"], "default": "halt"},
-                    },
-                    "allOf": [
-                        {"if": {"properties": {"kind": {"const": "count"}}}, "then": {"required": ["table", "expect"]}},
-                        {
-                            "if": {"properties": {"kind": {"const": "unique"}}},
-                            "then": {"required": ["table", "columns"]},
-                        },
-                        {
-                            "if": {"properties": {"kind": {"const": "foreign-key"}}},
-                            "then": {"required": ["table", "column", "references"]},
-                        },
-                        {"if": {"properties": {"kind": {"const": "sql"}}}, "then": {"required": ["query"]}},
-                    ],
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'kind'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'kind': {'enum': ['count', 'unique', 'foreign-key', 'sqlite-foreign-key-check', 'sql']}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'where': {'type': 'string'}, 'columns': {'type': 'array', 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'minItems': 1}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, 'references': {'type': 'object', 'required': ['table', 'column'], 'additionalProperties': False, 'properties': {'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'column': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}, 'query': {'type': 'string'}, 'expect': {'oneOf': [{'const': 'stable'}, {'const': 'truthy'}, {'type': 'object', 'additionalProperties': False, 'minProperties': 1, 'maxProperties': 1, 'properties': {'delta': {'type': 'integer'}, 'equals': {'type': 'integer'}, 'min': {'type': 'integer'}, 'max': {'type': 'integer'}}}]}, 'phase': {'type': 'string', 'description': 'Run after this phase completes; default: after all steps.'}, 'on_fail': {'enum': ['halt', 'warn'], 'default': 'halt'}}, 'allOf': [{'if': {'properties': {'kind': {'const': 'count'}}}, 'then': {'required': ['table', 'expect']}}, {'if': {'properties': {'kind': {'const': 'unique'}}}, 'then': {'required': ['table', 'columns']}}, {'if': {'properties': {'kind': {'const': 'foreign-key'}}}, 'then': {'required': ['table', 'column', 'references']}}, {'if': {'properties': {'kind': {'const': 'sql'}}}, 'then': {'required': ['query']}}]}, rule='additionalProperties')
     return data
-
 
 def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (str)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be string",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be string", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, rule='type')
     if isinstance(data, str):
         data_len = len(data)
         if data_len > 100:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must be shorter than or equal to 100 characters",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                rule="maxLength",
-            )
-        if not REGEX_PATTERNS["^[A-Za-z0-9][A-Za-z0-9._-]*$"].search(data):
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                rule="pattern",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must be shorter than or equal to 100 characters", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, rule='maxLength')
+        if not REGEX_PATTERNS['^[A-Za-z0-9][A-Za-z0-9._-]*$'].search(data):
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, rule='pattern')
     return data
 
-
-def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_image(
-    data, custom_formats={}, name_prefix=None
-):
+def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_image(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "type": "object",
-                "required": ["ref", "source"],
-                "properties": {
-                    "ref": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": 255,
-                        "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                        "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                    },
-                    "source": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                    },
-                    "format": {"enum": ["auto", "oci-layout", "oci-archive", "docker-archive"], "default": "auto"},
-                    "platform": {
-                        "type": "string",
-                        "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                        "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                    },
-                    "sourceRef": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                    },
-                },
-                "additionalProperties": False,
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['ref', 'source'], 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'format': {'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, 'platform': {'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, 'sourceRef': {'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}}, 'additionalProperties': False}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["ref", "source"]) - data.keys()
+        data__missing_keys = set(['ref', 'source']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["ref", "source"],
-                    "properties": {
-                        "ref": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 255,
-                            "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                            "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                        },
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "format": {"enum": ["auto", "oci-layout", "oci-archive", "docker-archive"], "default": "auto"},
-                        "platform": {
-                            "type": "string",
-                            "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                            "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                        },
-                        "sourceRef": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                        },
-                    },
-                    "additionalProperties": False,
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['ref', 'source'], 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'format': {'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, 'platform': {'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, 'sourceRef': {'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}}, 'additionalProperties': False}, rule='required')
         data_keys = set(data.keys())
         if "ref" in data_keys:
             data_keys.remove("ref")
             data__ref = data["ref"]
             if not isinstance(data__ref, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".ref must be string",
-                    value=data__ref,
-                    name="" + (name_prefix or "data") + ".ref",
-                    definition={
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": 255,
-                        "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                        "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".ref must be string", value=data__ref, name="" + (name_prefix or "data") + ".ref", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, rule='type')
             if isinstance(data__ref, str):
                 data__ref_len = len(data__ref)
                 if data__ref_len < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".ref must be longer than or equal to 1 characters",
-                        value=data__ref,
-                        name="" + (name_prefix or "data") + ".ref",
-                        definition={
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 255,
-                            "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                            "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                        },
-                        rule="minLength",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".ref must be longer than or equal to 1 characters", value=data__ref, name="" + (name_prefix or "data") + ".ref", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, rule='minLength')
                 if data__ref_len > 255:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".ref must be shorter than or equal to 255 characters",
-                        value=data__ref,
-                        name="" + (name_prefix or "data") + ".ref",
-                        definition={
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 255,
-                            "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                            "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                        },
-                        rule="maxLength",
-                    )
-                if not REGEX_PATTERNS[
-                    "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
-                ].search(data__ref):
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + ".ref must match pattern ^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                        value=data__ref,
-                        name="" + (name_prefix or "data") + ".ref",
-                        definition={
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 255,
-                            "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                            "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                        },
-                        rule="pattern",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".ref must be shorter than or equal to 255 characters", value=data__ref, name="" + (name_prefix or "data") + ".ref", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, rule='maxLength')
+                if not REGEX_PATTERNS['^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$'].search(data__ref):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".ref must match pattern ^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$", value=data__ref, name="" + (name_prefix or "data") + ".ref", definition={'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, rule='pattern')
         if "source" in data_keys:
             data_keys.remove("source")
             data__source = data["source"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(
-                data__source, custom_formats, (name_prefix or "data") + ".source"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(data__source, custom_formats, (name_prefix or "data") + ".source")
         if "format" in data_keys:
             data_keys.remove("format")
             data__format = data["format"]
-            if not (
-                isinstance(data__format, str)
-                and data__format == "auto"
-                or isinstance(data__format, str)
-                and data__format == "oci-layout"
-                or isinstance(data__format, str)
-                and data__format == "oci-archive"
-                or isinstance(data__format, str)
-                and data__format == "docker-archive"
-            ):
-                raise JsonSchemaValueException(
-                    ""
-                    + (name_prefix or "data")
-                    + ".format must be one of ['auto', 'oci-layout', 'oci-archive', 'docker-archive']",
-                    value=data__format,
-                    name="" + (name_prefix or "data") + ".format",
-                    definition={"enum": ["auto", "oci-layout", "oci-archive", "docker-archive"], "default": "auto"},
-                    rule="enum",
-                )
-        else:
-            data["format"] = "auto"
+            if not (isinstance(data__format, str) and data__format == 'auto' or isinstance(data__format, str) and data__format == 'oci-layout' or isinstance(data__format, str) and data__format == 'oci-archive' or isinstance(data__format, str) and data__format == 'docker-archive'):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".format must be one of ['auto', 'oci-layout', 'oci-archive', 'docker-archive']", value=data__format, name="" + (name_prefix or "data") + ".format", definition={'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, rule='enum')
+        else: data["format"] = 'auto'
         if "platform" in data_keys:
             data_keys.remove("platform")
             data__platform = data["platform"]
             if not isinstance(data__platform, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".platform must be string",
-                    value=data__platform,
-                    name="" + (name_prefix or "data") + ".platform",
-                    definition={
-                        "type": "string",
-                        "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                        "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".platform must be string", value=data__platform, name="" + (name_prefix or "data") + ".platform", definition={'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, rule='type')
             if isinstance(data__platform, str):
-                if not REGEX_PATTERNS["^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"].search(data__platform):
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + ".platform must match pattern ^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                        value=data__platform,
-                        name="" + (name_prefix or "data") + ".platform",
-                        definition={
-                            "type": "string",
-                            "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                            "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                        },
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$'].search(data__platform):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".platform must match pattern ^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$", value=data__platform, name="" + (name_prefix or "data") + ".platform", definition={'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, rule='pattern')
         if "sourceRef" in data_keys:
             data_keys.remove("sourceRef")
             data__sourceRef = data["sourceRef"]
             if not isinstance(data__sourceRef, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".sourceRef must be string",
-                    value=data__sourceRef,
-                    name="" + (name_prefix or "data") + ".sourceRef",
-                    definition={
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".sourceRef must be string", value=data__sourceRef, name="" + (name_prefix or "data") + ".sourceRef", definition={'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}, rule='type')
             if isinstance(data__sourceRef, str):
                 data__sourceRef_len = len(data__sourceRef)
                 if data__sourceRef_len < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".sourceRef must be longer than or equal to 1 characters",
-                        value=data__sourceRef,
-                        name="" + (name_prefix or "data") + ".sourceRef",
-                        definition={
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                        },
-                        rule="minLength",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".sourceRef must be longer than or equal to 1 characters", value=data__sourceRef, name="" + (name_prefix or "data") + ".sourceRef", definition={'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}, rule='minLength')
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["ref", "source"],
-                    "properties": {
-                        "ref": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 255,
-                            "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
-                            "description": "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11.",
-                        },
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "format": {"enum": ["auto", "oci-layout", "oci-archive", "docker-archive"], "default": "auto"},
-                        "platform": {
-                            "type": "string",
-                            "pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$",
-                            "description": "Keep only this platform (os/arch[/variant]) of a multi-platform index.",
-                        },
-                        "sourceRef": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.",
-                        },
-                    },
-                    "additionalProperties": False,
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['ref', 'source'], 'properties': {'ref': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$', 'description': "Reference the image carries in the kit's index.json and when pushed, e.g. registry.local/stellaops/concelier:2025.11."}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'format': {'enum': ['auto', 'oci-layout', 'oci-archive', 'docker-archive'], 'default': 'auto'}, 'platform': {'type': 'string', 'pattern': '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$', 'description': 'Keep only this platform (os/arch[/variant]) of a multi-platform index.'}, 'sourceRef': {'type': 'string', 'minLength': 1, 'description': 'Which image of a multi-image source to take (its org.opencontainers.image.ref.name or docker tag); required when the source holds several.'}}, 'additionalProperties': False}, rule='additionalProperties')
     return data
 
-
-def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(
-    data, custom_formats={}, name_prefix=None
-):
+def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (str)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be string",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "type": "string",
-                "minLength": 1,
-                "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be string", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, rule='type')
     if isinstance(data, str):
         data_len = len(data)
         if data_len < 1:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must be longer than or equal to 1 characters",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "string",
-                    "minLength": 1,
-                    "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                },
-                rule="minLength",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must be longer than or equal to 1 characters", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, rule='minLength')
     return data
 
-
-def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_component(
-    data, custom_formats={}, name_prefix=None
-):
+def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_component(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "type": "object",
-                "required": ["id", "source"],
-                "properties": {
-                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                    "source": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                    },
-                    "dest": {
-                        "type": "string",
-                        "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                    },
-                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                },
-                "additionalProperties": False,
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}, 'additionalProperties': False}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["id", "source"]) - data.keys()
+        data__missing_keys = set(['id', 'source']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "source"],
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                    },
-                    "additionalProperties": False,
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}, 'additionalProperties': False}, rule='required')
         data_keys = set(data.keys())
         if "id" in data_keys:
             data_keys.remove("id")
             data__id = data["id"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(
-                data__id, custom_formats, (name_prefix or "data") + ".id"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(data__id, custom_formats, (name_prefix or "data") + ".id")
         if "source" in data_keys:
             data_keys.remove("source")
             data__source = data["source"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(
-                data__source, custom_formats, (name_prefix or "data") + ".source"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(data__source, custom_formats, (name_prefix or "data") + ".source")
         if "dest" in data_keys:
             data_keys.remove("dest")
             data__dest = data["dest"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(
-                data__dest, custom_formats, (name_prefix or "data") + ".dest"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(data__dest, custom_formats, (name_prefix or "data") + ".dest")
         if "phase" in data_keys:
             data_keys.remove("phase")
             data__phase = data["phase"]
             if not isinstance(data__phase, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".phase must be string",
-                    value=data__phase,
-                    name="" + (name_prefix or "data") + ".phase",
-                    definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".phase must be string", value=data__phase, name="" + (name_prefix or "data") + ".phase", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='type')
             if isinstance(data__phase, str):
-                if not REGEX_PATTERNS["^[A-Za-z0-9][A-Za-z0-9._-]*$"].search(data__phase):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".phase must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                        value=data__phase,
-                        name="" + (name_prefix or "data") + ".phase",
-                        definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[A-Za-z0-9][A-Za-z0-9._-]*$'].search(data__phase):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".phase must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$", value=data__phase, name="" + (name_prefix or "data") + ".phase", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='pattern')
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "source"],
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                    },
-                    "additionalProperties": False,
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}, 'additionalProperties': False}, rule='additionalProperties')
     return data
-
 
 def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (str)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be string",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={"type": "string", "description": "Directory inside the kit; defaults to <section dir>/<id>."},
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be string", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, rule='type')
     return data
-
 
 def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_sbom(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "type": "object",
-                "required": ["id", "source", "subject"],
-                "properties": {
-                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                    "source": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                    },
-                    "dest": {
-                        "type": "string",
-                        "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                    },
-                    "subject": {"type": "string", "minLength": 1, "description": "The component this SBOM describes."},
-                },
-                "additionalProperties": False,
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source', 'subject'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'subject': {'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}}, 'additionalProperties': False}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["id", "source", "subject"]) - data.keys()
+        data__missing_keys = set(['id', 'source', 'subject']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "source", "subject"],
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "subject": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "The component this SBOM describes.",
-                        },
-                    },
-                    "additionalProperties": False,
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source', 'subject'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'subject': {'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}}, 'additionalProperties': False}, rule='required')
         data_keys = set(data.keys())
         if "id" in data_keys:
             data_keys.remove("id")
             data__id = data["id"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(
-                data__id, custom_formats, (name_prefix or "data") + ".id"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(data__id, custom_formats, (name_prefix or "data") + ".id")
         if "source" in data_keys:
             data_keys.remove("source")
             data__source = data["source"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(
-                data__source, custom_formats, (name_prefix or "data") + ".source"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(data__source, custom_formats, (name_prefix or "data") + ".source")
         if "dest" in data_keys:
             data_keys.remove("dest")
             data__dest = data["dest"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(
-                data__dest, custom_formats, (name_prefix or "data") + ".dest"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(data__dest, custom_formats, (name_prefix or "data") + ".dest")
         if "subject" in data_keys:
             data_keys.remove("subject")
             data__subject = data["subject"]
             if not isinstance(data__subject, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".subject must be string",
-                    value=data__subject,
-                    name="" + (name_prefix or "data") + ".subject",
-                    definition={"type": "string", "minLength": 1, "description": "The component this SBOM describes."},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".subject must be string", value=data__subject, name="" + (name_prefix or "data") + ".subject", definition={'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}, rule='type')
             if isinstance(data__subject, str):
                 data__subject_len = len(data__subject)
                 if data__subject_len < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".subject must be longer than or equal to 1 characters",
-                        value=data__subject,
-                        name="" + (name_prefix or "data") + ".subject",
-                        definition={
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "The component this SBOM describes.",
-                        },
-                        rule="minLength",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".subject must be longer than or equal to 1 characters", value=data__subject, name="" + (name_prefix or "data") + ".subject", definition={'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}, rule='minLength')
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "source", "subject"],
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "subject": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "The component this SBOM describes.",
-                        },
-                    },
-                    "additionalProperties": False,
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source', 'subject'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'subject': {'type': 'string', 'minLength': 1, 'description': 'The component this SBOM describes.'}}, 'additionalProperties': False}, rule='additionalProperties')
     return data
-
 
 def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_seed(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "type": "object",
-                "required": ["id", "source", "table", "key"],
-                "additionalProperties": False,
-                "properties": {
-                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                    "source": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                    },
-                    "dest": {
-                        "type": "string",
-                        "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                    },
-                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                    "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                    "key": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                    },
-                },
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source', 'table', 'key'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["id", "source", "table", "key"]) - data.keys()
+        data__missing_keys = set(['id', 'source', 'table', 'key']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "source", "table", "key"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                        "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                        "key": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        },
-                    },
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source', 'table', 'key'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}}, rule='required')
         data_keys = set(data.keys())
         if "id" in data_keys:
             data_keys.remove("id")
             data__id = data["id"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(
-                data__id, custom_formats, (name_prefix or "data") + ".id"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(data__id, custom_formats, (name_prefix or "data") + ".id")
         if "source" in data_keys:
             data_keys.remove("source")
             data__source = data["source"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(
-                data__source, custom_formats, (name_prefix or "data") + ".source"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(data__source, custom_formats, (name_prefix or "data") + ".source")
         if "dest" in data_keys:
             data_keys.remove("dest")
             data__dest = data["dest"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(
-                data__dest, custom_formats, (name_prefix or "data") + ".dest"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(data__dest, custom_formats, (name_prefix or "data") + ".dest")
         if "phase" in data_keys:
             data_keys.remove("phase")
             data__phase = data["phase"]
             if not isinstance(data__phase, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".phase must be string",
-                    value=data__phase,
-                    name="" + (name_prefix or "data") + ".phase",
-                    definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".phase must be string", value=data__phase, name="" + (name_prefix or "data") + ".phase", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='type')
             if isinstance(data__phase, str):
-                if not REGEX_PATTERNS["^[A-Za-z0-9][A-Za-z0-9._-]*$"].search(data__phase):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".phase must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                        value=data__phase,
-                        name="" + (name_prefix or "data") + ".phase",
-                        definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[A-Za-z0-9][A-Za-z0-9._-]*$'].search(data__phase):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".phase must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$", value=data__phase, name="" + (name_prefix or "data") + ".phase", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='pattern')
         if "table" in data_keys:
             data_keys.remove("table")
             data__table = data["table"]
             if not isinstance(data__table, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".table must be string",
-                    value=data__table,
-                    name="" + (name_prefix or "data") + ".table",
-                    definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".table must be string", value=data__table, name="" + (name_prefix or "data") + ".table", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, rule='type')
             if isinstance(data__table, str):
-                if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"].search(data__table):
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + ".table must match pattern ^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                        value=data__table,
-                        name="" + (name_prefix or "data") + ".table",
-                        definition={
-                            "type": "string",
-                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$",
-                        },
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'].search(data__table):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".table must match pattern ^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$", value=data__table, name="" + (name_prefix or "data") + ".table", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, rule='pattern')
         if "key" in data_keys:
             data_keys.remove("key")
             data__key = data["key"]
             if not isinstance(data__key, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".key must be array",
-                    value=data__key,
-                    name="" + (name_prefix or "data") + ".key",
-                    definition={
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".key must be array", value=data__key, name="" + (name_prefix or "data") + ".key", definition={'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}, rule='type')
             data__key_is_list = isinstance(data__key, (list, tuple))
             if data__key_is_list:
                 data__key_len = len(data__key)
                 if data__key_len < 1:
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".key must contain at least 1 items",
-                        value=data__key,
-                        name="" + (name_prefix or "data") + ".key",
-                        definition={
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        },
-                        rule="minItems",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".key must contain at least 1 items", value=data__key, name="" + (name_prefix or "data") + ".key", definition={'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}, rule='minItems')
                 for data__key_x, data__key_item in enumerate(data__key):
                     if not isinstance(data__key_item, (str)):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".key[{data__key_x}]".format(**locals()) + " must be string",
-                            value=data__key_item,
-                            name="" + (name_prefix or "data") + ".key[{data__key_x}]".format(**locals()) + "",
-                            definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".key[{data__key_x}]".format(**locals()) + " must be string", value=data__key_item, name="" + (name_prefix or "data") + ".key[{data__key_x}]".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='type')
                     if isinstance(data__key_item, str):
-                        if not REGEX_PATTERNS["^[A-Za-z_][A-Za-z0-9_]*$"].search(data__key_item):
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".key[{data__key_x}]".format(**locals())
-                                + " must match pattern ^[A-Za-z_][A-Za-z0-9_]*$",
-                                value=data__key_item,
-                                name="" + (name_prefix or "data") + ".key[{data__key_x}]".format(**locals()) + "",
-                                definition={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                                rule="pattern",
-                            )
+                        if not REGEX_PATTERNS['^[A-Za-z_][A-Za-z0-9_]*$'].search(data__key_item):
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".key[{data__key_x}]".format(**locals()) + " must match pattern ^[A-Za-z_][A-Za-z0-9_]*$", value=data__key_item, name="" + (name_prefix or "data") + ".key[{data__key_x}]".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}, rule='pattern')
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "source", "table", "key"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                        "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-                        "key": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        },
-                    },
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source', 'table', 'key'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'table': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?$'}, 'key': {'type': 'array', 'minItems': 1, 'items': {'type': 'string', 'pattern': '^[A-Za-z_][A-Za-z0-9_]*$'}}}}, rule='additionalProperties')
     return data
 
-
-def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_backfill(
-    data, custom_formats={}, name_prefix=None
-):
+def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_backfill(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "type": "object",
-                "required": ["id", "source"],
-                "additionalProperties": False,
-                "properties": {
-                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                    "source": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                    },
-                    "dest": {
-                        "type": "string",
-                        "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                    },
-                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                },
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["id", "source"]) - data.keys()
+        data__missing_keys = set(['id', 'source']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "source"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                    },
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}}, rule='required')
         data_keys = set(data.keys())
         if "id" in data_keys:
             data_keys.remove("id")
             data__id = data["id"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(
-                data__id, custom_formats, (name_prefix or "data") + ".id"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(data__id, custom_formats, (name_prefix or "data") + ".id")
         if "source" in data_keys:
             data_keys.remove("source")
             data__source = data["source"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(
-                data__source, custom_formats, (name_prefix or "data") + ".source"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(data__source, custom_formats, (name_prefix or "data") + ".source")
         if "dest" in data_keys:
             data_keys.remove("dest")
             data__dest = data["dest"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(
-                data__dest, custom_formats, (name_prefix or "data") + ".dest"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(data__dest, custom_formats, (name_prefix or "data") + ".dest")
         if "phase" in data_keys:
             data_keys.remove("phase")
             data__phase = data["phase"]
             if not isinstance(data__phase, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".phase must be string",
-                    value=data__phase,
-                    name="" + (name_prefix or "data") + ".phase",
-                    definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".phase must be string", value=data__phase, name="" + (name_prefix or "data") + ".phase", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='type')
             if isinstance(data__phase, str):
-                if not REGEX_PATTERNS["^[A-Za-z0-9][A-Za-z0-9._-]*$"].search(data__phase):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".phase must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                        value=data__phase,
-                        name="" + (name_prefix or "data") + ".phase",
-                        definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[A-Za-z0-9][A-Za-z0-9._-]*$'].search(data__phase):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".phase must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$", value=data__phase, name="" + (name_prefix or "data") + ".phase", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='pattern')
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "source"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                    },
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'source'], 'additionalProperties': False, 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}}}, rule='additionalProperties')
     return data
 
-
-def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_migration(
-    data, custom_formats={}, name_prefix=None
-):
+def validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_migration(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "type": "object",
-                "required": ["id", "phase", "source"],
-                "properties": {
-                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                    "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                    "source": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                    },
-                    "dest": {
-                        "type": "string",
-                        "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                    },
-                    "transactional": {
-                        "type": "boolean",
-                        "default": True,
-                        "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                    },
-                    "idempotent": {"type": "boolean", "default": False},
-                    "up": {"type": "string", "default": "up.sql"},
-                    "verify": {"type": "string", "default": "verify.sql"},
-                    "revert": {"type": "string", "default": "revert.sql"},
-                },
-                "additionalProperties": False,
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'phase', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'transactional': {'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, 'idempotent': {'type': 'boolean', 'default': False}, 'up': {'type': 'string', 'default': 'up.sql'}, 'verify': {'type': 'string', 'default': 'verify.sql'}, 'revert': {'type': 'string', 'default': 'revert.sql'}}, 'additionalProperties': False}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["id", "phase", "source"]) - data.keys()
+        data__missing_keys = set(['id', 'phase', 'source']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "phase", "source"],
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "transactional": {
-                            "type": "boolean",
-                            "default": True,
-                            "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                        },
-                        "idempotent": {"type": "boolean", "default": False},
-                        "up": {"type": "string", "default": "up.sql"},
-                        "verify": {"type": "string", "default": "verify.sql"},
-                        "revert": {"type": "string", "default": "revert.sql"},
-                    },
-                    "additionalProperties": False,
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'phase', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'transactional': {'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, 'idempotent': {'type': 'boolean', 'default': False}, 'up': {'type': 'string', 'default': 'up.sql'}, 'verify': {'type': 'string', 'default': 'verify.sql'}, 'revert': {'type': 'string', 'default': 'revert.sql'}}, 'additionalProperties': False}, rule='required')
         data_keys = set(data.keys())
         if "id" in data_keys:
             data_keys.remove("id")
             data__id = data["id"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(
-                data__id, custom_formats, (name_prefix or "data") + ".id"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_id(data__id, custom_formats, (name_prefix or "data") + ".id")
         if "phase" in data_keys:
             data_keys.remove("phase")
             data__phase = data["phase"]
             if not isinstance(data__phase, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".phase must be string",
-                    value=data__phase,
-                    name="" + (name_prefix or "data") + ".phase",
-                    definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".phase must be string", value=data__phase, name="" + (name_prefix or "data") + ".phase", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='type')
             if isinstance(data__phase, str):
-                if not REGEX_PATTERNS["^[A-Za-z0-9][A-Za-z0-9._-]*$"].search(data__phase):
-                    raise JsonSchemaValueException(
-                        "" + (name_prefix or "data") + ".phase must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                        value=data__phase,
-                        name="" + (name_prefix or "data") + ".phase",
-                        definition={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                        rule="pattern",
-                    )
+                if not REGEX_PATTERNS['^[A-Za-z0-9][A-Za-z0-9._-]*$'].search(data__phase):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".phase must match pattern ^[A-Za-z0-9][A-Za-z0-9._-]*$", value=data__phase, name="" + (name_prefix or "data") + ".phase", definition={'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, rule='pattern')
         if "source" in data_keys:
             data_keys.remove("source")
             data__source = data["source"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(
-                data__source, custom_formats, (name_prefix or "data") + ".source"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_source(data__source, custom_formats, (name_prefix or "data") + ".source")
         if "dest" in data_keys:
             data_keys.remove("dest")
             data__dest = data["dest"]
-            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(
-                data__dest, custom_formats, (name_prefix or "data") + ".dest"
-            )
+            validate_https___kitbuilder_dev_schemas_kit_spec_schema_json___defs_dest(data__dest, custom_formats, (name_prefix or "data") + ".dest")
         if "transactional" in data_keys:
             data_keys.remove("transactional")
             data__transactional = data["transactional"]
             if not isinstance(data__transactional, (bool)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".transactional must be boolean",
-                    value=data__transactional,
-                    name="" + (name_prefix or "data") + ".transactional",
-                    definition={
-                        "type": "boolean",
-                        "default": True,
-                        "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                    },
-                    rule="type",
-                )
-        else:
-            data["transactional"] = True
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".transactional must be boolean", value=data__transactional, name="" + (name_prefix or "data") + ".transactional", definition={'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, rule='type')
+        else: data["transactional"] = True
         if "idempotent" in data_keys:
             data_keys.remove("idempotent")
             data__idempotent = data["idempotent"]
             if not isinstance(data__idempotent, (bool)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".idempotent must be boolean",
-                    value=data__idempotent,
-                    name="" + (name_prefix or "data") + ".idempotent",
-                    definition={"type": "boolean", "default": False},
-                    rule="type",
-                )
-        else:
-            data["idempotent"] = False
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".idempotent must be boolean", value=data__idempotent, name="" + (name_prefix or "data") + ".idempotent", definition={'type': 'boolean', 'default': False}, rule='type')
+        else: data["idempotent"] = False
         if "up" in data_keys:
             data_keys.remove("up")
             data__up = data["up"]
             if not isinstance(data__up, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".up must be string",
-                    value=data__up,
-                    name="" + (name_prefix or "data") + ".up",
-                    definition={"type": "string", "default": "up.sql"},
-                    rule="type",
-                )
-        else:
-            data["up"] = "up.sql"
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".up must be string", value=data__up, name="" + (name_prefix or "data") + ".up", definition={'type': 'string', 'default': 'up.sql'}, rule='type')
+        else: data["up"] = 'up.sql'
         if "verify" in data_keys:
             data_keys.remove("verify")
             data__verify = data["verify"]
             if not isinstance(data__verify, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".verify must be string",
-                    value=data__verify,
-                    name="" + (name_prefix or "data") + ".verify",
-                    definition={"type": "string", "default": "verify.sql"},
-                    rule="type",
-                )
-        else:
-            data["verify"] = "verify.sql"
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".verify must be string", value=data__verify, name="" + (name_prefix or "data") + ".verify", definition={'type': 'string', 'default': 'verify.sql'}, rule='type')
+        else: data["verify"] = 'verify.sql'
         if "revert" in data_keys:
             data_keys.remove("revert")
             data__revert = data["revert"]
             if not isinstance(data__revert, (str)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".revert must be string",
-                    value=data__revert,
-                    name="" + (name_prefix or "data") + ".revert",
-                    definition={"type": "string", "default": "revert.sql"},
-                    rule="type",
-                )
-        else:
-            data["revert"] = "revert.sql"
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".revert must be string", value=data__revert, name="" + (name_prefix or "data") + ".revert", definition={'type': 'string', 'default': 'revert.sql'}, rule='type')
+        else: data["revert"] = 'revert.sql'
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "type": "object",
-                    "required": ["id", "phase", "source"],
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 100},
-                        "phase": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-                        "source": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "File or directory, relative to the spec file. A directory contributes every regular file under it.",
-                        },
-                        "dest": {
-                            "type": "string",
-                            "description": "Directory inside the kit; defaults to <section dir>/<id>.",
-                        },
-                        "transactional": {
-                            "type": "boolean",
-                            "default": True,
-                            "description": "false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.",
-                        },
-                        "idempotent": {"type": "boolean", "default": False},
-                        "up": {"type": "string", "default": "up.sql"},
-                        "verify": {"type": "string", "default": "verify.sql"},
-                        "revert": {"type": "string", "default": "revert.sql"},
-                    },
-                    "additionalProperties": False,
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'type': 'object', 'required': ['id', 'phase', 'source'], 'properties': {'id': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$', 'maxLength': 100}, 'phase': {'type': 'string', 'pattern': '^[A-Za-z0-9][A-Za-z0-9._-]*$'}, 'source': {'type': 'string', 'minLength': 1, 'description': 'File or directory, relative to the spec file. A directory contributes every regular file under it.'}, 'dest': {'type': 'string', 'description': 'Directory inside the kit; defaults to <section dir>/<id>.'}, 'transactional': {'type': 'boolean', 'default': True, 'description': 'false for statements such as CREATE INDEX CONCURRENTLY; then idempotent or verify must be given.'}, 'idempotent': {'type': 'boolean', 'default': False}, 'up': {'type': 'string', 'default': 'up.sql'}, 'verify': {'type': 'string', 'default': 'verify.sql'}, 'revert': {'type': 'string', 'default': 'revert.sql'}}, 'additionalProperties': False}, rule='additionalProperties')
     return data
-
 
 validate = validate_https___kitbuilder_dev_schemas_kit_spec_schema_json

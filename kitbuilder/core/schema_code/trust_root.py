@@ -8,782 +8,144 @@ import re
 from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException
 
 
-REGEX_PATTERNS = {"^[0-9a-f]{64}$": re.compile("^[0-9a-f]{64}\\Z")}
+REGEX_PATTERNS = {
+    '^[0-9a-f]{64}$': re.compile('^[0-9a-f]{64}\\Z')
+}
 
 NoneType = type(None)
 
-
 def validate_https___kitbuilder_dev_schemas_trust_root_schema_json(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException(
-            "" + (name_prefix or "data") + " must be object",
-            value=data,
-            name="" + (name_prefix or "data") + "",
-            definition={
-                "$schema": "http://json-schema.org/draft-07/schema#",
-                "$id": "https://kitbuilder.dev/schemas/trust-root.schema.json",
-                "title": "kitbuilder trust root (trust.json, written by kit trust init)",
-                "type": "object",
-                "required": ["signed", "signatures"],
-                "additionalProperties": False,
-                "properties": {
-                    "signed": {
-                        "type": "object",
-                        "required": ["apiVersion", "kind", "version", "expires", "threshold", "keys"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "apiVersion": {"const": "kitbuilder/v1"},
-                            "kind": {"const": "TrustRoot"},
-                            "version": {"type": "integer", "minimum": 1},
-                            "expires": {"type": "string"},
-                            "threshold": {"type": "integer", "minimum": 1},
-                            "keys": {
-                                "type": "array",
-                                "minItems": 1,
-                                "items": {
-                                    "type": "object",
-                                    "required": ["keyid", "type", "publicKeyPem"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "keyid": {
-                                            "type": "string",
-                                            "pattern": "^[0-9a-f]{64}$",
-                                            "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                        },
-                                        "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                        "publicKeyPem": {"type": "string"},
-                                    },
-                                },
-                            },
-                            "products": {
-                                "type": "array",
-                                "items": {"type": "string"},
-                                "description": "Products this root may vouch for; empty means any.",
-                            },
-                        },
-                    },
-                    "signatures": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["keyid", "sig"],
-                            "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}},
-                        },
-                    },
-                },
-            },
-            rule="type",
-        )
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/trust-root.schema.json', 'title': 'kitbuilder trust root (trust.json, written by kit trust init)', 'type': 'object', 'required': ['signed', 'signatures'], 'additionalProperties': False, 'properties': {'signed': {'type': 'object', 'required': ['apiVersion', 'kind', 'version', 'expires', 'threshold', 'keys'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'kind': {'const': 'TrustRoot'}, 'version': {'type': 'integer', 'minimum': 1}, 'expires': {'type': 'string'}, 'threshold': {'type': 'integer', 'minimum': 1}, 'keys': {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}}, 'products': {'type': 'array', 'items': {'type': 'string'}, 'description': 'Products this root may vouch for; empty means any.'}}}, 'signatures': {'type': 'array', 'items': {'type': 'object', 'required': ['keyid', 'sig'], 'properties': {'keyid': {'type': 'string'}, 'sig': {'type': 'string'}}}}}}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
-        data__missing_keys = set(["signed", "signatures"]) - data.keys()
+        data__missing_keys = set(['signed', 'signatures']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"),
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "$schema": "http://json-schema.org/draft-07/schema#",
-                    "$id": "https://kitbuilder.dev/schemas/trust-root.schema.json",
-                    "title": "kitbuilder trust root (trust.json, written by kit trust init)",
-                    "type": "object",
-                    "required": ["signed", "signatures"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "signed": {
-                            "type": "object",
-                            "required": ["apiVersion", "kind", "version", "expires", "threshold", "keys"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "apiVersion": {"const": "kitbuilder/v1"},
-                                "kind": {"const": "TrustRoot"},
-                                "version": {"type": "integer", "minimum": 1},
-                                "expires": {"type": "string"},
-                                "threshold": {"type": "integer", "minimum": 1},
-                                "keys": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["keyid", "type", "publicKeyPem"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "keyid": {
-                                                "type": "string",
-                                                "pattern": "^[0-9a-f]{64}$",
-                                                "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                            },
-                                            "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                            "publicKeyPem": {"type": "string"},
-                                        },
-                                    },
-                                },
-                                "products": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                    "description": "Products this root may vouch for; empty means any.",
-                                },
-                            },
-                        },
-                        "signatures": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["keyid", "sig"],
-                                "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}},
-                            },
-                        },
-                    },
-                },
-                rule="required",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/trust-root.schema.json', 'title': 'kitbuilder trust root (trust.json, written by kit trust init)', 'type': 'object', 'required': ['signed', 'signatures'], 'additionalProperties': False, 'properties': {'signed': {'type': 'object', 'required': ['apiVersion', 'kind', 'version', 'expires', 'threshold', 'keys'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'kind': {'const': 'TrustRoot'}, 'version': {'type': 'integer', 'minimum': 1}, 'expires': {'type': 'string'}, 'threshold': {'type': 'integer', 'minimum': 1}, 'keys': {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}}, 'products': {'type': 'array', 'items': {'type': 'string'}, 'description': 'Products this root may vouch for; empty means any.'}}}, 'signatures': {'type': 'array', 'items': {'type': 'object', 'required': ['keyid', 'sig'], 'properties': {'keyid': {'type': 'string'}, 'sig': {'type': 'string'}}}}}}, rule='required')
         data_keys = set(data.keys())
         if "signed" in data_keys:
             data_keys.remove("signed")
             data__signed = data["signed"]
             if not isinstance(data__signed, (dict)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".signed must be object",
-                    value=data__signed,
-                    name="" + (name_prefix or "data") + ".signed",
-                    definition={
-                        "type": "object",
-                        "required": ["apiVersion", "kind", "version", "expires", "threshold", "keys"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "apiVersion": {"const": "kitbuilder/v1"},
-                            "kind": {"const": "TrustRoot"},
-                            "version": {"type": "integer", "minimum": 1},
-                            "expires": {"type": "string"},
-                            "threshold": {"type": "integer", "minimum": 1},
-                            "keys": {
-                                "type": "array",
-                                "minItems": 1,
-                                "items": {
-                                    "type": "object",
-                                    "required": ["keyid", "type", "publicKeyPem"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "keyid": {
-                                            "type": "string",
-                                            "pattern": "^[0-9a-f]{64}$",
-                                            "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                        },
-                                        "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                        "publicKeyPem": {"type": "string"},
-                                    },
-                                },
-                            },
-                            "products": {
-                                "type": "array",
-                                "items": {"type": "string"},
-                                "description": "Products this root may vouch for; empty means any.",
-                            },
-                        },
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed must be object", value=data__signed, name="" + (name_prefix or "data") + ".signed", definition={'type': 'object', 'required': ['apiVersion', 'kind', 'version', 'expires', 'threshold', 'keys'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'kind': {'const': 'TrustRoot'}, 'version': {'type': 'integer', 'minimum': 1}, 'expires': {'type': 'string'}, 'threshold': {'type': 'integer', 'minimum': 1}, 'keys': {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}}, 'products': {'type': 'array', 'items': {'type': 'string'}, 'description': 'Products this root may vouch for; empty means any.'}}}, rule='type')
             data__signed_is_dict = isinstance(data__signed, dict)
             if data__signed_is_dict:
-                data__signed__missing_keys = (
-                    set(["apiVersion", "kind", "version", "expires", "threshold", "keys"]) - data__signed.keys()
-                )
+                data__signed__missing_keys = set(['apiVersion', 'kind', 'version', 'expires', 'threshold', 'keys']) - data__signed.keys()
                 if data__signed__missing_keys:
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + ".signed must contain "
-                        + (str(sorted(data__signed__missing_keys)) + " properties"),
-                        value=data__signed,
-                        name="" + (name_prefix or "data") + ".signed",
-                        definition={
-                            "type": "object",
-                            "required": ["apiVersion", "kind", "version", "expires", "threshold", "keys"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "apiVersion": {"const": "kitbuilder/v1"},
-                                "kind": {"const": "TrustRoot"},
-                                "version": {"type": "integer", "minimum": 1},
-                                "expires": {"type": "string"},
-                                "threshold": {"type": "integer", "minimum": 1},
-                                "keys": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["keyid", "type", "publicKeyPem"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "keyid": {
-                                                "type": "string",
-                                                "pattern": "^[0-9a-f]{64}$",
-                                                "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                            },
-                                            "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                            "publicKeyPem": {"type": "string"},
-                                        },
-                                    },
-                                },
-                                "products": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                    "description": "Products this root may vouch for; empty means any.",
-                                },
-                            },
-                        },
-                        rule="required",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed must contain " + (str(sorted(data__signed__missing_keys)) + " properties"), value=data__signed, name="" + (name_prefix or "data") + ".signed", definition={'type': 'object', 'required': ['apiVersion', 'kind', 'version', 'expires', 'threshold', 'keys'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'kind': {'const': 'TrustRoot'}, 'version': {'type': 'integer', 'minimum': 1}, 'expires': {'type': 'string'}, 'threshold': {'type': 'integer', 'minimum': 1}, 'keys': {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}}, 'products': {'type': 'array', 'items': {'type': 'string'}, 'description': 'Products this root may vouch for; empty means any.'}}}, rule='required')
                 data__signed_keys = set(data__signed.keys())
                 if "apiVersion" in data__signed_keys:
                     data__signed_keys.remove("apiVersion")
                     data__signed__apiVersion = data__signed["apiVersion"]
-                    if not (isinstance(data__signed__apiVersion, str) and data__signed__apiVersion == "kitbuilder/v1"):
-                        raise JsonSchemaValueException(
-                            ""
-                            + (name_prefix or "data")
-                            + ".signed.apiVersion must be same as const definition: kitbuilder/v1",
-                            value=data__signed__apiVersion,
-                            name="" + (name_prefix or "data") + ".signed.apiVersion",
-                            definition={"const": "kitbuilder/v1"},
-                            rule="const",
-                        )
+                    if not (isinstance(data__signed__apiVersion, str) and data__signed__apiVersion == 'kitbuilder/v1'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.apiVersion must be same as const definition: kitbuilder/v1", value=data__signed__apiVersion, name="" + (name_prefix or "data") + ".signed.apiVersion", definition={'const': 'kitbuilder/v1'}, rule='const')
                 if "kind" in data__signed_keys:
                     data__signed_keys.remove("kind")
                     data__signed__kind = data__signed["kind"]
-                    if not (isinstance(data__signed__kind, str) and data__signed__kind == "TrustRoot"):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".signed.kind must be same as const definition: TrustRoot",
-                            value=data__signed__kind,
-                            name="" + (name_prefix or "data") + ".signed.kind",
-                            definition={"const": "TrustRoot"},
-                            rule="const",
-                        )
+                    if not (isinstance(data__signed__kind, str) and data__signed__kind == 'TrustRoot'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.kind must be same as const definition: TrustRoot", value=data__signed__kind, name="" + (name_prefix or "data") + ".signed.kind", definition={'const': 'TrustRoot'}, rule='const')
                 if "version" in data__signed_keys:
                     data__signed_keys.remove("version")
                     data__signed__version = data__signed["version"]
-                    if (
-                        not isinstance(data__signed__version, (int))
-                        and not (isinstance(data__signed__version, float) and data__signed__version.is_integer())
-                        or isinstance(data__signed__version, bool)
-                    ):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".signed.version must be integer",
-                            value=data__signed__version,
-                            name="" + (name_prefix or "data") + ".signed.version",
-                            definition={"type": "integer", "minimum": 1},
-                            rule="type",
-                        )
-                    if isinstance(data__signed__version, (int, float, Decimal)) and not isinstance(
-                        data__signed__version, bool
-                    ):
+                    if not isinstance(data__signed__version, (int)) and not (isinstance(data__signed__version, float) and data__signed__version.is_integer()) or isinstance(data__signed__version, bool):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.version must be integer", value=data__signed__version, name="" + (name_prefix or "data") + ".signed.version", definition={'type': 'integer', 'minimum': 1}, rule='type')
+                    if isinstance(data__signed__version, (int, float, Decimal)) and not isinstance(data__signed__version, bool):
                         if data__signed__version < 1:
-                            raise JsonSchemaValueException(
-                                "" + (name_prefix or "data") + ".signed.version must be bigger than or equal to 1",
-                                value=data__signed__version,
-                                name="" + (name_prefix or "data") + ".signed.version",
-                                definition={"type": "integer", "minimum": 1},
-                                rule="minimum",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.version must be bigger than or equal to 1", value=data__signed__version, name="" + (name_prefix or "data") + ".signed.version", definition={'type': 'integer', 'minimum': 1}, rule='minimum')
                 if "expires" in data__signed_keys:
                     data__signed_keys.remove("expires")
                     data__signed__expires = data__signed["expires"]
                     if not isinstance(data__signed__expires, (str)):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".signed.expires must be string",
-                            value=data__signed__expires,
-                            name="" + (name_prefix or "data") + ".signed.expires",
-                            definition={"type": "string"},
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.expires must be string", value=data__signed__expires, name="" + (name_prefix or "data") + ".signed.expires", definition={'type': 'string'}, rule='type')
                 if "threshold" in data__signed_keys:
                     data__signed_keys.remove("threshold")
                     data__signed__threshold = data__signed["threshold"]
-                    if (
-                        not isinstance(data__signed__threshold, (int))
-                        and not (isinstance(data__signed__threshold, float) and data__signed__threshold.is_integer())
-                        or isinstance(data__signed__threshold, bool)
-                    ):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".signed.threshold must be integer",
-                            value=data__signed__threshold,
-                            name="" + (name_prefix or "data") + ".signed.threshold",
-                            definition={"type": "integer", "minimum": 1},
-                            rule="type",
-                        )
-                    if isinstance(data__signed__threshold, (int, float, Decimal)) and not isinstance(
-                        data__signed__threshold, bool
-                    ):
+                    if not isinstance(data__signed__threshold, (int)) and not (isinstance(data__signed__threshold, float) and data__signed__threshold.is_integer()) or isinstance(data__signed__threshold, bool):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.threshold must be integer", value=data__signed__threshold, name="" + (name_prefix or "data") + ".signed.threshold", definition={'type': 'integer', 'minimum': 1}, rule='type')
+                    if isinstance(data__signed__threshold, (int, float, Decimal)) and not isinstance(data__signed__threshold, bool):
                         if data__signed__threshold < 1:
-                            raise JsonSchemaValueException(
-                                "" + (name_prefix or "data") + ".signed.threshold must be bigger than or equal to 1",
-                                value=data__signed__threshold,
-                                name="" + (name_prefix or "data") + ".signed.threshold",
-                                definition={"type": "integer", "minimum": 1},
-                                rule="minimum",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.threshold must be bigger than or equal to 1", value=data__signed__threshold, name="" + (name_prefix or "data") + ".signed.threshold", definition={'type': 'integer', 'minimum': 1}, rule='minimum')
                 if "keys" in data__signed_keys:
                     data__signed_keys.remove("keys")
                     data__signed__keys = data__signed["keys"]
                     if not isinstance(data__signed__keys, (list, tuple)):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".signed.keys must be array",
-                            value=data__signed__keys,
-                            name="" + (name_prefix or "data") + ".signed.keys",
-                            definition={
-                                "type": "array",
-                                "minItems": 1,
-                                "items": {
-                                    "type": "object",
-                                    "required": ["keyid", "type", "publicKeyPem"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "keyid": {
-                                            "type": "string",
-                                            "pattern": "^[0-9a-f]{64}$",
-                                            "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                        },
-                                        "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                        "publicKeyPem": {"type": "string"},
-                                    },
-                                },
-                            },
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.keys must be array", value=data__signed__keys, name="" + (name_prefix or "data") + ".signed.keys", definition={'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}}, rule='type')
                     data__signed__keys_is_list = isinstance(data__signed__keys, (list, tuple))
                     if data__signed__keys_is_list:
                         data__signed__keys_len = len(data__signed__keys)
                         if data__signed__keys_len < 1:
-                            raise JsonSchemaValueException(
-                                "" + (name_prefix or "data") + ".signed.keys must contain at least 1 items",
-                                value=data__signed__keys,
-                                name="" + (name_prefix or "data") + ".signed.keys",
-                                definition={
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["keyid", "type", "publicKeyPem"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "keyid": {
-                                                "type": "string",
-                                                "pattern": "^[0-9a-f]{64}$",
-                                                "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                            },
-                                            "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                            "publicKeyPem": {"type": "string"},
-                                        },
-                                    },
-                                },
-                                rule="minItems",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.keys must contain at least 1 items", value=data__signed__keys, name="" + (name_prefix or "data") + ".signed.keys", definition={'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}}, rule='minItems')
                         for data__signed__keys_x, data__signed__keys_item in enumerate(data__signed__keys):
                             if not isinstance(data__signed__keys_item, (dict)):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".signed.keys[{data__signed__keys_x}]".format(**locals())
-                                    + " must be object",
-                                    value=data__signed__keys_item,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".signed.keys[{data__signed__keys_x}]".format(**locals())
-                                    + "",
-                                    definition={
-                                        "type": "object",
-                                        "required": ["keyid", "type", "publicKeyPem"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "keyid": {
-                                                "type": "string",
-                                                "pattern": "^[0-9a-f]{64}$",
-                                                "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                            },
-                                            "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                            "publicKeyPem": {"type": "string"},
-                                        },
-                                    },
-                                    rule="type",
-                                )
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}]".format(**locals()) + " must be object", value=data__signed__keys_item, name="" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}, rule='type')
                             data__signed__keys_item_is_dict = isinstance(data__signed__keys_item, dict)
                             if data__signed__keys_item_is_dict:
-                                data__signed__keys_item__missing_keys = (
-                                    set(["keyid", "type", "publicKeyPem"]) - data__signed__keys_item.keys()
-                                )
+                                data__signed__keys_item__missing_keys = set(['keyid', 'type', 'publicKeyPem']) - data__signed__keys_item.keys()
                                 if data__signed__keys_item__missing_keys:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".signed.keys[{data__signed__keys_x}]".format(**locals())
-                                        + " must contain "
-                                        + (str(sorted(data__signed__keys_item__missing_keys)) + " properties"),
-                                        value=data__signed__keys_item,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".signed.keys[{data__signed__keys_x}]".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "object",
-                                            "required": ["keyid", "type", "publicKeyPem"],
-                                            "additionalProperties": False,
-                                            "properties": {
-                                                "keyid": {
-                                                    "type": "string",
-                                                    "pattern": "^[0-9a-f]{64}$",
-                                                    "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                                },
-                                                "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                                "publicKeyPem": {"type": "string"},
-                                            },
-                                        },
-                                        rule="required",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}]".format(**locals()) + " must contain " + (str(sorted(data__signed__keys_item__missing_keys)) + " properties"), value=data__signed__keys_item, name="" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}, rule='required')
                                 data__signed__keys_item_keys = set(data__signed__keys_item.keys())
                                 if "keyid" in data__signed__keys_item_keys:
                                     data__signed__keys_item_keys.remove("keyid")
                                     data__signed__keys_item__keyid = data__signed__keys_item["keyid"]
                                     if not isinstance(data__signed__keys_item__keyid, (str)):
-                                        raise JsonSchemaValueException(
-                                            ""
-                                            + (name_prefix or "data")
-                                            + ".signed.keys[{data__signed__keys_x}].keyid".format(**locals())
-                                            + " must be string",
-                                            value=data__signed__keys_item__keyid,
-                                            name=""
-                                            + (name_prefix or "data")
-                                            + ".signed.keys[{data__signed__keys_x}].keyid".format(**locals())
-                                            + "",
-                                            definition={
-                                                "type": "string",
-                                                "pattern": "^[0-9a-f]{64}$",
-                                                "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                            },
-                                            rule="type",
-                                        )
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}].keyid".format(**locals()) + " must be string", value=data__signed__keys_item__keyid, name="" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}].keyid".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, rule='type')
                                     if isinstance(data__signed__keys_item__keyid, str):
-                                        if not REGEX_PATTERNS["^[0-9a-f]{64}$"].search(data__signed__keys_item__keyid):
-                                            raise JsonSchemaValueException(
-                                                ""
-                                                + (name_prefix or "data")
-                                                + ".signed.keys[{data__signed__keys_x}].keyid".format(**locals())
-                                                + " must match pattern ^[0-9a-f]{64}$",
-                                                value=data__signed__keys_item__keyid,
-                                                name=""
-                                                + (name_prefix or "data")
-                                                + ".signed.keys[{data__signed__keys_x}].keyid".format(**locals())
-                                                + "",
-                                                definition={
-                                                    "type": "string",
-                                                    "pattern": "^[0-9a-f]{64}$",
-                                                    "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                                },
-                                                rule="pattern",
-                                            )
+                                        if not REGEX_PATTERNS['^[0-9a-f]{64}$'].search(data__signed__keys_item__keyid):
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}].keyid".format(**locals()) + " must match pattern ^[0-9a-f]{64}$", value=data__signed__keys_item__keyid, name="" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}].keyid".format(**locals()) + "", definition={'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, rule='pattern')
                                 if "type" in data__signed__keys_item_keys:
                                     data__signed__keys_item_keys.remove("type")
                                     data__signed__keys_item__type = data__signed__keys_item["type"]
-                                    if not (
-                                        isinstance(data__signed__keys_item__type, str)
-                                        and data__signed__keys_item__type == "ed25519"
-                                        or isinstance(data__signed__keys_item__type, str)
-                                        and data__signed__keys_item__type == "ecdsa-p256"
-                                    ):
-                                        raise JsonSchemaValueException(
-                                            ""
-                                            + (name_prefix or "data")
-                                            + ".signed.keys[{data__signed__keys_x}].type".format(**locals())
-                                            + " must be one of ['ed25519', 'ecdsa-p256']",
-                                            value=data__signed__keys_item__type,
-                                            name=""
-                                            + (name_prefix or "data")
-                                            + ".signed.keys[{data__signed__keys_x}].type".format(**locals())
-                                            + "",
-                                            definition={"enum": ["ed25519", "ecdsa-p256"]},
-                                            rule="enum",
-                                        )
+                                    if not (isinstance(data__signed__keys_item__type, str) and data__signed__keys_item__type == 'ed25519' or isinstance(data__signed__keys_item__type, str) and data__signed__keys_item__type == 'ecdsa-p256'):
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}].type".format(**locals()) + " must be one of ['ed25519', 'ecdsa-p256']", value=data__signed__keys_item__type, name="" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}].type".format(**locals()) + "", definition={'enum': ['ed25519', 'ecdsa-p256']}, rule='enum')
                                 if "publicKeyPem" in data__signed__keys_item_keys:
                                     data__signed__keys_item_keys.remove("publicKeyPem")
                                     data__signed__keys_item__publicKeyPem = data__signed__keys_item["publicKeyPem"]
                                     if not isinstance(data__signed__keys_item__publicKeyPem, (str)):
-                                        raise JsonSchemaValueException(
-                                            ""
-                                            + (name_prefix or "data")
-                                            + ".signed.keys[{data__signed__keys_x}].publicKeyPem".format(**locals())
-                                            + " must be string",
-                                            value=data__signed__keys_item__publicKeyPem,
-                                            name=""
-                                            + (name_prefix or "data")
-                                            + ".signed.keys[{data__signed__keys_x}].publicKeyPem".format(**locals())
-                                            + "",
-                                            definition={"type": "string"},
-                                            rule="type",
-                                        )
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}].publicKeyPem".format(**locals()) + " must be string", value=data__signed__keys_item__publicKeyPem, name="" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}].publicKeyPem".format(**locals()) + "", definition={'type': 'string'}, rule='type')
                                 if data__signed__keys_item_keys:
-                                    raise JsonSchemaValueException(
-                                        ""
-                                        + (name_prefix or "data")
-                                        + ".signed.keys[{data__signed__keys_x}]".format(**locals())
-                                        + " must not contain "
-                                        + str(data__signed__keys_item_keys)
-                                        + " properties",
-                                        value=data__signed__keys_item,
-                                        name=""
-                                        + (name_prefix or "data")
-                                        + ".signed.keys[{data__signed__keys_x}]".format(**locals())
-                                        + "",
-                                        definition={
-                                            "type": "object",
-                                            "required": ["keyid", "type", "publicKeyPem"],
-                                            "additionalProperties": False,
-                                            "properties": {
-                                                "keyid": {
-                                                    "type": "string",
-                                                    "pattern": "^[0-9a-f]{64}$",
-                                                    "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                                },
-                                                "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                                "publicKeyPem": {"type": "string"},
-                                            },
-                                        },
-                                        rule="additionalProperties",
-                                    )
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}]".format(**locals()) + " must not contain "+str(data__signed__keys_item_keys)+" properties", value=data__signed__keys_item, name="" + (name_prefix or "data") + ".signed.keys[{data__signed__keys_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}, rule='additionalProperties')
                 if "products" in data__signed_keys:
                     data__signed_keys.remove("products")
                     data__signed__products = data__signed["products"]
                     if not isinstance(data__signed__products, (list, tuple)):
-                        raise JsonSchemaValueException(
-                            "" + (name_prefix or "data") + ".signed.products must be array",
-                            value=data__signed__products,
-                            name="" + (name_prefix or "data") + ".signed.products",
-                            definition={
-                                "type": "array",
-                                "items": {"type": "string"},
-                                "description": "Products this root may vouch for; empty means any.",
-                            },
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.products must be array", value=data__signed__products, name="" + (name_prefix or "data") + ".signed.products", definition={'type': 'array', 'items': {'type': 'string'}, 'description': 'Products this root may vouch for; empty means any.'}, rule='type')
                     data__signed__products_is_list = isinstance(data__signed__products, (list, tuple))
                     if data__signed__products_is_list:
                         data__signed__products_len = len(data__signed__products)
                         for data__signed__products_x, data__signed__products_item in enumerate(data__signed__products):
                             if not isinstance(data__signed__products_item, (str)):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".signed.products[{data__signed__products_x}]".format(**locals())
-                                    + " must be string",
-                                    value=data__signed__products_item,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".signed.products[{data__signed__products_x}]".format(**locals())
-                                    + "",
-                                    definition={"type": "string"},
-                                    rule="type",
-                                )
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed.products[{data__signed__products_x}]".format(**locals()) + " must be string", value=data__signed__products_item, name="" + (name_prefix or "data") + ".signed.products[{data__signed__products_x}]".format(**locals()) + "", definition={'type': 'string'}, rule='type')
                 if data__signed_keys:
-                    raise JsonSchemaValueException(
-                        ""
-                        + (name_prefix or "data")
-                        + ".signed must not contain "
-                        + str(data__signed_keys)
-                        + " properties",
-                        value=data__signed,
-                        name="" + (name_prefix or "data") + ".signed",
-                        definition={
-                            "type": "object",
-                            "required": ["apiVersion", "kind", "version", "expires", "threshold", "keys"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "apiVersion": {"const": "kitbuilder/v1"},
-                                "kind": {"const": "TrustRoot"},
-                                "version": {"type": "integer", "minimum": 1},
-                                "expires": {"type": "string"},
-                                "threshold": {"type": "integer", "minimum": 1},
-                                "keys": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["keyid", "type", "publicKeyPem"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "keyid": {
-                                                "type": "string",
-                                                "pattern": "^[0-9a-f]{64}$",
-                                                "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                            },
-                                            "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                            "publicKeyPem": {"type": "string"},
-                                        },
-                                    },
-                                },
-                                "products": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                    "description": "Products this root may vouch for; empty means any.",
-                                },
-                            },
-                        },
-                        rule="additionalProperties",
-                    )
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".signed must not contain "+str(data__signed_keys)+" properties", value=data__signed, name="" + (name_prefix or "data") + ".signed", definition={'type': 'object', 'required': ['apiVersion', 'kind', 'version', 'expires', 'threshold', 'keys'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'kind': {'const': 'TrustRoot'}, 'version': {'type': 'integer', 'minimum': 1}, 'expires': {'type': 'string'}, 'threshold': {'type': 'integer', 'minimum': 1}, 'keys': {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}}, 'products': {'type': 'array', 'items': {'type': 'string'}, 'description': 'Products this root may vouch for; empty means any.'}}}, rule='additionalProperties')
         if "signatures" in data_keys:
             data_keys.remove("signatures")
             data__signatures = data["signatures"]
             if not isinstance(data__signatures, (list, tuple)):
-                raise JsonSchemaValueException(
-                    "" + (name_prefix or "data") + ".signatures must be array",
-                    value=data__signatures,
-                    name="" + (name_prefix or "data") + ".signatures",
-                    definition={
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["keyid", "sig"],
-                            "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}},
-                        },
-                    },
-                    rule="type",
-                )
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".signatures must be array", value=data__signatures, name="" + (name_prefix or "data") + ".signatures", definition={'type': 'array', 'items': {'type': 'object', 'required': ['keyid', 'sig'], 'properties': {'keyid': {'type': 'string'}, 'sig': {'type': 'string'}}}}, rule='type')
             data__signatures_is_list = isinstance(data__signatures, (list, tuple))
             if data__signatures_is_list:
                 data__signatures_len = len(data__signatures)
                 for data__signatures_x, data__signatures_item in enumerate(data__signatures):
                     if not isinstance(data__signatures_item, (dict)):
-                        raise JsonSchemaValueException(
-                            ""
-                            + (name_prefix or "data")
-                            + ".signatures[{data__signatures_x}]".format(**locals())
-                            + " must be object",
-                            value=data__signatures_item,
-                            name=""
-                            + (name_prefix or "data")
-                            + ".signatures[{data__signatures_x}]".format(**locals())
-                            + "",
-                            definition={
-                                "type": "object",
-                                "required": ["keyid", "sig"],
-                                "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}},
-                            },
-                            rule="type",
-                        )
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".signatures[{data__signatures_x}]".format(**locals()) + " must be object", value=data__signatures_item, name="" + (name_prefix or "data") + ".signatures[{data__signatures_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['keyid', 'sig'], 'properties': {'keyid': {'type': 'string'}, 'sig': {'type': 'string'}}}, rule='type')
                     data__signatures_item_is_dict = isinstance(data__signatures_item, dict)
                     if data__signatures_item_is_dict:
-                        data__signatures_item__missing_keys = set(["keyid", "sig"]) - data__signatures_item.keys()
+                        data__signatures_item__missing_keys = set(['keyid', 'sig']) - data__signatures_item.keys()
                         if data__signatures_item__missing_keys:
-                            raise JsonSchemaValueException(
-                                ""
-                                + (name_prefix or "data")
-                                + ".signatures[{data__signatures_x}]".format(**locals())
-                                + " must contain "
-                                + (str(sorted(data__signatures_item__missing_keys)) + " properties"),
-                                value=data__signatures_item,
-                                name=""
-                                + (name_prefix or "data")
-                                + ".signatures[{data__signatures_x}]".format(**locals())
-                                + "",
-                                definition={
-                                    "type": "object",
-                                    "required": ["keyid", "sig"],
-                                    "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}},
-                                },
-                                rule="required",
-                            )
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".signatures[{data__signatures_x}]".format(**locals()) + " must contain " + (str(sorted(data__signatures_item__missing_keys)) + " properties"), value=data__signatures_item, name="" + (name_prefix or "data") + ".signatures[{data__signatures_x}]".format(**locals()) + "", definition={'type': 'object', 'required': ['keyid', 'sig'], 'properties': {'keyid': {'type': 'string'}, 'sig': {'type': 'string'}}}, rule='required')
                         data__signatures_item_keys = set(data__signatures_item.keys())
                         if "keyid" in data__signatures_item_keys:
                             data__signatures_item_keys.remove("keyid")
                             data__signatures_item__keyid = data__signatures_item["keyid"]
                             if not isinstance(data__signatures_item__keyid, (str)):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".signatures[{data__signatures_x}].keyid".format(**locals())
-                                    + " must be string",
-                                    value=data__signatures_item__keyid,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".signatures[{data__signatures_x}].keyid".format(**locals())
-                                    + "",
-                                    definition={"type": "string"},
-                                    rule="type",
-                                )
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".signatures[{data__signatures_x}].keyid".format(**locals()) + " must be string", value=data__signatures_item__keyid, name="" + (name_prefix or "data") + ".signatures[{data__signatures_x}].keyid".format(**locals()) + "", definition={'type': 'string'}, rule='type')
                         if "sig" in data__signatures_item_keys:
                             data__signatures_item_keys.remove("sig")
                             data__signatures_item__sig = data__signatures_item["sig"]
                             if not isinstance(data__signatures_item__sig, (str)):
-                                raise JsonSchemaValueException(
-                                    ""
-                                    + (name_prefix or "data")
-                                    + ".signatures[{data__signatures_x}].sig".format(**locals())
-                                    + " must be string",
-                                    value=data__signatures_item__sig,
-                                    name=""
-                                    + (name_prefix or "data")
-                                    + ".signatures[{data__signatures_x}].sig".format(**locals())
-                                    + "",
-                                    definition={"type": "string"},
-                                    rule="type",
-                                )
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".signatures[{data__signatures_x}].sig".format(**locals()) + " must be string", value=data__signatures_item__sig, name="" + (name_prefix or "data") + ".signatures[{data__signatures_x}].sig".format(**locals()) + "", definition={'type': 'string'}, rule='type')
         if data_keys:
-            raise JsonSchemaValueException(
-                "" + (name_prefix or "data") + " must not contain " + str(data_keys) + " properties",
-                value=data,
-                name="" + (name_prefix or "data") + "",
-                definition={
-                    "$schema": "http://json-schema.org/draft-07/schema#",
-                    "$id": "https://kitbuilder.dev/schemas/trust-root.schema.json",
-                    "title": "kitbuilder trust root (trust.json, written by kit trust init)",
-                    "type": "object",
-                    "required": ["signed", "signatures"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "signed": {
-                            "type": "object",
-                            "required": ["apiVersion", "kind", "version", "expires", "threshold", "keys"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "apiVersion": {"const": "kitbuilder/v1"},
-                                "kind": {"const": "TrustRoot"},
-                                "version": {"type": "integer", "minimum": 1},
-                                "expires": {"type": "string"},
-                                "threshold": {"type": "integer", "minimum": 1},
-                                "keys": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["keyid", "type", "publicKeyPem"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "keyid": {
-                                                "type": "string",
-                                                "pattern": "^[0-9a-f]{64}$",
-                                                "description": "hex SHA-256 of the DER SubjectPublicKeyInfo",
-                                            },
-                                            "type": {"enum": ["ed25519", "ecdsa-p256"]},
-                                            "publicKeyPem": {"type": "string"},
-                                        },
-                                    },
-                                },
-                                "products": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                    "description": "Products this root may vouch for; empty means any.",
-                                },
-                            },
-                        },
-                        "signatures": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["keyid", "sig"],
-                                "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}},
-                            },
-                        },
-                    },
-                },
-                rule="additionalProperties",
-            )
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', '$id': 'https://kitbuilder.dev/schemas/trust-root.schema.json', 'title': 'kitbuilder trust root (trust.json, written by kit trust init)', 'type': 'object', 'required': ['signed', 'signatures'], 'additionalProperties': False, 'properties': {'signed': {'type': 'object', 'required': ['apiVersion', 'kind', 'version', 'expires', 'threshold', 'keys'], 'additionalProperties': False, 'properties': {'apiVersion': {'const': 'kitbuilder/v1'}, 'kind': {'const': 'TrustRoot'}, 'version': {'type': 'integer', 'minimum': 1}, 'expires': {'type': 'string'}, 'threshold': {'type': 'integer', 'minimum': 1}, 'keys': {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'required': ['keyid', 'type', 'publicKeyPem'], 'additionalProperties': False, 'properties': {'keyid': {'type': 'string', 'pattern': '^[0-9a-f]{64}$', 'description': 'hex SHA-256 of the DER SubjectPublicKeyInfo'}, 'type': {'enum': ['ed25519', 'ecdsa-p256']}, 'publicKeyPem': {'type': 'string'}}}}, 'products': {'type': 'array', 'items': {'type': 'string'}, 'description': 'Products this root may vouch for; empty means any.'}}}, 'signatures': {'type': 'array', 'items': {'type': 'object', 'required': ['keyid', 'sig'], 'properties': {'keyid': {'type': 'string'}, 'sig': {'type': 'string'}}}}}}, rule='additionalProperties')
     return data
-
 
 validate = validate_https___kitbuilder_dev_schemas_trust_root_schema_json
