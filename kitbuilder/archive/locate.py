@@ -43,6 +43,23 @@ class IndexLocation:
     # reader that hashes the file reads them again, and must get these bytes or refuse the file (it changed).
     tail_sha256: str
 
+    def check_unchanged(self, shown: object, hashed_to: int, tail_sha256: str, beyond: bytes) -> None:
+        """ArchiveError unless a reader that hashed the file to ``hashed_to`` (the tail from ``index_offset`` on
+        hashing to ``tail_sha256``, ``beyond`` read past the end) saw the file these were read from: the same
+        ``file_size`` bytes, ending there, with the index and footer that were parsed. A kit that shrank, grew or
+        was rewritten after its footer was read is not the one checked, whatever its digest."""
+        if hashed_to != self.file_size or beyond:
+            now = "shorter" if hashed_to < self.file_size else "longer"
+            raise ArchiveError(
+                f"{shown}: the kit changed while it was being verified (now {now} than the {self.file_size} bytes "
+                "its footer was read at); verify it again once nothing is writing to it"
+            )
+        if tail_sha256 != self.tail_sha256:
+            raise ArchiveError(
+                f"{shown}: the kit changed while it was being verified (its index or footer, from offset "
+                f"{self.index_offset}, was rewritten after it was read); verify it again once nothing is writing to it"
+            )
+
 
 def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     """Locate and parse the index through the footer; ArchiveError if the file is not a sealed kit."""
