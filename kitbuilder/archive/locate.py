@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import struct
@@ -38,6 +39,26 @@ class IndexLocation:
     index: KitIndex
     index_offset: int
     file_size: int
+    # SHA-256 of the bytes from ``index_offset`` to the end (index frame, footer) as they were read and parsed: a
+    # reader that hashes the file reads them again, and must get these bytes or refuse the file (it changed).
+    tail_sha256: str
+
+    def check_unchanged(self, shown: object, hashed_to: int, tail_sha256: str, beyond: bytes) -> None:
+        """ArchiveError unless a reader that hashed the file to ``hashed_to`` (the tail from ``index_offset`` on
+        hashing to ``tail_sha256``, ``beyond`` read past the end) saw the file these were read from: the same
+        ``file_size`` bytes, ending there, with the index and footer that were parsed. A kit that shrank, grew or
+        was rewritten after its footer was read is not the one checked, whatever its digest."""
+        if hashed_to != self.file_size or beyond:
+            now = "shorter" if hashed_to < self.file_size else "longer"
+            raise ArchiveError(
+                f"{shown}: the kit changed while it was being verified (now {now} than the {self.file_size} bytes "
+                "its footer was read at); verify it again once nothing is writing to it"
+            )
+        if tail_sha256 != self.tail_sha256:
+            raise ArchiveError(
+                f"{shown}: the kit changed while it was being verified (its index or footer, from offset "
+                f"{self.index_offset}, was rewritten after it was read); verify it again once nothing is writing to it"
+            )
 
 
 def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
@@ -46,7 +67,8 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
     if file_size < zstdframes.FOOTER_SIZE:
         raise ArchiveError(f"kit is only {file_size} bytes: not a kit, or truncated")
     stream.seek(file_size - zstdframes.FOOTER_SIZE)
-    index_offset = zstdframes.parse_footer(stream.read(zstdframes.FOOTER_SIZE))
+    footer = stream.read(zstdframes.FOOTER_SIZE)
+    index_offset = zstdframes.parse_footer(footer)
     if index_offset >= file_size - zstdframes.FOOTER_SIZE:
         raise ArchiveError("kit footer: index offset points past the end of the file")
     # The index is one skippable frame of raw bytes, read with one read of its declared size: its cost is
@@ -98,4 +120,7 @@ def read_index(stream: BinaryIO, caps: Caps) -> IndexLocation:
                 f"kit index: its frames end at offset {last.offset + last.length}, but the index frame is at "
                 f"{index_offset}"
             )
-    return IndexLocation(index=index, index_offset=index_offset, file_size=file_size)
+    tail = hashlib.sha256(header)
+    tail.update(data)
+    tail.update(footer)
+    return IndexLocation(index=index, index_offset=index_offset, file_size=file_size, tail_sha256=tail.hexdigest())

@@ -230,19 +230,29 @@ def _check_images(stream: BinaryIO, metadata: KitMetadata, manifest: Manifest, c
 
 
 class _HashingReader:
-    """Wraps the kit stream so its SHA-256 is computed (on the hash worker) from the same single read (format 1)."""
+    """Wraps the kit stream so its SHA-256 is computed (on the hash worker) from the same single read (format 1).
 
-    def __init__(self, stream: BinaryIO, worker: HashWorker) -> None:
+    The bytes from ``tail_from`` on (index and footer, parsed before the scan) are hashed apart too, as they pass
+    (the frame reader reads ahead into them), for ``IndexLocation.check_unchanged``."""
+
+    def __init__(self, stream: BinaryIO, worker: HashWorker, tail_from: int) -> None:
         self._stream = stream
         self.digest = QueuedDigest(worker, hashlib.sha256())
+        self.tail = hashlib.sha256()
+        self._tail_from = tail_from
+        self._position = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
         self.digest.update(data)
+        start, self._position = self._position, self._position + len(data)
+        if self._position > self._tail_from:
+            self.tail.update(data[max(0, self._tail_from - start) :])
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._stream.seek(offset, whence)
+        self._position = self._stream.seek(offset, whence)
+        return self._position
 
 
 def _scan(
@@ -266,7 +276,7 @@ def _scan(
     # three SHA-256 passes no longer queue behind one thread while the main thread decompresses.
     worker = HashWorker()
     file_worker = HashWorker()
-    hashing = _HashingReader(stream, file_worker)
+    hashing = _HashingReader(stream, file_worker, metadata.location.index_offset)
     try:
         result = reader.scan(
             hashing,  # type: ignore[arg-type]
@@ -285,7 +295,7 @@ def _scan(
             piece := hashing.read(min(1 << 20, metadata.location.file_size - at))
         ):
             at += len(piece)
-        _check_unchanged(path, metadata.location.file_size, at, stream.read(1))
+        metadata.location.check_unchanged(path, at, hashing.tail.hexdigest(), stream.read(1))
         hashing.digest.flush()
         worker.sync()
         file_worker.sync()
@@ -293,17 +303,6 @@ def _scan(
         worker.close()
         file_worker.close()
     return result, hashing.digest.hexdigest()
-
-
-def _check_unchanged(path: Path, size: int, hashed_to: int, beyond: bytes) -> None:
-    """The digest covers exactly the ``size`` bytes whose index and footer were checked, and the file still ends
-    there: a kit that shrank or grew after its footer was read is not the one verified, whatever its digest."""
-    if hashed_to != size or beyond:
-        now = "shorter" if hashed_to < size else "longer"
-        raise ArchiveError(
-            f"{path}: the kit changed while it was being verified (now {now} than the {size} bytes its footer was "
-            "read at); verify it again once nothing is writing to it"
-        )
 
 
 def _scan2(
@@ -334,10 +333,12 @@ def _scan2(
     )
     read_at = scan2.reader_at(stream)
     offset = location.index_offset
+    tail = hashlib.sha256()
     while offset < location.file_size and (piece := read_at(offset, min(1 << 20, location.file_size - offset))):
         digest.update(piece)
+        tail.update(piece)
         offset += len(piece)
-    _check_unchanged(path, location.file_size, offset, read_at(offset, 1))
+    location.check_unchanged(path, offset, tail.hexdigest(), read_at(offset, 1))
     return reader.ScanResult(scanned.members, scanned.payload_bytes, location.file_size), digest.hexdigest()
 
 

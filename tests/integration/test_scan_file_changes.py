@@ -1,8 +1,9 @@
 """A kit file changed on disk while verify reads it: the digest verify reports must be of the bytes it checked.
 
 verify reads the index and footer first, then the frames, then hashes the tail again for the whole file's
-SHA-256. A file that grows or shrinks between those reads is not the kit that was checked: verify must refuse it
-(one line, exit 5) instead of exiting 0 with a digest of bytes it never checked, or checked bytes it no longer has.
+SHA-256. A file that grows or shrinks, or whose index or footer is rewritten in place, between those reads is not
+the kit that was checked: verify must refuse it (one line, exit 5) instead of exiting 0 with a digest of bytes it
+never checked, or checked bytes it no longer has.
 """
 
 from __future__ import annotations
@@ -47,6 +48,23 @@ def _cut_footer(kit: Path) -> None:
     os.truncate(kit, kit.stat().st_size - 1)
 
 
+def _rewrite(kit: Path, offset: int) -> None:
+    """One byte at ``offset`` replaced, in place: the file keeps its size."""
+    with kit.open("r+b") as sink:
+        sink.seek(offset)
+        old = sink.read(1)
+        sink.seek(offset)
+        sink.write(b" " if old != b" " else b"\t")
+
+
+def _rewrite_index(kit: Path) -> None:
+    _rewrite(kit, _index_offset(kit) + 9)  # inside the index's JSON, already parsed
+
+
+def _rewrite_footer(kit: Path) -> None:
+    _rewrite(kit, kit.stat().st_size - 1)
+
+
 def _held_verify(
     kit: Path, trusted: Path, tmp_path: Path, change: Callable[[Path], None], point: str
 ) -> tuple[int, str]:
@@ -75,7 +93,11 @@ def _held_verify(
     [(lambda: crafted2().data, "scan-frame"), (lambda: crafted2().data, "verify-scan"), (kit, "verify-scan")],
     ids=["format2-mid-scan", "format2", "format1"],
 )
-@pytest.mark.parametrize("change", [_grow, _cut_tail, _cut_footer], ids=["grows", "tail-cut", "footer-cut"])
+@pytest.mark.parametrize(
+    "change",
+    [_grow, _cut_tail, _cut_footer, _rewrite_index, _rewrite_footer],
+    ids=["grows", "tail-cut", "footer-cut", "index-rewritten", "footer-rewritten"],
+)
 def test_a_kit_changed_after_its_index_was_read_is_refused(
     change: Callable[[Path], None], make: Callable[[], bytes], point: str, tmp_path: Path, trusted: Path
 ) -> None:

@@ -60,3 +60,16 @@ def test_a_validator_generated_from_another_schema_text_is_not_used(monkeypatch:
 def test_a_validator_generated_by_another_fastjsonschema_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastjsonschema, "VERSION", "0.0.0")
     assert schemas._generated("manifest-v2") is None
+
+
+def test_the_formatter_leaves_the_generated_modules_as_generated() -> None:
+    # They are compared byte for byte with what scripts/compile_schemas.py writes: a `ruff format` over the tree (as
+    # at a merge) made every one of them stale, so the validators were compiled at run time again.
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", str(ROOT / "kitbuilder" / "core" / "schema_code")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "would reformat" not in result.stdout + result.stderr
