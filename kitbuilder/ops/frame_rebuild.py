@@ -85,18 +85,18 @@ class FrameRebuilder:
         base_stream: BinaryIO,
         base: Manifest,
         scratch: tuple[Directory, Path],
-        caps: Caps | None = None,
-        target_files: Callable[[], Manifest] | None = None,
+        caps: Caps,
+        target_files: Callable[[], Manifest],
     ) -> None:
         self.delta = delta
-        # File mode reads the target's file list late (while copying); a rebuild needs it before.
-        self._target_files = target_files or (lambda: delta.target_manifest)
+        # The target's manifest with its files, read once: file mode otherwise reads the list while copying.
+        self._target_files = target_files
         self.base_path = base_path
         self.base_stream = base_stream
         self.base = base
         # The output's directory (the temporary file of rebuilt frames goes there) and the output, for messages.
         self.scratch, self.output = scratch
-        self.caps = caps or Caps()
+        self.caps = caps
         self._spans: dict[str, Span] | None = None
         self._fd = -1
         self._finalizer: Callable[[], None] | None = None
