@@ -17,7 +17,6 @@ from kitbuilder.archive.reader import Caps
 from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, Manifest
 from kitbuilder.errors import HostIOError, IntegrityError, KitError
 from kitbuilder.ops.confined import CHUNK, Directory, host_error
-from kitbuilder.ops.delta_content import carried_contents
 from kitbuilder.ops.delta_open import VerifiedDelta
 from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.kitfile import Metadata, check_layout
@@ -200,8 +199,9 @@ class _Sources:
         self.target = FrameMap(delta.target_manifest, what=f"{delta.path}: target {MANIFEST_JSON}")
         self.carried = delta.carried
         self.base = FrameMap(base, what=f"installed {MANIFEST_JSON}")
-        # Target contents the delta carries as content members (a content delta, or whole), checked by name.
-        self.contents = carried_contents(delta.manifest, delta.path)
+        # Target contents the delta carries as content members (a content delta, or whole), checked by name when
+        # the delta was opened (``carried_contents``, as file mode uses them).
+        self.contents = delta.contents
         self.delta_map = FrameMap(delta.manifest, what=str(delta.path)) if self.contents else None
         patch_bases = {c.base_sha256 for c in self.contents.values() if c.base_sha256 is not None}
         self.donors: dict[tuple[str, int], list[str]] = {}
