@@ -352,6 +352,9 @@ def parse(
     return parser.close()
 
 
+_SLICE = 256 << 10
+
+
 class _Parser:
     """The file list parsed piece by piece: whole lines are parsed as they arrive, a partial one is held until
     the rest of it does (at most one line's worth: a longer run without a newline is refused)."""
@@ -366,6 +369,12 @@ class _Parser:
         self._line = 0  # lines parsed so far
 
     def feed(self, piece: bytes) -> None:
+        # A piece is a whole decoded frame (up to 4 MiB): parsed a slice at a time, the copies made on the way
+        # (the joined tail, the cut, its text, the matches) stay a few hundred KiB instead of four frame-sized ones.
+        for start in range(0, len(piece), _SLICE):
+            self._feed(piece[start : start + _SLICE] if len(piece) > _SLICE else piece)
+
+    def _feed(self, piece: bytes) -> None:
         data = self._tail + piece if self._tail else piece
         cut = data.rfind(b"\n") + 1
         if cut:

@@ -97,6 +97,24 @@ def test_a_list_in_pieces_parses_as_the_whole_wherever_it_is_cut() -> None:
     assert filelist.parse([data[n : n + 7] for n in range(0, len(data), 7)], count=3, frame_sizes=FRAMES) == FILES
 
 
+def test_a_piece_longer_than_the_parse_slice_parses_as_the_whole() -> None:
+    """A decoded frame (up to 4 MiB) is parsed a slice at a time: lines cut by a slice boundary inside one piece,
+    and a bad line past the first slice, are what they are in the whole list."""
+    files = tuple(
+        FileEntry(f"docs/d{n % 97:02d}/page-{n:06d}.md", n % 5, f"{n:064x}", "doc", "docs", frame=0, at=n * 512)
+        for n in range(6000)
+    )
+    frames = [6000 * 512]
+    data = filelist.render(files)
+    assert len(data) > 3 * filelist._SLICE
+    assert filelist.parse([data], count=len(files), frame_sizes=frames) == files
+    lines = data.split(b"\n")
+    lines[5000] = lines[5000].replace(b'"size":', b'"size":-')
+    bad = b"\n".join(lines)
+    with pytest.raises(FormatError, match="line 5001:"):
+        filelist.parse([bad], count=len(files), frame_sizes=frames)
+
+
 def test_a_run_without_a_newline_is_refused_at_one_line_of_bytes() -> None:
     """A partial line is held only up to the longest line: a piece running on is refused before it ends."""
     data = filelist.render(FILES)
