@@ -353,22 +353,14 @@ def parse(
 
 
 def parse_pieces(
-    data: Iterable[bytes],
-    *,
-    count: int,
-    frame_sizes: Sequence[int],
-    what: str = FILE_LIST,
-    signed_by: str = "manifest.json",
+    data: Iterable[bytes], *, count: int, frame_sizes: Sequence[int], what: str, signed_by: str
 ) -> Iterator[FileTable]:
-    """``parse``, handing out the entries of each piece as a table of their own as soon as it is parsed, none kept:
-    a reader that walks a list in order once (``kit patch``'s frame rebuild walks the base's) holds one piece's
-    entries, not a million. The same checks, the same errors, the count checked at the end."""
+    """``parse``, each piece's entries handed out as a table of their own, none kept (a walk of a list in order)."""
     parser = _Parser(count, frame_sizes, what, signed_by)
     for piece in data:
         parser.feed(piece)
         table, parser.table = parser.table, FileTable()
-        if len(table):
-            yield table
+        yield table
     parser.close()
 
 
