@@ -145,6 +145,50 @@ def test_a_build_whose_small_input_grows_after_the_scan_is_refused_naming_it(kit
     assert not out.exists()
 
 
+@pytest.mark.parametrize("first", ["removed", "grown"])
+def test_a_build_with_two_inputs_changed_after_the_scan_names_the_first_in_archive_order(
+    kit_env: KitEnv, first: str
+) -> None:
+    """Two inputs in different group frames change between the scan and the reads (held there by the fault hook, not
+    by timing); whichever worker meets its fault first, the build names the earlier input, in one line, and writes
+    nothing."""
+    many = kit_env.root / "src/docs/many"
+    many.mkdir()
+    for number in range(300):  # 9 MiB of small inputs: many group frames, made on several workers
+        (many / f"f{number:03d}.txt").write_bytes(bytes([65 + number % 26]) * 30_000)
+    early, late = many / "f010.txt", many / "f290.txt"
+    removed, grown = (early, late) if first == "removed" else (late, early)
+    gate = kit_env.root / "gate"
+    out = kit_env.kit()
+    env = {**os.environ, "KIT_DEBUG": "", "KIT_FAULT_WAIT": f"build-inputs-collected:{gate}"}
+    command = [sys.executable, "-c", "from kitbuilder.cli import main; main()"]
+    args = ["build", str(kit_env.spec), "--key", str(kit_env.ed_key), "--out", str(out), "--threads", "4"]
+    child = subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        waiting = Path(f"{gate}.waiting")
+        while not waiting.exists() and child.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=0.01)
+        assert waiting.exists(), child.communicate()
+        removed.unlink()
+        with grown.open("ab") as grow:
+            grow.write(b"appended after the scan\n")
+        gate.touch()
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    text = stderr.decode()
+    assert child.returncode == 2, (child.returncode, text)
+    assert text.count("\n") == 1 and "Traceback" not in text, text
+    if first == "removed":
+        assert "f010.txt: cannot read (No such file or directory)" in text, text
+    else:
+        assert "f010.txt: input grew while being read" in text, text
+    assert not out.exists()
+    assert [p.name for p in kit_env.root.iterdir() if out.name in p.name] == []  # no temporary file either
+
+
 def test_the_listing_of_a_source_tree_is_what_rglob_and_is_file_find(tmp_path: Path) -> None:
     """files_under replaced ``rglob("*")`` + ``is_file()`` (a Path and a stat per entry) in the spec's source
     listing: links to files count, links to directories are not entered, FIFOs and broken links are not files."""
