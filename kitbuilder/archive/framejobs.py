@@ -170,6 +170,18 @@ def reused(found: Verbatim, raw: bytes, what: str) -> Done:
     return Done(found.data, found.sha256, len(raw))
 
 
+def load_members(members: list[tuple[Record, bytes | int]], load: Load | None) -> list[tuple[Record, bytes]]:
+    """The members with each deferred one (its key in place of its bytes) read, in order: the first fault is the
+    first member's."""
+    ready: list[tuple[Record, bytes]] = []
+    for record, data in members:
+        if not isinstance(data, bytes):
+            assert load is not None
+            data = loaded(load, data, record.path, record.size)
+        ready.append((record, data))
+    return ready
+
+
 def group_job(
     members: list[tuple[Record, bytes | int]], level: int, reuse: FrameReuse | None, load: Load | None = None
 ) -> Callable[[], Done]:
@@ -178,12 +190,7 @@ def group_job(
     SHA-256 release the GIL, so a build of many small files reads and hashes on every core."""
 
     def run() -> Done:
-        ready: list[tuple[Record, bytes]] = []
-        for record, data in members:
-            if not isinstance(data, bytes):
-                assert load is not None
-                data = loaded(load, data, record.path, record.size)
-            ready.append((record, data))
+        ready = load_members(members, load)
         members.clear()
         fill = tuple((record, hashlib.sha256(data).hexdigest()) for record, data in ready)
         raw = group_raw(ready)

@@ -10,8 +10,7 @@ API (what ``kit build``, ``kit patch`` and delta kits call, in this order):
      are hashed on a worker and IntegrityError is raised unless they match. ``members`` lists the members
      whose 512-byte header lies in the frame (``FrameMember(path, at, size, sha256)``; none for a chunk of
      a large member);
-   - ``add_later(path, size, key, load)``: a small member whose bytes ``load`` reads on the worker that makes its
-     group frame (``framejobs.Load``), so reading and hashing many small files runs on every core, not here;
+   - ``add_later(path, size, key, load)``: a small member ``load`` reads on the worker making its group frame;
    - ``add_frame_range(fd, offset, length=, size=, sha256=, members=)``: the same, read from ``fd`` at
      ``offset`` (``os.pread``, on a worker thread, so the bytes checked are the bytes written);
 2. ``finish_payload()`` -> ``Payload(frames, members)``: every payload frame written, their table and the
@@ -27,8 +26,8 @@ of being compressed: the output is the same bytes either way (same input, same l
 The offered frame is checked against its signed digest and decoded once, on the worker, and must decode
 to exactly the bytes this build would compress there, else IntegrityError (``framejobs.reused``).
 
-Every frame is made by a job on ``threads`` workers (``framejobs``: hashing the group's members, laying
-out and compressing its tar bytes, all off this thread); results are written in order and at most
+Every frame is made by a job on ``threads`` workers (``framejobs``: reading the group's deferred members,
+hashing them, laying out and compressing its tar bytes, all off this thread); results are written in order and at most
 ``max_inflight`` bytes are in flight, so the output is identical for any thread count and memory stays
 flat. A fault is reported in archive order: one met on the calling thread (an input that shrank) waits
 for the frames before it (``settle``). Not thread-safe itself.
@@ -60,7 +59,6 @@ __all__ = [
     "FrameMember",
     "FrameReuse",
     "KitWriter2",
-    "Load",
     "Payload",
     "Verbatim",
     "compress_frame",
@@ -269,28 +267,22 @@ class KitWriter2:
             self._group_add(path, len(data), data)
 
     def add_later(self, path: str, size: int, key: int, load: Load) -> None:
-        """Add small member ``path`` of ``size`` bytes, read by ``load(key, path, size)`` on the worker that makes its
-        group frame (or here, should ``entries`` need its digest first). Its faults (an unreadable source, one that
-        changed size: UsageError) are raised in archive order like any frame's. Large members go to ``add_file``."""
+        """Add small member ``path`` of ``size`` bytes, read by ``load(key, path, size)`` on the worker making its
+        group frame (here if ``entries`` needs its digest first); its faults are raised in archive order."""
         self._payload_open()
         if layout.is_large(size):
             raise ValueError(f"{path}: {size} bytes is a large member; add it with add_file")
-        if self._group_load is not None and self._group_load is not load:
-            self._load_group()  # one loader per group job: the earlier one's members are read now
+        if self._group_load is not load:
+            self._load_group()  # one loader per group job: another one's members are read now
         self._group_load = load
         self._group_add(path, size, key)
 
     def _load_group(self) -> None:
         """Read the open group's deferred members on this thread (after the frames in flight: fault order)."""
-        load = self._group_load
-        if load is None:
-            return
-        self._drain()
-        group = self._group
-        for number, (record, data) in enumerate(group):
-            if not isinstance(data, bytes):
-                group[number] = (record, framejobs.loaded(load, data, record.path, record.size))
-        self._group_load = None
+        if self._group_load is not None:
+            self._drain()
+            self._group[:] = framejobs.load_members(self._group, self._group_load)
+            self._group_load = None
 
     def _group_add(self, path: str, size: int, data: bytes | int) -> None:
         record = Record(path, self._submitted, self._group_size, size, None)
@@ -384,9 +376,8 @@ class KitWriter2:
         self._drain()
         self._load_group()
         self._sync_large()
-        for record, data in self._group:
+        for record, data in framejobs.load_members(self._group, None):  # loaded above
             if record.sha256 is None:
-                assert isinstance(data, bytes)
                 record.sha256 = hashlib.sha256(data).hexdigest()
         self._flush()
         return self._members()

@@ -78,8 +78,8 @@ class BaseFrames(FrameReuse, Protocol):
 @dataclass(frozen=True)
 class BuildOptions:
     level: int = 3
-    # Worker threads compressing frames; None = the usable cores, 0 = all on the calling thread (the writer
-    # refuses anything outside 0..MAX_THREADS, negatives included).
+    # Worker threads reading small inputs and compressing frames; None = the usable cores, 0 = all on the calling
+    # thread (the writer refuses anything outside 0..MAX_THREADS, negatives included).
     # Every value gives the same bytes: each frame is compressed on its own, single-threaded.
     threads: int | None = None
     source_date_epoch: int | None = None
@@ -135,8 +135,8 @@ def build_kit(
         check_target(sibling)
     detached = None
     with AtomicFile(output, shown_as=shown_as) as kit_file:
-        # Digests of the compressed output (each data frame, the whole kit for the detached provenance) run
-        # on a second core while this one reads, hashes the input and compresses.
+        # The kit's digest (for the detached provenance) and large inputs' content digests run on threads of their
+        # own; small inputs are read, hashed and compressed by the frame workers (``_write_inputs``).
         hasher, output_hasher = HashWorker(), HashWorker()
         try:
             written = _write_kit(kit_file.stream, plan, reuse, (hasher, output_hasher), on_bytes)
