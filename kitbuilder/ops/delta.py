@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,11 +30,11 @@ from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame, metadata_frames
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
-from kitbuilder.core.filelist import FILE_LIST, FileTable, path_order
+from kitbuilder.core.filelist import FILE_LIST
 from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest, metadata_names
 from kitbuilder.core.manifest_parts import DeltaInfo
 from kitbuilder.errors import IntegrityError, UsageError
-from kitbuilder.ops.delta_content import CONTENT, ContentShipper
+from kitbuilder.ops.delta_content import CONTENT, ContentShipper, plan_files
 from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap
 from kitbuilder.ops.kitfile import (
     TARGET_DIR,
@@ -94,7 +94,9 @@ def write_delta(
             if frame.sha256 not in have and frame.sha256 not in seen:
                 seen.add(frame.sha256)
                 shipped.append(number)
-        added, changed, removed = _summary(base.manifest.files, manifest, have)
+        fresh = {n for n, frame in enumerate(manifest.frames) if frame.sha256 not in have}
+        plan = plan_files(base.manifest.files, manifest, fresh)
+        added, changed, removed = plan.added, plan.changed, plan.removed
         info = DeltaInfo(
             base_manifest_sha256=base.manifest_sha256,
             base_sequence=base.manifest.kit.sequence,
@@ -105,7 +107,8 @@ def write_delta(
         )
         file_list = target_list(target, stream, base.caps)
         level = manifest.build.compression.level
-        content = ContentShipper(base, frames, shipped, level) if mode == CONTENT else None
+        content = ContentShipper(base, frames, shipped, level, plan) if mode == CONTENT else None
+        del plan
         with atomic_output(output) as out:
             size = write_delta_kit(
                 out,
@@ -133,55 +136,6 @@ def write_delta(
         content.files if content else 0,
         content.rebuilt if content else 0,
     )
-
-
-def _summary(
-    base: Sequence[FileEntry], target: Manifest, have: set[str]
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """Added, changed and removed paths. By content, as a user thinks of it: a file whose content the base lacks is
-    new or changed (the frames shipped for it may carry unchanged neighbours of its group too).
-
-    Only the target's files in frames the base lacks (``have``: the base's frame digests), and large ones, can
-    hold content the base lacks: a frame the base has decodes to the same bytes there. The two lists are walked
-    side by side in path order (``path_order``: each is in archive order, a few sorted runs), so what is held is
-    the few files whose content differs from the base's file of the same path, never a set of every path or digest
-    of either kit (a million of each: a few changed files spread over every group frame make every file a
-    candidate)."""
-    old, new = _table(base), _table(target.files)
-    fresh_frames = {n for n, frame in enumerate(target.frames) if frame.sha256 not in have}
-    removed: list[str] = []
-    # The target files whose content the base may lack, with whether the base has a file of that path.
-    differing: list[tuple[int, bool]] = []
-    olds, news = path_order(old.paths), path_order(new.paths)
-    o, n = next(olds, None), next(news, None)
-    while o is not None or n is not None:
-        if n is None or (o is not None and old.paths[o] < new.paths[n]):
-            assert o is not None
-            removed.append(old.paths[o])
-            o = next(olds, None)
-            continue
-        same_path = o is not None and old.paths[o] == new.paths[n]
-        if new.frame(n) in fresh_frames or layout.is_large(new.size(n)):
-            content = (new.sha256(n), new.size(n))
-            if o is None or not same_path or (old.sha256(o), old.size(o)) != content:
-                differing.append((n, same_path))
-        if same_path:
-            o = next(olds, None)
-        n = next(news, None)
-    wanted = {(new.sha256(n), new.size(n)) for n, _ in differing}
-    in_base = (
-        {(old.sha256(o), old.size(o)) for o in range(len(old)) if (old.sha256(o), old.size(o)) in wanted}
-        if wanted
-        else set()
-    )
-    fresh = [(new.paths[n], had) for n, had in differing if (new.sha256(n), new.size(n)) not in in_base]
-    added = tuple(sorted(path for path, had in fresh if not had))
-    changed = tuple(sorted(path for path, had in fresh if had))
-    return added, changed, tuple(removed)
-
-
-def _table(files: Sequence[FileEntry]) -> FileTable:
-    return files if isinstance(files, FileTable) else FileTable.of(files)
 
 
 @dataclass(frozen=True)
