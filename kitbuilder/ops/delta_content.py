@@ -201,7 +201,7 @@ class ContentShipper:
         if plan is None:
             have = {f.sha256 for f in base.frames}
             fresh = {n for n, frame in enumerate(target.frames) if frame.sha256 not in have}
-            plan = plan_files(base.manifest.files, target.manifest, fresh)
+            plan = plan_files(base.files(), target.manifest, fresh)
         self.lacking = plan.lacking
         del shipped  # every shipped frame is one the base lacks: the plan covers its members
         self.carried: set[str] = set()  # target contents this delta already carries
