@@ -31,7 +31,7 @@ from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame, metadata_frames
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
 from kitbuilder.core.filelist import FILE_LIST
-from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest, metadata_names
+from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS, Component, FileEntry, Manifest, metadata_names
 from kitbuilder.core.manifest_parts import DeltaInfo
 from kitbuilder.errors import IntegrityError, UsageError
 from kitbuilder.ops.delta_content import CONTENT, ContentShipper, plan_files
@@ -86,6 +86,10 @@ def write_delta(
     with open_kit(full_kit) as stream:
         target = read_metadata(stream, base.caps)
         _, _, manifest = check_signed_metadata(target, policy)
+        # Checked; the delta carries SHA256SUMS (~95 bytes a file) read again piece by piece, as the file list, so
+        # it is let go before the base's list is read for the plan.
+        sums = streamed_member(target, stream, base.caps, SHA256SUMS)
+        target.members = {name: data for name, data in target.members.items() if name != SHA256SUMS}
         frames = FrameMap(manifest, what=str(full_kit))
         have = {f.sha256 for f in base.frames}
         shipped: list[int] = []
@@ -121,6 +125,7 @@ def write_delta(
                 threads=threads,
                 file_list=file_list,
                 content=content,
+                streamed={SHA256SUMS: sums},
             )
     return DeltaResult(
         output,
@@ -158,6 +163,15 @@ def target_list(target: KitMetadata, stream: BinaryIO, caps: Caps) -> TargetList
     return TargetList(ref.size, ref.sha256, lambda: reader.member_chunks(stream, span, caps))
 
 
+def streamed_member(target: KitMetadata, stream: BinaryIO, caps: Caps, name: str) -> TargetList:
+    """Metadata member ``name`` of the target kit ``target`` (read and checked when ``target`` was) as a delta
+    carries it: its size and digest from those bytes, its bytes read again piece by piece (each piece checked
+    against the index) when written."""
+    data = target.members[name]
+    span = target.location.index.locate(name)
+    return TargetList(len(data), hashlib.sha256(data).hexdigest(), lambda: reader.member_chunks(stream, span, caps))
+
+
 def write_delta_kit(
     out: BinaryIO,
     stream: BinaryIO,
@@ -170,11 +184,13 @@ def write_delta_kit(
     threads: int = 0,
     file_list: TargetList | None = None,
     content: ContentShipper | None = None,
+    streamed: Mapping[str, TargetList] | None = None,
 ) -> int:
     """Write a delta kit to ``out``: target frames ``shipped`` (read from the target kit ``stream``; with
     ``content``, a group frame as the members that let kit patch rebuild it, when it chooses so), the target
     metadata ``target_members`` (and ``file_list``, streamed) under delta/target/, in metadata order, the delta's
-    signed metadata with the ``delta`` block ``info``. Returns the delta's size."""
+    signed metadata with the ``delta`` block ``info``; ``streamed``: target metadata members not in ``target_members``,
+    written piece by piece as ``file_list`` is. Returns the delta's size."""
     from kitbuilder.ops.build import seal
 
     manifest = frames.manifest
@@ -184,14 +200,17 @@ def write_delta_kit(
     with KitWriter2(out, level=level, threads=threads) as writer:
         for number in shipped:
             _ship_frame(writer, stream, frames, number, level, roles, content)
-        names = metadata_names([*target_members, *([FILE_LIST] if file_list is not None else [])])
-        for name in names:
+        pieces = dict(streamed or {})
+        if file_list is not None:
+            pieces[FILE_LIST] = file_list
+        for name in metadata_names([*target_members, *pieces]):
             path = f"{TARGET_DIR}/{name}"
             if name in target_members:
                 data = target_members[name]
                 _add_single(writer, path, len(data), hashlib.sha256(data).hexdigest(), (data,), level)
-            elif name == FILE_LIST and file_list is not None:
-                _add_single(writer, path, file_list.size, file_list.sha256, file_list.pieces(), level)
+            elif name in pieces:
+                item = pieces[name]
+                _add_single(writer, path, item.size, item.sha256, item.pieces(), level)
             else:
                 continue
             roles[path] = (TARGET_ROLE, DELTA_COMPONENT.id)
