@@ -99,7 +99,7 @@ def write_delta(
                 seen.add(frame.sha256)
                 shipped.append(number)
         fresh = {n for n, frame in enumerate(manifest.frames) if frame.sha256 not in have}
-        plan = plan_files(base.files(), manifest, fresh)
+        plan = plan_files(base.files(), manifest.files, fresh)
         added, changed, removed = plan.added, plan.changed, plan.removed
         info = DeltaInfo(
             base_manifest_sha256=base.manifest_sha256,

@@ -134,8 +134,8 @@ class FilePlan:
     removed: tuple[str, ...]
 
 
-def plan_files(base: Sequence[FileEntry], target: Manifest, fresh: set[int]) -> FilePlan:
-    """The ``FilePlan`` of a delta from ``base`` (the base's signed files) to ``target`` (a verified manifest);
+def plan_files(base: Sequence[FileEntry], target: Sequence[FileEntry], fresh: set[int]) -> FilePlan:
+    """The ``FilePlan`` of a delta from ``base`` (the base's signed files) to ``target`` (the new kit's);
     ``fresh``: the target's frame numbers whose digest the base lacks.
 
     One merge of the two lists in path order (``path_order``: each list is in archive order, a few sorted runs),
@@ -145,7 +145,7 @@ def plan_files(base: Sequence[FileEntry], target: Manifest, fresh: set[int]) -> 
     Only the target's files in frames the base lacks, and large ones, can hold content the base lacks: a frame the
     base has decodes to the same bytes there.
     """
-    old, new = _table(base), _table(target.files)
+    old, new = _table(base), _table(target)
     removed: list[str] = []
     # The target files whose content the base may lack, with the base's file at the same path (or -1).
     differing: list[tuple[int, int]] = []
@@ -201,7 +201,7 @@ class ContentShipper:
         if plan is None:
             have = {f.sha256 for f in base.frames}
             fresh = {n for n, frame in enumerate(target.frames) if frame.sha256 not in have}
-            plan = plan_files(base.files(), target.manifest, fresh)
+            plan = plan_files(base.files(), target.manifest.files, fresh)
         self.lacking = plan.lacking
         del shipped  # every shipped frame is one the base lacks: the plan covers its members
         self.carried: set[str] = set()  # target contents this delta already carries

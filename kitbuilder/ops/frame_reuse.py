@@ -227,8 +227,10 @@ class BaseFrames:
             assert role is not None
             # Only frames laid out exactly as this build's writer cuts them are offered: the writer records its
             # own decompressed size for a reused frame, so a frame of any other size could never be equal.
-            if role.kind == "group" and _group_bytes(role.files) == self.frames[number].size:
-                self._groups.setdefault(_list_digest(group_key(role.files)), number)
+            if role.kind == "group":
+                members = role.files  # made on access: once per frame, not once per use
+                if _group_bytes(members) == self.frames[number].size:
+                    self._groups.setdefault(_list_digest(group_key(members)), number)
             elif role.kind == "chunk":
                 entry = role.files[0]
                 if entry.path not in cut:
