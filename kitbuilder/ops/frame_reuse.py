@@ -17,7 +17,7 @@ import hashlib
 import os
 import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,10 +26,12 @@ from kitbuilder.archive import layout, reader2
 from kitbuilder.archive.framejobs import Verbatim
 from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.reader import Caps
-from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
+from kitbuilder.core import filelist
+from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS, FileEntry, FrameEntry, Manifest
 from kitbuilder.core.manifest_parts import BuildInfo
-from kitbuilder.errors import ArchiveError, HostIOError, IntegrityError, KitError, UsageError
-from kitbuilder.ops.kitfile import load_files, open_kit, read_metadata
+from kitbuilder.errors import ArchiveError, FormatError, HostIOError, IntegrityError, KitError, UsageError
+from kitbuilder.ops.kitfile import open_kit, read_metadata
 from kitbuilder.ops.verify import check_signed_metadata
 from kitbuilder.trust.signatures import TrustPolicy
 
@@ -265,17 +267,44 @@ class BaseFrames:
     def files(self) -> Sequence[FileEntry]:
         """The base's signed files, read again from its file list through the descriptor verified at open.
 
-        The list must have the digest the verified manifest states, and the manifest read must be the verified one
-        (its SHA-256), else the base changed under the build [4]; SHA256SUMS is read and checked against the list
-        again, then let go. A million files cost ~150 MiB, so a delta build holds them only while it plans.
+        The manifest read must be the verified one (its SHA-256), else the base changed under the build [4]; the
+        list must then have the digest and size that manifest states [4] and the one byte form (``filelist.parse``).
+        SHA256SUMS, checked against these very bytes at open, is not read again. A million files cost ~150 MiB, so
+        a delta build holds them only while it plans.
         """
-        metadata = read_metadata(self._stream, self.caps, defer_files=True)
+        what = f"--delta-from {self.path}"
+        metadata = read_metadata(self._stream, self.caps, defer_files=True, unread=frozenset({SHA256SUMS}))
         if hashlib.sha256(metadata.members[MANIFEST_JSON]).hexdigest() != self.manifest_sha256:
             raise IntegrityError(
-                f"--delta-from {self.path}: its {MANIFEST_JSON} changed while the delta was built; build again "
-                "from a base nothing writes to"
+                f"{what}: its {MANIFEST_JSON} changed while the delta was built; build again from a base nothing "
+                "writes to"
             )
-        return load_files(metadata).files
+        ref, read_list = metadata.manifest.file_list, metadata.read_file_list
+        if ref is None or read_list is None:  # a format-2 manifest, verified at open, has its list
+            raise IntegrityError(f"{what}: its {MANIFEST_JSON} names no file list")
+        digest = hashlib.sha256()
+        read = 0
+
+        def pieces() -> Iterator[bytes]:
+            nonlocal read
+            for piece in read_list():
+                read += len(piece)
+                if read > ref.size:
+                    break
+                digest.update(piece)
+                yield piece
+
+        sizes = [frame.size for frame in self._frames]
+        try:
+            files = filelist.parse(pieces(), count=ref.count, frame_sizes=sizes, what=f"{what}: {FILE_LIST}")
+        except FormatError as exc:
+            raise IntegrityError(f"{exc.message} (it changed while the delta was built)") from exc
+        if read != ref.size or digest.hexdigest() != ref.sha256:
+            raise IntegrityError(
+                f"{what}: its {FILE_LIST} changed while the delta was built ({read} bytes, not the {ref.size} of "
+                f"sha256 {ref.sha256[:16]}… its manifest signs); build again from a base nothing writes to"
+            )
+        return files
 
     def check_compatible(self, build_info: BuildInfo) -> None:
         """UsageError unless this build compresses frames as the base did (else no frame could be equal)."""
