@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from kitbuilder import __version__, faults, inputfile
+from kitbuilder.archive import layout
 from kitbuilder.archive.hashing import HashWorker
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.writer2 import FrameReuse, KitWriter2
@@ -55,7 +55,7 @@ from kitbuilder.errors import IntegrityError, UsageError
 # Split out of this module; re-exported here, where callers have always found them.
 from kitbuilder.ops.build_inputs import USTAR_NUMBER_LIMIT as USTAR_NUMBER_LIMIT
 from kitbuilder.ops.build_inputs import InputFile as InputFile
-from kitbuilder.ops.build_inputs import InputList, ReadAhead, changed_input
+from kitbuilder.ops.build_inputs import InputList, changed_input
 from kitbuilder.ops.build_inputs import collect_inputs as collect_inputs
 from kitbuilder.ops.build_inputs import source_date_epoch_from_env as source_date_epoch_from_env
 from kitbuilder.ops.seal import Sealed as Sealed
@@ -78,8 +78,8 @@ class BaseFrames(FrameReuse, Protocol):
 @dataclass(frozen=True)
 class BuildOptions:
     level: int = 3
-    # Worker threads compressing frames; None = the usable cores, 0 = all on the calling thread (the writer
-    # refuses anything outside 0..MAX_THREADS, negatives included).
+    # Worker threads reading small inputs and compressing frames; None = the usable cores, 0 = all on the calling
+    # thread (the writer refuses anything outside 0..MAX_THREADS, negatives included).
     # Every value gives the same bytes: each frame is compressed on its own, single-threaded.
     threads: int | None = None
     source_date_epoch: int | None = None
@@ -135,8 +135,8 @@ def build_kit(
         check_target(sibling)
     detached = None
     with AtomicFile(output, shown_as=shown_as) as kit_file:
-        # Digests of the compressed output (each data frame, the whole kit for the detached provenance) run
-        # on a second core while this one reads, hashes the input and compresses.
+        # The kit's digest (for the detached provenance) and large inputs' content digests run on threads of their
+        # own; small inputs are read, hashed and compressed by the frame workers (``_write_inputs``).
         hasher, output_hasher = HashWorker(), HashWorker()
         try:
             written = _write_kit(kit_file.stream, plan, reuse, (hasher, output_hasher), on_bytes)
@@ -310,33 +310,34 @@ def _write_kit(
 
 
 def _write_inputs(
-    writer: KitWriter2, inputs: Sequence[InputFile], on_bytes: Callable[[int], None] | None
+    writer: KitWriter2, inputs: InputList, on_bytes: Callable[[int], None] | None
 ) -> list[tuple[str, str]]:
     """Every input file into the writer, in order; their (role, component), in the same order.
 
-    Small inputs come read whole from ``ReadAhead`` (a reader thread), a large one streams from here; either
-    read's fault is raised here, in input order, after the frames in flight (``settle``).
+    A small input is only listed here (``add_later``): the worker making its group frame opens, reads and hashes it
+    (``InputReader``), so this thread does next to nothing per file and every core reads. A large one streams from
+    here. Either's fault is raised in input order, after the frames before it (``settle``, the writer's order).
     """
-    roles: list[tuple[str, str]] = []
-    kinds: dict[str, tuple[str, str]] = {}  # one (role, component) pair per component, shared by its files
-    with ReadAhead(inputs) as reads:
-        for item, read in reads:
-            try:
-                if read is None:
-                    # One open file for reading and checking: what was hashed is what is packed.
-                    with _open_input(item) as source:
-                        writer.add_file(item.kit_path, source, item.size, on_bytes=on_bytes)
-                else:
-                    writer.add_file(item.kit_path, io.BytesIO(read()), item.size, on_bytes=on_bytes)
-            except OSError as exc:
-                writer.settle()  # a fault in an earlier frame, still in flight, is the first one
-                raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
-            except UsageError:
-                writer.settle()
-                raise
-            component = item.component
-            roles.append(kinds.setdefault(component.id, (component.role, component.id)))
-    return roles
+    load = inputs.reader()
+    for number, kit_path in enumerate(inputs.kit_paths):
+        size = inputs.size(number)
+        if not layout.is_large(size):
+            writer.add_later(kit_path, size, number, load)
+            if on_bytes is not None:
+                on_bytes(size)
+            continue
+        item = inputs[number]
+        try:
+            # One open file for reading and checking: what was hashed is what is packed.
+            with _open_input(item) as source:
+                writer.add_file(item.kit_path, source, item.size, on_bytes=on_bytes)
+        except OSError as exc:
+            writer.settle()  # a fault in an earlier frame, still in flight, is the first one
+            raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
+        except UsageError:
+            writer.settle()
+            raise
+    return inputs.roles()
 
 
 def _open_input(item: InputFile) -> BinaryIO:

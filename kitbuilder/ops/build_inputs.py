@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import collections
-import functools
 import os
 import stat
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
 
 from kitbuilder import inputfile
-from kitbuilder.archive import layout
 from kitbuilder.core import paths
 from kitbuilder.core.filelist import path_order
 from kitbuilder.core.manifest import ATTESTATIONS_DIR, IMAGES_DIR, METADATA_FILES, is_optional_metadata
@@ -158,6 +154,18 @@ class InputList(Sequence[InputFile]):
     def total_size(self) -> int:
         return sum(self._sizes)
 
+    def size(self, number: int) -> int:
+        return self._sizes[number]
+
+    def reader(self) -> InputReader:
+        """Reads these inputs by number, on any thread, also after ``clear``."""
+        return InputReader(self._kinds, self._components)
+
+    def roles(self) -> list[tuple[str, str]]:
+        """Each input's (role, component id), in order: one shared pair per component."""
+        pairs = [(component.role, component.id) for component, _ in self._components]
+        return [pairs[kind] for kind in self._kinds]
+
     def __len__(self) -> int:
         return len(self.kit_paths)
 
@@ -224,106 +232,29 @@ def changed_input(item: InputFile) -> UsageError:
     return UsageError(f"{item.source}: is no longer the regular file it was when the build started; rerun the build")
 
 
-# Small inputs are read in batches (one task for the reader thread per batch, not per file).
-_BATCH_FILES = 64
-_BATCH_BYTES = 1 << 20
+class InputReader:
+    """Reads a small input of an ``InputList`` by its number, on any thread (``framejobs.Load``): the writer's group
+    job calls it on a worker, so many small files are opened, read and hashed on every core, with no object per file.
 
-_Read = bytes | OSError | UsageError
-
-
-class ReadAhead:
-    """The inputs in order, each small one (that joins a group frame) read whole ahead on a reader thread.
-
-    Iterating gives ``(item, read)``: ``read()`` returns a small input's bytes (one byte past its listed size
-    when it grew, fewer when it shrank: the writer refuses either) or raises what reading it raised, OSError or
-    UsageError (``changed_input``); ``read`` is None for a large input, which the caller streams itself. At
-    most about ``max_bytes`` of inputs (and ``max_files`` files) are held ahead, so memory stays flat. Reading
-    one small file is one open, one fstat, its bytes, one close (``inputfile.read_regular``, links not followed);
-    the reader thread takes them in batches of up to 64 files or 1 MiB.
+    Holds the list's columns as they were (``InputList.clear`` makes new ones): the jobs still in flight read on.
+    Reading one input is one open (links not followed, never blocking on a FIFO), one fstat proving a regular file,
+    its bytes and one more (so the job sees it grew), one close (``inputfile.read_regular``). What is no longer the
+    regular file found by ``collect_inputs`` is ``changed_input``; a read error is a UsageError naming the file.
     """
 
-    def __init__(self, inputs: Sequence[InputFile], *, max_bytes: int = 8 << 20, max_files: int = 1024) -> None:
-        self._inputs = inputs
-        self._max_bytes = max_bytes
-        self._max_files = max_files
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-read")
-        self._batches: collections.deque[Future[list[_Read]] | None] = collections.deque()  # None: a large input
-        self._scheduled = 0  # inputs scheduled so far
-        self._held = 0  # bytes of small inputs scheduled and not yet handed out
+    __slots__ = ("_components", "_kinds")
 
-    def __enter__(self) -> ReadAhead:
-        return self
+    def __init__(self, kinds: array[int], components: Sequence[tuple[ComponentSpec, bool]]) -> None:
+        self._kinds = kinds
+        # Per component: its source as a string, where its part of a kit path starts, the component, whole or not.
+        self._components = [(str(c.source), len(c.dest) + 1, c, whole) for c, whole in components]
 
-    def __exit__(self, *exc: object) -> None:
-        self._reader.shutdown(wait=True, cancel_futures=True)
-
-    def __iter__(self) -> Iterator[tuple[InputFile, Callable[[], bytes] | None]]:
-        inputs = self._inputs
-        results: list[_Read] = []
-        taken = 0
-        for number, item in enumerate(inputs):
-            while self._scheduled < len(inputs) and (
-                self._scheduled == number
-                or (
-                    self._held + inputs[self._scheduled].size <= self._max_bytes
-                    and self._scheduled - number < self._max_files
-                )
-            ):
-                self._schedule()
-            if layout.is_large(item.size):
-                self._batches.popleft()  # its place holder: the batches before it are all handed out
-                yield item, None
-                continue
-            if taken == len(results):
-                batch = self._batches.popleft()
-                assert batch is not None
-                results, taken = batch.result(), 0
-            result = results[taken]
-            results[taken] = b""  # handed out: the writer holds it from here
-            taken += 1
-            self._held -= item.size
-            yield item, functools.partial(_outcome, result)
-
-    def _schedule(self) -> None:
-        """Schedule the next large input (a place holder) or the next batch of small ones."""
-        inputs, first = self._inputs, self._inputs[self._scheduled]
-        if layout.is_large(first.size):
-            self._batches.append(None)
-            self._scheduled += 1
-            return
-        batch, size = [first], first.size
-        end = self._scheduled + 1
-        while end < len(inputs) and len(batch) < _BATCH_FILES and size < _BATCH_BYTES:
-            upcoming = inputs[end]
-            if layout.is_large(upcoming.size) or self._held + size + upcoming.size > self._max_bytes:
-                break
-            batch.append(upcoming)
-            size += upcoming.size
-            end += 1
-        self._batches.append(self._reader.submit(_read_batch, batch))
-        self._scheduled = end
-        self._held += size
-
-
-def _outcome(result: _Read) -> bytes:
-    if isinstance(result, bytes):
-        return result
-    raise result
-
-
-def _read_batch(batch: list[InputFile]) -> list[_Read]:
-    """Each input's bytes, or the error reading it raised (raised in its turn, when the caller reaches it)."""
-    out: list[_Read] = []
-    for item in batch:
+    def __call__(self, key: int, path: str, size: int) -> bytes:
+        top, cut, component, whole = self._components[self._kinds[key]]
         try:
-            out.append(_read_small(item))
-        except (OSError, UsageError) as exc:
-            out.append(exc)
-    return out
-
-
-def _read_small(item: InputFile) -> bytes:
-    try:
-        return inputfile.read_regular(item.source, item.size + 1, follow_links=False)
-    except inputfile.NotRegularFile as exc:
-        raise changed_input(item) from exc
+            return inputfile.read_regular(top if whole else f"{top}/{path[cut:]}", size + 1, follow_links=False)
+        except inputfile.NotRegularFile as exc:
+            raise changed_input(InputFile(path, size, component, whole)) from exc
+        except OSError as exc:
+            source = InputFile(path, size, component, whole).source
+            raise UsageError(f"{source}: cannot read ({exc.strerror})") from exc
