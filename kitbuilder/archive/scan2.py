@@ -136,12 +136,13 @@ def _plan(index: KitIndex, chains: list[_Chain]) -> Iterator[_Job]:
     starts = index.stream_starts()
     members = cast("Sequence[MemberEntry]", index.members)  # format 2: check_tiling placed them all
     seen: dict[str, str] = {}
-    claim, member_bytes = paths.claim, layout.member_bytes
+    claim, block = paths.claim, tarfmt.BLOCK
     whole: list[MemberEntry] = []
     current, payload, clash = -1, 0, None
     for member in members:
         number = member.frame
-        held_whole = member.at + member_bytes(member.size) <= frames[number].size
+        # layout.member_bytes inlined (this runs once per member): header, data, padding within the frame.
+        held_whole = member.at + block + (member.size + block - 1) // block * block <= frames[number].size
         if whole and (number != current or not held_whole):
             yield _Job(current, frames[current], tuple(whole), starts[current], payload, clash=clash)
             if clash is not None:
