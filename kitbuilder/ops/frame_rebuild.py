@@ -23,29 +23,28 @@ import os
 import tempfile
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
 import zstandard
 
 from kitbuilder import faults
-from kitbuilder.archive import content_delta, framejobs, layout, reader, reader2
+from kitbuilder.archive import content_delta, framejobs, layout, reader2
 from kitbuilder.archive.framejobs import Record
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import compress_frame
-from kitbuilder.core import filelist
-from kitbuilder.core.filelist import FILE_LIST
-from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
+from kitbuilder.core.manifest import FileEntry, FrameEntry, Manifest
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError
 from kitbuilder.ops.confined import Directory, host_error
 from kitbuilder.ops.delta_content import CONTENT, Carried
 from kitbuilder.ops.delta_open import DeltaMetadata
 from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.framecopy import Span
+from kitbuilder.ops.rebuild_walk import BaseList, Walk, content_key, runs
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,7 @@ class _Part:
     base_sha256: str = ""
     carried: bytes | None = None
     patch: bool = False
+    delta_name: str = ""  # the delta member that carries it (for messages)
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,8 @@ class FrameRebuilder:
             return {}
         contents = delta.contents  # checked when the delta was opened
         target = self._target_files()  # with its files (signed, checked): where each member of a frame is
-        target_map = FrameMap(target, what=f"{delta.path}: target {MANIFEST_JSON}")
-        base_map = self._base_map()
-        base_places = _places(base_map.manifest.files, target_map, missing.values(), contents)
+        base_list = BaseList(self.base_stream, self.base, self.caps, self.base_path)
+        walk = Walk(base_list.tables())
         delta_reader = _DeltaReader(delta, self.caps)
         self._open_scratch()
         spans: dict[str, Span] = {}
@@ -139,7 +138,12 @@ class FrameRebuilder:
             def settle() -> None:
                 nonlocal position
                 job, future = pending.popleft()
-                data = future.result()
+                try:
+                    data = future.result()
+                except KitError:
+                    # A base list that is not the signed one is the answer, not what a frame planned from it met.
+                    walk.finish()
+                    raise
                 self._write(data, position)
                 spans[job.frame.sha256] = Span(
                     self._fd,
@@ -152,14 +156,33 @@ class FrameRebuilder:
                 position += len(data)
                 faults.point("patch-file-rebuilt")
 
+            def submit(job: _Job) -> None:
+                pending.append((job, pool.submit(_rebuild, job, level, self.caps, str(self.delta.path), base)))
+                while len(pending) > 2 * workers:
+                    settle()
+
             try:
-                for number in missing.values():
-                    job = self._plan(number, target_map, base_map, base_places, contents, delta_reader)
-                    if job is None:
+                # Target and base walked once, side by side, in their order: only the frame being planned and those
+                # in flight are held. A member whose content the walk does not meet where its path is (a renamed or
+                # copied file, a list out of path order) defers its frame to one more pass over the base's list.
+                deferred: list[_Plan] = []
+                for number, start, end in runs(target.files, missing.values()):
+                    plan = self._plan(
+                        number, target.frames[number], target.files[start:end], walk, contents, delta_reader
+                    )
+                    if plan is None:
                         continue
-                    pending.append((job, pool.submit(_rebuild, job, level, self.caps, str(self.delta.path), base)))
-                    while len(pending) > 2 * workers:
-                        settle()
+                    if plan.wanted:
+                        deferred.append(plan)
+                    else:
+                        submit(plan.job(self.base.frames))
+                walk.finish()
+                if deferred:
+                    found = base_list.find({key for plan in deferred for key in plan.wanted})
+                    for plan in deferred:
+                        job = plan.resolved(found, self.base.frames, self.delta.path, self.base_path)
+                        if job is not None:
+                            submit(job)
                 while pending:
                     settle()
             finally:
@@ -167,75 +190,17 @@ class FrameRebuilder:
                     future.cancel()
         return spans
 
-    def _base_map(self) -> FrameMap:
-        """The base's file list, read through the base's descriptor and held to the ``fileList`` size and digest of
-        the base manifest the delta names (as trusted as the delta's signature); no other base member is read."""
-        ref = self.base.file_list
-        what = f"{self.base_path}: {FILE_LIST}"
-        if ref is None:
-            raise IntegrityError(f"{what}: the base manifest lists no file list; obtain a genuine base")
-        index = reader.read_index(self.base_stream, self.caps).index
-        try:
-            span = index.locate(FILE_LIST)
-        except (KeyError, StopIteration):
-            raise ArchiveError(f"{self.base_path}: kit index has no {FILE_LIST}: not a complete kit") from None
-        digest = hashlib.sha256()
-        read = 0
-        unread = False  # a frame of it could not be read (named by that error)
-        damaged = f"{what}: not the list its signed manifest states; the base is damaged: obtain it again"
-
-        def pieces() -> Iterator[bytes]:
-            nonlocal read, unread
-            try:
-                for piece in reader.member_chunks(self.base_stream, span, self.caps):
-                    read += len(piece)
-                    if read > ref.size:
-                        break
-                    digest.update(piece)
-                    yield piece
-            except (ArchiveError, IntegrityError) as exc:  # its frames, placed by the base's unsigned index
-                unread = True
-                raise IntegrityError(f"{what}: {exc.message}; the base is damaged: obtain it again") from exc
-
-        def signed() -> bool:
-            return read == ref.size and digest.hexdigest() == ref.sha256
-
-        stream = pieces()
-        try:
-            files = filelist.parse(
-                stream,
-                count=ref.count,
-                frame_sizes=[f.size for f in self.base.frames],
-                what=what,
-                signed_by=f"{self.base_path}: {MANIFEST_JSON}",
-            )
-        except KitError as exc:
-            # The list is parsed as it is read, so a list that is not the signed one can fail its parse before its
-            # digest is known: that it is not the signed list is the answer, not what its parse tripped on.
-            if not unread:
-                for _ in stream:
-                    pass
-                if not signed():
-                    raise IntegrityError(damaged) from exc
-            raise
-        if not signed():
-            raise IntegrityError(damaged)
-        return FrameMap(self.base.with_files(files), what=str(self.base_path))
-
     def _plan(
         self,
         number: int,
-        target_map: FrameMap,
-        base_map: FrameMap,
-        base_places: dict[str, FileEntry],
+        frame: FrameEntry,
+        files: Sequence[FileEntry],
+        walk: Walk,
         contents: dict[str, Carried],
         delta_reader: _DeltaReader,
-    ) -> _Job | None:
-        role = target_map.roles[number]
-        frame = target_map.frames[number]
-        if role is None or role.kind != "group":
-            return None
-        files = role.files
+    ) -> _Plan | None:
+        """Where each member of target group frame ``number`` comes from; None when it is not laid out as the writer
+        lays out a group, or a member's content is neither in the base (where its path is) nor in the delta."""
         what = files[0].path + (f" and {len(files) - 1} more" if len(files) > 1 else "")
         position = 0
         for entry in files:  # only a frame laid out as the writer lays out a group can be made again
@@ -245,40 +210,30 @@ class FrameRebuilder:
         if position != frame.size:
             return None
         parts: list[_Part] = []
-        wanted: set[int] = set()
+        wanted: set[str] = set()
         for entry in files:
-            held = base_places.get(f"{entry.sha256}:{entry.size}")
-            if held is not None:
+            held = walk.seek(entry.path)  # the base's small file at this path, if the walk meets it
+            if held is not None and (held.sha256, held.size) == (entry.sha256, entry.size):
                 parts.append(_Part(entry, base=held.frame or 0, at=held.at))
-                wanted.add(held.frame or 0)
                 continue
             carried = contents.get(entry.sha256)
             if carried is None:
-                return None  # neither holds it: the caller's error names the frame
+                parts.append(_Part(entry))  # elsewhere in the base, or nowhere: the next pass decides
+                wanted.add(content_key(entry.sha256, entry.size))
+                continue
             data = delta_reader.content(carried.entry)
             if carried.base_sha256 is None:
                 parts.append(_Part(entry, carried=data))
-                continue
-            source = base_places.get(carried.base_sha256)
-            if source is None:
-                raise IntegrityError(
-                    f"{self.delta.path}: {carried.entry.path}: a content delta against a base content "
-                    f"(sha256 {carried.base_sha256[:16]}…) that the base {self.base_path} does not hold as a small "
-                    "file; the delta was not made for this base: obtain the matching one"
+            elif held is not None and held.sha256 == carried.base_sha256:
+                parts.append(_Part(entry, held.frame or 0, held.at, held.size, held.sha256, carried=data, patch=True))
+            else:
+                parts.append(
+                    _Part(
+                        entry, base_sha256=carried.base_sha256, carried=data, patch=True, delta_name=carried.entry.path
+                    )
                 )
-            parts.append(
-                _Part(
-                    entry,
-                    base=source.frame or 0,
-                    at=source.at,
-                    base_size=source.size,
-                    base_sha256=source.sha256,
-                    carried=data,
-                    patch=True,
-                )
-            )
-            wanted.add(source.frame or 0)
-        return _Job(number, frame, what, tuple(parts), {n: base_map.frames[n] for n in sorted(wanted)})
+                wanted.add(carried.base_sha256)
+        return _Plan(number, frame, what, parts, wanted)
 
     # ------------------------------------------------------------------ the scratch file
 
@@ -313,27 +268,45 @@ def _close(fd: int) -> None:
         os.close(fd)
 
 
-def _places(
-    base_files: Iterable[FileEntry], target_map: FrameMap, numbers: Iterable[int], contents: dict[str, Carried]
-) -> dict[str, FileEntry]:
-    """The base's small files a rebuild may take content from: by ``sha256:size`` for the members of the frames
-    to rebuild, by ``sha256`` for the bases of the delta's patches. One pass over the base's files."""
-    wanted: set[str] = set()
-    for number in numbers:
-        role = target_map.roles[number]
-        if role is not None and role.kind == "group":
-            wanted.update(f"{entry.sha256}:{entry.size}" for entry in role.files)
-    patch_bases = {c.base_sha256 for c in contents.values() if c.base_sha256 is not None}
-    found: dict[str, FileEntry] = {}
-    for entry in base_files:
-        if layout.is_large(entry.size):
-            continue
-        key = f"{entry.sha256}:{entry.size}"
-        if key in wanted:
-            found.setdefault(key, entry)
-        if entry.sha256 in patch_bases:
-            found.setdefault(entry.sha256, entry)
-    return found
+@dataclass(frozen=True)
+class _Plan:
+    """A target frame's members and where each comes from; ``wanted``: the base contents (``sha256:size``, or a
+    patch's base ``sha256``) the walk did not meet, looked up by one more pass over the base's list."""
+
+    number: int
+    frame: FrameEntry
+    what: str
+    parts: list[_Part]
+    wanted: set[str]
+
+    def job(self, frames: Sequence[FrameEntry]) -> _Job:
+        used = sorted({part.base for part in self.parts if part.base >= 0})
+        return _Job(self.number, self.frame, self.what, tuple(self.parts), {n: frames[n] for n in used})
+
+    def resolved(
+        self, found: dict[str, FileEntry], frames: Sequence[FrameEntry], delta_path: Path, base_path: Path
+    ) -> _Job | None:
+        """The job with every wanted base content placed (``found``); None when a member's content is not there
+        (the caller's error names the frame)."""
+        parts: list[_Part] = []
+        for part in self.parts:
+            if part.base >= 0 or (part.carried is not None and not part.patch):
+                parts.append(part)
+            elif part.patch:
+                source = found.get(part.base_sha256)
+                if source is None:
+                    raise IntegrityError(
+                        f"{delta_path}: {part.delta_name}: a content delta against a base content "
+                        f"(sha256 {part.base_sha256[:16]}…) that the base {base_path} does not hold as a small "
+                        "file; the delta was not made for this base: obtain the matching one"
+                    )
+                parts.append(replace(part, base=source.frame or 0, at=source.at, base_size=source.size))
+            else:
+                source = found.get(content_key(part.entry.sha256, part.entry.size))
+                if source is None:
+                    return None  # neither holds it
+                parts.append(replace(part, base=source.frame or 0, at=source.at))
+        return replace(self, parts=parts, wanted=set()).job(frames)
 
 
 class _DeltaReader:
