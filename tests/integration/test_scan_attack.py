@@ -7,19 +7,25 @@ number of worker threads, and nothing is written outside the target.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
 
 from kitbuilder.archive import reader, reader2, scan2, tarfmt
 from kitbuilder.archive.index import MemberEntry, MemberSpan
-from kitbuilder.errors import ArchiveError
+from kitbuilder.core.manifest import FileEntry, FrameEntry
+from kitbuilder.errors import ArchiveError, KitError
 from kitbuilder.ops import kitfile
 from tests.factories.cli import run_kit
-from tests.factories.hostile import RELEASE
-from tests.factories.hostile2 import SignedFrame, crafted_frames, tar_member
+from tests.factories.hostile import RELEASE, pseudo_random
+from tests.factories.hostile2 import SignedFrame, crafted2, crafted_frames, tar_member
 from tests.factories.keys import write_pair
 
 CHUNK = 4 << 20
@@ -93,3 +99,102 @@ def test_a_member_no_header_can_describe_is_an_archive_error_in_every_check(path
         reader2.check_member(decoded[: tarfmt.BLOCK], span, against="signed")
     with pytest.raises(ArchiveError, match=message):
         reader2.check_group(decoded, [MemberEntry(path, 0, 0, size, "0" * 64)], 0, 0, against="signed")
+
+
+# Two group frames split by a large member (its header frame, then one chunk frame), another large member after
+# them; docs/ONE/A.md, in the middle of the second group, clashes with docs/one/a.md of the first (same name up to
+# case).
+ORDERED = [
+    ("docs/one/a.md", b"first\n" * 200),
+    ("docs/one/b.md", b"second\n" * 90),
+    ("docs/large.bin", pseudo_random(3 << 20)),
+    ("docs/two/c.md", b"third\n" * 70),
+    ("docs/ONE/A.md", b"clash\n" * 10),
+    ("docs/two/d.md", b"after the clash\n"),
+    ("docs/two/tail.bin", pseudo_random(2 << 20, seed=7)),
+]
+
+
+def _frames_of(data: bytes) -> list[list[str]]:
+    index = kitfile.read_metadata(io.BytesIO(data), reader.Caps()).location.index
+    held: dict[int, list[str]] = {}
+    for member in index.members:
+        assert isinstance(member, MemberEntry)
+        held.setdefault(member.frame, []).append(member.path)
+    return [held.get(n, []) for n in range(len(index.frames))]
+
+
+def _corrupt(number: int) -> Callable[[bytearray, dict[str, Any]], None]:
+    def raw(out: bytearray, index: dict[str, Any]) -> None:
+        frame = index["frames"][number]
+        out[frame["offset"] + frame["length"] // 2] ^= 0xFF
+
+    return raw
+
+
+def _wrong_digest(path: str) -> Callable[[list[FileEntry], list[FrameEntry]], None]:
+    def signed(files: list[FileEntry], frames: list[FrameEntry]) -> None:
+        number = next(n for n, f in enumerate(files) if f.path == path)
+        files[number] = dataclasses.replace(files[number], sha256=hashlib.sha256(b"other").hexdigest())
+
+    return signed
+
+
+def _first_error(data: bytes, threads: int, out: Path | None = None) -> str:
+    location = kitfile.read_metadata(io.BytesIO(data), reader.Caps()).location
+    with pytest.raises(KitError) as caught:
+        scan2.scan(
+            io.BytesIO(data),
+            location.index,
+            location.index_offset,
+            max_window=reader.Caps().max_window,
+            threads=threads,
+            extract_to=out,
+        )
+    return f"{type(caught.value).__name__}: {caught.value}"
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("sound", r"ArchiveError: member docs/ONE/A\.md: duplicate of docs/one/a\.md"),
+        ("first group frame damaged", r"IntegrityError: frame 0 at offset 0: compressed bytes differ"),
+        ("first group member's digest", r"IntegrityError: member docs/one/b\.md: sha256 differs"),
+        ("large member's chunk damaged", r"IntegrityError: frame 2 at offset \d+: compressed bytes differ"),
+        ("the clashing frame damaged", r"IntegrityError: frame 3 at offset \d+: compressed bytes differ"),
+        ("a member after the clash in its frame", r"IntegrityError: member docs/two/d\.md: sha256 differs"),
+        ("a frame after the clash damaged", r"ArchiveError: member docs/ONE/A\.md: duplicate of docs/one/a\.md"),
+    ],
+)
+def test_the_first_fault_in_archive_order_is_reported_whatever_the_threads(
+    case: str, expected: str, tmp_path: Path
+) -> None:
+    """A clash among group frames and damage before, at or after it: the same one error for 0, 1, 2 and 8 workers,
+    verifying or extracting; extraction writes nothing of the clashing frame or after it, nothing outside."""
+    layout = _frames_of(crafted2(ORDERED).data)
+    assert layout[:6] == [
+        ["docs/one/a.md", "docs/one/b.md"],
+        ["docs/large.bin"],
+        [],
+        ["docs/two/c.md", "docs/ONE/A.md", "docs/two/d.md"],
+        ["docs/two/tail.bin"],
+        [],
+    ], layout
+    hooks: dict[str, dict[str, Any]] = {
+        "sound": {},
+        "first group frame damaged": {"raw_hook": _corrupt(0)},
+        "first group member's digest": {"signed_hook": _wrong_digest("docs/one/b.md")},
+        "large member's chunk damaged": {"raw_hook": _corrupt(2)},
+        "the clashing frame damaged": {"raw_hook": _corrupt(3)},
+        "a member after the clash in its frame": {"signed_hook": _wrong_digest("docs/two/d.md")},
+        "a frame after the clash damaged": {"raw_hook": _corrupt(5)},
+    }
+    data = crafted2(ORDERED, **hooks[case]).data
+    for threads in (0, 1, 2, 8):
+        assert re.match(expected, _first_error(data, threads)), (threads, _first_error(data, threads))
+        out = tmp_path / f"out-{threads}"
+        out.mkdir()
+        assert re.match(expected, _first_error(data, threads, out))
+        written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+        assert not set(written) & {"docs/two/c.md", "docs/ONE/A.md", "docs/two/d.md"}, written
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out-{t}" for t in (0, 1, 2, 8)]
