@@ -51,7 +51,7 @@ def member_size(size: int) -> int:
 
 def _octal(value: int, width: int) -> bytes:
     text = f"{value:0{width - 1}o}".encode("ascii")
-    if len(text) > width - 1:
+    if value < 0 or len(text) > width - 1:  # a negative number formats as "-0001": no octal field holds it
         raise ValueError(f"{value} does not fit a {width}-byte octal field")
     return text + b"\0"
 
@@ -65,29 +65,43 @@ _AFTER_CHECKSUM = b"0" + bytes(100) + b"ustar\x0000" + bytes(64) + _octal(0, 8) 
 _FIXED_SUM = sum(_OWNER) + sum(_AFTER_CHECKSUM) + 8 * 32
 _TAIL_NO_PREFIX = _AFTER_CHECKSUM + bytes(155 + 12)
 _OCTAL_11 = 8**11  # the numbers an 11-digit octal field holds
+MAX_SIZE = _OCTAL_11 - 1  # the largest file a ustar header (size: 11 octal digits) describes
 
 
 def build_header(path: str, size: int, mtime: int) -> bytes:
-    """The ustar header of a regular file with fixed owner and mode (reproducible).
+    """The ustar header of a regular file with fixed owner and mode (reproducible); ValueError when ``path`` or a
+    number does not fit one (UnicodeEncodeError, a ValueError, for a path that is not ASCII).
 
-    Built from bytes concatenation, not field by field: it runs once per member in build and verify.
+    Built from bytes concatenation, not field by field: it runs once per member in build and verify. The common
+    header (no prefix, both numbers fit) takes one formatting step each; every other is ``general_header``'s, which
+    is the definition (the two agree on every input: tests/unit/archive/test_header_shortcuts.py).
     """
     if len(path) <= 100 and 0 <= size < _OCTAL_11 and 0 <= mtime < _OCTAL_11:
-        # The common header (no prefix, both numbers fit): one formatting step each, the tail a constant.
         name_bytes = path.encode("ascii")
         numbers = b"%011o\0%011o\0" % (size, mtime)
         checksum = _FIXED_SUM + sum(name_bytes) + sum(numbers)
         return b"".join((name_bytes.ljust(100, b"\0"), _OWNER, numbers, b"%06o\0 " % checksum, _TAIL_NO_PREFIX))
+    return general_header(path, size, mtime)
+
+
+def general_header(path: str, size: int, mtime: int) -> bytes:
+    """``build_header`` for any input, field by field: the path split into prefix and name, each number checked."""
     split = paths.ustar_split(path)
     if split is None:
         raise ValueError(f"{path} does not fit a ustar header")
     prefix, name = split
-    name_bytes, prefix_bytes = name.encode("ascii"), prefix.encode("ascii")
-    numbers = _octal(size, 12) + _octal(mtime, 12)
-    checksum = _FIXED_SUM + sum(name_bytes) + sum(prefix_bytes) + sum(numbers)
-    head = name_bytes.ljust(100, b"\0") + _OWNER + numbers
-    tail = _AFTER_CHECKSUM + prefix_bytes.ljust(155, b"\0") + bytes(12)
-    return head + f"{checksum:06o}".encode("ascii") + b"\0 " + tail
+    block = b"".join(
+        (
+            name.encode("ascii").ljust(100, b"\0"),
+            _octal(FILE_MODE, 8) + _octal(0, 8) + _octal(0, 8),  # mode, uid, gid
+            _octal(size, 12) + _octal(mtime, 12),
+            b" " * 8,  # the checksum field counts as spaces
+            b"0" + bytes(100) + b"ustar\x0000" + bytes(64),  # type, link name, magic and version, owner names
+            _octal(0, 8) + _octal(0, 8),  # device numbers
+            prefix.encode("ascii").ljust(155, b"\0") + bytes(12),
+        )
+    )
+    return block[:148] + b"%06o\0 " % sum(block) + block[156:]
 
 
 @dataclass(frozen=True)
@@ -117,7 +131,7 @@ def _number(block: bytes, offset: int, width: int, what: str, where: str) -> int
     return int(raw.rstrip(b"\0 "), 8)
 
 
-def _shown(text: str) -> str:
+def printable(text: str) -> str:
     """A member name as it may appear in a one-line message: control characters escaped."""
     return text if _PRINTABLE.fullmatch(text) is not None else text.encode("unicode_escape").decode("ascii")
 
@@ -140,7 +154,7 @@ def parse_header(block: bytes, *, offset: int, where: str | None = None) -> Memb
         path = ((prefix + b"/" + name) if prefix else name).decode("ascii")
     except UnicodeDecodeError as exc:
         raise ArchiveError(f"{where}: member name is not ASCII ({name!r})") from exc
-    where = f"member {_shown(path)}"
+    where = f"member {printable(path)}"
     typeflag = block[156:157]
     if typeflag in _TYPE_NAMES:
         raise ArchiveError(f"{where}: is {_TYPE_NAMES[typeflag]}; kits contain regular files only")
@@ -175,5 +189,5 @@ def parse_header(block: bytes, *, offset: int, where: str | None = None) -> Memb
     for what, offset in (("owner name (uname)", 265), ("group name (gname)", 297)):
         if any(block[offset : offset + 32]):
             shown = _field(block, offset, 32).decode("ascii", "backslashreplace")
-            raise ArchiveError(f"{where}: {what} {_shown(shown)!r}, kits write none (the header is not signed)")
+            raise ArchiveError(f"{where}: {what} {printable(shown)!r}, kits write none (the header is not signed)")
     return MemberHeader(path=path, size=size, mode=mode, mtime=mtime)
