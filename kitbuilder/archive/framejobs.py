@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -235,3 +235,39 @@ def range_job(fd: int, offset: int, length: int, size: int, sha256: str, what: s
         return verbatim_job(data, size, sha256, what)()
 
     return run
+
+
+def metadata_frames(path: str, size: int, pieces: Iterable[bytes], chunk: int = layout.CHUNK) -> Iterator[bytes]:
+    """The decompressed bytes of each frame a metadata member ``path`` of ``size`` bytes (given in ``pieces``) is
+    written as: ``KitWriter2.add_metadata_stream``'s layout, for writers that compress frames themselves
+    (``kit patch``, a delta's ``delta/target/`` members). ValueError unless the pieces hold ``size`` bytes."""
+    if not layout.is_large(size) and layout.padded(size) <= chunk:
+        data = b"".join(pieces)
+        if len(data) != size:
+            raise ValueError(f"{path}: {len(data)} bytes given for a member of {size}")
+        yield tarfmt.build_header(path, size, 0) + data + bytes(layout.padded(size) - size)
+        return
+    yield tarfmt.build_header(path, size, 0)
+    held = bytearray()
+    seen = 0
+    for piece in pieces:
+        seen += len(piece)
+        if seen > size:
+            raise ValueError(f"{path}: more than the {size} bytes announced")
+        with memoryview(piece) as view:
+            start = 0
+            if held:
+                start = min(chunk - len(held), len(view))
+                held += view[:start]
+                if len(held) == chunk:
+                    yield bytes(held)
+                    held = bytearray()
+            while len(view) - start >= chunk:
+                yield bytes(view[start : start + chunk])
+                start += chunk
+            held += view[start:]
+    if seen != size:
+        raise ValueError(f"{path}: {seen} bytes given for a member of {size}")
+    held += bytes(layout.padded(size) - size)
+    if held:
+        yield bytes(held)

@@ -47,6 +47,7 @@ from kitbuilder import faults
 from kitbuilder.archive import framejobs, layout, tarfmt, zstdframes
 from kitbuilder.archive.framejobs import Done, FrameReuse, Load, Record, Verbatim, read_exact
 from kitbuilder.archive.framejobs import compress_frame as compress_frame  # the one way frames are made
+from kitbuilder.archive.framejobs import metadata_frames as metadata_frames
 from kitbuilder.archive.framejobs import raw_frame as raw_frame
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import KitIndex, MemberEntry, MemberList
@@ -84,42 +85,6 @@ class Payload:
     frames: tuple[FrameEntry, ...]
     members: Sequence[MemberEntry]  # made on access from ``table``
     table: FileTable  # the members' paths, places, sizes and digests (no roles: ``FileTable.with_kinds`` adds them)
-
-
-def metadata_frames(path: str, size: int, pieces: Iterable[bytes], chunk: int = layout.CHUNK) -> Iterator[bytes]:
-    """The decompressed bytes of each frame a metadata member ``path`` of ``size`` bytes (given in ``pieces``) is
-    written as: ``KitWriter2.add_metadata_stream``'s layout, for writers that compress frames themselves
-    (``kit patch``, a delta's ``delta/target/`` members). ValueError unless the pieces hold ``size`` bytes."""
-    if not layout.is_large(size) and layout.padded(size) <= chunk:
-        data = b"".join(pieces)
-        if len(data) != size:
-            raise ValueError(f"{path}: {len(data)} bytes given for a member of {size}")
-        yield tarfmt.build_header(path, size, 0) + data + bytes(layout.padded(size) - size)
-        return
-    yield tarfmt.build_header(path, size, 0)
-    held = bytearray()
-    seen = 0
-    for piece in pieces:
-        seen += len(piece)
-        if seen > size:
-            raise ValueError(f"{path}: more than the {size} bytes announced")
-        with memoryview(piece) as view:
-            start = 0
-            if held:
-                start = min(chunk - len(held), len(view))
-                held += view[:start]
-                if len(held) == chunk:
-                    yield bytes(held)
-                    held = bytearray()
-            while len(view) - start >= chunk:
-                yield bytes(view[start : start + chunk])
-                start += chunk
-            held += view[start:]
-    if seen != size:
-        raise ValueError(f"{path}: {seen} bytes given for a member of {size}")
-    held += bytes(layout.padded(size) - size)
-    if held:
-        yield bytes(held)
 
 
 class KitWriter2:
@@ -178,6 +143,7 @@ class KitWriter2:
         self._table = FileTable()
         self._payload_table: FileTable | None = None
         self._closed = False
+        self._failed = False  # a fault was raised: the first in archive order, so ``settle`` raises no other
 
     # ----------------------------------------------------------------- plumbing
 
@@ -220,13 +186,20 @@ class KitWriter2:
         number = self._submitted
         self._submitted += 1
         faults.point("build-frame")  # frames before it are in flight on the workers
-        for done in self._pool.submit(job, cost):
-            self._emit(done)
+        self._take(lambda: self._pool.submit(job, cost))
         return number
 
     def _drain(self) -> None:
-        for done in self._pool.drain():
-            self._emit(done)
+        self._take(self._pool.drain)
+
+    def _take(self, results: Callable[[], Iterable[Done]]) -> None:
+        """Write the results, in order. The first to raise (a job's fault, a write error) fails the writer."""
+        try:
+            for done in results():
+                self._emit(done)
+        except BaseException:
+            self._failed = True
+            raise
 
     def _payload_open(self) -> None:
         if self._payload_frames is not None:
@@ -235,9 +208,17 @@ class KitWriter2:
     # ----------------------------------------------------------------- payload
 
     def settle(self) -> None:
-        """Write the frames in flight, raising the first fault among them: a caller that meets a fault of its own
-        (an input it cannot open) calls this first, so the first fault in archive order is the one reported."""
-        self._drain()
+        """Raise the first fault before this point: in the frames in flight, then in the open group's deferred members
+        (read here). A caller that meets a fault of its own (an input it cannot open) calls this first, so the first
+        fault in archive order is the one reported; once the writer raised one, that one was first: nothing here."""
+        if self._failed:
+            return
+        try:
+            self._drain()
+            self._load_group()
+        except BaseException:
+            self._failed = True
+            raise
 
     def add_file(
         self, path: str, source: BinaryIO, size: int, *, on_bytes: Callable[[int], None] | None = None
@@ -250,8 +231,8 @@ class KitWriter2:
                 self._add_large(path, source, size, on_bytes)
                 return
             data = read_exact(source, size, path)
-        except BaseException:
-            self._drain()  # an earlier frame still in flight may hold the first fault in archive order
+        except Exception:
+            self.settle()  # an earlier frame or deferred member may hold the first fault in archive order
             raise
         if on_bytes is not None:
             on_bytes(size)

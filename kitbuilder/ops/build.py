@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from kitbuilder import __version__, faults, inputfile
+from kitbuilder import __version__, faults
 from kitbuilder.archive import layout
 from kitbuilder.archive.hashing import HashWorker
 from kitbuilder.archive.pool import usable_cores
@@ -55,7 +55,7 @@ from kitbuilder.errors import IntegrityError, UsageError
 # Split out of this module; re-exported here, where callers have always found them.
 from kitbuilder.ops.build_inputs import USTAR_NUMBER_LIMIT as USTAR_NUMBER_LIMIT
 from kitbuilder.ops.build_inputs import InputFile as InputFile
-from kitbuilder.ops.build_inputs import InputList, changed_input
+from kitbuilder.ops.build_inputs import InputList, open_input
 from kitbuilder.ops.build_inputs import collect_inputs as collect_inputs
 from kitbuilder.ops.build_inputs import source_date_epoch_from_env as source_date_epoch_from_env
 from kitbuilder.ops.seal import Sealed as Sealed
@@ -316,7 +316,8 @@ def _write_inputs(
 
     A small input is only listed here (``add_later``): the worker making its group frame opens, reads and hashes it
     (``InputReader``), so this thread does next to nothing per file and every core reads. A large one streams from
-    here. Either's fault is raised in input order, after the frames before it (``settle``, the writer's order).
+    here. Either's fault is raised in input order: a large one's only after the frames before it and the small inputs
+    still waiting in the open group (``settle``, the writer's order).
     """
     load = inputs.reader()
     for number, kit_path in enumerate(inputs.kit_paths):
@@ -328,28 +329,18 @@ def _write_inputs(
             continue
         item = inputs[number]
         try:
-            # One open file for reading and checking: what was hashed is what is packed.
-            with _open_input(item) as source:
+            source = open_input(item, inputs.identity(number))
+        except UsageError:
+            writer.settle()  # a fault in an earlier frame, in flight or still in the open group, is the first one
+            raise
+        # One open file for reading and checking: what was hashed is what is packed. The writer settles its own
+        # faults (a read error, a size change) the same way; its write errors are the output's (HostIOError).
+        try:
+            with source:
                 writer.add_file(item.kit_path, source, item.size, on_bytes=on_bytes)
         except OSError as exc:
-            writer.settle()  # a fault in an earlier frame, still in flight, is the first one
             raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
-        except UsageError:
-            writer.settle()
-            raise
     return inputs.roles()
-
-
-def _open_input(item: InputFile) -> BinaryIO:
-    """The input file ``collect_inputs`` checked, opened without following a symlink or blocking on a FIFO.
-
-    Between that check (lstat) and this open the entry may have been replaced: a symlink to a file outside
-    the source tree would be packed, a FIFO would hang the build. The open file is checked again (fstat).
-    """
-    try:
-        return inputfile.open_regular(item.source, follow_links=False)
-    except inputfile.NotRegularFile as exc:
-        raise changed_input(item) from exc
 
 
 def _write_images(
@@ -358,8 +349,13 @@ def _write_images(
     """The images/ tree (its digests are checked by ``_check_image_digests`` once the writer computed them)."""
     roles: list[tuple[str, str]] = []
     for member in plan.members if plan else ():
-        with (member.open_raw or member.open)() as stream:
-            writer.add_file(member.kit_path, stream, member.size, on_bytes=on_bytes)
+        try:
+            stream = (member.open_raw or member.open)()
+        except Exception:
+            writer.settle()  # the inputs' last group, still open, comes first
+            raise
+        with stream as source:
+            writer.add_file(member.kit_path, source, member.size, on_bytes=on_bytes)
         roles.append(("image", IMAGES_COMPONENT))
     return roles
 
@@ -383,17 +379,19 @@ def _attestation(subjects: tuple[Subject, ...], predicate: dict[str, Any], keys:
     return sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
 
 
-def check_shipped_sboms(spec: KitSpec, inputs: Sequence[InputFile]) -> list[ShippedSbom]:
-    """Validate each SBOM the spec ships (CycloneDX 1.4-1.6, SPDX 2.2/2.3 JSON); UsageError names file and JSON path."""
+def check_shipped_sboms(spec: KitSpec, inputs: InputList) -> list[ShippedSbom]:
+    """Validate each SBOM the spec ships (CycloneDX 1.4-1.6, SPDX 2.2/2.3 JSON); UsageError names file and JSON path.
+    Read as the payload is (``open_input``): a FIFO or a link put there since the scan is refused, never waited on."""
     shipped: list[ShippedSbom] = []
-    for item in inputs:
+    for number, item in enumerate(inputs):
         component = item.component
         if component.role != "sbom":
             continue
-        try:
-            data = item.source.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
+        with open_input(item, inputs.identity(number)) as source:
+            try:
+                data = source.read()
+            except OSError as exc:
+                raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
         try:
             info = check_sbom(data, str(item.source))
         except SbomError as exc:

@@ -8,7 +8,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
+from typing import BinaryIO, overload
 
 from kitbuilder import inputfile
 from kitbuilder.core import paths
@@ -123,33 +123,45 @@ class InputList(Sequence[InputFile]):
     """The inputs of a build, in kit path order, stored by column: each ``InputFile`` is made on access.
 
     A million inputs held as objects cost a few hundred bytes each beside the writer's table; here each is its kit
-    path (the string the writer's table and the manifest then share), its size and its component's number.
+    path (the string the writer's table and the manifest then share), its size, its component's number and the
+    identity (st_dev, st_ino) of the file the scan found: a read proves it reads that file (``identity``), not one a
+    directory swapped for a link above it, or a hard link made under its name, puts there (16 bytes a file).
     """
 
-    __slots__ = ("_components", "_kinds", "_sizes", "kit_paths")
+    __slots__ = ("_components", "_devices", "_inodes", "_kinds", "_sizes", "kit_paths")
 
     def __init__(self, components: Sequence[tuple[ComponentSpec, bool]] = ()) -> None:
         self.kit_paths: list[str] = []
         self._sizes = array("q")
         self._kinds = array("I")  # the number of (component, whole) in ``_components``
+        self._devices = array("Q")
+        self._inodes = array("Q")
         self._components = list(components)
 
-    def append(self, kit_path: str, size: int, kind: int) -> None:
+    def append(self, kit_path: str, size: int, kind: int, identity: tuple[int, int]) -> None:
         self.kit_paths.append(kit_path)
         self._sizes.append(size)
         self._kinds.append(kind)
+        self._devices.append(identity[0])
+        self._inodes.append(identity[1])
 
     def sorted(self) -> InputList:
         """These inputs in kit path order (equal paths in their order here)."""
         ordered = InputList(self._components)
         for number in path_order(self.kit_paths):
-            ordered.append(self.kit_paths[number], self._sizes[number], self._kinds[number])
+            ordered.append(self.kit_paths[number], self._sizes[number], self._kinds[number], self.identity(number))
         return ordered
 
     def clear(self) -> None:
         self.kit_paths = []
         self._sizes = array("q")
         self._kinds = array("I")
+        self._devices = array("Q")
+        self._inodes = array("Q")
+
+    def identity(self, number: int) -> tuple[int, int]:
+        """(st_dev, st_ino) of the file the scan found for input ``number``."""
+        return self._devices[number], self._inodes[number]
 
     def total_size(self) -> int:
         return sum(self._sizes)
@@ -159,7 +171,7 @@ class InputList(Sequence[InputFile]):
 
     def reader(self) -> InputReader:
         """Reads these inputs by number, on any thread, also after ``clear``."""
-        return InputReader(self._kinds, self._components)
+        return InputReader(self._kinds, self._devices, self._inodes, self._components)
 
     def roles(self) -> list[tuple[str, str]]:
         """Each input's (role, component id), in order: one shared pair per component."""
@@ -204,7 +216,7 @@ def collect_inputs(spec: KitSpec) -> InputList:
             problem = paths.problem_with(kit_path)
             if problem:
                 raise UsageError(f"{spec.path}: {component.id}: {name}: kit path {kit_path!r}: {problem}")
-            found.append(kit_path, info.st_size, kind)
+            found.append(kit_path, info.st_size, kind, (info.st_dev, info.st_ino))
     if not found and not spec.images:
         raise UsageError(f"{spec.path}: the components hold no files; a kit needs at least one payload file")
     for number, kit_path in enumerate(found.kit_paths):
@@ -228,8 +240,29 @@ def collect_inputs(spec: KitSpec) -> InputList:
 
 
 def changed_input(item: InputFile) -> UsageError:
-    """An input that is not the regular file ``collect_inputs`` found (replaced by a link, a FIFO, a directory)."""
+    """An input that is not the regular file ``collect_inputs`` found (replaced by a link, a FIFO, a directory, another
+    file: a directory above it swapped for a link, a hard link made under its name)."""
     return UsageError(f"{item.source}: is no longer the regular file it was when the build started; rerun the build")
+
+
+def open_input(item: InputFile, identity: tuple[int, int]) -> BinaryIO:
+    """The input file ``collect_inputs`` found, opened without following a symlink or blocking on a FIFO.
+
+    Between that scan (lstat) and this open the entry may have been replaced: a symlink to a file outside the source
+    tree would be packed, a FIFO would hang the build, a directory above it swapped for a link, or a hard link made
+    under its name, would pack a file from elsewhere. So the open file must be the one scanned: its (st_dev, st_ino).
+    """
+    try:
+        source = inputfile.open_regular(item.source, follow_links=False)
+    except inputfile.NotRegularFile as exc:
+        raise changed_input(item) from exc
+    except OSError as exc:
+        raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
+    info = os.fstat(source.fileno())
+    if (info.st_dev, info.st_ino) != identity:
+        source.close()
+        raise changed_input(item)
+    return source
 
 
 class InputReader:
@@ -237,24 +270,34 @@ class InputReader:
     job calls it on a worker, so many small files are opened, read and hashed on every core, with no object per file.
 
     Holds the list's columns as they were (``InputList.clear`` makes new ones): the jobs still in flight read on.
-    Reading one input is one open (links not followed, never blocking on a FIFO), one fstat proving a regular file,
-    its bytes and one more (so the job sees it grew), one close (``inputfile.read_regular``). What is no longer the
+    Reading one input is one open (links not followed, never blocking on a FIFO), one fstat proving it the very file
+    the scan found (its st_dev and st_ino: a link swapped in above the last component is followed by the open), its
+    bytes and one more (so the job sees it grew), one close (``inputfile.read_regular``). What is no longer the
     regular file found by ``collect_inputs`` is ``changed_input``; a read error is a UsageError naming the file.
     """
 
-    __slots__ = ("_components", "_kinds")
+    __slots__ = ("_components", "_devices", "_inodes", "_kinds")
 
-    def __init__(self, kinds: array[int], components: Sequence[tuple[ComponentSpec, bool]]) -> None:
+    def __init__(
+        self,
+        kinds: array[int],
+        devices: array[int],
+        inodes: array[int],
+        components: Sequence[tuple[ComponentSpec, bool]],
+    ) -> None:
         self._kinds = kinds
+        self._devices = devices
+        self._inodes = inodes
         # Per component: its source as a string, where its part of a kit path starts, the component, whole or not.
         self._components = [(str(c.source), len(c.dest) + 1, c, whole) for c, whole in components]
 
     def __call__(self, key: int, path: str, size: int) -> bytes:
         top, cut, component, whole = self._components[self._kinds[key]]
         try:
-            return inputfile.read_regular(top if whole else f"{top}/{path[cut:]}", size + 1, follow_links=False)
+            source = top if whole else f"{top}/{path[cut:]}"
+            identity = (self._devices[key], self._inodes[key])
+            return inputfile.read_regular(source, size + 1, follow_links=False, identity=identity)
         except inputfile.NotRegularFile as exc:
             raise changed_input(InputFile(path, size, component, whole)) from exc
         except OSError as exc:
-            source = InputFile(path, size, component, whole).source
-            raise UsageError(f"{source}: cannot read ({exc.strerror})") from exc
+            raise UsageError(f"{InputFile(path, size, component, whole).source}: cannot read ({exc.strerror})") from exc

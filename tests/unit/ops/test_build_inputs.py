@@ -33,7 +33,8 @@ def _inputs(root: Path, sizes: list[int]) -> InputList:
     for number, size in enumerate(sizes):
         path = root / f"f{number:03d}"
         path.write_bytes(bytes([number % 251]) * size)
-        out.append(f"docs/f{number:03d}", size, 0)
+        info = path.stat()
+        out.append(f"docs/f{number:03d}", size, 0, (info.st_dev, info.st_ino))
         assert out[number].source == path  # made from the component's source and the kit path
     return out
 
@@ -106,7 +107,10 @@ def test_the_first_fault_in_archive_order_is_raised_whichever_job_meets_it_first
         grow.write(b"x")
     with pytest.raises(UsageError, match="f020: cannot read"):
         _write(inputs, threads, later=True)
-    inputs[20].source.write_bytes(b"short")
+    inputs = _inputs(tmp_path, sizes)  # the files written again, and scanned again
+    os.truncate(inputs[20].source, 5)  # the same file, shorter
+    with inputs[180].source.open("ab") as grow:
+        grow.write(b"x")
     with pytest.raises(UsageError, match="docs/f020: input shrank while being read"):
         _write(inputs, threads, later=True)
 
@@ -204,3 +208,31 @@ def test_the_listing_of_a_source_tree_is_what_rglob_and_is_file_find(tmp_path: P
     os.mkfifo(top / "fifo")
     expected = frozenset(p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_file())
     assert files_under(top) == expected == {".hidden", "a/b/f.sql", "d/sub/g", "to-file"}
+
+
+@pytest.mark.parametrize("threads", [0, 1, 4])
+def test_a_fault_met_while_adding_a_file_never_replaces_the_first_one_in_archive_order(
+    tmp_path: Path, threads: int
+) -> None:
+    """The first and the last of the deferred inputs are gone, in different group frames, all in flight; adding a
+    large member then takes the first group's result to stay within budget, which raises. The first input is named:
+    the writer's own clean-up (waiting for the frames in flight) raised the last group's fault in its place."""
+    sizes = [300_000] * 40  # 12 MiB of small inputs: several group frames
+    inputs = _inputs(tmp_path, sizes)
+    inputs[0].source.unlink()
+    inputs[39].source.unlink()
+    groups, size = [], 0  # the writer's group sizes, as it closes them
+    for path in inputs.kit_paths:
+        size += layout.member_bytes(300_000)
+        if layout.closes_group(size, path):
+            groups, size = [*groups, size], 0
+    groups += [size] if size else []
+    assert len(groups) > 2
+    budget = 2 * sum(groups) + 1023  # every group in flight; the large member's header frame (1,024) is over
+    with KitWriter2(io.BytesIO(), level=1, threads=threads, max_inflight=budget) as writer:
+        read = inputs.reader()
+        for number, path in enumerate(inputs.kit_paths):
+            writer.add_later(path, inputs.size(number), number, read)
+        with pytest.raises(UsageError, match=r"f000: cannot read") as raised:
+            writer.add_file("docs/zz-large", io.BytesIO(b"x" * layout.LARGE), layout.LARGE)
+    assert "f039" not in str(raised.value)
