@@ -35,6 +35,7 @@ class Verbatim:
     data: bytes
     sha256: str
     mismatch: str = "the offered frame does not decode to the bytes this build writes there"
+    damaged: str = ""  # what to say if its bytes do not have ``sha256`` (the source's words), when it has them
 
 
 class FrameReuse(Protocol):
@@ -160,7 +161,7 @@ def reused(found: Verbatim, raw: bytes, what: str) -> Done:
     source's fault (IntegrityError with its ``mismatch`` words), never silently replaced.
     """
     if hashlib.sha256(found.data).hexdigest() != found.sha256:
-        raise IntegrityError(f"{what}: compressed bytes differ from their signed digest; not copied")
+        raise IntegrityError(found.damaged or f"{what}: compressed bytes differ from their signed digest; not copied")
     try:
         same = zstdframes.decode_whole(found.data, size=len(raw), max_window=_REUSE_WINDOW, what=what) == raw
     except ArchiveError:

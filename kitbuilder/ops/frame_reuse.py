@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from kitbuilder import faults
 from kitbuilder.archive import layout, reader2
 from kitbuilder.archive.framejobs import Verbatim
 from kitbuilder.archive.index import MemberSpan
@@ -183,6 +184,12 @@ def _group_bytes(files: Iterable[FileEntry]) -> int:
     return position
 
 
+def _identity(fd: int) -> tuple[int, ...]:
+    """What changes when a file is written, cut or grown in place (the change time cannot be set back by a user)."""
+    stat = os.fstat(fd)
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 def _chunk_bytes(size: int, chunk: int) -> int:
     """The decompressed size of chunk frame ``chunk`` of a large member of ``size`` bytes, as the writer cuts it."""
     return min(layout.CHUNK, layout.padded(size) - chunk * layout.CHUNK)
@@ -201,6 +208,10 @@ class BaseFrames:
         self.path = path
         self.caps = caps or Caps()
         self._stream = open_kit(path)
+        # What the open file was when verified: every later read of it (frames, the list again) goes through this
+        # descriptor, so when one does not hold what was verified, this says whether something wrote to the base
+        # meanwhile (say so) or it was so from the start (its signers' or its storage's fault).
+        self._identity = _identity(self._stream.fileno())
         try:
             # Not kept: its members (SHA256SUMS, ~95 bytes a file) would lie beside the new kit's while it is built.
             metadata = read_metadata(self._stream, self.caps)
@@ -273,6 +284,15 @@ class BaseFrames:
         a delta build holds them only while it plans.
         """
         what = f"--delta-from {self.path}"
+        faults.point("delta-base-reread")  # the new kit is built; the base is read again from here on
+        try:
+            return self._files_again(what)
+        except (ArchiveError, IntegrityError) as exc:  # FormatError is an ArchiveError; HostIOError stays [12]
+            if exc.message.startswith(what):
+                raise
+            raise self._unlike_verified(exc.message) from exc
+
+    def _files_again(self, what: str) -> Sequence[FileEntry]:
         metadata = read_metadata(self._stream, self.caps, defer_files=True, unread=frozenset({SHA256SUMS}))
         if hashlib.sha256(metadata.members[MANIFEST_JSON]).hexdigest() != self.manifest_sha256:
             raise IntegrityError(
@@ -354,11 +374,14 @@ class BaseFrames:
             entry.path, entry.size, entry.sha256, number, entry.at, (frame,), self._starts[number] + entry.at
         )
         if self._decoded is None or self._decoded[0] != number:
+            data = self._pread(number)
             try:
                 decoded = reader2.decode_frame(
-                    self._pread(number), span.frames[0], number, max_window=self.caps.max_window, against="signed"
+                    data, span.frames[0], number, max_window=self.caps.max_window, against="signed"
                 )
             except (ArchiveError, IntegrityError) as exc:
+                if hashlib.sha256(data).hexdigest() != self._frames[number].sha256:
+                    raise self._damaged(number) from exc
                 raise self._lies(number, exc.message) from exc
             self._decoded = (number, decoded)
         decoded = self._decoded[1]
@@ -382,9 +405,42 @@ class BaseFrames:
         with self._lock:
             self.reused_frames += 1
             self.reused_bytes += len(data)
-        return Verbatim(data, self.frames[number].sha256, self._lies(number, lie).message)
+        # Both words are made now, after the read: a write to the base that changed these bytes came before this.
+        return Verbatim(
+            data, self.frames[number].sha256, self._lies(number, lie).message, damaged=self._damaged(number).message
+        )
+
+    def _changed(self) -> bool:
+        """Whether the base file was written to (or cut, or grown) since it was verified: asked only once a read of
+        it failed, to say why. A base replaced by a rename is not changed here: the descriptor holds the old file."""
+        try:
+            return _identity(self.fd) != self._identity
+        except OSError:
+            return True
+
+    def _unlike_verified(self, detail: str) -> KitError:
+        """The base read after it was verified is not what was verified (``detail`` says how) [4]: named, with why."""
+        why = (
+            "it changed while the delta was built; build again from a base nothing writes to"
+            if self._changed()
+            else "it no longer reads as it did when verified (failing storage?); check it with kit verify, or "
+            "obtain a good copy, and build again"
+        )
+        return IntegrityError(f"--delta-from {self.path}: {detail}: {why}")
+
+    def _damaged(self, number: int) -> KitError:
+        """Frame ``number`` read from the base does not have its signed digest [4]."""
+        detail = f"payload frame {number} differs from its signed digest"
+        if self._changed():
+            return self._unlike_verified(detail)
+        return IntegrityError(
+            f"--delta-from {self.path}: {detail}: the base is damaged; check it with kit verify, obtain a good copy, "
+            "or build without --delta-from"
+        )
 
     def _lies(self, number: int, what: str) -> KitError:
+        if self._changed():
+            return self._unlike_verified(f"payload frame {number} is not the verified one ({what})")
         return IntegrityError(
             f"--delta-from {self.path}: payload frame {number} does not hold what the base's signed manifest lists "
             f"({what}); its signers built it wrongly: build without --delta-from, or obtain a genuine base"
