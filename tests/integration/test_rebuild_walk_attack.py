@@ -9,25 +9,32 @@ build's bytes; a base changed on disk between the walk and the lookup is named, 
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from kitbuilder.core.filelist import FILE_LIST
-from tests.factories.cli import KitEnv
+from kitbuilder.ops import frame_rebuild
+from tests.factories.apply_runs import wait_for
+from tests.factories.cli import KitEnv, run_kit
 from tests.factories.kits import member_end
 from tests.factories.measure import kit_peak
-from tests.integration.test_content_delta import _build, _cli, _files, _one_line
+from tests.integration.test_content_delta import _build, _cli, _files, _manifest, _one_line
 
 COPIES = 120
 NEW_BYTES = 700_000  # a small file (under 1 MiB): it travels whole in the delta, a group frame's worth each
 
 
-def _new_content(number: int) -> bytes:
+def _new_content(number: int, size: int) -> bytes:
     """Distinct per file, compressible (the kits stay small; held decoded it costs its size)."""
-    return (f"new file {number}: ".encode() + bytes(range(256)) * 8) * (NEW_BYTES // (2048 + 16))
+    return (f"new file {number}: ".encode() + bytes(range(256)) * 8) * (size // (2048 + 16))
 
 
-def _release(kit_env: KitEnv, moved: bool) -> tuple[Path, Path, Path]:
+def _release(kit_env: KitEnv, moved: bool, size: int = NEW_BYTES) -> tuple[Path, Path, Path]:
     """A base with a directory of small files; the next release adds a 700 KB file after each of them, with the
     directory moved (``moved``: every copy is met nowhere at its path, so every frame is held back) or in place."""
     docs = kit_env.root / "src/docs"
@@ -44,7 +51,7 @@ def _release(kit_env: KitEnv, moved: bool) -> tuple[Path, Path, Path]:
     if moved:
         old.rename(new)
     for number in range(COPIES):
-        (new / f"f{number:03d}x.bin").write_bytes(_new_content(number))
+        (new / f"f{number:03d}x.bin").write_bytes(_new_content(number, size))
     kit_env.spec.write_text(kit_env.spec.read_text().replace("sequence: 1", "sequence: 2"))
     full, delta = kit_env.root / f"full-{moved}.kit.tar.zst", kit_env.root / f"delta-{moved}.kit.tar.zst"
     _build(kit_env, full)
@@ -64,3 +71,71 @@ def test_held_back_frames_do_not_hold_the_delta_contents_they_carry(kit_env: Kit
         assert code == 0, stderr
         assert out.read_bytes() == full.read_bytes()
     assert peaks[True] < peaks[False] + (32 << 20), peaks
+
+
+def _patch_held(base: Path, delta: Path, out: Path, kit_env: KitEnv, fault: dict[str, str]) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_FAULT")} | fault
+    command = [sys.executable, "-m", "kitbuilder.cli", "patch", base, delta, "--key", kit_env.ed_pub, "--no-state"]
+    return subprocess.Popen([*map(str, command), "--out", str(out)], stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _flip(path: Path, offset: int) -> None:
+    with path.open("r+b") as stream:
+        stream.seek(offset)
+        byte = stream.read(1)
+        stream.seek(offset)
+        stream.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("altered", ["file list", "frame"])
+def test_a_base_changed_between_the_walk_and_the_lookup_is_named(kit_env: KitEnv, tmp_path: Path, altered: str) -> None:
+    """The patch is held where the lookup pass starts (the walk has read the base's list and planned from it); the
+    base is then changed on disk: its file list, or a payload frame the held-back frames draw on. The lookup or the
+    worker reading that frame names the base [4], one line; nothing is written under the output's name."""
+    base, _, delta = _release(kit_env, moved=True, size=20_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    gate = tmp_path / "go"
+    child = _patch_held(base, delta, out / "new.kit", kit_env, {"KIT_FAULT_WAIT": f"patch-file-rebuild-lookup:{gate}"})
+    wait_for(Path(f"{gate}.waiting"), child)
+    if altered == "file list":
+        _flip(base, member_end(base, FILE_LIST) - 20)
+        words = [f"{base}: {FILE_LIST}", "the base is damaged"]
+    else:
+        manifest = _manifest(base)
+        first = next(e for e in manifest.files if e.path.endswith("/a/f000.txt"))
+        frame = manifest.frames[first.frame or 0]
+        _flip(base, frame.offset + frame.length // 2)
+        words = [str(base), "the base is damaged"]
+    gate.touch()
+    _, stderr = child.communicate()
+    assert child.returncode == 4, stderr
+    _one_line(stderr, *words)
+    assert _files(out) == set()
+
+
+def test_a_kill_at_the_lookup_then_a_rerun_converges(kit_env: KitEnv, tmp_path: Path) -> None:
+    base, full, delta = _release(kit_env, moved=True, size=20_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    command = ["patch", base, delta, "--key", kit_env.ed_pub, "--no-state", "--out", out / "new.kit"]
+    killed = _cli(*command, fault="patch-file-rebuild-lookup")
+    assert killed.returncode == 137, killed.stderr
+    assert not (out / "new.kit").exists()
+    result = _cli(*command)
+    assert result.returncode == 0, result.stderr
+    assert (out / "new.kit").read_bytes() == full.read_bytes()
+    assert _files(out) == {"new.kit"}
+
+
+def test_lookups_run_while_the_walk_is_under_way_give_the_full_build(
+    kit_env: KitEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a bound of a few keys, a lookup pass over the base's list runs each time a few frames are held back,
+    between pieces of the walk's own pass over the same list: the result is still the full build's bytes."""
+    monkeypatch.setattr(frame_rebuild, "_HELD_MAX", 3)
+    base, full, delta = _release(kit_env, moved=True, size=20_000)
+    out = tmp_path / "new.kit"
+    result = run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--no-state", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == full.read_bytes()
