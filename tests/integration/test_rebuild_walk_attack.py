@@ -139,3 +139,34 @@ def test_lookups_run_while_the_walk_is_under_way_give_the_full_build(
     result = run_kit("patch", base, delta, "--key", kit_env.ed_pub, "--no-state", "--out", out)
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == full.read_bytes()
+
+
+def test_moves_copies_duplicates_and_empty_files_patch_to_the_full_build(kit_env: KitEnv, tmp_path: Path) -> None:
+    """One release of every shape the walk can miss or meet twice: files moved to another directory (met nowhere at
+    their path), a content the base holds several times copied to new paths, empty files new and moved, a file
+    changed in place (a patch against the base file at its path) next to moved ones, a file removed."""
+    docs = kit_env.root / "src/docs"
+    for name in ("a", "b"):
+        (docs / name).mkdir()
+    for number in range(30):
+        (docs / f"a/{number:02d}.txt").write_text(f"a {number}\n" * 6000)
+        (docs / f"b/{number:02d}.txt").write_text("the same\n" * 200 if number % 3 == 0 else f"b {number}\n" * 12000)
+    (docs / "a/empty").write_bytes(b"")
+    base = kit_env.root / "base.kit.tar.zst"
+    _build(kit_env, base)
+    (docs / "a").rename(docs / "c")
+    (docs / "d").mkdir()
+    for number in range(0, 30, 3):
+        (docs / f"d/copy{number:02d}.txt").write_text("the same\n" * 200)
+        (docs / f"d/empty{number:02d}").write_bytes(b"")
+    (docs / "c/05.txt").write_text((docs / "c/05.txt").read_text().replace("a 5\n", "A 5\n", 3))
+    (docs / "b/07.txt").write_text((docs / "b/07.txt").read_text() + "one more\n")
+    (docs / "b/08.txt").unlink()
+    kit_env.spec.write_text(kit_env.spec.read_text().replace("sequence: 1", "sequence: 2"))
+    full, delta = kit_env.root / "full.kit.tar.zst", kit_env.root / "delta.kit.tar.zst"
+    _build(kit_env, full)
+    _build(kit_env, delta, "--delta-from", base)
+    out = tmp_path / "new.kit"
+    result = _cli("patch", base, delta, "--key", kit_env.ed_pub, "--no-state", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == full.read_bytes()
