@@ -9,6 +9,7 @@ build's bytes; a base changed on disk between the walk and the lookup is named, 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -17,13 +18,28 @@ from pathlib import Path
 
 import pytest
 
+from kitbuilder.archive import content_delta
 from kitbuilder.core.filelist import FILE_LIST
-from kitbuilder.ops import frame_rebuild
+from kitbuilder.ops import delta_content, frame_rebuild
+from kitbuilder.ops.delta_content import Shipped
 from tests.factories.apply_runs import wait_for
 from tests.factories.cli import KitEnv, run_kit
 from tests.factories.kits import member_end
 from tests.factories.measure import kit_peak
-from tests.integration.test_content_delta import _build, _cli, _files, _manifest, _one_line
+from tests.integration import test_content_delta
+from tests.integration.test_content_delta import (
+    Release,
+    _build,
+    _cli,
+    _extract,
+    _files,
+    _manifest,
+    _one_line,
+    _signed_delta,
+    _source_of,
+)
+
+release = test_content_delta.release  # the fixture: a base, its next release built in full and as a content delta
 
 COPIES = 120
 NEW_BYTES = 700_000  # a small file (under 1 MiB): it travels whole in the delta, a group frame's worth each
@@ -170,3 +186,33 @@ def test_moves_copies_duplicates_and_empty_files_patch_to_the_full_build(kit_env
     result = _cli("patch", base, delta, "--key", kit_env.ed_pub, "--no-state", "--out", out)
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == full.read_bytes()
+
+
+def test_a_patch_against_a_base_content_at_another_path_in_a_later_frame_patches_to_the_full_build(
+    release: Release, tmp_path: Path
+) -> None:
+    """A signed delta whose patches are made against another base file's content (the last note, in the base's last
+    frame) than the one at their path: the walk meets the file at the path with another content, so the frame is
+    held back and the lookup places the patch's base content in a later frame. The result is the full build's."""
+    contents = {}
+    for kit, name in ((release.base, "base"), (release.full, "full")):
+        tree = _extract(kit, tmp_path / name)
+        contents.update(
+            {hashlib.sha256(p.read_bytes()).hexdigest(): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+        )
+    last = (tmp_path / "base/docs/operator/notes/119.md").read_bytes()
+    last_sha256 = hashlib.sha256(last).hexdigest()
+    manifest = _manifest(release.base)
+    frames = {e.path.rsplit("/", 1)[-1]: e.frame for e in manifest.files if "/notes/" in e.path}
+    assert frames["119.md"] > frames["007.md"]  # the patch's base content lies in a later base frame
+
+    def against_the_last(item: Shipped) -> Shipped:
+        target = _source_of(item)
+        patch = content_delta.encode(contents[target], last)
+        return Shipped(delta_content.patch_name(target, last_sha256), patch, item.role)
+
+    delta = _signed_delta(release, tmp_path / "elsewhere.kit.tar.zst", against_the_last)
+    out = tmp_path / "new.kit"
+    result = _cli("patch", release.base, delta, "--key", release.kit_env.ed_pub, "--no-state", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == release.full.read_bytes()
