@@ -1,8 +1,9 @@
 """kit patch (file mode): the two file lists a content delta's frame rebuild walks (``frame_rebuild``).
 
 The target's list is the one file mode holds anyway (its ``FileTable``); the base's is read a piece at a time, in
-its order, beside it (``Walk``), and once more only for what that walk did not meet (``BaseList.find``): neither
-list is turned into a map of its files, so the rebuild holds the frames it is making, not the lists.
+its order, beside it (``Walk``), and once more only for what that walk did not meet (``BaseList.find``, by content:
+a batch of at most ``frame_rebuild._HELD_MAX`` keys a pass): neither list is turned into a map of its files, so the
+rebuild holds the frames it is making and a bounded batch of keys, not the lists.
 """
 
 from __future__ import annotations
