@@ -197,7 +197,7 @@ class FrameRebuilder:
                         submit(job)
                         continue
                     held.append((number, start, end))
-                    if len(wanted) >= _HELD_MAX:
+                    if len(wanted) >= _HELD_MAX or len(held) >= _HELD_MAX:  # copies of one content: one key
                         look_up()
                 walk.finish()
                 if held:
