@@ -116,15 +116,8 @@ class FrameRebuilder:
 
     def _rebuild_all(self) -> dict[str, Span]:
         delta = self.delta
-        target = delta.target_manifest
-        have = {f.sha256 for f in self.base.frames} | set(delta.carried)
-        missing: dict[str, int] = {}
-        for number, frame in enumerate(target.frames):
-            if frame.sha256 not in have:
-                missing.setdefault(frame.sha256, number)
-        # Only a content delta says its missing frames are to be rebuilt (one whose group lost a file may need
-        # no content member at all); for any other, a missing frame is the caller's error.
-        if not missing or delta.manifest.delta is None or delta.manifest.delta.frames != CONTENT:
+        missing = _missing(delta, self.base)
+        if not missing:
             return {}
         contents = delta.contents  # checked when the delta was opened
         target = self._target_files()  # with its files (signed, checked): where each member of a frame is
@@ -150,14 +143,8 @@ class FrameRebuilder:
                     walk.finish()
                     raise
                 self._write(data, position)
-                spans[job.frame.sha256] = Span(
-                    self._fd,
-                    position,
-                    len(data),
-                    job.frame.sha256,
-                    f"rebuilt frame of {job.what}",
-                    f"{self.output} (its rebuilt frames)",
-                )
+                what, where = f"rebuilt frame of {job.what}", f"{self.output} (its rebuilt frames)"
+                spans[job.frame.sha256] = Span(self._fd, position, len(data), job.frame.sha256, what, where)
                 position += len(data)
                 faults.point("patch-file-rebuilt")
 
@@ -166,11 +153,10 @@ class FrameRebuilder:
                 while len(pending) > 2 * workers:
                     settle()
 
-            # Frames held back (a member's base content not met at its path), as (frame, start, end) of the target's
-            # list, and the keys of their members' base contents; looked up by content in one more pass over the
-            # base's list once the walk ends, or as soon as _HELD_MAX keys wait (the pass reads the list through
-            # its own ``tables``; the walk's next read seeks where it was). Only keys and places are held, never
-            # a held-back frame's parts or the delta contents it carries: those are read again when it is planned.
+            # Frames held back (a member's base content not met at its path) as (frame, start, end) in the target's
+            # list, and their base contents' keys: not their parts nor the delta contents they carry (read again
+            # when planned). One more pass over the base's list (``find``) places the keys: after the walk, or once
+            # _HELD_MAX wait (the walk's next read seeks to where it was).
             held: list[tuple[int, int, int]] = []
             wanted: dict[bytes, Place | None] = {}
 
@@ -188,7 +174,7 @@ class FrameRebuilder:
             try:
                 # Target and base walked once, side by side, in their order: only the frame being planned and those
                 # in flight are held.
-                for number, start, end in runs(target.files, missing.values()):
+                for number, start, end in runs(target.files, missing):
                     files = target.files[start:end]
                     if not _laid_out(target.frames[number], files):
                         continue
@@ -323,6 +309,20 @@ class FrameRebuilder:
 def _close(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+def _missing(delta: DeltaMetadata, base: Manifest) -> list[int]:
+    """The target frames neither the base nor the delta holds, the first of each content: to be rebuilt. Only a
+    content delta says so (one whose group lost a file may need no content member at all); for any other, a
+    missing frame is the caller's error (none is returned)."""
+    if delta.manifest.delta is None or delta.manifest.delta.frames != CONTENT:
+        return []
+    have = {f.sha256 for f in base.frames} | set(delta.carried)
+    missing: dict[str, int] = {}
+    for number, frame in enumerate(delta.target_manifest.frames):
+        if frame.sha256 not in have:
+            missing.setdefault(frame.sha256, number)
+    return list(missing.values())
 
 
 def _laid_out(frame: FrameEntry, files: Sequence[FileEntry]) -> bool:
