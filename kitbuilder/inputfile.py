@@ -56,8 +56,12 @@ def open_regular(path: Path, *, follow_links: bool = True) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def read_regular(path: Path | str, limit: int, *, follow_links: bool = True) -> bytes:
-    """The first ``limit`` bytes of ``path`` (all of it when shorter), proven (fstat on the open file) a regular file.
+def read_regular(
+    path: Path | str, limit: int, *, follow_links: bool = True, identity: tuple[int, int] | None = None
+) -> bytes:
+    """The first ``limit`` bytes of ``path`` (all of it when shorter), proven (fstat on the open file) a regular file,
+    and, given an ``identity`` (st_dev, st_ino), that very file: NotRegularFile("another file") for any other (a
+    directory above it swapped for a link, the name made a hard link to a file elsewhere).
 
     For reading many small files: one open, one fstat, reads until ``limit`` bytes or the end, one close, and no
     file object (``open_regular`` makes a buffered one and switches blocking back on: four more system calls that
@@ -72,9 +76,11 @@ def read_regular(path: Path | str, limit: int, *, follow_links: bool = True) -> 
             raise NotRegularFile("a symbolic link") from exc
         raise
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile("a directory" if stat.S_ISDIR(mode) else "not a regular file")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile("a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file")
+        if identity is not None and (info.st_dev, info.st_ino) != identity:
+            raise NotRegularFile("another file")
         data = os.read(fd, limit)
         if len(data) < limit and data:
             parts = [data]

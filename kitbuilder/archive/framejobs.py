@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -93,16 +93,43 @@ def raw_frame(data: bytes) -> bytes:
     return zstdframes.raw_frame(data)
 
 
+def shrank(path: str) -> UsageError:
+    return UsageError(f"{path}: input shrank while being read (expected more bytes); rerun the build")
+
+
+def grew(path: str, size: int) -> UsageError:
+    return UsageError(f"{path}: input grew while being read (expected {size} bytes); rerun the build")
+
+
 def read_exact(source: BinaryIO, size: int, path: str, *, more: bool = False) -> bytes:
     """``size`` bytes from ``source``; UsageError if it ends early, or (unless ``more``) has more."""
     data = source.read(size) if size else b""
     while len(data) < size:
         chunk = source.read(size - len(data))
         if not chunk:
-            raise UsageError(f"{path}: input shrank while being read (expected more bytes); rerun the build")
+            raise shrank(path)
         data += chunk
     if not more and size < layout.LARGE and source.read(1):
-        raise UsageError(f"{path}: input grew while being read (expected {size} bytes); rerun the build")
+        raise grew(path, size)
+    return data
+
+
+class Load(Protocol):
+    """Reads a small member's source on a worker thread, when its group frame is made (``KitWriter2.add_later``).
+
+    Returns the source's first ``size + 1`` bytes (all of it when shorter: fewer than ``size`` means it shrank,
+    ``size + 1`` that it grew, and the job refuses either), or raises UsageError naming the source. ``key`` is the
+    caller's, given back as it was passed. Called from several threads at once.
+    """
+
+    def __call__(self, key: int, path: str, size: int) -> bytes: ...
+
+
+def loaded(load: Load, key: int, path: str, size: int) -> bytes:
+    """A deferred member's bytes, exactly ``size`` of them; UsageError (as ``read_exact``) if it changed size."""
+    data = load(key, path, size)
+    if len(data) != size:
+        raise shrank(path) if len(data) < size else grew(path, size)
     return data
 
 
@@ -143,13 +170,31 @@ def reused(found: Verbatim, raw: bytes, what: str) -> Done:
     return Done(found.data, found.sha256, len(raw))
 
 
-def group_job(members: list[tuple[Record, bytes]], level: int, reuse: FrameReuse | None) -> Callable[[], Done]:
-    """A group frame: hash its members, then take it from ``reuse`` (checked) or compress it."""
+def load_members(members: list[tuple[Record, bytes | int]], load: Load | None) -> list[tuple[Record, bytes]]:
+    """The members with each deferred one (its key in place of its bytes) read, in order: the first fault is the
+    first member's."""
+    ready: list[tuple[Record, bytes]] = []
+    for record, data in members:
+        if not isinstance(data, bytes):
+            assert load is not None
+            data = loaded(load, data, record.path, record.size)
+        ready.append((record, data))
+    return ready
+
+
+def group_job(
+    members: list[tuple[Record, bytes | int]], level: int, reuse: FrameReuse | None, load: Load | None = None
+) -> Callable[[], Done]:
+    """A group frame: read the members given by key (``load``, in order, so the first fault is the first member's),
+    hash them, then take the frame from ``reuse`` (checked) or compress it. All of it on the worker: reading and
+    SHA-256 release the GIL, so a build of many small files reads and hashes on every core."""
 
     def run() -> Done:
-        fill = tuple((record, hashlib.sha256(data).hexdigest()) for record, data in members)
-        raw = group_raw(members)
-        members.clear()  # this job holds the only reference: the members' bytes now live on in ``raw`` alone
+        ready = load_members(members, load)
+        members.clear()
+        fill = tuple((record, hashlib.sha256(data).hexdigest()) for record, data in ready)
+        raw = group_raw(ready)
+        ready.clear()  # this job holds the only reference: the members' bytes now live on in ``raw`` alone
         if reuse is not None:
             found = reuse.group(tuple((r.path, r.size, digest) for r, digest in fill))
             if found is not None:
@@ -189,3 +234,39 @@ def range_job(fd: int, offset: int, length: int, size: int, sha256: str, what: s
         return verbatim_job(data, size, sha256, what)()
 
     return run
+
+
+def metadata_frames(path: str, size: int, pieces: Iterable[bytes], chunk: int = layout.CHUNK) -> Iterator[bytes]:
+    """The decompressed bytes of each frame a metadata member ``path`` of ``size`` bytes (given in ``pieces``) is
+    written as: ``KitWriter2.add_metadata_stream``'s layout, for writers that compress frames themselves
+    (``kit patch``, a delta's ``delta/target/`` members). ValueError unless the pieces hold ``size`` bytes."""
+    if not layout.is_large(size) and layout.padded(size) <= chunk:
+        data = b"".join(pieces)
+        if len(data) != size:
+            raise ValueError(f"{path}: {len(data)} bytes given for a member of {size}")
+        yield tarfmt.build_header(path, size, 0) + data + bytes(layout.padded(size) - size)
+        return
+    yield tarfmt.build_header(path, size, 0)
+    held = bytearray()
+    seen = 0
+    for piece in pieces:
+        seen += len(piece)
+        if seen > size:
+            raise ValueError(f"{path}: more than the {size} bytes announced")
+        with memoryview(piece) as view:
+            start = 0
+            if held:
+                start = min(chunk - len(held), len(view))
+                held += view[:start]
+                if len(held) == chunk:
+                    yield bytes(held)
+                    held = bytearray()
+            while len(view) - start >= chunk:
+                yield bytes(view[start : start + chunk])
+                start += chunk
+            held += view[start:]
+    if seen != size:
+        raise ValueError(f"{path}: {seen} bytes given for a member of {size}")
+    held += bytes(layout.padded(size) - size)
+    if held:
+        yield bytes(held)

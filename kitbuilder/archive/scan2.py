@@ -14,16 +14,16 @@ import hashlib
 import io
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from kitbuilder import faults
 from kitbuilder.archive import layout, tarfmt
-from kitbuilder.archive.index import KitIndex, MemberSpan
+from kitbuilder.archive.index import KitIndex, MemberEntry, MemberSpan
 from kitbuilder.archive.pool import OrderedPool, usable_cores
-from kitbuilder.archive.reader2 import check_in_frame, check_member, check_padding, content_mismatch, decode_frame
+from kitbuilder.archive.reader2 import check_group, check_member, check_padding, content_mismatch, decode_frame
 from kitbuilder.core import paths
 from kitbuilder.core.manifest import FrameEntry
 from kitbuilder.errors import ArchiveError
@@ -100,16 +100,25 @@ class _Chain:
 
 @dataclass(frozen=True)
 class _Job:
-    """One frame of the scan: the members it holds whole, or the large member it is the header or a chunk of."""
+    """One frame of the scan: the members it holds whole, or the large member it is the header or a chunk of.
+
+    One value per frame, never one per member: a group frame's members are the index's own entries, checked by one
+    call on a worker (``reader2.check_group``). Paths are claimed when the job is planned, in order; a clash found
+    then is kept here and raised when the job's result is consumed, after the faults of the frames before it and
+    of this frame's own members, the order a consumer claiming each member after its frame's check would give.
+    """
 
     number: int
     frame: FrameEntry
-    whole: tuple[MemberSpan, ...] = ()
+    whole: tuple[MemberEntry, ...] = ()
+    start: int = 0  # where the frame lies in the decompressed tar stream
+    payload: int = 0  # content bytes of the members held whole (the progress callback's step)
     header_of: MemberSpan | None = None
     chunk_of: MemberSpan | None = None
     data_before: int = 0  # chunk: content bytes of the member in earlier chunks
     chain: _Chain | None = None  # chunk: its member's digest
     step: int = 0  # chunk: its number within the member
+    clash: str | None = None  # the first path-claim fault among this frame's members
 
 
 @dataclass
@@ -120,31 +129,54 @@ class _Result:
 
 def _plan(index: KitIndex, chains: list[_Chain]) -> Iterator[_Job]:
     """Each frame's job, in frame order, made as the scan reaches it: the members tile the frames in order (checked
-    when the index was built), so no span of every member is held at once. ``chains`` collects the large members'
-    digest chains (for ``abandon``)."""
+    when the index was built), so no span of every member is held at once. Every path is claimed here, in order
+    (no two that collide on a filesystem); planning stops after the frame holding the first clash. ``chains``
+    collects the large members' digest chains (for ``abandon``)."""
     frames = index.frames
-    whole: list[MemberSpan] = []
-    current = -1
-    for span in index.iter_spans():
-        if len(span.frames) == 1:
-            if span.frame != current and whole:
-                yield _Job(current, frames[current], whole=tuple(whole))
-                whole = []
-            current = span.frame
-            whole.append(span)
+    starts = index.stream_starts()
+    members = cast("Sequence[MemberEntry]", index.members)  # format 2: check_tiling placed them all
+    seen: dict[str, str] = {}
+    claim, block = paths.claim, tarfmt.BLOCK
+    whole: list[MemberEntry] = []
+    current, payload, clash = -1, 0, None
+    for member in members:
+        number = member.frame
+        # layout.member_bytes inlined (this runs once per member): header, data, padding within the frame.
+        held_whole = member.at + block + (member.size + block - 1) // block * block <= frames[number].size
+        if whole and (number != current or not held_whole):
+            yield _Job(current, frames[current], tuple(whole), starts[current], payload, clash=clash)
+            if clash is not None:
+                return
+            whole, payload = [], 0
+        if clash is None and (problem := claim(member.path, seen)) is not None:
+            clash = f"member {member.path}: {problem}"
+        if held_whole:
+            current = number
+            whole.append(member)
+            payload += member.size
             continue
-        if whole:
-            yield _Job(current, frames[current], whole=tuple(whole))
-            whole = []
+        span = _large_span(frames, member, starts[number])
+        yield _Job(number, frames[number], start=starts[number], header_of=span, clash=clash)
+        if clash is not None:
+            return
         chain = _Chain()
         chains.append(chain)
-        yield _Job(span.frame, span.frames[0], header_of=span)
         before = 0
         for step, frame in enumerate(span.frames[1:]):
-            yield _Job(span.frame + 1 + step, frame, chunk_of=span, data_before=before, chain=chain, step=step)
+            yield _Job(number + 1 + step, frame, chunk_of=span, data_before=before, chain=chain, step=step)
             before += frame.size
     if whole:
-        yield _Job(current, frames[current], whole=tuple(whole))
+        yield _Job(current, frames[current], tuple(whole), starts[current], payload, clash=clash)
+
+
+def _large_span(frames: Sequence[FrameEntry], member: MemberEntry, start: int) -> MemberSpan:
+    """A large member located: its header frame, then the frames holding its padded data (tiling was checked)."""
+    last, left = member.frame + 1, layout.padded(member.size)
+    while left > 0:
+        left -= frames[last].size
+        last += 1
+    held = tuple(frames[member.frame : last])
+    return MemberSpan(member.path, member.size, member.sha256, member.frame, member.at, held, start + member.at)
 
 
 ReadAt = Callable[[int, int], bytes]
@@ -197,8 +229,8 @@ def _run_job(
         if job.chunk_of is not None:
             return _run_chunk(job, compressed, max_window, keep)
         decoded = decode_frame(compressed, job.frame, job.number, max_window=max_window, against="signed")
-        for span in job.whole:
-            check_in_frame(decoded, span, against="signed")
+        if job.whole:
+            check_group(decoded, job.whole, job.number, job.start, against="signed")
         if job.header_of is not None:
             check_member(decoded, job.header_of, against="signed")
         return _Result(job, decoded if keep else None)
@@ -228,7 +260,9 @@ class Scanned:
 
 
 class _Consumer:
-    """The in-order half of the scan: claims each path, extracts, and compares a large member's digest at its end."""
+    """The in-order half of the scan: counts, raises a planned path clash, extracts, and compares a large member's
+    digest at its end. Verifying only, it does nothing per member: the workers checked them, the planner claimed
+    their paths."""
 
     def __init__(
         self,
@@ -239,7 +273,6 @@ class _Consumer:
         self._on_bytes = on_bytes
         self._extract_to = extract_to
         self._extract_only = extract_only
-        self.seen: dict[str, str] = {}
         self.members = 0
         self.payload = 0
         self._sink: BinaryIO | None = None  # the large member being extracted
@@ -247,30 +280,34 @@ class _Consumer:
     def _extracted(self, path: str) -> bool:
         return self._extract_to is not None and (self._extract_only is None or self._extract_only(path))
 
-    def _member(self, span: MemberSpan) -> None:
-        clash = paths.claim(span.path, self.seen)
-        if clash is not None:
-            raise ArchiveError(f"member {span.path}: {clash}")
-        self.members += 1
-        self.payload += span.size
-
     def __call__(self, result: _Result) -> None:
         job = result.job
-        for span in job.whole:
-            self._member(span)
-            if self._extract_to is not None and self._extracted(span.path):
+        if job.clash is not None:
+            raise ArchiveError(job.clash)
+        if job.whole:
+            self.members += len(job.whole)
+            self.payload += job.payload
+            if self._extract_to is not None:
                 assert result.decoded is not None
-                start = span.at + tarfmt.BLOCK
-                _write_member(self._extract_to, span.path, result.decoded[start : start + span.size])
-            if self._on_bytes is not None and span.size:
-                self._on_bytes(span.size)
+                self._extract(self._extract_to, job.whole, result.decoded)
+            if self._on_bytes is not None and job.payload:
+                self._on_bytes(job.payload)
         if job.header_of is not None:
             span = job.header_of
-            self._member(span)
-            if self._extract_to is not None and self._extracted(span.path):
+            self.members += 1
+            self.payload += span.size
+            if self._extracted(span.path):
+                assert self._extract_to is not None
                 self._sink = _create_member_file(self._extract_to, span.path)
         if job.chunk_of is not None:
             self._chunk(job, result.decoded)
+
+    def _extract(self, root: Path, members: tuple[MemberEntry, ...], decoded: bytes) -> None:
+        with memoryview(decoded) as view:
+            for member in members:
+                if self._extracted(member.path):
+                    start = member.at + tarfmt.BLOCK
+                    _write_member(root, member.path, view[start : start + member.size])
 
     def _chunk(self, job: _Job, piece: bytes | None) -> None:
         assert job.chunk_of is not None and job.chain is not None
@@ -384,6 +421,6 @@ def _create_member_file(root: Path, member: str) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
-def _write_member(root: Path, member: str, data: bytes) -> None:
+def _write_member(root: Path, member: str, data: bytes | memoryview) -> None:
     with _create_member_file(root, member) as sink:
         sink.write(data)

@@ -63,6 +63,8 @@ _AFTER_CHECKSUM = b"0" + bytes(100) + b"ustar\x0000" + bytes(64) + _octal(0, 8) 
 # The checksum of every header counts these fixed bytes and the checksum field as eight spaces; only the name,
 # prefix, size and mtime vary (their padding is NUL, which adds nothing).
 _FIXED_SUM = sum(_OWNER) + sum(_AFTER_CHECKSUM) + 8 * 32
+_TAIL_NO_PREFIX = _AFTER_CHECKSUM + bytes(155 + 12)
+_OCTAL_11 = 8**11  # the numbers an 11-digit octal field holds
 
 
 def build_header(path: str, size: int, mtime: int) -> bytes:
@@ -70,6 +72,12 @@ def build_header(path: str, size: int, mtime: int) -> bytes:
 
     Built from bytes concatenation, not field by field: it runs once per member in build and verify.
     """
+    if len(path) <= 100 and 0 <= size < _OCTAL_11 and 0 <= mtime < _OCTAL_11:
+        # The common header (no prefix, both numbers fit): one formatting step each, the tail a constant.
+        name_bytes = path.encode("ascii")
+        numbers = b"%011o\0%011o\0" % (size, mtime)
+        checksum = _FIXED_SUM + sum(name_bytes) + sum(numbers)
+        return b"".join((name_bytes.ljust(100, b"\0"), _OWNER, numbers, b"%06o\0 " % checksum, _TAIL_NO_PREFIX))
     split = paths.ustar_split(path)
     if split is None:
         raise ValueError(f"{path} does not fit a ustar header")

@@ -10,6 +10,7 @@ API (what ``kit build``, ``kit patch`` and delta kits call, in this order):
      are hashed on a worker and IntegrityError is raised unless they match. ``members`` lists the members
      whose 512-byte header lies in the frame (``FrameMember(path, at, size, sha256)``; none for a chunk of
      a large member);
+   - ``add_later(path, size, key, load)``: a small member ``load`` reads on the worker making its group frame;
    - ``add_frame_range(fd, offset, length=, size=, sha256=, members=)``: the same, read from ``fd`` at
      ``offset`` (``os.pread``, on a worker thread, so the bytes checked are the bytes written);
 2. ``finish_payload()`` -> ``Payload(frames, members)``: every payload frame written, their table and the
@@ -25,8 +26,8 @@ of being compressed: the output is the same bytes either way (same input, same l
 The offered frame is checked against its signed digest and decoded once, on the worker, and must decode
 to exactly the bytes this build would compress there, else IntegrityError (``framejobs.reused``).
 
-Every frame is made by a job on ``threads`` workers (``framejobs``: hashing the group's members, laying
-out and compressing its tar bytes, all off this thread); results are written in order and at most
+Every frame is made by a job on ``threads`` workers (``framejobs``: reading the group's deferred members,
+hashing them, laying out and compressing its tar bytes, all off this thread); results are written in order and at most
 ``max_inflight`` bytes are in flight, so the output is identical for any thread count and memory stays
 flat. A fault is reported in archive order: one met on the calling thread (an input that shrank) waits
 for the frames before it (``settle``). Not thread-safe itself.
@@ -44,8 +45,9 @@ import zstandard
 
 from kitbuilder import faults
 from kitbuilder.archive import framejobs, layout, tarfmt, zstdframes
-from kitbuilder.archive.framejobs import Done, FrameReuse, Record, Verbatim, read_exact
+from kitbuilder.archive.framejobs import Done, FrameReuse, Load, Record, Verbatim, read_exact
 from kitbuilder.archive.framejobs import compress_frame as compress_frame  # the one way frames are made
+from kitbuilder.archive.framejobs import metadata_frames as metadata_frames
 from kitbuilder.archive.framejobs import raw_frame as raw_frame
 from kitbuilder.archive.hashing import HashWorker, QueuedDigest
 from kitbuilder.archive.index import KitIndex, MemberEntry, MemberList
@@ -83,42 +85,6 @@ class Payload:
     frames: tuple[FrameEntry, ...]
     members: Sequence[MemberEntry]  # made on access from ``table``
     table: FileTable  # the members' paths, places, sizes and digests (no roles: ``FileTable.with_kinds`` adds them)
-
-
-def metadata_frames(path: str, size: int, pieces: Iterable[bytes], chunk: int = layout.CHUNK) -> Iterator[bytes]:
-    """The decompressed bytes of each frame a metadata member ``path`` of ``size`` bytes (given in ``pieces``) is
-    written as: ``KitWriter2.add_metadata_stream``'s layout, for writers that compress frames themselves
-    (``kit patch``, a delta's ``delta/target/`` members). ValueError unless the pieces hold ``size`` bytes."""
-    if not layout.is_large(size) and layout.padded(size) <= chunk:
-        data = b"".join(pieces)
-        if len(data) != size:
-            raise ValueError(f"{path}: {len(data)} bytes given for a member of {size}")
-        yield tarfmt.build_header(path, size, 0) + data + bytes(layout.padded(size) - size)
-        return
-    yield tarfmt.build_header(path, size, 0)
-    held = bytearray()
-    seen = 0
-    for piece in pieces:
-        seen += len(piece)
-        if seen > size:
-            raise ValueError(f"{path}: more than the {size} bytes announced")
-        with memoryview(piece) as view:
-            start = 0
-            if held:
-                start = min(chunk - len(held), len(view))
-                held += view[:start]
-                if len(held) == chunk:
-                    yield bytes(held)
-                    held = bytearray()
-            while len(view) - start >= chunk:
-                yield bytes(view[start : start + chunk])
-                start += chunk
-            held += view[start:]
-    if seen != size:
-        raise ValueError(f"{path}: {seen} bytes given for a member of {size}")
-    held += bytes(layout.padded(size) - size)
-    if held:
-        yield bytes(held)
 
 
 class KitWriter2:
@@ -166,8 +132,9 @@ class KitWriter2:
         self._frames: list[FrameEntry] = []
         self._submitted = 0  # frames numbered so far (written or in flight)
         self._records: list[Record] = []
-        self._group: list[tuple[Record, bytes]] = []
+        self._group: list[tuple[Record, bytes | int]] = []  # an int: the key of a member ``_group_load`` reads
         self._group_size = 0
+        self._group_load: Load | None = None
         self._large_digests: list[tuple[Record, QueuedDigest]] = []
         self._payload_frames: int | None = None
         # Payload members whose digest is known move from their records into this compact table (core/filelist.py)
@@ -176,6 +143,7 @@ class KitWriter2:
         self._table = FileTable()
         self._payload_table: FileTable | None = None
         self._closed = False
+        self._failed = False  # a fault was raised: the first in archive order, so ``settle`` raises no other
 
     # ----------------------------------------------------------------- plumbing
 
@@ -218,13 +186,20 @@ class KitWriter2:
         number = self._submitted
         self._submitted += 1
         faults.point("build-frame")  # frames before it are in flight on the workers
-        for done in self._pool.submit(job, cost):
-            self._emit(done)
+        self._take(lambda: self._pool.submit(job, cost))
         return number
 
     def _drain(self) -> None:
-        for done in self._pool.drain():
-            self._emit(done)
+        self._take(self._pool.drain)
+
+    def _take(self, results: Callable[[], Iterable[Done]]) -> None:
+        """Write the results, in order. The first to raise (a job's fault, a write error) fails the writer."""
+        try:
+            for done in results():
+                self._emit(done)
+        except BaseException:
+            self._failed = True
+            raise
 
     def _payload_open(self) -> None:
         if self._payload_frames is not None:
@@ -233,9 +208,17 @@ class KitWriter2:
     # ----------------------------------------------------------------- payload
 
     def settle(self) -> None:
-        """Write the frames in flight, raising the first fault among them: a caller that meets a fault of its own
-        (an input it cannot open) calls this first, so the first fault in archive order is the one reported."""
-        self._drain()
+        """Raise the first fault before this point: in the frames in flight, then in the open group's deferred members
+        (read here). A caller that meets a fault of its own (an input it cannot open) calls this first, so the first
+        fault in archive order is the one reported; once the writer raised one, that one was first: nothing here."""
+        if self._failed:
+            return
+        try:
+            self._drain()
+            self._load_group()
+        except BaseException:
+            self._failed = True
+            raise
 
     def add_file(
         self, path: str, source: BinaryIO, size: int, *, on_bytes: Callable[[int], None] | None = None
@@ -248,8 +231,8 @@ class KitWriter2:
                 self._add_large(path, source, size, on_bytes)
                 return
             data = read_exact(source, size, path)
-        except BaseException:
-            self._drain()  # an earlier frame still in flight may hold the first fault in archive order
+        except Exception:
+            self.settle()  # an earlier frame or deferred member may hold the first fault in archive order
             raise
         if on_bytes is not None:
             on_bytes(size)
@@ -264,7 +247,25 @@ class KitWriter2:
         else:
             self._group_add(path, len(data), data)
 
-    def _group_add(self, path: str, size: int, data: bytes) -> None:
+    def add_later(self, path: str, size: int, key: int, load: Load) -> None:
+        """Add small member ``path`` of ``size`` bytes, read by ``load(key, path, size)`` on the worker making its
+        group frame (here if ``entries`` needs its digest first); its faults are raised in archive order."""
+        self._payload_open()
+        if layout.is_large(size):
+            raise ValueError(f"{path}: {size} bytes is a large member; add it with add_file")
+        if self._group_load is not load:
+            self._load_group()  # one loader per group job: another one's members are read now
+        self._group_load = load
+        self._group_add(path, size, key)
+
+    def _load_group(self) -> None:
+        """Read the open group's deferred members on this thread (after the frames in flight: fault order)."""
+        if self._group_load is not None:
+            self._drain()
+            self._group[:] = framejobs.load_members(self._group, self._group_load)
+            self._group_load = None
+
+    def _group_add(self, path: str, size: int, data: bytes | int) -> None:
         record = Record(path, self._submitted, self._group_size, size, None)
         self._records.append(record)
         self._group.append((record, data))
@@ -275,10 +276,10 @@ class KitWriter2:
     def _close_group(self) -> None:
         if not self._group:
             return
-        group, size = self._group, self._group_size
-        self._group, self._group_size = [], 0
+        group, size, load = self._group, self._group_size, self._group_load
+        self._group, self._group_size, self._group_load = [], 0, None
         # A reused frame is decoded beside the bytes it replaces: one more copy in memory while its job runs.
-        self._submit(framejobs.group_job(group, self._level, self._reuse), (3 if self._reuse else 2) * size)
+        self._submit(framejobs.group_job(group, self._level, self._reuse, load), (3 if self._reuse else 2) * size)
 
     def _add_large(self, path: str, source: BinaryIO, size: int, on_bytes: Callable[[int], None] | None) -> None:
         record = Record(path, self._submitted, 0, size, None)
@@ -354,8 +355,9 @@ class KitWriter2:
         """The members added so far with their digests (waits for the frames in flight; the open group stays open).
         Made on access from the writer's records, as long as no member is added."""
         self._drain()
+        self._load_group()
         self._sync_large()
-        for record, data in self._group:
+        for record, data in framejobs.load_members(self._group, None):  # loaded above
             if record.sha256 is None:
                 record.sha256 = hashlib.sha256(data).hexdigest()
         self._flush()

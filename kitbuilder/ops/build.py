@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from kitbuilder import __version__, faults, inputfile
+from kitbuilder import __version__, faults
+from kitbuilder.archive import layout
 from kitbuilder.archive.hashing import HashWorker
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.writer2 import FrameReuse, KitWriter2
@@ -55,7 +55,7 @@ from kitbuilder.errors import IntegrityError, UsageError
 # Split out of this module; re-exported here, where callers have always found them.
 from kitbuilder.ops.build_inputs import USTAR_NUMBER_LIMIT as USTAR_NUMBER_LIMIT
 from kitbuilder.ops.build_inputs import InputFile as InputFile
-from kitbuilder.ops.build_inputs import InputList, ReadAhead, changed_input
+from kitbuilder.ops.build_inputs import InputList, open_input
 from kitbuilder.ops.build_inputs import collect_inputs as collect_inputs
 from kitbuilder.ops.build_inputs import source_date_epoch_from_env as source_date_epoch_from_env
 from kitbuilder.ops.seal import Sealed as Sealed
@@ -78,8 +78,8 @@ class BaseFrames(FrameReuse, Protocol):
 @dataclass(frozen=True)
 class BuildOptions:
     level: int = 3
-    # Worker threads compressing frames; None = the usable cores, 0 = all on the calling thread (the writer
-    # refuses anything outside 0..MAX_THREADS, negatives included).
+    # Worker threads reading small inputs and compressing frames; None = the usable cores, 0 = all on the calling
+    # thread (the writer refuses anything outside 0..MAX_THREADS, negatives included).
     # Every value gives the same bytes: each frame is compressed on its own, single-threaded.
     threads: int | None = None
     source_date_epoch: int | None = None
@@ -135,8 +135,8 @@ def build_kit(
         check_target(sibling)
     detached = None
     with AtomicFile(output, shown_as=shown_as) as kit_file:
-        # Digests of the compressed output (each data frame, the whole kit for the detached provenance) run
-        # on a second core while this one reads, hashes the input and compresses.
+        # The kit's digest (for the detached provenance) and large inputs' content digests run on threads of their
+        # own; small inputs are read, hashed and compressed by the frame workers (``_write_inputs``).
         hasher, output_hasher = HashWorker(), HashWorker()
         try:
             written = _write_kit(kit_file.stream, plan, reuse, (hasher, output_hasher), on_bytes)
@@ -310,45 +310,37 @@ def _write_kit(
 
 
 def _write_inputs(
-    writer: KitWriter2, inputs: Sequence[InputFile], on_bytes: Callable[[int], None] | None
+    writer: KitWriter2, inputs: InputList, on_bytes: Callable[[int], None] | None
 ) -> list[tuple[str, str]]:
     """Every input file into the writer, in order; their (role, component), in the same order.
 
-    Small inputs come read whole from ``ReadAhead`` (a reader thread), a large one streams from here; either
-    read's fault is raised here, in input order, after the frames in flight (``settle``).
+    A small input is only listed here (``add_later``): the worker making its group frame opens, reads and hashes it
+    (``InputReader``), so this thread does next to nothing per file and every core reads. A large one streams from
+    here. Either's fault is raised in input order: a large one's only after the frames before it and the small inputs
+    still waiting in the open group (``settle``, the writer's order).
     """
-    roles: list[tuple[str, str]] = []
-    kinds: dict[str, tuple[str, str]] = {}  # one (role, component) pair per component, shared by its files
-    with ReadAhead(inputs) as reads:
-        for item, read in reads:
-            try:
-                if read is None:
-                    # One open file for reading and checking: what was hashed is what is packed.
-                    with _open_input(item) as source:
-                        writer.add_file(item.kit_path, source, item.size, on_bytes=on_bytes)
-                else:
-                    writer.add_file(item.kit_path, io.BytesIO(read()), item.size, on_bytes=on_bytes)
-            except OSError as exc:
-                writer.settle()  # a fault in an earlier frame, still in flight, is the first one
-                raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
-            except UsageError:
-                writer.settle()
-                raise
-            component = item.component
-            roles.append(kinds.setdefault(component.id, (component.role, component.id)))
-    return roles
-
-
-def _open_input(item: InputFile) -> BinaryIO:
-    """The input file ``collect_inputs`` checked, opened without following a symlink or blocking on a FIFO.
-
-    Between that check (lstat) and this open the entry may have been replaced: a symlink to a file outside
-    the source tree would be packed, a FIFO would hang the build. The open file is checked again (fstat).
-    """
-    try:
-        return inputfile.open_regular(item.source, follow_links=False)
-    except inputfile.NotRegularFile as exc:
-        raise changed_input(item) from exc
+    load = inputs.reader()
+    for number, kit_path in enumerate(inputs.kit_paths):
+        size = inputs.size(number)
+        if not layout.is_large(size):
+            writer.add_later(kit_path, size, number, load)
+            if on_bytes is not None:
+                on_bytes(size)
+            continue
+        item = inputs[number]
+        try:
+            source = open_input(item, inputs.identity(number))
+        except UsageError:
+            writer.settle()  # a fault in an earlier frame, in flight or still in the open group, is the first one
+            raise
+        # One open file for reading and checking: what was hashed is what is packed. The writer settles its own
+        # faults (a read error, a size change) the same way; its write errors are the output's (HostIOError).
+        try:
+            with source:
+                writer.add_file(item.kit_path, source, item.size, on_bytes=on_bytes)
+        except OSError as exc:
+            raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
+    return inputs.roles()
 
 
 def _write_images(
@@ -357,8 +349,13 @@ def _write_images(
     """The images/ tree (its digests are checked by ``_check_image_digests`` once the writer computed them)."""
     roles: list[tuple[str, str]] = []
     for member in plan.members if plan else ():
-        with (member.open_raw or member.open)() as stream:
-            writer.add_file(member.kit_path, stream, member.size, on_bytes=on_bytes)
+        try:
+            stream = (member.open_raw or member.open)()
+        except Exception:
+            writer.settle()  # the inputs' last group, still open, comes first
+            raise
+        with stream as source:
+            writer.add_file(member.kit_path, source, member.size, on_bytes=on_bytes)
         roles.append(("image", IMAGES_COMPONENT))
     return roles
 
@@ -382,17 +379,19 @@ def _attestation(subjects: tuple[Subject, ...], predicate: dict[str, Any], keys:
     return sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement.to_bytes(), keys)
 
 
-def check_shipped_sboms(spec: KitSpec, inputs: Sequence[InputFile]) -> list[ShippedSbom]:
-    """Validate each SBOM the spec ships (CycloneDX 1.4-1.6, SPDX 2.2/2.3 JSON); UsageError names file and JSON path."""
+def check_shipped_sboms(spec: KitSpec, inputs: InputList) -> list[ShippedSbom]:
+    """Validate each SBOM the spec ships (CycloneDX 1.4-1.6, SPDX 2.2/2.3 JSON); UsageError names file and JSON path.
+    Read as the payload is (``open_input``): a FIFO or a link put there since the scan is refused, never waited on."""
     shipped: list[ShippedSbom] = []
-    for item in inputs:
+    for number, item in enumerate(inputs):
         component = item.component
         if component.role != "sbom":
             continue
-        try:
-            data = item.source.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
+        with open_input(item, inputs.identity(number)) as source:
+            try:
+                data = source.read()
+            except OSError as exc:
+                raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
         try:
             info = check_sbom(data, str(item.source))
         except SbomError as exc:

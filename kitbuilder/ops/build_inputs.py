@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import collections
-import functools
 import os
 import stat
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
+from typing import BinaryIO, overload
 
 from kitbuilder import inputfile
-from kitbuilder.archive import layout
 from kitbuilder.core import paths
 from kitbuilder.core.filelist import path_order
 from kitbuilder.core.manifest import ATTESTATIONS_DIR, IMAGES_DIR, METADATA_FILES, is_optional_metadata
@@ -127,36 +123,60 @@ class InputList(Sequence[InputFile]):
     """The inputs of a build, in kit path order, stored by column: each ``InputFile`` is made on access.
 
     A million inputs held as objects cost a few hundred bytes each beside the writer's table; here each is its kit
-    path (the string the writer's table and the manifest then share), its size and its component's number.
+    path (the string the writer's table and the manifest then share), its size, its component's number and the
+    identity (st_dev, st_ino) of the file the scan found: a read proves it reads that file (``identity``), not one a
+    directory swapped for a link above it, or a hard link made under its name, puts there (16 bytes a file).
     """
 
-    __slots__ = ("_components", "_kinds", "_sizes", "kit_paths")
+    __slots__ = ("_components", "_devices", "_inodes", "_kinds", "_sizes", "kit_paths")
 
     def __init__(self, components: Sequence[tuple[ComponentSpec, bool]] = ()) -> None:
         self.kit_paths: list[str] = []
         self._sizes = array("q")
         self._kinds = array("I")  # the number of (component, whole) in ``_components``
+        self._devices = array("Q")
+        self._inodes = array("Q")
         self._components = list(components)
 
-    def append(self, kit_path: str, size: int, kind: int) -> None:
+    def append(self, kit_path: str, size: int, kind: int, identity: tuple[int, int]) -> None:
         self.kit_paths.append(kit_path)
         self._sizes.append(size)
         self._kinds.append(kind)
+        self._devices.append(identity[0])
+        self._inodes.append(identity[1])
 
     def sorted(self) -> InputList:
         """These inputs in kit path order (equal paths in their order here)."""
         ordered = InputList(self._components)
         for number in path_order(self.kit_paths):
-            ordered.append(self.kit_paths[number], self._sizes[number], self._kinds[number])
+            ordered.append(self.kit_paths[number], self._sizes[number], self._kinds[number], self.identity(number))
         return ordered
 
     def clear(self) -> None:
         self.kit_paths = []
         self._sizes = array("q")
         self._kinds = array("I")
+        self._devices = array("Q")
+        self._inodes = array("Q")
+
+    def identity(self, number: int) -> tuple[int, int]:
+        """(st_dev, st_ino) of the file the scan found for input ``number``."""
+        return self._devices[number], self._inodes[number]
 
     def total_size(self) -> int:
         return sum(self._sizes)
+
+    def size(self, number: int) -> int:
+        return self._sizes[number]
+
+    def reader(self) -> InputReader:
+        """Reads these inputs by number, on any thread, also after ``clear``."""
+        return InputReader(self._kinds, self._devices, self._inodes, self._components)
+
+    def roles(self) -> list[tuple[str, str]]:
+        """Each input's (role, component id), in order: one shared pair per component."""
+        pairs = [(component.role, component.id) for component, _ in self._components]
+        return [pairs[kind] for kind in self._kinds]
 
     def __len__(self) -> int:
         return len(self.kit_paths)
@@ -196,7 +216,7 @@ def collect_inputs(spec: KitSpec) -> InputList:
             problem = paths.problem_with(kit_path)
             if problem:
                 raise UsageError(f"{spec.path}: {component.id}: {name}: kit path {kit_path!r}: {problem}")
-            found.append(kit_path, info.st_size, kind)
+            found.append(kit_path, info.st_size, kind, (info.st_dev, info.st_ino))
     if not found and not spec.images:
         raise UsageError(f"{spec.path}: the components hold no files; a kit needs at least one payload file")
     for number, kit_path in enumerate(found.kit_paths):
@@ -220,110 +240,64 @@ def collect_inputs(spec: KitSpec) -> InputList:
 
 
 def changed_input(item: InputFile) -> UsageError:
-    """An input that is not the regular file ``collect_inputs`` found (replaced by a link, a FIFO, a directory)."""
+    """An input that is not the regular file ``collect_inputs`` found (replaced by a link, a FIFO, a directory, another
+    file: a directory above it swapped for a link, a hard link made under its name)."""
     return UsageError(f"{item.source}: is no longer the regular file it was when the build started; rerun the build")
 
 
-# Small inputs are read in batches (one task for the reader thread per batch, not per file).
-_BATCH_FILES = 64
-_BATCH_BYTES = 1 << 20
+def open_input(item: InputFile, identity: tuple[int, int]) -> BinaryIO:
+    """The input file ``collect_inputs`` found, opened without following a symlink or blocking on a FIFO.
 
-_Read = bytes | OSError | UsageError
-
-
-class ReadAhead:
-    """The inputs in order, each small one (that joins a group frame) read whole ahead on a reader thread.
-
-    Iterating gives ``(item, read)``: ``read()`` returns a small input's bytes (one byte past its listed size
-    when it grew, fewer when it shrank: the writer refuses either) or raises what reading it raised, OSError or
-    UsageError (``changed_input``); ``read`` is None for a large input, which the caller streams itself. At
-    most about ``max_bytes`` of inputs (and ``max_files`` files) are held ahead, so memory stays flat. Reading
-    one small file is one open, one fstat, its bytes, one close (``inputfile.read_regular``, links not followed);
-    the reader thread takes them in batches of up to 64 files or 1 MiB.
+    Between that scan (lstat) and this open the entry may have been replaced: a symlink to a file outside the source
+    tree would be packed, a FIFO would hang the build, a directory above it swapped for a link, or a hard link made
+    under its name, would pack a file from elsewhere. So the open file must be the one scanned: its (st_dev, st_ino).
     """
-
-    def __init__(self, inputs: Sequence[InputFile], *, max_bytes: int = 8 << 20, max_files: int = 1024) -> None:
-        self._inputs = inputs
-        self._max_bytes = max_bytes
-        self._max_files = max_files
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-read")
-        self._batches: collections.deque[Future[list[_Read]] | None] = collections.deque()  # None: a large input
-        self._scheduled = 0  # inputs scheduled so far
-        self._held = 0  # bytes of small inputs scheduled and not yet handed out
-
-    def __enter__(self) -> ReadAhead:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._reader.shutdown(wait=True, cancel_futures=True)
-
-    def __iter__(self) -> Iterator[tuple[InputFile, Callable[[], bytes] | None]]:
-        inputs = self._inputs
-        results: list[_Read] = []
-        taken = 0
-        for number, item in enumerate(inputs):
-            while self._scheduled < len(inputs) and (
-                self._scheduled == number
-                or (
-                    self._held + inputs[self._scheduled].size <= self._max_bytes
-                    and self._scheduled - number < self._max_files
-                )
-            ):
-                self._schedule()
-            if layout.is_large(item.size):
-                self._batches.popleft()  # its place holder: the batches before it are all handed out
-                yield item, None
-                continue
-            if taken == len(results):
-                batch = self._batches.popleft()
-                assert batch is not None
-                results, taken = batch.result(), 0
-            result = results[taken]
-            results[taken] = b""  # handed out: the writer holds it from here
-            taken += 1
-            self._held -= item.size
-            yield item, functools.partial(_outcome, result)
-
-    def _schedule(self) -> None:
-        """Schedule the next large input (a place holder) or the next batch of small ones."""
-        inputs, first = self._inputs, self._inputs[self._scheduled]
-        if layout.is_large(first.size):
-            self._batches.append(None)
-            self._scheduled += 1
-            return
-        batch, size = [first], first.size
-        end = self._scheduled + 1
-        while end < len(inputs) and len(batch) < _BATCH_FILES and size < _BATCH_BYTES:
-            upcoming = inputs[end]
-            if layout.is_large(upcoming.size) or self._held + size + upcoming.size > self._max_bytes:
-                break
-            batch.append(upcoming)
-            size += upcoming.size
-            end += 1
-        self._batches.append(self._reader.submit(_read_batch, batch))
-        self._scheduled = end
-        self._held += size
-
-
-def _outcome(result: _Read) -> bytes:
-    if isinstance(result, bytes):
-        return result
-    raise result
-
-
-def _read_batch(batch: list[InputFile]) -> list[_Read]:
-    """Each input's bytes, or the error reading it raised (raised in its turn, when the caller reaches it)."""
-    out: list[_Read] = []
-    for item in batch:
-        try:
-            out.append(_read_small(item))
-        except (OSError, UsageError) as exc:
-            out.append(exc)
-    return out
-
-
-def _read_small(item: InputFile) -> bytes:
     try:
-        return inputfile.read_regular(item.source, item.size + 1, follow_links=False)
+        source = inputfile.open_regular(item.source, follow_links=False)
     except inputfile.NotRegularFile as exc:
         raise changed_input(item) from exc
+    except OSError as exc:
+        raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
+    info = os.fstat(source.fileno())
+    if (info.st_dev, info.st_ino) != identity:
+        source.close()
+        raise changed_input(item)
+    return source
+
+
+class InputReader:
+    """Reads a small input of an ``InputList`` by its number, on any thread (``framejobs.Load``): the writer's group
+    job calls it on a worker, so many small files are opened, read and hashed on every core, with no object per file.
+
+    Holds the list's columns as they were (``InputList.clear`` makes new ones): the jobs still in flight read on.
+    Reading one input is one open (links not followed, never blocking on a FIFO), one fstat proving it the very file
+    the scan found (its st_dev and st_ino: a link swapped in above the last component is followed by the open), its
+    bytes and one more (so the job sees it grew), one close (``inputfile.read_regular``). What is no longer the
+    regular file found by ``collect_inputs`` is ``changed_input``; a read error is a UsageError naming the file.
+    """
+
+    __slots__ = ("_components", "_devices", "_inodes", "_kinds")
+
+    def __init__(
+        self,
+        kinds: array[int],
+        devices: array[int],
+        inodes: array[int],
+        components: Sequence[tuple[ComponentSpec, bool]],
+    ) -> None:
+        self._kinds = kinds
+        self._devices = devices
+        self._inodes = inodes
+        # Per component: its source as a string, where its part of a kit path starts, the component, whole or not.
+        self._components = [(str(c.source), len(c.dest) + 1, c, whole) for c, whole in components]
+
+    def __call__(self, key: int, path: str, size: int) -> bytes:
+        top, cut, component, whole = self._components[self._kinds[key]]
+        try:
+            source = top if whole else f"{top}/{path[cut:]}"
+            identity = (self._devices[key], self._inodes[key])
+            return inputfile.read_regular(source, size + 1, follow_links=False, identity=identity)
+        except inputfile.NotRegularFile as exc:
+            raise changed_input(InputFile(path, size, component, whole)) from exc
+        except OSError as exc:
+            raise UsageError(f"{InputFile(path, size, component, whole).source}: cannot read ({exc.strerror})") from exc

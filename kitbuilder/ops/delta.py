@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,11 +30,11 @@ from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import FrameMember, KitWriter2, compress_frame, metadata_frames
 from kitbuilder.atomic import DIR_SUFFIX, atomic_output, check_target, clear_stale, scratch_dir, temp_pattern
-from kitbuilder.core.filelist import FILE_LIST, FileTable, path_order
-from kitbuilder.core.manifest import MANIFEST_JSON, Component, FileEntry, Manifest, metadata_names
+from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS, Component, FileEntry, Manifest, metadata_names
 from kitbuilder.core.manifest_parts import DeltaInfo
 from kitbuilder.errors import IntegrityError, UsageError
-from kitbuilder.ops.delta_content import CONTENT, ContentShipper
+from kitbuilder.ops.delta_content import CONTENT, ContentShipper, plan_files
 from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap
 from kitbuilder.ops.kitfile import (
     TARGET_DIR,
@@ -86,6 +86,10 @@ def write_delta(
     with open_kit(full_kit) as stream:
         target = read_metadata(stream, base.caps)
         _, _, manifest = check_signed_metadata(target, policy)
+        # Checked; the delta carries SHA256SUMS (~95 bytes a file) read again piece by piece, as the file list, so
+        # it is let go before the base's list is read for the plan.
+        sums = streamed_member(target, stream, base.caps, SHA256SUMS)
+        target.members = {name: data for name, data in target.members.items() if name != SHA256SUMS}
         frames = FrameMap(manifest, what=str(full_kit))
         have = {f.sha256 for f in base.frames}
         shipped: list[int] = []
@@ -94,7 +98,9 @@ def write_delta(
             if frame.sha256 not in have and frame.sha256 not in seen:
                 seen.add(frame.sha256)
                 shipped.append(number)
-        added, changed, removed = _summary(base.manifest.files, manifest, have)
+        fresh = {n for n, frame in enumerate(manifest.frames) if frame.sha256 not in have}
+        plan = plan_files(base.files(), manifest.files, fresh)
+        added, changed, removed = plan.added, plan.changed, plan.removed
         info = DeltaInfo(
             base_manifest_sha256=base.manifest_sha256,
             base_sequence=base.manifest.kit.sequence,
@@ -105,7 +111,8 @@ def write_delta(
         )
         file_list = target_list(target, stream, base.caps)
         level = manifest.build.compression.level
-        content = ContentShipper(base, frames, shipped, level) if mode == CONTENT else None
+        content = ContentShipper(base, frames, shipped, level, plan) if mode == CONTENT else None
+        del plan
         with atomic_output(output) as out:
             size = write_delta_kit(
                 out,
@@ -118,6 +125,7 @@ def write_delta(
                 threads=threads,
                 file_list=file_list,
                 content=content,
+                streamed={SHA256SUMS: sums},
             )
     return DeltaResult(
         output,
@@ -133,55 +141,6 @@ def write_delta(
         content.files if content else 0,
         content.rebuilt if content else 0,
     )
-
-
-def _summary(
-    base: Sequence[FileEntry], target: Manifest, have: set[str]
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """Added, changed and removed paths. By content, as a user thinks of it: a file whose content the base lacks is
-    new or changed (the frames shipped for it may carry unchanged neighbours of its group too).
-
-    Only the target's files in frames the base lacks (``have``: the base's frame digests), and large ones, can
-    hold content the base lacks: a frame the base has decodes to the same bytes there. The two lists are walked
-    side by side in path order (``path_order``: each is in archive order, a few sorted runs), so what is held is
-    the few files whose content differs from the base's file of the same path, never a set of every path or digest
-    of either kit (a million of each: a few changed files spread over every group frame make every file a
-    candidate)."""
-    old, new = _table(base), _table(target.files)
-    fresh_frames = {n for n, frame in enumerate(target.frames) if frame.sha256 not in have}
-    removed: list[str] = []
-    # The target files whose content the base may lack, with whether the base has a file of that path.
-    differing: list[tuple[int, bool]] = []
-    olds, news = path_order(old.paths), path_order(new.paths)
-    o, n = next(olds, None), next(news, None)
-    while o is not None or n is not None:
-        if n is None or (o is not None and old.paths[o] < new.paths[n]):
-            assert o is not None
-            removed.append(old.paths[o])
-            o = next(olds, None)
-            continue
-        same_path = o is not None and old.paths[o] == new.paths[n]
-        if new.frame(n) in fresh_frames or layout.is_large(new.size(n)):
-            content = (new.sha256(n), new.size(n))
-            if o is None or not same_path or (old.sha256(o), old.size(o)) != content:
-                differing.append((n, same_path))
-        if same_path:
-            o = next(olds, None)
-        n = next(news, None)
-    wanted = {(new.sha256(n), new.size(n)) for n, _ in differing}
-    in_base = (
-        {(old.sha256(o), old.size(o)) for o in range(len(old)) if (old.sha256(o), old.size(o)) in wanted}
-        if wanted
-        else set()
-    )
-    fresh = [(new.paths[n], had) for n, had in differing if (new.sha256(n), new.size(n)) not in in_base]
-    added = tuple(sorted(path for path, had in fresh if not had))
-    changed = tuple(sorted(path for path, had in fresh if had))
-    return added, changed, tuple(removed)
-
-
-def _table(files: Sequence[FileEntry]) -> FileTable:
-    return files if isinstance(files, FileTable) else FileTable.of(files)
 
 
 @dataclass(frozen=True)
@@ -204,6 +163,15 @@ def target_list(target: KitMetadata, stream: BinaryIO, caps: Caps) -> TargetList
     return TargetList(ref.size, ref.sha256, lambda: reader.member_chunks(stream, span, caps))
 
 
+def streamed_member(target: KitMetadata, stream: BinaryIO, caps: Caps, name: str) -> TargetList:
+    """Metadata member ``name`` of the target kit ``target`` (read and checked when ``target`` was) as a delta
+    carries it: its size and digest from those bytes, its bytes read again piece by piece (each piece checked
+    against the index) when written."""
+    data = target.members[name]
+    span = target.location.index.locate(name)
+    return TargetList(len(data), hashlib.sha256(data).hexdigest(), lambda: reader.member_chunks(stream, span, caps))
+
+
 def write_delta_kit(
     out: BinaryIO,
     stream: BinaryIO,
@@ -216,11 +184,13 @@ def write_delta_kit(
     threads: int = 0,
     file_list: TargetList | None = None,
     content: ContentShipper | None = None,
+    streamed: Mapping[str, TargetList] | None = None,
 ) -> int:
     """Write a delta kit to ``out``: target frames ``shipped`` (read from the target kit ``stream``; with
     ``content``, a group frame as the members that let kit patch rebuild it, when it chooses so), the target
     metadata ``target_members`` (and ``file_list``, streamed) under delta/target/, in metadata order, the delta's
-    signed metadata with the ``delta`` block ``info``. Returns the delta's size."""
+    signed metadata with the ``delta`` block ``info``; ``streamed``: target metadata members not in ``target_members``,
+    written piece by piece as ``file_list`` is. Returns the delta's size."""
     from kitbuilder.ops.build import seal
 
     manifest = frames.manifest
@@ -230,14 +200,17 @@ def write_delta_kit(
     with KitWriter2(out, level=level, threads=threads) as writer:
         for number in shipped:
             _ship_frame(writer, stream, frames, number, level, roles, content)
-        names = metadata_names([*target_members, *([FILE_LIST] if file_list is not None else [])])
-        for name in names:
+        pieces = dict(streamed or {})
+        if file_list is not None:
+            pieces[FILE_LIST] = file_list
+        for name in metadata_names([*target_members, *pieces]):
             path = f"{TARGET_DIR}/{name}"
             if name in target_members:
                 data = target_members[name]
                 _add_single(writer, path, len(data), hashlib.sha256(data).hexdigest(), (data,), level)
-            elif name == FILE_LIST and file_list is not None:
-                _add_single(writer, path, file_list.size, file_list.sha256, file_list.pieces(), level)
+            elif name in pieces:
+                item = pieces[name]
+                _add_single(writer, path, item.size, item.sha256, item.pieces(), level)
             else:
                 continue
             roles[path] = (TARGET_ROLE, DELTA_COMPONENT.id)

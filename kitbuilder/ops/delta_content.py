@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from kitbuilder.archive import content_delta, layout
 from kitbuilder.archive.writer2 import compress_frame
+from kitbuilder.core.filelist import FileTable, path_order
 from kitbuilder.core.manifest import FileEntry, Manifest
 from kitbuilder.errors import IntegrityError
 from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap
@@ -118,29 +119,91 @@ class Shipped:
     role: str
 
 
+@dataclass(frozen=True)
+class FilePlan:
+    """What a delta build learns from the two signed file lists, in proportion to the change, not to the kits.
+
+    ``lacking``: each target file (by number in the target's list) whose content (SHA-256 and size) the base has
+    nowhere, with the base's small file at the same path (a patch's base content), or None. Every other target file
+    in a frame the base lacks has its content in the base. ``added``/``changed``/``removed``: the summary's paths.
+    """
+
+    lacking: dict[int, FileEntry | None]
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+def plan_files(base: Sequence[FileEntry], target: Sequence[FileEntry], fresh: set[int]) -> FilePlan:
+    """The ``FilePlan`` of a delta from ``base`` (the base's signed files) to ``target`` (the new kit's);
+    ``fresh``: the target's frame numbers whose digest the base lacks.
+
+    One merge of the two lists in path order (``path_order``: each list is in archive order, a few sorted runs),
+    then one pass over the base's digests for the few contents that differ from the same path's: what is held is
+    the files whose content changed, never a set or map of every path or digest of either kit (a million of each;
+    a few changed files spread over every group frame make every file of the kit a member of a shipped frame).
+    Only the target's files in frames the base lacks, and large ones, can hold content the base lacks: a frame the
+    base has decodes to the same bytes there.
+    """
+    old, new = _table(base), _table(target)
+    removed: list[str] = []
+    # The target files whose content the base may lack, with the base's file at the same path (or -1).
+    differing: list[tuple[int, int]] = []
+    olds, news = path_order(old.paths), path_order(new.paths)
+    o, n = next(olds, None), next(news, None)
+    while o is not None or n is not None:
+        if n is None or (o is not None and old.paths[o] < new.paths[n]):
+            assert o is not None
+            removed.append(old.paths[o])
+            o = next(olds, None)
+            continue
+        at = o if o is not None and old.paths[o] == new.paths[n] else -1
+        may_lack = new.frame(n) in fresh or layout.is_large(new.size(n))
+        if may_lack and (at < 0 or old.size(at) != new.size(n) or old.sha256(at) != new.sha256(n)):
+            differing.append((n, at))
+        if at >= 0:
+            o = next(olds, None)
+        n = next(news, None)
+    wanted = {(new.sha256(n), new.size(n)) for n, _ in differing}
+    in_base: set[tuple[str, int]] = set()
+    if wanted:
+        sizes = {size for _, size in wanted}
+        for number in range(len(old)):
+            # The size first: an int compare, where the digest is a string made per file.
+            if old.size(number) in sizes and (content := (old.sha256(number), old.size(number))) in wanted:
+                in_base.add(content)
+    lacking: dict[int, FileEntry | None] = {}
+    added: list[str] = []
+    changed: list[str] = []
+    for n, o in differing:
+        if (new.sha256(n), new.size(n)) in in_base:
+            continue
+        (changed if o >= 0 else added).append(new.paths[n])
+        lacking[n] = old[o] if o >= 0 and not layout.is_large(old.size(o)) else None
+    return FilePlan(lacking, tuple(sorted(added)), tuple(sorted(changed)), tuple(removed))
+
+
+def _table(files: Sequence[FileEntry]) -> FileTable:
+    return files if isinstance(files, FileTable) else FileTable.of(files)
+
+
 class ContentShipper:
     """Decides, per target frame the base lacks, whether the delta carries its changed contents or the frame."""
 
-    def __init__(self, base: BaseFrames, target: FrameMap, shipped: Sequence[int], level: int) -> None:
+    def __init__(
+        self, base: BaseFrames, target: FrameMap, shipped: Sequence[int], level: int, plan: FilePlan | None = None
+    ) -> None:
         self.base = base
         self.target = target
         self.level = level
-        # Only the members of shipped group frames are looked up in the base: one pass over the base's files.
-        wanted: set[tuple[str, int]] = set()
-        paths: set[str] = set()
-        for number in shipped:
-            role = target.roles[number]
-            if role is not None and role.kind == "group":
-                for entry in role.files:
-                    wanted.add((entry.sha256, entry.size))
-                    paths.add(entry.path)
-        self.in_base: set[tuple[str, int]] = set()
-        self.base_at: dict[str, FileEntry] = {}
-        for entry in base.manifest.files:
-            if (entry.sha256, entry.size) in wanted:
-                self.in_base.add((entry.sha256, entry.size))
-            if entry.path in paths and not layout.is_large(entry.size):
-                self.base_at[entry.path] = entry
+        # Which members of the shipped frames the base lacks, from the merge of the two lists (``plan_files``): a map
+        # of the changed files, not of every member of a shipped frame (that can be every file of the kit).
+        if plan is None:
+            have = {f.sha256 for f in base.frames}
+            fresh = {n for n, frame in enumerate(target.frames) if frame.sha256 not in have}
+            plan = plan_files(base.files(), target.manifest.files, fresh)
+        self.lacking = plan.lacking
+        del shipped  # every shipped frame is one the base lacks: the plan covers its members
         self.carried: set[str] = set()  # target contents this delta already carries
         self.patches = 0
         self.files = 0
@@ -155,8 +218,9 @@ class ContentShipper:
         cost = 0
         from_base = False
         carried_now: set[str] = set()
-        for entry in role.files:
-            if (entry.sha256, entry.size) in self.in_base or entry.sha256 in self.carried | carried_now:
+        for position in role.numbers:
+            entry = role.held[position]
+            if position not in self.lacking or entry.sha256 in self.carried or entry.sha256 in carried_now:
                 from_base = True
                 continue
             start = entry.at + layout.BLOCK
@@ -164,7 +228,7 @@ class ContentShipper:
             plain = len(compress_frame(content, self.level))
             item = Shipped(file_name(entry.sha256), content, FILE_ROLE)
             weight = plain
-            base = self.base_at.get(entry.path)
+            base = self.lacking[position]
             if base is not None and content_delta.usable(base.size, entry.size):
                 patch = content_delta.encode(content, self.base.content(base))
                 if len(patch) < plain:

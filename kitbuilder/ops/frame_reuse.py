@@ -17,7 +17,7 @@ import hashlib
 import os
 import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,9 +26,11 @@ from kitbuilder.archive import layout, reader2
 from kitbuilder.archive.framejobs import Verbatim
 from kitbuilder.archive.index import MemberSpan
 from kitbuilder.archive.reader import Caps
-from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, FrameEntry, Manifest
+from kitbuilder.core import filelist
+from kitbuilder.core.filelist import FILE_LIST
+from kitbuilder.core.manifest import MANIFEST_JSON, SHA256SUMS, FileEntry, FrameEntry, Manifest
 from kitbuilder.core.manifest_parts import BuildInfo
-from kitbuilder.errors import ArchiveError, HostIOError, IntegrityError, KitError, UsageError
+from kitbuilder.errors import ArchiveError, FormatError, HostIOError, IntegrityError, KitError, UsageError
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from kitbuilder.ops.verify import check_signed_metadata
 from kitbuilder.trust.signatures import TrustPolicy
@@ -203,43 +205,56 @@ class BaseFrames:
             # Not kept: its members (SHA256SUMS, ~95 bytes a file) would lie beside the new kit's while it is built.
             metadata = read_metadata(self._stream, self.caps)
             check_full_kit(metadata.manifest, f"--delta-from {path}", "the base")
-            _, _, self.manifest = check_signed_metadata(metadata, policy)
-            self.map = FrameMap(self.manifest, what=f"--delta-from {path}")
+            _, _, manifest = check_signed_metadata(metadata, policy)
+            frame_map = FrameMap(manifest, what=f"--delta-from {path}")
         except BaseException:
             self._stream.close()
             raise
         self.manifest_sha256 = hashlib.sha256(metadata.members[MANIFEST_JSON]).hexdigest()
         del metadata
+        # Its files are not kept (nor a FrameMap, which holds them): a million files are ~150 MiB that would lie
+        # beside the new kit's while it is built, where only the frames are looked up (by the tables below). A
+        # delta's plan reads them again afterwards (``files``).
+        self.manifest = manifest.with_files(())
+        self._frames = manifest.frames
+        self._starts = array("q", [0])
+        for frame in self._frames:
+            self._starts.append(self._starts[-1] + frame.size)
         # Keyed by the digest of the member list (``group_key``), not the list: one key per frame, not per file.
         self._groups: dict[bytes, int] = {}
-        self._chunks: dict[tuple[str, int, int], int] = {}
+        # A chunk frame by (content, size, chunk number): its frame number and its large member's path.
+        self._chunks: dict[tuple[str, int, int], tuple[int, str]] = {}
         cut: dict[str, bool] = {}
-        for number, role in enumerate(self.map.roles):
+        for number, role in enumerate(frame_map.roles):
             assert role is not None
             # Only frames laid out exactly as this build's writer cuts them are offered: the writer records its
             # own decompressed size for a reused frame, so a frame of any other size could never be equal.
-            if role.kind == "group" and _group_bytes(role.files) == self.frames[number].size:
-                self._groups.setdefault(_list_digest(group_key(role.files)), number)
+            if role.kind == "group":
+                members = role.files  # made on access: once per frame, not once per use
+                if _group_bytes(members) == self.frames[number].size:
+                    self._groups.setdefault(_list_digest(group_key(members)), number)
             elif role.kind == "chunk":
                 entry = role.files[0]
                 if entry.path not in cut:
-                    cut[entry.path] = self._cut_as_written(entry)
+                    cut[entry.path] = self._cut_as_written(frame_map, entry)
                 if not cut[entry.path]:
                     continue
-                self._chunks.setdefault((entry.sha256, entry.size, role.chunk), number)
+                self._chunks.setdefault((entry.sha256, entry.size, role.chunk), (number, entry.path))
+        del frame_map, manifest
         self._lock = threading.Lock()  # the writer asks from its worker threads
         self.reused_frames = 0
         self.reused_bytes = 0
         self._decoded: tuple[int, bytes] | None = None  # the last group frame ``content`` decoded
 
-    def _cut_as_written(self, entry: FileEntry) -> bool:
+    @staticmethod
+    def _cut_as_written(frame_map: FrameMap, entry: FileEntry) -> bool:
         """Every chunk frame of large member ``entry`` has the size the writer cuts (CHUNK, the last one shorter).
 
         This also bounds what the writer's decoding of each offered chunk may allocate by CHUNK, whatever sizes a
         base's signed manifest declares.
         """
         return all(
-            frame.size == _chunk_bytes(entry.size, chunk) for chunk, frame in enumerate(self.map.chunk_frames(entry))
+            frame.size == _chunk_bytes(entry.size, chunk) for chunk, frame in enumerate(frame_map.chunk_frames(entry))
         )
 
     @property
@@ -248,6 +263,48 @@ class BaseFrames:
 
     def close(self) -> None:
         self._stream.close()
+
+    def files(self) -> Sequence[FileEntry]:
+        """The base's signed files, read again from its file list through the descriptor verified at open.
+
+        The manifest read must be the verified one (its SHA-256), else the base changed under the build [4]; the
+        list must then have the digest and size that manifest states [4] and the one byte form (``filelist.parse``).
+        SHA256SUMS, checked against these very bytes at open, is not read again. A million files cost ~150 MiB, so
+        a delta build holds them only while it plans.
+        """
+        what = f"--delta-from {self.path}"
+        metadata = read_metadata(self._stream, self.caps, defer_files=True, unread=frozenset({SHA256SUMS}))
+        if hashlib.sha256(metadata.members[MANIFEST_JSON]).hexdigest() != self.manifest_sha256:
+            raise IntegrityError(
+                f"{what}: its {MANIFEST_JSON} changed while the delta was built; build again from a base nothing "
+                "writes to"
+            )
+        ref, read_list = metadata.manifest.file_list, metadata.read_file_list
+        if ref is None or read_list is None:  # a format-2 manifest, verified at open, has its list
+            raise IntegrityError(f"{what}: its {MANIFEST_JSON} names no file list")
+        digest = hashlib.sha256()
+        read = 0
+
+        def pieces() -> Iterator[bytes]:
+            nonlocal read
+            for piece in read_list():
+                read += len(piece)
+                if read > ref.size:
+                    break
+                digest.update(piece)
+                yield piece
+
+        sizes = [frame.size for frame in self._frames]
+        try:
+            files = filelist.parse(pieces(), count=ref.count, frame_sizes=sizes, what=f"{what}: {FILE_LIST}")
+        except FormatError as exc:
+            raise IntegrityError(f"{exc.message} (it changed while the delta was built)") from exc
+        if read != ref.size or digest.hexdigest() != ref.sha256:
+            raise IntegrityError(
+                f"{what}: its {FILE_LIST} changed while the delta was built ({read} bytes, not the {ref.size} of "
+                f"sha256 {ref.sha256[:16]}… its manifest signs); build again from a base nothing writes to"
+            )
+        return files
 
     def check_compatible(self, build_info: BuildInfo) -> None:
         """UsageError unless this build compresses frames as the base did (else no frame could be equal)."""
@@ -271,18 +328,16 @@ class BaseFrames:
         number = self._groups.get(_list_digest(members))
         if number is None:
             return None
-        role = self.map.roles[number]
-        if role is None or group_key(role.files) != members:
-            return None  # another list with the same digest: never, but the list decides
+        # Found by the SHA-256 of its signed member list (the files are not kept to compare the list itself); the
+        # writer decodes the frame and compares it with the bytes it would compress in any case.
         return self._offer(number, f"it does not hold {members[0][0]} and the rest of its group as signed")
 
     def chunk(self, sha256: str, size: int, number: int) -> Verbatim | None:
         found = self._chunks.get((sha256, size, number))
         if found is None:
             return None
-        role = self.map.roles[found]
-        assert role is not None
-        return self._offer(found, f"its chunk {number} does not decode to the signed content of {role.files[0].path}")
+        frame, path = found
+        return self._offer(frame, f"its chunk {number} does not decode to the signed content of {path}")
 
     def content(self, entry: FileEntry) -> bytes:
         """The content of the base's small member ``entry`` (one of its signed files), cut out of its group frame.
@@ -291,10 +346,13 @@ class BaseFrames:
         base's signers built it wrongly [4] (``_lies``). The last frame decoded is kept: a delta asks for the
         members of one group in turn. Called from one thread (the delta writer's).
         """
-        span = self.map.span_of(entry)
-        number = span.frame
-        if len(span.frames) != 1:
+        number = entry.frame or 0
+        if layout.is_large(entry.size) or not 0 <= number < len(self._frames):
             raise ValueError(f"{entry.path}: a large member has no one-frame content")
+        frame = self._frames[number]
+        span = MemberSpan(
+            entry.path, entry.size, entry.sha256, number, entry.at, (frame,), self._starts[number] + entry.at
+        )
         if self._decoded is None or self._decoded[0] != number:
             try:
                 decoded = reader2.decode_frame(
@@ -334,4 +392,4 @@ class BaseFrames:
 
     @property
     def frames(self) -> tuple[FrameEntry, ...]:
-        return self.map.frames
+        return self._frames

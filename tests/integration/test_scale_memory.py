@@ -103,13 +103,12 @@ def _per_file(peaks: dict[str, tuple[int, int]], name: str) -> float:
         # Measured between these two sizes (fixed costs still ramp up here: metadata frames, the read-ahead):
         # ~830 bytes a file, ~910 before the build held its inputs by column and no entry per file for the SBOM.
         ("build", 1100),
-        # 1% of the files changed over every frame, verbatim frames: ~1,030 bytes a file; ~1,550 before the summary
-        # of changes walked the lists in path order (not sets of every path and digest) and the writer kept a role
-        # per target file.
-        ("delta build (verbatim)", 1250),
-        # The same as a content delta (the default): ~1,420-1,560 bytes a file, the content members' plan on top.
-        # Not yet brought down to the verbatim figure; this bound keeps it from growing further.
-        ("delta build", 1700),
+        # 1% of the files changed over every frame, verbatim frames and content deltas (the default): ~980 bytes a
+        # file each, what the plain build costs here (~1,030 and ~1,420-1,560 before the delta's plan became one
+        # merge of the two file lists holding only the changed files, the base held no file table while the new kit
+        # is built and the target's SHA256SUMS was carried read again in pieces, not held).
+        ("delta build (verbatim)", 1200),
+        ("delta build", 1200),
         # ~940 bytes a file (the file list's table, SHA256SUMS, the paths the scan claims).
         ("verify", 1200),
         # kit patch of a kit file: the target's file table and index. The content delta's rebuild walks both lists
