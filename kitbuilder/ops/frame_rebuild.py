@@ -25,7 +25,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -44,7 +44,12 @@ from kitbuilder.ops.delta_content import CONTENT, Carried
 from kitbuilder.ops.delta_open import DeltaMetadata
 from kitbuilder.ops.frame_reuse import FrameMap
 from kitbuilder.ops.framecopy import Span
-from kitbuilder.ops.rebuild_walk import BaseList, Walk, content_key, runs
+from kitbuilder.ops.rebuild_walk import BaseList, Place, Walk, base_key, content_key, runs
+
+# The keys of held-back frames' base contents looked up per pass over the base's list: with their places about
+# 200 bytes each, so held-back state stays under ~25 MiB however many files a release moves or copies (one that
+# moves more takes one more pass for each as many).
+_HELD_MAX = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -111,15 +116,8 @@ class FrameRebuilder:
 
     def _rebuild_all(self) -> dict[str, Span]:
         delta = self.delta
-        target = delta.target_manifest
-        have = {f.sha256 for f in self.base.frames} | set(delta.carried)
-        missing: dict[str, int] = {}
-        for number, frame in enumerate(target.frames):
-            if frame.sha256 not in have:
-                missing.setdefault(frame.sha256, number)
-        # Only a content delta says its missing frames are to be rebuilt (one whose group lost a file may need
-        # no content member at all); for any other, a missing frame is the caller's error.
-        if not missing or delta.manifest.delta is None or delta.manifest.delta.frames != CONTENT:
+        missing = _missing(delta, self.base)
+        if not missing:
             return {}
         contents = delta.contents  # checked when the delta was opened
         target = self._target_files()  # with its files (signed, checked): where each member of a frame is
@@ -145,14 +143,8 @@ class FrameRebuilder:
                     walk.finish()
                     raise
                 self._write(data, position)
-                spans[job.frame.sha256] = Span(
-                    self._fd,
-                    position,
-                    len(data),
-                    job.frame.sha256,
-                    f"rebuilt frame of {job.what}",
-                    f"{self.output} (its rebuilt frames)",
-                )
+                what, where = f"rebuilt frame of {job.what}", f"{self.output} (its rebuilt frames)"
+                spans[job.frame.sha256] = Span(self._fd, position, len(data), job.frame.sha256, what, where)
                 position += len(data)
                 faults.point("patch-file-rebuilt")
 
@@ -161,28 +153,41 @@ class FrameRebuilder:
                 while len(pending) > 2 * workers:
                     settle()
 
+            # Frames held back (a member's base content not met at its path) as (frame, start, end) in the target's
+            # list, and their base contents' keys: not their parts nor the delta contents they carry (read again
+            # when planned). One more pass over the base's list (``find``) places the keys: after the walk, or once
+            # _HELD_MAX wait (the walk's next read seeks to where it was).
+            held: list[tuple[int, int, int]] = []
+            wanted: dict[bytes, Place | None] = {}
+
+            def look_up() -> None:
+                faults.point("patch-file-rebuild-lookup")
+                base_list.find(wanted)
+                for number, start, end in held:
+                    job = self._by_content(number, target.frames[number], target.files[start:end], wanted, contents,
+                                           delta_reader)  # fmt: skip
+                    if job is not None:
+                        submit(job)
+                held.clear()
+                wanted.clear()
+
             try:
                 # Target and base walked once, side by side, in their order: only the frame being planned and those
-                # in flight are held. A member whose content the walk does not meet where its path is (a renamed or
-                # copied file, a list out of path order) defers its frame to one more pass over the base's list.
-                deferred: list[_Plan] = []
-                for number, start, end in runs(target.files, missing.values()):
-                    plan = self._plan(
-                        number, target.frames[number], target.files[start:end], walk, contents, delta_reader
-                    )
-                    if plan is None:
+                # in flight are held.
+                for number, start, end in runs(target.files, missing):
+                    files = target.files[start:end]
+                    if not _laid_out(target.frames[number], files):
                         continue
-                    if plan.wanted:
-                        deferred.append(plan)
-                    else:
-                        submit(plan.job(self.base.frames))
+                    job = self._by_path(number, target.frames[number], files, walk, contents, delta_reader, wanted)
+                    if job is not None:
+                        submit(job)
+                        continue
+                    held.append((number, start, end))
+                    if len(wanted) >= _HELD_MAX or len(held) >= _HELD_MAX:  # copies of one content: one key
+                        look_up()
                 walk.finish()
-                if deferred:
-                    found = base_list.find({key for plan in deferred for key in plan.wanted})
-                    for plan in deferred:
-                        job = plan.resolved(found, self.base.frames, self.delta.path, self.base_path)
-                        if job is not None:
-                            submit(job)
+                if held:
+                    look_up()
                 while pending:
                     settle()
             finally:
@@ -190,7 +195,7 @@ class FrameRebuilder:
                     future.cancel()
         return spans
 
-    def _plan(
+    def _by_path(
         self,
         number: int,
         frame: FrameEntry,
@@ -198,42 +203,80 @@ class FrameRebuilder:
         walk: Walk,
         contents: dict[str, Carried],
         delta_reader: _DeltaReader,
-    ) -> _Plan | None:
-        """Where each member of target group frame ``number`` comes from; None when it is not laid out as the writer
-        lays out a group, or a member's content is neither in the base (where its path is) nor in the delta."""
-        what = files[0].path + (f" and {len(files) - 1} more" if len(files) > 1 else "")
-        position = 0
-        for entry in files:  # only a frame laid out as the writer lays out a group can be made again
-            if entry.at != position:
-                return None
-            position += layout.member_bytes(entry.size)
-        if position != frame.size:
+        wanted: dict[bytes, Place | None],
+    ) -> _Job | None:
+        """Target group frame ``number`` with each member's content from the base file the walk meets at its path
+        or from the delta; None when a member's is not met there (the frame is held back, the keys of its members'
+        base contents added to ``wanted``)."""
+        met: list[FileEntry | None] = []
+        whole = True
+        for entry in files:
+            base = walk.seek(entry.path)  # the base's small file at this path, if the walk meets it
+            met.append(base)
+            carried = contents.get(entry.sha256)
+            if base is not None and (base.sha256, base.size) == (entry.sha256, entry.size):
+                continue
+            if carried is not None and (
+                carried.base_sha256 is None or (base is not None and base.sha256 == carried.base_sha256)
+            ):
+                continue
+            whole = False  # elsewhere in the base, or nowhere: the lookup decides
+        if not whole:
+            for entry in files:
+                carried = contents.get(entry.sha256)
+                if carried is None:
+                    wanted.setdefault(content_key(entry.sha256, entry.size))
+                elif carried.base_sha256 is not None:
+                    wanted.setdefault(base_key(carried.base_sha256))
             return None
         parts: list[_Part] = []
-        wanted: set[str] = set()
-        for entry in files:
-            held = walk.seek(entry.path)  # the base's small file at this path, if the walk meets it
-            if held is not None and (held.sha256, held.size) == (entry.sha256, entry.size):
-                parts.append(_Part(entry, base=held.frame or 0, at=held.at))
+        for entry, base in zip(files, met, strict=True):
+            if base is not None and (base.sha256, base.size) == (entry.sha256, entry.size):
+                parts.append(_Part(entry, base=base.frame or 0, at=base.at))
                 continue
+            carried = contents[entry.sha256]
+            data = delta_reader.content(carried.entry)
+            if carried.base_sha256 is None:
+                parts.append(_Part(entry, carried=data))
+            else:
+                assert base is not None  # met at its path (checked above)
+                parts.append(_Part(entry, base.frame or 0, base.at, base.size, base.sha256, carried=data, patch=True))
+        return _job(number, frame, files, parts, self.base.frames)
+
+    def _by_content(
+        self,
+        number: int,
+        frame: FrameEntry,
+        files: Sequence[FileEntry],
+        found: dict[bytes, Place | None],
+        contents: dict[str, Carried],
+        delta_reader: _DeltaReader,
+    ) -> _Job | None:
+        """Held-back target frame ``number`` with each member's content from the delta or the base file the lookup
+        found holding it (``found``); None when neither holds a member's (the caller's error names the frame)."""
+        parts: list[_Part] = []
+        for entry in files:
             carried = contents.get(entry.sha256)
             if carried is None:
-                parts.append(_Part(entry))  # elsewhere in the base, or nowhere: the next pass decides
-                wanted.add(content_key(entry.sha256, entry.size))
+                place = found.get(content_key(entry.sha256, entry.size))
+                if place is None:
+                    return None
+                parts.append(_Part(entry, base=place[0], at=place[1]))
                 continue
             data = delta_reader.content(carried.entry)
             if carried.base_sha256 is None:
                 parts.append(_Part(entry, carried=data))
-            elif held is not None and held.sha256 == carried.base_sha256:
-                parts.append(_Part(entry, held.frame or 0, held.at, held.size, held.sha256, carried=data, patch=True))
-            else:
-                parts.append(
-                    _Part(
-                        entry, base_sha256=carried.base_sha256, carried=data, patch=True, delta_name=carried.entry.path
-                    )
+                continue
+            place = found.get(base_key(carried.base_sha256))
+            if place is None:
+                raise IntegrityError(
+                    f"{self.delta.path}: {carried.entry.path}: a content delta against a base content "
+                    f"(sha256 {carried.base_sha256[:16]}…) that the base {self.base_path} does not hold as a small "
+                    "file; the delta was not made for this base: obtain the matching one"
                 )
-                wanted.add(carried.base_sha256)
-        return _Plan(number, frame, what, parts, wanted)
+            frame_of, at, size = place
+            parts.append(_Part(entry, frame_of, at, size, carried.base_sha256, carried=data, patch=True))
+        return _job(number, frame, files, parts, self.base.frames)
 
     # ------------------------------------------------------------------ the scratch file
 
@@ -268,45 +311,37 @@ def _close(fd: int) -> None:
         os.close(fd)
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """A target frame's members and where each comes from; ``wanted``: the base contents (``sha256:size``, or a
-    patch's base ``sha256``) the walk did not meet, looked up by one more pass over the base's list."""
+def _missing(delta: DeltaMetadata, base: Manifest) -> list[int]:
+    """The target frames neither the base nor the delta holds, the first of each content: to be rebuilt. Only a
+    content delta says so (one whose group lost a file may need no content member at all); for any other, a
+    missing frame is the caller's error (none is returned)."""
+    if delta.manifest.delta is None or delta.manifest.delta.frames != CONTENT:
+        return []
+    have = {f.sha256 for f in base.frames} | set(delta.carried)
+    missing: dict[str, int] = {}
+    for number, frame in enumerate(delta.target_manifest.frames):
+        if frame.sha256 not in have:
+            missing.setdefault(frame.sha256, number)
+    return list(missing.values())
 
-    number: int
-    frame: FrameEntry
-    what: str
-    parts: list[_Part]
-    wanted: set[str]
 
-    def job(self, frames: Sequence[FrameEntry]) -> _Job:
-        used = sorted({part.base for part in self.parts if part.base >= 0})
-        return _Job(self.number, self.frame, self.what, tuple(self.parts), {n: frames[n] for n in used})
+def _laid_out(frame: FrameEntry, files: Sequence[FileEntry]) -> bool:
+    """Whether the members of ``frame`` are laid out as the writer lays out a group (only such a frame can be
+    made again)."""
+    position = 0
+    for entry in files:
+        if entry.at != position:
+            return False
+        position += layout.member_bytes(entry.size)
+    return position == frame.size
 
-    def resolved(
-        self, found: dict[str, FileEntry], frames: Sequence[FrameEntry], delta_path: Path, base_path: Path
-    ) -> _Job | None:
-        """The job with every wanted base content placed (``found``); None when a member's content is not there
-        (the caller's error names the frame)."""
-        parts: list[_Part] = []
-        for part in self.parts:
-            if part.base >= 0 or (part.carried is not None and not part.patch):
-                parts.append(part)
-            elif part.patch:
-                source = found.get(part.base_sha256)
-                if source is None:
-                    raise IntegrityError(
-                        f"{delta_path}: {part.delta_name}: a content delta against a base content "
-                        f"(sha256 {part.base_sha256[:16]}…) that the base {base_path} does not hold as a small "
-                        "file; the delta was not made for this base: obtain the matching one"
-                    )
-                parts.append(replace(part, base=source.frame or 0, at=source.at, base_size=source.size))
-            else:
-                source = found.get(content_key(part.entry.sha256, part.entry.size))
-                if source is None:
-                    return None  # neither holds it
-                parts.append(replace(part, base=source.frame or 0, at=source.at))
-        return replace(self, parts=parts, wanted=set()).job(frames)
+
+def _job(
+    number: int, frame: FrameEntry, files: Sequence[FileEntry], parts: list[_Part], frames: Sequence[FrameEntry]
+) -> _Job:
+    what = files[0].path + (f" and {len(files) - 1} more" if len(files) > 1 else "")
+    used = sorted({part.base for part in parts if part.base >= 0})
+    return _Job(number, frame, what, tuple(parts), {n: frames[n] for n in used})
 
 
 class _DeltaReader:

@@ -1,8 +1,9 @@
 """kit patch (file mode): the two file lists a content delta's frame rebuild walks (``frame_rebuild``).
 
 The target's list is the one file mode holds anyway (its ``FileTable``); the base's is read a piece at a time, in
-its order, beside it (``Walk``), and once more only for what that walk did not meet (``BaseList.find``): neither
-list is turned into a map of its files, so the rebuild holds the frames it is making, not the lists.
+its order, beside it (``Walk``), and once more only for what that walk did not meet (``BaseList.find``, by content:
+a batch of at most ``frame_rebuild._HELD_MAX`` keys a pass): neither list is turned into a map of its files, so the
+rebuild holds the frames it is making and a bounded batch of keys, not the lists.
 """
 
 from __future__ import annotations
@@ -20,8 +21,18 @@ from kitbuilder.core.manifest import MANIFEST_JSON, FileEntry, Manifest
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError
 
 
-def content_key(sha256: str, size: int) -> str:
-    return f"{sha256}:{size}"
+def content_key(sha256: str, size: int) -> bytes:
+    """The key ``BaseList.find`` looks a content up by: its digest's 32 bytes and its size (40 bytes)."""
+    return bytes.fromhex(sha256) + size.to_bytes(8, "big")
+
+
+def base_key(sha256: str) -> bytes:
+    """The key of a patch's base content, which is named by its digest alone (32 bytes)."""
+    return bytes.fromhex(sha256)
+
+
+# Where ``find`` met a content: (frame, at, size) of the base's first small file holding it.
+Place = tuple[int, int, int]
 
 
 def runs(files: Sequence[FileEntry], numbers: Iterable[int]) -> Iterator[tuple[int, int, int]]:
@@ -159,15 +170,14 @@ class BaseList:
         if not signed():
             raise IntegrityError(damaged)
 
-    def find(self, wanted: set[str]) -> dict[str, FileEntry]:
-        """The first small file of the base with each content of ``wanted`` (``sha256:size``, or a ``sha256``)."""
-        found: dict[str, FileEntry] = {}
+    def find(self, wanted: dict[bytes, Place | None]) -> None:
+        """Fill in ``wanted`` (keys of ``content_key`` or ``base_key``): the place of the base's first small file
+        with each content, left None where the base holds none. Only the places are kept, not the files."""
         for table in self.tables():
-            for number, (_, _, size) in enumerate(table.placements()):
+            for number, (frame, at, size) in enumerate(table.placements()):
                 if layout.is_large(size):
                     continue
-                sha256 = table.sha256(number)
-                for key in (content_key(sha256, size), sha256):
-                    if key in wanted and key not in found:
-                        found[key] = table[number]
-        return found
+                digest = bytes.fromhex(table.sha256(number))
+                for key in (digest + size.to_bytes(8, "big"), digest):
+                    if key in wanted and wanted[key] is None:
+                        wanted[key] = (frame, at, size)
