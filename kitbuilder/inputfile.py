@@ -34,40 +34,11 @@ class NotRegularFile(Exception):
         self.kind = kind
 
 
-def open_regular(path: Path, *, follow_links: bool = True) -> BinaryIO:
-    """``path`` opened for reading, proven (fstat on the open file) to be a regular file.
-
-    Opened without blocking, so a FIFO planted there cannot hang kit, then switched back to blocking
-    reads. NotRegularFile for anything else (a link too, when ``follow_links`` is off); OSError from
-    the open propagates for the caller to word.
-    """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP and not follow_links:
-            raise NotRegularFile("a symbolic link") from exc
-        raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise NotRegularFile("a directory" if stat.S_ISDIR(mode) else "not a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
-
-
-def read_regular(
-    path: Path | str, limit: int, *, follow_links: bool = True, identity: tuple[int, int] | None = None
-) -> bytes:
-    """The first ``limit`` bytes of ``path`` (all of it when shorter), proven (fstat on the open file) a regular file,
-    and, given an ``identity`` (st_dev, st_ino), that very file: NotRegularFile("another file") for any other (a
-    directory above it swapped for a link, the name made a hard link to a file elsewhere).
-
-    For reading many small files: one open, one fstat, reads until ``limit`` bytes or the end, one close, and no
-    file object (``open_regular`` makes a buffered one and switches blocking back on: four more system calls that
-    a regular file does not need, since O_NONBLOCK does not apply to it). NotRegularFile and OSError as
-    ``open_regular``; fewer than ``limit`` bytes back means the file ended there.
-    """
+def _open_proven(path: Path | str, follow_links: bool, identity: tuple[int, int] | None) -> int:
+    """``path`` opened without blocking (a FIFO planted there cannot hang kit), proven by fstat on the open file a
+    regular file and, given an ``identity`` (st_dev, st_ino), that very file: NotRegularFile for anything else (a link
+    too, when ``follow_links`` is off; "another file" for a directory above it swapped for a link, or the name made a
+    hard link to a file elsewhere). OSError from the open propagates for the caller to word."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
@@ -81,6 +52,33 @@ def read_regular(
             raise NotRegularFile("a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file")
         if identity is not None and (info.st_dev, info.st_ino) != identity:
             raise NotRegularFile("another file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_regular(path: Path | str, *, follow_links: bool = True, identity: tuple[int, int] | None = None) -> BinaryIO:
+    """``path`` opened for reading, proven a regular file (and, given ``identity``, that very file) as
+    ``_open_proven`` proves it, then switched back to blocking reads."""
+    fd = _open_proven(path, follow_links, identity)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(
+    path: Path | str, limit: int, *, follow_links: bool = True, identity: tuple[int, int] | None = None
+) -> bytes:
+    """The first ``limit`` bytes of ``path`` (all of it when shorter), proven a regular file (and, given ``identity``,
+    that very file) as ``_open_proven`` proves it.
+
+    For reading many small files: one open, one fstat, reads until ``limit`` bytes or the end, one close, and no
+    file object (``open_regular`` makes a buffered one and switches blocking back on: four more system calls that
+    a regular file does not need, since O_NONBLOCK does not apply to it). NotRegularFile and OSError as
+    ``open_regular``; fewer than ``limit`` bytes back means the file ended there.
+    """
+    fd = _open_proven(path, follow_links, identity)
+    try:
         data = os.read(fd, limit)
         if len(data) < limit and data:
             parts = [data]

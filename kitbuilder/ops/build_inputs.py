@@ -253,16 +253,11 @@ def open_input(item: InputFile, identity: tuple[int, int]) -> BinaryIO:
     under its name, would pack a file from elsewhere. So the open file must be the one scanned: its (st_dev, st_ino).
     """
     try:
-        source = inputfile.open_regular(item.source, follow_links=False)
+        return inputfile.open_regular(item.source, follow_links=False, identity=identity)
     except inputfile.NotRegularFile as exc:
         raise changed_input(item) from exc
     except OSError as exc:
         raise UsageError(f"{item.source}: cannot read ({exc.strerror})") from exc
-    info = os.fstat(source.fileno())
-    if (info.st_dev, info.st_ino) != identity:
-        source.close()
-        raise changed_input(item)
-    return source
 
 
 class InputReader:
