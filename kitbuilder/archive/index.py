@@ -325,7 +325,7 @@ class KitIndex:
         member = next(m for m in reversed(members) if m.path == path)
         assert isinstance(member, MemberEntry)
         start = sum(f.size for f in self.frames[: member.frame]) + member.at
-        return self._span(member, start)
+        return self.span_of(member, start)
 
     def located(self) -> list[IndexEntry | MemberSpan]:
         """Every member, located, in index order (format 1: the entries themselves)."""
@@ -342,13 +342,13 @@ class KitIndex:
         starts = self.stream_starts()
         for member in self.members:
             assert isinstance(member, MemberEntry)
-            yield self._span(member, starts[member.frame] + member.at)
+            yield self.span_of(member, starts[member.frame] + member.at)
 
-    def _span(self, member: MemberEntry, start: int) -> MemberSpan:
+    def span_of(self, member: MemberEntry, start: int) -> MemberSpan:
+        """Format 2: ``member``, its header at ``start`` of the tar stream, with the frames that hold it (checked)."""
         frames = self.frames
-        first = frames[member.frame]
-        if member.at + layout.member_bytes(member.size) <= first.size:
-            held: tuple[FrameEntry, ...] = (first,)
+        if member.at + layout.member_bytes(member.size) <= frames[member.frame].size:
+            held: tuple[FrameEntry, ...] = (frames[member.frame],)
         else:
             last = member.frame + 1
             left = layout.padded(member.size)

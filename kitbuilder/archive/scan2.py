@@ -155,7 +155,7 @@ def _plan(index: KitIndex, chains: list[_Chain]) -> Iterator[_Job]:
             whole.append(member)
             payload += member.size
             continue
-        span = _large_span(frames, member, starts[number])
+        span = index.span_of(member, starts[number] + member.at)
         yield _Job(number, frames[number], start=starts[number], header_of=span, clash=clash)
         if clash is not None:
             return
@@ -167,16 +167,6 @@ def _plan(index: KitIndex, chains: list[_Chain]) -> Iterator[_Job]:
             before += frame.size
     if whole:
         yield _Job(current, frames[current], tuple(whole), starts[current], payload, clash=clash)
-
-
-def _large_span(frames: Sequence[FrameEntry], member: MemberEntry, start: int) -> MemberSpan:
-    """A large member located: its header frame, then the frames holding its padded data (tiling was checked)."""
-    last, left = member.frame + 1, layout.padded(member.size)
-    while left > 0:
-        left -= frames[last].size
-        last += 1
-    held = tuple(frames[member.frame : last])
-    return MemberSpan(member.path, member.size, member.sha256, member.frame, member.at, held, start + member.at)
 
 
 ReadAt = Callable[[int, int], bytes]
