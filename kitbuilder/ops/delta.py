@@ -92,13 +92,15 @@ def write_delta(
         target.members = {name: data for name, data in target.members.items() if name != SHA256SUMS}
         frames = FrameMap(manifest, what=str(full_kit))
         have = {f.sha256 for f in base.frames}
-        shipped: list[int] = []
+        shipped: list[int] = []  # each frame the base lacks, once (the first of equal frames)
+        fresh: set[int] = set()  # every frame the base lacks
         seen: set[str] = set()
         for number, frame in enumerate(manifest.frames):
-            if frame.sha256 not in have and frame.sha256 not in seen:
-                seen.add(frame.sha256)
-                shipped.append(number)
-        fresh = {n for n, frame in enumerate(manifest.frames) if frame.sha256 not in have}
+            if frame.sha256 not in have:
+                fresh.add(number)
+                if frame.sha256 not in seen:
+                    seen.add(frame.sha256)
+                    shipped.append(number)
         plan = plan_files(base.files(), manifest.files, fresh)
         added, changed, removed = plan.added, plan.changed, plan.removed
         info = DeltaInfo(
@@ -111,7 +113,7 @@ def write_delta(
         )
         file_list = target_list(target, stream, base.caps)
         level = manifest.build.compression.level
-        content = ContentShipper(base, frames, shipped, level, plan) if mode == CONTENT else None
+        content = ContentShipper(base, frames, plan, level) if mode == CONTENT else None
         del plan
         with atomic_output(output) as out:
             size = write_delta_kit(

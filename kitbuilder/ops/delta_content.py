@@ -190,20 +190,14 @@ def _table(files: Sequence[FileEntry]) -> FileTable:
 class ContentShipper:
     """Decides, per target frame the base lacks, whether the delta carries its changed contents or the frame."""
 
-    def __init__(
-        self, base: BaseFrames, target: FrameMap, shipped: Sequence[int], level: int, plan: FilePlan | None = None
-    ) -> None:
+    def __init__(self, base: BaseFrames, target: FrameMap, plan: FilePlan, level: int) -> None:
         self.base = base
         self.target = target
         self.level = level
-        # Which members of the shipped frames the base lacks, from the merge of the two lists (``plan_files``): a map
-        # of the changed files, not of every member of a shipped frame (that can be every file of the kit).
-        if plan is None:
-            have = {f.sha256 for f in base.frames}
-            fresh = {n for n, frame in enumerate(target.frames) if frame.sha256 not in have}
-            plan = plan_files(base.files(), target.manifest.files, fresh)
+        # Which members of the shipped frames (every one a frame the base lacks) the base lacks, from the merge of the
+        # two lists (``plan_files``): a map of the changed files, not of every member of a shipped frame (that can be
+        # every file of the kit).
         self.lacking = plan.lacking
-        del shipped  # every shipped frame is one the base lacks: the plan covers its members
         self.carried: set[str] = set()  # target contents this delta already carries
         self.patches = 0
         self.files = 0

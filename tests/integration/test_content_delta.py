@@ -237,7 +237,8 @@ def _signed_delta(
             frames = FrameMap(target.manifest, what=str(release.full))
             have = {f.sha256 for f in base.frames}
             shipped = [n for n, f in enumerate(target.manifest.frames) if f.sha256 not in have]
-            shipper = _Tampering(base, frames, shipped, target.manifest.build.compression.level)
+            plan = delta_content.plan_files(base.files(), target.manifest.files, set(shipped))
+            shipper = _Tampering(base, frames, plan, target.manifest.build.compression.level)
             shipper.edit = edit  # type: ignore[method-assign]
             info = DeltaInfo(
                 base_manifest_sha256=base.manifest_sha256,
