@@ -9,21 +9,23 @@ the delta, every content checked against the target's signed SHA-256; then compr
 (``writer2.compress_frame``: the signed level, one thread) and checked against the target's signed frame digest.
 A frame this libzstd compresses otherwise is refused [4], naming the frame and what to do instead.
 
-Rebuilt frames are written, one group at a time on a few worker threads, to an anonymous temporary file in the
-output's directory (``O_TMPFILE``: a kill leaves nothing behind), and handed to the frame copier as spans over
-it: the copier hashes them again as they land in the new kit, like every other frame.
+Rebuilt frames are made one group at a time on a few worker threads and written straight into the new kit, at
+the offsets the target's signed frame table gives them, while the frame copier fills in the frames the base and
+the delta hold (``patch_file``): neither waits for the other, and a rebuilt frame is written once.
+
+Each is made first without the checks on the way (the base frame's digest, each content's): its compressed
+bytes must have the target's signed digest, which only the right contents compressed by the build's libzstd
+give. Only a frame that comes out otherwise (or whose base frame does not even decode) is made again with every
+check, to say why: a damaged base, a content that is not the signed one, or, when all of those hold, a libzstd
+that compresses differently. That saves a SHA-256 pass over every base frame and every content drawn from it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import os
-import tempfile
-import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,18 +34,18 @@ from typing import BinaryIO
 import zstandard
 
 from kitbuilder import faults
-from kitbuilder.archive import content_delta, framejobs, layout, reader2
+from kitbuilder.archive import content_delta, framejobs, layout, reader2, zstdframes
 from kitbuilder.archive.framejobs import Record
 from kitbuilder.archive.pool import usable_cores
 from kitbuilder.archive.reader import Caps
 from kitbuilder.archive.writer2 import compress_frame
 from kitbuilder.core.manifest import FileEntry, FrameEntry, Manifest
 from kitbuilder.errors import ArchiveError, IntegrityError, KitError
-from kitbuilder.ops.confined import Directory, host_error
+from kitbuilder.ops.confined import host_error
 from kitbuilder.ops.delta_content import CONTENT, Carried
 from kitbuilder.ops.delta_open import DeltaMetadata
 from kitbuilder.ops.frame_reuse import FrameMap
-from kitbuilder.ops.framecopy import Span
+from kitbuilder.ops.framecopy import start_writeback
 from kitbuilder.ops.rebuild_walk import BaseList, Place, Walk, base_key, content_key, runs
 
 # The keys of held-back frames' base contents looked up per pass over the base's list: with their places about
@@ -80,8 +82,8 @@ class _Job:
 
 
 class FrameRebuilder:
-    """The target frames of a content delta that neither the base nor the delta holds verbatim, rebuilt once
-    (on the first ``span`` call) into a temporary file; ``span`` then hands out the copier's span for each."""
+    """The target frames of a content delta that neither the base nor the delta holds verbatim, rebuilt into the
+    new kit (``rebuild``)."""
 
     def __init__(
         self,
@@ -89,7 +91,7 @@ class FrameRebuilder:
         base_path: Path,
         base_stream: BinaryIO,
         base: Manifest,
-        scratch: tuple[Directory, Path],
+        output: Path,
         caps: Caps,
         target_files: Callable[[], Manifest],
     ) -> None:
@@ -99,42 +101,35 @@ class FrameRebuilder:
         self.base_path = base_path
         self.base_stream = base_stream
         self.base = base
-        # The output's directory (the temporary file of rebuilt frames goes there) and the output, for messages.
-        self.scratch, self.output = scratch
+        self.output = output  # for messages
         self.caps = caps
-        self._spans: dict[str, Span] | None = None
-        self._fd = -1
-        self._finalizer: Callable[[], None] | None = None
 
-    def span(self, frame: FrameEntry) -> Span | None:
-        """The span of the rebuilt target frame ``frame``, or None when the delta does not let it be rebuilt."""
-        if self._spans is None:
-            self._spans = self._rebuild_all()
-        return self._spans.get(frame.sha256)
+    @property
+    def can_rebuild(self) -> bool:
+        """Whether the delta lets target frames be rebuilt at all (a content delta)."""
+        return _is_content(self.delta)
 
-    # ------------------------------------------------------------------ planning
-
-    def _rebuild_all(self) -> dict[str, Span]:
+    def rebuild(self, out: int, places: Mapping[str, Sequence[int]]) -> set[str]:
+        """Rebuild the target frames of the digests in ``places`` and write each at every offset of the descriptor
+        ``out`` listed for its digest; return the digests written (a frame the delta does not let be rebuilt is
+        not: the caller's error names it)."""
         delta = self.delta
-        missing = _missing(delta, self.base)
+        missing = _missing(delta, self.base) if places else []
+        written: set[str] = set()
         if not missing:
-            return {}
+            return written
         contents = delta.contents  # checked when the delta was opened
         target = self._target_files()  # with its files (signed, checked): where each member of a frame is
         base_list = BaseList(self.base_stream, self.base, self.caps, self.base_path)
         walk = Walk(base_list.tables())
         delta_reader = _DeltaReader(delta, self.caps)
-        self._open_scratch()
-        spans: dict[str, Span] = {}
         workers = usable_cores()
         level = target.build.compression.level
         base = _Base(self.base_stream.fileno(), str(self.base_path))
-        position = 0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-rebuild") as pool:
             pending: deque[tuple[_Job, Future[bytes]]] = deque()
 
             def settle() -> None:
-                nonlocal position
                 job, future = pending.popleft()
                 try:
                     data = future.result()
@@ -142,10 +137,9 @@ class FrameRebuilder:
                     # A base list that is not the signed one is the answer, not what a frame planned from it met.
                     walk.finish()
                     raise
-                self._write(data, position)
-                what, where = f"rebuilt frame of {job.what}", f"{self.output} (its rebuilt frames)"
-                spans[job.frame.sha256] = Span(self._fd, position, len(data), job.frame.sha256, what, where)
-                position += len(data)
+                for offset in places.get(job.frame.sha256, ()):
+                    self._write(out, data, offset)
+                written.add(job.frame.sha256)
                 faults.point("patch-file-rebuilt")
 
             def submit(job: _Job) -> None:
@@ -193,7 +187,7 @@ class FrameRebuilder:
             finally:
                 for _, future in pending:
                     future.cancel()
-        return spans
+        return written
 
     def _by_path(
         self,
@@ -278,44 +272,29 @@ class FrameRebuilder:
             parts.append(_Part(entry, frame_of, at, size, carried.base_sha256, carried=data, patch=True))
         return _job(number, frame, files, parts, self.base.frames)
 
-    # ------------------------------------------------------------------ the scratch file
-
-    def _open_scratch(self) -> None:
-        """An anonymous file in the output's directory (nothing is left there if the patch is killed)."""
-        try:
-            try:
-                self._fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=self.scratch.fd)
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                    raise
-                # A filesystem without O_TMPFILE: a named file, unlinked at once.
-                self._fd, name = tempfile.mkstemp(dir=f"/proc/self/fd/{self.scratch.fd}", prefix=".kit-rebuild-")
-                os.unlink(name)
-        except OSError as exc:
-            raise host_error(exc, str(self.output), "write") from exc
-        self._finalizer = weakref.finalize(self, _close, self._fd)
-
-    def _write(self, data: bytes, position: int) -> None:
+    def _write(self, out: int, data: bytes, offset: int) -> None:
+        """One rebuilt frame at its place in the new kit; then handed to writeback, as the copier does its runs."""
         try:
             view = memoryview(data)
+            position = offset
             while view:
-                written = os.pwrite(self._fd, view, position)
+                written = os.pwrite(out, view, position)
                 view = view[written:]
                 position += written
         except OSError as exc:
             raise host_error(exc, str(self.output), "write") from exc
+        start_writeback(out, offset, len(data))
 
 
-def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
+def _is_content(delta: DeltaMetadata) -> bool:
+    return delta.manifest.delta is not None and delta.manifest.delta.frames == CONTENT
 
 
 def _missing(delta: DeltaMetadata, base: Manifest) -> list[int]:
     """The target frames neither the base nor the delta holds, the first of each content: to be rebuilt. Only a
     content delta says so (one whose group lost a file may need no content member at all); for any other, a
     missing frame is the caller's error (none is returned)."""
-    if delta.manifest.delta is None or delta.manifest.delta.frames != CONTENT:
+    if not _is_content(delta):
         return []
     have = {f.sha256 for f in base.frames} | set(delta.carried)
     missing: dict[str, int] = {}
@@ -379,15 +358,18 @@ class _Base:
     fd: int
     name: str
 
-    def decoded(self, frame: FrameEntry, number: int, caps: Caps) -> bytes:
-        """Base frame ``number``, read, checked against the base's signed frame digest, then decoded under the
-        frame rules (bounded by its signed size): a damaged base is named here, not as a rebuilt frame that
+    def decoded(self, frame: FrameEntry, number: int, caps: Caps, *, checked: bool) -> bytes:
+        """Base frame ``number``, read and decoded under the frame rules (bounded by its signed size); ``checked``:
+        against the base's signed frame digest first, so a damaged base is named here, not as a rebuilt frame that
         differs."""
         try:
             data = os.pread(self.fd, frame.length, frame.offset)
         except OSError as exc:
             raise host_error(exc, self.name, "read") from exc
+        what = f"frame {number} at offset {frame.offset}"
         try:
+            if not checked:
+                return zstdframes.decode_whole(data, size=frame.size, max_window=caps.max_window, what=what)
             return reader2.decode_frame(data, frame, number, max_window=caps.max_window, against="signed")
         except (ArchiveError, KitError) as exc:
             raise IntegrityError(f"{self.name}: base {exc.message}; the base is damaged: obtain it again") from exc
@@ -396,27 +378,15 @@ class _Base:
 def _rebuild(job: _Job, level: int, caps: Caps, delta_name: str, base: _Base) -> bytes:
     """Worker: the target frame of ``job``, compressed, checked against its signed digest.
 
-    The base frames the members come from are read and decoded one at a time, each dropped once the members it
-    holds are cut out of it (and the patches against it decoded): what is held is one base frame and the target
-    frame's own contents (its signed size), however many base frames the group draws from."""
-    where = f"{delta_name}: target frame {job.number} ({job.what})"
-    contents: list[bytes | None] = [p.carried if p.carried is not None and not p.patch else None for p in job.parts]
-    by_frame: dict[int, list[int]] = {}
-    for place, part in enumerate(job.parts):
-        if contents[place] is None:
-            by_frame.setdefault(part.base, []).append(place)
-    for number in sorted(by_frame):
-        held = base.decoded(job.base_frames[number], number, caps)
-        for place in by_frame[number]:
-            contents[place] = _content(job.parts[place], held, where)
-        del held
-    members: list[tuple[Record, bytes]] = []
-    for part, content in zip(job.parts, contents, strict=True):
-        assert content is not None  # every part is carried whole or cut out of (or patched against) a base frame
-        entry = part.entry
-        members.append((Record(entry.path, job.number, entry.at, entry.size, entry.sha256), content))
-    raw = framejobs.group_raw(members)
-    packed = compress_frame(raw, level)
+    Made first without the checks on the way (``_made``): the signed frame digest covers every byte that went
+    into it. A frame that does not come out as signed is made again with every check, to name the cause."""
+    try:
+        raw, packed = _made(job, level, caps, delta_name, base, checked=False)
+        if len(raw) == job.frame.size and hashlib.sha256(packed).hexdigest() == job.frame.sha256:
+            return packed
+    except KitError:
+        pass  # the checked pass below says which input is wrong
+    raw, packed = _made(job, level, caps, delta_name, base, checked=True)
     got = hashlib.sha256(packed).hexdigest()
     if len(raw) != job.frame.size or got != job.frame.sha256:
         raise IntegrityError(
@@ -428,21 +398,50 @@ def _rebuild(job: _Job, level: int, caps: Caps, delta_name: str, base: _Base) ->
     return packed
 
 
-def _content(part: _Part, held: bytes, where: str) -> bytes:
+def _made(job: _Job, level: int, caps: Caps, delta_name: str, base: _Base, *, checked: bool) -> tuple[bytes, bytes]:
+    """The target frame of ``job``: its tar bytes and those compressed. ``checked``: each base frame against its
+    signed digest and each content against its signed SHA-256 on the way (IntegrityError naming the first that
+    is not).
+
+    The base frames the members come from are read and decoded one at a time, each dropped once the members it
+    holds are cut out of it (and the patches against it decoded): what is held is one base frame and the target
+    frame's own contents (its signed size), however many base frames the group draws from."""
+    where = f"{delta_name}: target frame {job.number} ({job.what})"
+    contents: list[bytes | None] = [p.carried if p.carried is not None and not p.patch else None for p in job.parts]
+    by_frame: dict[int, list[int]] = {}
+    for place, part in enumerate(job.parts):
+        if contents[place] is None:
+            by_frame.setdefault(part.base, []).append(place)
+    for number in sorted(by_frame):
+        held = base.decoded(job.base_frames[number], number, caps, checked=checked)
+        for place in by_frame[number]:
+            contents[place] = _content(job.parts[place], held, where, checked=checked)
+        del held
+    members: list[tuple[Record, bytes]] = []
+    for part, content in zip(job.parts, contents, strict=True):
+        assert content is not None  # every part is carried whole or cut out of (or patched against) a base frame
+        entry = part.entry
+        members.append((Record(entry.path, job.number, entry.at, entry.size, entry.sha256), content))
+    raw = framejobs.group_raw(members)
+    return raw, compress_frame(raw, level)
+
+
+def _content(part: _Part, held: bytes, where: str, *, checked: bool) -> bytes:
     """The target content of ``part`` from the decoded base frame ``held``: cut out of it, or its patch decoded
-    against the base content cut out of it; either checked against the signed SHA-256."""
+    against the base content cut out of it (a decoded patch is always checked against its signed SHA-256: the
+    patch format says so); ``checked``: what is cut out too."""
     entry = part.entry
     start = part.at + layout.BLOCK
     if part.patch:
         base = held[start : start + part.base_size]
-        if hashlib.sha256(base).hexdigest() != part.base_sha256:
+        if checked and hashlib.sha256(base).hexdigest() != part.base_sha256:
             raise IntegrityError(f"{where}: the base's content of {entry.path}'s patch is not the signed one")
         assert part.carried is not None
         return content_delta.decode(
             part.carried, base, size=entry.size, sha256=entry.sha256, what=f"{where}: patch of {entry.path}"
         )
     content = held[start : start + entry.size]
-    if len(content) != entry.size or hashlib.sha256(content).hexdigest() != entry.sha256:
+    if checked and (len(content) != entry.size or hashlib.sha256(content).hexdigest() != entry.sha256):
         raise IntegrityError(
             f"{where}: the base does not hold {entry.path}'s signed content where its file list says; "
             "the base is damaged: obtain it again"

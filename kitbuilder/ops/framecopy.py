@@ -85,7 +85,31 @@ def copy_frames(
     kernel_copy: bool = True,
     on_run: Callable[[], None] | None = None,
 ) -> int:
-    """Write every span, in order, to the descriptor ``out`` from offset ``at``; return the offset after the last.
+    """Write every span, in order, back to back to the descriptor ``out`` from offset ``at``; return the offset
+    after the last (``copy_placed`` with each span placed where the one before it ends)."""
+    end = at
+
+    def placed() -> Iterator[tuple[int, Span]]:
+        nonlocal end
+        for span in spans:
+            yield end, span
+            end += span.length
+
+    copy_placed(placed(), out, out_name=out_name, threads=threads, kernel_copy=kernel_copy, on_run=on_run)
+    return end
+
+
+def copy_placed(
+    placed: Iterable[tuple[int, Span]],
+    out: int,
+    *,
+    out_name: str,
+    threads: int = 0,
+    kernel_copy: bool = True,
+    on_run: Callable[[], None] | None = None,
+) -> None:
+    """Write each span at its offset of the descriptor ``out`` (``(offset, span)`` pairs in the order given; the
+    ranges between them, if any, are left to the caller: ``kit patch`` writes the frames it rebuilds there).
 
     Each frame written is hashed and must have its span's ``sha256`` (IntegrityError naming the frame). A source
     that ends inside a frame is IntegrityError too (the file changed after it was verified); a read or write the
@@ -100,10 +124,8 @@ def copy_frames(
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-frames") as pool:
             pending: deque[tuple[list[Span], int, Future[list[str]]]] = deque()
             try:
-                position = at
-                for run in _runs(spans):
+                for position, run in _runs(placed):
                     pending.append((run, position, pool.submit(copier.run, run, position)))
-                    position += sum(span.length for span in run)
                     if on_run is not None:
                         on_run()
                     # A few runs queued per worker keep every worker busy without reading far past a failure.
@@ -111,7 +133,6 @@ def copy_frames(
                         _check(out, *pending.popleft())
                 while pending:
                     _check(out, *pending.popleft())
-                return position
             finally:
                 copier.stop.set()
                 for _, _, job in pending:
@@ -182,7 +203,7 @@ def _writeback_call() -> Callable[[int, int, int], None] | None:
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _start_writeback(out: int, offset: int, length: int) -> None:
+def start_writeback(out: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing a checked run to disk now, without waiting for it (and without dropping it
     from the page cache). Only a hint: the caller's final fsync is what makes the file durable and reports any
     write error, but it then finds little left to write, so the disk works while the next runs are copied and
@@ -200,22 +221,27 @@ def _reopen_for_reading(out: int) -> int | None:
         return None
 
 
-def _runs(spans: Iterable[Span]) -> Iterator[list[Span]]:
-    """Consecutive spans that lie back to back in one source, up to ``RUN_BYTES``: one kernel copy each."""
+def _runs(placed: Iterable[tuple[int, Span]]) -> Iterator[tuple[int, list[Span]]]:
+    """Consecutive spans that lie back to back in one source and in the output, up to ``RUN_BYTES``: one kernel
+    copy each, with the offset the run is written at."""
     run: list[Span] = []
-    size = 0
-    for span in spans:
+    start = end = size = 0
+    for position, span in placed:
         if run and (
             span.source != run[-1].source
             or span.offset != run[-1].offset + run[-1].length
+            or position != end
             or size + span.length > RUN_BYTES
         ):
-            yield run
+            yield start, run
             run, size = [], 0
+        if not run:
+            start = end = position
         run.append(span)
         size += span.length
+        end += span.length
     if run:
-        yield run
+        yield start, run
 
 
 def _kernel_copy(run: list[Span], out: int, position: int, out_name: str) -> bool:
@@ -298,4 +324,4 @@ def _check(out: int, run: list[Span], position: int, job: Future[list[str]]) -> 
                 f"{span.name}: compressed frames differ from their signed digest (expected sha256 "
                 f"{span.sha256[:16]}…, got {got[:16]}…); not copied: {span.source_name} is damaged, obtain it again"
             )
-    _start_writeback(out, position, sum(span.length for span in run))
+    start_writeback(out, position, sum(span.length for span in run))

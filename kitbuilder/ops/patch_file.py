@@ -36,7 +36,7 @@ from kitbuilder.ops.confined import Directory, host_error
 from kitbuilder.ops.delta_open import DeltaMetadata, open_delta_metadata
 from kitbuilder.ops.frame_rebuild import FrameRebuilder
 from kitbuilder.ops.frame_reuse import check_full_kit, full_kit_needed
-from kitbuilder.ops.framecopy import Span, copy_frames
+from kitbuilder.ops.framecopy import Span, copy_frames, copy_placed
 from kitbuilder.ops.kitfile import TARGET_DIR, Metadata, open_kit, read_metadata
 from kitbuilder.ops.verify import VerifyOptions, verify_kit
 
@@ -87,7 +87,7 @@ def patch_kit(
                 return PatchResult(output, delta.target_manifest, 0, 0, 0, already_patched=True)
             delta.check_applies(base_manifest, base_sha256, base_path, allow_downgrade=allow_downgrade)
             target = _TargetFiles(delta, options)
-            sources = _Sources(delta, base_path, base_stream, base_manifest, (directory, output), caps, target)
+            sources = _Sources(delta, base_path, base_stream, base_manifest, output, caps, target)
             result = _write_patched(directory, output, delta, sources, threads, options)
             faults.point("patch-file-renamed")
             return result
@@ -177,15 +177,15 @@ class _Sources:
         base_path: Path,
         base_stream: BinaryIO,
         base: Manifest,
-        scratch: tuple[Directory, Path],
+        output: Path,
         caps: Caps,
         target_files: _TargetFiles,
     ) -> None:
         self.delta = delta
         self.target_files = target_files
-        # Group frames a content delta carries as their members' contents: rebuilt (ops/frame_rebuild.py). They
-        # need the target's file list first; otherwise it is read while the payload is copied.
-        self.rebuilt = FrameRebuilder(delta, base_path, base_stream, base, scratch, caps, target_files)
+        # Group frames a content delta carries as their members' contents: rebuilt into the new kit
+        # (ops/frame_rebuild.py) while the frames below are copied into it.
+        self.rebuilt = FrameRebuilder(delta, base_path, base_stream, base, output, caps, target_files)
         self.base_path = base_path
         self.base_fd = base_stream.fileno()
         self.delta_fd = delta.stream.fileno()
@@ -195,8 +195,9 @@ class _Sources:
         # name when the delta was opened): the same frames directory mode takes, by the same digests.
         self.shipped = {digest: span.frames[1] for digest, span in delta.carried.items()}
 
-    def span(self, number: int, frame: FrameEntry, what: object) -> tuple[Span, bool]:
-        """The span that copies target frame ``number``, and whether it comes from the base."""
+    def span(self, number: int, frame: FrameEntry, what: object) -> tuple[Span | None, bool]:
+        """The span that copies target frame ``number`` and whether it comes from the base; None for a frame to
+        rebuild (a content delta's), IntegrityError for one that neither kit holds and no delta lets be rebuilt."""
         # Base first: its frames lie in target order, so long runs of them are one kernel copy each.
         for table, fd, name, from_base in (
             (self.base, self.base_fd, str(self.base_path), True),
@@ -212,9 +213,12 @@ class _Sources:
                 )
             label = _Said(functools.partial("{}: frame of {}".format, name, what))
             return Span(fd, found.offset, found.length, frame.sha256, label, name), from_base
-        if (rebuilt := self.rebuilt.span(frame)) is not None:
-            return rebuilt, False
-        raise IntegrityError(
+        if self.rebuilt.can_rebuild:
+            return None, False
+        raise self.not_held(number, frame, what)
+
+    def not_held(self, number: int, frame: FrameEntry, what: object) -> IntegrityError:
+        return IntegrityError(
             f"{self.delta.path}: target frame {number} ({what}, sha256 {frame.sha256[:16]}…) is neither in the base "
             f"{self.base_path} nor in the delta; the delta was not made for this base: obtain the matching one"
         )
@@ -225,18 +229,17 @@ class _Stopped(Exception):
 
 
 class _Copy:
-    """``copy_frames`` on a thread of its own; ``result`` waits for it and raises what it raised."""
+    """``copy_placed`` on a thread of its own; ``result`` waits for it and raises what it raised."""
 
-    def __init__(self, spans: list[Span], out: int, shown: str, threads: int) -> None:
+    def __init__(self, placed: list[tuple[int, Span]], out: int, shown: str, threads: int) -> None:
         self._stopping = threading.Event()
-        self._end = 0
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(spans, out, shown, threads), name="kit-patch-copy")
+        self._thread = threading.Thread(target=self._run, args=(placed, out, shown, threads), name="kit-patch-copy")
         self._thread.start()
 
-    def _run(self, spans: list[Span], out: int, shown: str, threads: int) -> None:
+    def _run(self, placed: list[tuple[int, Span]], out: int, shown: str, threads: int) -> None:
         try:
-            self._end = copy_frames(spans, out, 0, out_name=shown, threads=threads, on_run=self._after_run)
+            copy_placed(placed, out, out_name=shown, threads=threads, on_run=self._after_run)
         except BaseException as exc:  # handed to the main thread by result()
             self._error = exc
 
@@ -251,11 +254,10 @@ class _Copy:
         self._stopping.set()
         self._thread.join()
 
-    def result(self) -> int:
+    def result(self) -> None:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._end
 
 
 class _Names:
@@ -322,33 +324,47 @@ def _write_patched(
 ) -> PatchResult:
     head = delta.target_manifest  # signed; its file list is read while the payload is copied
     describe = _Names(delta.target)
-    spans: list[Span] = []
+    placed: list[tuple[int, Span]] = []
+    # Frames to rebuild (a content delta's): the offsets of each digest, and the first frame of each for errors.
+    places: dict[str, list[int]] = {}
+    first: dict[str, int] = {}
     from_base = 0
-    position = 0
+    end = 0
     for number, frame in enumerate(head.frames):
-        if frame.offset != position:
+        if frame.offset != end:
             raise IntegrityError(
                 f"{delta.path}: the target's signed frame {number} is not where frame {number - 1} ends"
             )
-        position += frame.length
+        end += frame.length
         span, base = sources.span(number, frame, _Said(functools.partial(describe, number)))
-        spans.append(span)
+        if span is None:
+            places.setdefault(frame.sha256, []).append(frame.offset)
+            first.setdefault(frame.sha256, number)
+            continue
+        placed.append((frame.offset, span))
         from_base += base
     level = head.build.compression.level
     shown = str(output)
     caps = options.caps
     with directory.atomic_file(output.name) as out:
         out.flush()
-        # The payload is copied and hashed by worker threads while this thread reads and checks the target's file
-        # list (nothing of it is needed to copy frames by digest): what was a wait before the copy runs beside it.
-        # Nothing is renamed unless both succeed; on any failure the copy is stopped before the file is closed.
-        copy = _Copy(spans, out.fileno(), shown, threads)
+        # The frames the base and the delta hold are copied and hashed by worker threads from the start, while this
+        # thread reads and checks the target's file list and rebuilds the frames a content delta carries as
+        # contents into the gaps the copy leaves: no phase waits for another. Nothing is renamed unless all
+        # succeed; on any failure the copy is stopped before the file is closed.
+        copy = _Copy(placed, out.fileno(), shown, threads)
         try:
             target = sources.target_files()
+            rebuilt = sources.rebuilt.rebuild(out.fileno(), places)
+            for digest, number in first.items():
+                if digest not in rebuilt:
+                    what = _Said(functools.partial(describe, number))
+                    raise sources.not_held(number, head.frames[number], what)
         except BaseException:
             copy.stop()
             raise
-        end = copy.result()
+        copy.result()
+        faults.point("patch-file-payload")
         out.seek(end)
         written = list(target.frames)
         metadata: list[MemberEntry] = []  # the payload members are the target's file list's, made on access

@@ -161,7 +161,7 @@ def test_kill_during_in_place_patch_always_leaves_old_or_new(
     with open_kit(full) as stream:
         metadata = len(read_metadata(stream, Caps()).members)
     # After the payload frames are copied, after each metadata frame written, after the final rename.
-    points = ["patch-file-frames", *(f"patch-file-member:{n}" for n in range(1, metadata + 1)), "patch-file-renamed"]
+    points = ["patch-file-payload", *(f"patch-file-member:{n}" for n in range(1, metadata + 1)), "patch-file-renamed"]
     for fault in points:
         base.write_bytes(old)
         killed = _kit_cli(*command, fault=fault)
