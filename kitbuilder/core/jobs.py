@@ -26,6 +26,7 @@ from kitbuilder.core.fields import IDENTIFIER as IDENTIFIER
 from kitbuilder.core.fields import PHASE as PHASE
 from kitbuilder.core.fields import TABLE as TABLE
 from kitbuilder.core.fields import show
+from kitbuilder.core.filelist import FileTable
 from kitbuilder.core.kitchecks import CHECK_KINDS as CHECK_KINDS
 from kitbuilder.core.kitchecks import Check as Check
 from kitbuilder.core.kitchecks import CountCheck as CountCheck
@@ -90,7 +91,11 @@ Job = MigrationJob | SeedJob | BackfillComponent
 
 def component_files(manifest: Manifest, component_id: str) -> dict[str, FileEntry]:
     """A component's files by their name relative to the component's common directory."""
-    entries = [f for f in manifest.files if f.component == component_id]
+    files = manifest.files
+    if isinstance(files, FileTable):
+        entries = files.of_component(component_id)
+    else:
+        entries = [f for f in files if f.component == component_id]
     if not entries:
         return {}
     parts = [e.path.split("/")[:-1] for e in entries]
