@@ -357,10 +357,11 @@ def _write_patched(
             for digest, ((number, frame), *_) in places.items():
                 if digest not in rebuilt:
                     raise sources.not_held(number, frame, _Said(functools.partial(describe, number)))
+            # Inside: a signal while this thread waits for the copy stops it too, before the file is closed.
+            copy.result()
         except BaseException:
             copy.stop()
             raise
-        copy.result()
         faults.point("patch-file-payload")
         out.seek(end)
         written = list(target.frames)
