@@ -109,10 +109,10 @@ class FrameRebuilder:
         """Whether the delta lets target frames be rebuilt at all (a content delta)."""
         return _is_content(self.delta)
 
-    def rebuild(self, out: int, places: Mapping[str, Sequence[int]]) -> set[str]:
-        """Rebuild the target frames of the digests in ``places`` and write each at every offset of the descriptor
-        ``out`` listed for its digest; return the digests written (a frame the delta does not let be rebuilt is
-        not: the caller's error names it)."""
+    def rebuild(self, out: int, places: Mapping[str, Sequence[tuple[int, FrameEntry]]]) -> set[str]:
+        """Rebuild the target frames of the digests in ``places`` and write each into the descriptor ``out`` at
+        every target frame (number, signed entry) listed for its digest, which it must fill exactly; return the
+        digests written (a frame the delta does not let be rebuilt is not: the caller's error names it)."""
         delta = self.delta
         missing = _missing(delta, self.base) if places else []
         written: set[str] = set()
@@ -137,8 +137,8 @@ class FrameRebuilder:
                     # A base list that is not the signed one is the answer, not what a frame planned from it met.
                     walk.finish()
                     raise
-                for offset in places.get(job.frame.sha256, ()):
-                    self._write(out, data, offset)
+                for number, frame in places.get(job.frame.sha256, ()):
+                    self._write(out, data, number, frame, job.frame.size)
                 written.add(job.frame.sha256)
                 faults.point("patch-file-rebuilt")
 
@@ -272,8 +272,20 @@ class FrameRebuilder:
             parts.append(_Part(entry, frame_of, at, size, carried.base_sha256, carried=data, patch=True))
         return _job(number, frame, files, parts, self.base.frames)
 
-    def _write(self, out: int, data: bytes, offset: int) -> None:
-        """One rebuilt frame at its place in the new kit; then handed to writeback, as the copier does its runs."""
+    def _write(self, out: int, data: bytes, number: int, frame: FrameEntry, size: int) -> None:
+        """One rebuilt frame (``data``: bytes with ``frame``'s signed digest, decoding to ``size`` bytes) at target
+        frame ``number``'s place in the new kit; then handed to writeback, as the copier does its runs.
+
+        The frames around it are written where the target's signed table puts them, so bytes of another length
+        than the table signs for this place would leave a hole or run into the next frame, and another decoded
+        size would make the new kit's index lie: refused, as the copier refuses a frame of another length."""
+        if (len(data), size) != (frame.length, frame.size):
+            raise IntegrityError(
+                f"{self.delta.path}: the target's signed frame {number} is {frame.length} bytes decoding to "
+                f"{frame.size}, but the bytes of its signed digest are {len(data)} decoding to {size}; the delta is "
+                "corrupt, obtain it again"
+            )
+        offset = frame.offset
         try:
             view = memoryview(data)
             position = offset

@@ -325,9 +325,8 @@ def _write_patched(
     head = delta.target_manifest  # signed; its file list is read while the payload is copied
     describe = _Names(delta.target)
     placed: list[tuple[int, Span]] = []
-    # Frames to rebuild (a content delta's): the offsets of each digest, and the first frame of each for errors.
-    places: dict[str, list[int]] = {}
-    first: dict[str, int] = {}
+    # Frames to rebuild (a content delta's): the target frames (number, signed entry) of each digest.
+    places: dict[str, list[tuple[int, FrameEntry]]] = {}
     from_base = 0
     end = 0
     for number, frame in enumerate(head.frames):
@@ -338,8 +337,7 @@ def _write_patched(
         end += frame.length
         span, base = sources.span(number, frame, _Said(functools.partial(describe, number)))
         if span is None:
-            places.setdefault(frame.sha256, []).append(frame.offset)
-            first.setdefault(frame.sha256, number)
+            places.setdefault(frame.sha256, []).append((number, frame))
             continue
         placed.append((frame.offset, span))
         from_base += base
@@ -356,14 +354,14 @@ def _write_patched(
         try:
             target = sources.target_files()
             rebuilt = sources.rebuilt.rebuild(out.fileno(), places)
-            for digest, number in first.items():
+            for digest, ((number, frame), *_) in places.items():
                 if digest not in rebuilt:
-                    what = _Said(functools.partial(describe, number))
-                    raise sources.not_held(number, head.frames[number], what)
+                    raise sources.not_held(number, frame, _Said(functools.partial(describe, number)))
+            # Inside: a signal while this thread waits for the copy stops it too, before the file is closed.
+            copy.result()
         except BaseException:
             copy.stop()
             raise
-        copy.result()
         faults.point("patch-file-payload")
         out.seek(end)
         written = list(target.frames)
