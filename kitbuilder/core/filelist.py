@@ -239,20 +239,6 @@ class FileTable(Sequence[FileEntry]):
     def payload_bytes(self) -> int:
         return sum(self._sizes)
 
-    def of_component(self, component: str) -> list[FileEntry]:
-        """The entries of ``component``'s files, in order; an entry is made only for those (a component's files
-        lie in runs, found at C speed: verify parses the apply jobs of a kit of many files without an object per
-        file of the other components)."""
-        wanted = {number for number, (_, owner) in enumerate(self._kind_list) if owner == component}
-        entries: list[FileEntry] = []
-        start = 0
-        for kind, run in groupby(self._kinds):
-            count = len(list(run))
-            if kind in wanted:
-                entries.extend(self._entry(number, self.paths[number]) for number in range(start, start + count))
-            start += count
-        return entries
-
     def placements(self) -> Iterator[tuple[int, int, int]]:
         """Each file's (frame, at, size), in order, from the columns (no entry object made per file)."""
         return zip(self._frames, self._ats, self._sizes, strict=True)

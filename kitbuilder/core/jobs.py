@@ -13,7 +13,7 @@ Pure: bytes come in through a ``read`` callback, nothing touches paths or databa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -91,11 +91,7 @@ Job = MigrationJob | SeedJob | BackfillComponent
 
 def component_files(manifest: Manifest, component_id: str) -> dict[str, FileEntry]:
     """A component's files by their name relative to the component's common directory."""
-    files = manifest.files
-    if isinstance(files, FileTable):
-        entries = files.of_component(component_id)
-    else:
-        entries = [f for f in files if f.component == component_id]
+    entries = _entries_of(manifest.files, component_id)
     if not entries:
         return {}
     parts = [e.path.split("/")[:-1] for e in entries]
@@ -106,6 +102,20 @@ def component_files(manifest: Manifest, component_id: str) -> dict[str, FileEntr
         common.append(segments[0])
     prefix = "/".join(common)
     return {(e.path[len(prefix) + 1 :] if prefix else e.path): e for e in entries}
+
+
+def _entries_of(files: Sequence[FileEntry], component_id: str) -> list[FileEntry]:
+    """The component's entries, in order. From a file table, made for its runs of that component only (found at C
+    speed): verify parses the apply jobs of a kit of many files without an object per file of other components."""
+    if not isinstance(files, FileTable):
+        return [f for f in files if f.component == component_id]
+    entries: list[FileEntry] = []
+    start = 0
+    for _, component, count, _ in files.kind_totals():
+        if component == component_id:
+            entries.extend(files[start : start + count])
+        start += count
+    return entries
 
 
 def _job(manifest: Manifest, position: int, read: Callable[[FileEntry], bytes]) -> Job | None:

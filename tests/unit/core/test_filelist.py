@@ -38,18 +38,6 @@ def test_role_and_component_strings_are_shared() -> None:
     assert parsed[0].role is parsed[1].role and parsed[0].component is parsed[1].component
 
 
-def test_a_components_entries_are_those_of_a_filter_over_every_entry() -> None:
-    # Components in runs, one of them in two runs, and one role shared by two components.
-    entries = (
-        *FILES,
-        FileEntry("docs/c.md", 5, "d" * 64, "doc", "docs", frame=1, at=1024),
-        FileEntry("db/down.sql", 9, "e" * 64, "migration", "db2", frame=1, at=1536),
-    )
-    table = filelist.FileTable.of(entries)
-    for component in ("docs", "db", "db2", "absent"):
-        assert table.of_component(component) == [e for e in entries if e.component == component]
-
-
 @pytest.mark.parametrize(
     ("change", "message"),
     [

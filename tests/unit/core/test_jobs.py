@@ -6,6 +6,7 @@ Each refusal is a FormatError naming where (component or check) and the field, s
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -193,3 +194,24 @@ def test_backfill_yaml_errors_name_the_line_and_raise_the_callers_error() -> Non
 def test_metric_names_cannot_take_kits_own() -> None:
     assert jobs.METRIC.fullmatch("raw_linkset_missing")
     assert not jobs.METRIC.fullmatch("kit_lock_wait_seconds")
+
+
+def test_a_components_files_from_a_file_table_are_those_of_a_filter_over_every_entry() -> None:
+    # Components in runs (one of them in two runs, one role shared by two components), from a table as verify reads
+    # a format-2 list and from a tuple as format 1 holds its files: the same entries, in order.
+    from kitbuilder.core.filelist import FileEntry, FileTable
+
+    entries = (
+        FileEntry("m/1/up.sql", 3, "a" * 64, "migration", "m", frame=0, at=0),
+        FileEntry("m/2/up.sql", 4, "b" * 64, "migration", "m", frame=0, at=1024),
+        FileEntry("docs/a.md", 5, "c" * 64, "doc", "docs", frame=0, at=2048),
+        FileEntry("m/3/up.sql", 6, "d" * 64, "migration", "m", frame=0, at=3072),
+        FileEntry("n/1/up.sql", 7, "e" * 64, "migration", "n", frame=0, at=4096),
+    )
+    table = FileTable.of(entries)
+    for component in ("m", "docs", "n", "absent"):
+        expected = [e for e in entries if e.component == component]
+        assert jobs._entries_of(table, component) == expected == jobs._entries_of(entries, component)
+    # component_files reads only the manifest's files.
+    manifest: Any = SimpleNamespace(files=table)
+    assert list(jobs.component_files(manifest, "m")) == ["1/up.sql", "2/up.sql", "3/up.sql"]
