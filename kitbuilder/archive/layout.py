@@ -15,20 +15,14 @@ END_SIZE = 2 * BLOCK
 # A member whose padded data is at least LARGE bytes is large: header frame, then CHUNK-sized data frames.
 LARGE = 1 << 20
 CHUNK = 4 << 20
-# Bounds of a group frame's decompressed size. Small groups keep a patch proportional to its change: a changed file
-# makes its whole group be compressed again (by kit patch from a content delta, by kit build --delta-from). Measured
-# on a 2 GiB kit of 50,000 small files with 1% of them changed at random: 321 MB of groups to recompress with the
-# earlier bounds (512 KiB, 4 MiB; 2,302 frames), 140 MB with these (5,383 frames), the kit 0.05% larger, stock
-# `zstd -dc` of it no slower. Kits written with the earlier bounds stay valid: readers check that frames tile,
-# never where a writer cut them.
-GROUP_MIN = 128 << 10
-GROUP_MAX = 1 << 20
-# The most one frame may decompress to (docs/format.md §0.3 rule 2): a reader's bound, fixed whatever a writer's
-# GROUP_MAX (kits written with a GROUP_MAX of 4 MiB must stay readable). A group stays under GROUP_MAX + LARGE + 512
+# Bounds of a group frame's decompressed size.
+GROUP_MIN = 512 << 10
+GROUP_MAX = 4 << 20
+# The most one frame may decompress to (docs/format.md §0.3 rule 2): a group stays under GROUP_MAX + LARGE + 512
 # (it is closed once past GROUP_MAX and a small member takes under LARGE + 512), a chunk is CHUNK, and a metadata
 # member is one frame only below LARGE (a larger one is a header frame and CHUNK frames). Sizes are multiples of
-# 512, so this bounds them all: a reader decoding a frame never holds more than this.
-MAX_FRAME_SIZE = CHUNK + LARGE
+# 512, so GROUP_MAX + LARGE bounds them all: a reader decoding a frame never holds more than this.
+MAX_FRAME_SIZE = GROUP_MAX + LARGE
 # A cut point after a member whose path hashes below this (1 in 4 paths), once the group is past GROUP_MIN.
 _CUT_BELOW = 64
 # Decided once per large member from this much of its start: < 3% saved at level 1 => raw-block frames.

@@ -115,7 +115,9 @@ class KitWriter2:
         # Memory in flight follows the threads that can run at once, not the count asked for: more threads than
         # cores compress nothing sooner, and a budget that grew with the count would hold the whole input.
         busy = min(threads, usable_cores())
-        self._pool: OrderedPool[Done] = OrderedPool(threads, max_inflight=max_inflight or (busy + 1) * 3 * layout.CHUNK)
+        self._pool: OrderedPool[Done] = OrderedPool(
+            threads, max_inflight=max_inflight or (busy + 1) * 3 * layout.GROUP_MAX
+        )
         self._content_hasher = HashWorker()
         self._output_hasher = output_hasher
         self._own_output_hasher = False

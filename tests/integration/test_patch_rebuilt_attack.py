@@ -127,11 +127,13 @@ def _forged_delta(
     return out
 
 
-def _reframed(delta: int) -> Callable[[Any, set[str]], None]:
-    """The first rebuilt frame signed as ``delta`` bytes longer, the frames after it moved to stay back to back."""
+def _reframed(delta: int, edited: list[int]) -> Callable[[Any, set[str]], None]:
+    """The first rebuilt frame signed as ``delta`` bytes longer, the frames after it moved to stay back to back;
+    its number is appended to ``edited``."""
 
     def edit(table: Any, rebuilt: set[str]) -> None:
         number = next(n for n, frame in enumerate(table) if frame["sha256"] in rebuilt)
+        edited.append(number)
         table[number]["length"] += delta
         for frame in table[number + 1 :]:
             frame["offset"] += delta
@@ -142,21 +144,22 @@ def _reframed(delta: int) -> Callable[[Any, set[str]], None]:
 @pytest.mark.parametrize("delta", [9, -9])
 def test_a_rebuilt_frame_signed_with_another_length_is_refused(kit_env: KitEnv, tmp_path: Path, delta: int) -> None:
     base, full = _release(kit_env)
-    forged = _forged_delta(kit_env, base, full, tmp_path / "forged.kit.tar.zst", _reframed(delta))
+    edited: list[int] = []
+    forged = _forged_delta(kit_env, base, full, tmp_path / "forged.kit.tar.zst", _reframed(delta, edited))
     assert run_kit("verify", forged, "--key", kit_env.ed_pub, "--no-state").exit_code == 0  # signed, a valid kit
     out = tmp_path / "out"
     out.mkdir()
     result = _cli("patch", base, forged, "--key", kit_env.ed_pub, "--no-state", "--out", out / "new.kit")
     assert result.returncode == 4, (result.returncode, result.stderr)
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "signed frame 1 is" in result.stderr and "the delta is corrupt" in result.stderr, result.stderr
+    assert f"signed frame {edited[0]} is" in result.stderr and "the delta is corrupt" in result.stderr, result.stderr
     assert not list(out.iterdir())
 
 
-def _content_delta(kit_env: KitEnv) -> tuple[Path, Path, Path]:
+def _content_delta(kit_env: KitEnv, frames: str = "content") -> tuple[Path, Path, Path]:
     base, full = _release(kit_env)
     delta = kit_env.root / "delta.kit.tar.zst"
-    _build(kit_env, delta, "--delta-from", base)
+    _build(kit_env, delta, "--delta-from", base, "--delta-frames", frames)
     return base, full, delta
 
 
@@ -167,7 +170,8 @@ def _content_delta(kit_env: KitEnv) -> tuple[Path, Path, Path]:
 def test_a_signal_while_frames_are_rebuilt_and_copied_leaves_nothing(
     kit_env: KitEnv, tmp_path: Path, sig: str, point: str
 ) -> None:
-    base, full, delta = _content_delta(kit_env)
+    # Every target frame of this release is rebuilt from a content delta; a verbatim one has frames to copy.
+    base, full, delta = _content_delta(kit_env, "verbatim" if point == "patch-file-frames" else "content")
     out = tmp_path / "out"
     out.mkdir()
     command = ["patch", base, delta, "--key", kit_env.ed_pub, "--no-state", "--out", out / "new.kit"]
@@ -226,24 +230,25 @@ def test_disk_full_while_frames_are_rebuilt_and_copied(kit_env: KitEnv, small_fs
     assert out.read_bytes() == full.read_bytes()
 
 
-def test_a_base_written_with_the_earlier_group_bounds_verifies_and_patches(
+def test_a_base_written_with_other_group_bounds_verifies_and_patches(
     kit_env: KitEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A base whose groups were cut at the earlier bounds (512 KiB to 4 MiB): it verifies, a content delta and a
-    verbatim one are built from it, and both patch it to the full build's bytes (readers never check where a
-    writer cut a group)."""
+    """A base whose groups were cut at other bounds (128 KiB to 1 MiB, tried for smaller patches): it verifies, a
+    content delta and a verbatim one are built from it, and both patch it to the full build's bytes (readers never
+    check where a writer cut a group)."""
     notes = kit_env.root / "src/docs/notes"
     notes.mkdir()
-    for number in range(400):  # 6.4 MiB: groups of up to 4 MiB at the earlier bounds
+    for number in range(400):  # 6.4 MiB: many groups of up to 1 MiB at those bounds
         (notes / f"{number:03d}.md").write_text(_note(number))
     base = kit_env.root / "base.kit.tar.zst"
     with monkeypatch.context() as patched:
-        patched.setattr(layout, "GROUP_MIN", 512 << 10)
-        patched.setattr(layout, "GROUP_MAX", 4 << 20)
+        patched.setattr(layout, "GROUP_MIN", 128 << 10)
+        patched.setattr(layout, "GROUP_MAX", 1 << 20)
         _build(kit_env, base)
     sizes = [frame.size for frame in _frames(base)]
-    # Groups of at least the earlier GROUP_MIN (but the last): not what the new bounds cut.
-    assert sum(size < 512 << 10 for size in sizes) <= 1, sizes
+    # Groups of at most 1 MiB + LARGE, several under the default GROUP_MIN: not what a default build cuts.
+    assert all(size <= (1 << 20) + layout.LARGE for size in sizes), sizes
+    assert sum(size < layout.GROUP_MIN for size in sizes) > 1, sizes
     assert run_kit("verify", base, "--key", kit_env.ed_pub, "--no-state").exit_code == 0
     for number in (7, 210, 390):
         text = (notes / f"{number:03d}.md").read_text()
