@@ -62,7 +62,8 @@ def _file_patch_text(patched: FilePatch, what: str) -> None:
     if result.already_patched:
         click.echo(f"already patched: {result.output} is {what}")
     else:
+        rebuilt = f", {result.rebuilt} rebuilt" if result.rebuilt else ""
         click.echo(
             f"patched {result.output}: {what}; {result.copied_from_base} frames from base, "
-            f"{result.copied_from_delta} from delta, {result.bytes_written} bytes"
+            f"{result.copied_from_delta} from delta{rebuilt}, {result.bytes_written} bytes"
         )

@@ -46,9 +46,10 @@ class PatchResult:
     output: Path
     manifest: Manifest
     copied_from_base: int  # payload frames
-    copied_from_delta: int
+    copied_from_delta: int  # payload frames the delta carries verbatim
     bytes_written: int
     already_patched: bool = False
+    rebuilt: int = 0  # payload frames made again from contents (a content delta's changed groups)
 
 
 def patch_kit(
@@ -388,7 +389,8 @@ def _write_patched(
             size = out.tell()
         except OSError as exc:
             raise host_error(exc, shown, "write") from exc
-    return PatchResult(output, target, from_base, len(target.frames) - from_base, size)
+    remade = sum(len(at) for at in places.values())
+    return PatchResult(output, target, from_base, len(target.frames) - from_base - remade, size, rebuilt=remade)
 
 
 def _metadata_order(delta: DeltaMetadata) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ class FilePatch:
             "kit": self.kit.to_json(),
             "copiedFromBase": result.copied_from_base,
             "copiedFromDelta": result.copied_from_delta,
+            "rebuilt": result.rebuilt,
             "bytes": result.bytes_written,
             "alreadyPatched": result.already_patched,
         }

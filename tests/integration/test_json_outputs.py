@@ -83,7 +83,12 @@ def _json_commands() -> set[str]:
 
     def walk(command: click.Command, name: str) -> None:
         if isinstance(command, click.Group):
-            for sub_name, sub in command.commands.items():
+            # Through the group's own listing: kit's commands are registered when first asked for (KitGroup), so
+            # ``commands`` holds only those some earlier test happened to run.
+            context = click.Context(command)
+            for sub_name in command.list_commands(context):
+                sub = command.get_command(context, sub_name)
+                assert sub is not None, sub_name
                 walk(sub, f"{name} {sub_name}".strip())
         elif any(isinstance(p, click.Option) and "--json" in p.opts for p in command.params):
             found.add(name)
