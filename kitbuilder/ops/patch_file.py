@@ -1,12 +1,15 @@
-"""kit patch on a kit file (format 2): the new kit assembled from the base's and the delta's frames, verbatim.
+"""kit patch on a kit file (format 2): the new kit assembled from the base's and the delta's frames.
 
-Every payload frame of the target (its signed manifest's ``frames``) is copied
+Each payload frame of the target (its signed manifest's ``frames``) is copied
 from the base or the delta by its signed SHA-256, never decompressed: the
-digest of the bytes that land in the output is the check (``framecopy``). The
-target's metadata members (``delta/target/…`` in the delta, verified) are then
-written as one frame each, compressed as a full build compresses them, then the
-end-of-archive frame, the index and the footer. Same libzstd and level as the
-build: the result is the full build's bytes.
+digest of the bytes that land in the output is the check (``framecopy``); or,
+for a content delta's changed groups, made again from the base's contents and
+the delta's and checked against the same signed digest (``frame_rebuild``).
+Both write into the new file at the offsets the target's signed frame table
+gives, side by side. The target's metadata members (``delta/target/…`` in the
+delta, verified) are then written as one frame each, compressed as a full
+build compresses them, then the end-of-archive frame, the index and the footer.
+Same libzstd and level as the build: the result is the full build's bytes.
 """
 
 from __future__ import annotations
