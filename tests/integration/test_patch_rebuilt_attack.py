@@ -16,7 +16,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ from kitbuilder.ops.trust_inputs import load_private
 from kitbuilder.trust.signatures import TrustPolicy
 from tests.factories.cli import KitEnv, run_kit
 from tests.factories.mutate import resign_envelope
+from tests.integration import test_hostile_patch
 
+small_fs = test_hostile_patch.small_fs  # the fixture: a 2 MiB tmpfs, unmounted afterwards
 NOTES = 60  # 16 KiB each: several groups
 
 
@@ -190,22 +192,6 @@ def test_a_signal_while_frames_are_rebuilt_and_copied_leaves_nothing(
     result = _cli(*command)
     assert result.returncode == 0, result.stderr
     assert (out / "new.kit").read_bytes() == full.read_bytes()
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs, unmounted afterwards; skipped where this host cannot mount one."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode}): needs root")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 @pytest.mark.parametrize("free", [0, 8 << 10, 64 << 10, 160 << 10])
