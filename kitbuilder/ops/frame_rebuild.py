@@ -112,9 +112,10 @@ class FrameRebuilder:
     def rebuild(self, out: int, places: Mapping[str, Sequence[tuple[int, FrameEntry]]]) -> set[str]:
         """Rebuild the target frames of the digests in ``places`` and write each into the descriptor ``out`` at
         every target frame (number, signed entry) listed for its digest, which it must fill exactly; return the
-        digests written (a frame the delta does not let be rebuilt is not: the caller's error names it)."""
+        digests written (one the delta does not let be rebuilt is not: the caller's error names it). ``places``: the
+        frames neither kit holds, of a content delta only (``can_rebuild``), each digest's first place first."""
         delta = self.delta
-        missing = _missing(delta, self.base) if places else []
+        missing = [at[0][0] for at in places.values()]  # the first frame of each digest: the one planned
         written: set[str] = set()
         if not missing:
             return written
@@ -300,20 +301,6 @@ class FrameRebuilder:
 
 def _is_content(delta: DeltaMetadata) -> bool:
     return delta.manifest.delta is not None and delta.manifest.delta.frames == CONTENT
-
-
-def _missing(delta: DeltaMetadata, base: Manifest) -> list[int]:
-    """The target frames neither the base nor the delta holds, the first of each content: to be rebuilt. Only a
-    content delta says so (one whose group lost a file may need no content member at all); for any other, a
-    missing frame is the caller's error (none is returned)."""
-    if not _is_content(delta):
-        return []
-    have = {f.sha256 for f in base.frames} | set(delta.carried)
-    missing: dict[str, int] = {}
-    for number, frame in enumerate(delta.target_manifest.frames):
-        if frame.sha256 not in have:
-            missing.setdefault(frame.sha256, number)
-    return list(missing.values())
 
 
 def _laid_out(frame: FrameEntry, files: Sequence[FileEntry]) -> bool:
