@@ -21,10 +21,15 @@ from kitbuilder.core.manifest_parts import DeltaInfo
 from kitbuilder.core.statement import MANIFEST_PREDICATE_TYPE, Statement, Subject
 from kitbuilder.ops import delta as delta_module
 from kitbuilder.ops.delta import write_delta_kit
-from kitbuilder.ops.frame_reuse import FrameMap
+from kitbuilder.ops.delta_content import CONTENT, ContentShipper, FilePlan, plan_files
+from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap
 from kitbuilder.ops.kitfile import open_kit, read_metadata
 from kitbuilder.ops.trust_inputs import load_private
-from kitbuilder.trust.signatures import sign_envelope
+from kitbuilder.trust.signatures import TrustPolicy, sign_envelope
+
+# Makes a content delta's shipper from the base, the target's frames, the plan of changed files and the level:
+# ContentShipper itself, or one that tampers with what it carries.
+Shipper = Callable[[BaseFrames, FrameMap, FilePlan, int], ContentShipper]
 
 
 def craft_delta(
@@ -37,22 +42,32 @@ def craft_delta(
     edit_target: dict[str, Any] | None = None,
     edit_info: Callable[[dict[str, Any]], None] | None = None,
     misname: bool = False,
+    content: Shipper | None = None,
 ) -> Path:
     """A delta from ``full`` to ``base`` signed with ``key``: it ships the frames the base lacks
     (``ship="changed"``) or none (``"none"``); ``edit_target`` replaces fields of the target manifest, which is
     then signed again (its provenance, which names the old manifest, is left out); ``edit_info`` edits the
     ``delta`` block last; ``misname`` carries each shipped frame under the name of the next one (the last under
-    the first's), so every ``delta/frames/<sha256>`` member holds another frame than its name says."""
+    the first's), so every ``delta/frames/<sha256>`` member holds another frame than its name says; ``content``
+    makes a content delta (its delta block says ``"frames": "content"`` before ``edit_info``) whose shipper it
+    makes (``Shipper``)."""
     caps = Caps()
     private = load_private(key)
     with open_kit(base) as stream:
         base_meta = read_metadata(stream, caps)
-    with open_kit(full) as stream:
+    with contextlib.ExitStack() as held:
+        stream = held.enter_context(open_kit(full))
         target = read_metadata(stream, caps)
         frames = FrameMap(target.manifest, what=str(full))
         have = {f.sha256 for f in base_meta.manifest.frames}
         numbered = enumerate(target.manifest.frames)
         shipped = [n for n, f in numbered if f.sha256 not in have] if ship == "changed" else []
+        shipper = None
+        if content is not None:
+            reuse = BaseFrames(base, TrustPolicy(keys=(private.public,), threshold=1), caps)
+            held.callback(reuse.close)
+            plan = plan_files(reuse.files(), target.manifest.files, set(shipped))
+            shipper = content(reuse, frames, plan, target.manifest.build.compression.level)
         members = dict(target.members)
         if edit_target is not None:
             document = json.loads(members[MANIFEST_JSON])
@@ -79,12 +94,22 @@ def craft_delta(
             "removed": [],
             "targetManifestSha256": hashlib.sha256(members[MANIFEST_JSON]).hexdigest(),
         }
+        if content is not None:
+            info["frames"] = CONTENT
         if edit_info is not None:
             edit_info(info)
         with out.open("wb") as sink, _misnamed(frames, shipped) if misname else contextlib.nullcontext():
             file_list = delta_module.target_list(target, stream, caps)
             write_delta_kit(
-                sink, stream, frames, shipped, members, DeltaInfo.from_json(info), [private], file_list=file_list
+                sink,
+                stream,
+                frames,
+                shipped,
+                members,
+                DeltaInfo.from_json(info),
+                [private],
+                file_list=file_list,
+                content=shipper,
             )
     return out
 

@@ -17,22 +17,21 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
 
 from kitbuilder.archive import content_delta, framejobs
 from kitbuilder.archive.reader import Caps
-from kitbuilder.core.manifest import MANIFEST_JSON, Manifest
-from kitbuilder.core.manifest_parts import DeltaInfo
+from kitbuilder.core.manifest import Manifest
 from kitbuilder.ops import delta_content
-from kitbuilder.ops.delta import DELTA_COMPONENT, FRAMES_DIR, target_list, write_delta_kit
+from kitbuilder.ops.delta import DELTA_COMPONENT, FRAMES_DIR
 from kitbuilder.ops.delta_content import ContentShipper, Shipped
 from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap
 from kitbuilder.ops.kitfile import open_kit, read_metadata
-from kitbuilder.ops.trust_inputs import load_private
-from kitbuilder.trust.signatures import TrustPolicy
 from tests.factories.cli import KitEnv, run_json, run_kit
+from tests.factories.deltas import craft_delta
 
 NOTES = 120  # 16 KiB each: several groups
 
@@ -232,41 +231,21 @@ def _signed_delta(
 ) -> Path:
     """The release's content delta, with each patch member edited, validly signed by the release key; its delta
     block says ``label`` as its ``frames`` (``None``: left out, as by an earlier release)."""
-    private = load_private(release.kit_env.ed_key)
-    caps = Caps()
-    base = BaseFrames(release.base, TrustPolicy(keys=(private.public,), threshold=1), caps)
-    try:
-        with open_kit(release.full) as stream:
-            target = read_metadata(stream, caps)
-            frames = FrameMap(target.manifest, what=str(release.full))
-            have = {f.sha256 for f in base.frames}
-            shipped = [n for n, f in enumerate(target.manifest.frames) if f.sha256 not in have]
-            plan = delta_content.plan_files(base.files(), target.manifest.files, set(shipped))
-            shipper = _Tampering(base, frames, plan, target.manifest.build.compression.level)
-            shipper.edit = edit  # type: ignore[method-assign]
-            info = DeltaInfo(
-                base_manifest_sha256=base.manifest_sha256,
-                base_sequence=1,
-                base_version=base.manifest.kit.version,
-                removed=(),
-                target_manifest_sha256=hashlib.sha256(target.members[MANIFEST_JSON]).hexdigest(),
-                frames=label,
-            )
-            with out.open("wb") as sink:
-                write_delta_kit(
-                    sink,
-                    stream,
-                    frames,
-                    shipped,
-                    target.members,
-                    info,
-                    [private],
-                    file_list=target_list(target, stream, caps),
-                    content=shipper,
-                )
-    finally:
-        base.close()
-    assert shipper.patches > 0
+    made: list[_Tampering] = []
+
+    def shipper(base: BaseFrames, frames: FrameMap, plan: delta_content.FilePlan, level: int) -> ContentShipper:
+        made.append(_Tampering(base, frames, plan, level))
+        made[-1].edit = edit  # type: ignore[method-assign]
+        return made[-1]
+
+    def labelled(info: dict[str, Any]) -> None:
+        if label is None:
+            del info["frames"]
+        else:
+            info["frames"] = label
+
+    craft_delta(release.kit_env.ed_key, release.base, release.full, out, content=shipper, edit_info=labelled)
+    assert made[0].patches > 0
     return out
 
 

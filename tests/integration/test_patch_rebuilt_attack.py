@@ -9,9 +9,7 @@ line and nothing written, as a copied frame whose length differs is.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -24,18 +22,11 @@ import pytest
 
 from kitbuilder.archive import layout
 from kitbuilder.archive.reader import Caps
-from kitbuilder.core import jsonio
-from kitbuilder.core.manifest import MANIFEST_DSSE, MANIFEST_JSON, FrameEntry
-from kitbuilder.core.manifest_parts import DeltaInfo
-from kitbuilder.ops import delta_content
-from kitbuilder.ops.delta import target_list, write_delta_kit
+from kitbuilder.core.manifest import MANIFEST_JSON, FrameEntry
 from kitbuilder.ops.delta_content import ContentShipper
-from kitbuilder.ops.frame_reuse import BaseFrames, FrameMap
 from kitbuilder.ops.kitfile import open_kit, read_metadata
-from kitbuilder.ops.trust_inputs import load_private
-from kitbuilder.trust.signatures import TrustPolicy
 from tests.factories.cli import KitEnv, run_kit
-from tests.factories.mutate import resign_envelope
+from tests.factories.deltas import craft_delta
 from tests.integration import test_hostile_patch
 
 small_fs = test_hostile_patch.small_fs  # the fixture: a 2 MiB tmpfs, unmounted afterwards
@@ -82,51 +73,12 @@ def _forged_delta(
 ) -> Path:
     """A content delta from ``base_path`` to ``full`` whose target manifest's frame table is edited by ``edit``
     (given the table and the digests of the frames kit patch rebuilds), re-signed by the release key."""
-    private = load_private(kit_env.ed_key)
-    caps = Caps()
-    base = BaseFrames(base_path, TrustPolicy(keys=(private.public,), threshold=1), caps)
-    try:
-        with open_kit(full) as stream:
-            target = read_metadata(stream, caps)
-            frames = FrameMap(target.manifest, what=str(full))
-            have = {f.sha256 for f in base.frames}
-            shipped = [n for n, f in enumerate(target.manifest.frames) if f.sha256 not in have]
-            plan = delta_content.plan_files(base.files(), target.manifest.files, set(shipped))
-            shipper = ContentShipper(base, frames, plan, target.manifest.build.compression.level)
-            document = json.loads(target.members[MANIFEST_JSON])
-            rebuilt = {target.manifest.frames[n].sha256 for n in shipped}
-            edit(document["frames"], rebuilt)
-            manifest = jsonio.dump_pretty(document)
-            envelope = json.loads(target.members[MANIFEST_DSSE])
-            statement = json.loads(base64.b64decode(envelope["payload"]))
-            statement["predicate"] = document
-            resign_envelope(envelope, jsonio.dump_pretty(statement), (private,))
-            members = dict(target.members)
-            members[MANIFEST_JSON] = manifest
-            members[MANIFEST_DSSE] = jsonio.dump_pretty(envelope)
-            info = DeltaInfo(
-                base_manifest_sha256=base.manifest_sha256,
-                base_sequence=1,
-                base_version=base.manifest.kit.version,
-                removed=(),
-                target_manifest_sha256=hashlib.sha256(manifest).hexdigest(),
-                frames="content",
-            )
-            with out.open("wb") as sink:
-                write_delta_kit(
-                    sink,
-                    stream,
-                    frames,
-                    shipped,
-                    members,
-                    info,
-                    [private],
-                    file_list=target_list(target, stream, caps),
-                    content=shipper,
-                )
-    finally:
-        base.close()
-    return out
+    with open_kit(base_path) as stream:
+        have = {f.sha256 for f in read_metadata(stream, Caps()).manifest.frames}
+    with open_kit(full) as stream:
+        table = json.loads(read_metadata(stream, Caps()).members[MANIFEST_JSON])["frames"]
+    edit(table, {frame["sha256"] for frame in table if frame["sha256"] not in have})
+    return craft_delta(kit_env.ed_key, base_path, full, out, edit_target={"frames": table}, content=ContentShipper)
 
 
 def _reframed(delta: int, edited: list[int]) -> Callable[[Any, set[str]], None]:
